@@ -1,0 +1,300 @@
+"""TensorRT calibration cache files and trtq's JSON sidecar.
+
+Cache format (what ``IInt8Calibrator.write_calibration_cache`` produces)::
+
+    TRT-<version>-<Algorithm>
+    <tensor name>: <8 hex digits: big-endian float32 bits of scale = amax / 127>
+
+TensorRT silently ignores a cache it finds incompatible, so every cache trtq writes
+gets a sidecar ``<cache>.json`` recording which model, data and algorithm produced
+it; :func:`read_cache` refuses a cache whose sidecar does not match the model.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import logging
+import math
+import re
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Union
+
+import numpy as np
+
+from . import __version__, defaults
+from .errors import CacheError
+from .fileio import atomic_write, check_writable
+
+log = logging.getLogger(__name__)
+
+PathLike = Union[str, Path]
+
+#: Header algorithm names TensorRT uses (``CalibrationAlgoType``).
+#: percentile and mse have no TensorRT calibrator of their own; their caches carry the
+#: EntropyCalibration2 header because that is the calibrator trtexec and DeepStream
+#: instantiate, so the cache is accepted there. The sidecar records the real algorithm.
+TRT_ALGORITHM_NAMES = {
+    "entropy": "EntropyCalibration2",
+    "minmax": "MinMaxCalibration",
+    "percentile": "EntropyCalibration2",
+    "mse": "EntropyCalibration2",
+}
+KNOWN_HEADER_ALGORITHMS = ("EntropyCalibration2", "EntropyCalibration", "MinMaxCalibration", "LegacyCalibration")
+
+SIDECAR_FORMAT = "trtq-calibration-sidecar"
+SIDECAR_VERSION = 1
+
+#: The smallest amax written: TensorRT must never see a zero scale (an all-zero tensor).
+MIN_AMAX = 1e-7
+_HEADER = re.compile(r"^TRT-(\d+)-([A-Za-z0-9_]+)$")
+_INT8_MAX = np.float32(127.0)
+
+
+def encode_scale(amax: float) -> str:
+    """amax -> 8 hex digits of the float32 scale amax/127 (amax 1.0 -> ``3c010204``)."""
+    if not math.isfinite(amax) or amax < 0:
+        raise CacheError(f"cannot encode amax {amax!r}: it must be a finite, non-negative number")
+    scale = np.float32(max(amax, MIN_AMAX)) / _INT8_MAX
+    return struct.pack(">f", float(scale)).hex()
+
+
+def decode_scale(hex_digits: str) -> float:
+    """8 hex digits -> the float32 scale they hold."""
+    if not re.fullmatch(r"[0-9a-fA-F]{1,8}", hex_digits):
+        raise ValueError(f"{hex_digits!r} is not a hex float")
+    return float(struct.unpack(">f", bytes.fromhex(hex_digits.rjust(8, "0")))[0])
+
+
+def trt_version_int(version: str) -> int:
+    """'8.6.1' -> 8601, '10.3.0' -> 100300 (the encoding TensorRT puts in cache headers)."""
+    parts = [int(p) for p in re.findall(r"\d+", version)[:3]] + [0, 0, 0]
+    major, minor, patch = parts[:3]
+    return major * (10000 if major >= 10 else 1000) + minor * 100 + patch
+
+
+def trt_version_text(version: int) -> str:
+    """Inverse of :func:`trt_version_int`, for messages."""
+    if version >= 100000:
+        return f"{version // 10000}.{version // 100 % 100}.{version % 100}"
+    return f"{version // 1000}.{version // 100 % 10}.{version % 100}"
+
+
+@dataclass
+class CalibrationCache:
+    """A parsed cache: header fields and scale per tensor (file order kept)."""
+
+    trt_version: int
+    algorithm: str
+    scales: Dict[str, float]
+    sidecar: Optional[dict] = None
+    path: Optional[Path] = None
+
+    @property
+    def amax(self) -> Dict[str, float]:
+        return {name: float(np.float32(scale) * _INT8_MAX) for name, scale in self.scales.items()}
+
+    @property
+    def header(self) -> str:
+        return f"TRT-{self.trt_version}-{self.algorithm}"
+
+    def to_bytes(self) -> bytes:
+        lines = [self.header]
+        for name, scale in self.scales.items():
+            lines.append(f"{name}: {struct.pack('>f', float(np.float32(scale))).hex()}")
+        return ("\n".join(lines) + "\n").encode("utf-8")
+
+    def restamped(self, trt_version: int, algorithm: str) -> "CalibrationCache":
+        """The same scales under another header (TensorRT skips a cache whose header differs)."""
+        return CalibrationCache(trt_version, algorithm, dict(self.scales), self.sidecar, self.path)
+
+
+def format_cache(amax: Mapping[str, float], trt_version: int, algorithm: str) -> bytes:
+    """Cache file bytes for ``amax`` per tensor."""
+    if algorithm not in KNOWN_HEADER_ALGORITHMS:
+        algorithm = TRT_ALGORITHM_NAMES.get(algorithm, algorithm)
+    lines = [f"TRT-{int(trt_version)}-{algorithm}"]
+    for name, value in amax.items():
+        if "\n" in name:
+            raise CacheError(f"tensor name {name!r} contains a newline; TensorRT caches cannot hold it")
+        lines.append(f"{name}: {encode_scale(float(value))}")
+    return ("\n".join(lines) + "\n").encode("utf-8")
+
+
+def parse_cache(data: bytes, source: str = "cache") -> CalibrationCache:
+    """Parse cache bytes; names may hold spaces, brackets and colons (split on the last ': ')."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise CacheError(f"{source} is not a TensorRT calibration cache (not text)") from None
+    lines = [line.rstrip("\r") for line in text.split("\n")]
+    while lines and not lines[-1].strip():
+        lines.pop()
+    if not lines:
+        raise CacheError(f"{source} is empty")
+    match = _HEADER.match(lines[0].strip())
+    if not match:
+        raise CacheError(f"{source} does not start with a TensorRT cache header like 'TRT-100300-EntropyCalibration2' "
+                         f"(found {lines[0][:60]!r})")
+    scales: Dict[str, float] = {}
+    for number, line in enumerate(lines[1:], start=2):
+        if not line.strip():
+            continue
+        name, sep, digits = line.rpartition(": ")
+        if not sep or not name:
+            raise CacheError(f"{source} line {number}: expected '<tensor>: <8 hex digits>', found {line[:80]!r}")
+        try:
+            scales[name] = decode_scale(digits.strip())
+        except ValueError:
+            raise CacheError(f"{source} line {number}: {digits.strip()!r} is not 8 hex digits") from None
+    return CalibrationCache(int(match.group(1)), match.group(2), scales)
+
+
+def sidecar_path(cache_path: PathLike) -> Path:
+    return Path(str(cache_path) + ".json")
+
+
+def make_sidecar(
+    *,
+    model_path: PathLike,
+    model_sha256: str,
+    inputs: Sequence[dict],
+    algorithm: str,
+    amax: Mapping[str, float],
+    trt_version: int,
+    data: Optional[dict] = None,
+    algorithm_options: Optional[dict] = None,
+) -> dict:
+    """The JSON record that ties a cache to the model and data that produced it."""
+    return {
+        "format": SIDECAR_FORMAT,
+        "format_version": SIDECAR_VERSION,
+        "trtq_version": __version__,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "model": {"file": Path(model_path).name, "sha256": model_sha256, "inputs": list(inputs)},
+        "data": data or {},
+        "algorithm": {"name": algorithm, **(algorithm_options or {})},
+        "header": {"trt_version": int(trt_version), "algorithm": TRT_ALGORITHM_NAMES.get(algorithm, algorithm)},
+        "amax": {name: float(value) for name, value in amax.items()},
+    }
+
+
+def write_cache(
+    path: PathLike,
+    amax: Mapping[str, float],
+    *,
+    algorithm: str = defaults.ALGORITHM,
+    trt_version: Optional[int] = None,
+    sidecar: Optional[dict] = None,
+) -> List[Path]:
+    """Write the cache (and its sidecar when given) atomically; returns the files written."""
+    if trt_version is None:
+        trt_version = default_trt_version()
+    header_algorithm = TRT_ALGORITHM_NAMES.get(algorithm, algorithm)
+    payload = format_cache(amax, trt_version, header_algorithm)
+    written = [Path(path)]
+    check_writable(path)
+    if sidecar is not None:
+        check_writable(sidecar_path(path))
+    with atomic_write(path, "wb") as handle:
+        handle.write(payload)
+    if sidecar is not None:
+        with atomic_write(sidecar_path(path), "w") as handle:
+            json.dump(sidecar, handle, indent=2)
+            handle.write("\n")
+        written.append(sidecar_path(path))
+    return written
+
+
+def default_trt_version() -> int:
+    """The running TensorRT's version if importable, else :data:`trtq.defaults.TRT_VERSION`."""
+    try:
+        from .backend import tensorrt_version
+    except ImportError:  # pragma: no cover - backend is part of the package
+        return defaults.TRT_VERSION
+    version = tensorrt_version()
+    return trt_version_int(version) if version else defaults.TRT_VERSION
+
+
+def read_cache(path: PathLike) -> CalibrationCache:
+    """Read a cache file and its sidecar (if any). Use :func:`check_cache_matches` before trusting it."""
+    path = Path(path)
+    if not path.exists():
+        raise CacheError(f"calibration cache {path} does not exist")
+    if path.is_dir():
+        raise CacheError(f"calibration cache path {path} is a folder")
+    cache = parse_cache(path.read_bytes(), source=str(path))
+    cache.path = path
+    side = sidecar_path(path)
+    if side.exists():
+        try:
+            cache.sidecar = json.loads(side.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise CacheError(f"sidecar {side} is not valid JSON ({exc}); delete it or recalibrate") from None
+        if cache.sidecar.get("format") != SIDECAR_FORMAT:
+            raise CacheError(f"{side} is not a trtq sidecar (no 'format': '{SIDECAR_FORMAT}')")
+    return cache
+
+
+def cache_problems(cache: CalibrationCache, model, model_sha256: str, tensor_names: Iterable[str]) -> List[str]:
+    """Reasons the cache does not belong to this model (empty list: it does)."""
+    from .graph.model import input_specs
+
+    problems: List[str] = []
+    known = set(tensor_names)
+    side = cache.sidecar
+    if side is not None:
+        recorded = side.get("model", {})
+        if recorded.get("sha256") and recorded["sha256"] != model_sha256:
+            problems.append(
+                f"it was calibrated for model '{recorded.get('file', '?')}' (sha256 {recorded['sha256'][:12]}…), "
+                f"not this one (sha256 {model_sha256[:12]}…)"
+            )
+        inputs_now = [_input_record(spec) for spec in input_specs(model)]
+        if recorded.get("inputs") is not None and _comparable_inputs(recorded["inputs"]) != _comparable_inputs(inputs_now):
+            problems.append(f"the model inputs differ: cache has {_inputs_text(recorded['inputs'])}, "
+                            f"model has {_inputs_text(inputs_now)}")
+        side_amax = side.get("amax") or {}
+        edited = [n for n, a in cache.amax.items() if n in side_amax and not math.isclose(a, side_amax[n], rel_tol=1e-5, abs_tol=1e-9)]
+        if edited:
+            problems.append(f"the cache and its sidecar disagree on {len(edited)} tensor(s) (e.g. {edited[0]!r}); "
+                            "the cache was edited or the sidecar belongs to another cache")
+    missing = [name for name in cache.scales if name not in known]
+    if cache.scales and len(missing) == len(cache.scales):
+        problems.append(f"none of its {len(cache.scales)} tensor names occur in the model (e.g. {missing[0]!r})")
+    return problems
+
+
+def check_cache_matches(cache: CalibrationCache, model, model_sha256: str, tensor_names: Iterable[str],
+                        force: bool = False) -> None:
+    """Raise :class:`CacheError` (or warn, with ``force``) when the cache belongs to another model."""
+    problems = cache_problems(cache, model, model_sha256, tensor_names)
+    if cache.sidecar is None:
+        log.warning("%s has no trtq sidecar (%s); cannot verify it was made for this model",
+                    cache.path or "cache", sidecar_path(cache.path or "cache").name)
+    if not problems:
+        return
+    reason = "; ".join(problems)
+    if force:
+        log.warning("using cache %s despite: %s (--force)", cache.path, reason)
+        return
+    raise CacheError(f"refusing cache {cache.path}: {reason}. Recalibrate for this model, or pass --force to use it anyway")
+
+
+def _input_record(spec) -> dict:
+    return {"name": spec.name, "shape": [d if isinstance(d, int) else None for d in spec.shape], "dtype": str(spec.dtype)}
+
+
+def input_records(specs) -> List[dict]:
+    """Sidecar form of model input specs."""
+    return [_input_record(s) for s in specs]
+
+
+def _comparable_inputs(records) -> list:
+    return [(r.get("name"), tuple(r.get("shape") or ()), r.get("dtype")) for r in records]
+
+
+def _inputs_text(records) -> str:
+    return ", ".join(f"{r.get('name')}[{'x'.join(str(d) if d else '?' for d in r.get('shape') or ())}]" for r in records)

@@ -1,0 +1,31 @@
+"""The one home of every default trtq uses (CLI, API and docs read them from here)."""
+
+from __future__ import annotations
+
+#: Calibration samples read when ``--samples`` is not given.
+SAMPLES = 1000
+#: Samples per inference batch during calibration and evaluation.
+BATCH_SIZE = 32
+#: Shuffle seed for picking calibration samples.
+SEED = 0
+#: Histogram bins per tensor (TensorRT uses 2048 as well).
+NUM_BINS = 2048
+#: Percentile of |x| kept by the ``percentile`` algorithm.
+PERCENTILE = 99.99
+#: Calibration algorithm.
+ALGORITHM = "entropy"
+ALGORITHMS = ("entropy", "minmax", "percentile", "mse")
+#: TensorRT version written into a cache header when no ``tensorrt`` is importable:
+#: 10.3, the TensorRT of JetPack 6, the most common Jetson install. trtq's own
+#: calibrator re-stamps a cache to the running version, so this only matters to
+#: other consumers (trtexec, DeepStream) that check the header.
+TRT_VERSION = 100300
+#: Batch sizes benchmarked when ``--batch-sizes`` is not given.
+BENCH_BATCH_SIZES = (1, 8, 32, 64)
+#: Timed iterations and warm-up iterations per batch size.
+BENCH_ITERATIONS = 50
+BENCH_WARMUP = 5
+#: Minimum ONNX opset for Q/DQ models (per-channel QuantizeLinear needs 13).
+QDQ_MIN_OPSET = 13
+#: TensorRT builder workspace in GiB.
+WORKSPACE_GIB = 4.0

@@ -1,0 +1,35 @@
+"""One family of errors for everything a user can cause.
+
+The CLI prints a :class:`TrtqError` as one line (no traceback) and exits with code 2.
+Messages say what was wrong and what to do about it.
+"""
+
+from __future__ import annotations
+
+
+class TrtqError(Exception):
+    """Base of all user-facing errors."""
+
+
+class ModelError(TrtqError):
+    """The model file is missing, not ONNX, or has inputs trtq cannot feed."""
+
+
+class DataError(TrtqError):
+    """Calibration or evaluation data is missing, corrupt, or does not fit the model."""
+
+
+class CacheError(TrtqError):
+    """A calibration cache is malformed or was made for another model."""
+
+
+class OutputError(TrtqError):
+    """An output path cannot be written."""
+
+
+class BackendUnavailable(TrtqError):
+    """TensorRT, CUDA or a GPU is needed but missing."""
+
+
+class Interrupted(TrtqError):
+    """The user pressed Ctrl-C; nothing half-written was left behind."""

@@ -1,0 +1,107 @@
+"""Loading ONNX models and describing their inputs and outputs."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import List, Optional, Tuple, Union
+
+import numpy as np
+
+from ..errors import ModelError
+
+Dim = Union[int, str, None]  # int: static; str: symbolic name; None: unknown
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """Name, shape and numpy dtype of a graph input or output."""
+
+    name: str
+    shape: Tuple[Dim, ...]
+    dtype: np.dtype
+
+    @property
+    def rank(self) -> int:
+        return len(self.shape)
+
+    def is_static(self, axis: int) -> bool:
+        return isinstance(self.shape[axis], int) and self.shape[axis] > 0
+
+    def shape_text(self) -> str:
+        return "x".join(str(d) if isinstance(d, int) and d > 0 else (d or "?") for d in self.shape)
+
+
+def load_onnx(path: Union[str, Path], load_external_data: bool = True):
+    """Load and sanity-check an ONNX file, with a clear error for anything else."""
+    import onnx
+
+    path = Path(path)
+    if not path.exists():
+        raise ModelError(f"model file {path} does not exist")
+    if path.is_dir():
+        raise ModelError(f"model path {path} is a folder; give the .onnx file")
+    try:
+        model = onnx.load(str(path), load_external_data=load_external_data)
+    except Exception as exc:  # onnx raises DecodeError, ValueError, OSError...
+        raise ModelError(f"{path} is not a readable ONNX model ({type(exc).__name__}: {exc})".strip()) from None
+    if not model.graph.node and not model.graph.input:
+        raise ModelError(f"{path} is not an ONNX model (it parsed, but holds no graph)")
+    return model
+
+
+def _dims(type_proto) -> Tuple[Dim, ...]:
+    dims: list = []
+    for d in type_proto.tensor_type.shape.dim:
+        if d.HasField("dim_value") and d.dim_value > 0:
+            dims.append(int(d.dim_value))
+        elif d.HasField("dim_param") and d.dim_param:
+            dims.append(d.dim_param)
+        else:
+            dims.append(None)
+    return tuple(dims)
+
+
+def _spec(value_info) -> TensorSpec:
+    from onnx import helper
+
+    elem = value_info.type.tensor_type.elem_type
+    if not value_info.type.HasField("tensor_type") or elem == 0:
+        raise ModelError(f"graph tensor {value_info.name!r} is not a tensor trtq can feed (sequence, map or untyped)")
+    return TensorSpec(value_info.name, _dims(value_info.type), np.dtype(helper.tensor_dtype_to_np_dtype(elem)))
+
+
+def input_specs(model) -> List[TensorSpec]:
+    """Real graph inputs (initializers listed as inputs, as old exporters do, are skipped)."""
+    initializers = {init.name for init in model.graph.initializer}
+    return [_spec(vi) for vi in model.graph.input if vi.name not in initializers]
+
+
+def output_specs(model) -> List[TensorSpec]:
+    return [_spec(vi) for vi in model.graph.output]
+
+
+def file_sha256(path: Union[str, Path], chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while True:
+            block = handle.read(chunk)
+            if not block:
+                break
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def model_sha256(model) -> str:
+    """Fingerprint of a loaded model (its serialized graph and weights)."""
+    return hashlib.sha256(model.SerializeToString()).hexdigest()
+
+
+def opset_version(model, domain: str = "") -> Optional[int]:
+    for entry in model.opset_import:
+        if entry.domain in ("", "ai.onnx") and domain in ("", "ai.onnx"):
+            return int(entry.version)
+        if entry.domain == domain:
+            return int(entry.version)
+    return None

@@ -26,7 +26,7 @@ import numpy as np
 
 from . import __version__, defaults
 from .errors import CacheError
-from .fileio import atomic_write, check_writable
+from .fileio import write_files_atomic
 
 log = logging.getLogger(__name__)
 
@@ -194,17 +194,11 @@ def write_cache(
         trt_version = default_trt_version()
     header_algorithm = TRT_ALGORITHM_NAMES.get(algorithm, algorithm)
     payload = format_cache(amax, trt_version, header_algorithm)
-    written = [Path(path)]
-    check_writable(path)
-    if sidecar is not None:
-        check_writable(sidecar_path(path))
-    with atomic_write(path, "wb") as handle:
-        handle.write(payload)
-    if sidecar is not None:
-        with atomic_write(sidecar_path(path), "w") as handle:
-            json.dump(sidecar, handle, indent=2)
-            handle.write("\n")
-        written.append(sidecar_path(path))
+    files = {}
+    if sidecar is not None:  # renamed first: a cache never sits beside the sidecar of an older cache
+        files[sidecar_path(path)] = (json.dumps(sidecar, indent=2) + "\n").encode("utf-8")
+    files[Path(path)] = payload
+    written = write_files_atomic(files)
     return written
 
 

@@ -49,6 +49,30 @@ def atomic_write(path: PathLike, mode: str = "wb") -> Iterator[IO]:
         raise
 
 
+def write_files_atomic(files: "dict[PathLike, bytes]") -> list:
+    """Write several files that belong together: all are fully written to temporary
+    files first, then renamed in order, so an interruption never pairs a new file
+    with a stale partner (for example a cache with the sidecar of an older cache)."""
+    targets = [check_writable(path) for path in files]
+    pending = []
+    try:
+        for target, data in zip(targets, files.values()):
+            fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent or ".")
+            pending.append(tmp)
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+        for target, tmp in zip(targets, pending):
+            os.replace(tmp, target)
+    except BaseException:
+        for tmp in pending:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+        raise
+    return targets
+
+
 def write_bytes_atomic(path: PathLike, data: bytes) -> Path:
     with atomic_write(path, "wb") as handle:
         handle.write(data)

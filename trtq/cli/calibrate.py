@@ -1,0 +1,78 @@
+"""``trtq calibrate``: GPU-free calibration that writes a TensorRT calibration cache."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from .. import defaults
+from ..errors import TrtqError
+
+
+def parse_trt_version(text: str) -> int:
+    """Accept '10.3.0', '10.3', '8.6.1' or the header integer '100300' / '8601'."""
+    from ..cache import trt_version_int
+
+    text = text.strip()
+    if text.isdigit() and len(text) >= 4:
+        return int(text)
+    if not text or not all(part.isdigit() for part in text.split(".")):
+        raise argparse.ArgumentTypeError(f"expected a TensorRT version like 10.3.0 or 100300, got {text!r}")
+    return trt_version_int(text)
+
+
+def add_parser(sub) -> None:
+    from .options import add_data_arguments
+
+    parser = sub.add_parser(
+        "calibrate",
+        help="calibrate on the CPU and write a TensorRT calibration cache",
+        description="Run the model over representative samples with ONNX Runtime on the CPU, build a histogram "
+        "of |x| for every floating-point tensor, pick a per-tensor amax with the chosen algorithm "
+        "(entropy = TensorRT's EntropyCalibration2) and write a TensorRT calibration cache plus a JSON "
+        "sidecar that ties the cache to this model and data. No GPU or TensorRT needed.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("model", help="ONNX model to calibrate")
+    add_data_arguments(parser, flag="--calib", required=True)
+    parser.add_argument("-o", "--output", help="cache file to write (default: <model>.calib.cache beside the model); "
+                        "the sidecar is written to <output>.json")
+    parser.add_argument("--algo", choices=defaults.ALGORITHMS, default=defaults.ALGORITHM,
+                        help="how amax is chosen from each histogram")
+    parser.add_argument("--percentile", type=float, default=defaults.PERCENTILE,
+                        help="percentile of |x| kept by --algo percentile")
+    parser.add_argument("--num-bins", type=int, default=defaults.NUM_BINS, help="histogram bins per tensor")
+    parser.add_argument("--trt-version", type=parse_trt_version, default=None,
+                        help="TensorRT version written in the cache header (e.g. 10.3.0 or 100300); default: the "
+                        f"installed TensorRT's, else {defaults.TRT_VERSION} (TensorRT 10.3, JetPack 6)")
+    parser.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads (default: all cores)")
+    parser.set_defaults(func=run)
+
+
+def default_cache_path(model: str) -> Path:
+    path = Path(model)
+    return path.with_name(path.stem + ".calib.cache")
+
+
+def run(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from ..calib import calibrate
+    from ..progress import progress_bar
+    from .options import data_spec_from_args
+
+    spec = data_spec_from_args(args, flag_dest="calib", shuffle=True)
+    output = Path(args.output) if args.output else default_cache_path(args.model)
+    with progress_bar("calibrating", enabled=None if not args.quiet else False) as progress:
+        result = calibrate(args.model, spec, algorithm=args.algo, cache_path=output, trt_version=args.trt_version,
+                           num_bins=args.num_bins, percentile=args.percentile, threads=args.threads,
+                           progress=progress)
+    console = Console()
+    console.print(f"[bold green]calibrated[/] {len(result.amax)} tensors of {Path(args.model).name} "
+                  f"on {result.num_samples} samples ({result.num_batches} batches) in {result.seconds:.1f} s "
+                  f"with {result.algorithm}")
+    for path in result.files_written:
+        console.print(f"  wrote {path}")
+    if not result.amax:
+        raise TrtqError("no floating-point tensors were found to calibrate")
+    return 0

@@ -1,0 +1,95 @@
+"""Helpers shared by the benchmark scripts: real data sets and side-by-side process measurements.
+
+Each measured variant runs in its own Python process so wall time and peak RSS are
+its own; the parent polls RSS and stops a variant that exceeds a memory cap (ONNX
+Runtime's entropy calibrator keeps every activation and can exhaust the machine).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import List, Optional
+
+import numpy as np
+
+PHOTOS = ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "motorcycle_left.png", "retina.jpg",
+          "hubble_deep_field.jpg", "color.png", "brick.png", "grass.png", "gravel.png", "ihc.png", "logo.png",
+          "motorcycle_right.png")
+
+
+def yolo_model() -> Path:
+    """YOLOv8n (nudenet's 320n.onnx): a real pretrained conv net from a PyPI wheel."""
+    import nudenet
+
+    return Path(nudenet.__file__).with_name("320n.onnx")
+
+
+def photo_crops(folder: Path, count: int, size: int = 320, seed: int = 0) -> Path:
+    """``count`` distinct real crops of scikit-image's photographs, as PNG files (made once, reused)."""
+    import skimage.data
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    existing = sorted(folder.glob("crop_*.png"))
+    if len(existing) >= count:
+        return folder
+    source = Path(skimage.data.__file__).parent
+    photos = [Image.open(source / name).convert("RGB") for name in PHOTOS if (source / name).exists()]
+    rng = np.random.default_rng(seed)
+    for index in range(count):
+        image = photos[index % len(photos)]
+        side = int(min(image.size) * rng.uniform(0.35, 1.0))
+        left = int(rng.integers(0, image.size[0] - side + 1))
+        top = int(rng.integers(0, image.size[1] - side + 1))
+        crop = image.crop((left, top, left + side, top + side)).resize((size, size))
+        if rng.random() < 0.5:
+            crop = crop.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        crop.save(folder / f"crop_{index:04d}.png")
+    return folder
+
+
+def peak_rss_mib() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def run_worker(script: Path, args: List[str], mem_cap_gib: float, timeout_s: float = 1800) -> dict:
+    """Run ``script --worker ...`` in a fresh process; returns its JSON line or why it was stopped."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    started = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, str(script), "--worker", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+    cap_kib = mem_cap_gib * 1024 * 1024
+    peak_kib = 0.0
+    stopped: Optional[str] = None
+    while proc.poll() is None:
+        try:
+            with open(f"/proc/{proc.pid}/status") as status:
+                for line in status:
+                    if line.startswith("VmRSS:"):
+                        peak_kib = max(peak_kib, float(line.split()[1]))
+        except OSError:
+            pass
+        if peak_kib > cap_kib:
+            proc.kill()
+            stopped = f"stopped at the {mem_cap_gib:g} GiB memory cap"
+        elif time.perf_counter() - started > timeout_s:
+            proc.kill()
+            stopped = f"stopped after {timeout_s:.0f} s"
+        time.sleep(0.05)
+    out, err = proc.communicate()
+    elapsed = time.perf_counter() - started
+    if stopped:
+        return {"ok": False, "note": stopped, "seconds": elapsed, "peak_rss_mib": peak_kib / 1024}
+    if proc.returncode != 0:
+        tail = " ".join(err.strip().splitlines()[-1:]) if err.strip() else f"exit code {proc.returncode}"
+        return {"ok": False, "note": f"failed: {tail[:200]}", "seconds": elapsed, "peak_rss_mib": peak_kib / 1024}
+    result = json.loads(out.strip().splitlines()[-1])
+    result["ok"] = True
+    return result

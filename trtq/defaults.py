@@ -29,3 +29,15 @@ BENCH_WARMUP = 5
 QDQ_MIN_OPSET = 13
 #: TensorRT builder workspace in GiB.
 WORKSPACE_GIB = 4.0
+#: ONNX opset ``trtq export`` writes: 17 is the newest that TensorRT 8.6 (JetPack 5)
+#: parses and is above QDQ_MIN_OPSET; TensorRT 10 and ONNX Runtime take it too.
+EXPORT_OPSET = 17
+#: Exported ONNX vs PyTorch on the same inputs must agree within
+#: ``EXPORT_ATOL + EXPORT_RTOL * max|PyTorch output|`` (float32; float16 outputs get 10x).
+#: Correct FP32 exports differ by ~1e-7..1e-5 of the output scale (summation order,
+#: fused kernels); a wrong export (train-mode layer, baked shape, misconverted op)
+#: by ~1e-2..1. 1e-3 sits between the two with two decades of margin each way.
+EXPORT_RTOL = 1e-3
+EXPORT_ATOL = 1e-5
+#: Integer inputs of ``trtq export --input-shape`` get random ids in [0, EXPORT_INT_HIGH).
+EXPORT_INT_HIGH = 100

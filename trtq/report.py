@@ -1,9 +1,27 @@
-"""Benchmark and accuracy reports: one row type shared by ONNX Runtime and TensorRT benches."""
+"""Benchmark and accuracy reports: one row type shared by ONNX Runtime and TensorRT benches.
+
+:class:`BenchResult` rows come from :func:`trtq.bench.benchmark` (backend ``"ort-cpu"``)
+and from ``trtq.backend.bench`` (backend ``"tensorrt"``); :func:`bench_table` and
+:func:`write_bench_report` show and save both kinds the same way. Files are written
+atomically (:mod:`trtq.fileio`); everything is rendered in memory before the first
+file is written, so a failure leaves no partial report behind.
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-from typing import Optional
+import csv
+import datetime as _dt
+import io
+import json
+import math
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Union
+
+from . import __version__
+
+#: The precision every row's speed-up is measured against.
+BASELINE_PRECISION = "fp32"
 
 
 @dataclass
@@ -36,3 +54,220 @@ class BenchResult:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def throughput_from_latency(batch_size: int, latency_ms_mean: float) -> float:
+    """Samples per second for a batch that takes ``latency_ms_mean`` milliseconds on average.
+
+    The one formula every row uses, so ``throughput == batch_size * 1000 / latency_ms_mean`` holds exactly.
+    """
+    return batch_size * 1000.0 / latency_ms_mean
+
+
+def fill_speedups(results: Sequence[BenchResult], overwrite: bool = False) -> List[BenchResult]:
+    """Set ``speedup`` = throughput / throughput of the fp32 row of the same backend and batch size.
+
+    With several fp32 rows for one (backend, batch size) the first one listed is the
+    baseline (the reference model comes first on the command line). Rows without a
+    baseline, and skipped rows, keep ``speedup = None``. Rows that already carry a
+    speed-up (a backend may compute its own) keep it unless ``overwrite``.
+    """
+    baselines: Dict[tuple, BenchResult] = {}
+    for row in results:
+        if row.precision == BASELINE_PRECISION and not row.skipped:
+            baselines.setdefault((row.backend, row.batch_size), row)
+    for row in results:
+        if row.speedup is not None and not overwrite:
+            continue
+        base = baselines.get((row.backend, row.batch_size))
+        if row.skipped or base is None or not base.throughput:
+            row.speedup = None
+        else:
+            row.speedup = row.throughput / base.throughput
+    return list(results)
+
+
+# ---------------------------------------------------------------------------------------------
+# Formatting helpers
+
+
+def _fmt(value: Optional[float], digits: int = 2) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, float) and not math.isfinite(value):
+        return "∞" if value > 0 else ("-∞" if value < 0 else "nan")
+    return f"{value:,.{digits}f}"
+
+
+def format_size(size: Optional[int]) -> str:
+    if size is None:
+        return "—"
+    for unit, scale in (("GB", 1 << 30), ("MB", 1 << 20), ("kB", 1 << 10)):
+        if size >= scale:
+            return f"{size / scale:.1f} {unit}"
+    return f"{size} B"
+
+
+def json_safe(value: Any) -> Any:
+    """Make a value strict-JSON-safe: non-finite floats become ``"inf"``, ``"-inf"`` or ``"nan"``; paths become text."""
+    if isinstance(value, float):
+        if math.isfinite(value):
+            return value
+        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    if hasattr(value, "item") and callable(value.item) and getattr(value, "shape", None) == ():
+        return json_safe(value.item())  # numpy scalars
+    return value
+
+
+def json_text(data: Any) -> str:
+    return json.dumps(json_safe(data), indent=2, allow_nan=False) + "\n"
+
+
+def write_json(path: Union[str, Path], data: Any) -> Path:
+    """Write ``data`` as strict JSON (see :func:`json_safe`), atomically."""
+    from .fileio import write_text_atomic
+
+    return write_text_atomic(path, json_text(data))
+
+
+# ---------------------------------------------------------------------------------------------
+# Benchmark tables and files
+
+
+def bench_table(results: Sequence[BenchResult], title: Optional[str] = "benchmark"):
+    """A rich table of benchmark rows (ONNX Runtime and TensorRT alike); skipped rows show their note."""
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left")
+    table.add_column("model", overflow="fold")
+    table.add_column("backend")
+    table.add_column("precision")
+    table.add_column("batch", justify="right")
+    for name in ("p50 ms", "p90 ms", "p99 ms", "mean ms", "samples/s", "speed-up", "size"):
+        table.add_column(name, justify="right")
+    show_notes = any(r.note for r in results)
+    if show_notes:
+        table.add_column("note", overflow="fold", style="dim")
+    for r in results:
+        speedup = "—" if r.speedup is None else f"{r.speedup:.2f}×"
+        cells = [r.model, r.backend, r.precision, str(r.batch_size), _fmt(r.latency_ms_p50, 3),
+                 _fmt(r.latency_ms_p90, 3), _fmt(r.latency_ms_p99, 3), _fmt(r.latency_ms_mean, 3),
+                 _fmt(r.throughput, 1), speedup, format_size(r.size_bytes)]
+        if show_notes:
+            cells.append(r.note)
+        table.add_row(*cells, style="dim" if r.skipped else None)
+    return table
+
+
+CSV_COLUMNS = [f.name for f in fields(BenchResult)]
+
+
+def bench_csv_text(results: Sequence[BenchResult]) -> str:
+    """CSV with one column per :class:`BenchResult` field (``extra`` as a JSON object; empty = None)."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for r in results:
+        row = r.to_dict()
+        row["extra"] = json.dumps(json_safe(row["extra"]), sort_keys=True) if row["extra"] else ""
+        writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
+    return buffer.getvalue()
+
+
+def bench_json_data(results: Sequence[BenchResult], meta: Optional[dict] = None) -> dict:
+    return {
+        "format": "trtq-bench",
+        "trtq_version": __version__,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        **({"meta": meta} if meta else {}),
+        "results": [r.to_dict() for r in results],
+    }
+
+
+def _series_key(r: BenchResult) -> tuple:
+    return (r.model, r.precision, r.backend)
+
+
+def bench_plot_png(results: Sequence[BenchResult], title: str = "throughput vs batch size") -> bytes:
+    """PNG bytes: throughput against batch size (log-2 x axis), one line per (model, precision, backend)."""
+    # The Agg canvas is used directly (no pyplot, no global backend switch).
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
+
+    series: Dict[tuple, List[BenchResult]] = {}
+    for r in results:
+        if not r.skipped:
+            series.setdefault(_series_key(r), []).append(r)
+    figure = Figure(figsize=(7.5, 4.8), dpi=110)
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot(1, 1, 1)
+    batch_sizes = sorted({r.batch_size for rows in series.values() for r in rows})
+    multi_backend = len({key[2] for key in series}) > 1
+    markers = "osD^v<>p*h"
+    for index, (key, rows) in enumerate(series.items()):
+        rows = sorted(rows, key=lambda r: r.batch_size)
+        model, precision, backend = key
+        label = f"{model} ({precision}" + (f", {backend})" if multi_backend else ")")
+        axes.plot([r.batch_size for r in rows], [r.throughput for r in rows], marker=markers[index % len(markers)],
+                  label=label)
+    if series:
+        axes.set_xscale("log", base=2)
+        axes.xaxis.set_major_locator(FixedLocator(batch_sizes))
+        axes.xaxis.set_major_formatter(FuncFormatter(lambda x, _pos: f"{x:g}"))
+        axes.xaxis.set_minor_locator(NullLocator())
+        if len(batch_sizes) == 1:
+            axes.set_xlim(batch_sizes[0] / 2, batch_sizes[0] * 2)
+        axes.set_ylim(bottom=0)
+        axes.legend(fontsize="small", loc="best")
+    else:
+        axes.text(0.5, 0.5, "no measurements (all rows skipped)", ha="center", va="center", transform=axes.transAxes)
+    axes.set_xlabel("batch size")
+    axes.set_ylabel("throughput (samples/s)")
+    axes.set_title(title)
+    axes.grid(True, which="major", alpha=0.3)
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    return buffer.getvalue()
+
+
+def write_bench_report(results: Sequence[BenchResult], out_dir: Union[str, Path], stem: str = "bench",
+                       meta: Optional[dict] = None) -> Dict[str, Path]:
+    """Write ``<stem>.json``, ``<stem>.csv`` and ``<stem>.png`` into ``out_dir``; returns ``{"json": path, ...}``.
+
+    All three are rendered in memory first and each is written atomically, so an
+    error (a plot that fails, a folder that cannot be written) leaves no partial file.
+    """
+    from .fileio import check_writable, write_bytes_atomic, write_text_atomic
+
+    out = Path(out_dir)
+    paths = {"json": out / f"{stem}.json", "csv": out / f"{stem}.csv", "png": out / f"{stem}.png"}
+    payloads = {
+        "json": json_text(bench_json_data(results, meta)),
+        "csv": bench_csv_text(results),
+        "png": bench_plot_png(results),
+    }
+    for path in paths.values():
+        check_writable(path)
+    for kind, path in paths.items():
+        data = payloads[kind]
+        if isinstance(data, bytes):
+            write_bytes_atomic(path, data)
+        else:
+            write_text_atomic(path, data)
+    return paths
+
+
+def read_bench_json(path: Union[str, Path]) -> List[BenchResult]:
+    """Rows of a ``bench.json`` written by :func:`write_bench_report` (non-finite strings left as they are)."""
+    data = json.loads(Path(path).read_text(encoding="utf-8"))
+    names = set(CSV_COLUMNS)
+    return [BenchResult(**{k: v for k, v in row.items() if k in names}) for row in data.get("results", [])]
+

@@ -1,0 +1,397 @@
+"""Latency and throughput of ONNX models on ONNX Runtime (CPU), and the dispatch to TensorRT.
+
+For every model and batch size: ``warmup`` untimed runs, then ``iterations`` timed
+runs of the same batch; the row holds latency p50/p90/p99/mean in milliseconds and
+throughput = batch size × 1000 / mean latency (samples per second). Inputs are random
+data of each input's shape and dtype, or real samples (``data=``). A model whose
+batch dimension is fixed cannot run other batch sizes: those rows are kept, skipped,
+with a note saying why.
+
+TensorRT rows (``.engine``/``.plan`` files, or ``backend="trt"``) come from
+``trtq.backend.bench``, imported only when needed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from . import defaults
+from .errors import DataError, ModelError, TrtqError
+from .progress import ProgressCallback, no_progress
+from .report import BenchResult, fill_speedups, throughput_from_latency
+
+log = logging.getLogger(__name__)
+
+PathLike = Union[str, "os.PathLike[str]"]
+Shapes = Mapping[str, Sequence[int]]
+
+ORT_BACKEND = "ort-cpu"
+ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
+_ORT_NAMES = ("ort", "ort-cpu", "onnxruntime")
+_TRT_NAMES = ("trt", "tensorrt")
+
+#: Ops that make a model INT8 (explicit Q/DQ, ORT's QOperator form, integer kernels).
+_INT8_OPS = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "MatMulInteger", "ConvInteger",
+             "QGemm", "QAttention", "DynamicQuantizeMatMul", "MatMulIntegerToFloat"}
+
+
+def infer_precision(model) -> str:
+    """``"int8"`` for a model with quantize/dequantize or QLinear* ops, ``"fp16"`` for float16 tensors, else ``"fp32"``."""
+    from onnx import TensorProto
+
+    nodes = list(model.graph.node)
+    if any(n.op_type in _INT8_OPS or n.op_type.startswith("QLinear") for n in nodes):
+        return "int8"
+    if any(init.data_type == TensorProto.FLOAT16 for init in model.graph.initializer):
+        return "fp16"
+    typed = list(model.graph.input) + list(model.graph.output) + list(model.graph.value_info)
+    if any(vi.type.tensor_type.elem_type == TensorProto.FLOAT16 for vi in typed):
+        return "fp16"
+    if any(n.op_type == "Cast" and any(a.name == "to" and a.i == TensorProto.FLOAT16 for a in n.attribute) for n in nodes):
+        return "fp16"
+    return "fp32"
+
+
+def model_size_bytes(path: PathLike, model=None) -> int:
+    """Bytes on disk: the file plus any external-data files its initializers point to."""
+    path = Path(path)
+    total = path.stat().st_size
+    if model is None:
+        return total
+    locations = set()
+    for init in model.graph.initializer:
+        if init.data_location == 1:  # TensorProto.EXTERNAL
+            for entry in init.external_data:
+                if entry.key == "location":
+                    locations.add(entry.value)
+    for location in locations:
+        external = path.parent / location
+        if external.exists():
+            total += external.stat().st_size
+    return total
+
+
+def cpu_name() -> str:
+    """The CPU model name, for report metadata ("" when unknown)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            for line in handle:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def parse_shapes(text: str) -> Dict[str, Tuple[int, ...]]:
+    """``"images:1x3x320x320,mask:1x320"`` -> ``{"images": (1, 3, 320, 320), "mask": (1, 320)}``.
+
+    The name is split from the shape at the last ``:``, so names with colons work.
+    """
+    shapes: Dict[str, Tuple[int, ...]] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, sep, dims = part.rpartition(":")
+        try:
+            values = tuple(int(d) for d in dims.lower().split("x"))
+        except ValueError:
+            values = ()
+        if not sep or not name or not values or min(values) < 1:
+            raise TrtqError(f"cannot read input shape {part!r}; write NAME:DIMS like images:1x3x640x640")
+        shapes[name] = values
+    return shapes
+
+
+def parse_batch_sizes(text: str) -> Tuple[int, ...]:
+    """``"1,8,32"`` -> ``(1, 8, 32)`` (positive, duplicates dropped, order kept)."""
+    sizes: List[int] = []
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        if not part.isdigit() or int(part) < 1:
+            raise TrtqError(f"batch sizes must be positive integers separated by commas, got {part!r} in {text!r}")
+        if int(part) not in sizes:
+            sizes.append(int(part))
+    if not sizes:
+        raise TrtqError("no batch sizes given")
+    return tuple(sizes)
+
+
+def is_engine_path(path: PathLike) -> bool:
+    return Path(path).suffix.lower() in ENGINE_SUFFIXES
+
+
+# ---------------------------------------------------------------------------------------------
+# Inputs
+
+
+def batch_refusal(specs, batch_size: int) -> str:
+    """Why the model cannot take ``batch_size`` (a fixed batch dimension, a scalar input), or ``""``."""
+    for spec in specs:
+        if spec.rank == 0:
+            return f"input {spec.name!r} is a scalar; it has no batch axis"
+        if spec.is_static(0) and spec.shape[0] != batch_size:
+            return (f"batch dimension of input {spec.name!r} is fixed at {spec.shape[0]}; "
+                    "export the model with a dynamic batch axis to run other batch sizes")
+    return ""
+
+
+def _batch_shape(spec, batch_size: int, shapes: Optional[Shapes]) -> Tuple[int, ...]:
+    """Shape of one input at ``batch_size``: the model's static dims, or those given in ``shapes``."""
+    if shapes and spec.name in shapes:
+        given = tuple(shapes[spec.name])
+        if len(given) != spec.rank:
+            raise TrtqError(f"--shape for {spec.name!r} has {len(given)} dimensions, the input has {spec.rank} "
+                            f"({spec.shape_text()})")
+        return (batch_size,) + given[1:]
+    return (batch_size,) + tuple(int(d) for d in spec.shape[1:])
+
+
+def check_inputs_resolvable(specs, shapes: Optional[Shapes], model_name: str) -> None:
+    """Random inputs need every non-batch dimension: static in the model or given by ``shapes``."""
+    for spec in specs:
+        if shapes and spec.name in shapes:
+            continue
+        unknown = [str(d or "?") for i, d in enumerate(spec.shape) if i > 0 and not spec.is_static(i)]
+        if unknown:
+            example = "x".join(["1"] + [str(d) if spec.is_static(i) else "N" for i, d in enumerate(spec.shape) if i])
+            raise ModelError(f"{model_name}: input {spec.name!r} has dynamic dimensions besides the batch "
+                             f"({', '.join(unknown)}); give them with --shape {spec.name}:{example} "
+                             "(or shapes= in the API), or bench on real samples with --data")
+
+
+def random_feed(specs, batch_size: int, shapes: Optional[Shapes] = None, seed: int = defaults.SEED
+                ) -> Tuple[Optional[Dict[str, np.ndarray]], str]:
+    """Random inputs for one batch: floats uniform in [0, 1), integers 0, booleans False.
+
+    Returns ``(None, reason)`` when the model cannot take this batch size.
+    """
+    why = batch_refusal(specs, batch_size)
+    if why:
+        return None, why
+    rng = np.random.default_rng(seed)
+    feed: Dict[str, np.ndarray] = {}
+    for spec in specs:
+        shape = _batch_shape(spec, batch_size, shapes)
+        if spec.dtype.kind == "f":
+            feed[spec.name] = rng.random(shape, dtype=np.float32).astype(spec.dtype, copy=False)
+        else:
+            feed[spec.name] = np.zeros(shape, dtype=spec.dtype)
+    return feed, ""
+
+
+class SampleFeeds:
+    """Real samples for benchmarking: read once, then sliced (or tiled) to any batch size."""
+
+    def __init__(self, data, specs, max_batch: int):
+        from .data import open_source
+        from .data.spec import DataSpec
+        from .ort import batch_inputs
+
+        spec = data if isinstance(data, DataSpec) else DataSpec(path=str(data))
+        spec = replace(spec, samples=max_batch if spec.samples is None else min(spec.samples, max_batch),
+                       batch_size=max_batch, shuffle=False)
+        source = open_source(spec, specs)
+        self.description = getattr(source, "description", str(spec.path))
+        parts: Dict[str, List[np.ndarray]] = {}
+        count = 0
+        for item in source:
+            feed = batch_inputs(item)
+            for name, array in feed.items():
+                parts.setdefault(name, []).append(np.asarray(array))
+            count += len(next(iter(feed.values())))
+            if count >= max_batch:
+                break
+        if not count:
+            raise DataError(f"{self.description}: no samples to benchmark with")
+        self.arrays = {name: np.concatenate(chunks)[:max_batch] for name, chunks in parts.items()}
+        self.count = min(count, max_batch)
+
+    def feed(self, specs, batch_size: int) -> Tuple[Optional[Dict[str, np.ndarray]], str]:
+        """Inputs for ``batch_size`` samples; fewer real samples than that are repeated (said in the note)."""
+        why = batch_refusal(specs, batch_size)
+        if why:
+            return None, why
+        note = ""
+        if self.count < batch_size:
+            note = f"{self.count} real samples repeated to fill the batch"
+        index = np.arange(batch_size) % self.count
+        return {name: np.ascontiguousarray(a[index]) for name, a in self.arrays.items()}, note
+
+
+# ---------------------------------------------------------------------------------------------
+# Timing
+
+
+def time_session(session, feed: Mapping[str, np.ndarray], iterations: int, warmup: int) -> np.ndarray:
+    """Latencies in milliseconds of ``iterations`` runs after ``warmup`` untimed runs."""
+    names = [o.name for o in session.get_outputs()]
+    for _ in range(warmup):
+        session.run(names, feed)
+    latencies = np.empty(iterations, dtype=np.float64)
+    clock = time.perf_counter_ns
+    for i in range(iterations):
+        start = clock()
+        session.run(names, feed)
+        latencies[i] = clock() - start
+    return latencies / 1e6
+
+
+def latency_row(base: BenchResult, latencies_ms: np.ndarray) -> BenchResult:
+    """Fill the latency statistics and throughput of ``base`` from measured latencies (milliseconds)."""
+    p50, p90, p99 = (float(v) for v in np.percentile(latencies_ms, [50, 90, 99]))
+    mean = float(np.mean(latencies_ms))
+    base.latency_ms_p50, base.latency_ms_p90, base.latency_ms_p99 = p50, p90, p99
+    base.latency_ms_mean = mean
+    base.throughput = throughput_from_latency(base.batch_size, mean)
+    base.iterations = int(latencies_ms.size)
+    return base
+
+
+def _labels_for(models: Sequence[PathLike], labels) -> List[Optional[str]]:
+    if labels is None:
+        return [None] * len(models)
+    if isinstance(labels, str):
+        labels = [p.strip() for p in labels.split(",")]
+    if isinstance(labels, Mapping):
+        return [labels.get(str(m), labels.get(Path(m).name)) for m in models]
+    labels = list(labels)
+    if len(labels) != len(models):
+        raise TrtqError(f"{len(labels)} precision labels for {len(models)} models; give one per model, in order")
+    return labels
+
+
+def benchmark_ort(
+    models: Sequence[PathLike],
+    batch_sizes: Sequence[int] = defaults.BENCH_BATCH_SIZES,
+    *,
+    iterations: int = defaults.BENCH_ITERATIONS,
+    warmup: int = defaults.BENCH_WARMUP,
+    threads: Optional[int] = None,
+    data=None,
+    shapes: Optional[Shapes] = None,
+    labels=None,
+    progress: ProgressCallback = no_progress,
+) -> List[BenchResult]:
+    """ONNX Runtime (CPU) rows for every ONNX model and batch size; see :func:`benchmark`."""
+    from .graph.model import input_specs, load_onnx
+    from .ort import create_session, ort_reason
+
+    if iterations < 1:
+        raise TrtqError(f"iterations must be at least 1, got {iterations}")
+    if warmup < 0:
+        raise TrtqError(f"warmup must be 0 or more, got {warmup}")
+    names = _labels_for(models, labels)
+    # Everything a user can get wrong is checked before the first timed run.
+    loaded = []
+    for path, label in zip(models, names):
+        model = load_onnx(path)
+        specs = input_specs(model)
+        if data is None:
+            check_inputs_resolvable(specs, shapes, Path(path).name)
+        loaded.append((Path(path), model, specs, label or infer_precision(model)))
+    total = len(loaded) * len(batch_sizes)
+    done = 0
+    progress(done, total)
+    results: List[BenchResult] = []
+    cpu = cpu_name()
+    for path, model, specs, precision in loaded:
+        size = model_size_bytes(path, model)
+        del model
+        session = create_session(path, threads=threads)
+        samples = SampleFeeds(data, specs, max(batch_sizes)) if data is not None else None
+        for batch_size in batch_sizes:
+            row = BenchResult(model=path.name, precision=precision, backend=ORT_BACKEND, batch_size=int(batch_size),
+                              size_bytes=size,
+                              extra={"threads": threads or "auto", "cpu": cpu,
+                                     "inputs": f"data: {samples.description}" if samples else "random"})
+            feed, note = samples.feed(specs, batch_size) if samples else random_feed(specs, batch_size, shapes)
+            row.note = note
+            if feed is not None:
+                try:
+                    latency_row(row, time_session(session, feed, iterations, warmup))
+                except Exception as exc:  # ORT refused this batch size (e.g. a Reshape with a fixed batch inside)
+                    row.note = f"ONNX Runtime cannot run batch {batch_size}: {ort_reason(exc)}"
+                    log.warning("%s: %s", path.name, row.note)
+            results.append(row)
+            done += 1
+            progress(done, total)
+        del session
+    return results
+
+
+def benchmark(
+    models: Sequence[PathLike],
+    batch_sizes: Sequence[int] = defaults.BENCH_BATCH_SIZES,
+    *,
+    backend: str = "ort",
+    iterations: int = defaults.BENCH_ITERATIONS,
+    warmup: int = defaults.BENCH_WARMUP,
+    threads: Optional[int] = None,
+    data=None,
+    shapes: Optional[Shapes] = None,
+    labels=None,
+    precisions: Optional[Sequence[str]] = None,
+    progress: ProgressCallback = no_progress,
+) -> List[BenchResult]:
+    """Benchmark models at each batch size; returns one :class:`~trtq.report.BenchResult` per (model, batch size).
+
+    ``models``: ONNX files (ONNX Runtime on the CPU with ``backend="ort"``) and/or
+    TensorRT engines (``.engine``/``.plan``, always run by TensorRT).
+    ``backend="trt"``: ONNX files are built into engines for each of ``precisions``
+    (default fp32 and fp16, plus int8 when ``data`` is given) and benchmarked by
+    ``trtq.backend.bench``; that raises :class:`~trtq.errors.BackendUnavailable` when
+    TensorRT or a GPU is missing.
+    ``data``: a DataSpec or path for real inputs (default: random inputs; models with
+    dynamic non-batch dimensions then need ``shapes``, e.g. ``{"images": (1, 3, 320, 320)}``).
+    ``labels``: precision label per model (list in model order, a mapping, or
+    ``"fp32,int8"``) overriding the inferred one.
+    Speed-up is filled against the fp32 row of the same backend and batch size.
+    """
+    if backend not in _ORT_NAMES + _TRT_NAMES:
+        raise TrtqError(f"unknown backend {backend!r}; choose ort (ONNX Runtime, CPU) or trt (TensorRT)")
+    batch_sizes = tuple(int(b) for b in batch_sizes)
+    if not batch_sizes or min(batch_sizes) < 1:
+        raise TrtqError(f"batch sizes must be positive integers, got {list(batch_sizes)}")
+    for path in models:
+        if not Path(path).exists():
+            raise ModelError(f"model file {path} does not exist")
+    engines = [m for m in models if is_engine_path(m)]
+    onnx_models = [m for m in models if not is_engine_path(m)]
+    results: List[BenchResult] = []
+    if onnx_models and backend in _ORT_NAMES:
+        onnx_labels = _labels_for(models, labels)
+        onnx_labels = [label for m, label in zip(models, onnx_labels) if not is_engine_path(m)]
+        results += benchmark_ort(onnx_models, batch_sizes, iterations=iterations, warmup=warmup, threads=threads,
+                                 data=data, shapes=shapes, labels=onnx_labels if labels is not None else None,
+                                 progress=progress)
+    if engines or (onnx_models and backend in _TRT_NAMES):
+        results += _benchmark_trt(engines, onnx_models if backend in _TRT_NAMES else [], batch_sizes,
+                                  iterations=iterations, warmup=warmup, data=data, precisions=precisions,
+                                  progress=progress)
+    return fill_speedups(results)
+
+
+def _benchmark_trt(engines, onnx_models, batch_sizes, *, iterations, warmup, data, precisions, progress
+                   ) -> List[BenchResult]:
+    from .errors import BackendUnavailable
+
+    try:
+        from .backend import bench as trt_bench
+    except ImportError as exc:
+        raise BackendUnavailable(f"the TensorRT benchmark is not available in this trtq ({exc})") from None
+    results: List[BenchResult] = []
+    if engines:
+        results += trt_bench.benchmark_engines([str(e) for e in engines], list(batch_sizes), iterations=iterations,
+                                               warmup=warmup, progress=progress)
+    if onnx_models:
+        wanted = list(precisions) if precisions else (["fp32", "fp16", "int8"] if data is not None else ["fp32", "fp16"])
+        for model in onnx_models:
+            results += trt_bench.build_and_benchmark(str(model), wanted, list(batch_sizes), data,
+                                                     iterations=iterations, warmup=warmup, progress=progress)
+    return results

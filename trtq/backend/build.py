@@ -1,0 +1,523 @@
+"""TensorRT engine builds: FP32, FP16, INT8 (implicit calibrator or explicit Q/DQ).
+
+Which way an engine is built comes from :func:`trtq.backend.policy.plan_build`:
+
+- TensorRT 8.6-10.x, INT8: ``BuilderFlag.INT8`` with trtq's ``IInt8EntropyCalibrator2``
+  (data on the GPU, or a trtq cache handed over without reading any data), a
+  calibration profile for dynamic shapes, ``BuilderFlag.FP16`` as fallback with ``--fp16``.
+- TensorRT 11 (and 10.x with ``--explicit``): trtq calibrates on the CPU
+  (:func:`trtq.calib.calibrate`, or the cache's amax), inserts Q/DQ
+  (:func:`trtq.graph.qdq.quantize_model`), converts to FP16 where asked
+  (:func:`trtq.graph.fp16.to_fp16`) and builds a strongly typed network.
+
+Shape and argument checks (:func:`parse_shapes`, :func:`profile_shapes`) are pure and
+run before TensorRT is touched. TensorRT objects are held in variables named after
+their class (``builder``, ``network``, ``parser``, ``config``, ``profile``, ...), and each
+function uses only the TensorRT names its path declares (:data:`FUNCTION_PATHS`,
+checked by the tests against the real bindings).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import json
+import logging
+import re
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+from .. import __version__, defaults
+from ..errors import BackendUnavailable, CacheError, ModelError, TrtqError
+from ..progress import ProgressCallback, no_progress
+from .policy import BuildPlan, check_supported, plan_build
+
+log = logging.getLogger(__name__)
+
+PathLike = Union[str, Path]
+Shape = Tuple[int, ...]
+ProfileShapes = Dict[str, Tuple[Shape, Shape, Shape]]
+
+#: Which declared API list (trtq.backend.policy.PATH_API) each function here may use.
+FUNCTION_PATHS = {
+    "_logger_class": "common",
+    "_create_builder": "common",
+    "_parse_network": "common",
+    "_configure_common": "common",
+    "_save_timing_cache": "common",
+    "_configure_implicit": "implicit",
+    "_network_flags": "both",   # picks EXPLICIT_BATCH (implicit, 8.6) or STRONGLY_TYPED (explicit, 10.x)
+    "_build": "common",
+}
+
+#: TensorRT log lines that mean the GPU ran out of memory during the build.
+_OOM = re.compile(r"out of memory|cudaErrorMemoryAllocation|requested amount of gpu memory|"
+                  r"insufficient (gpu |device )?memory|failed to allocate|allocation failed", re.IGNORECASE)
+
+
+# ----------------------------------------------------------------------------------------
+# Pure: options, shapes, profiles
+
+
+@dataclass
+class BuildOptions:
+    """One engine build request (the CLI turns ``trtq build`` arguments into this)."""
+
+    model_path: Path
+    output_path: Path
+    precision: str = "fp32"                     # fp32 | fp16 | int8 | best (int8 + fp16 fallback)
+    explicit: bool = False                      # TRT 10.x: Q/DQ + strongly typed instead of the calibrator
+    calib: Optional[object] = None              # DataSpec (or path) of calibration data
+    cache_path: Optional[Path] = None           # trtq/TensorRT calibration cache: read if it exists, else written
+    force: bool = False                         # use a cache whose sidecar names another model
+    algorithm: str = defaults.ALGORITHM         # calibration algorithm (entropy, minmax, percentile, mse)
+    batch_sizes: Optional[Sequence[int]] = None  # dynamic batch: profile min/opt/max from these
+    min_shapes: Dict[str, Shape] = field(default_factory=dict)
+    opt_shapes: Dict[str, Shape] = field(default_factory=dict)
+    max_shapes: Dict[str, Shape] = field(default_factory=dict)
+    workspace_gib: float = defaults.WORKSPACE_GIB
+    timing_cache: Optional[Path] = None
+    report_path: Optional[Path] = None          # default: <engine>.json
+    verbose: bool = False
+
+    def __post_init__(self):
+        self.model_path = Path(self.model_path)
+        self.output_path = Path(self.output_path)
+        self.cache_path = Path(self.cache_path) if self.cache_path is not None else None
+        self.timing_cache = Path(self.timing_cache) if self.timing_cache is not None else None
+        if self.report_path is None:
+            self.report_path = report_path_for(self.output_path)
+        self.report_path = Path(self.report_path)
+
+
+@dataclass
+class BuildResult:
+    """What a build produced; ``report`` is what was written beside the engine."""
+
+    engine_path: Path
+    report_path: Path
+    report: dict
+    plan: BuildPlan
+
+
+def report_path_for(engine_path: PathLike) -> Path:
+    """``engines/m.engine`` -> ``engines/m.engine.json``."""
+    return Path(str(engine_path) + ".json")
+
+
+def parse_shapes(text: Optional[str], option: str = "--shapes") -> Dict[str, Shape]:
+    """``"images:1x3x224x224,mask:1x224x224"`` -> ``{"images": (1, 3, 224, 224), ...}`` (names split on the last ':')."""
+    shapes: Dict[str, Shape] = {}
+    if not text:
+        return shapes
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, sep, dims = item.rpartition(":")
+        if not sep or not name or not re.fullmatch(r"\d+(x\d+)*", dims.strip()):
+            raise TrtqError(f"{option}: expected NAME:DxDxD (e.g. images:1x3x224x224), got {item!r}")
+        shapes[name.strip()] = tuple(int(d) for d in dims.strip().split("x"))
+    return shapes
+
+
+def parse_batch_sizes(text: Optional[str]) -> Optional[List[int]]:
+    """``"1,8,32"`` -> ``[1, 8, 32]``."""
+    if not text:
+        return None
+    try:
+        sizes = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise TrtqError(f"--batch-sizes: expected comma-separated integers like 1,8,32, got {text!r}") from None
+    if not sizes or min(sizes) < 1:
+        raise TrtqError(f"--batch-sizes: every batch size must be at least 1, got {text!r}")
+    return sorted(set(sizes))
+
+
+def profile_shapes(inputs, batch_sizes: Optional[Sequence[int]] = None, min_shapes=None, opt_shapes=None,
+                   max_shapes=None) -> ProfileShapes:
+    """(min, opt, max) shape per model input (``inputs``: :class:`trtq.graph.model.TensorSpec` list).
+
+    Explicit ``--min/--opt/--max-shapes`` win. Otherwise a dynamic batch axis spans the
+    batch sizes (min = smallest, opt = max = largest; default :data:`trtq.defaults.BENCH_BATCH_SIZES`),
+    and any other dynamic axis is an error asking for explicit shapes.
+    """
+    min_shapes, opt_shapes, max_shapes = dict(min_shapes or {}), dict(opt_shapes or {}), dict(max_shapes or {})
+    known = {spec.name for spec in inputs}
+    for option, table in (("--min-shapes", min_shapes), ("--opt-shapes", opt_shapes), ("--max-shapes", max_shapes)):
+        unknown = [name for name in table if name not in known]
+        if unknown:
+            raise TrtqError(f"{option}: the model has no input {unknown[0]!r} (inputs: {', '.join(sorted(known))})")
+    sizes = sorted(set(batch_sizes)) if batch_sizes else None
+    result: ProfileShapes = {}
+    for spec in inputs:
+        given = [table.get(spec.name) for table in (min_shapes, opt_shapes, max_shapes)]
+        if any(g is not None for g in given):
+            if any(g is None for g in given):
+                raise TrtqError(f"input {spec.name!r}: give all of --min-shapes, --opt-shapes and --max-shapes for it")
+            result[spec.name] = _checked_profile(spec, *given)
+            continue
+        dims = list(spec.shape)
+        dynamic = [axis for axis, d in enumerate(dims) if not (isinstance(d, int) and d > 0)]
+        if any(axis != 0 for axis in dynamic):
+            axis = next(a for a in dynamic if a != 0)
+            raise TrtqError(f"input {spec.name!r} has a dynamic dimension {dims[axis]!r} at axis {axis}; give its "
+                            f"range, e.g. --min-shapes/--opt-shapes/--max-shapes {spec.name}:"
+                            f"{'x'.join(str(d) if isinstance(d, int) and d > 0 else '?' for d in dims)}")
+        if not dynamic:
+            static = tuple(int(d) for d in dims)
+            if sizes and dims and sizes != [static[0]]:
+                raise TrtqError(f"input {spec.name!r} has a fixed batch size of {static[0]}, so the engine cannot "
+                                f"run batch sizes {','.join(map(str, sizes))}; export the model with a dynamic "
+                                "batch axis or drop --batch-sizes")
+            result[spec.name] = (static, static, static)
+            continue
+        batch = sizes or sorted(defaults.BENCH_BATCH_SIZES)
+        rest = tuple(int(d) for d in dims[1:])
+        result[spec.name] = ((batch[0],) + rest, (batch[-1],) + rest, (batch[-1],) + rest)
+    return result
+
+
+def _checked_profile(spec, lo: Shape, opt: Shape, hi: Shape) -> Tuple[Shape, Shape, Shape]:
+    for label, shape in (("min", lo), ("opt", opt), ("max", hi)):
+        if len(shape) != spec.rank:
+            raise TrtqError(f"input {spec.name!r} has rank {spec.rank} ({spec.shape_text()}), but its {label} shape "
+                            f"{'x'.join(map(str, shape))} has {len(shape)} dimensions")
+        for axis, (want, have) in enumerate(zip(spec.shape, shape)):
+            if isinstance(want, int) and want > 0 and want != have:
+                raise TrtqError(f"input {spec.name!r} axis {axis} is fixed at {want} in the model, but its {label} "
+                                f"shape gives {have}")
+    if not all(a <= b <= c for a, b, c in zip(lo, opt, hi)):
+        raise TrtqError(f"input {spec.name!r}: need min <= opt <= max on every axis, got "
+                        f"{'x'.join(map(str, lo))} / {'x'.join(map(str, opt))} / {'x'.join(map(str, hi))}")
+    return tuple(lo), tuple(opt), tuple(hi)
+
+
+def is_dynamic(profile: ProfileShapes) -> bool:
+    return any(lo != hi for lo, _, hi in profile.values())
+
+
+def calibration_shapes(profile: ProfileShapes, batch_size: int) -> Dict[str, Shape]:
+    """The fixed shape TensorRT calibrates each input with: the opt shape at the calibration batch size."""
+    shapes = {}
+    for name, (lo, opt, hi) in profile.items():
+        shapes[name] = opt if lo == hi or not opt else (batch_size,) + tuple(opt[1:])
+    return shapes
+
+
+def calibration_batch_size(profile: ProfileShapes, requested: int) -> int:
+    """A static batch axis fixes the calibration batch size; a dynamic one takes the requested size."""
+    for lo, _, hi in profile.values():
+        if lo and hi and lo[0] == hi[0]:
+            return int(lo[0])
+    return int(requested)
+
+
+# ----------------------------------------------------------------------------------------
+# TensorRT
+
+
+@dataclass
+class _Messages:
+    errors: List[str] = field(default_factory=list)
+
+
+def _logger_class(trt):
+    """A ``trt.ILogger`` forwarding to Python logging and keeping errors for messages (one class per module)."""
+    cached = _LOGGER_CLASSES.get(id(trt))
+    if cached is not None:
+        return cached
+    trt_log = logging.getLogger("trtq.tensorrt")
+
+    def __init__(self, verbose: bool = False):
+        trt.ILogger.__init__(self)  # pybind11 trampoline: the base __init__ must run
+        self.verbose = verbose
+        self.messages = _Messages()
+
+    def log(self, severity, msg):
+        level = int(severity)
+        if level <= 1:  # INTERNAL_ERROR, ERROR
+            self.messages.errors.append(str(msg))
+            trt_log.debug("TensorRT error: %s", msg)
+        elif level == 2:
+            trt_log.warning("TensorRT: %s", msg)
+        elif self.verbose:
+            trt_log.debug("TensorRT: %s", msg)
+
+    cls = type("TrtqLogger", (trt.ILogger,), {"__init__": __init__, "log": log, "__module__": __name__})
+    _LOGGER_CLASSES[id(trt)] = cls
+    return cls
+
+
+_LOGGER_CLASSES: Dict[int, type] = {}
+
+
+def _create_builder(trt, logger):
+    try:
+        return trt.Builder(logger)
+    except (TypeError, RuntimeError) as exc:  # pybind11: "factory function returned nullptr"
+        raise BackendUnavailable(f"TensorRT {trt.__version__} could not create a builder ({exc}); it needs an "
+                                 "NVIDIA GPU and a working CUDA driver") from None
+
+
+def _network_flags(trt, major: int, strongly_typed: bool) -> int:
+    if strongly_typed:
+        # TensorRT 11 networks are always strongly typed (the flag is deprecated and ignored there).
+        return 0 if major >= 11 else 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+    return 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH) if major < 10 else 0
+
+
+def _parse_network(trt, builder, logger, onnx_path: Path, flags: int, label: str):
+    network = builder.create_network(flags)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(onnx_path)):
+        errors = [str(parser.get_error(index)) for index in range(parser.num_errors)]
+        first = " ".join((errors[0] if errors else "no error recorded").split())
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        raise ModelError(f"TensorRT's ONNX parser rejected {label}: {first}{more}")
+    return network, parser
+
+
+def _configure_common(trt, builder, network, options: BuildOptions, profile_table: ProfileShapes):
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(options.workspace_gib * (1 << 30)))
+    inputs = [network.get_input(index) for index in range(network.num_inputs)]
+    if any(-1 in tuple(tensor.shape) for tensor in inputs):
+        profile = builder.create_optimization_profile()
+        for tensor in inputs:
+            if tensor.name not in profile_table:
+                raise ModelError(f"TensorRT sees an input {tensor.name!r} the ONNX graph does not list")
+            lo, opt, hi = profile_table[tensor.name]
+            profile.set_shape(tensor.name, lo, opt, hi)
+        config.add_optimization_profile(profile)
+    timing = options.timing_cache.read_bytes() if options.timing_cache and options.timing_cache.exists() else b""
+    cache = config.create_timing_cache(timing)
+    config.set_timing_cache(cache, False)
+    return config
+
+
+def _configure_implicit(trt, builder, config, plan: BuildPlan, calibrator, calib_shapes: Dict[str, Shape],
+                        dynamic: bool) -> None:
+    if plan.fp16:
+        config.set_flag(trt.BuilderFlag.FP16)
+    if plan.int8:
+        config.set_flag(trt.BuilderFlag.INT8)
+        config.int8_calibrator = calibrator
+        if dynamic:
+            profile = builder.create_optimization_profile()
+            for name, shape in calib_shapes.items():
+                profile.set_shape(name, shape, shape, shape)
+            config.set_calibration_profile(profile)
+
+
+def _build(trt, builder, network, config, logger, calibrator, options: BuildOptions) -> bytes:
+    serialized = builder.build_serialized_network(network, config)
+    if calibrator is not None:
+        calibrator.raise_pending()  # an error in get_batch ended calibration early: report it, not a bad engine
+    if serialized is None:
+        errors = logger.messages.errors
+        text = " ".join((errors[-1] if errors else "no error message").split())
+        if any(_OOM.search(message) for message in errors):
+            raise TrtqError(f"TensorRT ran out of GPU memory building {options.model_path.name} ({text}); try a "
+                            f"smaller --workspace (now {options.workspace_gib:g} GiB), smaller --max-shapes/"
+                            "--batch-sizes, or free GPU memory")
+        raise TrtqError(f"TensorRT could not build an engine from {options.model_path.name}: {text}")
+    return memoryview(serialized).tobytes()
+
+
+def _save_timing_cache(config, path: Optional[Path]) -> None:
+    if path is None:
+        return
+    cache = config.get_timing_cache()
+    if cache is not None:
+        from ..fileio import write_bytes_atomic
+
+        write_bytes_atomic(path, memoryview(cache.serialize()).tobytes())
+
+
+# ----------------------------------------------------------------------------------------
+# Orchestration
+
+
+def build_engine(options: BuildOptions, progress: ProgressCallback = no_progress) -> BuildResult:
+    """Build one engine and write it with its JSON report (atomically, together)."""
+    from ..cache import check_cache_matches, read_cache, trt_version_int
+    from ..fileio import check_writable, write_files_atomic
+    from ..graph.model import file_sha256, input_specs, load_onnx
+    from ..graph.qdq import tensor_names
+    from . import import_tensorrt, tensorrt_major
+
+    # Everything a user can get wrong is checked before TensorRT (or hours of calibration) starts.
+    check_writable(options.output_path)
+    check_writable(options.report_path)
+    if options.timing_cache is not None:
+        check_writable(options.timing_cache)
+    model = load_onnx(options.model_path)
+    inputs = input_specs(model)
+    profile_table = profile_shapes(inputs, options.batch_sizes, options.min_shapes, options.opt_shapes,
+                                   options.max_shapes)
+    sha = file_sha256(options.model_path)
+    cache = None
+    if options.cache_path is not None and options.cache_path.exists() and options.cache_path.stat().st_size:
+        cache = read_cache(options.cache_path)
+        check_cache_matches(cache, model, sha, tensor_names(model), force=options.force)
+
+    trt = import_tensorrt()
+    check_supported(trt.__version__)
+    major = tensorrt_major(trt)
+    running_version = trt_version_int(trt.__version__)
+    plan = plan_build(major, options.precision, options.explicit)
+    if plan.int8 and cache is None and options.calib is None:
+        raise TrtqError("INT8 needs calibration data (--calib DIR) or an existing calibration cache (--cache FILE)"
+                        + (f"; {options.cache_path} does not exist yet" if options.cache_path else ""))
+    if options.cache_path is not None and cache is None:
+        check_writable(options.cache_path)
+
+    gpu = _gpu_record()
+    logger = _logger_class(trt)(options.verbose)
+    builder = _create_builder(trt, logger)
+    calibration: dict = {}
+    calibrator = None
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="trtq-build-") as scratch:
+        onnx_path, label = options.model_path, options.model_path.name
+        if plan.qdq_graph or plan.fp16_graph:
+            onnx_path, calibration = _prepare_graph(model, plan, options, cache, Path(scratch), progress)
+            label = f"{options.model_path.name} ({'Q/DQ ' if plan.qdq_graph else ''}{'FP16 ' if plan.fp16_graph else ''}copy)"
+        network, parser = _parse_network(trt, builder, logger, onnx_path, _network_flags(trt, major, plan.strongly_typed),
+                                         label)
+        config = _configure_common(trt, builder, network, options, profile_table)
+        try:
+            if plan.calibrator:
+                calibrator, calibration = _make_calibrator(trt, options, model, inputs, sha, cache, profile_table,
+                                                           running_version, progress)
+            if plan.path == "implicit":
+                calib_size = calibrator.batch_size if calibrator is not None else 1
+                _configure_implicit(trt, builder, config, plan, calibrator,
+                                    calibration_shapes(profile_table, calib_size), is_dynamic(profile_table))
+            log.info("building %s engine from %s with TensorRT %s (%s path)", plan.precision, label,
+                     trt.__version__, plan.path)
+            engine = _build(trt, builder, network, config, logger, calibrator, options)
+        finally:
+            if calibrator is not None:
+                calibrator.close()
+        _save_timing_cache(config, options.timing_cache)
+    seconds = time.perf_counter() - started
+    if calibrator is not None:
+        calibration.update(samples=calibrator.samples_read, batches=calibrator.batches_read,
+                           cache_handed_over=calibrator.cache_handed_over,
+                           cache_written=[str(p) for p in calibrator.cache_written])
+
+    report = {
+        "format": "trtq-build-report",
+        "trtq_version": __version__,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "engine": {"file": options.output_path.name, "bytes": len(engine)},
+        "model": {"file": options.model_path.name, "sha256": sha},
+        "tensorrt": {"version": trt.__version__, "path": plan.path, "strongly_typed": plan.strongly_typed,
+                     "builder_flags": list(plan.builder_flags)},
+        "gpu": gpu,
+        "precision": plan.precision,
+        "profile": {name: {"min": list(lo), "opt": list(opt), "max": list(hi)}
+                    for name, (lo, opt, hi) in profile_table.items()},
+        "calibration": calibration,
+        "workspace_gib": options.workspace_gib,
+        "timing_cache": str(options.timing_cache) if options.timing_cache else None,
+        "build_seconds": round(seconds, 3),
+    }
+    write_files_atomic({options.report_path: (json.dumps(report, indent=2) + "\n").encode("utf-8"),
+                        options.output_path: engine})
+    log.info("wrote %s (%.1f MB) in %.1f s", options.output_path, len(engine) / 1e6, seconds)
+    return BuildResult(options.output_path, options.report_path, report, plan)
+
+
+def _gpu_record() -> Optional[dict]:
+    try:
+        from .cuda import device_info
+
+        info = device_info()
+    except BackendUnavailable as exc:
+        log.debug("GPU details unavailable: %s", exc)
+        return None
+    return {"name": info.name, "compute_capability": info.sm, "memory_bytes": info.total_memory}
+
+
+def _data_spec(calib, batch_size: Optional[int] = None):
+    from ..data.spec import DataSpec
+
+    spec = calib if isinstance(calib, DataSpec) else DataSpec(path=str(calib))
+    return dataclasses.replace(spec, batch_size=batch_size) if batch_size else spec
+
+
+def _make_calibrator(trt, options: BuildOptions, model, inputs, sha: str, cache, profile_table: ProfileShapes,
+                     running_version: int, progress: ProgressCallback):
+    from ..cache import input_records
+    from .calibrator import calibrator_class
+
+    algorithm = (cache.sidecar or {}).get("algorithm", {}).get("name") if cache is not None else None
+    algorithm = algorithm or options.algorithm
+    source = None
+    spec = None
+    batch_size = calibration_batch_size(profile_table, _data_spec(options.calib).batch_size if options.calib else 1)
+    if options.calib is not None:
+        from ..data import open_source
+
+        spec = _data_spec(options.calib, batch_size)
+        source = open_source(spec, inputs)
+    sidecar = {
+        "model_path": options.model_path, "model_sha256": sha, "inputs": input_records(inputs),
+        "data": {"source": getattr(source, "description", None), "path": str(spec.path) if spec else None},
+    }
+    cls = calibrator_class(trt, algorithm)
+    calibrator = cls(source, batch_size=batch_size, trt_version=running_version,
+                     shapes=calibration_shapes(profile_table, batch_size), cache=cache,
+                     cache_verified=cache is not None and cache.sidecar is not None,
+                     cache_path=options.cache_path, sidecar=sidecar, progress=progress,
+                     total_samples=getattr(source, "num_samples", None))
+    record = {"method": "tensorrt-calibrator", "algorithm": cls.algorithm, "batch_size": batch_size,
+              "cache": str(options.cache_path) if options.cache_path else None,
+              "source": "cache" if cache is not None else "data", "data": sidecar["data"]}
+    if cache is not None:
+        record["cache_header"] = cache.header
+    return calibrator, record
+
+
+def _prepare_graph(model, plan: BuildPlan, options: BuildOptions, cache, scratch: Path,
+                   progress: ProgressCallback) -> Tuple[Path, dict]:
+    """The ONNX file TensorRT parses on the explicit path: Q/DQ inserted and/or converted to FP16."""
+    import onnx
+
+    calibration: dict = {}
+    if plan.qdq_graph:
+        from ..graph.qdq import quantize_model
+
+        if cache is not None:
+            amax = cache.amax
+            calibration = {"method": "qdq", "source": "cache", "cache": str(options.cache_path),
+                           "cache_header": cache.header, "tensors": len(amax)}
+        else:
+            from ..calib import calibrate
+
+            result = calibrate(options.model_path, _data_spec(options.calib), algorithm=options.algorithm,
+                               cache_path=options.cache_path, progress=progress)
+            amax = result.amax
+            calibration = {"method": "qdq", "source": "data", "algorithm": result.algorithm,
+                           "samples": result.num_samples, "data": result.data_description,
+                           "cache_written": [str(p) for p in result.files_written]}
+        model, summary = quantize_model(model, amax, target="trt")
+        calibration["quantized_layers"] = len(summary.quantized)
+        if not summary.quantized and not summary.already_quantized:
+            raise ModelError(f"{options.model_path.name}: no layer could be quantized (no Conv/Gemm/MatMul with "
+                             "amax for its inputs); an INT8 engine would be the FP32 one")
+    if plan.fp16_graph:
+        from ..graph.fp16 import to_fp16
+
+        model = to_fp16(model)
+    path = scratch / "model.onnx"
+    large = model.ByteSize() > (1 << 31) - (1 << 24)
+    onnx.save(model, str(path), save_as_external_data=large, location="model.onnx.data" if large else None)
+    return path, calibration
+
+
+__all__ = ["BuildOptions", "BuildResult", "FUNCTION_PATHS", "build_engine", "parse_shapes", "parse_batch_sizes",
+           "profile_shapes", "calibration_shapes", "calibration_batch_size", "is_dynamic", "report_path_for"]

@@ -138,7 +138,8 @@ def profile_shapes(inputs, batch_sizes: Optional[Sequence[int]] = None, min_shap
                    max_shapes=None) -> ProfileShapes:
     """(min, opt, max) shape per model input (``inputs``: :class:`trtq.graph.model.TensorSpec` list).
 
-    Explicit ``--min/--opt/--max-shapes`` win. Otherwise a dynamic batch axis spans the
+    Explicit ``--min/--opt/--max-shapes`` win (``--opt-shapes`` alone fixes the non-batch
+    axes and lets the batch axis span the batch sizes). Otherwise a dynamic batch axis spans the
     batch sizes (min = smallest, opt = max = largest; default :data:`trtq.defaults.BENCH_BATCH_SIZES`),
     and any other dynamic axis is an error asking for explicit shapes.
     """
@@ -152,6 +153,12 @@ def profile_shapes(inputs, batch_sizes: Optional[Sequence[int]] = None, min_shap
     result: ProfileShapes = {}
     for spec in inputs:
         given = [table.get(spec.name) for table in (min_shapes, opt_shapes, max_shapes)]
+        if given[1] is not None and given[0] is None and given[2] is None and spec.rank and not spec.is_static(0):
+            # --opt-shapes alone: fixed non-batch axes, the batch axis spans the batch sizes
+            batch = sizes or sorted(defaults.BENCH_BATCH_SIZES)
+            opt = tuple(given[1])
+            given = [(batch[0],) + opt[1:], opt, (max(batch[-1], opt[0]),) + opt[1:]]
+            given[0] = (min(batch[0], opt[0]),) + opt[1:]
         if any(g is not None for g in given):
             if any(g is None for g in given):
                 raise TrtqError(f"input {spec.name!r}: give all of --min-shapes, --opt-shapes and --max-shapes for it")
@@ -193,21 +200,21 @@ def _checked_profile(spec, lo: Shape, opt: Shape, hi: Shape) -> Tuple[Shape, Sha
     return tuple(lo), tuple(opt), tuple(hi)
 
 
-def is_dynamic(profile: ProfileShapes) -> bool:
-    return any(lo != hi for lo, _, hi in profile.values())
+def is_dynamic(profile_table: ProfileShapes) -> bool:
+    return any(lo != hi for lo, _, hi in profile_table.values())
 
 
-def calibration_shapes(profile: ProfileShapes, batch_size: int) -> Dict[str, Shape]:
+def calibration_shapes(profile_table: ProfileShapes, batch_size: int) -> Dict[str, Shape]:
     """The fixed shape TensorRT calibrates each input with: the opt shape at the calibration batch size."""
     shapes = {}
-    for name, (lo, opt, hi) in profile.items():
+    for name, (lo, opt, hi) in profile_table.items():
         shapes[name] = opt if lo == hi or not opt else (batch_size,) + tuple(opt[1:])
     return shapes
 
 
-def calibration_batch_size(profile: ProfileShapes, requested: int) -> int:
+def calibration_batch_size(profile_table: ProfileShapes, requested: int) -> int:
     """A static batch axis fixes the calibration batch size; a dynamic one takes the requested size."""
-    for lo, _, hi in profile.values():
+    for lo, _, hi in profile_table.values():
         if lo and hi and lo[0] == hi[0]:
             return int(lo[0])
     return int(requested)
@@ -291,8 +298,8 @@ def _configure_common(trt, builder, network, options: BuildOptions, profile_tabl
             profile.set_shape(tensor.name, lo, opt, hi)
         config.add_optimization_profile(profile)
     timing = options.timing_cache.read_bytes() if options.timing_cache and options.timing_cache.exists() else b""
-    cache = config.create_timing_cache(timing)
-    config.set_timing_cache(cache, False)
+    timing_cache = config.create_timing_cache(timing)
+    config.set_timing_cache(timing_cache, False)
     return config
 
 
@@ -328,11 +335,11 @@ def _build(trt, builder, network, config, logger, calibrator, options: BuildOpti
 def _save_timing_cache(config, path: Optional[Path]) -> None:
     if path is None:
         return
-    cache = config.get_timing_cache()
-    if cache is not None:
+    timing_cache = config.get_timing_cache()
+    if timing_cache is not None:
         from ..fileio import write_bytes_atomic
 
-        write_bytes_atomic(path, memoryview(cache.serialize()).tobytes())
+        write_bytes_atomic(path, memoryview(timing_cache.serialize()).tobytes())
 
 
 # ----------------------------------------------------------------------------------------

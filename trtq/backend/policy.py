@@ -29,7 +29,7 @@ PRECISIONS = ("fp32", "fp16", "int8", "best")
 
 #: Used by every build: parse ONNX, one optimization profile, workspace, timing cache.
 COMMON_BUILD_API: Tuple[str, ...] = (
-    "Logger", "Logger.ERROR", "Logger.WARNING", "Logger.INFO", "Logger.VERBOSE",
+    "ILogger", "Logger", "Logger.ERROR", "Logger.WARNING", "Logger.INFO", "Logger.VERBOSE",
     "Builder", "Builder.create_network", "Builder.create_builder_config",
     "Builder.create_optimization_profile", "Builder.build_serialized_network",
     "OnnxParser", "OnnxParser.parse_from_file", "OnnxParser.num_errors", "OnnxParser.get_error",
@@ -57,7 +57,7 @@ EXPLICIT_PATH_API: Tuple[str, ...] = COMMON_BUILD_API + (
 
 #: Deserializing and running engines (bench, GPU tests): TensorRT 10.x and 11.x.
 RUNTIME_API: Tuple[str, ...] = (
-    "Logger", "Logger.WARNING", "Logger.ERROR",
+    "ILogger", "Logger", "Logger.WARNING", "Logger.ERROR",
     "Runtime", "Runtime.deserialize_cuda_engine",
     "ICudaEngine.num_io_tensors", "ICudaEngine.get_tensor_name", "ICudaEngine.get_tensor_mode",
     "ICudaEngine.get_tensor_dtype", "ICudaEngine.get_tensor_shape", "ICudaEngine.get_tensor_profile_shape",
@@ -70,6 +70,15 @@ RUNTIME_API: Tuple[str, ...] = (
 #: ``trtq info`` on TensorRT <= 10 (the builder queries were removed in 11).
 INFO_TRT10_API: Tuple[str, ...] = ("Logger", "Logger.ERROR", "Builder",
                                    "Builder.platform_has_fast_fp16", "Builder.platform_has_fast_int8")
+
+#: What TensorRT 11 removed of the implicit path (DESIGN.md's table); the contract tests check these
+#: exist in 10.x and are gone in 11.x, and that no TensorRT 11 path declares any of them.
+REMOVED_IN_11: Tuple[str, ...] = (
+    "BuilderFlag.INT8", "BuilderFlag.FP16", "IBuilderConfig.int8_calibrator",
+    "IBuilderConfig.set_calibration_profile", "IInt8Calibrator", "IInt8EntropyCalibrator2", "IInt8MinMaxCalibrator",
+    "CalibrationAlgoType", "NetworkDefinitionCreationFlag.EXPLICIT_BATCH",
+    "Builder.platform_has_fast_fp16", "Builder.platform_has_fast_int8",
+)
 
 #: Which TensorRT majors each list must hold for (the contract tests check all of them).
 PATH_SERVES: Dict[str, Tuple[int, ...]] = {
@@ -185,6 +194,6 @@ def fast_precisions(compute_capability: Tuple[int, int]) -> Dict[str, bool]:
 
 __all__ = [
     "MIN_TRT", "EXPLICIT_ONLY_MAJOR", "PRECISIONS", "COMMON_BUILD_API", "IMPLICIT_PATH_API", "EXPLICIT_PATH_API",
-    "RUNTIME_API", "INFO_TRT10_API", "PATH_SERVES", "PATH_API", "parse_version", "check_supported",
+    "RUNTIME_API", "INFO_TRT10_API", "REMOVED_IN_11", "PATH_SERVES", "PATH_API", "parse_version", "check_supported",
     "choose_int8_path", "int8_path_text", "BuildPlan", "plan_build", "resolve_precision", "fast_precisions",
 ]

@@ -1,0 +1,152 @@
+"""Backend code against the real TensorRT 10.x and 11.x Python bindings (CPU only; see conftest.py).
+
+Also checks, without TensorRT, that the build, runner and info code reference only the
+TensorRT names declared for their path (an AST walk), so the lists checked against the
+bindings are the names the code really uses.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+from conftest import BINDINGS, ROOT  # noqa: E402  (tests/backend/conftest.py)
+from trtq.backend import calibrator, policy
+
+CHECK_NAMES = (
+    "import_through_trtq", "declared_api_exists_for_served_versions", "removed_names_present_in_10_gone_in_11",
+    "calibrator_classes_on_11_say_why", "calibrators_subclass_the_real_bases",
+    "get_batch_returns_pointers_in_order_then_none", "errors_in_get_batch_are_raised_after_the_build",
+    "cache_round_trip_and_restamping", "build_without_a_gpu_is_backend_unavailable",
+    "runner_without_a_gpu_is_backend_unavailable", "cli_info_names_tensorrt_and_what_is_missing",
+)
+#: Checks that only apply to some majors (skipped elsewhere, by design).
+ONLY_FOR = {"calibrator_classes_on_11_say_why": (11,),
+            "calibrators_subclass_the_real_bases": (10,), "get_batch_returns_pointers_in_order_then_none": (10,),
+            "errors_in_get_batch_are_raised_after_the_build": (10,), "cache_round_trip_and_restamping": (10,)}
+
+
+@pytest.mark.parametrize("check", CHECK_NAMES)
+@pytest.mark.parametrize("version", list(BINDINGS))
+def test_contract(trt_contract, version, check):
+    outcome = trt_contract[version]["checks"].get(check, "missing: the check did not run")
+    major = int(version.split(".")[0])
+    if major not in ONLY_FOR.get(check, (major,)):
+        assert outcome.startswith("skip"), outcome
+        return
+    assert outcome == "ok", f"TensorRT {version}: {outcome}"
+
+
+def test_bindings_module_is_tensorrt_bindings(trt_contract):
+    assert {result["module"] for result in trt_contract.values()} == {"tensorrt_bindings"}
+
+
+# --- the code uses only declared names -----------------------------------------------------
+
+#: Per module: variable names that hold TensorRT objects -> their TensorRT class.
+TRT_VARIABLES = {
+    "trtq/backend/build.py": {"builder": "Builder", "network": "INetworkDefinition", "parser": "OnnxParser",
+                              "config": "IBuilderConfig", "profile": "IOptimizationProfile",
+                              "timing_cache": "ITimingCache", "tensor": "ITensor"},
+    "trtq/backend/runner.py": {"runtime": "Runtime", "engine": "ICudaEngine", "context": "IExecutionContext"},
+    "trtq/backend/info.py": {"builder": "Builder"},
+}
+
+
+def _allowed(key: str) -> set:
+    if key == "common":
+        return set(policy.COMMON_BUILD_API)
+    if key == "both":
+        return set(policy.IMPLICIT_PATH_API) | set(policy.EXPLICIT_PATH_API)
+    return set(policy.PATH_API[key])
+
+
+def _references(module_path: str):
+    """(qualified function name, TensorRT name) for every TensorRT access in the module."""
+    tree = ast.parse((ROOT / module_path).read_text())
+    variables = TRT_VARIABLES[module_path]
+    found = []
+
+    def chain(node):
+        parts = []
+        while isinstance(node, ast.Attribute):
+            parts.append(node.attr)
+            node = node.value
+        if isinstance(node, ast.Name):
+            parts.append(node.id)
+        return list(reversed(parts))
+
+    def visit(scope: str, body):
+        for node in body:
+            if isinstance(node, ast.ClassDef):
+                visit(node.name, node.body)
+            elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                name = f"{scope}.{node.name}" if scope else node.name
+                for sub in ast.walk(node):
+                    if not isinstance(sub, ast.Attribute) or isinstance(getattr(sub, "_parent", None), ast.Attribute):
+                        continue
+                    parts = chain(sub)
+                    if len(parts) < 2:
+                        continue
+                    if parts[0] == "trt" and not parts[1].startswith("__"):
+                        member = [p for p in parts[1:3] if not p.startswith("__")]
+                        found.append((name, ".".join(member)))
+                    holder = parts[1] if parts[0] == "self" and len(parts) > 2 else parts[0]
+                    rest = parts[2:] if parts[0] == "self" and len(parts) > 2 else parts[1:]
+                    if holder in variables and rest:
+                        found.append((name, f"{variables[holder]}.{rest[0]}"))
+
+    for node in ast.walk(tree):
+        for child in ast.iter_child_nodes(node):
+            child._parent = node
+    visit("", tree.body)
+    return sorted(set(found))
+
+
+@pytest.mark.parametrize("module_path", sorted(TRT_VARIABLES))
+def test_code_uses_only_declared_tensorrt_names(module_path):
+    import importlib
+
+    module = importlib.import_module(module_path[:-3].replace("/", "."))
+    paths = module.FUNCTION_PATHS
+    references = _references(module_path)
+    assert references, "the AST walk found no TensorRT access at all; is it still looking at the right code?"
+    problems = []
+    for function, name in references:
+        if function not in paths:
+            problems.append(f"{function} uses trt name {name} but is not in FUNCTION_PATHS")
+        elif name not in _allowed(paths[function]):
+            problems.append(f"{function} ({paths[function]} path) uses {name}, not declared for that path")
+    assert not problems, "\n".join(problems)
+
+
+def test_declared_names_exist_in_some_binding(trt_contract):
+    surfaces = {version: set(result["api"]) for version, result in trt_contract.items()}
+    everything = set().union(*surfaces.values())
+    declared = set().union(*(set(names) for names in policy.PATH_API.values()))
+    assert not sorted(declared - everything)
+    # the paths serving TensorRT 11 declare nothing it removed, and all of it exists there
+    trt11 = next(s for v, s in surfaces.items() if v.startswith("11."))
+    for path, majors in policy.PATH_SERVES.items():
+        if 11 in majors:
+            assert not set(policy.PATH_API[path]) & set(policy.REMOVED_IN_11), path
+            assert not sorted(set(policy.PATH_API[path]) - trt11), path
+
+
+def test_calibrator_bases_are_declared():
+    for base, member in calibrator.ALGORITHMS.values():
+        assert base in policy.IMPLICIT_PATH_API
+        assert f"CalibrationAlgoType.{member}" in policy.IMPLICIT_PATH_API
+
+
+def test_cuda_runtime_names_are_declared_and_used():
+    from trtq.backend import cuda
+
+    source = (ROOT / "trtq/backend/cuda.py").read_text()
+    used = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Attribute) and node.attr.startswith("cuda") and isinstance(node.value, (ast.Name, ast.Call)):
+            used.add(node.attr)
+    assert used <= set(cuda.CUDART_API), sorted(used - set(cuda.CUDART_API))

@@ -1,0 +1,102 @@
+"""``trtq build``: an ONNX model -> a TensorRT engine (FP32, FP16, INT8) plus a JSON build report."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from .. import defaults
+
+
+def add_parser(sub) -> None:
+    from .options import add_data_arguments
+
+    parser = sub.add_parser(
+        "build",
+        help="build a TensorRT engine (FP32/FP16/INT8) from an ONNX model; needs TensorRT and a GPU",
+        description="Build a TensorRT engine and write <output>.json beside it (TensorRT version, GPU, precision, "
+        "profile, calibration source, build time, engine size). INT8 on TensorRT 8.6-10.x uses TensorRT's "
+        "entropy calibrator fed with --calib data on the GPU, or an existing --cache (trtq's sidecar must "
+        "match the model; no data is read then). On TensorRT 11, or with --explicit, trtq calibrates on the "
+        "CPU, inserts Q/DQ nodes and builds a strongly typed network; FP16 there means an FP16 copy of the "
+        "graph. Dynamic batch: --batch-sizes sets the optimization profile (min..max); other dynamic axes "
+        "need --min-shapes/--opt-shapes/--max-shapes (or --opt-shapes alone for fixed non-batch axes).",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("model", help="ONNX model")
+    parser.add_argument("-o", "--output", default=None,
+                        help="engine file (default: engines/<model>.<precision>.engine); the report goes to "
+                             "<output>.json")
+    parser.add_argument("--int8", action="store_true", help="INT8 (needs --calib or an existing --cache)")
+    parser.add_argument("--fp16", action="store_true", help="FP16 (with --int8: FP16 fallback for layers not in INT8)")
+    parser.add_argument("--precision", choices=("fp32", "fp16", "int8", "best"), default=None,
+                        help="instead of --int8/--fp16: best = int8 with fp16 fallback (default: fp32)")
+    parser.add_argument("--explicit", action="store_true",
+                        help="TensorRT 10.x: explicit Q/DQ + strongly typed network instead of the implicit "
+                             "calibrator (always the path on TensorRT 11)")
+    parser.add_argument("--cache", default=None, metavar="PATH",
+                        help="calibration cache: used if it exists (no data is read), else written by this build")
+    parser.add_argument("--force", action="store_true", help="use a --cache whose sidecar names another model")
+    parser.add_argument("--algo", choices=defaults.ALGORITHMS, default=defaults.ALGORITHM,
+                        help=f"calibration algorithm when calibrating (default: {defaults.ALGORITHM}; the implicit "
+                             "path has TensorRT's entropy and minmax)")
+    parser.add_argument("--batch-sizes", default=None, metavar="B[,B...]",
+                        help="batch sizes the engine must run (profile min = smallest, opt = max = largest); "
+                             f"default for a dynamic batch axis: {','.join(map(str, defaults.BENCH_BATCH_SIZES))}")
+    for which in ("min", "opt", "max"):
+        parser.add_argument(f"--{which}-shapes", default=None, metavar="NAME:DIMS[,...]",
+                            help=f"{which} shape per input for the optimization profile, e.g. images:1x3x640x640")
+    parser.add_argument("--workspace", type=float, default=defaults.WORKSPACE_GIB, metavar="GiB",
+                        help=f"builder workspace limit in GiB (default: {defaults.WORKSPACE_GIB:g})")
+    parser.add_argument("--timing-cache", default=None, metavar="PATH",
+                        help="TensorRT timing cache: read if it exists, updated after the build (faster rebuilds)")
+    add_data_arguments(parser, flag="--calib", required=False,
+                       help_text="calibration data for --int8: a folder of images or .npy/.npz files, one such "
+                                 "file, or a .py loader script")
+    parser.set_defaults(func=run)
+
+
+def default_output(model: str, precision: str) -> Path:
+    return Path("engines") / f"{Path(model).stem}.{precision}.engine"
+
+
+def options_from_args(args: argparse.Namespace):
+    """``trtq build`` arguments -> :class:`trtq.backend.build.BuildOptions` (no TensorRT needed)."""
+    from ..backend.build import BuildOptions, parse_batch_sizes, parse_shapes
+    from ..backend.policy import resolve_precision
+    from ..errors import TrtqError
+    from .options import data_spec_from_args
+
+    precision = resolve_precision(args.precision, int8=args.int8, fp16=args.fp16)
+    if args.workspace <= 0:
+        raise TrtqError(f"--workspace must be more than 0 GiB, got {args.workspace:g}")
+    calib = data_spec_from_args(args, flag_dest="calib", shuffle=True) if args.calib else None
+    if calib is not None and precision not in ("int8", "best"):
+        raise TrtqError("--calib is calibration data for INT8; add --int8 (or --precision int8/best)")
+    return BuildOptions(
+        model_path=Path(args.model),
+        output_path=Path(args.output) if args.output else default_output(args.model, precision),
+        precision=precision, explicit=args.explicit, calib=calib,
+        cache_path=Path(args.cache) if args.cache else None, force=args.force, algorithm=args.algo,
+        batch_sizes=parse_batch_sizes(args.batch_sizes),
+        min_shapes=parse_shapes(args.min_shapes, "--min-shapes"),
+        opt_shapes=parse_shapes(args.opt_shapes, "--opt-shapes"),
+        max_shapes=parse_shapes(args.max_shapes, "--max-shapes"),
+        workspace_gib=args.workspace, timing_cache=Path(args.timing_cache) if args.timing_cache else None,
+        verbose=args.verbose > 0,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..backend.build import build_engine
+    from ..progress import progress_bar
+
+    options = options_from_args(args)
+    with progress_bar("calibrating", unit="samples", enabled=None if not args.quiet else False) as progress:
+        result = build_engine(options, progress=progress)
+    report = result.report
+    print(f"built {result.engine_path} ({report['engine']['bytes'] / 1e6:.1f} MB, {report['precision']}, "
+          f"TensorRT {report['tensorrt']['version']} {report['tensorrt']['path']} path) in "
+          f"{report['build_seconds']:.1f} s")
+    print(f"report {result.report_path}")
+    return 0

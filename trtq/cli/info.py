@@ -1,0 +1,61 @@
+"""``trtq info``: TensorRT version, GPU, fast precisions and the INT8 path trtq takes here."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_parser(sub) -> None:
+    parser = sub.add_parser(
+        "info",
+        help="TensorRT version, GPU, fast FP16/INT8, and which INT8 path trtq takes on this machine",
+        description="Report what this machine offers for engine builds: the TensorRT version, the GPU and its "
+        "compute capability, whether FP16 and INT8 are fast on it, and which INT8 path trtq will take "
+        "(TensorRT <= 10: implicit calibrator unless --explicit; TensorRT 11: explicit Q/DQ on a strongly typed "
+        "network). Exits with code 2 and one line naming what is missing when TensorRT or a GPU is not usable.",
+    )
+    parser.add_argument("--explicit", action="store_true",
+                        help="show the INT8 path as `trtq build --explicit` would take it")
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.set_defaults(func=run)
+
+
+def format_info(info: dict) -> list:
+    """The report lines (pure; tested without TensorRT)."""
+    lines = [f"trtq          {info['trtq']}"]
+    lines.append(f"TensorRT      {info['tensorrt'] or 'not available'}")
+    gpu = info.get("gpu")
+    if gpu:
+        lines.append(f"GPU           {gpu['name']} (compute capability {gpu['compute_capability']}, "
+                     f"{gpu['memory_bytes'] / (1 << 30):.1f} GiB)")
+        cuda = info.get("cuda") or {}
+        lines.append(f"CUDA          runtime {cuda.get('runtime', '?')}, driver {cuda.get('driver', '?')}")
+    else:
+        lines.append("GPU           not available")
+    fast = info.get("fast")
+    if fast:
+        yes = lambda flag: "fast" if flag else "not fast"  # noqa: E731
+        lines.append(f"FP16 / INT8   {yes(fast['fp16'])} / {yes(fast['int8'])} (from the {fast['source']})")
+    if info.get("int8_path"):
+        lines.append(f"INT8 path     {info['int8_path']}")
+    if info.get("missing"):
+        lines.append(f"missing       {', '.join(info['missing'])} (why: below)")
+    return lines
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+
+    from ..backend.info import gather
+    from ..errors import BackendUnavailable
+
+    info = gather(explicit=args.explicit)
+    if args.json:
+        print(json.dumps(info, indent=2))
+    else:
+        print("\n".join(format_info(info)))
+    missing = info["missing"]
+    if missing:
+        names = " and ".join(missing)
+        raise BackendUnavailable(f"{names} not usable here: {'; '.join(missing.values())}")
+    return 0

@@ -1,0 +1,102 @@
+"""`trtq info`, `trtq build` and `trtq bench` with engines on a machine without TensorRT:
+one clear line on stderr, exit code 2, no traceback. Argument errors come before TensorRT is needed."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+onnx = pytest.importorskip("onnx")
+from onnx import TensorProto, helper  # noqa: E402
+
+from trtq import cache as cache_io  # noqa: E402
+from trtq.backend import tensorrt_version  # noqa: E402
+from trtq.cli import main  # noqa: E402
+
+needs_no_tensorrt = pytest.mark.skipif(tensorrt_version() is not None, reason="TensorRT is installed here")
+
+
+def _model(path, batch="batch"):
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, 4])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path
+
+
+def _one_line_error(capsys, code, *needles):
+    captured = capsys.readouterr()
+    lines = [line for line in captured.err.splitlines() if line.strip()]
+    assert code == 2, captured
+    assert "Traceback" not in captured.err and "Traceback" not in captured.out
+    assert len(lines) == 1, captured.err
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    return lines[0], captured.out
+
+
+@needs_no_tensorrt
+def test_info_without_tensorrt(capsys):
+    line, out = _one_line_error(capsys, main(["info"]), "tensorrt", "TensorRT is not importable")
+    assert "TensorRT      not available" in out
+
+
+@needs_no_tensorrt
+def test_info_json_without_tensorrt(capsys):
+    code = main(["info", "--json"])
+    captured = capsys.readouterr()
+    assert code == 2
+    assert json.loads(captured.out)["missing"]["tensorrt"].startswith("TensorRT is not importable")
+
+
+@needs_no_tensorrt
+@pytest.mark.parametrize("extra", [[], ["--fp16"], ["--precision", "best", "--explicit", "--cache", "nope.cache",
+                                                   "--calib", "."]])
+def test_build_without_tensorrt(tmp_path, capsys, extra):
+    model = _model(tmp_path / "m.onnx")
+    engine = tmp_path / "m.engine"
+    code = main(["build", str(model), "-o", str(engine), "--batch-sizes", "1,4", *extra])
+    _one_line_error(capsys, code, "trtq build: error:", "TensorRT is not importable")
+    assert not engine.exists() and not (tmp_path / "m.engine.json").exists()
+
+
+@needs_no_tensorrt
+def test_bench_engine_without_tensorrt(tmp_path, capsys):
+    engine = tmp_path / "m.engine"
+    engine.write_bytes(b"\0" * 64)
+    code = main(["bench", str(engine), "--batch-sizes", "1", "--no-files"])
+    _one_line_error(capsys, code, "trtq bench: error:", "TensorRT")
+
+
+def test_build_rejects_a_fixed_batch_with_other_batch_sizes(tmp_path, capsys):
+    model = _model(tmp_path / "m.onnx", batch=1)
+    code = main(["build", str(model), "-o", str(tmp_path / "m.engine"), "--batch-sizes", "1,8"])
+    _one_line_error(capsys, code, "fixed batch size of 1")
+
+
+def test_build_refuses_a_cache_from_another_model(tmp_path, capsys):
+    model = _model(tmp_path / "m.onnx")
+    cache = tmp_path / "other.cache"
+    sidecar = cache_io.make_sidecar(model_path=tmp_path / "other.onnx", model_sha256="ee" * 32,
+                                    inputs=cache_io.input_records([]), algorithm="entropy", amax={"x": 1.0},
+                                    trt_version=100300)
+    cache_io.write_cache(cache, {"x": 1.0}, trt_version=100300, sidecar=sidecar)
+    code = main(["build", str(model), "--int8", "--cache", str(cache), "-o", str(tmp_path / "m.engine")])
+    _one_line_error(capsys, code, "refusing cache", "other.onnx")
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--precision", "fp32", "--int8"], "contradicts"),
+    (["--workspace", "0"], "--workspace"),
+    (["--calib", "."], "--calib is calibration data for INT8"),
+    (["--min-shapes", "x=1"], "NAME:DxDxD"),
+])
+def test_build_argument_errors(tmp_path, capsys, args, needle):
+    model = _model(tmp_path / "m.onnx")
+    _one_line_error(capsys, main(["build", str(model), *args]), needle)
+
+
+def test_missing_model(tmp_path, capsys):
+    _one_line_error(capsys, main(["build", str(tmp_path / "nope.onnx")]), "does not exist")

@@ -1,0 +1,103 @@
+"""``trtq quantize``: write an explicit-quantization (Q/DQ) ONNX model for TensorRT or ONNX Runtime."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Iterable, List
+
+from .. import defaults
+
+
+def split_names(values: Iterable[str]) -> List[str]:
+    """``--exclude a,b --exclude c`` -> ``["a", "b", "c"]`` (blank entries dropped)."""
+    names: List[str] = []
+    for value in values or ():
+        names.extend(part.strip() for part in value.split(",") if part.strip())
+    return names
+
+
+def add_parser(sub) -> None:
+    from .options import add_data_arguments
+
+    parser = sub.add_parser(
+        "quantize",
+        help="insert Q/DQ nodes: an explicit INT8 ONNX model for TensorRT or ONNX Runtime",
+        description="Insert QuantizeLinear/DequantizeLinear nodes where TensorRT's placement recommendations put "
+        "them (inputs of Conv/ConvTranspose/Gemm/MatMul, residual Add inputs; weights per output channel), with "
+        "scales from a calibration cache (--cache) or from calibrating on data first (--calib). "
+        "--for trt writes int8 activations for TensorRT 10/11 strongly typed builds; --for cpu writes the same "
+        "grid as uint8 (zero point 128) with the extra Q/DQ ONNX Runtime needs for its fast integer kernels.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("model", help="float ONNX model")
+    parser.add_argument("--cache", help="TensorRT calibration cache (from trtq calibrate) holding the scales")
+    add_data_arguments(parser, flag="--calib", required=False)
+    parser.add_argument("-o", "--output", help="Q/DQ model to write (default: <model>.int8.onnx, "
+                        "or <model>.int8-cpu.onnx with --for cpu, beside the model)")
+    parser.add_argument("--for", dest="target", choices=("trt", "cpu"), default="trt",
+                        help="trt: int8 Q/DQ for TensorRT; cpu: uint8 activations (same scales) for ONNX Runtime")
+    parser.add_argument("--exclude", action="append", default=[], metavar="NAME_OR_OPTYPE",
+                        help="node name, op type (Conv, MatMul) or name pattern (/model.22/*) to keep in float; "
+                        "repeat or give a comma-separated list")
+    parser.add_argument("--algo", choices=defaults.ALGORITHMS, default=defaults.ALGORITHM,
+                        help="calibration algorithm when calibrating with --calib")
+    parser.add_argument("--force", action="store_true",
+                        help="use a cache whose sidecar says it was made for another model")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..errors import TrtqError
+    from ..graph.qdq import quantize
+    from ..progress import progress_bar
+
+    calib = None
+    if getattr(args, "calib", None):
+        from .options import data_spec_from_args
+
+        calib = data_spec_from_args(args, flag_dest="calib", shuffle=True)
+    if calib is None and not args.cache:
+        raise TrtqError("give the scales: --cache model.calib.cache (from trtq calibrate) or --calib DATA to "
+                        "calibrate first")
+    if calib is not None and args.cache:
+        raise TrtqError("give either --cache or --calib, not both")
+    with progress_bar("calibrating", enabled=None if not args.quiet else False) as progress:
+        summary = quantize(args.model, args.output, cache=args.cache, calib=calib,
+                           algorithm=args.algo if calib is not None else None, target=args.target,
+                           exclude=split_names(args.exclude), force=args.force, progress=progress)
+    print_summary(summary)
+    return 0
+
+
+def print_summary(summary) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    if summary.already_quantized:
+        console.print("[bold yellow]the model already carries Q/DQ nodes[/] (quantization-aware training?); "
+                      "copied unchanged to:")
+        console.print(str(summary.output_path), markup=False, highlight=False, soft_wrap=True)
+        return
+    form = "TensorRT (int8)" if summary.target == "trt" else "ONNX Runtime CPU (uint8 activations)"
+    table = Table(title=f"Q/DQ model for {form}", show_header=False)
+    table.add_row("layers quantized", str(len(summary.quantized)))
+    table.add_row("weights per channel", str(summary.per_channel_weights))
+    table.add_row("tensors with Q/DQ", str(summary.quantized_tensors))
+    table.add_row("residual Add inputs", str(len(summary.residual_inputs)))
+    table.add_row("layers kept float", str(len(summary.excluded)))
+    console.print(table)
+    console.print(f"wrote {summary.output_path}", markup=False, highlight=False, soft_wrap=True)
+    if summary.excluded:
+        console.print("[bold]kept in float:[/]")
+        for name, reason in summary.excluded.items():
+            console.print(f"  {name}: {reason}", markup=False, highlight=False, soft_wrap=True)
+    if summary.missing_amax:
+        console.print(f"[bold yellow]{len(summary.missing_amax)} tensor(s) had no scale in the cache[/] "
+                      "(their layers stay float; recalibrate with this model to quantize them):")
+        for name in summary.missing_amax:
+            console.print(f"  {name}", markup=False, highlight=False)
+    if summary.unmatched_exclude:
+        console.print("[bold yellow]--exclude matched no node or op type:[/]")
+        for name in summary.unmatched_exclude:
+            console.print(f"  {name}", markup=False, highlight=False)

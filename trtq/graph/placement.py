@@ -1,0 +1,475 @@
+"""Where Q/DQ go: TensorRT's placement recommendations as rules over an ONNX graph.
+
+Rules (TensorRT Developer Guide, "Q/DQ layer-placement recommendations"):
+
+1. Quantize every input of weighted ops -- Conv, ConvTranspose, Gemm, MatMul.
+   Activations per tensor (scale = amax/127), weights per output channel:
+
+   ========================  ===========================  =====================================
+   op                        weight layout                per-channel axis
+   ========================  ===========================  =====================================
+   Conv                      [M, C/group, k...]           0 (depthwise too: M = C)
+   ConvTranspose             [C, M/group, k...]           1 (see note on groups)
+   Gemm transB=1             [N, K]                       0
+   Gemm transB=0             [K, N]                       1
+   MatMul, constant 2-D B    [K, N]                       1 (last axis)
+   MatMul, constant B > 2-D  [..., K, N]                  per tensor (TensorRT takes per-channel
+                                                          MatMul weights only for 2-D operands)
+   ========================  ===========================  =====================================
+
+   A MatMul/Gemm whose second input is not constant (activation x activation, e.g.
+   attention) gets per-tensor Q/DQ on both inputs. A constant first operand is
+   quantized per tensor. Bias (Conv/ConvTranspose input 2, Gemm C) stays float.
+
+   ConvTranspose with group > 1: output channel ``o = g * (M/group) + j`` is not one
+   axis of the weight, so axis 1 (length M/group) is used with each scale covering
+   channel j of every group (amax taken over all groups): still symmetric per-axis
+   quantization that every DequantizeLinear implementation computes exactly, just
+   coarser than per output channel. For group == 1 it is exactly per output channel.
+
+2. Do not quantize weighted-op outputs (TensorRT fuses bias, BN, activation and a
+   residual Add into the op, and a Q on its output would split such fusions).
+3. Do not simulate BN/ReLU fusion: Q/DQ go before the weighted op, never between it
+   and its BatchNormalization/activation.
+4. Quantize the residual input of skip-connection Adds. An Add with two non-constant
+   inputs where one input comes from a quantized weighted op (directly or through
+   ops TensorRT fuses into it: BN, Relu/SiLU/..., a constant scale or bias) and the
+   other does not: the other (residual) input gets Q/DQ, so TensorRT fuses the Add
+   into the conv and reads the skip tensor in INT8. When both inputs come from
+   weighted ops (a projection shortcut), the branch with the shorter path from the
+   inputs' common ancestor is the residual one.
+
+The ``cpu`` target adds, for ONNX Runtime (which fuses only what Q/DQ surround):
+
+5. Outputs of quantized weighted ops (``DQ -> Conv -> Q`` becomes QLinearConv; without
+   the Q, ORT runs a float Conv on dequantized values: slower than FP32).
+6. Both inputs of every Add/Mul/Concat/MaxPool/... that sits between quantized ops
+   and has amax for its output, so ORT's QLinearAdd/QLinearMul/QLinearConcat/...
+   keep tensors in uint8 end to end (see :data:`CPU_QUANTIZABLE_OPS`).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
+
+log = logging.getLogger(__name__)
+
+WEIGHTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+#: Ops TensorRT fuses into a preceding weighted op (walked back through to find a conv branch).
+FUSIBLE_EPILOGUE_OPS = frozenset({
+    "Relu", "LeakyRelu", "PRelu", "Clip", "Sigmoid", "Tanh", "HardSigmoid", "HardSwish", "Elu", "Selu",
+    "Softplus", "Gelu", "Mish", "BatchNormalization",
+})
+_CONV_BRANCH_DEPTH = 8
+_LCA_DEPTH = 64
+
+Use = Tuple[int, int]  # (node index, input slot)
+
+
+@dataclass
+class LayerPlan:
+    """How one weighted op would be quantized (``reason`` set: it cannot be)."""
+
+    index: int
+    name: str
+    op_type: str
+    activations: List[Tuple[int, str]] = field(default_factory=list)                    # (slot, tensor)
+    weights: List[Tuple[int, str, Optional[int]]] = field(default_factory=list)         # (slot, initializer, axis)
+    reason: Optional[str] = None
+
+
+@dataclass
+class Plan:
+    """The full placement: which tensors get Q/DQ and which node inputs read them."""
+
+    activations: Dict[str, List[Use]] = field(default_factory=dict)
+    weights: Dict[Tuple[str, Optional[int]], List[Use]] = field(default_factory=dict)
+    quantized: List[str] = field(default_factory=list)
+    excluded: Dict[str, str] = field(default_factory=dict)
+    missing_amax: List[str] = field(default_factory=list)
+    residual_inputs: List[str] = field(default_factory=list)
+    extra_outputs: List[str] = field(default_factory=list)
+    unmatched_exclude: List[str] = field(default_factory=list)
+    scale_source: Dict[str, str] = field(default_factory=dict)   # tensor -> tensor whose amax it uses
+    weight_tensors: Dict[str, object] = field(default_factory=dict)  # weight name -> float TensorProto
+    weight_nodes: Dict[str, int] = field(default_factory=dict)      # weight name -> its Constant node, if any
+
+    def amax_of(self, tensor: str, amax: Mapping[str, float]) -> float:
+        return float(amax[self.scale_source.get(tensor, tensor)])
+
+    def use_activation(self, tensor: str, use: Use) -> None:
+        uses = self.activations.setdefault(tensor, [])
+        if use not in uses:
+            uses.append(use)
+
+    def missing(self, tensor: str) -> None:
+        if tensor not in self.missing_amax:
+            self.missing_amax.append(tensor)
+
+
+class GraphIndex:
+    """Producers, consumers, constants and element types of a graph's tensors."""
+
+    def __init__(self, model):
+        from onnx import TensorProto
+
+        graph = model.graph
+        self.nodes = list(graph.node)
+        self.initializers = {init.name: init for init in graph.initializer}
+        self.producer: Dict[str, int] = {}
+        self.consumers: Dict[str, List[Use]] = {}
+        for index, node in enumerate(self.nodes):
+            for out in node.output:
+                if out:
+                    self.producer[out] = index
+            for slot, tensor in enumerate(node.input):
+                if tensor:
+                    self.consumers.setdefault(tensor, []).append((index, slot))
+        #: float weights stored in the file: initializers and Constant nodes' ``value`` tensors
+        self.weights = dict(self.initializers)
+        self.constant_nodes: Dict[str, int] = {}
+        for index, node in enumerate(self.nodes):
+            if node.op_type == "Constant" and node.output and any(a.name == "value" for a in node.attribute):
+                self.weights[node.output[0]] = next(a.t for a in node.attribute if a.name == "value")
+                self.constant_nodes[node.output[0]] = index
+        self.constant: Set[str] = set(self.initializers)
+        for node in self.nodes:
+            inputs = [i for i in node.input if i]
+            if node.op_type == "Constant" or (inputs and all(i in self.constant for i in inputs)):
+                self.constant.update(o for o in node.output if o)
+        self.types = _elem_types(model)
+        self.FLOAT = TensorProto.FLOAT
+        self.graph_outputs = {vi.name for vi in graph.output}
+
+    def is_float(self, tensor: str) -> Optional[bool]:
+        """True/False when the element type is known, None when it is not."""
+        if tensor in self.weights:
+            return self.weights[tensor].data_type == self.FLOAT
+        elem = self.types.get(tensor)
+        return None if not elem else elem == self.FLOAT
+
+    def is_constant(self, tensor: str) -> bool:
+        return tensor in self.constant
+
+    def producer_node(self, tensor: str):
+        index = self.producer.get(tensor)
+        return None if index is None else self.nodes[index]
+
+
+def _elem_types(model) -> Dict[str, int]:
+    import onnx
+
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model)
+    except Exception as exc:  # inference is best effort (custom ops, >2 GB): unknown types pass
+        log.debug("shape inference failed (%s); element types unknown", exc)
+        inferred = model
+    types = {}
+    for vi in list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output):
+        if vi.type.HasField("tensor_type") and vi.type.tensor_type.elem_type:
+            types[vi.name] = vi.type.tensor_type.elem_type
+    return types
+
+
+def _attr(node, name: str, default):
+    for attr in node.attribute:
+        if attr.name == name:
+            import onnx
+
+            return onnx.helper.get_attribute_value(attr)
+    return default
+
+
+def _weight_axis(node, slot: int, rank: int) -> Optional[int]:
+    """Per-channel axis of a constant input (None: per tensor), following the table above."""
+    if slot != 1:
+        return None
+    op = node.op_type
+    if op == "Conv":
+        axis = 0
+    elif op == "ConvTranspose":
+        axis = 1
+    elif op == "Gemm":
+        axis = 0 if _attr(node, "transB", 0) else 1
+    else:  # MatMul: per-channel only for a 2-D [K, N] weight
+        axis = 1 if rank == 2 else None
+    return axis if axis is not None and axis < rank else None
+
+
+def _plan_layer(index: int, name: str, node, graph: GraphIndex) -> LayerPlan:
+    plan = LayerPlan(index=index, name=name, op_type=node.op_type)
+    inputs = list(node.input)
+    if len(inputs) < 2 or not inputs[0] or not inputs[1]:
+        plan.reason = "fewer than two inputs"
+        return plan
+    for slot in (0, 1):  # data and weight; bias (slot 2) stays float
+        tensor = inputs[slot]
+        if graph.is_float(tensor) is False:
+            plan.reason = f"input {tensor!r} is not float32"
+            plan.activations, plan.weights = [], []
+            return plan
+        weight = graph.weights.get(tensor)
+        if weight is not None:
+            plan.weights.append((slot, tensor, _weight_axis(node, slot, len(weight.dims))))
+        else:  # activations, and weights computed at run time (Transpose/Identity of a constant)
+            plan.activations.append((slot, tensor))
+    return plan
+
+
+def plan_weighted_ops(model, names: Sequence[str], graph: Optional[GraphIndex] = None) -> List[LayerPlan]:
+    """A :class:`LayerPlan` for every weighted op, in graph order."""
+    graph = graph or GraphIndex(model)
+    return [_plan_layer(index, names[index], node, graph)
+            for index, node in enumerate(graph.nodes) if node.op_type in WEIGHTED_OPS]
+
+
+class _Matcher:
+    """``--exclude`` entries: node names, op types, or name patterns with * ? [ ]."""
+
+    def __init__(self, patterns: Iterable[str]):
+        self.patterns = [p for p in (str(p).strip() for p in patterns) if p]
+
+    def __call__(self, name: str, op_type: str) -> Optional[str]:
+        for pattern in self.patterns:
+            if self._hit(pattern, name, op_type):
+                return pattern
+        return None
+
+    def unmatched(self, names: Sequence[str], nodes) -> List[str]:
+        """Patterns that name no node and no op type of the graph (typos worth a warning)."""
+        return [p for p in self.patterns
+                if not any(self._hit(p, name, node.op_type) for name, node in zip(names, nodes))]
+
+    @staticmethod
+    def _hit(pattern: str, name: str, op_type: str) -> bool:
+        return pattern == name or pattern == op_type or (
+            any(c in pattern for c in "*?[") and fnmatch.fnmatchcase(name, pattern))
+
+
+def _conv_branch(tensor: str, graph: GraphIndex, quantized_nodes: Set[int], depth: int = _CONV_BRANCH_DEPTH) -> Optional[int]:
+    """Index of the quantized weighted op ``tensor`` comes from through fusible epilogue ops, else None."""
+    index = graph.producer.get(tensor)
+    if index is None or depth <= 0:
+        return None
+    node = graph.nodes[index]
+    if index in quantized_nodes:
+        return index
+    if node.op_type in FUSIBLE_EPILOGUE_OPS:
+        return _conv_branch(node.input[0], graph, quantized_nodes, depth - 1)
+    if node.op_type in ("Mul", "Add", "Sub", "Div") and len(node.input) == 2:
+        a, b = node.input
+        # SiLU / swish: x * Sigmoid(x)
+        for x, s in ((a, b), (b, a)):
+            producer = graph.producer_node(s)
+            if node.op_type == "Mul" and producer is not None and producer.op_type == "Sigmoid" and producer.input[0] == x:
+                return _conv_branch(x, graph, quantized_nodes, depth - 1)
+        # constant scale or bias
+        if graph.is_constant(b) and not graph.is_constant(a):
+            return _conv_branch(a, graph, quantized_nodes, depth - 1)
+        if graph.is_constant(a) and not graph.is_constant(b) and node.op_type in ("Mul", "Add"):
+            return _conv_branch(b, graph, quantized_nodes, depth - 1)
+    return None
+
+
+def _ancestor_distances(tensor: str, graph: GraphIndex) -> Dict[int, int]:
+    """Backward BFS from ``tensor``: node index -> number of nodes walked through."""
+    distances: Dict[int, int] = {}
+    start = graph.producer.get(tensor)
+    if start is None:
+        return distances
+    queue = deque([(start, 0)])
+    while queue:
+        index, dist = queue.popleft()
+        if index in distances or dist > _LCA_DEPTH:
+            continue
+        distances[index] = dist
+        for inp in graph.nodes[index].input:
+            parent = graph.producer.get(inp)
+            if parent is not None and not graph.is_constant(inp):
+                queue.append((parent, dist + 1))
+    return distances
+
+
+def _residual_of_two_branches(a: str, b: str, graph: GraphIndex) -> str:
+    """Both Add inputs come from weighted ops: the branch closer to the common ancestor is the residual."""
+    da, db = _ancestor_distances(a, graph), _ancestor_distances(b, graph)
+    common = set(da) & set(db)
+    if not common:
+        return b
+    lca = min(common, key=lambda n: (da[n] + db[n], n))
+    return a if da[lca] < db[lca] else b
+
+
+#: cpu form: ops that only move or select values (the output holds a subset of the input's
+#: values), so their output reuses the input's scale and ORT runs them on uint8 directly.
+CPU_SAME_SCALE_OPS = frozenset({
+    "MaxPool", "GlobalMaxPool", "Resize", "Reshape", "Transpose", "Split", "Slice", "Squeeze", "Unsqueeze",
+    "Flatten",
+})
+#: cpu form: ops ORT has uint8 kernels for (QLinearAdd, QLinearMul, QLinearConcat, QLinearSigmoid,
+#: QLinearLeakyRelu, QLinearAveragePool, QLinearGlobalAveragePool) when Q/DQ surround them.
+CPU_REQUANTIZE_OPS = frozenset({
+    "Add", "Mul", "Concat", "Sigmoid", "LeakyRelu", "AveragePool", "GlobalAveragePool",
+})
+CPU_QUANTIZABLE_OPS = CPU_SAME_SCALE_OPS | CPU_REQUANTIZE_OPS
+
+
+def plan_quantization(
+    model,
+    names: Sequence[str],
+    amax: Mapping[str, float],
+    *,
+    target: str = "trt",
+    exclude: Iterable[str] = (),
+    include_only: Optional[Iterable[str]] = None,
+    cpu_extras: bool = True,
+) -> Plan:
+    """The complete Q/DQ placement for ``model`` (nodes named ``names``) with the given amax table."""
+    graph = GraphIndex(model)
+    plan = Plan()
+    matcher = _Matcher(exclude)
+    only = None if include_only is None else {str(n) for n in include_only}
+    quantized_nodes: Set[int] = set()
+
+    for layer in plan_weighted_ops(model, names, graph):
+        pattern = matcher(layer.name, layer.op_type)
+        if pattern is not None:
+            plan.excluded[layer.name] = f"excluded ({pattern})"
+            continue
+        if only is not None and layer.name not in only:
+            plan.excluded[layer.name] = "not in include_only"
+            continue
+        if layer.reason:
+            plan.excluded[layer.name] = layer.reason
+            continue
+        missing = [tensor for _, tensor in layer.activations if tensor not in amax]
+        if missing:
+            for tensor in missing:
+                plan.missing(tensor)
+            computed = [t for t in missing if graph.is_constant(t)]
+            plan.excluded[layer.name] = "no amax for " + ", ".join(repr(t) for t in missing) + (
+                " (a weight computed from constants at run time: fold constants first, e.g. with onnxsim)"
+                if computed else "")
+            continue
+        for slot, tensor in layer.activations:
+            plan.use_activation(tensor, (layer.index, slot))
+        for slot, weight, axis in layer.weights:
+            plan.weights.setdefault((weight, axis), []).append((layer.index, slot))
+            plan.weight_tensors[weight] = graph.weights[weight]
+            if weight in graph.constant_nodes:
+                plan.weight_nodes[weight] = graph.constant_nodes[weight]
+        quantized_nodes.add(layer.index)
+        plan.quantized.append(layer.name)
+
+    # Rule 4: residual inputs of skip-connection Adds.
+    for index, node in enumerate(graph.nodes):
+        if node.op_type != "Add" or len(node.input) != 2 or matcher(names[index], node.op_type) is not None:
+            continue
+        a, b = node.input
+        if graph.is_constant(a) or graph.is_constant(b) or not (graph.is_float(a) is not False and graph.is_float(b) is not False):
+            continue
+        from_a = _conv_branch(a, graph, quantized_nodes)
+        from_b = _conv_branch(b, graph, quantized_nodes)
+        if from_a is None and from_b is None:
+            continue
+        if from_a is not None and from_b is not None:
+            residual = _residual_of_two_branches(a, b, graph)
+        else:
+            residual = b if from_a is not None else a
+        if residual not in amax:
+            plan.missing(residual)
+            continue
+        plan.use_activation(residual, (index, (a, b).index(residual)))
+        if residual not in plan.residual_inputs:
+            plan.residual_inputs.append(residual)
+
+    if target == "cpu" and cpu_extras:
+        plan.scale_source = _plan_cpu_extras(graph, names, amax, plan, quantized_nodes, matcher)
+
+    plan.unmatched_exclude = matcher.unmatched(names, graph.nodes)
+    return plan
+
+
+def _plan_cpu_extras(graph: GraphIndex, names: Sequence[str], amax: Mapping[str, float], plan: Plan,
+                     quantized_nodes: Set[int], matcher: _Matcher) -> Dict[str, str]:
+    """Rules 5 and 6 (ONNX Runtime): keep quantized regions in uint8 from op to op.
+
+    Returns ``{tensor: source tensor}`` for outputs of :data:`CPU_SAME_SCALE_OPS` that take
+    their scale from their input.
+    """
+    # Rule 5: outputs of quantized weighted ops, read by all their consumers (DQ -> Conv -> Q).
+    for index in sorted(quantized_nodes):
+        out = graph.nodes[index].output[0]
+        if out not in graph.graph_outputs:
+            _quantize_all_uses(out, graph, amax, plan)
+
+    # Rule 6: the ops between quantized ops. Candidates shrink to a fixed point where every
+    # float input is already quantized or comes from a candidate, and every output is read
+    # only by candidates or quantized weighted ops (never a graph output): a region that
+    # would end in a float consumer (a detection head's post-processing, a graph output)
+    # stays float.
+    def float_inputs(node):
+        return [(slot, t) for slot, t in enumerate(node.input)
+                if t and not graph.is_constant(t) and graph.is_float(t) is not False]
+
+    def float_outputs(node):
+        return [t for t in node.output if t and graph.is_float(t) is not False]
+
+    quantized_tensors = set(plan.activations)
+    candidates: Set[int] = set()
+    for index, node in enumerate(graph.nodes):
+        if node.op_type not in CPU_QUANTIZABLE_OPS or matcher(names[index], node.op_type) is not None:
+            continue
+        outs = float_outputs(node)
+        ins = float_inputs(node)
+        if not outs or not ins or any(t in graph.graph_outputs for t in outs):
+            continue
+        if node.op_type in CPU_SAME_SCALE_OPS:
+            if len(ins) != 1:
+                continue
+        elif any(t not in amax for t in outs):
+            continue
+        candidates.add(index)
+    changed = True
+    while changed:
+        changed = False
+        for index in sorted(candidates):
+            node = graph.nodes[index]
+            ok_in = all(t in quantized_tensors or graph.producer.get(t) in candidates for _, t in float_inputs(node))
+            ok_out = all(consumer in candidates or consumer in quantized_nodes
+                         for t in float_outputs(node) for consumer, _ in graph.consumers.get(t, []))
+            if not (ok_in and ok_out):
+                candidates.discard(index)
+                changed = True
+
+    same_scale: Dict[str, str] = {}
+    for index in sorted(candidates):  # graph order: a same-scale op's input scale is settled first
+        node = graph.nodes[index]
+        ins = float_inputs(node)
+        for slot, tensor in ins:
+            plan.use_activation(tensor, (index, slot))
+        for out in float_outputs(node):
+            if node.op_type in CPU_SAME_SCALE_OPS:
+                source = ins[0][1]
+                same_scale[out] = same_scale.get(source, source)
+            _quantize_all_uses(out, graph, amax, plan, same_scale)
+    return same_scale
+
+
+def _quantize_all_uses(tensor: str, graph: GraphIndex, amax: Mapping[str, float], plan: Plan,
+                       same_scale: Optional[Mapping[str, str]] = None) -> bool:
+    source = (same_scale or {}).get(tensor, tensor)
+    if source not in amax:
+        return False
+    uses = graph.consumers.get(tensor, [])
+    if not uses:
+        return False
+    for use in uses:
+        plan.use_activation(tensor, use)
+    if tensor not in plan.extra_outputs:
+        plan.extra_outputs.append(tensor)
+    return True

@@ -1,0 +1,472 @@
+"""Explicit INT8 quantization: QuantizeLinear/DequantizeLinear (Q/DQ) insertion.
+
+Placement follows TensorRT's "Q/DQ layer-placement recommendations" (see
+:mod:`trtq.graph.placement` for the rules and why); this module turns a placement
+into graph edits and writes the result.
+
+Two forms of the same quantization come out of one amax table:
+
+``target="trt"``
+    What TensorRT's explicit-quantization path (strongly typed networks, TRT 10/11)
+    expects: activations int8 with zero point 0 and scale ``amax / 127``; Q/DQ only
+    where the placement rules put them (TensorRT fuses the rest itself).
+
+``target="cpu"``
+    The same grid for ONNX Runtime on x86: activations uint8 with zero point 128 and
+    the *same* scale (``q_u8 = q_s8 + 128`` exactly), because ORT's fast VNNI/AMX
+    kernels are u8 x s8. ORT only swaps float ops for integer kernels where a Q/DQ
+    pattern surrounds them (``DQ -> Conv -> Q`` becomes QLinearConv), so the cpu form
+    also quantizes the outputs of quantized weighted ops and of the cheap ops between
+    them -- the cast TensorRT would fuse on its own. See :mod:`trtq.graph.placement`.
+
+Weights are stored as int8 initializers behind a DequantizeLinear (no QuantizeLinear):
+the file is ~4x smaller, TensorRT and ONNX Runtime see bit-identical integer weights,
+and it is the form both consume directly (TensorRT: "when using pre-quantized weights,
+an IDequantizeLayer is required between the weights and the linear operator").
+Biases stay float. Weights must be initializers (not Constant nodes, not behind a
+Transpose/Identity): a weight computed at run time is treated as an activation.
+
+Nodes without a name get ``f"{op_type}_{index}"`` (index = position in the graph,
+with a ``_<n>`` suffix if that name is taken) in the output model, so summaries,
+``--exclude`` and sensitivity results can name every layer. :func:`quantizable_layers`
+uses the same names.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from .. import defaults
+from ..errors import ModelError, TrtqError
+from ..progress import ProgressCallback, no_progress
+
+log = logging.getLogger(__name__)
+
+PathLike = Union[str, Path]
+
+TARGETS = ("trt", "cpu")
+#: Ops whose presence means the model is already quantized (QAT export, ORT quantizer output).
+QUANTIZED_OPS = frozenset({
+    "QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "QLinearConv", "QLinearMatMul",
+    "ConvInteger", "MatMulInteger", "QLinearAdd", "QLinearMul", "MatMulIntegerToFloat", "DynamicQuantizeMatMul",
+})
+_MAX_PROTO_BYTES = 2 ** 31 - 1
+_INT8_MAX = np.float32(127.0)
+
+
+@dataclass
+class QuantizeSummary:
+    """What :func:`quantize_model` did, for the CLI table, reports and tests."""
+
+    target: str
+    quantized: List[str] = field(default_factory=list)           # weighted-op node names now running in INT8
+    excluded: Dict[str, str] = field(default_factory=dict)       # node name -> why it stays float
+    missing_amax: List[str] = field(default_factory=list)        # activation tensors with no amax (left float)
+    per_channel_weights: int = 0                                 # weights quantized per output channel
+    per_tensor_weights: int = 0                                  # constant inputs quantized per tensor
+    residual_inputs: List[str] = field(default_factory=list)     # skip-connection Add inputs given Q/DQ
+    extra_outputs: List[str] = field(default_factory=list)       # cpu form: tensors quantized for ORT's fusions
+    quantized_tensors: int = 0                                   # activation tensors with a Q/DQ pair
+    renamed_nodes: int = 0                                       # unnamed nodes given a name
+    unmatched_exclude: List[str] = field(default_factory=list)   # --exclude entries that matched nothing
+    opset: Optional[int] = None                                  # ai.onnx opset of the result
+    already_quantized: bool = False
+    output_path: Optional[str] = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _onnx():
+    import onnx  # noqa: PLC0415 - heavy import kept out of `import trtq`
+
+    return onnx
+
+
+def is_quantized(model) -> bool:
+    """True when the graph already carries Q/DQ or integer ops (a QAT or ORT-quantized model)."""
+    return any(node.op_type in QUANTIZED_OPS for node in _all_nodes(model.graph))
+
+
+def _all_nodes(graph):
+    for node in graph.node:
+        yield node
+        for attr in node.attribute:
+            if attr.HasField("g"):
+                yield from _all_nodes(attr.g)
+            for sub in attr.graphs:
+                yield from _all_nodes(sub)
+
+
+def node_names(model) -> List[str]:
+    """Node names as the quantized model will carry them: unnamed nodes get ``{op_type}_{index}``."""
+    taken = {n.name for n in model.graph.node if n.name}
+    names = []
+    for index, node in enumerate(model.graph.node):
+        if node.name:
+            names.append(node.name)
+            continue
+        base = f"{node.op_type}_{index}"
+        name, suffix = base, 1
+        while name in taken:
+            name, suffix = f"{base}_{suffix}", suffix + 1
+        taken.add(name)
+        names.append(name)
+    return names
+
+
+def _scale_from_amax(amax: float) -> np.float32:
+    """amax -> float32 scale amax/127; zero or tiny amax gives the smallest scale, never zero."""
+    from ..cache import MIN_AMAX
+
+    if not np.isfinite(amax) or amax < 0:
+        raise TrtqError(f"amax {amax!r} is not a finite, non-negative number")
+    return np.float32(max(float(amax), MIN_AMAX)) / _INT8_MAX
+
+
+def quantize_weight(weight: np.ndarray, axis: Optional[int]) -> Tuple[np.ndarray, np.ndarray]:
+    """Symmetric int8 quantization of a float weight: per channel along ``axis`` or per tensor.
+
+    Returns ``(int8 values, float32 scales)``; scale = max|w| / 127 per channel (a
+    channel of zeros gets the smallest scale, never zero).
+    """
+    from ..cache import MIN_AMAX
+
+    w = np.asarray(weight, dtype=np.float32)
+    if axis is None:
+        amax = np.array(np.abs(w).max() if w.size else 0.0, dtype=np.float32)
+        scale = np.maximum(amax, np.float32(MIN_AMAX)) / _INT8_MAX
+        q = np.clip(np.rint(w / scale), -127, 127).astype(np.int8)
+        return q, scale.astype(np.float32)
+    reduce_axes = tuple(a for a in range(w.ndim) if a != axis)
+    amax = np.abs(w).max(axis=reduce_axes) if w.size else np.zeros(w.shape[axis], np.float32)
+    scale = (np.maximum(amax.astype(np.float32), np.float32(MIN_AMAX)) / _INT8_MAX).astype(np.float32)
+    shape = [1] * w.ndim
+    shape[axis] = -1
+    q = np.clip(np.rint(w / scale.reshape(shape)), -127, 127).astype(np.int8)
+    return q, scale
+
+
+# --------------------------------------------------------------------------- graph edits
+
+
+class _Editor:
+    """Collects Q/DQ nodes and initializers and rewires consumers; one Q/DQ pair per tensor."""
+
+    def __init__(self, model, target: str, names: Sequence[str]):
+        self.onnx = _onnx()
+        self.target = target
+        self.graph = model.graph
+        self.taken = set(names)
+        for node in self.graph.node:
+            self.taken.update(node.output)
+            self.taken.update(node.input)
+        self.taken.update(init.name for init in self.graph.initializer)
+        self.taken.update(vi.name for vi in list(self.graph.input) + list(self.graph.output))
+        self.activation_dq: Dict[str, str] = {}              # tensor -> DQ output
+        self.weight_dq: Dict[Tuple[str, Optional[int]], str] = {}
+        self.new_initializers: list = []
+        self.after: Dict[str, list] = {}                      # produced tensor -> its Q/DQ, emitted right after the producer
+        self.head: list = []                                   # emitted first: Q/DQ of graph inputs, weight DQs
+        self.rewire: Dict[Tuple[int, int], str] = {}          # (node index, input slot) -> new tensor
+
+    def unique(self, name: str) -> str:
+        candidate, n = name, 1
+        while candidate in self.taken:
+            candidate, n = f"{name}_{n}", n + 1
+        self.taken.add(candidate)
+        return candidate
+
+    def _initializer(self, name: str, array: np.ndarray) -> str:
+        name = self.unique(name)
+        self.new_initializers.append(self.onnx.numpy_helper.from_array(array, name))
+        return name
+
+    def activation(self, tensor: str, amax: float, anchor: Optional[str]) -> str:
+        """Q/DQ pair for an activation tensor (reused); returns the DQ output name."""
+        if tensor in self.activation_dq:
+            return self.activation_dq[tensor]
+        helper = self.onnx.helper
+        scale = self._initializer(f"{tensor}_scale", np.array(_scale_from_amax(amax), dtype=np.float32))
+        if self.target == "cpu":
+            zero = self._initializer(f"{tensor}_zero_point", np.array(128, dtype=np.uint8))
+        else:
+            zero = self._initializer(f"{tensor}_zero_point", np.array(0, dtype=np.int8))
+        quantized = self.unique(f"{tensor}_quantized")
+        dequantized = self.unique(f"{tensor}_dequantized")
+        nodes = [
+            helper.make_node("QuantizeLinear", [tensor, scale, zero], [quantized], name=self.unique(f"{tensor}_QuantizeLinear")),
+            helper.make_node("DequantizeLinear", [quantized, scale, zero], [dequantized],
+                             name=self.unique(f"{tensor}_DequantizeLinear")),
+        ]
+        if anchor is None:
+            self.head.extend(nodes)
+        else:
+            self.after.setdefault(anchor, []).extend(nodes)
+        self.activation_dq[tensor] = dequantized
+        return dequantized
+
+    def weight(self, name: str, init, axis: Optional[int]) -> str:
+        """int8 initializer + DequantizeLinear for a float weight (reused per (weight, axis))."""
+        key = (name, axis)
+        if key in self.weight_dq:
+            return self.weight_dq[key]
+        helper = self.onnx.helper
+        values = self.onnx.numpy_helper.to_array(init)
+        q, scale = quantize_weight(values, axis)
+        q_name = self._initializer(f"{name}_quantized", q)
+        scale_name = self._initializer(f"{name}_scale", scale)
+        zero_name = self._initializer(f"{name}_zero_point", np.zeros(scale.shape, dtype=np.int8))
+        dequantized = self.unique(f"{name}_dequantized")
+        attrs = {} if axis is None else {"axis": int(axis)}
+        self.head.append(helper.make_node("DequantizeLinear", [q_name, scale_name, zero_name], [dequantized],
+                                          name=self.unique(f"{name}_DequantizeLinear"), **attrs))
+        self.weight_dq[key] = dequantized
+        return dequantized
+
+    def build(self, names: Sequence[str], unused_weights: Iterable[str], dead_nodes: Iterable[int] = ()) -> None:
+        """Write the edits into the graph, keeping nodes in topological order."""
+        graph = self.graph
+        emitted = list(self.head)
+        dead = set(dead_nodes)
+        for index, node in enumerate(list(graph.node)):
+            if index in dead:
+                continue
+            new = self.onnx.NodeProto()
+            new.CopyFrom(node)
+            new.name = names[index]
+            for slot in range(len(new.input)):
+                replacement = self.rewire.get((index, slot))
+                if replacement:
+                    new.input[slot] = replacement
+            emitted.append(new)
+            for out in node.output:
+                emitted.extend(self.after.pop(out, []))
+        del graph.node[:]
+        graph.node.extend(emitted)
+        drop = set(unused_weights)
+        if drop:
+            keep = [init for init in graph.initializer if init.name not in drop]
+            del graph.initializer[:]
+            graph.initializer.extend(keep)
+            keep_inputs = [vi for vi in graph.input if vi.name not in drop]
+            del graph.input[:]
+            graph.input.extend(keep_inputs)
+        graph.initializer.extend(self.new_initializers)
+
+
+# --------------------------------------------------------------------------- public API
+
+
+def _check_target(target: str) -> None:
+    if target not in TARGETS:
+        raise TrtqError(f"unknown quantization target {target!r}; choose 'trt' (TensorRT) or 'cpu' (ONNX Runtime)")
+
+
+def _ensure_opset(model):
+    """Return a model at ai.onnx opset >= QDQ_MIN_OPSET (converted with onnx's version converter)."""
+    from .model import opset_version
+
+    current = opset_version(model)
+    if current is None:
+        raise ModelError("the model imports no ai.onnx opset; cannot add QuantizeLinear/DequantizeLinear")
+    if current >= defaults.QDQ_MIN_OPSET:
+        return model
+    onnx = _onnx()
+    try:
+        converted = onnx.version_converter.convert_version(model, defaults.QDQ_MIN_OPSET)
+        onnx.checker.check_model(converted)
+    except Exception as exc:
+        raise ModelError(
+            f"the model uses opset {current}; Q/DQ with per-channel weights needs opset {defaults.QDQ_MIN_OPSET} "
+            f"and onnx's version converter could not convert it ({type(exc).__name__}: {str(exc)[:200]}). "
+            f"Re-export the model with opset {defaults.QDQ_MIN_OPSET} or newer "
+            f"(torch.onnx.export(..., opset_version=17))") from None
+    log.info("converted the model from opset %d to %d for Q/DQ", current, defaults.QDQ_MIN_OPSET)
+    return converted
+
+
+def quantizable_layers(model) -> List[str]:
+    """Names of the weighted-op nodes (Conv, ConvTranspose, Gemm, MatMul) the rules would quantize.
+
+    Given amax for every activation, these are exactly the nodes :func:`quantize_model`
+    quantizes with no ``exclude``/``include_only``. Unnamed nodes are named as in the
+    quantized model (``{op_type}_{index}``).
+    """
+    from .placement import plan_weighted_ops
+
+    if is_quantized(model):
+        return []
+    names = node_names(model)
+    plans = plan_weighted_ops(model, names)
+    return [plan.name for plan in plans if plan.reason is None]
+
+
+def quantize_model(
+    model,
+    amax: Mapping[str, float],
+    *,
+    target: str = "trt",
+    exclude: Iterable[str] = (),
+    include_only: Optional[Iterable[str]] = None,
+) -> tuple:
+    """Insert Q/DQ into a copy of ``model``; returns ``(quantized model, QuantizeSummary)``.
+
+    ``amax``: per-tensor |x| maximum for activations (graph inputs and node outputs).
+    ``exclude``: node names or op types (``"Conv"``, ``"/model.22/Concat"``; ``*``/``?``
+    wildcards match names) that stay float. ``include_only``: quantize only these
+    weighted nodes (sensitivity analysis: "only this layer quantized").
+
+    A model that already holds Q/DQ or integer ops is returned unchanged (a copy that
+    serializes to the same bytes) with ``summary.already_quantized``.
+    """
+    from .placement import plan_quantization
+
+    _check_target(target)
+    onnx = _onnx()
+    summary = QuantizeSummary(target=target)
+    result = onnx.ModelProto()
+    result.CopyFrom(model)
+    if is_quantized(model):
+        from .model import opset_version
+
+        summary.already_quantized = True
+        summary.opset = opset_version(model)
+        log.info("the model already carries Q/DQ (or integer) nodes; returned unchanged")
+        return result, summary
+
+    result = _ensure_opset(result)
+    names = node_names(result)
+    summary.renamed_nodes = sum(1 for node in result.graph.node if not node.name)
+    plan = plan_quantization(result, names, amax, target=target, exclude=exclude, include_only=include_only)
+
+    editor = _Editor(result, target, names)
+    producers = {out: index for index, node in enumerate(result.graph.node) for out in node.output}
+    for tensor, consumers in plan.activations.items():
+        anchor = tensor if tensor in producers else None
+        dq = editor.activation(tensor, plan.amax_of(tensor, amax), anchor)
+        for index, slot in consumers:
+            editor.rewire[(index, slot)] = dq
+    for (name, axis), consumers in plan.weights.items():
+        dq = editor.weight(name, plan.weight_tensors[name], axis)
+        for index, slot in consumers:
+            editor.rewire[(index, slot)] = dq
+    # A float weight no longer read by any node is dropped (its int8 copy replaces it).
+    still_read = set()
+    for index, node in enumerate(result.graph.node):
+        for slot, tensor in enumerate(node.input):
+            if (index, slot) not in editor.rewire:
+                still_read.add(tensor)
+    still_read.update(vi.name for vi in result.graph.output)
+    unused = {name for name, _ in plan.weights if name not in still_read}
+    editor.build(names, unused, [plan.weight_nodes[name] for name in unused if name in plan.weight_nodes])
+
+    from .model import opset_version
+
+    summary.quantized = plan.quantized
+    summary.excluded = plan.excluded
+    summary.missing_amax = plan.missing_amax
+    summary.per_channel_weights = sum(1 for (_, axis) in plan.weights if axis is not None)
+    summary.per_tensor_weights = sum(1 for (_, axis) in plan.weights if axis is None)
+    summary.residual_inputs = plan.residual_inputs
+    summary.extra_outputs = plan.extra_outputs
+    summary.quantized_tensors = len(plan.activations)
+    summary.unmatched_exclude = plan.unmatched_exclude
+    summary.opset = opset_version(result)
+    return result, summary
+
+
+def default_output_path(model_path: PathLike, target: str = "trt") -> Path:
+    """``model.onnx`` -> ``model.int8.onnx`` (trt) or ``model.int8-cpu.onnx`` (cpu), beside the model."""
+    path = Path(model_path)
+    suffix = ".int8.onnx" if target == "trt" else ".int8-cpu.onnx"
+    return path.with_name(path.stem + suffix)
+
+
+def tensor_names(model) -> List[str]:
+    """Graph inputs and every node output: the names a calibration cache may hold."""
+    names = [vi.name for vi in model.graph.input]
+    names += [out for node in model.graph.node for out in node.output if out]
+    return names
+
+
+def quantize(
+    model_path: PathLike,
+    output_path: Optional[PathLike] = None,
+    *,
+    cache: Optional[PathLike] = None,
+    amax: Optional[Mapping[str, float]] = None,
+    calib=None,
+    algorithm: Optional[str] = None,
+    target: str = "trt",
+    exclude: Iterable[str] = (),
+    force: bool = False,
+    progress: ProgressCallback = no_progress,
+) -> QuantizeSummary:
+    """Quantize an ONNX file and write the Q/DQ model; exactly one of ``cache``, ``amax``, ``calib``.
+
+    ``cache``: a TensorRT calibration cache (its trtq sidecar must match the model
+    unless ``force``). ``calib``: a :class:`~trtq.data.spec.DataSpec` (or path) to
+    calibrate on first, with ``algorithm`` (default :data:`trtq.defaults.ALGORITHM`).
+    ``output_path`` defaults to :func:`default_output_path`. Raises
+    :class:`~trtq.errors.ModelError` when nothing in the model can be quantized.
+    """
+    from ..fileio import check_writable, write_bytes_atomic
+    from .model import file_sha256, load_onnx
+
+    _check_target(target)
+    sources = [name for name, value in (("cache", cache), ("amax", amax), ("calib", calib)) if value is not None]
+    if len(sources) != 1:
+        raise TrtqError("give exactly one source of scales: a calibration cache (--cache), calibration data "
+                        f"(--calib) or an amax table (got {', '.join(sources) or 'none'})")
+    output = Path(output_path) if output_path is not None else default_output_path(model_path, target)
+    if output.resolve() == Path(model_path).resolve():
+        raise TrtqError(f"output {output} would overwrite the input model; choose another output path")
+    check_writable(output)
+    model = load_onnx(model_path)
+
+    if is_quantized(model):
+        _, summary = quantize_model(model, {}, target=target)
+        write_bytes_atomic(output, Path(model_path).read_bytes())
+        summary.output_path = str(output)
+        return summary
+
+    if cache is not None:
+        from ..cache import check_cache_matches, read_cache
+
+        table = read_cache(cache)
+        check_cache_matches(table, model, file_sha256(model_path), tensor_names(model), force=force)
+        amax = table.amax
+    elif calib is not None:
+        from ..calib import calibrate
+
+        options = {"algorithm": algorithm} if algorithm else {}
+        amax = calibrate(model_path, calib, progress=progress, **options).amax
+
+    quantized, summary = quantize_model(model, amax, target=target, exclude=exclude)
+    if not summary.quantized:
+        reasons = "; ".join(f"{name}: {why}" for name, why in list(summary.excluded.items())[:5])
+        raise ModelError(f"nothing in {Path(model_path).name} can be quantized: no Conv, ConvTranspose, Gemm or "
+                         "MatMul with float inputs"
+                         + (f" was left to quantize ({reasons})" if reasons else " was found"))
+    payload_size = quantized.ByteSize()
+    if payload_size > _MAX_PROTO_BYTES:
+        raise ModelError(f"the quantized model is {payload_size / 2**30:.1f} GiB; models over 2 GiB "
+                         "(external-data ONNX) are not supported by trtq quantize yet")
+    onnx = _onnx()
+    try:
+        onnx.checker.check_model(quantized)
+    except onnx.checker.ValidationError as exc:  # a bug in trtq, not the user's doing: say so
+        raise ModelError(f"the quantized model failed onnx's checker ({str(exc)[:300]}); "
+                         "please report this with the model") from None
+    write_bytes_atomic(output, quantized.SerializeToString())
+    summary.output_path = str(output)
+    return summary

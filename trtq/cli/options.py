@@ -1,0 +1,237 @@
+"""Command-line options shared by the subcommands that read data (calibrate, eval, build, ...).
+
+    add_data_arguments(parser)                      # --calib PATH, --samples, --batch-size, --seed, --size, ...
+    spec = data_spec_from_args(args)                # -> trtq.data.spec.DataSpec
+
+Option values are kept as given and parsed by :func:`data_spec_from_args`, which
+raises :class:`OptionError` (a :class:`~trtq.errors.TrtqError`, printed as one line,
+exit code 2) for values such as ``--size 32`` or ``--mean 1,2``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+from typing import Optional, Tuple
+
+from .. import defaults
+from ..errors import TrtqError
+from ..data.spec import DataSpec, Preprocess
+
+_UNSET = object()
+_KEY = "_trtq_data_prefix_"
+_DEFAULT = Preprocess()
+
+
+class OptionError(TrtqError):
+    """A command-line option has a value trtq cannot use."""
+
+
+def _dest(flag: str) -> str:
+    return flag.lstrip("-").replace("-", "_")
+
+
+#: Each help text states its own default; this empty expansion of ``%(default)`` stops
+#: ``argparse.ArgumentDefaultsHelpFormatter`` from appending a second "(default: ...)".
+_OWN_DEFAULT = "%(default).0s"
+
+
+def _add(group, *names, help: str, **kwargs):  # noqa: A002 -- argparse's keyword
+    return group.add_argument(*names, help=help + _OWN_DEFAULT, **kwargs)
+
+
+def add_data_arguments(parser: argparse.ArgumentParser, flag: str = "--calib", required: bool = True,
+                       default_samples: Optional[int] = defaults.SAMPLES, help_text: Optional[str] = None,
+                       prefix: str = "") -> argparse._ArgumentGroup:
+    """Add ``flag PATH`` and the sample/batch/preprocessing options to ``parser``.
+
+    ``prefix`` (e.g. ``"eval-"``) namespaces the other options (``--eval-samples``)
+    when one parser takes two data paths. Returns the argument group.
+    """
+    dest = _dest(flag)
+    p = f"--{prefix}"
+    group = parser.add_argument_group(
+        "calibration data" if dest == "calib" else f"data ({flag})",
+        "Where samples come from and how images become model inputs. Preprocessing options apply to images; "
+        ".npy/.npz files and loader scripts are fed as they are (floats cast to the input's float type).")
+    samples_default = "all" if default_samples is None else str(default_samples)
+    _add(group,
+        flag, dest=dest, metavar="PATH", required=required,
+        help=help_text or "a folder of images (.jpg .jpeg .png .bmp .webp, searched recursively) or of .npy/.npz "
+                          "files, one such file, or a .py loader script whose load_data() yields "
+                          "{input_name: array} dicts (script.py:func calls func instead)")
+    _add(group,
+        f"{p}samples", dest=_dest(f"{p}samples"), metavar="N", default=default_samples,
+        help=f"number of samples to use ('all': every one); calibration picks them at random with --{prefix}seed "
+             f"(default: {samples_default})")
+    _add(group,
+        f"{p}batch-size", dest=_dest(f"{p}batch-size"), metavar="B", default=defaults.BATCH_SIZE,
+        help=f"samples per inference batch; a model whose batch dim is fixed (e.g. 1) uses that instead "
+             f"(default: {defaults.BATCH_SIZE})")
+    _add(group,
+        f"{p}seed", dest=_dest(f"{p}seed"), metavar="S", default=defaults.SEED,
+        help=f"random seed for picking samples: the same seed and files give the same selection "
+             f"(default: {defaults.SEED})")
+    _add(group,
+        f"{p}size", dest=_dest(f"{p}size"), metavar="HxW", default=None,
+        help="image height x width after resizing, e.g. 320x320 (default: the model input's height and width; "
+             "required when they are dynamic)")
+    _add(group,
+        f"{p}resize", dest=_dest(f"{p}resize"), choices=("stretch", "shorter"), default=_DEFAULT.resize,
+        help="stretch: resize straight to --size, ignoring aspect ratio; shorter: scale the image to cover "
+             f"--size, then center-crop it (default: {_DEFAULT.resize})")
+    _add(group,
+        f"{p}crop-fraction", dest=_dest(f"{p}crop-fraction"), metavar="F", default=_DEFAULT.crop_fraction,
+        help="resize to size/F, then center-crop --size; 0.875 with --resize shorter --size 224x224 is the "
+             f"ImageNet 'resize 256, crop 224' recipe (default: {_DEFAULT.crop_fraction:g}, no crop)")
+    _add(group,
+        f"{p}scale", dest=_dest(f"{p}scale"), metavar="S", default=None,
+        help="multiply 0-255 pixel values by S before mean/std; a fraction like 1/255 is fine "
+             "(default: 1/255, giving 0-1)")
+    _add(group,
+        f"{p}mean", dest=_dest(f"{p}mean"), metavar="M[,M,M]", default=None,
+        help="subtract from each channel after scaling: one value for all channels or one per channel, "
+             "e.g. 0.485,0.456,0.406 (default: 0)")
+    _add(group,
+        f"{p}std", dest=_dest(f"{p}std"), metavar="S[,S,S]", default=None,
+        help="then divide each channel by this: one value or one per channel, e.g. 0.229,0.224,0.225 "
+             "(default: 1)")
+    order = group.add_mutually_exclusive_group()
+    _add(order,
+        f"{p}bgr", dest=_dest(f"{p}channel-order"), action="store_const", const="BGR", default=None,
+        help="feed color channels in BGR order, as OpenCV-trained models expect (default: RGB)")
+    _add(order,
+        f"{p}rgb", dest=_dest(f"{p}channel-order"), action="store_const", const="RGB",
+        help="feed color channels in RGB order (the default)")
+    _add(group,
+        f"{p}layout", dest=_dest(f"{p}layout"), type=str.upper, choices=("NCHW", "NHWC"), default=None,
+        help="image tensor layout (default: from the model input: 1, 3 or 4 channels at axis 1 -> NCHW, "
+             "at the last axis -> NHWC)")
+    _add(group,
+        f"{p}dtype", dest=_dest(f"{p}dtype"), metavar="DTYPE", default=None,
+        help="float type of the data fed, float32 or float16 (default: the model input's dtype)")
+    parser.set_defaults(**{_KEY + dest: prefix})
+    return group
+
+
+def _bad(option: str, message: str) -> OptionError:
+    return OptionError(f"argument {option}: {message}")
+
+
+def _number(value, option: str, allow_fraction: bool = False) -> float:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    text = str(value).strip()
+    try:
+        if allow_fraction and "/" in text:
+            numerator, denominator = text.split("/")
+            return float(numerator) / float(denominator)
+        return float(text)
+    except (ValueError, ZeroDivisionError):
+        what = "a number or a fraction like 1/255" if allow_fraction else "a number"
+        raise _bad(option, f"expected {what}, got {text!r}") from None
+
+
+def _integer(value, option: str, minimum: int) -> int:
+    if isinstance(value, bool):
+        raise _bad(option, f"expected an integer, got {value!r}")
+    try:
+        number = int(value) if isinstance(value, int) else int(str(value).strip())
+    except ValueError:
+        raise _bad(option, f"expected an integer, got {value!r}") from None
+    if number < minimum:
+        raise _bad(option, f"must be at least {minimum}, got {number}")
+    return number
+
+
+def parse_size(value, option: str = "--size") -> Optional[Tuple[int, int]]:
+    """``"320x240"`` -> ``(320, 240)`` (height, width)."""
+    if value is None:
+        return None
+    if isinstance(value, (tuple, list)) and len(value) == 2:
+        height, width = (_integer(v, option, 1) for v in value)
+        return height, width
+    match = re.fullmatch(r"\s*(\d+)\s*[xX×,]\s*(\d+)\s*", str(value))
+    if not match:
+        raise _bad(option, f"expected HEIGHTxWIDTH such as 320x320, got {str(value)!r}")
+    height, width = int(match.group(1)), int(match.group(2))
+    if height < 1 or width < 1:
+        raise _bad(option, f"height and width must be positive, got {value!r}")
+    return height, width
+
+
+def parse_channels(value, option: str) -> Optional[Tuple[float, ...]]:
+    """``"0.485,0.456,0.406"`` -> three floats; one value is also fine (all channels)."""
+    if value is None:
+        return None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return (float(value),)
+    if isinstance(value, (tuple, list)):
+        parts = list(value)
+    else:
+        parts = [p for p in re.split(r"[,\s]+", str(value).strip()) if p]
+    if len(parts) not in (1, 3, 4):
+        raise _bad(option, f"expected one value or one per channel (3, e.g. 0.485,0.456,0.406), "
+                           f"got {len(parts)}: {value!r}")
+    return tuple(_number(p, option) for p in parts)
+
+
+def parse_samples(value, option: str = "--samples") -> Optional[int]:
+    if value is None:
+        return None
+    if isinstance(value, str) and value.strip().lower() == "all":
+        return None
+    return _integer(value, option, 1)
+
+
+def data_spec_from_args(args: argparse.Namespace, flag_dest: str = "calib", shuffle: bool = True) -> DataSpec:
+    """Turn the options :func:`add_data_arguments` added into a :class:`DataSpec`."""
+    prefix = getattr(args, _KEY + flag_dest, "") or ""
+    option = lambda name: f"--{prefix}{name}"  # noqa: E731
+    get = lambda name, default=None: getattr(args, _dest(f"{prefix}{name}"), default)  # noqa: E731
+
+    path = getattr(args, flag_dest, None)
+    if path is None or not str(path).strip():
+        raise OptionError(f"argument --{flag_dest.replace('_', '-')}: a data path is required")
+    samples = parse_samples(get("samples", defaults.SAMPLES), option("samples"))
+    batch_size = _integer(get("batch_size", defaults.BATCH_SIZE), option("batch-size"), 1)
+    seed = _integer(get("seed", defaults.SEED), option("seed"), 0)
+
+    size = parse_size(get("size"), option("size"))
+    crop = _number(get("crop_fraction", _DEFAULT.crop_fraction), option("crop-fraction"))
+    if not 0 < crop <= 1:
+        raise _bad(option("crop-fraction"), f"must be in (0, 1], e.g. 0.875; got {crop:g}")
+    resize = get("resize", _DEFAULT.resize) or _DEFAULT.resize
+    if resize not in ("stretch", "shorter"):
+        raise _bad(option("resize"), f"expected stretch or shorter, got {resize!r}")
+    scale_arg = get("scale")
+    scale = _DEFAULT.scale if scale_arg is None else _number(scale_arg, option("scale"), allow_fraction=True)
+    if scale <= 0:
+        raise _bad(option("scale"), f"must be positive, got {scale_arg!r}")
+    mean = parse_channels(get("mean"), option("mean")) or _DEFAULT.mean
+    std = parse_channels(get("std"), option("std")) or _DEFAULT.std
+    if any(s == 0 for s in std):
+        raise _bad(option("std"), "must not be 0")
+    if len(mean) > 1 and len(std) > 1 and len(mean) != len(std):
+        raise _bad(option("std"), f"has {len(std)} values but {option('mean')} has {len(mean)}")
+    order = (get("channel_order") or _DEFAULT.channel_order).upper()
+    layout = get("layout")
+    if layout is not None:
+        layout = str(layout).upper()
+        if layout not in ("NCHW", "NHWC"):
+            raise _bad(option("layout"), f"expected NCHW or NHWC, got {layout!r}")
+    dtype = get("dtype")
+    if dtype is not None:
+        import numpy as np
+
+        try:
+            parsed = np.dtype(str(dtype))
+        except TypeError:
+            parsed = None
+        if parsed is None or parsed.kind != "f":
+            raise _bad(option("dtype"), f"expected a float type such as float32 or float16, got {dtype!r}")
+        dtype = parsed.name
+    preprocess = Preprocess(size=size, resize=resize, crop_fraction=crop, scale=scale, mean=mean, std=std,
+                            channel_order=order, layout=layout, dtype=dtype)
+    return DataSpec(path=str(path), samples=samples, batch_size=batch_size, seed=seed, shuffle=shuffle,
+                    preprocess=preprocess)

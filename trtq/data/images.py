@@ -1,0 +1,288 @@
+"""A folder of images (or one image file) as model input, preprocessed with Pillow.
+
+Files: ``.jpg .jpeg .png .bmp .webp`` in any letter case, found recursively,
+hidden files and folders skipped, sorted by relative path. Each image is one sample.
+
+Per image, in this order (:class:`~trtq.data.spec.Preprocess` holds the knobs):
+
+1. decode and convert to the model's channel count: 1 -> grayscale (``L``),
+   3 -> ``RGB``, 4 -> ``RGBA`` (EXIF orientation is not applied, as torchvision's
+   loader does not apply it either);
+2. resize to ``size`` (height, width): ``stretch`` goes straight there (aspect ratio
+   not kept); ``shorter`` scales the image so it covers ``size / crop_fraction`` and
+   center-crops ``size`` (``crop_fraction=0.875`` with a 224x224 size is the ImageNet
+   "resize 256, crop 224" recipe). With ``stretch`` a ``crop_fraction`` below 1
+   stretches to ``size / crop_fraction`` and center-crops. Bilinear resampling;
+3. ``x * scale``, then ``(x - mean) / std`` per channel (one value: all channels),
+   channels in ``RGB`` or ``BGR`` order;
+4. ``NCHW`` or ``NHWC``, cast to the input's dtype.
+
+From the model input (rank 4) when not given: the layout — a static axis 1 of size
+1, 3 or 4 means NCHW, else such an axis 3 means NHWC, else a dynamic axis 1 means
+NCHW with 3 channels; the size — the input's static height and width (a dynamic
+one makes ``Preprocess.size`` required); the dtype — the input's. An integer input
+(e.g. ``uint8`` for models with their own normalization) is fed raw pixel values;
+it accepts no scale/mean/std other than the defaults.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from ..errors import DataError
+from ..graph.model import TensorSpec
+from .source import FileSource, Piece, preprocess_json
+from .spec import DataSpec, Preprocess
+from .validate import target_dtype
+
+log = logging.getLogger("trtq.data")
+
+#: Images decoded in parallel within one batch (Pillow releases the GIL while decoding and resizing).
+DECODE_THREADS = max(1, min(8, os.cpu_count() or 1))
+
+_MODES = {1: "L", 3: "RGB", 4: "RGBA"}
+_DEFAULT = Preprocess()
+
+
+@dataclass(frozen=True)
+class ImagePlan:
+    """Preprocessing resolved against one model input."""
+
+    height: int
+    width: int
+    channels: int
+    layout: str
+    dtype: np.dtype
+    resize: str
+    crop_fraction: float
+    scale: float
+    mean: Tuple[float, ...]
+    std: Tuple[float, ...]
+    channel_order: str
+    raw: bool  # integer input: raw pixel values, no normalization
+
+    @property
+    def mode(self) -> str:
+        return _MODES[self.channels]
+
+    def to_dict(self) -> dict:
+        return {"size": [self.height, self.width], "channels": self.channels, "layout": self.layout,
+                "dtype": str(self.dtype), "resize": self.resize, "crop_fraction": self.crop_fraction,
+                "scale": self.scale, "mean": list(self.mean), "std": list(self.std),
+                "channel_order": self.channel_order, "raw": self.raw}
+
+    def summary(self) -> str:
+        size = f"{self.height}x{self.width}"
+        if self.resize == "shorter":
+            what = f"shorter side resized, center-cropped to {size}"
+        elif self.crop_fraction < 1:
+            what = f"resized, center-cropped to {size}"
+        else:
+            what = f"resized to {size}"
+        color = {1: "grayscale", 3: self.channel_order, 4: self.channel_order + "A"}[self.channels]
+        pixels = ", raw pixels" if self.raw else ""
+        return f"{what}, {color}{pixels}, {self.layout} {self.dtype}"
+
+
+def _static(spec: TensorSpec, axis: int) -> Optional[int]:
+    return int(spec.shape[axis]) if spec.is_static(axis) else None
+
+
+def infer_layout(spec: TensorSpec, requested: Optional[str] = None) -> Tuple[str, int]:
+    """``(layout, channels)`` for a rank-4 image input (see the module docstring for the rule)."""
+    if spec.rank != 4:
+        raise DataError(f"input {spec.name!r} has shape {spec.shape_text()}; image data needs a 4-D input "
+                        f"(NCHW or NHWC): use .npy/.npz files or a loader script for this model")
+    axis1, axis3 = _static(spec, 1), _static(spec, 3)
+    if requested is not None:
+        layout = str(requested).upper()
+        if layout not in ("NCHW", "NHWC"):
+            raise DataError(f"layout must be NCHW or NHWC, got {requested!r}")
+        channels = axis1 if layout == "NCHW" else axis3
+        if channels is None:
+            channels = 3
+    elif axis1 in _MODES:
+        layout, channels = "NCHW", axis1
+    elif axis3 in _MODES:
+        layout, channels = "NHWC", axis3
+    elif axis1 is None:
+        layout, channels = "NCHW", 3
+        log.info("input %r (%s) has a dynamic channel axis: assuming NCHW with 3 channels (RGB)",
+                 spec.name, spec.shape_text())
+    elif axis3 is None:
+        layout, channels = "NHWC", 3
+        log.info("input %r (%s) has a dynamic channel axis: assuming NHWC with 3 channels (RGB)",
+                 spec.name, spec.shape_text())
+    else:
+        raise DataError(f"input {spec.name!r} has shape {spec.shape_text()}: no channel axis of size 1, 3 or 4 "
+                        f"at axis 1 (NCHW) or 3 (NHWC), so it does not take images; use .npy/.npz files")
+    if channels not in _MODES:
+        raise DataError(f"input {spec.name!r} ({spec.shape_text()}) has {channels} channels in {layout} layout; "
+                        f"images give 1 (grayscale), 3 (RGB) or 4 (RGBA)")
+    return layout, channels
+
+
+def _per_channel(values: Sequence[float], channels: int, what: str, spec: TensorSpec) -> Tuple[float, ...]:
+    values = tuple(float(v) for v in values)
+    if len(values) not in (1, channels):
+        raise DataError(f"{what} has {len(values)} values, but input {spec.name!r} has {channels} channel(s): "
+                        f"give 1 value or {channels}")
+    return values
+
+
+def plan_images(pre: Preprocess, spec: TensorSpec) -> ImagePlan:
+    """Resolve ``pre`` against the model input ``spec``; raises DataError for what cannot fit."""
+    layout, channels = infer_layout(spec, pre.layout)
+    h_axis, w_axis = (2, 3) if layout == "NCHW" else (1, 2)
+    model_hw = (_static(spec, h_axis), _static(spec, w_axis))
+    if pre.size is not None:
+        try:
+            height, width = (int(v) for v in pre.size)
+        except (TypeError, ValueError):
+            raise DataError(f"image size must be (height, width), got {pre.size!r}") from None
+        if height < 1 or width < 1:
+            raise DataError(f"image size must be positive, got {height}x{width}")
+        for given, fixed, what in ((height, model_hw[0], "height"), (width, model_hw[1], "width")):
+            if fixed is not None and given != fixed:
+                raise DataError(f"input {spec.name!r} ({spec.shape_text()}) has a fixed {what} of {fixed}; "
+                                f"image size {height}x{width} does not fit it (leave the size unset to use the model's)")
+    elif None in model_hw:
+        raise DataError(f"input {spec.name!r} ({spec.shape_text()}) has a dynamic height or width: "
+                        f"give the image size (--size HxW, e.g. --size 320x320)")
+    else:
+        height, width = model_hw  # type: ignore[misc]
+    if pre.resize not in ("stretch", "shorter"):
+        raise DataError(f"resize must be 'stretch' or 'shorter', got {pre.resize!r}")
+    if not 0 < pre.crop_fraction <= 1:
+        raise DataError(f"crop fraction must be in (0, 1], got {pre.crop_fraction!r}")
+    order = str(pre.channel_order).upper()
+    if order not in ("RGB", "BGR"):
+        raise DataError(f"channel order must be RGB or BGR, got {pre.channel_order!r}")
+    mean = _per_channel(pre.mean, channels, "mean", spec)
+    std = _per_channel(pre.std, channels, "std", spec)
+    if any(s == 0 for s in std):
+        raise DataError(f"std must not be 0, got {', '.join(f'{s:g}' for s in std)}")
+    dtype = target_dtype(spec, pre.dtype)
+    raw = dtype.kind in "iu"
+    if dtype.kind == "b":
+        raise DataError(f"input {spec.name!r} is bool; images cannot be fed to it")
+    if raw:
+        normalizes = any(m != 0 for m in mean) or any(s != 1 for s in std) or pre.scale not in (1.0, _DEFAULT.scale)
+        if normalizes:
+            raise DataError(f"input {spec.name!r} is {dtype}: images are fed as raw pixel values, so scale, "
+                            f"mean and std cannot be applied; leave them at their defaults")
+        log.info("input %r is %s: feeding raw pixel values (no scale, mean or std)", spec.name, dtype)
+    return ImagePlan(height=height, width=width, channels=channels, layout=layout, dtype=dtype, resize=pre.resize,
+                     crop_fraction=float(pre.crop_fraction), scale=float(pre.scale), mean=mean, std=std,
+                     channel_order=order, raw=raw)
+
+
+def _bilinear():
+    from PIL import Image
+
+    return getattr(Image, "Resampling", Image).BILINEAR
+
+
+def resize_crop(image, height: int, width: int, resize: str = "stretch", crop_fraction: float = 1.0):
+    """Resize a PIL image to ``height x width`` the way :class:`Preprocess` describes."""
+    in_w, in_h = image.size
+    if resize == "stretch":
+        new_w, new_h = int(round(width / crop_fraction)), int(round(height / crop_fraction))
+    else:
+        factor = max(height / in_h, width / in_w) / crop_fraction
+        new_w, new_h = max(width, int(round(in_w * factor))), max(height, int(round(in_h * factor)))
+    if (new_w, new_h) != (in_w, in_h):
+        image = image.resize((new_w, new_h), _bilinear())
+    if (new_w, new_h) != (width, height):
+        left = int(round((new_w - width) / 2.0))
+        top = int(round((new_h - height) / 2.0))
+        image = image.crop((left, top, left + width, top + height))
+    return image
+
+
+def load_image(path: Path, plan: ImagePlan, origin: str) -> np.ndarray:
+    """Read and preprocess one image into a ``1 x ...`` array (the model's layout and dtype)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            image = image.convert(plan.mode)
+    except FileNotFoundError:
+        raise DataError(f"{origin}: file disappeared while reading") from None
+    except Exception as exc:  # PIL raises UnidentifiedImageError, OSError, SyntaxError, ValueError...
+        detail = str(exc).replace(str(path), "").strip(" :'\"") or type(exc).__name__
+        raise DataError(f"{origin}: cannot read image ({type(exc).__name__}: {detail})") from None
+    image = resize_crop(image, plan.height, plan.width, plan.resize, plan.crop_fraction)
+    if plan.raw:
+        pixels = np.asarray(image)
+    else:
+        pixels = np.asarray(image, dtype=np.float32)
+    if pixels.ndim == 2:
+        pixels = pixels[:, :, np.newaxis]
+    if plan.channel_order == "BGR" and plan.channels >= 3:
+        pixels = pixels[:, :, [2, 1, 0, 3][: plan.channels]]
+    if not plan.raw:
+        std = np.asarray(plan.std, dtype=np.float32)
+        gain = np.float32(plan.scale) / std
+        offset = -np.asarray(plan.mean, dtype=np.float32) / std
+        if np.any(gain != 1):
+            pixels = pixels * gain
+        if np.any(offset != 0):
+            pixels = pixels + offset
+    if plan.layout == "NCHW":
+        pixels = pixels.transpose(2, 0, 1)
+    batch = np.ascontiguousarray(pixels[np.newaxis])
+    return batch if batch.dtype == plan.dtype or plan.dtype.kind != "f" else batch.astype(plan.dtype)
+
+
+class ImageSource(FileSource):
+    """Images from a folder (or one image file), one sample each."""
+
+    kind = "images"
+
+    def __init__(self, spec: DataSpec, inputs: Sequence[TensorSpec], root: Path, files: List[str]):
+        super().__init__(spec, inputs, root, files)
+        if len(self.inputs) != 1:
+            names = ", ".join(repr(s.name) for s in self.inputs)
+            raise DataError(f"{spec.path}: image data feeds single-input models, but this model has "
+                            f"{len(self.inputs)} inputs ({names}); use .npz files or a loader script")
+        self.plan = plan_images(spec.preprocess, self.inputs[0])
+        self._dtypes = {self.inputs[0].name: self.plan.dtype}
+        self._select()
+        where = f"{spec.path}" if root.is_file() else f"{str(spec.path).rstrip('/' + os.sep)}/"
+        noun = "image" if self.num_samples == 1 else "images"
+        self.description = f"{self.num_samples} {noun} from {where} ({self.plan.summary()})"
+
+    def input_shapes(self):
+        plan = self.plan
+        one = (plan.channels, plan.height, plan.width) if plan.layout == "NCHW" else (plan.height, plan.width, plan.channels)
+        return {self.inputs[0].name: (self.batch_size, *one)}
+
+    def _preprocess_parts(self) -> Iterator[str]:
+        yield preprocess_json(self.plan.to_dict())
+
+    def _pieces(self) -> Iterator[Piece]:
+        name = self.inputs[0].name
+        jobs = [(rel, self._origin(rel)) for rel, _, _ in self._selection]
+        size = self.batch_size
+        threads = min(DECODE_THREADS, size)
+        pool = ThreadPoolExecutor(max_workers=threads) if threads > 1 else None
+        try:
+            for start in range(0, len(jobs), size):
+                chunk = jobs[start:start + size]
+                if pool is None:
+                    arrays = [load_image(self._path(rel), self.plan, origin) for rel, origin in chunk]
+                else:
+                    arrays = list(pool.map(lambda job: load_image(self._path(job[0]), self.plan, job[1]), chunk))
+                for (rel, origin), array in zip(chunk, arrays):
+                    yield self._ids(rel, (0,), 1), {name: array}, origin
+        finally:
+            if pool is not None:
+                pool.shutdown(wait=True)

@@ -1,0 +1,213 @@
+"""A Python loader script as model input (Polygraphy's data loader convention).
+
+    # prep.py
+    def load_data():
+        for path in sorted(glob.glob("frames/*.png")):
+            yield {"images": preprocess(path)}      # {input_name: array}
+
+``--calib prep.py`` calls ``load_data()``; ``--calib prep.py:my_func`` calls
+``my_func()`` instead. Each yield is a dict of arrays (numpy, or anything with a
+``.numpy()`` method such as a torch tensor) keyed by input name (a single-input
+model accepts one array under any name). Whether a yield is one sample or a batch
+is decided per array by its rank, as for ``.npy`` files: rank ``R`` (the input's) is
+a stack of samples along axis 0, rank ``R - 1`` is one sample. Yields are re-batched
+to the batch size. The script is imported once when the source is opened, from its
+own folder (which is put on ``sys.path`` while it runs); ``load_data()`` is called
+anew for every pass over the data. With a sample limit the script stops being read
+after that many samples. Seed and shuffle are the script's own business.
+
+Any error in the script (on import, or raised from ``load_data()``) becomes a
+DataError naming the script and the line.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib.util
+import logging
+import os
+import re
+import sys
+import traceback
+from pathlib import Path
+from typing import Callable, Iterator, Optional, Sequence, Tuple
+
+import numpy as np
+
+from ..errors import DataError, TrtqError
+from ..graph.model import TensorSpec
+from .source import DataSource, Piece, warn_unused_preprocess
+from .spec import DataSpec
+from .validate import pick_arrays, sample_count, target_dtypes
+
+log = logging.getLogger("trtq.data")
+
+DEFAULT_FUNCTION = "load_data"
+
+
+def split_script_path(path: str) -> Optional[Tuple[str, str]]:
+    """``"prep.py"`` -> ``("prep.py", "load_data")``; ``"prep.py:fn"`` -> ``("prep.py", "fn")``; else None."""
+    match = re.fullmatch(r"(.+\.py)(?::([A-Za-z_][A-Za-z0-9_]*))?", str(path), flags=re.IGNORECASE)
+    if not match:
+        return None
+    return match.group(1), match.group(2) or DEFAULT_FUNCTION
+
+
+def _where(exc: BaseException, script: Path) -> str:
+    """`` (line N)`` of the deepest frame inside ``script``, or ``""``."""
+    if isinstance(exc, SyntaxError) and exc.filename and Path(exc.filename).resolve() == script.resolve():
+        return f" (line {exc.lineno})"
+    lines = [frame.lineno for frame in traceback.extract_tb(exc.__traceback__)
+             if frame.filename and os.path.abspath(frame.filename) == str(script.resolve())]
+    return f" (line {lines[-1]})" if lines else ""
+
+
+@contextlib.contextmanager
+def _on_path(folder: str):
+    sys.path.insert(0, folder)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(ValueError):
+            sys.path.remove(folder)
+
+
+def load_function(script: Path, function: str, shown: str) -> Callable:
+    """Import ``script`` and return its ``function``; every failure is a DataError naming the script."""
+    if not script.exists():
+        raise DataError(f"loader script {shown} does not exist")
+    if not script.is_file():
+        raise DataError(f"loader script {shown} is not a file")
+    digest = hashlib.sha256(str(script.resolve()).encode()).hexdigest()[:12]
+    name = f"_trtq_loader_{digest}"
+    module_spec = importlib.util.spec_from_file_location(name, str(script.resolve()))
+    if module_spec is None or module_spec.loader is None:
+        raise DataError(f"loader script {shown} cannot be imported as Python")
+    module = importlib.util.module_from_spec(module_spec)
+    sys.modules[name] = module  # dataclasses and pickle look their module up there
+    try:
+        with _on_path(str(script.resolve().parent)):
+            module_spec.loader.exec_module(module)
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 -- the user's code may raise anything
+        sys.modules.pop(name, None)
+        raise DataError(f"loader script {shown} failed on import{_where(exc, script)}: "
+                        f"{type(exc).__name__}: {exc}") from exc
+    func = getattr(module, function, None)
+    if func is None:
+        raise DataError(f"loader script {shown} defines no {function}() function; it must define "
+                        f"{function}() yielding {{input_name: array}} dicts")
+    if not callable(func):
+        raise DataError(f"loader script {shown}: {function} is not a function")
+    return func
+
+
+def _to_numpy(value, origin: str, key: str) -> np.ndarray:
+    if hasattr(value, "detach") and hasattr(value, "cpu"):  # torch.Tensor
+        value = value.detach().cpu()
+    if not isinstance(value, np.ndarray) and hasattr(value, "numpy"):
+        value = value.numpy()
+    try:
+        return np.asarray(value)
+    except Exception as exc:  # noqa: BLE001
+        raise DataError(f"{origin}: value for {key!r} is not an array ({type(exc).__name__}: {exc})") from None
+
+
+class ScriptSource(DataSource):
+    """Samples yielded by a loader script's ``load_data()``."""
+
+    kind = "script"
+
+    def __init__(self, spec: DataSpec, inputs: Sequence[TensorSpec], script: str, function: str = DEFAULT_FUNCTION):
+        super().__init__(spec, inputs)
+        wanted = spec.samples
+        if wanted is not None and (isinstance(wanted, bool) or not isinstance(wanted, (int, np.integer)) or wanted < 1):
+            raise DataError(f"samples must be a positive integer or None (all), got {wanted!r}")
+        self.script = Path(script).expanduser()
+        self.function = function
+        self.shown = script if function == DEFAULT_FUNCTION else f"{script}:{function}"
+        self._dtypes = target_dtypes(self.inputs, spec.preprocess.dtype)
+        warn_unused_preprocess(spec)
+        self._func = load_function(self.script, function, self.shown)
+        if wanted is not None and self.static_batch and wanted % self.batch_size:
+            wanted -= wanted % self.batch_size
+            if wanted == 0:
+                raise DataError(f"{spec.samples} sample(s) asked for, but the model takes batches of exactly "
+                                f"{self.batch_size}")
+        self.num_samples = None if wanted is None else int(wanted)
+        limit = "all samples" if wanted is None else f"up to {wanted} samples"
+        self.description = f"{limit} from loader script {self.shown}"
+        if spec.shuffle:
+            log.debug("loader script %s picks its own samples: shuffle and seed are not applied", self.shown)
+
+    def _fingerprint_parts(self) -> Iterator[str]:
+        try:
+            yield hashlib.sha256(self.script.read_bytes()).hexdigest()
+        except OSError:
+            yield "unreadable"
+        yield self.function
+        yield str(self.num_samples)
+        yield ",".join(f"{name}:{dtype}" for name, dtype in sorted(self._dtypes.items()))
+
+    def _error(self, exc: BaseException, what: str) -> DataError:
+        return DataError(f"loader script {self.shown} raised {type(exc).__name__} in {what}{_where(exc, self.script)}: "
+                         f"{exc}")
+
+    def _pieces(self) -> Iterator[Piece]:
+        limit = self.num_samples
+        call = f"{self.function}()"
+        try:
+            with _on_path(str(self.script.resolve().parent)):
+                result = self._func()
+        except (Exception, SystemExit) as exc:  # noqa: BLE001
+            raise self._error(exc, call) from exc
+        try:
+            yields = iter(result)
+        except TypeError:
+            raise DataError(f"loader script {self.shown}: {call} returned {type(result).__name__}; it must yield "
+                            f"(or return a list of) {{input_name: array}} dicts") from None
+        produced = 0
+        index = 0
+        try:
+            while limit is None or produced < limit:
+                try:
+                    with _on_path(str(self.script.resolve().parent)):
+                        item = next(yields)
+                except StopIteration:
+                    break
+                except TrtqError:
+                    raise
+                except (Exception, SystemExit) as exc:  # noqa: BLE001
+                    raise self._error(exc, call) from exc
+                index += 1
+                origin = f"{self.shown} (yield {index})"
+                if not isinstance(item, dict):
+                    raise DataError(f"{origin}: {call} must yield dicts {{input_name: array}}, got "
+                                    f"{type(item).__name__}")
+                arrays = {k: _to_numpy(v, origin, k) for k, v in pick_arrays(item, self.inputs, origin, "names").items()}
+                counts = {}
+                for spec in self.inputs:
+                    counts[spec.name], stacked = sample_count(arrays[spec.name].shape, spec, origin)
+                    if not stacked:
+                        arrays[spec.name] = arrays[spec.name][np.newaxis]
+                if len(set(counts.values())) > 1:
+                    listing = ", ".join(f"{name!r}: {count}" for name, count in counts.items())
+                    raise DataError(f"{origin}: arrays hold different numbers of samples ({listing})")
+                count = next(iter(counts.values()))
+                if limit is not None and produced + count > limit:
+                    count = limit - produced
+                    arrays = {name: a[:count] for name, a in arrays.items()}
+                stem = Path(self.shown).name
+                ids = [f"{stem}[{produced + i}]" for i in range(count)]
+                produced += count
+                yield ids, arrays, origin
+        finally:
+            close = getattr(yields, "close", None)
+            if close is not None:
+                with contextlib.suppress(Exception):
+                    close()
+        # a full pass happened: from now on the count is known
+        self.num_samples = produced - produced % self.batch_size if self.static_batch else produced
+        if limit is not None and produced < limit:
+            log.warning("loader script %s yielded %d sample(s), fewer than the %d asked for: using all of them",
+                        self.shown, produced, limit)

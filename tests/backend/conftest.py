@@ -30,6 +30,8 @@ BINDINGS = {
     "11.4.0.106": "tensorrt-cu12-bindings==11.4.0.106",
 }
 SONAMES = ("libnvinfer", "libnvinfer_plugin", "libnvonnxparser")
+#: cuda-python's runtime bindings (with the pathfinder they need), for trtq.backend.cuda's contract.
+CUDA_BINDINGS = ("cuda-bindings==12.9.10", "cuda-pathfinder==1.9.0")
 
 
 def unavailable(reason: str):
@@ -39,20 +41,21 @@ def unavailable(reason: str):
     pytest.skip(reason)
 
 
-def _install(version: str, requirement: str) -> Path:
+def _install(version: str, *requirements: str, marker: str = "tensorrt_bindings/__init__.py") -> Path:
     site = CONTRACT_DIR / f"site-{version}"
-    if (site / "tensorrt_bindings" / "__init__.py").exists():
+    if (site / marker).exists():
         return site
     staging = CONTRACT_DIR / f".staging-{version}"
     shutil.rmtree(staging, ignore_errors=True)
     command = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--only-binary=:all:",
-               "--disable-pip-version-check", "--target", str(staging), requirement]
+               "--disable-pip-version-check", "--target", str(staging), *requirements]
+    wanted = " ".join(requirements)
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=300)
     except subprocess.TimeoutExpired:
-        unavailable(f"pip install {requirement} timed out")
+        unavailable(f"pip install {wanted} timed out")
     if done.returncode != 0:
-        unavailable(f"pip install {requirement} failed: {done.stderr.strip().splitlines()[-1:] or done.returncode}")
+        unavailable(f"pip install {wanted} failed: {done.stderr.strip().splitlines()[-1:] or done.returncode}")
     staging.rename(site)  # whole or not at all: an interrupted install is redone
     return site
 
@@ -95,3 +98,18 @@ def trt_contract():
                         f"{done.stderr[-3000:]}")
         results[version] = json.loads(lines[-1])
     return results
+
+
+@pytest.fixture(scope="session")
+def cuda_contract():
+    """{check: outcome} from cuda_contract.py run against the real cuda-python runtime bindings."""
+    CONTRACT_DIR.mkdir(exist_ok=True)
+    site = _install("cuda-bindings-12.9.10", *CUDA_BINDINGS, marker="cuda/bindings/runtime.pyx")
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(site), str(ROOT), str(HERE)])
+    done = subprocess.run([sys.executable, str(HERE / "cuda_contract.py")], capture_output=True, text=True,
+                          timeout=300, env=env, cwd=str(ROOT))
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    if done.returncode != 0 or not lines:
+        pytest.fail(f"cuda contract run crashed (exit {done.returncode}):\n{done.stderr[-3000:]}")
+    return json.loads(lines[-1])

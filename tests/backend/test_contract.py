@@ -150,3 +150,9 @@ def test_cuda_runtime_names_are_declared_and_used():
         if isinstance(node, ast.Attribute) and node.attr.startswith("cuda") and isinstance(node.value, (ast.Name, ast.Call)):
             used.add(node.attr)
     assert used <= set(cuda.CUDART_API), sorted(used - set(cuda.CUDART_API))
+
+
+@pytest.mark.parametrize("check", ["declared_runtime_names_exist", "check_unpacks_results_and_maps_errors",
+                                   "no_driver_is_backend_unavailable"])
+def test_cuda_module_against_cuda_python(cuda_contract, check):
+    assert cuda_contract.get(check) == "ok", cuda_contract.get(check, "the check did not run")

@@ -138,8 +138,11 @@ def collect_histograms(
     tensors = activation_tensors(model)
     wanted = set(tensors)
     input_names = {vi.name for vi in model.graph.input}
+    # Basic optimizations only: with every activation an output, the extended fusions
+    # cannot fire anyway, and on YOLOv8n the augmented graph ran 1.3x faster at "basic"
+    # than at "all" (the layout transforms of "all" then copy every exposed tensor back).
     session = create_session(augmented_model(model, [t for t in tensors if t not in input_names]),
-                             threads=threads, optimization="all")
+                             threads=threads, optimization="basic")
     output_names = [o.name for o in session.get_outputs()]
     collector = HistogramCollector(num_bins)
 

@@ -1,0 +1,48 @@
+"""``trtq quickstart``: the whole promise in one command, on the embedded demo model."""
+
+from __future__ import annotations
+
+import argparse
+
+from .. import defaults
+
+
+def add_parser(sub) -> None:
+    parser = sub.add_parser(
+        "quickstart",
+        help="export, calibrate, quantize, evaluate and benchmark the bundled demo model in one go",
+        description="Run trtq end to end on the bundled demo (a small CNN trained on scikit-learn's digits, and the "
+        "real samples in calib_data/): export it from PyTorch to ONNX, calibrate on 1000 samples, write the "
+        "TensorRT calibration cache, insert Q/DQ nodes, measure FP32 vs INT8 accuracy on held-out labelled "
+        "samples, and benchmark FP32 vs INT8 across batch sizes (ONNX Runtime on the CPU; TensorRT FP32/FP16/INT8 "
+        "engines too where TensorRT and a GPU are present).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("-o", "--out", default="out/quickstart", help="folder for every file the run writes")
+    parser.add_argument("--calib", default=None, help="calibration data (default: the bundled calib_data/)")
+    parser.add_argument("--samples", type=int, default=defaults.SAMPLES, help="calibration samples")
+    parser.add_argument("--eval-samples", type=int, default=None, help="held-out samples to evaluate (default: all)")
+    parser.add_argument("--batch-sizes", default=",".join(map(str, defaults.BENCH_BATCH_SIZES)),
+                        help="comma-separated batch sizes to benchmark")
+    parser.add_argument("--iterations", type=int, default=defaults.BENCH_ITERATIONS, help="timed runs per batch size")
+    parser.add_argument("--no-torch", action="store_true",
+                        help="skip the PyTorch export and use the bundled pre-exported ONNX file")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..quickstart import print_verdict, run_quickstart
+    from .options import parse_batch_sizes
+
+    result = run_quickstart(
+        out_dir=args.out,
+        calib=args.calib,
+        samples=args.samples,
+        eval_samples=args.eval_samples,
+        batch_sizes=parse_batch_sizes(args.batch_sizes),
+        iterations=args.iterations,
+        use_torch=not args.no_torch,
+        show_progress=not args.quiet,
+    )
+    print_verdict(result)
+    return 0

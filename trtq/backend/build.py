@@ -157,8 +157,7 @@ def profile_shapes(inputs, batch_sizes: Optional[Sequence[int]] = None, min_shap
             # --opt-shapes alone: fixed non-batch axes, the batch axis spans the batch sizes
             batch = sizes or sorted(defaults.BENCH_BATCH_SIZES)
             opt = tuple(given[1])
-            given = [(batch[0],) + opt[1:], opt, (max(batch[-1], opt[0]),) + opt[1:]]
-            given[0] = (min(batch[0], opt[0]),) + opt[1:]
+            given = [(min(batch[0], opt[0]),) + opt[1:], opt, (max(batch[-1], opt[0]),) + opt[1:]]
         if any(g is not None for g in given):
             if any(g is None for g in given):
                 raise TrtqError(f"input {spec.name!r}: give all of --min-shapes, --opt-shapes and --max-shapes for it")

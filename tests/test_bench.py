@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 import numpy as np
@@ -131,8 +132,8 @@ def test_engines_go_to_the_tensorrt_backend(tmp_path, monkeypatch):
     engine.write_bytes(b"\0")
     calls = {}
 
-    def benchmark_engines(paths, batch_sizes, iterations, warmup, progress):
-        calls["engines"] = (paths, batch_sizes, iterations, warmup)
+    def benchmark_engines(paths, batch_sizes, iterations, warmup, progress, precisions, shapes):
+        calls["engines"] = (paths, batch_sizes, iterations, warmup, precisions, shapes)
         return [bench.latency_row(bench.BenchResult("m.fp16.engine", "fp16", "tensorrt", b), np.array([1.0, 3.0]))
                 for b in batch_sizes]
 
@@ -142,6 +143,68 @@ def test_engines_go_to_the_tensorrt_backend(tmp_path, monkeypatch):
     import trtq.backend
 
     monkeypatch.setattr(trtq.backend, "bench", fake, raising=False)
+    monkeypatch.setattr(trtq.backend, "import_tensorrt", lambda: fake)
     rows = bench.benchmark([str(engine)], [1, 2], iterations=5, warmup=1)
-    assert calls["engines"] == ([str(engine)], [1, 2], 5, 1)
+    assert calls["engines"] == ([str(engine)], [1, 2], 5, 1, None, None)
     assert [r.throughput for r in rows] == [500.0, 1000.0]
+
+
+def test_time_budget_stops_early_with_a_note(models):
+    (row,) = bench.benchmark([models["fp32"]], [1], iterations=50, warmup=0, max_seconds=1e-9)
+    assert row.iterations == 1 and "stopped after 1 of 50 runs" in row.note
+    assert row.throughput == 1000.0 / row.latency_ms_mean
+
+
+def test_without_tensorrt_engines_fail_before_any_timing(models, tmp_path, monkeypatch):
+    import trtq.backend
+    from trtq.errors import BackendUnavailable
+
+    if trtq.backend.tensorrt_version() is not None:
+        pytest.skip("TensorRT is importable here; this checks the message on machines without it")
+    engine = tmp_path / "m.engine"
+    engine.write_bytes(b"\0")
+    monkeypatch.setattr(bench, "benchmark_ort", lambda *a, **k: pytest.fail("ONNX Runtime timing ran first"))
+    with pytest.raises(BackendUnavailable, match="TensorRT is not importable"):
+        bench.benchmark([models["fp32"], str(engine)], [1])
+    with pytest.raises(BackendUnavailable):
+        bench.benchmark([models["fp32"]], [1], backend="trt")
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def test_cli_writes_table_and_files_with_skipped_rows(models, tmp_path, capsys):
+    from trtq.cli import main
+
+    out = tmp_path / "report"
+    code = main(["-q", "bench", models["fp32"], models["static"], models["int8"], "--batch-sizes", "1,4",
+                 "--iterations", "2", "--warmup", "0", "--out", str(out), "--stem", "toy"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "fixed at 1" in printed and "toy_b1.onnx" in printed and "int8" in printed
+    data = json.loads((out / "toy.json").read_text())
+    rows = data["results"]
+    assert len(rows) == 6 and data["meta"]["batch_sizes"] == [1, 4]
+    skipped = [r for r in rows if r["throughput"] is None]
+    assert [(r["model"], r["batch_size"]) for r in skipped] == [("toy_b1.onnx", 4)]
+    assert (out / "toy.csv").exists() and (out / "toy.png").read_bytes().startswith(b"\x89PNG")
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["missing.onnx"], "model file missing.onnx does not exist"),
+    (["{fp32}", "--batch-sizes", "0,1"], "batch sizes must be positive integers"),
+    (["{fp32}", "--precisions", "fp16"], "add --backend trt"),
+    (["{fp32}", "--precisions", "int4", "--backend", "trt"], "unknown precision"),
+    (["{fp32}", "--shape", "x=1x3"], "NAME:DIMS"),
+    (["{garbage}"], "not a readable ONNX model"),
+])
+def test_cli_errors_are_one_line(models, tmp_path, capsys, argv, message):
+    from trtq.cli import main
+
+    garbage = tmp_path / "garbage.onnx"
+    garbage.write_bytes(b"nope")
+    argv = [a.format(fp32=models["fp32"], garbage=garbage) for a in argv]
+    code = main(["-q", "bench", *argv, "--iterations", "1", "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and err.startswith("trtq bench: error:") and err.count("\n") == 1
+    assert not (tmp_path / "out" / "bench.json").exists()

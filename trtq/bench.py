@@ -228,18 +228,30 @@ class SampleFeeds:
 # Timing
 
 
-def time_session(session, feed: Mapping[str, np.ndarray], iterations: int, warmup: int) -> np.ndarray:
-    """Latencies in milliseconds of ``iterations`` runs after ``warmup`` untimed runs."""
+def time_session(session, feed: Mapping[str, np.ndarray], iterations: int, warmup: int,
+                 max_seconds: Optional[float] = None) -> np.ndarray:
+    """Latencies in milliseconds of ``iterations`` runs after ``warmup`` untimed runs.
+
+    ``max_seconds``: stop timing early once this much time went into timed runs
+    (at least one timed run always happens); the result then holds fewer values.
+    """
     names = [o.name for o in session.get_outputs()]
     for _ in range(warmup):
         session.run(names, feed)
     latencies = np.empty(iterations, dtype=np.float64)
     clock = time.perf_counter_ns
+    budget = None if max_seconds is None else max_seconds * 1e9
+    spent = 0
+    done = 0
     for i in range(iterations):
         start = clock()
         session.run(names, feed)
         latencies[i] = clock() - start
-    return latencies / 1e6
+        spent += latencies[i]
+        done = i + 1
+        if budget is not None and spent >= budget:
+            break
+    return latencies[:done] / 1e6
 
 
 def latency_row(base: BenchResult, latencies_ms: np.ndarray) -> BenchResult:
@@ -276,6 +288,7 @@ def benchmark_ort(
     data=None,
     shapes: Optional[Shapes] = None,
     labels=None,
+    max_seconds: Optional[float] = None,
     progress: ProgressCallback = no_progress,
 ) -> List[BenchResult]:
     """ONNX Runtime (CPU) rows for every ONNX model and batch size; see :func:`benchmark`."""
@@ -314,7 +327,10 @@ def benchmark_ort(
             row.note = note
             if feed is not None:
                 try:
-                    latency_row(row, time_session(session, feed, iterations, warmup))
+                    latency_row(row, time_session(session, feed, iterations, warmup, max_seconds))
+                    if row.iterations < iterations:
+                        row.note = (row.note + "; " if row.note else "") + \
+                            f"stopped after {row.iterations} of {iterations} runs (max {max_seconds:g} s)"
                 except Exception as exc:  # ORT refused this batch size (e.g. a Reshape with a fixed batch inside)
                     row.note = f"ONNX Runtime cannot run batch {batch_size}: {ort_reason(exc)}"
                     log.warning("%s: %s", path.name, row.note)
@@ -337,6 +353,7 @@ def benchmark(
     shapes: Optional[Shapes] = None,
     labels=None,
     precisions: Optional[Sequence[str]] = None,
+    max_seconds: Optional[float] = None,
     progress: ProgressCallback = no_progress,
 ) -> List[BenchResult]:
     """Benchmark models at each batch size; returns one :class:`~trtq.report.BenchResult` per (model, batch size).
@@ -351,6 +368,8 @@ def benchmark(
     dynamic non-batch dimensions then need ``shapes``, e.g. ``{"images": (1, 3, 320, 320)}``).
     ``labels``: precision label per model (list in model order, a mapping, or
     ``"fp32,int8"``) overriding the inferred one.
+    ``max_seconds``: per row, stop timing once this many seconds went into timed runs
+    (ONNX Runtime rows; the row notes how many runs it got).
     Speed-up is filled against the fp32 row of the same backend and batch size.
     """
     if backend not in _ORT_NAMES + _TRT_NAMES:
@@ -363,35 +382,42 @@ def benchmark(
             raise ModelError(f"model file {path} does not exist")
     engines = [m for m in models if is_engine_path(m)]
     onnx_models = [m for m in models if not is_engine_path(m)]
+    given = _labels_for(models, labels) if labels is not None else None
+
+    def labels_of(paths):
+        return None if given is None else [label for m, label in zip(models, given) if m in paths]
+
+    needs_trt = bool(engines) or (bool(onnx_models) and backend in _TRT_NAMES)
+    if needs_trt:  # fail before minutes of ONNX Runtime timing, not after
+        from .backend import import_tensorrt
+
+        import_tensorrt()
     results: List[BenchResult] = []
     if onnx_models and backend in _ORT_NAMES:
-        onnx_labels = _labels_for(models, labels)
-        onnx_labels = [label for m, label in zip(models, onnx_labels) if not is_engine_path(m)]
         results += benchmark_ort(onnx_models, batch_sizes, iterations=iterations, warmup=warmup, threads=threads,
-                                 data=data, shapes=shapes, labels=onnx_labels if labels is not None else None,
+                                 data=data, shapes=shapes, labels=labels_of(onnx_models), max_seconds=max_seconds,
                                  progress=progress)
-    if engines or (onnx_models and backend in _TRT_NAMES):
+    if needs_trt:
         results += _benchmark_trt(engines, onnx_models if backend in _TRT_NAMES else [], batch_sizes,
-                                  iterations=iterations, warmup=warmup, data=data, precisions=precisions,
-                                  progress=progress)
+                                  iterations=iterations, warmup=warmup, data=data, shapes=shapes,
+                                  engine_labels=labels_of(engines), precisions=precisions, progress=progress)
     return fill_speedups(results)
 
 
-def _benchmark_trt(engines, onnx_models, batch_sizes, *, iterations, warmup, data, precisions, progress
-                   ) -> List[BenchResult]:
-    from .errors import BackendUnavailable
+def _benchmark_trt(engines, onnx_models, batch_sizes, *, iterations, warmup, data, shapes, engine_labels,
+                   precisions, progress) -> List[BenchResult]:
+    """TensorRT rows from ``trtq.backend.bench`` (which raises BackendUnavailable without TensorRT or a GPU)."""
+    from .backend import bench as trt_bench
 
-    try:
-        from .backend import bench as trt_bench
-    except ImportError as exc:
-        raise BackendUnavailable(f"the TensorRT benchmark is not available in this trtq ({exc})") from None
     results: List[BenchResult] = []
     if engines:
         results += trt_bench.benchmark_engines([str(e) for e in engines], list(batch_sizes), iterations=iterations,
-                                               warmup=warmup, progress=progress)
+                                               warmup=warmup, progress=progress, precisions=engine_labels,
+                                               shapes=shapes)
     if onnx_models:
         wanted = list(precisions) if precisions else (["fp32", "fp16", "int8"] if data is not None else ["fp32", "fp16"])
         for model in onnx_models:
             results += trt_bench.build_and_benchmark(str(model), wanted, list(batch_sizes), data,
-                                                     iterations=iterations, warmup=warmup, progress=progress)
+                                                     iterations=iterations, warmup=warmup, progress=progress,
+                                                     shapes=shapes)
     return results

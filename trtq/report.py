@@ -141,28 +141,48 @@ def write_json(path: Union[str, Path], data: Any) -> Path:
 
 
 def bench_table(results: Sequence[BenchResult], title: Optional[str] = "benchmark"):
-    """A rich table of benchmark rows (ONNX Runtime and TensorRT alike); skipped rows show their note."""
+    """A rich table of benchmark rows (ONNX Runtime and TensorRT alike).
+
+    Notes (why a row was skipped, repeated samples, ...) are numbered in the last
+    column and spelled out once each under the table, so the table stays narrow.
+    """
+    from rich.markup import escape
     from rich.table import Table
 
-    table = Table(title=title, title_justify="left")
+    notes: Dict[str, int] = {}
+    for r in results:
+        if r.note and r.note not in notes:
+            notes[r.note] = len(notes) + 1
+    caption = "\n".join(escape(f"[{i}] {note}") for note, i in notes.items()) or None
+    table = Table(title=title, title_justify="left", caption=caption, caption_justify="left")
     table.add_column("model", overflow="fold")
     table.add_column("backend")
     table.add_column("precision")
     table.add_column("batch", justify="right")
     for name in ("p50 ms", "p90 ms", "p99 ms", "mean ms", "samples/s", "speed-up", "size"):
         table.add_column(name, justify="right")
-    show_notes = any(r.note for r in results)
-    if show_notes:
-        table.add_column("note", overflow="fold", style="dim")
+    if notes:
+        table.add_column("note")
     for r in results:
         speedup = "—" if r.speedup is None else f"{r.speedup:.2f}×"
-        cells = [r.model, r.backend, r.precision, str(r.batch_size), _fmt(r.latency_ms_p50, 3),
+        cells = [escape(r.model), r.backend, r.precision, str(r.batch_size), _fmt(r.latency_ms_p50, 3),
                  _fmt(r.latency_ms_p90, 3), _fmt(r.latency_ms_p99, 3), _fmt(r.latency_ms_mean, 3),
                  _fmt(r.throughput, 1), speedup, format_size(r.size_bytes)]
-        if show_notes:
-            cells.append(r.note)
+        if notes:
+            cells.append(escape(f"[{notes[r.note]}]") if r.note else "")
         table.add_row(*cells, style="dim" if r.skipped else None)
     return table
+
+
+def report_console():
+    """A rich Console on stdout; when stdout is not a terminal (logs, files) it is 160 columns wide,
+    so report tables are not squeezed to the 80-column default."""
+    from rich.console import Console
+
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=160)
+    return console
 
 
 CSV_COLUMNS = [f.name for f in fields(BenchResult)]
@@ -271,3 +291,85 @@ def read_bench_json(path: Union[str, Path]) -> List[BenchResult]:
     names = set(CSV_COLUMNS)
     return [BenchResult(**{k: v for k, v in row.items() if k in names}) for row in data.get("results", [])]
 
+
+
+# ---------------------------------------------------------------------------------------------
+# Evaluation tables (fields of trtq.evaluate.EvalReport; no import of trtq.evaluate needed)
+
+
+def _db(value: Optional[float]) -> str:
+    return "—" if value is None else ("∞" if value == math.inf else _fmt(value, 2))
+
+
+def _fraction(value: Optional[float]) -> str:
+    return "—" if value is None else f"{value:.4f}"
+
+
+def eval_tables(report, max_layers: int = 20) -> list:
+    """Rich renderables for an ``EvalReport``: a heading line and a table per section (outputs, accuracy,
+    layer sensitivity, mixed-precision steps). Sensitivity shows the ``max_layers`` worst layers
+    (all of them are in the JSON)."""
+    from rich.markup import escape
+    from rich.table import Table
+    from rich.text import Text
+
+    parts: list = []
+
+    def section(heading: str, table) -> None:
+        parts.append(Text(heading, style="bold"))
+        parts.append(table)
+
+    outputs = Table()
+    for name in ("output", "shape"):
+        outputs.add_column(name, overflow="fold")
+    for name in ("cosine", "worst sample cos", "SNR dB", "max |err|", "mean |err|", "max |ref|", "top-1 agree",
+                 "top-5 agree"):
+        outputs.add_column(name, justify="right")
+    for o in report.outputs:
+        shape = "x".join(str(d) for d in (["N"] + list(o.shape[1:]))) if o.shape else "?"
+        outputs.add_row(escape(o.name), shape, f"{o.cosine:.6f}", f"{o.cosine_min:.6f}", _db(o.snr_db),
+                        f"{o.max_abs_error:.4g}", f"{o.mean_abs_error:.4g}", f"{o.ref_abs_max:.4g}",
+                        _fraction(o.top1_agreement), _fraction(o.top5_agreement))
+    section(f"fidelity of {report.candidate} ({report.candidate_precision}) against {report.reference} "
+            f"({report.reference_precision}) on {report.samples} samples", outputs)
+    if report.accuracy is not None:
+        a = report.accuracy
+        accuracy = Table()
+        for name in ("model", "top-1 accuracy"):
+            accuracy.add_column(name, justify="right" if name != "model" else "left")
+        accuracy.add_row(escape(report.reference), f"{a.reference_top1:.4f}")
+        accuracy.add_row(escape(report.candidate), f"{a.candidate_top1:.4f}")
+        accuracy.add_row("drop", f"{a.reference_top1 - a.candidate_top1:+.4f}")
+        section(f"top-1 accuracy on {a.labeled_samples} labeled samples (output {a.output})", accuracy)
+    if report.sensitivity:
+        shown = report.sensitivity[:max_layers]
+        more = len(report.sensitivity) - len(shown)
+        sens = Table(caption=f"{more} more layer(s) in the JSON report" if more > 0 else None)
+        sens.add_column("#", justify="right")
+        sens.add_column("layer", overflow="fold")
+        sens.add_column("op")
+        for name in ("SNR dB", "cosine", "top-1 agree"):
+            sens.add_column(name, justify="right")
+        sens.add_column("note", style="dim", overflow="fold")
+        for rank, s in enumerate(shown, start=1):
+            sens.add_row(str(rank), escape(s.layer), s.op_type, _db(s.snr_db),
+                         "—" if s.cosine is None else f"{s.cosine:.6f}", _fraction(s.top1_agreement), escape(s.note))
+        section(f"layer sensitivity: output SNR with only that layer quantized, worst first "
+                f"({report.sensitivity_samples} samples; scales from {report.amax_source})", sens)
+    auto = report.auto_exclude
+    if auto is not None:
+        label = "SNR dB" if auto.target_metric == "snr_db" else "top-1 agreement"
+        steps = Table()
+        steps.add_column("step", justify="right")
+        steps.add_column("left in float", overflow="fold")
+        for name in ("SNR dB", "top-1 agree", "batch-1 ms", "vs fp32"):
+            steps.add_column(name, justify="right")
+        steps.add_column("target")
+        for s in auto.steps:
+            steps.add_row(str(s.step), escape(s.layer) if s.layer else "(none: all quantized)", _db(s.snr_db),
+                          _fraction(s.top1_agreement), _fmt(s.latency_ms, 3),
+                          "—" if s.speedup is None else f"{s.speedup:.2f}×",
+                          "[green]met[/]" if s.met else "[red]not met[/]")
+        section(f"mixed precision: leave layers in float until {label} >= {auto.target:g} "
+                f"({auto.samples} samples)", steps)
+    return parts

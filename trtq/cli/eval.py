@@ -1,0 +1,163 @@
+"""``trtq eval``: how far a quantized model strays from its float reference, layer sensitivity, mixed precision."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_parser(sub) -> None:
+    from .options import add_data_arguments
+
+    parser = sub.add_parser(
+        "eval",
+        help="compare a quantized model with its float reference on held-out data",
+        description="Run the reference (float) and candidate (e.g. INT8 Q/DQ) models with ONNX Runtime on the CPU "
+        "over data the calibration did not see, and report per output: cosine similarity, SNR in dB "
+        "(10*log10(sum ref^2 / sum (ref-cand)^2)), max and mean absolute error; top-1/top-5 agreement when an "
+        "output looks like class scores ([N, C] with C >= 2, trailing 1-dims ignored); top-1 accuracy of both "
+        "with --labels. --sensitivity ranks the quantizable layers by the output SNR when only that layer is "
+        "quantized; --auto-exclude leaves the most sensitive layers in float until a target is met. Both "
+        "re-quantize the reference and need its scales: --cache, or they are read from the candidate's Q/DQ nodes.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("reference", help="float ONNX model (the reference)")
+    parser.add_argument("candidate", help="model to judge, e.g. the Q/DQ model from trtq quantize")
+    add_data_arguments(parser, flag="--data", required=True, default_samples=None,
+                       help_text="held-out samples (not the calibration set): a folder of images or .npy/.npz "
+                                 "files, one such file, or a .py loader script")
+    parser.add_argument("--labels", metavar="FILE",
+                        help="class labels for top-1 accuracy: a .csv/.txt of 'id,label' rows (id = file path "
+                             "relative to --data, with or without extension), or one label per sample in sorted "
+                             "file order (.txt or .npy)")
+    parser.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads (default: all cores)")
+    parser.add_argument("--json", metavar="PATH", help="also write the full report as JSON")
+
+    group = parser.add_argument_group(
+        "sensitivity and mixed precision",
+        "Both re-quantize the reference model (ONNX Runtime form; same numerics as the TensorRT form) and replay "
+        "the first --sensitivity-samples samples of --data for every variant.")
+    group.add_argument("--sensitivity", action="store_true",
+                       help="rank quantizable layers by output SNR with only that layer quantized (worst first)")
+    group.add_argument("--cache", metavar="CACHE",
+                       help="calibration cache of the reference (its sidecar must match the model); "
+                            "default: scales read back from the candidate's QuantizeLinear nodes")
+    group.add_argument("--force", action="store_true", help="use a --cache whose sidecar names another model")
+    group.add_argument("--sensitivity-samples", type=int, default=None, metavar="N",
+                       help="samples replayed per variant (default: 64)")
+    group.add_argument("--auto-exclude", action="store_true",
+                       help="leave the most sensitive layers in float, one at a time, until the target is met; "
+                            "writes the mixed-precision model to -o")
+    target = group.add_mutually_exclusive_group()
+    target.add_argument("--target-snr", type=float, metavar="DB", help="target: worst output SNR >= DB (e.g. 30)")
+    target.add_argument("--target-agreement", type=float, metavar="F",
+                        help="target: top-1 agreement with the reference >= F (e.g. 0.99; needs class scores)")
+    group.add_argument("--max-layers", type=int, default=None, metavar="N",
+                       help="give up after leaving N layers in float (default: 10)")
+    group.add_argument("-o", "--output", metavar="PATH",
+                       help="mixed-precision model to write (default: <candidate>.mixed.onnx beside the candidate)")
+    group.add_argument("--for", dest="target_form", choices=("trt", "cpu"), default=None,
+                       help="form of the written model: trt (int8 Q/DQ) or cpu (uint8 activations); "
+                            "default: the candidate's form")
+    group.add_argument("--no-speed", action="store_true", help="do not time each mixed-precision step at batch 1")
+    parser.set_defaults(func=run)
+
+
+def default_mixed_path(candidate: str) -> Path:
+    path = Path(candidate)
+    return path.with_name(path.stem + ".mixed.onnx")
+
+
+def run(args: argparse.Namespace) -> int:
+    from rich.markup import escape
+
+    from .. import evaluate as ev
+    from ..errors import TrtqError
+    from ..fileio import check_writable
+    from ..progress import progress_bar
+    from ..report import eval_tables, report_console, write_json
+    from .options import data_spec_from_args
+
+    spec = data_spec_from_args(args, flag_dest="data", shuffle=False)
+    bars = None if not args.quiet else False
+    requantize = args.sensitivity or args.auto_exclude
+    if args.auto_exclude and args.target_snr is None and args.target_agreement is None:
+        raise TrtqError("--auto-exclude needs a target: --target-snr DB (e.g. 30) or --target-agreement F (e.g. 0.99)")
+    if not args.auto_exclude and (args.target_snr is not None or args.target_agreement is not None
+                                  or args.output or args.max_layers is not None):
+        raise TrtqError("--target-snr, --target-agreement, --max-layers and -o belong to --auto-exclude; add it")
+    if not requantize and (args.cache or args.sensitivity_samples is not None):
+        raise TrtqError("--cache and --sensitivity-samples are used by --sensitivity and --auto-exclude only")
+    if args.sensitivity_samples is not None and args.sensitivity_samples < 1:
+        raise TrtqError(f"--sensitivity-samples must be at least 1, got {args.sensitivity_samples}")
+    output = None
+    if args.auto_exclude:
+        output = Path(args.output) if args.output else default_mixed_path(args.candidate)
+        for given in (args.reference, args.candidate):
+            if Path(given).exists() and output.resolve() == Path(given).resolve():
+                raise TrtqError(f"-o {output} would overwrite {given}; choose another output path")
+        check_writable(output)
+    if args.json:
+        check_writable(args.json)
+
+    with progress_bar("evaluating", enabled=bars) as progress:
+        report = ev.evaluate(args.reference, args.candidate, spec, labels=args.labels, threads=args.threads,
+                             progress=progress)
+    code = 0
+    model = None
+    if requantize:
+        amax, report.amax_source = ev.resolve_amax(args.reference, args.candidate, cache=args.cache, force=args.force)
+        samples = min(args.sensitivity_samples or ev.SENSITIVITY_SAMPLES, report.samples)
+        replay = ev.Replay.collect(args.reference, spec, samples=samples, threads=args.threads)
+        report.sensitivity_samples = replay.samples
+        with progress_bar("layer sensitivity", unit="layers", enabled=bars) as progress:
+            report.sensitivity = ev.layer_sensitivity(args.reference, amax, replay=replay, threads=args.threads,
+                                                      progress=progress)
+        if not report.sensitivity:
+            raise TrtqError(f"{Path(args.reference).name} has no layer trtq can quantize (Conv, ConvTranspose, "
+                            "Gemm, MatMul with float inputs); nothing to rank")
+        if args.auto_exclude:
+            max_layers = ev.AUTO_EXCLUDE_MAX_LAYERS if args.max_layers is None else args.max_layers
+            with progress_bar("mixed precision", unit="steps", enabled=bars) as progress:
+                result, cpu_model = ev.auto_exclude(args.reference, amax, target_snr=args.target_snr,
+                                            target_agreement=args.target_agreement, max_layers=max_layers,
+                                            ranking=report.sensitivity, replay=replay,
+                                            measure_speed=not args.no_speed, threads=args.threads,
+                                            progress=progress)
+            report.auto_exclude = result
+            if result.met:
+                model = _write_mixed(args, amax, result, output, cpu_model)
+            else:
+                code = 1
+    console = report_console()
+    console.print(f"[bold]{escape(report.data)}[/]", highlight=False)
+    for part in eval_tables(report):
+        console.print(part, highlight=False)
+    if report.auto_exclude is not None:
+        auto = report.auto_exclude
+        style = "green" if auto.met else "red"
+        console.print(f"[bold {style}]{escape(auto.message)}[/]", highlight=False)
+        if model is not None:
+            console.print(f"  wrote {auto.output_path}", highlight=False)
+        elif not auto.met:
+            console.print("  no model written", highlight=False)
+    if args.json:
+        write_json(args.json, report.to_dict())
+        console.print(f"  wrote {args.json}", highlight=False)
+    return code
+
+
+def _write_mixed(args, amax, result, output: Path, cpu_model):
+    """The reference quantized with the chosen layers left in float, in the candidate's form, written atomically."""
+    from ..evaluate import qdq_form
+    from ..fileio import write_bytes_atomic
+    from ..graph.model import load_onnx
+    from ..graph.qdq import quantize_model
+
+    form = args.target_form or qdq_form(load_onnx(args.candidate))
+    model = cpu_model
+    if form != "cpu" or model is None:
+        model, _ = quantize_model(load_onnx(args.reference), amax, target=form, exclude=result.excluded)
+    write_bytes_atomic(output, model.SerializeToString())
+    result.output_path = str(output)
+    return model

@@ -64,14 +64,29 @@ _BLOCK = 256  # candidates per block: keeps the (block, levels) temporaries in c
 
 
 @functools.lru_cache(maxsize=8)
-def _level_bounds(num_bins: int, levels: int, first: int) -> np.ndarray:
-    """b[k, g] = ceil(g * i / levels) for candidates i = first..num_bins (read-only, cached)."""
+def _level_segments(num_bins: int, levels: int, first: int):
+    """Where the levels of every entropy candidate lie, as indices into a segment table.
+
+    For candidate ``i`` (``first .. num_bins``) level ``g`` spans bins
+    ``[b_g, b_{g+1})`` with ``b_g = ceil(g * i / levels)``; every level is a segment
+    (start, width) with width ``floor(i / levels)`` or one more. Returns
+    ``(index, last, max_width)``: ``index[k, g] = width * (num_bins + 1) + start`` for
+    candidate ``first + k``, ``last[k]`` the same for the level holding bin ``i - 1``.
+    Only ~num_bins * max_width distinct segments exist, so per-segment terms (and
+    their logarithms) are computed once and gathered, not once per (candidate, level).
+    Read-only, cached.
+    """
     cand = np.arange(first, num_bins + 1, dtype=np.int64)
     g = np.arange(levels + 1, dtype=np.int64)
     bounds = (cand[:, None] * g[None, :] + (levels - 1)) // levels
-    bounds = bounds.astype(np.intp)
-    bounds.setflags(write=False)
-    return bounds
+    start = bounds[:, :-1]
+    width = bounds[:, 1:] - start
+    index = (width * (num_bins + 1) + start).astype(np.intp)
+    g_last = (cand - 1) * levels // cand  # level of bin i - 1 (the last level once i >= levels)
+    last = index[np.arange(cand.size), g_last]
+    index.setflags(write=False)
+    last.setflags(write=False)
+    return index, last, int(width.max())
 
 
 def _xlogx(v: np.ndarray) -> np.ndarray:
@@ -151,24 +166,22 @@ def entropy_divergences(counts, num_quantized_bins: int = NUM_QUANTIZED_BINS, st
     # b_g = ceil(g * i / L). With G_g the mass of level g and n_g its non-empty bins, Q is
     # q_j = G_g / n_g on those bins, and over level g
     #     sum_j c_j log(c_j / q_j) = sum_j c_j log c_j - G_g log(G_g / n_g).
-    # The first part summed over all levels is just cum_xlogx[i].
-    bounds = _level_bounds(n, q_levels, first)
-    g_last = (cand - 1) * q_levels // cand  # level of bin i - 1 (the last one once i >= L)
-    level_terms = np.empty(cand.size)
-    q_last = np.empty(cand.size)
-    for lo in range(0, cand.size, _BLOCK):
-        b = bounds[lo:lo + _BLOCK]
-        at = cum[b]
-        mass = at[:, 1:] - at[:, :-1]
-        at = cum_nz[b]
-        nonempty = at[:, 1:] - at[:, :-1]
-        np.maximum(nonempty, 1.0, out=nonempty)
-        ratio = np.divide(mass, nonempty, out=at[:, 1:])  # G_g / n_g (0 where G_g == 0)
-        q_last[lo:lo + b.shape[0]] = ratio[np.arange(b.shape[0]), g_last[lo:lo + _BLOCK]]
-        ratio += mass == 0                                # log(1) = 0 for empty levels
-        np.log(ratio, out=ratio)
-        ratio *= mass
-        level_terms[lo:lo + b.shape[0]] = ratio.sum(axis=1)
+    # The first part summed over all levels is just cum_xlogx[i]; the second is a
+    # function of the segment [b_g, b_{g+1}) alone, tabulated once per (start, width).
+    index, last_index, max_width = _level_segments(n, q_levels, first)
+    starts = np.arange(n + 1)
+    seg_q = np.zeros((max_width + 1, n + 1))      # G / n per segment (0 if G == 0)
+    seg_term = np.zeros((max_width + 1, n + 1))   # G log(G / n) per segment
+    for w in range(1, max_width + 1):
+        s0 = starts[: n + 1 - w]
+        mass = cum[s0 + w] - cum[s0]
+        nonempty = np.maximum(cum_nz[s0 + w] - cum_nz[s0], 1.0)
+        q = mass / nonempty
+        seg_q[w, : s0.size] = q
+        seg_term[w, : s0.size] = mass * np.log(np.where(mass > 0, q, 1.0))
+    seg_term = seg_term.reshape(-1)
+    level_terms = seg_term[index].sum(axis=1)
+    q_last = seg_q.reshape(-1)[last_index]
     kl_unnorm = cum_xlogx[cand] - level_terms
 
     # P folds every count beyond the threshold into the last kept bin i - 1.
@@ -244,6 +257,26 @@ def _count_below(x: np.ndarray, t: np.ndarray) -> np.ndarray:
     return np.searchsorted(x, t, side="left")
 
 
+@functools.lru_cache(maxsize=8)
+def _uniform_level_cuts(num_bins: int, first: int) -> np.ndarray:
+    """Level boundaries of the mse search for evenly spaced edges, in exact integers.
+
+    With edges ``j * w``, centers ``(j + .5) w`` and amax ``i * w``, center ``j`` lies
+    below the boundary ``(k + .5) * amax / 127`` iff ``j < ((2k + 1) i - 127) / 254``.
+    Row ``i - first``: ``[0, cut_0, ..., cut_126, num_bins]``. Read-only, cached.
+    """
+    cand = np.arange(first, num_bins + 1, dtype=np.int64)[:, None]
+    k = np.arange(INT8_MAX, dtype=np.int64)[None, :]
+    numerator = (2 * k + 1) * cand - INT8_MAX
+    below = -((-numerator) // (2 * INT8_MAX))  # ceil
+    cuts = np.empty((cand.size, INT8_MAX + 2), dtype=np.intp)
+    cuts[:, 0] = 0
+    cuts[:, -1] = num_bins
+    cuts[:, 1:-1] = np.clip(below, 0, num_bins)
+    cuts.setflags(write=False)
+    return cuts
+
+
 def mse_errors(counts, edges, start_bin: int = START_BIN):
     """Mean squared int8 quantize-dequantize error for every candidate threshold.
 
@@ -266,14 +299,18 @@ def mse_errors(counts, edges, start_bin: int = START_BIN):
     # Over level k, sum c (x - k s)^2 = S2 - 2 k s S1 + (k s)^2 S0 from cumulative sums.
     half_steps = np.arange(INT8_MAX, dtype=np.float64) + 0.5
     levels = np.arange(INT8_MAX + 1, dtype=np.float64)
+    uniform = e[0] == 0 and np.max(np.abs(e - np.linspace(0.0, e[-1], n + 1))) <= 1e-9 * e[-1]
     err = np.empty(cand.size)
     for lo in range(0, cand.size, _BLOCK):
         scale = e[cand[lo:lo + _BLOCK]] / INT8_MAX
         rows = scale.size
-        cuts = np.empty((rows, INT8_MAX + 2), dtype=np.intp)
-        cuts[:, 0] = 0
-        cuts[:, -1] = n
-        cuts[:, 1:-1] = _count_below(x, half_steps[None, :] * scale[:, None])
+        if uniform:
+            cuts = _uniform_level_cuts(n, first)[lo:lo + _BLOCK]
+        else:
+            cuts = np.empty((rows, INT8_MAX + 2), dtype=np.intp)
+            cuts[:, 0] = 0
+            cuts[:, -1] = n
+            cuts[:, 1:-1] = _count_below(x, half_steps[None, :] * scale[:, None])
         at = cum0[cuts]
         s0 = at[:, 1:] - at[:, :-1]
         at = cum1[cuts]

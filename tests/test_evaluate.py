@@ -50,6 +50,11 @@ def test_edge_cases():
     assert ev.cosine_similarity(np.zeros(3), np.zeros(3)) == 1.0
     assert ev.cosine_similarity(np.zeros(3), np.ones(3)) == 0.0
     assert ev.cosine_similarity(x, -x) == pytest.approx(-1.0)
+    zeros = ev.OutputAccumulator("z")
+    zeros.update(np.zeros((2, 3)), np.zeros((2, 3)))
+    assert zeros.metrics().cosine_min == 1.0 and zeros.metrics().snr_db == math.inf
+    zeros.update(np.array([[1.0, 0, 0]]), np.zeros((1, 3)))
+    assert zeros.metrics().cosine_min == 0.0
 
 
 def test_class_score_heuristic():

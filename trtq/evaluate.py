@@ -58,6 +58,14 @@ def _cos(dot: float, ref2: float, cand2: float) -> float:
     return float(dot / math.sqrt(ref2 * cand2))
 
 
+def _cos_rows(dot: np.ndarray, ref2: np.ndarray, cand2: np.ndarray) -> np.ndarray:
+    """:func:`_cos` per row (vectorized, same zero conventions)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        cos = dot / np.sqrt(ref2 * cand2)
+    cos = np.where((ref2 == 0) | (cand2 == 0), 0.0, cos)
+    return np.where((ref2 == 0) & (cand2 == 0), 1.0, cos)
+
+
 def _snr(ref2: float, err2: float) -> float:
     if err2 == 0.0:
         return math.inf
@@ -280,8 +288,8 @@ class OutputAccumulator:
             self.abs_err += float(abs_e.sum())
             self.max_abs = max(self.max_abs, float(abs_e.max()))
             self.ref_abs_max = max(self.ref_abs_max, float(np.abs(r).max()))
-        for i in range(n):
-            self.cos_min = min(self.cos_min, _cos(float(dot[i]), float(ref2[i]), float(cand2[i])))
+        if n:
+            self.cos_min = min(self.cos_min, float(_cos_rows(dot, ref2, cand2).min()))
         self.samples += n
         self.elements += r.size
         self._update_scores(reference, candidate)

@@ -37,16 +37,22 @@ def add_parser(sub) -> None:
         "same random inputs as PyTorch and report the largest output difference. A difference above the tolerance "
         "is an error and writes nothing. Needs torch: pip install 'trtq[torch]'.",
         formatter_class=argparse.RawTextHelpFormatter,
+        epilog="examples:\n"
+        "  trtq export trtq.assets.demo_model:pretrained --input-shape image:1x1x32x32 --dynamic-batch -o demo.onnx\n"
+        "  trtq export model.ts --input-shape 1x3x224x224 -o model.onnx\n"
+        "  trtq export my_nlp.py:build --input-shape input_ids:1x128:int64 \\\n"
+        "      --input-shape attention_mask:1x128:int64 --dynamic-batch -o encoder.onnx",
     )
     parser.add_argument("model", help=_MODEL_HELP)
     parser.add_argument("-o", "--output", required=True, help="ONNX file to write")
     parser.add_argument(
         "--input-shape", dest="input_shapes", action="append", type=_input_shape, required=True,
         metavar="[NAME:]SHAPE[:DTYPE]",
-        help="one per forward() argument, in order, e.g. 1x3x224x224 or image:1x3x224x224 or ids:1x128:int64.\n"
-        "NAME becomes the ONNX input name (default: forward()'s parameter name).\n"
-        f"DTYPE: {', '.join(INPUT_DTYPES)} (default float32). Random inputs: floats N(0,1);\n"
-        f"integers ids in [0, {defaults.EXPORT_INT_HIGH}), all 1 if the name has 'mask', all 0 if it has 'type'")
+        help="one per forward() argument, in order: 1x3x224x224, image:1x3x224x224, ids:1x128:int64.\n"
+        "NAME becomes the ONNX input name (default: forward()'s parameter name); name all or none.\n"
+        f"DTYPE: {', '.join(INPUT_DTYPES[:5])},\n{', '.join(INPUT_DTYPES[5:])} (default float32).\n"
+        f"Random inputs: floats N(0,1); integers in [0, {defaults.EXPORT_INT_HIGH}), but all 1 if the name\n"
+        "contains 'mask' and all 0 if it contains 'type' (token_type_ids); bools random")
     parser.add_argument("--output-name", dest="output_names", action="append", metavar="NAME",
                         help="ONNX output name, once per output in order (default: output, or output_0, output_1...)")
     parser.add_argument("--dynamic-batch", action="store_true",
@@ -58,8 +64,8 @@ def add_parser(sub) -> None:
                         help="torchscript: torch.onnx.export(dynamo=False), needs only torch; dynamo: dynamo=True,\n"
                         "needs onnxscript; auto (default): torchscript where this torch has it")
     parser.add_argument("--tolerance", type=float, default=defaults.EXPORT_RTOL, metavar="RTOL",
-                        help=f"allowed max|ONNX - PyTorch| as a fraction of max|PyTorch output| (default "
-                        f"{defaults.EXPORT_RTOL:g}, plus {defaults.EXPORT_ATOL:g} absolute)")
+                        help="allowed max|ONNX - PyTorch| as a fraction of max|PyTorch output|\n"
+                        f"(default {defaults.EXPORT_RTOL:g}, plus {defaults.EXPORT_ATOL:g} absolute)")
     parser.add_argument("--no-verify", action="store_true", help="skip the ONNX Runtime check")
     parser.add_argument("--seed", type=int, default=defaults.SEED, help="seed of the random example inputs")
     parser.set_defaults(func=run)

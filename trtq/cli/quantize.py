@@ -27,7 +27,6 @@ def add_parser(sub) -> None:
         "scales from a calibration cache (--cache) or from calibrating on data first (--calib). "
         "--for trt writes int8 activations for TensorRT 10/11 strongly typed builds; --for cpu writes the same "
         "grid as uint8 (zero point 128) with the extra Q/DQ ONNX Runtime needs for its fast integer kernels.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("model", help="float ONNX model")
     parser.add_argument("--cache", help="TensorRT calibration cache (from trtq calibrate) holding the scales")
@@ -35,12 +34,12 @@ def add_parser(sub) -> None:
     parser.add_argument("-o", "--output", help="Q/DQ model to write (default: <model>.int8.onnx, "
                         "or <model>.int8-cpu.onnx with --for cpu, beside the model)")
     parser.add_argument("--for", dest="target", choices=("trt", "cpu"), default="trt",
-                        help="trt: int8 Q/DQ for TensorRT; cpu: uint8 activations (same scales) for ONNX Runtime")
+                        help="trt (default): int8 Q/DQ for TensorRT; cpu: uint8 activations (same scales) for ONNX Runtime")
     parser.add_argument("--exclude", action="append", default=[], metavar="NAME_OR_OPTYPE",
                         help="node name, op type (Conv, MatMul) or name pattern (/model.22/*) to keep in float; "
                         "repeat or give a comma-separated list")
     parser.add_argument("--algo", choices=defaults.ALGORITHMS, default=defaults.ALGORITHM,
-                        help="calibration algorithm when calibrating with --calib")
+                        help=f"calibration algorithm when calibrating with --calib (default: {defaults.ALGORITHM})")
     parser.add_argument("--force", action="store_true",
                         help="use a cache whose sidecar says it was made for another model")
     parser.set_defaults(func=run)
@@ -61,7 +60,8 @@ def run(args: argparse.Namespace) -> int:
                         "calibrate first")
     if calib is not None and args.cache:
         raise TrtqError("give either --cache or --calib, not both")
-    with progress_bar("calibrating", enabled=None if not args.quiet else False) as progress:
+    bar_enabled = None if calib is not None and not args.quiet else False  # a bar only while calibrating
+    with progress_bar("calibrating", enabled=bar_enabled) as progress:
         summary = quantize(args.model, args.output, cache=args.cache, calib=calib,
                            algorithm=args.algo if calib is not None else None, target=args.target,
                            exclude=split_names(args.exclude), force=args.force, progress=progress)
@@ -79,8 +79,9 @@ def print_summary(summary) -> None:
                       "copied unchanged to:")
         console.print(str(summary.output_path), markup=False, highlight=False, soft_wrap=True)
         return
-    form = "TensorRT (int8)" if summary.target == "trt" else "ONNX Runtime CPU (uint8 activations)"
-    table = Table(title=f"Q/DQ model for {form}", show_header=False)
+    form = "TensorRT (int8)" if summary.target == "trt" else "ONNX Runtime CPU (uint8)"
+    table = Table(show_header=False)
+    table.add_row("Q/DQ model for", form)
     table.add_row("layers quantized", str(len(summary.quantized)))
     table.add_row("weights per channel", str(summary.per_channel_weights))
     table.add_row("tensors with Q/DQ", str(summary.quantized_tensors))

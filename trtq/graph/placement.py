@@ -39,13 +39,24 @@ Rules (TensorRT Developer Guide, "Q/DQ layer-placement recommendations"):
    weighted ops (a projection shortcut), the branch with the shorter path from the
    inputs' common ancestor is the residual one.
 
-The ``cpu`` target adds, for ONNX Runtime (which fuses only what Q/DQ surround):
+The ``cpu`` target adds, for ONNX Runtime (which swaps a float op for an integer kernel
+only where Q/DQ surround it; the cast TensorRT would fuse on its own):
 
 5. Outputs of quantized weighted ops (``DQ -> Conv -> Q`` becomes QLinearConv; without
-   the Q, ORT runs a float Conv on dequantized values: slower than FP32).
-6. Both inputs of every Add/Mul/Concat/MaxPool/... that sits between quantized ops
-   and has amax for its output, so ORT's QLinearAdd/QLinearMul/QLinearConcat/...
-   keep tensors in uint8 end to end (see :data:`CPU_QUANTIZABLE_OPS`).
+   the Q, ORT runs a float Conv on dequantized values, slower than FP32).
+6. Inputs and outputs of the cheap ops between quantized ops (Add, Mul, Concat,
+   Sigmoid, MaxPool, Resize, Split, ...: :data:`CPU_QUANTIZABLE_OPS`), so SiLU, C2f
+   splits/concats and upsampling run on uint8 (QLinearSigmoid, QLinearMul, ...).
+
+   Rules 5 and 6 apply only inside a region that stays quantized: an op qualifies when
+   its float inputs are quantized or come from qualifying ops and every consumer of its
+   output is a quantized weighted op or a qualifying op. A conv whose output feeds
+   float post-processing (YOLO's last head convs, whose logits go to Sigmoid and box
+   decoding) keeps a float output: a clipping calibrator (entropy) may give such logits
+   an amax of ~1, and quantizing them would turn every "no object" logit of -10 into a
+   score of 0.2. Tensors the TensorRT form quantizes keep their scale in the cpu form
+   (identical grids); Sigmoid outputs use their exact range [0, 1]
+   (:data:`FIXED_RANGE_OPS`); pure data-movement ops reuse their input's scale.
 """
 
 from __future__ import annotations
@@ -95,11 +106,13 @@ class Plan:
     extra_outputs: List[str] = field(default_factory=list)
     unmatched_exclude: List[str] = field(default_factory=list)
     scale_source: Dict[str, str] = field(default_factory=dict)   # tensor -> tensor whose amax it uses
+    amax_override: Dict[str, float] = field(default_factory=dict)  # tensor -> amax known from its op
     weight_tensors: Dict[str, object] = field(default_factory=dict)  # weight name -> float TensorProto
     weight_nodes: Dict[str, int] = field(default_factory=dict)      # weight name -> its Constant node, if any
 
     def amax_of(self, tensor: str, amax: Mapping[str, float]) -> float:
-        return float(amax[self.scale_source.get(tensor, tensor)])
+        source = self.scale_source.get(tensor, tensor)
+        return float(self.amax_override[source] if source in self.amax_override else amax[source])
 
     def use_activation(self, tensor: str, use: Use) -> None:
         uses = self.activations.setdefault(tensor, [])
@@ -307,7 +320,7 @@ def _residual_of_two_branches(a: str, b: str, graph: GraphIndex) -> str:
 #: cpu form: ops that only move or select values (the output holds a subset of the input's
 #: values), so their output reuses the input's scale and ORT runs them on uint8 directly.
 CPU_SAME_SCALE_OPS = frozenset({
-    "MaxPool", "GlobalMaxPool", "Resize", "Reshape", "Transpose", "Split", "Slice", "Squeeze", "Unsqueeze",
+    "Relu", "MaxPool", "GlobalMaxPool", "Resize", "Reshape", "Transpose", "Split", "Slice", "Squeeze", "Unsqueeze",
     "Flatten",
 })
 #: cpu form: ops ORT has uint8 kernels for (QLinearAdd, QLinearMul, QLinearConcat, QLinearSigmoid,
@@ -316,6 +329,10 @@ CPU_REQUANTIZE_OPS = frozenset({
     "Add", "Mul", "Concat", "Sigmoid", "LeakyRelu", "AveragePool", "GlobalAveragePool",
 })
 CPU_QUANTIZABLE_OPS = CPU_SAME_SCALE_OPS | CPU_REQUANTIZE_OPS
+#: cpu form: ops whose output range is known exactly; their Q uses it instead of the calibrated
+#: amax. A clipping calibrator (entropy) may pick amax 0.5 for a Sigmoid inside SiLU
+#: (x * sigmoid(x)): clipping the gate there scales every large activation by half.
+FIXED_RANGE_OPS = {"Sigmoid": 1.0}
 
 
 def plan_quantization(
@@ -388,88 +405,90 @@ def plan_quantization(
             plan.residual_inputs.append(residual)
 
     if target == "cpu" and cpu_extras:
-        plan.scale_source = _plan_cpu_extras(graph, names, amax, plan, quantized_nodes, matcher)
+        _plan_cpu_extras(graph, names, amax, plan, quantized_nodes, matcher)
 
     plan.unmatched_exclude = matcher.unmatched(names, graph.nodes)
     return plan
 
 
 def _plan_cpu_extras(graph: GraphIndex, names: Sequence[str], amax: Mapping[str, float], plan: Plan,
-                     quantized_nodes: Set[int], matcher: _Matcher) -> Dict[str, str]:
+                     quantized_nodes: Set[int], matcher: _Matcher) -> None:
     """Rules 5 and 6 (ONNX Runtime): keep quantized regions in uint8 from op to op.
 
-    Returns ``{tensor: source tensor}`` for outputs of :data:`CPU_SAME_SCALE_OPS` that take
-    their scale from their input.
+    A fixed point decides which weighted-op outputs get a Q (rule 5) and which cheap ops
+    run in uint8 (rule 6): an op qualifies when every float input is already quantized or
+    comes from a qualifying op, and every consumer of its outputs is a quantized weighted
+    op or a qualifying op (never a graph output). So a quantized region never ends in a
+    float consumer: a detection head's logits feeding float post-processing (Sigmoid,
+    box decoding) keep their float values, as they do in the TensorRT form. Only tensors
+    known to be float32 are touched: a shape or index tensor never gets a Q/DQ.
     """
-    # Rule 5: outputs of quantized weighted ops, read by all their consumers (DQ -> Conv -> Q).
-    for index in sorted(quantized_nodes):
-        out = graph.nodes[index].output[0]
-        if out not in graph.graph_outputs:
-            _quantize_all_uses(out, graph, amax, plan)
-
-    # Rule 6: the ops between quantized ops. Candidates shrink to a fixed point where every
-    # float input is already quantized or comes from a candidate, and every output is read
-    # only by candidates or quantized weighted ops (never a graph output): a region that
-    # would end in a float consumer (a detection head's post-processing, a graph output)
-    # stays float.
     def float_inputs(node):
         return [(slot, t) for slot, t in enumerate(node.input)
-                if t and not graph.is_constant(t) and graph.is_float(t) is not False]
+                if t and not graph.is_constant(t) and graph.is_float(t)]
 
     def float_outputs(node):
-        return [t for t in node.output if t and graph.is_float(t) is not False]
+        return [t for t in node.output if t and graph.is_float(t)]
 
-    quantized_tensors = set(plan.activations)
+    def has_range(tensor: str, op_type: str) -> bool:
+        return tensor in amax or op_type in FIXED_RANGE_OPS
+
+    quantized_tensors = set(plan.activations)  # rules 1 and 4
     candidates: Set[int] = set()
     for index, node in enumerate(graph.nodes):
         if node.op_type not in CPU_QUANTIZABLE_OPS or matcher(names[index], node.op_type) is not None:
             continue
-        outs = float_outputs(node)
-        ins = float_inputs(node)
+        outs, ins = float_outputs(node), float_inputs(node)
         if not outs or not ins or any(t in graph.graph_outputs for t in outs):
             continue
         if node.op_type in CPU_SAME_SCALE_OPS:
             if len(ins) != 1:
                 continue
-        elif any(t not in amax for t in outs):
+        elif not all(has_range(t, node.op_type) for t in outs):
             continue
         candidates.add(index)
+    with_output = {index for index in quantized_nodes
+                   if graph.nodes[index].output[0] in amax and graph.nodes[index].output[0] not in graph.graph_outputs}
+
+    def read_only_by_region(node) -> bool:
+        return all(consumer in candidates or consumer in quantized_nodes
+                   for t in float_outputs(node) for consumer, _ in graph.consumers.get(t, []))
+
     changed = True
     while changed:
         changed = False
+        for index in sorted(with_output):
+            if not read_only_by_region(graph.nodes[index]):
+                with_output.discard(index)
+                changed = True
         for index in sorted(candidates):
             node = graph.nodes[index]
-            ok_in = all(t in quantized_tensors or graph.producer.get(t) in candidates for _, t in float_inputs(node))
-            ok_out = all(consumer in candidates or consumer in quantized_nodes
-                         for t in float_outputs(node) for consumer, _ in graph.consumers.get(t, []))
-            if not (ok_in and ok_out):
+            ok_in = all(t in quantized_tensors or graph.producer.get(t) in candidates
+                        or graph.producer.get(t) in with_output for _, t in float_inputs(node))
+            if not (ok_in and read_only_by_region(node)):
                 candidates.discard(index)
                 changed = True
 
-    same_scale: Dict[str, str] = {}
+    for index in sorted(with_output):  # rule 5: DQ -> Conv -> Q, so ORT fuses a QLinearConv
+        _quantize_all_uses(graph.nodes[index].output[0], graph, plan)
     for index in sorted(candidates):  # graph order: a same-scale op's input scale is settled first
         node = graph.nodes[index]
         ins = float_inputs(node)
         for slot, tensor in ins:
             plan.use_activation(tensor, (index, slot))
         for out in float_outputs(node):
-            if node.op_type in CPU_SAME_SCALE_OPS:
+            if out in quantized_tensors:
+                pass  # quantized in the TensorRT form too: keeps its own scale, the grids stay identical
+            elif node.op_type in CPU_SAME_SCALE_OPS:
                 source = ins[0][1]
-                same_scale[out] = same_scale.get(source, source)
-            _quantize_all_uses(out, graph, amax, plan, same_scale)
-    return same_scale
+                plan.scale_source[out] = plan.scale_source.get(source, source)
+            elif node.op_type in FIXED_RANGE_OPS:
+                plan.amax_override[out] = FIXED_RANGE_OPS[node.op_type]
+            _quantize_all_uses(out, graph, plan)
 
 
-def _quantize_all_uses(tensor: str, graph: GraphIndex, amax: Mapping[str, float], plan: Plan,
-                       same_scale: Optional[Mapping[str, str]] = None) -> bool:
-    source = (same_scale or {}).get(tensor, tensor)
-    if source not in amax:
-        return False
-    uses = graph.consumers.get(tensor, [])
-    if not uses:
-        return False
-    for use in uses:
+def _quantize_all_uses(tensor: str, graph: GraphIndex, plan: Plan) -> None:
+    for use in graph.consumers.get(tensor, []):
         plan.use_activation(tensor, use)
     if tensor not in plan.extra_outputs:
         plan.extra_outputs.append(tensor)
-    return True

@@ -17,7 +17,9 @@ Two forms of the same quantization come out of one amax table:
     kernels are u8 x s8. ORT only swaps float ops for integer kernels where a Q/DQ
     pattern surrounds them (``DQ -> Conv -> Q`` becomes QLinearConv), so the cpu form
     also quantizes the outputs of quantized weighted ops and of the cheap ops between
-    them -- the cast TensorRT would fuse on its own. See :mod:`trtq.graph.placement`.
+    them, inside regions that stay quantized (rules 5 and 6 in
+    :mod:`trtq.graph.placement`). The trt form run in ORT is *slower* than FP32
+    (every DQ runs in float, no fusion): it is meant for TensorRT.
 
 Weights are stored as int8 initializers behind a DequantizeLinear (no QuantizeLinear):
 the file is ~4x smaller, TensorRT and ONNX Runtime see bit-identical integer weights,

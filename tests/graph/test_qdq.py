@@ -312,6 +312,34 @@ def test_cpu_form_is_the_same_grid_in_uint8():
     assert np.abs(a - b).max() <= 4 * amax["y"] / 127
 
 
+def silu_net(head_activation="Sigmoid"):
+    """x -> Conv -> SiLU -> Conv -> head activation -> y: a backbone block and a detection-style head."""
+    nodes = [
+        helper.make_node("Conv", ["x", "w1"], ["c1"], name="conv1", pads=[1, 1, 1, 1]),
+        helper.make_node("Sigmoid", ["c1"], ["g"], name="gate"),
+        helper.make_node("Mul", ["c1", "g"], ["m"], name="silu"),
+        helper.make_node("Conv", ["m", "w2"], ["logits"], name="head"),
+        helper.make_node(head_activation, ["logits"], ["y"], name="scores"),
+    ]
+    return make_model(nodes, {"x": [1, 3, 6, 6]}, {"y": [1, 2, 6, 6]}, {"w1": rand(4, 3, 3, 3), "w2": rand(2, 4, 1, 1)})
+
+
+def test_cpu_form_keeps_head_logits_and_sigmoid_gates_safe():
+    model = silu_net()
+    amax, feeds = calibrated(model)
+    amax["logits"] = 1.0  # what a clipping calibrator may pick for logits far below zero
+    amax["g"] = 0.5       # ... and for a sigmoid gate
+    q, summary = quantize_model(model, amax, target="cpu")
+    # conv1, the SiLU and the head conv's input run in uint8 ...
+    assert set(quantized_inputs(q)) == {"x", "c1", "g", "m"}
+    assert set(summary.extra_outputs) == {"c1", "g", "m"}
+    # ... but the head's logits, read by float post-processing, are never quantized
+    assert "logits" not in quantized_inputs(q) and node_named(q, "scores").input[0] == "logits"
+    gate_q = next(node for node in nodes_of(q, "QuantizeLinear") if node.input[0] == "g")
+    assert initializer(q, gate_q.input[1]) == pytest.approx(1.0 / 127)  # sigmoid's exact range, not 0.5
+    np.testing.assert_allclose(run(q, feeds[0])[0], run(model, feeds[0])[0], atol=0.05)
+
+
 def test_cpu_form_is_fused_by_onnx_runtime(tmp_path):
     model = three_convs()
     amax, _ = calibrated(model)

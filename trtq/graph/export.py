@@ -14,8 +14,9 @@ Exporters (``exporter=``):
   paths (``/layer1/conv/Conv``), which keeps calibration caches readable. PyTorch has
   deprecated it since 2.9 but it works in every release ``trtq[torch]`` allows.
 - ``"dynamo"``: ``torch.onnx.export(..., dynamo=True)``, PyTorch's default since 2.9.
-  Needs the ``onnxscript`` package; it produces opset 18 and converts down when a lower
-  opset is asked for.
+  Needs the ``onnxscript`` package. It writes opset 18 and converts down to a lower
+  opset asked for, which fails for some graphs (a Conv+BatchNorm net with a dynamic
+  batch, in torch 2.13): the file then stays at 18 and trtq warns.
 - ``"auto"`` (default): ``torchscript`` where this torch still has it, else ``dynamo``.
 
 torch is imported inside the functions that need it: ``import trtq.graph.export``
@@ -55,7 +56,7 @@ EXPORTERS = ("auto", "torchscript", "dynamo")
 #: dtype names ``--input-shape`` accepts after the shape (``ids:1x128:int64``).
 INPUT_DTYPES = ("float32", "float16", "bfloat16", "float64", "int64", "int32", "int16", "int8", "uint8", "bool")
 #: File suffixes loaded as saved models rather than imported as Python.
-MODEL_FILE_SUFFIXES = (".pt", ".pth", ".ts", ".pt2", ".bin", ".jit")
+MODEL_FILE_SUFFIXES = (".pt", ".pth", ".ts", ".bin", ".jit")
 
 _SHAPE_RE = re.compile(r"^\d+([x,X]\d+)*$")
 _TORCH_HINT = "pip install 'trtq[torch]'"

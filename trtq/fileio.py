@@ -13,6 +13,18 @@ from .errors import OutputError
 PathLike = Union[str, "os.PathLike[str]"]
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _publish(tmp: str, target: Path) -> None:
+    """Give the temporary file ordinary permissions (mkstemp makes it 0600), then rename it."""
+    os.chmod(tmp, 0o666 & ~_umask())
+    os.replace(tmp, target)
+
+
 def check_writable(path: PathLike) -> Path:
     """Fail early (before hours of work) if ``path`` cannot be created or replaced."""
     target = Path(path)
@@ -42,7 +54,7 @@ def atomic_write(path: PathLike, mode: str = "wb") -> Iterator[IO]:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(tmp, target)
+        _publish(tmp, target)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
@@ -64,7 +76,7 @@ def write_files_atomic(files: "dict[PathLike, bytes]") -> list:
                 handle.flush()
                 os.fsync(handle.fileno())
         for target, tmp in zip(targets, pending):
-            os.replace(tmp, target)
+            _publish(tmp, target)
     except BaseException:
         for tmp in pending:
             with contextlib.suppress(OSError):

@@ -1,0 +1,225 @@
+"""The main job on the embedded default: PyTorch model to a verdict in one call.
+
+export -> calibrate (TensorRT cache) -> Q/DQ (TensorRT and CPU forms) -> accuracy of
+FP32 vs INT8 on held-out labelled samples -> FP32 vs INT8 benchmark across batch
+sizes (ONNX Runtime on the CPU; TensorRT engines too where TensorRT and a GPU exist).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import List, Optional, Sequence, Union
+
+from . import defaults
+from .errors import BackendUnavailable, DataError, TrtqError
+
+log = logging.getLogger(__name__)
+
+PathLike = Union[str, Path]
+
+
+def bundled_calib_data() -> Path:
+    """``calib_data/digits`` of this checkout: the working directory's, else the package's repository."""
+    for base in (Path.cwd(), Path(__file__).resolve().parents[1]):
+        candidate = base / "calib_data" / "digits"
+        if (candidate / "calib").is_dir():
+            return candidate
+    raise DataError("the bundled calib_data/digits folder was not found; run from a checkout of trtq "
+                    "or pass --calib DIR")
+
+
+@dataclass
+class QuickstartResult:
+    out_dir: Path
+    onnx_path: Path
+    export_note: str
+    cache_path: Path
+    int8_trt_path: Path
+    int8_cpu_path: Path
+    calibration: object
+    quantized_layers: int
+    evaluation: object
+    bench: List[object]
+    bench_files: dict
+    trt_note: str = ""
+    seconds: float = 0.0
+    stage_seconds: dict = field(default_factory=dict)
+
+
+def _export(out: Path, use_torch: bool) -> tuple:
+    from .assets import DEMO_INPUT_NAME, DEMO_INPUT_SHAPE, DEMO_ONNX, DEMO_OUTPUT_NAME
+
+    target = out / "demo.onnx"
+    if use_torch:
+        try:
+            import torch  # noqa: F401
+        except ImportError:
+            use_torch = False
+            log.warning("torch is not installed; using the bundled pre-exported ONNX model "
+                        "(pip install 'trtq[torch]' to run the export step)")
+    if not use_torch:
+        from .fileio import write_bytes_atomic
+
+        write_bytes_atomic(target, DEMO_ONNX.read_bytes())
+        return target, f"bundled {DEMO_ONNX.name} (no PyTorch export)"
+    import torch
+
+    from .assets.demo_model import pretrained
+    from .graph.export import export_onnx
+
+    example = torch.rand(*DEMO_INPUT_SHAPE, generator=torch.Generator().manual_seed(defaults.SEED))
+    result = export_onnx(pretrained(), (example,), target, input_names=[DEMO_INPUT_NAME],
+                         output_names=[DEMO_OUTPUT_NAME], dynamic_batch=True)
+    return target, f"exported from PyTorch, max |ONNX Runtime - PyTorch| = {result.max_abs_diff:.2e}"
+
+
+@contextlib.contextmanager
+def _stage(name: str, timings: dict, show_progress: bool, unit: str = "samples"):
+    from .progress import progress_bar
+
+    started = time.perf_counter()
+    with progress_bar(name, unit=unit, enabled=None if show_progress else False) as progress:
+        yield progress
+    timings[name] = time.perf_counter() - started
+
+
+def run_quickstart(
+    out_dir: PathLike = "out/quickstart",
+    *,
+    calib: Optional[PathLike] = None,
+    samples: int = defaults.SAMPLES,
+    eval_samples: Optional[int] = None,
+    batch_sizes: Sequence[int] = defaults.BENCH_BATCH_SIZES,
+    iterations: int = defaults.BENCH_ITERATIONS,
+    use_torch: bool = True,
+    show_progress: bool = True,
+) -> QuickstartResult:
+    """Run the whole demo and return every number and path it produced."""
+    from .bench import benchmark
+    from .calib import calibrate
+    from .data.spec import DataSpec
+    from .evaluate import evaluate
+    from .fileio import check_writable
+    from .graph.qdq import quantize
+    from .report import write_bench_report
+
+    started = time.perf_counter()
+    out = Path(out_dir)
+    check_writable(out / "demo.onnx")
+    digits = bundled_calib_data()
+    calib_dir = Path(calib) if calib else digits / "calib"
+    eval_dir = digits / "eval"
+    timings: dict = {}
+
+    with _stage("export", timings, False):
+        onnx_path, export_note = _export(out, use_torch)
+    log.info("model: %s", export_note)
+
+    cache_path = out / "demo.calib.cache"
+    with _stage("calibrate", timings, show_progress) as progress:
+        calibration = calibrate(onnx_path, DataSpec(path=str(calib_dir), samples=samples), cache_path=cache_path,
+                                progress=progress)
+
+    int8_trt = out / "demo.int8.onnx"
+    int8_cpu = out / "demo.int8-cpu.onnx"
+    with _stage("quantize", timings, False):
+        summary = quantize(onnx_path, int8_trt, cache=cache_path, target="trt")
+        quantize(onnx_path, int8_cpu, cache=cache_path, target="cpu")
+
+    eval_spec = DataSpec(path=str(eval_dir), samples=eval_samples, shuffle=False)
+    with _stage("evaluate", timings, show_progress) as progress:
+        evaluation = evaluate(onnx_path, int8_cpu, eval_spec, labels=str(eval_dir / "labels.csv"), progress=progress)
+
+    with _stage("benchmark", timings, show_progress, unit="runs") as progress:
+        rows = benchmark([onnx_path, int8_cpu], batch_sizes, iterations=iterations, progress=progress)
+    trt_note = ""
+    try:
+        from .backend.bench import build_and_benchmark
+
+        with _stage("tensorrt", timings, show_progress, unit="runs") as progress:
+            rows += build_and_benchmark(onnx_path, ["fp32", "fp16", "int8"], batch_sizes,
+                                        DataSpec(path=str(calib_dir), samples=samples), iterations=iterations,
+                                        progress=progress, engines_dir=out / "engines")
+    except BackendUnavailable as exc:
+        trt_note = f"TensorRT engines skipped: {exc}"
+    from .report import fill_speedups
+
+    fill_speedups(rows, overwrite=True)
+    bench_files = write_bench_report(rows, out, stem="bench")
+    return QuickstartResult(out_dir=out, onnx_path=onnx_path, export_note=export_note, cache_path=cache_path,
+                            int8_trt_path=int8_trt, int8_cpu_path=int8_cpu, calibration=calibration,
+                            quantized_layers=len(summary.quantized), evaluation=evaluation, bench=rows,
+                            bench_files=bench_files, trt_note=trt_note, seconds=time.perf_counter() - started,
+                            stage_seconds=timings)
+
+
+def throughput_table(rows):
+    """Compact view of a benchmark: one row per (backend, precision), one column per batch size."""
+    from rich.table import Table
+
+    batch_sizes = sorted({r.batch_size for r in rows})
+    table = Table(title="throughput, samples/s (speed-up vs FP32 at the same batch size)", title_justify="left")
+    table.add_column("backend")
+    table.add_column("precision")
+    for batch in batch_sizes:
+        table.add_column(f"batch {batch}", justify="right")
+    series = {}
+    for r in rows:
+        series.setdefault((r.backend, r.precision), {})[r.batch_size] = r
+    for (backend, precision), by_batch in series.items():
+        cells = []
+        for batch in batch_sizes:
+            r = by_batch.get(batch)
+            if r is None or r.skipped:
+                cells.append("—")
+            else:
+                speedup = f" ({r.speedup:.2f}×)" if r.speedup is not None and precision != "fp32" else ""
+                cells.append(f"{r.throughput:,.0f}{speedup}")
+        table.add_row(backend, precision, *cells)
+    return table
+
+
+def print_verdict(result: QuickstartResult, console=None) -> None:
+    """The closing comparison: accuracy beside speed, then where every file is."""
+    from rich.table import Table
+
+    from .report import format_size, report_console
+
+    console = console or report_console()
+    cal = result.calibration
+    ev = result.evaluation
+    console.print(f"[bold]model[/]      {result.onnx_path} ({result.export_note})")
+    console.print(f"[bold]calibrated[/] {len(cal.amax)} tensors on {cal.num_samples} samples in {cal.seconds:.1f} s "
+                  f"({cal.algorithm}); {result.quantized_layers} layers quantized")
+    console.print(throughput_table(result.bench))
+
+    verdict = Table(title="verdict", show_lines=False)
+    for column in ("", "FP32", "INT8"):
+        verdict.add_column(column, justify="right" if column else "left")
+    if ev.accuracy is not None:
+        verdict.add_row(f"top-1 accuracy ({ev.accuracy.labeled_samples} held-out samples)",
+                        f"{ev.accuracy.reference_top1:.2%}", f"{ev.accuracy.candidate_top1:.2%}")
+    out0 = ev.outputs[0]
+    if out0.top1_agreement is not None:
+        verdict.add_row("top-1 agreement with FP32", "100%", f"{out0.top1_agreement:.2%}")
+    verdict.add_row("output SNR vs FP32", "", f"{out0.snr_db:.1f} dB")
+    sizes = {r.precision: r.size_bytes for r in result.bench if r.backend == "ort-cpu"}
+    verdict.add_row("size on disk", format_size(sizes.get("fp32")), format_size(sizes.get("int8")))
+    largest = max(r.batch_size for r in result.bench)
+    best = {r.precision: r for r in result.bench if r.backend == "ort-cpu" and r.batch_size == largest and not r.skipped}
+    if "fp32" in best and "int8" in best:
+        verdict.add_row(f"throughput at batch {largest} (ONNX Runtime CPU)", f"{best['fp32'].throughput:.0f}/s",
+                        f"{best['int8'].throughput:.0f}/s ({best['int8'].throughput / best['fp32'].throughput:.2f}x)")
+    console.print(verdict)
+    if result.trt_note:
+        console.print(f"[yellow]{result.trt_note}[/]")
+    console.print(f"[bold]calibration cache[/] {result.cache_path}  (sidecar {result.cache_path}.json)")
+    console.print(f"[bold]Q/DQ models[/]       {result.int8_trt_path} (TensorRT), {result.int8_cpu_path} (ONNX Runtime CPU)")
+    for kind, path in result.bench_files.items():
+        console.print(f"[bold]bench {kind:4s}[/]       {path}")
+    console.print(f"done in {result.seconds:.0f} s")

@@ -295,7 +295,10 @@ def test_cpu_form_is_the_same_grid_in_uint8():
     assert set(trt_scales) <= set(cpu_q)
     for tensor, qnode in cpu_q.items():
         zero = initializer(cpu, qnode.input[2])
-        assert zero.dtype == np.uint8 and zero == 128
+        # uint8 zero point 128: the int8 grid shifted; a Relu output (never negative) takes zero
+        # point 0: the same steps on [0, amax], and ORT folds the Relu into the conv before it
+        relu_output = producer_of(cpu, tensor) is not None and producer_of(cpu, tensor).op_type == "Relu"
+        assert zero.dtype == np.uint8 and zero == (0 if relu_output else 128), tensor
         scale = initializer(cpu, qnode.input[1])
         if tensor in trt_scales:
             assert scale == trt_scales[tensor]
@@ -304,9 +307,11 @@ def test_cpu_form_is_the_same_grid_in_uint8():
     for conv in nodes_of(cpu, "Conv"):
         _, scales, axis = weight_dq(cpu, conv)
         assert axis == 0
-    # the cpu form also quantizes conv outputs so ONNX Runtime fuses DQ -> Conv -> Q into QLinearConv,
-    # but only where the region continues in int8: c2 feeds the float Add -> Relu -> graph output
-    assert "c1" in summary.extra_outputs and "c2" not in summary.extra_outputs
+    # the cpu form quantizes conv outputs so ONNX Runtime fuses DQ -> Conv -> Q into QLinearConv, here
+    # through the Relu (conv1 -> relu1 -> Q), and only where the region continues in int8: c2 feeds
+    # the float Add -> Relu -> graph output
+    assert "r1" in summary.extra_outputs and "c1" not in summary.extra_outputs
+    assert "c2" not in summary.extra_outputs
     # same grid: where both forms quantize only the same tensors, results agree closely
     a, b = run(trt, feeds[0])[0], run(cpu, feeds[0])[0]
     assert np.abs(a - b).max() <= 4 * amax["y"] / 127
@@ -352,6 +357,7 @@ def test_cpu_form_is_fused_by_onnx_runtime(tmp_path):
     ops = [node.op_type for node in optimized.graph.node]
     assert ops.count("QLinearConv") == 2, ops  # both convs; the MatMul's output is the float graph output
     assert "Conv" not in ops and "FusedConv" not in ops
+    assert "Relu" not in ops, "the Relu after the first conv is folded into its QLinearConv"
 
 
 def onnxruntime_options(path):

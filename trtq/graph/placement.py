@@ -57,6 +57,11 @@ only where Q/DQ surround it; the cast TensorRT would fuse on its own):
    score of 0.2. Tensors the TensorRT form quantizes keep their scale in the cpu form
    (identical grids); Sigmoid outputs use their exact range [0, 1]
    (:data:`FIXED_RANGE_OPS`); pure data-movement ops reuse their input's scale.
+7. A Relu that is the only consumer of a conv (or Add, ...) output is folded: that output
+   gets no Q, the Relu output gets uint8 zero point 0 with its usual scale, and ORT
+   removes the Relu (a Q whose range starts at 0 clamps exactly like it), so
+   Conv -> Relu runs as one QLinearConv. On [0, amax] the grid is the int8 one; values
+   above amax (outliers calibration did not see) saturate at 2*amax instead of amax.
 """
 
 from __future__ import annotations
@@ -107,6 +112,7 @@ class Plan:
     unmatched_exclude: List[str] = field(default_factory=list)
     scale_source: Dict[str, str] = field(default_factory=dict)   # tensor -> tensor whose amax it uses
     amax_override: Dict[str, float] = field(default_factory=dict)  # tensor -> amax known from its op
+    unsigned: Set[str] = field(default_factory=set)                 # cpu form: non-negative, uint8 zero point 0
     weight_tensors: Dict[str, object] = field(default_factory=dict)  # weight name -> float TensorProto
     weight_nodes: Dict[str, int] = field(default_factory=dict)      # weight name -> its Constant node, if any
 
@@ -468,16 +474,37 @@ def _plan_cpu_extras(graph: GraphIndex, names: Sequence[str], amax: Mapping[str,
                 candidates.discard(index)
                 changed = True
 
+    # Rule 7: a Relu right after a conv or requantizing op (its only consumer) is folded: the
+    # producer's output is not quantized, the Relu's output gets uint8 zero point 0 (same
+    # scale), and ORT drops the Relu (a Q whose range starts at 0 clamps as Relu does), so
+    # Conv -> Relu runs as one QLinearConv instead of QLinearConv, DQ, Relu, Q.
+    folded: Set[str] = set()
+    for index in sorted(candidates):
+        node = graph.nodes[index]
+        if node.op_type != "Relu" or node.output[0] not in amax:
+            continue
+        source = node.input[0]
+        producer = graph.producer.get(source)
+        if (len(graph.consumers.get(source, [])) == 1 and source not in quantized_tensors
+                and (producer in with_output
+                     or (producer in candidates and graph.nodes[producer].op_type in CPU_REQUANTIZE_OPS))):
+            folded.add(source)
+            plan.unsigned.add(node.output[0])
+
     for index in sorted(with_output):  # rule 5: DQ -> Conv -> Q, so ORT fuses a QLinearConv
-        _quantize_all_uses(graph.nodes[index].output[0], graph, plan)
+        if graph.nodes[index].output[0] not in folded:
+            _quantize_all_uses(graph.nodes[index].output[0], graph, plan)
     for index in sorted(candidates):  # graph order: a same-scale op's input scale is settled first
         node = graph.nodes[index]
         ins = float_inputs(node)
         for slot, tensor in ins:
-            plan.use_activation(tensor, (index, slot))
+            if tensor not in folded:
+                plan.use_activation(tensor, (index, slot))
         for out in float_outputs(node):
-            if out in quantized_tensors:
-                pass  # quantized in the TensorRT form too: keeps its own scale, the grids stay identical
+            if out in folded:
+                continue
+            if out in quantized_tensors or out in plan.unsigned:
+                pass  # keeps its own scale (tensors of the TensorRT form: the grids stay identical)
             elif node.op_type in CPU_SAME_SCALE_OPS:
                 source = ins[0][1]
                 plan.scale_source[out] = plan.scale_source.get(source, source)

@@ -17,8 +17,8 @@ Two forms of the same quantization come out of one amax table:
     kernels are u8 x s8. ORT only swaps float ops for integer kernels where a Q/DQ
     pattern surrounds them (``DQ -> Conv -> Q`` becomes QLinearConv), so the cpu form
     also quantizes the outputs of quantized weighted ops and of the cheap ops between
-    them, inside regions that stay quantized (rules 5 and 6 in
-    :mod:`trtq.graph.placement`). The trt form run in ORT is *slower* than FP32
+    them, inside regions that stay quantized, and folds Relus into the op before them
+    with a zero point of 0 (rules 5-7 in :mod:`trtq.graph.placement`). The trt form run in ORT is *slower* than FP32
     (every DQ runs in float, no fusion): it is meant for TensorRT.
 
 Weights are stored as int8 initializers behind a DequantizeLinear (no QuantizeLinear):
@@ -192,14 +192,18 @@ class _Editor:
         self.new_initializers.append(self.onnx.numpy_helper.from_array(array, name))
         return name
 
-    def activation(self, tensor: str, amax: float, anchor: Optional[str]) -> str:
-        """Q/DQ pair for an activation tensor (reused); returns the DQ output name."""
+    def activation(self, tensor: str, amax: float, anchor: Optional[str], unsigned: bool = False) -> str:
+        """Q/DQ pair for an activation tensor (reused); returns the DQ output name.
+
+        ``unsigned`` (cpu form, a Relu output): uint8 with zero point 0 -- the same steps
+        as int8 on [0, amax], which is all a non-negative tensor uses.
+        """
         if tensor in self.activation_dq:
             return self.activation_dq[tensor]
         helper = self.onnx.helper
         scale = self._initializer(f"{tensor}_scale", np.array(_scale_from_amax(amax), dtype=np.float32))
         if self.target == "cpu":
-            zero = self._initializer(f"{tensor}_zero_point", np.array(128, dtype=np.uint8))
+            zero = self._initializer(f"{tensor}_zero_point", np.array(0 if unsigned else 128, dtype=np.uint8))
         else:
             zero = self._initializer(f"{tensor}_zero_point", np.array(0, dtype=np.int8))
         quantized = self.unique(f"{tensor}_quantized")
@@ -354,7 +358,7 @@ def quantize_model(
     producers = {out: index for index, node in enumerate(result.graph.node) for out in node.output}
     for tensor, consumers in plan.activations.items():
         anchor = tensor if tensor in producers else None
-        dq = editor.activation(tensor, plan.amax_of(tensor, amax), anchor)
+        dq = editor.activation(tensor, plan.amax_of(tensor, amax), anchor, unsigned=tensor in plan.unsigned)
         for index, slot in consumers:
             editor.rewire[(index, slot)] = dq
     for (name, axis), consumers in plan.weights.items():

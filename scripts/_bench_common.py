@@ -118,3 +118,20 @@ def ort_entropy_with_bins(num_bins: int = 2048) -> None:
 
     create_calibrator._trtq_bins = num_bins
     ort_quantize.create_calibrator = create_calibrator
+
+
+def next_single_sample(reader):
+    """One sample at a time from ``reader.batches`` (an iterator of batch feeds).
+
+    ONNX Runtime's histogram calibrators stack every collected output with
+    ``np.asarray`` and fail on a short last batch ("inhomogeneous shape"), so its
+    readers are fed single samples; the samples are the same as trtq's.
+    """
+    pending = getattr(reader, "pending", None)
+    if not pending:
+        batch = next(reader.batches, None)
+        if batch is None:
+            return None
+        count = len(next(iter(batch.values())))
+        pending = reader.pending = [{k: v[i:i + 1] for k, v in batch.items()} for i in range(count)]
+    return pending.pop(0)

@@ -63,7 +63,7 @@ def worker(mode: str, model_path: Path, data: str, samples: int, batch_size: int
                 self.batches = iter(_source(model_path, data, samples, batch_size))
 
             def get_next(self):
-                return next(self.batches, None)
+                return common.next_single_sample(self)
 
         common.ort_entropy_with_bins(2048)
         method = CalibrationMethod.Entropy if mode == "ort-entropy" else CalibrationMethod.MinMax

@@ -81,7 +81,7 @@ def main() -> int:
             self.batches = iter(open_source(calib_spec, inputs))
 
         def get_next(self):
-            return next(self.batches, None)
+            return common.next_single_sample(self)
 
     common.ort_entropy_with_bins(2048)
     for method in ("MinMax", "Entropy", "Percentile"):

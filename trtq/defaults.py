@@ -41,3 +41,7 @@ EXPORT_RTOL = 1e-3
 EXPORT_ATOL = 1e-5
 #: Integer inputs of ``trtq export --input-shape`` get random ids in [0, EXPORT_INT_HIGH).
 EXPORT_INT_HIGH = 100
+#: Samples replayed (kept in memory with the float outputs) by sensitivity analysis and auto-exclude.
+SENSITIVITY_SAMPLES = 64
+#: Most layers ``--auto-exclude`` leaves in float before giving up.
+AUTO_EXCLUDE_MAX_LAYERS = 10

@@ -30,6 +30,7 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
+from . import defaults
 from .errors import DataError, ModelError, TrtqError
 from .progress import ProgressCallback, no_progress
 
@@ -38,9 +39,9 @@ log = logging.getLogger(__name__)
 PathLike = Union[str, Path]
 
 #: Samples replayed for each layer in sensitivity analysis and each step of --auto-exclude.
-SENSITIVITY_SAMPLES = 64
+SENSITIVITY_SAMPLES = defaults.SENSITIVITY_SAMPLES
 #: Most layers --auto-exclude leaves in float before it gives up.
-AUTO_EXCLUDE_MAX_LAYERS = 10
+AUTO_EXCLUDE_MAX_LAYERS = defaults.AUTO_EXCLUDE_MAX_LAYERS
 #: k of the "top-k agreement" reported next to top-1.
 TOP_K = 5
 #: Timed runs (after 2 warm-up runs) when --auto-exclude measures each step's speed at batch 1.

@@ -71,8 +71,9 @@ def calibrate(
         raise TrtqError(f"unknown calibration algorithm {algorithm!r}; choose one of {', '.join(defaults.ALGORITHMS)}")
     if not 0.0 < percentile <= 100.0:
         raise TrtqError(f"percentile must be in (0, 100], got {percentile}")
-    if num_bins < 128:
-        raise TrtqError(f"num_bins must be at least 128 (entropy merges into 128 levels), got {num_bins}")
+    if num_bins < 128 or num_bins % 2:
+        raise TrtqError(f"num_bins must be an even number of at least 128 (entropy merges into 128 levels; "
+                        f"growing the range merges bin pairs), got {num_bins}")
     if cache_path is not None:
         check_writable(cache_path)
         check_writable(cache_io.sidecar_path(cache_path))

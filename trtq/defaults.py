@@ -10,6 +10,12 @@ BATCH_SIZE = 32
 SEED = 0
 #: Histogram bins per tensor (TensorRT uses 2048 as well).
 NUM_BINS = 2048
+#: Most values of one tensor binned per calibration batch (None: every value, as TensorRT
+#: does). A number trades fidelity to TensorRT for speed: larger tensors get an evenly
+#: strided sample binned while their exact max |x| still sets the range (see
+#: trtq.calib.collect.HistogramCollector; on YOLOv8n, 2**16 cut calibration time by a
+#: quarter and moved the entropy amax of 5% of the tensors by more than 10%).
+HIST_MAX_BINNED = None
 #: Percentile of |x| kept by the ``percentile`` algorithm.
 PERCENTILE = 99.99
 #: Calibration algorithm.

@@ -53,6 +53,7 @@ def calibrate(
     num_bins: int = defaults.NUM_BINS,
     percentile: float = defaults.PERCENTILE,
     threads: Optional[int] = None,
+    max_binned: Optional[int] = defaults.HIST_MAX_BINNED,
     progress: ProgressCallback = no_progress,
 ) -> CalibrationResult:
     """Calibrate ``model_path`` on ``data`` (a DataSpec or a path) and return amax per tensor.
@@ -85,13 +86,13 @@ def calibrate(
 
     started = time.perf_counter()
     histograms = collect_histograms(model, iter(source), num_bins=num_bins, total_samples=source.num_samples,
-                                    threads=threads, progress=progress)
+                                    threads=threads, max_binned=max_binned, progress=progress)
     options = {"percentile": percentile} if algorithm == "percentile" else {}
     amax = amax_from_histograms(histograms, algorithm, **options)
     seconds = time.perf_counter() - started
 
     version = trt_version if trt_version is not None else cache_io.default_trt_version()
-    algorithm_options = {"num_bins": num_bins, **options}
+    algorithm_options = {"num_bins": num_bins, "max_binned": max_binned, **options}
     sidecar = cache_io.make_sidecar(
         model_path=model_path,
         model_sha256=file_sha256(model_path),

@@ -151,6 +151,24 @@ class AbsHistogram:
                 raise
         self._num_values += size
 
+    def cover(self, peak: float) -> None:
+        """Make the range hold ``peak`` (growing as :meth:`update` would) without counting anything.
+
+        Used when only a sample of a tensor's values is binned but its exact max |x| is
+        known: the range and ``max_abs`` then follow every value, the counts the sample.
+        """
+        peak = float(peak)
+        if not np.isfinite(peak) or peak < 0:
+            raise ValueError(_NONFINITE)
+        if peak == 0.0:
+            return
+        if self._range == 0.0:
+            self._range = peak
+            self._scale = self._n / peak
+        elif peak > self._range:
+            self._grow(peak)
+        self._max_abs = max(self._max_abs, peak)
+
     def _update(self, flat: np.ndarray) -> None:
         if self._range == 0.0:
             self._start(flat)

@@ -45,6 +45,10 @@ def add_parser(sub) -> None:
     parser.add_argument("--trt-version", type=parse_trt_version, default=None,
                         help="TensorRT version written in the cache header (e.g. 10.3.0 or 100300); default: the "
                         f"installed TensorRT's, else {defaults.TRT_VERSION} (TensorRT 10.3, JetPack 6)")
+    parser.add_argument("--max-binned", type=int, default=defaults.HIST_MAX_BINNED, metavar="N",
+                        help="bin at most N values of each tensor per batch (an evenly strided sample; the exact "
+                        "max |x| still sets the range): faster on activation-heavy models, but the cache no longer "
+                        "follows TensorRT's every-value histograms exactly. Default: every value")
     parser.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads (default: all cores)")
     parser.set_defaults(func=run)
 
@@ -66,6 +70,7 @@ def run(args: argparse.Namespace) -> int:
     with progress_bar("calibrating", enabled=None if not args.quiet else False) as progress:
         result = calibrate(args.model, spec, algorithm=args.algo, cache_path=output, trt_version=args.trt_version,
                            num_bins=args.num_bins, percentile=args.percentile, threads=args.threads,
+                           max_binned=args.max_binned,
                            progress=progress)
     console = Console()
     console.print(f"[bold green]calibrated[/] {len(result.amax)} tensors of {Path(args.model).name} "

@@ -135,62 +135,6 @@ class HistogramCollector:
             self.values_seen[name] = self.values_seen.get(name, 0) + values.size
 
 
-class _ReusedOutputs:
-    """Runs the augmented session into output buffers that are reused batch after batch.
-
-    Exposing every activation makes ONNX Runtime allocate, fill and hand over hundreds
-    of MB per batch; binding preallocated numpy buffers (IOBinding) skips the fresh
-    allocation and its page faults (on YOLOv8n the augmented run went from 1.6x to 1.3x
-    the plain model's time). A small pool of buffer sets lets the histogram thread read
-    one batch while ONNX Runtime writes the next. Batches of another shape (the last,
-    short one) and outputs whose shape depends on the data fall back to a plain run.
-    """
-
-    POOL = 3  # one being written, one queued, one being histogrammed
-
-    def __init__(self, session, output_names: Sequence[str]):
-        self.session = session
-        self.output_names = list(output_names)
-        self.signature = None
-        self.free: "queue.Queue" = queue.Queue()
-        self.allocated = 0
-        self.enabled = True
-
-    def run(self, feed: Mapping[str, np.ndarray]):
-        """Outputs of one batch and a callback that returns their buffers to the pool."""
-        signature = tuple((name, value.shape, value.dtype.str) for name, value in feed.items())
-        if not self.enabled or (self.signature is not None and signature != self.signature):
-            return self.session.run(self.output_names, dict(feed)), _no_release
-        if self.signature is None:
-            outputs = self.session.run(self.output_names, dict(feed))
-            self.signature = signature
-            self.templates = [(o.shape, o.dtype) for o in outputs]
-            return outputs, _no_release
-        buffers = self._take()
-        binding = self.session.io_binding()
-        for name, value in feed.items():
-            binding.bind_cpu_input(name, np.ascontiguousarray(value))
-        for name, buffer in zip(self.output_names, buffers):
-            binding.bind_output(name, "cpu", 0, buffer.dtype, buffer.shape, buffer.ctypes.data)
-        try:
-            self.session.run_with_iobinding(binding)
-        except Exception:  # data-dependent output shapes: give up on reuse for this model
-            self.enabled = False
-            self.free.put(buffers)
-            return self.session.run(self.output_names, dict(feed)), _no_release
-        return buffers, lambda: self.free.put(buffers)
-
-    def _take(self) -> List[np.ndarray]:
-        if self.free.empty() and self.allocated < self.POOL:
-            self.allocated += 1
-            return [np.empty(shape, dtype) for shape, dtype in self.templates]
-        return self.free.get()
-
-
-def _no_release() -> None:
-    pass
-
-
 def collect_histograms(
     model,
     batches: Iterable[Mapping[str, np.ndarray]],
@@ -205,7 +149,9 @@ def collect_histograms(
 
     Histogram updates of one batch overlap with ONNX Runtime running the next one
     (numpy and ONNX Runtime both release the GIL); at most three batches of
-    activations are alive at once, whatever the number of samples.
+    activations are alive at once, whatever the number of samples. (Binding reused
+    output buffers through IOBinding was tried: no faster once the histogram thread
+    competes for the cores, and 35% more peak memory on YOLOv8n.)
     """
     from ..ort import create_session
 
@@ -215,7 +161,6 @@ def collect_histograms(
     session = create_session(augmented_model(model, [t for t in tensors if t not in input_names]),
                              threads=threads, optimization="all")
     output_names = [o.name for o in session.get_outputs()]
-    runner = _ReusedOutputs(session, output_names)
     collector = HistogramCollector(num_bins, max_binned)
 
     work: "queue.Queue" = queue.Queue(maxsize=1)
@@ -226,14 +171,12 @@ def collect_histograms(
             item = work.get()
             if item is None:
                 return
-            index, observed, release = item
+            index, observed = item
             try:
                 if not failure:
                     collector.observe(observed, index)
             except BaseException as exc:  # re-raised in the caller's thread
                 failure.append(exc)
-            finally:
-                release()
 
     thread = threading.Thread(target=worker, name="trtq-histograms", daemon=True)
     thread.start()
@@ -243,12 +186,12 @@ def collect_histograms(
             if failure:
                 break
             try:
-                outputs, release = runner.run(feed)
+                outputs = session.run(output_names, dict(feed))
             except Exception as exc:  # ORT raises its own exception types
                 raise ModelError(f"ONNX Runtime failed on calibration batch {index + 1}: {_one_line(exc)}") from None
             observed = {name: feed[name] for name in feed if name in wanted}
             observed.update(zip(output_names, outputs))
-            work.put((index, observed, release))
+            work.put((index, observed))
             done += len(next(iter(feed.values()))) if feed else 0
             progress(done, total_samples)
     finally:

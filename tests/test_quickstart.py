@@ -1,0 +1,60 @@
+"""The README's main job, end to end on the bundled demo with small counts."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from trtq import cache
+from trtq.cli import main
+
+
+@pytest.mark.slow
+def test_quickstart_end_to_end_small(tmp_path, capsys):
+    pytest.importorskip("torch", reason="the quickstart exports the demo from PyTorch")
+    out = tmp_path / "qs"
+    code = main(["-q", "quickstart", "-o", str(out), "--samples", "64", "--eval-samples", "100",
+                 "--batch-sizes", "1,8", "--iterations", "3"])
+    printed = capsys.readouterr().out
+    assert code == 0
+    for name in ("demo.onnx", "demo.calib.cache", "demo.calib.cache.json", "demo.int8.onnx", "demo.int8-cpu.onnx",
+                 "bench.json", "bench.csv", "bench.png"):
+        assert (out / name).stat().st_size > 0, name
+    parsed = cache.read_cache(out / "demo.calib.cache")
+    assert parsed.sidecar["data"]["samples"] == 64
+    rows = json.loads((out / "bench.json").read_text())["results"]
+    assert {(r["precision"], r["batch_size"]) for r in rows} == {("fp32", 1), ("fp32", 8), ("int8", 1), ("int8", 8)}
+    for row in rows:
+        assert row["throughput"] == pytest.approx(row["batch_size"] * 1000.0 / row["latency_ms_mean"], rel=1e-9)
+    # the verdict names accuracy of both precisions and where the cache is
+    assert "top-1 accuracy" in printed and "calibration cache" in printed and str(out / "demo.calib.cache") in printed
+    assert "exported from PyTorch" in printed
+
+
+def test_quickstart_without_torch_uses_bundled_onnx(tmp_path, capsys, monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_torch(name, *args, **kwargs):
+        if name == "torch" or name.startswith("torch."):
+            raise ImportError("No module named 'torch'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_torch)
+    out = tmp_path / "qs"
+    code = main(["-q", "quickstart", "-o", str(out), "--samples", "32", "--eval-samples", "50",
+                 "--batch-sizes", "4", "--iterations", "2"])
+    printed = capsys.readouterr().out
+    assert code == 0
+    assert "bundled demo_digits.onnx" in printed
+    assert (out / "demo.int8-cpu.onnx").exists()
+
+
+def test_quickstart_unwritable_output(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    code = main(["-q", "quickstart", "-o", str(blocker / "out")])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err and "blocker" not in err and "file" in err

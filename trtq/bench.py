@@ -91,21 +91,22 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def parse_shapes(text: str) -> Dict[str, Tuple[int, ...]]:
+def parse_shapes(text: Optional[str], option: str = "--shape") -> Dict[str, Tuple[int, ...]]:
     """``"images:1x3x320x320,mask:1x320"`` -> ``{"images": (1, 3, 320, 320), "mask": (1, 320)}``.
 
     The name is split from the shape at the last ``:``, so names with colons work.
+    Empty or ``None`` text gives ``{}``. The one parser of shape options (bench, build).
     """
     shapes: Dict[str, Tuple[int, ...]] = {}
-    for part in filter(None, (p.strip() for p in text.split(","))):
+    for part in filter(None, (p.strip() for p in (text or "").split(","))):
         name, sep, dims = part.rpartition(":")
         try:
             values = tuple(int(d) for d in dims.lower().split("x"))
         except ValueError:
             values = ()
-        if not sep or not name or not values or min(values) < 1:
-            raise TrtqError(f"cannot read input shape {part!r}; write NAME:DIMS like images:1x3x640x640")
-        shapes[name] = values
+        if not sep or not name.strip() or not values or min(values) < 1:
+            raise TrtqError(f"{option}: cannot read input shape {part!r}; write NAME:DIMS like images:1x3x640x640")
+        shapes[name.strip()] = values
     return shapes
 
 

@@ -91,7 +91,7 @@ def test_build_refuses_a_cache_from_another_model(tmp_path, capsys):
     (["--precision", "fp32", "--int8"], "contradicts"),
     (["--workspace", "0"], "--workspace"),
     (["--calib", "."], "--calib is calibration data for INT8"),
-    (["--min-shapes", "x=1"], "NAME:DxDxD"),
+    (["--min-shapes", "x=1"], "NAME:DIMS"),
 ])
 def test_build_argument_errors(tmp_path, capsys, args, needle):
     model = _model(tmp_path / "m.onnx")

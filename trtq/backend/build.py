@@ -108,32 +108,6 @@ def report_path_for(engine_path: PathLike) -> Path:
     return Path(str(engine_path) + ".json")
 
 
-def parse_shapes(text: Optional[str], option: str = "--shapes") -> Dict[str, Shape]:
-    """``"images:1x3x224x224,mask:1x224x224"`` -> ``{"images": (1, 3, 224, 224), ...}`` (names split on the last ':')."""
-    shapes: Dict[str, Shape] = {}
-    if not text:
-        return shapes
-    for item in filter(None, (part.strip() for part in text.split(","))):
-        name, sep, dims = item.rpartition(":")
-        if not sep or not name or not re.fullmatch(r"\d+(x\d+)*", dims.strip()):
-            raise TrtqError(f"{option}: expected NAME:DxDxD (e.g. images:1x3x224x224), got {item!r}")
-        shapes[name.strip()] = tuple(int(d) for d in dims.strip().split("x"))
-    return shapes
-
-
-def parse_batch_sizes(text: Optional[str]) -> Optional[List[int]]:
-    """``"1,8,32"`` -> ``[1, 8, 32]``."""
-    if not text:
-        return None
-    try:
-        sizes = [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise TrtqError(f"--batch-sizes: expected comma-separated integers like 1,8,32, got {text!r}") from None
-    if not sizes or min(sizes) < 1:
-        raise TrtqError(f"--batch-sizes: every batch size must be at least 1, got {text!r}")
-    return sorted(set(sizes))
-
-
 def profile_shapes(inputs, batch_sizes: Optional[Sequence[int]] = None, min_shapes=None, opt_shapes=None,
                    max_shapes=None) -> ProfileShapes:
     """(min, opt, max) shape per model input (``inputs``: :class:`trtq.graph.model.TensorSpec` list).
@@ -525,5 +499,5 @@ def _prepare_graph(model, plan: BuildPlan, options: BuildOptions, cache, scratch
     return path, calibration
 
 
-__all__ = ["BuildOptions", "BuildResult", "FUNCTION_PATHS", "build_engine", "parse_shapes", "parse_batch_sizes",
+__all__ = ["BuildOptions", "BuildResult", "FUNCTION_PATHS", "build_engine", 
            "profile_shapes", "calibration_shapes", "calibration_batch_size", "is_dynamic", "report_path_for"]

@@ -62,7 +62,8 @@ def default_output(model: str, precision: str) -> Path:
 
 def options_from_args(args: argparse.Namespace):
     """``trtq build`` arguments -> :class:`trtq.backend.build.BuildOptions` (no TensorRT needed)."""
-    from ..backend.build import BuildOptions, parse_batch_sizes, parse_shapes
+    from ..backend.build import BuildOptions
+    from ..bench import parse_batch_sizes, parse_shapes
     from ..backend.policy import resolve_precision
     from ..errors import TrtqError
     from .options import data_spec_from_args
@@ -78,7 +79,7 @@ def options_from_args(args: argparse.Namespace):
         output_path=Path(args.output) if args.output else default_output(args.model, precision),
         precision=precision, explicit=args.explicit, calib=calib,
         cache_path=Path(args.cache) if args.cache else None, force=args.force, algorithm=args.algo,
-        batch_sizes=parse_batch_sizes(args.batch_sizes),
+        batch_sizes=sorted(parse_batch_sizes(args.batch_sizes)) if args.batch_sizes else None,
         min_shapes=parse_shapes(args.min_shapes, "--min-shapes"),
         opt_shapes=parse_shapes(args.opt_shapes, "--opt-shapes"),
         max_shapes=parse_shapes(args.max_shapes, "--max-shapes"),

@@ -692,3 +692,23 @@ def test_yolov8n_quantized_detections_stay_close(yolo_model_path, tmp_path):
 def cosine(a, b):
     a, b = np.ravel(a).astype(np.float64), np.ravel(b).astype(np.float64)
     return float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))
+
+
+def test_cpu_form_pools_after_a_folded_relu_in_uint8(tmp_path):
+    """Conv -> Relu -> MaxPool -> Conv: the pooled tensor keeps the Relu's zero point 0 and scale,
+    so ONNX Runtime can drop the DQ/Q pair around the MaxPool."""
+    rng = np.random.default_rng(3)
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["c1"], pads=[1, 1, 1, 1], name="conv1"),
+             helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+             helper.make_node("MaxPool", ["r1"], ["p1"], kernel_shape=[2, 2], strides=[2, 2], name="pool1"),
+             helper.make_node("Conv", ["p1", "w2"], ["y"], name="conv2")]
+    model = make_model(nodes, {"x": [1, 3, 8, 8]}, {"y": [1, 2, 4, 4]},
+                       {"w1": rng.normal(size=(4, 3, 3, 3)), "w2": rng.normal(size=(2, 4, 1, 1))})
+    amax = {"x": 1.0, "c1": 3.0, "r1": 2.5, "p1": 2.5, "y": 4.0}
+    cpu, _ = quantize_model(model, amax, target="cpu")
+    q_by_input = {node.input[0]: node for node in nodes_of(cpu, "QuantizeLinear")}
+    pooled = q_by_input["p1"]
+    assert initializer(cpu, pooled.input[2]) == 0 and initializer(cpu, pooled.input[2]).dtype == np.uint8
+    assert initializer(cpu, pooled.input[1]) == pytest.approx(initializer(cpu, q_by_input["r1"].input[1]))
+    x = rng.random((1, 3, 8, 8), dtype=np.float32)
+    np.testing.assert_allclose(run(cpu, {"x": x})[0], run(model, {"x": x})[0], atol=0.2, rtol=0.05)

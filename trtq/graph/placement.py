@@ -508,9 +508,28 @@ def _plan_cpu_extras(graph: GraphIndex, names: Sequence[str], amax: Mapping[str,
             elif node.op_type in CPU_SAME_SCALE_OPS:
                 source = ins[0][1]
                 plan.scale_source[out] = plan.scale_source.get(source, source)
+                if source in plan.unsigned and node.op_type != "Resize":
+                    # same values, same grid: a MaxPool after a folded Relu keeps zero point 0,
+                    # so ORT drops its DQ/Q and pools in uint8 (cubic Resize could undershoot 0)
+                    plan.unsigned.add(out)
             elif node.op_type in FIXED_RANGE_OPS:
                 plan.amax_override[out] = FIXED_RANGE_OPS[node.op_type]
             _quantize_all_uses(out, graph, plan)
+
+    # Rule 8: a max pool whose output has a TensorRT scale of its own, fed by a folded Relu
+    # read by nothing else: the Relu output takes the pooled tensor's scale (zero point 0 for
+    # both), so ONNX Runtime pools in uint8 and drops the DQ/Q pair around the pool. Max
+    # pooling commutes with the quantizer, and on non-negative values zero point 0 is the
+    # int8 grid: the pooled tensor keeps its TensorRT numerics exactly.
+    for index in sorted(candidates):
+        node = graph.nodes[index]
+        if node.op_type not in ("MaxPool", "GlobalMaxPool"):
+            continue
+        source, out = node.input[0], node.output[0]
+        if (out in quantized_tensors and source in plan.unsigned and source not in quantized_tensors
+                and len(graph.consumers.get(source, [])) == 1):
+            plan.scale_source[source] = out
+            plan.unsigned.add(out)
 
 
 def _quantize_all_uses(tensor: str, graph: GraphIndex, plan: Plan) -> None:

@@ -189,6 +189,7 @@ def throughput_table(rows):
 
 def print_verdict(result: QuickstartResult, console=None) -> None:
     """The closing comparison: accuracy beside speed, then where every file is."""
+    from rich.markup import escape
     from rich.table import Table
 
     from .report import format_size, report_console
@@ -196,7 +197,7 @@ def print_verdict(result: QuickstartResult, console=None) -> None:
     console = console or report_console()
     cal = result.calibration
     ev = result.evaluation
-    console.print(f"[bold]model[/]      {result.onnx_path} ({result.export_note})")
+    console.print(f"[bold]model[/]      {escape(str(result.onnx_path))} ({escape(result.export_note)})")
     console.print(f"[bold]calibrated[/] {len(cal.amax)} tensors on {cal.num_samples} samples in {cal.seconds:.1f} s "
                   f"({cal.algorithm}); {result.quantized_layers} layers quantized")
     console.print(throughput_table(result.bench))
@@ -220,9 +221,11 @@ def print_verdict(result: QuickstartResult, console=None) -> None:
                         f"{best['int8'].throughput:.0f}/s ({best['int8'].throughput / best['fp32'].throughput:.2f}x)")
     console.print(verdict)
     if result.trt_note:
-        console.print(f"[yellow]{result.trt_note}[/]")
-    console.print(f"[bold]calibration cache[/] {result.cache_path}  (sidecar {result.cache_path}.json)")
-    console.print(f"[bold]Q/DQ models[/]       {result.int8_trt_path} (TensorRT), {result.int8_cpu_path} (ONNX Runtime CPU)")
+        console.print(f"[yellow]{escape(result.trt_note)}[/]")
+    console.print(f"[bold]calibration cache[/] {escape(str(result.cache_path))}  "
+                  f"(sidecar {escape(str(result.cache_path))}.json)")
+    console.print(f"[bold]Q/DQ models[/]       {escape(str(result.int8_trt_path))} (TensorRT), "
+                  f"{escape(str(result.int8_cpu_path))} (ONNX Runtime CPU)")
     for kind, path in result.bench_files.items():
-        console.print(f"[bold]bench {kind:4s}[/]       {path}")
+        console.print(f"[bold]bench {kind:4s}[/]       {escape(str(path))}")
     console.print(f"done in {result.seconds:.0f} s")

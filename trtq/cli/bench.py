@@ -107,5 +107,5 @@ def run(args: argparse.Namespace) -> int:
     console = report_console()
     console.print(bench_table(results))
     for path in paths.values():
-        console.print(f"  wrote {path}", highlight=False)
+        console.print(f"  wrote {path}", highlight=False, markup=False)
     return 0

@@ -60,6 +60,7 @@ def default_cache_path(model: str) -> Path:
 
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
+    from rich.markup import escape
 
     from ..calib import calibrate
     from ..progress import progress_bar
@@ -73,11 +74,11 @@ def run(args: argparse.Namespace) -> int:
                            max_binned=args.max_binned,
                            progress=progress)
     console = Console()
-    console.print(f"[bold green]calibrated[/] {len(result.amax)} tensors of {Path(args.model).name} "
+    console.print(f"[bold green]calibrated[/] {len(result.amax)} tensors of {escape(Path(args.model).name)} "
                   f"on {result.num_samples} samples ({result.num_batches} batches) in {result.seconds:.1f} s "
                   f"with {result.algorithm}")
     for path in result.files_written:
-        console.print(f"  wrote {path}")
+        console.print(f"  wrote {escape(str(path))}")
     if not result.amax:
         raise TrtqError("no floating-point tensors were found to calibrate")
     return 0

@@ -138,12 +138,12 @@ def run(args: argparse.Namespace) -> int:
         style = "green" if auto.met else "red"
         console.print(f"[bold {style}]{escape(auto.message)}[/]", highlight=False)
         if model is not None:
-            console.print(f"  wrote {auto.output_path}", highlight=False)
+            console.print(f"  wrote {auto.output_path}", highlight=False, markup=False)
         elif not auto.met:
             console.print("  no model written", highlight=False)
     if args.json:
         write_json(args.json, report.to_dict())
-        console.print(f"  wrote {args.json}", highlight=False)
+        console.print(f"  wrote {args.json}", highlight=False, markup=False)
     return code
 
 

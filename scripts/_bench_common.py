@@ -135,3 +135,17 @@ def next_single_sample(reader):
         count = len(next(iter(batch.values())))
         pending = reader.pending = [{k: v[i:i + 1] for k, v in batch.items()} for i in range(count)]
     return pending.pop(0)
+
+
+def single_sample_reader(batches):
+    """An ONNX Runtime ``CalibrationDataReader`` over trtq batches, one sample per call."""
+    from onnxruntime.quantization import CalibrationDataReader
+
+    class SingleSampleReader(CalibrationDataReader):
+        def __init__(self):
+            self.batches = iter(batches)
+
+        def get_next(self):
+            return next_single_sample(self)
+
+    return SingleSampleReader()

@@ -60,18 +60,12 @@ def worker(mode: str, model_path: Path, data: str, samples: int, batch_size: int
         calibrate(model_path, _spec(data, samples, batch_size), algorithm="entropy", cache_path=scratch / "y.cache",
                   max_binned=SAMPLED_MAX_BINNED if mode == "trtq-sampled" else None)
     elif mode in ("ort-entropy", "ort-minmax"):
-        from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
-
-        class Reader(CalibrationDataReader):
-            def __init__(self):
-                self.batches = iter(_source(model_path, data, samples, batch_size))
-
-            def get_next(self):
-                return common.next_single_sample(self)
+        from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
         common.ort_entropy_with_bins(2048)
         method = CalibrationMethod.Entropy if mode == "ort-entropy" else CalibrationMethod.MinMax
-        quantize_static(str(model_path), str(scratch / f"{mode}.onnx"), Reader(), quant_format=QuantFormat.QDQ,
+        reader = common.single_sample_reader(_source(model_path, data, samples, batch_size))
+        quantize_static(str(model_path), str(scratch / f"{mode}.onnx"), reader, quant_format=QuantFormat.QDQ,
                         per_channel=True, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
                         calibrate_method=method, extra_options={"ActivationSymmetric": True, "WeightSymmetric": True,
                                                                 "CalibTensorRangeSymmetric": True})

@@ -67,7 +67,7 @@ def model_setups(names, work: Path, yolo_calib: int, yolo_eval: int):
 
 
 def compare(label, model, calib_spec, eval_spec, labels, shapes, batch_sizes, iterations, work: Path) -> None:
-    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     from trtq.bench import benchmark
     from trtq.calib import amax_from_histograms, calibrate
@@ -101,19 +101,13 @@ def compare(label, model, calib_spec, eval_spec, labels, shapes, batch_sizes, it
 
     inputs = input_specs(load_onnx(model))
 
-    class Reader(CalibrationDataReader):
-        def __init__(self):
-            self.batches = iter(open_source(calib_spec, inputs))
-
-        def get_next(self):
-            return common.next_single_sample(self)
-
     common.ort_entropy_with_bins(2048)
     for method in ("MinMax", "Entropy", "Percentile"):
         out = work / f"{label}.ort-{method.lower()}.onnx"
         started = time.perf_counter()
         try:
-            quantize_static(str(model), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+            reader = common.single_sample_reader(open_source(calib_spec, inputs))
+            quantize_static(str(model), str(out), reader, quant_format=QuantFormat.QDQ, per_channel=True,
                             activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
                             calibrate_method=getattr(CalibrationMethod, method),
                             extra_options={"ActivationSymmetric": True, "WeightSymmetric": True,

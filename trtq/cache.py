@@ -101,10 +101,8 @@ class CalibrationCache:
         return f"TRT-{self.trt_version}-{self.algorithm}"
 
     def to_bytes(self) -> bytes:
-        lines = [self.header]
-        for name, scale in self.scales.items():
-            lines.append(f"{name}: {struct.pack('>f', float(np.float32(scale))).hex()}")
-        return ("\n".join(lines) + "\n").encode("utf-8")
+        return _render(self.trt_version, self.algorithm,
+                       ((name, struct.pack(">f", float(np.float32(scale))).hex()) for name, scale in self.scales.items()))
 
     def restamped(self, trt_version: int, algorithm: str) -> "CalibrationCache":
         """The same scales under another header (TensorRT skips a cache whose header differs)."""
@@ -115,11 +113,16 @@ def format_cache(amax: Mapping[str, float], trt_version: int, algorithm: str) ->
     """Cache file bytes for ``amax`` per tensor."""
     if algorithm not in KNOWN_HEADER_ALGORITHMS:
         algorithm = TRT_ALGORITHM_NAMES.get(algorithm, algorithm)
+    return _render(trt_version, algorithm, ((name, encode_scale(float(value))) for name, value in amax.items()))
+
+
+def _render(trt_version: int, algorithm: str, hex_scales) -> bytes:
+    """The one writer of the text format: header, then ``name: 8 hex digits`` per tensor."""
     lines = [f"TRT-{int(trt_version)}-{algorithm}"]
-    for name, value in amax.items():
+    for name, digits in hex_scales:
         if "\n" in name:
             raise CacheError(f"tensor name {name!r} contains a newline; TensorRT caches cannot hold it")
-        lines.append(f"{name}: {encode_scale(float(value))}")
+        lines.append(f"{name}: {digits}")
     return ("\n".join(lines) + "\n").encode("utf-8")
 
 

@@ -36,10 +36,9 @@ class CalibrationResult:
 
 def amax_from_histograms(histograms: dict, algorithm: str = defaults.ALGORITHM, **options) -> Dict[str, float]:
     """amax per tensor from collected histograms (pure; no model run)."""
-    from .algorithms import compute_amax
+    from .algorithms import check_algorithm, compute_amax
 
-    if algorithm not in defaults.ALGORITHMS:
-        raise TrtqError(f"unknown calibration algorithm {algorithm!r}; choose one of {', '.join(defaults.ALGORITHMS)}")
+    check_algorithm(algorithm)
     return {name: float(compute_amax(hist, algorithm, **options)) for name, hist in histograms.items()}
 
 
@@ -66,10 +65,10 @@ def calibrate(
     from ..data.spec import DataSpec
     from ..fileio import check_writable
     from ..graph.model import file_sha256, input_specs, load_onnx
+    from .algorithms import check_algorithm
     from .collect import collect_histograms
 
-    if algorithm not in defaults.ALGORITHMS:
-        raise TrtqError(f"unknown calibration algorithm {algorithm!r}; choose one of {', '.join(defaults.ALGORITHMS)}")
+    check_algorithm(algorithm)  # before any work, like the checks below
     if not 0.0 < percentile <= 100.0:
         raise TrtqError(f"percentile must be in (0, 100], got {percentile}")
     if num_bins < 128 or num_bins % 2:

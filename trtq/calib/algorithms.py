@@ -363,6 +363,13 @@ def _options_of(func) -> list:
     return [p.name for p in params if p.name not in ("counts", "edges", "max_abs")]
 
 
+def check_algorithm(algorithm: str) -> None:
+    """Raise :class:`CalibrationAlgorithmError` unless ``algorithm`` is one of ``defaults.ALGORITHMS``."""
+    if algorithm not in defaults.ALGORITHMS:
+        raise CalibrationAlgorithmError(
+            f"unknown calibration algorithm {algorithm!r}; choose one of: {', '.join(defaults.ALGORITHMS)}")
+
+
 def compute_amax(hist, algorithm: str = defaults.ALGORITHM, **options) -> float:
     """amax of one tensor's :class:`AbsHistogram` with ``algorithm`` (one of ``defaults.ALGORITHMS``).
 
@@ -371,9 +378,7 @@ def compute_amax(hist, algorithm: str = defaults.ALGORITHM, **options) -> float:
     and only wastes resolution). An all-zero or empty tensor gives 0.0, which the cache
     layer clamps to ``MIN_AMAX``; every other result is finite and > 0.
     """
-    if algorithm not in defaults.ALGORITHMS:
-        raise CalibrationAlgorithmError(
-            f"unknown calibration algorithm {algorithm!r}; choose one of: {', '.join(defaults.ALGORITHMS)}")
+    check_algorithm(algorithm)
     func = minmax_amax if algorithm == "minmax" else _ALGORITHMS[algorithm]
     accepted = _options_of(func)
     unknown = sorted(set(options) - set(accepted))

@@ -153,7 +153,7 @@ def collect_histograms(
     output buffers through IOBinding was tried: no faster once the histogram thread
     competes for the cores, and 35% more peak memory on YOLOv8n.)
     """
-    from ..ort import create_session
+    from ..ort import create_session, ort_reason
 
     tensors = activation_tensors(model)
     wanted = set(tensors)
@@ -188,7 +188,7 @@ def collect_histograms(
             try:
                 outputs = session.run(output_names, dict(feed))
             except Exception as exc:  # ORT raises its own exception types
-                raise ModelError(f"ONNX Runtime failed on calibration batch {index + 1}: {_one_line(exc)}") from None
+                raise ModelError(f"ONNX Runtime failed on calibration batch {index + 1}: {ort_reason(exc)}") from None
             observed = {name: feed[name] for name in feed if name in wanted}
             observed.update(zip(output_names, outputs))
             work.put((index, observed))
@@ -203,8 +203,3 @@ def collect_histograms(
         raise DataError("calibration saw no data: the data source yielded no batches")
     order = {name: i for i, name in enumerate(tensors)}
     return dict(sorted(collector.histograms.items(), key=lambda item: order.get(item[0], len(order))))
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return text[:400] + ("…" if len(text) > 400 else "")

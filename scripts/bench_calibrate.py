@@ -55,7 +55,7 @@ def worker(mode: str, model_path: Path, data: str, samples: int, batch_size: int
         for feed in _source(model_path, data, samples, batch_size):
             session.run(None, feed)
     elif mode in ("trtq", "trtq-sampled"):
-        from trtq.calib import calibrate
+        from trtq.pipeline import calibrate
 
         calibrate(model_path, _spec(data, samples, batch_size), algorithm="entropy", cache_path=scratch / "y.cache",
                   max_binned=SAMPLED_MAX_BINNED if mode == "trtq-sampled" else None)

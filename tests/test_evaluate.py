@@ -69,7 +69,7 @@ def test_streaming_equals_one_shot():
     rng = np.random.default_rng(1)
     ref = rng.standard_normal((37, 20)).astype(np.float32)
     cand = ref + rng.standard_normal(ref.shape).astype(np.float32) * 0.3
-    acc = ev.OutputAccumulator("y")
+    acc = ev.OutputAccumulator("y", scores=True)
     for start, stop in ((0, 5), (5, 6), (6, 30), (30, 37)):
         acc.update(ref[start:stop], cand[start:stop])
     m = acc.metrics()
@@ -86,10 +86,63 @@ def test_streaming_equals_one_shot():
 
 def test_few_classes_have_no_top5_and_feature_maps_no_topk():
     rng = np.random.default_rng(2)
-    few = ev.compare_outputs([({"y": rng.random((4, 5))}, {"y": rng.random((4, 5))})])[0]
+    few = ev.compare_outputs([({"y": rng.random((4, 5))}, {"y": rng.random((4, 5))})], class_outputs=["y"])[0]
     assert few.top1_agreement is not None and few.top5_agreement is None
-    fmap = ev.compare_outputs([({"f": rng.random((2, 4, 8, 8))}, {"f": rng.random((2, 4, 8, 8))})])[0]
+    fmap = ev.compare_outputs([({"f": rng.random((2, 4, 8, 8))}, {"f": rng.random((2, 4, 8, 8))})],
+                              class_outputs=["f"])[0]
     assert fmap.classes is None and fmap.top1_agreement is None
+
+
+def test_an_undeclared_output_is_never_scored_as_classes():
+    """A 384-wide embedding is [N, C] too: its argmax means nothing unless the user says it is class scores."""
+    rng = np.random.default_rng(3)
+    embedding = rng.standard_normal((8, 384))
+    (m,) = ev.compare_outputs([({"e": embedding}, {"e": embedding + 0.1})])
+    assert m.classes is None and m.top1_agreement is None and m.cosine > 0.99
+
+
+def _detection_head(rng, n=6, anchors=300):
+    """[N, 4 + 18, A]: boxes in pixels (0-320) and sigmoid class scores, as YOLOv8 lays them out."""
+    boxes = rng.uniform(0, 320, (n, 4, anchors))
+    scores = 1 / (1 + np.exp(-rng.normal(-6, 2, (n, 18, anchors))))
+    return np.concatenate([boxes, scores], axis=1)
+
+
+def test_channel_groups_split_boxes_from_scores_only():
+    rng = np.random.default_rng(4)
+    head = _detection_head(rng)
+    groups = ev.channel_groups(head)
+    assert [(g.axis, g.start, g.stop) for g in groups] == [(1, 0, 4), (1, 4, 22)]
+    transposed = np.swapaxes(head, 1, 2)  # [N, A, 22], YOLOv5 style: channels on the last axis
+    assert [(g.axis, g.start, g.stop) for g in ev.channel_groups(transposed)] == [(2, 0, 4), (2, 4, 22)]
+    # one kind of channel: feature maps, embeddings, logits of uneven classes are never split
+    assert ev.channel_groups(rng.standard_normal((2, 16, 8, 8)) * np.linspace(0.5, 4, 16)[None, :, None, None]) == []
+    assert ev.channel_groups(rng.standard_normal((4, 384))) == []
+    assert ev.channel_groups(rng.standard_normal((2, 40, 97))) == []
+
+
+def test_worst_channel_group_exposes_a_broken_part_the_whole_snr_hides():
+    rng = np.random.default_rng(5)
+    head = _detection_head(rng)
+    broken = head.copy()
+    broken[:, 4:] += rng.normal(0, 0.05, broken[:, 4:].shape)  # scores ruined, boxes intact
+    (m,) = ev.compare_outputs([({"out": head}, {"out": broken})])
+    boxes, scores = m.groups
+    assert m.snr_db > 60 and boxes.snr_db == math.inf
+    assert scores.snr_db == pytest.approx(ev.snr_db(head[:, 4:], broken[:, 4:]), rel=1e-9) and scores.snr_db < 10
+    assert m.worst_snr_db == scores.snr_db
+
+
+def test_verdict_warns_when_poor_and_gates_fail():
+    rng = np.random.default_rng(6)
+    ref = rng.standard_normal((16, 10))
+    good = ev.Verdict(ev.compare_outputs([({"y": ref}, {"y": ref + 0.001})]), 16)
+    assert not good.poor and good.warning() is None and good.failure(min_snr_db=30, min_cosine=0.999) is None
+    poor = ev.Verdict(ev.compare_outputs([({"y": ref}, {"y": ref + rng.standard_normal(ref.shape) * 0.5})]), 16)
+    assert poor.poor and "--auto-exclude" in poor.warning() and "--algo" in poor.warning()
+    assert "--min-snr 20" in poor.failure(min_snr_db=20) and poor.failure(min_cosine=0.5) is None
+    record = poor.to_dict()
+    assert record["warning"] == poor.warning() and record["snr_db"] == poor.snr_db
 
 
 def test_shape_mismatch_is_reported():
@@ -131,7 +184,8 @@ def test_hand_qdq_fidelity_and_forms(toy):
     int8 = outputs(_toys.hand_qdq(model, amax), x)[0]
     uint8 = outputs(_toys.hand_qdq(model, amax, uint8=True), x)[0]
     np.testing.assert_array_equal(int8, uint8)  # uint8 + zero point 128 is the same grid
-    m = ev.compare_outputs([({"y": ref[:20]}, {"y": int8[:20]}), ({"y": ref[20:]}, {"y": int8[20:]})])[0]
+    m = ev.compare_outputs([({"y": ref[:20]}, {"y": int8[:20]}), ({"y": ref[20:]}, {"y": int8[20:]})],
+                           class_outputs=["y"])[0]
     assert m.snr_db == pytest.approx(ev.snr_db(ref, int8), rel=1e-12)
     assert 30 < m.snr_db < 80 and m.cosine > 0.999 and m.top1_agreement >= 0.9
 
@@ -200,8 +254,9 @@ def test_evaluate_end_to_end(files, toy):
 
 
 def test_evaluate_identical_models_and_bad_labels(files):
-    report = ev.evaluate(files["reference"], files["reference"], files["data"])
+    report = ev.evaluate(files["reference"], files["reference"], files["data"], class_outputs=["y"])
     assert report.outputs[0].snr_db == math.inf and report.outputs[0].top1_agreement == 1.0
+    assert ev.evaluate(files["reference"], files["reference"], files["data"]).outputs[0].top1_agreement is None
     with pytest.raises(DataError, match="labels"):
         ev.evaluate(files["reference"], files["candidate"], files["data"], labels=np.zeros(3, np.int64))
 
@@ -222,10 +277,12 @@ def sensitive(tmp_path_factory):
 
 
 def test_sensitivity_ranks_the_outlier_layer_first(sensitive):
-    ranking = ev.layer_sensitivity(sensitive["model"], sensitive["amax"], sensitive["data"], samples=16)
-    assert [r.layer for r in ranking][0] == "conv1"
-    assert ranking[0].snr_db < 5 and ranking[0].op_type == "Conv"
-    assert all(r.snr_db > 30 for r in ranking[1:]) and {r.layer for r in ranking} == {"conv1", "conv2", "fc"}
+    seen = []
+    ranking = ev.layer_sensitivity(sensitive["model"], sensitive["amax"], sensitive["data"], samples=16,
+                                   progress=lambda done, total: seen.append((done, total)))
+    assert [r.layer for r in ranking][0] == "conv1" and seen[-1] == (2, 2)  # two runs, whatever the layer count
+    assert ranking[0].snr_db < 5 and ranking[0].op_type == "Conv" and ranking[0].drop_db > 90  # clean input in
+    assert all(r.drop_db < 5 for r in ranking[1:]) and {r.layer for r in ranking} == {"conv1", "conv2", "fc"}
 
 
 def test_auto_exclude_leaves_the_sensitive_layer_in_float(sensitive):
@@ -239,9 +296,18 @@ def test_auto_exclude_leaves_the_sensitive_layer_in_float(sensitive):
     names = {n.name for n in model.graph.node}
     assert "conv1" in names and not any(n.startswith("x_QuantizeLinear") for n in names)
 
-    agreement, _ = ev.auto_exclude(sensitive["model"], sensitive["amax"], sensitive["data"], target_agreement=0.95,
-                                   samples=16, measure_speed=False)
+    replay = ev.Replay.collect(sensitive["model"], sensitive["data"], samples=16)
+    with pytest.raises(TrtqError, match="class scores"):
+        ev.auto_exclude(sensitive["model"], sensitive["amax"], target_agreement=0.95, replay=replay)
+    replay.class_outputs = ("y",)
+    agreement, _ = ev.auto_exclude(sensitive["model"], sensitive["amax"], target_agreement=0.95, replay=replay,
+                                   measure_speed=False)
     assert agreement.met and agreement.excluded == ["conv1"] and agreement.steps[-1].latency_ms is None
+    cosine, _ = ev.auto_exclude(sensitive["model"], sensitive["amax"], target_cosine=0.999, replay=replay,
+                                measure_speed=False)
+    assert cosine.met and cosine.excluded == ["conv1"] and cosine.steps[-1].cosine >= 0.999
+    default, _ = ev.auto_exclude(sensitive["model"], sensitive["amax"], replay=replay, measure_speed=False)
+    assert default.target_metric == "snr_db" and default.target == ev.defaults.VERDICT_MIN_SNR_DB and default.met
 
 
 def test_auto_exclude_reports_an_unreachable_target(sensitive):
@@ -256,9 +322,19 @@ def test_auto_exclude_reports_an_unreachable_target(sensitive):
     only_conv1 = [ev.LayerSensitivity("conv1", "Conv", 0.0)]
     result, _ = ev.auto_exclude(sensitive["model"], sensitive["amax"], sensitive["data"], target_snr=500,
                                 samples=8, ranking=only_conv1, measure_speed=False)
-    assert not result.met and result.excluded == ["conv1"] and "no more quantized layers" in result.message
-    with pytest.raises(TrtqError, match="exactly one target"):
-        ev.auto_exclude(sensitive["model"], sensitive["amax"], sensitive["data"])
+    assert not result.met and result.excluded == ["conv1"] and "raise --max-layers" in result.message
+    with pytest.raises(TrtqError, match="one target"):
+        ev.auto_exclude(sensitive["model"], sensitive["amax"], sensitive["data"], target_snr=1, target_cosine=0.5)
+
+
+def test_auto_exclude_undoes_a_step_that_does_not_help(sensitive):
+    """Each step is measured: leaving fc in float first changes little, so it goes back to INT8 and conv1 follows."""
+    ranking = [ev.LayerSensitivity("conv2", "Conv", 0.0, drop_db=9.0), ev.LayerSensitivity("conv1", "Conv", 0.0)]
+    result, _ = ev.auto_exclude(sensitive["model"], sensitive["amax"], sensitive["data"], target_snr=30,
+                                samples=16, ranking=ranking, measure_speed=False)
+    assert result.met and result.excluded == ["conv1"]
+    assert [(s.layer, s.kept) for s in result.steps] == [(None, True), ("conv2", False), ("conv1", True)]
+    assert result.steps[1].excluded == []  # the undone step leaves the list as it was
 
 
 def test_resolve_amax(sensitive, tmp_path):
@@ -289,7 +365,7 @@ YOLO_MIN_SNR_DB = 22.0
 
 @pytest.fixture(scope="module")
 def yolo_int8(yolo_model_path, photo_crops_folder, tmp_path_factory):
-    from trtq.calib import calibrate
+    from trtq.pipeline import calibrate
     from trtq.data.spec import DataSpec, Preprocess
     from trtq.graph.model import load_onnx
     from trtq.graph.qdq import quantize_model
@@ -357,7 +433,7 @@ def test_cli_auto_exclude_writes_the_mixed_model(sensitive, tmp_path, capsys):
     code = main(["-q", "eval", sensitive["path"], sensitive["candidate"], "--data", sensitive["data"],
                  "--auto-exclude", "--target-snr", "30", "--sensitivity-samples", "16", "--no-speed",
                  "-o", str(out), "--json", str(report)])
-    printed = capsys.readouterr().out
+    printed = " ".join(capsys.readouterr().out.split())  # the console wraps long lines
     assert code == 0, printed
     assert "left in float: conv1" in printed and "scales from Q/DQ scales of sensitive.int8.onnx" in printed
     model = onnx.load(str(out))
@@ -382,7 +458,8 @@ def test_cli_auto_exclude_unmet_target_writes_nothing(sensitive, tmp_path, capsy
 
 
 @pytest.mark.parametrize("extra, message", [
-    (["--auto-exclude"], "--auto-exclude needs a target"),
+    (["--auto-exclude", "--target-agreement", "0.9", "--no-speed"], "--target-agreement needs an output declared"),
+    (["--class-output", "nope"], "--class-output nope: no such output"),
     (["--target-snr", "30"], "belong to --auto-exclude"),
     (["--cache", "c.cache"], "used by --sensitivity and --auto-exclude only"),
     (["--sensitivity", "--cache", "missing.cache"], "calibration cache missing.cache does not exist"),
@@ -403,3 +480,15 @@ def test_cli_eval_missing_model(sensitive, tmp_path, capsys):
     code = main(["-q", "eval", str(tmp_path / "nope.onnx"), sensitive["candidate"], "--data", sensitive["data"]])
     err = capsys.readouterr().err
     assert code == 2 and "does not exist" in err
+
+
+def test_cli_eval_fidelity_gate_exits_3(sensitive, capsys):
+    from trtq.cli import main
+
+    base = ["-q", "eval", sensitive["path"], sensitive["candidate"], "--data", sensitive["data"]]
+    assert main(base + ["--min-snr", "-50"]) == 0
+    capsys.readouterr()
+    assert main(base + ["--min-snr", "500"]) == 3
+    err = capsys.readouterr().err
+    assert err.startswith("trtq eval: failed: INT8 fidelity gate failed") and "--min-snr 500" in err
+    assert err.count("\n") == 1

@@ -11,8 +11,8 @@ __version__ = "0.1.0"
 from .errors import TrtqError  # noqa: E402
 
 _LAZY = {
-    "calibrate": ("trtq.calib", "calibrate"),
-    "quantize": ("trtq.graph.qdq", "quantize"),
+    "calibrate": ("trtq.pipeline", "calibrate"),
+    "quantize": ("trtq.pipeline", "quantize"),
     "evaluate": ("trtq.evaluate", "evaluate"),
     "benchmark": ("trtq.bench", "benchmark"),
     "export_onnx": ("trtq.graph.export", "export_onnx"),

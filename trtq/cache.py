@@ -33,10 +33,13 @@ log = logging.getLogger(__name__)
 PathLike = Union[str, Path]
 
 #: Header algorithm names TensorRT uses (``CalibrationAlgoType``).
-#: percentile and mse have no TensorRT calibrator of their own; their caches carry the
-#: EntropyCalibration2 header because that is the calibrator trtexec and DeepStream
-#: instantiate, so the cache is accepted there. The sidecar records the real algorithm.
+#: auto, percentile and mse have no TensorRT calibrator of their own; their caches carry
+#: the EntropyCalibration2 header because that is the calibrator trtexec and DeepStream
+#: instantiate (TensorRT reads a cache only when its header names the calibrator's own
+#: algorithm), so the cache is accepted there, and trtq's implicit-path build hands it to
+#: its IInt8EntropyCalibrator2 subclass. The sidecar records the real algorithm.
 TRT_ALGORITHM_NAMES = {
+    "auto": "EntropyCalibration2",
     "entropy": "EntropyCalibration2",
     "minmax": "MinMaxCalibration",
     "percentile": "EntropyCalibration2",
@@ -300,3 +303,8 @@ def _comparable_inputs(records) -> list:
 
 def _inputs_text(records) -> str:
     return ", ".join(f"{r.get('name')}[{'x'.join(str(d) if d else '?' for d in r.get('shape') or ())}]" for r in records)
+
+
+def float_layers(sidecar: Optional[dict]) -> List[str]:
+    """ONNX node names the mixed-precision search left in float (empty when none)."""
+    return list(((sidecar or {}).get("mixed_precision") or {}).get("float_layers") or [])

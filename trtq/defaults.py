@@ -18,9 +18,35 @@ NUM_BINS = 2048
 HIST_MAX_BINNED = None
 #: Percentile of |x| kept by the ``percentile`` algorithm.
 PERCENTILE = 99.99
-#: Calibration algorithm.
-ALGORITHM = "entropy"
-ALGORITHMS = ("entropy", "minmax", "percentile", "mse")
+#: Calibration algorithm. ``auto`` computes every algorithm's amax from the one pass of
+#: histograms, scores the TensorRT-form Q/DQ model of each on the held-back samples and
+#: keeps the best (see trtq.pipeline); the others are the single algorithms it chooses from.
+ALGORITHM = "auto"
+SINGLE_ALGORITHMS = ("entropy", "minmax", "percentile", "mse")
+ALGORITHMS = ("auto",) + SINGLE_ALGORITHMS
+#: Calibration samples held back from the statistics to score the algorithms and to give
+#: every INT8 result its fidelity verdict (never the user's eval data). With fewer than
+#: 4x this many samples, a quarter of them is held back; with fewer than 4, none (the
+#: verdict is then computed on calibration samples and says so).
+HOLDOUT_SAMPLES = 32
+#: ``auto``'s per-tensor refinement: the tensors whose candidate amax disagree most
+#: (largest/smallest > AUTO_REFINE_MIN_RATIO) are tried with the other algorithms' amax,
+#: at most AUTO_REFINE_TRIALS scored variants in all; a change is kept only when it raises
+#: the worst output SNR by at least AUTO_REFINE_MIN_GAIN_DB (measured, not assumed).
+AUTO_REFINE_TRIALS = 8
+AUTO_REFINE_MIN_RATIO = 1.25
+AUTO_REFINE_MIN_GAIN_DB = 0.1
+#: The fidelity verdict on every INT8 result (worst output and worst channel group, on the
+#: held-back samples): below either threshold, one warning line names the fix.
+#: 20 dB is an error of 10% of the output's RMS; cosine 0.99 is roughly 17 dB for
+#: zero-mean outputs, the point where embeddings and logits start to change rankings.
+VERDICT_MIN_SNR_DB = 20.0
+VERDICT_MIN_COSINE = 0.99
+#: An output's channels are scored in two groups when their median RMS differ by more
+#: than this many decades (see trtq.evaluate.channel_groups); outputs with more channels
+#: than CHANNEL_GROUP_MAX_CHANNELS on both candidate axes are not split.
+CHANNEL_GROUP_DECADES = 1.0
+CHANNEL_GROUP_MAX_CHANNELS = 4096
 #: TensorRT version written into a cache header when no ``tensorrt`` is importable:
 #: 10.3, the TensorRT of JetPack 6, the most common Jetson install. trtq's own
 #: calibrator re-stamps a cache to the running version, so this only matters to
@@ -51,3 +77,7 @@ EXPORT_INT_HIGH = 100
 SENSITIVITY_SAMPLES = 64
 #: Most layers ``--auto-exclude`` leaves in float before giving up.
 AUTO_EXCLUDE_MAX_LAYERS = 10
+#: A mixed-precision step is kept only when it raises the target metric by this much (dB of
+#: SNR, or of 1 - cosine): smaller changes are replay-sample noise, and a layer kept in
+#: float for nothing costs speed.
+AUTO_EXCLUDE_MIN_GAIN_DB = 0.1

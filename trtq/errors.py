@@ -33,3 +33,17 @@ class BackendUnavailable(TrtqError):
 
 class Interrupted(TrtqError):
     """The user pressed Ctrl-C; nothing half-written was left behind."""
+
+
+class FidelityError(TrtqError):
+    """The INT8 result is below the fidelity the caller asked for (``--min-snr`` / ``--min-cosine``).
+
+    The CLI exits with :data:`EXIT_FIDELITY` (not 2: the input was fine, the result is not),
+    and the command writes nothing.
+    """
+
+    exit_code = 3
+
+
+#: Exit code of a fidelity gate failure (see :class:`FidelityError`).
+EXIT_FIDELITY = FidelityError.exit_code

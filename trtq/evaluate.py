@@ -6,10 +6,17 @@ Per output, over all evaluated samples:
   (all samples together); **cosine_min**: the lowest per-sample cosine.
 - **snr_db**: ``10·log10(Σ ref² / Σ (ref − cand)²)``; ``inf`` when the outputs are identical.
 - **max_abs_error** and **mean_abs_error**: of ``ref − cand``; **ref_abs_max** for scale.
-- **top1/top5 agreement** when the output looks like class scores (see
-  :func:`class_scores`): the fraction of samples whose reference top-1 class is the
+- **top1/top5 agreement** for outputs declared to be class scores (``class_outputs``,
+  or the first ``[N, C]`` output when labels are given; see :func:`class_scores` for
+  the shape rule): the fraction of samples whose reference top-1 class is the
   candidate's top-1 (top-5: is among the candidate's 5 highest scores; reported only
-  for more than 5 classes, below that it is always 1).
+  for more than 5 classes, below that it is always 1). An embedding or a box tensor is
+  never scored as classes by guesswork: its argmax means nothing.
+- **channel groups**: an output whose channels differ in kind (a detection head
+  carrying boxes in pixels and class scores in [0, 1] in one tensor) gets SNR and
+  cosine per group too (:func:`channel_groups`); the worst group is what the verdict
+  and the gates use, because one SNR over the whole tensor is dominated by the
+  largest values and hides a broken part.
 - **accuracy** (with labels): true top-1 accuracy of both models on the first
   class-score output.
 
@@ -24,7 +31,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
@@ -112,6 +119,54 @@ def class_scores(output: np.ndarray) -> Optional[np.ndarray]:
     return None
 
 
+@dataclass(frozen=True)
+class ChannelGroup:
+    """A contiguous range of channels ``[start, stop)`` along ``axis`` of an output (batch axis included)."""
+
+    axis: int
+    start: int
+    stop: int
+
+    @property
+    def label(self) -> str:
+        return f"axis {self.axis} [{self.start}:{self.stop}]"
+
+
+def channel_groups(reference: np.ndarray, decades: float = defaults.CHANNEL_GROUP_DECADES,
+                   max_channels: int = defaults.CHANNEL_GROUP_MAX_CHANNELS) -> List[ChannelGroup]:
+    """Split an output's channels into two groups of different kind, if it plausibly has them; else ``[]``.
+
+    Rule (documented, deterministic): for an output of rank >= 3, on axis 1 and on the
+    last axis (``[N, 84, 8400]`` YOLOv8 heads, ``[N, 8400, 85]`` YOLOv5 heads), each with
+    4 to ``max_channels`` channels, the log10 root-mean-square of every channel is taken
+    over this batch; the contiguous split that best separates them (largest between-group
+    variance, Otsu's criterion, at least 2 channels each side) is kept when the two sides'
+    median RMS differ by more than ``decades`` powers of ten, the axis with the larger
+    difference winning. Channels of one kind (class logits, an embedding, feature maps)
+    differ far less than 10x in RMS; boxes in pixels vs scores in [0, 1] differ by 100x
+    or more. At most one split: class channels are never split among themselves.
+    """
+    array = np.asarray(reference)
+    if array.dtype.kind != "f" or array.ndim < 3:
+        return []
+    best: Optional[Tuple[float, ChannelGroup, ChannelGroup]] = None
+    for axis in sorted({1, array.ndim - 1}):
+        channels = array.shape[axis]
+        if not 4 <= channels <= max_channels:
+            continue
+        moved = np.moveaxis(array.astype(np.float64, copy=False), axis, 0).reshape(channels, -1)
+        rms = np.sqrt(np.mean(moved * moved, axis=1))
+        log_rms = np.log10(np.maximum(rms, np.finfo(np.float64).tiny))
+        splits = range(2, channels - 1)
+        between = [split * (channels - split) * (log_rms[:split].mean() - log_rms[split:].mean()) ** 2
+                   for split in splits]
+        split = splits[int(np.argmax(between))]
+        gap = abs(float(np.median(log_rms[:split]) - np.median(log_rms[split:])))
+        if gap > decades and (best is None or gap > best[0]):
+            best = (gap, ChannelGroup(axis, 0, split), ChannelGroup(axis, split, channels))
+    return [best[1], best[2]] if best else []
+
+
 def top_k(scores: np.ndarray, k: int) -> np.ndarray:
     """Indices of the ``k`` highest scores per row (unordered), shape ``[N, min(k, C)]``."""
     k = min(k, scores.shape[1])
@@ -150,9 +205,35 @@ class OutputMetrics:
     classes: Optional[int] = None           # set when the output looks like class scores
     top1_agreement: Optional[float] = None
     top5_agreement: Optional[float] = None  # only for more than 5 classes
+    groups: List["GroupMetrics"] = field(default_factory=list)  # per channel group (see channel_groups)
+
+    @property
+    def worst_snr_db(self) -> float:
+        """The lower of the whole output's SNR and its worst channel group's."""
+        return min([self.snr_db] + [g.snr_db for g in self.groups], key=_nan_low)
+
+    @property
+    def worst_cosine(self) -> float:
+        return min([self.cosine] + [g.cosine for g in self.groups], key=_nan_low)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        data = asdict(self)
+        data["worst_snr_db"] = self.worst_snr_db
+        return data
+
+
+@dataclass
+class GroupMetrics:
+    """SNR and cosine of one channel group of an output."""
+
+    label: str
+    snr_db: float
+    cosine: float
+
+
+def _nan_low(value: float) -> float:
+    """Sort key that puts NaN below everything (a NaN metric is the worst one)."""
+    return -math.inf if math.isnan(value) else value
 
 
 @dataclass
@@ -172,14 +253,15 @@ class Accuracy:
 
 @dataclass
 class LayerSensitivity:
-    """Output fidelity when only ``layer`` is quantized (everything else float)."""
+    """How much error one quantized layer adds (see :func:`layer_sensitivity`)."""
 
     layer: str
     op_type: str
-    snr_db: Optional[float]                 # worst output's SNR; None when the layer could not be quantized alone
-    cosine: Optional[float] = None          # worst output's cosine
-    top1_agreement: Optional[float] = None  # first class-score output, if any
+    snr_db: Optional[float]                 # SNR of the layer's output in the quantized model; None: not measured
+    cosine: Optional[float] = None
+    top1_agreement: Optional[float] = None
     note: str = ""
+    drop_db: Optional[float] = None         # SNR of its inputs minus SNR of its output: the noise it adds itself
 
 
 @dataclass
@@ -193,13 +275,15 @@ class ExcludeStep:
     top1_agreement: Optional[float]
     metric: float                           # the value compared with the target
     met: bool
-    latency_ms: Optional[float] = None      # batch-1 median latency on ONNX Runtime (CPU form), when measured
+    latency_ms: Optional[float] = None      # batch-1 median latency on ONNX Runtime, when measured
     speedup: Optional[float] = None         # float-model latency / this latency
+    cosine: Optional[float] = None          # worst output's cosine
+    kept: bool = True                       # False: this layer did not help and went back to INT8
 
 
 @dataclass
 class AutoExcludeResult:
-    target_metric: str                      # "snr_db" or "top1_agreement"
+    target_metric: str                      # "snr_db", "cosine" or "top1_agreement"
     target: float
     met: bool
     excluded: List[str]
@@ -209,6 +293,7 @@ class AutoExcludeResult:
     float_latency_ms: Optional[float] = None
     output_path: Optional[str] = None
     message: str = ""
+    quantizable_layers: int = 0             # layers the fully quantized model quantizes
 
 
 @dataclass
@@ -229,7 +314,8 @@ class EvalReport:
     auto_exclude: Optional[AutoExcludeResult] = None
 
     def worst_snr_db(self) -> float:
-        return min((o.snr_db for o in self.outputs), default=math.nan)
+        """Worst SNR over outputs and their channel groups (what verdicts and gates read)."""
+        return min((o.worst_snr_db for o in self.outputs), default=math.nan, key=_nan_low)
 
     def to_dict(self) -> dict:
         """Plain data for JSON (non-finite floats are made JSON-safe by :func:`trtq.report.write_json`)."""
@@ -240,14 +326,116 @@ class EvalReport:
         return data
 
 
+@dataclass
+class Verdict:
+    """INT8-vs-float fidelity of one result: per output (and channel group), worst first, with a warning when poor.
+
+    ``held_back``: scored on samples kept out of the calibration statistics (False when
+    there were too few samples to hold any back, and the verdict says so).
+    """
+
+    outputs: List[OutputMetrics]
+    samples: int
+    held_back: bool = True
+    form: str = "TensorRT Q/DQ form"
+    min_snr_db: float = defaults.VERDICT_MIN_SNR_DB
+    min_cosine: float = defaults.VERDICT_MIN_COSINE
+
+    @property
+    def worst(self) -> Tuple[str, float, float]:
+        """(where, SNR dB, cosine) of the worst output or channel group."""
+        rows = []
+        for o in self.outputs:
+            rows.append((repr(o.name), o.snr_db, o.cosine))
+            rows += [(f"{o.name!r} channels {g.label}", g.snr_db, g.cosine) for g in o.groups]
+        return min(rows, key=lambda r: (_nan_low(r[1]), _nan_low(r[2])))
+
+    @property
+    def snr_db(self) -> float:
+        return min((o.worst_snr_db for o in self.outputs), key=_nan_low, default=math.nan)
+
+    @property
+    def cosine(self) -> float:
+        return min((o.worst_cosine for o in self.outputs), key=_nan_low, default=math.nan)
+
+    @property
+    def poor(self) -> bool:
+        return not (self.snr_db >= self.min_snr_db and self.cosine >= self.min_cosine)
+
+    def line(self) -> str:
+        """One line: the worst output's fidelity and where it was measured."""
+        where, snr, cosine = self.worst
+        on = f"{self.samples} held-back calibration samples" if self.held_back else \
+            f"{self.samples} calibration samples (too few to hold any back)"
+        return (f"INT8 fidelity ({self.form}, {on}): worst {where}: SNR {_fmt_db(snr)}, cosine {cosine:.4f}")
+
+    def warning(self) -> Optional[str]:
+        """The one warning line for a poor result, naming the fixes; None when it is fine."""
+        if not self.poor:
+            return None
+        where, snr, cosine = self.worst
+        return (f"INT8 output {where} is poor (SNR {_fmt_db(snr)} < {self.min_snr_db:g} dB or cosine {cosine:.4f} < "
+                f"{self.min_cosine:g}): leave the most sensitive layers in float with --auto-exclude, try another "
+                "--algo, or calibrate on more representative data")
+
+    def failure(self, min_snr_db: Optional[float] = None, min_cosine: Optional[float] = None) -> Optional[str]:
+        """Why the result misses a gate the caller set (``--min-snr`` / ``--min-cosine``), else None."""
+        return gate_failure(self.snr_db, self.cosine, self.worst[0], min_snr_db, min_cosine)
+
+    def to_dict(self) -> dict:
+        return {"samples": self.samples, "held_back": self.held_back, "form": self.form,
+                "snr_db": self.snr_db, "cosine": self.cosine, "worst": self.worst[0], "poor": self.poor,
+                "thresholds": {"snr_db": self.min_snr_db, "cosine": self.min_cosine},
+                "line": self.line(), "warning": self.warning(),
+                "outputs": [o.to_dict() for o in self.outputs]}
+
+
+def gate_failure(snr_db: Optional[float], cosine: Optional[float], worst: str, min_snr_db: Optional[float],
+                 min_cosine: Optional[float]) -> Optional[str]:
+    """The message of a missed ``--min-snr`` / ``--min-cosine`` gate, else None (a missing value misses)."""
+    misses = []
+    if min_snr_db is not None and not (snr_db is not None and snr_db >= min_snr_db):
+        misses.append(f"SNR {_fmt_db(snr_db)} < --min-snr {min_snr_db:g}")
+    if min_cosine is not None and not (cosine is not None and cosine >= min_cosine):
+        misses.append(f"cosine {cosine if cosine is None else round(cosine, 4)} < --min-cosine {min_cosine:g}")
+    return f"INT8 fidelity gate failed ({', '.join(misses)}; worst {worst})" if misses else None
+
+
+def _fmt_db(value: Optional[float]) -> str:
+    if value is None:
+        return "unknown"
+    return "inf dB" if value == math.inf else f"{value:.2f} dB"
+
+
 # ---------------------------------------------------------------------------------------------
 # Streaming accumulation
 
 
-class OutputAccumulator:
-    """Running sums for one output; :meth:`metrics` gives the same numbers as the one-shot functions."""
+class _Sums:
+    """Running sums of one slice of an output (the whole of it, or one channel group)."""
 
-    def __init__(self, name: str):
+    __slots__ = ("ref2", "cand2", "dot", "err2")
+
+    def __init__(self):
+        self.ref2 = self.cand2 = self.dot = self.err2 = 0.0
+
+    def add(self, r: np.ndarray, c: np.ndarray) -> None:
+        e = r - c
+        self.ref2 += float(np.vdot(r, r))
+        self.cand2 += float(np.vdot(c, c))
+        self.dot += float(np.vdot(r, c))
+        self.err2 += float(np.vdot(e, e))
+
+
+class OutputAccumulator:
+    """Running sums for one output; :meth:`metrics` gives the same numbers as the one-shot functions.
+
+    ``scores``: treat the output as class scores (top-1/top-5 agreement). ``groups``:
+    channel groups to score apart; ``None`` finds them on the first batch with
+    :func:`channel_groups`, ``()`` turns them off.
+    """
+
+    def __init__(self, name: str, scores: bool = False, groups: Optional[Sequence[ChannelGroup]] = None):
         self.name = name
         self.shape: Optional[List[Any]] = None
         self.samples = 0
@@ -263,7 +451,9 @@ class OutputAccumulator:
         self.classes: Optional[int] = None
         self.top1 = 0
         self.topk = 0
-        self._scores: Optional[bool] = None
+        self._scores: Optional[bool] = None if scores else False
+        self.groups: Optional[List[ChannelGroup]] = None if groups is None else list(groups)
+        self._group_sums: List[_Sums] = [_Sums() for _ in self.groups or ()]
 
     def update(self, reference: np.ndarray, candidate: np.ndarray) -> None:
         reference = np.asarray(reference)
@@ -273,6 +463,9 @@ class OutputAccumulator:
                              f"{list(reference.shape)} in the reference; the models do not compute the same thing")
         if self.shape is None:
             self.shape = list(reference.shape)
+        if self.groups is None:
+            self.groups = channel_groups(reference)
+            self._group_sums = [_Sums() for _ in self.groups]
         n = int(reference.shape[0]) if reference.ndim else 1
         r = reference.astype(np.float64, copy=False).reshape(n, -1)
         c = candidate.astype(np.float64, copy=False).reshape(n, -1)
@@ -291,6 +484,11 @@ class OutputAccumulator:
             self.ref_abs_max = max(self.ref_abs_max, float(np.abs(r).max()))
         if n:
             self.cos_min = min(self.cos_min, float(_cos_rows(dot, ref2, cand2).min()))
+        for group, sums in zip(self.groups, self._group_sums):
+            index = [slice(None)] * reference.ndim
+            index[group.axis] = slice(group.start, group.stop)
+            sums.add(reference[tuple(index)].astype(np.float64).ravel(),
+                     candidate[tuple(index)].astype(np.float64).ravel())
         self.samples += n
         self.elements += r.size
         self._update_scores(reference, candidate)
@@ -327,6 +525,9 @@ class OutputAccumulator:
             classes=self.classes,
             top1_agreement=self.top1 / n if self.is_scores and n else None,
             top5_agreement=self.topk / n if self.is_scores and n and self.classes > TOP_K else None,
+            groups=[GroupMetrics(g.label, _snr(sums.ref2, sums.err2) if n else math.nan,
+                                 _cos(sums.dot, sums.ref2, sums.cand2))
+                    for g, sums in zip(self.groups or (), self._group_sums)],
         )
 
 
@@ -362,12 +563,18 @@ class AccuracyAccumulator:
 
 
 def compare_outputs(pairs: Iterable[Tuple[Mapping[str, np.ndarray], Mapping[str, np.ndarray]]],
-                    names: Optional[Sequence[str]] = None) -> List[OutputMetrics]:
-    """Metrics for an iterable of ``(reference outputs, candidate outputs)`` batches, streamed."""
+                    names: Optional[Sequence[str]] = None, class_outputs: Iterable[str] = ()) -> List[OutputMetrics]:
+    """Metrics for an iterable of ``(reference outputs, candidate outputs)`` batches, streamed.
+
+    ``class_outputs``: outputs to score as class scores (top-1/top-5 agreement).
+    """
+    scores = set(class_outputs)
     accumulators: Dict[str, OutputAccumulator] = {}
     for ref, cand in pairs:
         for name in names or list(ref):
-            accumulators.setdefault(name, OutputAccumulator(name)).update(ref[name], cand[name])
+            if name not in accumulators:
+                accumulators[name] = OutputAccumulator(name, scores=name in scores)
+            accumulators[name].update(ref[name], cand[name])
     return [acc.metrics() for acc in accumulators.values()]
 
 
@@ -441,6 +648,20 @@ class _Labels:
         return chunk
 
 
+def _scored_outputs(outputs: Mapping[str, np.ndarray], names: Sequence[str], declared: Optional[Sequence[str]],
+                    labelled: bool) -> List[str]:
+    """Outputs to score as classes: the declared ones, else the first ``[N, C]`` output when labels are given."""
+    if declared:
+        wrong = [n for n in declared if class_scores(outputs[n]) is None]
+        if wrong:
+            raise TrtqError(f"output {wrong[0]!r} has shape {list(np.shape(outputs[wrong[0]]))}; class scores "
+                            "are [N, C] with C >= 2 (trailing 1-dims ignored)")
+        return list(declared)
+    if labelled:
+        return [n for n in names if class_scores(outputs[n]) is not None][:1]
+    return []
+
+
 def _batches_with_ids(source) -> Iterable[Tuple[Optional[List[str]], Dict[str, np.ndarray]]]:
     if hasattr(source, "iter_with_ids"):
         yield from source.iter_with_ids()
@@ -457,6 +678,7 @@ def evaluate(
     data,
     *,
     labels=None,
+    class_outputs: Optional[Sequence[str]] = None,
     threads: Optional[int] = None,
     progress: Optional[ProgressCallback] = None,
 ) -> EvalReport:
@@ -466,7 +688,10 @@ def evaluate(
     :class:`~trtq.data.spec.DataSpec` or a path (then every sample, in file order).
     ``labels``: a label file (see :func:`trtq.data.load_labels`: ``id,label`` rows or
     one label per sample) or a sequence of class indices in sample order; adds true
-    top-1 accuracy of both models on the first class-score output. Runs both models with ONNX Runtime on the CPU.
+    top-1 accuracy of both models on the first class-score output. ``class_outputs``:
+    outputs that are class scores (top-1/top-5 agreement); by default only the first
+    ``[N, C]`` output, and only when ``labels`` are given. Runs both models with ONNX
+    Runtime on the CPU.
     """
     from .bench import infer_precision
     from .data import open_source
@@ -485,13 +710,20 @@ def evaluate(
     total = getattr(source, "num_samples", None)
     label_lookup = _Labels(labels, source) if labels is not None else None
 
-    accumulators = {name: OutputAccumulator(name) for name in output_map}
+    unknown = sorted(set(class_outputs or ()) - set(output_map))
+    if unknown:
+        raise TrtqError(f"--class-output {', '.join(unknown)}: no such output; the model's outputs are "
+                        f"{', '.join(output_map)}")
+    accumulators: Dict[str, OutputAccumulator] = {}
     accuracy: Optional[AccuracyAccumulator] = None
     done = batches = 0
     progress(0, total)
     for ids, feed in _batches_with_ids(source):
         ref_out = run(ref_session, feed)
         cand_out = run(cand_session, feed, list(output_map.values()))
+        if not accumulators:
+            scored = _scored_outputs(ref_out, list(output_map), class_outputs, labels is not None)
+            accumulators = {name: OutputAccumulator(name, scores=name in scored) for name in output_map}
         for name, cand_key in output_map.items():
             accumulators[name].update(ref_out[name], cand_out[cand_key])
         count = int(next(iter(ref_out.values())).shape[0])
@@ -609,6 +841,7 @@ class Replay:
     feeds: List[Dict[str, np.ndarray]]
     outputs: List[Dict[str, np.ndarray]]
     samples: int
+    class_outputs: Tuple[str, ...] = ()     # outputs scored as class scores (top-1 agreement)
 
     @classmethod
     def collect(cls, reference, data, *, samples: int = SENSITIVITY_SAMPLES, threads: Optional[int] = None
@@ -643,7 +876,16 @@ class Replay:
 
         session = create_session(model, threads=threads)
         names = list(self.outputs[0])
-        return compare_outputs(((ref, run(session, feed, names)) for feed, ref in zip(self.feeds, self.outputs)), names)
+        return compare_outputs(((ref, run(session, feed, names)) for feed, ref in zip(self.feeds, self.outputs)), names,
+                               class_outputs=self.class_outputs)
+
+    def tensors(self, model, names: Sequence[str], *, threads: Optional[int] = None) -> List[Dict[str, np.ndarray]]:
+        """``model``'s values of the tensors ``names`` on every replay batch (the graph augmented to expose them)."""
+        from .calib.collect import augmented_model
+        from .ort import create_session, run
+
+        session = create_session(augmented_model(model, names), threads=threads)
+        return [run(session, feed, list(names)) for feed in self.feeds]
 
     def latency_ms(self, model, *, threads: Optional[int] = None, iterations: int = SPEED_ITERATIONS) -> float:
         """Median batch-1 latency (ms) of ``model`` on the first sample (2 warm-up runs)."""
@@ -656,9 +898,9 @@ class Replay:
 
 
 def _worst(metrics: Sequence[OutputMetrics]) -> Tuple[float, float, Optional[float]]:
-    """(worst SNR, worst cosine, top-1 agreement of the first class-score output)."""
-    snr = min((m.snr_db for m in metrics), key=lambda v: -math.inf if math.isnan(v) else v)
-    cosine = min(m.cosine for m in metrics)
+    """(worst SNR, worst cosine, top-1 agreement of the first class-score output), channel groups included."""
+    snr = min((m.worst_snr_db for m in metrics), key=_nan_low)
+    cosine = min((m.worst_cosine for m in metrics), key=_nan_low)
     agreement = next((m.top1_agreement for m in metrics if m.top1_agreement is not None), None)
     return snr, cosine, agreement
 
@@ -675,45 +917,85 @@ def layer_sensitivity(
     data=None,
     *,
     replay: Optional[Replay] = None,
-    layers: Optional[Sequence[str]] = None,
+    exclude: Sequence[str] = (),
     samples: int = SENSITIVITY_SAMPLES,
     threads: Optional[int] = None,
     progress: Optional[ProgressCallback] = None,
 ) -> List[LayerSensitivity]:
-    """Output SNR with only one layer quantized, for every quantizable layer; worst first.
+    """Every quantized layer ranked by the error it adds itself, from one run; worst first.
 
-    ``reference``: the float model; ``amax``: its activation scales (a calibration
-    cache's, or :func:`amax_from_qdq` of the candidate). Replays the first
-    ``samples`` samples of ``data`` (or a ready ``replay``).
-    Each variant is the ONNX Runtime (``target="cpu"``) form: same numerics as the TensorRT form.
+    The TensorRT-form Q/DQ model (``amax``, ``exclude`` left float) and the float model
+    run once over the replay samples with every quantized layer's inputs and output
+    exposed. A layer's **drop** is the SNR of its activation inputs (the error that
+    reached it) minus the SNR of its output (after its own input and weight
+    quantization): the noise that layer injects. Two runs for any number of layers,
+    where quantizing one layer at a time costs one scored model per layer (minutes on a
+    transformer). :func:`auto_exclude` then measures every step it takes.
     """
-    from .graph.qdq import quantizable_layers, quantize_model
+    from .graph.qdq import quantize_model
 
     progress = progress or no_progress
     ref_model, _ = _load(reference)
     replay = replay or Replay.collect(ref_model, data, samples=samples, threads=threads)
-    names = list(layers) if layers is not None else quantizable_layers(ref_model)
-    ops = _op_types(ref_model)
-    results: List[LayerSensitivity] = []
-    progress(0, len(names))
-    for index, layer in enumerate(names):
-        quantized, summary = quantize_model(ref_model, amax, target="cpu", include_only=[layer])
-        if layer not in summary.quantized:
-            why = summary.excluded.get(layer) or ("no amax for its input" if summary.missing_amax else "not quantizable")
-            results.append(LayerSensitivity(layer, ops.get(layer, "?"), None, note=f"not quantized alone: {why}"))
-        else:
-            snr, cosine, agreement = _worst(replay.score(quantized, threads=threads))
-            results.append(LayerSensitivity(layer, ops.get(layer, "?"), snr, cosine, agreement))
-        progress(index + 1, len(names))
+    progress(0, 2)
+    quantized, summary = quantize_model(ref_model, amax, target="trt", exclude=exclude)
+    index = {name: node for name, node in zip(_node_names(ref_model), ref_model.graph.node)}
+    floats = set(summary.activation_tensors)
+    layers = []
+    for layer in summary.quantized:
+        node = index[layer]
+        inputs = [t for t in node.input if t in floats]
+        if node.output and node.output[0]:
+            layers.append((layer, node.op_type, inputs, node.output[0]))
+    names = sorted({t for _, _, ins, out in layers for t in ins + [out]})
+    if not names:
+        return []
+    ref_values = replay.tensors(ref_model, names, threads=threads)
+    progress(1, 2)
+    cand_values = replay.tensors(quantized, names, threads=threads)
+    progress(2, 2)
+    snr = {}
+    for name in names:
+        ref2 = sum(float(np.vdot(r[name].astype(np.float64), r[name].astype(np.float64))) for r in ref_values)
+        err2 = sum(float(np.sum((r[name].astype(np.float64) - c[name].astype(np.float64)) ** 2))
+                   for r, c in zip(ref_values, cand_values))
+        snr[name] = _snr(ref2, err2)
+    results = []
+    for layer, op_type, inputs, output in layers:
+        incoming = min((snr[t] for t in inputs), default=math.inf)
+        drop = min(incoming, _CLEAN_DB) - min(snr[output], _CLEAN_DB)
+        results.append(LayerSensitivity(layer, op_type, snr[output], None, None, drop_db=drop,
+                                        note=f"inputs {_fmt_db(incoming)}"))
     return sort_sensitivity(results)
 
 
+def _helps(metric: str, value: Optional[float], before: Optional[float]) -> bool:
+    """Did a mixed-precision step raise ``metric`` measurably (by AUTO_EXCLUDE_MIN_GAIN_DB; any gain for agreement)?"""
+    value, before = _nan_low(value if value is not None else math.nan), _nan_low(before if before is not None else math.nan)
+    if metric == "top1_agreement" or not math.isfinite(before):
+        return value > before
+    if metric == "cosine":  # as dB of the residual 1 - cos
+        value, before = (-10 * math.log10(max(1.0 - v, 1e-30)) if math.isfinite(v) else v for v in (value, before))
+    return value - before >= defaults.AUTO_EXCLUDE_MIN_GAIN_DB
+
+
+#: SNRs above this count as this in a layer's drop: a network input is exact (inf dB) in both models.
+_CLEAN_DB = 100.0
+
+
+def _node_names(model) -> List[str]:
+    from .graph.qdq import node_names
+
+    return node_names(model)
+
+
 def sort_sensitivity(results: Iterable[LayerSensitivity]) -> List[LayerSensitivity]:
-    """Worst (lowest SNR, NaN first) first; layers that could not be measured last."""
+    """Largest drop (the noise the layer adds itself) first, then lowest SNR; unmeasured layers last."""
     def key(r: LayerSensitivity):
         if r.snr_db is None:
-            return (1, 0.0)
-        return (0, -math.inf if math.isnan(r.snr_db) else r.snr_db)
+            return (1, 0.0, 0.0)
+        drop = -math.inf if r.drop_db is None or math.isnan(r.drop_db) else r.drop_db
+        return (0, -drop, -math.inf if math.isnan(r.snr_db) else r.snr_db)
 
     return sorted(results, key=key)
 
@@ -724,81 +1006,101 @@ def auto_exclude(
     data=None,
     *,
     target_snr: Optional[float] = None,
+    target_cosine: Optional[float] = None,
     target_agreement: Optional[float] = None,
     max_layers: int = AUTO_EXCLUDE_MAX_LAYERS,
     ranking: Optional[Sequence[LayerSensitivity]] = None,
     replay: Optional[Replay] = None,
+    exclude: Sequence[str] = (),
     samples: int = SENSITIVITY_SAMPLES,
     measure_speed: bool = True,
     threads: Optional[int] = None,
     progress: Optional[ProgressCallback] = None,
 ) -> Tuple[AutoExcludeResult, Optional[Any]]:
-    """Leave the most sensitive layers in float, one at a time, until the target is met.
+    """Leave layers in float, measuring every step, until the target is met.
 
-    Starts from the fully quantized model; each step adds the next layer of the
-    sensitivity ranking (computed when not given) to the exclusions and re-measures
-    on the replay samples. Stops when the target (``target_snr`` in dB on the worst
-    output, or ``target_agreement``, top-1 agreement on the class-score output) is
-    met or after ``max_layers`` layers. Returns ``(result, the Q/DQ model of the last
-    step in ONNX Runtime form or None)``; re-quantize with ``exclude=result.excluded``
-    for the TensorRT form.
+    Targets (exactly one; default ``target_snr`` = :data:`trtq.defaults.VERDICT_MIN_SNR_DB`):
+    ``target_snr`` on the worst output and channel group (boxes, embeddings, CTC
+    sequences: any output), ``target_cosine`` likewise, ``target_agreement`` top-1
+    agreement on a class-score output (the replay's ``class_outputs``). Starts from the
+    TensorRT-form model (``exclude`` already float), walks the ranking of
+    :func:`layer_sensitivity` (largest own noise first), and for each layer measures the
+    model with it left in float: a step that does not raise the metric is undone
+    (recorded, not kept), so the result is never worse than the step before it. Stops at
+    the target, after ``max_layers`` layers kept in float, or after ``2 * max_layers``
+    steps. Returns ``(result, the TensorRT-form Q/DQ model of the result)``.
     """
     from .graph.qdq import quantize_model
 
-    if (target_snr is None) == (target_agreement is None):
-        raise TrtqError("give exactly one target: --target-snr DB or --target-agreement FRACTION")
+    given = [t for t in (target_snr, target_cosine, target_agreement) if t is not None]
+    if len(given) > 1:
+        raise TrtqError("give one target: --target-snr DB, --target-cosine C or --target-agreement FRACTION")
+    if not given:
+        target_snr = defaults.VERDICT_MIN_SNR_DB
     if target_agreement is not None and not 0.0 < target_agreement <= 1.0:
         raise TrtqError(f"--target-agreement is a fraction in (0, 1], got {target_agreement}")
+    if target_cosine is not None and not -1.0 <= target_cosine <= 1.0:
+        raise TrtqError(f"--target-cosine is a cosine in [-1, 1], got {target_cosine}")
     if max_layers < 0:
         raise TrtqError(f"--max-layers must be 0 or more, got {max_layers}")
     progress = progress or no_progress
     ref_model, _ = _load(reference)
     replay = replay or Replay.collect(ref_model, data, samples=samples, threads=threads)
-    metric_name = "snr_db" if target_snr is not None else "top1_agreement"
-    target = float(target_snr if target_snr is not None else target_agreement)
+    if target_agreement is not None and not replay.class_outputs:
+        raise TrtqError("--target-agreement needs an output declared as class scores (--labels or --class-output "
+                        "NAME); for embeddings, boxes or sequences use --target-snr or --target-cosine")
+    metric_name, target = (("snr_db", target_snr) if target_snr is not None else
+                           ("cosine", target_cosine) if target_cosine is not None else
+                           ("top1_agreement", target_agreement))
+    target = float(target)
     if ranking is None:
-        ranking = layer_sensitivity(ref_model, amax, replay=replay, threads=threads)
-    candidates = [r.layer for r in ranking if r.snr_db is not None][:max_layers]
+        ranking = layer_sensitivity(ref_model, amax, replay=replay, exclude=exclude, threads=threads)
+    candidates = [r.layer for r in ranking if r.snr_db is not None]
     float_latency = replay.latency_ms(ref_model, threads=threads) if measure_speed else None
+
+    def measure(excluded: List[str]):
+        model, summary = quantize_model(ref_model, amax, target="trt", exclude=list(exclude) + excluded)
+        snr, cosine, agreement = _worst(replay.score(model, threads=threads))
+        value = {"snr_db": snr, "cosine": cosine, "top1_agreement": agreement}[metric_name]
+        return model, snr, cosine, agreement, value
 
     steps: List[ExcludeStep] = []
     excluded: List[str] = []
-    model = None
-    plan: List[Optional[str]] = [None] + candidates
-    progress(0, len(plan))
-    for index, layer in enumerate(plan):
-        if layer is not None:
-            excluded.append(layer)
-        model, summary = quantize_model(ref_model, amax, target="cpu", exclude=list(excluded))
-        if not summary.quantized:
-            log.info("step %d: nothing left quantized", index)
-        snr, _, agreement = _worst(replay.score(model, threads=threads))
-        if metric_name == "top1_agreement" and agreement is None:
-            raise TrtqError("--target-agreement needs an output that looks like class scores ([N, C] with C >= 2); "
-                            "this model has none: use --target-snr")
-        value = snr if metric_name == "snr_db" else agreement
-        latency = replay.latency_ms(model, threads=threads) if measure_speed else None
-        met = bool(value >= target)
-        steps.append(ExcludeStep(index, layer, list(excluded), snr, agreement, value, met, latency,
-                                 (float_latency / latency) if (latency and float_latency) else None))
-        progress(index + 1, len(plan))
-        if met:
+    budget = min(len(candidates), 2 * max_layers)
+    progress(0, budget + 1)
+    model, snr, cosine, agreement, value = measure(excluded)
+    latency = replay.latency_ms(model, threads=threads) if measure_speed else None
+    steps.append(ExcludeStep(0, None, [], snr, agreement, value, bool(value >= target), latency,
+                             (float_latency / latency) if (latency and float_latency) else None, cosine=cosine))
+    best_value, best_model = value, model
+    for index, layer in enumerate(candidates[:budget], start=1):
+        if best_value >= target or len(excluded) >= max_layers:
             break
-    met = steps[-1].met
+        trial = excluded + [layer]
+        model, snr, cosine, agreement, value = measure(trial)
+        kept = _helps(metric_name, value, best_value)
+        latency = replay.latency_ms(model, threads=threads) if (measure_speed and kept) else None
+        steps.append(ExcludeStep(index, layer, list(trial if kept else excluded), snr, agreement, value,
+                                 bool(kept and value >= target), latency,
+                                 (float_latency / latency) if (latency and float_latency) else None,
+                                 cosine=cosine, kept=kept))
+        if kept:
+            excluded, best_value, best_model = trial, value, model
+        progress(index + 1, budget + 1)
+    met = bool(best_value >= target)
     unit = " dB" if metric_name == "snr_db" else ""
-    label = "SNR" if metric_name == "snr_db" else "top-1 agreement"
+    label = {"snr_db": "SNR", "cosine": "cosine", "top1_agreement": "top-1 agreement"}[metric_name]
     if met and not excluded:
-        message = f"the fully quantized model already meets {label} >= {target:g}{unit} ({steps[-1].metric:.4g}{unit})"
+        message = f"the fully quantized model already meets {label} >= {target:g}{unit} ({best_value:.4g}{unit})"
     elif met:
-        message = (f"{label} {steps[-1].metric:.4g}{unit} >= {target:g}{unit} with {len(excluded)} layer(s) "
+        message = (f"{label} {best_value:.4g}{unit} >= {target:g}{unit} with {len(excluded)} layer(s) "
                    f"left in float: {', '.join(excluded)}")
     else:
-        best = max(steps, key=lambda s: -math.inf if math.isnan(s.metric) else s.metric)
-        tried = len(candidates)
-        message = (f"target {label} >= {target:g}{unit} not met: best {best.metric:.4g}{unit} after leaving "
-                   f"{len(best.excluded)} of {tried} tried layer(s) in float"
-                   + (f" (--max-layers {max_layers} reached; raise it, or lower the target)" if tried == max_layers
-                      else " (no more quantized layers to leave in float; lower the target or recalibrate)"))
+        message = (f"target {label} >= {target:g}{unit} not met: best {best_value:.4g}{unit} with "
+                   f"{len(excluded)} layer(s) left in float after {len(steps) - 1} measured step(s)"
+                   + (f" (--max-layers {max_layers} reached; raise it, or lower the target)"
+                      if len(excluded) >= max_layers else
+                      " (raise --max-layers, lower the target, or recalibrate with another --algo or more data)"))
     result = AutoExcludeResult(metric_name, target, met, list(excluded), steps, replay.samples, max_layers,
-                               float_latency, message=message)
-    return result, model
+                               float_latency, message=message, quantizable_layers=len(candidates) + len(exclude))
+    return result, best_model

@@ -101,11 +101,10 @@ def run_quickstart(
 ) -> QuickstartResult:
     """Run the whole demo and return every number and path it produced."""
     from .bench import benchmark
-    from .calib import calibrate
     from .data.spec import DataSpec
     from .evaluate import evaluate
     from .fileio import check_writable
-    from .graph.qdq import quantize
+    from .pipeline import calibrate, quantize
     from .report import write_bench_report
 
     started = time.perf_counter()
@@ -128,7 +127,7 @@ def run_quickstart(
     int8_trt = out / "demo.int8.onnx"
     int8_cpu = out / "demo.int8-cpu.onnx"
     with _stage("quantize", timings, False):
-        summary = quantize(onnx_path, int8_trt, cache=cache_path, target="trt")
+        summary = quantize(onnx_path, int8_trt, cache=cache_path, target="trt").summary
         quantize(onnx_path, int8_cpu, cache=cache_path, target="cpu")
 
     eval_spec = DataSpec(path=str(eval_dir), samples=eval_samples, shuffle=False)
@@ -198,8 +197,14 @@ def print_verdict(result: QuickstartResult, console=None) -> None:
     cal = result.calibration
     ev = result.evaluation
     console.print(f"[bold]model[/]      {escape(str(result.onnx_path))} ({escape(result.export_note)})")
+    algorithm = cal.algorithm if cal.auto is None else f"auto: chose {cal.auto.chosen}, {len(cal.auto.overrides)} " \
+        "per-tensor override(s)"
     console.print(f"[bold]calibrated[/] {len(cal.amax)} tensors on {cal.num_samples} samples in {cal.seconds:.1f} s "
-                  f"({cal.algorithm}); {result.quantized_layers} layers quantized")
+                  f"({escape(algorithm)}); {result.quantized_layers} layers quantized")
+    if cal.auto is not None:
+        from .report import auto_choice_table
+
+        console.print(auto_choice_table(cal.auto))
     console.print(throughput_table(result.bench))
 
     verdict = Table(title="verdict", show_lines=False)
@@ -220,6 +225,9 @@ def print_verdict(result: QuickstartResult, console=None) -> None:
         verdict.add_row(f"throughput at batch {largest} (ONNX Runtime CPU, INT8 CPU form)", f"{best['fp32'].throughput:.0f}/s",
                         f"{best['int8'].throughput:.0f}/s ({best['int8'].throughput / best['fp32'].throughput:.2f}x)")
     console.print(verdict)
+    from .report import print_verdict as print_fidelity
+
+    print_fidelity(console, cal.verdict.to_dict() if cal.verdict is not None else None)
     if result.trt_note:
         console.print(f"[yellow]{escape(result.trt_note)}[/]")
     console.print(f"[bold]calibration cache[/] {escape(str(result.cache_path))}  "

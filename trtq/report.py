@@ -348,28 +348,58 @@ def eval_tables(report, max_layers: int = 20) -> list:
         sens.add_column("#", justify="right")
         sens.add_column("layer", overflow="fold")
         sens.add_column("op")
-        for name in ("SNR dB", "cosine", "top-1 agree"):
+        for name in ("adds dB", "output SNR dB"):
             sens.add_column(name, justify="right")
         sens.add_column("note", style="dim", overflow="fold")
         for rank, s in enumerate(shown, start=1):
-            sens.add_row(str(rank), escape(s.layer), s.op_type, _db(s.snr_db),
-                         "—" if s.cosine is None else f"{s.cosine:.6f}", _fraction(s.top1_agreement), escape(s.note))
-        section(f"layer sensitivity: output SNR with only that layer quantized, worst first "
-                f"({report.sensitivity_samples} samples; scales from {report.amax_source})", sens)
+            sens.add_row(str(rank), escape(s.layer), s.op_type, _db(s.drop_db), _db(s.snr_db), escape(s.note))
+        section(f"layer sensitivity, TensorRT form, noisiest first: the SNR each layer's own quantization costs "
+                f"(its inputs' SNR minus its output's) ({report.sensitivity_samples} samples; scales from "
+                f"{report.amax_source})", sens)
     auto = report.auto_exclude
     if auto is not None:
-        label = "SNR dB" if auto.target_metric == "snr_db" else "top-1 agreement"
+        label = {"snr_db": "SNR dB", "cosine": "cosine", "top1_agreement": "top-1 agreement"}[auto.target_metric]
         steps = Table()
         steps.add_column("step", justify="right")
         steps.add_column("left in float", overflow="fold")
-        for name in ("SNR dB", "top-1 agree", "batch-1 ms", "vs fp32"):
+        for name in ("SNR dB", "cosine", "top-1 agree", "batch-1 ms", "vs fp32"):
             steps.add_column(name, justify="right")
-        steps.add_column("target")
+        steps.add_column("")
         for s in auto.steps:
+            verdict = "[green]met[/]" if s.met else ("kept" if s.kept else "[dim]no gain: back to INT8[/]")
             steps.add_row(str(s.step), escape(s.layer) if s.layer else "(none: all quantized)", _db(s.snr_db),
-                          _fraction(s.top1_agreement), _fmt(s.latency_ms, 3),
-                          "—" if s.speedup is None else f"{s.speedup:.2f}×",
-                          "[green]met[/]" if s.met else "[red]not met[/]")
-        section(f"mixed precision: leave layers in float until {label} >= {auto.target:g} "
-                f"({auto.samples} samples)", steps)
+                          "—" if s.cosine is None else f"{s.cosine:.5f}", _fraction(s.top1_agreement),
+                          _fmt(s.latency_ms, 3), "—" if s.speedup is None else f"{s.speedup:.2f}×", verdict)
+        section(f"mixed precision, TensorRT form: leave layers in float until {label} >= {auto.target:g}, each step "
+                f"measured ({auto.samples} samples; {len(auto.excluded)} of {auto.quantizable_layers} layers in "
+                "float)", steps)
     return parts
+
+
+def auto_choice_table(choice):
+    """A rich table of ``--algo auto``'s candidates (worst-output SNR and cosine on the held-back samples)."""
+    from rich.table import Table
+
+    table = Table(title=f"--algo auto: TensorRT-form Q/DQ model of each algorithm on {choice.samples} "
+                        "held-back samples (worst output / channel group)", title_justify="left")
+    for name in ("algorithm", "SNR dB", "cosine", ""):
+        table.add_column(name, justify="left" if name in ("algorithm", "") else "right")
+    for c in choice.candidates:
+        table.add_row(c.name, _db(c.snr_db), f"{c.cosine:.5f}", "chosen" if c.name == choice.chosen else "")
+    if choice.overrides or choice.trials:
+        kept = len(choice.overrides)
+        table.add_row(f"+ {kept} per-tensor override(s)", _db(choice.snr_db), f"{choice.cosine:.5f}",
+                      f"{len(choice.trials)} trial(s) measured")
+    return table
+
+
+def print_verdict(console, verdict: Optional[dict], source: str = "") -> None:
+    """The verdict's one line, and its warning line when the INT8 result is poor (a sidecar record or Verdict dict)."""
+    from rich.markup import escape
+
+    if not verdict:
+        return
+    line = verdict.get("line") or ""
+    console.print(escape(line) + (f" [dim]({escape(source)})[/]" if source else ""), highlight=False)
+    if verdict.get("warning"):
+        console.print(f"[bold yellow]warning:[/] {escape(verdict['warning'])}", highlight=False)

@@ -253,7 +253,7 @@ def test_compute_amax_dispatch_and_contract():
     for k in range(5):
         hist.update(rng.laplace(size=(4, 1000)).astype(np.float32) * (1 + k))
     results = {}
-    for algorithm in defaults.ALGORITHMS:
+    for algorithm in defaults.SINGLE_ALGORITHMS:
         amax = alg.compute_amax(hist, algorithm)
         assert isinstance(amax, float) and np.isfinite(amax) and 0.0 < amax <= hist.max_abs
         results[algorithm] = amax
@@ -271,7 +271,7 @@ def test_compute_amax_all_zero_and_empty_give_zero():
     zeros = AbsHistogram()
     zeros.update(np.zeros((8, 8), dtype=np.float32))
     for hist in (empty, zeros):
-        for algorithm in defaults.ALGORITHMS:
+        for algorithm in defaults.SINGLE_ALGORITHMS:
             assert alg.compute_amax(hist, algorithm) == 0.0
 
 
@@ -279,7 +279,7 @@ def test_compute_amax_is_capped_at_max_abs():
     hist = AbsHistogram(256)
     hist.update(np.array([4.0], dtype=np.float32))
     hist.update(np.array([5.0], dtype=np.float32))  # range doubles to 8; data ends at 5
-    for algorithm in defaults.ALGORITHMS:
+    for algorithm in defaults.SINGLE_ALGORITHMS:
         assert alg.compute_amax(hist, algorithm) <= 5.0
 
 
@@ -288,7 +288,7 @@ def test_unknown_algorithm_and_options_are_user_errors():
     hist.update(np.ones(3, dtype=np.float32))
     with pytest.raises(TrtqError) as info:
         alg.compute_amax(hist, "kl")
-    for name in defaults.ALGORITHMS:
+    for name in defaults.SINGLE_ALGORITHMS:
         assert name in str(info.value)
     with pytest.raises(TrtqError, match="percentile"):
         alg.compute_amax(hist, "entropy", percentile=99.0)

@@ -11,7 +11,7 @@ import pytest
 from onnx import TensorProto, helper
 
 from trtq import cache
-from trtq.calib import calibrate
+from trtq.pipeline import calibrate
 from trtq.calib.collect import activation_tensors
 from trtq.cli import main
 from trtq.data.spec import DataSpec, Preprocess
@@ -80,15 +80,18 @@ def test_yolov8n_real_photos_end_to_end(yolo_model_path, photo_crops_folder, tmp
     assert 0.5 < parsed.amax["images"] <= 1.0 + 1e-6
     side = parsed.sidecar
     assert side["model"]["sha256"] == file_sha256(yolo_model_path)
-    assert side["data"]["samples"] == 8 and side["algorithm"]["name"] == "entropy"
+    assert side["data"]["samples"] == 8 and side["algorithm"]["name"] == "auto"
+    assert side["algorithm"]["chosen"] in ("entropy", "minmax", "percentile", "mse")
+    assert side["data"]["held_back_samples"] == 2 and side["data"]["statistics_samples"] == 6
+    assert side["verdict"]["samples"] == 2 and side["verdict"]["held_back"]
     cache.check_cache_matches(parsed, model, file_sha256(yolo_model_path), parsed.scales)
 
 
 def test_api_returns_amax_and_writes_nothing_without_cache_path(tmp_path):
     model = conv_model(tmp_path / "m.onnx")
     data = _npy_folder(tmp_path / "data")
-    result = calibrate(model, DataSpec(str(data), samples=6, batch_size=4), algorithm="minmax")
-    assert set(result.amax) == {"x", "c", "r", "y"}
+    result = calibrate(model, DataSpec(str(data), samples=6, batch_size=4), algorithm="minmax", holdout=0)
+    assert set(result.amax) == {"x", "c", "r", "y"} and not result.verdict.held_back
     samples = np.stack([np.load(p) for p in sorted(data.iterdir())])
     assert result.amax["x"] == pytest.approx(np.abs(samples).max(), rel=1e-6)
     assert result.num_samples == 6 and result.num_batches == 2 and result.files_written == []

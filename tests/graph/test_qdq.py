@@ -15,7 +15,8 @@ onnx = pytest.importorskip("onnx")
 from onnx import helper  # noqa: E402
 
 from trtq.errors import CacheError, ModelError, TrtqError  # noqa: E402
-from trtq.graph.qdq import (default_output_path, quantizable_layers, quantize, quantize_model,  # noqa: E402
+from trtq.pipeline import quantize  # noqa: E402
+from trtq.graph.qdq import (default_output_path, quantizable_layers, quantize_model,  # noqa: E402
                             quantize_weight)
 
 RNG = np.random.default_rng(0)
@@ -470,7 +471,7 @@ def test_already_quantized_model_passes_through_unchanged(tmp_path):
     assert quantizable_layers(qdq) == []
     path = tmp_path / "qat.onnx"
     path.write_bytes(qdq.SerializeToString())
-    summary = quantize(path, tmp_path / "out.onnx", amax=amax)
+    summary = quantize(path, tmp_path / "out.onnx", amax=amax).summary
     assert summary.already_quantized
     assert (tmp_path / "out.onnx").read_bytes() == path.read_bytes()
 
@@ -528,13 +529,13 @@ def test_quantize_file_from_cache(tmp_path):
     path = write_model(tmp_path, model)
     amax, feeds = calibrated(model)
     cache = write_cache_for(path, amax, tmp_path / "toy.calib.cache")
-    summary = quantize(path, cache=cache)
+    summary = quantize(path, cache=cache).summary
     out = tmp_path / "toy.int8.onnx"
     assert summary.output_path == str(out) and out.exists()
     q = onnx.load(str(out))
     check_loads(q)
     assert sorted(quantized_inputs(q)) == ["r1", "x"]
-    summary = quantize(path, cache=cache, target="cpu")
+    summary = quantize(path, cache=cache, target="cpu").summary
     assert Path(summary.output_path).name == "toy.int8-cpu.onnx"
     assert json.loads(json.dumps(summary.to_dict()))["target"] == "cpu"
     assert not list(tmp_path.glob("*.tmp"))
@@ -549,30 +550,27 @@ def test_cache_of_another_model_is_refused_unless_forced(tmp_path):
     with pytest.raises(CacheError, match="another|not this one"):
         quantize(path, tmp_path / "out.onnx", cache=cache)
     assert not (tmp_path / "out.onnx").exists()
-    summary = quantize(path, tmp_path / "out.onnx", cache=cache, force=True)
+    summary = quantize(path, tmp_path / "out.onnx", cache=cache, force=True).summary
     assert summary.quantized == ["conv1", "conv2"]
 
 
-def test_quantize_file_calibrates_with_calib(tmp_path, monkeypatch):
-    model = residual_block()
-    path = write_model(tmp_path, model)
-    amax, _ = calibrated(model)
-    calls = []
+def test_quantize_file_calibrates_with_calib(tmp_path):
+    """--calib: one calibration (held-back samples, the chosen algorithm), its verdict, and the Q/DQ model written."""
+    from trtq.data.spec import DataSpec
 
-    class Result:
-        def __init__(self, amax):
-            self.amax = amax
-
-    def fake_calibrate(model_path, data, *, progress=None, algorithm=None):
-        calls.append((Path(model_path), data, algorithm))
-        return Result(amax)
-
-    import trtq.calib
-
-    monkeypatch.setattr(trtq.calib, "calibrate", fake_calibrate)
-    summary = quantize(path, tmp_path / "q.onnx", calib="data/", algorithm="minmax")
-    assert calls == [(path, "data/", "minmax")]
-    assert summary.quantized == ["conv1", "conv2"]
+    path = write_model(tmp_path, residual_block())
+    data = tmp_path / "data"
+    data.mkdir()
+    for i in range(24):
+        np.save(data / f"{i:02d}.npy", rand(1, 4, 8, 8))
+    outcome = quantize(path, tmp_path / "q.onnx", calib=DataSpec(str(data), samples=None, batch_size=4),
+                       algorithm="minmax")
+    assert outcome.summary.quantized == ["conv1", "conv2"] and (tmp_path / "q.onnx").exists()
+    assert outcome.calibration.algorithm == "minmax" and outcome.calibration.num_samples == 18
+    assert outcome.verdict["samples"] == 6 and outcome.verdict["held_back"] and outcome.verdict["snr_db"] > 20
+    auto = quantize(path, tmp_path / "auto.onnx", calib=DataSpec(str(data), samples=None, batch_size=4))
+    assert auto.calibration.algorithm == "auto" and auto.calibration.auto.chosen in ("entropy", "minmax",
+                                                                                     "percentile", "mse")
 
 
 def test_nothing_to_quantize_is_a_model_error(tmp_path):
@@ -633,21 +631,19 @@ def test_cli_quantize_from_cache(tmp_path, capsys):
 
 
 def test_cli_quantize_calibrates_with_calib(tmp_path, monkeypatch, capsys):
-    model = residual_block()
-    path = write_model(tmp_path, model)
-    amax, _ = calibrated(model)
-    seen = {}
+    path = write_model(tmp_path, residual_block())
+    data = tmp_path / "data"
+    data.mkdir()
+    for i in range(12):
+        np.save(data / f"{i:02d}.npy", rand(1, 4, 8, 8))
+    assert quantize_cli([str(path), "--calib", str(data), "--samples", "8", "--algo", "percentile"]) == 0
+    printed = " ".join(capsys.readouterr().out.split())
+    assert (tmp_path / "toy.int8.onnx").exists() and "INT8 fidelity (TensorRT Q/DQ form, 2 held-back" in printed
+    from trtq.errors import EXIT_FIDELITY, FidelityError
 
-    def fake_calibrate(model_path, data, *, progress=None, algorithm=None):
-        seen.update(data=data, algorithm=algorithm)
-        return type("Result", (), {"amax": amax})()
-
-    import trtq.calib
-
-    monkeypatch.setattr(trtq.calib, "calibrate", fake_calibrate)
-    assert quantize_cli([str(path), "--calib", str(tmp_path), "--samples", "8", "--algo", "percentile"]) == 0
-    assert seen["algorithm"] == "percentile" and seen["data"].samples == 8 and seen["data"].path == str(tmp_path)
-    assert (tmp_path / "toy.int8.onnx").exists()
+    with pytest.raises(FidelityError, match="--min-snr 500") as failed:
+        quantize_cli([str(path), "--calib", str(data), "--min-snr", "500", "-o", str(tmp_path / "g.onnx")])
+    assert failed.value.exit_code == EXIT_FIDELITY == 3 and not (tmp_path / "g.onnx").exists()
 
 
 # ----------------------------------------------------------------------------- a real model

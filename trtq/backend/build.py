@@ -6,7 +6,7 @@ Which way an engine is built comes from :func:`trtq.backend.policy.plan_build`:
   (data on the GPU, or a trtq cache handed over without reading any data), a
   calibration profile for dynamic shapes, ``BuilderFlag.FP16`` as fallback with ``--fp16``.
 - TensorRT 11 (and 10.x with ``--explicit``): trtq calibrates on the CPU
-  (:func:`trtq.calib.calibrate`, or the cache's amax), inserts Q/DQ
+  (:func:`trtq.pipeline.calibrate`, or the cache's amax), inserts Q/DQ
   (:func:`trtq.graph.qdq.quantize_model`), converts to FP16 where asked
   (:func:`trtq.graph.fp16.to_fp16`) and builds a strongly typed network.
 
@@ -476,7 +476,7 @@ def _prepare_graph(model, plan: BuildPlan, options: BuildOptions, cache, scratch
             calibration = {"method": "qdq", "source": "cache", "cache": str(options.cache_path),
                            "cache_header": cache.header, "tensors": len(amax)}
         else:
-            from ..calib import calibrate
+            from ..pipeline import calibrate
 
             result = calibrate(options.model_path, _data_spec(options.calib), algorithm=options.algorithm,
                                cache_path=options.cache_path, progress=progress)

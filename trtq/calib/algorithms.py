@@ -364,14 +364,17 @@ def _options_of(func) -> list:
 
 
 def check_algorithm(algorithm: str) -> None:
-    """Raise :class:`CalibrationAlgorithmError` unless ``algorithm`` is one of ``defaults.ALGORITHMS``."""
-    if algorithm not in defaults.ALGORITHMS:
+    """Raise :class:`CalibrationAlgorithmError` unless ``algorithm`` is one of ``defaults.SINGLE_ALGORITHMS``.
+
+    (``auto`` chooses among these per model; it is not a histogram-to-amax function.)
+    """
+    if algorithm not in defaults.SINGLE_ALGORITHMS:
         raise CalibrationAlgorithmError(
-            f"unknown calibration algorithm {algorithm!r}; choose one of: {', '.join(defaults.ALGORITHMS)}")
+            f"unknown calibration algorithm {algorithm!r}; choose one of: {', '.join(defaults.SINGLE_ALGORITHMS)}")
 
 
-def compute_amax(hist, algorithm: str = defaults.ALGORITHM, **options) -> float:
-    """amax of one tensor's :class:`AbsHistogram` with ``algorithm`` (one of ``defaults.ALGORITHMS``).
+def compute_amax(hist, algorithm: str = "entropy", **options) -> float:
+    """amax of one tensor's :class:`AbsHistogram` with ``algorithm`` (one of ``defaults.SINGLE_ALGORITHMS``).
 
     ``options`` go to the algorithm's function (``percentile=``, ``start_bin=``, ...).
     The result is capped at the largest |x| seen (a threshold above it clips nothing

@@ -15,7 +15,7 @@ import sys
 from typing import List, Optional
 
 from .. import __version__
-from ..errors import TrtqError
+from ..errors import EXIT_FIDELITY, FidelityError, TrtqError
 
 #: Subcommand modules, in the order ``trtq --help`` lists them.
 COMMANDS = ("quickstart", "calibrate", "quantize", "eval", "bench", "export", "build", "info")
@@ -65,6 +65,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     _setup_logging(args.verbose, args.quiet)
     try:
         result = args.func(args)
+    except FidelityError as exc:
+        print(f"trtq {args.command}: failed: {exc}", file=sys.stderr)
+        return EXIT_FIDELITY
     except TrtqError as exc:
         print(f"trtq {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR

@@ -22,23 +22,24 @@ def parse_trt_version(text: str) -> int:
 
 
 def add_parser(sub) -> None:
-    from .options import add_data_arguments
+    from .options import add_algorithm_argument, add_data_arguments, add_fidelity_arguments
 
     parser = sub.add_parser(
         "calibrate",
         help="calibrate on the CPU and write a TensorRT calibration cache",
         description="Run the model over representative samples with ONNX Runtime on the CPU, build a histogram "
-        "of |x| for every floating-point tensor, pick a per-tensor amax with the chosen algorithm "
-        "(entropy = TensorRT's EntropyCalibration2) and write a TensorRT calibration cache plus a JSON "
-        "sidecar that ties the cache to this model and data. No GPU or TensorRT needed.",
+        "of |x| for every floating-point tensor, pick a per-tensor amax (by default the algorithm whose INT8 "
+        f"model stays closest to FP32 on {defaults.HOLDOUT_SAMPLES} calibration samples held back from the "
+        "statistics; --algo entropy is TensorRT's EntropyCalibration2) and write a TensorRT calibration cache "
+        "plus a JSON sidecar that ties the cache to this model and data and records the choice and the INT8 "
+        "verdict. No GPU or TensorRT needed.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("model", help="ONNX model to calibrate")
     add_data_arguments(parser, flag="--calib", required=True)
     parser.add_argument("-o", "--output", help="cache file to write (default: <model>.calib.cache beside the model); "
                         "the sidecar is written to <output>.json")
-    parser.add_argument("--algo", choices=defaults.ALGORITHMS, default=defaults.ALGORITHM,
-                        help="how amax is chosen from each histogram")
+    add_algorithm_argument(parser)
     parser.add_argument("--percentile", type=float, default=defaults.PERCENTILE,
                         help="percentile of |x| kept by --algo percentile")
     parser.add_argument("--num-bins", type=int, default=defaults.NUM_BINS, help="histogram bins per tensor")
@@ -50,6 +51,7 @@ def add_parser(sub) -> None:
                         "max |x| still sets the range): faster on activation-heavy models, but the cache no longer "
                         "follows TensorRT's every-value histograms exactly. Default: every value")
     parser.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads (default: all cores)")
+    add_fidelity_arguments(parser)
     parser.set_defaults(func=run)
 
 
@@ -60,25 +62,40 @@ def default_cache_path(model: str) -> Path:
 
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
-    from rich.markup import escape
 
-    from ..calib import calibrate
+    from ..pipeline import calibrate
     from ..progress import progress_bar
     from .options import data_spec_from_args
 
     spec = data_spec_from_args(args, flag_dest="calib", shuffle=True)
     output = Path(args.output) if args.output else default_cache_path(args.model)
-    with progress_bar("calibrating", enabled=None if not args.quiet else False) as progress:
+    bars = None if not args.quiet else False
+    with progress_bar("calibrating", enabled=bars) as progress, \
+            progress_bar("scoring INT8 candidates", unit="models", enabled=bars and args.algo == "auto") as scoring:
         result = calibrate(args.model, spec, algorithm=args.algo, cache_path=output, trt_version=args.trt_version,
                            num_bins=args.num_bins, percentile=args.percentile, threads=args.threads,
-                           max_binned=args.max_binned,
-                           progress=progress)
-    console = Console()
-    console.print(f"[bold green]calibrated[/] {len(result.amax)} tensors of {escape(Path(args.model).name)} "
-                  f"on {result.num_samples} samples ({result.num_batches} batches) in {result.seconds:.1f} s "
-                  f"with {result.algorithm}")
-    for path in result.files_written:
-        console.print(f"  wrote {escape(str(path))}")
+                           max_binned=args.max_binned, min_snr=args.min_snr, min_cosine=args.min_cosine,
+                           progress=progress, choice_progress=scoring)
+    print_calibration(Console(), result, args.model)
     if not result.amax:
         raise TrtqError("no floating-point tensors were found to calibrate")
     return 0
+
+
+def print_calibration(console, result, model: str) -> None:
+    """Summary of a calibration: what was calibrated, the auto choice, files written, the verdict."""
+    from rich.markup import escape
+
+    from ..report import auto_choice_table, print_verdict
+
+    algorithm = result.algorithm if result.auto is None else f"auto (chose {result.auto.chosen})"
+    console.print(f"[bold green]calibrated[/] {len(result.amax)} tensors of {escape(Path(model).name)} "
+                  f"on {result.num_samples} samples ({result.num_batches} batches) in {result.seconds:.1f} s "
+                  f"with {escape(algorithm)}")
+    if result.auto is not None:
+        console.print(auto_choice_table(result.auto))
+        for tensor, algo in result.auto.overrides.items():
+            console.print(f"  override: {escape(tensor)} takes {algo}'s amax", highlight=False)
+    for path in result.files_written:
+        console.print(f"  wrote {escape(str(path))}")
+    print_verdict(console, result.verdict.to_dict() if result.verdict is not None else None)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from .. import defaults
+
 
 def add_parser(sub) -> None:
     from .options import add_data_arguments
@@ -14,11 +16,13 @@ def add_parser(sub) -> None:
         help="compare a quantized model with its float reference on held-out data",
         description="Run the reference (float) and candidate (e.g. INT8 Q/DQ) models with ONNX Runtime on the CPU "
         "over data the calibration did not see, and report per output: cosine similarity, SNR in dB "
-        "(10*log10(sum ref^2 / sum (ref-cand)^2)), max and mean absolute error; top-1/top-5 agreement when an "
-        "output looks like class scores ([N, C] with C >= 2, trailing 1-dims ignored); top-1 accuracy of both "
-        "with --labels. --sensitivity ranks the quantizable layers by the output SNR when only that layer is "
-        "quantized; --auto-exclude leaves the most sensitive layers in float until a target is met. Both "
-        "re-quantize the reference and need its scales: --cache, or they are read from the candidate's Q/DQ nodes.",
+        "(10*log10(sum ref^2 / sum (ref-cand)^2)), max and mean absolute error, and the same per channel group "
+        "when an output mixes kinds (boxes and scores of a detection head); top-1/top-5 agreement for class-score "
+        "outputs (--class-output, or the first [N, C] output with --labels); top-1 accuracy of both with --labels. "
+        "--sensitivity ranks the quantized layers by the noise each adds itself (one run); --auto-exclude leaves "
+        "layers in float, measuring each step, until a target is met. Both re-quantize the reference (TensorRT "
+        "form) and need its scales: --cache, or they are read from the candidate's Q/DQ nodes. --min-snr / "
+        "--min-cosine make a poor result exit 3.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("reference", help="float ONNX model (the reference)")
@@ -30,15 +34,23 @@ def add_parser(sub) -> None:
                         help="class labels for top-1 accuracy: a .csv/.txt of 'id,label' rows (id = file path "
                              "relative to --data, with or without extension), or one label per sample in sorted "
                              "file order (.txt or .npy)")
+    parser.add_argument("--class-output", action="append", default=[], metavar="NAME",
+                        help="an output that holds class scores [N, C] (top-1/top-5 agreement); repeatable. Other "
+                             "outputs (embeddings, boxes, sequences) get cosine and SNR only")
     parser.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads (default: all cores)")
     parser.add_argument("--json", metavar="PATH", help="also write the full report as JSON")
+    parser.add_argument("--min-snr", type=float, metavar="DB", default=None,
+                        help="exit 3 unless the worst output (and channel group) SNR is at least DB")
+    parser.add_argument("--min-cosine", type=float, metavar="C", default=None,
+                        help="exit 3 unless the worst output cosine is at least C")
 
     group = parser.add_argument_group(
         "sensitivity and mixed precision",
-        "Both re-quantize the reference model (ONNX Runtime form; same numerics as the TensorRT form) and replay "
-        "the first --sensitivity-samples samples of --data for every variant.")
+        "Both re-quantize the reference model in the TensorRT form (what an engine computes) and replay the "
+        "first --sensitivity-samples samples of --data.")
     group.add_argument("--sensitivity", action="store_true",
-                       help="rank quantizable layers by output SNR with only that layer quantized (worst first)")
+                       help="rank quantized layers by the SNR their own quantization costs (noisiest first; "
+                            "two runs of the replay samples)")
     group.add_argument("--cache", metavar="CACHE",
                        help="calibration cache of the reference (its sidecar must match the model); "
                             "default: scales read back from the candidate's QuantizeLinear nodes")
@@ -46,12 +58,18 @@ def add_parser(sub) -> None:
     group.add_argument("--sensitivity-samples", type=int, default=None, metavar="N",
                        help="samples replayed per variant (default: 64)")
     group.add_argument("--auto-exclude", action="store_true",
-                       help="leave the most sensitive layers in float, one at a time, until the target is met; "
-                            "writes the mixed-precision model to -o")
+                       help="leave the noisiest layers in float, measuring every step (a step that does not help is "
+                            "undone), until the target is met; writes the mixed-precision model to -o and, with "
+                            "--cache, records the layer list in the cache's sidecar for quantize and build")
     target = group.add_mutually_exclusive_group()
-    target.add_argument("--target-snr", type=float, metavar="DB", help="target: worst output SNR >= DB (e.g. 30)")
+    target.add_argument("--target-snr", type=float, metavar="DB",
+                        help=f"target: worst output and channel group SNR >= DB (default: "
+                             f"{defaults.VERDICT_MIN_SNR_DB:g}; works for any output)")
+    target.add_argument("--target-cosine", type=float, metavar="C",
+                        help="target: worst output cosine >= C (e.g. 0.99 for embeddings)")
     target.add_argument("--target-agreement", type=float, metavar="F",
-                        help="target: top-1 agreement with the reference >= F (e.g. 0.99; needs class scores)")
+                        help="target: top-1 agreement with the reference >= F (e.g. 0.99; needs a class-score "
+                             "output: --labels or --class-output)")
     group.add_argument("--max-layers", type=int, default=None, metavar="N",
                        help="give up after leaving N layers in float (default: 10)")
     group.add_argument("-o", "--output", metavar="PATH",
@@ -81,11 +99,10 @@ def run(args: argparse.Namespace) -> int:
     spec = data_spec_from_args(args, flag_dest="data", shuffle=False)
     bars = None if not args.quiet else False
     requantize = args.sensitivity or args.auto_exclude
-    if args.auto_exclude and args.target_snr is None and args.target_agreement is None:
-        raise TrtqError("--auto-exclude needs a target: --target-snr DB (e.g. 30) or --target-agreement F (e.g. 0.99)")
-    if not args.auto_exclude and (args.target_snr is not None or args.target_agreement is not None
-                                  or args.output or args.max_layers is not None):
-        raise TrtqError("--target-snr, --target-agreement, --max-layers and -o belong to --auto-exclude; add it")
+    targets = (args.target_snr, args.target_cosine, args.target_agreement)
+    if not args.auto_exclude and (any(t is not None for t in targets) or args.output or args.max_layers is not None):
+        raise TrtqError("--target-snr, --target-cosine, --target-agreement, --max-layers and -o belong to "
+                        "--auto-exclude; add it")
     if not requantize and (args.cache or args.sensitivity_samples is not None):
         raise TrtqError("--cache and --sensitivity-samples are used by --sensitivity and --auto-exclude only")
     if args.sensitivity_samples is not None and args.sensitivity_samples < 1:
@@ -101,16 +118,17 @@ def run(args: argparse.Namespace) -> int:
         check_writable(args.json)
 
     with progress_bar("evaluating", enabled=bars) as progress:
-        report = ev.evaluate(args.reference, args.candidate, spec, labels=args.labels, threads=args.threads,
-                             progress=progress)
+        report = ev.evaluate(args.reference, args.candidate, spec, labels=args.labels,
+                             class_outputs=args.class_output or None, threads=args.threads, progress=progress)
     code = 0
     model = None
     if requantize:
         amax, report.amax_source = ev.resolve_amax(args.reference, args.candidate, cache=args.cache, force=args.force)
         samples = min(args.sensitivity_samples or ev.SENSITIVITY_SAMPLES, report.samples)
         replay = ev.Replay.collect(args.reference, spec, samples=samples, threads=args.threads)
+        replay.class_outputs = tuple(o.name for o in report.outputs if o.top1_agreement is not None)
         report.sensitivity_samples = replay.samples
-        with progress_bar("layer sensitivity", unit="layers", enabled=bars) as progress:
+        with progress_bar("layer sensitivity", unit="runs", enabled=bars) as progress:
             report.sensitivity = ev.layer_sensitivity(args.reference, amax, replay=replay, threads=args.threads,
                                                       progress=progress)
         if not report.sensitivity:
@@ -119,14 +137,17 @@ def run(args: argparse.Namespace) -> int:
         if args.auto_exclude:
             max_layers = ev.AUTO_EXCLUDE_MAX_LAYERS if args.max_layers is None else args.max_layers
             with progress_bar("mixed precision", unit="steps", enabled=bars) as progress:
-                result, cpu_model = ev.auto_exclude(args.reference, amax, target_snr=args.target_snr,
-                                            target_agreement=args.target_agreement, max_layers=max_layers,
-                                            ranking=report.sensitivity, replay=replay,
-                                            measure_speed=not args.no_speed, threads=args.threads,
-                                            progress=progress)
+                result, trt_model = ev.auto_exclude(args.reference, amax, target_snr=args.target_snr,
+                                                    target_cosine=args.target_cosine,
+                                                    target_agreement=args.target_agreement, max_layers=max_layers,
+                                                    ranking=report.sensitivity, replay=replay,
+                                                    measure_speed=not args.no_speed, threads=args.threads,
+                                                    progress=progress)
             report.auto_exclude = result
             if result.met:
-                model = _write_mixed(args, amax, result, output, cpu_model)
+                model = _write_mixed(args, amax, result, output, trt_model)
+                if args.cache:
+                    _record_float_layers(args.cache, result)
             else:
                 code = 1
     console = report_console()
@@ -144,10 +165,32 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         write_json(args.json, report.to_dict())
         console.print(f"  wrote {args.json}", highlight=False, markup=False)
+    failure = ev.gate_failure(report.worst_snr_db(), min((o.worst_cosine for o in report.outputs), default=None),
+                              "output", args.min_snr, args.min_cosine)
+    if failure:
+        from ..errors import FidelityError
+
+        raise FidelityError(f"{failure} of {Path(args.candidate).name} on {report.samples} samples")
     return code
 
 
-def _write_mixed(args, amax, result, output: Path, cpu_model):
+def _record_float_layers(cache: str, result) -> None:
+    """Write the mixed-precision layer list into the cache's sidecar (atomically), for quantize and build."""
+    from ..cache import read_cache, sidecar_path
+    from ..fileio import write_bytes_atomic
+    import json
+
+    table = read_cache(cache)
+    if table.sidecar is None:
+        return
+    table.sidecar["mixed_precision"] = {"float_layers": list(result.excluded), "source": "trtq eval --auto-exclude",
+                                        "target": {result.target_metric: result.target},
+                                        "reached": result.steps[-1].metric if result.steps else None}
+    write_bytes_atomic(sidecar_path(cache), (json.dumps(table.sidecar, indent=2) + "\n").encode("utf-8"))
+    result.message += f"; recorded in {sidecar_path(cache).name}"
+
+
+def _write_mixed(args, amax, result, output: Path, trt_model):
     """The reference quantized with the chosen layers left in float, in the candidate's form, written atomically."""
     from ..evaluate import qdq_form
     from ..fileio import write_bytes_atomic
@@ -155,8 +198,8 @@ def _write_mixed(args, amax, result, output: Path, cpu_model):
     from ..graph.qdq import quantize_model
 
     form = args.target_form or qdq_form(load_onnx(args.candidate))
-    model = cpu_model
-    if form != "cpu" or model is None:
+    model = trt_model
+    if form != "trt" or model is None:
         model, _ = quantize_model(load_onnx(args.reference), amax, target=form, exclude=result.excluded)
     write_bytes_atomic(output, model.SerializeToString())
     result.output_path = str(output)

@@ -235,3 +235,28 @@ def data_spec_from_args(args: argparse.Namespace, flag_dest: str = "calib", shuf
                             channel_order=order, layout=layout, dtype=dtype)
     return DataSpec(path=str(path), samples=samples, batch_size=batch_size, seed=seed, shuffle=shuffle,
                     preprocess=preprocess)
+
+
+def add_algorithm_argument(parser, purpose: str = "") -> None:
+    """``--algo``: how amax is chosen from the histograms (shared by calibrate, quantize, build, quickstart)."""
+    parser.add_argument(
+        "--algo", choices=defaults.ALGORITHMS, default=defaults.ALGORITHM,
+        help=(purpose + " " if purpose else "") + "how each tensor's amax is chosen from its histogram: auto scores "
+             "the TensorRT-form INT8 model of every algorithm on calibration samples held back from the statistics "
+             "and keeps the best, refined per tensor where that measurably helps; entropy is TensorRT's "
+             "EntropyCalibration2 exactly; minmax the largest |x|; percentile (--percentile) and mse in between "
+             f"(default: {defaults.ALGORITHM})" + _OWN_DEFAULT)
+
+
+def add_fidelity_arguments(parser) -> None:
+    """``--min-snr`` / ``--min-cosine``: turn the INT8 verdict into a failure (exit 3, nothing written)."""
+    group = parser.add_argument_group(
+        "fidelity gate",
+        "Every INT8 result ends with its fidelity against FP32 (worst output and channel group) on calibration "
+        f"samples held back from the statistics, and a warning below {defaults.VERDICT_MIN_SNR_DB:g} dB SNR or "
+        f"cosine {defaults.VERDICT_MIN_COSINE:g}. These make it a failure for deployment pipelines: exit code 3, "
+        "nothing written.")
+    _add(group, "--min-snr", type=float, metavar="DB", default=None,
+         help="fail unless the worst INT8 output SNR is at least DB (e.g. 25)")
+    _add(group, "--min-cosine", type=float, metavar="C", default=None,
+         help="fail unless the worst INT8 output cosine similarity is at least C (e.g. 0.99)")

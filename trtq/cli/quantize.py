@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 from typing import Iterable, List
 
-from .. import defaults
 
 
 def split_names(values: Iterable[str]) -> List[str]:
@@ -17,7 +16,7 @@ def split_names(values: Iterable[str]) -> List[str]:
 
 
 def add_parser(sub) -> None:
-    from .options import add_data_arguments
+    from .options import add_algorithm_argument, add_data_arguments, add_fidelity_arguments
 
     parser = sub.add_parser(
         "quantize",
@@ -38,17 +37,20 @@ def add_parser(sub) -> None:
     parser.add_argument("--exclude", action="append", default=[], metavar="NAME_OR_OPTYPE",
                         help="node name, op type (Conv, MatMul) or name pattern (/model.22/*) to keep in float; "
                         "repeat or give a comma-separated list")
-    parser.add_argument("--algo", choices=defaults.ALGORITHMS, default=defaults.ALGORITHM,
-                        help=f"calibration algorithm when calibrating with --calib (default: {defaults.ALGORITHM})")
+    add_algorithm_argument(parser, "with --calib:")
     parser.add_argument("--force", action="store_true",
                         help="use a cache whose sidecar says it was made for another model")
+    add_fidelity_arguments(parser)
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from ..errors import TrtqError
-    from ..graph.qdq import quantize
+    from rich.console import Console
+
+    from ..pipeline import quantize
     from ..progress import progress_bar
+    from ..report import print_verdict
 
     calib = None
     if getattr(args, "calib", None):
@@ -62,10 +64,20 @@ def run(args: argparse.Namespace) -> int:
         raise TrtqError("give either --cache or --calib, not both")
     bar_enabled = None if calib is not None and not args.quiet else False  # a bar only while calibrating
     with progress_bar("calibrating", enabled=bar_enabled) as progress:
-        summary = quantize(args.model, args.output, cache=args.cache, calib=calib,
+        outcome = quantize(args.model, args.output, cache=args.cache, calib=calib,
                            algorithm=args.algo if calib is not None else None, target=args.target,
-                           exclude=split_names(args.exclude), force=args.force, progress=progress)
-    print_summary(summary)
+                           exclude=split_names(args.exclude), force=args.force, min_snr=args.min_snr,
+                           min_cosine=args.min_cosine, progress=progress)
+    console = Console()
+    if outcome.calibration is not None and outcome.calibration.auto is not None:
+        from ..report import auto_choice_table
+
+        console.print(auto_choice_table(outcome.calibration.auto))
+    print_summary(outcome.summary)
+    if outcome.float_layers:
+        console.print(f"{len(outcome.float_layers)} layer(s) left in float by the cache's mixed-precision record",
+                      highlight=False)
+    print_verdict(console, outcome.verdict, outcome.verdict_source)
     return 0
 
 

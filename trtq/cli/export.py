@@ -41,7 +41,8 @@ def add_parser(sub) -> None:
         "  trtq export trtq.assets.demo_model:pretrained --input-shape image:1x1x32x32 --dynamic-batch -o demo.onnx\n"
         "  trtq export model.ts --input-shape 1x3x224x224 -o model.onnx\n"
         "  trtq export my_nlp.py:build --input-shape input_ids:1x128:int64 \\\n"
-        "      --input-shape attention_mask:1x128:int64 --dynamic-batch -o encoder.onnx",
+        "      --input-shape attention_mask:1x128:int64 --dynamic-batch \\\n"
+        "      --dynamic-axis input_ids:1 --dynamic-axis attention_mask:1 -o encoder.onnx",
     )
     parser.add_argument("model", help=_MODEL_HELP)
     parser.add_argument("-o", "--output", required=True, help="ONNX file to write")
@@ -57,6 +58,10 @@ def add_parser(sub) -> None:
                         help="ONNX output name, once per output in order (default: output, or output_0, output_1...)")
     parser.add_argument("--dynamic-batch", action="store_true",
                         help="make dim 0 of inputs and outputs symbolic ('batch') and verify a second batch size")
+    parser.add_argument("--dynamic-axis", dest="dynamic_axes", action="append", default=[], metavar="NAME:AXIS",
+                        help="also make axis AXIS of input NAME symbolic, e.g. input_ids:1 and attention_mask:1 for\n"
+                        "the sequence length of a transformer (repeatable); outputs that follow it become\n"
+                        "symbolic too, and a one-longer input is verified")
     parser.add_argument("--opset", type=int, default=defaults.EXPORT_OPSET,
                         help=f"ONNX opset (default {defaults.EXPORT_OPSET}: TensorRT 8.6+, ONNX Runtime; Q/DQ needs "
                         f">= {defaults.QDQ_MIN_OPSET})")
@@ -72,7 +77,7 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..graph.export import export_onnx, forward_input_names, load_torch_model, random_inputs
+    from ..graph.export import export_onnx, forward_input_names, load_torch_model, parse_dynamic_axis, random_inputs
 
     requests = args.input_shapes
     named = [r.name for r in requests if r.name]
@@ -80,10 +85,11 @@ def run(args: argparse.Namespace) -> int:
         from ..errors import TrtqError
 
         raise TrtqError("name every --input-shape or none of them (NAME:SHAPE)")
+    dynamic_axes = [parse_dynamic_axis(text) for text in args.dynamic_axes]
     model = load_torch_model(args.model)
     inputs = random_inputs(requests, seed=args.seed, names=forward_input_names(model, len(requests)))
     result = export_onnx(model, inputs, args.output, input_names=named or None, output_names=args.output_names,
-                         dynamic_batch=args.dynamic_batch, opset=args.opset, verify=not args.no_verify,
+                         dynamic_batch=args.dynamic_batch, dynamic_axes=dynamic_axes, opset=args.opset, verify=not args.no_verify,
                          exporter=args.exporter, rtol=args.tolerance)
     ins = ", ".join(f"{s.name} {s.shape_text()} {s.dtype}" for s in result.inputs)
     outs = ", ".join(f"{s.name} {s.shape_text()} {s.dtype}" for s in result.outputs)

@@ -41,7 +41,7 @@ import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -505,6 +505,43 @@ def _dynamic_axes(input_names, output_names, out_a, out_b, batch_a, batch_b, inp
     return axes
 
 
+def parse_dynamic_axis(text: str) -> Tuple[str, int]:
+    """``NAME:AXIS`` (``input_ids:1``) -> ``("input_ids", 1)``; AXIS >= 1 (axis 0 is --dynamic-batch's)."""
+    name, sep, axis = str(text).rpartition(":")
+    if not sep or not name or not axis.strip().isdigit():
+        raise ModelError(f"--dynamic-axis {text!r}: expected NAME:AXIS, e.g. input_ids:1")
+    if int(axis) == 0:
+        raise ModelError(f"--dynamic-axis {text!r}: axis 0 is the batch axis; use --dynamic-batch")
+    return name, int(axis)
+
+
+def _grown_along(torch, tensors: tuple, names: Sequence[str], axes: Sequence[Tuple[str, int]]) -> tuple:
+    """The inputs with every named axis one longer: the last slice repeated (a token id, a mask value of 1)."""
+    by_name = {}
+    for name, axis in axes:
+        by_name.setdefault(name, []).append(axis)
+    grown = []
+    for name, t in zip(names, tensors):
+        for axis in by_name.get(name, ()):
+            t = torch.cat([t, t.narrow(axis, t.shape[axis] - 1, 1)], dim=axis)
+        grown.append(t)
+    return tuple(grown)
+
+
+def _axis_labels(names_out, refs, refs_grown, axes) -> Dict[str, Dict[int, str]]:
+    """Symbolic names for the dynamic axes: one label per axis index (``dim1``), shared by the inputs
+    that name it (input_ids:1 and attention_mask:1 are one sequence length), and given to every
+    output axis that grew with them."""
+    labels: Dict[str, Dict[int, str]] = {}
+    for name, axis in axes:
+        labels.setdefault(name, {})[axis] = f"dim{axis}"
+    for name, a, b in zip(names_out, refs, refs_grown):
+        for axis in range(1, min(a.ndim, b.ndim)):
+            if a.shape[axis] != b.shape[axis]:
+                labels.setdefault(name, {})[axis] = f"dim{axis}"
+    return labels
+
+
 def _exact_arity(torch, model, count: int):
     """``model`` as the tracing exporter should see it: called with exactly ``count`` inputs.
 
@@ -632,6 +669,7 @@ def export_onnx(
     input_names: Optional[Sequence[str]] = None,
     output_names: Optional[Sequence[str]] = None,
     dynamic_batch: bool = False,
+    dynamic_axes: Sequence[Tuple[str, int]] = (),
     opset: int = defaults.EXPORT_OPSET,
     verify: bool = True,
     exporter: str = "auto",
@@ -646,7 +684,9 @@ def export_onnx(
     ``input_names`` default to forward()'s parameter names; ``output_names`` to
     ``output`` / ``output_0, output_1, ...``. ``dynamic_batch`` makes dim 0 of every input
     (and of every output that follows the batch) symbolic and verifies a second batch
-    size too. The outputs must agree within ``atol + rtol * max|PyTorch output|``
+    size too. ``dynamic_axes``: ``(input name, axis)`` pairs made symbolic as well (a
+    sequence length: ``("input_ids", 1), ("attention_mask", 1)``), verified on inputs one
+    longer along each. The outputs must agree within ``atol + rtol * max|PyTorch output|``
     (:data:`trtq.defaults.EXPORT_RTOL`), otherwise :class:`ExportMismatch` is raised and
     nothing is written.
     """
@@ -685,6 +725,17 @@ def export_onnx(
         if clash:
             raise ModelError(f"names used for both an input and an output: {', '.join(sorted(clash))}")
         axes, grown, refs_grown = {}, None, None
+        for name, axis in dynamic_axes:
+            if name not in names_in:
+                raise ModelError(f"--dynamic-axis {name}:{axis}: no input named {name!r}; inputs: {', '.join(names_in)}")
+            rank = tensors[names_in.index(name)].dim()
+            if axis >= rank:
+                raise ModelError(f"--dynamic-axis {name}:{axis}: {name} has {rank} dimension(s) (axes 0-{rank - 1})")
+        longer = refs_longer = None
+        if dynamic_axes:
+            longer = _grown_along(torch, tensors, names_in, dynamic_axes)
+            refs_longer = _run_torch(torch, model, longer, "inputs one longer along --dynamic-axis",
+                                     hint="the model fixes that length; export without --dynamic-axis")
         if dynamic_batch:
             grown = _second_batch(torch, tensors)
             refs_grown = _run_torch(
@@ -693,6 +744,9 @@ def export_onnx(
                      f"(e.g. x.view({tensors[0].shape[0]}, -1) instead of x.flatten(1)); "
                      f"export without --dynamic-batch")
             axes = _dynamic_axes(names_in, names_out, refs, refs_grown, tensors[0].shape[0], grown[0].shape[0], tensors)
+        if dynamic_axes:
+            for name, labels in _axis_labels(names_out, refs, refs_longer, dynamic_axes).items():
+                axes.setdefault(name, {}).update(labels)
 
         try:
             tmp_dir = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
@@ -710,6 +764,8 @@ def export_onnx(
                 checks = [(tensors, refs, "the example inputs")]
                 if dynamic_batch:
                     checks.append((grown, refs_grown, f"a batch of {grown[0].shape[0]} (--dynamic-batch)"))
+                if dynamic_axes:
+                    checks.append((longer, refs_longer, "inputs one longer along --dynamic-axis"))
                 max_diff, tol = _verify(tmp_path, checks, names_out, rtol, atol)
             _finalize(tmp_path, target)
         finally:

@@ -33,7 +33,7 @@ import math
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -253,15 +253,20 @@ class Accuracy:
 
 @dataclass
 class LayerSensitivity:
-    """How much error one quantized layer adds (see :func:`layer_sensitivity`)."""
+    """How much error one quantized activation's Q/DQ injects (see :func:`layer_sensitivity`).
+
+    ``layer`` is the quantized tensor; ``layers`` the nodes that read its Q/DQ (what a
+    mixed-precision step leaves in float; just ``[layer]`` when built by hand).
+    """
 
     layer: str
-    op_type: str
-    snr_db: Optional[float]                 # SNR of the layer's output in the quantized model; None: not measured
-    cosine: Optional[float] = None
-    top1_agreement: Optional[float] = None
+    op_type: str                            # op types of the nodes reading it
+    own_snr_db: Optional[float]             # worst reader's output against its float twin; None: not measured
     note: str = ""
-    drop_db: Optional[float] = None         # SNR of its inputs minus SNR of its output: the noise it adds itself
+    layers: List[str] = field(default_factory=list)
+
+    def nodes(self) -> List[str]:
+        return list(self.layers) or [self.layer]
 
 
 @dataclass
@@ -879,13 +884,14 @@ class Replay:
         return compare_outputs(((ref, run(session, feed, names)) for feed, ref in zip(self.feeds, self.outputs)), names,
                                class_outputs=self.class_outputs)
 
-    def tensors(self, model, names: Sequence[str], *, threads: Optional[int] = None) -> List[Dict[str, np.ndarray]]:
-        """``model``'s values of the tensors ``names`` on every replay batch (the graph augmented to expose them)."""
+    def tensors(self, model, names: Sequence[str], *, threads: Optional[int] = None) -> Iterator[Dict[str, np.ndarray]]:
+        """``model``'s values of the tensors ``names``, batch by batch (the graph augmented to expose them)."""
         from .calib.collect import augmented_model
         from .ort import create_session, run
 
         session = create_session(augmented_model(model, names), threads=threads)
-        return [run(session, feed, list(names)) for feed in self.feeds]
+        for feed in self.feeds:
+            yield run(session, feed, list(names))
 
     def latency_ms(self, model, *, threads: Optional[int] = None, iterations: int = SPEED_ITERATIONS) -> float:
         """Median batch-1 latency (ms) of ``model`` on the first sample (2 warm-up runs)."""
@@ -922,51 +928,90 @@ def layer_sensitivity(
     threads: Optional[int] = None,
     progress: Optional[ProgressCallback] = None,
 ) -> List[LayerSensitivity]:
-    """Every quantized layer ranked by the error it adds itself, from one run; worst first.
+    """Every quantized activation ranked by the noise its Q/DQ adds where it is read, from one run; worst first.
 
-    The TensorRT-form Q/DQ model (``amax``, ``exclude`` left float) and the float model
-    run once over the replay samples with every quantized layer's inputs and output
-    exposed. A layer's **drop** is the SNR of its activation inputs (the error that
-    reached it) minus the SNR of its output (after its own input and weight
-    quantization): the noise that layer injects. Two runs for any number of layers,
-    where quantizing one layer at a time costs one scored model per layer (minutes on a
-    transformer). :func:`auto_exclude` then measures every step it takes.
+    The TensorRT-form Q/DQ model (``amax``, ``exclude`` left float) runs once over the
+    replay samples with a float twin beside every node that reads a Q/DQ: the twin takes
+    the same (already perturbed) float inputs before quantization and the float weights,
+    so the two outputs differ by exactly that node's own quantization, at the operating
+    point the quantized model really has. Its ``own SNR`` is ``10 log10(twin^2 / (out -
+    twin)^2)``; an entry's score is the worst over the nodes reading it, so rounding is
+    weighed by what the node does with it (a conv that ignores an outlier channel loses
+    nothing when it is clipped). Each entry names those nodes (``layers``): leaving them
+    in float removes the Q/DQ, so they are the unit the mixed-precision search excludes
+    together (a tensor read by a transformer's Q, K and V projections is one Q/DQ:
+    excluding one of the three changes nothing). One run for any number of layers, where
+    quantizing one layer at a time costs one scored model per layer.
     """
     from .graph.qdq import quantize_model
 
     progress = progress or no_progress
     ref_model, _ = _load(reference)
     replay = replay or Replay.collect(ref_model, data, samples=samples, threads=threads)
-    progress(0, 2)
+    progress(0, 1)
     quantized, summary = quantize_model(ref_model, amax, target="trt", exclude=exclude)
-    index = {name: node for name, node in zip(_node_names(ref_model), ref_model.graph.node)}
-    floats = set(summary.activation_tensors)
-    layers = []
-    for layer in summary.quantized:
-        node = index[layer]
-        inputs = [t for t in node.input if t in floats]
-        if node.output and node.output[0]:
-            layers.append((layer, node.op_type, inputs, node.output[0]))
-    names = sorted({t for _, _, ins, out in layers for t in ins + [out]})
-    if not names:
+    tensors = [t for t in summary.activation_tensors if summary.activation_uses.get(t)]
+    probe, pairs = _float_twins(ref_model, quantized, {n for t in tensors for n in summary.activation_uses[t]})
+    if not pairs:
         return []
-    ref_values = replay.tensors(ref_model, names, threads=threads)
-    progress(1, 2)
-    cand_values = replay.tensors(quantized, names, threads=threads)
-    progress(2, 2)
-    snr = {}
-    for name in names:
-        ref2 = sum(float(np.vdot(r[name].astype(np.float64), r[name].astype(np.float64))) for r in ref_values)
-        err2 = sum(float(np.sum((r[name].astype(np.float64) - c[name].astype(np.float64)) ** 2))
-                   for r, c in zip(ref_values, cand_values))
-        snr[name] = _snr(ref2, err2)
+    sums = {node: [0.0, 0.0] for node in pairs}
+    for values in replay.tensors(probe, [name for pair in pairs.values() for name in pair], threads=threads):
+        for node, (out, twin) in pairs.items():
+            clean = values[twin].astype(np.float64)
+            e = values[out].astype(np.float64) - clean
+            sums[node][0] += float(np.vdot(clean, clean))
+            sums[node][1] += float(np.vdot(e, e))
+    progress(1, 1)
+    own = {node: _snr(ref2, err2) for node, (ref2, err2) in sums.items()}
+    ops = _op_types(ref_model)
     results = []
-    for layer, op_type, inputs, output in layers:
-        incoming = min((snr[t] for t in inputs), default=math.inf)
-        drop = min(incoming, _CLEAN_DB) - min(snr[output], _CLEAN_DB)
-        results.append(LayerSensitivity(layer, op_type, snr[output], None, None, drop_db=drop,
-                                        note=f"inputs {_fmt_db(incoming)}"))
+    for tensor in tensors:
+        layers = summary.activation_uses[tensor]
+        measured = [own[n] for n in layers if n in own]
+        worst = min(measured, key=_nan_low) if measured else None
+        kinds = "/".join(sorted({ops.get(layer, "?") for layer in layers}))
+        results.append(LayerSensitivity(tensor, kinds, worst, layers=list(layers),
+                                        note=f"read by {len(layers)} node(s)"))
     return sort_sensitivity(results)
+
+
+def _float_twins(ref_model, quantized, readers: Iterable[str]) -> Tuple[Any, Dict[str, Tuple[str, str]]]:
+    """A copy of ``quantized`` where each reader node has a float twin; ``{node: (its output, twin's output)}``."""
+    import onnx
+
+    probe = onnx.ModelProto()
+    probe.CopyFrom(quantized)
+    ref_nodes = dict(zip(_node_names(ref_model), ref_model.graph.node))
+    initializers = {init.name: init for init in ref_model.graph.initializer}
+    present = {init.name for init in probe.graph.initializer}
+    pairs: Dict[str, Tuple[str, str]] = {}
+    for name in sorted(readers):
+        node = ref_nodes.get(name)
+        if node is None or len(node.output) != 1 or not node.output[0]:
+            continue
+        twin = onnx.NodeProto()
+        twin.CopyFrom(node)
+        twin.name = f"{name}__trtq_float_twin"
+        for slot, tensor in enumerate(node.input):
+            if tensor in initializers:  # quantize_model dropped or replaced the float weight: bring it back
+                copy_name = f"{tensor}__trtq_float"
+                if copy_name not in present:
+                    weight = onnx.TensorProto()
+                    weight.CopyFrom(initializers[tensor])
+                    weight.name = copy_name
+                    probe.graph.initializer.append(weight)
+                    present.add(copy_name)
+                twin.input[slot] = copy_name
+        twin.output[0] = f"{node.output[0]}__trtq_float_twin"
+        probe.graph.node.append(twin)
+        pairs[name] = (node.output[0], twin.output[0])
+    return probe, pairs
+
+
+def _node_names(model) -> List[str]:
+    from .graph.qdq import node_names
+
+    return node_names(model)
 
 
 def _helps(metric: str, value: Optional[float], before: Optional[float]) -> bool:
@@ -979,23 +1024,12 @@ def _helps(metric: str, value: Optional[float], before: Optional[float]) -> bool
     return value - before >= defaults.AUTO_EXCLUDE_MIN_GAIN_DB
 
 
-#: SNRs above this count as this in a layer's drop: a network input is exact (inf dB) in both models.
-_CLEAN_DB = 100.0
-
-
-def _node_names(model) -> List[str]:
-    from .graph.qdq import node_names
-
-    return node_names(model)
-
-
 def sort_sensitivity(results: Iterable[LayerSensitivity]) -> List[LayerSensitivity]:
-    """Largest drop (the noise the layer adds itself) first, then lowest SNR; unmeasured layers last."""
+    """Lowest own SNR (NaN first) first; entries that could not be measured last."""
     def key(r: LayerSensitivity):
-        if r.snr_db is None:
-            return (1, 0.0, 0.0)
-        drop = -math.inf if r.drop_db is None or math.isnan(r.drop_db) else r.drop_db
-        return (0, -drop, -math.inf if math.isnan(r.snr_db) else r.snr_db)
+        if r.own_snr_db is None:
+            return (1, 0.0)
+        return (0, _nan_low(r.own_snr_db))
 
     return sorted(results, key=key)
 
@@ -1024,11 +1058,11 @@ def auto_exclude(
     sequences: any output), ``target_cosine`` likewise, ``target_agreement`` top-1
     agreement on a class-score output (the replay's ``class_outputs``). Starts from the
     TensorRT-form model (``exclude`` already float), walks the ranking of
-    :func:`layer_sensitivity` (largest own noise first), and for each layer measures the
-    model with it left in float: a step that does not raise the metric is undone
-    (recorded, not kept), so the result is never worse than the step before it. Stops at
-    the target, after ``max_layers`` layers kept in float, or after ``2 * max_layers``
-    steps. Returns ``(result, the TensorRT-form Q/DQ model of the result)``.
+    :func:`layer_sensitivity` (noisiest quantized tensor first), and for each entry
+    measures the model with the nodes reading that tensor left in float: a step that
+    does not raise the metric is undone (recorded, not kept), so the result is never
+    worse than the step before it. Stops at the target, after ``max_layers`` nodes kept
+    in float, or after ``2 * max_layers`` steps. Returns ``(result, the TensorRT-form Q/DQ model of the result)``.
     """
     from .graph.qdq import quantize_model
 
@@ -1055,7 +1089,7 @@ def auto_exclude(
     target = float(target)
     if ranking is None:
         ranking = layer_sensitivity(ref_model, amax, replay=replay, exclude=exclude, threads=threads)
-    candidates = [r.layer for r in ranking if r.snr_db is not None]
+    candidates = [r for r in ranking if r.own_snr_db is not None]
     float_latency = replay.latency_ms(ref_model, threads=threads) if measure_speed else None
 
     def measure(excluded: List[str]):
@@ -1073,10 +1107,11 @@ def auto_exclude(
     steps.append(ExcludeStep(0, None, [], snr, agreement, value, bool(value >= target), latency,
                              (float_latency / latency) if (latency and float_latency) else None, cosine=cosine))
     best_value, best_model = value, model
-    for index, layer in enumerate(candidates[:budget], start=1):
+    for index, entry in enumerate(candidates[:budget], start=1):
         if best_value >= target or len(excluded) >= max_layers:
             break
-        trial = excluded + [layer]
+        layer = entry.layer
+        trial = excluded + [n for n in entry.nodes() if n not in excluded]
         model, snr, cosine, agreement, value = measure(trial)
         kept = _helps(metric_name, value, best_value)
         latency = replay.latency_ms(model, threads=threads) if (measure_speed and kept) else None
@@ -1101,6 +1136,8 @@ def auto_exclude(
                    + (f" (--max-layers {max_layers} reached; raise it, or lower the target)"
                       if len(excluded) >= max_layers else
                       " (raise --max-layers, lower the target, or recalibrate with another --algo or more data)"))
+    from .graph.qdq import quantizable_layers
+
     result = AutoExcludeResult(metric_name, target, met, list(excluded), steps, replay.samples, max_layers,
-                               float_latency, message=message, quantizable_layers=len(candidates) + len(exclude))
+                               float_latency, message=message, quantizable_layers=len(quantizable_layers(ref_model)))
     return result, best_model

@@ -346,22 +346,21 @@ def eval_tables(report, max_layers: int = 20) -> list:
         more = len(report.sensitivity) - len(shown)
         sens = Table(caption=f"{more} more layer(s) in the JSON report" if more > 0 else None)
         sens.add_column("#", justify="right")
-        sens.add_column("layer", overflow="fold")
-        sens.add_column("op")
-        for name in ("adds dB", "output SNR dB"):
-            sens.add_column(name, justify="right")
+        sens.add_column("quantized tensor", overflow="fold")
+        sens.add_column("read by")
+        sens.add_column("own SNR dB", justify="right")
         sens.add_column("note", style="dim", overflow="fold")
         for rank, s in enumerate(shown, start=1):
-            sens.add_row(str(rank), escape(s.layer), s.op_type, _db(s.drop_db), _db(s.snr_db), escape(s.note))
-        section(f"layer sensitivity, TensorRT form, noisiest first: the SNR each layer's own quantization costs "
-                f"(its inputs' SNR minus its output's) ({report.sensitivity_samples} samples; scales from "
+            sens.add_row(str(rank), escape(s.layer), s.op_type, _db(s.own_snr_db), escape(s.note))
+        section(f"layer sensitivity, TensorRT form, worst first: each quantized tensor's readers against float "
+                f"twins fed the same inputs unquantized ({report.sensitivity_samples} samples; scales from "
                 f"{report.amax_source})", sens)
     auto = report.auto_exclude
     if auto is not None:
         label = {"snr_db": "SNR dB", "cosine": "cosine", "top1_agreement": "top-1 agreement"}[auto.target_metric]
         steps = Table()
         steps.add_column("step", justify="right")
-        steps.add_column("left in float", overflow="fold")
+        steps.add_column("left in float (the nodes reading this tensor)", overflow="fold")
         for name in ("SNR dB", "cosine", "top-1 agree", "batch-1 ms", "vs fp32"):
             steps.add_column(name, justify="right")
         steps.add_column("")
@@ -371,8 +370,8 @@ def eval_tables(report, max_layers: int = 20) -> list:
                           "—" if s.cosine is None else f"{s.cosine:.5f}", _fraction(s.top1_agreement),
                           _fmt(s.latency_ms, 3), "—" if s.speedup is None else f"{s.speedup:.2f}×", verdict)
         section(f"mixed precision, TensorRT form: leave layers in float until {label} >= {auto.target:g}, each step "
-                f"measured ({auto.samples} samples; {len(auto.excluded)} of {auto.quantizable_layers} layers in "
-                "float)", steps)
+                f"measured ({auto.samples} samples; {len(auto.excluded)} node(s) in float, "
+                f"{auto.quantizable_layers} quantizable layers)", steps)
     return parts
 
 

@@ -32,12 +32,20 @@ Rules (TensorRT Developer Guide, "Q/DQ layer-placement recommendations"):
 3. Do not simulate BN/ReLU fusion: Q/DQ go before the weighted op, never between it
    and its BatchNormalization/activation.
 4. Quantize the residual input of skip-connection Adds. An Add with two non-constant
-   inputs where one input comes from a quantized weighted op (directly or through
+   inputs where one input comes from a quantized Conv/ConvTranspose (directly or through
    ops TensorRT fuses into it: BN, Relu/SiLU/..., a constant scale or bias) and the
    other does not: the other (residual) input gets Q/DQ, so TensorRT fuses the Add
    into the conv and reads the skip tensor in INT8. When both inputs come from
    weighted ops (a projection shortcut), the branch with the shorter path from the
    inputs' common ancestor is the residual one.
+
+   Only after convolutions, as the guide's residual example (a ResNet block) has it: a
+   transformer's Add after a MatMul carries the residual stream, whose outlier channels
+   one per-tensor int8 scale cannot hold, and TensorRT's transformer fusions do not need
+   it in INT8. Measured on all-MiniLM-L6-v2 (300 real sentences, mse scales, TensorRT
+   form, 64 held-out sentences): with the 18 MatMul-branch residuals quantized, 12.97 dB /
+   cosine 0.974 on the hidden states; without them 14.96 dB / 0.984 (sentence embedding
+   14.7 -> 17.7 dB). Conv nets are unchanged.
 
 The ``cpu`` target adds, for ONNX Runtime (which swaps a float op for an integer kernel
 only where Q/DQ surround it; the cast TensorRT would fuse on its own):
@@ -269,14 +277,18 @@ class _Matcher:
             any(c in pattern for c in "*?[") and fnmatch.fnmatchcase(name, pattern))
 
 
+#: Weighted ops whose output Add takes a quantized residual input (rule 4).
+RESIDUAL_FUSING_OPS = ("Conv", "ConvTranspose")
+
+
 def _conv_branch(tensor: str, graph: GraphIndex, quantized_nodes: Set[int], depth: int = _CONV_BRANCH_DEPTH) -> Optional[int]:
-    """Index of the quantized weighted op ``tensor`` comes from through fusible epilogue ops, else None."""
+    """Index of the quantized Conv/ConvTranspose ``tensor`` comes from through fusible epilogue ops, else None."""
     index = graph.producer.get(tensor)
     if index is None or depth <= 0:
         return None
     node = graph.nodes[index]
     if index in quantized_nodes:
-        return index
+        return index if node.op_type in RESIDUAL_FUSING_OPS else None
     if node.op_type in FUSIBLE_EPILOGUE_OPS:
         return _conv_branch(node.input[0], graph, quantized_nodes, depth - 1)
     if node.op_type in ("Mul", "Add", "Sub", "Div") and len(node.input) == 2:

@@ -75,6 +75,8 @@ class QuantizeSummary:
     extra_outputs: List[str] = field(default_factory=list)       # cpu form: tensors quantized for ORT's fusions
     quantized_tensors: int = 0                                   # activation tensors with a Q/DQ pair
     activation_tensors: List[str] = field(default_factory=list)  # their names
+    activation_uses: Dict[str, List[str]] = field(default_factory=dict)  # tensor -> nodes reading its Q/DQ
+    dequantized: Dict[str, str] = field(default_factory=dict)    # tensor -> its DequantizeLinear output
     renamed_nodes: int = 0                                       # unnamed nodes given a name
     unmatched_exclude: List[str] = field(default_factory=list)   # --exclude entries that matched nothing
     opset: Optional[int] = None                                  # ai.onnx opset of the result
@@ -360,6 +362,8 @@ def quantize_model(
     for tensor, consumers in plan.activations.items():
         anchor = tensor if tensor in producers else None
         dq = editor.activation(tensor, plan.amax_of(tensor, amax), anchor, unsigned=tensor in plan.unsigned)
+        summary.dequantized[tensor] = dq
+        summary.activation_uses[tensor] = list(dict.fromkeys(names[index] for index, _ in consumers))
         for index, slot in consumers:
             editor.rewire[(index, slot)] = dq
     for (name, axis), consumers in plan.weights.items():

@@ -63,7 +63,7 @@ def calibrate(
     from .. import cache as cache_io
     from ..data import open_source
     from ..data.spec import DataSpec
-    from ..fileio import check_writable
+    from ..fileio import Output, guard_outputs
     from ..graph.model import file_sha256, input_specs, load_onnx
     from .algorithms import check_algorithm
     from .collect import collect_histograms
@@ -74,10 +74,16 @@ def calibrate(
     if num_bins < 128 or num_bins % 2:
         raise TrtqError(f"num_bins must be an even number of at least 128 (entropy merges into 128 levels; "
                         f"growing the range merges bin pairs), got {num_bins}")
-    if cache_path is not None:
-        check_writable(cache_path)
-        check_writable(cache_io.sidecar_path(cache_path))
+    if max_binned is not None and (isinstance(max_binned, bool) or int(max_binned) < 1):
+        raise TrtqError(f"max_binned (--max-binned) must be at least 1 value per tensor and batch, got {max_binned}; "
+                        "leave it unset to bin every value")
     spec = data if isinstance(data, DataSpec) else DataSpec(path=str(data))
+    if cache_path is not None:  # never onto the model or the data, and writable, before any work
+        from ..data import data_files
+
+        guard_outputs([Output(cache_path, option="cache_path"),
+                       Output(cache_io.sidecar_path(cache_path), option="the sidecar of cache_path")],
+                      [("the model", model_path)] + [("a calibration data file", p) for p in data_files(spec.path)])
     model = load_onnx(model_path)
     inputs = input_specs(model)
     source = open_source(spec, inputs)

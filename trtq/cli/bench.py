@@ -53,6 +53,8 @@ def add_parser(sub) -> None:
                         help=f"folder for the report files (default: ./{DEFAULT_OUT}/)")
     parser.add_argument("--stem", default="bench", help="report file name stem (default: bench)")
     parser.add_argument("--no-files", action="store_true", help="print the table only; write no report files")
+    parser.add_argument("--force", action="store_true",
+                        help="replace existing report files that trtq did not write")
     add_data_arguments(parser, flag="--data", required=False, default_samples=None, prefix="data-",
                        help_text="real samples as inputs (and int8 calibration data for --backend trt) instead of "
                                  "random data: a folder of images or .npy/.npz files, one such file, or a .py "
@@ -63,7 +65,6 @@ def add_parser(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..bench import benchmark, parse_batch_sizes, parse_shapes
     from ..errors import TrtqError
-    from ..fileio import check_writable
     from ..progress import progress_bar
     from ..report import bench_table, report_console, write_bench_report
     from .options import data_spec_from_args
@@ -86,13 +87,18 @@ def run(args: argparse.Namespace) -> int:
         raise TrtqError(f"--max-seconds must be positive, got {args.max_seconds}")
     if args.threads is not None and args.threads < 0:
         raise TrtqError(f"--threads must be 0 or more, got {args.threads}")
+    from .guard import Output, data_reads, guard, model_reads, print_notes
+
     paths = {}
+    notes = []
     if not args.no_files:
         from pathlib import Path
 
         out = Path(args.out)
-        for suffix in ("json", "csv", "png"):
-            check_writable(out / f"{args.stem}.{suffix}")
+        default = args.out == DEFAULT_OUT and args.stem == "bench"
+        notes = guard([Output(out / f"{args.stem}.{suffix}", kind, option="--out/--stem", default=default)
+                       for suffix, kind in (("json", "bench-json"), ("csv", "bench-csv"), ("png", "png"))],
+                      model_reads(*args.models) + data_reads(args.data), force=args.force)
     with progress_bar("benchmarking", unit="runs", enabled=None if not args.quiet else False) as progress:
         results = benchmark(args.models, batch_sizes, backend=args.backend, iterations=args.iterations,
                             warmup=args.warmup, threads=args.threads, data=data, shapes=shapes or None,
@@ -108,4 +114,5 @@ def run(args: argparse.Namespace) -> int:
     console.print(bench_table(results))
     for path in paths.values():
         console.print(f"  wrote {path}", highlight=False, markup=False)
+    print_notes(notes)
     return 0

@@ -49,7 +49,10 @@ def add_parser(sub) -> None:
                         help="bin at most N values of each tensor per batch (an evenly strided sample; the exact "
                         "max |x| still sets the range): faster on activation-heavy models, but the cache no longer "
                         "follows TensorRT's every-value histograms exactly. Default: every value")
-    parser.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads (default: all cores)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="ONNX Runtime intra-op threads (default: all cores)%(default).0s")
+    parser.add_argument("--force", action="store_true",
+                        help="replace an existing -o file that is not a trtq calibration cache")
     parser.set_defaults(func=run)
 
 
@@ -66,8 +69,14 @@ def run(args: argparse.Namespace) -> int:
     from ..progress import progress_bar
     from .options import data_spec_from_args
 
+    from ..cache import sidecar_path
+    from .guard import Output, data_reads, guard, model_reads, print_notes
+
     spec = data_spec_from_args(args, flag_dest="calib", shuffle=True)
     output = Path(args.output) if args.output else default_cache_path(args.model)
+    notes = guard([Output(output, "cache", default=not args.output),
+                   Output(sidecar_path(output), "sidecar", option="the sidecar of -o", default=not args.output)],
+                  model_reads(args.model) + data_reads(args.calib), force=args.force)
     with progress_bar("calibrating", enabled=None if not args.quiet else False) as progress:
         result = calibrate(args.model, spec, algorithm=args.algo, cache_path=output, trt_version=args.trt_version,
                            num_bins=args.num_bins, percentile=args.percentile, threads=args.threads,
@@ -79,6 +88,7 @@ def run(args: argparse.Namespace) -> int:
                   f"with {result.algorithm}")
     for path in result.files_written:
         console.print(f"  wrote {escape(str(path))}")
+    print_notes(notes)
     if not result.amax:
         raise TrtqError("no floating-point tensors were found to calibrate")
     return 0

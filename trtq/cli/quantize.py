@@ -41,7 +41,8 @@ def add_parser(sub) -> None:
     parser.add_argument("--algo", choices=defaults.ALGORITHMS, default=defaults.ALGORITHM,
                         help=f"calibration algorithm when calibrating with --calib (default: {defaults.ALGORITHM})")
     parser.add_argument("--force", action="store_true",
-                        help="use a cache whose sidecar says it was made for another model")
+                        help="use a cache whose sidecar says it was made for another model; replace an existing "
+                             "-o file that is not an ONNX model")
     parser.set_defaults(func=run)
 
 
@@ -60,12 +61,20 @@ def run(args: argparse.Namespace) -> int:
                         "calibrate first")
     if calib is not None and args.cache:
         raise TrtqError("give either --cache or --calib, not both")
+    from ..graph.qdq import default_output_path
+    from .guard import Output, cache_reads, data_reads, guard, model_reads, print_notes
+
+    output = args.output or default_output_path(args.model, args.target)
+    notes = guard([Output(output, "onnx", default=not args.output)],
+                  model_reads(args.model) + cache_reads(args.cache) + data_reads(getattr(args, "calib", None)),
+                  force=args.force)
     bar_enabled = None if calib is not None and not args.quiet else False  # a bar only while calibrating
     with progress_bar("calibrating", enabled=bar_enabled) as progress:
         summary = quantize(args.model, args.output, cache=args.cache, calib=calib,
                            algorithm=args.algo if calib is not None else None, target=args.target,
                            exclude=split_names(args.exclude), force=args.force, progress=progress)
     print_summary(summary)
+    print_notes(notes)
     return 0
 
 

@@ -172,23 +172,38 @@ def display_path(root: str, rel: str) -> str:
     return os.path.join(root, rel) if rel else root
 
 
+def _links_upward(path: str, top: str) -> bool:
+    """A symlinked folder that points at the data folder itself or above it (``up -> ..``): not followed,
+    or the walk would read the parent's files as data."""
+    if not os.path.islink(path):
+        return False
+    target = os.path.realpath(path)
+    if top == target or top.startswith(target.rstrip(os.sep) + os.sep):
+        log.warning("%s links to %s, which holds the data folder; not followed", path, target)
+        return True
+    return False
+
+
 def list_files(root: Path) -> Tuple[List[str], List[str], List[str]]:
     """Image files, array files and other files under ``root`` (recursive, hidden entries skipped).
 
     Paths are relative, ``/``-separated and sorted as plain strings: the order
-    positional labels refer to.
+    positional labels refer to. Symlinked folders are followed, except one that points
+    at the data folder or an ancestor of it (``up -> ..``).
     """
     images: List[str] = []
     arrays: List[str] = []
     other: List[str] = []
     visited = set()
+    top = os.path.realpath(root)
     for folder, dirs, files in os.walk(root, followlinks=True):
         real = os.path.realpath(folder)
         if real in visited:  # a symlink loop
             dirs[:] = []
             continue
         visited.add(real)
-        dirs[:] = [d for d in dirs if not d.startswith(".") and d != "__pycache__"]
+        dirs[:] = [d for d in dirs if not d.startswith(".") and d != "__pycache__"
+                   and not _links_upward(os.path.join(folder, d), top)]
         base = Path(folder).relative_to(root)
         for name in files:
             if name.startswith("."):

@@ -47,7 +47,7 @@ import numpy as np
 
 from .. import defaults
 from ..errors import BackendUnavailable, ModelError, OutputError, TrtqError
-from ..fileio import check_writable
+from ..fileio import check_writable, make_parent
 from .model import TensorSpec
 
 log = logging.getLogger("trtq.export")
@@ -694,6 +694,7 @@ def export_onnx(
                      f"export without --dynamic-batch")
             axes = _dynamic_axes(names_in, names_out, refs, refs_grown, tensors[0].shape[0], grown[0].shape[0], tensors)
 
+        make_parent(target)
         try:
             tmp_dir = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
         except OSError as exc:

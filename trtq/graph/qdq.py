@@ -425,7 +425,7 @@ def quantize(
     ``output_path`` defaults to :func:`default_output_path`. Raises
     :class:`~trtq.errors.ModelError` when nothing in the model can be quantized.
     """
-    from ..fileio import check_writable, write_bytes_atomic
+    from ..fileio import Output, guard_outputs, write_bytes_atomic
     from .model import file_sha256, load_onnx
 
     _check_target(target)
@@ -434,9 +434,12 @@ def quantize(
         raise TrtqError("give exactly one source of scales: a calibration cache (--cache), calibration data "
                         f"(--calib) or an amax table (got {', '.join(sources) or 'none'})")
     output = Path(output_path) if output_path is not None else default_output_path(model_path, target)
-    if output.resolve() == Path(model_path).resolve():
-        raise TrtqError(f"output {output} would overwrite the input model; choose another output path")
-    check_writable(output)
+    reads = [("the model", model_path)]
+    if cache is not None:
+        from ..cache import sidecar_path
+
+        reads += [("the calibration cache", cache), ("the cache's sidecar", sidecar_path(cache))]
+    guard_outputs([Output(output, option="output")], reads)  # never onto an input, and writable, before any work
     model = load_onnx(model_path)
 
     if is_quantized(model):

@@ -64,7 +64,7 @@ def calibrate(
     from ..data import open_source
     from ..data.spec import DataSpec
     from ..fileio import Output, guard_outputs
-    from ..graph.model import file_sha256, input_specs, load_onnx
+    from ..graph.model import file_sha256, input_specs, load_onnx, model_fingerprint
     from .algorithms import check_algorithm
     from .collect import collect_histograms
 
@@ -85,6 +85,7 @@ def calibrate(
                        Output(cache_io.sidecar_path(cache_path), option="the sidecar of cache_path")],
                       [("the model", model_path)] + [("a calibration data file", p) for p in data_files(spec.path)])
     model = load_onnx(model_path)
+    fingerprint = model_fingerprint(model)  # before collection touches the graph
     inputs = input_specs(model)
     source = open_source(spec, inputs)
     log.info("calibrating on %s", source.description)
@@ -109,6 +110,7 @@ def calibrate(
               "batch_size": source.batch_size, "seed": spec.seed, "shuffle": spec.shuffle,
               "preprocess": spec.preprocess.to_dict(), "fingerprint": source.fingerprint()},
         algorithm_options=algorithm_options,
+        fingerprint=fingerprint,
     )
     written: List[Path] = []
     if cache_path is not None:

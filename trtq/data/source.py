@@ -112,7 +112,14 @@ class DataSource:
         size = self.batch_size
         buffer: List[Piece] = []
         count = 0
+        noticed = set()
         for ids, arrays, origin in self._pieces():
+            for s in self.inputs:
+                kind = np.asarray(arrays[s.name]).dtype
+                if kind.kind in "biu" and self._dtypes[s.name].kind == "f" and s.name not in noticed:
+                    noticed.add(s.name)  # one line per input, not one per file
+                    log.warning("%s: input %r is %s but the data is %s: values cast to %s (and any other integer "
+                                "data for it)", origin, s.name, self._dtypes[s.name], kind, self._dtypes[s.name])
             checked = {s.name: conform(arrays[s.name], s, self._dtypes[s.name], origin) for s in self.inputs}
             check_symbols(checked, self.inputs, origin)
             start, total = 0, len(ids)

@@ -7,6 +7,8 @@ import argparse
 from .. import defaults
 
 DEFAULT_OUT = "bench"
+#: Exit code of a bench that measured nothing (see the README's exit-code table).
+EXIT_NOT_MEASURED = 1
 
 
 def add_parser(sub) -> None:
@@ -18,7 +20,8 @@ def add_parser(sub) -> None:
         help="latency and throughput per batch size: FP32 vs FP16 vs INT8, ONNX Runtime or TensorRT",
         description="Time each model at each batch size: --warmup untimed runs, then --iterations timed runs of "
         "the same batch. Rows: latency p50/p90/p99/mean (ms), throughput = batch x 1000 / mean latency "
-        "(samples/s), speed-up against the fp32 row of the same backend and batch size, size on disk. "
+        "(samples/s), speed-up against the same model's fp32 row (m.onnx for m.int8-cpu.onnx; or --baseline) "
+        "at the same backend and batch size, size on disk. Exits 1 when no row could be measured. "
         "Precision is read from the model (Q/DQ or QLinear ops: int8; float16 tensors: fp16; else fp32). "
         "ONNX files run on ONNX Runtime (CPU) by default; .engine/.plan files, and ONNX files with --backend "
         "trt (built for each of --precisions), run on TensorRT. A model whose batch dimension is fixed gives "
@@ -47,6 +50,9 @@ def add_parser(sub) -> None:
     parser.add_argument("--shape", action="append", default=[], metavar="NAME:DIMS",
                         help="shape of an input whose non-batch dimensions are dynamic, e.g. images:1x3x640x640 "
                              "(the batch dimension is replaced by each batch size); repeat or comma-separate")
+    parser.add_argument("--baseline", default=None, metavar="MODEL",
+                        help="speed-up against this model's rows (default: each model's own fp32 row, matched by "
+                             "name: m.onnx for m.int8-cpu.onnx)")
     parser.add_argument("--precision-labels", default=None, metavar="P[,P...]",
                         help="precision shown for each model, in order, instead of the inferred one")
     parser.add_argument("--out", default=DEFAULT_OUT, metavar="DIR",
@@ -103,15 +109,22 @@ def run(args: argparse.Namespace) -> int:
         results = benchmark(args.models, batch_sizes, backend=args.backend, iterations=args.iterations,
                             warmup=args.warmup, threads=args.threads, data=data, shapes=shapes or None,
                             labels=args.precision_labels, precisions=precisions, max_seconds=args.max_seconds,
-                            progress=progress)
+                            baseline=args.baseline, progress=progress)
     meta = {"command": "bench", "backend": args.backend, "batch_sizes": list(batch_sizes),
             "iterations": args.iterations, "warmup": args.warmup, "max_seconds": args.max_seconds,
             "threads": args.threads,
             "inputs": "random" if data is None else data.to_dict()}
-    if not args.no_files:
+    measured = [r for r in results if not r.skipped]
+    if not args.no_files and measured:
         paths = write_bench_report(results, args.out, stem=args.stem, meta=meta)
     console = report_console()
     console.print(bench_table(results))
+    if not measured:
+        import sys
+
+        print(f"trtq bench: error: no row was measured: every model and batch size was skipped or failed (see "
+              f"the notes); no report files written", file=sys.stderr)
+        return EXIT_NOT_MEASURED
     for path in paths.values():
         console.print(f"  wrote {path}", highlight=False, markup=False)
     print_notes(notes)

@@ -91,6 +91,7 @@ def calibrate(
     log.info("calibrating on %s", source.description)
 
     started = time.perf_counter()
+    progress(0, source.num_samples)  # the total is known now: no "0/?" while the session starts
     histograms = collect_histograms(model, iter(source), num_bins=num_bins, total_samples=source.num_samples,
                                     threads=threads, max_binned=max_binned, progress=progress)
     options = {"percentile": percentile} if algorithm == "percentile" else {}

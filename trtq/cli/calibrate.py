@@ -22,7 +22,7 @@ def parse_trt_version(text: str) -> int:
 
 
 def add_parser(sub) -> None:
-    from .options import add_data_arguments
+    from .options import DefaultsFormatter, add_data_arguments
 
     parser = sub.add_parser(
         "calibrate",
@@ -31,7 +31,7 @@ def add_parser(sub) -> None:
         "of |x| for every floating-point tensor, pick a per-tensor amax with the chosen algorithm "
         "(entropy = TensorRT's EntropyCalibration2) and write a TensorRT calibration cache plus a JSON "
         "sidecar that ties the cache to this model and data. No GPU or TensorRT needed.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsFormatter,
     )
     parser.add_argument("model", help="ONNX model to calibrate")
     add_data_arguments(parser, flag="--calib", required=True)

@@ -8,6 +8,8 @@ from .. import defaults
 
 
 def add_parser(sub) -> None:
+    from .options import DefaultsFormatter
+
     parser = sub.add_parser(
         "quickstart",
         help="export, calibrate, quantize, evaluate and benchmark the bundled demo model in one go",
@@ -16,7 +18,7 @@ def add_parser(sub) -> None:
         "TensorRT calibration cache, insert Q/DQ nodes, measure FP32 vs INT8 accuracy on held-out labelled "
         "samples, and benchmark FP32 vs INT8 across batch sizes (ONNX Runtime on the CPU; TensorRT FP32/FP16/INT8 "
         "engines too where TensorRT and a GPU are present).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsFormatter,
     )
     parser.add_argument("-o", "--out", default="out/quickstart", help="folder for every file the run writes")
     parser.add_argument("--calib", default=None, help="calibration data (default: the bundled calib_data/)")

@@ -164,10 +164,8 @@ def check_writable(path: PathLike, probe: bool = True) -> Path:
     if kind in PSEUDO_FILESYSTEMS:
         raise OutputError(f"cannot write {target}: {point} is a {kind} pseudo-filesystem that holds no ordinary "
                           "files; choose another output path")
-    if existing == parent and not os.access(parent, os.W_OK | os.X_OK):
-        raise OutputError(f"cannot write to {parent}: permission denied; choose another output path")
-    if probe:
-        _probe(parent, target)
+    if probe or (existing == parent and not os.access(parent, os.W_OK | os.X_OK)):
+        _probe(parent, target)  # the real reason: read-only, full, permission denied...
     return target
 
 
@@ -299,7 +297,8 @@ def guard_outputs(outputs: Sequence[Output], reads: Iterable[Tuple[str, PathLike
             hit = by_real.get(real) or by_inode.get(_identity(out.path) or (-1, -1))
             if hit is not None:
                 what, source = hit
-                same = "" if os.path.realpath(source) == real else " (the same file through a link)"
+                same = "" if os.path.abspath(source) == os.path.abspath(out.path) else \
+                    " (the same file through a link)"
                 raise OutputError(f"{out.option} {out.path} would overwrite {what} {source}{same}, which this "
                                   "command reads; choose another output path")
         check_writable(out.path, probe=False)

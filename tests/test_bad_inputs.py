@@ -301,6 +301,13 @@ def earlier(*names: str):
     return setup
 
 
+def earlier_bench(env: Env, folder: str) -> None:
+    """A full disk that holds an earlier bench report (the previous good file must survive)."""
+    (env.ws / "prev").mkdir()
+    (env.ws / "prev" / "bench.json").write_text(json.dumps({"format": "trtq-bench", "results": []}))
+    env.full_disk(folder, keep="prev/bench.json")
+
+
 def foreign(path: str):
     def setup(env: Env) -> None:
         (env.ws / path).parent.mkdir(parents=True, exist_ok=True)
@@ -540,6 +547,8 @@ CASES: List[Case] = [
     Case("b-out-proc", B + ["--out", "/proc/trtq-bench"], error="pseudo-filesystem"),
     Case("b-out-read-only", B + ["--out", "{ws}/ro"], setup=lambda env: env.read_only(), error="read-only"),
     Case("b-out-full-disk", B + ["--out", "{ws}/full"], setup=lambda env: env.full_disk(), error="no space left"),
+    Case("b-out-full-disk-at-write", B + ["--out", "{ws}/full"],
+         setup=lambda env: (earlier_bench(env, "full"), env.no_probe()), error="no space left.*unchanged"),
     Case("b-json-foreign", B + ["--out", "{ws}/b"], setup=foreign("b/bench.json"),
          error="bench.json exists and is not a trtq bench report"),
     Case("b-json-foreign-force", B + ["--out", "{ws}/b", "--force"], setup=foreign("b/bench.json"), code=0,
@@ -562,6 +571,8 @@ CASES: List[Case] = [
     Case("x-o-foreign", X + ["-o", "{ws}/notes.txt"], error="is not a trtq ONNX model; pass --force"),
     Case("x-o-proc", X + ["-o", "/proc/trtq-x.onnx"], error="pseudo-filesystem"),
     Case("x-o-under-a-file", X + ["-o", "{ws}/notes.txt/x.onnx"], error="is a file, not a folder"),
+    Case("x-full-disk-at-write", X + ["-o", "{ws}/full/demo.onnx"],
+         setup=lambda env: (env.full_disk(), env.no_probe()), error="no space left"),
     Case("x-readme-example", X + ["--dynamic-batch", "-o", "{ws}/exp/demo.onnx"], code=0,
          changes=["exp", "exp/*"], out=["ONNX Runtime matches PyTorch"]),
     # -- build (no TensorRT here: the guard still runs first) ----------------------------------------

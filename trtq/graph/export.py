@@ -712,7 +712,13 @@ def export_onnx(
                 if dynamic_batch:
                     checks.append((grown, refs_grown, f"a batch of {grown[0].shape[0]} (--dynamic-batch)"))
                 max_diff, tol = _verify(tmp_path, checks, names_out, rtol, atol)
-            _finalize(tmp_path, target)
+            try:
+                _finalize(tmp_path, target)
+            except OSError as exc:
+                from ..fileio import os_reason
+
+                raise OutputError(f"cannot write {target}: {os_reason(exc)}; the previous file (if any) is "
+                                  "unchanged") from None
         finally:
             shutil.rmtree(tmp_dir, ignore_errors=True)
     finally:
@@ -734,6 +740,11 @@ def _export_checked(torch, model, tensors, tmp_path: Path, *, exporter: str, ops
         _export_to(torch, model, on_device, tmp_path, exporter=exporter, opset=opset, **names_and_axes)
     except TrtqError:
         raise
+    except OSError as exc:  # the disk filled up (or went read-only) while torch wrote the file
+        from ..fileio import os_reason
+
+        raise OutputError(f"cannot write the exported model beside {tmp_path.parent.parent}: {os_reason(exc)}") \
+            from None
     except Exception as exc:
         op = _unsupported_operator(exc)
         if op:

@@ -121,5 +121,5 @@ def data_files(path: str) -> List[Path]:
         return [candidate]
     if not candidate.is_dir():
         return []
-    images, arrays, _ = list_files(candidate)
+    images, arrays, _ = list_files(candidate, quiet=True)  # opening the source warns about what it skips
     return [candidate / rel for rel in images + arrays]

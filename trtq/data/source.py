@@ -179,19 +179,20 @@ def display_path(root: str, rel: str) -> str:
     return os.path.join(root, rel) if rel else root
 
 
-def _links_upward(path: str, top: str) -> bool:
+def _links_upward(path: str, top: str, quiet: bool = False) -> bool:
     """A symlinked folder that points at the data folder itself or above it (``up -> ..``): not followed,
     or the walk would read the parent's files as data."""
     if not os.path.islink(path):
         return False
     target = os.path.realpath(path)
     if top == target or top.startswith(target.rstrip(os.sep) + os.sep):
-        log.warning("%s links to %s, which holds the data folder; not followed", path, target)
+        if not quiet:
+            log.warning("%s links to %s, which holds the data folder; not followed", path, target)
         return True
     return False
 
 
-def list_files(root: Path) -> Tuple[List[str], List[str], List[str]]:
+def list_files(root: Path, quiet: bool = False) -> Tuple[List[str], List[str], List[str]]:
     """Image files, array files and other files under ``root`` (recursive, hidden entries skipped).
 
     Paths are relative, ``/``-separated and sorted as plain strings: the order
@@ -210,7 +211,7 @@ def list_files(root: Path) -> Tuple[List[str], List[str], List[str]]:
             continue
         visited.add(real)
         dirs[:] = [d for d in dirs if not d.startswith(".") and d != "__pycache__"
-                   and not _links_upward(os.path.join(folder, d), top)]
+                   and not _links_upward(os.path.join(folder, d), top, quiet)]
         base = Path(folder).relative_to(root)
         for name in files:
             if name.startswith("."):

@@ -82,6 +82,9 @@ def template(tmp_path_factory) -> Path:
     png16.mkdir()
     for i in range(2):
         Image.fromarray((rng.random((16, 16)) * 65535).astype(np.uint16)).save(png16 / f"g{i}.png")
+    rgb16 = root / "rgb16"
+    rgb16.mkdir()
+    _png_rgb16(rgb16 / "c.png", (rng.random((16, 16, 3)) * 65535).astype(np.uint16))
     (root / "empty").mkdir()
     # caches without sidecars, with the problems a hand edit brings
     text = (root / "m.calib.cache").read_text().splitlines()
@@ -110,6 +113,21 @@ def template(tmp_path_factory) -> Path:
     (root / "m.pt").write_bytes(b"not really a torch file")
     (root / "factory.py").write_text("def build():\n    raise RuntimeError('never called: the guard runs first')\n")
     return root
+
+
+def _png_rgb16(path: Path, pixels: np.ndarray) -> None:
+    """A 48-bit RGB PNG (Pillow cannot write one), written by hand: signature, IHDR, IDAT, IEND."""
+    import struct
+    import zlib
+
+    height, width, _ = pixels.shape
+    raw = b"".join(b"\0" + pixels[y].astype(">u2").tobytes() for y in range(height))
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 16, 2, 0, 0, 0))
+                     + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
 
 
 def _snapshot(root: Path) -> dict:
@@ -434,6 +452,8 @@ CASES: List[Case] = [
          code=0, changes=CACHE_OUT, err=["input 'x' is float32 but the data is int32", "cast to float32"]),
     Case("cal-16-bit-png-notice", ["calibrate", "{ws}/m.onnx", "--calib", "{ws}/png16", "-o", "{ws}/o.cache"],
          code=0, changes=CACHE_OUT, err=["I;16 (16-bit) grayscale image", "scaled to 0-255"]),
+    Case("cal-16-bit-rgb-notice", ["calibrate", "{ws}/m.onnx", "--calib", "{ws}/rgb16", "-o", "{ws}/o.cache"],
+         code=0, changes=CACHE_OUT, err=["16-bit RGB image: read with 8 bits per channel"]),
     Case("cal-up-link-not-followed", ["calibrate", "{ws}/m.onnx", "--calib", "{ws}/nested", "-o", "{ws}/o.cache"],
          code=0, setup=up_link, changes=CACHE_OUT, err=["not followed"], check=two_samples),
     Case("cal-nan-data", ["calibrate", "{ws}/m.onnx", "--calib", "{ws}/nan.npy", "-o", "{ws}/o.cache"],

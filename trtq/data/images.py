@@ -223,6 +223,14 @@ def _from_wide(image, plan: ImagePlan) -> np.ndarray:
     return np.stack(planes, axis=2)
 
 
+def _wide_color(image) -> bool:
+    """A 16-bit-per-channel color image (Pillow decodes it to 8 bits: its tile's raw mode says ``;16``)."""
+    try:
+        return any(";16" in str(tile.args if hasattr(tile, "args") else tile[3]) for tile in image.tile or ())
+    except (AttributeError, IndexError, TypeError):
+        return False
+
+
 def load_image(path: Path, plan: ImagePlan, origin: str, notice=None) -> np.ndarray:
     """Read and preprocess one image into a ``1 x ...`` array (the model's layout and dtype).
 
@@ -240,6 +248,9 @@ def load_image(path: Path, plan: ImagePlan, origin: str, notice=None) -> np.ndar
                 return _finish(wide, plan, resize_from=wide)
             if image.mode in WIDE_MODES and notice is not None:
                 notice(f"{origin}: {image.mode} image reduced to 8 bits per channel for the {plan.dtype} input")
+            elif notice is not None and _wide_color(image):
+                notice(f"{origin}: 16-bit {image.mode} image: read with 8 bits per channel (Pillow keeps the high "
+                       "byte), so fine intensity steps are lost")
             image = image.convert(plan.mode)
     except FileNotFoundError:
         raise DataError(f"{origin}: file disappeared while reading") from None

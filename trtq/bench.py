@@ -218,20 +218,26 @@ def memory_estimate(model, specs, shapes: Optional[Shapes] = None) -> Optional[i
     """A lower bound of the bytes one sample costs while the model runs: the inputs and outputs held by
     the caller plus the largest layer's inputs and outputs (alive together). None when unknown."""
     import onnx
-    from onnx import shape_inference
+    from onnx import helper, shape_inference
 
-    probe = onnx.ModelProto()
-    probe.CopyFrom(model)
-    del probe.graph.initializer[:]  # shapes only; weights are not needed to infer them
+    # the graph without its weights (shapes only; a copy of a large model's weights would cost memory)
     inits = {i.name for i in model.graph.initializer}
-    for vi in probe.graph.input:
+    inputs = []
+    for source in model.graph.input:
+        if source.name in inits:
+            continue
+        vi = onnx.ValueInfoProto()
+        vi.CopyFrom(source)
         given = (shapes or {}).get(vi.name)
         if given and len(given) == len(vi.type.tensor_type.shape.dim):
             for dim, value in list(zip(vi.type.tensor_type.shape.dim, given))[1:]:
                 dim.Clear()
                 dim.dim_value = int(value)
-    for init in model.graph.initializer:  # keep initializer shapes known to inference
-        probe.graph.input.append(onnx.helper.make_tensor_value_info(init.name, init.data_type, list(init.dims)))
+        inputs.append(vi)
+    inputs += [helper.make_tensor_value_info(i.name, i.data_type, list(i.dims)) for i in model.graph.initializer]
+    probe = helper.make_model(helper.make_graph(list(model.graph.node), "probe", inputs, list(model.graph.output)),
+                              opset_imports=list(model.opset_import))
+    probe.ir_version = model.ir_version
     try:
         inferred = shape_inference.infer_shapes(probe, strict_mode=False)
     except Exception:  # noqa: BLE001 -- an estimate, not a check: unknown shapes estimate nothing
@@ -241,14 +247,12 @@ def memory_estimate(model, specs, shapes: Optional[Shapes] = None) -> Optional[i
         if vi.name not in inits:
             sizes[vi.name] = _per_sample_bytes(vi.type)
     io_names = [s.name for s in specs] + [o.name for o in model.graph.output]
-    if any(sizes.get(name) is None for name in io_names):
-        return None
-    held = sum(sizes[name] for name in io_names)
+    held = sum(sizes.get(name) or 0 for name in io_names)  # a tensor of unknown shape counts 0: a lower bound
     layer = 0
     for node in model.graph.node:
         names = [n for n in list(node.input) + list(node.output) if n and n not in inits and n not in io_names]
         layer = max(layer, sum(sizes.get(n) or 0 for n in names))
-    return held + layer
+    return (held + layer) or None
 
 
 def _gb(size: float) -> str:

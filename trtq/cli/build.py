@@ -97,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
 
     options = options_from_args(args)
     outputs = [Output(options.output_path, "engine", default=not args.output),
-               Output(options.report_path, "build-report", option="the report of -o", default=not args.output)]
+               Output(options.report_path, "build-report", option="the report of -o")]  # the engine's note covers it
     if options.timing_cache is not None:
         outputs.append(Output(options.timing_cache, option="--timing-cache", in_out=True))
     reads = model_reads(args.model) + data_reads(args.calib)

@@ -75,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
     spec = data_spec_from_args(args, flag_dest="calib", shuffle=True)
     output = Path(args.output) if args.output else default_cache_path(args.model)
     notes = guard([Output(output, "cache", default=not args.output),
-                   Output(sidecar_path(output), "sidecar", option="the sidecar of -o", default=not args.output)],
+                   Output(sidecar_path(output), "sidecar", option="the sidecar of -o")],  # the cache's note covers it
                   model_reads(args.model) + data_reads(args.calib), force=args.force)
     with progress_bar("calibrating", enabled=None if not args.quiet else False) as progress:
         result = calibrate(args.model, spec, algorithm=args.algo, cache_path=output, trt_version=args.trt_version,

@@ -20,6 +20,7 @@ import errno
 import json
 import os
 import re
+import stat
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -147,10 +148,7 @@ def check_writable(path: PathLike, probe: bool = True) -> Path:
     if target.is_dir():
         raise OutputError(f"output path {target} is a directory; give a file name")
     if target.exists():
-        mode = target.stat().st_mode
-        import stat
-
-        if not stat.S_ISREG(mode):
+        if not stat.S_ISREG(target.stat().st_mode):
             raise OutputError(f"output path {target} is not a regular file (a device, pipe or socket); "
                               "choose another output path")
         if not os.access(target, os.W_OK):

@@ -49,8 +49,7 @@ def add_parser(sub) -> None:
                         help="bin at most N values of each tensor per batch (an evenly strided sample; the exact "
                         "max |x| still sets the range): faster on activation-heavy models, but the cache no longer "
                         "follows TensorRT's every-value histograms exactly. Default: every value")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="ONNX Runtime intra-op threads (default: all cores)%(default).0s")
+    parser.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads (default: all cores)")
     parser.add_argument("--force", action="store_true",
                         help="replace an existing -o file that is not a trtq calibration cache")
     parser.set_defaults(func=run)

@@ -170,3 +170,23 @@ def test_failed_write_leaves_no_partial_file(tmp_path, monkeypatch):
     after = {p.name: p for p in tmp_path.iterdir()}
     assert sorted(after) == sorted(before)  # no temporary files left behind
     assert after["c.cache"].read_bytes() == before["c.cache"]  # the old cache is intact
+
+
+def test_fingerprint_survives_a_resave_and_names_what_changed():
+    import onnx
+
+    import _toys
+    from trtq.graph.model import fingerprint_changes, model_fingerprint
+
+    model = _toys.classifier()
+    saved = model_fingerprint(model)
+    resaved = onnx.shape_inference.infer_shapes(model)
+    resaved.doc_string = "touched"
+    resaved.producer_name = "another tool"
+    assert fingerprint_changes(saved, model_fingerprint(resaved)) == []
+    retrained = _toys.classifier(seed=3)
+    assert any("weights changed values" in c for c in fingerprint_changes(saved, model_fingerprint(retrained)))
+    other_io = _toys.classifier(classes=4)
+    changes = fingerprint_changes(saved, model_fingerprint(other_io))
+    assert changes and any("weights" in c for c in changes)
+    assert fingerprint_changes({"version": 0}, saved) is None  # another recipe: compared by sha256 instead

@@ -56,3 +56,47 @@ def test_output_under_a_file_is_refused(tmp_path):
     blocker.write_text("x")
     with pytest.raises(OutputError, match="cannot create folder"):
         check_writable(blocker / "sub" / "x.cache")
+
+
+def test_guard_refuses_inputs_through_links_and_foreign_files(tmp_path):
+    from trtq.fileio import Output, guard_outputs
+
+    model = tmp_path / "m.onnx"
+    model.write_bytes(b"\x08\x08rest")
+    (tmp_path / "alias").symlink_to(model)
+    os.link(model, tmp_path / "hard")
+    for name in ("m.onnx", "alias", "hard"):
+        with pytest.raises(OutputError, match="would overwrite the model"):
+            guard_outputs([Output(tmp_path / name, "onnx")], [("the model", model)])
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(OutputError, match="not a trtq ONNX model; pass --force"):
+        guard_outputs([Output(tmp_path / "notes.txt", "onnx")], [])
+    assert guard_outputs([Output(tmp_path / "notes.txt", "onnx")], [], force=True)[0].startswith("replacing")
+    (tmp_path / "old.onnx").write_bytes(b"\x08\x07rest")
+    notes = guard_outputs([Output(tmp_path / "old.onnx", "onnx", default=True)], [])
+    assert notes and "earlier result" in notes[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["alias", "hard", "m.onnx", "notes.txt", "old.onnx"]
+
+
+def test_probe_leaves_no_folder_and_write_failure_keeps_the_old_file(tmp_path, monkeypatch):
+    import errno
+
+    import trtq.fileio as fileio
+
+    check_writable(tmp_path / "a" / "b" / "x.cache")
+    assert list(tmp_path.iterdir()) == []  # folders are made at write time only
+    target = tmp_path / "x.cache"
+    target.write_bytes(b"old")
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(fileio.os, "fsync", full)
+    with pytest.raises(OutputError, match="no space left on the device; the previous file"):
+        write_bytes_atomic(target, b"new")
+    assert target.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["x.cache"]
+
+
+def test_pseudo_filesystem_is_refused():
+    with pytest.raises(OutputError, match="pseudo-filesystem"):
+        check_writable("/proc/trtq-test.cache")

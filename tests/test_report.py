@@ -117,3 +117,14 @@ def test_unwritable_output_is_an_output_error(tmp_path):
 def test_json_safe_non_finite():
     assert report.json_safe({"a": math.inf, "b": [-math.inf, math.nan, 1.5]}) == {"a": "inf", "b": ["-inf", "nan", 1.5]}
     json.loads(report.json_text({"snr": math.inf}))  # strict JSON
+
+
+def test_speedup_never_against_another_models_fp32_row():
+    rows = fill_speedups([row("demo.onnx", "fp32", 8, 2.0), row("yolo.onnx", "fp32", 8, 20.0),
+                          row("yolo.int8-cpu.onnx", "int8", 8, 10.0), row("lone.int8.onnx", "int8", 8, 1.0)])
+    by = {r.model: r for r in rows}
+    assert by["yolo.onnx"].speedup == 1.0  # its own baseline, not 0.1x of demo's
+    assert by["yolo.int8-cpu.onnx"].speedup == pytest.approx(2.0)
+    assert by["lone.int8.onnx"].speedup is None  # no fp32 row of its own model: no number
+    named = fill_speedups(rows, overwrite=True, baseline="demo.onnx")
+    assert {r.model: r.speedup for r in named}["lone.int8.onnx"] == pytest.approx(2.0)

@@ -166,6 +166,119 @@ def check_inputs_resolvable(specs, shapes: Optional[Shapes], model_name: str) ->
                              "(or shapes= in the API), or bench on real samples with --data")
 
 
+def check_shape_names(shapes: Optional[Shapes], models: Sequence[Tuple[str, Sequence]]) -> None:
+    """A ``--shape`` must name an input of at least one model (a typo would otherwise be ignored)."""
+    if not shapes:
+        return
+    known = {spec.name for _, specs in models for spec in specs}
+    unknown = [name for name in shapes if name not in known]
+    if unknown:
+        listing = ", ".join(sorted(known)) or "none"
+        raise TrtqError(f"--shape names input(s) {', '.join(repr(n) for n in unknown)}, which "
+                        f"{'the model does' if len(models) == 1 else 'none of the models does'} not have "
+                        f"(inputs: {listing})")
+
+
+def available_memory() -> Optional[int]:
+    """Bytes this process can still allocate: MemAvailable, capped by a cgroup limit (None: unknown)."""
+    found = []
+    try:
+        with open("/proc/meminfo", encoding="utf-8") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    found.append(int(line.split()[1]) * 1024)
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        used = Path("/sys/fs/cgroup/memory.current").read_text().strip()
+        if limit.isdigit() and used.isdigit():
+            found.append(int(limit) - int(used))
+    except OSError:
+        pass
+    return min(found) if found else None
+
+
+def _per_sample_bytes(type_proto) -> Optional[int]:
+    """Bytes one sample of a tensor takes (axis 0 is the batch), or None when a dim is unknown."""
+    from onnx import helper
+
+    tensor = type_proto.tensor_type
+    if not tensor.elem_type or not tensor.HasField("shape") or len(tensor.shape.dim) == 0:
+        return None
+    size = int(np.dtype(helper.tensor_dtype_to_np_dtype(tensor.elem_type)).itemsize)
+    for dim in list(tensor.shape.dim)[1:]:
+        if not dim.HasField("dim_value") or dim.dim_value <= 0:
+            return None
+        size *= int(dim.dim_value)
+    return size
+
+
+def memory_estimate(model, specs, shapes: Optional[Shapes] = None) -> Optional[int]:
+    """A lower bound of the bytes one sample costs while the model runs: the inputs and outputs held by
+    the caller plus the largest layer's inputs and outputs (alive together). None when unknown."""
+    import onnx
+    from onnx import helper, shape_inference
+
+    # the graph without its weights (shapes only; a copy of a large model's weights would cost memory)
+    inits = {i.name for i in model.graph.initializer}
+    inputs = []
+    for source in model.graph.input:
+        if source.name in inits:
+            continue
+        vi = onnx.ValueInfoProto()
+        vi.CopyFrom(source)
+        given = (shapes or {}).get(vi.name)
+        if given and len(given) == len(vi.type.tensor_type.shape.dim):
+            for dim, value in list(zip(vi.type.tensor_type.shape.dim, given))[1:]:
+                dim.Clear()
+                dim.dim_value = int(value)
+        inputs.append(vi)
+    inputs += [helper.make_tensor_value_info(i.name, i.data_type, list(i.dims)) for i in model.graph.initializer]
+    probe = helper.make_model(helper.make_graph(list(model.graph.node), "probe", inputs, list(model.graph.output)),
+                              opset_imports=list(model.opset_import))
+    probe.ir_version = model.ir_version
+    try:
+        inferred = shape_inference.infer_shapes(probe, strict_mode=False)
+    except Exception:  # noqa: BLE001 -- an estimate, not a check: unknown shapes estimate nothing
+        inferred = probe
+    sizes = {}
+    for vi in list(inferred.graph.input) + list(inferred.graph.value_info) + list(inferred.graph.output):
+        if vi.name not in inits:
+            sizes[vi.name] = _per_sample_bytes(vi.type)
+    io_names = [s.name for s in specs] + [o.name for o in model.graph.output]
+    held = sum(sizes.get(name) or 0 for name in io_names)  # a tensor of unknown shape counts 0: a lower bound
+    layer = 0
+    for node in model.graph.node:
+        names = [n for n in list(node.input) + list(node.output) if n and n not in inits and n not in io_names]
+        layer = max(layer, sum(sizes.get(n) or 0 for n in names))
+    return (held + layer) or None
+
+
+def _gb(size: float) -> str:
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if size >= scale / 10:
+            return f"{size / scale:.1f} {unit}"
+    return f"{int(size)} B"
+
+
+def check_memory(model, specs, batch_size: int, shapes: Optional[Shapes], model_name: str,
+                 available: Optional[int] = None) -> None:
+    """Refuse, before any run, a batch size whose buffers alone cannot fit in the memory left."""
+    available = available_memory() if available is None else available
+    if available is None:
+        return
+    per_sample = memory_estimate(model, specs, shapes)
+    if not per_sample:
+        return
+    need = per_sample * batch_size
+    if need > available:
+        fits = max(1, int(available // per_sample))
+        raise TrtqError(f"{model_name} at batch {batch_size} needs at least {_gb(need)} of memory (inputs, outputs "
+                        f"and its largest layer, {_gb(per_sample)} per sample), more than the {_gb(available)} "
+                        f"available; use --batch-sizes up to about {fits}")
+
+
 def random_feed(specs, batch_size: int, shapes: Optional[Shapes] = None, seed: int = defaults.SEED
                 ) -> Tuple[Optional[Dict[str, np.ndarray]], str]:
     """Random inputs for one batch: floats uniform in [0, 1), integers 0, booleans False.
@@ -309,6 +422,9 @@ def benchmark_ort(
         if data is None:
             check_inputs_resolvable(specs, shapes, Path(path).name)
         loaded.append((Path(path), model, specs, label or infer_precision(model)))
+    check_shape_names(shapes, [(p.name, specs) for p, _, specs, _ in loaded])
+    for path, model, specs, _ in loaded:
+        check_memory(model, specs, max(batch_sizes), shapes, path.name)
     total = len(loaded) * len(batch_sizes)
     done = 0
     progress(done, total)
@@ -355,6 +471,7 @@ def benchmark(
     labels=None,
     precisions: Optional[Sequence[str]] = None,
     max_seconds: Optional[float] = None,
+    baseline: Optional[str] = None,
     progress: ProgressCallback = no_progress,
 ) -> List[BenchResult]:
     """Benchmark models at each batch size; returns one :class:`~trtq.report.BenchResult` per (model, batch size).
@@ -371,7 +488,9 @@ def benchmark(
     ``"fp32,int8"``) overriding the inferred one.
     ``max_seconds``: per row, stop timing once this many seconds went into timed runs
     (ONNX Runtime rows; the row notes how many runs it got).
-    Speed-up is filled against the fp32 row of the same backend and batch size.
+    Speed-up is filled against the fp32 row of the same model (``m.onnx`` for
+    ``m.int8-cpu.onnx``), backend and batch size, or against the rows of ``baseline``
+    (one of ``models``) when given.
     """
     if backend not in _ORT_NAMES + _TRT_NAMES:
         raise TrtqError(f"unknown backend {backend!r}; choose ort (ONNX Runtime, CPU) or trt (TensorRT)")
@@ -381,6 +500,9 @@ def benchmark(
     for path in models:
         if not Path(path).exists():
             raise ModelError(f"model file {path} does not exist")
+    if baseline is not None and baseline not in [str(m) for m in models] + [Path(m).name for m in models]:
+        raise TrtqError(f"--baseline {baseline} is not one of the models benchmarked "
+                        f"({', '.join(Path(m).name for m in models)})")
     engines = [m for m in models if is_engine_path(m)]
     onnx_models = [m for m in models if not is_engine_path(m)]
     given = _labels_for(models, labels) if labels is not None else None
@@ -402,7 +524,7 @@ def benchmark(
         results += _benchmark_trt(engines, onnx_models if backend in _TRT_NAMES else [], batch_sizes,
                                   iterations=iterations, warmup=warmup, data=data, shapes=shapes,
                                   engine_labels=labels_of(engines), precisions=precisions, progress=progress)
-    return fill_speedups(results)
+    return fill_speedups(results, baseline=None if baseline is None else Path(baseline).name)
 
 
 def _benchmark_trt(engines, onnx_models, batch_sizes, *, iterations, warmup, data, shapes, engine_labels,

@@ -129,8 +129,13 @@ def _render(trt_version: int, algorithm: str, hex_scales) -> bytes:
     return ("\n".join(lines) + "\n").encode("utf-8")
 
 
-def parse_cache(data: bytes, source: str = "cache") -> CalibrationCache:
-    """Parse cache bytes; names may hold spaces, brackets and colons (split on the last ': ')."""
+def parse_cache(data: bytes, source: str = "cache", check_scales: bool = False) -> CalibrationCache:
+    """Parse cache bytes; names may hold spaces, brackets and colons (split on the last ': ').
+
+    A tensor listed twice is an error (which line would TensorRT use?). With
+    ``check_scales`` (files a user hands trtq), so is a scale that is zero, negative,
+    NaN or infinite: TensorRT would quantize that tensor to nothing or garbage.
+    """
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
@@ -145,16 +150,26 @@ def parse_cache(data: bytes, source: str = "cache") -> CalibrationCache:
         raise CacheError(f"{source} does not start with a TensorRT cache header like 'TRT-100300-EntropyCalibration2' "
                          f"(found {lines[0][:60]!r})")
     scales: Dict[str, float] = {}
+    first_line: Dict[str, int] = {}
     for number, line in enumerate(lines[1:], start=2):
         if not line.strip():
             continue
         name, sep, digits = line.rpartition(": ")
         if not sep or not name:
             raise CacheError(f"{source} line {number}: expected '<tensor>: <8 hex digits>', found {line[:80]!r}")
+        if name in first_line:
+            raise CacheError(f"{source} line {number}: tensor {name!r} is listed again (first on line "
+                             f"{first_line[name]}); keep one line per tensor, or recalibrate")
         try:
-            scales[name] = decode_scale(digits.strip())
+            scale = decode_scale(digits.strip())
         except ValueError:
             raise CacheError(f"{source} line {number}: {digits.strip()!r} is not 8 hex digits") from None
+        if check_scales and not (math.isfinite(scale) and scale > 0):
+            what = "zero" if scale == 0 else ("negative" if scale < 0 else "not a finite number")
+            raise CacheError(f"{source} line {number}: the scale of {name!r} ({digits.strip()}) is {what} "
+                             f"({scale:g}); a scale must be a positive finite amax/127. Recalibrate, or fix that line")
+        first_line[name] = number
+        scales[name] = scale
     return CalibrationCache(int(match.group(1)), match.group(2), scales)
 
 
@@ -172,14 +187,22 @@ def make_sidecar(
     trt_version: int,
     data: Optional[dict] = None,
     algorithm_options: Optional[dict] = None,
+    fingerprint: Optional[dict] = None,
 ) -> dict:
-    """The JSON record that ties a cache to the model and data that produced it."""
+    """The JSON record that ties a cache to the model and data that produced it.
+
+    ``fingerprint`` (:func:`trtq.graph.model.model_fingerprint`) lets the check accept
+    the same model re-saved by another tool (its bytes change, the calibration does not).
+    """
+    model_record = {"file": Path(model_path).name, "sha256": model_sha256, "inputs": list(inputs)}
+    if fingerprint is not None:
+        model_record["fingerprint"] = fingerprint
     return {
         "format": SIDECAR_FORMAT,
         "format_version": SIDECAR_VERSION,
         "trtq_version": __version__,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "model": {"file": Path(model_path).name, "sha256": model_sha256, "inputs": list(inputs)},
+        "model": model_record,
         "data": data or {},
         "algorithm": {"name": algorithm, **(algorithm_options or {})},
         "header": {"trt_version": int(trt_version), "algorithm": TRT_ALGORITHM_NAMES.get(algorithm, algorithm)},
@@ -225,7 +248,7 @@ def read_cache(path: PathLike) -> CalibrationCache:
         raise CacheError(f"calibration cache {path} does not exist")
     if path.is_dir():
         raise CacheError(f"calibration cache path {path} is a folder")
-    cache = parse_cache(path.read_bytes(), source=str(path))
+    cache = parse_cache(path.read_bytes(), source=str(path), check_scales=True)
     cache.path = path
     side = sidecar_path(path)
     if side.exists():
@@ -242,16 +265,27 @@ def cache_problems(cache: CalibrationCache, model, model_sha256: str, tensor_nam
     """Reasons the cache does not belong to this model (empty list: it does)."""
     from .graph.model import input_specs
 
+    from .graph.model import fingerprint_changes, model_fingerprint
+
     problems: List[str] = []
     known = set(tensor_names)
     side = cache.sidecar
     if side is not None:
         recorded = side.get("model", {})
+        saved = recorded.get("fingerprint")
         if recorded.get("sha256") and recorded["sha256"] != model_sha256:
-            problems.append(
-                f"it was calibrated for model '{recorded.get('file', '?')}' (sha256 {recorded['sha256'][:12]}…), "
-                f"not this one (sha256 {model_sha256[:12]}…)"
-            )
+            changes = fingerprint_changes(saved, model_fingerprint(model)) if isinstance(saved, dict) else None
+            if changes is None:  # a sidecar without a fingerprint: the file bytes are all there is
+                problems.append(
+                    f"it was calibrated for model '{recorded.get('file', '?')}' (sha256 {recorded['sha256'][:12]}…), "
+                    f"not this one (sha256 {model_sha256[:12]}…)"
+                )
+            elif changes:
+                problems.append(f"it was calibrated for another version of model '{recorded.get('file', '?')}': "
+                                + "; ".join(changes))
+            else:
+                log.info("%s: the model file changed (re-saved?) but its graph, tensor names, weights and inputs "
+                         "are those the cache was calibrated for", cache.path or "cache")
         inputs_now = [_input_record(spec) for spec in input_specs(model)]
         if recorded.get("inputs") is not None and _comparable_inputs(recorded["inputs"]) != _comparable_inputs(inputs_now):
             problems.append(f"the model inputs differ: cache has {_inputs_text(recorded['inputs'])}, "
@@ -273,8 +307,8 @@ def check_cache_matches(cache: CalibrationCache, model, model_sha256: str, tenso
     """Raise :class:`CacheError` (or warn, with ``force``) when the cache belongs to another model."""
     problems = cache_problems(cache, model, model_sha256, tensor_names)
     if cache.sidecar is None:
-        log.warning("%s has no trtq sidecar (%s); cannot verify it was made for this model",
-                    cache.path or "cache", sidecar_path(cache.path or "cache").name)
+        log.warning("%s has no trtq sidecar (%s): model checks skipped, only its tensor names were compared with "
+                    "the model", cache.path or "cache", sidecar_path(cache.path or "cache").name)
     if not problems:
         return
     reason = "; ".join(problems)

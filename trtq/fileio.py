@@ -1,16 +1,60 @@
-"""Atomic file writes: an interrupted run never leaves a half-written file behind."""
+"""Every file trtq writes goes through here: the output guard, the write probe, atomic writes.
+
+Files are sacred (DESIGN.md): before any work, :func:`guard_outputs` refuses an output
+that is a file the command reads (through symlinks and hard links), an existing file
+that is not a trtq artifact of the same kind (unless ``force``), and a place that cannot
+hold the file (a folder path, a device, a pseudo-filesystem, a read-only or full disk:
+:func:`check_writable` writes a small probe file there). The writes themselves go to a
+temporary file that is renamed into place, and a write that fails (a disk that filled
+up during the work) is one :class:`~trtq.errors.OutputError` with the path and the
+reason; the previous file stays as it was.
+
+No folder is created before the write itself: a command that fails leaves no empty
+``engines/`` or ``bench/`` behind.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import json
 import os
+import re
+import stat
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Iterator, Union
+from typing import IO, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 from .errors import OutputError
 
 PathLike = Union[str, "os.PathLike[str]"]
+
+#: Filesystems that hold no ordinary files (writes there fail or mean something else).
+PSEUDO_FILESYSTEMS = frozenset({
+    "proc", "sysfs", "devtmpfs", "devpts", "cgroup", "cgroup2", "debugfs", "tracefs", "securityfs", "pstore",
+    "bpf", "configfs", "fusectl", "mqueue", "efivarfs", "binfmt_misc", "autofs", "nsfs", "selinuxfs", "rpc_pipefs",
+})
+
+#: Bytes the write probe writes (and removes): enough to meet a full disk before the work, not after.
+PROBE_BYTES = 4096
+
+_REASONS = {
+    errno.ENOSPC: "no space left on the device",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EROFS: "read-only file system",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+    errno.ENOTDIR: "a part of the path is a file, not a folder",
+    errno.EISDIR: "it is a folder",
+    errno.ENAMETOOLONG: "file name too long",
+    errno.EFBIG: "file too large for this file system",
+}
+
+
+def os_reason(exc: OSError) -> str:
+    """A short human reason for a failed write (``ENOSPC`` -> ``"no space left on the device"``)."""
+    return _REASONS.get(exc.errno, exc.strerror or type(exc).__name__)
 
 
 def _umask() -> int:
@@ -25,29 +69,274 @@ def _publish(tmp: str, target: Path) -> None:
     os.replace(tmp, target)
 
 
-def check_writable(path: PathLike) -> Path:
-    """Fail early (before hours of work) if ``path`` cannot be created or replaced."""
+# ---------------------------------------------------------------------------------------------
+# Where a file can go
+
+
+def _mounts() -> List[Tuple[str, str]]:
+    """(mount point, filesystem type) of every mount, longest mount point first ([] where unknown)."""
+    entries = []
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as handle:
+            for line in handle:
+                left, _, right = line.partition(" - ")
+                fields = left.split()
+                if len(fields) < 5 or not right:
+                    continue
+                point = fields[4].encode().decode("unicode_escape")  # \040 for spaces
+                entries.append((point, right.split()[0]))
+    except OSError:
+        return []
+    entries.sort(key=lambda e: len(e[0]), reverse=True)
+    return entries
+
+
+def filesystem_of(path: PathLike) -> Tuple[str, str]:
+    """(mount point, filesystem type) holding ``path`` (resolved), or ``("", "")`` where unknown."""
+    real = os.path.realpath(path)
+    for point, kind in _mounts():
+        if real == point or real.startswith(point.rstrip("/") + "/"):
+            return point, kind
+    return "", ""
+
+
+def _nearest_existing(path: Path) -> Path:
+    current = path
+    while not os.path.lexists(current) and current != current.parent:
+        current = current.parent
+    return current
+
+
+def _probe(folder: Path, target: Path) -> None:
+    """Create the missing folders up to ``folder``, write and remove a probe file, remove the folders again."""
+    created: List[Path] = []
+    missing = []
+    current = folder
+    while not os.path.lexists(current) and current != current.parent:
+        missing.append(current)
+        current = current.parent
+    try:
+        for part in reversed(missing):
+            os.mkdir(part)
+            created.append(part)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".probe", dir=folder)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(b"\0" * PROBE_BYTES)
+                handle.flush()
+                os.fsync(handle.fileno())
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+    except OSError as exc:
+        raise OutputError(f"cannot write {target}: {os_reason(exc)}; choose another output path") from None
+    finally:
+        for part in reversed(created):
+            with contextlib.suppress(OSError):
+                os.rmdir(part)
+
+
+def check_writable(path: PathLike, probe: bool = True) -> Path:
+    """Fail early (before hours of work) if ``path`` cannot be created or replaced.
+
+    Refuses a folder, an existing device/pipe/socket, a path under a file or under a
+    pseudo-filesystem (``/proc``, ``/sys``), and, with ``probe``, a place where a small
+    probe file cannot be written (read-only, full, permission denied). Creates nothing
+    that stays: missing folders are made at write time.
+    """
     target = Path(path)
-    parent = target.parent if str(target.parent) else Path(".")
     if target.is_dir():
         raise OutputError(f"output path {target} is a directory; give a file name")
-    if not parent.exists():
-        try:
-            parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise OutputError(f"cannot create folder {parent}: {exc.strerror}") from None
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise OutputError(f"cannot write to {parent}: permission denied; choose another output path")
-    if target.exists() and not os.access(target, os.W_OK):
-        raise OutputError(f"cannot overwrite {target}: permission denied")
+    if target.exists():
+        if not stat.S_ISREG(target.stat().st_mode):
+            raise OutputError(f"output path {target} is not a regular file (a device, pipe or socket); "
+                              "choose another output path")
+        if not os.access(target, os.W_OK):
+            raise OutputError(f"cannot overwrite {target}: permission denied")
+    parent = target.parent if str(target.parent) else Path(".")
+    existing = _nearest_existing(parent)
+    if not existing.is_dir():
+        raise OutputError(f"cannot create folder {parent}: {existing} is a file, not a folder; "
+                          "choose another output path")
+    point, kind = filesystem_of(existing)
+    if kind in PSEUDO_FILESYSTEMS:
+        raise OutputError(f"cannot write {target}: {point} is a {kind} pseudo-filesystem that holds no ordinary "
+                          "files; choose another output path")
+    if probe or (existing == parent and not os.access(parent, os.W_OK | os.X_OK)):
+        _probe(parent, target)  # the real reason: read-only, full, permission denied...
     return target
+
+
+def make_parent(path: PathLike) -> Path:
+    """Create the folder ``path`` goes into (at write time), as an :class:`OutputError` when impossible."""
+    target = Path(path)
+    parent = target.parent if str(target.parent) else Path(".")
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot create folder {parent} for {target}: {os_reason(exc)}") from None
+    return target
+
+
+# ---------------------------------------------------------------------------------------------
+# The output guard
+
+
+#: What each kind of trtq output is called in messages.
+KIND_NAMES = {
+    "cache": "calibration cache", "sidecar": "calibration sidecar", "onnx": "ONNX model",
+    "engine": "TensorRT engine", "build-report": "build report", "bench-json": "bench report",
+    "bench-csv": "bench CSV", "png": "PNG plot", "eval-json": "eval report",
+}
+
+_JSON_LIMIT = 64 << 20
+
+
+def _head(path: Path, size: int = 256) -> bytes:
+    with open(path, "rb") as handle:
+        return handle.read(size)
+
+
+def _json_format(path: Path) -> Optional[dict]:
+    if path.stat().st_size > _JSON_LIMIT:
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def is_artifact(path: PathLike, kind: str) -> bool:
+    """Whether the existing file ``path`` is a trtq output of ``kind`` (so replacing it loses nothing foreign).
+
+    An empty file is any kind. The checks read a few bytes (JSON files: the document).
+    """
+    path = Path(path)
+    try:
+        if path.stat().st_size == 0:
+            return True
+        head = _head(path)
+        if kind == "cache":
+            return re.match(rb"TRT-\d+-[A-Za-z0-9_]+\r?\n", head) is not None
+        if kind == "onnx":  # ModelProto starts with field 1 (ir_version, a small varint)
+            return len(head) >= 2 and head[0] == 0x08 and 0 < head[1] < 64
+        if kind == "png":
+            return head.startswith(b"\x89PNG\r\n\x1a\n")
+        if kind == "bench-csv":
+            return head.startswith(b"model,precision,backend,batch_size")
+        if kind == "engine":  # trtq writes a build report beside every engine
+            report = _json_format(Path(str(path) + ".json")) if Path(str(path) + ".json").exists() else None
+            return bool(report) and report.get("format") == "trtq-build-report"
+        data = _json_format(path)
+        if data is None:
+            return False
+        if kind == "sidecar":
+            return data.get("format") == "trtq-calibration-sidecar"
+        if kind == "build-report":
+            return data.get("format") == "trtq-build-report"
+        if kind == "bench-json":
+            return data.get("format") == "trtq-bench"
+        if kind == "eval-json":
+            return {"reference", "candidate", "outputs"} <= set(data)
+    except OSError:
+        return False
+    raise ValueError(f"unknown output kind {kind!r}")
+
+
+@dataclass
+class Output:
+    """One file a command will write."""
+
+    path: Path
+    kind: Optional[str] = None   # a KIND_NAMES key; None: no check of what an existing file holds
+    option: str = "-o"           # how the user names it, for messages
+    default: bool = False        # chosen by trtq (the user gave no path)
+    in_out: bool = False         # read and then rewritten on purpose (a TensorRT timing cache)
+
+    def __post_init__(self):
+        self.path = Path(self.path)
+
+
+def _identity(path: Path) -> Optional[Tuple[int, int]]:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def guard_outputs(outputs: Sequence[Output], reads: Iterable[Tuple[str, PathLike]] = (), *,
+                  force: bool = False, probe: bool = True) -> List[str]:
+    """Check every output before any work; returns notes for the summary (earlier results replaced).
+
+    ``reads``: ``(what, path)`` of every file the command reads (``"the model"``,
+    ``"a calibration data file"``, ...). An output that is one of them, by path after
+    resolving symlinks or by inode (a hard link), is refused. So is an existing output
+    that is not a trtq file of its kind, unless ``force``.
+    """
+    notes: List[str] = []
+    read_list = [(what, Path(p)) for what, p in reads if p is not None and str(p)]
+    by_real = {}
+    by_inode = {}
+    for what, path in read_list:
+        by_real.setdefault(os.path.realpath(path), (what, path))
+        ident = _identity(path)
+        if ident is not None:
+            by_inode.setdefault(ident, (what, path))
+    seen = {}
+    for out in outputs:
+        real = os.path.realpath(out.path)
+        if real in seen:
+            raise OutputError(f"{seen[real].option} {seen[real].path} and {out.option} {out.path} name the same file; "
+                              "give them different paths")
+        seen[real] = out
+        if not out.in_out:
+            hit = by_real.get(real) or by_inode.get(_identity(out.path) or (-1, -1))
+            if hit is not None:
+                what, source = hit
+                same = "" if os.path.abspath(source) == os.path.abspath(out.path) else \
+                    " (the same file through a link)"
+                raise OutputError(f"{out.option} {out.path} would overwrite {what} {source}{same}, which this "
+                                  "command reads; choose another output path")
+        check_writable(out.path, probe=False)
+        if out.kind is not None and os.path.isfile(out.path) and not out.in_out:
+            name = KIND_NAMES[out.kind]
+            if not is_artifact(out.path, out.kind):
+                if not force:
+                    where = "the default output path " if out.default else ""
+                    raise OutputError(f"{where}{out.path} exists and is not a trtq {name}; pass --force to replace "
+                                      f"it, or choose another path with {out.option}")
+                notes.append(f"replacing {out.path}, which is not a trtq {name} (--force)")
+            elif out.default:
+                notes.append(f"replaces {out.path} (an earlier result; give {out.option} to keep it)")
+    if probe:
+        probed = set()
+        for out in outputs:
+            parent = os.path.abspath(out.path.parent if str(out.path.parent) else ".")
+            if parent not in probed:
+                probed.add(parent)
+                check_writable(out.path, probe=True)
+    return notes
+
+
+# ---------------------------------------------------------------------------------------------
+# Atomic writes
 
 
 @contextlib.contextmanager
 def atomic_write(path: PathLike, mode: str = "wb") -> Iterator[IO]:
-    """Write to a temporary file beside ``path`` and rename it into place on success."""
-    target = check_writable(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent or ".")
+    """Write to a temporary file beside ``path`` and rename it into place on success.
+
+    A write that fails (``ENOSPC``, ``EROFS``...) raises :class:`OutputError` naming the
+    path; the temporary file is removed and an existing file at ``path`` is untouched.
+    """
+    target = check_writable(path, probe=False)
+    make_parent(target)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent or ".")
+    except OSError as exc:
+        raise OutputError(f"cannot write {target}: {os_reason(exc)}") from None
     try:
         encoding = None if "b" in mode else "utf-8"
         with os.fdopen(fd, mode, encoding=encoding) as handle:
@@ -55,6 +344,11 @@ def atomic_write(path: PathLike, mode: str = "wb") -> Iterator[IO]:
             handle.flush()
             os.fsync(handle.fileno())
         _publish(tmp, target)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise OutputError(f"cannot write {target}: {os_reason(exc)}; the previous file (if any) is unchanged") \
+            from None
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
@@ -65,10 +359,14 @@ def write_files_atomic(files: "dict[PathLike, bytes]") -> list:
     """Write several files that belong together: all are fully written to temporary
     files first, then renamed in order, so an interruption never pairs a new file
     with a stale partner (for example a cache with the sidecar of an older cache)."""
-    targets = [check_writable(path) for path in files]
+    targets = [check_writable(path, probe=False) for path in files]
+    for target in targets:
+        make_parent(target)
     pending = []
+    current = targets[0] if targets else None
     try:
         for target, data in zip(targets, files.values()):
+            current = target
             fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent or ".")
             pending.append(tmp)
             with os.fdopen(fd, "wb") as handle:
@@ -76,7 +374,14 @@ def write_files_atomic(files: "dict[PathLike, bytes]") -> list:
                 handle.flush()
                 os.fsync(handle.fileno())
         for target, tmp in zip(targets, pending):
+            current = target
             _publish(tmp, target)
+    except OSError as exc:
+        for tmp in pending:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+        raise OutputError(f"cannot write {current}: {os_reason(exc)}; the previous file (if any) is unchanged") \
+            from None
     except BaseException:
         for tmp in pending:
             with contextlib.suppress(OSError):

@@ -274,20 +274,25 @@ def calibrate(
     from .data.spec import DataSpec
     from .errors import FidelityError
     from .evaluate import Verdict
-    from .fileio import check_writable
-    from .graph.model import file_sha256, input_specs, load_onnx
+    from .fileio import Output, guard_outputs
+    from .graph.model import file_sha256, input_specs, load_onnx, model_fingerprint
 
-    check_calibration_options(algorithm, percentile, num_bins)
-    if cache_path is not None:
-        check_writable(cache_path)
-        check_writable(cache_io.sidecar_path(cache_path))
+    check_calibration_options(algorithm, percentile, num_bins, max_binned)
     spec = data if isinstance(data, DataSpec) else DataSpec(path=str(data))
+    if cache_path is not None:  # never onto the model or the data, and writable, before any work
+        from .data import data_files
+
+        guard_outputs([Output(cache_path, option="cache_path"),
+                       Output(cache_io.sidecar_path(cache_path), option="the sidecar of cache_path")],
+                      [("the model", model_path)] + [("a calibration data file", p) for p in data_files(spec.path)])
     model = load_onnx(model_path)
+    fingerprint = model_fingerprint(model)  # before collection touches the graph
     inputs = input_specs(model)
     source = open_source(spec, inputs)
     log.info("calibrating on %s", source.description)
 
     started = time.perf_counter()
+    progress(0, source.num_samples)  # the total is known now: no "0/?" while the session starts
     held, rest = split_holdout(iter(source), holdout_count(source.num_samples, holdout))
     held_count = sum(len(next(iter(f.values()))) for f in held)
     first = next(rest, None)
@@ -340,6 +345,7 @@ def calibrate(
               "batch_size": source.batch_size, "seed": spec.seed, "shuffle": spec.shuffle,
               "preprocess": spec.preprocess.to_dict(), "fingerprint": source.fingerprint()},
         algorithm_options=algorithm_record,
+        fingerprint=fingerprint,
     )
     sidecar["verdict"] = verdict.to_dict()
     if exclude:
@@ -392,10 +398,10 @@ def quantize(
     verdict (computed when calibrating, read from the sidecar with a cache): nothing is
     written when it misses them.
     """
-    from .cache import check_cache_matches, float_layers, read_cache
+    from .cache import check_cache_matches, float_layers, read_cache, sidecar_path
     from .errors import FidelityError
     from .evaluate import gate_failure
-    from .fileio import check_writable, write_bytes_atomic
+    from .fileio import Output, guard_outputs, write_bytes_atomic
     from .graph.model import file_sha256, load_onnx
     from .graph.qdq import (check_quantized, check_target, default_output_path, is_quantized, quantize_model,
                             tensor_names)
@@ -406,9 +412,10 @@ def quantize(
         raise TrtqError("give exactly one source of scales: a calibration cache (--cache), calibration data "
                         f"(--calib) or an amax table (got {', '.join(sources) or 'none'})")
     output = Path(output_path) if output_path is not None else default_output_path(model_path, target)
-    if output.resolve() == Path(model_path).resolve():
-        raise TrtqError(f"output {output} would overwrite the input model; choose another output path")
-    check_writable(output)
+    reads = [("the model", model_path)]
+    if cache is not None:
+        reads += [("the calibration cache", cache), ("the cache's sidecar", sidecar_path(cache))]
+    guard_outputs([Output(output, option="output")], reads)  # never onto an input, and writable, before any work
     model = load_onnx(model_path)
     exclude = list(exclude)
 

@@ -30,9 +30,10 @@ def progress_bar(description: str, unit: str = "samples", enabled: Optional[bool
     columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn(unit),
                TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn()]
     with Progress(*columns, console=Console(stderr=True), transient=False) as bar:
-        task = bar.add_task(description, total=None)
+        # hidden until the first report, so no "0/?" bar sits there while models load
+        task = bar.add_task(description, total=None, visible=False)
 
         def update(done: int, total: Optional[int]) -> None:
-            bar.update(task, completed=done, total=total)
+            bar.update(task, completed=done, total=total, visible=True)
 
         yield update

@@ -44,7 +44,7 @@ class BenchResult:
     iterations: int = 0
     size_bytes: Optional[int] = None        # model/engine file size on disk
     device_memory_bytes: Optional[int] = None
-    speedup: Optional[float] = None         # throughput / throughput of the fp32 row at the same batch size
+    speedup: Optional[float] = None         # throughput / throughput of the same model's fp32 row at that batch size
     note: str = ""                          # why a row was skipped, or anything unusual
     extra: dict = field(default_factory=dict)
 
@@ -64,22 +64,38 @@ def throughput_from_latency(batch_size: int, latency_ms_mean: float) -> float:
     return batch_size * 1000.0 / latency_ms_mean
 
 
-def fill_speedups(results: Sequence[BenchResult], overwrite: bool = False) -> List[BenchResult]:
-    """Set ``speedup`` = throughput / throughput of the fp32 row of the same backend and batch size.
+def model_family(name: str) -> str:
+    """The model a file is a form of: its name up to the first dot (``yolo.int8-cpu.onnx`` -> ``yolo``,
+    ``engines/yolo.fp16.engine`` -> ``yolo``). Speed-ups compare rows of one family only."""
+    return Path(str(name)).name.split(".")[0]
 
-    With several fp32 rows for one (backend, batch size) the first one listed is the
-    baseline (the reference model comes first on the command line). Rows without a
-    baseline, and skipped rows, keep ``speedup = None``. Rows that already carry a
-    speed-up (a backend may compute its own) keep it unless ``overwrite``.
+
+def fill_speedups(results: Sequence[BenchResult], overwrite: bool = False,
+                  baseline: Optional[str] = None) -> List[BenchResult]:
+    """Set ``speedup`` = throughput / throughput of the baseline row of the same backend and batch size.
+
+    The baseline is the fp32 row of the same model (:func:`model_family`: ``m.onnx`` for
+    ``m.int8-cpu.onnx``; the first listed if there are several), never another model's.
+    ``baseline``: a model file name (or family) whose rows are the baseline for every
+    row instead. Rows without a baseline, and skipped rows, keep ``speedup = None``.
+    Rows that already carry a speed-up (a backend may compute its own) keep it unless
+    ``overwrite``.
     """
     baselines: Dict[tuple, BenchResult] = {}
     for row in results:
-        if row.precision == BASELINE_PRECISION and not row.skipped:
-            baselines.setdefault((row.backend, row.batch_size), row)
+        if row.skipped:
+            continue
+        if baseline is not None:
+            if baseline in (row.model, Path(row.model).name, model_family(row.model)):
+                baselines.setdefault((row.backend, row.batch_size), row)
+        elif row.precision == BASELINE_PRECISION:
+            baselines.setdefault((row.backend, row.batch_size, model_family(row.model)), row)
     for row in results:
         if row.speedup is not None and not overwrite:
             continue
-        base = baselines.get((row.backend, row.batch_size))
+        key = (row.backend, row.batch_size) if baseline is not None else \
+            (row.backend, row.batch_size, model_family(row.model))
+        base = baselines.get(key)
         if row.skipped or base is None or not base.throughput:
             row.speedup = None
         else:

@@ -276,7 +276,11 @@ def cli_info_names_tensorrt_and_what_is_missing(expected):
 
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main(["info"])
+        assert main(["info"]) == 0  # the report is the result; --require makes a missing GPU an error
+    assert "missing       gpu" in out.getvalue(), out.getvalue()
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(["info", "--require"])
     assert code == 2, (code, out.getvalue(), err.getvalue())
     assert expected in out.getvalue(), out.getvalue()
     assert "INT8 path" in out.getvalue()

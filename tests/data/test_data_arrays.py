@@ -58,7 +58,7 @@ def test_folder_of_single_samples_rank_r_minus_1_and_r(tmp_path):
     for index in range(5):
         np.save(tmp_path / f"s{index}.npy", rng.standard_normal((3, 8, 8)).astype(np.float32))
     np.save(tmp_path / "s5.npy", rng.standard_normal((1, 3, 8, 8)).astype(np.float32))  # a stack of one
-    np.savez(tmp_path / "s6.npz", anything=rng.standard_normal((3, 8, 8)).astype(np.float32))  # any key
+    np.savez(tmp_path / "s6.npz", rng.standard_normal((3, 8, 8)).astype(np.float32))  # unnamed: arr_0
     source = open_source(DataSpec(str(tmp_path), samples=None, batch_size=3, shuffle=False), X)
     assert source.description == f"7 samples from {tmp_path}/ (6 .npy, 1 .npz files, float32)"
     ids, batches = ids_and_batches(source)
@@ -172,7 +172,7 @@ def test_multi_input_errors(tmp_path):
                                         r"but got 5 and 6"):
         list(open_source(DataSpec(str(tmp_path / "seq.npz")), TEXT))
     np.savez(tmp_path / "two.npz", a=np.zeros((3, 8, 8)), b=np.zeros((3, 8, 8)))
-    with pytest.raises(DataError, match=r"two.npz: holds keys 'a', 'b'; expected 'images'"):
+    with pytest.raises(DataError, match=r"two.npz: holds keys 'a', 'b', but the model's input is named 'images'"):
         open_source(DataSpec(str(tmp_path / "two.npz")), X)
 
 

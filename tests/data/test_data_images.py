@@ -247,9 +247,9 @@ def test_streaming_reads_one_batch_at_a_time(many_images, monkeypatch):
     loaded = []
     real = images_module.load_image
 
-    def counting(path, plan, origin):
+    def counting(path, plan, origin, *rest):
         loaded.append(Path(path).name)
-        return real(path, plan, origin)
+        return real(path, plan, origin, *rest)
 
     monkeypatch.setattr(images_module, "load_image", counting)
     source = open_source(DataSpec(str(many_images), samples=20, batch_size=4), RGB_64)

@@ -76,7 +76,7 @@ def test_custom_function_and_fewer_samples(tmp_path, data_logs):
                 return self.a
 
         def my_loader():
-            return [{"whatever": FakeTensor(np.zeros((2, 3, 8, 8), np.float32))}]
+            return [{"images": FakeTensor(np.zeros((2, 3, 8, 8), np.float32))}]
     """)
     source = open_source(DataSpec(f"{path}:my_loader", samples=5), X)
     assert source.num_samples == 5

@@ -585,7 +585,7 @@ def test_quantize_needs_exactly_one_source_and_a_writable_output(tmp_path):
     path = write_model(tmp_path, residual_block())
     with pytest.raises(TrtqError, match="exactly one"):
         quantize(path, tmp_path / "q.onnx")
-    with pytest.raises(TrtqError, match="overwrite the input"):
+    with pytest.raises(TrtqError, match="would overwrite the model"):
         quantize(path, path, amax={"x": 1.0})
     (tmp_path / "dir.onnx").mkdir()
     with pytest.raises(TrtqError, match="directory"):

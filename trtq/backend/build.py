@@ -432,6 +432,7 @@ def _data_spec(calib, batch_size: Optional[int] = None):
 def _make_calibrator(trt, options: BuildOptions, model, inputs, sha: str, cache, profile_table: ProfileShapes,
                      running_version: int, progress: ProgressCallback):
     from ..cache import input_records
+    from ..graph.model import model_fingerprint
     from .calibrator import calibrator_class
 
     algorithm = (cache.sidecar or {}).get("algorithm", {}).get("name") if cache is not None else None
@@ -447,6 +448,7 @@ def _make_calibrator(trt, options: BuildOptions, model, inputs, sha: str, cache,
     sidecar = {
         "model_path": options.model_path, "model_sha256": sha, "inputs": input_records(inputs),
         "data": {"source": getattr(source, "description", None), "path": str(spec.path) if spec else None},
+        "fingerprint": model_fingerprint(model),
     }
     cls = calibrator_class(trt, algorithm)
     calibrator = cls(source, batch_size=batch_size, trt_version=running_version,

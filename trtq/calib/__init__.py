@@ -46,7 +46,8 @@ def amax_from_histograms(histograms: dict, algorithm: str = "entropy", **options
     return {name: float(compute_amax(hist, algorithm, **options)) for name, hist in histograms.items()}
 
 
-def check_calibration_options(algorithm: str, percentile: float, num_bins: int) -> None:
+def check_calibration_options(algorithm: str, percentile: float, num_bins: int,
+                              max_binned: Optional[int] = None) -> None:
     """Refuse bad calibration options before any work (``auto`` is accepted here)."""
     from .algorithms import check_algorithm
 
@@ -57,3 +58,6 @@ def check_calibration_options(algorithm: str, percentile: float, num_bins: int) 
     if num_bins < 128 or num_bins % 2:
         raise TrtqError(f"num_bins must be an even number of at least 128 (entropy merges into 128 levels; "
                         f"growing the range merges bin pairs), got {num_bins}")
+    if max_binned is not None and (isinstance(max_binned, bool) or int(max_binned) < 1):
+        raise TrtqError(f"max_binned (--max-binned) must be at least 1 value per tensor and batch, got {max_binned}; "
+                        "leave it unset to bin every value")

@@ -39,6 +39,11 @@ def build_parser() -> argparse.ArgumentParser:
     for name in COMMANDS:
         module = importlib.import_module(f"{__name__}.{name}")
         module.add_parser(sub)
+    for command in sub.choices.values():  # -q / -v also after the command: trtq calibrate ... -q
+        command.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS,
+                             help="more log output (-vv for debug)")
+        command.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
+                             help="no progress bars, warnings and errors only")
     return parser
 
 
@@ -73,5 +78,15 @@ def main(argv: Optional[List[str]] = None) -> int:
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print(f"trtq {args.command}: interrupted; no partial output was left behind", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except OSError as exc:  # a file trtq was given could not be read (writes are OutputErrors already)
+        from ..fileio import os_reason
+
+        where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
+        print(f"trtq {args.command}: error: {where}{os_reason(exc)}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except MemoryError:
+        print(f"trtq {args.command}: error: out of memory; use smaller batch sizes or fewer samples",
+              file=sys.stderr)
         return EXIT_USER_ERROR
     return int(result or 0)

@@ -7,6 +7,8 @@ import argparse
 from .. import defaults
 
 DEFAULT_OUT = "bench"
+#: Exit code of a bench that measured nothing (see the README's exit-code table).
+EXIT_NOT_MEASURED = 1
 
 
 def add_parser(sub) -> None:
@@ -18,7 +20,8 @@ def add_parser(sub) -> None:
         help="latency and throughput per batch size: FP32 vs FP16 vs INT8, ONNX Runtime or TensorRT",
         description="Time each model at each batch size: --warmup untimed runs, then --iterations timed runs of "
         "the same batch. Rows: latency p50/p90/p99/mean (ms), throughput = batch x 1000 / mean latency "
-        "(samples/s), speed-up against the fp32 row of the same backend and batch size, size on disk. "
+        "(samples/s), speed-up against the same model's fp32 row (m.onnx for m.int8-cpu.onnx; or --baseline) "
+        "at the same backend and batch size, size on disk. Exits 1 when no row could be measured. "
         "Precision is read from the model (Q/DQ or QLinear ops: int8; float16 tensors: fp16; else fp32). "
         "ONNX files run on ONNX Runtime (CPU) by default; .engine/.plan files, and ONNX files with --backend "
         "trt (built for each of --precisions), run on TensorRT. A model whose batch dimension is fixed gives "
@@ -47,12 +50,17 @@ def add_parser(sub) -> None:
     parser.add_argument("--shape", action="append", default=[], metavar="NAME:DIMS",
                         help="shape of an input whose non-batch dimensions are dynamic, e.g. images:1x3x640x640 "
                              "(the batch dimension is replaced by each batch size); repeat or comma-separate")
+    parser.add_argument("--baseline", default=None, metavar="MODEL",
+                        help="speed-up against this model's rows (default: each model's own fp32 row, matched by "
+                             "name: m.onnx for m.int8-cpu.onnx)")
     parser.add_argument("--precision-labels", default=None, metavar="P[,P...]",
                         help="precision shown for each model, in order, instead of the inferred one")
     parser.add_argument("--out", default=DEFAULT_OUT, metavar="DIR",
                         help=f"folder for the report files (default: ./{DEFAULT_OUT}/)")
     parser.add_argument("--stem", default="bench", help="report file name stem (default: bench)")
     parser.add_argument("--no-files", action="store_true", help="print the table only; write no report files")
+    parser.add_argument("--force", action="store_true",
+                        help="replace existing report files that trtq did not write")
     add_data_arguments(parser, flag="--data", required=False, default_samples=None, prefix="data-",
                        help_text="real samples as inputs (and int8 calibration data for --backend trt) instead of "
                                  "random data: a folder of images or .npy/.npz files, one such file, or a .py "
@@ -63,7 +71,6 @@ def add_parser(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..bench import benchmark, parse_batch_sizes, parse_shapes
     from ..errors import TrtqError
-    from ..fileio import check_writable
     from ..progress import progress_bar
     from ..report import bench_table, report_console, write_bench_report
     from .options import data_spec_from_args
@@ -86,26 +93,39 @@ def run(args: argparse.Namespace) -> int:
         raise TrtqError(f"--max-seconds must be positive, got {args.max_seconds}")
     if args.threads is not None and args.threads < 0:
         raise TrtqError(f"--threads must be 0 or more, got {args.threads}")
+    from .guard import Output, data_reads, guard, model_reads, print_notes
+
     paths = {}
+    notes = []
     if not args.no_files:
         from pathlib import Path
 
         out = Path(args.out)
-        for suffix in ("json", "csv", "png"):
-            check_writable(out / f"{args.stem}.{suffix}")
+        default = args.out == DEFAULT_OUT and args.stem == "bench"
+        notes = guard([Output(out / f"{args.stem}.{suffix}", kind, option="--out/--stem", default=default)
+                       for suffix, kind in (("json", "bench-json"), ("csv", "bench-csv"), ("png", "png"))],
+                      model_reads(*args.models) + data_reads(args.data), force=args.force)
     with progress_bar("benchmarking", unit="runs", enabled=None if not args.quiet else False) as progress:
         results = benchmark(args.models, batch_sizes, backend=args.backend, iterations=args.iterations,
                             warmup=args.warmup, threads=args.threads, data=data, shapes=shapes or None,
                             labels=args.precision_labels, precisions=precisions, max_seconds=args.max_seconds,
-                            progress=progress)
+                            baseline=args.baseline, progress=progress)
     meta = {"command": "bench", "backend": args.backend, "batch_sizes": list(batch_sizes),
             "iterations": args.iterations, "warmup": args.warmup, "max_seconds": args.max_seconds,
             "threads": args.threads,
             "inputs": "random" if data is None else data.to_dict()}
-    if not args.no_files:
+    measured = [r for r in results if not r.skipped]
+    if not args.no_files and measured:
         paths = write_bench_report(results, args.out, stem=args.stem, meta=meta)
     console = report_console()
     console.print(bench_table(results))
+    if not measured:
+        import sys
+
+        print(f"trtq bench: error: no row was measured: every model and batch size was skipped or failed (see "
+              f"the notes); no report files written", file=sys.stderr)
+        return EXIT_NOT_MEASURED
     for path in paths.values():
         console.print(f"  wrote {path}", highlight=False, markup=False)
+    print_notes(notes)
     return 0

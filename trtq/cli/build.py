@@ -36,7 +36,8 @@ def add_parser(sub) -> None:
                              "calibrator (always the path on TensorRT 11)")
     parser.add_argument("--cache", default=None, metavar="PATH",
                         help="calibration cache: used if it exists (no data is read), else written by this build")
-    parser.add_argument("--force", action="store_true", help="use a --cache whose sidecar names another model")
+    parser.add_argument("--force", action="store_true", help="use a --cache whose sidecar names another model; "
+                        "replace an existing -o file that trtq did not build")
     parser.add_argument("--algo", choices=defaults.ALGORITHMS, default=defaults.ALGORITHM,
                         help=f"calibration algorithm when calibrating (default: {defaults.ALGORITHM}; the implicit "
                              "path has TensorRT's entropy and minmax)")
@@ -92,7 +93,22 @@ def run(args: argparse.Namespace) -> int:
     from ..backend.build import build_engine
     from ..progress import progress_bar
 
+    from .guard import Output, cache_reads, data_reads, guard, model_reads, print_notes
+
     options = options_from_args(args)
+    outputs = [Output(options.output_path, "engine", default=not args.output),
+               Output(options.report_path, "build-report", option="the report of -o")]  # the engine's note covers it
+    if options.timing_cache is not None:
+        outputs.append(Output(options.timing_cache, option="--timing-cache", in_out=True))
+    reads = model_reads(args.model) + data_reads(args.calib)
+    if options.cache_path is not None and options.cache_path.exists():
+        reads += cache_reads(str(options.cache_path))
+    elif options.cache_path is not None:  # written by this build
+        from ..cache import sidecar_path
+
+        outputs += [Output(options.cache_path, "cache", option="--cache"),
+                    Output(sidecar_path(options.cache_path), "sidecar", option="the sidecar of --cache")]
+    notes = guard(outputs, reads, force=args.force)
     with progress_bar("calibrating", unit="samples", enabled=None if not args.quiet else False) as progress:
         result = build_engine(options, progress=progress)
     report = result.report
@@ -100,4 +116,5 @@ def run(args: argparse.Namespace) -> int:
           f"TensorRT {report['tensorrt']['version']} {report['tensorrt']['path']} path) in "
           f"{report['build_seconds']:.1f} s")
     print(f"report {result.report_path}")
+    print_notes(notes)
     return 0

@@ -22,7 +22,7 @@ def parse_trt_version(text: str) -> int:
 
 
 def add_parser(sub) -> None:
-    from .options import add_algorithm_argument, add_data_arguments, add_fidelity_arguments
+    from .options import DefaultsFormatter, add_algorithm_argument, add_data_arguments, add_fidelity_arguments
 
     parser = sub.add_parser(
         "calibrate",
@@ -33,7 +33,7 @@ def add_parser(sub) -> None:
         "statistics; --algo entropy is TensorRT's EntropyCalibration2) and write a TensorRT calibration cache "
         "plus a JSON sidecar that ties the cache to this model and data and records the choice and the INT8 "
         "verdict. No GPU or TensorRT needed.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsFormatter,
     )
     parser.add_argument("model", help="ONNX model to calibrate")
     add_data_arguments(parser, flag="--calib", required=True)
@@ -51,6 +51,8 @@ def add_parser(sub) -> None:
                         "max |x| still sets the range): faster on activation-heavy models, but the cache no longer "
                         "follows TensorRT's every-value histograms exactly. Default: every value")
     parser.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads (default: all cores)")
+    parser.add_argument("--force", action="store_true",
+                        help="replace an existing -o file that is not a trtq calibration cache")
     add_fidelity_arguments(parser)
     parser.set_defaults(func=run)
 
@@ -67,8 +69,14 @@ def run(args: argparse.Namespace) -> int:
     from ..progress import progress_bar
     from .options import data_spec_from_args
 
+    from ..cache import sidecar_path
+    from .guard import Output, data_reads, guard, model_reads, print_notes
+
     spec = data_spec_from_args(args, flag_dest="calib", shuffle=True)
     output = Path(args.output) if args.output else default_cache_path(args.model)
+    notes = guard([Output(output, "cache", default=not args.output),
+                   Output(sidecar_path(output), "sidecar", option="the sidecar of -o")],  # the cache's note covers it
+                  model_reads(args.model) + data_reads(args.calib), force=args.force)
     bars = None if not args.quiet else False
     with progress_bar("calibrating", enabled=bars) as progress, \
             progress_bar("scoring INT8 candidates", unit="models", enabled=bars and args.algo == "auto") as scoring:
@@ -77,6 +85,7 @@ def run(args: argparse.Namespace) -> int:
                            max_binned=args.max_binned, min_snr=args.min_snr, min_cosine=args.min_cosine,
                            progress=progress, choice_progress=scoring)
     print_calibration(Console(), result, args.model)
+    print_notes(notes)
     if not result.amax:
         raise TrtqError("no floating-point tensors were found to calibrate")
     return 0

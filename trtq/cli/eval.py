@@ -54,7 +54,8 @@ def add_parser(sub) -> None:
     group.add_argument("--cache", metavar="CACHE",
                        help="calibration cache of the reference (its sidecar must match the model); "
                             "default: scales read back from the candidate's QuantizeLinear nodes")
-    group.add_argument("--force", action="store_true", help="use a --cache whose sidecar names another model")
+    group.add_argument("--force", action="store_true", help="use a --cache whose sidecar names another model; "
+                       "replace an existing --json or -o file that is not a trtq report or ONNX model")
     group.add_argument("--sensitivity-samples", type=int, default=None, metavar="N",
                        help="samples replayed per variant (default: 64)")
     group.add_argument("--auto-exclude", action="store_true",
@@ -91,7 +92,6 @@ def run(args: argparse.Namespace) -> int:
 
     from .. import evaluate as ev
     from ..errors import TrtqError
-    from ..fileio import check_writable
     from ..progress import progress_bar
     from ..report import eval_tables, report_console, write_json
     from .options import data_spec_from_args
@@ -107,15 +107,18 @@ def run(args: argparse.Namespace) -> int:
         raise TrtqError("--cache and --sensitivity-samples are used by --sensitivity and --auto-exclude only")
     if args.sensitivity_samples is not None and args.sensitivity_samples < 1:
         raise TrtqError(f"--sensitivity-samples must be at least 1, got {args.sensitivity_samples}")
+    from .guard import Output, cache_reads, data_reads, file_reads, guard, model_reads, print_notes
+
     output = None
+    outputs = []
     if args.auto_exclude:
         output = Path(args.output) if args.output else default_mixed_path(args.candidate)
-        for given in (args.reference, args.candidate):
-            if Path(given).exists() and output.resolve() == Path(given).resolve():
-                raise TrtqError(f"-o {output} would overwrite {given}; choose another output path")
-        check_writable(output)
+        outputs.append(Output(output, "onnx", default=not args.output))
     if args.json:
-        check_writable(args.json)
+        outputs.append(Output(args.json, "eval-json", option="--json"))
+    notes = guard(outputs, model_reads(args.reference, what="the reference model")
+                  + model_reads(args.candidate, what="the candidate model") + data_reads(args.data)
+                  + file_reads(args.labels, "the labels file") + cache_reads(args.cache), force=args.force)
 
     with progress_bar("evaluating", enabled=bars) as progress:
         report = ev.evaluate(args.reference, args.candidate, spec, labels=args.labels,
@@ -165,6 +168,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         write_json(args.json, report.to_dict())
         console.print(f"  wrote {args.json}", highlight=False, markup=False)
+    print_notes(notes)
     failure = ev.gate_failure(report.worst_snr_db(), min((o.worst_cosine for o in report.outputs), default=None),
                               "output", args.min_snr, args.min_cosine)
     if failure:

@@ -73,12 +73,26 @@ def add_parser(sub) -> None:
                         f"(default {defaults.EXPORT_RTOL:g}, plus {defaults.EXPORT_ATOL:g} absolute)")
     parser.add_argument("--no-verify", action="store_true", help="skip the ONNX Runtime check")
     parser.add_argument("--seed", type=int, default=defaults.SEED, help="seed of the random example inputs")
+    parser.add_argument("--force", action="store_true", help="replace an existing -o file that is not an ONNX model")
     parser.set_defaults(func=run)
+
+
+def source_files(model: str) -> list:
+    """The files ``model`` names (a model file, or the .py of file.py:factory): the output may not be one."""
+    from pathlib import Path
+
+    head, sep, _ = model.rpartition(":")
+    candidates = [Path(model)] + ([Path(head)] if sep and head.endswith(".py") else [])
+    return [p for p in candidates if p.is_file()]
 
 
 def run(args: argparse.Namespace) -> int:
     from ..graph.export import export_onnx, forward_input_names, load_torch_model, parse_dynamic_axis, random_inputs
 
+    from .guard import Output, guard, print_notes
+
+    notes = guard([Output(args.output, "onnx")], [("the PyTorch model", p) for p in source_files(args.model)],
+                  force=args.force)
     requests = args.input_shapes
     named = [r.name for r in requests if r.name]
     if named and len(named) != len(requests):
@@ -101,5 +115,6 @@ def run(args: argparse.Namespace) -> int:
               f"(tolerance {result.tolerance:.3g})")
     else:
         print("  not verified (--no-verify)")
+    print_notes(notes)
     return 0
 

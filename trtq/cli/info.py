@@ -12,8 +12,11 @@ def add_parser(sub) -> None:
         description="Report what this machine offers for engine builds: the TensorRT version, the GPU and its "
         "compute capability, whether FP16 and INT8 are fast on it, and which INT8 path trtq will take "
         "(TensorRT <= 10: implicit calibrator unless --explicit; TensorRT 11: explicit Q/DQ on a strongly typed "
-        "network). Exits with code 2 and one line naming what is missing when TensorRT or a GPU is not usable.",
+        "network). The report is the result: it exits 0 and lists what is missing and why. With --require, a missing "
+        "TensorRT or GPU exits 2 with one line naming it (for scripts: trtq info --require && trtq build ...).",
     )
+    parser.add_argument("--require", action="store_true",
+                        help="exit 2 with one error line when TensorRT or a usable GPU is missing")
     parser.add_argument("--explicit", action="store_true",
                         help="show the INT8 path as `trtq build --explicit` would take it")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -39,7 +42,9 @@ def format_info(info: dict) -> list:
     if info.get("int8_path"):
         lines.append(f"INT8 path     {info['int8_path']}")
     if info.get("missing"):
-        lines.append(f"missing       {', '.join(info['missing'])} (why: below)")
+        lines.append(f"missing       {', '.join(info['missing'])}")
+        for name, why in info["missing"].items():
+            lines.append(f"  {name}: {why}")
     return lines
 
 
@@ -55,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         print("\n".join(format_info(info)))
     missing = info["missing"]
-    if missing:
+    if missing and args.require:
         names = " and ".join(missing)
         raise BackendUnavailable(f"{names} not usable here: {'; '.join(missing.values())}")
     return 0

@@ -36,6 +36,17 @@ def _dest(flag: str) -> str:
 _OWN_DEFAULT = "%(default).0s"
 
 
+class DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Appends "(default: X)" only where the help text does not state its default already,
+    and not for flags (False) or options without a default (None)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if "default" in text.lower() or action.default in (None, False, argparse.SUPPRESS):
+            return text
+        return super()._get_help_string(action)
+
+
 def _add(group, *names, help: str, **kwargs):  # noqa: A002 -- argparse's keyword
     return group.add_argument(*names, help=help + _OWN_DEFAULT, **kwargs)
 

@@ -39,7 +39,8 @@ def add_parser(sub) -> None:
                         "repeat or give a comma-separated list")
     add_algorithm_argument(parser, "with --calib:")
     parser.add_argument("--force", action="store_true",
-                        help="use a cache whose sidecar says it was made for another model")
+                        help="use a cache whose sidecar says it was made for another model; replace an existing "
+                             "-o file that is not an ONNX model")
     add_fidelity_arguments(parser)
     parser.set_defaults(func=run)
 
@@ -62,6 +63,13 @@ def run(args: argparse.Namespace) -> int:
                         "calibrate first")
     if calib is not None and args.cache:
         raise TrtqError("give either --cache or --calib, not both")
+    from ..graph.qdq import default_output_path
+    from .guard import Output, cache_reads, data_reads, guard, model_reads, print_notes
+
+    output = args.output or default_output_path(args.model, args.target)
+    notes = guard([Output(output, "onnx", default=not args.output)],
+                  model_reads(args.model) + cache_reads(args.cache) + data_reads(getattr(args, "calib", None)),
+                  force=args.force)
     bar_enabled = None if calib is not None and not args.quiet else False  # a bar only while calibrating
     with progress_bar("calibrating", enabled=bar_enabled) as progress:
         outcome = quantize(args.model, args.output, cache=args.cache, calib=calib,
@@ -78,6 +86,7 @@ def run(args: argparse.Namespace) -> int:
         console.print(f"{len(outcome.float_layers)} layer(s) left in float by the cache's mixed-precision record",
                       highlight=False)
     print_verdict(console, outcome.verdict, outcome.verdict_source)
+    print_notes(notes)
     return 0
 
 

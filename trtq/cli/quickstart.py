@@ -8,6 +8,8 @@ from .. import defaults
 
 
 def add_parser(sub) -> None:
+    from .options import DefaultsFormatter
+
     parser = sub.add_parser(
         "quickstart",
         help="export, calibrate, quantize, evaluate and benchmark the bundled demo model in one go",
@@ -16,7 +18,7 @@ def add_parser(sub) -> None:
         "TensorRT calibration cache, insert Q/DQ nodes, measure FP32 vs INT8 accuracy on held-out labelled "
         "samples, and benchmark FP32 vs INT8 across batch sizes (ONNX Runtime on the CPU; TensorRT FP32/FP16/INT8 "
         "engines too where TensorRT and a GPU are present).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsFormatter,
     )
     parser.add_argument("-o", "--out", default="out/quickstart", help="folder for every file the run writes")
     parser.add_argument("--calib", default=None, help="calibration data (default: the bundled calib_data/)")
@@ -27,13 +29,28 @@ def add_parser(sub) -> None:
     parser.add_argument("--iterations", type=int, default=defaults.BENCH_ITERATIONS, help="timed runs per batch size")
     parser.add_argument("--no-torch", action="store_true",
                         help="skip the PyTorch export and use the bundled pre-exported ONNX file")
+    parser.add_argument("--force", action="store_true",
+                        help="replace files in the output folder that trtq did not write")
     parser.set_defaults(func=run)
+
+
+#: The files the quickstart writes into its folder, with their kinds.
+OUTPUTS = (("demo.onnx", "onnx"), ("demo.calib.cache", "cache"), ("demo.calib.cache.json", "sidecar"),
+           ("demo.int8.onnx", "onnx"), ("demo.int8-cpu.onnx", "onnx"), ("bench.json", "bench-json"),
+           ("bench.csv", "bench-csv"), ("bench.png", "png"))
 
 
 def run(args: argparse.Namespace) -> int:
     from ..quickstart import print_verdict, run_quickstart
     from ..bench import parse_batch_sizes
 
+    from pathlib import Path
+
+    from .guard import Output, data_reads, guard
+
+    out = Path(args.out)
+    notes = guard([Output(out / name, kind, option="-o/--out", default=True) for name, kind in OUTPUTS],
+                  data_reads(args.calib, "a calibration data file"), force=args.force)
     result = run_quickstart(
         out_dir=args.out,
         calib=args.calib,
@@ -45,4 +62,10 @@ def run(args: argparse.Namespace) -> int:
         show_progress=not args.quiet,
     )
     print_verdict(result)
+    replaced = [n for n in notes if n.startswith("replaces ")]
+    if replaced:
+        print(f"  note: replaced the results of an earlier run in {out}/ ({len(replaced)} files)")
+    for note in notes:
+        if not note.startswith("replaces "):
+            print(f"  note: {note}")
     return 0

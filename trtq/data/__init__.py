@@ -30,7 +30,7 @@ naming its file.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import List, Sequence
 
 from ..errors import DataError
 from ..graph.model import TensorSpec
@@ -38,7 +38,7 @@ from .labels import load_labels
 from .source import ARRAY_EXTENSIONS, IMAGE_EXTENSIONS, SCRIPT_EXTENSIONS, DataSource, list_files
 from .spec import DataSpec, Preprocess
 
-__all__ = ["open_source", "load_labels", "DataSource", "DataSpec", "Preprocess", "IMAGE_EXTENSIONS",
+__all__ = ["open_source", "data_files", "load_labels", "DataSource", "DataSpec", "Preprocess", "IMAGE_EXTENSIONS",
            "ARRAY_EXTENSIONS", "SCRIPT_EXTENSIONS", "SUPPORTED_EXTENSIONS"]
 
 SUPPORTED_EXTENSIONS = IMAGE_EXTENSIONS + ARRAY_EXTENSIONS
@@ -102,3 +102,24 @@ def open_source(spec: DataSpec, inputs: Sequence[TensorSpec]) -> DataSource:
         found = f"; found {len(other)} other file(s) ({', '.join(exts[:8])})"
     raise DataError(f"{path_text} holds no supported data files{found}. Supported: {_supported_text()}; "
                     f"letter case does not matter, sub-folders are searched, hidden files are skipped")
+
+
+def data_files(path: str) -> List[Path]:
+    """The files a data path makes a command read (for the output guard): a loader script,
+    one data file, or the image/array files of a folder. Unreadable or missing: ``[]``
+    (opening the source reports that)."""
+    from .script import split_script_path
+
+    text = str(path)
+    if not text:
+        return []
+    candidate = Path(text).expanduser()
+    script = split_script_path(text)
+    if script is not None and not candidate.is_dir():
+        return [Path(script[0]).expanduser()]
+    if candidate.is_file():
+        return [candidate]
+    if not candidate.is_dir():
+        return []
+    images, arrays, _ = list_files(candidate, quiet=True)  # opening the source warns about what it skips
+    return [candidate / rel for rel in images + arrays]

@@ -3,7 +3,7 @@
 - ``.npy`` holds one array, so it feeds single-input models only. It is opened with
   ``mmap_mode='r'``: only the samples selected for a batch are read from disk.
 - ``.npz`` holds one array per input, keyed by input name (a single-input model
-  accepts one array under any key; extra keys are ignored). A member is read whole
+  also takes one unnamed array, ``np.savez(path, array)``; extra keys are ignored). A member is read whole
   when its file is first needed and dropped when the next file starts: keep big
   data sets in ``.npy`` files (or many ``.npz`` files) to stream them.
 

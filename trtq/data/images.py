@@ -207,12 +207,50 @@ def resize_crop(image, height: int, width: int, resize: str = "stretch", crop_fr
     return image
 
 
-def load_image(path: Path, plan: ImagePlan, origin: str) -> np.ndarray:
-    """Read and preprocess one image into a ``1 x ...`` array (the model's layout and dtype)."""
+#: Pillow modes of more than 8 bits per channel (16-bit PNGs open as ``I;16``).
+WIDE_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+
+
+def _from_wide(image, plan: ImagePlan) -> np.ndarray:
+    """A 16-bit (or 32-bit integer) grayscale image as float pixels on the 0-255 scale (x * 255 / 65535), so
+    ``--scale 1/255`` still gives 0-1 and no precision is lost; Pillow's own conversion clips at 255."""
+    values = np.asarray(image, dtype=np.float64)
+    peak = 65535.0 if image.mode.startswith("I;16") or values.max(initial=0) <= 65535 else float(2 ** 31 - 1)
+    values = (values * (255.0 / peak)).astype(np.float32)
+    if plan.channels == 1:
+        return values
+    planes = [values] * 3 + ([np.full_like(values, 255.0)] if plan.channels == 4 else [])
+    return np.stack(planes, axis=2)
+
+
+def _wide_color(image) -> bool:
+    """A 16-bit-per-channel color image (Pillow decodes it to 8 bits: its tile's raw mode says ``;16``)."""
+    try:
+        return any(";16" in str(tile.args if hasattr(tile, "args") else tile[3]) for tile in image.tile or ())
+    except (AttributeError, IndexError, TypeError):
+        return False
+
+
+def load_image(path: Path, plan: ImagePlan, origin: str, notice=None) -> np.ndarray:
+    """Read and preprocess one image into a ``1 x ...`` array (the model's layout and dtype).
+
+    ``notice(text)`` is called for what was done to an unusual file (a 16-bit image).
+    """
     from PIL import Image
 
     try:
         with Image.open(path) as image:
+            if image.mode in WIDE_MODES and not plan.raw:
+                if notice is not None:
+                    notice(f"{origin}: {image.mode} ({'16' if '16' in image.mode else '32'}-bit) grayscale image: "
+                           "pixel values scaled to 0-255 (x * 255 / 65535) before --scale/--mean/--std")
+                wide = _from_wide(image, plan)
+                return _finish(wide, plan, resize_from=wide)
+            if image.mode in WIDE_MODES and notice is not None:
+                notice(f"{origin}: {image.mode} image reduced to 8 bits per channel for the {plan.dtype} input")
+            elif notice is not None and _wide_color(image):
+                notice(f"{origin}: 16-bit {image.mode} image: read with 8 bits per channel (Pillow keeps the high "
+                       "byte), so fine intensity steps are lost")
             image = image.convert(plan.mode)
     except FileNotFoundError:
         raise DataError(f"{origin}: file disappeared while reading") from None
@@ -224,6 +262,19 @@ def load_image(path: Path, plan: ImagePlan, origin: str) -> np.ndarray:
         pixels = np.asarray(image)
     else:
         pixels = np.asarray(image, dtype=np.float32)
+    return _finish(pixels, plan)
+
+
+def _finish(pixels: np.ndarray, plan: ImagePlan, resize_from: Optional[np.ndarray] = None) -> np.ndarray:
+    """Channel order, normalization, layout and dtype of decoded pixels (``resize_from``: float pixels to resize)."""
+    if resize_from is not None:
+        from PIL import Image
+
+        planes = resize_from if resize_from.ndim == 3 else resize_from[:, :, None]
+        planes = [np.asarray(resize_crop(Image.fromarray(np.ascontiguousarray(planes[:, :, c]), mode="F"),
+                                         plan.height, plan.width, plan.resize, plan.crop_fraction), dtype=np.float32)
+                  for c in range(planes.shape[2])]
+        pixels = np.stack(planes, axis=2)
     if pixels.ndim == 2:
         pixels = pixels[:, :, np.newaxis]
     if plan.channel_order == "BGR" and plan.channels >= 3:
@@ -260,6 +311,14 @@ class ImageSource(FileSource):
         noun = "image" if self.num_samples == 1 else "images"
         self.description = f"{self.num_samples} {noun} from {where} ({self.plan.summary()})"
 
+    _noticed = False
+
+    def _notice(self, text: str) -> None:
+        """One line for the first unusual image of this source (not one per file)."""
+        if not self._noticed:
+            self._noticed = True
+            log.warning("%s (and any others like it)", text)
+
     def input_shapes(self):
         plan = self.plan
         one = (plan.channels, plan.height, plan.width) if plan.layout == "NCHW" else (plan.height, plan.width, plan.channels)
@@ -278,9 +337,10 @@ class ImageSource(FileSource):
             for start in range(0, len(jobs), size):
                 chunk = jobs[start:start + size]
                 if pool is None:
-                    arrays = [load_image(self._path(rel), self.plan, origin) for rel, origin in chunk]
+                    arrays = [load_image(self._path(rel), self.plan, origin, self._notice) for rel, origin in chunk]
                 else:
-                    arrays = list(pool.map(lambda job: load_image(self._path(job[0]), self.plan, job[1]), chunk))
+                    arrays = list(pool.map(lambda job: load_image(self._path(job[0]), self.plan, job[1],
+                                                                  self._notice), chunk))
                 for (rel, origin), array in zip(chunk, arrays):
                     yield self._ids(rel, (0,), 1), {name: array}, origin
         finally:

@@ -7,8 +7,8 @@
 
 ``--calib prep.py`` calls ``load_data()``; ``--calib prep.py:my_func`` calls
 ``my_func()`` instead. Each yield is a dict of arrays (numpy, or anything with a
-``.numpy()`` method such as a torch tensor) keyed by input name (a single-input
-model accepts one array under any name). Whether a yield is one sample or a batch
+``.numpy()`` method such as a torch tensor) keyed by input name (the name is
+checked for single-input models too). Whether a yield is one sample or a batch
 is decided per array by its rank, as for ``.npy`` files: rank ``R`` (the input's) is
 a stack of samples along axis 0, rank ``R - 1`` is one sample. Yields are re-batched
 to the batch size. The script is imported once when the source is opened, from its

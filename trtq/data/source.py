@@ -112,7 +112,14 @@ class DataSource:
         size = self.batch_size
         buffer: List[Piece] = []
         count = 0
+        noticed = set()
         for ids, arrays, origin in self._pieces():
+            for s in self.inputs:
+                kind = np.asarray(arrays[s.name]).dtype
+                if kind.kind in "biu" and self._dtypes[s.name].kind == "f" and s.name not in noticed:
+                    noticed.add(s.name)  # one line per input, not one per file
+                    log.warning("%s: input %r is %s but the data is %s: values cast to %s (and any other integer "
+                                "data for it)", origin, s.name, self._dtypes[s.name], kind, self._dtypes[s.name])
             checked = {s.name: conform(arrays[s.name], s, self._dtypes[s.name], origin) for s in self.inputs}
             check_symbols(checked, self.inputs, origin)
             start, total = 0, len(ids)
@@ -172,23 +179,39 @@ def display_path(root: str, rel: str) -> str:
     return os.path.join(root, rel) if rel else root
 
 
-def list_files(root: Path) -> Tuple[List[str], List[str], List[str]]:
+def _links_upward(path: str, top: str, quiet: bool = False) -> bool:
+    """A symlinked folder that points at the data folder itself or above it (``up -> ..``): not followed,
+    or the walk would read the parent's files as data."""
+    if not os.path.islink(path):
+        return False
+    target = os.path.realpath(path)
+    if top == target or top.startswith(target.rstrip(os.sep) + os.sep):
+        if not quiet:
+            log.warning("%s links to %s, which holds the data folder; not followed", path, target)
+        return True
+    return False
+
+
+def list_files(root: Path, quiet: bool = False) -> Tuple[List[str], List[str], List[str]]:
     """Image files, array files and other files under ``root`` (recursive, hidden entries skipped).
 
     Paths are relative, ``/``-separated and sorted as plain strings: the order
-    positional labels refer to.
+    positional labels refer to. Symlinked folders are followed, except one that points
+    at the data folder or an ancestor of it (``up -> ..``).
     """
     images: List[str] = []
     arrays: List[str] = []
     other: List[str] = []
     visited = set()
+    top = os.path.realpath(root)
     for folder, dirs, files in os.walk(root, followlinks=True):
         real = os.path.realpath(folder)
         if real in visited:  # a symlink loop
             dirs[:] = []
             continue
         visited.add(real)
-        dirs[:] = [d for d in dirs if not d.startswith(".") and d != "__pycache__"]
+        dirs[:] = [d for d in dirs if not d.startswith(".") and d != "__pycache__"
+                   and not _links_upward(os.path.join(folder, d), top, quiet)]
         base = Path(folder).relative_to(root)
         for name in files:
             if name.startswith("."):

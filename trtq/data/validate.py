@@ -210,22 +210,30 @@ def check_symbols(arrays: Dict[str, np.ndarray], inputs: Sequence[TensorSpec], o
                 seen.setdefault(dim, (spec.name, size))
 
 
+#: Keys that name no input: a ``.npy`` file's one array, and ``np.savez(path, array)``'s positional key.
+UNNAMED_KEYS = ("", "arr_0")
+
+
 def pick_arrays(found: Dict[str, object], inputs: Sequence[TensorSpec], origin: str, what: str = "keys") -> Dict[str, object]:
     """Match the arrays of one file or yield to the model's input names.
 
-    A single-input model accepts one array under any name; otherwise every input
-    name must be present (extra names are ignored with a debug note).
+    Every input name must be present (extra names are ignored with a debug note). A
+    single-input model also takes one unnamed array: a ``.npy`` file, or a ``.npz``
+    saved as ``np.savez(path, array)`` (key ``arr_0``). A wrong name is an error, not
+    a guess: it usually means the data was made for another model.
     """
     names = [spec.name for spec in inputs]
     if len(inputs) == 1:
         name = names[0]
         if name in found:
             return {name: found[name]}
-        if len(found) == 1:
-            return {name: next(iter(found.values()))}
+        unnamed = [key for key in found if key in UNNAMED_KEYS]
+        if len(found) == 1 and unnamed:
+            return {name: found[unnamed[0]]}
         listing = ", ".join(repr(key) for key in found) or "none"
-        raise DataError(f"{origin}: holds {what} {listing}; expected {name!r} (a single-input model accepts "
-                        f"a file with exactly one array under any name)")
+        raise DataError(f"{origin}: holds {what} {listing}, but the model's input is named {name!r}; "
+                        f"name the array {name!r} (np.savez(path, {name}=array), or {{{name!r}: array}} from a "
+                        "loader script), or save it unnamed (.npy)")
     missing = [name for name in names if name not in found]
     if missing:
         listing = ", ".join(repr(key) for key in found) or "none"

@@ -47,7 +47,7 @@ import numpy as np
 
 from .. import defaults
 from ..errors import BackendUnavailable, ModelError, OutputError, TrtqError
-from ..fileio import check_writable
+from ..fileio import check_writable, make_parent
 from .model import TensorSpec
 
 log = logging.getLogger("trtq.export")
@@ -748,6 +748,7 @@ def export_onnx(
             for name, labels in _axis_labels(names_out, refs, refs_longer, dynamic_axes).items():
                 axes.setdefault(name, {}).update(labels)
 
+        make_parent(target)
         try:
             tmp_dir = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
         except OSError as exc:
@@ -767,7 +768,13 @@ def export_onnx(
                 if dynamic_axes:
                     checks.append((longer, refs_longer, "inputs one longer along --dynamic-axis"))
                 max_diff, tol = _verify(tmp_path, checks, names_out, rtol, atol)
-            _finalize(tmp_path, target)
+            try:
+                _finalize(tmp_path, target)
+            except OSError as exc:
+                from ..fileio import os_reason
+
+                raise OutputError(f"cannot write {target}: {os_reason(exc)}; the previous file (if any) is "
+                                  "unchanged") from None
         finally:
             shutil.rmtree(tmp_dir, ignore_errors=True)
     finally:
@@ -789,6 +796,11 @@ def _export_checked(torch, model, tensors, tmp_path: Path, *, exporter: str, ops
         _export_to(torch, model, on_device, tmp_path, exporter=exporter, opset=opset, **names_and_axes)
     except TrtqError:
         raise
+    except OSError as exc:  # the disk filled up (or went read-only) while torch wrote the file
+        from ..fileio import os_reason
+
+        raise OutputError(f"cannot write the exported model beside {tmp_path.parent.parent}: {os_reason(exc)}") \
+            from None
     except Exception as exc:
         op = _unsupported_operator(exc)
         if op:

@@ -105,3 +105,63 @@ def opset_version(model, domain: str = "") -> Optional[int]:
         if entry.domain == domain:
             return int(entry.version)
     return None
+
+
+#: Version of :func:`model_fingerprint`'s recipe (a sidecar from another recipe is compared by sha256).
+FINGERPRINT_VERSION = 1
+
+
+def model_fingerprint(model) -> dict:
+    """What decides a calibration, hashed: graph topology (ops, attributes, wiring), tensor names,
+    initializer contents and input specs. Doc strings, metadata, producer, value_info (shape
+    inference) and the protobuf encoding are left out, so a re-saved model keeps its fingerprint.
+
+    Per-initializer digests are kept (16 hex digits each) so a mismatch can say what changed.
+    """
+    from onnx import numpy_helper
+
+    graph = hashlib.sha256()
+    for node in model.graph.node:
+        graph.update(f"{node.domain}|{node.op_type}|{','.join(node.input)}|{','.join(node.output)}".encode())
+        for attribute in sorted(node.attribute, key=lambda a: a.name):
+            copy = type(attribute)()
+            copy.CopyFrom(attribute)
+            copy.ClearField("doc_string")
+            graph.update(copy.SerializeToString(deterministic=True))
+    outputs = [o.name for o in model.graph.output]
+    graph.update(("outputs|" + ",".join(outputs)).encode())
+    weights = {}
+    for init in model.graph.initializer:
+        array = numpy_helper.to_array(init)
+        digest = hashlib.sha256(f"{array.dtype}|{array.shape}|".encode())
+        digest.update(np.ascontiguousarray(array).tobytes())
+        weights[init.name] = digest.hexdigest()[:16]
+    specs = [[s.name, [d if isinstance(d, int) else None for d in s.shape], str(s.dtype)] for s in input_specs(model)]
+    return {"version": FINGERPRINT_VERSION, "graph": graph.hexdigest(), "nodes": len(model.graph.node),
+            "outputs": outputs, "inputs": specs, "initializers": weights}
+
+
+def fingerprint_changes(saved: Optional[dict], current: dict) -> Optional[List[str]]:
+    """What differs between two fingerprints ([] = the same model); None when ``saved`` cannot be compared."""
+    if not isinstance(saved, dict) or saved.get("version") != current.get("version"):
+        return None
+    changes: List[str] = []
+    if saved.get("inputs") != current["inputs"]:
+        changes.append("the model inputs changed")
+    if saved.get("graph") != current["graph"]:
+        before, now = saved.get("nodes"), current["nodes"]
+        count = f" ({before} -> {now} nodes)" if before != now else " (same node count: ops, attributes or wiring)"
+        changes.append(f"the graph changed{count}")
+        if saved.get("outputs") != current["outputs"]:
+            changes.append(f"the outputs changed ({', '.join(saved.get('outputs') or [])} -> "
+                           f"{', '.join(current['outputs'])})")
+    old = saved.get("initializers") or {}
+    new = current["initializers"]
+    changed = [n for n in new if n in old and old[n] != new[n]]
+    added = [n for n in new if n not in old]
+    removed = [n for n in old if n not in new]
+    for names, what in ((changed, "changed values"), (added, "new"), (removed, "removed")):
+        if names:
+            more = f" and {len(names) - 1} more" if len(names) > 1 else ""
+            changes.append(f"weights {what}: {names[0]!r}{more}")
+    return changes

@@ -50,7 +50,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _bench_models as models  # noqa: E402
 
 #: (calibration samples, held-out samples) per model: full run and --quick.
-COUNTS = {"digits": (1000, 501), "yolo": (160, 64), "minilm": (320, 160), "mtcnn": (400, 200)}
+COUNTS = {"digits": (1000, 500), "yolo": (320, 128), "minilm": (600, 300), "mtcnn": (400, 200)}
 QUICK_COUNTS = {"digits": (200, 100), "yolo": (24, 16), "minilm": (48, 24), "mtcnn": (96, 48)}
 AUTO_MARGIN_DB = 0.3
 MIN_GROUP_SNR_DB = 20.0

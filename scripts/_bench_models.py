@@ -217,6 +217,8 @@ def _minilm_onnx(work: Path) -> Path:
     from trtq.fileio import write_bytes_atomic
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    with contextlib.suppress(AttributeError):
+        transformers.utils.logging.disable_progress_bar()
     folder = str(minilm.get_model_path())
     bert = transformers.AutoModel.from_pretrained(folder).eval()
     tokenizer = transformers.AutoTokenizer.from_pretrained(folder)

@@ -1,0 +1,47 @@
+"""Smoke test of scripts/bench_accuracy.py on the digits demo (a few seconds): the table it prints is complete."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+
+
+@pytest.fixture()
+def bench(monkeypatch):
+    monkeypatch.syspath_prepend(str(SCRIPTS))
+    import bench_accuracy
+
+    return bench_accuracy
+
+
+def test_channel_groups_are_scored_separately(bench):
+    from _bench_models import Setup
+
+    setup = Setup("toy", Path("toy.onnx"), None, None, groups={"out": [("boxes 0:4", 1, slice(0, 4)),
+                                                                          ("scores 4:6", 1, slice(4, 6))]})
+    out = np.arange(2 * 6 * 3, dtype=np.float32).reshape(2, 6, 3)
+    views = bench._views(setup, {"out": out})
+    assert list(views) == ["out", "out[boxes 0:4]", "out[scores 4:6]"]
+    np.testing.assert_array_equal(views["out[scores 4:6]"], out[:, 4:6])
+    cos = bench._cosines(out, -out)
+    np.testing.assert_allclose(cos, [-1.0, -1.0])
+
+
+def test_digits_table_has_every_algorithm(bench, tmp_path, capsys):
+    from trtq import defaults
+
+    assert bench.main(["--models", "digits", "--quick", "--work", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "(FP32)" in out
+    rows = {line.split()[0]: line.split() for line in out.splitlines() if " logits " in line}
+    for algorithm in (a for a in defaults.ALGORITHMS if a != "auto"):
+        cells = rows[algorithm]
+        snr = float(cells[4])
+        assert math.isfinite(snr) and snr > 0, cells
+        assert cells[6].endswith("%"), cells  # true top-1 on the labelled held-out digits
+    assert "[digits] every result below 20 dB is warned about" in out

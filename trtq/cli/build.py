@@ -50,6 +50,24 @@ def add_parser(sub) -> None:
                         help=f"builder workspace limit in GiB (default: {defaults.WORKSPACE_GIB:g})")
     parser.add_argument("--timing-cache", default=None, metavar="PATH",
                         help="TensorRT timing cache: read if it exists, updated after the build (faster rebuilds)")
+    parser.add_argument("--dla-core", type=int, default=None, metavar="N",
+                        help="Jetson Xavier/Orin: run layers on DLA core N, the rest on the GPU (GPU fallback); "
+                             "needs --fp16 or --int8; refused where TensorRT or the device has no DLA")
+    parser.add_argument("--sparsity", action="store_true",
+                        help="let TensorRT use 2:4 structured-sparse weights (BuilderFlag.SPARSE_WEIGHTS; Ampere+)")
+    parser.add_argument("--tf32", action="store_true",
+                        help="allow TF32 math in FP32 layers (off by default: fp32 means IEEE FP32)")
+    parser.add_argument("--version-compatible", action="store_true",
+                        help="engine that later TensorRT versions can run (BuilderFlag.VERSION_COMPATIBLE)")
+    parser.add_argument("--hardware-compatibility", default=None, metavar="LEVEL",
+                        help="engine for a range of GPUs: ampere_plus (or same_compute_capability on TensorRT "
+                             "10.16+); default: this GPU only")
+    parser.add_argument("--plugins", action="append", default=[], metavar="PATH",
+                        help="plugin library (.so) to load before parsing; repeat for several. TensorRT's own "
+                             "plugins (EfficientNMS_TRT, ...) are always registered")
+    from .info import add_cuda_argument
+
+    add_cuda_argument(parser)
     add_data_arguments(parser, flag="--calib", required=False,
                        help_text="calibration data for --int8: a folder of images or .npy/.npz files, one such "
                                  "file, or a .py loader script")
@@ -72,6 +90,12 @@ def options_from_args(args: argparse.Namespace):
     if args.workspace <= 0:
         raise TrtqError(f"--workspace must be more than 0 GiB, got {args.workspace:g}")
     calib = data_spec_from_args(args, flag_dest="calib", shuffle=True) if args.calib else None
+    if args.dla_core is not None:
+        from ..backend.policy import dla_refusal
+
+        refusal = dla_refusal((99, 0, 0), precision, None, args.dla_core)  # version and device: checked at build
+        if refusal:
+            raise TrtqError(refusal)
     if calib is not None and precision not in ("int8", "best"):
         raise TrtqError("--calib is calibration data for INT8; add --int8 (or --precision int8/best)")
     return BuildOptions(
@@ -85,6 +109,9 @@ def options_from_args(args: argparse.Namespace):
         max_shapes=parse_shapes(args.max_shapes, "--max-shapes"),
         workspace_gib=args.workspace, timing_cache=Path(args.timing_cache) if args.timing_cache else None,
         verbose=args.verbose > 0,
+        dla_core=args.dla_core, sparsity=args.sparsity, tf32=args.tf32,
+        version_compatible=args.version_compatible, hardware_compatibility=args.hardware_compatibility,
+        plugins=[Path(p) for p in args.plugins],
     )
 
 
@@ -92,7 +119,10 @@ def run(args: argparse.Namespace) -> int:
     from ..backend.build import build_engine
     from ..progress import progress_bar
 
+    from .info import apply_cuda_argument
+
     options = options_from_args(args)
+    apply_cuda_argument(args)
     with progress_bar("calibrating", unit="samples", enabled=None if not args.quiet else False) as progress:
         result = build_engine(options, progress=progress)
     report = result.report

@@ -23,13 +23,16 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 CONTRACT_DIR = ROOT / ".trt-contract"
 
-#: TensorRT version -> pip requirement. 10.3: JetPack 6; 10.16: newest 10.x; 11.4: newest 11.x.
+#: TensorRT version -> pip requirement. 8.6.1: JetPack 5/6.0 line (tensorrt-bindings, needs libnvparsers.so.8);
+#: 10.0.1: the last 10.x without device_memory_size_v2; 10.3: JetPack 6; 10.16: newest 10.x; 11.4: newest 11.x.
 BINDINGS = {
+    "8.6.1": "tensorrt-bindings==8.6.1",
+    "10.0.1": "tensorrt-cu12-bindings==10.0.1",
     "10.3.0": "tensorrt-cu12-bindings==10.3.0",
     "10.16.1.11": "tensorrt-cu12-bindings==10.16.1.11",
     "11.4.0.106": "tensorrt-cu12-bindings==11.4.0.106",
 }
-SONAMES = ("libnvinfer", "libnvinfer_plugin", "libnvonnxparser")
+SONAMES = ("libnvinfer", "libnvinfer_plugin", "libnvonnxparser", "libnvparsers")  # libnvparsers: 8.x only
 #: cuda-python's runtime bindings (with the pathfinder they need), for trtq.backend.cuda's contract.
 CUDA_BINDINGS = ("cuda-bindings==12.9.10", "cuda-pathfinder==1.9.0")
 

@@ -67,6 +67,7 @@ def _runner(monkeypatch, engine=None, tensors=None):
 
 def test_a2_device_memory_without_device_memory_size_v2(monkeypatch):
     runner, _ = _runner(monkeypatch)
+    runner.trt = type("OldTrt", (), {"ICudaEngine": OldEngine})
     runner.set_batch_size(2)
     assert runner.device_memory_bytes() == 1000 + 2 * 3 * 640 * 640 * 4 + 2 * 10 * 4
 

@@ -57,6 +57,7 @@ FUNCTION_PATHS = {
     "load_plugins": "common",
     "_configure_features": "common",
     "_network_input_dtypes": "common",
+    "_dla_cores": "common",
 }
 
 #: TensorRT log lines that mean the GPU ran out of memory during the build.
@@ -246,6 +247,10 @@ def _logger_class(trt):
 _LOGGER_CLASSES: Dict[int, type] = {}
 
 
+def _dla_cores(builder) -> int:
+    return int(builder.num_DLA_cores)
+
+
 def _create_builder(trt, logger):
     try:
         return trt.Builder(logger)
@@ -393,10 +398,11 @@ def _configure_implicit(trt, builder, config, plan: BuildPlan, calibrator, calib
                         dynamic: bool) -> None:
     if plan.fp16:
         config.set_flag(trt.BuilderFlag.FP16)
-    if plan.int8:
+    if plan.int8 or "INT8" in plan.builder_flags:
         config.set_flag(trt.BuilderFlag.INT8)
-        config.int8_calibrator = calibrator
-        if dynamic:
+        if calibrator is not None:  # a pre-quantized (Q/DQ) network takes its scales from the graph
+            config.int8_calibrator = calibrator
+        if dynamic and calibrator is not None:
             profile = builder.create_optimization_profile()
             for name, shape in calib_shapes.items():
                 profile.set_shape(name, shape, shape, shape)
@@ -482,7 +488,7 @@ def build_engine(options: BuildOptions, progress: ProgressCallback = no_progress
     logger = _logger_class(trt)(options.verbose)
     builder = _create_builder(trt, logger)
     if options.dla_core is not None:
-        refusal = dla_refusal(version, options.precision, int(builder.num_DLA_cores), options.dla_core)
+        refusal = dla_refusal(version, options.precision, _dla_cores(builder), options.dla_core)
         if refusal:
             raise TrtqError(refusal)
     calibration: dict = {}

@@ -48,7 +48,7 @@ COMMON_BUILD_API: Tuple[str, ...] = (
     "IBuilderConfig.set_flag", "IBuilderConfig.clear_flag", "BuilderFlag.TF32", "BuilderFlag.SPARSE_WEIGHTS",
     "BuilderFlag.GPU_FALLBACK", "IBuilderConfig.DLA_core", "IBuilderConfig.default_device_type", "DeviceType.DLA",
     "Builder.num_DLA_cores", "BuilderFlag.VERSION_COMPATIBLE", "IBuilderConfig.hardware_compatibility_level",
-    "HardwareCompatibilityLevel.AMPERE_PLUS", "IBuilderConfig.profiling_verbosity", "ProfilingVerbosity.DETAILED",
+    "HardwareCompatibilityLevel", "HardwareCompatibilityLevel.AMPERE_PLUS", "IBuilderConfig.profiling_verbosity", "ProfilingVerbosity.DETAILED",
     "INetworkDefinition.num_layers", "INetworkDefinition.get_layer", "ILayer.name",
 )
 

@@ -284,7 +284,10 @@ class EngineRunner:
         """The engine's activation memory plus the I/O buffers now allocated."""
         engine = self.engine
         # device_memory_size_v2 from TensorRT 10.1 on; 8.6 and 10.0 have only device_memory_size (gone in 11)
-        size = engine.device_memory_size_v2 if hasattr(engine, "device_memory_size_v2") else engine.device_memory_size
+        if hasattr(self.trt.ICudaEngine, "device_memory_size_v2"):
+            size = engine.device_memory_size_v2
+        else:
+            size = engine.device_memory_size
         return int(size) + sum(b.nbytes for b in self._buffers.values())
 
     def engine_information(self) -> Optional[dict]:

@@ -336,7 +336,19 @@ class _PyCudaLayer:
             context = self._guard(device.retain_primary_context, "cuDevicePrimaryCtxRetain")
             self._guard(context.push, "cuCtxPushCurrent")
             self._context = context
+            import atexit
+
+            atexit.register(self._release)  # pycuda aborts the process if a pushed context is left at exit
         return self._context
+
+    def _release(self) -> None:
+        if self._context is not None:
+            context, self._context = self._context, None
+            for allocation in list(self._allocations.values()):
+                allocation.free()
+            self._allocations.clear()
+            self.driver.Context.pop()
+            context.detach()
 
     def device_count(self) -> int:
         return int(self._guard(self.driver.Device.count, "cuDeviceGetCount"))

@@ -313,6 +313,32 @@ class EngineRunner:
         self.close()
 
 
+class _Arg:
+    def __init__(self, name: str, shape, dtype):
+        self.name, self.shape, self.type = name, list(shape), f"tensor({np.dtype(dtype).name})"
+
+
+class EngineSession:
+    """An engine behind ONNX Runtime's session interface (``get_inputs``, ``get_outputs``, ``run``), so that
+    trtq's evaluation can take an engine as the candidate model (``trtq eval model.onnx x.engine``)."""
+
+    def __init__(self, engine: Union[PathLike, bytes], **kwargs):
+        self.runner = EngineRunner(engine, **kwargs)
+
+    def get_inputs(self):
+        return [_Arg(t.name, t.shape, t.dtype) for t in self.runner.inputs]
+
+    def get_outputs(self):
+        return [_Arg(t.name, t.shape, t.dtype) for t in self.runner.outputs]
+
+    def run(self, names, feed):
+        outputs = self.runner.infer(feed)
+        return [outputs[name] for name in (names or [t.name for t in self.runner.outputs])]
+
+    def close(self) -> None:
+        self.runner.close()
+
+
 def engine_information(trt, engine) -> Optional[dict]:
     """``create_engine_inspector().get_engine_information(JSON)`` parsed; ``None`` where it says nothing."""
     inspector = engine.create_engine_inspector()
@@ -325,4 +351,4 @@ def engine_information(trt, engine) -> Optional[dict]:
         return {"raw": str(text)}
 
 
-__all__ = ["EngineRunner", "TensorInfo", "read_build_report", "FUNCTION_PATHS", "numpy_dtype", "engine_information"]
+__all__ = ["EngineRunner", "EngineSession", "TensorInfo", "read_build_report", "FUNCTION_PATHS", "numpy_dtype", "engine_information"]

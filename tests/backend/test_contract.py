@@ -22,7 +22,8 @@ CHECK_NAMES = (
     "cache_round_trip_and_restamping", "build_without_a_gpu_is_backend_unavailable",
     "runner_without_a_gpu_is_backend_unavailable", "cli_info_names_tensorrt_and_what_is_missing",
     # every call trtq's build/runner code makes, checked against this version's pybind11 signatures
-    "build_calls_match_signatures_fp32_fp16", "implicit_int8_calibrates_through_the_vtable",
+    "build_calls_match_signatures_fp32_fp16", "build_features_set_their_flags",
+    "implicit_int8_calibrates_through_the_vtable",
     "percentile_on_the_implicit_path_is_trtq_calibrated", "explicit_path_flags_and_refusal_below_10",
     "mixed_precision_layers_stay_float", "dla_core_with_gpu_fallback", "timing_cache_refused_is_replaced",
     "prequantized_model_needs_no_calibration_data", "plugins_and_profile_errors_are_one_line",

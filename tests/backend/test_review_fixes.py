@@ -13,7 +13,7 @@ import pytest
 from backend_fakes import FakeDeviceMemory, batches
 from trtq.backend import policy
 from trtq.backend.calibrator import CalibratorCore
-from trtq.backend.runner import EngineRunner, TensorInfo, numpy_dtype
+from trtq.backend.runner import EngineRunner, TensorInfo
 from trtq.errors import BackendUnavailable, ModelError, TrtqError
 
 
@@ -102,6 +102,8 @@ class NoBf16Trt:
 
 
 def test_b2_types_numpy_lacks_are_raw_bytes_or_a_clear_refusal():
+    from trtq.backend.runner import numpy_dtype
+
     assert numpy_dtype(NoBf16Trt, FakeDataType("FLOAT")) == np.float32
     bf16 = numpy_dtype(NoBf16Trt, FakeDataType("BF16"))
     assert bf16.kind == "V" and bf16.itemsize == 2
@@ -298,3 +300,56 @@ def test_float_layers_reader():
 
     assert float_layers(None) == [] and float_layers({}) == [] and float_layers({"mixed_precision": None}) == []
     assert float_layers({"mixed_precision": {"float_layers": ["/a/Conv"], "source": "x"}}) == ["/a/Conv"]
+
+
+# --- trtq eval MODEL ENGINE: the engine as the candidate session ----------------------------------
+
+def test_eval_runs_an_engine_candidate_through_the_runner(tmp_path, monkeypatch):
+    """evaluate() with a .engine candidate uses EngineSession (an EngineRunner behind ORT's session API)."""
+    import trtq.backend.runner as runner_module
+    from trtq.evaluate import evaluate
+
+    model = _onnx_model(tmp_path / "m.onnx", "batch")
+    data = tmp_path / "data"
+    data.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(6):
+        np.save(data / f"{i}.npy", rng.normal(size=(4,)).astype(np.float32))
+    engine = tmp_path / "m.int8.engine"
+    engine.write_bytes(b"engine")
+    chunks = []
+
+    class FakeRunner:  # what EngineRunner does on a GPU: Relu, at most 4 samples per run
+        def __init__(self, path, **kwargs):
+            assert str(path) == str(engine)
+            self.inputs = [TensorInfo("x", True, np.dtype(np.float32), (-1, 4))]
+            self.outputs = [TensorInfo("y", False, np.dtype(np.float32), (-1, 4))]
+
+        def batch_range(self):
+            return 1, 4
+
+        def infer(self, feed):
+            chunks.append(len(feed["x"]))
+            return {"y": np.maximum(feed["x"], 0) + 0.01}
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(runner_module, "EngineRunner", FakeRunner)
+    from trtq.data.spec import DataSpec
+
+    report = evaluate(model, engine, DataSpec(path=str(data), batch_size=6))
+    assert report.samples == 6 and report.candidate == "m.int8.engine" and report.candidate_precision == "int8"
+    assert chunks == [4, 2], "a batch above the engine's profile runs in chunks"
+    (output,) = report.outputs
+    assert 0.99 < output.cosine < 1.0
+
+
+def test_eval_refuses_engine_sensitivity_without_a_cache(tmp_path, capsys):
+    from trtq.cli import main
+
+    model = _onnx_model(tmp_path / "m.onnx", "batch")
+    engine = tmp_path / "m.engine"
+    engine.write_bytes(b"engine")
+    code = main(["eval", str(model), str(engine), "--data", str(tmp_path), "--sensitivity"])
+    assert code == 2 and "add --cache" in capsys.readouterr().err

@@ -418,13 +418,11 @@ def build_calls_match_signatures_fp32_fp16(expected):
         for precision in ("fp32", "fp16"):
             world = _world(trt, Path(tmp) / "m.onnx")
             with _installed(trt, world):
-                result = _build(tmp, precision, precision=precision, timing_cache=Path(tmp) / "t.cache",
-                                sparsity=True, version_compatible=True, hardware_compatibility="ampere_plus")
+                result = _build(tmp, precision, precision=precision, timing_cache=Path(tmp) / "t.cache")
             _assert_clean(world)
             flags_cleared = [a[0] for a in _calls(world, "IBuilderConfig", "clear_flag")]
             assert trt.BuilderFlag.TF32 in flags_cleared, "TF32 must be off for fp32/fp16 unless --tf32"
             set_flags = [a[0] for a in _calls(world, "IBuilderConfig", "set_flag")]
-            assert trt.BuilderFlag.SPARSE_WEIGHTS in set_flags and trt.BuilderFlag.VERSION_COMPATIBLE in set_flags
             if precision == "fp16" and major < 11:
                 assert trt.BuilderFlag.FP16 in set_flags
             assert _calls(world, "IOptimizationProfile", "set_shape"), "dynamic batch needs a profile"
@@ -432,6 +430,33 @@ def build_calls_match_signatures_fp32_fp16(expected):
             assert (Path(tmp) / "t.cache").read_bytes() == b"timing-cache"
             assert world.drove.index("init_libnvinfer_plugins") < world.drove.index("OnnxParser"), world.drove
             assert result.report["tensorrt"]["path"] == ("explicit" if major >= 11 else "implicit")
+
+
+@check
+def build_features_set_their_flags(expected):
+    trt, _ = context()
+    with tempfile.TemporaryDirectory() as tmp:
+        _onnx_model(Path(tmp) / "m.onnx")
+        world = _world(trt, Path(tmp) / "m.onnx")
+        with _installed(trt, world):
+            result = _build(tmp, precision="fp16", sparsity=True, version_compatible=True, tf32=True,
+                            hardware_compatibility="ampere_plus")
+        _assert_clean(world)
+        set_flags = [a[0] for a in _calls(world, "IBuilderConfig", "set_flag")]
+        assert trt.BuilderFlag.SPARSE_WEIGHTS in set_flags and trt.BuilderFlag.VERSION_COMPATIBLE in set_flags
+        assert not _calls(world, "IBuilderConfig", "clear_flag"), "--tf32 leaves TF32 on"
+        assert [a for c, m, a in world.calls if m == "hardware_compatibility_level="] == [
+            (trt.HardwareCompatibilityLevel.AMPERE_PLUS,)]
+        assert {"SPARSE_WEIGHTS", "VERSION_COMPATIBLE", "TF32"} <= set(result.report["tensorrt"]["builder_flags"])
+        from trtq.errors import TrtqError
+
+        with _installed(trt, _world(trt, Path(tmp) / "m.onnx")):
+            try:
+                _build(tmp, "bad", precision="fp16", hardware_compatibility="volta_plus")
+            except TrtqError as exc:
+                assert "ampere_plus" in str(exc) and "\n" not in str(exc), str(exc)
+            else:
+                raise AssertionError("an unknown hardware-compatibility level was accepted")
 
 
 @check

@@ -314,13 +314,21 @@ class EngineRunner:
 
 
 class _Arg:
+    """What ONNX Runtime's ``get_inputs()``/``get_outputs()`` items offer: name, shape, ORT type string."""
+
     def __init__(self, name: str, shape, dtype):
-        self.name, self.shape, self.type = name, list(shape), f"tensor({np.dtype(dtype).name})"
+        from ..ort import _ORT_TYPES
+
+        ort_type = {np.dtype(v): k for k, v in _ORT_TYPES.items()}.get(np.dtype(dtype), "tensor(float)")
+        self.name, self.shape, self.type = name, [d if d >= 0 else None for d in shape], ort_type
 
 
 class EngineSession:
     """An engine behind ONNX Runtime's session interface (``get_inputs``, ``get_outputs``, ``run``), so that
-    trtq's evaluation can take an engine as the candidate model (``trtq eval model.onnx x.engine``)."""
+    trtq's evaluation takes an engine as the candidate model (``trtq eval model.onnx x.engine``).
+
+    Batches larger than the engine's profile allows run in chunks of its largest batch.
+    """
 
     def __init__(self, engine: Union[PathLike, bytes], **kwargs):
         self.runner = EngineRunner(engine, **kwargs)
@@ -332,11 +340,26 @@ class EngineSession:
         return [_Arg(t.name, t.shape, t.dtype) for t in self.runner.outputs]
 
     def run(self, names, feed):
-        outputs = self.runner.infer(feed)
-        return [outputs[name] for name in (names or [t.name for t in self.runner.outputs])]
+        names = list(names or [t.name for t in self.runner.outputs])
+        count = int(np.shape(next(iter(feed.values())))[0])
+        largest = self.runner.batch_range()[1]
+        parts = []
+        for start in range(0, count, largest):
+            chunk = {name: np.asarray(value)[start:start + largest] for name, value in feed.items()}
+            outputs = self.runner.infer(chunk)
+            parts.append([outputs[name] for name in names])
+        return [np.concatenate([p[i] for p in parts]) if len(parts) > 1 else parts[0][i] for i in range(len(names))]
 
     def close(self) -> None:
-        self.runner.close()
+        if self.runner is not None:
+            runner, self.runner = self.runner, None
+            runner.close()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - interpreter shutdown: CUDA may be gone already
+            pass
 
 
 def engine_information(trt, engine) -> Optional[dict]:

@@ -733,6 +733,22 @@ def runner_calls_match_signatures(expected):
     assert info == {"Layers": [{"Name": "conv", "Precision": "INT8"}]}
     assert world.drove == ["init_libnvinfer_plugins"]  # B3: before deserializing
     assert _calls(world, "IExecutionContext", "execute_async_v3") == [(7,)]
+    assert not [c for c in world.calls if c[1] == "engine_host_code_allowed="], "only for version-compatible plans"
+
+    # a --version-compatible engine trtq built embeds the lean runtime: it loads only with host code allowed
+    with tempfile.TemporaryDirectory() as tmp:
+        engine = Path(tmp) / "vc.engine"
+        engine.write_bytes(b"engine")
+        Path(str(engine) + ".json").write_text(json.dumps({"tensorrt": {"builder_flags": ["VERSION_COMPATIBLE"]}}))
+        world, _ = _engine_world(trt)
+        cuda.Stream = _FakeStream
+        try:
+            with _installed(trt, world):
+                EngineRunner(engine)._buffers.clear()
+        finally:
+            cuda.Stream = saved_stream
+        _assert_clean(world)
+        assert [a for c, m, a in world.calls if m == "engine_host_code_allowed="] == [(True,)]
 
 
 @check

@@ -82,6 +82,7 @@ RUNTIME_API: Tuple[str, ...] = (
     "IExecutionContext.set_tensor_address", "IExecutionContext.execute_async_v3",
     "TensorIOMode.INPUT", "nptype", "DataType.itemsize", "init_libnvinfer_plugins",
     "ICudaEngine.create_engine_inspector", "EngineInspector.get_engine_information", "LayerInformationFormat.JSON",
+    "Runtime.engine_host_code_allowed",
 )
 
 #: ``trtq info`` on TensorRT <= 10 (the builder queries were removed in 11).

@@ -74,7 +74,9 @@ def numpy_dtype(trt, data_type, name: str = "") -> np.dtype:
         return np.dtype((np.void, size))
 
 
-def _load_engine(trt, logger, data: bytes, label: str, plugins: Sequence[Path] = ()):
+def _load_engine(trt, logger, data: bytes, label: str, plugins: Sequence[Path] = (), host_code: bool = False):
+    """Deserialize; ``host_code``: the engine embeds TensorRT's lean runtime (``--version-compatible``), which
+    TensorRT runs only when allowed. Set only for engines trtq built (their report says so): trusted plans."""
     from .build import load_plugins
 
     try:
@@ -83,6 +85,8 @@ def _load_engine(trt, logger, data: bytes, label: str, plugins: Sequence[Path] =
         raise BackendUnavailable(f"TensorRT {trt.__version__} could not create a runtime ({exc}); it needs an "
                                  "NVIDIA GPU and a working CUDA driver") from None
     load_plugins(trt, logger, plugins)  # engines with plugin layers deserialize only with plugins registered
+    if host_code:
+        runtime.engine_host_code_allowed = True
     engine = runtime.deserialize_cuda_engine(data)
     if engine is None:
         errors = logger.messages.errors
@@ -144,9 +148,12 @@ class EngineRunner:
             if not path.is_file():
                 raise ModelError(f"engine file {path} does not exist")
             data, self.label = path.read_bytes(), str(path)
+        report = read_build_report(engine) if not isinstance(engine, (bytes, bytearray, memoryview)) else None
+        host_code = "VERSION_COMPATIBLE" in ((report or {}).get("tensorrt") or {}).get("builder_flags", [])
         self.engine_bytes = len(data)
         self.logger = _logger_class(trt)(verbose)
-        self.runtime, self.engine = _load_engine(trt, self.logger, data, self.label, [Path(p) for p in plugins])
+        self.runtime, self.engine = _load_engine(trt, self.logger, data, self.label, [Path(p) for p in plugins],
+                                                 host_code)
         self.tensors = _io_tensors(trt, self.engine)
         self.context = self.engine.create_execution_context()
         if self.context is None:

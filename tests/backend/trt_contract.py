@@ -385,7 +385,12 @@ def _installed(trt, world):
         cuda.allocate, trt.init_libnvinfer_plugins = saved_alloc, saved_init
 
 
+UNKNOWN_TYPES = set()
+
+
 def _assert_clean(world):
+    UNKNOWN_TYPES.update(world.unknown_types)
+    assert not world.unknown_types, f"signature types the checker cannot judge: {sorted(world.unknown_types)}"
     assert not world.violations, "calls that do not match TensorRT %s:\n%s" % (world.trt.__version__,
                                                                               "\n".join(world.violations))
 
@@ -669,6 +674,57 @@ def plugins_and_profile_errors_are_one_line(expected):
                 raise AssertionError("set_shape's ValueError escaped or was swallowed")
 
 
+@check
+def signature_checker_catches_wrong_calls(expected):
+    """The stand-ins are not vacuous: each kind of mistake they exist to catch is caught on this version."""
+    from trt_signatures import Fake, World
+
+    trt, _ = context()
+    world = World(trt)
+    config, builder, runtime = Fake(world, "IBuilderConfig"), Fake(world, "Builder"), Fake(world, "Runtime")
+    config.set_flag(0)                                                    # int where an enum is wanted
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, 1.5)      # float where int is wanted
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE)           # missing argument
+    runtime.deserialize_cuda_engine("engine.plan")                        # str where a buffer is wanted
+    builder.num_DLA_cores = 3                                             # read-only property
+    config.DLA_core = "0"                                                 # setter of the wrong type
+    try:
+        builder.no_such_member_anywhere()
+    except AttributeError:
+        pass
+    assert len(world.violations) == 7, "\n".join(world.violations)
+    clean = World(trt)
+    config = Fake(clean, "IBuilderConfig")
+    config.set_flag(trt.BuilderFlag.TF32)
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, 1 << 30)
+    config.DLA_core = 0
+    Fake(clean, "IOptimizationProfile").set_shape("x", (1, 4), (4, 4), (8, 4))  # tuples convert to Dims
+    Fake(clean, "Runtime").deserialize_cuda_engine(b"engine")
+    assert not clean.violations, clean.violations
+
+
+@check
+def parser_errors_are_one_line(expected):
+    from trtq.errors import ModelError
+
+    trt, _ = context()
+    with tempfile.TemporaryDirectory() as tmp:
+        _onnx_model(Path(tmp) / "m.onnx")
+        world = _world(trt, Path(tmp) / "m.onnx")
+        world.script.update({"OnnxParser.parse_from_file": lambda self, path: False, "OnnxParser.num_errors": 2,
+                             "OnnxParser.get_error": lambda self, i: f"node {i}: unsupported\n  op"})
+        with _installed(trt, world):
+            try:
+                _build(tmp, precision="fp32")
+            except ModelError as exc:
+                assert "rejected m.onnx: node 0: unsupported op (and 1 more)" in str(exc), str(exc)
+            else:
+                raise AssertionError("a parser failure was not reported")
+        _assert_clean(world)
+        assert _calls(world, "OnnxParser", "get_error") == [(0,), (1,)]
+        assert not (Path(tmp) / "m.engine").exists()
+
+
 def _engine_world(trt, dtype=None, location=None):
     from trt_signatures import World
 
@@ -863,6 +919,7 @@ def main(version: str) -> int:
         except BaseException as exc:  # noqa: BLE001 - every check reports, none stops the others
             outcome = f"fail: {type(exc).__name__}: {exc}\n{traceback.format_exc(limit=4)}"
         result["checks"][func.__name__] = outcome
+    result["unknown_types"] = sorted(UNKNOWN_TYPES)
     print(json.dumps(result))
     return 0
 

@@ -26,6 +26,10 @@ import inspect
 import re
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
+#: How pybind11 >= 2.13 / 3.x spells the casters older releases document as int, float, buffer.
+_ALIASES = {"typing.SupportsInt": "int", "typing.SupportsIndex": "int", "typing.SupportsFloat": "float",
+            "typing_extensions.Buffer": "buffer", "collections.abc.Buffer": "buffer", "typing.Any": "object",
+            "types.CapsuleType": "capsule", "typing_extensions.CapsuleType": "capsule"}
 _SIG = re.compile(r"^(?:\d+\.\s+)?(\w+)\((.*)\)\s*->\s*(.+?)\s*$")
 
 
@@ -130,6 +134,7 @@ class World:
                 return isinstance(value, (list, tuple)) and all(self.accepts(v, inner) for v in value)
         if typ == "None":
             return value is None
+        typ = _ALIASES.get(typ, typ)  # newer pybind11 writes typing protocols for the same casters
         if typ == "int":
             return isinstance(value, int) and not hasattr(type(value), "__members__")
         if typ == "float":
@@ -140,6 +145,8 @@ class World:
             return isinstance(value, str)
         if typ == "bytes":
             return isinstance(value, bytes)
+        if typ in ("tuple", "list"):
+            return isinstance(value, tuple if typ == "tuple" else list)
         if typ == "buffer":
             try:
                 memoryview(value)

@@ -27,7 +27,8 @@ CHECK_NAMES = (
     "percentile_on_the_implicit_path_is_trtq_calibrated", "explicit_path_flags_and_refusal_below_10",
     "mixed_precision_layers_stay_float", "dla_core_with_gpu_fallback", "timing_cache_refused_is_replaced",
     "prequantized_model_needs_no_calibration_data", "plugins_and_profile_errors_are_one_line",
-    "signature_checker_catches_wrong_calls", "parser_errors_are_one_line", "runner_calls_match_signatures", "runner_handles_types_numpy_lacks",
+    "signature_checker_catches_wrong_calls", "failed_build_names_first_and_last_tensorrt_error",
+    "parser_errors_are_one_line", "runner_calls_match_signatures", "runner_handles_types_numpy_lacks",
     "calibrator_vtable_as_tensorrt_calls_it",
 )
 IMPLICIT_MAJORS = (8, 10)

@@ -704,6 +704,33 @@ def signature_checker_catches_wrong_calls(expected):
 
 
 @check
+def failed_build_names_first_and_last_tensorrt_error(expected):
+    from trtq.errors import TrtqError
+
+    trt, _ = context()
+    with tempfile.TemporaryDirectory() as tmp:
+        _onnx_model(Path(tmp) / "m.onnx")
+        world = _world(trt, Path(tmp) / "m.onnx")
+
+        def failing(self, network, config):
+            logger = next(args[0] for c, m, args in world.calls if c == "Builder" and m == "__init__")
+            logger.log(trt.Logger.ERROR, "[conv_a] unsupported data type")      # TensorRT calls its ILogger
+            logger.log(trt.Logger.ERROR, "Error Code 4: API Usage Error")
+            return None
+
+        world.script["Builder.build_serialized_network"] = failing
+        with _installed(trt, world):
+            try:
+                _build(tmp, precision="fp32")
+            except TrtqError as exc:
+                assert "unsupported data type ... Error Code 4" in str(exc) and "\n" not in str(exc), str(exc)
+            else:
+                raise AssertionError("a failed build was not reported")
+        _assert_clean(world)
+        assert not (Path(tmp) / "m.engine").exists() and not (Path(tmp) / "m.engine.json").exists()
+
+
+@check
 def parser_errors_are_one_line(expected):
     from trtq.errors import ModelError
 

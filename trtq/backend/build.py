@@ -415,7 +415,9 @@ def _build(trt, builder, network, config, logger, calibrator, options: BuildOpti
         calibrator.raise_pending()  # an error in get_batch ended calibration early: report it, not a bad engine
     if serialized is None:
         errors = logger.messages.errors
-        text = " ".join((errors[-1] if errors else "no error message").split())
+        # TensorRT often logs the cause first and a generic "Error Code 4/2" last: keep both
+        said = [errors[0], errors[-1]] if len(errors) > 1 else errors
+        text = " ".join(" ... ".join(said).split()) if errors else "no error message"
         if any(_OOM.search(message) for message in errors):
             raise TrtqError(f"TensorRT ran out of GPU memory building {options.model_path.name} ({text}); try a "
                             f"smaller --workspace (now {options.workspace_gib:g} GiB), smaller --max-shapes/"

@@ -143,11 +143,15 @@ def check_explicit_supported(version: Tuple[int, int, int]) -> None:
                         "drop --explicit (a Q/DQ model also builds there without it)")
 
 
-def dla_refusal(version: Tuple[int, int, int], precision: str, dla_cores: Optional[int], core: int) -> str:
-    """Why ``--dla-core core`` cannot be used here, or ``""`` (pure: version, precision, DLA cores on this device)."""
+def dla_refusal(version: Optional[Tuple[int, int, int]], precision: str, dla_cores: Optional[int], core: int) -> str:
+    """Why ``--dla-core core`` cannot be used here, or ``""``.
+
+    Pure: ``version`` (``None``: not known yet, the CLI checks before TensorRT is imported),
+    precision, and the DLA cores of this device (``None``: not known yet).
+    """
     if core < 0:
         return f"--dla-core must be 0 or more, got {core}"
-    if NO_DLA[0] <= tuple(version) < NO_DLA[1]:
+    if version is not None and NO_DLA[0] <= tuple(version) < NO_DLA[1]:
         return (f"TensorRT {'.'.join(map(str, version))} has no DLA support (TensorRT 11.0-11.4.0; DLA returns in "
                 "11.4.1 on Orin with JetPack 7.2.2); drop --dla-core")
     if precision not in ("fp16", "int8", "best"):

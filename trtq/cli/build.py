@@ -93,7 +93,7 @@ def options_from_args(args: argparse.Namespace):
     if args.dla_core is not None:
         from ..backend.policy import dla_refusal
 
-        refusal = dla_refusal((99, 0, 0), precision, None, args.dla_core)  # version and device: checked at build
+        refusal = dla_refusal(None, precision, None, args.dla_core)  # TensorRT version and device: at build
         if refusal:
             raise TrtqError(refusal)
     if calib is not None and precision not in ("int8", "best"):

@@ -287,7 +287,7 @@ def cli_info_names_tensorrt_and_what_is_missing(expected):
 
 # --- every call trtq makes, checked against this version's pybind11 signatures -----------------
 
-def _onnx_model(path: Path, batch="batch", qdq: bool = False, names=("conv_a", "relu_b", "mm_c")):
+def _onnx_model(path: Path, batch="batch", qdq: bool = False, names=("conv_a", "conv_a_1", "mm_c")):
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 

@@ -367,27 +367,33 @@ def _configure_features(trt, builder, config, options: BuildOptions, plan: Build
     return flags
 
 
-def _float_layer_constraints(trt, network, config, float_layers: Sequence[str]) -> List[str]:
+def _float_layer_constraints(trt, network, config, float_layers: Sequence[str],
+                             onnx_nodes: Sequence[str] = ()) -> List[str]:
     """Keep the named ONNX nodes' layers in FP32 on the implicit path; returns the layer names constrained.
 
-    The ONNX parser names each TensorRT layer after its ONNX node; a layer fused or renamed
-    by the parser is matched by prefix (``node`` also matches ``node_1``...).
+    The ONNX parser names each TensorRT layer after its ONNX node; an op the parser expands
+    into several layers gives ``node_1``, ``node_2``..., matched by prefix unless that name is
+    itself another ONNX node (``onnx_nodes``).
     """
     wanted = list(float_layers)
     if not wanted:
         return []
+    others = set(onnx_nodes) - set(wanted)
     matched = []
     for index in range(network.num_layers):
         layer = network.get_layer(index)
         name = layer.name
-        if any(name == node or name.startswith(node + "_") or name.startswith(node + " ") for node in wanted):
+        derived = name not in others and any(name.startswith(node + "_") or name.startswith(node + " ")
+                                             for node in wanted)
+        if name in wanted or derived:
             layer.precision = trt.DataType.FLOAT
             for output in range(layer.num_outputs):
                 layer.set_output_type(output, trt.DataType.FLOAT)
             matched.append(name)
     if matched:
         config.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
-    missing = [node for node in wanted if not any(m == node or m.startswith(node) for m in matched)]
+    missing = [node for node in wanted if not any(m == node or m.startswith(node + "_") or m.startswith(node + " ")
+                                                  for m in matched)]
     if missing:
         log.warning("%d of the mixed-precision float layers are not in TensorRT's network (fused or renamed by the "
                     "parser): %s", len(missing), ", ".join(missing[:5]))
@@ -519,7 +525,8 @@ def build_engine(options: BuildOptions, progress: ProgressCallback = no_progress
                                                       running_version, progress, _network_input_dtypes(trt, network))
                 calibration = {**record, **calibration} if cpu_calibrated else record
             if plan.path == "implicit" and plan.int8 and keep_float:
-                constrained = _float_layer_constraints(trt, network, config, keep_float)
+                constrained = _float_layer_constraints(trt, network, config, keep_float,
+                                                       [node.name for node in model.graph.node])
             if plan.path == "implicit":
                 calib_size = calibrator.batch_size if calibrator is not None else 1
                 _configure_implicit(trt, builder, config, plan, calibrator,

@@ -4,7 +4,7 @@ Layout (each piece importable without TensorRT unless said otherwise):
 
 - :mod:`.policy`      pure decisions: which INT8 path, fast precisions per compute
                       capability, and the declared TensorRT API list of each build path
-- :mod:`.cuda`        device memory, streams and events through cuda-python (imports it lazily)
+- :mod:`.cuda`        device memory, streams and events through cuda-python or pycuda (imported lazily)
 - :mod:`.calibrator`  the implicit-INT8 calibrators (classes built once per TensorRT module)
 - :mod:`.build`       engine builds (needs TensorRT when called)
 - :mod:`.runner`      deserialized engines and their buffers; :mod:`.bench` times them

@@ -10,6 +10,11 @@ Which way an engine is built comes from :func:`trtq.backend.policy.plan_build`:
   (:func:`trtq.graph.qdq.quantize_model`), converts to FP16 where asked
   (:func:`trtq.graph.fp16.to_fp16`) and builds a strongly typed network.
 
+Both paths: TensorRT's plugins registered (and ``--plugins`` libraries loaded) before parsing;
+TF32 off unless asked; optional DLA with GPU fallback, structured sparsity, version/hardware
+compatibility; the sidecar's mixed-precision layers kept FP32 (precision constraints on the
+implicit path, no Q/DQ on the explicit one).
+
 Shape and argument checks (:func:`parse_shapes`, :func:`profile_shapes`) are pure and
 run before TensorRT is touched. TensorRT objects are held in variables named after
 their class (``builder``, ``network``, ``parser``, ``config``, ``profile``, ...), and each

@@ -12,7 +12,9 @@ Behaviour (read against Polygraphy's ``backend/trt/calibrator.py``):
 
 - the TensorRT base ``__init__`` is always called (without it TensorRT segfaults);
 - ``get_batch(names)`` returns one device pointer per name, in the order of ``names``,
-  then ``None`` at the end of the data; one device buffer per input, reused;
+  then ``None`` at the end of the data; one device buffer per input, reused; float inputs are
+  fed as float32 (what TensorRT reads, FP16 network inputs included), integer inputs in the
+  network's type (``input_dtypes``);
 - a trtq cache (``--cache``) is handed to TensorRT and no data is read at all.
   TensorRT silently ignores a cache whose header names another TensorRT version or
   algorithm, so a cache whose sidecar shows it was made for this model is handed over

@@ -184,20 +184,6 @@ def default_algorithm() -> str:
     return defaults.ALGORITHM
 
 
-def verdict_warns(metrics: Sequence) -> Optional[bool]:
-    """Whether trtq's fidelity verdict warns about these whole-output metrics; None without a verdict API.
-
-    The verdict API lands with issue 8 (the lead wires its exact name/signature here).
-    """
-    import trtq.evaluate as ev
-
-    verdict = getattr(ev, "verdict", None) or getattr(ev, "fidelity_verdict", None)
-    if verdict is None:
-        return None
-    result = verdict(list(metrics))
-    return bool(getattr(result, "warning", None) or getattr(result, "poor", False))
-
-
 def auto_exclude_mode(force: bool) -> Optional[dict]:
     """Keyword arguments giving auto_exclude a cosine target, or None where it cannot be run as asked."""
     from trtq.evaluate import auto_exclude
@@ -221,6 +207,7 @@ class Row:
     note: str = ""
     seconds: float = 0.0
     amax: Optional[dict] = None
+    verdict: Optional[object] = None  # trtq's own verdict (auto row: on held-back calibration samples)
 
 
 @dataclass
@@ -264,37 +251,35 @@ def run_model(setup: models.Setup, force_exclude: bool) -> Table:
         table.rows.append(row)
         return row
 
+    # One calibration: auto (the default) collects the histograms once; every single
+    # algorithm's amax comes from the same histograms, as auto's candidates do.
     started = time.perf_counter()
+    auto_row: Optional[Row] = None
     try:
-        calibration = trtq.calibrate(setup.model, setup.calib, algorithm=single_algorithms()[0])
+        calibration = trtq.calibrate(setup.model, setup.calib, algorithm="auto" if has_auto() else
+                                     single_algorithms()[0])
     except Exception as exc:  # noqa: BLE001  (the table reports it; the other models still run)
         calibration = None
         table.rows.append(Row("all algorithms", note=f"calibration failed: {_failure(exc)}"))
     if calibration is not None:
-        collect_s = time.perf_counter() - started
+        total_s = time.perf_counter() - started
         table.header.append(f"histograms: {len(calibration.histograms)} tensors, {calibration.num_samples} samples, "
-                            f"{collect_s:.1f} s")
+                            f"{calibration.statistics_seconds:.1f} s; whole calibration {total_s:.1f} s")
         for algorithm in single_algorithms():
             begun = time.perf_counter()
             amax = amax_from_histograms(calibration.histograms, algorithm)
             add(algorithm, amax, time.perf_counter() - begun)
-
-    auto_row: Optional[Row] = None
-    if has_auto():
-        started = time.perf_counter()
-        try:
-            result = trtq.calibrate(setup.model, setup.calib, algorithm="auto")
-        except Exception as exc:  # noqa: BLE001
-            table.rows.append(Row("auto", note=f"calibration failed: {_failure(exc)}"))
-        else:
-            info = getattr(result, "auto", None) or {}
-            overrides = info.get("overrides") or {}
-            note = f"chose {info.get('chosen', '?')}, {len(overrides)} per-tensor override(s)"
-            auto_row = add("auto", result.amax, time.perf_counter() - started, note)
-            scores = info.get("scores") or {}
-            if scores:
-                table.header.append("auto's scores on held-back calibration samples (worst SNR dB): "
-                                    + ", ".join(f"{k} {v:.2f}" for k, v in scores.items()))
+        choice = getattr(calibration, "auto", None)
+        if choice is not None:
+            note = f"chose {choice.chosen}, {len(choice.overrides)} per-tensor override(s)"
+            auto_row = add("auto", calibration.amax, total_s, note)
+            auto_row.verdict = calibration.verdict
+            table.header.append(f"auto's scores on {choice.samples} held-back calibration samples (worst SNR dB): "
+                                + ", ".join(f"{c.name} {c.snr_db:.2f}" for c in choice.candidates)
+                                + f"; after refinement {choice.snr_db:.2f}")
+            if choice.overrides:
+                table.header.append("overrides: " + ", ".join(f"{t} <- {a}" for t, a in choice.overrides.items()))
+            table.header.append(f"trtq's verdict: {calibration.verdict.line()}")
 
     # MiniLM: default settings + auto-exclude, scored on the held-out sentences.
     if setup.name.startswith("minilm"):
@@ -362,16 +347,19 @@ def gates(table: Table, auto_row: Optional[Row]) -> None:
     if not any(r.scored is not None for r in table.rows):
         table.gates.append((f"every result below {WARN_BELOW_SNR_DB:g} dB is warned about", None, "no INT8 result"))
         return
-    poor = [r for r in table.rows if r.scored is not None and r.scored.worst_snr < WARN_BELOW_SNR_DB]
-    verdicts = {r.label: verdict_warns(r.scored.whole_outputs()) for r in poor}
-    if any(v is None for v in verdicts.values()):
-        table.gates.append((f"every result below {WARN_BELOW_SNR_DB:g} dB is warned about", None,
-                            f"trtq has no fidelity verdict yet; {len(poor)} result(s) below: "
-                            + (", ".join(r.label for r in poor) or "none")))
+    # The default result (auto) is what a user gets: if it is poor on held-out data, trtq's own
+    # verdict (computed by trtq calibrate on held-back calibration samples) must have warned.
+    if auto_row is None or auto_row.verdict is None:
+        table.gates.append((f"a default result below {WARN_BELOW_SNR_DB:g} dB is warned about", None,
+                            "no auto result"))
     else:
-        silent = [label for label, warned in verdicts.items() if not warned]
-        table.gates.append((f"every result below {WARN_BELOW_SNR_DB:g} dB is warned about", not silent,
-                            f"{len(poor)} below, silent: {', '.join(silent) or 'none'}"))
+        poor = auto_row.scored.worst_snr < WARN_BELOW_SNR_DB or auto_row.scored.worst_cosine < 0.99
+        warned = auto_row.verdict.warning() is not None
+        table.gates.append((f"a default result below {WARN_BELOW_SNR_DB:g} dB is warned about",
+                            warned or not poor,
+                            f"held-out worst {auto_row.scored.worst_snr:.2f} dB; trtq calibrate "
+                            + ("warned" if warned else "did not warn")
+                            + f" (its held-back verdict {auto_row.verdict.snr_db:.2f} dB)"))
 
 
 # ---------------------------------------------------------------------------------------------

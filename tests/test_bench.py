@@ -132,7 +132,8 @@ def test_engines_go_to_the_tensorrt_backend(tmp_path, monkeypatch):
     engine.write_bytes(b"\0")
     calls = {}
 
-    def benchmark_engines(paths, batch_sizes, iterations, warmup, progress, precisions, shapes):
+    def benchmark_engines(paths, batch_sizes, iterations, warmup, progress, precisions, shapes, data=None,
+                          max_seconds=None):
         calls["engines"] = (paths, batch_sizes, iterations, warmup, precisions, shapes)
         return [bench.latency_row(bench.BenchResult("m.fp16.engine", "fp16", "tensorrt", b), np.array([1.0, 3.0]))
                 for b in batch_sizes]

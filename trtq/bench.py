@@ -523,12 +523,13 @@ def benchmark(
     if needs_trt:
         results += _benchmark_trt(engines, onnx_models if backend in _TRT_NAMES else [], batch_sizes,
                                   iterations=iterations, warmup=warmup, data=data, shapes=shapes,
-                                  engine_labels=labels_of(engines), precisions=precisions, progress=progress)
+                                  engine_labels=labels_of(engines), precisions=precisions, progress=progress,
+                                  max_seconds=max_seconds)
     return fill_speedups(results, baseline=None if baseline is None else Path(baseline).name)
 
 
 def _benchmark_trt(engines, onnx_models, batch_sizes, *, iterations, warmup, data, shapes, engine_labels,
-                   precisions, progress) -> List[BenchResult]:
+                   precisions, progress, max_seconds=None) -> List[BenchResult]:
     """TensorRT rows from ``trtq.backend.bench`` (which raises BackendUnavailable without TensorRT or a GPU)."""
     from .backend import bench as trt_bench
 
@@ -536,11 +537,11 @@ def _benchmark_trt(engines, onnx_models, batch_sizes, *, iterations, warmup, dat
     if engines:
         results += trt_bench.benchmark_engines([str(e) for e in engines], list(batch_sizes), iterations=iterations,
                                                warmup=warmup, progress=progress, precisions=engine_labels,
-                                               shapes=shapes)
+                                               shapes=shapes, data=data, max_seconds=max_seconds)
     if onnx_models:
         wanted = list(precisions) if precisions else (["fp32", "fp16", "int8"] if data is not None else ["fp32", "fp16"])
         for model in onnx_models:
             results += trt_bench.build_and_benchmark(str(model), wanted, list(batch_sizes), data,
                                                      iterations=iterations, warmup=warmup, progress=progress,
-                                                     shapes=shapes)
+                                                     shapes=shapes, max_seconds=max_seconds)
     return results

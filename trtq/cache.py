@@ -231,6 +231,11 @@ def write_cache(
     return written
 
 
+def float_layers(sidecar: Optional[dict]) -> List[str]:
+    """ONNX node names the mixed-precision search left in float (empty when none)."""
+    return list(((sidecar or {}).get("mixed_precision") or {}).get("float_layers") or [])
+
+
 def default_trt_version() -> int:
     """The running TensorRT's version if importable, else :data:`trtq.defaults.TRT_VERSION`."""
     try:

@@ -696,9 +696,10 @@ def evaluate(
     top-1 accuracy of both models on the first class-score output. ``class_outputs``:
     outputs that are class scores (top-1/top-5 agreement); by default only the first
     ``[N, C]`` output, and only when ``labels`` are given. Runs both models with ONNX
-    Runtime on the CPU.
+    Runtime on the CPU; a ``candidate`` that is a TensorRT engine (``.engine``/``.plan``) runs
+    on the GPU through trtq.backend.
     """
-    from .bench import infer_precision
+    from .bench import infer_precision, is_engine_path
     from .data import open_source
     from .graph.model import input_specs
     from .ort import create_session, run
@@ -706,9 +707,17 @@ def evaluate(
     progress = progress or no_progress
     started = time.perf_counter()
     ref_model, ref_name = _load(reference)
-    cand_model, cand_name = _load(candidate)
     ref_session = create_session(ref_model, threads=threads)
-    cand_session = create_session(cand_model, threads=threads)
+    if not hasattr(candidate, "graph") and is_engine_path(candidate):  # a TensorRT engine: trtq.backend runs it
+        from .backend.bench import engine_precision
+        from .backend.runner import EngineSession
+
+        cand_name, cand_precision, cand_session = Path(candidate).name, engine_precision(candidate), \
+            EngineSession(candidate)
+    else:
+        cand_model, cand_name = _load(candidate)
+        cand_session = create_session(cand_model, threads=threads)
+        cand_precision = infer_precision(cand_model)
     output_map = _check_same_io(ref_session, cand_session, ref_name, cand_name)
     spec = _eval_spec(data)
     source = open_source(spec, input_specs(ref_model))
@@ -754,7 +763,7 @@ def evaluate(
         outputs=[acc.metrics() for acc in accumulators.values()],
         data=str(getattr(source, "description", spec.path)),
         reference_precision=infer_precision(ref_model),
-        candidate_precision=infer_precision(cand_model),
+        candidate_precision=cand_precision,
         seconds=time.perf_counter() - started,
         accuracy=accuracy.result() if accuracy is not None else None,
     )

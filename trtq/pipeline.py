@@ -399,8 +399,6 @@ def quantize(
     written when it misses them.
     """
     from .cache import check_cache_matches, float_layers, read_cache, sidecar_path
-    from .errors import FidelityError
-    from .evaluate import gate_failure
     from .fileio import Output, guard_outputs, write_bytes_atomic
     from .graph.model import file_sha256, load_onnx
     from .graph.qdq import (check_quantized, check_target, default_output_path, is_quantized, quantize_model,
@@ -432,16 +430,8 @@ def quantize(
         amax = table.amax
         outcome.float_layers = float_layers(table.sidecar)
         exclude += [layer for layer in outcome.float_layers if layer not in exclude]
-        recorded = (table.sidecar or {}).get("verdict")
-        if recorded:
-            outcome.verdict, outcome.verdict_source = recorded, f"recorded at calibration in {Path(cache).name}.json"
-            failure = gate_failure(recorded.get("snr_db"), recorded.get("cosine"), str(recorded.get("worst")),
-                                   min_snr, min_cosine)
-            if failure:
-                raise FidelityError(f"{failure}, as recorded at calibration in its sidecar; nothing was written")
-        elif min_snr is not None or min_cosine is not None:
-            raise TrtqError(f"--min-snr/--min-cosine need a verdict, and {Path(cache).name} has no trtq sidecar "
-                            "recording one; quantize with --calib DATA instead, or check with trtq eval")
+        outcome.verdict = check_recorded_verdict(table.sidecar, min_snr, min_cosine, str(cache))
+        outcome.verdict_source = f"recorded at calibration in {Path(cache).name}.json" if outcome.verdict else ""
     elif calib is not None:
         options = {"algorithm": algorithm} if algorithm else {}
         result = calibrate(model_path, calib, progress=progress, exclude=exclude, min_snr=min_snr,
@@ -456,3 +446,27 @@ def quantize(
     summary.output_path = str(output)
     outcome.summary = summary
     return outcome
+
+
+def check_recorded_verdict(sidecar: Optional[dict], min_snr: Optional[float], min_cosine: Optional[float],
+                           cache: str) -> Optional[dict]:
+    """The verdict a cache's sidecar recorded at calibration, checked against the gates; None when there is none.
+
+    Raises :class:`~trtq.errors.FidelityError` when it misses a gate, and
+    :class:`~trtq.errors.TrtqError` when a gate is set but no verdict was recorded.
+    """
+    from .errors import FidelityError
+    from .evaluate import gate_failure
+
+    recorded = (sidecar or {}).get("verdict")
+    gated = min_snr is not None or min_cosine is not None
+    if not recorded:
+        if gated:
+            raise TrtqError(f"--min-snr/--min-cosine need a verdict, and {Path(cache).name} has no trtq sidecar "
+                            "recording one; calibrate with --calib DATA instead, or check with trtq eval")
+        return None
+    failure = gate_failure(recorded.get("snr_db"), recorded.get("cosine"), str(recorded.get("worst")),
+                           min_snr, min_cosine)
+    if failure:
+        raise FidelityError(f"{failure}, as recorded at calibration in {Path(cache).name}.json; nothing was written")
+    return recorded

@@ -34,11 +34,13 @@ class FakeDeviceMemory:
     def __init__(self):
         self.live: Dict[int, FakeBuffer] = {}
         self.freed: List[int] = []
+        self.sizes: Dict[int, int] = {}  # every allocation ever made: pointer -> bytes
         self._next = 0x7F0000000000
 
     def __call__(self, nbytes: int) -> FakeBuffer:
         buffer = FakeBuffer(self, nbytes, self._next)
         self.live[buffer.ptr] = buffer
+        self.sizes[buffer.ptr] = nbytes
         self._next += max(256, (nbytes + 255) // 256 * 256)
         return buffer
 

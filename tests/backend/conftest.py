@@ -23,13 +23,16 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 CONTRACT_DIR = ROOT / ".trt-contract"
 
-#: TensorRT version -> pip requirement. 10.3: JetPack 6; 10.16: newest 10.x; 11.4: newest 11.x.
+#: TensorRT version -> pip requirement. 8.6.1: JetPack 5/6.0 line (tensorrt-bindings, needs libnvparsers.so.8);
+#: 10.0.1: the last 10.x without device_memory_size_v2; 10.3: JetPack 6; 10.16: newest 10.x; 11.4: newest 11.x.
 BINDINGS = {
+    "8.6.1": "tensorrt-bindings==8.6.1",
+    "10.0.1": "tensorrt-cu12-bindings==10.0.1",
     "10.3.0": "tensorrt-cu12-bindings==10.3.0",
     "10.16.1.11": "tensorrt-cu12-bindings==10.16.1.11",
     "11.4.0.106": "tensorrt-cu12-bindings==11.4.0.106",
 }
-SONAMES = ("libnvinfer", "libnvinfer_plugin", "libnvonnxparser")
+SONAMES = ("libnvinfer", "libnvinfer_plugin", "libnvonnxparser", "libnvparsers")  # libnvparsers: 8.x only
 #: cuda-python's runtime bindings (with the pathfinder they need), for trtq.backend.cuda's contract.
 CUDA_BINDINGS = ("cuda-bindings==12.9.10", "cuda-pathfinder==1.9.0")
 
@@ -113,3 +116,84 @@ def cuda_contract():
     if done.returncode != 0 or not lines:
         pytest.fail(f"cuda contract run crashed (exit {done.returncode}):\n{done.stderr[-3000:]}")
     return json.loads(lines[-1])
+
+
+#: pycuda from its sdist, compiled against the CUDA headers here (no curand) and linked to cuda_fake.c.
+PYCUDA_SDIST = "pycuda==2026.1"
+PYCUDA_PURE_DEPS = ("pytools", "platformdirs")
+
+
+def _pycuda_site() -> Path:
+    """site-packages with a real pycuda, reused; built (about 7 minutes on 2 cores) only with TRTQ_PYCUDA_BUILD=1."""
+    site = CONTRACT_DIR / "site-pycuda"
+    if (site / "pycuda" / "driver.py").exists():
+        return site
+    wheels = sorted((CONTRACT_DIR / "pycuda-wheel").glob("pycuda-*.whl"))
+    if not wheels:
+        if not os.environ.get("TRTQ_PYCUDA_BUILD"):
+            pytest.skip("no pycuda wheel built here; set TRTQ_PYCUDA_BUILD=1 to build it from the sdist (~7 min)")
+        cuda_root = os.environ.get("CUDA_HOME") or "/usr/local/cuda"
+        if not (Path(cuda_root) / "include" / "cuda.h").exists():
+            pytest.skip(f"no CUDA headers at {cuda_root} (set CUDA_HOME) to build pycuda against")
+        src = CONTRACT_DIR / "pycuda-src"
+        done = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary=:all:",
+                               "--no-build-isolation", "-d", str(src), PYCUDA_SDIST], capture_output=True, text=True)
+        if done.returncode != 0:
+            pytest.skip(f"pip download {PYCUDA_SDIST} failed")
+        build = CONTRACT_DIR / "pycuda-build"
+        shutil.rmtree(build, ignore_errors=True)
+        build.mkdir(parents=True)
+        subprocess.run(["tar", "xzf", str(next(src.glob("pycuda-*.tar.gz"))), "-C", str(build)], check=True)
+        tree = next(build.glob("pycuda-*"))
+        libs = _fake_libcuda()
+        subprocess.run([sys.executable, "configure.py", f"--cuda-root={cuda_root}", f"--cudadrv-lib-dir={libs}",
+                        "--no-cuda-enable-curand"], cwd=tree, check=True, capture_output=True)
+        done = subprocess.run([sys.executable, "-m", "pip", "wheel", ".", "--no-deps", "--no-build-isolation", "-w",
+                               str(CONTRACT_DIR / "pycuda-wheel")], cwd=tree, capture_output=True, text=True)
+        if done.returncode != 0:
+            pytest.fail(f"building pycuda failed: {done.stderr[-2000:]}")
+        wheels = sorted((CONTRACT_DIR / "pycuda-wheel").glob("pycuda-*.whl"))
+    staging = CONTRACT_DIR / ".staging-pycuda"
+    shutil.rmtree(staging, ignore_errors=True)
+    done = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(staging),
+                           str(wheels[-1]), *PYCUDA_PURE_DEPS], capture_output=True, text=True)
+    if done.returncode != 0:
+        unavailable(f"installing pycuda's wheel failed: {done.stderr.strip()[-300:]}")
+    staging.rename(site)
+    return site
+
+
+def _fake_libcuda() -> Path:
+    libs = CONTRACT_DIR / "fake-libcuda"
+    target = libs / "libcuda.so.1"
+    if not target.exists():
+        compiler = shutil.which("gcc") or shutil.which("cc")
+        if compiler is None:
+            unavailable("no C compiler for the fake libcuda")
+        libs.mkdir(parents=True, exist_ok=True)
+        subprocess.run([compiler, "-shared", "-fPIC", "-O1", "-Wl,-soname,libcuda.so.1", "-o", str(target),
+                        str(HERE / "cuda_fake.c")], check=True)
+        (libs / "libcuda.so").unlink(missing_ok=True)
+        (libs / "libcuda.so").symlink_to("libcuda.so.1")
+    return libs
+
+
+@pytest.fixture(scope="session")
+def pycuda_contract():
+    """{check: outcome} from pycuda_contract.py: the real pycuda over a host-memory libcuda."""
+    CONTRACT_DIR.mkdir(exist_ok=True)
+    site = _pycuda_site()
+    libs = _fake_libcuda()
+    results = {}
+    for extra in ({}, {"TRTQ_FAKE_CUDA_NODEVICE": "1"}):
+        env = dict(os.environ, **extra)
+        env["PYTHONPATH"] = os.pathsep.join([str(site), str(ROOT), str(HERE)])
+        env["LD_LIBRARY_PATH"] = os.pathsep.join(filter(None, [str(libs), os.environ.get("LD_LIBRARY_PATH")]))
+        env.pop("TRTQ_CUDA", None)
+        done = subprocess.run([sys.executable, str(HERE / "pycuda_contract.py")], capture_output=True, text=True,
+                              timeout=300, env=env, cwd=str(ROOT))
+        lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+        if done.returncode != 0 or not lines:
+            pytest.fail(f"pycuda contract run crashed (exit {done.returncode}):\n{done.stderr[-3000:]}")
+        results.update(json.loads(lines[-1]))
+    return results

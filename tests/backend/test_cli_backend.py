@@ -103,3 +103,55 @@ def test_build_argument_errors(tmp_path, capsys, args, needle):
 
 def test_missing_model(tmp_path, capsys):
     _one_line_error(capsys, main(["build", str(tmp_path / "nope.onnx")]), "does not exist")
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--dla-core", "0"], "DLA runs FP16 and INT8 layers only"),
+    (["--fp16", "--dla-core", "-1"], "--dla-core must be 0 or more"),
+    (["--plugins", "no_such_plugin.so"], "--plugins: no_such_plugin.so does not exist"),
+])
+def test_build_feature_errors_come_before_tensorrt(tmp_path, capsys, monkeypatch, args, needle):
+    monkeypatch.chdir(tmp_path)
+    model = _model(tmp_path / "m.onnx")
+    _one_line_error(capsys, main(["build", str(model), *args]), needle)
+
+
+def test_build_flags_reach_the_build_options(tmp_path):
+    from trtq.cli import build_parser
+    from trtq.cli.build import options_from_args
+
+    model = _model(tmp_path / "m.onnx")
+    args = build_parser().parse_args(["build", str(model), "--int8", "--cache", "m.cache", "--dla-core", "1",
+                                      "--sparsity", "--tf32", "--version-compatible", "--hardware-compatibility",
+                                      "ampere_plus", "--plugins", "a.so", "--plugins", "b.so", "--cuda", "pycuda"])
+    options = options_from_args(args)
+    assert (options.dla_core, options.sparsity, options.tf32, options.version_compatible) == (1, True, True, True)
+    assert options.hardware_compatibility == "ampere_plus" and [p.name for p in options.plugins] == ["a.so", "b.so"]
+    assert args.cuda == "pycuda"
+
+
+def test_cuda_option_selects_the_layer(monkeypatch):
+    import trtq.backend.cuda as cuda
+    from trtq.cli.info import apply_cuda_argument
+
+    monkeypatch.setattr(cuda, "_chosen", None)
+    monkeypatch.setattr(cuda, "_layer", None)
+    apply_cuda_argument(type("Args", (), {"cuda": "pycuda"})())
+    assert cuda._chosen == "pycuda"
+
+
+@needs_no_tensorrt
+def test_inspect_without_tensorrt(tmp_path, capsys):
+    engine = tmp_path / "m.engine"
+    engine.write_bytes(b"\0" * 64)
+    _one_line_error(capsys, main(["inspect", str(engine)]), "trtq inspect: error:", "TensorRT")
+
+
+def test_inspect_layer_rows():
+    from trtq.cli.inspect import layer_rows
+
+    detailed = {"Layers": [{"Name": "/conv1/Conv", "LayerType": "CaskConvolution", "Precision": "INT8",
+                            "Outputs": [{"Name": "x", "Format/Datatype": "Row major linear INT8"}]}]}
+    assert layer_rows(detailed) == [("/conv1/Conv", "CaskConvolution", "INT8", "Row major linear INT8")]
+    assert layer_rows({"Layers": ["conv1", "relu1"]}) == [("conv1", "", "", ""), ("relu1", "", "", "")]
+    assert layer_rows(None) == []

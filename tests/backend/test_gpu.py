@@ -158,3 +158,93 @@ def test_engine_from_elsewhere_is_refused_clearly(trt):
 
     with pytest.raises(TrtqError, match="only runs on the TensorRT version and GPU"):
         EngineRunner(b"\x00" * 4096)
+
+
+# --- build features, engine accuracy, pycuda (issue 10) ------------------------------------------
+
+def _feature_build(yolo_model_path, folder, name, **kwargs):
+    from trtq.backend.build import BuildOptions, build_engine
+
+    return build_engine(BuildOptions(model_path=yolo_model_path, output_path=folder / f"{name}.engine",
+                                     batch_sizes=[1, 4], opt_shapes={"images": (4, 3, 320, 320)}, **kwargs))
+
+
+def test_sparsity_and_tf32_flags_build(trt, yolo_model_path, tmp_path):
+    result = _feature_build(yolo_model_path, tmp_path, "sparse", precision="fp16", sparsity=True)
+    assert "SPARSE_WEIGHTS" in result.report["tensorrt"]["builder_flags"]
+    assert "TF32" not in result.report["tensorrt"]["builder_flags"]
+
+
+def test_dla_core_on_jetson(trt, yolo_model_path, tmp_path):
+    builder = trt.Builder(trt.Logger(trt.Logger.ERROR))
+    if int(builder.num_DLA_cores) == 0:
+        pytest.skip("no DLA cores here (DLA is on Jetson Xavier/Orin)")
+    result = _feature_build(yolo_model_path, tmp_path, "dla", precision="fp16", dla_core=0)
+    assert result.report["tensorrt"]["dla_core"] == 0 and "GPU_FALLBACK" in result.report["tensorrt"]["builder_flags"]
+
+
+def test_per_layer_precision_from_the_sidecar(yolo_engines, yolo_model_path, tmp_path):
+    import json
+
+    from trtq import cache as cache_io
+
+    results, _, folder = yolo_engines
+    cache = folder / "yolo.cache"
+    if not cache.exists():
+        pytest.skip("no cache was written by the first INT8 build")
+    copy = tmp_path / "yolo.cache"
+    copy.write_bytes(cache.read_bytes())
+    sidecar = json.loads(cache_io.sidecar_path(cache).read_text())
+    sidecar["mixed_precision"] = {"float_layers": ["/model.0/conv/Conv"], "source": "gpu test"}
+    cache_io.sidecar_path(copy).write_text(json.dumps(sidecar))
+    result = _feature_build(yolo_model_path, tmp_path, "mixed", precision="int8", cache_path=copy)
+    assert result.report["mixed_precision"]["float_layers"] == ["/model.0/conv/Conv"]
+
+
+def test_engine_accuracy_against_onnx_runtime(yolo_engines, yolo_model_path):
+    import onnxruntime as ort
+
+    from trtq.backend.runner import EngineSession
+    from trtq.evaluate import cosine_similarity
+
+    results, spec, _ = yolo_engines
+    batch = _real_batch(spec, yolo_model_path)
+    reference = ort.InferenceSession(str(yolo_model_path), providers=["CPUExecutionProvider"]).run(
+        None, {"images": batch})[0]
+    session = EngineSession(results["int8"].engine_path)
+    try:
+        candidate = session.run(None, {"images": batch})[0]
+    finally:
+        session.close()
+    assert cosine_similarity(reference, candidate) > 0.99
+
+
+def test_engine_inspector_lists_layers(yolo_engines, trt):
+    from trtq.backend.runner import EngineRunner
+    from trtq.cli.inspect import layer_rows
+
+    if int(trt.__version__.split(".")[0]) < 10:
+        pytest.skip("per-layer inspector output is TensorRT 10.x+")
+    results, _, _ = yolo_engines
+    with EngineRunner(results["int8"].engine_path) as runner:
+        rows = layer_rows(runner.engine_information())
+    assert rows and any(row[0] for row in rows)
+
+
+def test_pycuda_layer_on_the_gpu():
+    pytest.importorskip("pycuda.driver")
+    from trtq.backend import cuda
+
+    cuda.select_layer("pycuda")
+    try:
+        try:
+            info = cuda.device_info()
+        except BackendUnavailable as exc:
+            pytest.skip(f"no usable GPU: {exc}")
+        host = np.arange(1 << 16, dtype=np.float32)
+        with cuda.Stream() as stream, cuda.DeviceBuffer(host.nbytes) as buffer:
+            back = buffer.copy_from_host(host, stream).copy_to_host(np.empty_like(host), stream)
+        np.testing.assert_array_equal(back, host)
+        assert info.total_memory > 0
+    finally:
+        cuda.select_layer(None)

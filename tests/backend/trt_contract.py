@@ -80,7 +80,8 @@ def declared_api_exists_for_served_versions(expected):
     trt, major = context()
     served = [path for path, majors in PATH_SERVES.items() if major in majors]
     assert served, f"no path serves TensorRT {major}"
-    problems = {path: [n for n in PATH_API[path] if not resolve(trt, n)] for path in served}
+    problems = {path: [n for n in PATH_API[path] if not any(resolve(trt, alt) for alt in n.split("|"))]
+                for path in served}
     problems = {path: missing for path, missing in problems.items() if missing}
     assert not problems, f"declared names missing from TensorRT {trt.__version__}: {problems}"
 
@@ -288,6 +289,647 @@ def cli_info_names_tensorrt_and_what_is_missing(expected):
     assert len(lines) == 1 and "gpu" in lines[0] and "Traceback" not in err.getvalue(), err.getvalue()
 
 
+# --- every call trtq makes, checked against this version's pybind11 signatures -----------------
+
+def _onnx_model(path: Path, batch="batch", qdq: bool = False, names=("conv_a", "conv_a_1", "mm_c")):
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = numpy_helper.from_array(np.ones((4, 4), np.float32), "w")
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["h"], name=names[0]),
+             helper.make_node("Relu", ["h"], ["y"], name=names[1]),
+             helper.make_node("MatMul", ["y", "w"], ["z"], name=names[2])]
+    inits = [w]
+    if qdq:
+        inits += [numpy_helper.from_array(np.array(0.1, np.float32), "s"),
+                  numpy_helper.from_array(np.array(0, np.int8), "z")]
+        nodes = [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["xq"], name="q"),
+                 helper.make_node("DequantizeLinear", ["xq", "s", "z"], ["xd"], name="dq"),
+                 helper.make_node("MatMul", ["xd", "w"], ["h"], name=names[0]),
+                 helper.make_node("Relu", ["h"], ["y"], name=names[1]),
+                 helper.make_node("MatMul", ["y", "w"], ["z"], name=names[2])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 4])],
+                              [helper.make_tensor_value_info("z", TensorProto.FLOAT, [batch, 4])], initializer=inits)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path
+
+
+def _world(trt, model_path: Path, timing_ok: bool = True):
+    """A World whose network mirrors the ONNX model; the builder drives calibrators via the vtable."""
+    import onnx
+    from trt_signatures import Fake, World, drive_calibrator
+    from trtq.cache import format_cache, trt_version_int
+
+    world = World(trt)
+    model = onnx.load(str(model_path))
+    inputs = [(i.name, tuple(d.dim_value or -1 for d in i.type.tensor_type.shape.dim)) for i in model.graph.input]
+    layers = [n.name for n in model.graph.node]
+    order = world.drove
+
+    def tensor(name, shape):
+        t = Fake(world, "ITensor")
+        world.sets[(id(t), "name")], world.sets[(id(t), "shape")] = name, shape
+        world.sets[(id(t), "dtype")] = trt.DataType.FLOAT
+        return t
+
+    net_inputs = [tensor(n, s) for n, s in inputs]
+    net_layers = []
+    for name in layers:
+        layer = Fake(world, "ILayer")
+        world.sets[(id(layer), "name")], world.sets[(id(layer), "num_outputs")] = name, 1
+        net_layers.append(layer)
+    world.layers = net_layers
+    world.script.update({
+        "Builder.num_DLA_cores": 2,
+        "INetworkDefinition.num_inputs": len(net_inputs),
+        "INetworkDefinition.get_input": lambda self, i: net_inputs[i],
+        "INetworkDefinition.num_layers": len(net_layers),
+        "INetworkDefinition.get_layer": lambda self, i: net_layers[i],
+        "OnnxParser.__init__": lambda *a: order.append("OnnxParser"),
+        "Runtime.__init__": lambda *a: None,
+        "OnnxParser.parse_from_file": lambda self, path: Path(path).exists(),
+        "OnnxParser.num_errors": 0,
+        "IBuilderConfig.set_timing_cache": lambda self, cache, ignore: timing_ok or cache._world.calls.count(
+            ("IBuilderConfig", "create_timing_cache", (b"",))) > 0,
+        "ITimingCache.serialize": lambda self: b"timing-cache",
+    })
+    running = trt_version_int(trt.__version__)
+    world.cache_payload = format_cache({n: 1.0 for n, _ in inputs} | {"h": 2.0, "y": 2.0, "z": 4.0}, running,
+                                       "EntropyCalibration2")
+
+    def build(self, network, config):
+        calibrator = config.was_set("int8_calibrator")
+        if calibrator is not None:
+            drive_calibrator(trt, calibrator, [n for n, _ in inputs], world.cache_payload, order)
+        return b"serialized-engine"
+
+    world.script["Builder.build_serialized_network"] = build
+    real_init = trt.init_libnvinfer_plugins
+
+    def init_plugins(logger, namespace):
+        order.append("init_libnvinfer_plugins")
+        return real_init(logger, namespace)  # the real binding checks its own arguments
+
+    world.init_plugins = init_plugins
+    return world
+
+
+@contextlib.contextmanager
+def _installed(trt, world):
+    import trtq.backend.cuda as cuda
+    from backend_fakes import FakeDeviceMemory
+
+    saved_alloc, saved_init = cuda.allocate, trt.init_libnvinfer_plugins
+    world.memory = cuda.allocate = FakeDeviceMemory()
+    trt.init_libnvinfer_plugins = world.init_plugins
+    try:
+        with world:
+            yield world
+    finally:
+        cuda.allocate, trt.init_libnvinfer_plugins = saved_alloc, saved_init
+
+
+UNKNOWN_TYPES = set()
+
+
+def _assert_clean(world):
+    UNKNOWN_TYPES.update(world.unknown_types)
+    assert not world.unknown_types, f"signature types the checker cannot judge: {sorted(world.unknown_types)}"
+    assert not world.violations, "calls that do not match TensorRT %s:\n%s" % (world.trt.__version__,
+                                                                              "\n".join(world.violations))
+
+
+def _npy_data(folder: Path, count=8):
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for i in range(count):
+        np.save(folder / f"{i}.npy", rng.normal(size=(4,)).astype(np.float32))
+    return folder
+
+
+def _build(tmp, name="m", **kwargs):
+    from trtq.backend.build import BuildOptions, build_engine
+
+    kwargs.setdefault("batch_sizes", [1, 4])
+    return build_engine(BuildOptions(model_path=Path(tmp) / "m.onnx", output_path=Path(tmp) / f"{name}.engine",
+                                     **kwargs))
+
+
+def _calls(world, cls, member):
+    return [args for c, m, args in world.calls if c == cls and m == member]
+
+
+@check
+def build_calls_match_signatures_fp32_fp16(expected):
+    trt, major = context()
+    with tempfile.TemporaryDirectory() as tmp:
+        _onnx_model(Path(tmp) / "m.onnx")
+        for precision in ("fp32", "fp16"):
+            world = _world(trt, Path(tmp) / "m.onnx")
+            with _installed(trt, world):
+                result = _build(tmp, precision, precision=precision, timing_cache=Path(tmp) / "t.cache")
+            _assert_clean(world)
+            flags_cleared = [a[0] for a in _calls(world, "IBuilderConfig", "clear_flag")]
+            assert trt.BuilderFlag.TF32 in flags_cleared, "TF32 must be off for fp32/fp16 unless --tf32"
+            set_flags = [a[0] for a in _calls(world, "IBuilderConfig", "set_flag")]
+            if precision == "fp16" and major < 11:
+                assert trt.BuilderFlag.FP16 in set_flags
+            assert _calls(world, "IOptimizationProfile", "set_shape"), "dynamic batch needs a profile"
+            assert (Path(tmp) / f"{precision}.engine").read_bytes() == b"serialized-engine"
+            assert (Path(tmp) / "t.cache").read_bytes() == b"timing-cache"
+            assert world.drove.index("init_libnvinfer_plugins") < world.drove.index("OnnxParser"), world.drove
+            assert result.report["tensorrt"]["path"] == ("explicit" if major >= 11 else "implicit")
+
+
+@check
+def build_features_set_their_flags(expected):
+    trt, _ = context()
+    with tempfile.TemporaryDirectory() as tmp:
+        _onnx_model(Path(tmp) / "m.onnx")
+        world = _world(trt, Path(tmp) / "m.onnx")
+        with _installed(trt, world):
+            result = _build(tmp, precision="fp16", sparsity=True, version_compatible=True, tf32=True,
+                            hardware_compatibility="ampere_plus")
+        _assert_clean(world)
+        set_flags = [a[0] for a in _calls(world, "IBuilderConfig", "set_flag")]
+        assert trt.BuilderFlag.SPARSE_WEIGHTS in set_flags and trt.BuilderFlag.VERSION_COMPATIBLE in set_flags
+        assert not _calls(world, "IBuilderConfig", "clear_flag"), "--tf32 leaves TF32 on"
+        assert [a for c, m, a in world.calls if m == "hardware_compatibility_level="] == [
+            (trt.HardwareCompatibilityLevel.AMPERE_PLUS,)]
+        assert {"SPARSE_WEIGHTS", "VERSION_COMPATIBLE", "TF32"} <= set(result.report["tensorrt"]["builder_flags"])
+        from trtq.errors import TrtqError
+
+        with _installed(trt, _world(trt, Path(tmp) / "m.onnx")):
+            try:
+                _build(tmp, "bad", precision="fp16", hardware_compatibility="volta_plus")
+            except TrtqError as exc:
+                assert "ampere_plus" in str(exc) and "\n" not in str(exc), str(exc)
+            else:
+                raise AssertionError("an unknown hardware-compatibility level was accepted")
+
+
+@check
+def implicit_int8_calibrates_through_the_vtable(expected):
+    trt, major = context()
+    if major >= 11:
+        raise Skip("no implicit calibrators on TensorRT 11")
+    from trtq import cache as cache_io
+    from trtq.data.spec import DataSpec
+
+    with tempfile.TemporaryDirectory() as tmp:
+        _onnx_model(Path(tmp) / "m.onnx")
+        data = _npy_data(Path(tmp) / "calib")
+        for algorithm, algo in (("entropy", trt.CalibrationAlgoType.ENTROPY_CALIBRATION_2),
+                                ("minmax", trt.CalibrationAlgoType.MINMAX_CALIBRATION)):
+            world = _world(trt, Path(tmp) / "m.onnx")
+            cache = Path(tmp) / f"{algorithm}.cache"
+            with _installed(trt, world):
+                result = _build(tmp, algorithm, precision="int8", calib=DataSpec(path=str(data), batch_size=4),
+                                cache_path=cache, algorithm=algorithm)
+            _assert_clean(world)
+            assert f"getAlgorithm={int(algo)}" in world.drove, world.drove
+            assert "readCalibrationCache=NULL" in world.drove and "getBatchSize=4" in world.drove
+            got = [line for line in world.drove if line.startswith("getBatch=")]
+            assert len(got) == 2, world.drove  # 8 samples in batches of 4
+            pointer = int(got[0].split("=")[1], 16)
+            assert world.memory.sizes[pointer] == 4 * 4 * 4, "float32 batch of 4x4"
+            assert cache.read_bytes() == world.cache_payload, "TensorRT's cache is written as it is"
+            assert cache_io.read_cache(cache).sidecar["data"]["calibrated_by"] == "tensorrt"
+            assert result.report["calibration"]["samples"] == 8
+            assert not world.memory.live, "calibration buffers are freed"
+            assert trt.BuilderFlag.INT8 in [a[0] for a in _calls(world, "IBuilderConfig", "set_flag")]
+
+        # the cache just written is handed over: no data is read, TensorRT gets the exact bytes
+        world = _world(trt, Path(tmp) / "m.onnx")
+        with _installed(trt, world):
+            result = _build(tmp, "again", precision="int8", cache_path=Path(tmp) / "entropy.cache")
+        _assert_clean(world)
+        assert f"readCalibrationCache={len(world.cache_payload)}" in world.drove, world.drove
+        assert not [line for line in world.drove if line.startswith("getBatch=")]
+        assert result.report["calibration"]["source"] == "cache"
+
+
+@check
+def percentile_on_the_implicit_path_is_trtq_calibrated(expected):
+    trt, major = context()
+    if major >= 11:
+        raise Skip("no implicit calibrators on TensorRT 11")
+    from trtq.data.spec import DataSpec
+
+    with tempfile.TemporaryDirectory() as tmp:
+        _onnx_model(Path(tmp) / "m.onnx")
+        data = _npy_data(Path(tmp) / "calib")
+        world = _world(trt, Path(tmp) / "m.onnx")
+        with _installed(trt, world):
+            result = _build(tmp, "p", precision="int8", calib=DataSpec(path=str(data), batch_size=4),
+                            algorithm="percentile", cache_path=Path(tmp) / "p.cache")
+        _assert_clean(world)
+        calibration = result.report["calibration"]
+        assert calibration["algorithm"] == "percentile" and calibration["calibrated_by"] == "trtq-cpu", calibration
+        handed = [line for line in world.drove if line.startswith("readCalibrationCache=")]
+        assert handed and handed[0] != "readCalibrationCache=NULL", world.drove
+
+
+@check
+def explicit_path_flags_and_refusal_below_10(expected):
+    from trtq.cli import main
+
+    trt, major = context()
+    with tempfile.TemporaryDirectory() as tmp:
+        model = _onnx_model(Path(tmp) / "m.onnx")
+        world = _world(trt, model)
+        err = io.StringIO()
+        with _installed(trt, world), contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+            code = main(["build", str(model), "--fp16", "--explicit", "--batch-sizes", "1,4", "-o",
+                         str(Path(tmp) / "e.engine")])
+        if major < 10:  # A1: one line, exit 2, before any work
+            assert code == 2 and "--explicit needs TensorRT 10" in err.getvalue(), err.getvalue()
+            assert "Traceback" not in err.getvalue() and not world.calls, world.calls
+            return
+        assert code == 0, err.getvalue()
+        _assert_clean(world)
+        flags = _calls(world, "Builder", "create_network")[0][0]
+        wanted = 0 if major >= 11 else 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+        assert flags == wanted, (flags, wanted)
+        assert not _calls(world, "IBuilderConfig", "set_flag") or trt.BuilderFlag.FP16 not in [
+            a[0] for a in _calls(world, "IBuilderConfig", "set_flag")]
+
+
+@check
+def mixed_precision_layers_stay_float(expected):
+    from trtq import cache as cache_io
+
+    trt, major = context()
+    with tempfile.TemporaryDirectory() as tmp:
+        model = _onnx_model(Path(tmp) / "m.onnx")
+        cache = Path(tmp) / "m.cache"
+        from trtq.graph.model import file_sha256, input_specs, load_onnx
+
+        loaded = load_onnx(model)
+        amax = {"x": 1.0, "h": 2.0, "y": 2.0, "z": 4.0}
+        running = cache_io.trt_version_int(trt.__version__)
+        sidecar = cache_io.make_sidecar(model_path=model, model_sha256=file_sha256(model),
+                                        inputs=cache_io.input_records(input_specs(loaded)), algorithm="entropy",
+                                        amax=amax, trt_version=running)
+        sidecar["mixed_precision"] = {"float_layers": ["conv_a"], "source": "test"}
+        cache_io.write_cache(cache, amax, trt_version=running, sidecar=sidecar)
+        world = _world(trt, model)
+        with _installed(trt, world):
+            result = _build(tmp, "mp", precision="int8", cache_path=cache)
+        _assert_clean(world)
+        assert result.report["mixed_precision"]["float_layers"] == ["conv_a"]
+        if major >= 11:  # explicit: the node gets no Q/DQ (checked by quantize_model's exclude)
+            assert result.report["calibration"]["quantized_layers"] == 1, result.report["calibration"]
+            return
+        conv, relu, matmul = world.layers
+        assert conv.was_set("precision") == trt.DataType.FLOAT
+        assert relu.was_set("precision") is None and matmul.was_set("precision") is None
+        assert _calls(world, "ILayer", "set_output_type") == [(0, trt.DataType.FLOAT)]
+        assert trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS in [a[0] for a in _calls(world, "IBuilderConfig", "set_flag")]
+
+
+@check
+def dla_core_with_gpu_fallback(expected):
+    from trtq.errors import TrtqError
+
+    trt, major = context()
+    with tempfile.TemporaryDirectory() as tmp:
+        _onnx_model(Path(tmp) / "m.onnx")
+        world = _world(trt, Path(tmp) / "m.onnx")
+        from trtq.backend.policy import NO_DLA, parse_version
+
+        no_dla = NO_DLA[0] <= parse_version(trt.__version__) < NO_DLA[1]
+        with _installed(trt, world):
+            try:
+                _build(tmp, "dla", precision="fp16", dla_core=1)
+            except TrtqError as exc:
+                assert no_dla and "no DLA" in str(exc), str(exc)
+                return
+        assert not no_dla, "TensorRT 11.0-11.4.0 has no DLA"
+        _assert_clean(world)
+        config = [a for c, m, a in world.calls if c == "IBuilderConfig" and m == "DLA_core="]
+        assert config == [(1,)], config
+        assert [a for c, m, a in world.calls if m == "default_device_type="] == [(trt.DeviceType.DLA,)]
+        assert trt.BuilderFlag.GPU_FALLBACK in [a[0] for a in _calls(world, "IBuilderConfig", "set_flag")]
+        with _installed(trt, _world(trt, Path(tmp) / "m.onnx")):
+            try:
+                _build(tmp, "dla2", precision="fp16", dla_core=2)
+            except TrtqError as exc:
+                assert "2 DLA core" in str(exc)
+            else:
+                raise AssertionError("--dla-core 2 on a device with 2 cores was accepted")
+
+
+@check
+def timing_cache_refused_is_replaced(expected):
+    trt, _ = context()
+    with tempfile.TemporaryDirectory() as tmp:
+        _onnx_model(Path(tmp) / "m.onnx")
+        stale = Path(tmp) / "t.cache"
+        stale.write_bytes(b"from another GPU")
+        world = _world(trt, Path(tmp) / "m.onnx", timing_ok=False)
+        with _installed(trt, world):
+            _build(tmp, precision="fp32", timing_cache=stale)
+        _assert_clean(world)
+        assert [a[0] for a in _calls(world, "IBuilderConfig", "create_timing_cache")] == [b"from another GPU", b""]
+        assert stale.read_bytes() == b"timing-cache", "the refused file is refreshed"
+
+
+@check
+def prequantized_model_needs_no_calibration_data(expected):
+    trt, major = context()
+    with tempfile.TemporaryDirectory() as tmp:
+        _onnx_model(Path(tmp) / "m.onnx", qdq=True)
+        world = _world(trt, Path(tmp) / "m.onnx")
+        with _installed(trt, world):
+            result = _build(tmp, precision="int8")
+        _assert_clean(world)
+        assert result.report["tensorrt"]["prequantized"]
+        assert not [line for line in world.drove if line.startswith("getBatch")], world.drove
+        if major < 11:
+            assert trt.BuilderFlag.INT8 in [a[0] for a in _calls(world, "IBuilderConfig", "set_flag")]
+
+
+@check
+def plugins_and_profile_errors_are_one_line(expected):
+    from trtq.errors import ModelError, TrtqError
+
+    trt, _ = context()
+    with tempfile.TemporaryDirectory() as tmp:
+        _onnx_model(Path(tmp) / "m.onnx")
+        try:
+            _build(tmp, precision="fp32", plugins=[Path(tmp) / "nope.so"])
+        except TrtqError as exc:
+            assert "--plugins" in str(exc) and "\n" not in str(exc)
+        else:
+            raise AssertionError("a missing plugin library was accepted")
+        world = _world(trt, Path(tmp) / "m.onnx")
+
+        def bad_shape(self, name, lo, opt, hi):
+            raise ValueError("min > opt")
+
+        world.script["IOptimizationProfile.set_shape"] = bad_shape
+        with _installed(trt, world):
+            try:
+                _build(tmp, precision="fp32")
+            except ModelError as exc:
+                assert "refused the profile" in str(exc) and "\n" not in str(exc)
+            else:
+                raise AssertionError("set_shape's ValueError escaped or was swallowed")
+
+
+@check
+def signature_checker_catches_wrong_calls(expected):
+    """The stand-ins are not vacuous: each kind of mistake they exist to catch is caught on this version."""
+    from trt_signatures import Fake, World
+
+    trt, _ = context()
+    world = World(trt)
+    config, builder, runtime = Fake(world, "IBuilderConfig"), Fake(world, "Builder"), Fake(world, "Runtime")
+    config.set_flag(0)                                                    # int where an enum is wanted
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, 1.5)      # float where int is wanted
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE)           # missing argument
+    runtime.deserialize_cuda_engine("engine.plan")                        # str where a buffer is wanted
+    builder.num_DLA_cores = 3                                             # read-only property
+    config.DLA_core = "0"                                                 # setter of the wrong type
+    try:
+        builder.no_such_member_anywhere()
+    except AttributeError:
+        pass
+    assert len(world.violations) == 7, "\n".join(world.violations)
+    clean = World(trt)
+    config = Fake(clean, "IBuilderConfig")
+    config.set_flag(trt.BuilderFlag.TF32)
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, 1 << 30)
+    config.DLA_core = 0
+    Fake(clean, "IOptimizationProfile").set_shape("x", (1, 4), (4, 4), (8, 4))  # tuples convert to Dims
+    Fake(clean, "Runtime").deserialize_cuda_engine(b"engine")
+    assert not clean.violations, clean.violations
+
+
+@check
+def failed_build_names_first_and_last_tensorrt_error(expected):
+    from trtq.errors import TrtqError
+
+    trt, _ = context()
+    with tempfile.TemporaryDirectory() as tmp:
+        _onnx_model(Path(tmp) / "m.onnx")
+        world = _world(trt, Path(tmp) / "m.onnx")
+
+        def failing(self, network, config):
+            logger = next(args[0] for c, m, args in world.calls if c == "Builder" and m == "__init__")
+            logger.log(trt.Logger.ERROR, "[conv_a] unsupported data type")      # TensorRT calls its ILogger
+            logger.log(trt.Logger.ERROR, "Error Code 4: API Usage Error")
+            return None
+
+        world.script["Builder.build_serialized_network"] = failing
+        with _installed(trt, world):
+            try:
+                _build(tmp, precision="fp32")
+            except TrtqError as exc:
+                assert "unsupported data type ... Error Code 4" in str(exc) and "\n" not in str(exc), str(exc)
+            else:
+                raise AssertionError("a failed build was not reported")
+        _assert_clean(world)
+        assert not (Path(tmp) / "m.engine").exists() and not (Path(tmp) / "m.engine.json").exists()
+
+
+@check
+def parser_errors_are_one_line(expected):
+    from trtq.errors import ModelError
+
+    trt, _ = context()
+    with tempfile.TemporaryDirectory() as tmp:
+        _onnx_model(Path(tmp) / "m.onnx")
+        world = _world(trt, Path(tmp) / "m.onnx")
+        world.script.update({"OnnxParser.parse_from_file": lambda self, path: False, "OnnxParser.num_errors": 2,
+                             "OnnxParser.get_error": lambda self, i: f"node {i}: unsupported\n  op"})
+        with _installed(trt, world):
+            try:
+                _build(tmp, precision="fp32")
+            except ModelError as exc:
+                assert "rejected m.onnx: node 0: unsupported op (and 1 more)" in str(exc), str(exc)
+            else:
+                raise AssertionError("a parser failure was not reported")
+        _assert_clean(world)
+        assert _calls(world, "OnnxParser", "get_error") == [(0,), (1,)]
+        assert not (Path(tmp) / "m.engine").exists()
+
+
+def _engine_world(trt, dtype=None, location=None):
+    from trt_signatures import World
+
+    world = World(trt)
+    tensors = [("images", trt.TensorIOMode.INPUT, (-1, 3, 8, 8)), ("out", trt.TensorIOMode.OUTPUT, (-1, 10))]
+    shapes = {}
+    world.script.update({
+        "ICudaEngine.num_io_tensors": 2,
+        "ICudaEngine.get_tensor_name": lambda self, i: tensors[i][0],
+        "ICudaEngine.get_tensor_mode": lambda self, n: dict((t[0], t[1]) for t in tensors)[n],
+        "ICudaEngine.get_tensor_dtype": lambda self, n: dtype or trt.DataType.FLOAT,
+        "ICudaEngine.get_tensor_shape": lambda self, n: dict((t[0], t[2]) for t in tensors)[n],
+        "ICudaEngine.get_tensor_profile_shape": lambda self, n, i: [(1, 3, 8, 8), (4, 3, 8, 8), (8, 3, 8, 8)],
+        "ICudaEngine.get_tensor_location": lambda self, n: location or trt.TensorLocation.DEVICE,
+        "ICudaEngine.get_tensor_vectorized_dim": lambda self, n: -1,
+        "ICudaEngine.get_tensor_components_per_element": lambda self, n: 1,
+        "ICudaEngine.device_memory_size": 4096, "ICudaEngine.device_memory_size_v2": 4096,
+        "IExecutionContext.set_input_shape": lambda self, n, s: shapes.__setitem__(n, tuple(s)) or True,
+        "IExecutionContext.get_tensor_shape": lambda self, n: (shapes["images"][0], 10),
+        "IExecutionContext.execute_async_v3": lambda self, stream: True,
+        "EngineInspector.get_engine_information": lambda self, fmt: json.dumps(
+            {"Layers": [{"Name": "conv", "Precision": "INT8"}]}),
+    })
+    real_init = trt.init_libnvinfer_plugins
+    world.init_plugins = lambda logger, ns: world.drove.append("init_libnvinfer_plugins") or real_init(logger, ns)
+    return world, shapes
+
+
+class _FakeStream:
+    handle = 7
+    raw = None
+
+    def synchronize(self):
+        pass
+
+    def close(self):
+        pass
+
+
+@check
+def runner_calls_match_signatures(expected):
+    import trtq.backend.cuda as cuda
+    from trtq.backend.runner import EngineRunner
+
+    trt, _ = context()
+    world, shapes = _engine_world(trt)
+    saved_stream = cuda.Stream
+    cuda.Stream = _FakeStream
+    try:
+        with _installed(trt, world):
+            runner = EngineRunner(b"engine-bytes")
+            runner.set_batch_size(4, {"images": (1, 3, 8, 8)})
+            runner.execute()
+            memory = runner.device_memory_bytes()
+            info = runner.engine_information()
+            runner._buffers.clear()
+    finally:
+        cuda.Stream = saved_stream
+    _assert_clean(world)
+    assert shapes["images"] == (4, 3, 8, 8), shapes  # A3
+    assert memory == 4096 + 4 * 3 * 8 * 8 * 4 + 4 * 10 * 4  # A2: on every version
+    assert info == {"Layers": [{"Name": "conv", "Precision": "INT8"}]}
+    assert world.drove == ["init_libnvinfer_plugins"]  # B3: before deserializing
+    assert _calls(world, "IExecutionContext", "execute_async_v3") == [(7,)]
+    assert not [c for c in world.calls if c[1] == "engine_host_code_allowed="], "only for version-compatible plans"
+
+    # a --version-compatible engine trtq built embeds the lean runtime: it loads only with host code allowed
+    with tempfile.TemporaryDirectory() as tmp:
+        engine = Path(tmp) / "vc.engine"
+        engine.write_bytes(b"engine")
+        Path(str(engine) + ".json").write_text(json.dumps({"tensorrt": {"builder_flags": ["VERSION_COMPATIBLE"]}}))
+        world, _ = _engine_world(trt)
+        cuda.Stream = _FakeStream
+        try:
+            with _installed(trt, world):
+                EngineRunner(engine)._buffers.clear()
+        finally:
+            cuda.Stream = saved_stream
+        _assert_clean(world)
+        assert [a for c, m, a in world.calls if m == "engine_host_code_allowed="] == [(True,)]
+
+
+@check
+def runner_handles_types_numpy_lacks(expected):
+    from trtq.backend.runner import EngineRunner
+    from trtq.errors import ModelError
+
+    trt, _ = context()
+    import trtq.backend.cuda as cuda
+
+    for name in ("BF16", "FP8", "INT4", "FP4"):
+        if not hasattr(trt.DataType, name):
+            continue
+        world, _ = _engine_world(trt, dtype=getattr(trt.DataType, name))
+        saved = cuda.Stream
+        cuda.Stream = _FakeStream
+        try:
+            with _installed(trt, world):
+                try:
+                    runner = EngineRunner(b"engine")
+                except ModelError as exc:
+                    assert name in ("INT4", "FP4") and name in str(exc), str(exc)
+                else:
+                    assert name in ("BF16", "FP8")
+                    runner.set_batch_size(2)
+                    size = {"BF16": 2, "FP8": 1}[name]
+                    assert runner._buffers["images"].nbytes == 2 * 3 * 8 * 8 * size
+                    runner._buffers.clear()
+        finally:
+            cuda.Stream = saved
+        _assert_clean(world)
+    world, _ = _engine_world(trt, location=trt.TensorLocation.HOST)
+    saved = cuda.Stream
+    cuda.Stream = _FakeStream
+    try:
+        with _installed(trt, world):
+            try:
+                EngineRunner(b"engine")
+            except ModelError as exc:
+                assert "host memory" in str(exc)
+            else:
+                raise AssertionError("a host (shape-tensor) input was given a device pointer")
+    finally:
+        cuda.Stream = saved
+
+
+@check
+def calibrator_vtable_as_tensorrt_calls_it(expected):
+    """The probe's technique on trtq's classes: names in TensorRT's order, cache length, NULL without cache."""
+    import ctypes
+
+    from backend_fakes import FakeDeviceMemory, batches
+    from trt_signatures import vtable_function
+    from trtq.cache import format_cache, parse_cache, trt_version_int
+
+    trt, classes = _calibrators()
+    running = trt_version_int(trt.__version__)
+    memory = FakeDeviceMemory()
+    data = batches(2, extra_short=True)
+    cal = classes["entropy"](data, batch_size=4, trt_version=running, allocator=memory,
+                             shapes={"a": (4, 2, 5), "b": (4, 3)})
+    get_batch = vtable_function(trt, cal, "getBatch", ctypes.c_bool, ctypes.POINTER(ctypes.c_void_p),
+                                ctypes.POINTER(ctypes.c_char_p), ctypes.c_int32)
+    names = (ctypes.c_char_p * 2)(b"b", b"a")
+    results = []
+    for index in range(4):
+        bindings = (ctypes.c_void_p * 2)(0, 0)
+        ok = get_batch(bindings, names, 2)
+        results.append(ok)
+        if ok:
+            np.testing.assert_array_equal(memory.read(bindings[0], np.float32, (4, 3)), data[index]["b"])
+            np.testing.assert_array_equal(memory.read(bindings[1], np.float32, (4, 2, 5)), data[index]["a"])
+    assert results == [True, True, False, False], results
+    cal.raise_pending()
+    cal.close()
+    payload = format_cache({"input": 1.0, "conv: x [0]": 0.5}, running, "EntropyCalibration2")
+    reader = classes["minmax"](None, batch_size=1, trt_version=running, cache=parse_cache(payload),
+                               cache_verified=True, allocator=FakeDeviceMemory())
+    assert vtable_function(trt, reader, "getAlgorithm", ctypes.c_int32)() == int(
+        trt.CalibrationAlgoType.MINMAX_CALIBRATION)
+    length = ctypes.c_size_t(0)
+    pointer = vtable_function(trt, reader, "readCalibrationCache", ctypes.c_void_p,
+                              ctypes.POINTER(ctypes.c_size_t))(ctypes.byref(length))
+    import gc
+
+    gc.collect()  # the binding must keep the returned bytes alive, not the Python caller
+    got = parse_cache(ctypes.string_at(pointer, length.value))
+    assert got.header == f"TRT-{running}-MinMaxCalibration" and got.scales == parse_cache(payload).scales
+    none = classes["entropy"](batches(1), batch_size=4, trt_version=running, allocator=FakeDeviceMemory())
+    length = ctypes.c_size_t(99)
+    assert not vtable_function(trt, none, "readCalibrationCache", ctypes.c_void_p,
+                               ctypes.POINTER(ctypes.c_size_t))(ctypes.byref(length))
+
+
 def main(version: str) -> int:
     logging.basicConfig(level=logging.CRITICAL)
     result = {"version": version, "checks": {}, "api": []}
@@ -308,6 +950,7 @@ def main(version: str) -> int:
         except BaseException as exc:  # noqa: BLE001 - every check reports, none stops the others
             outcome = f"fail: {type(exc).__name__}: {exc}\n{traceback.format_exc(limit=4)}"
         result["checks"][func.__name__] = outcome
+    result["unknown_types"] = sorted(UNKNOWN_TYPES)
     print(json.dumps(result))
     return 0
 

@@ -4,7 +4,7 @@ Layout (each piece importable without TensorRT unless said otherwise):
 
 - :mod:`.policy`      pure decisions: which INT8 path, fast precisions per compute
                       capability, and the declared TensorRT API list of each build path
-- :mod:`.cuda`        device memory, streams and events through cuda-python (imports it lazily)
+- :mod:`.cuda`        device memory, streams and events through cuda-python or pycuda (imported lazily)
 - :mod:`.calibrator`  the implicit-INT8 calibrators (classes built once per TensorRT module)
 - :mod:`.build`       engine builds (needs TensorRT when called)
 - :mod:`.runner`      deserialized engines and their buffers; :mod:`.bench` times them
@@ -34,10 +34,14 @@ def _import_tensorrt():
         try:
             return importlib.import_module(name)
         except ImportError as exc:
-            reasons.append(_first_line(exc))
+            # "No module named 'tensorrt'" says only that this name is absent; a module that exists
+            # but fails to load (libnvinfer.so.10 missing) is the real cause, so it is reported first.
+            absent = isinstance(exc, ModuleNotFoundError) and getattr(exc, "name", None) == name
+            reasons.append((absent, _first_line(exc)))
         except Exception as exc:  # a broken install: OSError on its libraries, pybind11 errors
-            reasons.append(f"{type(exc).__name__}: {_first_line(exc)}")
-    _missing_reason = reasons[0] if reasons else "not installed"
+            reasons.append((False, f"{type(exc).__name__}: {_first_line(exc)}"))
+    reasons.sort(key=lambda item: item[0])  # stable: broken installs before absent names
+    _missing_reason = "; ".join(dict.fromkeys(text for _, text in reasons)) if reasons else "not installed"
     return None
 
 

@@ -42,8 +42,11 @@ def engine_precision(engine_path: PathLike) -> str:
     return "unknown"
 
 
-def time_runner(runner, iterations: int, warmup: int, progress=None) -> List[float]:
-    """Milliseconds of each of ``iterations`` timed executions (after ``warmup`` untimed ones)."""
+def time_runner(runner, iterations: int, warmup: int, progress=None, max_seconds: Optional[float] = None) -> List[float]:
+    """Milliseconds of each of ``iterations`` timed executions (after ``warmup`` untimed ones).
+
+    ``max_seconds``: stop once the timed runs add up to this much GPU time (at least one run).
+    """
     from .cuda import Event
 
     if iterations < 1:
@@ -61,6 +64,8 @@ def time_runner(runner, iterations: int, warmup: int, progress=None) -> List[flo
             times.append(end.elapsed_ms(start))
             if progress is not None:
                 progress()
+            if max_seconds is not None and sum(times) >= max_seconds * 1000.0:
+                break
     return times
 
 
@@ -77,8 +82,13 @@ def latency_row(model: str, precision: str, batch_size: int, times_ms: Sequence[
 def benchmark_engines(paths: Sequence[PathLike], batch_sizes: Sequence[int], *,
                       iterations: int = defaults.BENCH_ITERATIONS, warmup: int = defaults.BENCH_WARMUP,
                       progress: ProgressCallback = no_progress, precisions: Optional[Sequence[str]] = None,
-                      shapes: Optional[Mapping[str, Sequence[int]]] = None) -> List[BenchResult]:
-    """One row per (engine, batch size); batch sizes outside an engine's profile give skipped rows with a note."""
+                      shapes: Optional[Mapping[str, Sequence[int]]] = None, data=None,
+                      max_seconds: Optional[float] = None) -> List[BenchResult]:
+    """One row per (engine, batch size); batch sizes outside an engine's profile give skipped rows with a note.
+
+    ``data``: real samples (DataSpec or path) as inputs instead of random ones; ``max_seconds``:
+    per row, stop timing after that much GPU time (the row notes how many runs it got).
+    """
     from . import import_tensorrt
     from .runner import EngineRunner
 
@@ -92,6 +102,11 @@ def benchmark_engines(paths: Sequence[PathLike], batch_sizes: Sequence[int], *,
         precision = precisions[index] if precisions else engine_precision(path)
         with EngineRunner(path) as runner:
             lo, hi = runner.batch_range()
+            samples = None
+            if data is not None:
+                from ..bench import SampleFeeds
+
+                samples = SampleFeeds(data, runner.input_specs(), max(batch_sizes))
             for batch_size in batch_sizes:
                 common = dict(size_bytes=path.stat().st_size,
                               extra={"tensorrt": trt.__version__, "gpu": gpu, "engine": str(path)})
@@ -102,16 +117,34 @@ def benchmark_engines(paths: Sequence[PathLike], batch_sizes: Sequence[int], *,
                     done += iterations
                     progress(done, total)
                     continue
-                runner.set_batch_size(batch_size, shapes)
-                runner.fill_random()
+                note = ""
+                if samples is not None:
+                    feed, note = samples.feed(runner.input_specs(), batch_size)
+                    if feed is None:
+                        results.append(BenchResult(model=path.name, precision=precision, backend=BACKEND,
+                                                   batch_size=int(batch_size), note=note, **common))
+                        done += iterations
+                        progress(done, total)
+                        continue
+                    runner.set_batch_size(batch_size, {name: a.shape for name, a in feed.items()})
+                    runner.load_inputs(feed)
+                else:
+                    runner.set_batch_size(batch_size, shapes)
+                    runner.fill_random()
 
                 def step():
                     nonlocal done
                     done += 1
                     progress(done, total)
 
-                times = time_runner(runner, iterations, warmup, step)
-                results.append(latency_row(path.name, precision, batch_size, times,
+                times = time_runner(runner, iterations, warmup, step, max_seconds)
+                if len(times) < iterations:
+                    note = (note + "; " if note else "") + \
+                        f"stopped after {len(times)} of {iterations} runs (max {max_seconds:g} s)"
+                    done += iterations - len(times)
+                    progress(done, total)
+                common["extra"]["inputs"] = f"data: {samples.description}" if samples else "random"
+                results.append(latency_row(path.name, precision, batch_size, times, note=note,
                                            device_memory_bytes=runner.device_memory_bytes(), **common))
     return results
 
@@ -120,7 +153,8 @@ def build_and_benchmark(model_path: PathLike, precisions: Sequence[str], batch_s
                         iterations: int = defaults.BENCH_ITERATIONS, warmup: int = defaults.BENCH_WARMUP,
                         progress: ProgressCallback = no_progress, engines_dir: Optional[PathLike] = None,
                         explicit: bool = False, shapes: Optional[Mapping[str, Sequence[int]]] = None,
-                        workspace_gib: float = defaults.WORKSPACE_GIB) -> List[BenchResult]:
+                        workspace_gib: float = defaults.WORKSPACE_GIB,
+                        max_seconds: Optional[float] = None) -> List[BenchResult]:
     """Build an engine per precision from ``model_path`` (batch profile spanning ``batch_sizes``) and time them.
 
     ``data``: calibration data (DataSpec or path) for ``int8``; without it the int8 row
@@ -130,13 +164,22 @@ def build_and_benchmark(model_path: PathLike, precisions: Sequence[str], batch_s
     """
     from .build import BuildOptions, build_engine
 
+    from ..bench import batch_refusal
+    from ..graph.model import input_specs, load_onnx
+
     model_path = Path(model_path)
     sizes = sorted(set(int(b) for b in batch_sizes))
+    specs = input_specs(load_onnx(model_path))
+    refused = {b: batch_refusal(specs, b) for b in sizes}
+    results: List[BenchResult] = [BenchResult(model=model_path.name, precision=p, backend=BACKEND, batch_size=b,
+                                              note=refused[b]) for p in precisions for b in sizes if refused[b]]
+    sizes = [b for b in sizes if not refused[b]]  # a fixed-batch model: its one batch size, the rest skipped
+    if not sizes:
+        return results
     profile = {}
     for name, shape in (shapes or {}).items():
         rest = tuple(int(d) for d in shape[1:])
         profile[name] = ((sizes[0],) + rest, (sizes[-1],) + rest, (sizes[-1],) + rest)
-    results: List[BenchResult] = []
     with tempfile.TemporaryDirectory(prefix="trtq-engines-") as scratch:
         folder = Path(engines_dir) if engines_dir is not None else Path(scratch)
         built, labels = [], []
@@ -156,7 +199,7 @@ def build_and_benchmark(model_path: PathLike, precisions: Sequence[str], batch_s
             labels.append(precision)
         if built:
             results += benchmark_engines(built, sizes, iterations=iterations, warmup=warmup, progress=progress,
-                                         precisions=labels, shapes=None)
+                                         precisions=labels, shapes=None, data=data, max_seconds=max_seconds)
     return results
 
 

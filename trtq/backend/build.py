@@ -10,6 +10,11 @@ Which way an engine is built comes from :func:`trtq.backend.policy.plan_build`:
   (:func:`trtq.graph.qdq.quantize_model`), converts to FP16 where asked
   (:func:`trtq.graph.fp16.to_fp16`) and builds a strongly typed network.
 
+Both paths: TensorRT's plugins registered (and ``--plugins`` libraries loaded) before parsing;
+TF32 off unless asked; optional DLA with GPU fallback, structured sparsity, version/hardware
+compatibility; the sidecar's mixed-precision layers kept FP32 (precision constraints on the
+implicit path, no Q/DQ on the explicit one).
+
 Shape and argument checks (:func:`parse_shapes`, :func:`profile_shapes`) are pure and
 run before TensorRT is touched. TensorRT objects are held in variables named after
 their class (``builder``, ``network``, ``parser``, ``config``, ``profile``, ...), and each
@@ -30,10 +35,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
+import numpy as np
+
 from .. import __version__, defaults
 from ..errors import BackendUnavailable, CacheError, ModelError, TrtqError
 from ..progress import ProgressCallback, no_progress
-from .policy import BuildPlan, check_supported, plan_build
+from .policy import BuildPlan, check_explicit_supported, check_supported, dla_refusal, plan_build
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +56,13 @@ FUNCTION_PATHS = {
     "_configure_common": "common",
     "_save_timing_cache": "common",
     "_configure_implicit": "implicit",
+    "_float_layer_constraints": "implicit",
     "_network_flags": "both",   # picks EXPLICIT_BATCH (implicit, 8.6) or STRONGLY_TYPED (explicit, 10.x)
     "_build": "common",
+    "load_plugins": "common",
+    "_configure_features": "common",
+    "_network_input_dtypes": "common",
+    "_dla_cores": "common",
 }
 
 #: TensorRT log lines that mean the GPU ran out of memory during the build.
@@ -82,6 +94,15 @@ class BuildOptions:
     timing_cache: Optional[Path] = None
     report_path: Optional[Path] = None          # default: <engine>.json
     verbose: bool = False
+    dla_core: Optional[int] = None              # run on this DLA core (Jetson), GPU fallback for the rest
+    sparsity: bool = False                      # BuilderFlag.SPARSE_WEIGHTS (2:4 structured-sparse weights)
+    tf32: bool = False                          # allow TF32 for FP32 layers (off: fp32 means IEEE FP32)
+    version_compatible: bool = False            # BuilderFlag.VERSION_COMPATIBLE (runs on later TensorRT)
+    hardware_compatibility: Optional[str] = None  # HardwareCompatibilityLevel member, e.g. "AMPERE_PLUS"
+    plugins: Sequence[Path] = ()                # plugin libraries loaded before parsing
+    float_layers: Optional[Sequence[str]] = None  # ONNX nodes kept in float; default: the cache sidecar's list
+    min_snr: Optional[float] = None             # fidelity gate on trtq's CPU calibration verdict (exit 3)
+    min_cosine: Optional[float] = None
 
     def __post_init__(self):
         self.model_path = Path(self.model_path)
@@ -91,6 +112,7 @@ class BuildOptions:
         if self.report_path is None:
             self.report_path = report_path_for(self.output_path)
         self.report_path = Path(self.report_path)
+        self.plugins = tuple(Path(p) for p in self.plugins)
 
 
 @dataclass
@@ -232,6 +254,10 @@ def _logger_class(trt):
 _LOGGER_CLASSES: Dict[int, type] = {}
 
 
+def _dla_cores(builder) -> int:
+    return int(builder.num_DLA_cores)
+
+
 def _create_builder(trt, logger):
     try:
         return trt.Builder(logger)
@@ -242,9 +268,31 @@ def _create_builder(trt, logger):
 
 def _network_flags(trt, major: int, strongly_typed: bool) -> int:
     if strongly_typed:
+        if major < 10:  # plan_build refuses this; never ask 8.x/9.x for a flag it does not have
+            raise TrtqError(f"TensorRT {trt.__version__} has no strongly typed networks; drop --explicit")
         # TensorRT 11 networks are always strongly typed (the flag is deprecated and ignored there).
         return 0 if major >= 11 else 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
     return 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH) if major < 10 else 0
+
+
+def load_plugins(trt, logger, paths: Sequence[Path] = ()) -> None:
+    """Load plugin libraries (``--plugins``) and register TensorRT's own plugins (``init_libnvinfer_plugins``).
+
+    Called before the ONNX parser and before deserializing an engine, as Polygraphy does: plugin
+    ops (``EfficientNMS_TRT`` in YOLO exports with NMS) are unknown to both otherwise.
+    """
+    import ctypes
+
+    for path in paths:
+        path = Path(path)
+        if not path.is_file():
+            raise TrtqError(f"--plugins: {path} does not exist (give the path of a plugin .so)")
+        try:
+            ctypes.CDLL(str(path), mode=ctypes.RTLD_GLOBAL)
+        except OSError as exc:
+            raise TrtqError(f"--plugins: cannot load {path} ({exc}); is it built for this TensorRT and CUDA?") from None
+    if not trt.init_libnvinfer_plugins(logger, ""):
+        log.warning("TensorRT's plugin library did not initialise; models with TensorRT plugin ops will not parse")
 
 
 def _parse_network(trt, builder, logger, onnx_path: Path, flags: int, label: str):
@@ -268,22 +316,106 @@ def _configure_common(trt, builder, network, options: BuildOptions, profile_tabl
             if tensor.name not in profile_table:
                 raise ModelError(f"TensorRT sees an input {tensor.name!r} the ONNX graph does not list")
             lo, opt, hi = profile_table[tensor.name]
-            profile.set_shape(tensor.name, lo, opt, hi)
+            try:
+                profile.set_shape(tensor.name, lo, opt, hi)
+            except ValueError as exc:  # documented ":raises: ValueError" for inconsistent shapes
+                raise ModelError(f"TensorRT refused the profile of input {tensor.name!r} ({list(lo)} / {list(opt)} / "
+                                 f"{list(hi)}): {exc}; check --min/--opt/--max-shapes") from None
         config.add_optimization_profile(profile)
     timing = options.timing_cache.read_bytes() if options.timing_cache and options.timing_cache.exists() else b""
     timing_cache = config.create_timing_cache(timing)
-    config.set_timing_cache(timing_cache, False)
+    if not config.set_timing_cache(timing_cache, False):
+        # a cache from another GPU or TensorRT is refused; start a fresh one so the file gets refreshed
+        log.warning("timing cache %s was made for another GPU or TensorRT version; starting a new one (the file "
+                    "is replaced after this build)", options.timing_cache)
+        timing_cache = config.create_timing_cache(b"")
+        config.set_timing_cache(timing_cache, False)
     return config
+
+
+def _network_input_dtypes(trt, network) -> Dict[str, object]:
+    """numpy dtype of each TensorRT network input (what the calibrator must feed), where numpy has one."""
+    dtypes = {}
+    for index in range(network.num_inputs):
+        tensor = network.get_input(index)
+        try:
+            dtypes[tensor.name] = np.dtype(trt.nptype(tensor.dtype))
+        except TypeError:  # BF16/FP8 inputs: the calibrator feeds float32, as TensorRT requires
+            continue
+    return dtypes
+
+
+def _configure_features(trt, builder, config, options: BuildOptions, plan: BuildPlan) -> List[str]:
+    """TF32, sparsity, DLA, version/hardware compatibility, detailed profiling; the flags set, for the report."""
+    flags = []
+    if options.tf32:
+        flags.append("TF32")
+    else:  # on by default in TensorRT (Ampere+): "fp32" should mean IEEE FP32 unless asked (--tf32)
+        config.clear_flag(trt.BuilderFlag.TF32)
+    if options.sparsity:
+        config.set_flag(trt.BuilderFlag.SPARSE_WEIGHTS)
+        flags.append("SPARSE_WEIGHTS")
+    if options.dla_core is not None:
+        config.default_device_type = trt.DeviceType.DLA
+        config.DLA_core = int(options.dla_core)
+        config.set_flag(trt.BuilderFlag.GPU_FALLBACK)
+        flags.append("GPU_FALLBACK")
+    if options.version_compatible:
+        config.set_flag(trt.BuilderFlag.VERSION_COMPATIBLE)
+        flags.append("VERSION_COMPATIBLE")
+    if options.hardware_compatibility:
+        level = getattr(trt.HardwareCompatibilityLevel, options.hardware_compatibility.upper(), None)
+        if level is None:
+            choices = [n.lower() for n in trt.HardwareCompatibilityLevel.__members__]
+            raise TrtqError(f"--hardware-compatibility {options.hardware_compatibility}: TensorRT {trt.__version__} "
+                            f"knows {', '.join(choices)}")
+        config.hardware_compatibility_level = level
+    config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED  # `trtq inspect` shows per-layer precisions
+    return flags
+
+
+def _float_layer_constraints(trt, network, config, float_layers: Sequence[str],
+                             onnx_nodes: Sequence[str] = ()) -> List[str]:
+    """Keep the named ONNX nodes' layers in FP32 on the implicit path; returns the layer names constrained.
+
+    The ONNX parser names each TensorRT layer after its ONNX node; an op the parser expands
+    into several layers gives ``node_1``, ``node_2``..., matched by prefix unless that name is
+    itself another ONNX node (``onnx_nodes``).
+    """
+    wanted = list(float_layers)
+    if not wanted:
+        return []
+    others = set(onnx_nodes) - set(wanted)
+    matched = []
+    for index in range(network.num_layers):
+        layer = network.get_layer(index)
+        name = layer.name
+        derived = name not in others and any(name.startswith(node + "_") or name.startswith(node + " ")
+                                             for node in wanted)
+        if name in wanted or derived:
+            layer.precision = trt.DataType.FLOAT
+            for output in range(layer.num_outputs):
+                layer.set_output_type(output, trt.DataType.FLOAT)
+            matched.append(name)
+    if matched:
+        config.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
+    missing = [node for node in wanted if not any(m == node or m.startswith(node + "_") or m.startswith(node + " ")
+                                                  for m in matched)]
+    if missing:
+        log.warning("%d of the mixed-precision float layers are not in TensorRT's network (fused or renamed by the "
+                    "parser): %s", len(missing), ", ".join(missing[:5]))
+    return matched
 
 
 def _configure_implicit(trt, builder, config, plan: BuildPlan, calibrator, calib_shapes: Dict[str, Shape],
                         dynamic: bool) -> None:
     if plan.fp16:
         config.set_flag(trt.BuilderFlag.FP16)
-    if plan.int8:
+    if plan.int8 or "INT8" in plan.builder_flags:
         config.set_flag(trt.BuilderFlag.INT8)
-        config.int8_calibrator = calibrator
-        if dynamic:
+        if calibrator is not None:  # a pre-quantized (Q/DQ) network takes its scales from the graph
+            config.int8_calibrator = calibrator
+        if dynamic and calibrator is not None:
             profile = builder.create_optimization_profile()
             for name, shape in calib_shapes.items():
                 profile.set_shape(name, shape, shape, shape)
@@ -296,7 +428,9 @@ def _build(trt, builder, network, config, logger, calibrator, options: BuildOpti
         calibrator.raise_pending()  # an error in get_batch ended calibration early: report it, not a bad engine
     if serialized is None:
         errors = logger.messages.errors
-        text = " ".join((errors[-1] if errors else "no error message").split())
+        # TensorRT often logs the cause first and a generic "Error Code 4/2" last: keep both
+        said = [errors[0], errors[-1]] if len(errors) > 1 else errors
+        text = " ".join(" ... ".join(said).split()) if errors else "no error message"
         if any(_OOM.search(message) for message in errors):
             raise TrtqError(f"TensorRT ran out of GPU memory building {options.model_path.name} ({text}); try a "
                             f"smaller --workspace (now {options.workspace_gib:g} GiB), smaller --max-shapes/"
@@ -321,10 +455,10 @@ def _save_timing_cache(config, path: Optional[Path]) -> None:
 
 def build_engine(options: BuildOptions, progress: ProgressCallback = no_progress) -> BuildResult:
     """Build one engine and write it with its JSON report (atomically, together)."""
-    from ..cache import check_cache_matches, read_cache, trt_version_int
+    from ..cache import check_cache_matches, float_layers, read_cache, trt_version_int
     from ..fileio import check_writable, write_files_atomic
     from ..graph.model import file_sha256, input_specs, load_onnx
-    from ..graph.qdq import tensor_names
+    from ..graph.qdq import is_quantized, tensor_names
     from . import import_tensorrt, tensorrt_major
 
     # Everything a user can get wrong is checked before TensorRT (or hours of calibration) starts.
@@ -342,12 +476,24 @@ def build_engine(options: BuildOptions, progress: ProgressCallback = no_progress
         cache = read_cache(options.cache_path)
         check_cache_matches(cache, model, sha, tensor_names(model), force=options.force)
 
+    for plugin in options.plugins:
+        if not plugin.is_file():
+            raise TrtqError(f"--plugins: {plugin} does not exist (give the path of a plugin .so)")
     trt = import_tensorrt()
-    check_supported(trt.__version__)
+    version = check_supported(trt.__version__)
+    if options.explicit:
+        check_explicit_supported(version)
     major = tensorrt_major(trt)
     running_version = trt_version_int(trt.__version__)
-    plan = plan_build(major, options.precision, options.explicit)
-    if plan.int8 and cache is None and options.calib is None:
+    prequantized = is_quantized(model)
+    plan = plan_build(major, options.precision, options.explicit, prequantized=prequantized)
+    if options.dla_core is not None:
+        refusal = dla_refusal(version, options.precision, None, options.dla_core)
+        if refusal:
+            raise TrtqError(refusal)
+    keep_float = list(options.float_layers) if options.float_layers is not None else \
+        float_layers(cache.sidecar if cache is not None else None)
+    if plan.calibrator and cache is None and options.calib is None:
         raise TrtqError("INT8 needs calibration data (--calib DIR) or an existing calibration cache (--cache FILE)"
                         + (f"; {options.cache_path} does not exist yet" if options.cache_path else ""))
     if options.cache_path is not None and cache is None:
@@ -356,21 +502,47 @@ def build_engine(options: BuildOptions, progress: ProgressCallback = no_progress
     gpu = _gpu_record()
     logger = _logger_class(trt)(options.verbose)
     builder = _create_builder(trt, logger)
+    if options.dla_core is not None:
+        refusal = dla_refusal(version, options.precision, _dla_cores(builder), options.dla_core)
+        if refusal:
+            raise TrtqError(refusal)
     calibration: dict = {}
     calibrator = None
+    cpu_calibrated = False
+    gated = options.min_snr is not None or options.min_cosine is not None
+    if plan.calibrator and cache is None and options.algorithm not in ("entropy", "minmax"):
+        # TensorRT's calibrators are entropy and minmax only: trtq computes auto/percentile/mse on the CPU
+        # and hands TensorRT the resulting cache (what --cache does), instead of silently using entropy.
+        cache, calibration = _cpu_calibrated_cache(options, running_version, progress, keep_float)
+        cpu_calibrated = True
+    elif plan.calibrator and cache is None and gated:
+        raise TrtqError(f"--min-snr/--min-cosine judge trtq's CPU calibration, and --algo {options.algorithm} "
+                        "calibrates with TensorRT on the GPU: use --algo auto (the default), or check the engine "
+                        "with trtq eval MODEL ENGINE --data HELD_OUT --min-snr DB")
+    if cache is not None and not cpu_calibrated:
+        from ..pipeline import check_recorded_verdict
+
+        check_recorded_verdict(cache.sidecar, options.min_snr, options.min_cosine, str(options.cache_path))
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="trtq-build-") as scratch:
         onnx_path, label = options.model_path, options.model_path.name
         if plan.qdq_graph or plan.fp16_graph:
-            onnx_path, calibration = _prepare_graph(model, plan, options, cache, Path(scratch), progress)
+            onnx_path, calibration = _prepare_graph(model, plan, options, cache, Path(scratch), progress, keep_float)
             label = f"{options.model_path.name} ({'Q/DQ ' if plan.qdq_graph else ''}{'FP16 ' if plan.fp16_graph else ''}copy)"
+        load_plugins(trt, logger, options.plugins)
         network, parser = _parse_network(trt, builder, logger, onnx_path, _network_flags(trt, major, plan.strongly_typed),
                                          label)
         config = _configure_common(trt, builder, network, options, profile_table)
+        feature_flags = _configure_features(trt, builder, config, options, plan)
+        constrained: List[str] = []
         try:
             if plan.calibrator:
-                calibrator, calibration = _make_calibrator(trt, options, model, inputs, sha, cache, profile_table,
-                                                           running_version, progress)
+                calibrator, record = _make_calibrator(trt, options, model, inputs, sha, cache, profile_table,
+                                                      running_version, progress, _network_input_dtypes(trt, network))
+                calibration = {**record, **calibration} if cpu_calibrated else record
+            if plan.path == "implicit" and plan.int8 and keep_float:
+                constrained = _float_layer_constraints(trt, network, config, keep_float,
+                                                       [node.name for node in model.graph.node])
             if plan.path == "implicit":
                 calib_size = calibrator.batch_size if calibrator is not None else 1
                 _configure_implicit(trt, builder, config, plan, calibrator,
@@ -395,7 +567,12 @@ def build_engine(options: BuildOptions, progress: ProgressCallback = no_progress
         "engine": {"file": options.output_path.name, "bytes": len(engine)},
         "model": {"file": options.model_path.name, "sha256": sha},
         "tensorrt": {"version": trt.__version__, "path": plan.path, "strongly_typed": plan.strongly_typed,
-                     "builder_flags": list(plan.builder_flags)},
+                     "builder_flags": list(plan.builder_flags) + feature_flags
+                     + (["OBEY_PRECISION_CONSTRAINTS"] if constrained else []),
+                     "prequantized": prequantized, "dla_core": options.dla_core,
+                     "hardware_compatibility": options.hardware_compatibility,
+                     "plugins": [str(p) for p in options.plugins]},
+        "mixed_precision": {"float_layers": keep_float, "constrained_layers": constrained} if keep_float else None,
         "gpu": gpu,
         "precision": plan.precision,
         "profile": {name: {"min": list(lo), "opt": list(opt), "max": list(hi)}
@@ -429,8 +606,27 @@ def _data_spec(calib, batch_size: Optional[int] = None):
     return dataclasses.replace(spec, batch_size=batch_size) if batch_size else spec
 
 
+def _cpu_calibrated_cache(options: BuildOptions, running_version: int, progress: ProgressCallback,
+                          keep_float: Sequence[str] = ()):
+    """trtq's own calibration (auto, percentile, mse) on the CPU, as a cache for TensorRT's calibrator."""
+    from .. import cache as cache_io
+    from ..pipeline import calibrate
+
+    result = calibrate(options.model_path, _data_spec(options.calib), algorithm=options.algorithm,
+                       cache_path=options.cache_path, trt_version=running_version, exclude=list(keep_float),
+                       min_snr=options.min_snr, min_cosine=options.min_cosine, progress=progress)
+    cache = cache_io.parse_cache(cache_io.format_cache(result.amax, running_version, "EntropyCalibration2"),
+                                 source=f"trtq's {options.algorithm} calibration")
+    cache.sidecar = {"algorithm": {"name": options.algorithm}}  # made here, for this model: safe to hand over
+    log.info("TensorRT's calibrators are entropy and minmax; %s was computed by trtq on the CPU (%d samples) and "
+             "handed to TensorRT as a calibration cache", options.algorithm, result.num_samples)
+    return cache, {"algorithm": options.algorithm, "calibrated_by": "trtq-cpu", "samples_cpu": result.num_samples,
+                   "chosen": result.auto.chosen if result.auto is not None else options.algorithm,
+                   "verdict": result.verdict.to_dict(), "cache_written": [str(p) for p in result.files_written]}
+
+
 def _make_calibrator(trt, options: BuildOptions, model, inputs, sha: str, cache, profile_table: ProfileShapes,
-                     running_version: int, progress: ProgressCallback):
+                     running_version: int, progress: ProgressCallback, input_dtypes=None):
     from ..cache import input_records
     from ..graph.model import model_fingerprint
     from .calibrator import calibrator_class
@@ -455,7 +651,7 @@ def _make_calibrator(trt, options: BuildOptions, model, inputs, sha: str, cache,
                      shapes=calibration_shapes(profile_table, batch_size), cache=cache,
                      cache_verified=cache is not None and cache.sidecar is not None,
                      cache_path=options.cache_path, sidecar=sidecar, progress=progress,
-                     total_samples=getattr(source, "num_samples", None))
+                     total_samples=getattr(source, "num_samples", None), input_dtypes=input_dtypes)
     record = {"method": "tensorrt-calibrator", "algorithm": cls.algorithm, "batch_size": batch_size,
               "cache": str(options.cache_path) if options.cache_path else None,
               "source": "cache" if cache is not None else "data", "data": sidecar["data"]}
@@ -465,7 +661,7 @@ def _make_calibrator(trt, options: BuildOptions, model, inputs, sha: str, cache,
 
 
 def _prepare_graph(model, plan: BuildPlan, options: BuildOptions, cache, scratch: Path,
-                   progress: ProgressCallback) -> Tuple[Path, dict]:
+                   progress: ProgressCallback, keep_float: Sequence[str] = ()) -> Tuple[Path, dict]:
     """The ONNX file TensorRT parses on the explicit path: Q/DQ inserted and/or converted to FP16."""
     import onnx
 
@@ -481,12 +677,15 @@ def _prepare_graph(model, plan: BuildPlan, options: BuildOptions, cache, scratch
             from ..pipeline import calibrate
 
             result = calibrate(options.model_path, _data_spec(options.calib), algorithm=options.algorithm,
-                               cache_path=options.cache_path, progress=progress)
+                               cache_path=options.cache_path, exclude=list(keep_float), min_snr=options.min_snr,
+                               min_cosine=options.min_cosine, progress=progress)
             amax = result.amax
             calibration = {"method": "qdq", "source": "data", "algorithm": result.algorithm,
+                           "chosen": result.auto.chosen if result.auto is not None else result.algorithm,
                            "samples": result.num_samples, "data": result.data_description,
+                           "verdict": result.verdict.to_dict(),
                            "cache_written": [str(p) for p in result.files_written]}
-        model, summary = quantize_model(model, amax, target="trt")
+        model, summary = quantize_model(model, amax, target="trt", exclude=list(keep_float))  # mixed precision
         calibration["quantized_layers"] = len(summary.quantized)
         if not summary.quantized and not summary.already_quantized:
             raise ModelError(f"{options.model_path.name}: no layer could be quantized (no Conv/Gemm/MatMul with "

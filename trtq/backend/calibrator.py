@@ -12,7 +12,9 @@ Behaviour (read against Polygraphy's ``backend/trt/calibrator.py``):
 
 - the TensorRT base ``__init__`` is always called (without it TensorRT segfaults);
 - ``get_batch(names)`` returns one device pointer per name, in the order of ``names``,
-  then ``None`` at the end of the data; one device buffer per input, reused;
+  then ``None`` at the end of the data; one device buffer per input, reused; float inputs are
+  fed as float32 (what TensorRT reads, FP16 network inputs included), integer inputs in the
+  network's type (``input_dtypes``);
 - a trtq cache (``--cache``) is handed to TensorRT and no data is read at all.
   TensorRT silently ignores a cache whose header names another TensorRT version or
   algorithm, so a cache whose sidecar shows it was made for this model is handed over
@@ -82,6 +84,7 @@ class CalibratorCore:
         allocator: Optional[Allocator] = None,
         progress: ProgressCallback = no_progress,
         total_samples: Optional[int] = None,
+        input_dtypes: Optional[Mapping[str, np.dtype]] = None,
     ):
         if self._trt_base is not None:
             # Must run for every pybind11 trampoline class, or TensorRT segfaults calling back.
@@ -99,6 +102,7 @@ class CalibratorCore:
         self.sidecar = dict(sidecar or {})
         self.progress = progress
         self.total_samples = total_samples
+        self.input_dtypes = {name: np.dtype(d) for name, d in (input_dtypes or {}).items()}
         self._batches = batches
         self._iterator: Optional[Iterator] = None
         self._allocator = allocator
@@ -190,6 +194,15 @@ class CalibratorCore:
     def __exit__(self, *exc) -> None:
         self.close()
 
+    def feed_dtype(self, name: str, given: np.dtype) -> np.dtype:
+        """What TensorRT reads for input ``name``: float32 for every float input (FP16/BF16 included, as
+        TensorRT requires), else the network input's integer type (8.6 turns INT64 inputs into INT32)."""
+        given = np.dtype(given)
+        wanted = self.input_dtypes.get(name)
+        if given.kind == "f" or (wanted is not None and wanted.kind == "f"):
+            return np.dtype(np.float32)
+        return wanted if wanted is not None else given
+
     def _allocate(self, nbytes: int):
         if self._allocator is None:
             from .cuda import allocate
@@ -239,7 +252,7 @@ class CalibratorCore:
             raise DataError(f"calibration batch has no input {missing[0]!r} (it has {', '.join(batch) or 'nothing'})")
         pointers = []
         for name in names:
-            array = np.ascontiguousarray(batch[name])
+            array = np.ascontiguousarray(batch[name], dtype=self.feed_dtype(name, np.asarray(batch[name]).dtype))
             expected = self.shapes.get(name)
             if expected is not None and tuple(array.shape) != expected:
                 raise DataError(f"calibration input {name!r} has shape {list(array.shape)}, but TensorRT calibrates "

@@ -45,7 +45,8 @@ def gather(explicit: bool = False) -> dict:
         device = cuda.device_info()
         runtime, driver = cuda.versions()
         info["gpu"] = {"name": device.name, "compute_capability": device.sm, "memory_bytes": device.total_memory}
-        info["cuda"] = {"runtime": _cuda_text(runtime), "driver": _cuda_text(driver)}
+        info["cuda"] = {"runtime": _cuda_text(runtime), "driver": _cuda_text(driver), "layer": cuda.layer_name(),
+                        "tensorrt_cuda": tensorrt_cuda_major()}
         info["fast"] = {**fast_precisions(device.compute_capability), "source": "compute capability"}
     except TrtqError as exc:
         info["missing"]["gpu"] = str(exc)
@@ -66,6 +67,23 @@ def builder_fast_precisions(trt) -> Optional[Dict[str, bool]]:
     except Exception as exc:  # no GPU, driver mismatch: the compute-capability answer stands
         log.debug("TensorRT builder query failed: %s", exc)
         return None
+
+
+def tensorrt_cuda_major() -> Optional[str]:
+    """The CUDA major the installed TensorRT wheels were built for ("12" from tensorrt-cu12-libs), if known.
+
+    cuda-python's runtime version is that of its own static cudart, not TensorRT's CUDA; the
+    TensorRT wheel names are the only record of the latter (JetPack/deb installs: unknown).
+    """
+    import re
+    from importlib import metadata
+
+    for dist in metadata.distributions():
+        name = (dist.metadata.get("Name") or "").lower().replace("_", "-")
+        match = re.match(r"tensorrt-cu(\d+)(-libs|-bindings)?$", name)
+        if match:
+            return match.group(1)
+    return None
 
 
 def _cuda_text(version: int) -> str:

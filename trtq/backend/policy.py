@@ -20,12 +20,18 @@ from ..errors import BackendUnavailable, TrtqError
 MIN_TRT = (8, 6)
 #: First TensorRT without implicit quantization (calibrators, BuilderFlag.INT8/FP16 removed).
 EXPLICIT_ONLY_MAJOR = 11
+#: First TensorRT with strongly typed networks (NetworkDefinitionCreationFlag.STRONGLY_TYPED): the explicit path.
+STRONGLY_TYPED_MIN = (10, 0)
+#: TensorRT 11.0-11.4.0 have no DLA; it returns in 11.4.1 (Orin, JetPack 7.2.2).
+NO_DLA = ((11, 0, 0), (11, 4, 1))
 
 PRECISIONS = ("fp32", "fp16", "int8", "best")
 
 # --------------------------------------------------------------------------------------------
 # Declared TensorRT API per path ("Class.member" or a top-level name). Every name was taken
 # from the TensorRT Python API documentation and checked with dir() on the real bindings.
+# "A|B" means "A where it exists, else B" (the code picks with hasattr): at least one of
+# them must exist on every version the path serves.
 
 #: Used by every build: parse ONNX, one optimization profile, workspace, timing cache.
 COMMON_BUILD_API: Tuple[str, ...] = (
@@ -38,16 +44,24 @@ COMMON_BUILD_API: Tuple[str, ...] = (
     "IBuilderConfig.set_memory_pool_limit", "MemoryPoolType.WORKSPACE",
     "IBuilderConfig.add_optimization_profile", "IOptimizationProfile.set_shape",
     "IBuilderConfig.create_timing_cache", "IBuilderConfig.set_timing_cache", "IBuilderConfig.get_timing_cache",
-    "ITimingCache.serialize",
+    "ITimingCache.serialize", "init_libnvinfer_plugins", "ITensor.dtype", "nptype",
+    "IBuilderConfig.set_flag", "IBuilderConfig.clear_flag", "BuilderFlag.TF32", "BuilderFlag.SPARSE_WEIGHTS",
+    "BuilderFlag.GPU_FALLBACK", "IBuilderConfig.DLA_core", "IBuilderConfig.default_device_type", "DeviceType.DLA",
+    "Builder.num_DLA_cores", "BuilderFlag.VERSION_COMPATIBLE", "IBuilderConfig.hardware_compatibility_level",
+    "HardwareCompatibilityLevel", "HardwareCompatibilityLevel.AMPERE_PLUS", "IBuilderConfig.profiling_verbosity", "ProfilingVerbosity.DETAILED",
+    "INetworkDefinition.num_layers", "INetworkDefinition.get_layer", "ILayer.name",
 )
 
 #: TensorRT 8.6-10.x implicit quantization: calibrator + builder precision flags.
 IMPLICIT_PATH_API: Tuple[str, ...] = COMMON_BUILD_API + (
     "NetworkDefinitionCreationFlag.EXPLICIT_BATCH",  # required on 8.6, ignored on 10.x
-    "IBuilderConfig.set_flag", "BuilderFlag.INT8", "BuilderFlag.FP16",
+    "BuilderFlag.INT8", "BuilderFlag.FP16",
     "IBuilderConfig.int8_calibrator", "IBuilderConfig.set_calibration_profile",
     "IInt8EntropyCalibrator2", "IInt8MinMaxCalibrator",
     "CalibrationAlgoType.ENTROPY_CALIBRATION_2", "CalibrationAlgoType.MINMAX_CALIBRATION",
+    # per-layer precision (the sidecar's mixed-precision list): layers kept in FP32
+    "BuilderFlag.OBEY_PRECISION_CONSTRAINTS", "ILayer.precision", "ILayer.set_output_type", "ILayer.num_outputs",
+    "DataType.FLOAT",
 )
 
 #: Explicit quantization (Q/DQ in the graph) on a strongly typed network: TensorRT 10.x and 11.x.
@@ -61,10 +75,14 @@ RUNTIME_API: Tuple[str, ...] = (
     "Runtime", "Runtime.deserialize_cuda_engine",
     "ICudaEngine.num_io_tensors", "ICudaEngine.get_tensor_name", "ICudaEngine.get_tensor_mode",
     "ICudaEngine.get_tensor_dtype", "ICudaEngine.get_tensor_shape", "ICudaEngine.get_tensor_profile_shape",
-    "ICudaEngine.create_execution_context", "ICudaEngine.device_memory_size_v2",
+    "ICudaEngine.create_execution_context", "ICudaEngine.device_memory_size_v2|ICudaEngine.device_memory_size",
+    "ICudaEngine.get_tensor_location", "TensorLocation.DEVICE", "ICudaEngine.get_tensor_vectorized_dim",
+    "ICudaEngine.get_tensor_components_per_element",
     "IExecutionContext.set_input_shape", "IExecutionContext.get_tensor_shape",
     "IExecutionContext.set_tensor_address", "IExecutionContext.execute_async_v3",
-    "TensorIOMode.INPUT", "nptype",
+    "TensorIOMode.INPUT", "nptype", "DataType.itemsize", "init_libnvinfer_plugins",
+    "ICudaEngine.create_engine_inspector", "EngineInspector.get_engine_information", "LayerInformationFormat.JSON",
+    "Runtime.engine_host_code_allowed",
 )
 
 #: ``trtq info`` on TensorRT <= 10 (the builder queries were removed in 11).
@@ -84,7 +102,7 @@ REMOVED_IN_11: Tuple[str, ...] = (
 PATH_SERVES: Dict[str, Tuple[int, ...]] = {
     "implicit": (8, 9, 10),
     "explicit": (10, 11),
-    "runtime": (10, 11),
+    "runtime": (8, 9, 10, 11),
     "info-trt10": (8, 9, 10),
 }
 PATH_API: Dict[str, Tuple[str, ...]] = {
@@ -110,6 +128,38 @@ def check_supported(version: str) -> Tuple[int, int, int]:
         raise BackendUnavailable(f"TensorRT {version} is too old: trtq needs TensorRT "
                                  f"{MIN_TRT[0]}.{MIN_TRT[1]} or newer (JetPack 5.1.2+ on Jetson)")
     return parsed
+
+
+def declared_names(names) -> Tuple[str, ...]:
+    """Every single name in a declared list (``"A|B"`` gives ``A`` and ``B``)."""
+    return tuple(part for name in names for part in name.split("|"))
+
+
+def check_explicit_supported(version: Tuple[int, int, int]) -> None:
+    """``--explicit`` needs strongly typed networks (TensorRT 10.0+); 8.6 is refused before any work."""
+    if tuple(version[:2]) < STRONGLY_TYPED_MIN:
+        raise TrtqError(f"--explicit needs TensorRT {STRONGLY_TYPED_MIN[0]}.{STRONGLY_TYPED_MIN[1]} or newer (strongly "
+                        f"typed networks); TensorRT {'.'.join(map(str, version))} has the implicit INT8 path only: "
+                        "drop --explicit (a Q/DQ model also builds there without it)")
+
+
+def dla_refusal(version: Optional[Tuple[int, int, int]], precision: str, dla_cores: Optional[int], core: int) -> str:
+    """Why ``--dla-core core`` cannot be used here, or ``""``.
+
+    Pure: ``version`` (``None``: not known yet, the CLI checks before TensorRT is imported),
+    precision, and the DLA cores of this device (``None``: not known yet).
+    """
+    if core < 0:
+        return f"--dla-core must be 0 or more, got {core}"
+    if version is not None and NO_DLA[0] <= tuple(version) < NO_DLA[1]:
+        return (f"TensorRT {'.'.join(map(str, version))} has no DLA support (TensorRT 11.0-11.4.0; DLA returns in "
+                "11.4.1 on Orin with JetPack 7.2.2); drop --dla-core")
+    if precision not in ("fp16", "int8", "best"):
+        return "DLA runs FP16 and INT8 layers only; add --fp16 or --int8 (or --precision best) to --dla-core"
+    if dla_cores is not None and core >= dla_cores:
+        have = "no DLA cores (DLA is on Jetson Xavier/Orin)" if dla_cores == 0 else f"{dla_cores} DLA core(s)"
+        return f"--dla-core {core}: this device has {have}"
+    return ""
 
 
 def choose_int8_path(trt_major: int, explicit: bool = False) -> str:
@@ -147,18 +197,26 @@ class BuildPlan:
     calibrator: bool = False       # implicit INT8: a calibrator (with data or a cache) is attached
 
 
-def plan_build(trt_major: int, precision: str, explicit: bool = False) -> BuildPlan:
-    """The build recipe for ``precision`` on TensorRT ``trt_major`` (pure; see :class:`BuildPlan`)."""
+def plan_build(trt_major: int, precision: str, explicit: bool = False, prequantized: bool = False) -> BuildPlan:
+    """The build recipe for ``precision`` on TensorRT ``trt_major`` (pure; see :class:`BuildPlan`).
+
+    ``prequantized``: the ONNX graph already has Q/DQ nodes (QAT, ``trtq quantize``): TensorRT
+    takes its scales, so the implicit path sets ``BuilderFlag.INT8`` without a calibrator (as
+    Polygraphy does) and the explicit path inserts nothing.
+    """
     if precision not in PRECISIONS:
         raise TrtqError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    if explicit and trt_major < STRONGLY_TYPED_MIN[0]:
+        check_explicit_supported((trt_major, 0, 0))
     int8 = precision in ("int8", "best")
     fp16 = precision in ("fp16", "best")
     strongly_typed = trt_major >= EXPLICIT_ONLY_MAJOR or explicit
     if not strongly_typed:
-        flags = tuple(name for name, on in (("INT8", int8), ("FP16", fp16)) if on)
+        flags = tuple(name for name, on in (("INT8", int8 or prequantized), ("FP16", fp16)) if on)
         return BuildPlan(precision, "implicit", int8, fp16, qdq_graph=False, fp16_graph=False,
-                         strongly_typed=False, builder_flags=flags, calibrator=int8)
-    return BuildPlan(precision, "explicit", int8, fp16, qdq_graph=int8, fp16_graph=fp16, strongly_typed=True)
+                         strongly_typed=False, builder_flags=flags, calibrator=int8 and not prequantized)
+    return BuildPlan(precision, "explicit", int8, fp16, qdq_graph=int8 and not prequantized, fp16_graph=fp16,
+                     strongly_typed=True)
 
 
 def resolve_precision(precision: Optional[str], int8: bool = False, fp16: bool = False) -> str:
@@ -193,7 +251,8 @@ def fast_precisions(compute_capability: Tuple[int, int]) -> Dict[str, bool]:
 
 
 __all__ = [
-    "MIN_TRT", "EXPLICIT_ONLY_MAJOR", "PRECISIONS", "COMMON_BUILD_API", "IMPLICIT_PATH_API", "EXPLICIT_PATH_API",
+    "MIN_TRT", "EXPLICIT_ONLY_MAJOR", "STRONGLY_TYPED_MIN", "NO_DLA", "declared_names", "check_explicit_supported",
+    "dla_refusal", "PRECISIONS", "COMMON_BUILD_API", "IMPLICIT_PATH_API", "EXPLICIT_PATH_API",
     "RUNTIME_API", "INFO_TRT10_API", "REMOVED_IN_11", "PATH_SERVES", "PATH_API", "parse_version", "check_supported",
     "choose_int8_path", "int8_path_text", "BuildPlan", "plan_build", "resolve_precision", "fast_precisions",
 ]

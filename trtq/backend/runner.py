@@ -20,8 +20,13 @@ from ..errors import BackendUnavailable, ModelError, TrtqError
 log = logging.getLogger(__name__)
 
 #: Which declared API list each function here may use (checked by the tests).
-FUNCTION_PATHS = {"_load_engine": "runtime", "EngineRunner.__init__": "runtime", "_io_tensors": "runtime", "EngineRunner.set_batch_size": "runtime",
-                  "EngineRunner.execute": "runtime", "EngineRunner.device_memory_bytes": "runtime"}
+FUNCTION_PATHS = {"_load_engine": "runtime", "EngineRunner.__init__": "runtime", "_io_tensors": "runtime",
+                  "EngineRunner.set_batch_size": "runtime", "EngineRunner.execute": "runtime",
+                  "EngineRunner.device_memory_bytes": "runtime", "numpy_dtype": "runtime",
+                  "engine_information": "runtime"}
+
+#: TensorRT types numpy has no dtype for: bytes per element (sub-byte types are refused).
+RAW_ITEMSIZE = {"BF16": 2, "FP8": 1, "E8M0": 1, "INT4": None, "FP4": None}
 
 PathLike = Union[str, Path]
 
@@ -30,19 +35,58 @@ class TensorInfo:
     """One engine input or output: name, numpy dtype, engine shape (-1: dynamic), profile range for inputs."""
 
     def __init__(self, name: str, is_input: bool, dtype: np.dtype, shape: Tuple[int, ...],
-                 profile: Optional[Tuple[Tuple[int, ...], Tuple[int, ...], Tuple[int, ...]]] = None):
+                 profile: Optional[Tuple[Tuple[int, ...], Tuple[int, ...], Tuple[int, ...]]] = None,
+                 trt_dtype: str = "", vectorized_dim: int = -1, components: int = 1):
         self.name, self.is_input, self.dtype, self.shape, self.profile = name, is_input, dtype, shape, profile
+        self.trt_dtype = trt_dtype or str(dtype)
+        self.vectorized_dim, self.components = vectorized_dim, max(1, int(components))
+
+    @property
+    def raw(self) -> bool:
+        """True for types numpy cannot hold (BF16, FP8): the buffer is bytes, ``dtype`` a void type."""
+        return self.dtype.kind == "V"
+
+    def nbytes(self, shape: Sequence[int]) -> int:
+        """Bytes of a buffer for ``shape``, the vectorized axis padded as its format (e.g. CHW32) needs."""
+        dims = list(shape)
+        if self.components > 1 and 0 <= self.vectorized_dim < len(dims):
+            c = self.components
+            dims[self.vectorized_dim] = -(-dims[self.vectorized_dim] // c) * c
+        return int(np.prod(dims, dtype=np.int64)) * self.dtype.itemsize
 
     def __repr__(self) -> str:
         return f"TensorInfo({self.name!r}, {'input' if self.is_input else 'output'}, {self.dtype}, {self.shape})"
 
 
-def _load_engine(trt, logger, data: bytes, label: str):
+def numpy_dtype(trt, data_type, name: str = "") -> np.dtype:
+    """numpy dtype for a TensorRT DataType; BF16/FP8 become raw bytes (numpy has no such type).
+
+    ``trt.nptype`` raises TypeError for BF16, FP8, INT4, FP4 and E8M0 on every version that has them.
+    """
+    try:
+        return np.dtype(trt.nptype(data_type))
+    except TypeError:
+        kind = getattr(data_type, "name", str(data_type)).split(".")[-1]
+        size = RAW_ITEMSIZE.get(kind)
+        if size is None:
+            raise ModelError(f"engine tensor {name!r} is {kind}: trtq's runner handles whole-byte types only "
+                             "(rebuild with FP32/FP16/INT8 I/O, e.g. trtexec --inputIOFormats=fp32:chw)") from None
+        return np.dtype((np.void, size))
+
+
+def _load_engine(trt, logger, data: bytes, label: str, plugins: Sequence[Path] = (), host_code: bool = False):
+    """Deserialize; ``host_code``: the engine embeds TensorRT's lean runtime (``--version-compatible``), which
+    TensorRT runs only when allowed. Set only for engines trtq built (their report says so): trusted plans."""
+    from .build import load_plugins
+
     try:
         runtime = trt.Runtime(logger)
     except (TypeError, RuntimeError) as exc:  # pybind11: "factory function returned nullptr"
         raise BackendUnavailable(f"TensorRT {trt.__version__} could not create a runtime ({exc}); it needs an "
                                  "NVIDIA GPU and a working CUDA driver") from None
+    load_plugins(trt, logger, plugins)  # engines with plugin layers deserialize only with plugins registered
+    if host_code:
+        runtime.engine_host_code_allowed = True
     engine = runtime.deserialize_cuda_engine(data)
     if engine is None:
         errors = logger.messages.errors
@@ -57,13 +101,20 @@ def _io_tensors(trt, engine) -> List[TensorInfo]:
     for index in range(engine.num_io_tensors):
         name = engine.get_tensor_name(index)
         is_input = engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT
-        dtype = np.dtype(trt.nptype(engine.get_tensor_dtype(name)))
+        data_type = engine.get_tensor_dtype(name)
+        dtype = numpy_dtype(trt, data_type, name)
+        if engine.get_tensor_location(name) != trt.TensorLocation.DEVICE:
+            raise ModelError(f"engine tensor {name!r} lives in host memory (a shape-tensor input): trtq's runner "
+                             "feeds device tensors only")
         shape = tuple(engine.get_tensor_shape(name))
         profile = None
         if is_input and -1 in shape:
             lo, opt, hi = engine.get_tensor_profile_shape(name, 0)
             profile = (tuple(lo), tuple(opt), tuple(hi))
-        tensors.append(TensorInfo(name, is_input, dtype, shape, profile))
+        tensors.append(TensorInfo(name, is_input, dtype, shape, profile,
+                                  trt_dtype=getattr(data_type, "name", str(data_type)),
+                                  vectorized_dim=int(engine.get_tensor_vectorized_dim(name)),
+                                  components=int(engine.get_tensor_components_per_element(name))))
     return tensors
 
 
@@ -84,7 +135,7 @@ class EngineRunner:
     ``with EngineRunner("m.engine") as runner: outputs = runner.infer({"images": batch})``
     """
 
-    def __init__(self, engine: Union[PathLike, bytes], *, verbose: bool = False):
+    def __init__(self, engine: Union[PathLike, bytes], *, verbose: bool = False, plugins: Sequence[PathLike] = ()):
         from . import import_tensorrt
         from .build import _logger_class
         from .cuda import Stream
@@ -97,9 +148,12 @@ class EngineRunner:
             if not path.is_file():
                 raise ModelError(f"engine file {path} does not exist")
             data, self.label = path.read_bytes(), str(path)
+        report = read_build_report(engine) if not isinstance(engine, (bytes, bytearray, memoryview)) else None
+        host_code = "VERSION_COMPATIBLE" in ((report or {}).get("tensorrt") or {}).get("builder_flags", [])
         self.engine_bytes = len(data)
         self.logger = _logger_class(trt)(verbose)
-        self.runtime, self.engine = _load_engine(trt, self.logger, data, self.label)
+        self.runtime, self.engine = _load_engine(trt, self.logger, data, self.label, [Path(p) for p in plugins],
+                                                 host_code)
         self.tensors = _io_tensors(trt, self.engine)
         self.context = self.engine.create_execution_context()
         if self.context is None:
@@ -148,8 +202,11 @@ class EngineRunner:
                             "covering it")
         context = self.context
         for tensor in self.inputs:
-            shape = tuple(shapes[tensor.name]) if shapes and tensor.name in shapes else self.input_shape(tensor,
-                                                                                                        batch_size)
+            shape = self.input_shape(tensor, batch_size)
+            if shapes and tensor.name in shapes:
+                shape = tuple(int(d) for d in shapes[tensor.name])
+                if tensor.shape and tensor.shape[0] == -1 and shape:
+                    shape = (batch_size,) + shape[1:]  # --shape gives the other axes; the batch axis is the row's
             if tensor.profile is not None:
                 outside = [a for a, (s, l, h) in enumerate(zip(shape, tensor.profile[0], tensor.profile[2]))
                            if not l <= s <= h]
@@ -166,7 +223,7 @@ class EngineRunner:
                                 "needs outputs whose shape follows from the inputs")
             self._shapes[tensor.name] = shape
         for tensor in self.tensors:
-            nbytes = int(np.prod(self._shapes[tensor.name], dtype=np.int64)) * tensor.dtype.itemsize
+            nbytes = tensor.nbytes(self._shapes[tensor.name])
             buffer = self._buffers.get(tensor.name)
             if buffer is None or buffer.nbytes < nbytes:
                 if buffer is not None:
@@ -190,7 +247,7 @@ class EngineRunner:
         for tensor in self.inputs:
             if tensor.name not in feed:
                 raise TrtqError(f"no data for engine input {tensor.name!r}")
-            array = np.ascontiguousarray(feed[tensor.name], dtype=tensor.dtype)
+            array = np.ascontiguousarray(feed[tensor.name], dtype=None if tensor.raw else tensor.dtype)
             self._buffers[tensor.name].copy_from_host(array, self.stream)
         self.execute()
         results = {}
@@ -200,12 +257,30 @@ class EngineRunner:
             results[tensor.name] = out
         return results
 
+    def load_inputs(self, feed: Mapping[str, np.ndarray]) -> None:
+        """Copy host arrays (the current shapes) into the input buffers (real-data benchmarks)."""
+        for tensor in self.inputs:
+            if tensor.name not in feed:
+                raise TrtqError(f"no data for engine input {tensor.name!r} (the data has {', '.join(feed)})")
+            array = np.ascontiguousarray(feed[tensor.name], dtype=None if tensor.raw else tensor.dtype)
+            self._buffers[tensor.name].copy_from_host(array, self.stream)
+        self.stream.synchronize()
+
+    def input_specs(self):
+        """The inputs as :class:`trtq.graph.model.TensorSpec` (dynamic axes named), for trtq's data sources."""
+        from ..graph.model import TensorSpec
+
+        return [TensorSpec(t.name, tuple(d if d >= 0 else f"dim{axis}" for axis, d in enumerate(t.shape)),
+                           np.dtype(np.float32) if t.raw else t.dtype) for t in self.inputs]
+
     def fill_random(self, seed: int = 0) -> None:
         """Put random inputs of the current shapes on the device (benchmarks)."""
         rng = np.random.default_rng(seed)
         for tensor in self.inputs:
             shape = self._shapes[tensor.name]
-            if np.issubdtype(tensor.dtype, np.floating):
+            if tensor.raw:  # BF16/FP8: bytes of small values would need a converter; zeros are valid in both
+                array = np.zeros(tensor.nbytes(shape), dtype=np.uint8)
+            elif np.issubdtype(tensor.dtype, np.floating):
                 array = rng.random(shape, dtype=np.float32).astype(tensor.dtype)
             else:
                 array = np.zeros(shape, dtype=tensor.dtype)
@@ -214,7 +289,17 @@ class EngineRunner:
 
     def device_memory_bytes(self) -> int:
         """The engine's activation memory plus the I/O buffers now allocated."""
-        return int(self.engine.device_memory_size_v2) + sum(b.nbytes for b in self._buffers.values())
+        engine = self.engine
+        # device_memory_size_v2 from TensorRT 10.1 on; 8.6 and 10.0 have only device_memory_size (gone in 11)
+        if hasattr(self.trt.ICudaEngine, "device_memory_size_v2"):
+            size = engine.device_memory_size_v2
+        else:
+            size = engine.device_memory_size
+        return int(size) + sum(b.nbytes for b in self._buffers.values())
+
+    def engine_information(self) -> Optional[dict]:
+        """The engine inspector's JSON (layers with precisions and formats), or ``None`` when not available."""
+        return engine_information(self.trt, self.engine)
 
     def close(self) -> None:
         from .cuda import free_all
@@ -235,4 +320,65 @@ class EngineRunner:
         self.close()
 
 
-__all__ = ["EngineRunner", "TensorInfo", "read_build_report", "FUNCTION_PATHS"]
+class _Arg:
+    """What ONNX Runtime's ``get_inputs()``/``get_outputs()`` items offer: name, shape, ORT type string."""
+
+    def __init__(self, name: str, shape, dtype):
+        from ..ort import _ORT_TYPES
+
+        ort_type = {np.dtype(v): k for k, v in _ORT_TYPES.items()}.get(np.dtype(dtype), "tensor(float)")
+        self.name, self.shape, self.type = name, [d if d >= 0 else None for d in shape], ort_type
+
+
+class EngineSession:
+    """An engine behind ONNX Runtime's session interface (``get_inputs``, ``get_outputs``, ``run``), so that
+    trtq's evaluation takes an engine as the candidate model (``trtq eval model.onnx x.engine``).
+
+    Batches larger than the engine's profile allows run in chunks of its largest batch.
+    """
+
+    def __init__(self, engine: Union[PathLike, bytes], **kwargs):
+        self.runner = EngineRunner(engine, **kwargs)
+
+    def get_inputs(self):
+        return [_Arg(t.name, t.shape, t.dtype) for t in self.runner.inputs]
+
+    def get_outputs(self):
+        return [_Arg(t.name, t.shape, t.dtype) for t in self.runner.outputs]
+
+    def run(self, names, feed):
+        names = list(names or [t.name for t in self.runner.outputs])
+        count = int(np.shape(next(iter(feed.values())))[0])
+        largest = self.runner.batch_range()[1]
+        parts = []
+        for start in range(0, count, largest):
+            chunk = {name: np.asarray(value)[start:start + largest] for name, value in feed.items()}
+            outputs = self.runner.infer(chunk)
+            parts.append([outputs[name] for name in names])
+        return [np.concatenate([p[i] for p in parts]) if len(parts) > 1 else parts[0][i] for i in range(len(names))]
+
+    def close(self) -> None:
+        if self.runner is not None:
+            runner, self.runner = self.runner, None
+            runner.close()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - interpreter shutdown: CUDA may be gone already
+            pass
+
+
+def engine_information(trt, engine) -> Optional[dict]:
+    """``create_engine_inspector().get_engine_information(JSON)`` parsed; ``None`` where it says nothing."""
+    inspector = engine.create_engine_inspector()
+    if inspector is None:
+        return None
+    text = inspector.get_engine_information(trt.LayerInformationFormat.JSON)
+    try:
+        return json.loads(text) if text else None
+    except ValueError:
+        return {"raw": str(text)}
+
+
+__all__ = ["EngineRunner", "EngineSession", "TensorInfo", "read_build_report", "FUNCTION_PATHS", "numpy_dtype", "engine_information"]

@@ -9,7 +9,7 @@ from .. import defaults
 
 
 def add_parser(sub) -> None:
-    from .options import add_data_arguments
+    from .options import add_algorithm_argument, add_data_arguments, add_fidelity_arguments
 
     parser = sub.add_parser(
         "build",
@@ -38,9 +38,10 @@ def add_parser(sub) -> None:
                         help="calibration cache: used if it exists (no data is read), else written by this build")
     parser.add_argument("--force", action="store_true", help="use a --cache whose sidecar names another model; "
                         "replace an existing -o file that trtq did not build")
-    parser.add_argument("--algo", choices=defaults.ALGORITHMS, default=defaults.ALGORITHM,
-                        help=f"calibration algorithm when calibrating (default: {defaults.ALGORITHM}; the implicit "
-                             "path has TensorRT's entropy and minmax)")
+    add_algorithm_argument(parser, "when calibrating: auto, percentile and mse are computed by trtq on the CPU "
+                           "and handed to TensorRT as a cache (on TensorRT 8.6-10.x, through its "
+                           "IInt8EntropyCalibrator2); entropy and minmax on the implicit path are TensorRT's own "
+                           "calibrators, run on the GPU;")
     parser.add_argument("--batch-sizes", default=None, metavar="B[,B...]",
                         help="batch sizes the engine must run (profile min = smallest, opt = max = largest); "
                              f"default for a dynamic batch axis: {','.join(map(str, defaults.BENCH_BATCH_SIZES))}")
@@ -51,9 +52,28 @@ def add_parser(sub) -> None:
                         help=f"builder workspace limit in GiB (default: {defaults.WORKSPACE_GIB:g})")
     parser.add_argument("--timing-cache", default=None, metavar="PATH",
                         help="TensorRT timing cache: read if it exists, updated after the build (faster rebuilds)")
+    parser.add_argument("--dla-core", type=int, default=None, metavar="N",
+                        help="Jetson Xavier/Orin: run layers on DLA core N, the rest on the GPU (GPU fallback); "
+                             "needs --fp16 or --int8; refused where TensorRT or the device has no DLA")
+    parser.add_argument("--sparsity", action="store_true",
+                        help="let TensorRT use 2:4 structured-sparse weights (BuilderFlag.SPARSE_WEIGHTS; Ampere+)")
+    parser.add_argument("--tf32", action="store_true",
+                        help="allow TF32 math in FP32 layers (off by default: fp32 means IEEE FP32)")
+    parser.add_argument("--version-compatible", action="store_true",
+                        help="engine that later TensorRT versions can run (BuilderFlag.VERSION_COMPATIBLE)")
+    parser.add_argument("--hardware-compatibility", default=None, metavar="LEVEL",
+                        help="engine for a range of GPUs: ampere_plus (or same_compute_capability on TensorRT "
+                             "10.16+); default: this GPU only")
+    parser.add_argument("--plugins", action="append", default=[], metavar="PATH",
+                        help="plugin library (.so) to load before parsing; repeat for several. TensorRT's own "
+                             "plugins (EfficientNMS_TRT, ...) are always registered")
+    from .info import add_cuda_argument
+
+    add_cuda_argument(parser)
     add_data_arguments(parser, flag="--calib", required=False,
                        help_text="calibration data for --int8: a folder of images or .npy/.npz files, one such "
                                  "file, or a .py loader script")
+    add_fidelity_arguments(parser)
     parser.set_defaults(func=run)
 
 
@@ -73,6 +93,12 @@ def options_from_args(args: argparse.Namespace):
     if args.workspace <= 0:
         raise TrtqError(f"--workspace must be more than 0 GiB, got {args.workspace:g}")
     calib = data_spec_from_args(args, flag_dest="calib", shuffle=True) if args.calib else None
+    if args.dla_core is not None:
+        from ..backend.policy import dla_refusal
+
+        refusal = dla_refusal(None, precision, None, args.dla_core)  # TensorRT version and device: at build
+        if refusal:
+            raise TrtqError(refusal)
     if calib is not None and precision not in ("int8", "best"):
         raise TrtqError("--calib is calibration data for INT8; add --int8 (or --precision int8/best)")
     return BuildOptions(
@@ -86,6 +112,9 @@ def options_from_args(args: argparse.Namespace):
         max_shapes=parse_shapes(args.max_shapes, "--max-shapes"),
         workspace_gib=args.workspace, timing_cache=Path(args.timing_cache) if args.timing_cache else None,
         verbose=args.verbose > 0,
+        dla_core=args.dla_core, sparsity=args.sparsity, tf32=args.tf32,
+        version_compatible=args.version_compatible, hardware_compatibility=args.hardware_compatibility,
+        plugins=[Path(p) for p in args.plugins], min_snr=args.min_snr, min_cosine=args.min_cosine,
     )
 
 
@@ -93,6 +122,7 @@ def run(args: argparse.Namespace) -> int:
     from ..backend.build import build_engine
     from ..progress import progress_bar
 
+    from .info import apply_cuda_argument
     from .guard import Output, cache_reads, data_reads, guard, model_reads, print_notes
 
     options = options_from_args(args)
@@ -109,6 +139,7 @@ def run(args: argparse.Namespace) -> int:
         outputs += [Output(options.cache_path, "cache", option="--cache"),
                     Output(sidecar_path(options.cache_path), "sidecar", option="the sidecar of --cache")]
     notes = guard(outputs, reads, force=args.force)
+    apply_cuda_argument(args)
     with progress_bar("calibrating", unit="samples", enabled=None if not args.quiet else False) as progress:
         result = build_engine(options, progress=progress)
     report = result.report
@@ -116,5 +147,22 @@ def run(args: argparse.Namespace) -> int:
           f"TensorRT {report['tensorrt']['version']} {report['tensorrt']['path']} path) in "
           f"{report['build_seconds']:.1f} s")
     print(f"report {result.report_path}")
+    _print_build_verdict(report)
     print_notes(notes)
     return 0
+
+
+def _print_build_verdict(report: dict) -> None:
+    """An INT8 build ends with the verdict of trtq's calibration, or says where to get one."""
+    from ..report import print_verdict, report_console
+
+    if report.get("precision") not in ("int8", "best"):
+        return
+    console = report_console()
+    verdict = (report.get("calibration") or {}).get("verdict")
+    if verdict:
+        print_verdict(console, verdict, "trtq's calibration on the CPU; the engine itself: trtq eval MODEL ENGINE "
+                                        "--data HELD_OUT")
+    else:
+        console.print("no INT8 verdict: TensorRT calibrated on the GPU. Measure the engine with trtq eval MODEL "
+                      "ENGINE --data HELD_OUT (--min-snr DB to gate)", highlight=False, markup=False)

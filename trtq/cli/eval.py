@@ -26,7 +26,8 @@ def add_parser(sub) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("reference", help="float ONNX model (the reference)")
-    parser.add_argument("candidate", help="model to judge, e.g. the Q/DQ model from trtq quantize")
+    parser.add_argument("candidate", help="model to judge, e.g. the Q/DQ model from trtq quantize, or a TensorRT "
+                                          "engine (.engine/.plan: runs on the GPU; needs TensorRT)")
     add_data_arguments(parser, flag="--data", required=True, default_samples=None,
                        help_text="held-out samples (not the calibration set): a folder of images or .npy/.npz "
                                  "files, one such file, or a .py loader script")
@@ -105,6 +106,10 @@ def run(args: argparse.Namespace) -> int:
                         "--auto-exclude; add it")
     if not requantize and (args.cache or args.sensitivity_samples is not None):
         raise TrtqError("--cache and --sensitivity-samples are used by --sensitivity and --auto-exclude only")
+    from ..bench import is_engine_path
+
+    if requantize and is_engine_path(args.candidate) and not args.cache:
+        raise TrtqError("--sensitivity/--auto-exclude on an engine need the scales it was built with: add --cache")
     if args.sensitivity_samples is not None and args.sensitivity_samples < 1:
         raise TrtqError(f"--sensitivity-samples must be at least 1, got {args.sensitivity_samples}")
     from .guard import Output, cache_reads, data_reads, file_reads, guard, model_reads, print_notes
@@ -201,7 +206,9 @@ def _write_mixed(args, amax, result, output: Path, trt_model):
     from ..graph.model import load_onnx
     from ..graph.qdq import quantize_model
 
-    form = args.target_form or qdq_form(load_onnx(args.candidate))
+    from ..bench import is_engine_path
+
+    form = args.target_form or ("trt" if is_engine_path(args.candidate) else qdq_form(load_onnx(args.candidate)))
     model = trt_model
     if form != "trt" or model is None:
         model, _ = quantize_model(load_onnx(args.reference), amax, target=form, exclude=result.excluded)

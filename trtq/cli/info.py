@@ -20,7 +20,23 @@ def add_parser(sub) -> None:
     parser.add_argument("--explicit", action="store_true",
                         help="show the INT8 path as `trtq build --explicit` would take it")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    add_cuda_argument(parser)
     parser.set_defaults(func=run)
+
+
+def add_cuda_argument(parser) -> None:
+    """``--cuda pycuda|cuda-python``: the CUDA Python layer for device memory (default: cuda-python, else pycuda)."""
+    parser.add_argument("--cuda", choices=("cuda-python", "pycuda"), default=None,
+                        help="CUDA Python layer for device memory and streams (default: cuda-python if installed, "
+                             "else pycuda; also TRTQ_CUDA)")
+
+
+def apply_cuda_argument(args) -> None:
+    """Select the ``--cuda`` layer (no import happens until the first CUDA call)."""
+    if getattr(args, "cuda", None):
+        from ..backend.cuda import select_layer
+
+        select_layer(args.cuda)
 
 
 def format_info(info: dict) -> list:
@@ -32,7 +48,10 @@ def format_info(info: dict) -> list:
         lines.append(f"GPU           {gpu['name']} (compute capability {gpu['compute_capability']}, "
                      f"{gpu['memory_bytes'] / (1 << 30):.1f} GiB)")
         cuda = info.get("cuda") or {}
-        lines.append(f"CUDA          runtime {cuda.get('runtime', '?')}, driver {cuda.get('driver', '?')}")
+        tensorrt_cuda = cuda.get("tensorrt_cuda")
+        lines.append(f"CUDA          driver {cuda.get('driver', '?')}; {cuda.get('layer', 'cuda-python')} runtime "
+                     f"{cuda.get('runtime', '?')} (its own, not TensorRT's); TensorRT wheels for CUDA "
+                     f"{tensorrt_cuda or 'unknown (not a pip install)'}")
     else:
         lines.append("GPU           not available")
     fast = info.get("fast")
@@ -54,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
     from ..backend.info import gather
     from ..errors import BackendUnavailable
 
+    apply_cuda_argument(args)
     info = gather(explicit=args.explicit)
     if args.json:
         print(json.dumps(info, indent=2))

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Run every GPU check of trtq on this machine (a GPU with TensorRT, or a Jetson) and print one summary table.
+# Usage: scripts/gpu_selfcheck.sh [extra pytest args]
+# Needs: pip install -e '.[dev]' plus TensorRT and cuda-python or pycuda (see docs/tensorrt.md). No network.
+# Checks: CUDA memory/events, FP32/FP16/INT8 engines of YOLOv8n vs ONNX Runtime, INT8 rebuild from the cache,
+# engine benchmarks, sparsity, DLA (Jetson only), per-layer precision from the sidecar, engine accuracy
+# (trtq eval's engine candidate), the engine inspector, and the pycuda layer.
+set -u
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python}
+out=$(mktemp -d)
+trap 'rm -rf "$out"' EXIT
+"$PY" -m trtq info >"$out/info.txt" 2>&1
+"$PY" -m pytest -m gpu -q -p no:cacheprovider --junitxml="$out/gpu.xml" tests/backend/test_gpu.py "$@" \
+    >"$out/pytest.txt" 2>&1
+status=$?
+echo "== trtq info"
+cat "$out/info.txt"
+echo
+echo "== GPU checks"
+"$PY" - "$out/gpu.xml" <<'PYEOF'
+import sys
+import xml.etree.ElementTree as ET
+
+rows = []
+for case in ET.parse(sys.argv[1]).getroot().iter("testcase"):
+    result, why = "passed", ""
+    for tag in ("failure", "error", "skipped"):
+        node = case.find(tag)
+        if node is not None:
+            result = {"failure": "FAILED", "error": "ERROR", "skipped": "skipped"}[tag]
+            why = " ".join((node.get("message") or node.text or "").split())
+            break
+    rows.append((case.get("name"), result, why[:90] + ("..." if len(why) > 90 else "")))
+width = max([len(r[0]) for r in rows] + [5])
+print(f"{'check':<{width}}  {'result':<7}  why")
+for name, result, why in rows:
+    print(f"{name:<{width}}  {result:<7}  {why}")
+counts = {k: sum(r[1] == k for r in rows) for k in ("passed", "FAILED", "ERROR", "skipped")}
+print(", ".join(f"{v} {k.lower()}" for k, v in counts.items() if v) or "no GPU checks ran")
+PYEOF
+[ $status -eq 0 ] || tail -n 30 "$out/pytest.txt"
+exit $status

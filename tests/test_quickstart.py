@@ -58,3 +58,13 @@ def test_quickstart_unwritable_output(tmp_path, capsys):
     code = main(["-q", "quickstart", "-o", str(blocker / "out")])
     err = capsys.readouterr().err
     assert code == 2 and "Traceback" not in err and "blocker" not in err and "file" in err
+
+
+def test_quickstart_fidelity_gate_exits_3(tmp_path, capsys):
+    from trtq.cli import main
+
+    code = main(["-q", "quickstart", "--no-torch", "-o", str(tmp_path / "qs"), "--samples", "100",
+                 "--batch-sizes", "1", "--iterations", "2", "--min-snr", "500"])
+    err = capsys.readouterr().err
+    assert code == 3 and "INT8 fidelity gate failed" in err and "--min-snr 500" in err
+    assert not (tmp_path / "qs" / "demo.calib.cache").exists()

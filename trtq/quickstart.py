@@ -49,6 +49,7 @@ class QuickstartResult:
     trt_note: str = ""
     seconds: float = 0.0
     stage_seconds: dict = field(default_factory=dict)
+    engine_evaluation: Optional[object] = None   # the INT8 TensorRT engine against FP32, where TensorRT ran
 
 
 def _export(out: Path, use_torch: bool) -> tuple:
@@ -98,8 +99,14 @@ def run_quickstart(
     iterations: int = defaults.BENCH_ITERATIONS,
     use_torch: bool = True,
     show_progress: bool = True,
+    algorithm: str = defaults.ALGORITHM,
+    min_snr: Optional[float] = None,
+    min_cosine: Optional[float] = None,
 ) -> QuickstartResult:
-    """Run the whole demo and return every number and path it produced."""
+    """Run the whole demo and return every number and path it produced.
+
+    ``min_snr`` / ``min_cosine``: the calibration's fidelity gate (FidelityError, exit 3).
+    """
     from .bench import benchmark
     from .data.spec import DataSpec
     from .evaluate import evaluate
@@ -122,7 +129,7 @@ def run_quickstart(
     cache_path = out / "demo.calib.cache"
     with _stage("calibrate", timings, show_progress) as progress:
         calibration = calibrate(onnx_path, DataSpec(path=str(calib_dir), samples=samples), cache_path=cache_path,
-                                progress=progress)
+                                algorithm=algorithm, min_snr=min_snr, min_cosine=min_cosine, progress=progress)
 
     int8_trt = out / "demo.int8.onnx"
     int8_cpu = out / "demo.int8-cpu.onnx"
@@ -149,6 +156,12 @@ def run_quickstart(
                                         progress=progress, engines_dir=out / "engines")
     except BackendUnavailable as exc:
         trt_note = f"TensorRT engines skipped: {exc}"
+    engine_evaluation = None
+    int8_engine = out / "engines" / f"{onnx_path.stem}.int8.engine"
+    if not trt_note and int8_engine.exists():  # what the engine itself computes, on the same held-out digits
+        with _stage("engine eval", timings, show_progress) as progress:
+            engine_evaluation = evaluate(onnx_path, int8_engine, eval_spec, labels=str(eval_dir / "labels.csv"),
+                                         progress=progress)
     from .report import fill_speedups
 
     fill_speedups(rows, overwrite=True)
@@ -157,7 +170,7 @@ def run_quickstart(
                             int8_trt_path=int8_trt, int8_cpu_path=int8_cpu, calibration=calibration,
                             quantized_layers=len(summary.quantized), evaluation=evaluation, bench=rows,
                             bench_files=bench_files, trt_note=trt_note, seconds=time.perf_counter() - started,
-                            stage_seconds=timings)
+                            stage_seconds=timings, engine_evaluation=engine_evaluation)
 
 
 def throughput_table(rows):
@@ -217,6 +230,12 @@ def print_verdict(result: QuickstartResult, console=None) -> None:
     if out0.top1_agreement is not None:
         verdict.add_row("top-1 agreement with FP32", "100%", f"{out0.top1_agreement:.2%}")
     verdict.add_row("output SNR vs FP32", "", f"{out0.snr_db:.1f} dB")
+    engine = result.engine_evaluation
+    if engine is not None and engine.accuracy is not None:
+        verdict.add_row("top-1 accuracy, TensorRT INT8 engine", f"{engine.accuracy.reference_top1:.2%}",
+                        f"{engine.accuracy.candidate_top1:.2%}")
+    if engine is not None:
+        verdict.add_row("engine output SNR vs FP32 (ONNX Runtime)", "", f"{engine.worst_snr_db():.1f} dB")
     sizes = {r.precision: r.size_bytes for r in result.bench if r.backend == "ort-cpu"}
     verdict.add_row("size on disk", format_size(sizes.get("fp32")), format_size(sizes.get("int8")))
     largest = max(r.batch_size for r in result.bench)

@@ -248,3 +248,15 @@ def test_pycuda_layer_on_the_gpu():
         assert info.total_memory > 0
     finally:
         cuda.select_layer(None)
+
+
+def test_quickstart_measures_the_int8_engine_itself(trt, tmp_path):
+    """Where TensorRT runs, the quickstart's verdict includes the INT8 engine's own accuracy (trtq eval on it)."""
+    from trtq.quickstart import run_quickstart
+
+    result = run_quickstart(tmp_path / "qs", samples=200, eval_samples=200, batch_sizes=(1, 8), iterations=3,
+                            use_torch=False, show_progress=False)
+    engine = result.engine_evaluation
+    assert not result.trt_note and engine is not None and engine.accuracy is not None
+    assert engine.accuracy.candidate_top1 >= engine.accuracy.reference_top1 - 0.02
+    assert engine.worst_snr_db() > 15

@@ -8,7 +8,7 @@ from .. import defaults
 
 
 def add_parser(sub) -> None:
-    from .options import DefaultsFormatter
+    from .options import DefaultsFormatter, add_algorithm_argument, add_fidelity_arguments
 
     parser = sub.add_parser(
         "quickstart",
@@ -31,6 +31,8 @@ def add_parser(sub) -> None:
                         help="skip the PyTorch export and use the bundled pre-exported ONNX file")
     parser.add_argument("--force", action="store_true",
                         help="replace files in the output folder that trtq did not write")
+    add_algorithm_argument(parser)
+    add_fidelity_arguments(parser)
     parser.set_defaults(func=run)
 
 
@@ -60,6 +62,9 @@ def run(args: argparse.Namespace) -> int:
         iterations=args.iterations,
         use_torch=not args.no_torch,
         show_progress=not args.quiet,
+        algorithm=args.algo,
+        min_snr=args.min_snr,
+        min_cosine=args.min_cosine,
     )
     print_verdict(result)
     replaced = [n for n in notes if n.startswith("replaces ")]

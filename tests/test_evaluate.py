@@ -80,6 +80,7 @@ def test_streaming_equals_one_shot():
     assert m.mean_abs_error == pytest.approx(np.mean(np.abs(ref.astype(np.float64) - cand)), rel=1e-12)
     assert m.ref_abs_max == pytest.approx(np.abs(ref).max())
     assert m.cosine_min == pytest.approx(min(np_cos(r, c) for r, c in zip(ref, cand)), rel=1e-12)
+    assert m.cosine_mean == pytest.approx(np.mean([np_cos(r, c) for r, c in zip(ref, cand)]), rel=1e-12)
     assert m.top1_agreement == pytest.approx(ev.topk_agreement(ref, cand, 1))
     assert m.top5_agreement == pytest.approx(ev.topk_agreement(ref, cand, 5))
 

@@ -3,7 +3,9 @@
 Per output, over all evaluated samples:
 
 - **cosine**: cosine similarity of the flattened reference and candidate outputs
-  (all samples together); **cosine_min**: the lowest per-sample cosine.
+  (all samples together); **cosine_mean** / **cosine_min**: the mean and the lowest
+  per-sample cosine (what the verdict, the gates and ``--target-cosine`` read: a sentence
+  embedding or a box set is judged sample by sample).
 - **snr_db**: ``10·log10(Σ ref² / Σ (ref − cand)²)``; ``inf`` when the outputs are identical.
 - **max_abs_error** and **mean_abs_error**: of ``ref − cand``; **ref_abs_max** for scale.
 - **top1/top5 agreement** for outputs declared to be class scores (``class_outputs``,
@@ -206,6 +208,7 @@ class OutputMetrics:
     top1_agreement: Optional[float] = None
     top5_agreement: Optional[float] = None  # only for more than 5 classes
     groups: List["GroupMetrics"] = field(default_factory=list)  # per channel group (see channel_groups)
+    cosine_mean: float = math.nan           # mean per-sample cosine (verdicts and targets read this one)
 
     @property
     def worst_snr_db(self) -> float:
@@ -214,7 +217,8 @@ class OutputMetrics:
 
     @property
     def worst_cosine(self) -> float:
-        return min([self.cosine] + [g.cosine for g in self.groups], key=_nan_low)
+        """The lower of the mean per-sample cosine of the whole output and of its worst channel group."""
+        return min([self.cosine_mean] + [g.cosine_mean for g in self.groups], key=_nan_low)
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -229,6 +233,7 @@ class GroupMetrics:
     label: str
     snr_db: float
     cosine: float
+    cosine_mean: float = math.nan           # mean per-sample cosine of the group
 
 
 def _nan_low(value: float) -> float:
@@ -351,8 +356,8 @@ class Verdict:
         """(where, SNR dB, cosine) of the worst output or channel group."""
         rows = []
         for o in self.outputs:
-            rows.append((repr(o.name), o.snr_db, o.cosine))
-            rows += [(f"{o.name!r} channels {g.label}", g.snr_db, g.cosine) for g in o.groups]
+            rows.append((repr(o.name), o.snr_db, o.cosine_mean))
+            rows += [(f"{o.name!r} channels {g.label}", g.snr_db, g.cosine_mean) for g in o.groups]
         return min(rows, key=lambda r: (_nan_low(r[1]), _nan_low(r[2])))
 
     @property
@@ -419,17 +424,22 @@ def _fmt_db(value: Optional[float]) -> str:
 class _Sums:
     """Running sums of one slice of an output (the whole of it, or one channel group)."""
 
-    __slots__ = ("ref2", "cand2", "dot", "err2")
+    __slots__ = ("ref2", "cand2", "dot", "err2", "cos_sum", "rows")
 
     def __init__(self):
-        self.ref2 = self.cand2 = self.dot = self.err2 = 0.0
+        self.ref2 = self.cand2 = self.dot = self.err2 = self.cos_sum = 0.0
+        self.rows = 0
 
     def add(self, r: np.ndarray, c: np.ndarray) -> None:
+        """``r``, ``c``: ``[samples, values]``."""
         e = r - c
-        self.ref2 += float(np.vdot(r, r))
-        self.cand2 += float(np.vdot(c, c))
-        self.dot += float(np.vdot(r, c))
-        self.err2 += float(np.vdot(e, e))
+        ref2, cand2, dot = np.einsum("ij,ij->i", r, r), np.einsum("ij,ij->i", c, c), np.einsum("ij,ij->i", r, c)
+        self.ref2 += float(ref2.sum())
+        self.cand2 += float(cand2.sum())
+        self.dot += float(dot.sum())
+        self.err2 += float(np.einsum("ij,ij->", e, e))
+        self.cos_sum += float(_cos_rows(dot, ref2, cand2).sum())
+        self.rows += len(ref2)
 
 
 class OutputAccumulator:
@@ -453,6 +463,7 @@ class OutputAccumulator:
         self.max_abs = 0.0
         self.ref_abs_max = 0.0
         self.cos_min = math.inf
+        self.cos_sum = 0.0
         self.classes: Optional[int] = None
         self.top1 = 0
         self.topk = 0
@@ -488,12 +499,14 @@ class OutputAccumulator:
             self.max_abs = max(self.max_abs, float(abs_e.max()))
             self.ref_abs_max = max(self.ref_abs_max, float(np.abs(r).max()))
         if n:
-            self.cos_min = min(self.cos_min, float(_cos_rows(dot, ref2, cand2).min()))
+            rows = _cos_rows(dot, ref2, cand2)
+            self.cos_min = min(self.cos_min, float(rows.min()))
+            self.cos_sum += float(rows.sum())
         for group, sums in zip(self.groups, self._group_sums):
             index = [slice(None)] * reference.ndim
             index[group.axis] = slice(group.start, group.stop)
-            sums.add(reference[tuple(index)].astype(np.float64).ravel(),
-                     candidate[tuple(index)].astype(np.float64).ravel())
+            sums.add(reference[tuple(index)].astype(np.float64).reshape(n, -1),
+                     candidate[tuple(index)].astype(np.float64).reshape(n, -1))
         self.samples += n
         self.elements += r.size
         self._update_scores(reference, candidate)
@@ -523,6 +536,7 @@ class OutputAccumulator:
             samples=n,
             cosine=_cos(self.dot, self.ref2, self.cand2),
             cosine_min=self.cos_min if n else math.nan,
+            cosine_mean=self.cos_sum / n if n else math.nan,
             snr_db=_snr(self.ref2, self.err2) if n else math.nan,
             max_abs_error=self.max_abs,
             mean_abs_error=self.abs_err / self.elements if self.elements else math.nan,
@@ -531,7 +545,8 @@ class OutputAccumulator:
             top1_agreement=self.top1 / n if self.is_scores and n else None,
             top5_agreement=self.topk / n if self.is_scores and n and self.classes > TOP_K else None,
             groups=[GroupMetrics(g.label, _snr(sums.ref2, sums.err2) if n else math.nan,
-                                 _cos(sums.dot, sums.ref2, sums.cand2))
+                                 _cos(sums.dot, sums.ref2, sums.cand2),
+                                 sums.cos_sum / sums.rows if sums.rows else math.nan)
                     for g, sums in zip(self.groups or (), self._group_sums)],
         )
 

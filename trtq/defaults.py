@@ -81,3 +81,7 @@ AUTO_EXCLUDE_MAX_LAYERS = 10
 #: SNR, or of 1 - cosine): smaller changes are replay-sample noise, and a layer kept in
 #: float for nothing costs speed.
 AUTO_EXCLUDE_MIN_GAIN_DB = 0.1
+#: Each mixed-precision round measures this many candidates from the current model and
+#: keeps the best (the one-run ranking is an estimate; on MiniLM the best of three reached
+#: the target with fewer layers in float than the ranking's order).
+AUTO_EXCLUDE_LOOKAHEAD = 3

@@ -287,8 +287,9 @@ class ExcludeStep:
     met: bool
     latency_ms: Optional[float] = None      # batch-1 median latency on ONNX Runtime, when measured
     speedup: Optional[float] = None         # float-model latency / this latency
-    cosine: Optional[float] = None          # worst output's cosine
-    kept: bool = True                       # False: this layer did not help and went back to INT8
+    cosine: Optional[float] = None          # worst output's mean per-sample cosine
+    kept: bool = True                       # False: measured, not kept (its layers stay INT8)
+    helped: bool = True                     # it raised the metric (kept, or another helped more)
 
 
 @dataclass
@@ -1083,10 +1084,12 @@ def auto_exclude(
     agreement on a class-score output (the replay's ``class_outputs``). Starts from the
     TensorRT-form model (``exclude`` already float), walks the ranking of
     :func:`layer_sensitivity` (noisiest quantized tensor first), and for each entry
-    measures the model with the nodes reading that tensor left in float: a step that
-    does not raise the metric is undone (recorded, not kept), so the result is never
-    worse than the step before it. Stops at the target, after ``max_layers`` nodes kept
-    in float, or after ``2 * max_layers`` steps. Returns ``(result, the TensorRT-form Q/DQ model of the result)``.
+    measures the model with the nodes reading that tensor left in float: each round
+    measures the next :data:`~trtq.defaults.AUTO_EXCLUDE_LOOKAHEAD` entries from the
+    current model and keeps the one that raises the metric most; a trial that does not
+    help is recorded, not kept, so the result is never worse than the step before it.
+    Stops at the target, after ``max_layers`` nodes kept in float, or after
+    ``AUTO_EXCLUDE_LOOKAHEAD * max_layers + 1`` trials. Returns ``(result, the TensorRT-form Q/DQ model of the result)``.
     """
     from .graph.qdq import quantize_model
 
@@ -1124,28 +1127,53 @@ def auto_exclude(
 
     steps: List[ExcludeStep] = []
     excluded: List[str] = []
-    budget = min(len(candidates), 2 * max_layers)
+    budget = defaults.AUTO_EXCLUDE_LOOKAHEAD * max(max_layers, 1) + 1
     progress(0, budget + 1)
     model, snr, cosine, agreement, value = measure(excluded)
     latency = replay.latency_ms(model, threads=threads) if measure_speed else None
     steps.append(ExcludeStep(0, None, [], snr, agreement, value, bool(value >= target), latency,
                              (float_latency / latency) if (latency and float_latency) else None, cosine=cosine))
     best_value, best_model = value, model
-    for index, entry in enumerate(candidates[:budget], start=1):
-        if best_value >= target or len(excluded) >= max_layers:
+    pool = list(candidates)
+    trials = 0
+    tried_here: set = set()  # entries measured from the current model (reset when a step is kept)
+    while trials < budget and not best_value >= target and len(excluded) < max_layers:
+        # Measure the next few entries of the ranking from here and keep the one that helps most:
+        # the ranking is one run's estimate, the measurement is the truth.
+        batch = [e for e in pool if id(e) not in tried_here][:defaults.AUTO_EXCLUDE_LOOKAHEAD]
+        if not batch:
             break
-        layer = entry.layer
-        trial = excluded + [n for n in entry.nodes() if n not in excluded]
-        model, snr, cosine, agreement, value = measure(trial)
-        kept = _helps(metric_name, value, best_value)
-        latency = replay.latency_ms(model, threads=threads) if (measure_speed and kept) else None
-        steps.append(ExcludeStep(index, layer, list(trial if kept else excluded), snr, agreement, value,
-                                 bool(kept and value >= target), latency,
-                                 (float_latency / latency) if (latency and float_latency) else None,
-                                 cosine=cosine, kept=kept))
-        if kept:
-            excluded, best_value, best_model = trial, value, model
-        progress(index + 1, budget + 1)
+        measured = []
+        for entry in batch:
+            if trials >= budget:
+                break
+            trial = excluded + [n for n in entry.nodes() if n not in excluded]
+            model, snr, cosine, agreement, value = measure(trial)
+            trials += 1
+            progress(trials + 1, budget + 1)
+            step = ExcludeStep(len(steps), entry.layer, list(excluded), snr, agreement, value, False, None, None,
+                               cosine=cosine, kept=False)
+            steps.append(step)
+            measured.append((entry, trial, model, value, step))
+            tried_here.add(id(entry))
+        helping = [m for m in measured if _helps(metric_name, m[3], best_value)]
+        for *_, step in measured:
+            step.helped = any(step is h[4] for h in helping)
+        for entry, *_ in measured:  # what did not help from here goes to the back: it may once a worse one is gone
+            if all(entry is not h[0] for h in helping):
+                pool.remove(entry)
+                pool.append(entry)
+        if not helping:
+            continue
+        entry, trial, model, value, step = max(helping, key=lambda m: _nan_low(m[3]))
+        pool.remove(entry)
+        tried_here.clear()
+        excluded, best_value, best_model = trial, value, model
+        step.kept, step.excluded, step.met = True, list(trial), bool(value >= target)
+        if measure_speed:
+            step.latency_ms = replay.latency_ms(model, threads=threads)
+            step.speedup = (float_latency / step.latency_ms) if (step.latency_ms and float_latency) else None
+    progress(budget + 1, budget + 1)
     met = bool(best_value >= target)
     unit = " dB" if metric_name == "snr_db" else ""
     label = {"snr_db": "SNR", "cosine": "cosine", "top1_agreement": "top-1 agreement"}[metric_name]

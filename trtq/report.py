@@ -381,7 +381,8 @@ def eval_tables(report, max_layers: int = 20) -> list:
             steps.add_column(name, justify="right")
         steps.add_column("")
         for s in auto.steps:
-            verdict = "[green]met[/]" if s.met else ("kept" if s.kept else "[dim]no gain: back to INT8[/]")
+            verdict = "[green]met[/]" if s.met else ("kept" if s.kept else (
+                "[dim]helped less: stays INT8[/]" if s.helped else "[dim]no gain: stays INT8[/]"))
             steps.add_row(str(s.step), escape(s.layer) if s.layer else "(none: all quantized)", _db(s.snr_db),
                           "—" if s.cosine is None else f"{s.cosine:.5f}", _fraction(s.top1_agreement),
                           _fmt(s.latency_ms, 3), "—" if s.speedup is None else f"{s.speedup:.2f}×", verdict)

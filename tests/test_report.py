@@ -128,3 +128,22 @@ def test_speedup_never_against_another_models_fp32_row():
     assert by["lone.int8.onnx"].speedup is None  # no fp32 row of its own model: no number
     named = fill_speedups(rows, overwrite=True, baseline="demo.onnx")
     assert {r.model: r.speedup for r in named}["lone.int8.onnx"] == pytest.approx(2.0)
+
+
+def test_sensitivity_caption_names_a_json_file_only_when_one_is_written():
+    from rich.console import Console
+
+    from trtq import evaluate as ev
+    from trtq.report import eval_tables
+
+    report = ev.EvalReport("a.onnx", "b.onnx", 4, [], sensitivity_samples=4, amax_source="cache",
+                           sensitivity=[ev.LayerSensitivity(f"t{i}", "Conv", 30.0 + i) for i in range(5)])
+
+    def text(**kwargs):
+        console = Console(record=True, width=200)
+        for part in eval_tables(report, max_layers=2, **kwargs):
+            console.print(part)
+        return console.export_text()
+
+    assert "3 more layer(s) not shown (--json PATH writes every one)" in text()
+    assert "3 more layer(s) in out/r.json" in text(json_path="out/r.json")

@@ -321,10 +321,10 @@ def _fraction(value: Optional[float]) -> str:
     return "—" if value is None else f"{value:.4f}"
 
 
-def eval_tables(report, max_layers: int = 20) -> list:
+def eval_tables(report, max_layers: int = 20, json_path: Optional[str] = None) -> list:
     """Rich renderables for an ``EvalReport``: a heading line and a table per section (outputs, accuracy,
-    layer sensitivity, mixed-precision steps). Sensitivity shows the ``max_layers`` worst layers
-    (all of them are in the JSON)."""
+    layer sensitivity, mixed-precision steps). Sensitivity shows the ``max_layers`` worst layers; the
+    caption points to ``json_path`` for the rest only when that report is written."""
     from rich.markup import escape
     from rich.table import Table
     from rich.text import Text
@@ -360,7 +360,8 @@ def eval_tables(report, max_layers: int = 20) -> list:
     if report.sensitivity:
         shown = report.sensitivity[:max_layers]
         more = len(report.sensitivity) - len(shown)
-        sens = Table(caption=f"{more} more layer(s) in the JSON report" if more > 0 else None)
+        where = f"in {json_path}" if json_path else "not shown (--json PATH writes every one)"
+        sens = Table(caption=f"{more} more layer(s) {where}" if more > 0 else None)
         sens.add_column("#", justify="right")
         sens.add_column("quantized tensor", overflow="fold")
         sens.add_column("read by")

@@ -160,7 +160,7 @@ def run(args: argparse.Namespace) -> int:
                 code = 1
     console = report_console()
     console.print(f"[bold]{escape(report.data)}[/]", highlight=False)
-    for part in eval_tables(report):
+    for part in eval_tables(report, json_path=args.json):
         console.print(part, highlight=False)
     if report.auto_exclude is not None:
         auto = report.auto_exclude

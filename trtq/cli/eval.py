@@ -97,6 +97,8 @@ def run(args: argparse.Namespace) -> int:
     from ..report import eval_tables, report_console, write_json
     from .options import data_spec_from_args
 
+    from ..graph.model import load_onnx
+
     spec = data_spec_from_args(args, flag_dest="data", shuffle=False)
     bars = None if not args.quiet else False
     requantize = args.sensitivity or args.auto_exclude
@@ -162,6 +164,10 @@ def run(args: argparse.Namespace) -> int:
     console.print(f"[bold]{escape(report.data)}[/]", highlight=False)
     for part in eval_tables(report, json_path=args.json):
         console.print(part, highlight=False)
+    if requantize and not is_engine_path(args.candidate) and ev.qdq_form(load_onnx(args.candidate)) == "cpu":
+        console.print("note: the first table measured the candidate's ONNX Runtime (cpu) form, whose folded Relus "
+                      "saturate at 2x amax; sensitivity and mixed precision measure the TensorRT form, what an engine "
+                      "computes, so their step 0 can read lower", highlight=False, markup=False)
     if report.auto_exclude is not None:
         auto = report.auto_exclude
         style = "green" if auto.met else "red"

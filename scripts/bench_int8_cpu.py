@@ -13,12 +13,12 @@ Two real pretrained conv nets, each with real data:
 Every variant of a model is calibrated on the same samples:
 
   FP32          the original model, ONNX Runtime CPU
-  trtq INT8     trtq calibrate (entropy) + trtq quantize --for cpu (uint8 activations,
+  trtq INT8     trtq calibrate (the default, auto) + trtq quantize --for cpu (uint8 activations,
                 zero point 128: TensorRT's symmetric grid, shifted; also quantizes the
                 tensors between quantized layers so ONNX Runtime fuses QLinear kernels)
   trtq INT8 (TRT form)  the scales as trtq quantize --for trt writes them for TensorRT
                 (fidelity only: ONNX Runtime has no fast kernels for int8 activations)
-  trtq <algo>   trtq's minmax / percentile / mse from the same histograms, both forms,
+  trtq <algo>   trtq's entropy / minmax / percentile / mse from the same histograms, both forms,
                 so trtq's best is compared with ONNX Runtime's best on equal terms
   ORT <method>  onnxruntime.quantization.quantize_static, QDQ, per-channel, symmetric
                 int8 weights and activations, MinMax / Entropy (2048 bins) / Percentile;
@@ -83,16 +83,17 @@ def compare(label, model, calib_spec, eval_spec, labels, shapes, batch_sizes, it
     variants = {"FP32": Path(model)}
     started = time.perf_counter()
     cache = work / f"{label}.calib.cache"
-    calibration = calibrate(model, calib_spec, algorithm="entropy", cache_path=cache)
+    calibration = calibrate(model, calib_spec, cache_path=cache)
     variants["trtq INT8"] = work / f"{label}.int8-cpu.onnx"
     quantize(model, variants["trtq INT8"], cache=cache, target="cpu")
     variants["trtq INT8 (TRT form)"] = work / f"{label}.int8.onnx"
     quantize(model, variants["trtq INT8 (TRT form)"], cache=cache, target="trt")
-    print(f"trtq: calibrated and quantized in {time.perf_counter() - started:.1f} s", flush=True)
+    print(f"trtq: calibrated (auto chose {calibration.auto.chosen}, {len(calibration.auto.overrides)} per-tensor "
+          f"override(s)) and quantized in {time.perf_counter() - started:.1f} s", flush=True)
     # ONNX Runtime gets the best of its three methods on the held-out data; for a symmetric
     # comparison trtq's other algorithms are built from the same histograms (no re-run).
     float_model = load_onnx(model)
-    for algorithm in ("minmax", "percentile", "mse"):
+    for algorithm in ("entropy", "minmax", "percentile", "mse"):
         amax = amax_from_histograms(calibration.histograms, algorithm)
         for target, suffix in (("cpu", ""), ("trt", " (TRT form)")):
             quantized, _ = quantize_model(float_model, amax, target=target)
@@ -126,7 +127,8 @@ def compare(label, model, calib_spec, eval_spec, labels, shapes, batch_sizes, it
         report = evaluate(model, path, eval_spec, labels=labels)
         out0 = report.outputs[0]
         accuracy = report.accuracy
-        quality[name] = (out0.snr_db, out0.cosine, accuracy.candidate_top1 if accuracy else None)
+        # worst SNR over outputs and channel groups: YOLOv8n's whole-output SNR is its boxes' SNR
+        quality[name] = (report.worst_snr_db(), out0.worst_cosine, accuracy.candidate_top1 if accuracy else None)
         if accuracy and "FP32" not in quality:
             quality["FP32"] = (float("inf"), 1.0, accuracy.reference_top1)
     quality.setdefault("FP32", (float("inf"), 1.0, None))

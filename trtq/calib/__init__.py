@@ -10,7 +10,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Union
+from typing import Dict, List, Optional, Sequence, Union
 
 from .. import defaults
 from ..errors import TrtqError
@@ -32,6 +32,10 @@ class CalibrationResult:
     files_written: List[Path] = field(default_factory=list)
     sidecar: dict = field(default_factory=dict)
     histograms: dict = field(default_factory=dict, repr=False)
+    #: tensors left out of ``amax`` (they stay float) -> why: +-inf or huge by construction
+    unquantized: Dict[str, str] = field(default_factory=dict)
+    #: how collection ran: tensors observed, samples per run (lowered for the memory budget), groups
+    collection: Optional[object] = field(default=None, repr=False)
 
 
 def amax_from_histograms(histograms: dict, algorithm: str = defaults.ALGORITHM, **options) -> Dict[str, float]:
@@ -53,12 +57,19 @@ def calibrate(
     percentile: float = defaults.PERCENTILE,
     threads: Optional[int] = None,
     max_binned: Optional[int] = defaults.HIST_MAX_BINNED,
+    exact: bool = False,
+    max_memory: Optional[int] = defaults.CALIB_MAX_MEMORY,
+    observe: Union[str, Sequence[str]] = "all",
     progress: ProgressCallback = no_progress,
 ) -> CalibrationResult:
     """Calibrate ``model_path`` on ``data`` (a DataSpec or a path) and return amax per tensor.
 
     With ``cache_path``, also write the TensorRT calibration cache and its JSON sidecar
-    (atomically; the output location is checked before any work starts).
+    (atomically; the output location is checked before any work starts). ``exact``:
+    bin every value (overrides ``max_binned``). ``max_memory``: bytes the calibration
+    may use (None: unbounded). ``observe``: ``"all"`` float tensors (what TensorRT's
+    implicit path reads from a cache), ``"qdq"`` (only the Q/DQ placement points of an
+    explicit model) or a list of tensor names.
     """
     from .. import cache as cache_io
     from ..data import open_source
@@ -66,7 +77,7 @@ def calibrate(
     from ..fileio import check_writable
     from ..graph.model import file_sha256, input_specs, load_onnx
     from .algorithms import check_algorithm
-    from .collect import collect_histograms
+    from .collect import CollectionReport, collect_histograms, qdq_tensors
 
     check_algorithm(algorithm)  # before any work, like the checks below
     if not 0.0 < percentile <= 100.0:
@@ -74,6 +85,12 @@ def calibrate(
     if num_bins < 128 or num_bins % 2:
         raise TrtqError(f"num_bins must be an even number of at least 128 (entropy merges into 128 levels; "
                         f"growing the range merges bin pairs), got {num_bins}")
+    if isinstance(observe, str) and observe not in ("all", "qdq"):
+        raise TrtqError(f"observe must be 'all', 'qdq' or a list of tensor names, got {observe!r}")
+    if max_memory is not None and max_memory <= 0:
+        raise TrtqError(f"max_memory must be a positive number of bytes, got {max_memory}")
+    if exact:
+        max_binned = None
     if cache_path is not None:
         check_writable(cache_path)
         check_writable(cache_io.sidecar_path(cache_path))
@@ -84,14 +101,22 @@ def calibrate(
     log.info("calibrating on %s", source.description)
 
     started = time.perf_counter()
+    tensors = None if observe == "all" else qdq_tensors(model) if observe == "qdq" else list(observe)
+    report = CollectionReport()
     histograms = collect_histograms(model, iter(source), num_bins=num_bins, total_samples=source.num_samples,
-                                    threads=threads, max_binned=max_binned, progress=progress)
+                                    threads=threads, max_binned=max_binned, tensors=tensors, max_memory=max_memory,
+                                    report=report, progress=progress)
     options = {"percentile": percentile} if algorithm == "percentile" else {}
     amax = amax_from_histograms(histograms, algorithm, **options)
     seconds = time.perf_counter() - started
 
     version = trt_version if trt_version is not None else cache_io.default_trt_version()
-    algorithm_options = {"num_bins": num_bins, "max_binned": max_binned, **options}
+    algorithm_options = {"num_bins": num_bins, "max_binned": max_binned,
+                         "observe": observe if isinstance(observe, str) else "list", **options}
+    if report.unquantized:
+        algorithm_options["unquantized"] = dict(report.unquantized)
+        log.warning("%d tensor(s) stay float (+-inf or huge by construction, e.g. attention-mask biases): %s",
+                    len(report.unquantized), ", ".join(list(report.unquantized)[:5]))
     sidecar = cache_io.make_sidecar(
         model_path=model_path,
         model_sha256=file_sha256(model_path),
@@ -109,4 +134,5 @@ def calibrate(
         written = cache_io.write_cache(cache_path, amax, algorithm=algorithm, trt_version=version, sidecar=sidecar)
     return CalibrationResult(amax=amax, algorithm=algorithm, num_samples=source.num_samples, num_batches=len(source),
                              seconds=seconds, data_description=source.description, files_written=written,
-                             sidecar=sidecar, histograms=histograms)
+                             sidecar=sidecar, histograms=histograms, unquantized=report.unquantized,
+                             collection=report)

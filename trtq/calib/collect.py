@@ -1,17 +1,26 @@
 """Running a model over calibration data and streaming |x| histograms of its tensors.
 
-The graph is augmented in memory so that the network inputs and every floating-point
-activation become outputs; ONNX Runtime runs it batch by batch on the CPU and each
-tensor's values go straight into a fixed-size :class:`AbsHistogram`. Memory depends on
-the batch size and the model, never on the number of samples.
+The graph is augmented in memory so that the network inputs and the observed
+floating-point activations (every one for a TensorRT cache, only the Q/DQ placement
+points for an explicit model: :func:`qdq_tensors`) become outputs; ONNX Runtime runs it
+on the CPU and each tensor's values go straight into a fixed-size :class:`AbsHistogram`.
+
+Memory is a budget (``max_memory``): the activations alive at once (the run being binned
+and the run ONNX Runtime is producing) are bounded by splitting each batch into smaller
+runs and, when one sample's activations alone exceed the budget, by requesting the
+outputs in groups (one session per group). So peak memory is set by the budget, not by
+the number of samples, the batch size or the model's tensor count.
 """
 
 from __future__ import annotations
 
 import logging
+import math
+import os
 import queue
 import threading
-from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence
+from dataclasses import dataclass, field
+from typing import Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -90,27 +99,76 @@ def augmented_model(model, tensors: Sequence[str]):
     return augmented
 
 
+def qdq_tensors(model, tensors: Optional[Sequence[str]] = None) -> List[str]:
+    """The tensors a Q/DQ model needs an amax for: every placement point of both forms.
+
+    The union over the TensorRT form and the CPU form of :func:`trtq.graph.placement.
+    plan_quantization` (weighted-op inputs, residual Add inputs, the CPU form's extra
+    outputs and scale sources), computed as if every float tensor had an amax, so the
+    real table covers whatever the placement picks. In graph order.
+    """
+    from ..graph.placement import plan_quantization
+    from ..graph.qdq import node_names
+
+    tensors = list(tensors) if tensors is not None else activation_tensors(model)
+    everything = {name: 1.0 for name in tensors}
+    names = node_names(model)
+    needed = set()
+    for target in ("trt", "cpu"):
+        plan = plan_quantization(model, names, everything, target=target)
+        needed.update(plan.activations)
+        needed.update(plan.extra_outputs)
+        needed.update(plan.scale_source.values())
+    return [name for name in tensors if name in needed]
+
+
+@dataclass
+class CollectionReport:
+    """What collection did besides the histograms (``collect_histograms(report=...)`` fills it)."""
+
+    #: tensor -> why it is left out of the amax table (stays float): +-inf or huge by construction
+    unquantized: Dict[str, str] = field(default_factory=dict)
+    #: tensors observed (graph inputs included)
+    observed: int = 0
+    #: samples per batch the data gave, and per ONNX Runtime run (lower when the budget asked)
+    data_batch: Optional[int] = None
+    run_batch: Optional[int] = None
+    #: output groups per run (1: every observed tensor in one run)
+    groups: int = 1
+    #: activation bytes of one sample over all observed tensors, and the budget for them
+    bytes_per_sample: Optional[int] = None
+    activation_budget: Optional[int] = None
+    #: why the budget could not be met (one tensor of one sample is larger), else None
+    over_budget: Optional[str] = None
+
+
 class HistogramCollector:
     """Observe batches of tensors into one :class:`AbsHistogram` per tensor.
 
-    With ``max_binned`` set, a tensor with more values than that in one batch has an
-    evenly strided sample of them binned (the offset moves from batch to batch), while
-    its exact max |x| still sets the histogram's range; ``max_binned=None`` (the
-    default) bins every value, as TensorRT's calibrator does. Binning is the cost of
-    calibration: on YOLOv8n at 320x320 every sample carries 14.8 M activation values,
-    and binning them all takes longer than running the model.
+    Every value is binned by default, as TensorRT's calibrator does. With
+    ``max_binned`` set, a tensor with more values than that in one batch has an evenly
+    strided sample of them binned (the offset moves from batch to batch), while its
+    exact max |x| still sets the histogram's range: opt-in, since on YOLOv8n it moved
+    the entropy amax of 5% of the tensors by more than 10%.
+
+    Tensors holding +-inf or values of at least :data:`trtq.defaults.UNQUANTIZED_ABS`
+    (attention-mask biases, min-float fills) are dropped and recorded in
+    ``unquantized``; NaN raises :class:`DataError`.
     """
 
-    def __init__(self, num_bins: int = defaults.NUM_BINS, max_binned: Optional[int] = defaults.HIST_MAX_BINNED):
+    def __init__(self, num_bins: int = defaults.NUM_BINS, max_binned: Optional[int] = defaults.HIST_MAX_BINNED,
+                 huge: float = defaults.UNQUANTIZED_ABS):
         self.num_bins = num_bins
         self.max_binned = max_binned
+        self.huge = huge
         self.histograms: Dict[str, AbsHistogram] = {}
         self.skipped: set = set()
+        self.unquantized: Dict[str, str] = {}
         self.values_seen: Dict[str, int] = {}
 
     def observe(self, tensors: Mapping[str, np.ndarray], batch_index: int = 0) -> None:
         for name, values in tensors.items():
-            if name in self.skipped:
+            if name in self.skipped or name in self.unquantized:
                 continue
             values = np.asarray(values)
             if values.dtype.kind != "f":
@@ -128,11 +186,121 @@ class HistogramCollector:
                 else:
                     hist.update(values)
             except ValueError:
-                raise DataError(
-                    f"tensor {name!r} holds NaN or Inf in calibration batch {batch_index + 1}; "
-                    "the model overflows on this data (check the preprocessing: scale, mean, std)"
-                ) from None
+                if np.isnan(values).any():
+                    raise DataError(
+                        f"tensor {name!r} holds NaN in calibration batch {batch_index + 1}: the model computes "
+                        "NaN on this data. Check the inputs (images: the preprocessing scale, mean and std; "
+                        "token ids: within the vocabulary, with a matching attention mask) or the operation "
+                        "that makes it (0/0, log or sqrt of a negative value)") from None
+                self._leave_float(name, "holds +-inf (a mask bias or fill value by construction)")
+                continue
+            if hist.max_abs >= self.huge:
+                self._leave_float(name, f"holds |x| up to {hist.max_abs:.3g} (>= {self.huge:.3g}: a mask bias or "
+                                        "fill value by construction)")
+                continue
             self.values_seen[name] = self.values_seen.get(name, 0) + values.size
+
+    def _leave_float(self, name: str, reason: str) -> None:
+        self.histograms.pop(name, None)
+        self.values_seen.pop(name, None)
+        self.unquantized[name] = reason
+        log.info("tensor %r stays float: %s", name, reason)
+
+
+def _current_rss() -> int:
+    """Resident memory of this process now, in bytes (0 where /proc is missing)."""
+    try:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def estimate_bytes_per_sample(model, tensors: Sequence[str], feed: Mapping[str, np.ndarray]) -> Dict[str, int]:
+    """Bytes of one sample of each tensor, from shape inference at the feed's shapes (batch 1).
+
+    Tensors whose shape stays unknown get the largest known size (erring high keeps the
+    budget); the sizes are corrected from the first run's real outputs.
+    """
+    import onnx
+
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    for vi in probe.graph.input:
+        if vi.name in feed and vi.type.HasField("tensor_type"):
+            shape = (1,) + tuple(np.asarray(feed[vi.name]).shape[1:])
+            dims = vi.type.tensor_type.shape.dim
+            if len(dims) == len(shape):
+                for dim, size in zip(dims, shape):
+                    dim.Clear()
+                    dim.dim_value = int(size)
+    try:
+        inferred = onnx.shape_inference.infer_shapes(probe, data_prop=True)
+    except Exception as exc:  # an estimate only: fall back to the first run's sizes
+        log.debug("shape inference at the data's shapes failed (%s)", exc)
+        inferred = probe
+    sizes: Dict[str, int] = {}
+    for vi in list(inferred.graph.value_info) + list(inferred.graph.output) + list(inferred.graph.input):
+        tt = vi.type.tensor_type if vi.type.HasField("tensor_type") else None
+        if tt is None or not tt.HasField("shape"):
+            continue
+        dims = [d.dim_value if d.HasField("dim_value") else -1 for d in tt.shape.dim]
+        if any(d < 0 for d in dims):
+            continue
+        try:
+            itemsize = onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type).itemsize
+        except Exception:  # noqa: BLE001 -- unknown element type
+            itemsize = 4
+        sizes[vi.name] = int(np.prod(dims, dtype=np.int64)) * itemsize
+    largest = max(sizes.values(), default=0) or 4
+    return {name: sizes.get(name, largest) for name in tensors}
+
+
+def plan_runs(sizes: Sequence[int], budget: int, batch: int, can_split: bool, alive: int = 2
+              ) -> Tuple[int, List[List[int]], Optional[str]]:
+    """Samples per run and output groups so that ``alive`` runs of activations fit ``budget``.
+
+    ``sizes``: bytes of one sample per tensor. Lowers the batch first (ONNX Runtime runs
+    the model once per run), then splits the tensors into groups (one run per group, so
+    the model runs once per group). Returns ``(run_batch, groups, over_budget)``; the
+    last is a reason when even one tensor of one sample exceeds the budget.
+    """
+    per_run = max(1, budget // alive)
+    total = sum(sizes)
+    if total * batch <= per_run or not sizes:
+        return batch, [list(range(len(sizes)))], None
+    if can_split:
+        fit = per_run // max(1, total)
+        if fit >= 1:
+            return min(batch, fit), [list(range(len(sizes)))], None
+        run_batch = 1
+    else:
+        run_batch = batch
+    groups: List[List[int]] = []
+    current: List[int] = []
+    used = 0
+    over = None
+    for index, size in enumerate(sizes):
+        need = size * run_batch
+        if current and used + need > per_run:
+            groups.append(current)
+            current, used = [], 0
+        if need > per_run and over is None:
+            over = f"one tensor needs {need / 2**20:.0f} MiB per run, more than the budget allows"
+        current.append(index)
+        used += need
+    if current:
+        groups.append(current)
+    return run_batch, groups, over
+
+
+def _split(feed: Mapping[str, np.ndarray], size: int) -> Iterator[Dict[str, np.ndarray]]:
+    count = len(next(iter(feed.values()))) if feed else 0
+    if count <= size:
+        yield dict(feed)
+        return
+    for start in range(0, count, size):
+        yield {name: array[start:start + size] for name, array in feed.items()}
 
 
 def collect_histograms(
@@ -143,27 +311,84 @@ def collect_histograms(
     total_samples: Optional[int] = None,
     threads: Optional[int] = None,
     max_binned: Optional[int] = defaults.HIST_MAX_BINNED,
+    tensors: Optional[Sequence[str]] = None,
+    max_memory: Optional[int] = defaults.CALIB_MAX_MEMORY,
+    report: Optional[CollectionReport] = None,
     progress: ProgressCallback = no_progress,
 ) -> Dict[str, AbsHistogram]:
-    """Run ``model`` (an ONNX ModelProto) over ``batches`` and histogram every float tensor.
+    """Run ``model`` (an ONNX ModelProto) over ``batches`` and histogram its float tensors.
 
-    Histogram updates of one batch overlap with ONNX Runtime running the next one
-    (numpy and ONNX Runtime both release the GIL); at most three batches of
-    activations are alive at once, whatever the number of samples. (Binding reused
-    output buffers through IOBinding was tried: no faster once the histogram thread
-    competes for the cores, and 35% more peak memory on YOLOv8n.)
+    ``tensors``: the ones to observe (default: every float activation and input, as a
+    TensorRT cache needs; :func:`qdq_tensors` for a Q/DQ model). ``max_memory``: bytes
+    the process may use (None: no bound); the activations alive at once get what the
+    process does not already hold. ``report``: filled with what was left float, the
+    samples per run and the output groups. Binning one run overlaps with ONNX Runtime
+    producing the next (the compiled kernel releases the GIL); at most two runs of
+    activations are alive at once.
     """
     from ..ort import create_session, ort_reason
 
-    tensors = activation_tensors(model)
-    wanted = set(tensors)
+    report = report if report is not None else CollectionReport()
+    every = activation_tensors(model)
+    if tensors is None:
+        observed_names = every
+    else:
+        known = set(every)
+        unknown = [t for t in tensors if t not in known]
+        if unknown:
+            raise ModelError(f"cannot observe {', '.join(repr(t) for t in unknown[:5])}: not float activations of "
+                             f"the model (see `trtq info` for tensor names)")
+        wanted_set = set(tensors)
+        observed_names = [t for t in every if t in wanted_set]
+    wanted = set(observed_names)
     input_names = {vi.name for vi in model.graph.input}
-    session = create_session(augmented_model(model, [t for t in tensors if t not in input_names]),
-                             threads=threads, optimization="all")
-    output_names = [o.name for o in session.get_outputs()]
+    outputs_wanted = [t for t in observed_names if t not in input_names]
+    static_batch = all(vi.type.tensor_type.shape.dim[0].HasField("dim_value")
+                       for vi in model.graph.input
+                       if vi.type.HasField("tensor_type") and len(vi.type.tensor_type.shape.dim) > 0) \
+        and any(len(vi.type.tensor_type.shape.dim) > 0 for vi in model.graph.input)
+    report.observed = len(observed_names)
     collector = HistogramCollector(num_bins, max_binned)
 
-    work: "queue.Queue" = queue.Queue(maxsize=1)
+    iterator = iter(batches)
+    first = next(iterator, None)
+    if first is None:
+        raise DataError("calibration saw no data: the data source yielded no batches")
+    data_batch = len(next(iter(first.values()))) if first else 1
+    report.data_batch = data_batch
+
+    sizes = estimate_bytes_per_sample(model, outputs_wanted, first) if outputs_wanted else {}
+    sessions: List[Tuple[object, List[str]]] = []
+
+    def plan(sizes_now: Mapping[str, int]) -> Tuple[int, List[List[str]]]:
+        if max_memory is None:
+            report.activation_budget = None
+            return data_batch, [outputs_wanted]
+        baseline = _current_rss()
+        budget = max(int(max_memory) - baseline, 1 << 24)
+        report.activation_budget = budget
+        per_tensor = [int(sizes_now.get(t, 0)) for t in outputs_wanted]
+        run_batch, groups, over = plan_runs(per_tensor, budget, data_batch, can_split=not static_batch)
+        report.over_budget = over
+        return run_batch, [[outputs_wanted[i] for i in group] for group in groups]
+
+    def open_sessions(groups: List[List[str]]) -> None:
+        sessions.clear()
+        for group in groups:
+            session = create_session(augmented_model(model, group), threads=threads, optimization="all",
+                                     spinning=False)
+            sessions.append((session, [o.name for o in session.get_outputs()]))
+
+    report.bytes_per_sample = int(sum(sizes.values()))
+    run_batch, groups = plan(sizes)
+    if outputs_wanted:
+        open_sessions(groups)
+    else:
+        sessions.append((None, []))
+    measured = False
+
+    work: "queue.Queue" = queue.Queue()
+    slots = threading.Semaphore(2)  # runs of activations alive: one being binned, one being produced
     failure: List[BaseException] = []
 
     def worker() -> None:
@@ -177,29 +402,76 @@ def collect_histograms(
                     collector.observe(observed, index)
             except BaseException as exc:  # re-raised in the caller's thread
                 failure.append(exc)
+            finally:
+                del observed, item
+                slots.release()
 
     thread = threading.Thread(target=worker, name="trtq-histograms", daemon=True)
     thread.start()
     done = 0
+    index = 0
     try:
-        for index, feed in enumerate(batches):
+        feed = first
+        while feed is not None:
             if failure:
                 break
-            try:
-                outputs = session.run(output_names, dict(feed))
-            except Exception as exc:  # ORT raises its own exception types
-                raise ModelError(f"ONNX Runtime failed on calibration batch {index + 1}: {ort_reason(exc)}") from None
-            observed = {name: feed[name] for name in feed if name in wanted}
-            observed.update(zip(output_names, outputs))
-            work.put((index, observed))
+            for part in _split(feed, run_batch):
+                for session, names in sessions:
+                    slots.acquire()
+                    if failure:
+                        slots.release()
+                        break
+                    observed = {name: part[name] for name in part if name in wanted} if session is sessions[0][0] \
+                        else {}
+                    if session is not None:
+                        try:
+                            outputs = session.run(names, dict(part))
+                        except Exception as exc:  # ORT raises its own exception types
+                            slots.release()
+                            raise ModelError(f"ONNX Runtime failed on calibration batch {index + 1}: "
+                                             f"{ort_reason(exc)}") from None
+                        if not measured:
+                            count = max(1, len(next(iter(part.values()))))
+                            sizes.update({n: out.nbytes // count for n, out in zip(names, outputs)})
+                        observed.update(zip(names, outputs))
+                        del outputs
+                    work.put((index, observed))
+                    del observed
+                if not measured and session is not None and len(sessions) == 1:
+                    measured = True
+                    report.bytes_per_sample = int(sum(sizes.values()))
+                    new_batch, new_groups = plan(sizes)
+                    if new_batch < run_batch or len(new_groups) != len(groups):
+                        log.debug("activations are %d bytes per sample: re-planned to %d samples per run, "
+                                  "%d group(s)", report.bytes_per_sample, new_batch, len(new_groups))
+                        if len(new_groups) != len(groups):
+                            groups = new_groups
+                            open_sessions(groups)
+                        run_batch = new_batch
+                elif not measured:
+                    measured = True
+                    report.bytes_per_sample = int(sum(sizes.values()))
+            index += 1
             done += len(next(iter(feed.values()))) if feed else 0
             progress(done, total_samples)
+            feed = next(iterator, None)
     finally:
         work.put(None)
         thread.join()
     if failure:
         raise failure[0]
-    if not collector.histograms:
+    report.run_batch = run_batch
+    report.groups = len(sessions)
+    report.unquantized = dict(collector.unquantized)
+    if run_batch < data_batch:
+        log.warning("calibration ran %d sample(s) at a time instead of the batch of %d to stay within the "
+                    "memory budget of %.0f MiB (--max-memory)", run_batch, data_batch,
+                    (max_memory or 0) / 2**20)
+    if len(sessions) > 1:
+        log.warning("one sample's activations exceed the memory budget of %.0f MiB (--max-memory): the outputs "
+                    "were requested in %d groups, running the model %d times per batch", (max_memory or 0) / 2**20,
+                    len(sessions), len(sessions))
+    if not collector.histograms and not collector.unquantized:
         raise DataError("calibration saw no data: the data source yielded no batches")
-    order = {name: i for i, name in enumerate(tensors)}
+    order = {name: i for i, name in enumerate(every)}
     return dict(sorted(collector.histograms.items(), key=lambda item: order.get(item[0], len(order))))

@@ -21,6 +21,19 @@ def parse_trt_version(text: str) -> int:
     return trt_version_int(text)
 
 
+def parse_memory(text: str) -> int:
+    """Bytes from '1.5G', '800M', '2GiB', '1073741824'."""
+    import re
+
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([kmgt]?)(i?b)?\s*", text.lower())
+    if not match:
+        raise argparse.ArgumentTypeError(f"expected a size like 1.5G, 800M or a number of bytes, got {text!r}")
+    value = float(match.group(1)) * 1024 ** " kmgt".index(match.group(2) or " ")
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"memory budget must be positive, got {text!r}")
+    return int(value)
+
+
 def add_parser(sub) -> None:
     from .options import add_data_arguments
 
@@ -49,6 +62,17 @@ def add_parser(sub) -> None:
                         help="bin at most N values of each tensor per batch (an evenly strided sample; the exact "
                         "max |x| still sets the range): faster on activation-heavy models, but the cache no longer "
                         "follows TensorRT's every-value histograms exactly. Default: every value")
+    parser.add_argument("--exact", action="store_true",
+                        help="bin every value of every tensor (as TensorRT's calibrator does), whatever --max-binned "
+                        "says; this is also the default, so it only matters with --max-binned")
+    parser.add_argument("--max-memory", type=parse_memory, default=defaults.CALIB_MAX_MEMORY, metavar="SIZE",
+                        help="memory calibration may use (e.g. 1.5G, 800M): the activations alive at once are kept "
+                        "within it by running fewer samples at a time or requesting outputs in groups (you are told "
+                        "when); default suits an 8 GB Jetson")
+    parser.add_argument("--observe", default="all", metavar="WHICH",
+                        help="tensors to observe: 'all' (every float tensor, which TensorRT's implicit INT8 path "
+                        "reads from the cache), 'qdq' (only the Q/DQ placement points: faster, but the cache then "
+                        "serves explicit builds and trtq quantize only) or comma-separated tensor names")
     parser.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads (default: all cores)")
     parser.set_defaults(func=run)
 
@@ -71,12 +95,26 @@ def run(args: argparse.Namespace) -> int:
     with progress_bar("calibrating", enabled=None if not args.quiet else False) as progress:
         result = calibrate(args.model, spec, algorithm=args.algo, cache_path=output, trt_version=args.trt_version,
                            num_bins=args.num_bins, percentile=args.percentile, threads=args.threads,
-                           max_binned=args.max_binned,
+                           max_binned=args.max_binned, exact=args.exact, max_memory=args.max_memory,
+                           observe=args.observe if args.observe in ("all", "qdq")
+                           else [name.strip() for name in args.observe.split(",") if name.strip()],
                            progress=progress)
     console = Console()
     console.print(f"[bold green]calibrated[/] {len(result.amax)} tensors of {escape(Path(args.model).name)} "
                   f"on {result.num_samples} samples ({result.num_batches} batches) in {result.seconds:.1f} s "
                   f"with {result.algorithm}")
+    collection = result.collection
+    if collection is not None and collection.run_batch and collection.data_batch \
+            and collection.run_batch < collection.data_batch:
+        console.print(f"  [yellow]note[/]: ran {collection.run_batch} sample(s) at a time instead of batches of "
+                      f"{collection.data_batch} to stay within --max-memory {args.max_memory / 2**30:.2f} GiB")
+    if collection is not None and collection.groups > 1:
+        console.print(f"  [yellow]note[/]: one sample's activations exceed --max-memory: outputs were requested in "
+                      f"{collection.groups} groups (the model ran {collection.groups} times per batch)")
+    if result.unquantized:
+        console.print(f"  {len(result.unquantized)} tensor(s) stay float (not in the cache):")
+        for name, reason in result.unquantized.items():
+            console.print(f"    {escape(name)}: {escape(reason)}")
     for path in result.files_written:
         console.print(f"  wrote {escape(str(path))}")
     if not result.amax:

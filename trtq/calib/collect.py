@@ -441,7 +441,7 @@ def collect_histograms(
                     measured = True
                     report.bytes_per_sample = int(sum(sizes.values()))
                     new_batch, new_groups = plan(sizes)
-                    if new_batch < run_batch or len(new_groups) != len(groups):
+                    if new_batch != run_batch or len(new_groups) != len(groups):
                         log.debug("activations are %d bytes per sample: re-planned to %d samples per run, "
                                   "%d group(s)", report.bytes_per_sample, new_batch, len(new_groups))
                         if len(new_groups) != len(groups):

@@ -101,6 +101,15 @@ def minilm_onnx(path: Path) -> Path:
 
 
 def peak_rss_mib() -> float:
+    """This process's peak RSS. VmHWM where /proc has it: ``ru_maxrss`` survives fork + exec on
+    Linux, so a worker would report its parent's peak if the parent was larger."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return float(line.split()[1]) / 1024.0
+    except OSError:
+        pass
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0

@@ -5,8 +5,10 @@
  * floor(y) == n goes to the hidden slot n, and a block whose max exceeds the range doubles
  * the range (merging bin pairs, slot n into bin n/2) before it is binned. So the counts are
  * the ones numpy's path gives, value for value. The GIL is released while it runs.
- * (Counting only a strided sample of the bulk inside this kernel was measured: 0.94 ns/value
- * at stride 16 against 1.05 exact on YOLOv8n, since reading the values is most of the cost.)
+ * Measured and dropped: binning the tail exactly and a strided, weighted sample of the bulk
+ * (0.94 ns/value at stride 16 against 1.05 exact on YOLOv8n's activations, since reading the
+ * values is most of the cost; a sub-block variant was slower still, and after 64 samples it
+ * moved the entropy amax of 6.4 % of the tensors by more than 0.5 %, worst 23 %).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>

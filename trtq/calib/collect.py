@@ -211,6 +211,8 @@ class HistogramCollector:
 #: produces, and ONNX Runtime's own buffers of it while they are handed to numpy (measured on
 #: YOLOv8n: one run of 463 MB of outputs peaks ~250 MB above the outputs themselves).
 ALIVE_RUNS = 3
+#: The activation budget never drops below this (a budget smaller than the process itself).
+MIN_ACTIVATION_BUDGET = 1 << 20
 
 
 def _current_rss() -> int:
@@ -365,13 +367,15 @@ def collect_histograms(
 
     sizes = estimate_bytes_per_sample(model, outputs_wanted, first) if outputs_wanted else {}
     sessions: List[Tuple[object, List[str]]] = []
+    baseline: List[int] = []  # what the process holds before any activation: measured once
 
     def plan(sizes_now: Mapping[str, int]) -> Tuple[int, List[List[str]]]:
         if max_memory is None:
             report.activation_budget = None
             return data_batch, [outputs_wanted]
-        baseline = _current_rss()
-        budget = max(int(max_memory) - baseline, 1 << 24)
+        if not baseline:  # the process now, plus the copy of the weights each ONNX Runtime session keeps
+            baseline.append(_current_rss() + model.ByteSize())
+        budget = max(int(max_memory) - baseline[0], MIN_ACTIVATION_BUDGET)
         report.activation_budget = budget
         per_tensor = [int(sizes_now.get(t, 0)) for t in outputs_wanted]
         run_batch, groups, over = plan_runs(per_tensor, budget, data_batch, can_split=not static_batch,
@@ -474,6 +478,9 @@ def collect_histograms(
         log.warning("calibration ran %d sample(s) at a time instead of the batch of %d to stay within the "
                     "memory budget of %.0f MiB (--max-memory)", run_batch, data_batch,
                     (max_memory or 0) / 2**20)
+    if report.over_budget:
+        log.warning("the memory budget of %.0f MiB (--max-memory) cannot be met: %s", (max_memory or 0) / 2**20,
+                    report.over_budget)
     if len(sessions) > 1:
         log.warning("one sample's activations exceed the memory budget of %.0f MiB (--max-memory): the outputs "
                     "were requested in %d groups, running the model %d times per batch", (max_memory or 0) / 2**20,

@@ -200,6 +200,31 @@ class HistogramCollector:
                 continue
             self.values_seen[name] = self.values_seen.get(name, 0) + values.size
 
+    def prime(self, tensors: Mapping[str, np.ndarray]) -> None:
+        """Note these values' max |x| (nothing counted) for :meth:`set_ranges`.
+
+        Used on the first batch when it runs in parts: the ranges then start at the whole
+        batch's max, as if it had run at once. Non-finite values are left to :meth:`observe`.
+        """
+        from .histogram import _max_abs
+
+        peaks = self.__dict__.setdefault("_first_peaks", {})
+        for name, values in tensors.items():
+            values = np.asarray(values)
+            if name in self.skipped or values.dtype.kind != "f" or values.size == 0:
+                continue
+            peak = _max_abs(np.ascontiguousarray(values).reshape(-1))
+            if np.isfinite(peak):
+                peaks[name] = max(peaks.get(name, 0.0), peak)
+
+    def set_ranges(self) -> None:
+        """Start each primed histogram's range at the max |x| noted by :meth:`prime`."""
+        for name, peak in self.__dict__.pop("_first_peaks", {}).items():
+            hist = self.histograms.get(name)
+            if hist is None:
+                hist = self.histograms[name] = AbsHistogram(self.num_bins)
+            hist.cover(peak)
+
     def _leave_float(self, name: str, reason: str) -> None:
         self.histograms.pop(name, None)
         self.values_seen.pop(name, None)
@@ -417,51 +442,75 @@ def collect_histograms(
                 del observed, item
                 slots.release()
 
+    def run_part(session, names: List[str], part: Mapping[str, np.ndarray], index: int) -> list:
+        try:
+            return session.run(names, dict(part))
+        except Exception as exc:  # ORT raises its own exception types
+            raise ModelError(f"ONNX Runtime failed on calibration batch {index + 1}: {ort_reason(exc)}") from None
+
+    def measure(names: List[str], part: Mapping[str, np.ndarray], outputs: list) -> None:
+        count = max(1, len(next(iter(part.values()))))
+        sizes.update({n: out.nbytes // count for n, out in zip(names, outputs)})
+
+    def replan() -> None:
+        nonlocal run_batch, groups
+        report.bytes_per_sample = int(sum(sizes.values()))
+        new_batch, new_groups = plan(sizes)
+        if new_groups != groups:
+            groups = new_groups
+            open_sessions(groups)
+        if new_batch != run_batch:
+            log.debug("activations are %d bytes per sample: %d samples per run, %d group(s)",
+                      report.bytes_per_sample, new_batch, len(groups))
+        run_batch = new_batch
+
+    # The first batch sets each histogram's range (its max |x|). When it does not fit in one run,
+    # a max-only pass over it comes first, so every range is the one the whole batch gives and the
+    # histograms do not depend on the budget (one extra run of the first batch).
+    if outputs_wanted and (run_batch < data_batch or len(sessions) > 1):
+        for part in _split(first, run_batch):
+            collector.prime({name: part[name] for name in part if name in wanted})
+            for session, names in sessions:
+                outputs = run_part(session, names, part, 0)
+                measure(names, part, outputs)
+                collector.prime(dict(zip(names, outputs)))
+                del outputs
+        collector.set_ranges()
+        replan()
+        measured = True
+
     thread = threading.Thread(target=worker, name="trtq-histograms", daemon=True)
     thread.start()
     done = 0
     index = 0
     try:
         feed = first
-        while feed is not None:
-            if failure:
-                break
+        while feed is not None and not failure:
             for part in _split(feed, run_batch):
-                for session, names in sessions:
+                for position, (session, names) in enumerate(sessions):
                     slots.acquire()
                     if failure:
                         slots.release()
                         break
-                    observed = {name: part[name] for name in part if name in wanted} if session is sessions[0][0] \
-                        else {}
+                    observed = {name: part[name] for name in part if name in wanted} if position == 0 else {}
                     if session is not None:
                         try:
-                            outputs = session.run(names, dict(part))
-                        except Exception as exc:  # ORT raises its own exception types
+                            outputs = run_part(session, names, part, index)
+                        except BaseException:
                             slots.release()
-                            raise ModelError(f"ONNX Runtime failed on calibration batch {index + 1}: "
-                                             f"{ort_reason(exc)}") from None
+                            raise
                         if not measured:
-                            count = max(1, len(next(iter(part.values()))))
-                            sizes.update({n: out.nbytes // count for n, out in zip(names, outputs)})
+                            measure(names, part, outputs)
                         observed.update(zip(names, outputs))
                         del outputs
                     work.put((index, observed))
                     del observed
-                if not measured and session is not None and len(sessions) == 1:
+                if failure:
+                    break
+                if not measured:
                     measured = True
-                    report.bytes_per_sample = int(sum(sizes.values()))
-                    new_batch, new_groups = plan(sizes)
-                    if new_batch != run_batch or len(new_groups) != len(groups):
-                        log.debug("activations are %d bytes per sample: re-planned to %d samples per run, "
-                                  "%d group(s)", report.bytes_per_sample, new_batch, len(new_groups))
-                        if len(new_groups) != len(groups):
-                            groups = new_groups
-                            open_sessions(groups)
-                        run_batch = new_batch
-                elif not measured:
-                    measured = True
-                    report.bytes_per_sample = int(sum(sizes.values()))
+                    if outputs_wanted:
+                        replan()
             index += 1
             done += len(next(iter(feed.values()))) if feed else 0
             progress(done, total_samples)

@@ -563,7 +563,8 @@ def test_quantize_file_calibrates_with_calib(tmp_path, monkeypatch):
         def __init__(self, amax):
             self.amax = amax
 
-    def fake_calibrate(model_path, data, *, progress=None, algorithm=None):
+    def fake_calibrate(model_path, data, *, progress=None, algorithm=None, observe="all"):
+        assert observe == "qdq"  # no cache is written: only the Q/DQ placement points are observed
         calls.append((Path(model_path), data, algorithm))
         return Result(amax)
 
@@ -638,7 +639,7 @@ def test_cli_quantize_calibrates_with_calib(tmp_path, monkeypatch, capsys):
     amax, _ = calibrated(model)
     seen = {}
 
-    def fake_calibrate(model_path, data, *, progress=None, algorithm=None):
+    def fake_calibrate(model_path, data, *, progress=None, algorithm=None, observe="all"):
         seen.update(data=data, algorithm=algorithm)
         return type("Result", (), {"amax": amax})()
 

@@ -455,7 +455,8 @@ def quantize(
         from ..calib import calibrate
 
         options = {"algorithm": algorithm} if algorithm else {}
-        amax = calibrate(model_path, calib, progress=progress, **options).amax
+        # no cache is written here: observing the Q/DQ placement points is enough (and faster)
+        amax = calibrate(model_path, calib, progress=progress, observe="qdq", **options).amax
 
     quantized, summary = quantize_model(model, amax, target=target, exclude=exclude)
     if not summary.quantized:

@@ -8,7 +8,9 @@
  * Measured and dropped: binning the tail exactly and a strided, weighted sample of the bulk
  * (0.94 ns/value at stride 16 against 1.05 exact on YOLOv8n's activations, since reading the
  * values is most of the cost; a sub-block variant was slower still, and after 64 samples it
- * moved the entropy amax of 6.4 % of the tensors by more than 0.5 %, worst 23 %).
+ * moved the entropy amax of 6.4 % of the tensors by more than 0.5 %, worst 23 %); four
+ * interleaved uint16 sub-histograms against store-to-load chains on repeated bins (1.26 ns/value
+ * of CPU time either way).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>

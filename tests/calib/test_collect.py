@@ -57,10 +57,12 @@ def _same(a, b):
 # -- memory budget -----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("budget_kib, expect_groups", [(1200, False), (200, True)])
-def test_memory_budget_bounds_every_run_and_keeps_the_histograms(monkeypatch, budget_kib, expect_groups):
-    """A tiny budget on a 24-output model: smaller runs (and groups when one sample is too big)."""
+@pytest.mark.parametrize("run_kib, expect_groups", [(400, False), (100, True)])
+def test_memory_budget_bounds_every_run_and_keeps_the_histograms(monkeypatch, run_kib, expect_groups):
+    """A tiny budget on a 24-output model (384 KiB per sample): smaller runs, and groups when one
+    sample is too big for a run's share of the budget."""
     model = chain_model()
+    budget_kib = run_kib * collect.ALIVE_RUNS
     monkeypatch.setattr(collect, "_current_rss", lambda: 0)  # the budget is then all for activations
     monkeypatch.setattr(collect, "MIN_ACTIVATION_BUDGET", 1)
     reference = collect_histograms(model, _batches(), max_memory=None)

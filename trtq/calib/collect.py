@@ -327,6 +327,18 @@ def plan_runs(sizes: Sequence[int], budget: int, batch: int, can_split: bool, al
     return run_batch, groups, over
 
 
+def _static_batch(model) -> bool:
+    """Whether an input fixes the batch size (dim 0): then a batch cannot run in smaller parts."""
+    constant = {init.name for init in model.graph.initializer}
+    for vi in model.graph.input:
+        if vi.name in constant or not vi.type.HasField("tensor_type"):
+            continue
+        dims = vi.type.tensor_type.shape.dim
+        if dims and dims[0].HasField("dim_value") and dims[0].dim_value > 0:
+            return True
+    return False
+
+
 def _split(feed: Mapping[str, np.ndarray], size: int) -> Iterator[Dict[str, np.ndarray]]:
     count = len(next(iter(feed.values()))) if feed else 0
     if count <= size:
@@ -376,10 +388,7 @@ def collect_histograms(
     wanted = set(observed_names)
     input_names = {vi.name for vi in model.graph.input}
     outputs_wanted = [t for t in observed_names if t not in input_names]
-    static_batch = all(vi.type.tensor_type.shape.dim[0].HasField("dim_value")
-                       for vi in model.graph.input
-                       if vi.type.HasField("tensor_type") and len(vi.type.tensor_type.shape.dim) > 0) \
-        and any(len(vi.type.tensor_type.shape.dim) > 0 for vi in model.graph.input)
+    static_batch = _static_batch(model)
     report.observed = len(observed_names)
     collector = HistogramCollector(num_bins, max_binned)
 

@@ -248,3 +248,37 @@ def test_padded_minilm_batch_of_8_calibrates(minilm_onnx, tmp_path):
     # the cache holds every other float tensor
     written = (tmp_path / "m.cache").read_text().splitlines()[1:]
     assert len(written) == len(result.amax)
+
+
+def test_memory_budget_follows_longer_padded_batches(monkeypatch):
+    """Batches longer than the first (padded token batches) get fewer samples per run."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", "L"])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", "L", "L"])
+    nodes = [helper.make_node("Unsqueeze", ["x", "ax2"], ["a"]), helper.make_node("Unsqueeze", ["x", "ax1"], ["b"]),
+             helper.make_node("Mul", ["a", "b"], ["y"])]  # an L x L "attention" tensor per sample
+    inits = [helper.make_tensor("ax2", TensorProto.INT64, [1], [2]), helper.make_tensor("ax1", TensorProto.INT64, [1], [1])]
+    model = helper.make_model(helper.make_graph(nodes, "outer", [x], [y], inits),
+                              opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
+    monkeypatch.setattr(collect, "_current_rss", lambda: 0)
+    monkeypatch.setattr(collect, "MIN_ACTIVATION_BUDGET", 1)
+    rng = np.random.default_rng(0)
+    batches = [{"x": rng.standard_normal((8, 16)).astype(np.float32)},
+               {"x": rng.standard_normal((8, 64)).astype(np.float32)}]
+    reference = collect_histograms(model, batches, max_memory=None)
+    seen = []
+    real_observe = HistogramCollector.observe
+
+    def observe(self, tensors, batch_index=0):
+        seen.append((batch_index, len(tensors["y"])))
+        return real_observe(self, tensors, batch_index)
+
+    monkeypatch.setattr(HistogramCollector, "observe", observe)
+    per_run = 8 * (16 * 16 * 4) * 2  # a run of 8 short samples, with room (a, b, y at L=16)
+    report = CollectionReport()
+    bounded = collect_histograms(model, batches, max_memory=per_run * collect.ALIVE_RUNS + model.ByteSize(),
+                                 report=report)
+    _same(bounded, reference)
+    first = {n for b, n in seen if b == 0}
+    second = {n for b, n in seen if b == 1}
+    assert first == {8} and max(second) < 8  # 16x the bytes per sample at L=64
+    assert report.run_batch == max(second)

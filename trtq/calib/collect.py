@@ -457,9 +457,29 @@ def collect_histograms(
         except Exception as exc:  # ORT raises its own exception types
             raise ModelError(f"ONNX Runtime failed on calibration batch {index + 1}: {ort_reason(exc)}") from None
 
+    measured_at: List[float] = []  # input elements per sample where ``sizes`` were measured
+
+    def elements_per_sample(feed: Mapping[str, np.ndarray]) -> float:
+        count = max(1, len(next(iter(feed.values())))) if feed else 1
+        return max(1.0, sum(np.asarray(a).size for a in feed.values()) / count)
+
     def measure(names: List[str], part: Mapping[str, np.ndarray], outputs: list) -> None:
         count = max(1, len(next(iter(part.values()))))
         sizes.update({n: out.nbytes // count for n, out in zip(names, outputs)})
+        if not measured_at:
+            measured_at.append(elements_per_sample(part))
+
+    def runs_for(feed: Mapping[str, np.ndarray]) -> int:
+        """Samples per run for this batch: its samples may be longer than the measured ones
+        (padded token batches), so the sizes scale with the input's length, squared when it
+        grew (attention scores), linearly when it shrank: never below the real size."""
+        if max_memory is None or static_batch or not measured_at or not outputs_wanted:
+            return run_batch
+        ratio = elements_per_sample(feed) / measured_at[0]
+        factor = ratio * ratio if ratio > 1 else ratio
+        largest = max(sum(sizes.get(t, 0) for t in group) for group in groups) * factor
+        per_run = max(1, (report.activation_budget or 1) // ALIVE_RUNS)
+        return max(1, min(len(next(iter(feed.values()))), int(per_run // max(1.0, largest))))
 
     def replan() -> None:
         nonlocal run_batch, groups
@@ -492,10 +512,14 @@ def collect_histograms(
     thread.start()
     done = 0
     index = 0
+    lowest = data_batch
     try:
         feed = first
         while feed is not None and not failure:
-            for part in _split(feed, run_batch):
+            this_run = runs_for(feed) if measured else run_batch
+            if this_run < len(next(iter(feed.values()))):
+                lowest = min(lowest, this_run)
+            for part in _split(feed, this_run):
                 for position, (session, names) in enumerate(sessions):
                     slots.acquire()
                     if failure:
@@ -529,7 +553,8 @@ def collect_histograms(
         thread.join()
     if failure:
         raise failure[0]
-    report.run_batch = run_batch
+    report.run_batch = min(run_batch, lowest)
+    run_batch = report.run_batch
     report.groups = len(sessions)
     report.unquantized = dict(collector.unquantized)
     if run_batch < data_batch:

@@ -282,3 +282,19 @@ def test_memory_budget_follows_longer_padded_batches(monkeypatch):
     second = {n for b, n in seen if b == 1}
     assert first == {8} and max(second) < 8  # 16x the bytes per sample at L=64
     assert report.run_batch == max(second)
+
+
+def test_copies_share_the_histogram_of_their_source(monkeypatch):
+    """Flatten's output holds GlobalAveragePool's values: observed once, the same histogram."""
+    model = classifier()
+    batches = [{"x": np.random.default_rng(i).standard_normal((8, 3, 16, 16)).astype(np.float32)} for i in range(3)]
+    assert collect.value_aliases(model, activation_tensors(model)) == {"f": "g"}
+    report = CollectionReport()
+    shared = collect_histograms(model, batches, report=report)
+    assert report.shared == 1 and report.observed == len(activation_tensors(model)) - 1
+    monkeypatch.setattr(collect, "SAME_VALUES_OPS", frozenset())
+    separate = collect_histograms(model, batches)
+    _same(shared, separate)
+    only = collect_histograms(model, batches, tensors=["f"])  # a copy asked for alone: its source is observed
+    assert list(only) == ["f"]
+    np.testing.assert_array_equal(only["f"].counts, separate["f"].counts)

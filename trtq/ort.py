@@ -51,8 +51,13 @@ def _model_label(model: ModelLike) -> str:
     return f"model {name!r}" if name else "the in-memory model"
 
 
-def session_options(*, threads: Optional[int] = None, optimization: str = "all"):
-    """``SessionOptions`` with trtq's defaults: given optimization level, intra-op threads, quiet logs."""
+def session_options(*, threads: Optional[int] = None, optimization: str = "all", spinning: bool = True):
+    """``SessionOptions`` with trtq's defaults: given optimization level, intra-op threads, quiet logs.
+
+    ``spinning=False`` stops idle intra-op threads from busy-waiting: right where other
+    threads of the process need the cores (calibration bins histograms beside ONNX
+    Runtime; on 2 loaded cores, YOLOv8n calibration took 9.9 s spinning, 5.8 s not).
+    """
     import onnxruntime as ort
 
     try:
@@ -67,10 +72,13 @@ def session_options(*, threads: Optional[int] = None, optimization: str = "all")
             raise ValueError(f"threads must be >= 0 (0: ONNX Runtime's default), not {threads}")
         options.intra_op_num_threads = int(threads)
         options.inter_op_num_threads = 1
+    if not spinning:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return options
 
 
-def create_session(model_or_path: ModelLike, *, threads: Optional[int] = None, optimization: str = "all"):
+def create_session(model_or_path: ModelLike, *, threads: Optional[int] = None, optimization: str = "all",
+                   spinning: bool = True):
     """An ONNX Runtime CPU ``InferenceSession`` for a model path, serialized bytes or ``onnx.ModelProto``.
 
     ``threads``: intra-op threads (``None`` or 0: ONNX Runtime decides, usually one per
@@ -80,7 +88,7 @@ def create_session(model_or_path: ModelLike, *, threads: Optional[int] = None, o
     """
     import onnxruntime as ort
 
-    options = session_options(threads=threads, optimization=optimization)
+    options = session_options(threads=threads, optimization=optimization, spinning=spinning)
     providers = ["CPUExecutionProvider"]
     label = _model_label(model_or_path)
     if isinstance(model_or_path, (str, os.PathLike)):

@@ -54,8 +54,9 @@ def split_holdout(batches: Iterable[Mapping[str, np.ndarray]], count: int,
                   whole_batches: bool = False) -> Tuple[List[Feed], Iterator[Feed]]:
     """The first ``count`` samples of ``batches``, and an iterator over the rest.
 
-    A batch is split where ``count`` falls inside it, unless ``whole_batches`` (a model with
-    a fixed batch size): then whole batches are held back until ``count`` is reached.
+    A batch is split where ``count`` falls inside it (its remainder comes last in the
+    rest), unless ``whole_batches`` (a model with a fixed batch size): then whole batches
+    are held back until ``count`` is reached.
     """
     iterator = iter(batches)
     held: List[Feed] = []
@@ -74,9 +75,9 @@ def split_holdout(batches: Iterable[Mapping[str, np.ndarray]], count: int,
             rest_first = {k: v[take:] for k, v in feed.items()}
 
     def rest() -> Iterator[Feed]:
-        if rest_first is not None:
-            yield rest_first
         yield from iterator
+        if rest_first is not None:  # last: the first batch collection sees is a whole one (memory budget)
+            yield rest_first
 
     return held, rest()
 
@@ -257,6 +258,9 @@ def calibrate(
     percentile: float = defaults.PERCENTILE,
     threads: Optional[int] = None,
     max_binned: Optional[int] = defaults.HIST_MAX_BINNED,
+    exact: bool = False,
+    max_memory: Optional[int] = defaults.CALIB_MAX_MEMORY,
+    observe: Union[str, Sequence[str]] = "all",
     holdout: int = defaults.HOLDOUT_SAMPLES,
     exclude: Sequence[str] = (),
     min_snr: Optional[float] = None,
@@ -267,6 +271,10 @@ def calibrate(
     """Calibrate ``model_path`` on ``data`` (a DataSpec or a path): amax per tensor, verdict, cache.
 
     ``algorithm``: ``auto`` (default) or one of :data:`trtq.defaults.SINGLE_ALGORITHMS`.
+    ``exact``: bin every value (overrides ``max_binned``). ``max_memory``: bytes the
+    calibration may use (None: unbounded). ``observe``: ``"all"`` float tensors (what
+    TensorRT's implicit path reads from a cache), ``"qdq"`` (only the Q/DQ placement points
+    of both Q/DQ forms) or a list of tensor names.
     ``holdout`` samples are kept out of the statistics and score the result (see
     :func:`holdout_count`). ``exclude``: layers left in float in the scored Q/DQ model
     (recorded in the sidecar's ``mixed_precision``). With ``cache_path``, writes the
@@ -276,7 +284,7 @@ def calibrate(
     """
     from . import cache as cache_io
     from .calib import CalibrationResult, amax_from_histograms, check_calibration_options
-    from .calib.collect import collect_histograms
+    from .calib.collect import CollectionReport, collect_histograms, qdq_tensors
     from .data import open_source
     from .data.spec import DataSpec
     from .errors import FidelityError
@@ -284,7 +292,9 @@ def calibrate(
     from .fileio import Output, guard_outputs
     from .graph.model import file_sha256, input_specs, load_onnx, model_fingerprint
 
-    check_calibration_options(algorithm, percentile, num_bins, max_binned)
+    check_calibration_options(algorithm, percentile, num_bins, max_binned, observe, max_memory)
+    if exact:
+        max_binned = None
     spec = data if isinstance(data, DataSpec) else DataSpec(path=str(data))
     if cache_path is not None:  # never onto the model or the data, and writable, before any work
         from .data import data_files
@@ -313,8 +323,14 @@ def calibrate(
         stats_total = None if source.num_samples is None else source.num_samples - held_count
         if not held:  # too few samples to hold any back: the verdict is scored on the first batch
             held = [first]
+    tensors = None if observe == "all" else qdq_tensors(model) if observe == "qdq" else list(observe)
+    report = CollectionReport()
     histograms = collect_histograms(model, batches, num_bins=num_bins, total_samples=stats_total, threads=threads,
-                                    max_binned=max_binned, progress=progress)
+                                    max_binned=max_binned, tensors=tensors, max_memory=max_memory, report=report,
+                                    progress=progress)
+    if report.unquantized:
+        log.warning("%d tensor(s) stay float (+-inf or huge by construction, e.g. attention-mask biases): %s",
+                    len(report.unquantized), ", ".join(list(report.unquantized)[:5]))
     stats_seconds = time.perf_counter() - started
     replay = reference_replay(model, held, threads=threads)
 
@@ -333,7 +349,10 @@ def calibrate(
         raise FidelityError(f"{failure}; nothing was written. {verdict.line()}")
 
     version = trt_version if trt_version is not None else cache_io.default_trt_version()
-    algorithm_record = {"num_bins": num_bins, "max_binned": max_binned, **options}
+    algorithm_record = {"num_bins": num_bins, "max_binned": max_binned,
+                        "observe": observe if isinstance(observe, str) else "list", **options}
+    if report.unquantized:
+        algorithm_record["unquantized"] = dict(report.unquantized)
     if choice is not None:
         algorithm_record.update({"chosen": choice.chosen, "percentile": percentile,
                                  "candidates": {c.name: {"snr_db": c.snr_db, "cosine": c.cosine}
@@ -362,7 +381,8 @@ def calibrate(
     return CalibrationResult(amax=amax, algorithm=algorithm, num_samples=stats_total if stats_total is not None else 0,
                              num_batches=len(source), seconds=seconds, data_description=source.description,
                              files_written=written, sidecar=sidecar, histograms=histograms, verdict=verdict,
-                             auto=choice, statistics_seconds=stats_seconds)
+                             auto=choice, statistics_seconds=stats_seconds, unquantized=report.unquantized,
+                             collection=report)
 
 
 # --------------------------------------------------------------------------- quantize
@@ -440,8 +460,9 @@ def quantize(
         outcome.verdict_source = f"recorded at calibration in {Path(cache).name}.json" if outcome.verdict else ""
     elif calib is not None:
         options = {"algorithm": algorithm} if algorithm else {}
+        # no cache is written here: observing the Q/DQ placement points is enough (and faster)
         result = calibrate(model_path, calib, progress=progress, exclude=exclude, min_snr=min_snr,
-                           min_cosine=min_cosine, **options)
+                           min_cosine=min_cosine, observe="qdq", **options)
         outcome.calibration = result
         outcome.verdict, outcome.verdict_source = result.verdict.to_dict(), "held-back calibration samples"
         amax = result.amax

@@ -247,8 +247,11 @@ def test_existing_cache_survives_a_failed_run(model, tmp_path, capsys):
     assert (out.read_bytes(), cache.sidecar_path(out).read_bytes()) == before
 
 
-def test_activation_overflow_is_reported_with_the_tensor(tmp_path, capsys):
-    """Finite data whose activations overflow float32 names the tensor, not a numpy error."""
+def test_infinite_and_huge_tensors_stay_float_and_are_reported(tmp_path, capsys):
+    """Tensors at +-inf or |x| >= UNQUANTIZED_ABS are left out of the cache and named; calibration goes on."""
+    from trtq.pipeline import calibrate
+    from trtq.cache import read_cache
+
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
     big = helper.make_tensor("big", TensorProto.FLOAT, [1], [1e30])
@@ -257,8 +260,27 @@ def test_activation_overflow_is_reported_with_the_tensor(tmp_path, capsys):
     model = _save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9),
                   tmp_path / "overflow.onnx")
     data = _npy_folder(tmp_path / "data", shape=(4,), fill=10.0)
+    result = calibrate(model, data, cache_path=tmp_path / "o.cache")
+    assert set(result.unquantized) == {"m", "y"}  # m = 1e31 (huge), y = inf (overflow)
+    assert "inf" in result.unquantized["y"] and "1e+31" in result.unquantized["m"]
+    assert set(result.amax) == {"x"}
+    assert set(read_cache(tmp_path / "o.cache").amax) == {"x"}
+    code, err = run_cli(["calibrate", model, "--calib", data, "-o", tmp_path / "o2.cache"], capsys)
+    assert code == 0
+
+
+def test_nan_activation_is_an_error_naming_the_tensor(tmp_path, capsys):
+    """NaN in a real activation stops calibration with one line that also fits token-id models."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    graph = helper.make_graph([helper.make_node("Log", ["x"], ["l"]), helper.make_node("Sqrt", ["l"], ["y"])],
+                              "g", [x], [y])
+    model = _save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9),
+                  tmp_path / "nan.onnx")
+    data = _npy_folder(tmp_path / "data", shape=(4,), fill=0.5)  # log(0.5) < 0 -> sqrt is NaN
     code, err = run_cli(["calibrate", model, "--calib", data, "-o", tmp_path / "o.cache"], capsys)
-    assert_clean_failure(code, err, tmp_path, "'y'")
+    assert_clean_failure(code, err, tmp_path, "'y' holds NaN")
+    assert "token ids" in err
 
 
 def test_sampled_binning_keeps_exact_max_and_range(tmp_path):

@@ -247,3 +247,97 @@ def test_memory_does_not_grow():
         hist.update(np.full(1000, float(k + 1), dtype=np.float32))
     assert hist._counts.nbytes == 129 * 8
     assert hist.num_values == 50_000
+
+
+# -- the compiled kernel against the numpy path --------------------------------------------------
+
+needs_kernel = pytest.mark.skipif(not histogram_module.kernel_available(),
+                                  reason="the optional C kernel is not built (no compiler at install)")
+
+
+def _kernel_datasets():
+    rng = np.random.default_rng(11)
+    spike = np.zeros(300_000, dtype=np.float32)
+    spike[123_457] = -7.5
+    return {
+        "heavy-tailed": [(rng.standard_t(1.3, size=200_000) * 0.1).astype(np.float32) for _ in range(4)],
+        "gaussian": [rng.standard_normal(150_000).astype(np.float32) for _ in range(4)],
+        "all-zero": [np.zeros(70_000, dtype=np.float32), np.zeros(5, dtype=np.float32)],
+        "single-spike": [spike, np.zeros(1000, dtype=np.float32)],
+        "range-doubling": [(rng.laplace(size=90_000) * 1.9 ** k).astype(np.float32) for k in range(12)],
+        "float16": [rng.standard_normal((64, 1000)).astype(np.float16) * 3 for _ in range(3)],
+        "float64": [rng.standard_normal(100_000) * 10.0 ** k for k in range(3)],
+        "non-contiguous": [rng.standard_normal((300, 400)).astype(np.float32).T[::2] for _ in range(3)],
+        "tiny-range": [(rng.standard_normal(80_000) * 1e-33).astype(np.float32) for _ in range(2)],
+    }
+
+
+@needs_kernel
+@pytest.mark.parametrize("kind", list(_kernel_datasets()))
+def test_kernel_histograms_are_identical_to_numpy(kind):
+    """The fused kernel bins value for value as numpy does: same counts, range, max, amax."""
+    from trtq.calib.algorithms import compute_amax
+
+    batches = _kernel_datasets()[kind]
+    results = []
+    for enabled in (True, False):
+        previous = histogram_module.use_kernel(enabled)
+        try:
+            hist = AbsHistogram(2048)
+            for batch in batches:
+                hist.update(batch)
+        finally:
+            histogram_module.use_kernel(previous)
+        results.append(hist)
+    fast, slow = results
+    np.testing.assert_array_equal(fast._counts, slow._counts)
+    assert (fast.range, fast.max_abs, fast.num_values) == (slow.range, slow.max_abs, slow.num_values)
+    for algorithm in ("entropy", "minmax", "percentile", "mse"):
+        assert compute_amax(fast, algorithm) == compute_amax(slow, algorithm)
+
+
+@needs_kernel
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_kernel_rejects_nonfinite_and_leaves_the_histogram_unchanged(bad):
+    hist = AbsHistogram(256)
+    hist.update(np.linspace(-1, 1, 1000, dtype=np.float32))
+    before = (hist._counts.copy(), hist.range, hist.max_abs, hist.num_values)
+    batch = np.full(200_000, 5.0, dtype=np.float32)  # would grow the range first
+    batch[150_000] = bad
+    with pytest.raises(ValueError):
+        hist.update(batch)
+    np.testing.assert_array_equal(hist._counts, before[0])
+    assert (hist.range, hist.max_abs, hist.num_values) == before[1:]
+
+
+@needs_kernel
+def test_kernel_releases_the_gil():
+    """Another Python thread runs *during* one update: binning overlaps with ONNX Runtime's next run."""
+    import threading
+    import time
+
+    values = np.random.default_rng(0).standard_normal(4_000_000).astype(np.float32)
+    hist = AbsHistogram(2048)
+    hist.update(values[:10])
+    ticks = []
+    stop = threading.Event()
+
+    def ticker():
+        while not stop.is_set():
+            ticks.append(time.perf_counter())
+            time.sleep(0)
+
+    thread = threading.Thread(target=ticker)
+    thread.start()
+    windows = []
+    try:
+        for _ in range(5):
+            start = time.perf_counter()
+            hist.update(values)
+            windows.append((start, time.perf_counter()))
+    finally:
+        stop.set()
+        thread.join()
+    # the other thread runs Python (it needs the GIL) *during* an update call, not only between calls
+    inside = [t for t in ticks if any(start < t < end for start, end in windows)]
+    assert inside

@@ -11,7 +11,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Union
+from typing import Dict, List, Optional, Sequence, Union
 
 from .. import defaults
 from ..errors import TrtqError
@@ -36,6 +36,10 @@ class CalibrationResult:
     verdict: Optional[object] = None         # trtq.evaluate.Verdict on the held-back samples
     auto: Optional[object] = None            # trtq.pipeline.AutoChoice when algorithm == "auto"
     statistics_seconds: float = 0.0          # the histogram pass alone (seconds includes scoring)
+    #: tensors left out of ``amax`` (they stay float) -> why: +-inf or huge by construction
+    unquantized: Dict[str, str] = field(default_factory=dict)
+    #: how collection ran: tensors observed, samples per run (lowered for the memory budget), groups
+    collection: Optional[object] = field(default=None, repr=False)
 
 
 def amax_from_histograms(histograms: dict, algorithm: str = "entropy", **options) -> Dict[str, float]:
@@ -46,8 +50,8 @@ def amax_from_histograms(histograms: dict, algorithm: str = "entropy", **options
     return {name: float(compute_amax(hist, algorithm, **options)) for name, hist in histograms.items()}
 
 
-def check_calibration_options(algorithm: str, percentile: float, num_bins: int,
-                              max_binned: Optional[int] = None) -> None:
+def check_calibration_options(algorithm: str, percentile: float, num_bins: int, max_binned: Optional[int] = None,
+                              observe: Union[str, Sequence[str]] = "all", max_memory: Optional[int] = None) -> None:
     """Refuse bad calibration options before any work (``auto`` is accepted here)."""
     from .algorithms import check_algorithm
 
@@ -61,3 +65,7 @@ def check_calibration_options(algorithm: str, percentile: float, num_bins: int,
     if max_binned is not None and (isinstance(max_binned, bool) or int(max_binned) < 1):
         raise TrtqError(f"max_binned (--max-binned) must be at least 1 value per tensor and batch, got {max_binned}; "
                         "leave it unset to bin every value")
+    if isinstance(observe, str) and observe not in ("all", "qdq"):
+        raise TrtqError(f"observe must be 'all', 'qdq' or a list of tensor names, got {observe!r}")
+    if max_memory is not None and max_memory <= 0:
+        raise TrtqError(f"max_memory must be a positive number of bytes, got {max_memory}")

@@ -22,7 +22,14 @@ or above ~1e30 (binned in float64 to stay clear of float32 under/overflow), can 
 a value that sits within rounding of a bin edge to the neighbouring bin; counts are
 never lost either way.
 
-Speed: values are processed in chunks of :data:`CHUNK` elements through per-thread
+Speed: where the optional C kernel (``trtq/calib/_binning.c``, built at install when a C
+compiler is present) imports, one fused pass per block of 4096 values computes |x|, the
+block max (growing the range first when needed) and the bins, with the GIL released so it
+runs beside ONNX Runtime's threads: 1.05 ns/value on YOLOv8n's activations against numpy's
+1.56 (2 cores). It follows the rule above value for value, so both paths give identical
+histograms (tested); ``TRTQ_NUMPY_BINNING=1`` or :func:`use_kernel` forces numpy.
+
+numpy path: values are processed in chunks of :data:`CHUNK` elements through per-thread
 scratch buffers that stay in the CPU cache (abs, max, scale, cast to int, bincount).
 numpy releases the GIL for the element-wise steps but not for ``np.bincount``, so a
 second thread helps to overlap this with ONNX Runtime, not to run two updates at
@@ -32,6 +39,7 @@ histograms may be.
 
 from __future__ import annotations
 
+import os
 import threading
 from typing import Optional
 
@@ -47,6 +55,32 @@ _F32_SCALE_MIN = 1e-30
 _F32_SCALE_MAX = 1e30
 
 _scratch = threading.local()
+
+
+def _load_kernel():
+    if os.environ.get("TRTQ_NUMPY_BINNING"):
+        return None
+    try:
+        from . import _binning
+    except ImportError:  # no compiler at install time: numpy gives the same histograms
+        return None
+    return _binning
+
+
+_kernel = _load_kernel()
+
+
+def kernel_available() -> bool:
+    """Whether the compiled binning kernel is in use (else numpy, same results, slower)."""
+    return _kernel is not None
+
+
+def use_kernel(enabled: bool) -> bool:
+    """Switch the compiled kernel on or off (tests compare both); returns the previous state."""
+    global _kernel
+    previous = _kernel is not None
+    _kernel = _load_kernel() if enabled else None
+    return previous
 
 
 def _buffers(dtype: np.dtype):
@@ -140,7 +174,7 @@ class AbsHistogram:
         size = flat.size
         if size == 0:
             return
-        if size <= CHUNK:  # one chunk: every check happens before the first change
+        if size <= CHUNK and _kernel is None:  # one numpy chunk: every check happens before the first change
             self._update(flat)
         else:
             snapshot = (self._counts.copy(), self._range, self._scale, self._max_abs)
@@ -172,8 +206,18 @@ class AbsHistogram:
     def _update(self, flat: np.ndarray) -> None:
         if self._range == 0.0:
             self._start(flat)
+        elif _kernel is not None and flat.dtype.kind == "f":
+            self._add_kernel(flat)
         else:
             self._add_chunks(flat, checked=False)
+
+    def _add_kernel(self, flat: np.ndarray) -> None:
+        """The compiled fused pass (GIL released); same bins as :meth:`_add_chunks`."""
+        if flat.dtype not in (np.float32, np.float64):
+            flat = flat.astype(np.float32)  # float16 (and bfloat16-like) are binned in float32 anyway
+        flat = np.ascontiguousarray(flat)
+        self._range, self._scale, self._max_abs = _kernel.accumulate(flat, self._counts, self._range, self._scale,
+                                                                     self._max_abs)
 
     def _compute_dtype(self, dtype: np.dtype, scale: float) -> np.dtype:
         if dtype.itemsize > 4 or not (_F32_SCALE_MIN < scale < _F32_SCALE_MAX):
@@ -191,7 +235,10 @@ class AbsHistogram:
         self._range = peak
         self._scale = self._n / peak
         self._max_abs = peak
-        self._add_chunks(flat, checked=True)
+        if _kernel is not None:
+            self._add_kernel(flat)
+        else:
+            self._add_chunks(flat, checked=True)
 
     def _add_chunks(self, flat: np.ndarray, checked: bool) -> None:
         n = self._n
@@ -299,6 +346,8 @@ def _abs_into(chunk: np.ndarray, out: np.ndarray) -> None:
 
 def _max_abs(flat: np.ndarray) -> float:
     """max |x| over a 1-D array, chunk by chunk (no full-size temporary); NaN if any NaN."""
+    if _kernel is not None and flat.dtype in (np.float32, np.float64) and flat.flags.c_contiguous:
+        return float(_kernel.max_abs(flat))
     peak = 0.0
     dtype = np.dtype(np.float64) if flat.dtype.itemsize > 4 else np.dtype(np.float32)
     fbuf, _ = _buffers(dtype)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Optional
 
 from .. import defaults
 from ..errors import TrtqError
@@ -19,6 +20,19 @@ def parse_trt_version(text: str) -> int:
     if not text or not all(part.isdigit() for part in text.split(".")):
         raise argparse.ArgumentTypeError(f"expected a TensorRT version like 10.3.0 or 100300, got {text!r}")
     return trt_version_int(text)
+
+
+def parse_memory(text: str) -> int:
+    """Bytes from '1.5G', '800M', '2GiB', '1073741824'."""
+    import re
+
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([kmgt]?)(i?b)?\s*", text.lower())
+    if not match:
+        raise argparse.ArgumentTypeError(f"expected a size like 1.5G, 800M or a number of bytes, got {text!r}")
+    value = float(match.group(1)) * 1024 ** " kmgt".index(match.group(2) or " ")
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"memory budget must be positive, got {text!r}")
+    return int(value)
 
 
 def add_parser(sub) -> None:
@@ -50,6 +64,17 @@ def add_parser(sub) -> None:
                         help="bin at most N values of each tensor per batch (an evenly strided sample; the exact "
                         "max |x| still sets the range): faster on activation-heavy models, but the cache no longer "
                         "follows TensorRT's every-value histograms exactly. Default: every value")
+    parser.add_argument("--exact", action="store_true",
+                        help="bin every value of every tensor (as TensorRT's calibrator does), whatever --max-binned "
+                        "says; this is also the default, so it only matters with --max-binned")
+    parser.add_argument("--max-memory", type=parse_memory, default=defaults.CALIB_MAX_MEMORY, metavar="SIZE",
+                        help="memory calibration may use (e.g. 1.5G, 800M): the activations alive at once are kept "
+                        "within it by running fewer samples at a time or requesting outputs in groups (you are told "
+                        "when); default suits an 8 GB Jetson")
+    parser.add_argument("--observe", default="all", metavar="WHICH",
+                        help="tensors to observe: 'all' (every float tensor, which TensorRT's implicit INT8 path "
+                        "reads from the cache), 'qdq' (only the Q/DQ placement points: faster, but the cache then "
+                        "serves explicit builds and trtq quantize only) or comma-separated tensor names")
     parser.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads (default: all cores)")
     parser.add_argument("--force", action="store_true",
                         help="replace an existing -o file that is not a trtq calibration cache")
@@ -82,17 +107,20 @@ def run(args: argparse.Namespace) -> int:
             progress_bar("scoring INT8 candidates", unit="models", enabled=bars and args.algo == "auto") as scoring:
         result = calibrate(args.model, spec, algorithm=args.algo, cache_path=output, trt_version=args.trt_version,
                            num_bins=args.num_bins, percentile=args.percentile, threads=args.threads,
-                           max_binned=args.max_binned, min_snr=args.min_snr, min_cosine=args.min_cosine,
+                           max_binned=args.max_binned, exact=args.exact, max_memory=args.max_memory,
+                           observe=args.observe if args.observe in ("all", "qdq")
+                           else [name.strip() for name in args.observe.split(",") if name.strip()],
+                           min_snr=args.min_snr, min_cosine=args.min_cosine,
                            progress=progress, choice_progress=scoring)
-    print_calibration(Console(), result, args.model)
+    print_calibration(Console(), result, args.model, args.max_memory)
     print_notes(notes)
     if not result.amax:
         raise TrtqError("no floating-point tensors were found to calibrate")
     return 0
 
 
-def print_calibration(console, result, model: str) -> None:
-    """Summary of a calibration: what was calibrated, the auto choice, files written, the verdict."""
+def print_calibration(console, result, model: str, max_memory: Optional[int] = None) -> None:
+    """Summary of a calibration: what was calibrated, how collection ran, the auto choice, files, the verdict."""
     from rich.markup import escape
 
     from ..report import auto_choice_table, print_verdict
@@ -101,6 +129,18 @@ def print_calibration(console, result, model: str) -> None:
     console.print(f"[bold green]calibrated[/] {len(result.amax)} tensors of {escape(Path(model).name)} "
                   f"on {result.num_samples} samples ({result.num_batches} batches) in {result.seconds:.1f} s "
                   f"with {escape(algorithm)}")
+    collection = result.collection
+    if collection is not None and collection.run_batch and collection.data_batch \
+            and collection.run_batch < collection.data_batch and max_memory:
+        console.print(f"  [yellow]note[/]: ran {collection.run_batch} sample(s) at a time instead of batches of "
+                      f"{collection.data_batch} to stay within --max-memory {max_memory / 2**30:.2f} GiB")
+    if collection is not None and collection.groups > 1:
+        console.print(f"  [yellow]note[/]: one sample's activations exceed --max-memory: outputs were requested in "
+                      f"{collection.groups} groups (the model ran {collection.groups} times per batch)")
+    if result.unquantized:
+        console.print(f"  {len(result.unquantized)} tensor(s) stay float (not in the cache):")
+        for name, reason in result.unquantized.items():
+            console.print(f"    {escape(name)}: {escape(reason)}", highlight=False)
     if result.auto is not None:
         console.print(auto_choice_table(result.auto))
         for tensor, algo in result.auto.overrides.items():

@@ -11,7 +11,8 @@
 checked for single-input models too). Whether a yield is one sample or a batch
 is decided per array by its rank, as for ``.npy`` files: rank ``R`` (the input's) is
 a stack of samples along axis 0, rank ``R - 1`` is one sample. Yields are re-batched
-to the batch size. The script is imported once when the source is opened, from its
+to the batch size; samples of different lengths on dims the model declares dynamic
+(token sequences) are right-padded with zeros to the batch's longest. The script is imported once when the source is opened, from its
 own folder (which is put on ``sys.path`` while it runs); ``load_data()`` is called
 anew for every pass over the data. With a sample limit the script stops being read
 after that many samples. Seed and shuffle are the script's own business.
@@ -117,6 +118,7 @@ class ScriptSource(DataSource):
     """Samples yielded by a loader script's ``load_data()``."""
 
     kind = "script"
+    pad_ragged = True
 
     def __init__(self, spec: DataSpec, inputs: Sequence[TensorSpec], script: str, function: str = DEFAULT_FUNCTION):
         super().__init__(spec, inputs)

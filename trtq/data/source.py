@@ -57,6 +57,8 @@ class DataSource:
     """
 
     kind = "data"
+    #: samples of different lengths on dynamic dims are zero-padded within a batch (loader scripts)
+    pad_ragged = False
 
     def __init__(self, spec: DataSpec, inputs: Sequence[TensorSpec]):
         self.spec = spec
@@ -133,14 +135,14 @@ class DataSource:
                 count += take
                 start += take
                 if count == size:
-                    yield [i for piece in buffer for i in piece[0]], concat_batch(buffer, self.inputs)
+                    yield [i for piece in buffer for i in piece[0]], concat_batch(buffer, self.inputs, pad=self.pad_ragged)
                     buffer, count = [], 0
         if buffer:
             if self.static_batch:
                 log.warning("%s: dropped the last %d sample(s): the model takes batches of exactly %d",
                             self.description, count, size)
             else:
-                yield [i for piece in buffer for i in piece[0]], concat_batch(buffer, self.inputs)
+                yield [i for piece in buffer for i in piece[0]], concat_batch(buffer, self.inputs, pad=self.pad_ragged)
 
     def fingerprint(self) -> str:
         """sha256 over what was selected and how it is preprocessed; reads no sample data."""

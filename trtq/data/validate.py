@@ -252,8 +252,13 @@ def with_sample_axis(array: np.ndarray, spec: TensorSpec, origin: str) -> np.nda
 
 
 def concat_batch(pieces: List[Tuple[List[str], Dict[str, np.ndarray], str]],
-                 inputs: Sequence[TensorSpec]) -> Dict[str, np.ndarray]:
-    """Join checked pieces into one batch; samples must agree on every dim (ragged -> DataError)."""
+                 inputs: Sequence[TensorSpec], pad: bool = False) -> Dict[str, np.ndarray]:
+    """Join checked pieces into one batch; samples must agree on every dim (ragged -> DataError).
+
+    ``pad=True`` (loader scripts): samples that differ only on dims the model declares
+    dynamic are right-padded with zeros to the batch's longest, which is what tokenizers do
+    with ``padding=True`` (pad id 0 and attention mask 0 for BERT-family vocabularies).
+    """
     if len(pieces) == 1:
         batch = {}
         for spec in inputs:
@@ -266,11 +271,31 @@ def concat_batch(pieces: List[Tuple[List[str], Dict[str, np.ndarray], str]],
     batch = {}
     for spec in inputs:
         first_origin, first = pieces[0][2], pieces[0][1][spec.name]
+        ragged = False
         for _, arrays, origin in pieces[1:]:
-            if arrays[spec.name].shape[1:] != first.shape[1:]:
-                raise DataError(
-                    f"input {spec.name!r}: samples in one batch differ in shape: {first_origin} has "
-                    f"{shape_text((1, *first.shape[1:]))}, {origin} has {shape_text((1, *arrays[spec.name].shape[1:]))}; "
-                    f"give all samples the same shape, or use batch size 1")
-        batch[spec.name] = np.concatenate([arrays[spec.name] for _, arrays, _ in pieces], axis=0)
+            other = arrays[spec.name]
+            if other.shape[1:] == first.shape[1:]:
+                continue
+            dynamic = all(other.shape[axis] == first.shape[axis] or not spec.is_static(axis)
+                          for axis in range(1, min(first.ndim, other.ndim)))
+            if pad and other.ndim == first.ndim and dynamic:
+                ragged = True
+                continue
+            raise DataError(
+                f"input {spec.name!r}: samples in one batch differ in shape: {first_origin} has "
+                f"{shape_text((1, *first.shape[1:]))}, {origin} has {shape_text((1, *other.shape[1:]))}; "
+                f"give all samples the same shape, or use batch size 1"
+                + ("" if pad else " (loader scripts may yield samples of different lengths: they are padded)"))
+        if ragged:
+            longest = tuple(max(arrays[spec.name].shape[axis] for _, arrays, _ in pieces) for axis in range(1, first.ndim))
+            total = sum(arrays[spec.name].shape[0] for _, arrays, _ in pieces)
+            out = np.zeros((total, *longest), dtype=first.dtype)
+            row = 0
+            for _, arrays, _ in pieces:
+                a = arrays[spec.name]
+                out[(slice(row, row + a.shape[0]),) + tuple(slice(0, n) for n in a.shape[1:])] = a
+                row += a.shape[0]
+            batch[spec.name] = out
+        else:
+            batch[spec.name] = np.concatenate([arrays[spec.name] for _, arrays, _ in pieces], axis=0)
     return batch

@@ -112,16 +112,6 @@ def _views(setup: models.Setup, outputs: Dict[str, np.ndarray]) -> Dict[str, np.
     return views
 
 
-def _cosines(reference: np.ndarray, candidate: np.ndarray) -> np.ndarray:
-    """Cosine per sample (flattened), 1.0 where both are all zero."""
-    r = reference.reshape(len(reference), -1).astype(np.float64)
-    c = candidate.reshape(len(candidate), -1).astype(np.float64)
-    dot, rr, cc = np.einsum("ij,ij->i", r, c), np.einsum("ij,ij->i", r, r), np.einsum("ij,ij->i", c, c)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        cos = dot / np.sqrt(rr * cc)
-    return np.where((rr == 0) & (cc == 0), 1.0, np.nan_to_num(cos))
-
-
 @dataclass
 class Scored:
     """Fidelity of one INT8 variant on the held-out set."""
@@ -148,18 +138,17 @@ def score(setup: models.Setup, held: HeldOut, quantized) -> Scored:
 
     session = create_session(quantized)
     names = list(held.reference[0])
-    pairs, cosines, class_rows = [], {}, []
+    pairs, class_rows = [], []
     for feed, ref in zip(held.feeds, held.reference):
         got = run(session, feed, names)
-        ref_views, got_views = _views(setup, ref), _views(setup, got)
-        for name in ref_views:
-            cosines.setdefault(name, []).append(_cosines(ref_views[name], got_views[name]))
-        pairs.append((ref_views, got_views))
+        pairs.append((_views(setup, ref), _views(setup, got)))
         if held.labels is not None:
             class_rows.append(got[setup.class_outputs[0]])
-    metrics = compare_outputs(pairs, list(pairs[0][0]))
+    # trtq's own metrics: mean per-sample cosine, and a tokenizer's attention mask keeps padded
+    # positions out (what the model computes there is read by no one)
+    metrics = compare_outputs(pairs, list(pairs[0][0]), feeds=held.feeds)
     top1 = _top1(np.concatenate(class_rows), held.labels) if class_rows else None
-    return Scored(metrics, {name: float(np.mean(np.concatenate(v))) for name, v in cosines.items()}, top1)
+    return Scored(metrics, {m.name: m.cosine_mean for m in metrics}, top1)
 
 
 # ---------------------------------------------------------------------------------------------

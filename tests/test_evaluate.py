@@ -497,3 +497,22 @@ def test_cli_eval_fidelity_gate_exits_3(sensitive, capsys):
     err = capsys.readouterr().err
     assert err.startswith("trtq eval: failed: INT8 fidelity gate failed") and "--min-snr 500" in err
     assert err.count("\n") == 1
+
+
+def test_padded_positions_do_not_count():
+    """A tokenizer's attention mask keeps padded positions out of token-level metrics: what the model computes
+    there is read by no one. Other outputs, and feeds without such a mask, are scored whole."""
+    rng = np.random.default_rng(9)
+    hidden = rng.standard_normal((2, 5, 8))
+    mask = np.array([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]], dtype=np.int64)
+    candidate = hidden + 0.01 * rng.standard_normal(hidden.shape)
+    candidate[0, 3:] += 100.0  # garbage at the padding only
+    feed = {"input_ids": np.ones((2, 5), np.int64), "attention_mask": mask}
+    np.testing.assert_array_equal(ev.padding_mask(feed), mask.astype(bool))
+    (masked,) = ev.compare_outputs([({"h": hidden}, {"h": candidate})], feeds=[feed])
+    valid = mask.astype(bool)
+    assert masked.snr_db == pytest.approx(ev.snr_db(hidden[valid], candidate[valid]), rel=1e-9) and masked.snr_db > 30
+    (whole,) = ev.compare_outputs([({"h": hidden}, {"h": candidate})])
+    assert whole.snr_db < 0
+    assert ev.padding_mask({"x": np.zeros((2, 5), np.float32)}) is None  # no mask input
+    assert ev.padding_mask({"mask": np.full((2, 5), 3, np.int64)}) is None  # not 0/1

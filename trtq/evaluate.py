@@ -472,12 +472,17 @@ class OutputAccumulator:
         self.groups: Optional[List[ChannelGroup]] = None if groups is None else list(groups)
         self._group_sums: List[_Sums] = [_Sums() for _ in self.groups or ()]
 
-    def update(self, reference: np.ndarray, candidate: np.ndarray) -> None:
+    def update(self, reference: np.ndarray, candidate: np.ndarray, valid: Optional[np.ndarray] = None) -> None:
+        """Add a batch; ``valid`` (``[N, S]``, from :func:`padding_mask`) zeroes padded positions of an
+        output whose leading axes are ``[N, S]`` in both models, so they count for nothing."""
         reference = np.asarray(reference)
         candidate = np.asarray(candidate)
         if reference.shape != candidate.shape:
             raise ModelError(f"output {self.name!r} has shape {list(candidate.shape)} in the candidate but "
                              f"{list(reference.shape)} in the reference; the models do not compute the same thing")
+        if valid is not None and reference.ndim >= 2 and reference.shape[:2] == valid.shape:
+            keep = valid.reshape(valid.shape + (1,) * (reference.ndim - 2))
+            reference, candidate = np.where(keep, reference, 0), np.where(keep, candidate, 0)
         if self.shape is None:
             self.shape = list(reference.shape)
         if self.groups is None:
@@ -585,18 +590,23 @@ class AccuracyAccumulator:
 
 
 def compare_outputs(pairs: Iterable[Tuple[Mapping[str, np.ndarray], Mapping[str, np.ndarray]]],
-                    names: Optional[Sequence[str]] = None, class_outputs: Iterable[str] = ()) -> List[OutputMetrics]:
+                    names: Optional[Sequence[str]] = None, class_outputs: Iterable[str] = (),
+                    feeds: Optional[Iterable[Mapping[str, np.ndarray]]] = None) -> List[OutputMetrics]:
     """Metrics for an iterable of ``(reference outputs, candidate outputs)`` batches, streamed.
 
-    ``class_outputs``: outputs to score as class scores (top-1/top-5 agreement).
+    ``class_outputs``: outputs to score as class scores (top-1/top-5 agreement). ``feeds``:
+    the input batches, aligned with ``pairs``: their attention mask, if any, keeps padded
+    positions out of the metrics (:func:`padding_mask`).
     """
     scores = set(class_outputs)
     accumulators: Dict[str, OutputAccumulator] = {}
+    feeds = iter(feeds) if feeds is not None else None
     for ref, cand in pairs:
+        valid = padding_mask(next(feeds)) if feeds is not None else None
         for name in names or list(ref):
             if name not in accumulators:
                 accumulators[name] = OutputAccumulator(name, scores=name in scores)
-            accumulators[name].update(ref[name], cand[name])
+            accumulators[name].update(ref[name], cand[name], valid)
     return [acc.metrics() for acc in accumulators.values()]
 
 
@@ -668,6 +678,23 @@ class _Labels:
             raise DataError(f"{count + offset} samples evaluated but only {self.ordered.size} labels given; "
                             "give one label per sample")
         return chunk
+
+
+def padding_mask(feed: Mapping[str, np.ndarray]) -> Optional[np.ndarray]:
+    """``[N, S]`` bool: which token positions are real, from an attention-mask input; None when there is none.
+
+    Rule (documented): the one input whose name contains "mask" (case-insensitive), integer
+    or bool, rank 2, holding only 0 and 1 (a tokenizer's ``attention_mask``). Outputs whose
+    leading axes are that ``[N, S]`` are scored on the positions where it is 1: what a
+    model computes at padding is read by no one, and its INT8 error there means nothing.
+    """
+    found = [np.asarray(v) for k, v in feed.items() if "mask" in k.lower()]
+    if len(found) != 1:
+        return None
+    mask = found[0]
+    if mask.ndim != 2 or mask.dtype.kind not in "biu" or not np.isin(mask, (0, 1)).all():
+        return None
+    return mask.astype(bool)
 
 
 def _scored_outputs(outputs: Mapping[str, np.ndarray], names: Sequence[str], declared: Optional[Sequence[str]],
@@ -755,8 +782,9 @@ def evaluate(
         if not accumulators:
             scored = _scored_outputs(ref_out, list(output_map), class_outputs, labels is not None)
             accumulators = {name: OutputAccumulator(name, scores=name in scored) for name in output_map}
+        valid = padding_mask(feed)
         for name, cand_key in output_map.items():
-            accumulators[name].update(ref_out[name], cand_out[cand_key])
+            accumulators[name].update(ref_out[name], cand_out[cand_key], valid)
         count = int(next(iter(ref_out.values())).shape[0])
         if label_lookup is not None:
             if accuracy is None:
@@ -908,7 +936,7 @@ class Replay:
         session = create_session(model, threads=threads)
         names = list(self.outputs[0])
         return compare_outputs(((ref, run(session, feed, names)) for feed, ref in zip(self.feeds, self.outputs)), names,
-                               class_outputs=self.class_outputs)
+                               class_outputs=self.class_outputs, feeds=self.feeds)
 
     def tensors(self, model, names: Sequence[str], *, threads: Optional[int] = None) -> Iterator[Dict[str, np.ndarray]]:
         """``model``'s values of the tensors ``names``, batch by batch (the graph augmented to expose them)."""

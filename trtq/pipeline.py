@@ -22,7 +22,7 @@ import itertools
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
@@ -61,7 +61,7 @@ def split_holdout(batches: Iterable[Mapping[str, np.ndarray]], count: int,
     iterator = iter(batches)
     held: List[Feed] = []
     have = 0
-    rest_first: Optional[Feed] = None
+    remainder: Optional[Feed] = None
     while have < count:
         try:
             feed = {k: np.asarray(v) for k, v in next(iterator).items()}
@@ -72,12 +72,12 @@ def split_holdout(batches: Iterable[Mapping[str, np.ndarray]], count: int,
         held.append({k: v[:take] for k, v in feed.items()} if take < n else feed)
         have += take
         if take < n:
-            rest_first = {k: v[take:] for k, v in feed.items()}
+            remainder = {k: v[take:] for k, v in feed.items()}
 
     def rest() -> Iterator[Feed]:
         yield from iterator
-        if rest_first is not None:  # last: the first batch collection sees is a whole one (memory budget)
-            yield rest_first
+        if remainder is not None:  # last: the first batch collection sees is a whole one (memory budget)
+            yield remainder
 
     return held, rest()
 
@@ -113,7 +113,11 @@ class AutoChoice:
     cosine: float = math.nan
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The record the sidecar keeps (scores, not per-output metrics)."""
+        return {"chosen": self.chosen, "samples": self.samples,
+                "candidates": {c.name: {"snr_db": c.snr_db, "cosine": c.cosine} for c in self.candidates},
+                "overrides": dict(self.overrides), "refinement_trials": list(self.trials),
+                "snr_db": self.snr_db, "cosine": self.cosine}
 
 
 def _metrics_of(replay, model, amax: Mapping[str, float], exclude: Sequence[str]):
@@ -354,10 +358,7 @@ def calibrate(
     if report.unquantized:
         algorithm_record["unquantized"] = dict(report.unquantized)
     if choice is not None:
-        algorithm_record.update({"chosen": choice.chosen, "percentile": percentile,
-                                 "candidates": {c.name: {"snr_db": c.snr_db, "cosine": c.cosine}
-                                                for c in choice.candidates},
-                                 "overrides": dict(choice.overrides), "refinement_trials": choice.trials})
+        algorithm_record.update({"percentile": percentile, **choice.to_dict()})
     sidecar = cache_io.make_sidecar(
         model_path=model_path,
         model_sha256=file_sha256(model_path),

@@ -115,8 +115,9 @@ def calibrate(
                          "observe": observe if isinstance(observe, str) else "list", **options}
     if report.unquantized:
         algorithm_options["unquantized"] = dict(report.unquantized)
-        log.warning("%d tensor(s) stay float (+-inf or huge by construction, e.g. attention-mask biases): %s",
-                    len(report.unquantized), ", ".join(list(report.unquantized)[:5]))
+        log.info("%d tensor(s) stay float (+-inf or huge by construction, e.g. attention-mask biases): %s%s",
+                 len(report.unquantized), ", ".join(list(report.unquantized)[:3]),
+                 ", ..." if len(report.unquantized) > 3 else "")
     sidecar = cache_io.make_sidecar(
         model_path=model_path,
         model_sha256=file_sha256(model_path),

@@ -255,7 +255,7 @@ class HistogramCollector:
         self.histograms.pop(name, None)
         self.values_seen.pop(name, None)
         self.unquantized[name] = reason
-        log.info("tensor %r stays float: %s", name, reason)
+        log.debug("tensor %r stays float: %s", name, reason)
 
 
 #: Runs of activations the budget is divided by: the one being binned, the one ONNX Runtime

@@ -112,9 +112,11 @@ def run(args: argparse.Namespace) -> int:
         console.print(f"  [yellow]note[/]: one sample's activations exceed --max-memory: outputs were requested in "
                       f"{collection.groups} groups (the model ran {collection.groups} times per batch)")
     if result.unquantized:
-        console.print(f"  {len(result.unquantized)} tensor(s) stay float (not in the cache):")
-        for name, reason in result.unquantized.items():
-            console.print(f"    {escape(name)}: {escape(reason)}")
+        names = list(result.unquantized)
+        shown = ", ".join(escape(n) for n in names[:4]) + (f" (+{len(names) - 4} more)" if len(names) > 4 else "")
+        reason = next(iter(result.unquantized.values()))
+        console.print(f"  {len(names)} tensor(s) stay float, left out of the cache: {shown}; the first "
+                      f"{escape(reason)}; the sidecar lists them all")
     for path in result.files_written:
         console.print(f"  wrote {escape(str(path))}")
     if not result.amax:

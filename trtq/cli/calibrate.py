@@ -103,14 +103,6 @@ def run(args: argparse.Namespace) -> int:
     console.print(f"[bold green]calibrated[/] {len(result.amax)} tensors of {escape(Path(args.model).name)} "
                   f"on {result.num_samples} samples ({result.num_batches} batches) in {result.seconds:.1f} s "
                   f"with {result.algorithm}")
-    collection = result.collection
-    if collection is not None and collection.run_batch and collection.data_batch \
-            and collection.run_batch < collection.data_batch:
-        console.print(f"  [yellow]note[/]: ran {collection.run_batch} sample(s) at a time instead of batches of "
-                      f"{collection.data_batch} to stay within --max-memory {args.max_memory / 2**30:.2f} GiB")
-    if collection is not None and collection.groups > 1:
-        console.print(f"  [yellow]note[/]: one sample's activations exceed --max-memory: outputs were requested in "
-                      f"{collection.groups} groups (the model ran {collection.groups} times per batch)")
     if result.unquantized:
         names = list(result.unquantized)
         shown = ", ".join(escape(n) for n in names[:4]) + (f" (+{len(names) - 4} more)" if len(names) > 4 else "")

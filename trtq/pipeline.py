@@ -333,8 +333,9 @@ def calibrate(
                                     max_binned=max_binned, tensors=tensors, max_memory=max_memory, report=report,
                                     progress=progress)
     if report.unquantized:
-        log.warning("%d tensor(s) stay float (+-inf or huge by construction, e.g. attention-mask biases): %s",
-                    len(report.unquantized), ", ".join(list(report.unquantized)[:5]))
+        log.info("%d tensor(s) stay float (+-inf or huge by construction, e.g. attention-mask biases): %s%s",
+                 len(report.unquantized), ", ".join(list(report.unquantized)[:3]),
+                 ", ..." if len(report.unquantized) > 3 else "")
     stats_seconds = time.perf_counter() - started
     replay = reference_replay(model, held, threads=threads)
 

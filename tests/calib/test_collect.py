@@ -95,11 +95,11 @@ def test_memory_budget_is_told_to_the_user(tmp_path, monkeypatch, capsys):
     data = tmp_path / "data.npy"
     np.save(data, np.random.default_rng(0).standard_normal((16, 4096)).astype(np.float32))
     monkeypatch.setattr(collect, "_current_rss", lambda: 0)
-    code = main(["calibrate", str(path), "--calib", str(data), "--batch-size", "8", "--max-memory", "2M",
+    code = main(["-q", "calibrate", str(path), "--calib", str(data), "--batch-size", "8", "--max-memory", "2M",
                  "-o", str(tmp_path / "c.cache")])
-    out = " ".join(capsys.readouterr().out.split())  # the console wraps long lines
+    captured = capsys.readouterr()
     assert code == 0
-    assert "sample(s) at a time instead of batches of 8" in out
+    assert "sample(s) at a time instead of batches of 8" in " ".join((captured.out + captured.err).split())
 
 
 def test_plan_runs_lowers_the_batch_before_grouping():

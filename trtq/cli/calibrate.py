@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Optional
 
 from .. import defaults
 from ..errors import TrtqError
@@ -112,15 +111,18 @@ def run(args: argparse.Namespace) -> int:
                            else [name.strip() for name in args.observe.split(",") if name.strip()],
                            min_snr=args.min_snr, min_cosine=args.min_cosine,
                            progress=progress, choice_progress=scoring)
-    print_calibration(Console(), result, args.model, args.max_memory)
+    print_calibration(Console(), result, args.model)
     print_notes(notes)
     if not result.amax:
         raise TrtqError("no floating-point tensors were found to calibrate")
     return 0
 
 
-def print_calibration(console, result, model: str, max_memory: Optional[int] = None) -> None:
-    """Summary of a calibration: what was calibrated, how collection ran, the auto choice, files, the verdict."""
+def print_calibration(console, result, model: str) -> None:
+    """Summary of a calibration: what was calibrated, what stays float, the auto choice, files, the verdict.
+
+    (A batch lowered or split for --max-memory is logged by the collection itself.)
+    """
     from rich.markup import escape
 
     from ..report import auto_choice_table, print_verdict
@@ -129,18 +131,12 @@ def print_calibration(console, result, model: str, max_memory: Optional[int] = N
     console.print(f"[bold green]calibrated[/] {len(result.amax)} tensors of {escape(Path(model).name)} "
                   f"on {result.num_samples} samples ({result.num_batches} batches) in {result.seconds:.1f} s "
                   f"with {escape(algorithm)}")
-    collection = result.collection
-    if collection is not None and collection.run_batch and collection.data_batch \
-            and collection.run_batch < collection.data_batch and max_memory:
-        console.print(f"  [yellow]note[/]: ran {collection.run_batch} sample(s) at a time instead of batches of "
-                      f"{collection.data_batch} to stay within --max-memory {max_memory / 2**30:.2f} GiB")
-    if collection is not None and collection.groups > 1:
-        console.print(f"  [yellow]note[/]: one sample's activations exceed --max-memory: outputs were requested in "
-                      f"{collection.groups} groups (the model ran {collection.groups} times per batch)")
     if result.unquantized:
-        console.print(f"  {len(result.unquantized)} tensor(s) stay float (not in the cache):")
-        for name, reason in result.unquantized.items():
-            console.print(f"    {escape(name)}: {escape(reason)}", highlight=False)
+        names = list(result.unquantized)
+        shown = ", ".join(escape(n) for n in names[:4]) + (f" (+{len(names) - 4} more)" if len(names) > 4 else "")
+        reason = next(iter(result.unquantized.values()))
+        console.print(f"  {len(names)} tensor(s) stay float, left out of the cache: {shown}; the first "
+                      f"{escape(reason)}; the sidecar lists them all")
     if result.auto is not None:
         console.print(auto_choice_table(result.auto))
         for tensor, algo in result.auto.overrides.items():

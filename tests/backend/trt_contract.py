@@ -519,15 +519,18 @@ def percentile_on_the_implicit_path_is_trtq_calibrated(expected):
     with tempfile.TemporaryDirectory() as tmp:
         _onnx_model(Path(tmp) / "m.onnx")
         data = _npy_data(Path(tmp) / "calib")
-        world = _world(trt, Path(tmp) / "m.onnx")
-        with _installed(trt, world):
-            result = _build(tmp, "p", precision="int8", calib=DataSpec(path=str(data), batch_size=4),
-                            algorithm="percentile", cache_path=Path(tmp) / "p.cache")
-        _assert_clean(world)
-        calibration = result.report["calibration"]
-        assert calibration["algorithm"] == "percentile" and calibration["calibrated_by"] == "trtq-cpu", calibration
-        handed = [line for line in world.drove if line.startswith("readCalibrationCache=")]
-        assert handed and handed[0] != "readCalibrationCache=NULL", world.drove
+        for algorithm in ("percentile", "auto"):  # auto: the default, calibrated on the CPU with its verdict
+            world = _world(trt, Path(tmp) / "m.onnx")
+            with _installed(trt, world):
+                result = _build(tmp, algorithm, precision="int8", calib=DataSpec(path=str(data), batch_size=4),
+                                algorithm=algorithm, cache_path=Path(tmp) / f"{algorithm}.cache")
+            _assert_clean(world)
+            calibration = result.report["calibration"]
+            assert calibration["algorithm"] == algorithm and calibration["calibrated_by"] == "trtq-cpu", calibration
+            assert calibration["verdict"]["samples"] >= 1 and "INT8 fidelity" in calibration["verdict"]["line"]
+            assert f"getAlgorithm={int(trt.CalibrationAlgoType.ENTROPY_CALIBRATION_2)}" in world.drove, world.drove
+            handed = [line for line in world.drove if line.startswith("readCalibrationCache=")]
+            assert handed and handed[0] != "readCalibrationCache=NULL", world.drove
 
 
 @check

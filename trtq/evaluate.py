@@ -957,7 +957,7 @@ class Replay:
         return float(np.median(time_session(session, feed, iterations, 2)))
 
 
-def _worst(metrics: Sequence[OutputMetrics]) -> Tuple[float, float, Optional[float]]:
+def worst_of(metrics: Sequence[OutputMetrics]) -> Tuple[float, float, Optional[float]]:
     """(worst SNR, worst cosine, top-1 agreement of the first class-score output), channel groups included."""
     snr = min((m.worst_snr_db for m in metrics), key=_nan_low)
     cosine = min((m.worst_cosine for m in metrics), key=_nan_low)
@@ -1150,7 +1150,7 @@ def auto_exclude(
 
     def measure(excluded: List[str]):
         model, summary = quantize_model(ref_model, amax, target="trt", exclude=list(exclude) + excluded)
-        snr, cosine, agreement = _worst(replay.score(model, threads=threads))
+        snr, cosine, agreement = worst_of(replay.score(model, threads=threads))
         value = {"snr_db": snr, "cosine": cosine, "top1_agreement": agreement}[metric_name]
         return model, snr, cosine, agreement, value
 

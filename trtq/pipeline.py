@@ -127,18 +127,13 @@ def _metrics_of(replay, model, amax: Mapping[str, float], exclude: Sequence[str]
     return replay.score(quantized), summary
 
 
-def _worst(metrics) -> Tuple[float, float]:
-    from .evaluate import _worst as worst
-
-    snr, cosine, _ = worst(metrics)
-    return snr, cosine
-
-
 def score(replay, model, amax: Mapping[str, float], exclude: Sequence[str] = (), name: str = "") -> Candidate:
     """Worst-output SNR and cosine of the TensorRT-form Q/DQ model of ``amax`` on ``replay``."""
     started = time.perf_counter()
     metrics, _ = _metrics_of(replay, model, amax, exclude)
-    snr, cosine = _worst(metrics)
+    from .evaluate import worst_of
+
+    snr, cosine, _ = worst_of(metrics)
     return Candidate(name, snr, cosine, time.perf_counter() - started, metrics)
 
 

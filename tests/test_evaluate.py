@@ -516,3 +516,26 @@ def test_padded_positions_do_not_count():
     assert whole.snr_db < 0
     assert ev.padding_mask({"x": np.zeros((2, 5), np.float32)}) is None  # no mask input
     assert ev.padding_mask({"mask": np.full((2, 5), 3, np.int64)}) is None  # not 0/1
+
+
+def test_auto_exclude_records_its_layers_for_quantize(sensitive, tmp_path, capsys):
+    """eval --auto-exclude --cache writes the layer list into the sidecar; quantize --cache keeps them float."""
+    import onnx
+
+    from trtq.cache import float_layers, read_cache
+    from trtq.cli import main
+    from trtq.pipeline import calibrate
+
+    cache = tmp_path / "s.calib.cache"
+    calibrate(sensitive["path"], sensitive["data"], algorithm="entropy", cache_path=cache)
+    assert main(["-q", "eval", sensitive["path"], sensitive["candidate"], "--data", sensitive["data"],
+                 "--auto-exclude", "--target-snr", "30", "--cache", str(cache), "--no-speed",
+                 "-o", str(tmp_path / "mixed.onnx")]) == 0
+    assert float_layers(read_cache(cache).sidecar) == ["conv1"]
+    capsys.readouterr()
+    out = tmp_path / "q.onnx"
+    assert main(["-q", "quantize", sensitive["path"], "--cache", str(cache), "-o", str(out)]) == 0
+    printed = " ".join(capsys.readouterr().out.split())
+    assert "1 layer(s) left in float by the cache's mixed-precision record (trtq eval --auto-exclude" in printed
+    quantized_inputs = {n.input[0] for n in onnx.load(str(out)).graph.node if n.op_type == "QuantizeLinear"}
+    assert "x" not in quantized_inputs and "r1" in quantized_inputs

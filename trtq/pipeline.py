@@ -394,6 +394,7 @@ class QuantizeOutcome:
     verdict: Optional[dict] = None         # the verdict (as recorded in a cache's sidecar, or just computed)
     verdict_source: str = ""
     float_layers: List[str] = field(default_factory=list)
+    mixed_precision: dict = field(default_factory=dict)  # the cache sidecar's record of them (who, target, reached)
 
 
 def quantize(
@@ -452,6 +453,7 @@ def quantize(
         check_cache_matches(table, model, file_sha256(model_path), tensor_names(model), force=force)
         amax = table.amax
         outcome.float_layers = float_layers(table.sidecar)
+        outcome.mixed_precision = dict((table.sidecar or {}).get("mixed_precision") or {})
         exclude += [layer for layer in outcome.float_layers if layer not in exclude]
         outcome.verdict = check_recorded_verdict(table.sidecar, min_snr, min_cosine, str(cache))
         outcome.verdict_source = f"recorded at calibration in {Path(cache).name}.json" if outcome.verdict else ""

@@ -83,8 +83,16 @@ def run(args: argparse.Namespace) -> int:
         console.print(auto_choice_table(outcome.calibration.auto))
     print_summary(outcome.summary)
     if outcome.float_layers:
-        console.print(f"{len(outcome.float_layers)} layer(s) left in float by the cache's mixed-precision record",
-                      highlight=False)
+        record = outcome.mixed_precision
+        reached = ""
+        if record.get("reached") is not None and record.get("target"):
+            (metric, target), = record["target"].items()
+            reached = f"; it reached {metric} {record['reached']:.4g} (target {target:g}) on its eval samples"
+        later = record.get("source") == "trtq eval --auto-exclude"  # after calibration: its verdict predates it
+        console.print(f"{len(outcome.float_layers)} layer(s) left in float by the cache's mixed-precision record "
+                      f"({record.get('source', 'sidecar')}{reached})"
+                      + ("; the verdict below was recorded before it, with those layers quantized" if later else ""),
+                      highlight=False, markup=False)
     print_verdict(console, outcome.verdict, outcome.verdict_source)
     print_notes(notes)
     return 0

@@ -155,3 +155,17 @@ def test_inspect_layer_rows():
     assert layer_rows(detailed) == [("/conv1/Conv", "CaskConvolution", "INT8", "Row major linear INT8")]
     assert layer_rows({"Layers": ["conv1", "relu1"]}) == [("conv1", "", "", ""), ("relu1", "", "", "")]
     assert layer_rows(None) == []
+
+
+def test_int8_build_ends_with_the_verdict_or_says_where_to_get_one(capsys):
+    from trtq.cli.build import _print_build_verdict
+
+    verdict = {"line": "INT8 fidelity (TensorRT Q/DQ form, 32 held-back calibration samples): worst 'y': SNR 12.00 dB",
+               "warning": "INT8 output 'y' is poor (SNR 12.00 dB < 20 dB ...): leave ... with --auto-exclude"}
+    _print_build_verdict({"precision": "int8", "calibration": {"verdict": verdict}})
+    out = " ".join(capsys.readouterr().out.split())
+    assert "INT8 fidelity" in out and "warning: INT8 output 'y' is poor" in out and "trtq eval MODEL ENGINE" in out
+    _print_build_verdict({"precision": "int8", "calibration": {"calibrated_by": "tensorrt"}})
+    assert "no INT8 verdict: TensorRT calibrated on the GPU" in " ".join(capsys.readouterr().out.split())
+    _print_build_verdict({"precision": "fp16", "calibration": {}})
+    assert capsys.readouterr().out == ""

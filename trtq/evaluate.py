@@ -431,16 +431,19 @@ class _Sums:
         self.ref2 = self.cand2 = self.dot = self.err2 = self.cos_sum = 0.0
         self.rows = 0
 
-    def add(self, r: np.ndarray, c: np.ndarray) -> None:
-        """``r``, ``c``: ``[samples, values]``."""
-        e = r - c
+    def add(self, r: np.ndarray, c: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+        """Add ``r``, ``c`` (``[samples, values]``, float64); returns (``r - c``, the per-sample cosines)."""
+        with np.errstate(invalid="ignore"):  # an output that is inf in both (an overflowing model) gives NaN metrics
+            e = r - c
         ref2, cand2, dot = np.einsum("ij,ij->i", r, r), np.einsum("ij,ij->i", c, c), np.einsum("ij,ij->i", r, c)
         self.ref2 += float(ref2.sum())
         self.cand2 += float(cand2.sum())
         self.dot += float(dot.sum())
         self.err2 += float(np.einsum("ij,ij->", e, e))
-        self.cos_sum += float(_cos_rows(dot, ref2, cand2).sum())
+        cosines = _cos_rows(dot, ref2, cand2)
+        self.cos_sum += float(cosines.sum())
         self.rows += len(ref2)
+        return e, cosines
 
 
 class OutputAccumulator:
@@ -456,15 +459,11 @@ class OutputAccumulator:
         self.shape: Optional[List[Any]] = None
         self.samples = 0
         self.elements = 0
-        self.ref2 = 0.0
-        self.cand2 = 0.0
-        self.dot = 0.0
-        self.err2 = 0.0
+        self.whole = _Sums()
         self.abs_err = 0.0
         self.max_abs = 0.0
         self.ref_abs_max = 0.0
         self.cos_min = math.inf
-        self.cos_sum = 0.0
         self.classes: Optional[int] = None
         self.top1 = 0
         self.topk = 0
@@ -491,24 +490,14 @@ class OutputAccumulator:
         n = int(reference.shape[0]) if reference.ndim else 1
         r = reference.astype(np.float64, copy=False).reshape(n, -1)
         c = candidate.astype(np.float64, copy=False).reshape(n, -1)
-        with np.errstate(invalid="ignore"):  # an output that is inf in both (an overflowing model) gives NaN metrics
-            e = r - c
-        ref2 = np.einsum("ij,ij->i", r, r)
-        cand2 = np.einsum("ij,ij->i", c, c)
-        dot = np.einsum("ij,ij->i", r, c)
-        self.ref2 += float(ref2.sum())
-        self.cand2 += float(cand2.sum())
-        self.dot += float(dot.sum())
-        self.err2 += float(np.einsum("ij,ij->", e, e))
+        e, cosines = self.whole.add(r, c)
         abs_e = np.abs(e)
         if abs_e.size:
             self.abs_err += float(abs_e.sum())
             self.max_abs = max(self.max_abs, float(abs_e.max()))
             self.ref_abs_max = max(self.ref_abs_max, float(np.abs(r).max()))
         if n:
-            rows = _cos_rows(dot, ref2, cand2)
-            self.cos_min = min(self.cos_min, float(rows.min()))
-            self.cos_sum += float(rows.sum())
+            self.cos_min = min(self.cos_min, float(cosines.min()))
         for group, sums in zip(self.groups, self._group_sums):
             index = [slice(None)] * reference.ndim
             index[group.axis] = slice(group.start, group.stop)
@@ -541,10 +530,10 @@ class OutputAccumulator:
             name=self.name,
             shape=self.shape or [],
             samples=n,
-            cosine=_cos(self.dot, self.ref2, self.cand2),
+            cosine=_cos(self.whole.dot, self.whole.ref2, self.whole.cand2),
             cosine_min=self.cos_min if n else math.nan,
-            cosine_mean=self.cos_sum / n if n else math.nan,
-            snr_db=_snr(self.ref2, self.err2) if n else math.nan,
+            cosine_mean=self.whole.cos_sum / n if n else math.nan,
+            snr_db=_snr(self.whole.ref2, self.whole.err2) if n else math.nan,
             max_abs_error=self.max_abs,
             mean_abs_error=self.abs_err / self.elements if self.elements else math.nan,
             ref_abs_max=self.ref_abs_max,

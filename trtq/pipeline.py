@@ -120,19 +120,14 @@ class AutoChoice:
                 "snr_db": self.snr_db, "cosine": self.cosine}
 
 
-def _metrics_of(replay, model, amax: Mapping[str, float], exclude: Sequence[str]):
+def score(replay, model, amax: Mapping[str, float], exclude: Sequence[str] = (), name: str = "") -> Candidate:
+    """Worst-output SNR and cosine of the TensorRT-form Q/DQ model of ``amax`` on ``replay`` (and its metrics)."""
+    from .evaluate import worst_of
     from .graph.qdq import quantize_model
 
-    quantized, summary = quantize_model(model, amax, target="trt", exclude=exclude)
-    return replay.score(quantized), summary
-
-
-def score(replay, model, amax: Mapping[str, float], exclude: Sequence[str] = (), name: str = "") -> Candidate:
-    """Worst-output SNR and cosine of the TensorRT-form Q/DQ model of ``amax`` on ``replay``."""
     started = time.perf_counter()
-    metrics, _ = _metrics_of(replay, model, amax, exclude)
-    from .evaluate import worst_of
-
+    quantized, _ = quantize_model(model, amax, target="trt", exclude=exclude)
+    metrics = replay.score(quantized)
     snr, cosine, _ = worst_of(metrics)
     return Candidate(name, snr, cosine, time.perf_counter() - started, metrics)
 
@@ -341,7 +336,7 @@ def calibrate(
                                             progress=choice_progress)
     else:
         amax = amax_from_histograms(histograms, algorithm, **options)
-        metrics, _ = _metrics_of(replay, model, amax, exclude)
+        metrics = score(replay, model, amax, exclude, algorithm).metrics
     verdict = Verdict(metrics, replay.samples, held_back=held_back)
     seconds = time.perf_counter() - started
     failure = verdict.failure(min_snr, min_cosine)

@@ -210,6 +210,11 @@ def make_sidecar(
     }
 
 
+def sidecar_bytes(sidecar: dict) -> bytes:
+    """The one serialization of a sidecar (indented JSON, newline-terminated)."""
+    return (json.dumps(sidecar, indent=2) + "\n").encode("utf-8")
+
+
 def write_cache(
     path: PathLike,
     amax: Mapping[str, float],
@@ -225,7 +230,7 @@ def write_cache(
     payload = format_cache(amax, trt_version, header_algorithm)
     files = {}
     if sidecar is not None:  # renamed first: a cache never sits beside the sidecar of an older cache
-        files[sidecar_path(path)] = (json.dumps(sidecar, indent=2) + "\n").encode("utf-8")
+        files[sidecar_path(path)] = sidecar_bytes(sidecar)
     files[Path(path)] = payload
     written = write_files_atomic(files)
     return written

@@ -30,7 +30,6 @@ Behaviour (read against Polygraphy's ``backend/trt/calibrator.py``):
 from __future__ import annotations
 
 import functools
-import json
 import logging
 from pathlib import Path
 from typing import Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple
@@ -165,7 +164,7 @@ class CalibratorCore:
                                                 trt_version=parsed.trt_version, **self.sidecar)
                 sidecar["data"] = {**sidecar.get("data", {}), "samples": self.samples_read,
                                    "calibrated_by": "tensorrt"}
-                files[cache_io.sidecar_path(self.cache_path)] = (json.dumps(sidecar, indent=2) + "\n").encode()
+                files[cache_io.sidecar_path(self.cache_path)] = cache_io.sidecar_bytes(sidecar)
             files[self.cache_path] = payload  # TensorRT's bytes as they are: no float re-rounding
             from ..fileio import write_files_atomic
 

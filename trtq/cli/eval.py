@@ -191,9 +191,8 @@ def run(args: argparse.Namespace) -> int:
 
 def _record_float_layers(cache: str, result) -> None:
     """Write the mixed-precision layer list into the cache's sidecar (atomically), for quantize and build."""
-    from ..cache import read_cache, sidecar_path
+    from ..cache import read_cache, sidecar_bytes, sidecar_path
     from ..fileio import write_bytes_atomic
-    import json
 
     table = read_cache(cache)
     if table.sidecar is None:
@@ -201,7 +200,7 @@ def _record_float_layers(cache: str, result) -> None:
     table.sidecar["mixed_precision"] = {"float_layers": list(result.excluded), "source": "trtq eval --auto-exclude",
                                         "target": {result.target_metric: result.target},
                                         "reached": result.steps[-1].metric if result.steps else None}
-    write_bytes_atomic(sidecar_path(cache), (json.dumps(table.sidecar, indent=2) + "\n").encode("utf-8"))
+    write_bytes_atomic(sidecar_path(cache), sidecar_bytes(table.sidecar))
     result.message += f"; recorded in {sidecar_path(cache).name}"
 
 

@@ -472,6 +472,7 @@ def benchmark(
     precisions: Optional[Sequence[str]] = None,
     max_seconds: Optional[float] = None,
     baseline: Optional[str] = None,
+    plugins: Sequence[PathLike] = (),
     progress: ProgressCallback = no_progress,
 ) -> List[BenchResult]:
     """Benchmark models at each batch size; returns one :class:`~trtq.report.BenchResult` per (model, batch size).
@@ -524,12 +525,12 @@ def benchmark(
         results += _benchmark_trt(engines, onnx_models if backend in _TRT_NAMES else [], batch_sizes,
                                   iterations=iterations, warmup=warmup, data=data, shapes=shapes,
                                   engine_labels=labels_of(engines), precisions=precisions, progress=progress,
-                                  max_seconds=max_seconds)
+                                  max_seconds=max_seconds, plugins=plugins)
     return fill_speedups(results, baseline=None if baseline is None else Path(baseline).name)
 
 
 def _benchmark_trt(engines, onnx_models, batch_sizes, *, iterations, warmup, data, shapes, engine_labels,
-                   precisions, progress, max_seconds=None) -> List[BenchResult]:
+                   precisions, progress, max_seconds=None, plugins=()) -> List[BenchResult]:
     """TensorRT rows from ``trtq.backend.bench`` (which raises BackendUnavailable without TensorRT or a GPU)."""
     from .backend import bench as trt_bench
 
@@ -537,11 +538,12 @@ def _benchmark_trt(engines, onnx_models, batch_sizes, *, iterations, warmup, dat
     if engines:
         results += trt_bench.benchmark_engines([str(e) for e in engines], list(batch_sizes), iterations=iterations,
                                                warmup=warmup, progress=progress, precisions=engine_labels,
-                                               shapes=shapes, data=data, max_seconds=max_seconds)
+                                               shapes=shapes, data=data, max_seconds=max_seconds,
+                                               plugins=plugins)
     if onnx_models:
         wanted = list(precisions) if precisions else (["fp32", "fp16", "int8"] if data is not None else ["fp32", "fp16"])
         for model in onnx_models:
             results += trt_bench.build_and_benchmark(str(model), wanted, list(batch_sizes), data,
                                                      iterations=iterations, warmup=warmup, progress=progress,
-                                                     shapes=shapes, max_seconds=max_seconds)
+                                                     shapes=shapes, max_seconds=max_seconds, plugins=plugins)
     return results

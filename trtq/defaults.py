@@ -72,7 +72,7 @@ BENCH_WARMUP = 5
 QDQ_MIN_OPSET = 13
 #: TensorRT builder workspace in GiB.
 WORKSPACE_GIB = 4.0
-#: ONNX opset ``trtq export`` writes: 17 is the newest that TensorRT 8.6 (JetPack 5)
+#: ONNX opset ``trtq export`` writes: 17 is the newest that TensorRT 8.6 (JetPack 6.0)
 #: parses and is above QDQ_MIN_OPSET; TensorRT 10 and ONNX Runtime take it too.
 EXPORT_OPSET = 17
 #: Exported ONNX vs PyTorch on the same inputs must agree within

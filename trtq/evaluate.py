@@ -719,6 +719,7 @@ def evaluate(
     class_outputs: Optional[Sequence[str]] = None,
     threads: Optional[int] = None,
     progress: Optional[ProgressCallback] = None,
+    plugins: Sequence[PathLike] = (),
 ) -> EvalReport:
     """Compare ``candidate`` (e.g. the INT8 Q/DQ model) with ``reference`` (the float model) on ``data``.
 
@@ -730,7 +731,7 @@ def evaluate(
     outputs that are class scores (top-1/top-5 agreement); by default only the first
     ``[N, C]`` output, and only when ``labels`` are given. Runs both models with ONNX
     Runtime on the CPU; a ``candidate`` that is a TensorRT engine (``.engine``/``.plan``) runs
-    on the GPU through trtq.backend.
+    on the GPU through trtq.backend (``plugins``: the plugin libraries it needs).
     """
     from .bench import infer_precision, is_engine_path
     from .data import open_source
@@ -746,7 +747,7 @@ def evaluate(
         from .backend.runner import EngineSession
 
         cand_name, cand_precision, cand_session = Path(candidate).name, engine_precision(candidate), \
-            EngineSession(candidate)
+            EngineSession(candidate, plugins=plugins)
     else:
         cand_model, cand_name = _load(candidate)
         cand_session = create_session(cand_model, threads=threads)

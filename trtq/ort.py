@@ -17,7 +17,7 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
-from .errors import DataError, ModelError
+from .errors import DataError, ModelError, TrtqError
 
 #: ``optimization=`` names -> ``onnxruntime.GraphOptimizationLevel`` member names.
 OPTIMIZATION_LEVELS = {
@@ -183,10 +183,13 @@ def run(session, batch, output_names: Optional[Sequence[str]] = None) -> Dict[st
 
     A batch ONNX Runtime refuses (wrong shape, wrong rank) raises :class:`~trtq.errors.DataError`.
     """
-    feed = as_feed(session, batch)
+    own = getattr(session, "as_feed", None)  # a TensorRT engine session feeds the engine's own types
+    feed = own(batch) if own is not None else as_feed(session, batch)
     names = list(output_names) if output_names is not None else [o.name for o in session.get_outputs()]
     try:
         values = session.run(names, feed)
+    except TrtqError:  # an engine session's own one-line error names the engine: not ONNX Runtime's
+        raise
     except Exception as exc:
         shapes = ", ".join(f"{k}{list(v.shape)}" for k, v in feed.items())
         raise DataError(f"ONNX Runtime refused the batch ({shapes}): {ort_reason(exc)}") from None

@@ -147,13 +147,22 @@ def test_inspect_without_tensorrt(tmp_path, capsys):
     _one_line_error(capsys, main(["inspect", str(engine)]), "trtq inspect: error:", "TensorRT")
 
 
-def test_inspect_layer_rows():
-    from trtq.cli.inspect import layer_rows
+def test_inspect_layer_rows_read_the_inspectors_real_schema():
+    """A1: the inspector's JSON has no "Precision" key; a layer's precision is its tensors' Format/Datatype."""
+    from pathlib import Path
 
-    detailed = {"Layers": [{"Name": "/conv1/Conv", "LayerType": "CaskConvolution", "Precision": "INT8",
-                            "Outputs": [{"Name": "x", "Format/Datatype": "Row major linear INT8"}]}]}
-    assert layer_rows(detailed) == [("/conv1/Conv", "CaskConvolution", "INT8", "Row major linear INT8")]
-    assert layer_rows({"Layers": ["conv1", "relu1"]}) == [("conv1", "", "", ""), ("relu1", "", "", "")]
+    from trtq.cli.inspect import layer_rows, tensor_precision
+
+    dump = json.loads((Path(__file__).parent / "data" / "inspector_qat.graph.json").read_text())
+    assert not any("Precision" in layer for layer in dump["Layers"])
+    rows = layer_rows(dump)
+    assert [row[2] for row in rows] == ["FP32 -> INT8", "INT8", "INT8", "INT8 -> FP16", "FP16 -> INT8", "FP32"]
+    assert rows[1][4].startswith("volta_int8x4") and rows[2][4] == "", "the tactic has its own column"
+    assert not any("volta" in row[2] or "sm75" in row[2] for row in rows)
+    assert rows[3][3] == "Thirty-two wide channel vectorized row major FP16 format"
+    assert [tensor_precision(t) for t in ("Row major linear BFloat16", "Row major linear Float", "Int64", "N/A")] \
+        == ["BF16", "FP32", "INT64", ""]
+    assert layer_rows({"Layers": ["conv1", "relu1"]}) == [("conv1", "", "", "", ""), ("relu1", "", "", "", "")]
     assert layer_rows(None) == []
 
 

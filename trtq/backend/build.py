@@ -63,6 +63,8 @@ FUNCTION_PATHS = {
     "_configure_features": "common",
     "_network_input_dtypes": "common",
     "_dla_cores": "common",
+    "_dla_layers": "common",
+    "_native_instancenorm": "implicit",  # TensorRT 8.6 only (on by default from 10.0)
 }
 
 #: TensorRT log lines that mean the GPU ran out of memory during the build.
@@ -295,9 +297,17 @@ def load_plugins(trt, logger, paths: Sequence[Path] = ()) -> None:
         log.warning("TensorRT's plugin library did not initialise; models with TensorRT plugin ops will not parse")
 
 
-def _parse_network(trt, builder, logger, onnx_path: Path, flags: int, label: str):
+def _native_instancenorm(trt, parser) -> None:
+    """InstanceNormalization as TensorRT's native layer, not the plugin a version- or hardware-compatible engine
+    cannot carry (on by default from TensorRT 10.0; Polygraphy switches it on for these modes on 8.6)."""
+    parser.set_flag(trt.OnnxParserFlag.NATIVE_INSTANCENORM)
+
+
+def _parse_network(trt, builder, logger, onnx_path: Path, flags: int, label: str, native_instancenorm: bool = False):
     network = builder.create_network(flags)
     parser = trt.OnnxParser(network, logger)
+    if native_instancenorm:
+        _native_instancenorm(trt, parser)
     if not parser.parse_from_file(str(onnx_path)):
         errors = [str(parser.get_error(index)) for index in range(parser.num_errors)]
         first = " ".join((errors[0] if errors else "no error recorded").split())
@@ -306,7 +316,7 @@ def _parse_network(trt, builder, logger, onnx_path: Path, flags: int, label: str
     return network, parser
 
 
-def _configure_common(trt, builder, network, options: BuildOptions, profile_table: ProfileShapes):
+def _configure_common(trt, builder, network, options: BuildOptions, profile_table: ProfileShapes, logger=None):
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(options.workspace_gib * (1 << 30)))
     inputs = [network.get_input(index) for index in range(network.num_inputs)]
@@ -323,13 +333,18 @@ def _configure_common(trt, builder, network, options: BuildOptions, profile_tabl
                                  f"{list(hi)}): {exc}; check --min/--opt/--max-shapes") from None
         config.add_optimization_profile(profile)
     timing = options.timing_cache.read_bytes() if options.timing_cache and options.timing_cache.exists() else b""
+    mark = len(logger.messages.errors) if logger is not None else 0
     timing_cache = config.create_timing_cache(timing)
-    if not config.set_timing_cache(timing_cache, False):
-        # a cache from another GPU or TensorRT is refused; start a fresh one so the file gets refreshed
-        log.warning("timing cache %s was made for another GPU or TensorRT version; starting a new one (the file "
-                    "is replaced after this build)", options.timing_cache)
+    if timing_cache is None or not config.set_timing_cache(timing_cache, False):
+        # a corrupt file, or one from another GPU or TensorRT, is refused (TensorRT logs "Error Code 1:
+        # Serialization ... Magic tag does not match" and may return no cache): start a fresh one, as Polygraphy does
+        log.warning("timing cache %s is corrupt or was made for another GPU or TensorRT version; starting a new one "
+                    "(the file is replaced after this build)", options.timing_cache)
+        if logger is not None:  # those errors are about the file, not the build: keep them out of build errors
+            del logger.messages.errors[mark:]
         timing_cache = config.create_timing_cache(b"")
-        config.set_timing_cache(timing_cache, False)
+        if timing_cache is None or not config.set_timing_cache(timing_cache, False):
+            log.warning("TensorRT could not create a timing cache; building without one")
     return config
 
 
@@ -372,6 +387,17 @@ def _configure_features(trt, builder, config, options: BuildOptions, plan: Build
         config.hardware_compatibility_level = level
     config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED  # `trtq inspect` shows per-layer precisions
     return flags
+
+
+def _dla_layers(config, network) -> Tuple[List[str], List[str]]:
+    """(layers that can run on DLA, layers that fall back to the GPU) under the finished config
+    (``IBuilderConfig.can_run_on_DLA``: precision, shapes and layer restrictions); what GPU fallback does
+    silently, said before the build."""
+    on_dla, on_gpu = [], []
+    for index in range(network.num_layers):
+        layer = network.get_layer(index)
+        (on_dla if config.can_run_on_DLA(layer) else on_gpu).append(layer.name)
+    return on_dla, on_gpu
 
 
 def _float_layer_constraints(trt, network, config, float_layers: Sequence[str],
@@ -488,7 +514,7 @@ def build_engine(options: BuildOptions, progress: ProgressCallback = no_progress
     prequantized = is_quantized(model)
     plan = plan_build(major, options.precision, options.explicit, prequantized=prequantized)
     if options.dla_core is not None:
-        refusal = dla_refusal(version, options.precision, None, options.dla_core)
+        refusal = dla_refusal(version, options.precision, None, options.dla_core, not is_dynamic(profile_table))
         if refusal:
             raise TrtqError(refusal)
     keep_float = list(options.float_layers) if options.float_layers is not None else \
@@ -503,7 +529,8 @@ def build_engine(options: BuildOptions, progress: ProgressCallback = no_progress
     logger = _logger_class(trt)(options.verbose)
     builder = _create_builder(trt, logger)
     if options.dla_core is not None:
-        refusal = dla_refusal(version, options.precision, _dla_cores(builder), options.dla_core)
+        refusal = dla_refusal(version, options.precision, _dla_cores(builder), options.dla_core,
+                              not is_dynamic(profile_table))
         if refusal:
             raise TrtqError(refusal)
     calibration: dict = {}
@@ -530,11 +557,13 @@ def build_engine(options: BuildOptions, progress: ProgressCallback = no_progress
             onnx_path, calibration = _prepare_graph(model, plan, options, cache, Path(scratch), progress, keep_float)
             label = f"{options.model_path.name} ({'Q/DQ ' if plan.qdq_graph else ''}{'FP16 ' if plan.fp16_graph else ''}copy)"
         load_plugins(trt, logger, options.plugins)
+        compatible = options.version_compatible or bool(options.hardware_compatibility)
         network, parser = _parse_network(trt, builder, logger, onnx_path, _network_flags(trt, major, plan.strongly_typed),
-                                         label)
-        config = _configure_common(trt, builder, network, options, profile_table)
+                                         label, native_instancenorm=compatible and major < 10)
+        config = _configure_common(trt, builder, network, options, profile_table, logger)
         feature_flags = _configure_features(trt, builder, config, options, plan)
         constrained: List[str] = []
+        dla: Optional[dict] = None
         try:
             if plan.calibrator:
                 calibrator, record = _make_calibrator(trt, options, model, inputs, sha, cache, profile_table,
@@ -547,6 +576,8 @@ def build_engine(options: BuildOptions, progress: ProgressCallback = no_progress
                 calib_size = calibrator.batch_size if calibrator is not None else 1
                 _configure_implicit(trt, builder, config, plan, calibrator,
                                     calibration_shapes(profile_table, calib_size), is_dynamic(profile_table))
+            if options.dla_core is not None:
+                dla = _dla_report(config, network, options, label)
             log.info("building %s engine from %s with TensorRT %s (%s path)", plan.precision, label,
                      trt.__version__, plan.path)
             engine = _build(trt, builder, network, config, logger, calibrator, options)
@@ -569,7 +600,7 @@ def build_engine(options: BuildOptions, progress: ProgressCallback = no_progress
         "tensorrt": {"version": trt.__version__, "path": plan.path, "strongly_typed": plan.strongly_typed,
                      "builder_flags": list(plan.builder_flags) + feature_flags
                      + (["OBEY_PRECISION_CONSTRAINTS"] if constrained else []),
-                     "prequantized": prequantized, "dla_core": options.dla_core,
+                     "prequantized": prequantized, "dla_core": options.dla_core, "dla": dla,
                      "hardware_compatibility": options.hardware_compatibility,
                      "plugins": [str(p) for p in options.plugins]},
         "mixed_precision": {"float_layers": keep_float, "constrained_layers": constrained} if keep_float else None,
@@ -586,6 +617,21 @@ def build_engine(options: BuildOptions, progress: ProgressCallback = no_progress
                         options.output_path: engine})
     log.info("wrote %s (%.1f MB) in %.1f s", options.output_path, len(engine) / 1e6, seconds)
     return BuildResult(options.output_path, options.report_path, report, plan)
+
+
+def _dla_report(config, network, options: BuildOptions, label: str) -> dict:
+    """Which layers run on the DLA core and which fall back to the GPU; an engine with none on DLA is refused
+    (GPU fallback would build it silently, and the report would claim a DLA engine that runs on the GPU)."""
+    on_dla, on_gpu = _dla_layers(config, network)
+    if not on_dla:
+        raise TrtqError(f"no layer of {label} can run on DLA core {options.dla_core} (TensorRT's can_run_on_DLA; "
+                        "see NVIDIA's DLA supported layers and restrictions): the engine would run on the GPU; drop "
+                        "--dla-core")
+    if on_gpu:
+        shown = ", ".join(on_gpu[:5]) + (f" and {len(on_gpu) - 5} more" if len(on_gpu) > 5 else "")
+        log.warning("%d of %d layers cannot run on DLA core %d and fall back to the GPU: %s", len(on_gpu),
+                    len(on_dla) + len(on_gpu), options.dla_core, shown)
+    return {"core": options.dla_core, "layers_on_dla": len(on_dla), "gpu_fallback_layers": on_gpu}
 
 
 def _gpu_record() -> Optional[dict]:

@@ -16,14 +16,19 @@ from typing import Dict, Optional, Tuple
 
 from ..errors import BackendUnavailable, TrtqError
 
-#: Oldest TensorRT trtq builds with (the implicit path as it is on JetPack 5 / TRT 8.6).
+#: Oldest TensorRT trtq builds with (the implicit path as it is on TensorRT 8.6, JetPack 6.0's version;
+#: JetPack 5.x ships TensorRT 8.5 and Python 3.8).
 MIN_TRT = (8, 6)
 #: First TensorRT without implicit quantization (calibrators, BuilderFlag.INT8/FP16 removed).
 EXPLICIT_ONLY_MAJOR = 11
 #: First TensorRT with strongly typed networks (NetworkDefinitionCreationFlag.STRONGLY_TYPED): the explicit path.
 STRONGLY_TYPED_MIN = (10, 0)
-#: TensorRT 11.0-11.4.0 have no DLA; it returns in 11.4.1 (Orin, JetPack 7.2.2).
-NO_DLA = ((11, 0, 0), (11, 4, 1))
+#: TensorRT releases without DLA on Linux/Jetson, [first, end): NVIDIA's "Working with DLA" (11.4.1, 11.5.0):
+#: "TensorRT 10.7 was the last 10.x release that supported DLA", none in 11.0-11.3, 11.4.0 only on Windows on
+#: ARM; 11.4.1 brings it back on Jetson AGX Orin with JetPack 7.2.2.
+NO_DLA = ((10, 8, 0), (11, 4, 1))
+#: Where DLA is (for messages): the releases and devices NVIDIA names.
+DLA_WHERE = "Jetson Xavier/Orin with TensorRT 8.6-10.7, or Orin with TensorRT 11.4.1 (JetPack 7.2.2)"
 
 PRECISIONS = ("fp32", "fp16", "int8", "best")
 
@@ -50,6 +55,7 @@ COMMON_BUILD_API: Tuple[str, ...] = (
     "Builder.num_DLA_cores", "BuilderFlag.VERSION_COMPATIBLE", "IBuilderConfig.hardware_compatibility_level",
     "HardwareCompatibilityLevel", "HardwareCompatibilityLevel.AMPERE_PLUS", "IBuilderConfig.profiling_verbosity", "ProfilingVerbosity.DETAILED",
     "INetworkDefinition.num_layers", "INetworkDefinition.get_layer", "ILayer.name",
+    "IBuilderConfig.can_run_on_DLA",
 )
 
 #: TensorRT 8.6-10.x implicit quantization: calibrator + builder precision flags.
@@ -59,6 +65,8 @@ IMPLICIT_PATH_API: Tuple[str, ...] = COMMON_BUILD_API + (
     "IBuilderConfig.int8_calibrator", "IBuilderConfig.set_calibration_profile",
     "IInt8EntropyCalibrator2", "IInt8MinMaxCalibrator",
     "CalibrationAlgoType.ENTROPY_CALIBRATION_2", "CalibrationAlgoType.MINMAX_CALIBRATION",
+    # 8.6 with --version-compatible/--hardware-compatibility: InstanceNormalization as a layer, not the plugin
+    "OnnxParser.set_flag", "OnnxParserFlag.NATIVE_INSTANCENORM",
     # per-layer precision (the sidecar's mixed-precision list): layers kept in FP32
     "BuilderFlag.OBEY_PRECISION_CONSTRAINTS", "ILayer.precision", "ILayer.set_output_type", "ILayer.num_outputs",
     "DataType.FLOAT",
@@ -77,7 +85,8 @@ RUNTIME_API: Tuple[str, ...] = (
     "ICudaEngine.get_tensor_dtype", "ICudaEngine.get_tensor_shape", "ICudaEngine.get_tensor_profile_shape",
     "ICudaEngine.create_execution_context", "ICudaEngine.device_memory_size_v2|ICudaEngine.device_memory_size",
     "ICudaEngine.get_tensor_location", "TensorLocation.DEVICE", "ICudaEngine.get_tensor_vectorized_dim",
-    "ICudaEngine.get_tensor_components_per_element",
+    "ICudaEngine.get_tensor_components_per_element", "ICudaEngine.get_tensor_format", "TensorFormat.LINEAR",
+    "Runtime.DLA_core",
     "IExecutionContext.set_input_shape", "IExecutionContext.get_tensor_shape",
     "IExecutionContext.set_tensor_address", "IExecutionContext.execute_async_v3",
     "TensorIOMode.INPUT", "nptype", "DataType.itemsize", "init_libnvinfer_plugins",
@@ -126,7 +135,7 @@ def check_supported(version: str) -> Tuple[int, int, int]:
     parsed = parse_version(version)
     if parsed[:2] < MIN_TRT:
         raise BackendUnavailable(f"TensorRT {version} is too old: trtq needs TensorRT "
-                                 f"{MIN_TRT[0]}.{MIN_TRT[1]} or newer (JetPack 5.1.2+ on Jetson)")
+                                 f"{MIN_TRT[0]}.{MIN_TRT[1]} or newer (JetPack 6.0+ on Jetson)")
     return parsed
 
 
@@ -143,21 +152,29 @@ def check_explicit_supported(version: Tuple[int, int, int]) -> None:
                         "drop --explicit (a Q/DQ model also builds there without it)")
 
 
-def dla_refusal(version: Optional[Tuple[int, int, int]], precision: str, dla_cores: Optional[int], core: int) -> str:
+def dla_refusal(version: Optional[Tuple[int, int, int]], precision: str, dla_cores: Optional[int], core: int,
+                static_profile: Optional[bool] = None) -> str:
     """Why ``--dla-core core`` cannot be used here, or ``""``.
 
     Pure: ``version`` (``None``: not known yet, the CLI checks before TensorRT is imported),
-    precision, and the DLA cores of this device (``None``: not known yet).
+    precision, the DLA cores of this device (``None``: not known yet), and whether every input's
+    optimization profile has min = opt = max (``None``: not known yet). "DLA does not support
+    dynamic dimensions" (NVIDIA, DLA layer restrictions): with a batch range every layer would fall
+    back to the GPU, silently.
     """
     if core < 0:
         return f"--dla-core must be 0 or more, got {core}"
     if version is not None and NO_DLA[0] <= tuple(version) < NO_DLA[1]:
-        return (f"TensorRT {'.'.join(map(str, version))} has no DLA support (TensorRT 11.0-11.4.0; DLA returns in "
-                "11.4.1 on Orin with JetPack 7.2.2); drop --dla-core")
+        return (f"TensorRT {'.'.join(map(str, version))} has no DLA support (NVIDIA: 10.7 was the last 10.x with "
+                f"DLA, 11.4.1 brings it back on Orin with JetPack 7.2.2); drop --dla-core")
     if precision not in ("fp16", "int8", "best"):
         return "DLA runs FP16 and INT8 layers only; add --fp16 or --int8 (or --precision best) to --dla-core"
+    if static_profile is False:
+        return ("DLA needs static shapes (min = opt = max), and this profile spans several batch sizes, so every "
+                "layer would run on the GPU; give one batch size (--batch-sizes 1) or equal "
+                "--min-shapes/--opt-shapes/--max-shapes with --dla-core")
     if dla_cores is not None and core >= dla_cores:
-        have = "no DLA cores (DLA is on Jetson Xavier/Orin)" if dla_cores == 0 else f"{dla_cores} DLA core(s)"
+        have = f"no DLA cores (DLA is on {DLA_WHERE})" if dla_cores == 0 else f"{dla_cores} DLA core(s)"
         return f"--dla-core {core}: this device has {have}"
     return ""
 
@@ -251,7 +268,7 @@ def fast_precisions(compute_capability: Tuple[int, int]) -> Dict[str, bool]:
 
 
 __all__ = [
-    "MIN_TRT", "EXPLICIT_ONLY_MAJOR", "STRONGLY_TYPED_MIN", "NO_DLA", "declared_names", "check_explicit_supported",
+    "MIN_TRT", "EXPLICIT_ONLY_MAJOR", "STRONGLY_TYPED_MIN", "NO_DLA", "DLA_WHERE", "declared_names", "check_explicit_supported",
     "dla_refusal", "PRECISIONS", "COMMON_BUILD_API", "IMPLICIT_PATH_API", "EXPLICIT_PATH_API",
     "RUNTIME_API", "INFO_TRT10_API", "REMOVED_IN_11", "PATH_SERVES", "PATH_API", "parse_version", "check_supported",
     "choose_int8_path", "int8_path_text", "BuildPlan", "plan_build", "resolve_precision", "fast_precisions",

@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 FUNCTION_PATHS = {"_load_engine": "runtime", "EngineRunner.__init__": "runtime", "_io_tensors": "runtime",
                   "EngineRunner.set_batch_size": "runtime", "EngineRunner.execute": "runtime",
                   "EngineRunner.device_memory_bytes": "runtime", "numpy_dtype": "runtime",
-                  "engine_information": "runtime"}
+                  "engine_information": "runtime", "_deserialize": "runtime"}
 
 #: TensorRT types numpy has no dtype for: bytes per element (sub-byte types are refused).
 RAW_ITEMSIZE = {"BF16": 2, "FP8": 1, "E8M0": 1, "INT4": None, "FP4": None}
@@ -36,10 +36,11 @@ class TensorInfo:
 
     def __init__(self, name: str, is_input: bool, dtype: np.dtype, shape: Tuple[int, ...],
                  profile: Optional[Tuple[Tuple[int, ...], Tuple[int, ...], Tuple[int, ...]]] = None,
-                 trt_dtype: str = "", vectorized_dim: int = -1, components: int = 1):
+                 trt_dtype: str = "", vectorized_dim: int = -1, components: int = 1, tensor_format: str = "LINEAR"):
         self.name, self.is_input, self.dtype, self.shape, self.profile = name, is_input, dtype, shape, profile
         self.trt_dtype = trt_dtype or str(dtype)
         self.vectorized_dim, self.components = vectorized_dim, max(1, int(components))
+        self.format = tensor_format  # TensorFormat member name: LINEAR, or a vectorized/HWC layout
 
     @property
     def raw(self) -> bool:
@@ -53,6 +54,54 @@ class TensorInfo:
             c = self.components
             dims[self.vectorized_dim] = -(-dims[self.vectorized_dim] // c) * c
         return int(np.prod(dims, dtype=np.int64)) * self.dtype.itemsize
+
+    def real_data_refusal(self) -> str:
+        """Why host data cannot be copied into (or read from) this tensor as a plain array, or ``""``.
+
+        trtq copies row-major linear arrays; a vectorized or HWC layout (trtexec ``--inputIOFormats=int8:chw32``)
+        or a type numpy lacks (BF16, FP8) would be read as garbage, so such data is refused by name.
+        """
+        role = "input" if self.is_input else "output"
+        if self.raw:
+            return (f"engine {role} {self.name!r} is {self.trt_dtype}, which numpy cannot hold: trtq cannot feed or "
+                    "read it with real data (random-data benchmarks still run); rebuild the engine with FP32/FP16 "
+                    "I/O (e.g. trtexec --inputIOFormats=fp32:chw --outputIOFormats=fp32:chw)")
+        if self.format != "LINEAR":
+            return (f"engine {role} {self.name!r} uses the {self.format} layout, not row-major linear: trtq copies "
+                    "linear arrays and would feed or read it wrongly (random-data benchmarks still run); rebuild "
+                    "with linear I/O (trtexec --inputIOFormats=<type>:chw)")
+        return ""
+
+    def host_array(self, array) -> np.ndarray:
+        """``array`` as this input's dtype, contiguous; refuses what would change values or be laid out wrongly.
+
+        Floats are cast to the engine's float type. Integers are cast to the engine's integer type only when
+        every value fits: TensorRT 8.6's ONNX parser turns INT64 inputs into INT32 (onnx-tensorrt
+        ``convertDtype``), so token ids of an INT64 model are fed as int32 there, and an id above 2**31-1
+        is an error, not a wrapped number.
+        """
+        from ..errors import DataError
+
+        refusal = self.real_data_refusal()
+        if refusal:
+            raise ModelError(refusal)
+        array = np.asarray(array)
+        want = self.dtype
+        if array.dtype == want:
+            return np.ascontiguousarray(array)
+        if array.dtype.kind == "f" and want.kind == "f":
+            return np.ascontiguousarray(array, dtype=want)
+        if array.dtype.kind in "iub" and want.kind in "iu":
+            if array.size:
+                info = np.iinfo(want)
+                lo, hi = array.min(), array.max()
+                if lo < info.min or hi > info.max:
+                    bad = hi if hi > info.max else lo
+                    raise DataError(f"input {self.name!r} holds {int(bad)}, which the engine's {want} input cannot "
+                                    f"hold (TensorRT 8.6 turns INT64 inputs into INT32); values must lie in "
+                                    f"{info.min}..{info.max}")
+            return np.ascontiguousarray(array, dtype=want)
+        raise DataError(f"input {self.name!r}: the engine takes {want} data, the batch holds {array.dtype}")
 
     def __repr__(self) -> str:
         return f"TensorInfo({self.name!r}, {'input' if self.is_input else 'output'}, {self.dtype}, {self.shape})"
@@ -74,9 +123,16 @@ def numpy_dtype(trt, data_type, name: str = "") -> np.dtype:
         return np.dtype((np.void, size))
 
 
-def _load_engine(trt, logger, data: bytes, label: str, plugins: Sequence[Path] = (), host_code: bool = False):
-    """Deserialize; ``host_code``: the engine embeds TensorRT's lean runtime (``--version-compatible``), which
-    TensorRT runs only when allowed. Set only for engines trtq built (their report says so): trusted plans."""
+def _load_engine(trt, logger, data: bytes, label: str, plugins: Sequence[Path] = (), host_code: bool = False,
+                 dla_core: Optional[int] = None):
+    """Deserialize ``data``; ``dla_core``: the DLA core a DLA engine runs on (``runtime.DLA_core``, set before
+    deserializing as trtexec does; TensorRT's default is -1).
+
+    ``host_code``: the engine embeds TensorRT's lean runtime (``--version-compatible``), which TensorRT runs only
+    when allowed. Set up front when the build report says so; otherwise a load that fails is tried once more with
+    host code allowed (a version-compatible engine moved without its report, or built by trtexec
+    ``--versionCompatible``; Polygraphy always allows it).
+    """
     from .build import load_plugins
 
     try:
@@ -85,15 +141,26 @@ def _load_engine(trt, logger, data: bytes, label: str, plugins: Sequence[Path] =
         raise BackendUnavailable(f"TensorRT {trt.__version__} could not create a runtime ({exc}); it needs an "
                                  "NVIDIA GPU and a working CUDA driver") from None
     load_plugins(trt, logger, plugins)  # engines with plugin layers deserialize only with plugins registered
-    if host_code:
-        runtime.engine_host_code_allowed = True
-    engine = runtime.deserialize_cuda_engine(data)
+    if dla_core is not None:
+        runtime.DLA_core = int(dla_core)
+    engine = _deserialize(runtime, data, host_code)
+    if engine is None and not host_code:
+        engine = _deserialize(runtime, data, True)
+        if engine is not None:
+            log.info("%s is a version-compatible engine: loaded with engine host code allowed", label)
     if engine is None:
         errors = logger.messages.errors
         said = f" (TensorRT: {' '.join(errors[-1].split())})" if errors else ""
         raise TrtqError(f"TensorRT {trt.__version__} cannot load engine {label}{said}. An engine only runs on the "
-                        "TensorRT version and GPU model that built it; rebuild it here with `trtq build`")
+                        "TensorRT version and GPU model that built it (or, built with --version-compatible, on "
+                        "later TensorRT versions); rebuild it here with `trtq build`")
     return runtime, engine
+
+
+def _deserialize(runtime, data: bytes, host_code: bool):
+    if host_code:
+        runtime.engine_host_code_allowed = True
+    return runtime.deserialize_cuda_engine(data)
 
 
 def _io_tensors(trt, engine) -> List[TensorInfo]:
@@ -111,11 +178,29 @@ def _io_tensors(trt, engine) -> List[TensorInfo]:
         if is_input and -1 in shape:
             lo, opt, hi = engine.get_tensor_profile_shape(name, 0)
             profile = (tuple(lo), tuple(opt), tuple(hi))
+        tensor_format = engine.get_tensor_format(name)
         tensors.append(TensorInfo(name, is_input, dtype, shape, profile,
                                   trt_dtype=getattr(data_type, "name", str(data_type)),
                                   vectorized_dim=int(engine.get_tensor_vectorized_dim(name)),
-                                  components=int(engine.get_tensor_components_per_element(name))))
+                                  components=int(engine.get_tensor_components_per_element(name)),
+                                  tensor_format="LINEAR" if tensor_format == trt.TensorFormat.LINEAR else
+                                  getattr(tensor_format, "name", str(tensor_format))))
     return tensors
+
+
+def _plugin_paths(given: Sequence[PathLike], recorded, label: str) -> List[Path]:
+    """``--plugins`` plus the libraries the build report lists (the engine's plugin layers need them to load)."""
+    paths = [Path(p) for p in given]
+    for entry in recorded or []:
+        path = Path(entry)
+        if path in paths:
+            continue
+        if path.is_file():
+            paths.append(path)
+        else:
+            log.warning("%s was built with plugin library %s, which is not here; pass its path with --plugins",
+                        label, path)
+    return paths
 
 
 def read_build_report(engine_path: PathLike) -> Optional[dict]:
@@ -135,7 +220,8 @@ class EngineRunner:
     ``with EngineRunner("m.engine") as runner: outputs = runner.infer({"images": batch})``
     """
 
-    def __init__(self, engine: Union[PathLike, bytes], *, verbose: bool = False, plugins: Sequence[PathLike] = ()):
+    def __init__(self, engine: Union[PathLike, bytes], *, verbose: bool = False, plugins: Sequence[PathLike] = (),
+                 dla_core: Optional[int] = None):
         from . import import_tensorrt
         from .build import _logger_class
         from .cuda import Stream
@@ -149,11 +235,16 @@ class EngineRunner:
                 raise ModelError(f"engine file {path} does not exist")
             data, self.label = path.read_bytes(), str(path)
         report = read_build_report(engine) if not isinstance(engine, (bytes, bytearray, memoryview)) else None
-        host_code = "VERSION_COMPATIBLE" in ((report or {}).get("tensorrt") or {}).get("builder_flags", [])
+        built = (report or {}).get("tensorrt") or {}
+        host_code = "VERSION_COMPATIBLE" in built.get("builder_flags", [])
+        if dla_core is None and built.get("dla_core") is not None:
+            dla_core = int(built["dla_core"])  # the core the build targeted (the report names it only for DLA)
+        self.dla_core = dla_core
         self.engine_bytes = len(data)
         self.logger = _logger_class(trt)(verbose)
-        self.runtime, self.engine = _load_engine(trt, self.logger, data, self.label, [Path(p) for p in plugins],
-                                                 host_code)
+        self.runtime, self.engine = _load_engine(trt, self.logger, data, self.label,
+                                                 _plugin_paths(plugins, built.get("plugins"), self.label),
+                                                 host_code, dla_core)
         self.tensors = _io_tensors(trt, self.engine)
         self.context = self.engine.create_execution_context()
         if self.context is None:
@@ -241,14 +332,17 @@ class EngineRunner:
 
     def infer(self, feed: Mapping[str, np.ndarray]) -> Dict[str, np.ndarray]:
         """Run one batch from host arrays; returns host arrays per output."""
+        for tensor in self.outputs:
+            refusal = tensor.real_data_refusal()
+            if refusal:
+                raise ModelError(refusal)
         first = np.asarray(next(iter(feed.values())))
         shapes = {name: np.shape(value) for name, value in feed.items()}
         self.set_batch_size(int(first.shape[0]) if first.ndim else 1, shapes)
         for tensor in self.inputs:
             if tensor.name not in feed:
                 raise TrtqError(f"no data for engine input {tensor.name!r}")
-            array = np.ascontiguousarray(feed[tensor.name], dtype=None if tensor.raw else tensor.dtype)
-            self._buffers[tensor.name].copy_from_host(array, self.stream)
+            self._buffers[tensor.name].copy_from_host(tensor.host_array(feed[tensor.name]), self.stream)
         self.execute()
         results = {}
         for tensor in self.outputs:
@@ -262,8 +356,7 @@ class EngineRunner:
         for tensor in self.inputs:
             if tensor.name not in feed:
                 raise TrtqError(f"no data for engine input {tensor.name!r} (the data has {', '.join(feed)})")
-            array = np.ascontiguousarray(feed[tensor.name], dtype=None if tensor.raw else tensor.dtype)
-            self._buffers[tensor.name].copy_from_host(array, self.stream)
+            self._buffers[tensor.name].copy_from_host(tensor.host_array(feed[tensor.name]), self.stream)
         self.stream.synchronize()
 
     def input_specs(self):
@@ -334,7 +427,10 @@ class EngineSession:
     """An engine behind ONNX Runtime's session interface (``get_inputs``, ``get_outputs``, ``run``), so that
     trtq's evaluation takes an engine as the candidate model (``trtq eval model.onnx x.engine``).
 
-    Batches larger than the engine's profile allows run in chunks of its largest batch.
+    Batches larger than the engine's profile allows run in chunks of its largest batch; a chunk smaller than its
+    smallest batch (the last one, or any batch of a fixed-batch engine) is padded up to it by repeating its
+    samples, and the padded rows are dropped from the outputs. Data is fed in the engine's own types
+    (:meth:`TensorInfo.host_array`: INT64 ids become the int32 a TensorRT 8.6 engine takes, when they fit).
     """
 
     def __init__(self, engine: Union[PathLike, bytes], **kwargs):
@@ -346,15 +442,47 @@ class EngineSession:
     def get_outputs(self):
         return [_Arg(t.name, t.shape, t.dtype) for t in self.runner.outputs]
 
+    def as_feed(self, batch) -> Dict[str, np.ndarray]:
+        """``{input: array}`` in the engine's types (what :func:`trtq.ort.run` feeds an engine session)."""
+        from ..errors import DataError
+
+        inputs = self.runner.inputs
+        if isinstance(batch, Mapping):
+            missing = [t.name for t in inputs if t.name not in batch]
+            if missing:
+                raise DataError(f"the data has no array for engine input(s) {', '.join(missing)} "
+                                f"(it has {', '.join(map(str, batch)) or 'nothing'})")
+            return {t.name: t.host_array(batch[t.name]) for t in inputs}
+        arrays = [batch] if isinstance(batch, np.ndarray) else list(batch)
+        if len(arrays) != len(inputs):
+            raise DataError(f"the engine has {len(inputs)} inputs ({', '.join(t.name for t in inputs)}), the batch "
+                            f"holds {len(arrays)} arrays")
+        return {t.name: t.host_array(a) for t, a in zip(inputs, arrays)}
+
     def run(self, names, feed):
         names = list(names or [t.name for t in self.runner.outputs])
+        feed = {name: np.asarray(value) for name, value in feed.items()}
         count = int(np.shape(next(iter(feed.values())))[0])
-        largest = self.runner.batch_range()[1]
+        smallest, largest = self.runner.batch_range()
         parts = []
         for start in range(0, count, largest):
-            chunk = {name: np.asarray(value)[start:start + largest] for name, value in feed.items()}
+            chunk = {name: value[start:start + largest] for name, value in feed.items()}
+            size = min(largest, count - start)
+            if size < smallest:  # repeat the chunk's samples up to the profile's minimum; drop them below
+                rows = np.arange(smallest) % size
+                chunk = {name: value[rows] for name, value in chunk.items()}
             outputs = self.runner.infer(chunk)
-            parts.append([outputs[name] for name in names])
+            kept = []
+            for name in names:
+                out = outputs[name]
+                if size < smallest:
+                    if not out.ndim or out.shape[0] != smallest:
+                        raise TrtqError(f"engine {Path(self.runner.label).name} takes batches of {smallest} or more "
+                                        f"and output {name!r} ({list(out.shape)}) has no batch axis to drop the "
+                                        f"padding from; give --batch-size {smallest} or a multiple of it")
+                    out = out[:size]
+                kept.append(out)
+            parts.append(kept)
         return [np.concatenate([p[i] for p in parts]) if len(parts) > 1 else parts[0][i] for i in range(len(names))]
 
     def close(self) -> None:

@@ -65,6 +65,9 @@ def add_parser(sub) -> None:
                        help_text="real samples as inputs (and int8 calibration data for --backend trt) instead of "
                                  "random data: a folder of images or .npy/.npz files, one such file, or a .py "
                                  "loader script")
+    from .info import add_engine_arguments
+
+    add_engine_arguments(parser)  # engines and --backend trt: --plugins, --cuda
     parser.set_defaults(func=run)
 
 
@@ -105,11 +108,14 @@ def run(args: argparse.Namespace) -> int:
         notes = guard([Output(out / f"{args.stem}.{suffix}", kind, option="--out/--stem", default=default)
                        for suffix, kind in (("json", "bench-json"), ("csv", "bench-csv"), ("png", "png"))],
                       model_reads(*args.models) + data_reads(args.data), force=args.force)
+    from .info import apply_cuda_argument
+
+    apply_cuda_argument(args)
     with progress_bar("benchmarking", unit="runs", enabled=None if not args.quiet else False) as progress:
         results = benchmark(args.models, batch_sizes, backend=args.backend, iterations=args.iterations,
                             warmup=args.warmup, threads=args.threads, data=data, shapes=shapes or None,
                             labels=args.precision_labels, precisions=precisions, max_seconds=args.max_seconds,
-                            baseline=args.baseline, progress=progress)
+                            baseline=args.baseline, progress=progress, plugins=args.plugins)
     meta = {"command": "bench", "backend": args.backend, "batch_sizes": list(batch_sizes),
             "iterations": args.iterations, "warmup": args.warmup, "max_seconds": args.max_seconds,
             "threads": args.threads,

@@ -53,8 +53,10 @@ def add_parser(sub) -> None:
     parser.add_argument("--timing-cache", default=None, metavar="PATH",
                         help="TensorRT timing cache: read if it exists, updated after the build (faster rebuilds)")
     parser.add_argument("--dla-core", type=int, default=None, metavar="N",
-                        help="Jetson Xavier/Orin: run layers on DLA core N, the rest on the GPU (GPU fallback); "
-                             "needs --fp16 or --int8; refused where TensorRT or the device has no DLA")
+                        help="Jetson Xavier/Orin: run layers on DLA core N, the rest on the GPU (GPU fallback, "
+                             "listed in a warning and the report); needs --fp16 or --int8 and static shapes (one "
+                             "--batch-sizes value); refused where TensorRT or the device has no DLA, or where no "
+                             "layer can run on it")
     parser.add_argument("--sparsity", action="store_true",
                         help="let TensorRT use 2:4 structured-sparse weights (BuilderFlag.SPARSE_WEIGHTS; Ampere+)")
     parser.add_argument("--tf32", action="store_true",

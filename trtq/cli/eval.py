@@ -44,6 +44,9 @@ def add_parser(sub) -> None:
                         help="exit 3 unless the worst output (and channel group) SNR is at least DB")
     parser.add_argument("--min-cosine", type=float, metavar="C", default=None,
                         help="exit 3 unless the worst output cosine is at least C")
+    from .info import add_engine_arguments
+
+    add_engine_arguments(parser)  # a TensorRT engine candidate: --plugins, --cuda
 
     group = parser.add_argument_group(
         "sensitivity and mixed precision",
@@ -127,9 +130,13 @@ def run(args: argparse.Namespace) -> int:
                   + model_reads(args.candidate, what="the candidate model") + data_reads(args.data)
                   + file_reads(args.labels, "the labels file") + cache_reads(args.cache), force=args.force)
 
+    from .info import apply_cuda_argument
+
+    apply_cuda_argument(args)
     with progress_bar("evaluating", enabled=bars) as progress:
         report = ev.evaluate(args.reference, args.candidate, spec, labels=args.labels,
-                             class_outputs=args.class_output or None, threads=args.threads, progress=progress)
+                             class_outputs=args.class_output or None, threads=args.threads, progress=progress,
+                             plugins=args.plugins)
     code = 0
     model = None
     if requantize:

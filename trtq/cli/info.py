@@ -31,6 +31,14 @@ def add_cuda_argument(parser) -> None:
                              "else pycuda; also TRTQ_CUDA)")
 
 
+def add_engine_arguments(parser) -> None:
+    """What loading an engine may need: ``--plugins`` (its plugin libraries) and ``--cuda`` (the CUDA layer)."""
+    parser.add_argument("--plugins", action="append", default=[], metavar="PATH",
+                        help="plugin library an engine needs (loaded before the engine; the libraries its build "
+                             "report lists are loaded too); repeat for several")
+    add_cuda_argument(parser)
+
+
 def apply_cuda_argument(args) -> None:
     """Select the ``--cuda`` layer (no import happens until the first CUDA call)."""
     if getattr(args, "cuda", None):

@@ -16,24 +16,52 @@ def add_parser(sub) -> None:
     )
     parser.add_argument("engine", help="engine file (.engine/.plan)")
     parser.add_argument("--json", action="store_true", help="print the inspector's JSON as it is")
-    parser.add_argument("--plugins", action="append", default=[], metavar="PATH",
-                        help="plugin library the engine needs; repeat for several")
-    from .info import add_cuda_argument
+    from .info import add_engine_arguments
 
-    add_cuda_argument(parser)
+    add_engine_arguments(parser)
     parser.set_defaults(func=run)
 
 
+#: Words of the inspector's ``Format/Datatype`` text -> precision, most specific first ("BFloat16" before
+#: "Float"). The text is e.g. "Row major linear FP32" or "Thirty-two wide channel vectorized row major Int8 format"
+#: (NVIDIA's published engine-inspector dumps); trex and Polygraphy read a layer's precision from it the same way.
+_PRECISION_WORDS = (("BFLOAT16", "BF16"), ("BF16", "BF16"), ("FP8", "FP8"), ("FP4", "FP4"), ("INT4", "INT4"),
+                    ("FP16", "FP16"), ("HALF", "FP16"), ("FP32", "FP32"), ("FLOAT", "FP32"), ("UINT8", "UINT8"),
+                    ("INT8", "INT8"), ("INT32", "INT32"), ("INT64", "INT64"), ("BOOL", "BOOL"))
+
+
+def tensor_precision(format_datatype: str) -> str:
+    """``"Four wide channel vectorized row major Int8 format"`` -> ``"INT8"``; ``""`` when unknown."""
+    text = str(format_datatype).upper()
+    for word, precision in _PRECISION_WORDS:
+        if word in text:
+            return precision
+    return ""
+
+
+def _tensors(layer: dict, key: str) -> list:
+    return [t for t in layer.get(key) or [] if isinstance(t, dict)]
+
+
 def layer_rows(information: dict) -> list:
-    """(name, type, precision, formats) per layer of the inspector's JSON (pure; tested without TensorRT)."""
+    """(name, type, precision, output formats, tactic) per layer of the inspector's JSON (pure).
+
+    The inspector has no precision key: a layer's precision is what its tensors carry
+    (``Outputs[*]["Format/Datatype"]``, the inputs where a layer has no outputs), as trex and
+    Polygraphy read it; several precisions (an INT8 conv writing FP16) are listed input -> output.
+    """
     rows = []
     for layer in (information or {}).get("Layers", []):
         if isinstance(layer, str):  # built without detailed profiling: names only
-            rows.append((layer, "", "", ""))
+            rows.append((layer, "", "", "", ""))
             continue
-        formats = ", ".join(str(t.get("Format/Datatype", "")) for t in layer.get("Outputs", []) if isinstance(t, dict))
-        rows.append((str(layer.get("Name", "")), str(layer.get("LayerType", "")),
-                     str(layer.get("Precision", layer.get("TacticName", ""))), formats))
+        outputs, inputs = _tensors(layer, "Outputs"), _tensors(layer, "Inputs")
+        formats = ", ".join(str(t.get("Format/Datatype", "")) for t in outputs)
+        into = [p for p in (tensor_precision(t.get("Format/Datatype", "")) for t in inputs[:1]) if p]
+        out = list(dict.fromkeys(p for p in (tensor_precision(t.get("Format/Datatype", "")) for t in outputs) if p))
+        precision = "/".join(out) if not into or into == out[:1] or not out else f"{into[0]} -> {'/'.join(out)}"
+        rows.append((str(layer.get("Name", "")), str(layer.get("LayerType", "")), precision or "/".join(into),
+                     formats, str(layer.get("TacticName", ""))))
     return rows
 
 
@@ -61,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
                   + (f"; built with TensorRT {built}" if built else "")
                   + (f" on {gpu}" if gpu else "") + (f", precision {report['precision']}" if report.get("precision")
                                                      else ""), markup=False, highlight=False)
-    table = Table("layer", "type", "precision", "output formats")
+    table = Table("layer", "type", "precision", "output formats", "tactic")
     for row in layer_rows(information):
         table.add_row(*row)
     console.print(table)

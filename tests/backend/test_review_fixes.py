@@ -215,6 +215,32 @@ def test_b10_static_batch_model_gets_skipped_rows_not_an_abort(tmp_path, monkeyp
     assert all("fixed at 1" in r.note for r in rows if r.note)
 
 
+def test_shape_for_one_input_leaves_the_others_on_the_bench_batch_sizes(tmp_path, monkeypatch):
+    """Third review B12: --shape for some inputs; the rest span the benchmark's batch sizes, not 1..64."""
+    import trtq.backend.bench as trt_bench
+    import trtq.backend.build as build
+    from trtq.backend.build import profile_shapes
+    from trtq.graph.model import input_specs, load_onnx
+
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Add", ["x", "y"], ["z"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4]),
+                               helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])],
+                              [helper.make_tensor_value_info("z", TensorProto.FLOAT, ["batch", 4])])
+    model = tmp_path / "two.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(model))
+    built = []
+    monkeypatch.setattr(build, "build_engine", lambda options: built.append(options))
+    monkeypatch.setattr(trt_bench, "benchmark_engines", lambda *a, **kw: [])
+    trt_bench.build_and_benchmark(model, ["fp32"], [2, 8], shapes={"x": (1, 4)})
+    (options,) = built
+    table = profile_shapes(input_specs(load_onnx(model)), options.batch_sizes, options.min_shapes,
+                           options.opt_shapes, options.max_shapes)
+    assert table["x"] == ((2, 4), (8, 4), (8, 4)) and table["y"] == ((2, 4), (8, 4), (8, 4))
+
+
 def test_b11_engine_benchmarks_get_data_and_max_seconds(tmp_path, monkeypatch):
     import trtq.backend as backend
     import trtq.backend.bench as trt_bench

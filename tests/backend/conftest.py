@@ -163,9 +163,11 @@ def _pycuda_site() -> Path:
     if (site / "pycuda" / "driver.py").exists():
         return site
     try:
-        wheel = build_pycuda_wheel(build=bool(os.environ.get("TRTQ_PYCUDA_BUILD")))
+        wheel, reason = build_pycuda_wheel(build=bool(os.environ.get("TRTQ_PYCUDA_BUILD"))), ""
     except Unavailable as exc:
-        unavailable(str(exc))
+        wheel, reason = None, str(exc)
+    if wheel is None:
+        unavailable(reason)
     staging = CONTRACT_DIR / ".staging-pycuda"
     shutil.rmtree(staging, ignore_errors=True)
     done = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(staging),
@@ -254,9 +256,11 @@ def pycuda_contract():
     CONTRACT_DIR.mkdir(exist_ok=True)
     site = _pycuda_site()
     try:
-        libs = _fake_libcuda()
+        libs, reason = _fake_libcuda(), ""
     except Unavailable as exc:
-        unavailable(str(exc))
+        libs, reason = None, str(exc)
+    if libs is None:
+        unavailable(reason)
     results = {}
     for extra in ({}, {"TRTQ_FAKE_CUDA_NODEVICE": "1"}):
         env = dict(os.environ, **extra)

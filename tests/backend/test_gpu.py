@@ -188,7 +188,8 @@ def test_dla_core_on_jetson(trt, yolo_model_path, photo_crops_folder, tmp_path, 
     if cores == 0:
         pytest.skip(f"no DLA cores here (TensorRT {trt.__version__}; DLA is on Jetson Xavier/Orin)")
     result = build_engine(BuildOptions(model_path=yolo_model_path, output_path=tmp_path / "dla.engine",
-                                       precision="fp16", batch_sizes=[1], dla_core=0))
+                                       precision="fp16", batch_sizes=[1], opt_shapes={"images": (1, 3, 320, 320)},
+                                       dla_core=0))
     dla = result.report["tensorrt"]["dla"]
     assert result.report["tensorrt"]["dla_core"] == 0 and dla["layers_on_dla"] > 0
     with EngineRunner(result.engine_path) as runner:
@@ -302,7 +303,8 @@ def test_eval_min_batch_8_engine_on_36_samples(trt, yolo_model_path, photo_crops
     import json
 
     engine = tmp_path / "min8.engine"
-    assert _cli(["build", yolo_model_path, "--fp16", "--batch-sizes", "8,32", "-o", engine, "-q"]) == 0
+    assert _cli(["build", yolo_model_path, "--fp16", "--batch-sizes", "8,32", "--opt-shapes", "images:8x3x320x320",
+                 "-o", engine, "-q"]) == 0
     report = tmp_path / "eval.json"
     code = _cli(["eval", yolo_model_path, engine, "--data", photo_crops_folder, "--samples", "36", "--size",
                  "320x320", "--json", report, "-q"])
@@ -367,7 +369,7 @@ def test_version_compatible_engine_moved_without_its_report(trt, yolo_model_path
         engine = tmp_path / f"vc.{precision}.engine"
         extra = ["--calib", photo_crops_folder, "--size", "320x320", "--samples", "16"] if precision == "int8" else []
         assert _cli(["build", yolo_model_path, f"--{precision}", "--version-compatible", "--batch-sizes", "1,4",
-                     "-o", engine, "-q", *extra]) == 0
+                     "--opt-shapes", "images:4x3x320x320", "-o", engine, "-q", *extra]) == 0
         shutil.copy(engine, moved / engine.name)  # the engine alone, as shipped to another machine
         assert _cli(["eval", yolo_model_path, moved / engine.name, "--data", photo_crops_folder, "--samples", "8",
                      "--size", "320x320", "--min-cosine", "0.9", "-q"]) == 0
@@ -383,8 +385,8 @@ def test_corrupt_timing_cache(trt, yolo_model_path, tmp_path, record_property):
     cache = tmp_path / "t.cache"
     cache.write_bytes(b"not a timing cache")
     engine = tmp_path / "t.engine"
-    assert _cli(["build", yolo_model_path, "--fp16", "--batch-sizes", "1", "--timing-cache", cache, "-o", engine,
-                 "-q"]) == 0
+    assert _cli(["build", yolo_model_path, "--fp16", "--batch-sizes", "1", "--opt-shapes", "images:1x3x320x320",
+                 "--timing-cache", cache, "-o", engine, "-q"]) == 0
     assert cache.read_bytes() != b"not a timing cache"
 
 

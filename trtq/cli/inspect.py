@@ -10,9 +10,9 @@ def add_parser(sub) -> None:
         "inspect",
         help="per-layer precision/format table of a TensorRT engine, its TensorRT version and GPU",
         description="Load an engine and print what TensorRT's engine inspector says of each layer (name, type, "
-        "precision, I/O formats; TensorRT 10.x and newer, from engines trtq built: they keep detailed "
-        "profiling info), plus the TensorRT version and GPU from the build report beside the engine. Needs "
-        "TensorRT and a GPU that can load the engine.",
+        "precision as its tensors' formats carry it, input -> output where they differ, output formats, tactic; "
+        "from engines built with detailed profiling, as trtq builds them), plus the TensorRT version and GPU from "
+        "the build report beside the engine. Needs TensorRT and a GPU that can load the engine.",
     )
     parser.add_argument("engine", help="engine file (.engine/.plan)")
     parser.add_argument("--json", action="store_true", help="print the inspector's JSON as it is")

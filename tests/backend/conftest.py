@@ -250,6 +250,12 @@ def _fake_libcuda() -> Path:
     return libs
 
 
+def pytest_collection_modifyitems(session, config, items):
+    """The pycuda tests run last: ``.ci/run`` builds pycuda's wheel in the background meanwhile, so the session
+    waits for it only if the rest of the suite finishes first."""
+    items.sort(key=lambda item: "pycuda_contract" in getattr(item, "fixturenames", ()))
+
+
 @pytest.fixture(scope="session")
 def pycuda_contract():
     """{check: outcome} from pycuda_contract.py: the real pycuda over a host-memory libcuda."""

@@ -357,22 +357,24 @@ def test_eval_int64_input_engine(trt, minilm, tmp_path, record_property):
     assert _cli(["eval", model, engine, "--data", data, "--min-cosine", "0.99", "-q"]) == 0
 
 
-def test_version_compatible_engine_moved_without_its_report(trt, yolo_model_path, photo_crops_folder, tmp_path):
-    """B1/C11: --version-compatible engines (fp16, and implicit INT8 where TensorRT has it) load without their
-    .json once moved, and still agree with ONNX Runtime."""
+@pytest.mark.parametrize("precision", ["fp16", "int8"])
+def test_version_compatible_engine_moved_without_its_report(trt, yolo_model_path, photo_crops_folder, tmp_path,
+                                                            precision):
+    """B1/C11: a --version-compatible engine (fp16; implicit INT8 where TensorRT has it) loads without its .json
+    once moved, and still agrees with ONNX Runtime."""
     import shutil
 
-    precisions = ["fp16"] + (["int8"] if int(trt.__version__.split(".")[0]) < 11 else [])
+    if precision == "int8" and int(trt.__version__.split(".")[0]) >= 11:
+        pytest.skip("TensorRT 11 has no implicit INT8 (the explicit path is covered by fp16's strongly typed build)")
+    engine = tmp_path / f"vc.{precision}.engine"
+    extra = ["--calib", photo_crops_folder, "--size", "320x320", "--samples", "16"] if precision == "int8" else []
+    assert _cli(["build", yolo_model_path, f"--{precision}", "--version-compatible", "--batch-sizes", "1,4",
+                 "--opt-shapes", "images:4x3x320x320", "-o", engine, "-q", *extra]) == 0
     moved = tmp_path / "moved"
     moved.mkdir()
-    for precision in precisions:
-        engine = tmp_path / f"vc.{precision}.engine"
-        extra = ["--calib", photo_crops_folder, "--size", "320x320", "--samples", "16"] if precision == "int8" else []
-        assert _cli(["build", yolo_model_path, f"--{precision}", "--version-compatible", "--batch-sizes", "1,4",
-                     "--opt-shapes", "images:4x3x320x320", "-o", engine, "-q", *extra]) == 0
-        shutil.copy(engine, moved / engine.name)  # the engine alone, as shipped to another machine
-        assert _cli(["eval", yolo_model_path, moved / engine.name, "--data", photo_crops_folder, "--samples", "8",
-                     "--size", "320x320", "--min-cosine", "0.9", "-q"]) == 0
+    shutil.copy(engine, moved / engine.name)  # the engine alone, as shipped to another machine
+    assert _cli(["eval", yolo_model_path, moved / engine.name, "--data", photo_crops_folder, "--samples", "8",
+                 "--size", "320x320", "--min-cosine", "0.9", "-q"]) == 0
 
 
 def test_corrupt_timing_cache(trt, yolo_model_path, tmp_path, record_property):

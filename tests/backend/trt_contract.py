@@ -1175,17 +1175,15 @@ def version_compatible_engine_loads_without_its_report(expected):
     with tempfile.TemporaryDirectory() as tmp:
         engine = Path(tmp) / "moved.engine"
         engine.write_bytes(b"vc-engine")
+        from trt_signatures import Fake
+
         for version_compatible in (True, False):
             world, _ = _engine_world(trt)
-            real_fake = None
 
-            def deserialize(self, data):
+            def deserialize(self, data):  # TensorRT runs a plan's lean runtime only with host code allowed
                 allowed = world.sets.get((id(self), "engine_host_code_allowed"))
-                return real_fake(self) if version_compatible and allowed else None
+                return Fake(world, "ICudaEngine") if version_compatible and allowed else None
 
-            from trt_signatures import Fake
-
-            real_fake = lambda runtime: Fake(world, "ICudaEngine")  # noqa: E731
             world.script["Runtime.deserialize_cuda_engine"] = deserialize
             with _engine_installed(trt, world):
                 if version_compatible:
@@ -1211,7 +1209,6 @@ def corrupt_timing_cache_is_one_warning(expected):
         for answer in (None, "refused"):
             stale.write_bytes(b"not a timing cache")
             world = _world(trt, model)
-            logger = {}
 
             def create(self, data):
                 if data:

@@ -44,8 +44,10 @@ BINDINGS = {
     "11.4.0.106+cu13": "tensorrt-cu13-bindings==11.4.0.106",
 }
 SONAMES = ("libnvinfer", "libnvinfer_plugin", "libnvonnxparser", "libnvparsers")  # libnvparsers: 8.x only
-#: cuda-python's runtime bindings (with the pathfinder they need), for trtq.backend.cuda's contract.
-CUDA_BINDINGS = ("cuda-bindings==12.9.10", "cuda-pathfinder==1.9.0")
+#: cuda-python's runtime bindings (with the pathfinder they need), for trtq.backend.cuda's contract: the CUDA 12
+#: line (gpu, gpu-cu12, jetson-jp6 extras) and the CUDA 13 line (gpu-cu13, jetson-jp7).
+CUDA_BINDINGS = {"12.9.10": ("cuda-bindings==12.9.10", "cuda-pathfinder==1.9.0"),
+                 "13.5.0": ("cuda-bindings==13.5.0", "cuda-pathfinder==1.9.1")}
 
 
 class Unavailable(Exception):
@@ -138,17 +140,21 @@ def _contract_result(version: str, process) -> dict:
 
 @pytest.fixture(scope="session")
 def cuda_contract():
-    """{check: outcome} from cuda_contract.py run against the real cuda-python runtime bindings."""
+    """version -> {check: outcome} from cuda_contract.py run against each real cuda-python runtime bindings."""
     CONTRACT_DIR.mkdir(exist_ok=True)
-    site = _install("cuda-bindings-12.9.10", *CUDA_BINDINGS, marker="cuda/bindings/runtime.pyx")
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(site), str(ROOT), str(HERE)])
-    done = subprocess.run([sys.executable, str(HERE / "cuda_contract.py")], capture_output=True, text=True,
-                          timeout=300, env=env, cwd=str(ROOT))
-    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
-    if done.returncode != 0 or not lines:
-        pytest.fail(f"cuda contract run crashed (exit {done.returncode}):\n{done.stderr[-3000:]}")
-    return json.loads(lines[-1])
+    results = {}
+    for version, requirements in CUDA_BINDINGS.items():
+        site = _install(f"cuda-bindings-{version}", *requirements, marker="cuda/bindings/runtime.pyx")
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join([str(site), str(ROOT), str(HERE)])
+        done = subprocess.run([sys.executable, str(HERE / "cuda_contract.py")], capture_output=True, text=True,
+                              timeout=300, env=env, cwd=str(ROOT))
+        lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+        if done.returncode != 0 or not lines:
+            pytest.fail(f"cuda contract run for cuda-bindings {version} crashed (exit {done.returncode}):\n"
+                        f"{done.stderr[-3000:]}")
+        results[version] = json.loads(lines[-1])
+    return results
 
 
 #: pycuda from its sdist, compiled against the CUDA headers here (no curand) and linked to cuda_fake.c.

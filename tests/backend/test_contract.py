@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BINDINGS, ROOT  # noqa: E402  (tests/backend/conftest.py)
+from conftest import BINDINGS, CUDA_BINDINGS, ROOT  # noqa: E402  (tests/backend/conftest.py)
 from trtq.backend import calibrator, policy
 
 CHECK_NAMES = (
@@ -178,5 +178,7 @@ def test_cuda_runtime_names_are_declared_and_used():
 
 @pytest.mark.parametrize("check", ["declared_runtime_names_exist", "check_unpacks_results_and_maps_errors",
                                    "no_driver_is_backend_unavailable"])
-def test_cuda_module_against_cuda_python(cuda_contract, check):
-    assert cuda_contract.get(check) == "ok", cuda_contract.get(check, "the check did not run")
+@pytest.mark.parametrize("version", list(CUDA_BINDINGS))
+def test_cuda_module_against_cuda_python(cuda_contract, version, check):
+    outcome = cuda_contract[version].get(check, "the check did not run")
+    assert outcome == "ok", f"cuda-bindings {version}: {outcome}"

@@ -3,7 +3,7 @@
 Every loader returns a :class:`Setup` or raises :class:`Unavailable` (a package or file is
 missing offline); nothing is downloaded. Everything is seeded.
 
-- digits: trtq's demo CNN, calib_data/digits/calib for calibration, calib_data/digits/eval
+- digits: trtq's demo CNN, calib_data/digits for calibration, eval_data/digits
   (labelled) held out.
 - yolo: YOLOv8n (nudenet's 320n.onnx); 320x320 crops of scikit-image's photographs,
   calibration and held-out crops drawn with different seeds.
@@ -70,12 +70,12 @@ def digits(work: Path, samples: int, holdout: int) -> Setup:
     from trtq.assets import DEMO_ONNX
     from trtq.data.spec import DataSpec
 
-    folder = REPO / "calib_data" / "digits"
+    folder = REPO / "eval_data" / "digits"
     return Setup("digits", Path(DEMO_ONNX),
-                 DataSpec(path=str(folder / "calib"), samples=samples, batch_size=32),
-                 DataSpec(path=str(folder / "eval"), samples=holdout, batch_size=32, shuffle=False),
-                 labels=str(folder / "eval" / "labels.csv"), class_outputs=("logits",),
-                 notes=["calibration: calib_data/digits/calib; held out: calib_data/digits/eval (labelled)"])
+                 DataSpec(path=str(REPO / "calib_data" / "digits"), samples=samples, batch_size=32),
+                 DataSpec(path=str(folder), samples=holdout, batch_size=32, shuffle=False),
+                 labels=str(folder / "labels.csv"), class_outputs=("logits",),
+                 notes=["calibration: calib_data/digits; held out: eval_data/digits (labelled)"])
 
 
 def yolo(work: Path, samples: int, holdout: int) -> Setup:

@@ -5,7 +5,7 @@
 
 One table per model (data and models: scripts/_bench_models.py; nothing is downloaded):
 
-  digits      trtq's demo CNN; calib_data/digits/calib, held out calib_data/digits/eval (labels)
+  digits      trtq's demo CNN; calib_data/digits, held out eval_data/digits (labels)
   yolo        YOLOv8n (nudenet 320n.onnx), crops of scikit-image photographs
   minilm      all-MiniLM-L6-v2 + mean pooling on real English sentences: padded batches of 8,
               and one unpadded sentence per batch

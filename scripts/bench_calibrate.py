@@ -94,8 +94,8 @@ def setups(names, work: Path, samples: int):
         from trtq.assets import DEMO_ONNX
 
         digits = REPO / "calib_data" / "digits"
-        out["digits"] = (Path(DEMO_ONNX), lambda n: DataSpec(path=str(digits / "calib"), samples=n, batch_size=32),
-                         DataSpec(path=str(digits / "eval"), samples=None, batch_size=32, shuffle=False))
+        out["digits"] = (Path(DEMO_ONNX), lambda n: DataSpec(path=str(digits), samples=n, batch_size=32),
+                         DataSpec(path=str(REPO / "eval_data" / "digits"), samples=None, batch_size=32, shuffle=False))
     return out
 
 

@@ -6,7 +6,7 @@
 Two real pretrained conv nets, each with real data:
 
   demo  trtq's bundled digits CNN (ReLU, trained on scikit-learn's digits), calibrated on
-        calib_data/digits/calib, accuracy on the 500 labelled held-out digits
+        calib_data/digits, accuracy on the 500 labelled held-out digits
   yolo  YOLOv8n (nudenet's 320n.onnx, SiLU), calibrated on real 320x320 crops of
         scikit-image's photographs; fidelity on other crops (different seed)
 
@@ -52,9 +52,9 @@ def model_setups(names, work: Path, yolo_calib: int, yolo_eval: int):
         from trtq.assets import DEMO_ONNX
 
         digits = REPO / "calib_data" / "digits"
-        setups.append(("demo", DEMO_ONNX, DataSpec(path=str(digits / "calib"), samples=1000, batch_size=32),
-                       DataSpec(path=str(digits / "eval"), samples=None, batch_size=32, shuffle=False),
-                       str(digits / "eval" / "labels.csv"), None))
+        setups.append(("demo", DEMO_ONNX, DataSpec(path=str(digits), samples=1000, batch_size=32),
+                       DataSpec(path=str(REPO / "eval_data" / "digits"), samples=None, batch_size=32, shuffle=False),
+                       str(REPO / "eval_data" / "digits" / "labels.csv"), None))
     if "yolo" in names:
         pre = Preprocess(size=(YOLO_SIZE, YOLO_SIZE))
         calib_dir = common.photo_crops(work / "yolo-calib", yolo_calib, YOLO_SIZE, seed=0)

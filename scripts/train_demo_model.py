@@ -12,10 +12,11 @@ trtq's default preprocessing (scale 1/255, no mean/std) feeds it what it was tra
 Split (seeded, stratified by class):
 
 - eval:  500 images held out: never trained on, never calibrated on
-         -> calib_data/digits/eval/*.png + labels.csv (id,label)
+         -> eval_data/digits/*.png + labels.csv (id,label): outside calib_data/, so no
+            calibration on calib_data/ ever reads them
 - train: the other 1297 images
 - calib: 1000 of the training images (calibration data is normally training data)
-         -> calib_data/digits/calib/*.png
+         -> calib_data/digits/*.png (what `--calib calib_data/` reads)
 
 File names are ``d<index>.png`` with the image's index in ``load_digits()``; the
 split itself is written to calib_data/digits/split.json.
@@ -183,7 +184,10 @@ def main(argv=None) -> int:
                         help="torch threads (results are bit-identical only for the same count)")
     parser.add_argument("--weights", type=Path, default=ROOT / "trtq" / "assets" / "demo_digits.pt")
     parser.add_argument("--onnx", type=Path, default=ROOT / "trtq" / "assets" / "demo_digits.onnx")
-    parser.add_argument("--data-dir", type=Path, default=ROOT / "calib_data" / "digits")
+    parser.add_argument("--data-dir", type=Path, default=ROOT / "calib_data" / "digits",
+                        help="calibration images (and split.json)")
+    parser.add_argument("--eval-dir", type=Path, default=ROOT / "eval_data" / "digits",
+                        help="held-out labelled images (never under --data-dir)")
     parser.add_argument("--skip-train", action="store_true", help="keep the existing weights; rewrite data, re-measure")
     args = parser.parse_args(argv)
 
@@ -204,7 +208,7 @@ def main(argv=None) -> int:
     log(f"digits: {len(labels)} images -> train {len(train_idx)} (calib {len(calib_idx)} of them), "
         f"held-out eval {len(eval_idx)}")
 
-    calib_dir, eval_dir = args.data_dir / "calib", args.data_dir / "eval"
+    calib_dir, eval_dir = args.data_dir, args.eval_dir
     write_pngs(calib_dir, images, calib_idx)
     write_pngs(eval_dir, images, eval_idx)
     write_text_atomic(eval_dir / "labels.csv",

@@ -13,9 +13,9 @@ it; :func:`read_cache` refuses a cache whose sidecar does not match the model.
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import logging
 import math
+import os
 import re
 import struct
 from dataclasses import dataclass, field
@@ -168,9 +168,36 @@ def parse_cache(data: bytes, source: str = "cache", check_scales: bool = False) 
             what = "zero" if scale == 0 else ("negative" if scale < 0 else "not a finite number")
             raise CacheError(f"{source} line {number}: the scale of {name!r} ({digits.strip()}) is {what} "
                              f"({scale:g}); a scale must be a positive finite amax/127. Recalibrate, or fix that line")
+        if check_scales and len(digits.strip()) != 8:
+            raise CacheError(f"{source} line {number}: the scale of {name!r} has {len(digits.strip())} hex digits "
+                             f"({digits.strip()!r}), not 8: the line was cut short. Recalibrate, or fix that line")
         first_line[name] = number
         scales[name] = scale
     return CalibrationCache(int(match.group(1)), match.group(2), scales)
+
+
+#: Plausible amax (= scale * 127) of a cache without a sidecar: below it the scale is subnormal or
+#: nearly so (a truncated or mistyped line); at or above ``defaults.UNQUANTIZED_ABS`` trtq itself
+#: would have left the tensor in float.
+PLAUSIBLE_AMAX = (1e-30, defaults.UNQUANTIZED_ABS)
+
+
+def implausible_scales(cache: "CalibrationCache") -> List[str]:
+    """Why some scales of ``cache`` cannot come from a calibration (subnormal, or amax beyond
+    :data:`PLAUSIBLE_AMAX`); checked where no sidecar vouches for the cache."""
+    low, high = PLAUSIBLE_AMAX
+    problems = []
+    for name, scale in cache.scales.items():
+        amax = float(scale) * float(_INT8_MAX)
+        if scale < np.finfo(np.float32).tiny:
+            problems.append(f"the scale of {name!r} ({scale:.3g}) is subnormal")
+        elif not low <= amax < high:
+            problems.append(f"the scale of {name!r} ({scale:.3g}, amax {amax:.3g}) is outside the plausible amax "
+                            f"range {low:g} to {high:g}")
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        return [problems[0] + more]
+    return []
 
 
 def sidecar_path(cache_path: PathLike) -> Path:
@@ -212,7 +239,9 @@ def make_sidecar(
 
 def sidecar_bytes(sidecar: dict) -> bytes:
     """The one serialization of a sidecar (indented JSON, newline-terminated)."""
-    return (json.dumps(sidecar, indent=2) + "\n").encode("utf-8")
+    from .jsonio import dumps
+
+    return dumps(sidecar).encode("utf-8")
 
 
 def write_cache(
@@ -236,11 +265,6 @@ def write_cache(
     return written
 
 
-def float_layers(sidecar: Optional[dict]) -> List[str]:
-    """ONNX node names the mixed-precision search left in float (empty when none)."""
-    return list(((sidecar or {}).get("mixed_precision") or {}).get("float_layers") or [])
-
-
 def default_trt_version() -> int:
     """The running TensorRT's version if importable, else :data:`trtq.defaults.TRT_VERSION`."""
     try:
@@ -258,17 +282,68 @@ def read_cache(path: PathLike) -> CalibrationCache:
         raise CacheError(f"calibration cache {path} does not exist")
     if path.is_dir():
         raise CacheError(f"calibration cache path {path} is a folder")
-    cache = parse_cache(path.read_bytes(), source=str(path), check_scales=True)
-    cache.path = path
+    from .fileio import folder_lock
+    from .jsonio import parse
+
     side = sidecar_path(path)
-    if side.exists():
-        try:
-            cache.sidecar = json.loads(side.read_text(encoding="utf-8"))
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise CacheError(f"sidecar {side} is not valid JSON ({exc}); delete it or recalibrate") from None
-        if cache.sidecar.get("format") != SIDECAR_FORMAT:
-            raise CacheError(f"{side} is not a trtq sidecar (no 'format': '{SIDECAR_FORMAT}')")
+    _regular(path, "calibration cache")
+    with folder_lock(path.parent if str(path.parent) else ".", shared=True):  # never half of a pair being replaced
+        data = path.read_bytes()
+        side_data = None
+        if os.path.lexists(side):
+            _regular(side, "sidecar")
+            with open(side, "rb") as handle:
+                side_data = handle.read(MAX_SIDECAR_BYTES + 1)
+    cache = parse_cache(data, source=str(path), check_scales=True)
+    cache.path = path
+    if side_data is not None:
+        hint = "delete it or recalibrate"
+        document = parse(side_data, f"sidecar {side}", error=CacheError, hint=hint)
+        if not isinstance(document, dict) or document.get("format") != SIDECAR_FORMAT:
+            raise CacheError(f"{side} is not a trtq sidecar (no 'format': '{SIDECAR_FORMAT}'); {hint}")
+        cache.sidecar = parse(side_data, f"sidecar {side}", schema=SIDECAR_SCHEMA, error=CacheError, hint=hint)
     return cache
+
+
+#: The largest sidecar read (one amax per tensor and per-output verdicts: far below this).
+MAX_SIDECAR_BYTES = 64 << 20
+
+
+def _regular(path: Path, what: str) -> None:
+    from .fileio import check_regular
+
+    check_regular(path, f"{what} {path}", CacheError, "give the file itself")
+
+
+def _sidecar_schema():
+    from .jsonio import List as ListOf, Map, Opt
+
+    number = "number"
+    verdict = {"samples?": "int", "held_back?": "bool", "form?": "str", "snr_db?": number, "cosine?": number,
+               "worst?": Opt("str"), "poor?": "bool", "thresholds?": Map(number), "line?": "str",
+               "warning?": Opt("str"), "outputs?": ListOf(Map("any"))}
+    return {
+        "format": "str",
+        "format_version?": "int",
+        "trtq_version?": "str",
+        "created?": "str",
+        "model": {"file?": "str", "sha256?": "str",
+                  "inputs?": ListOf({"name": "str", "shape": Opt(ListOf(Opt("int"))), "dtype?": Opt("str")}),
+                  "fingerprint?": Opt({"version?": "int", "graph?": "str", "nodes?": "int",
+                                       "outputs?": ListOf("str"), "inputs?": ListOf("any"),
+                                       "initializers?": Map("str")})},
+        "data?": Map("any"),
+        "algorithm?": {"name?": "str", "unquantized?": Map("str"), "overrides?": Map("str")},
+        "header?": {"trt_version?": "int", "algorithm?": "str"},
+        "amax?": Map(number),
+        "verdict?": Opt(verdict),
+        "mixed_precision?": Opt({"float_layers?": ListOf("str"), "source?": "str", "target?": Map(number),
+                                 "reached?": Opt(number)}),
+    }
+
+
+#: What a sidecar must look like for trtq to use it (:mod:`trtq.jsonio` schema; unknown fields allowed).
+SIDECAR_SCHEMA = _sidecar_schema()
 
 
 def cache_problems(cache: CalibrationCache, model, model_sha256: str, tensor_names: Iterable[str]) -> List[str]:
@@ -317,6 +392,7 @@ def check_cache_matches(cache: CalibrationCache, model, model_sha256: str, tenso
     """Raise :class:`CacheError` (or warn, with ``force``) when the cache belongs to another model."""
     problems = cache_problems(cache, model, model_sha256, tensor_names)
     if cache.sidecar is None:
+        problems += implausible_scales(cache)
         log.warning("%s has no trtq sidecar (%s): model checks skipped, only its tensor names were compared with "
                     "the model", cache.path or "cache", sidecar_path(cache.path or "cache").name)
     if not problems:

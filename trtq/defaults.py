@@ -10,6 +10,8 @@ BATCH_SIZE = 32
 SEED = 0
 #: Histogram bins per tensor (TensorRT uses 2048 as well).
 NUM_BINS = 2048
+#: The most histogram bins per tensor (8 bytes each, per tensor: 64k bins of 400 tensors are 200 MB).
+MAX_NUM_BINS = 1 << 16
 #: Most values of one tensor binned per calibration batch (None: every value, as TensorRT
 #: does). A number trades fidelity to TensorRT for speed: larger tensors get an evenly
 #: strided sample binned while their exact max |x| still sets the range (see

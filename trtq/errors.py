@@ -35,6 +35,15 @@ class Interrupted(TrtqError):
     """The user pressed Ctrl-C; nothing half-written was left behind."""
 
 
+class Terminated(KeyboardInterrupt):
+    """The process got SIGTERM or SIGHUP (``signum``); raised like Ctrl-C's KeyboardInterrupt so that
+    every ``finally`` and every temporary-file cleanup runs. The CLI exits with 128 + ``signum``."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
 class FidelityError(TrtqError):
     """The INT8 result is below the fidelity the caller asked for (``--min-snr`` / ``--min-cosine``).
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import json
 import os
 import re
 import stat
@@ -70,6 +69,157 @@ def _publish(tmp: str, target: Path) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+# Temporary files: trtq's own naming, and the stale ones of a run that was killed
+
+
+def _host_tag() -> str:
+    import hashlib
+    import socket
+
+    return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:6]
+
+
+def temp_prefix(target: Path) -> str:
+    """``.NAME.trtq-HOST-PID-`` : the prefix of every temporary and probe file trtq makes beside ``target``.
+
+    The host and process id let a later run tell a temporary file of a dead run (removed,
+    see :func:`remove_stale_temps`) from one a running trtq is still writing (kept).
+    """
+    return f".{target.name}.trtq-{_host_tag()}-{os.getpid()}-"
+
+
+_TEMP_NAME = re.compile(r"^\..+\.trtq-(?P<host>[0-9a-f]{6})-(?P<pid>\d+)-[A-Za-z0-9_]+\.(tmp|probe)$")
+#: A temporary file of trtq before 0.x's naming (no process id): removed once this old.
+_LEGACY_TEMP = re.compile(r"^\..+\.[A-Za-z0-9_]{8}\.(tmp|probe)$")
+LEGACY_TEMP_AGE_S = 24 * 3600
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):  # another user's process: alive
+        return True
+    return True
+
+
+def remove_stale_temps(folder: PathLike, name: Optional[str] = None) -> List[Path]:
+    """Remove the temporary files that killed trtq runs left in ``folder`` (for ``name`` only, if given).
+
+    A file of trtq's naming (:func:`temp_prefix`) is removed when it was made on this host by
+    a process that no longer runs; one of the older naming (no process id) only when it is
+    a day old. Files of running trtq processes, and every other file, are left alone.
+    """
+    removed: List[Path] = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    host = _host_tag()
+    now = None
+    for entry in entries:
+        if not entry.name.startswith(".") or (name is not None and not entry.name.startswith(f".{name}.")):
+            continue
+        match = _TEMP_NAME.match(entry.name)
+        stale = False
+        if match:
+            stale = match.group("host") == host and not _alive(int(match.group("pid")))
+        elif _LEGACY_TEMP.match(entry.name):
+            import time
+
+            now = now or time.time()
+            with contextlib.suppress(OSError):
+                stale = now - entry.stat(follow_symlinks=False).st_mtime > LEGACY_TEMP_AGE_S
+        if stale and entry.is_file(follow_symlinks=False):
+            with contextlib.suppress(OSError):
+                os.unlink(entry.path)
+                removed.append(Path(entry.path))
+    return removed
+
+
+# ---------------------------------------------------------------------------------------------
+# Files that belong together: one folder lock, and no signal between their renames
+
+
+@contextlib.contextmanager
+def folder_lock(folder: PathLike, shared: bool = False) -> Iterator[None]:
+    """Hold an advisory lock on ``folder`` (``flock`` on the folder itself: no lock file is left behind).
+
+    Writers of a file pair (a cache and its sidecar) hold it exclusively while they rename;
+    readers of the pair hold it shared while they read both. Where the file system has no
+    ``flock`` (some network mounts) this is a no-op.
+    """
+    fd = None
+    try:
+        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        fd = None
+    try:
+        if fd is not None:
+            import fcntl
+
+            with contextlib.suppress(OSError):
+                fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
+        yield
+    finally:
+        if fd is not None:
+            os.close(fd)  # releases the lock
+
+
+@contextlib.contextmanager
+def signals_deferred() -> Iterator[None]:
+    """Block SIGINT, SIGTERM and SIGHUP (main thread) for a few renames; one that arrives meanwhile is
+    delivered right after, so a pair of files is renamed both or neither."""
+    import signal
+    import threading
+
+    blocked = {signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", signal.SIGTERM)}
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, blocked)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+# ---------------------------------------------------------------------------------------------
+# What a file to read must be
+
+
+def file_kind(mode: int) -> str:
+    """What a non-regular file is, for messages."""
+    if stat.S_ISFIFO(mode):
+        return "a FIFO (named pipe)"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    if stat.S_ISDIR(mode):
+        return "a folder"
+    return "not a regular file"
+
+
+def check_regular(path: PathLike, shown: str, error: type, what_to_do: str = "give a regular file") -> None:
+    """Refuse, by name, an input that is not a regular file before it is opened: a FIFO (reading it waits for
+    a writer forever), a socket, a device, a dangling symlink. ``error``: the TrtqError class to raise."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        if os.path.islink(path):
+            raise error(f"{shown} is a symlink to {os.readlink(path)}, which does not exist; fix or remove the "
+                        "link") from None
+        raise error(f"{shown} does not exist (removed while trtq was reading?)") from None
+    except OSError as exc:
+        raise error(f"{shown} cannot be read ({os_reason(exc)})") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise error(f"{shown} is {file_kind(st.st_mode)}, not a regular file; trtq reads only regular files: "
+                    f"{what_to_do}")
+
+
+# ---------------------------------------------------------------------------------------------
 # Where a file can go
 
 
@@ -119,7 +269,7 @@ def _probe(folder: Path, target: Path) -> None:
         for part in reversed(missing):
             os.mkdir(part)
             created.append(part)
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".probe", dir=folder)
+        fd, tmp = tempfile.mkstemp(prefix=temp_prefix(target), suffix=".probe", dir=folder)
         try:
             with os.fdopen(fd, "wb") as handle:
                 handle.write(b"\0" * PROBE_BYTES)
@@ -189,22 +339,16 @@ KIND_NAMES = {
     "bench-csv": "bench CSV", "png": "PNG plot", "eval-json": "eval report",
 }
 
-_JSON_LIMIT = 64 << 20
-
-
 def _head(path: Path, size: int = 256) -> bytes:
     with open(path, "rb") as handle:
         return handle.read(size)
 
 
 def _json_format(path: Path) -> Optional[dict]:
-    if path.stat().st_size > _JSON_LIMIT:
-        return None
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError):
-        return None
-    return data if isinstance(data, dict) else None
+    """The JSON object at ``path`` (bounded size and depth: :mod:`trtq.jsonio`), None when it is not one."""
+    from .jsonio import try_read_json
+
+    return try_read_json(path, lambda data: isinstance(data, dict))
 
 
 def is_artifact(path: PathLike, kind: str) -> bool:
@@ -310,6 +454,8 @@ def guard_outputs(outputs: Sequence[Output], reads: Iterable[Tuple[str, PathLike
                 notes.append(f"replacing {out.path}, which is not a trtq {name} (--force)")
             elif out.default:
                 notes.append(f"replaces {out.path} (an earlier result; give {out.option} to keep it)")
+    for out in outputs:  # what an earlier, killed run left beside these outputs
+        remove_stale_temps(out.path.parent if str(out.path.parent) else ".", out.path.name)
     if probe:
         probed = set()
         for out in outputs:
@@ -329,53 +475,82 @@ def atomic_write(path: PathLike, mode: str = "wb") -> Iterator[IO]:
     """Write to a temporary file beside ``path`` and rename it into place on success.
 
     A write that fails (``ENOSPC``, ``EROFS``...) raises :class:`OutputError` naming the
-    path; the temporary file is removed and an existing file at ``path`` is untouched.
+    path; the temporary file is removed and an existing file at ``path`` is untouched. So
+    it is when the run is interrupted (Ctrl-C, SIGTERM, SIGHUP: see :mod:`trtq.cli`).
     """
     target = check_writable(path, probe=False)
     make_parent(target)
+    remove_stale_temps(target.parent, target.name)
+    tmp: Optional[str] = None
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent or ".")
-    except OSError as exc:
-        raise OutputError(f"cannot write {target}: {os_reason(exc)}") from None
-    try:
+        with signals_deferred():  # a signal cannot fall between creating the file and knowing its name
+            try:
+                fd, tmp = tempfile.mkstemp(prefix=temp_prefix(target), suffix=".tmp", dir=target.parent or ".")
+            except OSError as exc:
+                raise OutputError(f"cannot write {target}: {os_reason(exc)}") from None
         encoding = None if "b" in mode else "utf-8"
         with os.fdopen(fd, mode, encoding=encoding) as handle:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
-        _publish(tmp, target)
+        with signals_deferred():
+            _publish(tmp, target)
+            tmp = None
     except OSError as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
+        _discard(tmp)
         raise OutputError(f"cannot write {target}: {os_reason(exc)}; the previous file (if any) is unchanged") \
             from None
     except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
+        _discard(tmp)
         raise
 
 
+def _discard(tmp: Optional[str]) -> None:
+    if tmp is not None:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+
+
 def write_files_atomic(files: "dict[PathLike, bytes]") -> list:
-    """Write several files that belong together: all are fully written to temporary
-    files first, then renamed in order, so an interruption never pairs a new file
-    with a stale partner (for example a cache with the sidecar of an older cache)."""
+    """Write several files that belong together (a cache and its sidecar), in the order given.
+
+    What is guaranteed:
+
+    - every file is fully written to a temporary file before the first rename, and the
+      renames run with SIGINT/SIGTERM/SIGHUP deferred (:func:`signals_deferred`): an
+      interruption leaves either all old files or all new ones, and no temporary file;
+    - the renames run under an exclusive :func:`folder_lock` of each folder, and trtq's
+      readers of a pair (:func:`trtq.cache.read_cache`) hold it shared: two trtq runs writing
+      the same pair at once leave one run's pair whole (the later one), never one run's
+      cache beside the other's sidecar, and a trtq reader never sees half a swap;
+    - what no rename order can prevent (a SIGKILL or power loss between two renames, or a
+      reader other than trtq looking at that instant) leaves the first file new and the
+      rest old; callers put the sidecar first, so the cache on disk is never newer than its
+      sidecar, and trtq refuses such a pair (the amax records disagree) rather than using it.
+    """
     targets = [check_writable(path, probe=False) for path in files]
     for target in targets:
         make_parent(target)
+        remove_stale_temps(target.parent, target.name)
     pending = []
     current = targets[0] if targets else None
+    folders = sorted({os.path.abspath(t.parent if str(t.parent) else ".") for t in targets})
     try:
         for target, data in zip(targets, files.values()):
             current = target
-            fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent or ".")
-            pending.append(tmp)
+            with signals_deferred():  # recorded in pending before any signal can interrupt
+                fd, tmp = tempfile.mkstemp(prefix=temp_prefix(target), suffix=".tmp", dir=target.parent or ".")
+                pending.append(tmp)
             with os.fdopen(fd, "wb") as handle:
                 handle.write(data)
                 handle.flush()
                 os.fsync(handle.fileno())
-        for target, tmp in zip(targets, pending):
-            current = target
-            _publish(tmp, target)
+        with contextlib.ExitStack() as locks, signals_deferred():
+            for folder in folders:
+                locks.enter_context(folder_lock(folder))
+            for target, tmp in zip(targets, pending):
+                current = target
+                _publish(tmp, target)
     except OSError as exc:
         for tmp in pending:
             with contextlib.suppress(OSError):

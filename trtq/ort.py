@@ -66,7 +66,7 @@ def session_options(*, threads: Optional[int] = None, optimization: str = "all",
         raise ValueError(f"optimization must be one of {', '.join(OPTIMIZATION_LEVELS)}, not {optimization!r}") from None
     options = ort.SessionOptions()
     options.graph_optimization_level = level
-    options.log_severity_level = 3  # errors only; ORT's warnings go to stderr otherwise
+    options.log_severity_level = 4  # fatal only: trtq reports the errors ONNX Runtime raises as its own one line
     if threads is not None:
         if int(threads) < 0:
             raise ValueError(f"threads must be >= 0 (0: ONNX Runtime's default), not {threads}")

@@ -32,6 +32,14 @@ from . import defaults
 from .errors import TrtqError
 from .progress import ProgressCallback, no_progress
 
+def model_reads(model_path: PathLike) -> List[Tuple[str, Path]]:
+    """The model and its external-data files: what the output guard must never write onto."""
+    from .graph.model import external_data_files
+
+    return [("the model", Path(model_path))] + [("the external data of the model", p)
+                                                for p in external_data_files(model_path)]
+
+
 log = logging.getLogger(__name__)
 
 PathLike = Union[str, Path]
@@ -111,13 +119,14 @@ class AutoChoice:
     trials: List[dict] = field(default_factory=list)             # every refinement trial, kept or not
     snr_db: float = math.nan                                     # final worst SNR (after refinement)
     cosine: float = math.nan
+    held_back: bool = True                                       # False: scored on statistics samples (too few)
 
     def to_dict(self) -> dict:
         """The record the sidecar keeps (scores, not per-output metrics)."""
         return {"chosen": self.chosen, "samples": self.samples,
                 "candidates": {c.name: {"snr_db": c.snr_db, "cosine": c.cosine} for c in self.candidates},
                 "overrides": dict(self.overrides), "refinement_trials": list(self.trials),
-                "snr_db": self.snr_db, "cosine": self.cosine}
+                "snr_db": self.snr_db, "cosine": self.cosine, "held_back": self.held_back}
 
 
 def score(replay, model, amax: Mapping[str, float], exclude: Sequence[str] = (), name: str = "") -> Candidate:
@@ -295,7 +304,7 @@ def calibrate(
 
         guard_outputs([Output(cache_path, option="cache_path"),
                        Output(cache_io.sidecar_path(cache_path), option="the sidecar of cache_path")],
-                      [("the model", model_path)] + [("a calibration data file", p) for p in data_files(spec.path)])
+                      model_reads(model_path) + [("a calibration data file", p) for p in data_files(spec.path)])
     model = load_onnx(model_path)
     fingerprint = model_fingerprint(model)  # before collection touches the graph
     inputs = input_specs(model)
@@ -326,6 +335,15 @@ def calibrate(
         log.info("%d tensor(s) stay float (+-inf or huge by construction, e.g. attention-mask biases): %s%s",
                  len(report.unquantized), ", ".join(list(report.unquantized)[:3]),
                  ", ..." if len(report.unquantized) > 3 else "")
+    if not histograms:  # checked before anything is written: an earlier good cache stays as it was
+        if report.unquantized:
+            name, reason = next(iter(report.unquantized.items()))
+            raise TrtqError(f"every floating-point tensor of {Path(model_path).name} is +-inf or huge "
+                            f"({len(report.unquantized)} tensor(s); the first, {name!r}, {reason}), so none can be "
+                            "calibrated; check the data and its preprocessing (--scale, --mean, --std, raw integer "
+                            "data), nothing was written")
+        raise TrtqError(f"no floating-point tensors were found to calibrate in {Path(model_path).name}; "
+                        "nothing was written")
     stats_seconds = time.perf_counter() - started
     replay = reference_replay(model, held, threads=threads)
 
@@ -334,6 +352,7 @@ def calibrate(
     if algorithm == "auto":
         amax, choice, metrics = choose_amax(model, histograms, replay, exclude=exclude, percentile=percentile,
                                             progress=choice_progress)
+        choice.held_back = held_back
     else:
         amax = amax_from_histograms(histograms, algorithm, **options)
         metrics = score(replay, model, amax, exclude, algorithm).metrics
@@ -429,7 +448,7 @@ def quantize(
         raise TrtqError("give exactly one source of scales: a calibration cache (--cache), calibration data "
                         f"(--calib) or an amax table (got {', '.join(sources) or 'none'})")
     output = Path(output_path) if output_path is not None else default_output_path(model_path, target)
-    reads = [("the model", model_path)]
+    reads = model_reads(model_path)
     if cache is not None:
         reads += [("the calibration cache", cache), ("the cache's sidecar", sidecar_path(cache))]
     guard_outputs([Output(output, option="output")], reads)  # never onto an input, and writable, before any work

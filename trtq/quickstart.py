@@ -13,7 +13,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Optional, Sequence, Union
+from typing import List, Optional, Sequence, Tuple, Union
 
 from . import defaults
 from .errors import BackendUnavailable, DataError, TrtqError
@@ -23,14 +23,16 @@ log = logging.getLogger(__name__)
 PathLike = Union[str, Path]
 
 
-def bundled_calib_data() -> Path:
-    """``calib_data/digits`` of this checkout: the working directory's, else the package's repository."""
+def bundled_data() -> Tuple[Path, Path]:
+    """``(calib_data/digits, eval_data/digits)`` of this checkout: the working directory's, else the package's
+    repository. Calibration images and the held-out labelled digits live in separate trees, so that
+    ``--calib calib_data/`` never reads an evaluation image."""
     for base in (Path.cwd(), Path(__file__).resolve().parents[1]):
-        candidate = base / "calib_data" / "digits"
-        if (candidate / "calib").is_dir():
-            return candidate
-    raise DataError("the bundled calib_data/digits folder was not found; run from a checkout of trtq "
-                    "or pass --calib DIR")
+        calib, held_out = base / "calib_data" / "digits", base / "eval_data" / "digits"
+        if calib.is_dir() and (held_out / "labels.csv").is_file():
+            return calib, held_out
+    raise DataError("the bundled calib_data/digits and eval_data/digits folders were not found; run from a "
+                    "checkout of trtq")
 
 
 @dataclass
@@ -117,9 +119,8 @@ def run_quickstart(
     started = time.perf_counter()
     out = Path(out_dir)
     check_writable(out / "demo.onnx")
-    digits = bundled_calib_data()
-    calib_dir = Path(calib) if calib else digits / "calib"
-    eval_dir = digits / "eval"
+    bundled_calib, eval_dir = bundled_data()
+    calib_dir = Path(calib) if calib else bundled_calib
     timings: dict = {}
 
     with _stage("export", timings, False):
@@ -229,7 +230,7 @@ def print_verdict(result: QuickstartResult, console=None) -> None:
     out0 = ev.outputs[0]
     if out0.top1_agreement is not None:
         verdict.add_row("top-1 agreement with FP32", "100%", f"{out0.top1_agreement:.2%}")
-    verdict.add_row("output SNR vs FP32", "", f"{out0.snr_db:.1f} dB")
+    verdict.add_row(f"output SNR vs FP32 ({ev.samples} held-out digits: the headline)", "", f"{out0.snr_db:.1f} dB")
     engine = result.engine_evaluation
     if engine is not None and engine.accuracy is not None:
         verdict.add_row("top-1 accuracy, TensorRT INT8 engine", f"{engine.accuracy.reference_top1:.2%}",
@@ -246,7 +247,9 @@ def print_verdict(result: QuickstartResult, console=None) -> None:
     console.print(verdict)
     from .report import print_verdict as print_fidelity
 
-    print_fidelity(console, cal.verdict.to_dict() if cal.verdict is not None else None)
+    print_fidelity(console, cal.verdict.to_dict() if cal.verdict is not None else None,
+                   "calibration's own check, on samples held back from its statistics; the held-out digits above "
+                   "are the headline")
     if result.trt_note:
         console.print(f"[yellow]{escape(result.trt_note)}[/]")
     console.print(f"[bold]calibration cache[/] {escape(str(result.cache_path))}  "

@@ -124,25 +124,13 @@ def format_size(size: Optional[int]) -> str:
     return f"{size} B"
 
 
-def json_safe(value: Any) -> Any:
-    """Make a value strict-JSON-safe: non-finite floats become ``"inf"``, ``"-inf"`` or ``"nan"``; paths become text."""
-    if isinstance(value, float):
-        if math.isfinite(value):
-            return value
-        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
-    if isinstance(value, dict):
-        return {str(k): json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    if isinstance(value, Path):
-        return str(value)
-    if hasattr(value, "item") and callable(value.item) and getattr(value, "shape", None) == ():
-        return json_safe(value.item())  # numpy scalars
-    return value
+from .jsonio import json_safe  # noqa: E402,F401 - the one home of strict JSON; re-exported here
 
 
 def json_text(data: Any) -> str:
-    return json.dumps(json_safe(data), indent=2, allow_nan=False) + "\n"
+    from .jsonio import dumps
+
+    return dumps(data)
 
 
 def write_json(path: Union[str, Path], data: Any) -> Path:
@@ -303,7 +291,9 @@ def write_bench_report(results: Sequence[BenchResult], out_dir: Union[str, Path]
 
 def read_bench_json(path: Union[str, Path]) -> List[BenchResult]:
     """Rows of a ``bench.json`` written by :func:`write_bench_report` (non-finite strings left as they are)."""
-    data = json.loads(Path(path).read_text(encoding="utf-8"))
+    from .jsonio import List as ListOf, Map, read_json
+
+    data = read_json(path, "bench report", schema={"results?": ListOf(Map("any"))})
     names = set(CSV_COLUMNS)
     return [BenchResult(**{k: v for k, v in row.items() if k in names}) for row in data.get("results", [])]
 
@@ -397,8 +387,10 @@ def auto_choice_table(choice):
     """A rich table of ``--algo auto``'s candidates (worst-output SNR and cosine on the held-back samples)."""
     from rich.table import Table
 
-    table = Table(title=f"--algo auto: TensorRT-form Q/DQ model of each algorithm on {choice.samples} "
-                        "held-back samples (worst output / channel group)", title_justify="left")
+    on = f"{choice.samples} held-back calibration samples" if getattr(choice, "held_back", True) else \
+        f"{choice.samples} calibration samples (too few to hold any back)"
+    table = Table(title=f"--algo auto: TensorRT-form Q/DQ model of each algorithm on {on} "
+                        "(worst output / channel group)", title_justify="left")
     for name in ("algorithm", "SNR dB", "cosine", ""):
         table.add_column(name, justify="left" if name in ("algorithm", "") else "right")
     for c in choice.candidates:
@@ -419,4 +411,4 @@ def print_verdict(console, verdict: Optional[dict], source: str = "") -> None:
     line = verdict.get("line") or ""
     console.print(escape(line) + (f" [dim]({escape(source)})[/]" if source else ""), highlight=False)
     if verdict.get("warning"):
-        console.print(f"[bold yellow]warning:[/] {escape(verdict['warning'])}", highlight=False)
+        console.print(f"[bold yellow]warning:[/] {escape(verdict['warning'])}", highlight=False, soft_wrap=True)

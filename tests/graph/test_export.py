@@ -234,7 +234,7 @@ def test_demo_model_factory_exports(tmp_path):
     # the held-out digits are classified as well as the training script reported
     from PIL import Image
 
-    folder = ROOT / "calib_data" / "digits" / "eval"
+    folder = ROOT / "eval_data" / "digits"
     labels = dict(line.split(",") for line in (folder / "labels.csv").read_text().split()[1:])
     names = sorted(labels)[:200]
     images = np.stack([np.asarray(Image.open(folder / n), dtype=np.float32)[None] / 255.0 for n in names])

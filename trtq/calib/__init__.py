@@ -59,9 +59,10 @@ def check_calibration_options(algorithm: str, percentile: float, num_bins: int, 
         check_algorithm(algorithm)
     if not 0.0 < percentile <= 100.0:
         raise TrtqError(f"percentile must be in (0, 100], got {percentile}")
-    if num_bins < 128 or num_bins % 2:
-        raise TrtqError(f"num_bins must be an even number of at least 128 (entropy merges into 128 levels; "
-                        f"growing the range merges bin pairs), got {num_bins}")
+    if isinstance(num_bins, bool) or not isinstance(num_bins, int) or not 128 <= num_bins <= defaults.MAX_NUM_BINS \
+            or num_bins % 2:
+        raise TrtqError(f"num_bins must be an even number from 128 (entropy merges into 128 levels; growing the "
+                        f"range merges bin pairs) to {defaults.MAX_NUM_BINS}, got {num_bins}")
     if max_binned is not None and (isinstance(max_binned, bool) or int(max_binned) < 1):
         raise TrtqError(f"max_binned (--max-binned) must be at least 1 value per tensor and batch, got {max_binned}; "
                         "leave it unset to bin every value")

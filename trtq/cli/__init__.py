@@ -9,6 +9,7 @@ TensorRT or CUDA.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import logging
 import sys
@@ -25,8 +26,15 @@ EXIT_USER_ERROR = 2
 log = logging.getLogger("trtq")
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with trtq's error form: one line (``trtq CMD: error: ...``), exit 2, no usage block."""
+
+    def error(self, message: str):  # noqa: D102 - argparse's hook
+        self.exit(EXIT_USER_ERROR, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="trtq",
         description="Calibrate, quantize and benchmark INT8 models for TensorRT. "
         "Calibration, Q/DQ models, evaluation and ONNX Runtime benchmarks run on any CPU; "
@@ -39,6 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     for name in COMMANDS:
         module = importlib.import_module(f"{__name__}.{name}")
         module.add_parser(sub)
+    from .options import validate_option_values
+
+    validate_option_values(parser)  # one range check of every numeric option, at parse time
     for command in sub.choices.values():  # -q / -v also after the command: trtq calibrate ... -q
         command.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS,
                              help="more log output (-vv for debug)")
@@ -61,6 +72,50 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
     root.propagate = False
 
 
+#: Signals a run ends on like Ctrl-C: temporary files removed, exit code 128 + the signal's number.
+#: (systemd, Kubernetes, CI runners and ``timeout`` send SIGTERM; a closed terminal SIGHUP.)
+HANDLED_SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP")
+
+
+def _on_signal(signum, frame) -> None:
+    import signal
+
+    from ..errors import Terminated
+
+    for name in HANDLED_SIGNALS:  # the cleanup that follows runs once, uninterrupted
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), signal.SIG_IGN)
+    raise Terminated(signum)
+
+
+@contextlib.contextmanager
+def _signals_handled():
+    """SIGINT, SIGTERM and SIGHUP raise :class:`~trtq.errors.Terminated` while a command runs (main thread only)."""
+    import signal
+    import threading
+
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        for name in HANDLED_SIGNALS:
+            if hasattr(signal, name):
+                number = getattr(signal, name)
+                previous[number] = signal.signal(number, _on_signal)
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
+def signal_name(signum: int) -> str:
+    import signal
+
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -69,16 +124,22 @@ def main(argv: Optional[List[str]] = None) -> int:
         return EXIT_USER_ERROR
     _setup_logging(args.verbose, args.quiet)
     try:
-        result = args.func(args)
+        with _signals_handled(), _quiet_stdout(args.quiet):
+            result = args.func(args)
+            _flush_stdout()
     except FidelityError as exc:
         print(f"trtq {args.command}: failed: {exc}", file=sys.stderr)
         return EXIT_FIDELITY
     except TrtqError as exc:
         print(f"trtq {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
-    except KeyboardInterrupt:
-        print(f"trtq {args.command}: interrupted; no partial output was left behind", file=sys.stderr)
-        return EXIT_USER_ERROR
+    except KeyboardInterrupt as exc:
+        import signal
+
+        signum = getattr(exc, "signum", signal.SIGINT)
+        print(f"trtq {args.command}: interrupted ({signal_name(signum)}); no partial output was left behind",
+              file=sys.stderr)
+        return 128 + int(signum)
     except OSError as exc:  # a file trtq was given could not be read (writes are OutputErrors already)
         from ..fileio import os_reason
 
@@ -90,3 +151,60 @@ def main(argv: Optional[List[str]] = None) -> int:
               file=sys.stderr)
         return EXIT_USER_ERROR
     return int(result or 0)
+
+
+class _QuietStdout:
+    """Standard output under ``-q``: reports and tables are dropped; a ``warning:`` line (the INT8 verdict's)
+    goes to stderr, beside the log's warnings."""
+
+    encoding = "utf-8"
+
+    def __init__(self):
+        self._line = ""
+
+    def write(self, text: str) -> int:
+        self._line += text
+        *lines, self._line = self._line.split("\n")
+        for line in lines:
+            if line.lstrip().lower().startswith("warning:"):
+                print(line.strip(), file=sys.stderr)
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+    def isatty(self) -> bool:
+        return False
+
+
+@contextlib.contextmanager
+def _quiet_stdout(quiet: bool):
+    """``-q``: nothing on standard output (tables, summaries); warnings and errors still reach stderr."""
+    if not quiet:
+        yield
+        return
+    saved = sys.stdout
+    sys.stdout = _QuietStdout()
+    try:
+        yield
+    finally:
+        sys.stdout = saved
+
+
+def _flush_stdout() -> None:
+    """Meet a standard output that cannot be written (``> /dev/full``, a closed pipe) here, as one error line,
+    not as a traceback at interpreter exit."""
+    import os
+
+    try:
+        sys.stdout.flush()
+    except OSError as exc:
+        from ..errors import OutputError
+        from ..fileio import os_reason
+
+        with contextlib.suppress(OSError):  # nothing more goes to that stream, also not at exit
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
+        raise OutputError(f"standard output could not be written ({os_reason(exc)}); the report was lost, "
+                          "files the command wrote are complete") from None

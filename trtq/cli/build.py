@@ -15,9 +15,11 @@ def add_parser(sub) -> None:
         "build",
         help="build a TensorRT engine (FP32/FP16/INT8) from an ONNX model; needs TensorRT and a GPU",
         description="Build a TensorRT engine and write <output>.json beside it (TensorRT version, GPU, precision, "
-        "profile, calibration source, build time, engine size). INT8 on TensorRT 8.6-10.x uses TensorRT's "
-        "entropy calibrator fed with --calib data on the GPU, or an existing --cache (trtq's sidecar must "
-        "match the model; no data is read then). On TensorRT 11, or with --explicit, trtq calibrates on the "
+        "profile, calibration source, build time, engine size). INT8 on TensorRT 8.6-10.x takes the implicit "
+        "path: with --algo auto (the default), percentile or mse trtq calibrates on the CPU and hands TensorRT "
+        "the cache through its IInt8EntropyCalibrator2 subclass; with --algo entropy or minmax TensorRT's own "
+        "calibrator runs on the GPU, fed with --calib data; an existing --cache is used as it is (trtq's sidecar "
+        "must match the model; no data is read then). On TensorRT 11, or with --explicit, trtq calibrates on the "
         "CPU, inserts Q/DQ nodes and builds a strongly typed network; FP16 there means an FP16 copy of the "
         "graph. Dynamic batch: --batch-sizes sets the optimization profile (min..max); other dynamic axes "
         "need --min-shapes/--opt-shapes/--max-shapes (or --opt-shapes alone for fixed non-batch axes).",

@@ -23,7 +23,16 @@ def guard(outputs: Sequence[Output], reads: Reads, force: bool = False) -> List[
 
 
 def model_reads(*paths: Optional[str], what: str = "the model") -> Reads:
-    return [(what, Path(p)) for p in paths if p]
+    """Each model file and the external-data files its weights live in (``model.onnx.data``)."""
+    from ..graph.model import external_data_files
+
+    reads: Reads = []
+    for p in paths:
+        if p:
+            reads.append((what, Path(p)))
+            reads += [(f"the external data of {what.replace('the ', '', 1)}", data)
+                      for data in external_data_files(p)]
+    return reads
 
 
 def file_reads(path: Optional[str], what: str) -> Reads:

@@ -11,6 +11,7 @@ exit code 2) for values such as ``--size 32`` or ``--mean 1,2``.
 from __future__ import annotations
 
 import argparse
+import math
 import re
 from typing import Optional, Tuple
 
@@ -73,16 +74,18 @@ def add_data_arguments(parser: argparse.ArgumentParser, flag: str = "--calib", r
                           "{input_name: array} dicts (script.py:func calls func instead)")
     _add(group,
         f"{p}samples", dest=_dest(f"{p}samples"), metavar="N", default=default_samples,
-        help=f"number of samples to use ('all': every one); calibration picks them at random with --{prefix}seed "
-             f"(default: {samples_default})")
+        help=(f"number of samples to use ('all': every one), picked at random with --{prefix}seed "
+              if dest == "calib" else "number of samples to use ('all': every one), the first in sorted file "
+              "order ") + f"(default: {samples_default})")
     _add(group,
         f"{p}batch-size", dest=_dest(f"{p}batch-size"), metavar="B", default=defaults.BATCH_SIZE,
         help=f"samples per inference batch; a model whose batch dim is fixed (e.g. 1) uses that instead "
              f"(default: {defaults.BATCH_SIZE})")
     _add(group,
         f"{p}seed", dest=_dest(f"{p}seed"), metavar="S", default=defaults.SEED,
-        help=f"random seed for picking samples: the same seed and files give the same selection "
-             f"(default: {defaults.SEED})")
+        help=(f"random seed for picking samples: the same seed and files give the same selection "
+              if dest == "calib" else "seed of the random sample choice where one is made (not here: samples are "
+              "taken in sorted file order) ") + f"(default: {defaults.SEED})")
     _add(group,
         f"{p}size", dest=_dest(f"{p}size"), metavar="HxW", default=None,
         help="image height x width after resizing, e.g. 320x320 (default: the model input's height and width; "
@@ -131,16 +134,120 @@ def _bad(option: str, message: str) -> OptionError:
 
 def _number(value, option: str, allow_fraction: bool = False) -> float:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    text = str(value).strip()
-    try:
-        if allow_fraction and "/" in text:
-            numerator, denominator = text.split("/")
-            return float(numerator) / float(denominator)
-        return float(text)
-    except (ValueError, ZeroDivisionError):
-        what = "a number or a fraction like 1/255" if allow_fraction else "a number"
-        raise _bad(option, f"expected {what}, got {text!r}") from None
+        number = float(value)
+    else:
+        text = str(value).strip()
+        try:
+            if allow_fraction and "/" in text:
+                numerator, denominator = text.split("/")
+                number = float(numerator) / float(denominator)
+            else:
+                number = float(text)
+        except (ValueError, ZeroDivisionError):
+            what = "a number or a fraction like 1/255" if allow_fraction else "a number"
+            raise _bad(option, f"expected {what}, got {text!r}") from None
+    if not math.isfinite(number):
+        raise _bad(option, f"must be a finite number, got {value!r}")
+    return number
+
+
+# ---------------------------------------------------------------------------------------------
+# The one validation of option values: every command's parser, at parse time
+
+
+class Value:
+    """An argparse ``type`` that parses a number and checks its range (argparse turns its
+    ``ArgumentTypeError`` into ``trtq CMD: error: argument --x: ...``, exit 2).
+
+    Floats must be finite (no ``nan``, ``inf``); ``low_open``/``high_open`` exclude the bound.
+    """
+
+    def __init__(self, kind: type = float, low: Optional[float] = None, high: Optional[float] = None,
+                 low_open: bool = False, high_open: bool = False, hint: str = ""):
+        self.kind, self.low, self.high, self.low_open, self.high_open, self.hint = \
+            kind, low, high, low_open, high_open, hint
+        self.__name__ = "an integer" if kind is int else "a number"  # argparse: "invalid <name> value"
+
+    def range_text(self) -> str:
+        if self.low is not None and self.high is not None:
+            return f"{'(' if self.low_open else '['}{self.low:g}, {self.high:g}{')' if self.high_open else ']'}"
+        if self.low is not None:
+            return f"{'greater than' if self.low_open else 'at least'} {self.low:g}"
+        if self.high is not None:
+            return f"{'less than' if self.high_open else 'at most'} {self.high:g}"
+        return ""
+
+    def __call__(self, text: str):
+        try:
+            value = int(str(text).strip()) if self.kind is int else float(str(text).strip())
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {self.__name__}, got {text!r}") from None
+        if self.kind is float and not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+        low_bad = self.low is not None and (value <= self.low if self.low_open else value < self.low)
+        high_bad = self.high is not None and (value >= self.high if self.high_open else value > self.high)
+        if low_bad or high_bad:
+            where = self.range_text()
+            where = f"in {where}" if where.startswith(("(", "[")) else where
+            raise argparse.ArgumentTypeError(f"must be {where}, got {text}{'; ' + self.hint if self.hint else ''}")
+        return value
+
+
+def names_list(text: str) -> str:
+    """A comma-separated list that must name something (``--observe a,b``; 'all'/'qdq' pass as they are)."""
+    if not [part for part in str(text).split(",") if part.strip()]:
+        raise argparse.ArgumentTypeError(f"expected a non-empty comma-separated list, got {text!r}")
+    return text
+
+
+#: Ranges of every numeric option, by flag, in every command that has it. Applied by
+#: :func:`validate_option_values` to the whole parser, so no command can forget one; an
+#: int or float option not listed still gets "a finite number" / "an integer".
+OPTION_VALUES = {
+    "--threads": Value(int, 1, 4096),
+    "--num-bins": Value(int, 128, defaults.MAX_NUM_BINS),
+    "--percentile": Value(float, 0, 100, low_open=True),
+    "--max-binned": Value(int, 1),
+    "--min-snr": Value(float, -1000, 1000),
+    "--min-cosine": Value(float, -1, 1),
+    "--target-snr": Value(float, -1000, 1000),
+    "--target-cosine": Value(float, -1, 1),
+    "--target-agreement": Value(float, 0, 1),
+    "--max-layers": Value(int, 1),
+    "--sensitivity-samples": Value(int, 1),
+    "--iterations": Value(int, 1),
+    "--warmup": Value(int, 0),
+    "--max-seconds": Value(float, 0, low_open=True),
+    "--workspace": Value(float, 0, 1 << 20, low_open=True),
+    "--dla-core": Value(int, 0, 64),
+    "--opset": Value(int, 7, 64),
+    "--tolerance": Value(float, 0, low_open=True),
+    "--seed": Value(int, 0, 2 ** 32 - 1),
+    "--samples": None,   # 'all' or a count: checked by parse_samples (data options)
+    "--eval-samples": None,
+}
+
+#: Options that take a list which must not be empty.
+LIST_OPTIONS = ("--observe",)
+
+
+def validate_option_values(parser: argparse.ArgumentParser) -> None:
+    """Give every numeric option of ``parser`` and its subcommands its range check (:data:`OPTION_VALUES`)."""
+    for action in parser._actions:  # noqa: SLF001 - argparse keeps them here
+        if isinstance(action, argparse._SubParsersAction):  # noqa: SLF001
+            for sub in action.choices.values():
+                validate_option_values(sub)
+            continue
+        flags = [f for f in action.option_strings if f.startswith("--")]
+        rule = next((OPTION_VALUES[f] for f in flags if f in OPTION_VALUES), False)
+        if rule:
+            if action.type in (int, float) or (action.type is None and action.nargs is None and action.const is None
+                                               and not isinstance(action, argparse._StoreConstAction)):  # noqa: SLF001
+                action.type = rule
+        elif rule is False and action.type is float:
+            action.type = Value(float)
+        if any(f in LIST_OPTIONS for f in flags) and action.type is None:
+            action.type = names_list
 
 
 def _integer(value, option: str, minimum: int) -> int:

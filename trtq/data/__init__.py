@@ -35,7 +35,7 @@ from typing import List, Sequence
 from ..errors import DataError
 from ..graph.model import TensorSpec
 from .labels import load_labels
-from .source import ARRAY_EXTENSIONS, IMAGE_EXTENSIONS, SCRIPT_EXTENSIONS, DataSource, list_files
+from .source import ARRAY_EXTENSIONS, IMAGE_EXTENSIONS, SCRIPT_EXTENSIONS, DataSource, check_regular, list_files
 from .spec import DataSpec, Preprocess
 
 __all__ = ["open_source", "data_files", "load_labels", "DataSource", "DataSpec", "Preprocess", "IMAGE_EXTENSIONS",
@@ -71,7 +71,11 @@ def open_source(spec: DataSpec, inputs: Sequence[TensorSpec]) -> DataSource:
         return ScriptSource(spec, inputs, *script)
     path = Path(path_text).expanduser()
     if not path.exists():
+        if path.is_symlink():
+            check_regular(path, path_text)  # names the dangling link
         raise DataError(f"data path {path_text} does not exist; give a folder of {_supported_text()}")
+    if not path.is_dir():
+        check_regular(path, path_text)
     if path.is_file():
         ext = path.suffix.lower()
         if ext in IMAGE_EXTENSIONS:

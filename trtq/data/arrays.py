@@ -33,7 +33,7 @@ import numpy as np
 
 from ..errors import DataError
 from ..graph.model import TensorSpec
-from .source import FileSource, Piece, preprocess_json, warn_unused_preprocess
+from .source import FileSource, Piece, check_regular, preprocess_json, warn_unused_preprocess
 from .spec import DataSpec
 from .validate import check_header, pick_arrays, target_dtypes
 
@@ -70,6 +70,7 @@ def array_headers(path: Path, origin: str) -> Dict[str, Header]:
                     headers[key] = _read_header(member)
         return headers
     except FileNotFoundError:
+        check_regular(path, origin)  # a dangling symlink says so
         raise DataError(f"{origin}: file disappeared while reading") from None
     except (OSError, ValueError, zipfile.BadZipFile, EOFError, SyntaxError) as exc:
         kind = "a .npz archive of .npy arrays" if path.suffix.lower() == ".npz" else "a .npy array"
@@ -85,6 +86,7 @@ def read_arrays(path: Path, keys: Dict[str, str], origin: str) -> Dict[str, np.n
         with np.load(path, allow_pickle=False) as archive:
             return {name: archive[key] for name, key in keys.items()}
     except FileNotFoundError:
+        check_regular(path, origin)  # a dangling symlink says so
         raise DataError(f"{origin}: file disappeared while reading") from None
     except Exception as exc:  # noqa: BLE001 -- numpy raises ValueError, OSError, BadZipFile, EOFError...
         raise DataError(f"{origin}: cannot read arrays ({type(exc).__name__}: {exc})") from None

@@ -38,7 +38,7 @@ import numpy as np
 
 from ..errors import DataError
 from ..graph.model import TensorSpec
-from .source import FileSource, Piece, preprocess_json
+from .source import FileSource, Piece, check_regular, preprocess_json
 from .spec import DataSpec, Preprocess
 from .validate import target_dtype
 
@@ -231,6 +231,16 @@ def _wide_color(image) -> bool:
         return False
 
 
+def _quiet_bomb_warning() -> None:
+    """Pillow warns (with its own file path) about images above ``MAX_IMAGE_PIXELS``; trtq says it in its own
+    words instead (:func:`load_image`). Images beyond twice that are still refused, as one DataError."""
+    import warnings
+
+    from PIL import Image
+
+    warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+
+
 def load_image(path: Path, plan: ImagePlan, origin: str, notice=None) -> np.ndarray:
     """Read and preprocess one image into a ``1 x ...`` array (the model's layout and dtype).
 
@@ -238,8 +248,13 @@ def load_image(path: Path, plan: ImagePlan, origin: str, notice=None) -> np.ndar
     """
     from PIL import Image
 
+    _quiet_bomb_warning()
     try:
         with Image.open(path) as image:
+            pixels = image.size[0] * image.size[1]
+            if notice is not None and Image.MAX_IMAGE_PIXELS and pixels > Image.MAX_IMAGE_PIXELS:
+                notice(f"{origin}: a {pixels / 1e6:.0f}-megapixel image ({image.size[0]}x{image.size[1]}): decoding it "
+                       f"takes about {pixels * len(image.getbands()) / 2**20:.0f} MiB before it is resized")
             if image.mode in WIDE_MODES and not plan.raw:
                 if notice is not None:
                     notice(f"{origin}: {image.mode} ({'16' if '16' in image.mode else '32'}-bit) grayscale image: "
@@ -253,6 +268,7 @@ def load_image(path: Path, plan: ImagePlan, origin: str, notice=None) -> np.ndar
                        "byte), so fine intensity steps are lost")
             image = image.convert(plan.mode)
     except FileNotFoundError:
+        check_regular(path, origin)  # a dangling symlink says so
         raise DataError(f"{origin}: file disappeared while reading") from None
     except Exception as exc:  # PIL raises UnidentifiedImageError, OSError, SyntaxError, ValueError...
         detail = str(exc).replace(str(path), "").strip(" :'\"") or type(exc).__name__

@@ -130,6 +130,10 @@ class ScriptSource(DataSource):
         self.shown = script if function == DEFAULT_FUNCTION else f"{script}:{function}"
         self._dtypes = target_dtypes(self.inputs, spec.preprocess.dtype)
         warn_unused_preprocess(spec)
+        if os.path.lexists(self.script):
+            from .source import check_regular
+
+            check_regular(self.script, f"loader script {script}")
         self._func = load_function(self.script, function, self.shown)
         if wanted is not None and self.static_batch and wanted % self.batch_size:
             wanted -= wanted % self.batch_size

@@ -194,6 +194,18 @@ def _links_upward(path: str, top: str, quiet: bool = False) -> bool:
     return False
 
 
+#: Image formats trtq does not read, named when a data folder holds them (instead of skipping them silently).
+UNREAD_IMAGE_EXTENSIONS = (".tif", ".tiff", ".gif", ".ppm", ".pgm", ".pbm", ".heic", ".avif", ".jp2", ".exr",
+                           ".dng", ".ico")
+
+
+def check_regular(path: Union[str, Path], origin: Optional[str] = None, error=DataError) -> None:
+    """Refuse, by name, a data file that is not a regular file (see :func:`trtq.fileio.check_regular`)."""
+    from ..fileio import check_regular as check
+
+    check(path, origin or str(path), error, "remove it from the data folder or give another path")
+
+
 def list_files(root: Path, quiet: bool = False) -> Tuple[List[str], List[str], List[str]]:
     """Image files, array files and other files under ``root`` (recursive, hidden entries skipped).
 
@@ -220,7 +232,14 @@ def list_files(root: Path, quiet: bool = False) -> Tuple[List[str], List[str], L
                 continue
             rel = (base / name).as_posix()
             ext = os.path.splitext(name)[1].lower()
+            if ext in IMAGE_EXTENSIONS or ext in ARRAY_EXTENSIONS:  # refused by name before anything opens it
+                check_regular(os.path.join(folder, name), display_path(str(root), rel))
             (images if ext in IMAGE_EXTENSIONS else arrays if ext in ARRAY_EXTENSIONS else other).append(rel)
+    unread = [rel for rel in other if os.path.splitext(rel)[1].lower() in UNREAD_IMAGE_EXTENSIONS]
+    if unread and (images or arrays) and not quiet:
+        kinds = ", ".join(sorted({os.path.splitext(rel)[1].lower() for rel in unread}))
+        log.warning("%s: skipped %d image(s) in a format trtq does not read (%s; e.g. %s); it reads %s: convert "
+                    "them to use them", root, len(unread), kinds, unread[0], " ".join(IMAGE_EXTENSIONS))
     return sorted(images), sorted(arrays), sorted(other)
 
 

@@ -166,6 +166,10 @@ def _import_factory_module(module_part: str, source: str):
         sys.modules[name] = module
         try:
             spec.loader.exec_module(module)
+        except SystemExit as exc:
+            sys.modules.pop(name, None)
+            raise ModelError(f"{source}: importing {path} called sys.exit({exc.code!r}); a model file must not exit "
+                             "(guard its script part with if __name__ == '__main__')") from None
         except Exception as exc:
             sys.modules.pop(name, None)
             raise ModelError(f"{source}: importing {path} failed: {type(exc).__name__}: {_one_line(exc)}") from None
@@ -175,6 +179,9 @@ def _import_factory_module(module_part: str, source: str):
         return module
     try:
         return importlib.import_module(module_part)
+    except SystemExit as exc:
+        raise ModelError(f"{source}: importing {module_part} called sys.exit({exc.code!r}); a model module must "
+                         "not exit when imported") from None
     except ModuleNotFoundError as exc:
         raise ModelError(f"{source}: module {exc.name or module_part!r} not found; check the spelling and that its "
                          f"package is installed or on PYTHONPATH (or give a file: path/to/model.py:factory)") from None
@@ -202,6 +209,9 @@ def _load_factory(source: str):
         model = target()
     except TrtqError:
         raise
+    except SystemExit as exc:
+        raise ModelError(f"{source}: {attr}() called sys.exit({exc.code!r}) instead of returning a "
+                         "torch.nn.Module; nothing was exported") from None
     except Exception as exc:
         raise ModelError(f"{source}: calling {attr}() failed: {type(exc).__name__}: {_one_line(exc)}") from None
     if not isinstance(model, torch.nn.Module):
@@ -273,6 +283,29 @@ def load_torch_model(source: Union[str, "os.PathLike[str]"]):
 
 # -- inputs ----------------------------------------------------------------------------
 
+_ITEMSIZE = {"float32": 4, "float16": 2, "bfloat16": 2, "float64": 8, "int64": 8, "int32": 4, "int16": 2, "int8": 1,
+             "uint8": 1, "bool": 1}
+
+
+def _check_input_memory(requests: Sequence[InputRequest]) -> None:
+    """Refuse example inputs that cannot fit in memory (one line, before torch tries to allocate them)."""
+    from ..bench import available_memory
+
+    total = 0
+    for request in requests:
+        count = 1
+        for dim in request.shape:
+            count *= int(dim)
+        total += count * _ITEMSIZE.get(request.dtype, 8)
+    limit = available_memory()
+    # the model's activations, the exporter and ONNX Runtime need several times the inputs
+    if limit is not None and total * 4 > limit:
+        shapes = ", ".join(f"{r.name + ':' if r.name else ''}{'x'.join(map(str, r.shape))}" for r in requests)
+        raise ModelError(f"--input-shape {shapes} needs {total / 2**30:.3g} GiB for the example inputs alone, and "
+                         f"{limit / 2**30:.3g} GiB of memory is available; export with a smaller shape (batch 1, and "
+                         "--dynamic-batch for larger batches later)")
+
+
 def random_inputs(requests: Sequence[InputRequest], seed: int = defaults.SEED, names: Sequence[str] = ()) -> tuple:
     """Random example tensors for ``requests``.
 
@@ -281,6 +314,7 @@ def random_inputs(requests: Sequence[InputRequest], seed: int = defaults.SEED, n
     bools are random.
     """
     torch = import_torch()
+    _check_input_memory(requests)
     generator = torch.Generator().manual_seed(seed)
     tensors = []
     for index, request in enumerate(requests):
@@ -376,6 +410,9 @@ def _run_torch(torch, model, tensors: tuple, what: str, hint: str = "check --inp
             outputs = model(*(t.to(device) for t in tensors))
     except TrtqError:
         raise
+    except SystemExit as exc:
+        raise ModelError(f"the model's forward() called sys.exit({exc.code!r}) on {what}; nothing was "
+                         "exported") from None
     except Exception as exc:
         raise ModelError(f"the model rejected {what} ({_describe(tensors)}): {type(exc).__name__}: "
                          f"{_one_line(exc)}; {hint}") from None
@@ -384,7 +421,17 @@ def _run_torch(torch, model, tensors: tuple, what: str, hint: str = "check --inp
     if bad or not flat:
         raise ModelError(f"the model returned {', '.join(bad) or 'no tensors'}; ONNX outputs must be tensors "
                          f"(or tuples/lists/dicts of tensors)")
-    return [_numpy(t) for t in flat]
+    arrays = [_numpy(t) for t in flat]
+    for index, array in enumerate(arrays):
+        if array.dtype.kind not in "fc" or array.size == 0:
+            continue
+        finite = np.isfinite(array)
+        if np.isnan(array).any() or not finite.any():
+            what_bad = "NaN" if np.isnan(array).any() else "only +-inf"
+            raise ModelError(f"PyTorch output {index} holds {what_bad} on {what} ({_describe(tensors)}); a "
+                             "comparison with ONNX Runtime would prove nothing, so nothing was exported. Check the "
+                             "model's weights and forward(), or the --input-shape dtypes and values")
+    return arrays
 
 
 def _second_batch(torch, tensors: tuple) -> tuple:
@@ -590,7 +637,7 @@ def _session(path: Path):
     import onnxruntime as ort
 
     options = ort.SessionOptions()
-    options.log_severity_level = 3
+    options.log_severity_level = 4  # errors come back as exceptions, reported once
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional, Tuple, Union
@@ -42,6 +43,9 @@ def load_onnx(path: Union[str, Path], load_external_data: bool = True):
         raise ModelError(f"model file {path} does not exist")
     if path.is_dir():
         raise ModelError(f"model path {path} is a folder; give the .onnx file")
+    from ..fileio import check_regular  # a FIFO would block the read forever
+
+    check_regular(path, f"model {path}", ModelError, "give the .onnx file")
     try:
         model = onnx.load(str(path), load_external_data=load_external_data)
     except Exception as exc:  # onnx raises DecodeError, ValueError, OSError...
@@ -49,6 +53,45 @@ def load_onnx(path: Union[str, Path], load_external_data: bool = True):
     if not model.graph.node and not model.graph.input:
         raise ModelError(f"{path} is not an ONNX model (it parsed, but holds no graph)")
     return model
+
+
+def external_data_files(path: Union[str, Path]) -> List[Path]:
+    """The external-data files an ONNX model at ``path`` reads its weights from (``model.onnx.data``...).
+
+    They are inputs of every command that reads the model (the output guard refuses to
+    write onto them). Cheap for the common case: the file is parsed only when its bytes
+    hold an external-data ``location`` entry. Anything unreadable or not ONNX: ``[]``.
+    """
+    import mmap
+
+    path = Path(path)
+    try:
+        with open(path, "rb") as handle:
+            if not os.path.isfile(path) or os.fstat(handle.fileno()).st_size == 0:
+                return []
+            with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as view:
+                if view.find(b"\x0a\x08location") < 0:  # StringStringEntryProto key "location"
+                    return []
+    except (OSError, ValueError):
+        return []
+    try:
+        import onnx
+
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception:  # noqa: BLE001 - not ONNX: loading it later says so
+        return []
+    from onnx.external_data_helper import _get_all_tensors
+
+    files: List[Path] = []
+    for tensor in _get_all_tensors(model):
+        if tensor.data_location != onnx.TensorProto.EXTERNAL:
+            continue
+        for entry in tensor.external_data:
+            if entry.key == "location" and entry.value:
+                candidate = path.parent / entry.value
+                if candidate not in files:
+                    files.append(candidate)
+    return files
 
 
 def _dims(type_proto) -> Tuple[Dim, ...]:

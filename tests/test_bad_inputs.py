@@ -19,11 +19,13 @@ write itself.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import uuid
 from dataclasses import dataclass, field
@@ -111,8 +113,51 @@ def template(tmp_path_factory) -> Path:
     changed.graph.node[1].op_type = "Sigmoid"
     onnx.save(changed, str(root / "graph.onnx"))
     (root / "m.pt").write_bytes(b"not really a torch file")
+    _round3_inputs(root, text)
     (root / "factory.py").write_text("def build():\n    raise RuntimeError('never called: the guard runs first')\n")
     return root
+
+
+def _round3_inputs(root: Path, cache_lines: List[str]) -> None:
+    """Inputs of the third round (issue 16): huge data, external weights, sidecars of the wrong shape..."""
+    from PIL import Image
+
+    rng = np.random.default_rng(1)
+    np.save(root / "huge.npy", np.full((4, 3, 16, 16), 1e10, np.float32))   # every tensor "huge by construction"
+    model = onnx.load(str(root / "m.onnx"))
+    onnx.save_model(model, str(root / "ext.onnx"), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location="ext.onnx.data", size_threshold=0)
+    # sidecars of the wrong shape beside a good cache
+    good = json.loads((root / "m.calib.cache.json").read_text())
+    variants = {"list": [], "null": None, "text": "a sidecar", "model": {**good, "model": 3},
+                "amax": {**good, "amax": [1.0]}, "amaxval": {**good, "amax": {"x": "big"}},
+                "verdict": {**good, "verdict": "good"}, "snr": {**good, "verdict": {**good["verdict"], "snr_db": []}},
+                "mixed": {**good, "mixed_precision": {"float_layers": "conv1"}},
+                "inputs": {**good, "model": {**good["model"], "inputs": [{"name": 1, "shape": "3x16"}]}}}
+    for stem, document in variants.items():
+        shutil.copy(root / "m.calib.cache", root / f"side-{stem}.cache")
+        (root / f"side-{stem}.cache.json").write_text(json.dumps(document))
+    deep = "[" * 100000 + "]" * 100000
+    shutil.copy(root / "m.calib.cache", root / "side-deep.cache")
+    (root / "side-deep.cache.json").write_text(deep)
+    (root / "deep.json").write_text(deep)
+    # caches without a sidecar whose scales no calibration gives
+    header, first = cache_lines[0], cache_lines[1]
+    name = first.rpartition(": ")[0]
+    for stem, digits in {"short": "3c01", "subnormal": "00000001", "large": "7f000000"}.items():
+        (root / f"{stem}.cache").write_text("\n".join([header, f"{name}: {digits}"] + cache_lines[2:]) + "\n")
+    # export factories that exit or compute NaN
+    (root / "exits.py").write_text(
+        "import sys\n\nimport torch\n\n\ndef quits():\n    sys.exit(0)\n\n\ndef fails():\n    sys.exit(3)\n\n\n"
+        "class NaN(torch.nn.Module):\n    def forward(self, x):\n        return x * float('nan')\n\n\n"
+        "def nan():\n    return NaN()\n")
+    (root / "exit_on_import.py").write_text("import sys\nsys.exit(0)\n\ndef build():\n    pass\n")
+    # RGB images with a TIFF among them
+    mixed = root / "pngtif"
+    mixed.mkdir()
+    for i in range(3):
+        Image.fromarray((rng.random((16, 16, 3)) * 255).astype(np.uint8)).save(mixed / f"p{i}.png")
+    Image.fromarray((rng.random((16, 16, 3)) * 255).astype(np.uint8)).save(mixed / "scan.tif")
 
 
 def _png_rgb16(path: Path, pixels: np.ndarray) -> None:
@@ -271,6 +316,7 @@ class Case:
     check: Optional[Callable[[Path], None]] = None
     cwd: bool = False                        # run inside the workspace (default output paths)
     marks: Sequence = field(default_factory=tuple)
+    allow_temp: bool = False                 # a temporary file of a running process is there before and after
 
 
 def link(src: str, dst: str, hard: bool = False):
@@ -279,8 +325,74 @@ def link(src: str, dst: str, hard: bool = False):
     return setup
 
 
+def link_abs(target: str, dst: str):
+    def setup(env: Env) -> None:
+        os.symlink(target, env.ws / dst)
+    return setup
+
+
 def fifo(name: str):
     return lambda env: os.mkfifo(env.ws / name)
+
+
+def fifo_in(folder: str, name: str):
+    def setup(env: Env) -> None:
+        (env.ws / folder).mkdir(exist_ok=True)
+        os.mkfifo(env.ws / folder / name)
+    return setup
+
+
+def socket_in(folder: str, name: str):
+    def setup(env: Env) -> None:
+        import socket
+
+        (env.ws / folder).mkdir(exist_ok=True)
+        server = socket.socket(socket.AF_UNIX)
+        server.bind(str(env.ws / folder / name))
+        env.socket = server  # kept open for the case
+    return setup
+
+
+def dangling(folder: str, name: str):
+    def setup(env: Env) -> None:
+        (env.ws / folder).mkdir(exist_ok=True)
+        os.symlink(env.ws / "gone.npy", env.ws / folder / name)
+    return setup
+
+
+def stale_temp(name: str, alive: bool = False):
+    """A temporary file a killed trtq run left beside ``name`` (a process id that no longer runs)."""
+    def setup(env: Env) -> None:
+        from trtq.fileio import temp_prefix
+
+        prefix = temp_prefix(env.ws / name)
+        pid = os.getpid() if alive else _dead_pid()
+        prefix = prefix.replace(f"-{os.getpid()}-", f"-{pid}-")
+        (env.ws / f"{prefix}abcd1234.tmp").write_bytes(b"\0" * 4096)
+    return setup
+
+
+def _dead_pid() -> int:
+    child = subprocess.Popen(["true"])
+    child.wait()
+    return child.pid
+
+
+def no_stale_temp(ws: Path) -> None:
+    assert not [p for p in ws.iterdir() if p.name.endswith(".tmp")]
+
+
+def small_bomb_limit(env: Env) -> None:
+    from PIL import Image
+
+    env.monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 200)  # the 16x16 images count as huge (256 > 200)
+
+
+def strict_sidecar(ws: Path) -> None:
+    """The sidecar parses with a strict parser (no bare Infinity/NaN, which jq, JavaScript and Go reject)."""
+    def refuse(constant):
+        raise AssertionError(f"bare {constant} in the sidecar")
+    json.loads((ws / "o.cache.json").read_text(), parse_constant=refuse)
 
 
 def up_link(env: Env) -> None:
@@ -613,10 +725,148 @@ CASES: List[Case] = [
          error="bench.csv exists and is not a trtq bench CSV"),
     Case("qs-out-read-only", ["quickstart", "-o", "{ws}/ro", "--no-torch"], setup=lambda env: env.read_only(),
          error="read-only"),
+    # == round 3 (issue 16) ===============================================================================
+    # -- 1. an existing good result is never destroyed ------------------------------------------------------
+    Case("r3-all-huge-keeps-good-cache", ["calibrate", "{ws}/m.onnx", "--calib", "{ws}/huge.npy", "-o",
+                                          "{ws}/m.calib.cache"], error="every floating-point tensor .* huge"),
+    Case("r3-all-huge-new-output", ["calibrate", "{ws}/m.onnx", "--calib", "{ws}/huge.npy", "-o", "{ws}/o.cache"],
+         error="nothing was written"),
+    Case("r3-cal-o-external-data-force", ["calibrate", "{ws}/ext.onnx", "--calib", "{ws}/calib", "-o",
+                                          "{ws}/ext.onnx.data", "--force"], error="external data of the model"),
+    Case("r3-q-o-external-data-force", ["quantize", "{ws}/ext.onnx", "--calib", "{ws}/calib", "-o",
+                                        "{ws}/ext.onnx.data", "--force"], error="external data of the model"),
+    Case("r3-e-json-external-data", ["eval", "{ws}/ext.onnx", "{ws}/m.int8.onnx", "--data", "{ws}/calib", "--json",
+                                     "{ws}/ext.onnx.data", "--force"], error="external data of the reference model"),
+    Case("r3-x-o-external-data-link", X + ["-o", "{ws}/alias.data", "--force"], setup=link("ext.onnx.data",
+         "alias.data"), code=0, changes=["alias.data"]),  # export reads no ONNX model: replacing the link is fine
+    Case("r3-cal-external-data-ok", ["calibrate", "{ws}/ext.onnx", "--calib", "{ws}/calib", "-o", "{ws}/o.cache"],
+         code=0, changes=CACHE_OUT),
+    # -- 2. temporary files of killed runs ------------------------------------------------------------------
+    Case("r3-stale-temp-removed", C + ["-o", "{ws}/o.cache"], setup=stale_temp("o.cache"), code=0,
+         changes=CACHE_OUT + [".o.cache.trtq-*"], check=no_stale_temp),
+    Case("r3-stale-temp-removed-on-failure", ["calibrate", "{ws}/m.onnx", "--calib", "{ws}/nope", "-o",
+                                              "{ws}/o.cache"], setup=stale_temp("o.cache"), error="does not exist",
+         changes=[".o.cache.trtq-*"]),
+    Case("r3-live-temp-kept", C + ["-o", "{ws}/o.cache"], setup=stale_temp("o.cache", alive=True), code=0,
+         changes=CACHE_OUT, check=lambda ws: None, allow_temp=True),
+    # -- 3. no hang: FIFOs, sockets, devices refused by name ---------------------------------------------
+    Case("r3-fifo-png-in-folder", ["calibrate", "{ws}/m.onnx", "--calib", "{ws}/pngtif", "-o", "{ws}/o.cache"],
+         setup=fifo_in("pngtif", "x.png"), error="x.png is a FIFO"),
+    Case("r3-fifo-npy-in-folder", C + ["-o", "{ws}/o.cache"], setup=fifo_in("calib", "zz.npy"),
+         error="zz.npy is a FIFO"),
+    Case("r3-fifo-as-data", ["calibrate", "{ws}/m.onnx", "--calib", "{ws}/p.npy", "-o", "{ws}/o.cache"],
+         setup=fifo("p.npy"), error="p.npy is a FIFO"),
+    Case("r3-fifo-as-eval-data", ["eval", "{ws}/m.onnx", "{ws}/m.int8.onnx", "--data", "{ws}/calib"],
+         setup=fifo_in("calib", "zz.npy"), error="zz.npy is a FIFO"),
+    Case("r3-fifo-as-labels", E + ["--labels", "{ws}/l.csv"], setup=fifo("l.csv"), error="l.csv is a FIFO"),
+    Case("r3-fifo-as-model", ["calibrate", "{ws}/p.onnx", "--calib", "{ws}/calib", "-o", "{ws}/o.cache"],
+         setup=fifo("p.onnx"), error="p.onnx is a FIFO"),
+    Case("r3-fifo-as-cache", ["quantize", "{ws}/m.onnx", "--cache", "{ws}/p.cache", "-o", "{ws}/q.onnx"],
+         setup=fifo("p.cache"), error="p.cache is a FIFO"),
+    Case("r3-fifo-as-sidecar", ["quantize", "{ws}/m.onnx", "--cache", "{ws}/nosidecar.cache", "-o", "{ws}/q.onnx"],
+         setup=fifo("nosidecar.cache.json"), error="nosidecar.cache.json is a FIFO"),
+    Case("r3-fifo-as-loader", ["calibrate", "{ws}/m.onnx", "--calib", "{ws}/p.py", "-o", "{ws}/o.cache"],
+         setup=fifo("p.py"), error="p.py is a FIFO"),
+    Case("r3-socket-in-folder", C + ["-o", "{ws}/o.cache"], setup=socket_in("calib", "s.npy"),
+         error="s.npy is a socket"),
+    Case("r3-device-in-folder", C + ["-o", "{ws}/o.cache"], setup=link_abs("/dev/zero", "calib/z.npy"),
+         error="z.npy is a device"),
+    Case("r3-dangling-symlink-in-folder", C + ["-o", "{ws}/o.cache"], setup=dangling("calib", "gone-link.npy"),
+         error="gone-link.npy is a symlink to .*gone.npy, which does not exist"),
+    Case("r3-dangling-symlink-as-data", ["calibrate", "{ws}/m.onnx", "--calib", "{ws}/d.npy", "-o", "{ws}/o.cache"],
+         setup=link("gone.npy", "d.npy"), error="d.npy is a symlink to"),
+    # -- 4. no traceback: sidecars of the wrong shape, deep JSON, impossible option values -----------------
+    *[Case(f"r3-sidecar-{stem}", ["quantize", "{ws}/m.onnx", "--cache", f"{{ws}}/side-{stem}.cache", "-o",
+                                  "{ws}/q.onnx"], error=words)
+      for stem, words in {"list": "not a trtq sidecar", "null": "not a trtq sidecar", "text": "not a trtq sidecar",
+                          "model": "'model' must be an object, found an integer",
+                          "amax": "'amax' must be an object, found a list",
+                          "amaxval": "'amax.x' must be a number, found a string",
+                          "verdict": "'verdict' must be an object, found a string",
+                          "snr": "'verdict.snr_db' must be a number, found a list",
+                          "mixed": "'mixed_precision.float_layers' must be a list, found a string",
+                          "inputs": "'model.inputs\\[0\\].name' must be a string",
+                          "deep": "nests 100000 levels deep"}.items()],
+    Case("r3-sidecar-deep-eval", E + ["--sensitivity", "--cache", "{ws}/side-deep.cache"], error="nests 100000"),
+    Case("r3-sidecar-verdict-build", ["build", "{ws}/m.onnx", "--int8", "--cache", "{ws}/side-verdict.cache", "-o",
+                                      "{ws}/m.engine"], error="'verdict' must be an object|TensorRT", marks=(no_trt,)),
+    Case("r3-guard-deep-json-out", E + ["--json", "{ws}/deep.json"], error="deep.json exists and is not a trtq eval"),
+    Case("r3-guard-deep-bench-json", B + ["--out", "{ws}/b"], setup=lambda env: (
+        (env.ws / "b").mkdir(), shutil.copy(env.ws / "deep.json", env.ws / "b" / "bench.json")),
+        error="bench.json exists and is not a trtq bench report"),
+    Case("r3-threads-negative", C + ["-o", "{ws}/o.cache", "--threads", "-3"], error="--threads: must be in"),
+    Case("r3-threads-zero-eval", E + ["--threads", "0"], error="--threads: must be in"),
+    Case("r3-export-shape-beyond-memory", X[:2] + ["--input-shape", "image:100000x1x32768x32768", "-o",
+                                                   "{ws}/x.onnx"], error="GiB of memory is available"),
+    # -- 5. no silent wrong result ------------------------------------------------------------------------
+    Case("r3-cache-truncated-scale", ["quantize", "{ws}/m.onnx", "--cache", "{ws}/short.cache", "-o", "{ws}/q.onnx"],
+         error="line 2: the scale of .* has 4 hex digits"),
+    Case("r3-cache-subnormal-scale", ["quantize", "{ws}/m.onnx", "--cache", "{ws}/subnormal.cache", "-o",
+                                      "{ws}/q.onnx"], error="is subnormal"),
+    Case("r3-cache-huge-scale", ["quantize", "{ws}/m.onnx", "--cache", "{ws}/large.cache", "-o", "{ws}/q.onnx"],
+         error="outside the plausible amax range"),
+    Case("r3-cache-huge-scale-force", ["quantize", "{ws}/m.onnx", "--cache", "{ws}/large.cache", "-o", "{ws}/q.onnx",
+                                       "--force"], error="outside the plausible amax range"),  # corrupt, not foreign
+    Case("r3-export-factory-exit-0", ["export", "{ws}/exits.py:quits", "--input-shape", "1x3", "-o", "{ws}/x.onnx"],
+         error="quits\\(\\) called sys.exit\\(0\\)", changes=["__pycache__", "__pycache__/*"]),
+    Case("r3-export-factory-exit-3", ["export", "{ws}/exits.py:fails", "--input-shape", "1x3", "-o", "{ws}/x.onnx"],
+         error="called sys.exit\\(3\\)", changes=["__pycache__", "__pycache__/*"]),
+    Case("r3-export-exit-on-import", ["export", "{ws}/exit_on_import.py:build", "--input-shape", "1x3", "-o",
+                                      "{ws}/x.onnx"], error="importing .* called sys.exit",
+         changes=["__pycache__", "__pycache__/*"]),
+    Case("r3-export-nan-outputs", ["export", "{ws}/exits.py:nan", "--input-shape", "1x3", "-o", "{ws}/x.onnx"],
+         error="holds NaN", changes=["__pycache__", "__pycache__/*"]),
+    Case("r3-sidecar-strict-json", C + ["-o", "{ws}/o.cache"], code=0, changes=CACHE_OUT, check=strict_sidecar),
+    # -- 6. nonsense refused at the parser, and told well -------------------------------------------------
+    *[Case(f"r3-option-{flag.strip('-')}-{value}", base + [flag, value], error=f"{flag}: {words}")
+      for base, flag, value, words in [
+          (C + ["-o", "{ws}/o.cache"], "--std", "inf", "must be a finite number"),
+          (C + ["-o", "{ws}/o.cache"], "--mean", "nan", "must be a finite number"),
+          (C + ["-o", "{ws}/o.cache"], "--scale", "inf", "must be a finite number"),
+          (C + ["-o", "{ws}/o.cache"], "--min-snr", "nan", "must be a finite number"),
+          (C + ["-o", "{ws}/o.cache"], "--min-cosine", "2", "must be in"),
+          (C + ["-o", "{ws}/o.cache"], "--num-bins", "2000000000", "must be in"),
+          (C + ["-o", "{ws}/o.cache"], "--percentile", "nan", "must be a finite number"),
+          (C + ["-o", "{ws}/o.cache"], "--observe", ",", "expected a non-empty"),
+          (E, "--target-cosine", "1.5", "must be in"),
+          (E, "--min-snr", "inf", "must be a finite number"),
+          (B + ["--no-files"], "--max-seconds", "inf", "must be a finite number"),
+          (B + ["--no-files"], "--warmup", "-1", "must be at least 0"),
+          (X + ["-o", "{ws}/x.onnx"], "--tolerance", "-1", "must be greater than 0"),
+          (U + ["-o", "{ws}/m.engine"], "--workspace", "nan", "must be a finite number"),
+      ]],
+    Case("r3-tiff-beside-pngs-named", ["calibrate", "{ws}/m.onnx", "--calib", "{ws}/pngtif", "-o", "{ws}/o.cache"],
+         code=0, changes=CACHE_OUT, err=["skipped 1 image(s) in a format trtq does not read (.tif"]),
+    Case("r3-huge-image-told-in-own-words", ["calibrate", "{ws}/m.onnx", "--calib", "{ws}/pngtif", "-o",
+                                             "{ws}/o.cache"], setup=small_bomb_limit, code=0, changes=CACHE_OUT,
+         err=["megapixel image"]),
+    Case("r3-quiet-prints-nothing", C + ["-o", "{ws}/o.cache", "-q"], code=0, changes=CACHE_OUT,
+         check=lambda ws: None),
     # -- info ---------------------------------------------------------------------------------------------
     Case("info-reports-and-exits-0", ["info"], code=0, out=["TensorRT", "not available"], marks=(no_trt,)),
     Case("info-require-exits-2", ["info", "--require"], error="not usable here", marks=(no_trt,)),
 ]
+
+
+#: A case that runs longer than this hangs (a FIFO read waits for a writer forever): it fails instead.
+HANG_LIMIT_S = 120
+
+
+class Hung(BaseException):
+    pass
+
+
+@contextlib.contextmanager
+def _no_hang(seconds: int):
+    def hung(signum, frame):
+        raise Hung(f"the command hung for {seconds} s")
+    previous = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 @pytest.mark.parametrize("case", [pytest.param(c, id=c.id, marks=list(c.marks)) for c in CASES])
@@ -632,7 +882,8 @@ def test_bad_input(case: Case, template, tmp_path, capsys, monkeypatch):
         if case.cwd:
             monkeypatch.chdir(ws)
         capsys.readouterr()
-        code = main(argv)
+        with _no_hang(HANG_LIMIT_S):
+            code = main(argv)
     except SystemExit as exc:  # argparse refusals
         code = exc.code
     finally:
@@ -649,12 +900,15 @@ def test_bad_input(case: Case, template, tmp_path, capsys, monkeypatch):
         assert re.search(case.error, errors[0]), errors[0]
     else:
         assert not errors, err
+    if "-q" in case.argv:  # quiet: nothing on stdout (warnings go to stderr)
+        assert not out.strip(), out
     for words in case.out:
         assert words in flat_out, out
     for words in case.err:
         assert words in flat_err, err
     # nothing half-written, no temporary or probe file, no folder created by a failure
-    assert not [k for k in after if re.search(r"\.(tmp|probe)$", k)], sorted(after)
+    assert not [k for k in after if re.search(r"\.(tmp|probe)$", k) and not (case.allow_temp and k in before)], \
+        sorted(after)
     allowed = [pattern for pattern in case.changes]
 
     def may_change(rel: str) -> bool:
@@ -689,3 +943,104 @@ def test_help_states_each_default_once(command, capsys, monkeypatch):
 
 def test_case_count_covers_the_issue():
     assert len(CASES) + 8 >= 100
+
+
+# ---------------------------------------------------------------------------------------------
+# Signals and standard output, in real processes (issue 16)
+
+#: Runs trtq's CLI in a child process whose file writes pause for a minute after the data is written
+#: (not the probe), so a signal arrives while a temporary file exists: "mid-write".
+SLOW_WRITE = """
+import os, sys, time
+import trtq.fileio
+real = os.fsync
+def slow(fd):
+    real(fd)
+    if not os.readlink(f"/proc/self/fd/{fd}").endswith(".probe"):
+        time.sleep(60)
+trtq.fileio.os.fsync = slow
+from trtq.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def _child(argv: Sequence[str], cwd: Path, slow: bool = True) -> subprocess.Popen:
+    import sys
+
+    code = SLOW_WRITE if slow else "import sys\nfrom trtq.cli import main\nsys.exit(main(sys.argv[1:]))\n"
+    return subprocess.Popen([sys.executable, "-c", code, *argv], cwd=cwd, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for_temp(ws: Path, child: subprocess.Popen, limit_s: float = 120.0) -> List[Path]:
+    import time
+
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        temps = [p for p in ws.iterdir() if p.name.startswith(".") and p.name.endswith(".tmp")]
+        if temps:
+            return temps
+        if child.poll() is not None:
+            raise AssertionError(f"the command ended (exit {child.returncode}) before writing: {child.stderr.read()}")
+        time.sleep(0.05)
+    child.kill()
+    raise AssertionError("no temporary file appeared")
+
+
+SIGNAL_RUNS = {
+    "calibrate": (["calibrate", "m.onnx", "--calib", "calib", "-o", "m.calib.cache"],
+                  ["m.calib.cache", "m.calib.cache.json"]),
+    "quantize": (["quantize", "m.onnx", "--cache", "m.calib.cache", "-o", "m.int8.onnx"], ["m.int8.onnx"]),
+}
+
+
+@pytest.mark.parametrize("command,signame", [("calibrate", "SIGTERM"), ("calibrate", "SIGHUP"),
+                                             ("quantize", "SIGTERM"), ("quantize", "SIGINT")])
+def test_signal_mid_write_leaves_nothing(command, signame, template, tmp_path):
+    """A real ``trtq calibrate``/``quantize`` gets a signal while its temporary file exists: exit 128+N, one
+    line, the earlier result byte-identical, no temporary file."""
+    ws = tmp_path / "ws"
+    shutil.copytree(template, ws, symlinks=True)
+    argv, outputs = SIGNAL_RUNS[command]
+    before = {name: (ws / name).read_bytes() for name in outputs}
+    child = _child(argv, ws)
+    temps = _wait_for_temp(ws, child)
+    assert any(t.stat().st_size > 0 for t in temps)  # data written, not renamed yet
+    number = getattr(signal, signame)
+    child.send_signal(number)
+    out, err = child.communicate(timeout=60)
+    assert child.returncode == 128 + number, err
+    assert "Traceback" not in err and f"interrupted ({signame})" in err, err
+    assert not [p.name for p in ws.iterdir() if p.name.endswith((".tmp", ".probe"))]
+    assert {name: (ws / name).read_bytes() for name in outputs} == before
+
+
+def test_killed_run_leftover_removed_by_next_run(template, tmp_path):
+    """SIGKILL cannot be handled: its temporary file stays, and the next run removes it (and works)."""
+    ws = tmp_path / "ws"
+    shutil.copytree(template, ws, symlinks=True)
+    argv, outputs = SIGNAL_RUNS["quantize"]
+    child = _child(argv, ws)
+    temps = _wait_for_temp(ws, child)
+    child.kill()
+    child.communicate(timeout=60)
+    assert all(t.exists() for t in temps)
+    rerun = _child(argv, ws, slow=False)
+    out, err = rerun.communicate(timeout=300)
+    assert rerun.returncode == 0, err
+    assert not [p.name for p in ws.iterdir() if p.name.endswith((".tmp", ".probe"))]
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="no /dev/full here")
+def test_full_stdout_is_one_line(template, tmp_path):
+    """``trtq ... > /dev/full``: one error line, exit 2, no traceback, nothing printed at interpreter exit."""
+    import sys
+
+    ws = tmp_path / "ws"
+    shutil.copytree(template, ws, symlinks=True)
+    with open("/dev/full", "w") as full:
+        child = subprocess.run([sys.executable, "-m", "trtq", "quantize", "m.onnx", "--cache", "m.calib.cache", "-o",
+                                "q.onnx"], cwd=ws, stdout=full, stderr=subprocess.PIPE, text=True, timeout=300)
+    assert child.returncode == 2, child.stderr
+    lines = [line for line in child.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "standard output could not be written" in lines[0], child.stderr

@@ -190,3 +190,75 @@ def test_fingerprint_survives_a_resave_and_names_what_changed():
     changes = fingerprint_changes(saved, model_fingerprint(other_io))
     assert changes and any("weights" in c for c in changes)
     assert fingerprint_changes({"version": 0}, saved) is None  # another recipe: compared by sha256 instead
+
+
+# -- issue 16: the pair never tears, strict JSON, plausible scales -------------------------------------
+
+PAIR_WRITER = """
+import sys
+from trtq import cache
+path, tag, rounds = sys.argv[1], float(sys.argv[2]), int(sys.argv[3])
+amax = {f"t{i}": tag + i for i in range(50)}
+for _ in range(rounds):
+    cache.write_cache(path, amax, algorithm="entropy", trt_version=100300,
+                      sidecar={"format": cache.SIDECAR_FORMAT, "model": {}, "amax": amax})
+"""
+
+PAIR_READER = """
+import sys
+from trtq import cache
+path, rounds = sys.argv[1], int(sys.argv[2])
+torn = 0
+for _ in range(rounds):
+    table = cache.read_cache(path)
+    side = table.sidecar["amax"]
+    if any(cache.decode_scale(cache.encode_scale(side[n])) != s for n, s in table.scales.items()):
+        torn += 1
+print(torn)
+"""
+
+
+def test_two_runs_writing_one_pair_never_tear_it(tmp_path):
+    """Two processes write the same cache + sidecar at once while a third reads: every pair read, and the
+    pair left, is one run's cache with that run's sidecar (the folder lock and one rename order)."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "shared.cache"
+    cache.write_cache(path, {"t0": 0.5}, algorithm="entropy", trt_version=100300,
+                      sidecar={"format": cache.SIDECAR_FORMAT, "model": {}, "amax": {"t0": 0.5}})
+    writers = [subprocess.Popen([sys.executable, "-c", PAIR_WRITER, str(path), str(tag), "150"])
+               for tag in (1.0, 100.0)]
+    reader = subprocess.run([sys.executable, "-c", PAIR_READER, str(path), "300"], capture_output=True, text=True,
+                            timeout=300)
+    for writer in writers:
+        assert writer.wait(timeout=300) == 0
+    assert reader.returncode == 0, reader.stderr
+    assert reader.stdout.strip() == "0"
+    final = cache.read_cache(path)
+    assert {n: cache.decode_scale(cache.encode_scale(v)) for n, v in final.sidecar["amax"].items()} == final.scales
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["shared.cache", "shared.cache.json"]
+
+
+def test_sidecar_is_strict_json_and_non_finite_numbers_read_back(tmp_path):
+    import json
+    import math
+
+    path = tmp_path / "c.cache"
+    sidecar = {"format": cache.SIDECAR_FORMAT, "model": {}, "amax": {"x": 1.0},
+               "verdict": {"snr_db": math.inf, "cosine": math.nan, "line": "l"}}
+    cache.write_cache(path, {"x": 1.0}, algorithm="entropy", trt_version=100300, sidecar=sidecar)
+    text = (tmp_path / "c.cache.json").read_text()
+    json.loads(text, parse_constant=lambda c: pytest.fail(f"bare {c}"))
+    verdict = cache.read_cache(path).sidecar["verdict"]
+    assert verdict["snr_db"] == math.inf and math.isnan(verdict["cosine"])
+
+
+@pytest.mark.parametrize("digits,words", [("3c01", "not 8"), ("00000001", "subnormal"),
+                                          ("7f000000", "outside the plausible"), ("05000000", "outside the plausible")])
+def test_cache_without_sidecar_needs_plausible_scales(tmp_path, digits, words):
+    path = tmp_path / "c.cache"
+    path.write_text(f"TRT-100300-EntropyCalibration2\nx: {digits}\n")
+    with pytest.raises(CacheError, match=words):
+        table = cache.read_cache(path)
+        cache.check_cache_matches(table, onnx.ModelProto(), "0" * 64, ["x"])

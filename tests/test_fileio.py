@@ -100,3 +100,84 @@ def test_probe_leaves_no_folder_and_write_failure_keeps_the_old_file(tmp_path, m
 def test_pseudo_filesystem_is_refused():
     with pytest.raises(OutputError, match="pseudo-filesystem"):
         check_writable("/proc/trtq-test.cache")
+
+
+# -- issue 16: temporary files of killed runs, regular files only -------------------------------------
+
+
+def _dead_pid() -> int:
+    import subprocess
+
+    child = subprocess.Popen(["true"])
+    child.wait()
+    return child.pid
+
+
+def test_stale_temps_of_dead_runs_are_removed_live_ones_kept(tmp_path):
+    import time
+
+    from trtq.fileio import LEGACY_TEMP_AGE_S, remove_stale_temps, temp_prefix
+
+    target = tmp_path / "m.calib.cache"
+    mine = temp_prefix(target)
+    dead = tmp_path / (mine.replace(f"-{os.getpid()}-", f"-{_dead_pid()}-") + "abcd1234.tmp")
+    live = tmp_path / (mine + "efgh5678.tmp")
+    other_host = tmp_path / (".m.calib.cache.trtq-000000-1-ijkl9012.tmp")
+    legacy_old = tmp_path / ".m.calib.cache.a1b2c3d4.tmp"
+    legacy_new = tmp_path / ".m.calib.cache.e5f6g7h8.tmp"
+    user_file = tmp_path / ".m.calib.cache.notes.tmp"   # not trtq's naming
+    for path in (dead, live, other_host, legacy_old, legacy_new, user_file):
+        path.write_bytes(b"x")
+    old = time.time() - LEGACY_TEMP_AGE_S - 60
+    os.utime(legacy_old, (old, old))
+    removed = remove_stale_temps(tmp_path, target.name)
+    assert sorted(p.name for p in removed) == sorted([dead.name, legacy_old.name])
+    assert live.exists() and other_host.exists() and legacy_new.exists() and user_file.exists()
+
+
+def test_write_names_temp_files_with_host_and_pid(tmp_path, monkeypatch):
+    from trtq import fileio
+
+    seen = []
+    real = fileio.tempfile.mkstemp
+
+    def spy(*args, **kwargs):
+        fd, name = real(*args, **kwargs)
+        seen.append(os.path.basename(name))
+        return fd, name
+    monkeypatch.setattr(fileio.tempfile, "mkstemp", spy)
+    fileio.write_bytes_atomic(tmp_path / "a.bin", b"1")
+    assert seen and fileio._TEMP_NAME.match(seen[0]) and f"-{os.getpid()}-" in seen[0]
+
+
+def test_reading_a_fifo_is_refused_by_name(tmp_path):
+    from trtq.errors import DataError
+    from trtq.fileio import check_regular
+
+    os.mkfifo(tmp_path / "x.npy")
+    with pytest.raises(DataError, match="x.npy is a FIFO"):
+        check_regular(tmp_path / "x.npy", str(tmp_path / "x.npy"), DataError)
+    os.symlink(tmp_path / "gone", tmp_path / "dangling.npy")
+    with pytest.raises(DataError, match="symlink to .*gone, which does not exist"):
+        check_regular(tmp_path / "dangling.npy", "dangling.npy", DataError)
+
+
+def test_an_interrupted_pair_write_leaves_the_old_pair_and_no_temp(tmp_path, monkeypatch):
+    from trtq import fileio
+
+    first, second = tmp_path / "c", tmp_path / "c.json"
+    first.write_bytes(b"old c")
+    second.write_bytes(b"old json")
+    real = fileio.os.fsync
+    calls = []
+
+    def interrupted(fd):
+        real(fd)
+        calls.append(fd)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+    monkeypatch.setattr(fileio.os, "fsync", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        fileio.write_files_atomic({second: b"new json", first: b"new c"})
+    assert first.read_bytes() == b"old c" and second.read_bytes() == b"old json"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c", "c.json"]

@@ -97,7 +97,8 @@ class CalibrationCache:
 
     @property
     def amax(self) -> Dict[str, float]:
-        return {name: float(np.float32(scale) * _INT8_MAX) for name, scale in self.scales.items()}
+        return {name: float(np.float32(np.float64(scale) * 127.0)) if abs(scale) < 2e36 else float(scale) * 127.0
+                for name, scale in self.scales.items()}
 
     @property
     def header(self) -> str:
@@ -390,9 +391,13 @@ def cache_problems(cache: CalibrationCache, model, model_sha256: str, tensor_nam
 def check_cache_matches(cache: CalibrationCache, model, model_sha256: str, tensor_names: Iterable[str],
                         force: bool = False) -> None:
     """Raise :class:`CacheError` (or warn, with ``force``) when the cache belongs to another model."""
+    if cache.sidecar is None:  # nothing vouches for its scales: they must at least be ones a calibration gives
+        implausible = implausible_scales(cache)
+        if implausible:
+            raise CacheError(f"refusing cache {cache.path}: {implausible[0]}; it has no trtq sidecar, and no "
+                             "calibration gives such a scale (a truncated or hand-edited line?). Recalibrate")
     problems = cache_problems(cache, model, model_sha256, tensor_names)
     if cache.sidecar is None:
-        problems += implausible_scales(cache)
         log.warning("%s has no trtq sidecar (%s): model checks skipped, only its tensor names were compared with "
                     "the model", cache.path or "cache", sidecar_path(cache.path or "cache").name)
     if not problems:

@@ -177,14 +177,53 @@ class _QuietStdout:
         return False
 
 
+class _GuardedStdout:
+    """Standard output that meets a write failure (``> /dev/full``, a closed pipe) as one :class:`OutputError`
+    line, not a traceback now or an "Exception ignored" at interpreter exit."""
+
+    def __init__(self, raw):
+        self._raw = raw
+
+    def __getattr__(self, name):
+        return getattr(self._raw, name)
+
+    def _failed(self, exc: OSError):
+        _silence_stdout()
+        from ..errors import OutputError
+        from ..fileio import os_reason
+
+        return OutputError(f"standard output could not be written ({os_reason(exc)}); the report was lost (files "
+                           "the command wrote before are complete)")
+
+    def write(self, text: str) -> int:
+        try:
+            return self._raw.write(text)
+        except OSError as exc:
+            raise self._failed(exc) from None
+
+    def flush(self) -> None:
+        try:
+            self._raw.flush()
+        except OSError as exc:
+            raise self._failed(exc) from None
+
+
+def _silence_stdout() -> None:
+    """Point file descriptor 1 at /dev/null: nothing more goes to a broken standard output, also not at exit."""
+    import os
+
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.__stdout__.fileno())
+        os.close(devnull)
+
+
 @contextlib.contextmanager
 def _quiet_stdout(quiet: bool):
-    """``-q``: nothing on standard output (tables, summaries); warnings and errors still reach stderr."""
-    if not quiet:
-        yield
-        return
+    """``-q``: nothing on standard output (tables, summaries); warnings and errors still reach stderr.
+    Otherwise standard output is guarded (:class:`_GuardedStdout`)."""
     saved = sys.stdout
-    sys.stdout = _QuietStdout()
+    sys.stdout = _QuietStdout() if quiet else _GuardedStdout(saved)
     try:
         yield
     finally:
@@ -192,19 +231,5 @@ def _quiet_stdout(quiet: bool):
 
 
 def _flush_stdout() -> None:
-    """Meet a standard output that cannot be written (``> /dev/full``, a closed pipe) here, as one error line,
-    not as a traceback at interpreter exit."""
-    import os
-
-    try:
-        sys.stdout.flush()
-    except OSError as exc:
-        from ..errors import OutputError
-        from ..fileio import os_reason
-
-        with contextlib.suppress(OSError):  # nothing more goes to that stream, also not at exit
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, sys.stdout.fileno())
-            os.close(devnull)
-        raise OutputError(f"standard output could not be written ({os_reason(exc)}); the report was lost, "
-                          "files the command wrote are complete") from None
+    """Meet a standard output that cannot be written while the command's errors are still reported."""
+    sys.stdout.flush()

@@ -30,7 +30,7 @@ def model_reads(*paths: Optional[str], what: str = "the model") -> Reads:
     for p in paths:
         if p:
             reads.append((what, Path(p)))
-            reads += [(f"the external data of {what.replace('the ', '', 1)}", data)
+            reads += [(f"the external data of {what}", data)
                       for data in external_data_files(p)]
     return reads
 

@@ -65,9 +65,11 @@ def external_data_files(path: Union[str, Path]) -> List[Path]:
     import mmap
 
     path = Path(path)
+    if not os.path.isfile(path):  # never open a FIFO or a device here (it could block forever)
+        return []
     try:
         with open(path, "rb") as handle:
-            if not os.path.isfile(path) or os.fstat(handle.fileno()).st_size == 0:
+            if os.fstat(handle.fileno()).st_size == 0:
                 return []
             with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as view:
                 if view.find(b"\x0a\x08location") < 0:  # StringStringEntryProto key "location"

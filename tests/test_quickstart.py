@@ -68,3 +68,20 @@ def test_quickstart_fidelity_gate_exits_3(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 3 and "INT8 fidelity gate failed" in err and "--min-snr 500" in err
     assert not (tmp_path / "qs" / "demo.calib.cache").exists()
+
+
+def test_the_readme_main_form_on_the_bundled_data_reads_only_calibration_images():
+    """``--calib calib_data/`` (the README's main form) reads the 1000 calibration digits and not one of the
+    500 held-out ones, which live in eval_data/ (issue 16)."""
+    from pathlib import Path
+
+    from trtq.data import data_files
+    from trtq.quickstart import bundled_data
+
+    root = Path(__file__).resolve().parents[1]
+    calib, held_out = bundled_data()
+    read = data_files(str(root / "calib_data"))
+    assert len(read) == 1000 and all(p.suffix == ".png" for p in read)
+    held_names = {p.name for p in held_out.glob("*.png")}
+    assert len(held_names) == 500 and not held_names & {p.name for p in read}
+    assert calib == root / "calib_data" / "digits"

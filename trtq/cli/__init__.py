@@ -30,7 +30,11 @@ class Parser(argparse.ArgumentParser):
     """argparse with trtq's error form: one line (``trtq CMD: error: ...``), exit 2, no usage block."""
 
     def error(self, message: str):  # noqa: D102 - argparse's hook
-        self.exit(EXIT_USER_ERROR, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        raise UsageError(f"{self.prog}: error: {message} (see {self.prog} --help)")
+
+
+class UsageError(Exception):
+    """A command line argparse refused; :func:`main` prints it as one line and returns 2."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -118,7 +122,11 @@ def signal_name(signum: int) -> str:
 
 def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except UsageError as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_USER_ERROR
     if not getattr(args, "func", None):
         parser.print_help()
         return EXIT_USER_ERROR

@@ -219,7 +219,6 @@ OPTION_VALUES = {
     "--warmup": Value(int, 0),
     "--max-seconds": Value(float, 0, low_open=True),
     "--workspace": Value(float, 0, 1 << 20, low_open=True),
-    "--dla-core": Value(int, 0, 64),
     "--opset": Value(int, 7, 64),
     "--tolerance": Value(float, 0, low_open=True),
     "--seed": Value(int, 0, 2 ** 32 - 1),

@@ -178,7 +178,7 @@ def test_cli_writes_table_and_files_with_skipped_rows(models, tmp_path, capsys):
     from trtq.cli import main
 
     out = tmp_path / "report"
-    code = main(["-q", "bench", models["fp32"], models["static"], models["int8"], "--batch-sizes", "1,4",
+    code = main(["bench", models["fp32"], models["static"], models["int8"], "--batch-sizes", "1,4",
                  "--iterations", "2", "--warmup", "0", "--out", str(out), "--stem", "toy"])
     assert code == 0
     printed = capsys.readouterr().out
@@ -205,7 +205,7 @@ def test_cli_errors_are_one_line(models, tmp_path, capsys, argv, message):
     garbage = tmp_path / "garbage.onnx"
     garbage.write_bytes(b"nope")
     argv = [a.format(fp32=models["fp32"], garbage=garbage) for a in argv]
-    code = main(["-q", "bench", *argv, "--iterations", "1", "--out", str(tmp_path / "out")])
+    code = main(["bench", *argv, "--iterations", "1", "--out", str(tmp_path / "out")])
     err = capsys.readouterr().err
     assert code == 2 and message in err and err.startswith("trtq bench: error:") and err.count("\n") == 1
     assert not (tmp_path / "out" / "bench.json").exists()

@@ -419,7 +419,7 @@ def test_cli_eval_prints_and_writes_json(files, tmp_path, capsys):
     from trtq.cli import main
 
     out = tmp_path / "eval.json"
-    code = main(["-q", "eval", files["reference"], files["candidate"], "--data", files["data"],
+    code = main(["eval", files["reference"], files["candidate"], "--data", files["data"],
                  "--labels", files["labels"], "--batch-size", "16", "--json", str(out)])
     assert code == 0
     printed = capsys.readouterr().out
@@ -435,7 +435,7 @@ def test_cli_auto_exclude_writes_the_mixed_model(sensitive, tmp_path, capsys):
 
     out = tmp_path / "mixed.onnx"
     report = tmp_path / "r.json"
-    code = main(["-q", "eval", sensitive["path"], sensitive["candidate"], "--data", sensitive["data"],
+    code = main(["eval", sensitive["path"], sensitive["candidate"], "--data", sensitive["data"],
                  "--auto-exclude", "--target-snr", "30", "--sensitivity-samples", "16", "--no-speed",
                  "-o", str(out), "--json", str(report)])
     printed = " ".join(capsys.readouterr().out.split())  # the console wraps long lines
@@ -454,7 +454,7 @@ def test_cli_auto_exclude_unmet_target_writes_nothing(sensitive, tmp_path, capsy
     from trtq.cli import main
 
     out = tmp_path / "mixed.onnx"
-    code = main(["-q", "eval", sensitive["path"], sensitive["candidate"], "--data", sensitive["data"],
+    code = main(["eval", sensitive["path"], sensitive["candidate"], "--data", sensitive["data"],
                  "--auto-exclude", "--target-snr", "30", "--max-layers", "0", "--sensitivity-samples", "8",
                  "--no-speed", "-o", str(out)])
     printed = capsys.readouterr().out
@@ -474,7 +474,7 @@ def test_cli_eval_errors_are_one_line(sensitive, capsys, extra, message):
     from trtq.cli import main
 
     extra = [a.format(reference=sensitive["path"]) for a in extra]
-    code = main(["-q", "eval", sensitive["path"], sensitive["candidate"], "--data", sensitive["data"], *extra])
+    code = main(["eval", sensitive["path"], sensitive["candidate"], "--data", sensitive["data"], *extra])
     err = capsys.readouterr().err
     assert code == 2 and message in err and err.startswith("trtq eval: error:") and err.count("\n") == 1
 
@@ -482,7 +482,7 @@ def test_cli_eval_errors_are_one_line(sensitive, capsys, extra, message):
 def test_cli_eval_missing_model(sensitive, tmp_path, capsys):
     from trtq.cli import main
 
-    code = main(["-q", "eval", str(tmp_path / "nope.onnx"), sensitive["candidate"], "--data", sensitive["data"]])
+    code = main(["eval", str(tmp_path / "nope.onnx"), sensitive["candidate"], "--data", sensitive["data"]])
     err = capsys.readouterr().err
     assert code == 2 and "does not exist" in err
 
@@ -490,7 +490,7 @@ def test_cli_eval_missing_model(sensitive, tmp_path, capsys):
 def test_cli_eval_fidelity_gate_exits_3(sensitive, capsys):
     from trtq.cli import main
 
-    base = ["-q", "eval", sensitive["path"], sensitive["candidate"], "--data", sensitive["data"]]
+    base = ["eval", sensitive["path"], sensitive["candidate"], "--data", sensitive["data"]]
     assert main(base + ["--min-snr", "-50"]) == 0
     capsys.readouterr()
     assert main(base + ["--min-snr", "500"]) == 3
@@ -528,13 +528,13 @@ def test_auto_exclude_records_its_layers_for_quantize(sensitive, tmp_path, capsy
 
     cache = tmp_path / "s.calib.cache"
     calibrate(sensitive["path"], sensitive["data"], algorithm="entropy", cache_path=cache)
-    assert main(["-q", "eval", sensitive["path"], sensitive["candidate"], "--data", sensitive["data"],
+    assert main(["eval", sensitive["path"], sensitive["candidate"], "--data", sensitive["data"],
                  "--auto-exclude", "--target-snr", "30", "--cache", str(cache), "--no-speed",
                  "-o", str(tmp_path / "mixed.onnx")]) == 0
     assert float_layers(read_cache(cache).sidecar) == ["conv1"]
     capsys.readouterr()
     out = tmp_path / "q.onnx"
-    assert main(["-q", "quantize", sensitive["path"], "--cache", str(cache), "-o", str(out)]) == 0
+    assert main(["quantize", sensitive["path"], "--cache", str(cache), "-o", str(out)]) == 0
     printed = " ".join(capsys.readouterr().out.split())
     assert "1 layer(s) left in float by the cache's mixed-precision record (trtq eval --auto-exclude" in printed
     quantized_inputs = {n.input[0] for n in onnx.load(str(out)).graph.node if n.op_type == "QuantizeLinear"}

@@ -106,7 +106,7 @@ def test_gate_fails_with_exit_3_and_writes_nothing(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("trtq calibrate: failed: INT8 fidelity gate failed") and "nothing was written" in err
     assert err.count("\n") == 1 and not cache.exists() and not list(tmp_path.glob(".*tmp"))
-    assert main(["-q", "calibrate", model, "--calib", data, "-o", str(cache), "--min-cosine", "0.9",
+    assert main(["calibrate", model, "--calib", data, "-o", str(cache), "--min-cosine", "0.9",
                  "--samples", "all"]) == 0
     out = " ".join(capsys.readouterr().out.split())
     assert "INT8 fidelity (TensorRT Q/DQ form, 10 held-back calibration samples)" in out and cache.exists()
@@ -135,6 +135,6 @@ def test_a_poor_result_prints_one_warning_line(tmp_path, capsys):
     path = tmp_path / "cancel.onnx"
     onnx.save(model, str(path))
     data = write_samples(tmp_path / "data", rng.normal(size=(40, FEATURES)))
-    assert main(["-q", "calibrate", str(path), "--calib", data, "-o", str(tmp_path / "c.cache")]) == 0
+    assert main(["calibrate", str(path), "--calib", data, "-o", str(tmp_path / "c.cache")]) == 0
     out = " ".join(capsys.readouterr().out.split())
     assert out.count("warning:") == 1 and "is poor" in out and "--auto-exclude" in out and "--algo" in out

@@ -14,7 +14,7 @@ from trtq.cli import main
 def test_quickstart_end_to_end_small(tmp_path, capsys):
     pytest.importorskip("torch", reason="the quickstart exports the demo from PyTorch")
     out = tmp_path / "qs"
-    code = main(["-q", "quickstart", "-o", str(out), "--samples", "64", "--eval-samples", "100",
+    code = main(["quickstart", "-o", str(out), "--samples", "64", "--eval-samples", "100",
                  "--batch-sizes", "1,8", "--iterations", "3"])
     printed = capsys.readouterr().out
     assert code == 0
@@ -44,7 +44,7 @@ def test_quickstart_without_torch_uses_bundled_onnx(tmp_path, capsys, monkeypatc
 
     monkeypatch.setattr(builtins, "__import__", no_torch)
     out = tmp_path / "qs"
-    code = main(["-q", "quickstart", "-o", str(out), "--samples", "32", "--eval-samples", "50",
+    code = main(["quickstart", "-o", str(out), "--samples", "32", "--eval-samples", "50",
                  "--batch-sizes", "4", "--iterations", "2"])
     printed = capsys.readouterr().out
     assert code == 0
@@ -55,7 +55,7 @@ def test_quickstart_without_torch_uses_bundled_onnx(tmp_path, capsys, monkeypatc
 def test_quickstart_unwritable_output(tmp_path, capsys):
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    code = main(["-q", "quickstart", "-o", str(blocker / "out")])
+    code = main(["quickstart", "-o", str(blocker / "out")])
     err = capsys.readouterr().err
     assert code == 2 and "Traceback" not in err and "blocker" not in err and "file" in err
 
@@ -63,7 +63,7 @@ def test_quickstart_unwritable_output(tmp_path, capsys):
 def test_quickstart_fidelity_gate_exits_3(tmp_path, capsys):
     from trtq.cli import main
 
-    code = main(["-q", "quickstart", "--no-torch", "-o", str(tmp_path / "qs"), "--samples", "100",
+    code = main(["quickstart", "--no-torch", "-o", str(tmp_path / "qs"), "--samples", "100",
                  "--batch-sizes", "1", "--iterations", "2", "--min-snr", "500"])
     err = capsys.readouterr().err
     assert code == 3 and "INT8 fidelity gate failed" in err and "--min-snr 500" in err

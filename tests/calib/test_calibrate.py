@@ -51,8 +51,8 @@ def run_cli(args, capsys):
     return code, captured.err
 
 
-def assert_clean_failure(code, err, out_dir, fragment):
-    assert code == 2
+def assert_clean_failure(code, err, out_dir, fragment, expected_code=2):
+    assert code == expected_code
     assert "Traceback" not in err, err
     lines = [line for line in err.strip().splitlines() if line.startswith("trtq ")]  # warnings may precede it
     assert len(lines) == 1, err
@@ -232,7 +232,7 @@ def test_ctrl_c_in_the_middle_leaves_nothing(model, tmp_path, capsys, monkeypatc
 
     monkeypatch.setattr(collect.HistogramCollector, "observe", observe_then_interrupt)
     code, err = run_cli(["calibrate", model, "--calib", data, "--batch-size", 2, "-o", out], capsys)
-    assert_clean_failure(code, err, tmp_path, "interrupted")
+    assert_clean_failure(code, err, tmp_path, "interrupted (SIGINT)", expected_code=130)
     assert seen == [0, 1]  # the interrupt came in the second batch, not before or after
 
 

@@ -401,7 +401,7 @@ def test_cli_export(tmp_path, monkeypatch, capsys):
             return Toy()
     """))
     out = tmp_path / "toy.onnx"
-    code = _main(monkeypatch, ["-q", "export", f"{tmp_path / 'toy.py'}:build", "-o", str(out),
+    code = _main(monkeypatch, ["export", f"{tmp_path / 'toy.py'}:build", "-o", str(out),
                                "--input-shape", "ids:2x6:int64", "--input-shape", "mask:2x6:int64",
                                "--output-name", "pooled", "--dynamic-batch"])
     printed = capsys.readouterr().out

@@ -213,7 +213,7 @@ OPTION_VALUES = {
     "--target-snr": Value(float, -1000, 1000),
     "--target-cosine": Value(float, -1, 1),
     "--target-agreement": Value(float, 0, 1),
-    "--max-layers": Value(int, 1),
+    "--max-layers": Value(int, 0),
     "--sensitivity-samples": Value(int, 1),
     "--iterations": Value(int, 1),
     "--warmup": Value(int, 0),

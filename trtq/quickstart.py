@@ -225,7 +225,7 @@ def print_verdict(result: QuickstartResult, console=None) -> None:
     for column in ("", "FP32", "INT8 (TensorRT Q/DQ form)"):
         verdict.add_column(column, justify="right" if column else "left")
     if ev.accuracy is not None:
-        verdict.add_row(f"top-1 accuracy ({ev.accuracy.labeled_samples} held-out samples)",
+        verdict.add_row(f"top-1 accuracy ({ev.accuracy.labeled_samples} held-out digits)",
                         f"{ev.accuracy.reference_top1:.2%}", f"{ev.accuracy.candidate_top1:.2%}")
     out0 = ev.outputs[0]
     if out0.top1_agreement is not None:

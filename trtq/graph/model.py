@@ -69,7 +69,8 @@ def external_data_files(path: Union[str, Path]) -> List[Path]:
         return []
     try:
         with open(path, "rb") as handle:
-            if os.fstat(handle.fileno()).st_size == 0:
+            head = handle.read(2)  # a ModelProto starts with ir_version (field 1, a small varint): not an engine
+            if len(head) < 2 or head[0] != 0x08 or not 0 < head[1] < 64:
                 return []
             with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as view:
                 if view.find(b"\x0a\x08location") < 0:  # StringStringEntryProto key "location"

@@ -735,6 +735,7 @@ def evaluate(
     """
     from .bench import infer_precision, is_engine_path
     from .data import open_source
+    from .graph.batch import feed_samples
     from .graph.model import input_specs
     from .ort import create_session, run
 
@@ -775,7 +776,7 @@ def evaluate(
         valid = padding_mask(feed)
         for name, cand_key in output_map.items():
             accumulators[name].update(ref_out[name], cand_out[cand_key], valid)
-        count = int(next(iter(ref_out.values())).shape[0])
+        count = len(ids) if ids is not None else feed_samples(feed, source.inputs)
         if label_lookup is not None:
             if accuracy is None:
                 scored = [n for n, acc in accumulators.items() if acc.is_scores]
@@ -896,6 +897,7 @@ class Replay:
     def collect(cls, reference, data, *, samples: int = SENSITIVITY_SAMPLES, threads: Optional[int] = None
                 ) -> "Replay":
         from .data import open_source
+        from .graph.batch import feed_samples, take_samples
         from .graph.model import input_specs
         from .ort import batch_inputs, create_session, run
 
@@ -906,9 +908,9 @@ class Replay:
         feeds, outputs, count = [], [], 0
         for item in source:
             feed = {k: np.asarray(v) for k, v in batch_inputs(item).items()}
-            n = len(next(iter(feed.values())))
+            n = feed_samples(feed, source.inputs)
             if count + n > samples:
-                feed = {k: v[:samples - count] for k, v in feed.items()}
+                feed = take_samples(feed, source.inputs, slice(0, samples - count))
                 n = samples - count
             feeds.append(feed)
             outputs.append(run(session, feed))

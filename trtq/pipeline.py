@@ -59,13 +59,18 @@ def holdout_count(total: Optional[int], wanted: int = defaults.HOLDOUT_SAMPLES) 
 
 
 def split_holdout(batches: Iterable[Mapping[str, np.ndarray]], count: int,
-                  whole_batches: bool = False) -> Tuple[List[Feed], Iterator[Feed]]:
+                  whole_batches: bool = False, specs: Optional[Sequence] = None) -> Tuple[List[Feed], Iterator[Feed]]:
     """The first ``count`` samples of ``batches``, and an iterator over the rest.
 
-    A batch is split where ``count`` falls inside it (its remainder comes last in the
-    rest), unless ``whole_batches`` (a model with a fixed batch size): then whole batches
-    are held back until ``count`` is reached.
+    A batch is split where ``count`` falls inside it, along each input's batch axis
+    (``specs``: the model's :class:`~trtq.graph.model.TensorSpec` list; default axis 0 of
+    every input), its remainder coming last in the rest, unless ``whole_batches`` (a
+    model with a fixed batch size): then whole batches are held back until ``count``
+    is reached.
     """
+    from .graph.batch import feed_samples, take_samples
+    from .graph.model import TensorSpec
+
     iterator = iter(batches)
     held: List[Feed] = []
     have = 0
@@ -75,12 +80,14 @@ def split_holdout(batches: Iterable[Mapping[str, np.ndarray]], count: int,
             feed = {k: np.asarray(v) for k, v in next(iterator).items()}
         except StopIteration:
             break
-        n = len(next(iter(feed.values())))
+        if specs is None:
+            specs = [TensorSpec(k, tuple(v.shape), v.dtype, 0 if v.ndim else None) for k, v in feed.items()]
+        n = feed_samples(feed, specs)
         take = n if whole_batches else min(n, count - have)
-        held.append({k: v[:take] for k, v in feed.items()} if take < n else feed)
+        held.append(take_samples(feed, specs, slice(0, take)) if take < n else feed)
         have += take
         if take < n:
-            remainder = {k: v[take:] for k, v in feed.items()}
+            remainder = take_samples(feed, specs, slice(take, None))
 
     def rest() -> Iterator[Feed]:
         yield from iterator
@@ -240,14 +247,18 @@ def choose_amax(
 # --------------------------------------------------------------------------- calibrate
 
 
-def reference_replay(model, feeds: Sequence[Feed], threads: Optional[int] = None):
-    """A :class:`trtq.evaluate.Replay` of ``feeds`` with the float model's outputs (the verdict's reference)."""
+def reference_replay(model, feeds: Sequence[Feed], threads: Optional[int] = None, specs: Optional[Sequence] = None):
+    """A :class:`trtq.evaluate.Replay` of ``feeds`` with the float model's outputs (the verdict's reference);
+    ``specs`` (the model's inputs, default from the model) say which axis counts the samples."""
     from .evaluate import Replay
+    from .graph.batch import feed_samples
+    from .graph.model import input_specs
     from .ort import create_session, run
 
+    specs = input_specs(model) if specs is None else specs
     session = create_session(model, threads=threads)
     outputs = [run(session, feed) for feed in feeds]
-    return Replay(list(feeds), outputs, sum(len(next(iter(f.values()))) for f in feeds))
+    return Replay(list(feeds), outputs, sum(feed_samples(f, specs) for f in feeds))
 
 
 def calibrate(
@@ -293,6 +304,8 @@ def calibrate(
     from .errors import FidelityError
     from .evaluate import Verdict
     from .fileio import Output, guard_outputs
+    from .graph.batch import describe_batch_axes, feed_samples
+    from .graph.subgraphs import weighted_coverage
     from .graph.model import file_sha256, input_specs, load_onnx, model_fingerprint
 
     check_calibration_options(algorithm, percentile, num_bins, max_binned, observe, max_memory)
@@ -307,15 +320,18 @@ def calibrate(
                       model_reads(model_path) + [("a calibration data file", p) for p in data_files(spec.path)])
     model = load_onnx(model_path)
     fingerprint = model_fingerprint(model)  # before collection touches the graph
-    inputs = input_specs(model)
-    source = open_source(spec, inputs)
+    source = open_source(spec, input_specs(model, spec.batch_axes))
+    inputs = source.inputs
     log.info("calibrating on %s", source.description)
+    if any(s.batch_axis != 0 for s in inputs if s.rank):
+        log.info("batch axes: %s", describe_batch_axes(inputs))
 
     started = time.perf_counter()
     progress(0, source.num_samples)  # the total is known now: no "0/?" while the session starts
-    static_batch = any(spec.rank and spec.is_static(0) for spec in inputs)
-    held, rest = split_holdout(iter(source), holdout_count(source.num_samples, holdout), whole_batches=static_batch)
-    held_count = sum(len(next(iter(f.values()))) for f in held)
+    static_batch = any(s.static_batch() for s in inputs)
+    held, rest = split_holdout(iter(source), holdout_count(source.num_samples, holdout), whole_batches=static_batch,
+                               specs=inputs)
+    held_count = sum(feed_samples(f, inputs) for f in held)
     first = next(rest, None)
     held_back = bool(held) and first is not None
     if first is None:  # every sample went to the hold-out (a short loader script): score on them all
@@ -330,7 +346,7 @@ def calibrate(
     report = CollectionReport()
     histograms = collect_histograms(model, batches, num_bins=num_bins, total_samples=stats_total, threads=threads,
                                     max_binned=max_binned, tensors=tensors, max_memory=max_memory, report=report,
-                                    progress=progress)
+                                    progress=progress, inputs=inputs)
     if report.unquantized:
         log.info("%d tensor(s) stay float (+-inf or huge by construction, e.g. attention-mask biases): %s%s",
                  len(report.unquantized), ", ".join(list(report.unquantized)[:3]),
@@ -345,7 +361,7 @@ def calibrate(
         raise TrtqError(f"no floating-point tensors were found to calibrate in {Path(model_path).name}; "
                         "nothing was written")
     stats_seconds = time.perf_counter() - started
-    replay = reference_replay(model, held, threads=threads)
+    replay = reference_replay(model, held, threads=threads, specs=inputs)
 
     choice: Optional[AutoChoice] = None
     options = {"percentile": percentile} if algorithm == "percentile" else {}
@@ -357,6 +373,9 @@ def calibrate(
         amax = amax_from_histograms(histograms, algorithm, **options)
         metrics = score(replay, model, amax, exclude, algorithm).metrics
     verdict = Verdict(metrics, replay.samples, held_back=held_back)
+    coverage = weighted_coverage(model, amax)
+    if coverage.in_subgraphs:
+        log.warning("%s", coverage.line())
     seconds = time.perf_counter() - started
     failure = verdict.failure(min_snr, min_cosine)
     if failure:
@@ -384,6 +403,8 @@ def calibrate(
         fingerprint=fingerprint,
     )
     sidecar["verdict"] = verdict.to_dict()
+    if coverage.in_subgraphs:
+        sidecar["coverage"] = coverage.to_dict()
     if exclude:
         sidecar["mixed_precision"] = {"float_layers": list(exclude), "source": "exclude"}
     written: List[Path] = []

@@ -233,8 +233,8 @@ def test_unfeedable_input_types(tmp_path):
     np.save(tmp_path / "x.npy", np.zeros((2, 3), np.float32))
     with pytest.raises(DataError, match=r"input 's' has dtype <U1; trtq can only feed numeric and bool tensors"):
         open_source(DataSpec(str(tmp_path / "x.npy")), [spec("s", ("N", 3), "<U1")])
-    with pytest.raises(DataError, match=r"input 't' is a scalar"):
-        open_source(DataSpec(str(tmp_path / "x.npy")), [spec("t", ())])
+    with pytest.raises(DataError, match=r"input 't' has no batch axis and expects shape scalar"):
+        open_source(DataSpec(str(tmp_path / "x.npy")), [spec("t", ())])  # a scalar takes a rank-0 array
     with pytest.raises(DataError, match=r"fix different batch sizes"):
         open_source(DataSpec(str(tmp_path / "x.npy")), [spec("a", (1, 3)), spec("b", (2, 3))])
 

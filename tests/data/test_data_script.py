@@ -42,7 +42,7 @@ def test_single_samples_are_batched(tmp_path):
     assert source.num_samples == 7 and len(source) == 3  # known after a full pass
 
 
-def test_batches_are_rebatched_and_limit_stops_reading(tmp_path):
+def test_whole_feeds_are_fed_as_they_are_and_limit_stops_reading(tmp_path):
     path = script(tmp_path, """
         import itertools
         import numpy as np
@@ -58,9 +58,11 @@ def test_batches_are_rebatched_and_limit_stops_reading(tmp_path):
     assert source.num_samples == 12 and len(source) == 3
     assert source.description == f"up to 12 samples from loader script {path}"
     got = list(source)
-    assert [b["input_ids"].shape for b in got] == [(4, 4)] * 3
-    assert got[1]["input_ids"][:, 0].tolist() == [0, 1, 1, 1]
+    # feeds that fit the model are fed whole (Polygraphy's contract); the sample limit cuts the last
+    assert [b["input_ids"].shape for b in got] == [(5, 4), (5, 4), (2, 4)]
+    assert got[1]["input_ids"][:, 0].tolist() == [1] * 5
     assert got[2]["attention_mask"].dtype == np.int64
+    assert len(source) == 3  # counted on the pass
     module = source._func.__globals__
     assert module["CALLS"] == [0, 1, 2]  # 3 yields of 5 cover 12 samples; no fourth yield was asked for
 

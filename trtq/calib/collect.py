@@ -26,6 +26,7 @@ import numpy as np
 
 from .. import defaults
 from ..errors import DataError, ModelError
+from ..graph.batch import feed_samples, take_samples
 from ..progress import ProgressCallback, no_progress
 from .histogram import AbsHistogram
 
@@ -298,7 +299,8 @@ def _current_rss() -> int:
         return 0
 
 
-def estimate_bytes_per_sample(model, tensors: Sequence[str], feed: Mapping[str, np.ndarray]) -> Dict[str, int]:
+def estimate_bytes_per_sample(model, tensors: Sequence[str], feed: Mapping[str, np.ndarray],
+                              specs: Optional[Sequence] = None) -> Dict[str, int]:
     """Bytes of one sample of each tensor, from shape inference at the feed's shapes (batch 1).
 
     Tensors whose shape stays unknown get the largest known size (erring high keeps the
@@ -306,11 +308,16 @@ def estimate_bytes_per_sample(model, tensors: Sequence[str], feed: Mapping[str, 
     """
     import onnx
 
+    from ..graph.model import input_specs
+
+    axes = {s.name: s.batch_axis if s.batched else None for s in (specs if specs is not None else input_specs(model))}
     probe = onnx.ModelProto()
     probe.CopyFrom(model)
     for vi in probe.graph.input:
         if vi.name in feed and vi.type.HasField("tensor_type"):
-            shape = (1,) + tuple(np.asarray(feed[vi.name]).shape[1:])
+            shape = list(np.asarray(feed[vi.name]).shape)
+            if axes.get(vi.name) is not None and len(shape) > axes[vi.name]:
+                shape[axes[vi.name]] = 1
             dims = vi.type.tensor_type.shape.dim
             if len(dims) == len(shape):
                 for dim, size in zip(dims, shape):
@@ -376,25 +383,13 @@ def plan_runs(sizes: Sequence[int], budget: int, batch: int, can_split: bool, al
     return run_batch, groups, over
 
 
-def _static_batch(model) -> bool:
-    """Whether an input fixes the batch size (dim 0): then a batch cannot run in smaller parts."""
-    constant = {init.name for init in model.graph.initializer}
-    for vi in model.graph.input:
-        if vi.name in constant or not vi.type.HasField("tensor_type"):
-            continue
-        dims = vi.type.tensor_type.shape.dim
-        if dims and dims[0].HasField("dim_value") and dims[0].dim_value > 0:
-            return True
-    return False
-
-
-def _split(feed: Mapping[str, np.ndarray], size: int) -> Iterator[Dict[str, np.ndarray]]:
-    count = len(next(iter(feed.values()))) if feed else 0
+def _split(feed: Mapping[str, np.ndarray], size: int, specs) -> Iterator[Dict[str, np.ndarray]]:
+    count = feed_samples(feed, specs) if feed else 0
     if count <= size:
         yield dict(feed)
         return
     for start in range(0, count, size):
-        yield {name: array[start:start + size] for name, array in feed.items()}
+        yield take_samples(feed, specs, slice(start, start + size))
 
 
 def collect_histograms(
@@ -409,6 +404,7 @@ def collect_histograms(
     max_memory: Optional[int] = defaults.CALIB_MAX_MEMORY,
     report: Optional[CollectionReport] = None,
     progress: ProgressCallback = no_progress,
+    inputs: Optional[Sequence] = None,
 ) -> Dict[str, AbsHistogram]:
     """Run ``model`` (an ONNX ModelProto) over ``batches`` and histogram its float tensors.
 
@@ -418,9 +414,13 @@ def collect_histograms(
     process does not already hold. ``report``: filled with what was left float, the
     samples per run and the output groups. Binning one run overlaps with ONNX Runtime
     producing the next (the compiled kernel releases the GIL); at most two runs of
-    activations are alive at once.
+    activations are alive at once. ``inputs``: the model's input specs with their batch axes
+    (default: as :func:`~trtq.graph.model.input_specs` infers them): a batch is cut along them.
     """
+    from ..graph.model import input_specs
     from ..ort import create_session, ort_reason
+
+    specs = list(inputs) if inputs is not None else input_specs(model)
 
     report = report if report is not None else CollectionReport()
     _bound_heap_growth()
@@ -443,7 +443,7 @@ def collect_histograms(
     wanted = set(observed_names)
     input_names = {vi.name for vi in model.graph.input}
     outputs_wanted = [t for t in observed_names if t not in input_names]
-    static_batch = _static_batch(model)
+    static_batch = any(s.static_batch() for s in specs)
     report.observed = len(observed_names)
     report.shared = len(requested) - len([t for t in requested if t not in aliases])
     collector = HistogramCollector(num_bins, max_binned)
@@ -452,10 +452,10 @@ def collect_histograms(
     first = next(iterator, None)
     if first is None:
         raise DataError("calibration saw no data: the data source yielded no batches")
-    data_batch = len(next(iter(first.values()))) if first else 1
+    data_batch = feed_samples(first, specs) if first else 1
     report.data_batch = data_batch
 
-    sizes = estimate_bytes_per_sample(model, outputs_wanted, first) if outputs_wanted else {}
+    sizes = estimate_bytes_per_sample(model, outputs_wanted, first, specs) if outputs_wanted else {}
     sessions: List[Tuple[object, List[str]]] = []
     baseline: List[int] = []  # what the process holds before any activation: measured once
 
@@ -516,7 +516,7 @@ def collect_histograms(
     measured_at: List[float] = []  # input elements per sample where ``sizes`` were measured
 
     def elements_per_sample(feed: Mapping[str, np.ndarray]) -> float:
-        count = max(1, len(next(iter(feed.values())))) if feed else 1
+        count = max(1, feed_samples(feed, specs)) if feed else 1
         return max(1.0, sum(np.asarray(a).size for a in feed.values()) / count)
 
     def measure(names: List[str], part: Mapping[str, np.ndarray], outputs: list) -> None:
@@ -524,7 +524,7 @@ def collect_histograms(
         elements = elements_per_sample(part)
         if measured_at and elements < measured_at[0]:
             return
-        count = max(1, len(next(iter(part.values()))))
+        count = max(1, feed_samples(part, specs))
         sizes.update({n: out.nbytes // count for n, out in zip(names, outputs)})
         measured_at[:] = [elements]
 
@@ -538,7 +538,7 @@ def collect_histograms(
         factor = ratio * ratio if ratio > 1 else ratio
         largest = max(sum(sizes.get(t, 0) for t in group) for group in groups) * factor
         per_run = max(1, (report.activation_budget or 1) // ALIVE_RUNS)
-        return max(1, min(len(next(iter(feed.values()))), int(per_run // max(1.0, largest))))
+        return max(1, min(feed_samples(feed, specs), int(per_run // max(1.0, largest))))
 
     def replan() -> None:
         nonlocal run_batch, groups
@@ -556,7 +556,7 @@ def collect_histograms(
     # a max-only pass over it comes first, so every range is the one the whole batch gives and the
     # histograms do not depend on the budget (one extra run of the first batch).
     if outputs_wanted and (run_batch < data_batch or len(sessions) > 1):
-        for part in _split(first, run_batch):
+        for part in _split(first, run_batch, specs):
             collector.prime({name: part[name] for name in part if name in wanted})
             for session, names in sessions:
                 outputs = run_part(session, names, part, 0)
@@ -576,9 +576,9 @@ def collect_histograms(
         feed = first
         while feed is not None and not failure:
             this_run = runs_for(feed) if measured else run_batch
-            if this_run < len(next(iter(feed.values()))):
+            if this_run < feed_samples(feed, specs):
                 lowest = min(lowest, this_run)
-            for part in _split(feed, this_run):
+            for part in _split(feed, this_run, specs):
                 for position, (session, names) in enumerate(sessions):
                     slots.acquire()
                     if failure:
@@ -603,7 +603,7 @@ def collect_histograms(
                     if outputs_wanted:
                         replan()
             index += 1
-            done += len(next(iter(feed.values()))) if feed else 0
+            done += feed_samples(feed, specs) if feed else 0
             progress(done, total_samples)
             feed = next(iterator, None)
     finally:

@@ -12,8 +12,8 @@ selected samples are ever opened. What a path holds decides the kind:
 - a ``.py`` file (or ``file.py:function``): a loader script, see :mod:`trtq.data.script`;
 - an image file or a folder of images: see :mod:`trtq.data.images`;
 - a ``.npy``/``.npz`` file or a folder of them: see :mod:`trtq.data.arrays`
-  (the rank rule: an array of the input's rank is a stack of samples along axis 0,
-  one of rank - 1 is a single sample).
+  (the rank rule: an array of the input's rank is a stack of samples along the input's
+  batch axis, one of rank - 1 is a single sample; see :mod:`trtq.graph.batch`).
 
 Selection (:class:`~trtq.data.spec.DataSpec`): ``samples`` samples (``None``: all;
 fewer available: all of them, with a warning), picked with ``seed`` from a shuffled
@@ -61,7 +61,9 @@ def open_source(spec: DataSpec, inputs: Sequence[TensorSpec]) -> DataSource:
 
     if not isinstance(spec, DataSpec):
         raise TypeError(f"open_source() takes a DataSpec, got {type(spec).__name__}")
-    inputs = list(inputs)
+    from ..graph.batch import with_batch_axes
+
+    inputs = with_batch_axes(list(inputs), getattr(spec, "batch_axes", None))
     check_inputs(inputs)
     path_text = str(spec.path)
     if not path_text:

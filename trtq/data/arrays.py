@@ -7,15 +7,19 @@
   when its file is first needed and dropped when the next file starts: keep big
   data sets in ``.npy`` files (or many ``.npz`` files) to stream them.
 
-The rank rule, per array, with ``R`` the rank of the model input it feeds (axis 0 of
-an input is its batch axis):
+The rank rule, per array, with ``R`` the rank of the model input it feeds and its
+batch axis as :mod:`trtq.graph.batch` finds it (axis 0 for most inputs, axis 1 for an
+LSTM/GRU state ``[layers, batch, hidden]``):
 
-- rank ``R``: axis 0 counts samples -- a stack of ``k`` samples (``k`` may be 1,
-  and may differ from the model's batch size: samples are re-batched);
+- rank ``R``: the batch axis counts samples -- a stack of ``k`` samples (``k`` may be
+  1, and may differ from the model's batch size: samples are re-batched);
 - rank ``R - 1``: exactly one sample, without the batch axis;
 - any other rank: a DataError naming the file, with the shapes it expects.
 
-All arrays of one ``.npz`` must hold the same number of samples. Shapes and dtypes
+An input without a batch axis (a scalar such as a sample rate, a configuration
+tensor) takes its array whole, rank ``R`` (a rank-0 array for a scalar); every file
+must give it the same value. All batched arrays of one ``.npz`` must hold the same
+number of samples. Shapes and dtypes
 are checked from the file headers when the source is opened (no data read), and the
 data itself (NaN/Inf, integer ranges) when it is read. Sample ids are the file's
 path relative to the data folder, with ``[i]`` appended for files of several samples.
@@ -131,13 +135,15 @@ class ArraySource(FileSource):
         shapes = {}
         for spec in self.inputs:
             shape, dtype = headers[chosen[spec.name]]
-            counts[spec.name] = check_header(shape, dtype, spec, self._dtypes[spec.name], origin)
+            count = check_header(shape, dtype, spec, self._dtypes[spec.name], origin)
+            if spec.batched:
+                counts[spec.name] = count
             shapes[spec.name] = shape
         if len(set(counts.values())) > 1:
             listing = ", ".join(f"{name!r}: {count}" for name, count in counts.items())
             raise DataError(f"{origin}: arrays hold different numbers of samples ({listing}); "
                             f"every input needs one array entry per sample")
-        layout = (next(iter(counts.values())), dict(chosen), shapes)
+        layout = (next(iter(counts.values()), 1), dict(chosen), shapes)
         self._layouts[rel] = layout
         return layout
 
@@ -149,8 +155,11 @@ class ArraySource(FileSource):
         if self._selection:
             _, _, first = self._layout(self._selection[0][0])
             for spec in self.inputs:
-                sample = first[spec.name] if len(first[spec.name]) == spec.rank else (1, *first[spec.name])
-                shapes[spec.name] = (self.batch_size, *sample[1:])
+                shape = tuple(first[spec.name])
+                if spec.batched:
+                    shape = shape if len(shape) == spec.rank else (*shape[:spec.batch_axis], 1, *shape[spec.batch_axis:])
+                    shape = (*shape[:spec.batch_axis], self.batch_size, *shape[spec.batch_axis + 1:])
+                shapes[spec.name] = shape
         return shapes
 
     def _preprocess_parts(self) -> Iterator[str]:
@@ -168,10 +177,12 @@ class ArraySource(FileSource):
                 piece = {}
                 for spec in self.inputs:
                     array = arrays[spec.name]
-                    if array.ndim == spec.rank:
+                    if not spec.batched:
+                        piece[spec.name] = np.asarray(array)
+                    elif array.ndim == spec.rank:
                         # fancy indexing copies only these rows, even from a memory map
-                        piece[spec.name] = np.asarray(array[part])
+                        piece[spec.name] = np.asarray(np.take(array, part, axis=spec.batch_axis))
                     else:
-                        piece[spec.name] = np.asarray(array)[np.newaxis]
+                        piece[spec.name] = np.expand_dims(np.asarray(array), spec.batch_axis)
                 yield ids[start:start + size], piece, origin
             del arrays

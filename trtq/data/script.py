@@ -10,9 +10,16 @@
 ``.numpy()`` method such as a torch tensor) keyed by input name (the name is
 checked for single-input models too). Whether a yield is one sample or a batch
 is decided per array by its rank, as for ``.npy`` files: rank ``R`` (the input's) is
-a stack of samples along axis 0, rank ``R - 1`` is one sample. Yields are re-batched
-to the batch size; samples of different lengths on dims the model declares dynamic
-(token sequences) are right-padded with zeros to the batch's longest. The script is imported once when the source is opened, from its
+a stack of samples along the input's batch axis (:mod:`trtq.graph.batch`), rank
+``R - 1`` is one sample; an input without a batch axis (a scalar, rank 0) is given
+whole and must keep one value.
+
+A yield whose arrays all have the model's rank *fits the model* (Polygraphy's
+contract: the loader hands complete feeds) and is fed as it is: one batch, never
+split or joined with others (a model that fixes its batch size must get exactly that
+many samples per such feed, else they are re-batched). Yields of single samples are
+re-batched to the batch size; samples of different lengths on dims the model declares
+dynamic (token sequences) are right-padded with zeros to the batch's longest. The script is imported once when the source is opened, from its
 own folder (which is put on ``sys.path`` while it runs); ``load_data()`` is called
 anew for every pass over the data. With a sample limit the script stops being read
 after that many samples. Seed and shuffle are the script's own business.
@@ -40,6 +47,7 @@ from ..errors import DataError, TrtqError
 from ..graph.model import TensorSpec
 from .source import DataSource, Piece, warn_unused_preprocess
 from .spec import DataSpec
+from ..graph.batch import take_samples
 from .validate import pick_arrays, sample_count, target_dtypes
 
 log = logging.getLogger("trtq.data")
@@ -141,10 +149,19 @@ class ScriptSource(DataSource):
                 raise DataError(f"{spec.samples} sample(s) asked for, but the model takes batches of exactly "
                                 f"{self.batch_size}")
         self.num_samples = None if wanted is None else int(wanted)
+        self._whole_origins = set()
+        self._had_whole = False
         limit = "all samples" if wanted is None else f"up to {wanted} samples"
         self.description = f"{limit} from loader script {self.shown}"
         if spec.shuffle:
             log.debug("loader script %s picks its own samples: shuffle and seed are not applied", self.shown)
+
+    @property
+    def num_batches(self) -> Optional[int]:
+        """Batches of the last full pass where whole feeds came (they are not of ``batch_size``)."""
+        if self._had_whole:
+            return self._pass_batches
+        return super().num_batches
 
     def _fingerprint_parts(self) -> Iterator[str]:
         try:
@@ -174,6 +191,8 @@ class ScriptSource(DataSource):
                             f"(or return a list of) {{input_name: array}} dicts") from None
         produced = 0
         index = 0
+        feeds = 0
+        self._whole_origins.clear()
         try:
             while limit is None or produced < limit:
                 try:
@@ -192,17 +211,25 @@ class ScriptSource(DataSource):
                                     f"{type(item).__name__}")
                 arrays = {k: _to_numpy(v, origin, k) for k, v in pick_arrays(item, self.inputs, origin, "names").items()}
                 counts = {}
+                whole = True
                 for spec in self.inputs:
-                    counts[spec.name], stacked = sample_count(arrays[spec.name].shape, spec, origin)
+                    count, stacked = sample_count(arrays[spec.name].shape, spec, origin)
+                    if not spec.batched:
+                        continue
+                    counts[spec.name] = count
                     if not stacked:
-                        arrays[spec.name] = arrays[spec.name][np.newaxis]
+                        whole = False
+                        arrays[spec.name] = np.expand_dims(arrays[spec.name], spec.batch_axis)
                 if len(set(counts.values())) > 1:
                     listing = ", ".join(f"{name!r}: {count}" for name, count in counts.items())
                     raise DataError(f"{origin}: arrays hold different numbers of samples ({listing})")
-                count = next(iter(counts.values()))
+                count = next(iter(counts.values()), 1)
                 if limit is not None and produced + count > limit:
-                    count = limit - produced
-                    arrays = {name: a[:count] for name, a in arrays.items()}
+                    count = limit - produced  # the sample limit is the one cut a whole feed gets
+                    arrays = take_samples(arrays, self.inputs, slice(0, count))
+                if whole and (not self.static_batch or count == self.batch_size):
+                    self._whole_origins.add(origin)
+                    feeds += 1
                 stem = Path(self.shown).name
                 ids = [f"{stem}[{produced + i}]" for i in range(count)]
                 produced += count
@@ -214,6 +241,7 @@ class ScriptSource(DataSource):
                     close()
         # a full pass happened: from now on the count is known
         self.num_samples = produced - produced % self.batch_size if self.static_batch else produced
+        self._had_whole = feeds > 0
         if limit is not None and produced < limit:
             log.warning("loader script %s yielded %d sample(s), fewer than the %d asked for: using all of them",
                         self.shown, produced, limit)

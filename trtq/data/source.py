@@ -1,11 +1,14 @@
 """The :class:`DataSource` every data kind implements: selection, re-batching, ids, fingerprint.
 
 A source reads its data as *pieces*: ``(sample_ids, {input_name: array}, origin)``
-where every array has a leading sample axis of ``len(sample_ids)`` and ``origin``
-names the file (or script) the piece came from. The base class checks each piece
-against the model inputs (:func:`~trtq.data.validate.conform`), re-batches pieces
-into batches of :attr:`DataSource.batch_size` and keeps at most one batch (plus the
-piece being split) in memory.
+in the model's layout, where every batched input holds ``len(sample_ids)`` samples
+along its own batch axis (:mod:`trtq.graph.batch`), an input without a batch axis its
+one value, and ``origin`` names the file (or script) the piece came from. The base
+class checks each piece against the model inputs (:func:`~trtq.data.validate.conform`),
+checks that the unbatched inputs keep one value, re-batches pieces into batches of
+:attr:`DataSource.batch_size` and keeps at most one batch (plus the piece being split)
+in memory. A piece marked *whole* (a loader script's feed that already fits the model)
+is yielded as its own batch, never split or merged.
 """
 
 from __future__ import annotations
@@ -22,7 +25,8 @@ import numpy as np
 from ..errors import DataError
 from ..graph.model import TensorSpec
 from .spec import DataSpec
-from .validate import check_symbols, concat_batch, conform, effective_batch_size
+from ..graph.batch import sample_major
+from .validate import check_symbols, concat_batch, conform, effective_batch_size, same_fixed_value
 
 log = logging.getLogger("trtq.data")
 
@@ -59,12 +63,15 @@ class DataSource:
     kind = "data"
     #: samples of different lengths on dynamic dims are zero-padded within a batch (loader scripts)
     pad_ragged = False
+    #: origins of pieces that are whole feeds (see the module docstring); a loader script fills it
+    _whole_origins: frozenset = frozenset()
+    _pass_batches: Optional[int] = None
 
     def __init__(self, spec: DataSpec, inputs: Sequence[TensorSpec]):
         self.spec = spec
         self.inputs: List[TensorSpec] = list(inputs)
         self.batch_size: int = effective_batch_size(self.inputs, spec.batch_size)
-        self.static_batch: bool = any(s.is_static(0) for s in self.inputs)
+        self.static_batch: bool = any(s.static_batch() for s in self.inputs)
         self.num_samples: Optional[int] = None
         self.description: str = ""
         self._dtypes: Dict[str, np.dtype] = {s.name: s.dtype for s in self.inputs}
@@ -86,7 +93,8 @@ class DataSource:
 
     def input_shapes(self) -> Dict[str, Tuple[Optional[int], ...]]:
         """Shape of one full batch per input as far as known without reading data (``None`` = unknown)."""
-        return {s.name: (self.batch_size, *(d if isinstance(d, int) and d > 0 else None for d in s.shape[1:]))
+        return {s.name: tuple(self.batch_size if s.batched and axis == s.batch_axis else
+                              d if isinstance(d, int) and d > 0 else None for axis, d in enumerate(s.shape))
                 for s in self.inputs}
 
     # -- the public interface ------------------------------------------------------
@@ -110,11 +118,20 @@ class DataSource:
         return f"<{type(self).__name__}: {self.description}, batch size {self.batch_size}>"
 
     def iter_with_ids(self) -> Iterator[Tuple[List[str], Batch]]:
-        """Yield ``(sample_ids, {input_name: array})`` batches of ``batch_size`` samples."""
+        """Yield ``(sample_ids, {input_name: array})`` batches of ``batch_size`` samples (a whole feed
+        from a loader script is one batch of its own size)."""
+        batches = 0
+        for item in self._batched():
+            batches += 1
+            yield item
+        self._pass_batches = batches
+
+    def _batched(self) -> Iterator[Tuple[List[str], Batch]]:
         size = self.batch_size
         buffer: List[Piece] = []
         count = 0
         noticed = set()
+        fixed: Dict[str, Tuple[np.ndarray, str]] = {}
         for ids, arrays, origin in self._pieces():
             for s in self.inputs:
                 kind = np.asarray(arrays[s.name]).dtype
@@ -124,6 +141,19 @@ class DataSource:
                                 "data for it)", origin, s.name, self._dtypes[s.name], kind, self._dtypes[s.name])
             checked = {s.name: conform(arrays[s.name], s, self._dtypes[s.name], origin) for s in self.inputs}
             check_symbols(checked, self.inputs, origin)
+            for s in self.inputs:
+                if not s.batched:
+                    if s.name in fixed:
+                        same_fixed_value(s, fixed[s.name], checked[s.name], origin)
+                    else:
+                        fixed[s.name] = (checked[s.name], origin)
+            checked = {s.name: sample_major(checked[s.name], s) for s in self.inputs}
+            if origin in self._whole_origins:  # a feed that fits the model: its own batch, as it is
+                if buffer:
+                    yield [i for piece in buffer for i in piece[0]], concat_batch(buffer, self.inputs, pad=self.pad_ragged)
+                    buffer, count = [], 0
+                yield list(ids), concat_batch([(ids, checked, origin)], self.inputs)
+                continue
             start, total = 0, len(ids)
             while start < total:
                 take = min(size - count, total - start)
@@ -149,6 +179,8 @@ class DataSource:
         digest = hashlib.sha256()
         digest.update(_FINGERPRINT_VERSION.encode())
         digest.update(self.kind.encode())
+        if any(s.batch_axis != 0 for s in self.inputs if s.rank):  # the axis samples are cut along
+            digest.update(",".join(f"{s.name}:{s.batch_axis if s.batched else 'none'}" for s in self.inputs).encode())
         for part in self._fingerprint_parts():
             digest.update(b"\0")
             digest.update(part if isinstance(part, bytes) else part.encode("utf-8", "surrogateescape"))

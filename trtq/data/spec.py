@@ -6,7 +6,7 @@ These dataclasses are the contract between the CLI, the API and the data sources
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Optional, Tuple
+from typing import Dict, Optional, Tuple
 
 from .. import defaults
 
@@ -39,6 +39,8 @@ class DataSpec:
     seed: int = defaults.SEED
     shuffle: bool = True                           # calibration shuffles; evaluation keeps file order
     preprocess: Preprocess = field(default_factory=Preprocess)
+    #: ``--batch-axis NAME:AXIS`` overrides of the batch axis trtq infers per input (None: no batch axis)
+    batch_axes: Dict[str, Optional[int]] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -6,9 +6,11 @@ file (or script yield) the array came from, e.g.::
 
     calib_data/x.npy: input 'images' expects shape Nx3x320x320, got 1x3x224x224
 
-Axis 0 of every input is its batch axis. Sample arrays are handled with a leading
-sample axis (``k x ...``); a one-sample array of rank ``R - 1`` is given that axis by
-:func:`sample_count` / :func:`with_sample_axis` before it gets here.
+Each input has its own batch axis (:mod:`trtq.graph.batch`: axis 1 for an LSTM's
+``[layers, batch, hidden]`` state, none for a scalar). Sample arrays are checked in the
+model's layout, with their samples along that axis; a one-sample array of rank ``R - 1``
+(the batch axis left out) is given it by :func:`with_sample_axis`. An input without a
+batch axis is checked whole and goes unchanged with every batch.
 """
 
 from __future__ import annotations
@@ -35,11 +37,21 @@ def shape_text(shape: Sequence) -> str:
 
 
 def expected_text(spec: TensorSpec) -> str:
-    """The shape a sample batch must have, batch axis shown as ``N``: ``"Nx3x320x320"``."""
-    dims = ["N"]
-    for d in spec.shape[1:]:
-        dims.append(str(d) if isinstance(d, int) and d > 0 else (d or "?"))
+    """The shape a sample batch must have, batch axis shown as ``N``: ``"Nx3x320x320"``, ``"2xNx128"``."""
+    if spec.rank == 0:
+        return "scalar"
+    dims = []
+    for axis, d in enumerate(spec.shape):
+        dims.append("N" if axis == spec.batch_axis else str(d) if isinstance(d, int) and d > 0 else (d or "?"))
     return "x".join(dims)
+
+
+def _one_sample_text(spec: TensorSpec) -> str:
+    """The shape of one sample without its batch axis: ``"3x320x320"``, ``"2x128"``."""
+    parts = expected_text(spec).split("x")
+    if spec.batched:
+        del parts[spec.batch_axis]
+    return "x".join(parts) or "scalar"
 
 
 def check_inputs(inputs: Sequence[TensorSpec]) -> None:
@@ -54,24 +66,23 @@ def check_inputs(inputs: Sequence[TensorSpec]) -> None:
             raise DataError(
                 f"input {spec.name!r} has dtype {spec.dtype}; trtq can only feed numeric and bool tensors "
                 f"(float, int, uint, bool)")
-        if spec.rank == 0:
-            raise DataError(
-                f"input {spec.name!r} is a scalar (rank 0); trtq feeds inputs whose axis 0 is the batch axis")
 
 
 def effective_batch_size(inputs: Sequence[TensorSpec], requested: int) -> int:
-    """The batch size to feed: ``requested``, unless the model fixes axis 0 of its inputs.
+    """The batch size to feed: ``requested``, unless the model fixes the batch axis of its inputs.
 
     A static batch dim (e.g. 1) wins over the request (logged). Inputs that fix
     different batch sizes cannot be fed together from one sample stream.
     """
     if not isinstance(requested, (int, np.integer)) or isinstance(requested, bool) or requested < 1:
         raise DataError(f"batch size must be a positive integer, got {requested!r}")
-    fixed = {spec.name: spec.shape[0] for spec in inputs if spec.is_static(0)}
+    fixed = {spec.name: spec.batch_dim for spec in inputs if spec.static_batch()}
     values = set(fixed.values())
     if len(values) > 1:
         listing = ", ".join(f"{name!r}: {value}" for name, value in fixed.items())
-        raise DataError(f"the model's inputs fix different batch sizes ({listing}); trtq cannot batch samples for it")
+        raise DataError(f"the model's inputs fix different batch sizes ({listing}); trtq cannot batch samples for it. "
+                        f"Give each input's batch axis with --batch-axis NAME:AXIS (NAME:none for an input "
+                        f"fed unchanged)")
     if values:
         static = values.pop()
         if static != requested:
@@ -106,17 +117,23 @@ def target_dtypes(inputs: Sequence[TensorSpec], override: Optional[str] = None) 
 def sample_count(shape: Sequence[int], spec: TensorSpec, origin: str) -> Tuple[int, bool]:
     """How many samples an array of ``shape`` holds for ``spec``, and whether it has a sample axis.
 
-    The rank rule: rank ``R`` (the input's rank) -> axis 0 counts samples (a stack,
-    possibly of one); rank ``R - 1`` -> one sample without the batch axis.
+    The rank rule: rank ``R`` (the input's rank) -> the batch axis counts samples (a
+    stack, possibly of one); rank ``R - 1`` -> one sample without the batch axis. An
+    input without a batch axis takes its array whole (rank ``R``): ``(1, True)``.
     """
     rank = len(shape)
+    if not spec.batched:
+        if rank != spec.rank:
+            raise DataError(f"{origin}: input {spec.name!r} has no batch axis and expects shape "
+                            f"{expected_text(spec)} (rank {spec.rank}), got {shape_text(shape)} (rank {rank})")
+        return 1, True
     if rank == spec.rank:
-        if shape[0] == 0:
+        if shape[spec.batch_axis] == 0:
             raise DataError(f"{origin}: input {spec.name!r} array has shape {shape_text(shape)}, which holds no samples")
-        return int(shape[0]), True
+        return int(shape[spec.batch_axis]), True
     if rank == spec.rank - 1:
         return 1, False
-    one = "x".join(expected_text(spec).split("x")[1:]) or "scalar"
+    one = _one_sample_text(spec)
     raise DataError(
         f"{origin}: input {spec.name!r} expects shape {expected_text(spec)} (a stack of samples, rank {spec.rank}) "
         f"or {one} (one sample, rank {spec.rank - 1}), got {shape_text(shape)} (rank {rank})")
@@ -125,15 +142,15 @@ def sample_count(shape: Sequence[int], spec: TensorSpec, origin: str) -> Tuple[i
 def check_header(shape: Sequence[int], dtype: np.dtype, spec: TensorSpec, target: np.dtype, origin: str) -> int:
     """Check what a file header says (no data read): rank, static dims, dtype. Returns the sample count."""
     count, stacked = sample_count(shape, spec, origin)
-    full = tuple(shape) if stacked else (1, *shape)
+    full = tuple(shape) if stacked else tuple(np.expand_dims(np.empty(shape, dtype=np.bool_), spec.batch_axis).shape)
     _check_dims(full, spec, origin)
     _check_kind(np.dtype(dtype), spec, target, origin)
     return count
 
 
 def _check_dims(shape: Tuple[int, ...], spec: TensorSpec, origin: str) -> None:
-    if len(shape) != spec.rank or any(
-            spec.is_static(axis) and shape[axis] != spec.shape[axis] for axis in range(1, spec.rank)):
+    if len(shape) != spec.rank or any(spec.is_static(axis) and shape[axis] != spec.shape[axis]
+                                      for axis in range(spec.rank) if axis != spec.batch_axis or not spec.batched):
         raise DataError(f"{origin}: input {spec.name!r} expects shape {expected_text(spec)}, got {shape_text(shape)}")
 
 
@@ -199,7 +216,9 @@ def check_symbols(arrays: Dict[str, np.ndarray], inputs: Sequence[TensorSpec], o
     seen: Dict[str, Tuple[str, int]] = {}
     for spec in inputs:
         array = arrays[spec.name]
-        for axis in range(1, spec.rank):
+        for axis in range(spec.rank):
+            if spec.batched and axis == spec.batch_axis:
+                continue
             dim = spec.shape[axis]
             if isinstance(dim, str) and dim:
                 size = int(array.shape[axis])
@@ -246,30 +265,45 @@ def pick_arrays(found: Dict[str, object], inputs: Sequence[TensorSpec], origin: 
 
 
 def with_sample_axis(array: np.ndarray, spec: TensorSpec, origin: str) -> np.ndarray:
-    """Give a one-sample array (rank R-1) its leading axis; leave stacks (rank R) alone."""
+    """Give a one-sample array (rank R-1) its batch axis; leave stacks (rank R) alone."""
     _, stacked = sample_count(array.shape, spec, origin)
-    return array if stacked else array[np.newaxis]
+    return array if stacked else np.expand_dims(array, spec.batch_axis)
+
+
+def same_fixed_value(spec: TensorSpec, kept: Tuple[np.ndarray, str], array: np.ndarray, origin: str) -> None:
+    """An input without a batch axis goes unchanged with every batch: every sample must give the same value."""
+    first, first_origin = kept
+    if first.shape == array.shape and np.array_equal(first, array):
+        return
+    show = lambda a: (str(a.tolist()) if a.size <= 4 else f"an array of shape {shape_text(a.shape)}")  # noqa: E731
+    raise DataError(f"input {spec.name!r} has no batch axis (it is fed unchanged with every batch), so every sample "
+                    f"must give it the same value: {first_origin} has {show(first)}, {origin} has {show(array)}. "
+                    f"Calibrate one value per run, or give its batch axis with --batch-axis {spec.name}:AXIS")
 
 
 def concat_batch(pieces: List[Tuple[List[str], Dict[str, np.ndarray], str]],
                  inputs: Sequence[TensorSpec], pad: bool = False) -> Dict[str, np.ndarray]:
-    """Join checked pieces into one batch; samples must agree on every dim (ragged -> DataError).
+    """Join checked pieces into one batch in the model's layout; samples must agree on every dim
+    (ragged -> DataError).
 
+    The pieces hold batched inputs sample-major (:func:`~trtq.graph.batch.sample_major`: the
+    batch axis first); an input without a batch axis is taken from the first piece as it is.
     ``pad=True`` (loader scripts): samples that differ only on dims the model declares
     dynamic are right-padded with zeros to the batch's longest, which is what tokenizers do
     with ``padding=True`` (pad id 0 and attention mask 0 for BERT-family vocabularies).
     """
-    if len(pieces) == 1:
-        batch = {}
-        for spec in inputs:
-            array = pieces[0][1][spec.name]
+    from ..graph.batch import major_spec, model_major
+
+    batch = {}
+    for model_spec in inputs:
+        spec = major_spec(model_spec)
+        if not spec.batched or len(pieces) == 1:
+            array = model_major(pieces[0][1][spec.name], model_spec)
             # own, writable, C-ordered memory: not a read-only view of a memory-mapped file
             if not (array.flags.c_contiguous and array.flags.writeable and array.flags.owndata):
                 array = np.array(array, order="C")
             batch[spec.name] = array
-        return batch
-    batch = {}
-    for spec in inputs:
+            continue
         first_origin, first = pieces[0][2], pieces[0][1][spec.name]
         ragged = False
         for _, arrays, origin in pieces[1:]:
@@ -283,7 +317,8 @@ def concat_batch(pieces: List[Tuple[List[str], Dict[str, np.ndarray], str]],
                 continue
             raise DataError(
                 f"input {spec.name!r}: samples in one batch differ in shape: {first_origin} has "
-                f"{shape_text((1, *first.shape[1:]))}, {origin} has {shape_text((1, *other.shape[1:]))}; "
+                f"{shape_text(model_major(first[:1], model_spec).shape)}, {origin} has "
+                f"{shape_text(model_major(other[:1], model_spec).shape)}; "
                 f"give all samples the same shape, or use batch size 1"
                 + ("" if pad else " (loader scripts may yield samples of different lengths: they are padded)"))
         if ragged:
@@ -295,7 +330,8 @@ def concat_batch(pieces: List[Tuple[List[str], Dict[str, np.ndarray], str]],
                 a = arrays[spec.name]
                 out[(slice(row, row + a.shape[0]),) + tuple(slice(0, n) for n in a.shape[1:])] = a
                 row += a.shape[0]
-            batch[spec.name] = out
+            batch[spec.name] = np.ascontiguousarray(model_major(out, model_spec))
         else:
-            batch[spec.name] = np.concatenate([arrays[spec.name] for _, arrays, _ in pieces], axis=0)
+            joined = np.concatenate([arrays[spec.name] for _, arrays, _ in pieces], axis=0)
+            batch[spec.name] = np.ascontiguousarray(model_major(joined, model_spec))
     return batch

@@ -6,7 +6,7 @@ import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional, Tuple, Union
+from typing import Dict, List, Mapping, Optional, Tuple, Union
 
 import numpy as np
 
@@ -22,10 +22,26 @@ class TensorSpec:
     name: str
     shape: Tuple[Dim, ...]
     dtype: np.dtype
+    #: the axis that counts samples (see :func:`batch_axes`); None: no batch axis, the same array goes
+    #: with every batch (a scalar, a shape or configuration tensor)
+    batch_axis: Optional[int] = 0
 
     @property
     def rank(self) -> int:
         return len(self.shape)
+
+    @property
+    def batched(self) -> bool:
+        return self.batch_axis is not None and self.rank > 0
+
+    @property
+    def batch_dim(self) -> Dim:
+        """The declared size of the batch axis (None without one)."""
+        return self.shape[self.batch_axis] if self.batched else None
+
+    def static_batch(self) -> bool:
+        """Whether the model fixes this input's batch size."""
+        return self.batched and self.is_static(self.batch_axis)
 
     def is_static(self, axis: int) -> bool:
         return isinstance(self.shape[axis], int) and self.shape[axis] > 0
@@ -118,10 +134,14 @@ def _spec(value_info) -> TensorSpec:
     return TensorSpec(value_info.name, _dims(value_info.type), np.dtype(helper.tensor_dtype_to_np_dtype(elem)))
 
 
-def input_specs(model) -> List[TensorSpec]:
-    """Real graph inputs (initializers listed as inputs, as old exporters do, are skipped)."""
+def input_specs(model, batch_axes: Optional[Mapping[str, Optional[int]]] = None) -> List[TensorSpec]:
+    """Real graph inputs (initializers listed as inputs, as old exporters do, are skipped), each with its
+    batch axis (:func:`infer_batch_axes`, then the ``batch_axes`` overrides: ``--batch-axis NAME:AXIS``)."""
+    from .batch import infer_batch_axes, with_batch_axes
+
     initializers = {init.name for init in model.graph.initializer}
-    return [_spec(vi) for vi in model.graph.input if vi.name not in initializers]
+    specs = [_spec(vi) for vi in model.graph.input if vi.name not in initializers]
+    return with_batch_axes(specs, batch_axes, infer_batch_axes(model, specs))
 
 
 def output_specs(model) -> List[TensorSpec]:

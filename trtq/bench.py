@@ -132,25 +132,30 @@ def is_engine_path(path: PathLike) -> bool:
 
 
 def batch_refusal(specs, batch_size: int) -> str:
-    """Why the model cannot take ``batch_size`` (a fixed batch dimension, a scalar input), or ``""``."""
+    """Why the model cannot take ``batch_size`` (a fixed batch dimension), or ``""``. Inputs without a
+    batch axis (scalars, configuration) go unchanged with every batch size."""
     for spec in specs:
-        if spec.rank == 0:
-            return f"input {spec.name!r} is a scalar; it has no batch axis"
-        if spec.is_static(0) and spec.shape[0] != batch_size:
-            return (f"batch dimension of input {spec.name!r} is fixed at {spec.shape[0]}; "
+        if spec.static_batch() and spec.batch_dim != batch_size:
+            return (f"batch dimension of input {spec.name!r} (axis {spec.batch_axis}) is fixed at {spec.batch_dim}; "
                     "export the model with a dynamic batch axis to run other batch sizes")
+    if specs and not any(spec.batched for spec in specs) and batch_size != 1:
+        return "no input has a batch axis; the model runs one sample at a time"
     return ""
 
 
 def _batch_shape(spec, batch_size: int, shapes: Optional[Shapes]) -> Tuple[int, ...]:
-    """Shape of one input at ``batch_size``: the model's static dims, or those given in ``shapes``."""
+    """Shape of one input at ``batch_size`` (on the input's batch axis): the model's static dims, or those
+    given in ``shapes`` (whose batch axis is replaced by ``batch_size``)."""
     if shapes and spec.name in shapes:
-        given = tuple(shapes[spec.name])
+        given = tuple(int(d) for d in shapes[spec.name])
         if len(given) != spec.rank:
             raise TrtqError(f"--shape for {spec.name!r} has {len(given)} dimensions, the input has {spec.rank} "
-                            f"({spec.shape_text()})")
-        return (batch_size,) + given[1:]
-    return (batch_size,) + tuple(int(d) for d in spec.shape[1:])
+                            f"({spec.shape_text() or 'a scalar'})")
+    else:
+        given = tuple(int(d) if spec.is_static(axis) else 1 for axis, d in enumerate(spec.shape))
+    if not spec.batched:
+        return given
+    return given[:spec.batch_axis] + (batch_size,) + given[spec.batch_axis + 1:]
 
 
 def check_inputs_resolvable(specs, shapes: Optional[Shapes], model_name: str) -> None:
@@ -158,9 +163,11 @@ def check_inputs_resolvable(specs, shapes: Optional[Shapes], model_name: str) ->
     for spec in specs:
         if shapes and spec.name in shapes:
             continue
-        unknown = [str(d or "?") for i, d in enumerate(spec.shape) if i > 0 and not spec.is_static(i)]
+        rest = [i for i in range(spec.rank) if not (spec.batched and i == spec.batch_axis)]
+        unknown = [str(spec.shape[i] or "?") for i in rest if not spec.is_static(i)]
         if unknown:
-            example = "x".join(["1"] + [str(d) if spec.is_static(i) else "N" for i, d in enumerate(spec.shape) if i])
+            example = "x".join("1" if spec.batched and i == spec.batch_axis else
+                               str(d) if spec.is_static(i) else "N" for i, d in enumerate(spec.shape))
             raise ModelError(f"{model_name}: input {spec.name!r} has dynamic dimensions besides the batch "
                              f"({', '.join(unknown)}); give them with --shape {spec.name}:{example} "
                              "(or shapes= in the API), or bench on real samples with --data")
@@ -305,6 +312,7 @@ class SampleFeeds:
     def __init__(self, data, specs, max_batch: int):
         from .data import open_source
         from .data.spec import DataSpec
+        from .graph.batch import feed_samples
         from .ort import batch_inputs
 
         spec = data if isinstance(data, DataSpec) else DataSpec(path=str(data))
@@ -318,12 +326,20 @@ class SampleFeeds:
             feed = batch_inputs(item)
             for name, array in feed.items():
                 parts.setdefault(name, []).append(np.asarray(array))
-            count += len(next(iter(feed.values())))
+            count += feed_samples(feed, source.inputs)
             if count >= max_batch:
                 break
         if not count:
             raise DataError(f"{self.description}: no samples to benchmark with")
-        self.arrays = {name: np.concatenate(chunks)[:max_batch] for name, chunks in parts.items()}
+        self.specs = {s.name: s for s in source.inputs}
+        self.arrays = {}
+        for name, chunks in parts.items():
+            spec = self.specs[name]
+            if not spec.batched:
+                self.arrays[name] = chunks[0]  # the same for every sample (the source checks it)
+                continue
+            joined = np.concatenate(chunks, axis=spec.batch_axis)
+            self.arrays[name] = np.take(joined, np.arange(min(count, max_batch)), axis=spec.batch_axis)
         self.count = min(count, max_batch)
 
     def feed(self, specs, batch_size: int) -> Tuple[Optional[Dict[str, np.ndarray]], str]:
@@ -335,7 +351,9 @@ class SampleFeeds:
         if self.count < batch_size:
             note = f"{self.count} real samples repeated to fill the batch"
         index = np.arange(batch_size) % self.count
-        return {name: np.ascontiguousarray(a[index]) for name, a in self.arrays.items()}, note
+        return {name: np.ascontiguousarray(np.take(a, index, axis=self.specs[name].batch_axis)
+                                           if self.specs[name].batched else a)
+                for name, a in self.arrays.items()}, note
 
 
 # ---------------------------------------------------------------------------------------------
@@ -404,6 +422,7 @@ def benchmark_ort(
     labels=None,
     max_seconds: Optional[float] = None,
     progress: ProgressCallback = no_progress,
+    batch_axes: Optional[Mapping[str, Optional[int]]] = None,
 ) -> List[BenchResult]:
     """ONNX Runtime (CPU) rows for every ONNX model and batch size; see :func:`benchmark`."""
     from .graph.model import input_specs, load_onnx
@@ -418,7 +437,7 @@ def benchmark_ort(
     loaded = []
     for path, label in zip(models, names):
         model = load_onnx(path)
-        specs = input_specs(model)
+        specs = input_specs(model, batch_axes)
         if data is None:
             check_inputs_resolvable(specs, shapes, Path(path).name)
         loaded.append((Path(path), model, specs, label or infer_precision(model)))
@@ -474,6 +493,7 @@ def benchmark(
     baseline: Optional[str] = None,
     plugins: Sequence[PathLike] = (),
     progress: ProgressCallback = no_progress,
+    batch_axes: Optional[Mapping[str, Optional[int]]] = None,
 ) -> List[BenchResult]:
     """Benchmark models at each batch size; returns one :class:`~trtq.report.BenchResult` per (model, batch size).
 
@@ -491,8 +511,11 @@ def benchmark(
     (ONNX Runtime rows; the row notes how many runs it got).
     Speed-up is filled against the fp32 row of the same model (``m.onnx`` for
     ``m.int8-cpu.onnx``), backend and batch size, or against the rows of ``baseline``
-    (one of ``models``) when given.
+    (one of ``models``) when given. ``batch_axes``: ``{input: axis or None}`` overrides of the batch axis
+    trtq infers per input (``--batch-axis``); ``data``'s own apply otherwise.
     """
+    if batch_axes is None and data is not None:
+        batch_axes = getattr(data, "batch_axes", None)
     if backend not in _ORT_NAMES + _TRT_NAMES:
         raise TrtqError(f"unknown backend {backend!r}; choose ort (ONNX Runtime, CPU) or trt (TensorRT)")
     batch_sizes = tuple(int(b) for b in batch_sizes)
@@ -520,7 +543,7 @@ def benchmark(
     if onnx_models and backend in _ORT_NAMES:
         results += benchmark_ort(onnx_models, batch_sizes, iterations=iterations, warmup=warmup, threads=threads,
                                  data=data, shapes=shapes, labels=labels_of(onnx_models), max_seconds=max_seconds,
-                                 progress=progress)
+                                 progress=progress, batch_axes=batch_axes)
     if needs_trt:
         results += _benchmark_trt(engines, onnx_models if backend in _TRT_NAMES else [], batch_sizes,
                                   iterations=iterations, warmup=warmup, data=data, shapes=shapes,

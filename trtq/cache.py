@@ -414,7 +414,16 @@ def _finite_amax(value) -> bool:
 
 
 def _input_record(spec) -> dict:
-    return {"name": spec.name, "shape": [d if isinstance(d, int) else None for d in spec.shape], "dtype": str(spec.dtype)}
+    axis = getattr(spec, "batch_axis", 0)
+    return {"name": spec.name, "shape": [d if isinstance(d, int) else None for d in spec.shape], "dtype": str(spec.dtype),
+            "batch_axis": axis if axis is not None and spec.rank else None}
+
+
+def recorded_batch_axes(sidecar: Optional[dict]) -> Dict[str, Optional[int]]:
+    """The batch axis per input the cache was calibrated with (``{}`` for a sidecar that predates them), so
+    every consumer (the TensorRT calibrator, eval of the same data) cuts samples the same way."""
+    records = (sidecar or {}).get("inputs") or []
+    return {r["name"]: r["batch_axis"] for r in records if isinstance(r, dict) and "batch_axis" in r and "name" in r}
 
 
 def input_records(specs) -> List[dict]:
@@ -427,7 +436,10 @@ def _comparable_inputs(records) -> list:
 
 
 def _inputs_text(records) -> str:
-    return ", ".join(f"{r.get('name')}[{'x'.join(str(d) if d else '?' for d in r.get('shape') or ())}]" for r in records)
+    def dims(r) -> str:
+        axis = r.get("batch_axis", 0)
+        return "x".join("N" if i == axis and not d else str(d) if d else "?" for i, d in enumerate(r.get("shape") or ()))
+    return ", ".join(f"{r.get('name')}[{dims(r)}]" for r in records)
 
 
 def float_layers(sidecar: Optional[dict]) -> List[str]:

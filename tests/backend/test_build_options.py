@@ -66,3 +66,18 @@ def test_other_dynamic_axes_need_explicit_shapes():
 def test_explicit_shape_errors(tables, message):
     with pytest.raises(TrtqError, match=message):
         profile_shapes([FULLY_DYNAMIC], None, *tables)
+
+
+def test_each_input_spans_the_batch_sizes_on_its_own_batch_axis():
+    """An LSTM state [layers, batch, hidden] varies on axis 1; a scalar stays a scalar."""
+    x = TensorSpec("x", ("batch", 8, 8), F32)
+    state = TensorSpec("h0", (1, "batch", 16), F32, batch_axis=1)
+    mode = TensorSpec("mode", (), np.dtype(np.int64), batch_axis=None)
+    profile = profile_shapes([x, state, mode], [1, 8])
+    assert profile["h0"] == ((1, 1, 16), (1, 8, 16), (1, 8, 16))
+    assert profile["mode"] == ((), (), ())
+    axes = {"x": 0, "h0": 1, "mode": None}
+    assert calibration_shapes(profile, 4, axes) == {"x": (4, 8, 8), "h0": (1, 4, 16), "mode": ()}
+    assert calibration_batch_size(profile, 4, axes) == 4
+    fixed = profile_shapes([TensorSpec("h0", (1, 2, 16), F32, batch_axis=1)])
+    assert calibration_batch_size(fixed, 8, {"h0": 1}) == 2

@@ -33,7 +33,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -151,11 +151,12 @@ def profile_shapes(inputs, batch_sizes: Optional[Sequence[int]] = None, min_shap
     result: ProfileShapes = {}
     for spec in inputs:
         given = [table.get(spec.name) for table in (min_shapes, opt_shapes, max_shapes)]
-        if given[1] is not None and given[0] is None and given[2] is None and spec.rank and not spec.is_static(0):
+        b = spec.batch_axis if spec.batched else None
+        if given[1] is not None and given[0] is None and given[2] is None and b is not None and not spec.is_static(b):
             # --opt-shapes alone: fixed non-batch axes, the batch axis spans the batch sizes
             batch = sizes or sorted(defaults.BENCH_BATCH_SIZES)
             opt = tuple(given[1])
-            given = [(min(batch[0], opt[0]),) + opt[1:], opt, (max(batch[-1], opt[0]),) + opt[1:]]
+            given = [_at(opt, b, min(batch[0], opt[b])), opt, _at(opt, b, max(batch[-1], opt[b]))]
         if any(g is not None for g in given):
             if any(g is None for g in given):
                 raise TrtqError(f"input {spec.name!r}: give all of --min-shapes, --opt-shapes and --max-shapes for it")
@@ -163,23 +164,29 @@ def profile_shapes(inputs, batch_sizes: Optional[Sequence[int]] = None, min_shap
             continue
         dims = list(spec.shape)
         dynamic = [axis for axis, d in enumerate(dims) if not (isinstance(d, int) and d > 0)]
-        if any(axis != 0 for axis in dynamic):
-            axis = next(a for a in dynamic if a != 0)
+        if any(axis != b for axis in dynamic):
+            axis = next(a for a in dynamic if a != b)
             raise TrtqError(f"input {spec.name!r} has a dynamic dimension {dims[axis]!r} at axis {axis}; give its "
                             f"range, e.g. --min-shapes/--opt-shapes/--max-shapes {spec.name}:"
                             f"{'x'.join(str(d) if isinstance(d, int) and d > 0 else '?' for d in dims)}")
         if not dynamic:
             static = tuple(int(d) for d in dims)
-            if sizes and dims and sizes != [static[0]]:
-                raise TrtqError(f"input {spec.name!r} has a fixed batch size of {static[0]}, so the engine cannot "
+            if sizes and b is not None and sizes != [static[b]]:
+                raise TrtqError(f"input {spec.name!r} has a fixed batch size of {static[b]}, so the engine cannot "
                                 f"run batch sizes {','.join(map(str, sizes))}; export the model with a dynamic "
                                 "batch axis or drop --batch-sizes")
             result[spec.name] = (static, static, static)
             continue
         batch = sizes or sorted(defaults.BENCH_BATCH_SIZES)
-        rest = tuple(int(d) for d in dims[1:])
-        result[spec.name] = ((batch[0],) + rest, (batch[-1],) + rest, (batch[-1],) + rest)
+        fixed = tuple(int(d) if axis != b else 0 for axis, d in enumerate(dims))
+        result[spec.name] = (_at(fixed, b, batch[0]), _at(fixed, b, batch[-1]), _at(fixed, b, batch[-1]))
     return result
+
+
+def _at(shape: Sequence[int], axis: Optional[int], value: int) -> Shape:
+    """``shape`` with ``value`` on ``axis`` (the input's batch axis; None: unchanged)."""
+    shape = tuple(int(d) for d in shape)
+    return shape if axis is None else shape[:axis] + (int(value),) + shape[axis + 1:]
 
 
 def _checked_profile(spec, lo: Shape, opt: Shape, hi: Shape) -> Tuple[Shape, Shape, Shape]:
@@ -201,20 +208,30 @@ def is_dynamic(profile_table: ProfileShapes) -> bool:
     return any(lo != hi for lo, _, hi in profile_table.values())
 
 
-def calibration_shapes(profile_table: ProfileShapes, batch_size: int) -> Dict[str, Shape]:
-    """The fixed shape TensorRT calibrates each input with: the opt shape at the calibration batch size."""
+def calibration_shapes(profile_table: ProfileShapes, batch_size: int,
+                       axes: Optional[Mapping[str, Optional[int]]] = None) -> Dict[str, Shape]:
+    """The fixed shape TensorRT calibrates each input with: the opt shape at the calibration batch size on the
+    input's batch axis (``axes``, default 0; None: a scalar or configuration input, as it is)."""
     shapes = {}
     for name, (lo, opt, hi) in profile_table.items():
-        shapes[name] = opt if lo == hi or not opt else (batch_size,) + tuple(opt[1:])
+        axis = (axes or {}).get(name, 0)
+        shapes[name] = opt if lo == hi or not opt or axis is None else _at(opt, axis, batch_size)
     return shapes
 
 
-def calibration_batch_size(profile_table: ProfileShapes, requested: int) -> int:
+def calibration_batch_size(profile_table: ProfileShapes, requested: int,
+                           axes: Optional[Mapping[str, Optional[int]]] = None) -> int:
     """A static batch axis fixes the calibration batch size; a dynamic one takes the requested size."""
-    for lo, _, hi in profile_table.values():
-        if lo and hi and lo[0] == hi[0]:
-            return int(lo[0])
+    for name, (lo, _, hi) in profile_table.items():
+        axis = (axes or {}).get(name, 0)
+        if lo and hi and axis is not None and lo[axis] == hi[axis]:
+            return int(lo[axis])
     return int(requested)
+
+
+def batch_axes_of(inputs) -> Dict[str, Optional[int]]:
+    """``{input: batch axis or None}`` from TensorSpecs (what the two functions above take)."""
+    return {spec.name: spec.batch_axis if spec.batched else None for spec in inputs}
 
 
 # ----------------------------------------------------------------------------------------
@@ -481,7 +498,7 @@ def _save_timing_cache(config, path: Optional[Path]) -> None:
 
 def build_engine(options: BuildOptions, progress: ProgressCallback = no_progress) -> BuildResult:
     """Build one engine and write it with its JSON report (atomically, together)."""
-    from ..cache import check_cache_matches, float_layers, read_cache, trt_version_int
+    from ..cache import check_cache_matches, float_layers, read_cache, recorded_batch_axes, trt_version_int
     from ..fileio import check_writable, write_files_atomic
     from ..graph.model import file_sha256, input_specs, load_onnx
     from ..graph.qdq import is_quantized, tensor_names
@@ -493,14 +510,16 @@ def build_engine(options: BuildOptions, progress: ProgressCallback = no_progress
     if options.timing_cache is not None:
         check_writable(options.timing_cache)
     model = load_onnx(options.model_path)
-    inputs = input_specs(model)
-    profile_table = profile_shapes(inputs, options.batch_sizes, options.min_shapes, options.opt_shapes,
-                                   options.max_shapes)
     sha = file_sha256(options.model_path)
     cache = None
     if options.cache_path is not None and options.cache_path.exists() and options.cache_path.stat().st_size:
         cache = read_cache(options.cache_path)
         check_cache_matches(cache, model, sha, tensor_names(model), force=options.force)
+    # each input's batch axis: as the cache was calibrated, then as --batch-axis says
+    inputs = input_specs(model, {**recorded_batch_axes(cache.sidecar if cache is not None else None),
+                                 **(_data_spec(options.calib).batch_axes if options.calib is not None else {})})
+    profile_table = profile_shapes(inputs, options.batch_sizes, options.min_shapes, options.opt_shapes,
+                                   options.max_shapes)
 
     for plugin in options.plugins:
         if not plugin.is_file():
@@ -575,7 +594,8 @@ def build_engine(options: BuildOptions, progress: ProgressCallback = no_progress
             if plan.path == "implicit":
                 calib_size = calibrator.batch_size if calibrator is not None else 1
                 _configure_implicit(trt, builder, config, plan, calibrator,
-                                    calibration_shapes(profile_table, calib_size), is_dynamic(profile_table))
+                                    calibration_shapes(profile_table, calib_size, batch_axes_of(inputs)),
+                                    is_dynamic(profile_table))
             if options.dla_core is not None:
                 dla = _dla_report(config, network, options, label)
             log.info("building %s engine from %s with TensorRT %s (%s path)", plan.precision, label,
@@ -681,7 +701,9 @@ def _make_calibrator(trt, options: BuildOptions, model, inputs, sha: str, cache,
     algorithm = algorithm or options.algorithm
     source = None
     spec = None
-    batch_size = calibration_batch_size(profile_table, _data_spec(options.calib).batch_size if options.calib else 1)
+    axes = batch_axes_of(inputs)
+    batch_size = calibration_batch_size(profile_table, _data_spec(options.calib).batch_size if options.calib else 1,
+                                        axes)
     if options.calib is not None:
         from ..data import open_source
 
@@ -694,7 +716,7 @@ def _make_calibrator(trt, options: BuildOptions, model, inputs, sha: str, cache,
     }
     cls = calibrator_class(trt, algorithm)
     calibrator = cls(source, batch_size=batch_size, trt_version=running_version,
-                     shapes=calibration_shapes(profile_table, batch_size), cache=cache,
+                     shapes=calibration_shapes(profile_table, batch_size, axes), cache=cache, batch_axes=axes,
                      cache_verified=cache is not None and cache.sidecar is not None,
                      cache_path=options.cache_path, sidecar=sidecar, progress=progress,
                      total_samples=getattr(source, "num_samples", None), input_dtypes=input_dtypes)

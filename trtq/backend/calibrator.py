@@ -60,6 +60,8 @@ class CalibratorCore:
     items with an ``.inputs`` dict); may be ``None`` when ``cache`` is given.
     ``shapes``: the exact shape per input TensorRT calibrates with (the calibration
     profile); a shorter last batch is skipped, any other mismatch is an error.
+    ``batch_axes``: per input, the axis that counts samples (default 0; ``None`` for a
+    scalar or configuration input, which is copied as it is with every batch).
     ``cache``: a :class:`trtq.cache.CalibrationCache` already checked against the model
     (``cache_verified``: its sidecar matched, so re-stamping it is safe).
     ``cache_path``: where TensorRT's cache is written (with ``sidecar`` fields).
@@ -84,6 +86,7 @@ class CalibratorCore:
         progress: ProgressCallback = no_progress,
         total_samples: Optional[int] = None,
         input_dtypes: Optional[Mapping[str, np.dtype]] = None,
+        batch_axes: Optional[Mapping[str, Optional[int]]] = None,
     ):
         if self._trt_base is not None:
             # Must run for every pybind11 trampoline class, or TensorRT segfaults calling back.
@@ -102,6 +105,8 @@ class CalibratorCore:
         self.progress = progress
         self.total_samples = total_samples
         self.input_dtypes = {name: np.dtype(d) for name, d in (input_dtypes or {}).items()}
+        #: per input, the axis that counts samples (default 0; None: a scalar or configuration input, fed as it is)
+        self.batch_axes = dict(batch_axes or {})
         self._batches = batches
         self._iterator: Optional[Iterator] = None
         self._allocator = allocator
@@ -234,8 +239,13 @@ class CalibratorCore:
         """The sample count of a batch smaller than the calibration batch size, else ``None``."""
         for name, array in batch.items():
             shape = np.shape(array)
-            if shape and shape[0] < self.batch_size and (name not in self.shapes or self.shapes[name][1:] == shape[1:]):
-                return int(shape[0])
+            axis = self.batch_axes.get(name, 0)
+            if axis is None or len(shape) <= axis:
+                continue
+            rest = shape[:axis] + shape[axis + 1:]
+            want = self.shapes.get(name)
+            if shape[axis] < self.batch_size and (want is None or tuple(want[:axis]) + tuple(want[axis + 1:]) == rest):
+                return int(shape[axis])
         return None
 
     def _next_pointers(self, names: List[str]) -> Optional[List[int]]:

@@ -12,7 +12,7 @@ EXIT_NOT_MEASURED = 1
 
 
 def add_parser(sub) -> None:
-    from .options import add_data_arguments
+    from .options import add_batch_axis_argument, add_data_arguments
 
     sizes = ",".join(str(b) for b in defaults.BENCH_BATCH_SIZES)
     parser = sub.add_parser(
@@ -61,6 +61,7 @@ def add_parser(sub) -> None:
     parser.add_argument("--no-files", action="store_true", help="print the table only; write no report files")
     parser.add_argument("--force", action="store_true",
                         help="replace existing report files that trtq did not write")
+    add_batch_axis_argument(parser)
     add_data_arguments(parser, flag="--data", required=False, default_samples=None, prefix="data-",
                        help_text="real samples as inputs (and int8 calibration data for --backend trt) instead of "
                                  "random data: a folder of images or .npy/.npz files, one such file, or a .py "
@@ -76,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
     from ..errors import TrtqError
     from ..progress import progress_bar
     from ..report import bench_table, report_console, write_bench_report
-    from .options import data_spec_from_args
+    from .options import batch_axes_from_args, data_spec_from_args
 
     batch_sizes = parse_batch_sizes(args.batch_sizes)
     shapes = {}
@@ -115,7 +116,8 @@ def run(args: argparse.Namespace) -> int:
         results = benchmark(args.models, batch_sizes, backend=args.backend, iterations=args.iterations,
                             warmup=args.warmup, threads=args.threads, data=data, shapes=shapes or None,
                             labels=args.precision_labels, precisions=precisions, max_seconds=args.max_seconds,
-                            baseline=args.baseline, progress=progress, plugins=args.plugins)
+                            baseline=args.baseline, progress=progress, plugins=args.plugins,
+                            batch_axes=batch_axes_from_args(args))
     meta = {"command": "bench", "backend": args.backend, "batch_sizes": list(batch_sizes),
             "iterations": args.iterations, "warmup": args.warmup, "max_seconds": args.max_seconds,
             "threads": args.threads,

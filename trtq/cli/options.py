@@ -124,8 +124,27 @@ def add_data_arguments(parser: argparse.ArgumentParser, flag: str = "--calib", r
     _add(group,
         f"{p}dtype", dest=_dest(f"{p}dtype"), metavar="DTYPE", default=None,
         help="float type of the data fed, float32 or float16 (default: the model input's dtype)")
+    if not prefix and not any("--batch-axis" in action.option_strings for action in parser._actions):
+        add_batch_axis_argument(group)
     parser.set_defaults(**{_KEY + dest: prefix})
     return group
+
+
+def add_batch_axis_argument(parser) -> None:
+    """``--batch-axis NAME:AXIS`` (repeatable): the axis that counts samples for one input."""
+    _add(parser, "--batch-axis", dest="batch_axis", metavar="NAME:AXIS", action="append", default=None,
+         help="the axis of input NAME that counts samples, when trtq infers it wrongly (repeatable); NAME:none "
+              "feeds the input unchanged with every batch (a scalar or configuration tensor, the same for every "
+              "sample). Default: inferred from the graph: axis 1 for LSTM/GRU/RNN initial_h/initial_c "
+              "[layers, batch, hidden], the axis carrying the batch's named dim, none for scalars and shape "
+              "inputs, else axis 0")
+
+
+def batch_axes_from_args(args: argparse.Namespace) -> dict:
+    """``--batch-axis`` values as ``{name: axis or None}`` (:class:`~trtq.graph.batch.BatchAxisError`, exit 2)."""
+    from ..graph.batch import parse_batch_axes
+
+    return parse_batch_axes(getattr(args, "batch_axis", None))
 
 
 def _bad(option: str, message: str) -> OptionError:
@@ -351,7 +370,7 @@ def data_spec_from_args(args: argparse.Namespace, flag_dest: str = "calib", shuf
     preprocess = Preprocess(size=size, resize=resize, crop_fraction=crop, scale=scale, mean=mean, std=std,
                             channel_order=order, layout=layout, dtype=dtype)
     return DataSpec(path=str(path), samples=samples, batch_size=batch_size, seed=seed, shuffle=shuffle,
-                    preprocess=preprocess)
+                    preprocess=preprocess, batch_axes=batch_axes_from_args(args))
 
 
 def add_algorithm_argument(parser, purpose: str = "") -> None:

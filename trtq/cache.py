@@ -422,7 +422,7 @@ def _input_record(spec) -> dict:
 def recorded_batch_axes(sidecar: Optional[dict]) -> Dict[str, Optional[int]]:
     """The batch axis per input the cache was calibrated with (``{}`` for a sidecar that predates them), so
     every consumer (the TensorRT calibrator, eval of the same data) cuts samples the same way."""
-    records = (sidecar or {}).get("inputs") or []
+    records = ((sidecar or {}).get("model") or {}).get("inputs") or []
     return {r["name"]: r["batch_axis"] for r in records if isinstance(r, dict) and "batch_axis" in r and "name" in r}
 
 

@@ -343,6 +343,10 @@ def calibrate(
         if not held:  # too few samples to hold any back: the verdict is scored on the first batch
             held = [first]
     tensors = None if observe == "all" else qdq_tensors(model) if observe == "qdq" else list(observe)
+    if tensors == [] and observe == "qdq":
+        coverage = weighted_coverage(model, ())
+        raise TrtqError(f"{Path(model_path).name} has no Q/DQ placement point in its main graph, so nothing would "
+                        f"be quantized" + (f": {coverage.line()}" if coverage.in_subgraphs else ""))
     report = CollectionReport()
     histograms = collect_histograms(model, batches, num_bins=num_bins, total_samples=stats_total, threads=threads,
                                     max_binned=max_binned, tensors=tensors, max_memory=max_memory, report=report,

@@ -139,3 +139,47 @@ def scalar_branch_classifier(path: Path) -> Path:
     onnx.checker.check_model(model)
     onnx.save(model, str(path))
     return path
+
+
+STATE = 16
+
+
+def integrator_stream(path: Path) -> Path:
+    """A streaming model whose INT8 error compounds: ``state' = state @ A + x @ B`` with ``A`` orthogonal (a
+    lossless integrator of the digits' rows, ``x[batch, 8]``), ``scores = state' @ W`` (4 classes) and
+    ``stateN = state'`` fed back. Per call, with the float state given, INT8 barely moves it; streamed, each
+    call's rounding of the state is kept and summed, and the decisions drift."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(3)
+    a, _ = np.linalg.qr(rng.standard_normal((STATE, STATE)))
+    b = rng.standard_normal((8, STATE)) * 0.5
+    w = rng.standard_normal((STATE, 4))
+    nodes = [helper.make_node("MatMul", ["state", "A"], ["carried"], name="carry"),
+             helper.make_node("MatMul", ["x", "B"], ["added"], name="input"),
+             helper.make_node("Add", ["carried", "added"], ["stateN"], name="integrate"),
+             helper.make_node("MatMul", ["stateN", "W"], ["scores"], name="decide")]
+    inits = [numpy_helper.from_array(v.astype(np.float32), n) for v, n in ((a, "A"), (b, "B"), (w, "W"))]
+    graph = helper.make_graph(
+        nodes, "integrator",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 8]),
+         helper.make_tensor_value_info("state", TensorProto.FLOAT, ["batch", STATE])],
+        [helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["batch", 4]),
+         helper.make_tensor_value_info("stateN", TensorProto.FLOAT, ["batch", STATE])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
+def digit_sequences(folder: Path, count: int = 8, digits_per_sequence: int = 25, start: int = 0) -> Path:
+    """``count`` .npz sequences of the digits' rows (``x``: [T, 8], T = 8 rows per digit), zero-mean."""
+    folder.mkdir(parents=True, exist_ok=True)
+    images, _ = digits()
+    rows = images.reshape(-1, 8) - images.mean()
+    per = digits_per_sequence * 8
+    for i in range(count):
+        np.savez(folder / f"seq{i:02d}.npz", x=rows[start + i * per:start + (i + 1) * per])
+    return folder

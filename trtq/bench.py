@@ -423,6 +423,7 @@ def benchmark_ort(
     max_seconds: Optional[float] = None,
     progress: ProgressCallback = no_progress,
     batch_axes: Optional[Mapping[str, Optional[int]]] = None,
+    feedback: Sequence = (),
 ) -> List[BenchResult]:
     """ONNX Runtime (CPU) rows for every ONNX model and batch size; see :func:`benchmark`."""
     from .graph.model import input_specs, load_onnx
@@ -438,6 +439,10 @@ def benchmark_ort(
     for path, label in zip(models, names):
         model = load_onnx(path)
         specs = input_specs(model, batch_axes)
+        if feedback:
+            from .pipeline import feedback_pairs
+
+            feedback_pairs(model, feedback)
         if data is None:
             check_inputs_resolvable(specs, shapes, Path(path).name)
         loaded.append((Path(path), model, specs, label or infer_precision(model)))
@@ -494,6 +499,7 @@ def benchmark(
     plugins: Sequence[PathLike] = (),
     progress: ProgressCallback = no_progress,
     batch_axes: Optional[Mapping[str, Optional[int]]] = None,
+    feedback: Sequence = (),
 ) -> List[BenchResult]:
     """Benchmark models at each batch size; returns one :class:`~trtq.report.BenchResult` per (model, batch size).
 
@@ -512,7 +518,9 @@ def benchmark(
     Speed-up is filled against the fp32 row of the same model (``m.onnx`` for
     ``m.int8-cpu.onnx``), backend and batch size, or against the rows of ``baseline``
     (one of ``models``) when given. ``batch_axes``: ``{input: axis or None}`` overrides of the batch axis
-    trtq infers per input (``--batch-axis``); ``data``'s own apply otherwise.
+    trtq infers per input (``--batch-axis``); ``data``'s own apply otherwise. ``feedback``: a streaming
+    model's ``OUT=IN`` pairs, checked against every ONNX model (one timed run is one step of the stream: the
+    state is an input like any other).
     """
     if batch_axes is None and data is not None:
         batch_axes = getattr(data, "batch_axes", None)
@@ -543,7 +551,7 @@ def benchmark(
     if onnx_models and backend in _ORT_NAMES:
         results += benchmark_ort(onnx_models, batch_sizes, iterations=iterations, warmup=warmup, threads=threads,
                                  data=data, shapes=shapes, labels=labels_of(onnx_models), max_seconds=max_seconds,
-                                 progress=progress, batch_axes=batch_axes)
+                                 progress=progress, batch_axes=batch_axes, feedback=feedback)
     if needs_trt:
         results += _benchmark_trt(engines, onnx_models if backend in _TRT_NAMES else [], batch_sizes,
                                   iterations=iterations, warmup=warmup, data=data, shapes=shapes,

@@ -247,6 +247,21 @@ def choose_amax(
 # --------------------------------------------------------------------------- calibrate
 
 
+#: How a streamed verdict names what it measured (the steps of held-back sequences, each model with its own state).
+STREAMED_FORM = "TensorRT Q/DQ form, streamed with its own state fed back"
+
+
+def feedback_pairs(model, feedback: Sequence) -> list:
+    """``--feedback`` pairs (strings ``OUT=IN`` or :class:`~trtq.stream.FeedbackPair`) checked against ``model``."""
+    if not feedback:
+        return []
+    from .stream import FeedbackPair, check_feedback, parse_feedback
+
+    pairs = [p if isinstance(p, FeedbackPair) else parse_feedback([p])[0] for p in feedback]
+    check_feedback(model, pairs)
+    return pairs
+
+
 def reference_replay(model, feeds: Sequence[Feed], threads: Optional[int] = None, specs: Optional[Sequence] = None):
     """A :class:`trtq.evaluate.Replay` of ``feeds`` with the float model's outputs (the verdict's reference);
     ``specs`` (the model's inputs, default from the model) say which axis counts the samples."""
@@ -281,6 +296,7 @@ def calibrate(
     min_cosine: Optional[float] = None,
     progress: ProgressCallback = no_progress,
     choice_progress: ProgressCallback = no_progress,
+    feedback: Sequence = (),
 ):
     """Calibrate ``model_path`` on ``data`` (a DataSpec or a path): amax per tensor, verdict, cache.
 
@@ -295,6 +311,9 @@ def calibrate(
     TensorRT calibration cache and its JSON sidecar atomically (the location is checked
     before any work). ``min_snr`` / ``min_cosine``: raise
     :class:`~trtq.errors.FidelityError` and write nothing when the verdict misses them.
+    ``feedback``: ``OUT=IN`` pairs (strings or :class:`~trtq.stream.FeedbackPair`) of a streaming model: the
+    data are then sequences, calibrated on the steps of the float model's own stream and scored streamed
+    (see :mod:`trtq.stream`).
     """
     from . import cache as cache_io
     from .calib import CalibrationResult, amax_from_histograms, check_calibration_options
@@ -320,28 +339,44 @@ def calibrate(
                       model_reads(model_path) + [("a calibration data file", p) for p in data_files(spec.path)])
     model = load_onnx(model_path)
     fingerprint = model_fingerprint(model)  # before collection touches the graph
-    source = open_source(spec, input_specs(model, spec.batch_axes))
-    inputs = source.inputs
-    log.info("calibrating on %s", source.description)
+    pairs = feedback_pairs(model, feedback)
+    started = time.perf_counter()
+    if pairs:
+        from .stream import StreamReplay, calibration_steps, open_sequences, split_sequences, step_source
+
+        inputs = input_specs(model, spec.batch_axes)
+        sequences = open_sequences(spec, inputs, pairs)
+        total_steps = sum(len(s.steps) for s in sequences)
+        held_sequences, rest_sequences = split_sequences(sequences, holdout_count(total_steps, holdout))
+        held_back = len(sequences) > 1
+        steps = calibration_steps(model, rest_sequences, pairs, spec.samples, spec.seed, threads=threads)
+        source = step_source(spec, inputs, steps, len(rest_sequences))
+        log.info("calibrating on %s", source.description)
+        progress(0, source.num_samples)
+        batches: Iterable[Feed] = iter(source)
+        stats_total: Optional[int] = source.num_samples
+        replay = StreamReplay.collect(model, held_sequences, pairs, threads=threads)
+    else:
+        source = open_source(spec, input_specs(model, spec.batch_axes))
+        inputs = source.inputs
+        log.info("calibrating on %s", source.description)
+        progress(0, source.num_samples)  # the total is known now: no "0/?" while the session starts
+        static_batch = any(s.static_batch() for s in inputs)
+        held, rest = split_holdout(iter(source), holdout_count(source.num_samples, holdout),
+                                   whole_batches=static_batch, specs=inputs)
+        held_count = sum(feed_samples(f, inputs) for f in held)
+        first = next(rest, None)
+        held_back = bool(held) and first is not None
+        if first is None:  # every sample went to the hold-out (a short loader script): score on them all
+            batches = iter(held)
+            stats_total = held_count
+        else:
+            batches = itertools.chain([first], rest)
+            stats_total = None if source.num_samples is None else source.num_samples - held_count
+            if not held:  # too few samples to hold any back: the verdict is scored on the first batch
+                held = [first]
     if any(s.batch_axis != 0 for s in inputs if s.rank):
         log.info("batch axes: %s", describe_batch_axes(inputs))
-
-    started = time.perf_counter()
-    progress(0, source.num_samples)  # the total is known now: no "0/?" while the session starts
-    static_batch = any(s.static_batch() for s in inputs)
-    held, rest = split_holdout(iter(source), holdout_count(source.num_samples, holdout), whole_batches=static_batch,
-                               specs=inputs)
-    held_count = sum(feed_samples(f, inputs) for f in held)
-    first = next(rest, None)
-    held_back = bool(held) and first is not None
-    if first is None:  # every sample went to the hold-out (a short loader script): score on them all
-        batches: Iterable[Feed] = iter(held)
-        stats_total: Optional[int] = held_count
-    else:
-        batches = itertools.chain([first], rest)
-        stats_total = None if source.num_samples is None else source.num_samples - held_count
-        if not held:  # too few samples to hold any back: the verdict is scored on the first batch
-            held = [first]
     tensors = None if observe == "all" else qdq_tensors(model) if observe == "qdq" else list(observe)
     if tensors == [] and observe == "qdq":
         coverage = weighted_coverage(model, ())
@@ -365,7 +400,8 @@ def calibrate(
         raise TrtqError(f"no floating-point tensors were found to calibrate in {Path(model_path).name}; "
                         "nothing was written")
     stats_seconds = time.perf_counter() - started
-    replay = reference_replay(model, held, threads=threads, specs=inputs)
+    if not pairs:
+        replay = reference_replay(model, held, threads=threads, specs=inputs)
 
     choice: Optional[AutoChoice] = None
     options = {"percentile": percentile} if algorithm == "percentile" else {}
@@ -376,7 +412,7 @@ def calibrate(
     else:
         amax = amax_from_histograms(histograms, algorithm, **options)
         metrics = score(replay, model, amax, exclude, algorithm).metrics
-    verdict = Verdict(metrics, replay.samples, held_back=held_back)
+    verdict = Verdict(metrics, replay.samples, held_back=held_back, **({"form": STREAMED_FORM} if pairs else {}))
     coverage = weighted_coverage(model, amax)
     if coverage.in_subgraphs:
         log.warning("%s", coverage.line())
@@ -407,6 +443,8 @@ def calibrate(
         fingerprint=fingerprint,
     )
     sidecar["verdict"] = verdict.to_dict()
+    if pairs:
+        sidecar["feedback"] = [{"output": p.output, "input": p.input} for p in pairs]
     if coverage.in_subgraphs:
         sidecar["coverage"] = coverage.to_dict()
     if exclude:
@@ -450,6 +488,7 @@ def quantize(
     min_snr: Optional[float] = None,
     min_cosine: Optional[float] = None,
     progress: ProgressCallback = no_progress,
+    feedback: Sequence = (),
 ) -> QuantizeOutcome:
     """Quantize an ONNX file and write the Q/DQ model; exactly one of ``cache``, ``amax``, ``calib``.
 
@@ -459,7 +498,8 @@ def quantize(
     ``algorithm`` (default ``auto``). ``output_path`` defaults to
     :func:`trtq.graph.qdq.default_output_path`. ``min_snr``/``min_cosine`` gate on the
     verdict (computed when calibrating, read from the sidecar with a cache): nothing is
-    written when it misses them.
+    written when it misses them. ``feedback``: a streaming model's ``OUT=IN`` pairs, for ``calib``
+    (see :func:`calibrate`).
     """
     from .cache import check_cache_matches, float_layers, read_cache, sidecar_path
     from .fileio import Output, guard_outputs, write_bytes_atomic
@@ -500,7 +540,7 @@ def quantize(
         options = {"algorithm": algorithm} if algorithm else {}
         # no cache is written here: observing the Q/DQ placement points is enough (and faster)
         result = calibrate(model_path, calib, progress=progress, exclude=exclude, min_snr=min_snr,
-                           min_cosine=min_cosine, observe="qdq", **options)
+                           min_cosine=min_cosine, observe="qdq", feedback=feedback, **options)
         outcome.calibration = result
         outcome.verdict, outcome.verdict_source = result.verdict.to_dict(), "held-back calibration samples"
         amax = result.amax

@@ -12,7 +12,7 @@ EXIT_NOT_MEASURED = 1
 
 
 def add_parser(sub) -> None:
-    from .options import add_batch_axis_argument, add_data_arguments
+    from .options import add_batch_axis_argument, add_data_arguments, add_feedback_argument
 
     sizes = ",".join(str(b) for b in defaults.BENCH_BATCH_SIZES)
     parser = sub.add_parser(
@@ -62,6 +62,7 @@ def add_parser(sub) -> None:
     parser.add_argument("--force", action="store_true",
                         help="replace existing report files that trtq did not write")
     add_batch_axis_argument(parser)
+    add_feedback_argument(parser)
     add_data_arguments(parser, flag="--data", required=False, default_samples=None, prefix="data-",
                        help_text="real samples as inputs (and int8 calibration data for --backend trt) instead of "
                                  "random data: a folder of images or .npy/.npz files, one such file, or a .py "
@@ -77,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
     from ..errors import TrtqError
     from ..progress import progress_bar
     from ..report import bench_table, report_console, write_bench_report
-    from .options import batch_axes_from_args, data_spec_from_args
+    from .options import batch_axes_from_args, data_spec_from_args, feedback_from_args
 
     batch_sizes = parse_batch_sizes(args.batch_sizes)
     shapes = {}
@@ -117,11 +118,12 @@ def run(args: argparse.Namespace) -> int:
                             warmup=args.warmup, threads=args.threads, data=data, shapes=shapes or None,
                             labels=args.precision_labels, precisions=precisions, max_seconds=args.max_seconds,
                             baseline=args.baseline, progress=progress, plugins=args.plugins,
-                            batch_axes=batch_axes_from_args(args))
+                            batch_axes=batch_axes_from_args(args), feedback=feedback_from_args(args))
     meta = {"command": "bench", "backend": args.backend, "batch_sizes": list(batch_sizes),
             "iterations": args.iterations, "warmup": args.warmup, "max_seconds": args.max_seconds,
             "threads": args.threads,
-            "inputs": "random" if data is None else data.to_dict()}
+            "inputs": "random" if data is None else data.to_dict(),
+            "feedback": [p.text() for p in feedback_from_args(args)]}
     measured = [r for r in results if not r.skipped]
     if not args.no_files and measured:
         paths = write_bench_report(results, args.out, stem=args.stem, meta=meta)

@@ -34,7 +34,8 @@ def parse_memory(text: str) -> int:
 
 
 def add_parser(sub) -> None:
-    from .options import DefaultsFormatter, add_algorithm_argument, add_data_arguments, add_fidelity_arguments
+    from .options import (DefaultsFormatter, add_algorithm_argument, add_data_arguments, add_feedback_argument,
+                          add_fidelity_arguments)
 
     parser = sub.add_parser(
         "calibrate",
@@ -49,6 +50,7 @@ def add_parser(sub) -> None:
     )
     parser.add_argument("model", help="ONNX model to calibrate")
     add_data_arguments(parser, flag="--calib", required=True)
+    add_feedback_argument(parser)
     parser.add_argument("-o", "--output", help="cache file to write (default: <model>.calib.cache beside the model); "
                         "the sidecar is written to <output>.json")
     add_algorithm_argument(parser)
@@ -90,12 +92,13 @@ def run(args: argparse.Namespace) -> int:
 
     from ..pipeline import calibrate
     from ..progress import progress_bar
-    from .options import data_spec_from_args
+    from .options import data_spec_from_args, feedback_from_args
 
     from ..cache import sidecar_path
     from .guard import Output, data_reads, guard, model_reads, print_notes
 
     spec = data_spec_from_args(args, flag_dest="calib", shuffle=True)
+    feedback = feedback_from_args(args)
     output = Path(args.output) if args.output else default_cache_path(args.model)
     notes = guard([Output(output, "cache", default=not args.output),
                    Output(sidecar_path(output), "sidecar", option="the sidecar of -o")],  # the cache's note covers it
@@ -109,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
                            observe=args.observe if args.observe in ("all", "qdq")
                            else [name.strip() for name in args.observe.split(",") if name.strip()],
                            min_snr=args.min_snr, min_cosine=args.min_cosine,
-                           progress=progress, choice_progress=scoring)
+                           progress=progress, choice_progress=scoring, feedback=feedback)
     print_calibration(Console(), result, args.model)
     print_notes(notes)
     return 0

@@ -9,7 +9,7 @@ from .. import defaults
 
 
 def add_parser(sub) -> None:
-    from .options import add_data_arguments
+    from .options import add_data_arguments, add_feedback_argument
 
     parser = sub.add_parser(
         "eval",
@@ -28,6 +28,7 @@ def add_parser(sub) -> None:
     parser.add_argument("reference", help="float ONNX model (the reference)")
     parser.add_argument("candidate", help="model to judge, e.g. the Q/DQ model from trtq quantize, or a TensorRT "
                                           "engine (.engine/.plan: runs on the GPU; needs TensorRT)")
+    add_feedback_argument(parser)
     add_data_arguments(parser, flag="--data", required=True, default_samples=None,
                        help_text="held-out samples (not the calibration set): a folder of images or .npy/.npz "
                                  "files, one such file, or a .py loader script")
@@ -98,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
     from ..errors import TrtqError
     from ..progress import progress_bar
     from ..report import eval_tables, report_console, write_json
-    from .options import data_spec_from_args
+    from .options import data_spec_from_args, feedback_from_args
 
     from ..graph.model import load_onnx
 
@@ -133,10 +134,20 @@ def run(args: argparse.Namespace) -> int:
     from .info import apply_cuda_argument
 
     apply_cuda_argument(args)
+    feedback = feedback_from_args(args)
+    if feedback and (requantize or args.labels or is_engine_path(args.candidate)):
+        raise TrtqError("--feedback streams two ONNX models over sequences; --labels, --sensitivity, "
+                        "--auto-exclude and engines are not supported with it")
     with progress_bar("evaluating", enabled=bars) as progress:
-        report = ev.evaluate(args.reference, args.candidate, spec, labels=args.labels,
-                             class_outputs=args.class_output or None, threads=args.threads, progress=progress,
-                             plugins=args.plugins)
+        if feedback:
+            from ..stream import evaluate_stream
+
+            report = evaluate_stream(args.reference, args.candidate, spec, feedback, threads=args.threads,
+                                     class_outputs=args.class_output or None, progress=progress)
+        else:
+            report = ev.evaluate(args.reference, args.candidate, spec, labels=args.labels,
+                                 class_outputs=args.class_output or None, threads=args.threads, progress=progress,
+                                 plugins=args.plugins)
     code = 0
     model = None
     if requantize:
@@ -187,6 +198,12 @@ def run(args: argparse.Namespace) -> int:
         write_json(args.json, report.to_dict())
         console.print(f"  wrote {args.json}", highlight=False, markup=False)
     print_notes(notes)
+    if feedback:  # streamed: error that compounds through the state counts; say so when it is poor
+        from ..pipeline import STREAMED_FORM
+
+        streamed = ev.Verdict(report.outputs, report.samples, held_back=False, form=STREAMED_FORM)
+        if streamed.warning():
+            console.print(f"[bold yellow]warning:[/] {escape(streamed.warning())}", highlight=False)
     failure = ev.gate_failure(report.worst_snr_db(), min((o.worst_cosine for o in report.outputs), default=None),
                               "output", args.min_snr, args.min_cosine)
     if failure:

@@ -140,6 +140,23 @@ def add_batch_axis_argument(parser) -> None:
               "inputs, else axis 0")
 
 
+def add_feedback_argument(parser) -> None:
+    """``--feedback OUT=IN`` (repeatable): a streaming model's output fed back as an input on the next call."""
+    _add(parser, "--feedback", dest="feedback", metavar="OUT=IN", action="append", default=None,
+         help="a streaming model's output OUT fed back as its input IN on the next call, e.g. stateN=state "
+              "(repeatable). The data are then sequences (sub-folders of step files, .npz files whose arrays have a "
+              "leading time axis, or a loader script yielding one such dict per sequence); every model runs each "
+              "sequence with its own state, and the verdict and --algo auto judge the outputs that are not fed "
+              "back, over whole sequences (see docs/data_formats.md)")
+
+
+def feedback_from_args(args: argparse.Namespace) -> list:
+    """``--feedback`` values as :class:`~trtq.stream.FeedbackPair` (:class:`~trtq.stream.FeedbackError`, exit 2)."""
+    from ..stream import parse_feedback
+
+    return parse_feedback(getattr(args, "feedback", None))
+
+
 def batch_axes_from_args(args: argparse.Namespace) -> dict:
     """``--batch-axis`` values as ``{name: axis or None}`` (:class:`~trtq.graph.batch.BatchAxisError`, exit 2)."""
     from ..graph.batch import parse_batch_axes

@@ -16,7 +16,7 @@ def split_names(values: Iterable[str]) -> List[str]:
 
 
 def add_parser(sub) -> None:
-    from .options import add_algorithm_argument, add_data_arguments, add_fidelity_arguments
+    from .options import add_algorithm_argument, add_data_arguments, add_feedback_argument, add_fidelity_arguments
 
     parser = sub.add_parser(
         "quantize",
@@ -30,6 +30,7 @@ def add_parser(sub) -> None:
     parser.add_argument("model", help="float ONNX model")
     parser.add_argument("--cache", help="TensorRT calibration cache (from trtq calibrate) holding the scales")
     add_data_arguments(parser, flag="--calib", required=False)
+    add_feedback_argument(parser)
     parser.add_argument("-o", "--output", help="Q/DQ model to write (default: <model>.int8.onnx, "
                         "or <model>.int8-cpu.onnx with --for cpu, beside the model)")
     parser.add_argument("--for", dest="target", choices=("trt", "cpu"), default="trt",
@@ -50,6 +51,7 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from ..pipeline import quantize
+    from .options import feedback_from_args
     from ..progress import progress_bar
     from ..report import print_verdict
 
@@ -75,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
         outcome = quantize(args.model, args.output, cache=args.cache, calib=calib,
                            algorithm=args.algo if calib is not None else None, target=args.target,
                            exclude=split_names(args.exclude), force=args.force, min_snr=args.min_snr,
-                           min_cosine=args.min_cosine, progress=progress)
+                           min_cosine=args.min_cosine, progress=progress, feedback=feedback_from_args(args))
     console = Console()
     if outcome.calibration is not None and outcome.calibration.auto is not None:
         from ..report import auto_choice_table

@@ -70,7 +70,7 @@ def recurrent_classifier(path: Path, cell: str = "gru") -> Path:
     h0 = torch.zeros(LAYERS, 2, HIDDEN)
     names_in = ["x", "h0"] + (["c0"] if cell == "lstm" else [])
     names_out = ["logits", "hN"] + (["cN"] if cell == "lstm" else [])
-    axes = {"x": {0: "batch"}, "logits": {0: "batch"}}
+    axes = {"x": {0: "batch", 1: "rows"}, "logits": {0: "batch"}}  # rows: whole digits, or one per call
     axes.update({name: {1: "batch"} for name in names_in[1:] + names_out[1:]})
     args = (x, h0, h0.clone()) if cell == "lstm" else (x, h0)
     torch.onnx.export(net, args, str(path), input_names=names_in, output_names=names_out, dynamic_axes=axes,

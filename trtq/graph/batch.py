@@ -15,8 +15,14 @@ axis is found, in this order:
 3. **a shared ``dim_param``**: the symbolic dims found at the batch axis of the inputs
    ruled on above (else at axis 0 of the others) name the batch; another input that
    carries one of them has its batch axis there (``state: [2, batch, 128]`` -> 1);
-4. an input whose dims are all fixed while the others carry a symbolic batch is a fixed
+4. an input whose axis 0 is fixed and which has exactly one dynamic axis, beside inputs
+   whose axis 0 is dynamic, is batched on that axis (``state: [2, ?, 128]`` next to
+   ``input: [?, ?]``: a fixed axis 0 cannot be the batch of a model that takes any batch);
+5. an input whose dims are all fixed while the others carry a symbolic batch is a fixed
    configuration tensor (no batch axis); anything else keeps axis 0.
+
+Consumers are found in subgraphs too (an ``LSTM`` inside an ``If`` branch reading the
+outer ``state``).
 
 ``--batch-axis NAME:AXIS`` (``AXIS`` an integer, negative counting from the end, or
 ``none``) overrides the result for one input. An input without a batch axis is fed
@@ -62,10 +68,17 @@ def _recurrent_axis(node, index: int) -> Optional[int]:
 def infer_batch_axes(model, specs: Sequence[TensorSpec]) -> Dict[str, Optional[int]]:
     """Per input name, its batch axis as the graph tells it (rules in the module docstring)."""
     consumers: Dict[str, List[Tuple[object, int]]] = {s.name: [] for s in specs}
-    for node in model.graph.node:
-        for index, name in enumerate(node.input):
-            if name in consumers:
-                consumers[name].append((node, index))
+
+    def walk(graph) -> None:
+        for node in graph.node:
+            for index, name in enumerate(node.input):
+                if name in consumers:
+                    consumers[name].append((node, index))
+            for attribute in node.attribute:
+                for sub in ([attribute.g] if attribute.HasField("g") else []) + list(attribute.graphs):
+                    walk(sub)
+
+    walk(model.graph)
     axes: Dict[str, Optional[int]] = {}
     for spec in specs:
         uses = consumers[spec.name]
@@ -80,12 +93,16 @@ def infer_batch_axes(model, specs: Sequence[TensorSpec]) -> Dict[str, Optional[i
                if axes.get(spec.name) is not None and isinstance(spec.shape[axes[spec.name]], str)}
     if not symbols:
         symbols = {spec.shape[0] for spec in specs if spec.name not in axes and isinstance(spec.shape[0], str)}
+    open_batch = any(spec.rank and not spec.is_static(0) for spec in specs if spec.name not in axes)
     for spec in specs:
         if spec.name in axes:
             continue
         shared = [axis for axis, dim in enumerate(spec.shape) if isinstance(dim, str) and dim in symbols]
+        dynamic = [axis for axis in range(spec.rank) if not spec.is_static(axis)]
         if shared:
             axes[spec.name] = shared[0]
+        elif open_batch and spec.rank > 1 and spec.is_static(0) and len(dynamic) == 1:
+            axes[spec.name] = dynamic[0]
         elif symbols and all(spec.is_static(axis) for axis in range(spec.rank)):
             axes[spec.name] = None  # a fixed configuration tensor beside symbolically batched inputs
         else:

@@ -174,7 +174,7 @@ def as_feed(session, batch: Union[Mapping[str, np.ndarray], np.ndarray, Sequence
                 array = array.astype(want)
             else:
                 raise DataError(f"input {name!r} needs {want} data, the batch holds {array.dtype}")
-        feed[name] = np.ascontiguousarray(array)
+        feed[name] = np.require(array, requirements="C")  # keeps a scalar input rank 0
     return feed
 
 

@@ -104,17 +104,30 @@ def _stub_libs(major: int) -> Path:
     return libs
 
 
+def _recurrent_models(folder: Path) -> Path:
+    """The trained digits LSTM (state in ONNX's [layers, batch, hidden] layout) and the scalar-driven If model,
+    exported once for every TensorRT version's contract run."""
+    sys.path.insert(0, str(HERE.parent))
+    import _recurrent
+
+    _recurrent.recurrent_classifier(folder / "lstm.onnx", "lstm")
+    _recurrent.scalar_branch_classifier(folder / "branch.onnx")
+    return folder
+
+
 @pytest.fixture(scope="session")
-def trt_contract():
+def trt_contract(tmp_path_factory):
     """version -> {"api": [...], "checks": {name: outcome}, "module": ...} from the real bindings."""
     CONTRACT_DIR.mkdir(exist_ok=True)
     results, running = {}, {}
+    models = _recurrent_models(tmp_path_factory.mktemp("recurrent"))
     for version, requirement in BINDINGS.items():  # one process per version, two at a time (2-core CI)
         site = _install(version, requirement)
         libs = _stub_libs(int(version.split(".")[0]))
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join([str(site), str(ROOT), str(HERE)])
         env["LD_LIBRARY_PATH"] = os.pathsep.join(filter(None, [str(libs), os.environ.get("LD_LIBRARY_PATH")]))
+        env["TRTQ_CONTRACT_MODELS"] = str(models)
         if len(running) >= 2:
             first = next(iter(running))
             results[first] = _contract_result(first, running.pop(first))

@@ -29,7 +29,7 @@ CHECK_NAMES = (
     "prequantized_model_needs_no_calibration_data", "plugins_and_profile_errors_are_one_line",
     "signature_checker_catches_wrong_calls", "failed_build_names_first_and_last_tensorrt_error",
     "parser_errors_are_one_line", "runner_calls_match_signatures", "runner_handles_types_numpy_lacks",
-    "calibrator_vtable_as_tensorrt_calls_it",
+    "calibrator_vtable_as_tensorrt_calls_it", "recurrent_state_and_scalar_inputs_on_their_own_batch_axes",
     # the third review (shared/reviews/tensorrt-review-3): A1-A4 and B1-B7, B10, B11 through the CLI
     "inspect_shows_the_precision_of_each_layer", "eval_pads_to_the_engines_smallest_batch",
     "eval_int64_data_on_an_int32_engine_input", "engine_layouts_and_types_numpy_lacks_are_refused_with_real_data",
@@ -43,7 +43,7 @@ ONLY_FOR = {"calibrator_classes_on_11_say_why": (11,),
                 "calibrators_subclass_the_real_bases", "get_batch_returns_pointers_in_order_then_none",
                 "errors_in_get_batch_are_raised_after_the_build", "cache_round_trip_and_restamping",
                 "implicit_int8_calibrates_through_the_vtable", "percentile_on_the_implicit_path_is_trtq_calibrated",
-                "calibrator_vtable_as_tensorrt_calls_it")}}
+                "calibrator_vtable_as_tensorrt_calls_it", "recurrent_state_and_scalar_inputs_on_their_own_batch_axes")}}
 
 
 def test_every_check_is_listed(trt_contract):

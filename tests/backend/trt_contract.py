@@ -1339,6 +1339,66 @@ def inspect_shows_the_precision_of_each_layer(expected):
 
 
 @check
+def recurrent_state_and_scalar_inputs_on_their_own_batch_axes(expected):
+    """The trained digits LSTM ([layers, batch, hidden] state) and the If model driven by an int64 scalar, built
+    with implicit INT8: the profile spans each input's own batch axis, the calibrator fills each buffer in the
+    model's layout, and the scalar goes as it is with every batch."""
+    import os
+    import shutil
+
+    trt, major = context()
+    if major >= 11:
+        raise Skip("no implicit calibrators on TensorRT 11")
+    from trtq.data.spec import DataSpec
+
+    models = Path(os.environ["TRTQ_CONTRACT_MODELS"])
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        rng = np.random.default_rng(0)
+        shutil.copy(models / "lstm.onnx", tmp / "m.onnx")
+        lstm_data = tmp / "lstm"
+        lstm_data.mkdir()
+        for i in range(8):  # one sample per file: the state without its batch axis
+            np.savez(lstm_data / f"{i}.npz", x=rng.random((8, 8), np.float32),
+                     h0=np.zeros((1, 16), np.float32), c0=np.zeros((1, 16), np.float32))
+        world = _world(trt, tmp / "m.onnx")
+        with _installed(trt, world):
+            result = _build(tmp, "lstm", precision="int8", calib=DataSpec(path=str(lstm_data), batch_size=4),
+                            cache_path=tmp / "lstm.cache", algorithm="entropy", opt_shapes={"x": (4, 8, 8)})
+        _assert_clean(world)
+        shapes = {}  # input -> every (min, opt, max) set: the engine's profile, then the calibration profile
+        for args in _calls(world, "IOptimizationProfile", "set_shape"):
+            shapes.setdefault(args[0], []).append(tuple(tuple(d) for d in args[1:]))
+        assert shapes["h0"] == [((1, 1, 16), (1, 4, 16), (1, 4, 16)), ((1, 4, 16),) * 3], shapes
+        assert shapes["x"] == [((1, 8, 8), (4, 8, 8), (4, 8, 8)), ((4, 8, 8),) * 3], shapes
+        got = [line for line in world.drove if line.startswith("getBatch=")]
+        assert len(got) == 2, world.drove
+        sizes = sorted(world.memory.sizes[int(p, 16)] for p in got[0].split("=")[1].split(","))
+        assert sizes == [1 * 4 * 16 * 4, 1 * 4 * 16 * 4, 4 * 8 * 8 * 4], sizes
+        assert result.report["calibration"]["samples"] == 8
+
+        shutil.copy(models / "branch.onnx", tmp / "m.onnx")
+        branch_data = tmp / "branch"
+        branch_data.mkdir()
+        for i in range(8):
+            np.savez(branch_data / f"{i}.npz", x_raw=rng.random(64).astype(np.float32), mode=np.array(1))
+        world = _world(trt, tmp / "m.onnx")
+        with _installed(trt, world):
+            result = _build(tmp, "branch", precision="int8", calib=DataSpec(path=str(branch_data), batch_size=4),
+                            cache_path=tmp / "branch.cache", algorithm="entropy")
+        _assert_clean(world)
+        shapes = {}
+        for args in _calls(world, "IOptimizationProfile", "set_shape"):
+            shapes.setdefault(args[0], []).append(tuple(tuple(d) for d in args[1:]))
+        assert set(shapes["mode"]) == {((), (), ())}, shapes
+        got = [line for line in world.drove if line.startswith("getBatch=")]
+        assert len(got) == 2, world.drove
+        names = [n for n in ("x_raw", "mode")]  # the world's network input order
+        pointers = [int(p, 16) for p in got[0].split("=")[1].split(",")]
+        assert [world.memory.sizes[p] for p in pointers] == [4 * 64 * 4, 4], names  # the scalar, as it is
+
+
+@check
 def calibrator_vtable_as_tensorrt_calls_it(expected):
     """The probe's technique on trtq's classes: names in TensorRT's order, cache length, NULL without cache."""
     import ctypes

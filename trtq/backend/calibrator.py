@@ -261,7 +261,9 @@ class CalibratorCore:
             raise DataError(f"calibration batch has no input {missing[0]!r} (it has {', '.join(batch) or 'nothing'})")
         pointers = []
         for name in names:
-            array = np.ascontiguousarray(batch[name], dtype=self.feed_dtype(name, np.asarray(batch[name]).dtype))
+            # np.require, not np.ascontiguousarray: that makes a scalar input (rank 0) a shape-[1] array
+            array = np.require(batch[name], dtype=self.feed_dtype(name, np.asarray(batch[name]).dtype),
+                               requirements="C")
             expected = self.shapes.get(name)
             if expected is not None and tuple(array.shape) != expected:
                 raise DataError(f"calibration input {name!r} has shape {list(array.shape)}, but TensorRT calibrates "

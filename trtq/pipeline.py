@@ -324,7 +324,7 @@ def calibrate(
     from .evaluate import Verdict
     from .fileio import Output, guard_outputs
     from .graph.batch import describe_batch_axes, feed_samples
-    from .graph.subgraphs import weighted_coverage
+    from .graph.subgraphs import inline_fixed_branches, weighted_coverage
     from .graph.model import file_sha256, input_specs, load_onnx, model_fingerprint
 
     check_calibration_options(algorithm, percentile, num_bins, max_binned, observe, max_memory)
@@ -377,15 +377,22 @@ def calibrate(
                 held = [first]
     if any(s.batch_axis != 0 for s in inputs if s.rank):
         log.info("batch axes: %s", describe_batch_axes(inputs))
+    observed_model = model
+    if weighted_coverage(model, ()).in_subgraphs:  # If branches the fixed inputs select: exposed to calibration
+        probe = steps[0][1] if pairs else held[0]
+        observed_model, inlined = inline_fixed_branches(model, inputs, probe)
+        if inlined:
+            log.info("calibrating inside %d If node(s) through the branch the fixed inputs select: %s",
+                     len(inlined), ", ".join(inlined[:4]) + (", ..." if len(inlined) > 4 else ""))
     tensors = None if observe == "all" else qdq_tensors(model) if observe == "qdq" else list(observe)
     if tensors == [] and observe == "qdq":
         coverage = weighted_coverage(model, ())
         raise TrtqError(f"{Path(model_path).name} has no Q/DQ placement point in its main graph, so nothing would "
                         f"be quantized" + (f": {coverage.line()}" if coverage.in_subgraphs else ""))
     report = CollectionReport()
-    histograms = collect_histograms(model, batches, num_bins=num_bins, total_samples=stats_total, threads=threads,
-                                    max_binned=max_binned, tensors=tensors, max_memory=max_memory, report=report,
-                                    progress=progress, inputs=inputs)
+    histograms = collect_histograms(observed_model, batches, num_bins=num_bins, total_samples=stats_total,
+                                    threads=threads, max_binned=max_binned, tensors=tensors, max_memory=max_memory,
+                                    report=report, progress=progress, inputs=inputs)
     if report.unquantized:
         log.info("%d tensor(s) stay float (+-inf or huge by construction, e.g. attention-mask biases): %s%s",
                  len(report.unquantized), ", ".join(list(report.unquantized)[:3]),

@@ -145,3 +145,20 @@ def test_bad_batch_inputs_are_one_line_errors_and_write_nothing(models, tmp_path
         input_specs(onnx.load(str(models["branch"])), {"mode": 0})  # a scalar has no axis 0
     with pytest.raises(DataError, match="no batch axis"):
         list(open_source(DataSpec(str(data), samples=None, shuffle=False), input_specs(onnx.load(str(models["branch"])))))
+
+
+def test_bench_sizes_each_input_on_its_own_batch_axis(models, tmp_path):
+    from trtq.bench import SampleFeeds, benchmark, random_feed
+
+    specs = input_specs(onnx.load(str(models["lstm"])))
+    feed, why = random_feed(specs, 4, {"x": (1, 8, 8)})
+    assert not why and feed["x"].shape == (4, 8, 8) and feed["h0"].shape == (R.LAYERS, 4, R.HIDDEN)
+    branch = input_specs(onnx.load(str(models["branch"])))
+    feed, why = random_feed(branch, 3)
+    assert not why and feed["x_raw"].shape == (3, 64) and feed["mode"].shape == ()
+    data = _npz_per_sample(tmp_path / "npz", "lstm", count=5)
+    samples = SampleFeeds(DataSpec(str(data)), specs, 8)
+    feed, note = samples.feed(specs, 8)
+    assert feed["h0"].shape == (R.LAYERS, 8, R.HIDDEN) and "5 real samples repeated" in note
+    rows = benchmark([str(models["lstm"])], (1, 2), iterations=2, warmup=0, shapes={"x": (1, 8, 8)})
+    assert [r.batch_size for r in rows] == [1, 2] and all(r.latency_ms_p50 for r in rows)

@@ -735,7 +735,7 @@ def evaluate(
     """
     from .bench import infer_precision, is_engine_path
     from .data import open_source
-    from .graph.batch import feed_samples
+    from .graph.batch import feed_samples, output_batch_axes
     from .graph.model import input_specs
     from .ort import create_session, run
 
@@ -756,6 +756,7 @@ def evaluate(
     output_map = _check_same_io(ref_session, cand_session, ref_name, cand_name)
     spec = _eval_spec(data)
     source = open_source(spec, input_specs(ref_model))
+    out_axes = output_batch_axes(ref_model, source.inputs)
     total = getattr(source, "num_samples", None)
     label_lookup = _Labels(labels, source) if labels is not None else None
 
@@ -774,8 +775,12 @@ def evaluate(
             scored = _scored_outputs(ref_out, list(output_map), class_outputs, labels is not None)
             accumulators = {name: OutputAccumulator(name, scores=name in scored) for name in output_map}
         valid = padding_mask(feed)
-        for name, cand_key in output_map.items():
-            accumulators[name].update(ref_out[name], cand_out[cand_key], valid)
+        for name, cand_key in output_map.items():  # samples first (an LSTM state output is [layers, N, hidden])
+            axis = out_axes.get(name, 0)
+            ref, cand = ref_out[name], cand_out[cand_key]
+            if axis and np.ndim(ref) > axis and np.ndim(cand) > axis:
+                ref, cand = np.moveaxis(ref, axis, 0), np.moveaxis(cand, axis, 0)
+            accumulators[name].update(ref, cand, valid)
         count = len(ids) if ids is not None else feed_samples(feed, source.inputs)
         if label_lookup is not None:
             if accuracy is None:

@@ -23,7 +23,7 @@ import _recurrent as R  # noqa: E402
 from trtq.cli import main  # noqa: E402
 from trtq.data import DataSpec, open_source  # noqa: E402
 from trtq.errors import DataError  # noqa: E402
-from trtq.graph.batch import BatchAxisError, infer_batch_axes  # noqa: E402
+from trtq.graph.batch import BatchAxisError, infer_batch_axes, output_batch_axes  # noqa: E402
 from trtq.graph.model import input_specs  # noqa: E402
 
 
@@ -66,6 +66,7 @@ def test_batch_axes_inferred_from_the_graph(models):
                 if dim.HasField("dim_param"):
                     dim.dim_value = 2
         assert infer_batch_axes(model, input_specs(model))["h0"] == 1
+        assert output_batch_axes(model, input_specs(model)) == {"logits": 0, **{n: 1 for n in ("hN", "cN")[:len(states)]}}
     branch = onnx.load(str(models["branch"]))
     assert {s.name: s.batch_axis for s in input_specs(branch)} == {"x_raw": 0, "mode": None}
     assert {s.name: s.batch_axis for s in input_specs(branch, {"x_raw": -1})}["x_raw"] == 1

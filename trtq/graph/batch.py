@@ -110,6 +110,30 @@ def infer_batch_axes(model, specs: Sequence[TensorSpec]) -> Dict[str, Optional[i
     return axes
 
 
+def output_batch_axes(model, inputs: Sequence[TensorSpec]) -> Dict[str, int]:
+    """Per graph output, the axis that counts samples: where it carries a symbol on an input's batch axis, axis 1
+    for an ``LSTM``/``GRU``/``RNN`` ``Y_h``/``Y_c`` (``[layers, batch, hidden]``, through ``Identity``), else 0.
+    Metrics per sample cut outputs along it."""
+    from .model import output_specs
+
+    symbols = {s.batch_dim for s in inputs if s.batched and isinstance(s.batch_dim, str)}
+    producers = {out: (node, index) for node in model.graph.node for index, out in enumerate(node.output)}
+    axes = {}
+    for spec in output_specs(model):
+        shared = [axis for axis, dim in enumerate(spec.shape) if isinstance(dim, str) and dim in symbols]
+        if shared:
+            axes[spec.name] = shared[0]
+            continue
+        name, hops = spec.name, 0
+        while name in producers and producers[name][0].op_type == "Identity" and hops < 8:
+            name, hops = producers[name][0].input[0], hops + 1
+        node, index = producers.get(name, (None, 0))
+        layout = next((a.i for a in node.attribute if a.name == "layout"), 0) if node is not None else 0
+        recurrent_state = node is not None and node.op_type in RECURRENT_OPS and index in (1, 2) and not layout
+        axes[spec.name] = 1 if recurrent_state and spec.rank == 3 else 0
+    return axes
+
+
 def with_batch_axes(specs: Sequence[TensorSpec], overrides: Optional[Mapping[str, Optional[int]]] = None,
                     inferred: Optional[Mapping[str, Optional[int]]] = None) -> List[TensorSpec]:
     """``specs`` with their batch axes set: ``overrides`` (checked) win over ``inferred`` (default: the

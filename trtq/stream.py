@@ -306,13 +306,17 @@ def calibration_steps(model, sequences: Sequence[SequenceData], pairs: Sequence[
     from .ort import create_session
 
     session = create_session(model, threads=threads)
+    total = sum(len(s.steps) for s in sequences)
+    keep = None  # the steps drawn, chosen before streaming so only those feeds are kept in memory
+    if samples is not None and samples < total:
+        keep = set(np.random.default_rng(seed).choice(total, size=samples, replace=False).tolist())
     steps: List[Tuple[str, Feed]] = []
+    offset = 0
     for sequence in sequences:
         _, feeds = stream(session, sequence, pairs, decision_outputs(session, pairs), keep_feeds=True)
-        steps += [(f"{sequence.name}[{t}]", feed) for t, feed in enumerate(feeds)]
-    if samples is not None and samples < len(steps):
-        keep = np.sort(np.random.default_rng(seed).choice(len(steps), size=samples, replace=False))
-        steps = [steps[int(i)] for i in keep]
+        steps += [(f"{sequence.name}[{t}]", feed) for t, feed in enumerate(feeds) if keep is None or offset + t in keep]
+        offset += len(feeds)
+        del feeds
     return steps
 
 

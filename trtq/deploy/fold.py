@@ -121,6 +121,8 @@ def _feeds(calibration: Calibration, model, calib, limit: int):
             raise TrtqError(f"folding verifies the new model on the calibration samples, and the sidecar's data path "
                             f"{path!r} is not here: give it with --calib")
         calib = path
+    if isinstance(data.get("samples"), int) and data["samples"] > 0:
+        limit = min(limit, data["samples"])
     if isinstance(calib, DataSpec):
         spec = calib
     else:
@@ -171,7 +173,8 @@ def fold_deployment(model, model_path: Path, calibration: Calibration, table, ca
     if error > FOLD_RTOL * max(peak, 1e-12):
         raise TrtqError(f"the folded model differs from the original by {error:.3g} (max |output| {peak:.3g}) on "
                         f"{count} calibration samples; nothing was written")
-    amax = dict(table.amax)
+    recorded = (calibration.sidecar or {}).get("amax") or {}
+    amax = {name: float(recorded.get(name, value)) for name, value in table.amax.items()}  # full precision
     if renamed is not None and image.input in amax:
         amax[renamed] = amax[image.input]
     amax[image.input] = z_amax(image)

@@ -27,7 +27,7 @@ def read_engine_io(engine: Union[PathLike, bytes], plugins: Sequence[PathLike] =
     """
     from . import import_tensorrt
     from .build import _logger_class
-    from .runner import _io_tensors, _load_engine, read_build_report
+    from .runner import _io_tensors, _load_engine, _plugin_paths, read_build_report
 
     trt = import_tensorrt()
     if isinstance(engine, (bytes, bytearray, memoryview)):
@@ -35,9 +35,12 @@ def read_engine_io(engine: Union[PathLike, bytes], plugins: Sequence[PathLike] =
     else:
         path = Path(engine)
         data, label, report = path.read_bytes(), str(path), read_build_report(path)
-    host_code = "VERSION_COMPATIBLE" in ((report or {}).get("tensorrt") or {}).get("builder_flags", [])
+    built = (report or {}).get("tensorrt") or {}  # as EngineRunner loads it: lean runtime, DLA core, plugins
+    host_code = "VERSION_COMPATIBLE" in built.get("builder_flags", [])
+    dla_core = int(built["dla_core"]) if built.get("dla_core") is not None else None
     logger = _logger_class(trt)(False)
-    runtime, loaded = _load_engine(trt, logger, data, label, [Path(p) for p in plugins], host_code)
+    runtime, loaded = _load_engine(trt, logger, data, label, _plugin_paths(plugins, built.get("plugins"), label),
+                                   host_code, dla_core)
     try:
         return _io_tensors(trt, loaded)
     finally:

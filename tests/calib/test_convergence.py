@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -87,7 +89,7 @@ def test_calibrate_records_convergence_in_the_sidecar(tmp_path):
     from trtq.data.spec import DataSpec
     from trtq.pipeline import calibrate
 
-    spec = DataSpec(path="calib_data/digits/calib", samples=96)
+    spec = DataSpec(path=str(Path(__file__).resolve().parents[2] / "calib_data" / "digits"), samples=96)
     result = calibrate(DEMO_ONNX, spec, algorithm="minmax", cache_path=tmp_path / "d.cache")
     record = result.sidecar["convergence"]
     assert record["samples"] == result.num_samples and 0 < record["half_samples"] < record["samples"]

@@ -42,6 +42,18 @@ ALGORITHMS = ("auto",) + SINGLE_ALGORITHMS
 #: 4x this many samples, a quarter of them is held back; with fewer than 4, none (the
 #: verdict is then computed on calibration samples and says so).
 HOLDOUT_SAMPLES = 32
+
+#: Calibration convergence (trtq.calib.convergence): the quantile of the per-tensor amax drift between
+#: the first half and all of the samples that is compared with CONVERGENCE_MAX_DRIFT; above it, the
+#: summary recommends more samples. Threshold from scripts/bench_convergence.py (README, "Calibration convergence").
+CONVERGENCE_QUANTILE = 0.9
+CONVERGENCE_MAX_DRIFT = 0.05
+
+#: trtq deploy triton: max_batch_size for a model whose batch axis is dynamic without an engine
+#: profile (an ONNX model), and dynamic batching's queue delay.
+DEPLOY_MAX_BATCH = 8
+DEPLOY_QUEUE_DELAY_US = 100
+
 #: ``auto``'s per-tensor refinement: the tensors whose candidate amax disagree most
 #: (largest/smallest > AUTO_REFINE_MIN_RATIO) are tried with the other algorithms' amax,
 #: at most AUTO_REFINE_TRIALS scored variants in all; a change is kept only when it raises

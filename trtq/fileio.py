@@ -337,6 +337,7 @@ KIND_NAMES = {
     "cache": "calibration cache", "sidecar": "calibration sidecar", "onnx": "ONNX model",
     "engine": "TensorRT engine", "build-report": "build report", "bench-json": "bench report",
     "bench-csv": "bench CSV", "png": "PNG plot", "eval-json": "eval report",
+    "deploy-config": "deployment config",
 }
 
 def _head(path: Path, size: int = 256) -> bytes:
@@ -367,6 +368,8 @@ def is_artifact(path: PathLike, kind: str) -> bool:
             return len(head) >= 2 and head[0] == 0x08 and 0 < head[1] < 64
         if kind == "png":
             return head.startswith(b"\x89PNG\r\n\x1a\n")
+        if kind == "deploy-config":  # Triton config.pbtxt / DeepStream key file: trtq deploy's first line
+            return head.startswith(b"# written by trtq deploy")
         if kind == "bench-csv":
             return head.startswith(b"model,precision,backend,batch_size")
         if kind == "engine":  # trtq writes a build report beside every engine

@@ -392,7 +392,7 @@ def calibrate(
     report = CollectionReport()
     histograms = collect_histograms(observed_model, batches, num_bins=num_bins, total_samples=stats_total,
                                     threads=threads, max_binned=max_binned, tensors=tensors, max_memory=max_memory,
-                                    report=report, progress=progress, inputs=inputs)
+                                    report=report, half_snapshot=True, progress=progress, inputs=inputs)
     if report.unquantized:
         log.info("%d tensor(s) stay float (+-inf or huge by construction, e.g. attention-mask biases): %s%s",
                  len(report.unquantized), ", ".join(list(report.unquantized)[:3]),
@@ -442,7 +442,8 @@ def calibrate(
         algorithm=algorithm,
         amax=amax,
         trt_version=version,
-        data={"source": source.description, "path": str(spec.path), "samples": source.num_samples,
+        data={"source": source.description, "kind": getattr(source, "kind", None), "path": str(spec.path),
+              "samples": source.num_samples,
               "statistics_samples": stats_total, "held_back_samples": replay.samples if held_back else 0,
               "batch_size": source.batch_size, "seed": spec.seed, "shuffle": spec.shuffle,
               "preprocess": spec.preprocess.to_dict(), "fingerprint": source.fingerprint()},
@@ -454,6 +455,9 @@ def calibrate(
         sidecar["feedback"] = [{"output": p.output, "input": p.input} for p in pairs]
     if coverage.in_subgraphs:
         sidecar["coverage"] = coverage.to_dict()
+    convergence = _convergence(report, histograms, amax, algorithm, choice, percentile)
+    if convergence is not None:
+        sidecar["convergence"] = convergence.to_dict()
     if exclude:
         sidecar["mixed_precision"] = {"float_layers": list(exclude), "source": "exclude"}
     written: List[Path] = []
@@ -463,7 +467,16 @@ def calibrate(
                              num_batches=len(source), seconds=seconds, data_description=source.description,
                              files_written=written, sidecar=sidecar, histograms=histograms, verdict=verdict,
                              auto=choice, statistics_seconds=stats_seconds, unquantized=report.unquantized,
-                             collection=report)
+                             collection=report, convergence=convergence)
+
+
+def _convergence(report, histograms, amax, algorithm: str, choice: Optional["AutoChoice"], percentile: float):
+    """How far the amax moved between half and all of the statistics samples (None without a snapshot)."""
+    from .calib.convergence import convergence_or_none
+
+    if choice is not None:
+        return convergence_or_none(report, histograms, amax, choice.chosen, choice.overrides, percentile)
+    return convergence_or_none(report, histograms, amax, algorithm, percentile=percentile)
 
 
 # --------------------------------------------------------------------------- quantize

@@ -910,6 +910,23 @@ def runner_calls_match_signatures(expected):
 
 
 @check
+def engine_io_reads_profile_through_signatures(expected):
+    """trtq deploy triton's engine reader: names, dtypes, dynamic dims and profile 0, no context or stream."""
+    from trtq.backend.engine_io import read_engine_io
+
+    trt, _ = context()
+    world, _ = _engine_world(trt)
+    with _installed(trt, world):
+        tensors = read_engine_io(b"engine-bytes")
+    _assert_clean(world)
+    assert [(t.name, t.is_input, t.shape) for t in tensors] == [("images", True, (-1, 3, 8, 8)),
+                                                                 ("out", False, (-1, 10))], tensors
+    assert tensors[0].profile == ((1, 3, 8, 8), (4, 3, 8, 8), (8, 3, 8, 8)), tensors[0].profile
+    assert str(tensors[0].dtype) == "float32" and tensors[1].profile is None
+    assert not _calls(world, "ICudaEngine", "create_execution_context"), "reading I/O needs no context"
+
+
+@check
 def runner_handles_types_numpy_lacks(expected):
     from trtq.backend.runner import EngineRunner
     from trtq.errors import ModelError

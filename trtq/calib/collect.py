@@ -167,6 +167,11 @@ class CollectionReport:
     activation_budget: Optional[int] = None
     #: why the budget could not be met (one tensor of one sample is larger), else None
     over_budget: Optional[str] = None
+    #: with ``collect_histograms(half_snapshot=True)``: the histograms as they stood after the first
+    #: ``half_samples`` samples (about half of ``samples``, the samples binned in all): the convergence check
+    half: Optional[Dict[str, AbsHistogram]] = field(default=None, repr=False)
+    half_samples: int = 0
+    samples: int = 0
 
 
 class HistogramCollector:
@@ -392,6 +397,13 @@ def _split(feed: Mapping[str, np.ndarray], size: int, specs) -> Iterator[Dict[st
         yield take_samples(feed, specs, slice(start, start + size))
 
 
+def _first_snapshot(total_samples: Optional[int]) -> Optional[int]:
+    """Samples after which the half-way snapshot is taken: half of a known total, else 1 (then doubling)."""
+    if total_samples is None:
+        return 1
+    return total_samples // 2 if total_samples >= 2 else None
+
+
 def collect_histograms(
     model,
     batches: Iterable[Mapping[str, np.ndarray]],
@@ -403,6 +415,7 @@ def collect_histograms(
     tensors: Optional[Sequence[str]] = None,
     max_memory: Optional[int] = defaults.CALIB_MAX_MEMORY,
     report: Optional[CollectionReport] = None,
+    half_snapshot: bool = False,
     progress: ProgressCallback = no_progress,
     inputs: Optional[Sequence] = None,
 ) -> Dict[str, AbsHistogram]:
@@ -416,6 +429,10 @@ def collect_histograms(
     producing the next (the compiled kernel releases the GIL); at most two runs of
     activations are alive at once. ``inputs``: the model's input specs with their batch axes
     (default: as :func:`~trtq.graph.model.input_specs` infers them): a batch is cut along them.
+    ``half_snapshot``: also keep a copy of the histograms
+    at the first batch boundary at or past half of ``total_samples`` (``report.half``; a
+    copy of fixed-size histograms, no extra pass; with an unknown total, at the last
+    power-of-two sample count at or below half).
     """
     from ..graph.model import input_specs
     from ..ort import create_session, ort_reason
@@ -491,6 +508,7 @@ def collect_histograms(
     work: "queue.Queue" = queue.Queue()
     slots = threading.Semaphore(2)  # runs of activations alive: one being binned, one being produced
     failure: List[BaseException] = []
+    snapshots: List[Tuple[int, Dict[str, AbsHistogram]]] = []  # (samples, histograms): the last two kept
 
     def worker() -> None:
         while True:
@@ -499,7 +517,10 @@ def collect_histograms(
                 return
             index, observed = item
             try:
-                if not failure:
+                if index < 0:  # a snapshot marker: every batch before it has been binned
+                    snapshots.append((observed, copy.deepcopy(collector.histograms)))
+                    del snapshots[:-2]
+                elif not failure:
                     collector.observe(observed, index)
             except BaseException as exc:  # re-raised in the caller's thread
                 failure.append(exc)
@@ -569,6 +590,7 @@ def collect_histograms(
 
     thread = threading.Thread(target=worker, name="trtq-histograms", daemon=True)
     thread.start()
+    next_snapshot = _first_snapshot(total_samples) if half_snapshot else None
     done = 0
     index = 0
     lowest = data_batch
@@ -606,11 +628,20 @@ def collect_histograms(
             done += feed_samples(feed, specs) if feed else 0
             progress(done, total_samples)
             feed = next(iterator, None)
+            if next_snapshot is not None and feed is not None and not failure and done >= next_snapshot:
+                slots.acquire()  # the worker releases one slot per item, markers included
+                work.put((-1, done))
+                next_snapshot = None if total_samples is not None else max(2 * next_snapshot, 2 * done)
     finally:
         work.put(None)
         thread.join()
     if failure:
         raise failure[0]
+    report.samples = done
+    usable = [(samples, hists) for samples, hists in snapshots
+              if samples < done and (total_samples is not None or 2 * samples <= done)]
+    if usable:
+        report.half_samples, report.half = usable[-1]
     report.run_batch = min(run_batch, lowest)
     run_batch = report.run_batch
     report.groups = len(sessions)
@@ -639,5 +670,8 @@ def collect_histograms(
                     len(sessions), len(sessions))
     if not collector.histograms and not collector.unquantized:
         raise DataError("calibration saw no data: the data source yielded no batches")
+    if report.half is not None:  # the same names as the result: copies share their source's histogram
+        report.half = {name: report.half.get(aliases.get(name, name)) for name in collector.histograms
+                       if report.half.get(aliases.get(name, name)) is not None}
     order = {name: i for i, name in enumerate(every)}
     return dict(sorted(collector.histograms.items(), key=lambda item: order.get(item[0], len(order))))

@@ -19,7 +19,8 @@ from .. import __version__
 from ..errors import EXIT_FIDELITY, FidelityError, TrtqError
 
 #: Subcommand modules, in the order ``trtq --help`` lists them.
-COMMANDS = ("quickstart", "calibrate", "quantize", "eval", "bench", "export", "build", "inspect", "info")
+COMMANDS = ("quickstart", "calibrate", "quantize", "eval", "bench", "export", "build", "deploy", "inspect",
+            "info")
 
 EXIT_USER_ERROR = 2
 

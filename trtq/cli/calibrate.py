@@ -141,6 +141,11 @@ def print_calibration(console, result, model: str) -> None:
         console.print(auto_choice_table(result.auto))
         for tensor, algo in result.auto.overrides.items():
             console.print(f"  override: {escape(tensor)} takes {algo}'s amax", highlight=False)
+    convergence = getattr(result, "convergence", None)
+    if convergence is not None:
+        console.print(f"  {escape(convergence.line())}", highlight=False)
+        if convergence.recommendation:
+            console.print(f"  [yellow]warning:[/] {escape(convergence.recommendation)}", highlight=False)
     for path in result.files_written:
         console.print(f"  wrote {escape(str(path))}")
     print_verdict(console, result.verdict.to_dict() if result.verdict is not None else None)

@@ -85,13 +85,16 @@ def test_streaming_equals_one_shot():
     assert m.top5_agreement == pytest.approx(ev.topk_agreement(ref, cand, 5))
 
 
-def test_few_classes_have_no_top5_and_feature_maps_no_topk():
+def test_few_classes_have_no_top5_and_a_declared_map_is_judged_per_position():
     rng = np.random.default_rng(2)
     few = ev.compare_outputs([({"y": rng.random((4, 5))}, {"y": rng.random((4, 5))})], class_outputs=["y"])[0]
     assert few.top1_agreement is not None and few.top5_agreement is None
-    fmap = ev.compare_outputs([({"f": rng.random((2, 4, 8, 8))}, {"f": rng.random((2, 4, 8, 8))})],
-                              class_outputs=["f"])[0]
-    assert fmap.classes is None and fmap.top1_agreement is None
+    ref, cand = rng.random((2, 4, 8, 8)), rng.random((2, 4, 8, 8))
+    fmap = ev.compare_outputs([({"f": ref}, {"f": cand})], class_outputs=["f"])[0]  # [N, C, H, W]: axis 1
+    agree = np.argmax(ref, axis=1) == np.argmax(cand, axis=1)
+    assert fmap.class_axis == 1 and fmap.classes == 4 and fmap.positions == 64 and fmap.top5_agreement is None
+    assert fmap.top1_agreement == pytest.approx(agree.mean())
+    assert fmap.sample_agreement == pytest.approx(agree.reshape(2, -1).all(axis=1).mean())
 
 
 def test_an_undeclared_output_is_never_scored_as_classes():
@@ -102,10 +105,10 @@ def test_an_undeclared_output_is_never_scored_as_classes():
     assert m.classes is None and m.top1_agreement is None and m.cosine > 0.99
 
 
-def _detection_head(rng, n=6, anchors=300):
-    """[N, 4 + 18, A]: boxes in pixels (0-320) and sigmoid class scores, as YOLOv8 lays them out."""
+def _detection_head(rng, n=6, anchors=300, classes=18):
+    """[N, 4 + classes, A]: boxes in pixels (0-320) and sigmoid class scores, as YOLOv8 lays them out."""
     boxes = rng.uniform(0, 320, (n, 4, anchors))
-    scores = 1 / (1 + np.exp(-rng.normal(-6, 2, (n, 18, anchors))))
+    scores = 1 / (1 + np.exp(-rng.normal(-6, 2, (n, classes, anchors))))
     return np.concatenate([boxes, scores], axis=1)
 
 
@@ -123,15 +126,30 @@ def test_channel_groups_split_boxes_from_scores_only():
 
 
 def test_worst_channel_group_exposes_a_broken_part_the_whole_snr_hides():
+    """80 classes + 4 box rows (a COCO head): too wide to judge each channel, so two groups."""
     rng = np.random.default_rng(5)
-    head = _detection_head(rng)
+    head = _detection_head(rng, classes=80)
     broken = head.copy()
     broken[:, 4:] += rng.normal(0, 0.05, broken[:, 4:].shape)  # scores ruined, boxes intact
     (m,) = ev.compare_outputs([({"out": head}, {"out": broken})])
     boxes, scores = m.groups
-    assert m.snr_db > 60 and boxes.snr_db == math.inf
+    assert m.channel_axis is None and not m.channels
+    assert m.snr_db > 50 and boxes.snr_db == math.inf
     assert scores.snr_db == pytest.approx(ev.snr_db(head[:, 4:], broken[:, 4:]), rel=1e-9) and scores.snr_db < 10
     assert m.worst_snr_db == scores.snr_db
+
+
+def test_a_small_feature_axis_is_judged_channel_by_channel():
+    """[N, 4 + 18, A]: every channel on its own; the worst names the output and the channel, groups are not
+    needed (a group's SNR is never below its worst channel's)."""
+    rng = np.random.default_rng(5)
+    head = _detection_head(rng)
+    broken = head.copy()
+    broken[:, 7] += rng.normal(0, 0.05, broken[:, 7].shape)  # one class channel ruined
+    (m,) = ev.compare_outputs([({"out": head}, {"out": broken})])
+    assert m.channel_axis == 1 and not m.groups and len(m.channels) == 22
+    assert m.worst_channel == ("'out'[:, 7, ...]", pytest.approx(ev.snr_db(head[:, 7], broken[:, 7]), rel=1e-9))
+    assert m.worst_snr_db == m.worst_channel[1] < 10 < m.snr_db
 
 
 def test_verdict_warns_when_poor_and_gates_fail():

@@ -59,7 +59,9 @@ def test_auto_keeps_the_rare_large_values_that_carry_the_signal(tmp_path):
     assert scores["entropy"] < scores["minmax"] - 6, scores  # entropy really does clip the signal here
     assert result.auto.chosen != "entropy"
     assert result.amax["x"] >= 0.9 * np.abs(x).max()  # minmax-like: the spikes survive
-    assert result.verdict.snr_db >= max(scores.values()) - 0.3
+    # the leaders may be rescored on the reserve samples: the verdict is on the samples the choice was made on
+    final = {c.name: c.snr_db for c in result.auto.reserve} or scores
+    assert result.verdict.snr_db >= max(final.values()) - 0.3
 
 
 def test_auto_clips_outliers_the_model_ignores(tmp_path):

@@ -399,7 +399,7 @@ class EvalReport:
     def verdict(self) -> "Verdict":
         """The same verdict calibrate prints, on this report's data (``trtq eval`` prints it and its warning)."""
         return Verdict(self.outputs, self.samples, form=f"{self.candidate} vs {self.reference}",
-                       on=f"{self.samples} samples of {self.data or 'the data'}")
+                       on=self.data or f"{self.samples} samples")
 
     def worst_snr_db(self) -> float:
         """Worst SNR over outputs and their channel groups (what verdicts and gates read)."""

@@ -41,6 +41,10 @@ def test_digits_table_has_every_algorithm(bench, tmp_path, capsys):
         cells = rows[algorithm]
         snr = float(cells[4])
         assert math.isfinite(snr) and snr > 0, cells
-        assert cells[6].endswith("%"), cells  # true top-1 on the labelled held-out digits
+        # columns: algorithm output cos-mean cos-worst SNR agree all worst-channel top-1 sec
+        assert 0.9 <= float(cells[5]) <= 1.0, cells  # top-1 agreement with FP32 (logits declared class scores)
+        assert cells[8].endswith("%"), cells  # true top-1 on the labelled held-out digits
+    assert "<- auto's choice" in out
     assert "[digits] a default result below 20 dB is warned about: PASS" in out
     assert "[digits] auto within 0.3 dB of the best single algorithm: PASS" in out
+    assert "[digits] auto within noise of the best single algorithm on top-1 agreement of 'logits': PASS" in out

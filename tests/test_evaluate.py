@@ -674,7 +674,7 @@ def test_user_metric_is_called_per_sample_and_judged(tmp_path):
     assert fidelity.metric.value == pytest.approx(0.7) and fidelity.metric.samples == 10
     assert ev.decision_of(fidelity) == ("metric score", pytest.approx(0.7))
     verdict = ev.Verdict(fidelity, 10)
-    assert "metric score 0.7" in verdict.line() and "metric score 0.7 < 0.98" in verdict.warning()
+    assert "metric score 0.7" in verdict.line() and "metric score 0.7 < 0.99" in verdict.warning()
     assert "--min-agreement 0.9" in verdict.failure(min_agreement=0.9) and verdict.failure(min_agreement=0.5) is None
     assert ev.worst_of(fidelity)[2] == pytest.approx(0.7)  # the hook mixed precision reads
 

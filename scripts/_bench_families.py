@@ -220,7 +220,7 @@ def _export(torch, model, example: np.ndarray, path: Path, output: str) -> Path:
     return path
 
 
-def make_detector(work: Path, steps: int = 1000) -> Path:
+def make_detector(work: Path, steps: int = 3000) -> Path:
     """The trained detector as ONNX (``work/detector-STEPS.onnx``, made once; minutes on 2 shared cores)."""
     path = Path(work) / f"detector-{steps}.onnx"
     if not path.exists():
@@ -230,7 +230,7 @@ def make_detector(work: Path, steps: int = 1000) -> Path:
     return path
 
 
-def make_reader(work: Path, steps: int = 1000) -> Path:
+def make_reader(work: Path, steps: int = 2500) -> Path:
     """The trained CTC reader as ONNX (``work/reader-STEPS.onnx``, made once)."""
     path = Path(work) / f"reader-{steps}.onnx"
     if not path.exists():

@@ -187,6 +187,18 @@ def decision_setup(setup: models.Setup) -> Tuple[dict, object]:
     return axes, (UserMetric.load(setup.metric) if setup.metric else None)
 
 
+def graph_feature_axes(setup: models.Setup) -> dict:
+    """Small feature axes from the graph's declared output shapes (channel-group views keep their parent's)."""
+    from trtq.evaluate import feature_axes
+    from trtq.graph.model import load_onnx
+
+    axes = feature_axes(load_onnx(setup.model))
+    for name, groups in setup.groups.items():
+        for label, _, _ in groups:
+            axes[f"{name}[{label}]"] = axes.get(name)
+    return axes
+
+
 def score(setup: models.Setup, held: HeldOut, quantized) -> Scored:
     from trtq.evaluate import compare_outputs
     from trtq.ort import create_session, run
@@ -205,7 +217,8 @@ def score(setup: models.Setup, held: HeldOut, quantized) -> Scored:
             class_rows.append(got[setup.class_outputs[0]])
     # trtq's own metrics: mean per-sample cosine, and a tokenizer's attention mask keeps padded
     # positions out (what the model computes there is read by no one)
-    metrics = compare_outputs(pairs, list(pairs[0][0]), feeds=held.feeds, class_outputs=axes, metric=metric)
+    metrics = compare_outputs(pairs, list(pairs[0][0]), feeds=held.feeds, class_outputs=axes, metric=metric,
+                              feature_axes=graph_feature_axes(setup))
     top1 = _top1(np.concatenate(class_rows), held.labels) if class_rows else None
     return Scored(metrics, {m.name: m.cosine_mean for m in metrics}, top1)
 

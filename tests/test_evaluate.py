@@ -754,3 +754,22 @@ def test_eval_prints_the_verdict_and_gates_on_agreement(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "--min-agreement 0.999" in err and "top-1 agreement of 'probs'" in err
     assert main(["-q"] + base + ["--min-agreement", "0.01"]) == 0
+
+
+def test_a_symbolic_axis_holds_positions_not_channels():
+    """[batch, sequence, 384] (a transformer's hidden states): the sequence axis is short but symbolic in the
+    graph, and it changes between batches: never judged channel by channel."""
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["h"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "sequence", 384])],
+                              [helper.make_tensor_value_info("h", TensorProto.FLOAT, ["batch", "sequence", 384]),
+                               helper.make_tensor_value_info("head", TensorProto.FLOAT, ["batch", 22, 2100])])
+    model = helper.make_model(graph)
+    assert ev.feature_axes(model) == {"h": None, "head": 1}
+    rng = np.random.default_rng(8)
+    pairs = [({"h": a}, {"h": a + 0.01}) for a in (rng.standard_normal((2, 12, 384)), rng.standard_normal((2, 9, 384)))]
+    (m,) = ev.compare_outputs(pairs)  # no graph: the first batch's axis 1 looked like channels, the second says no
+    assert m.channel_axis is None and not m.channels
+    (m,) = ev.compare_outputs(pairs, feature_axes=ev.feature_axes(model))
+    assert m.channel_axis is None

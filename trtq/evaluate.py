@@ -677,23 +677,39 @@ class _Sums:
         return np.concatenate(self.ref2_rows), np.concatenate(self.err2_rows)
 
 
-def feature_axis(shape: Sequence[int], max_channels: int = defaults.FEATURE_MAX_CHANNELS) -> Optional[int]:
+def feature_axis(shape: Sequence[Any], max_channels: int = defaults.FEATURE_MAX_CHANNELS) -> Optional[int]:
     """The small feature axis of an output judged channel by channel, or None (see docs/accuracy.md).
 
     Only outputs with positions (rank >= 3): a channel is then one field at every position
     (a detection head's x, y, w, h, objectness). Rank 3 ``[N, A, K]`` (YOLOv5/YOLOX heads):
     the last axis first, then axis 1 (``[N, K, A]``, YOLOv8); rank >= 4 ``[N, K, H, W]``:
-    axis 1 first, then the last. The axis must have 2 to ``max_channels`` channels. A rank-2
-    ``[N, K]`` output is one vector per sample (logits, an embedding, a box) and is judged whole.
+    axis 1 first, then the last. The axis must have 2 to ``max_channels`` channels and, in a
+    graph's declared shape, be a fixed number (a symbolic dimension is a sequence or batch
+    length, not channels: ``[batch, sequence, 384]`` has none). A rank-2 ``[N, K]`` output is
+    one vector per sample (logits, an embedding, a box) and is judged whole.
     """
     rank = len(shape)
     if rank < 3:
         return None
     order = [rank - 1, 1] if rank == 3 else [1, rank - 1]
     for axis in order:
-        if 2 <= int(shape[axis]) <= max_channels:
+        if isinstance(shape[axis], (int, np.integer)) and 2 <= int(shape[axis]) <= max_channels:
             return axis
     return None
+
+
+def feature_axes(model) -> Dict[str, Optional[int]]:
+    """``{graph output: its small feature axis or None}`` from the graph's declared output shapes (see
+    :func:`feature_axis`; outputs without a declared rank are left out: judged from their first batch)."""
+    found: Dict[str, Optional[int]] = {}
+    for output in model.graph.output:
+        tensor = output.type.tensor_type
+        if not tensor.HasField("shape"):
+            continue
+        dims = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else (d.dim_param or "?")
+                for d in tensor.shape.dim]
+        found[output.name] = feature_axis(dims)
+    return found
 
 
 def default_class_axis(output: np.ndarray) -> Optional[int]:
@@ -725,7 +741,8 @@ class OutputAccumulator:
     """
 
     def __init__(self, name: str, scores: bool = False, groups: Optional[Sequence[ChannelGroup]] = None,
-                 class_axis: Optional[int] = None, class_source: str = "", channels: bool = True):
+                 class_axis: Optional[int] = None, class_source: str = "", channels: bool = True,
+                 channel_axis: Optional[int] = None):
         self.name = name
         self.shape: Optional[List[Any]] = None
         self.samples = 0
@@ -748,6 +765,8 @@ class OutputAccumulator:
         self.class_source = class_source or ("declared" if self._scores else "")
         self.positions = 0
         self._channels_wanted = channels
+        self._channel_axis_given = channel_axis
+        self._channel_mismatch = False
         self.channel_axis: Optional[int] = None
         self._channel_sums: List[_Sums] = []
         self._channel_moments: Optional[np.ndarray] = None  # [K, 3]: count, sum, sum of squares of the reference
@@ -769,7 +788,8 @@ class OutputAccumulator:
         if self.class_axis is None:
             self._scores = False
             if self._channels_wanted and reference.dtype.kind == "f":
-                self.channel_axis = feature_axis(reference.shape)
+                given = _resolve_axis(self._channel_axis_given, rank)
+                self.channel_axis = given if given is not None else feature_axis(reference.shape)
         if self.channel_axis is not None:
             k = int(reference.shape[self.channel_axis])
             self._channel_sums = [_Sums() for _ in range(k)]
@@ -811,7 +831,9 @@ class OutputAccumulator:
             index[group.axis] = slice(group.start, group.stop)
             sums.add(reference[tuple(index)].astype(np.float64).reshape(n, -1),
                      candidate[tuple(index)].astype(np.float64).reshape(n, -1))
-        if self.channel_axis is not None:
+        if self.channel_axis is not None and reference.shape[self.channel_axis] != len(self._channel_sums):
+            self._channel_mismatch = True  # the axis changed size between batches: it holds positions, not channels
+        if self.channel_axis is not None and not self._channel_mismatch:
             ref_k = np.moveaxis(reference.astype(np.float64, copy=False), self.channel_axis, 1).reshape(
                 n, reference.shape[self.channel_axis], -1)
             cand_k = np.moveaxis(candidate.astype(np.float64, copy=False), self.channel_axis, 1).reshape(ref_k.shape)
@@ -861,6 +883,8 @@ class OutputAccumulator:
 
     def metrics(self) -> OutputMetrics:
         n = self.samples
+        if self._channel_mismatch:
+            self.channel_axis, self._channel_sums = None, []
         judged = self._judged_channels() if self.channel_axis is not None else []
         constant = [k for k in range(len(self._channel_sums)) if k not in judged]
         ref2, err2 = self.whole.per_sample()
@@ -1063,17 +1087,19 @@ class UserMetric:
 def compare_outputs(pairs: Iterable[Tuple[Mapping[str, np.ndarray], Mapping[str, np.ndarray]]],
                     names: Optional[Sequence[str]] = None, class_outputs: Optional[ClassOutputs] = (),
                     feeds: Optional[Iterable[Mapping[str, np.ndarray]]] = None,
-                    metric: Optional[UserMetric] = None, class_sources: Optional[Mapping[str, str]] = None
-                    ) -> Fidelity:
+                    metric: Optional[UserMetric] = None, class_sources: Optional[Mapping[str, str]] = None,
+                    feature_axes: Optional[Mapping[str, Optional[int]]] = None) -> Fidelity:
     """Metrics for an iterable of ``(reference outputs, candidate outputs)`` batches, streamed.
 
     ``class_outputs``: outputs whose decisions are judged along a class axis (names,
     ``NAME:AXIS`` strings, or ``{name: axis or None}``; see :func:`decision_axes` for the
     graph's own). ``feeds``: the input batches, aligned with ``pairs``: their attention
     mask, if any, keeps padded positions out of the metrics (:func:`padding_mask`); the
-    user's ``metric`` reads them too.
+    user's ``metric`` reads them too. ``feature_axes``: ``{output: small feature axis or None}``
+    from the graph (:func:`feature_axes`); outputs not in it are judged from their first batch.
     """
     axes = class_axes(class_outputs)
+    features = dict(feature_axes or {})
     sources = dict(class_sources or {})
     accumulators: Dict[str, OutputAccumulator] = {}
     feeds = iter(feeds) if feeds is not None else None
@@ -1084,7 +1110,9 @@ def compare_outputs(pairs: Iterable[Tuple[Mapping[str, np.ndarray], Mapping[str,
         for name in names or list(ref):
             if name not in accumulators:
                 accumulators[name] = OutputAccumulator(name, scores=name in axes, class_axis=axes.get(name),
-                                                       class_source=sources.get(name, ""))
+                                                       class_source=sources.get(name, ""),
+                                                       channels=features.get(name, -1) is not None,
+                                                       channel_axis=features.get(name))
             accumulators[name].update(ref[name], cand[name], valid)
         if metric is not None:
             values.append(metric(ref, cand, feed))
@@ -1312,8 +1340,11 @@ def evaluate(
         cand_out = run(cand_session, feed, list(output_map.values()))
         if not accumulators:
             scored = _scored_outputs(ref_out, list(output_map), axes, declared, labels is not None)
+            features = feature_axes(ref_model)
             accumulators = {name: OutputAccumulator(name, scores=name in scored, class_axis=scored.get(name),
-                                                    class_source=sources.get(name, "labels"))
+                                                    class_source=sources.get(name, "labels"),
+                                                    channels=features.get(name, -1) is not None,
+                                                    channel_axis=features.get(name))
                             for name in output_map}
         valid = padding_mask(feed)
         for name, cand_key in output_map.items():
@@ -1442,6 +1473,7 @@ class Replay:
     samples: int
     class_outputs: ClassOutputs = ()        # outputs judged along a class axis: names, NAME:AXIS, or {name: axis}
     metric: Optional[UserMetric] = None     # the user's own metric (--metric), scored beside the outputs
+    feature_axes: Optional[Dict[str, Optional[int]]] = None  # small feature axes from the graph (feature_axes())
 
     @classmethod
     def collect(cls, reference, data, *, samples: int = SENSITIVITY_SAMPLES, threads: Optional[int] = None
@@ -1477,7 +1509,8 @@ class Replay:
         session = create_session(model, threads=threads)
         names = list(self.outputs[0])
         return compare_outputs(((ref, run(session, feed, names)) for feed, ref in zip(self.feeds, self.outputs)), names,
-                               class_outputs=self.class_outputs, feeds=self.feeds, metric=self.metric)
+                               class_outputs=self.class_outputs, feeds=self.feeds, metric=self.metric,
+                               feature_axes=self.feature_axes)
 
     def tensors(self, model, names: Sequence[str], *, threads: Optional[int] = None) -> Iterator[Dict[str, np.ndarray]]:
         """``model``'s values of the tensors ``names``, batch by batch (the graph augmented to expose them)."""

@@ -375,7 +375,7 @@ def reference_replay(model, feeds: Sequence[Feed], threads: Optional[int] = None
     Its class outputs are the graph's own (:func:`trtq.evaluate.decision_axes`) and the
     declared ``class_outputs``; ``metric`` is the user's (:class:`trtq.evaluate.UserMetric`).
     """
-    from .evaluate import Replay, _class_spec
+    from .evaluate import Replay, _class_spec, feature_axes
     from .ort import create_session, run
 
     session = create_session(model, threads=threads)
@@ -386,7 +386,7 @@ def reference_replay(model, feeds: Sequence[Feed], threads: Optional[int] = None
         raise TrtqError(f"--class-output {', '.join(unknown)}: no such output; the model's outputs are "
                         f"{', '.join(outputs[0])}")
     return Replay(list(feeds), outputs, sum(len(next(iter(f.values()))) for f in feeds), class_outputs=axes,
-                  metric=metric)
+                  metric=metric, feature_axes=feature_axes(model))
 
 
 def _widened(replay, extra):
@@ -394,7 +394,7 @@ def _widened(replay, extra):
     from .evaluate import Replay
 
     return Replay(replay.feeds + extra.feeds, replay.outputs + extra.outputs, replay.samples + extra.samples,
-                  class_outputs=replay.class_outputs, metric=replay.metric)
+                  class_outputs=replay.class_outputs, metric=replay.metric, feature_axes=replay.feature_axes)
 
 
 def calibrate(

@@ -764,9 +764,11 @@ def test_a_symbolic_axis_holds_positions_not_channels():
     graph = helper.make_graph([helper.make_node("Identity", ["x"], ["h"])], "g",
                               [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "sequence", 384])],
                               [helper.make_tensor_value_info("h", TensorProto.FLOAT, ["batch", "sequence", 384]),
-                               helper.make_tensor_value_info("head", TensorProto.FLOAT, ["batch", 22, 2100])])
+                               helper.make_tensor_value_info("head", TensorProto.FLOAT, ["batch", 22, 2100]),
+                               helper.make_tensor_value_info("fused", TensorProto.FLOAT, ["batch", "Concat_dim_1",
+                                                                                          "Concat_dim_2"])])
     model = helper.make_model(graph)
-    assert ev.feature_axes(model) == {"h": None, "head": 1}
+    assert ev.feature_axes(model) == {"h": None, "head": 1}  # "fused": exporter names, its first batch decides
     rng = np.random.default_rng(8)
     pairs = [({"h": a}, {"h": a + 0.01}) for a in (rng.standard_normal((2, 12, 384)), rng.standard_normal((2, 9, 384)))]
     (m,) = ev.compare_outputs(pairs)  # no graph: the first batch's axis 1 looked like channels, the second says no

@@ -699,16 +699,40 @@ def feature_axis(shape: Sequence[Any], max_channels: int = defaults.FEATURE_MAX_
 
 
 def feature_axes(model) -> Dict[str, Optional[int]]:
-    """``{graph output: its small feature axis or None}`` from the graph's declared output shapes (see
-    :func:`feature_axis`; outputs without a declared rank are left out: judged from their first batch)."""
+    """``{graph output: its small feature axis or None}`` where the graph's declared output shape decides it.
+
+    A fixed dimension is eligible (see :func:`feature_axis`); a dimension named like one of
+    the inputs' symbolic dimensions (``batch``, ``sequence``) is a length, never channels;
+    an output whose deciding dimension is unnamed or named by the exporter alone
+    (``Concatoutput_dim_1``) is left out: it is judged from its first batch, and dropped to
+    the whole-output SNR if that axis changes size in a later batch.
+    """
+    lengths = {d.dim_param for i in model.graph.input if i.type.tensor_type.HasField("shape")
+               for d in i.type.tensor_type.shape.dim if d.dim_param}
     found: Dict[str, Optional[int]] = {}
     for output in model.graph.output:
         tensor = output.type.tensor_type
         if not tensor.HasField("shape"):
             continue
-        dims = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else (d.dim_param or "?")
-                for d in tensor.shape.dim]
-        found[output.name] = feature_axis(dims)
+        dims = list(tensor.shape.dim)
+        rank = len(dims)
+        if rank < 3:
+            found[output.name] = None
+            continue
+        decided: Optional[int] = None
+        for axis in ([rank - 1, 1] if rank == 3 else [1, rank - 1]):
+            dim = dims[axis]
+            if dim.HasField("dim_value") and dim.dim_value > 0:
+                if 2 <= dim.dim_value <= defaults.FEATURE_MAX_CHANNELS:
+                    decided = axis
+                    break
+                continue
+            if dim.dim_param and dim.dim_param in lengths:
+                continue
+            decided = -1  # unknown: the first batch decides
+            break
+        if decided != -1:
+            found[output.name] = decided
     return found
 
 

@@ -416,7 +416,7 @@ def decision_gates(table: Table, auto_rows: List[Row], singles: List[Row]) -> No
                             gap >= -2 * noise,
                             f"{auto.label} {auto.scored.decision[1]:.4f} vs {best.label} {best.scored.decision[1]:.4f} "
                             f"({gap:+.4f}, noise +-{noise:.4f})"))
-    if setup.metric:
+    if setup.name == "detector":  # issue 15's check: recall vs FP32 kept within a point, or warned about
         limit = 1 - MAX_METRIC_LOSS
         for auto in auto_rows:
             if auto.scored is not None:

@@ -131,6 +131,7 @@ class Candidate:
 # NOISE_SIGMAS bootstrap standard deviations. Leaders within noise of each other are scored
 # on HOLDOUT_RESERVE more held-back samples (once); a tie that remains is broken by the point
 # estimates of worst SNR, then decision, then cosine, then the order of SINGLE_ALGORITHMS.
+# Refinement trials are kept by the same rule (improves), with AUTO_REFINE_MIN_GAIN_DB on SNR.
 
 
 def _draws(samples: int, draws: int = defaults.BOOTSTRAP_DRAWS) -> np.ndarray:
@@ -185,12 +186,14 @@ def rank(candidates: Sequence[Candidate]) -> Tuple[Candidate, List[Candidate]]:
 
 
 def improves(trial: Candidate, current: Candidate) -> bool:
-    """A refinement trial is kept only when it beats the current choice beyond noise (and, on SNR, by at
-    least AUTO_REFINE_MIN_GAIN_DB): the same ranking as the choice itself."""
+    """Is a refinement trial kept? By the same ranking as the choice: it wins beyond noise (on decisions, or
+    on worst SNR), or within noise the tie rule prefers it; a gain in SNR must also reach
+    AUTO_REFINE_MIN_GAIN_DB (a per-tensor override for less is not worth its record)."""
     sign, level = compare(trial, current)
-    if sign <= 0:
-        return False
-    return level != "worst SNR" or trial.snr_db - current.snr_db >= defaults.AUTO_REFINE_MIN_GAIN_DB
+    gain = trial.snr_db - current.snr_db
+    if sign != 0:
+        return sign > 0 and (level != "worst SNR" or gain >= defaults.AUTO_REFINE_MIN_GAIN_DB)
+    return trial.key() > current.key() and gain >= defaults.AUTO_REFINE_MIN_GAIN_DB
 
 
 @dataclass

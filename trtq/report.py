@@ -397,8 +397,10 @@ def auto_choice_table(choice):
     decision = next((c.decision_name for c in choice.candidates if c.decision_name), "")
     on = "held-back calibration samples" if getattr(choice, "held_back", True) else \
         "calibration samples (too few to hold any back)"
-    table = Table(title=f"--algo auto: TensorRT-form Q/DQ model of each algorithm on {choice.samples} {on} "
-                        "(decisions first, then worst output / channel; ± bootstrap noise)",
+    first = choice.candidates[0].samples if choice.candidates and choice.candidates[0].samples else choice.samples
+    wider = f", leaders within noise rescored on {choice.samples}" if choice.reserve else ""
+    table = Table(title=f"--algo auto: TensorRT-form Q/DQ model of each algorithm on {first} {on}"
+                        f"{wider} (decisions first, then worst output / channel; ± bootstrap noise)",
                   title_justify="left", caption=f"chose {choice.chosen}: {choice.reason}" if choice.reason else None,
                   caption_justify="left")
     columns = ["algorithm"] + ([decision] if decision else []) + ["SNR dB", "cosine", ""]

@@ -148,7 +148,7 @@ def test_a_poor_result_prints_one_warning_line(tmp_path, capsys):
 
 
 def _candidate(name, ref, cand, class_outputs=None, metric=None):
-    from trtq.evaluate import compare_outputs, decision_of, worst_of
+    from trtq.evaluate import compare_outputs, decision_of, output_snr_db, worst_of
 
     metrics = compare_outputs([({"y": ref}, {"y": cand})], class_outputs=class_outputs, metric=metric,
                               feeds=[{"x": np.zeros((len(ref), 1))}])
@@ -156,7 +156,8 @@ def _candidate(name, ref, cand, class_outputs=None, metric=None):
     decision = decision_of(metrics)
     return pipeline.estimate_noise(pipeline.Candidate(name, snr, cosine, 0.0, metrics,
                                                       None if decision is None else decision[1],
-                                                      "" if decision is None else decision[0], samples=len(ref)))
+                                                      "" if decision is None else decision[0], samples=len(ref),
+                                                      output_snr_db=output_snr_db(metrics)))
 
 
 def _probs(rng, n=48, steps=8, classes=6):
@@ -190,7 +191,7 @@ def test_within_noise_is_a_tie_broken_by_the_documented_rule():
     one = _candidate("one", ref, ref + rng.normal(0, 0.1, ref.shape))
     two = _candidate("two", ref, ref + rng.normal(0, 0.1, ref.shape))
     assert one.snr_noise > 0 and one.decision is None
-    assert pipeline.compare(one, two) == (0, "within noise")
+    assert pipeline.compare(one, two) == (0, "within noise") and one.output_snr_db >= one.snr_db
     best, ties = pipeline.rank([one, two])
     assert ties == [one if best is two else two]
     assert best.key() == max(one.key(), two.key())  # the higher worst SNR point estimate wins the tie
@@ -198,7 +199,7 @@ def test_within_noise_is_a_tie_broken_by_the_documented_rule():
     assert pipeline.compare(one, far) == (1, "worst SNR")
     assert pipeline.improves(one, far) and not pipeline.improves(far, one)
     for x, y in ((one, two), (two, one)):  # within noise: the tie rule, with the minimum gain
-        assert pipeline.improves(x, y) == (x.key() > y.key() and x.snr_db - y.snr_db >= 0.1)
+        assert pipeline.improves(x, y) == (x.key() > y.key() and x.output_snr_db - y.output_snr_db >= 0.1)
 
 
 def test_auto_scores_the_reserve_when_leaders_tie_and_records_it(tmp_path):

@@ -1148,10 +1148,12 @@ def compare_outputs(pairs: Iterable[Tuple[Mapping[str, np.ndarray], Mapping[str,
     return result
 
 
-def resampled_scores(metrics: Sequence[OutputMetrics], index: np.ndarray
+def resampled_scores(metrics: Sequence[OutputMetrics], index: np.ndarray, channels: bool = True
                      ) -> Tuple[Optional[np.ndarray], np.ndarray]:
     """(decision, worst SNR dB) of ``metrics`` on resampled sample sets: ``index`` is ``[draws, n]`` sample
-    indices; each is ``[draws]`` (decision None when there is none). The bootstrap behind auto's noise."""
+    indices; each is ``[draws]`` (decision None when there is none). ``channels``: the worst SNR
+    includes the judged channels (else only whole outputs and channel groups). The bootstrap
+    behind auto's noise."""
     snr = np.full(len(index), np.inf)
 
     def ratio_db(ref2: np.ndarray, err2: np.ndarray) -> np.ndarray:
@@ -1172,13 +1174,20 @@ def resampled_scores(metrics: Sequence[OutputMetrics], index: np.ndarray
         snr = np.minimum(snr, ratio_db(scores.ref2, scores.err2))
         for k in range(scores.group_ref2.shape[1]):
             snr = np.minimum(snr, ratio_db(scores.group_ref2[:, k], scores.group_err2[:, k]))
-        for k in range(scores.channel_ref2.shape[1]):
+        for k in range(scores.channel_ref2.shape[1] if channels else 0):
             snr = np.minimum(snr, ratio_db(scores.channel_ref2[:, k], scores.channel_err2[:, k]))
         if metric is None and scores.agree is not None:
             counted = scores.counted[index].sum(axis=1)
             agreement = scores.agree[index].sum(axis=1) / np.maximum(counted, 1)
             decision = agreement if decision is None else np.minimum(decision, agreement)
     return decision, snr
+
+
+def output_snr_db(metrics: Sequence[OutputMetrics]) -> float:
+    """The worst SNR over whole outputs and channel groups, judged channels left out (less noisy than
+    the worst channel: what auto compares next when channels tie)."""
+    return min([m.snr_db for m in metrics] + [g.snr_db for m in metrics for g in m.groups],
+               key=_nan_low, default=math.nan)
 
 
 # ---------------------------------------------------------------------------------------------

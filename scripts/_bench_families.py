@@ -115,7 +115,7 @@ def _detector_module(torch):
         def __init__(self):
             super().__init__()
             layers, width = [], 1
-            for out, stride in ((12, 2), (24, 2), (32, 1), (48, 2), (48, 1)):
+            for out, stride in ((8, 2), (16, 2), (24, 1), (32, 2), (32, 1)):
                 layers += [nn.Conv2d(width, out, 3, stride, 1), nn.ReLU()]
                 width = out
             self.body = nn.Sequential(*layers)
@@ -152,7 +152,6 @@ def _train_detector(torch, steps: int, seed: int = 0):
             target[i, a, 5 + int(cls)] = 1
     x, t, pos = torch.from_numpy(images), torch.from_numpy(target), torch.from_numpy(positive)
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=3e-3, total_steps=steps)
     bce = torch.nn.functional.binary_cross_entropy_with_logits
     rng = np.random.default_rng(seed)
     for step in range(steps):
@@ -165,7 +164,6 @@ def _train_detector(torch, steps: int, seed: int = 0):
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        schedule.step()
     return model.eval()
 
 
@@ -222,7 +220,7 @@ def _export(torch, model, example: np.ndarray, path: Path, output: str) -> Path:
     return path
 
 
-def make_detector(work: Path, steps: int = 4000) -> Path:
+def make_detector(work: Path, steps: int = 3000) -> Path:
     """The trained detector as ONNX (``work/detector-STEPS.onnx``, made once; minutes on 2 shared cores)."""
     path = Path(work) / f"detector-{steps}.onnx"
     if not path.exists():

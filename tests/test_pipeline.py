@@ -199,7 +199,7 @@ def test_within_noise_is_a_tie_broken_by_the_documented_rule():
     assert pipeline.compare(one, far) == (1, "worst SNR")
     assert pipeline.improves(one, far) and not pipeline.improves(far, one)
     for x, y in ((one, two), (two, one)):  # within noise: the tie rule, with the minimum gain
-        assert pipeline.improves(x, y) == (x.key() > y.key() and x.output_snr_db - y.output_snr_db >= 0.1)
+        assert pipeline.improves(x, y) == (x.key() > y.key() and x.snr_db - y.snr_db >= 0.1)
 
 
 def test_auto_scores_the_reserve_when_leaders_tie_and_records_it(tmp_path):

@@ -110,12 +110,12 @@ class Candidate:
     output_snr_db: float = math.nan         # worst whole output / channel group (judged channels left out)
 
     def key(self) -> Tuple[float, float, float, float]:
-        """Point estimates in the order the tie rule reads them (higher is better): worst output / group SNR
-        (the least noisy), worst SNR with channels, decision, cosine."""
+        """Point estimates in the order the tie rule reads them (higher is better): worst SNR with judged
+        channels, worst whole output / channel group SNR, decision, cosine."""
         def low(value: Optional[float]) -> float:
             return -math.inf if value is None or math.isnan(value) else value
 
-        return low(self.output_snr_db), low(self.snr_db), low(self.decision), low(self.cosine)
+        return low(self.snr_db), low(self.output_snr_db), low(self.decision), low(self.cosine)
 
     def to_dict(self) -> dict:
         return {"snr_db": self.snr_db, "output_snr_db": self.output_snr_db, "cosine": self.cosine,
@@ -128,13 +128,13 @@ class Candidate:
 # nothing else). WHAT is measured comes from trtq.evaluate (compare_outputs, decision_of,
 # resampled_scores); HOW a candidate's outputs are produced is score()'s business.
 #
-# Rule (docs/accuracy.md): decisions first, worst SNR with judged channels next, worst whole
-# output / channel group SNR third, each compared with its noise (paired bootstrap over the
-# same held-back samples): a difference counts only beyond NOISE_SIGMAS bootstrap standard
-# deviations. Leaders within noise of each other are scored on HOLDOUT_RESERVE more
-# held-back samples (once); a tie that remains is broken by the point estimates of the worst
-# output / group SNR (the least noisy), then worst channel SNR, then decision, then cosine,
-# then the order of SINGLE_ALGORITHMS.
+# Rule (docs/accuracy.md): decisions first, worst SNR with judged channels next, each
+# compared with its noise (paired bootstrap over the same held-back samples): a difference
+# counts only beyond NOISE_SIGMAS bootstrap standard deviations. Leaders within noise of each
+# other are scored on HOLDOUT_RESERVE more held-back samples (once); a tie that remains is
+# broken by the point estimates of the worst SNR with channels, then of the worst whole output
+# / channel group SNR, then decision, then cosine, then the order of SINGLE_ALGORITHMS. (The
+# whole-output SNR is never a level of its own: it is what hides a broken objectness channel.)
 # Refinement trials are kept by the same rule (improves), with AUTO_REFINE_MIN_GAIN_DB on SNR.
 
 
@@ -143,36 +143,32 @@ def _draws(samples: int, draws: int = defaults.BOOTSTRAP_DRAWS) -> np.ndarray:
     return np.random.default_rng(samples).integers(0, samples, size=(draws, samples))
 
 
-def _resampled(candidate: Candidate) -> Tuple[Optional[np.ndarray], np.ndarray, np.ndarray]:
-    """(decision, worst SNR with channels, worst output / group SNR) on the bootstrap draws."""
+def _resampled(candidate: Candidate) -> Tuple[Optional[np.ndarray], np.ndarray]:
+    """(decision, worst SNR with channels) on the bootstrap draws."""
     from .evaluate import resampled_scores
 
-    draws = _draws(candidate.samples)
-    decision, snr = resampled_scores(candidate.metrics, draws)
-    _, output = resampled_scores(candidate.metrics, draws, channels=False)
-    # +-inf (identical / all error) as far-away finite values
-    return decision, np.clip(snr, -300.0, 300.0), np.clip(output, -300.0, 300.0)
+    decision, snr = resampled_scores(candidate.metrics, _draws(candidate.samples))
+    return decision, np.clip(snr, -300.0, 300.0)  # +-inf (identical / all error) as far-away finite values
 
 
 def estimate_noise(candidate: Candidate) -> Candidate:
     """Fill ``candidate``'s bootstrap noise (standard deviation over resampled held-back samples)."""
     if candidate.samples > 1 and candidate.metrics:
-        decision, snr, _ = _resampled(candidate)
+        decision, snr = _resampled(candidate)
         candidate.snr_noise = float(np.std(snr))
         candidate.decision_noise = None if decision is None else float(np.std(decision))
     return candidate
 
 
 def compare(a: Candidate, b: Candidate) -> Tuple[int, str]:
-    """(+1 a better, -1 b better, 0 within noise) and the level that decided: decision, worst SNR (judged
-    channels included), worst output SNR (whole outputs and channel groups)."""
+    """(+1 a better, -1 b better, 0 within noise) and the level that decided: decision, then worst SNR
+    (judged channels included)."""
     if a.metrics is b.metrics:
         return 0, "same model"
     paired = a.samples == b.samples and a.samples > 1
-    boot_a, boot_b = (_resampled(a), _resampled(b)) if paired else ((None,) * 3, (None,) * 3)
+    boot_a, boot_b = (_resampled(a), _resampled(b)) if paired else ((None, None), (None, None))
     levels = [("decision", a.decision, b.decision, boot_a[0], boot_b[0]),
-              ("worst SNR", a.snr_db, b.snr_db, boot_a[1], boot_b[1]),
-              ("worst output SNR", a.output_snr_db, b.output_snr_db, boot_a[2], boot_b[2])]
+              ("worst SNR", a.snr_db, b.snr_db, boot_a[1], boot_b[1])]
     for level, va, vb, ba, bb in levels:
         if va is None or vb is None or math.isnan(va) or math.isnan(vb) or va == vb:
             continue
@@ -200,15 +196,10 @@ def improves(trial: Candidate, current: Candidate) -> bool:
     on worst SNR), or within noise the tie rule prefers it; a gain in SNR must also reach
     AUTO_REFINE_MIN_GAIN_DB (a per-tensor override for less is not worth its record)."""
     sign, level = compare(trial, current)
-    minimum = defaults.AUTO_REFINE_MIN_GAIN_DB
+    gain = trial.snr_db - current.snr_db
     if sign != 0:
-        if sign < 0:
-            return False
-        if level == "decision":
-            return True
-        gain = trial.snr_db - current.snr_db if level == "worst SNR" else trial.output_snr_db - current.output_snr_db
-        return gain >= minimum
-    return trial.key() > current.key() and trial.output_snr_db - current.output_snr_db >= minimum
+        return sign > 0 and (level == "decision" or gain >= defaults.AUTO_REFINE_MIN_GAIN_DB)
+    return trial.key() > current.key() and gain >= defaults.AUTO_REFINE_MIN_GAIN_DB
 
 
 @dataclass
@@ -328,8 +319,8 @@ def choose_amax(
             choice.chosen, choice.samples = best.name, wide.samples
     if ties:
         choice.reason = (f"within noise of {', '.join(c.name for c in ties)} on {choice.samples} samples: the tie "
-                         "goes to the higher worst output SNR, then worst channel SNR, then decision, then cosine, "
-                         "then the earlier algorithm")
+                         "goes to the higher worst SNR (channels included), then worst output SNR, then decision, "
+                         "then cosine, then the earlier algorithm")
     else:
         others = [c for c in ranked if c.metrics is not verdict_candidate.metrics]
         levels = sorted({compare(verdict_candidate, c)[1] for c in others})

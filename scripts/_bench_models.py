@@ -60,6 +60,7 @@ class Setup:
     class_outputs: Tuple[str, ...] = ()  # outputs that are class scores (top-1 agreement is meaningful)
     groups: Dict[str, List[Tuple[str, int, slice]]] = field(default_factory=dict)  # output -> (label, axis, slice)
     notes: List[str] = field(default_factory=list)
+    metric: Optional[str] = None       # the task metric, FILE.py:NAME (trtq --metric): the decision the table judges
 
 
 # ---------------------------------------------------------------------------------------------
@@ -472,4 +473,56 @@ def mtcnn(work: Path, samples: int, holdout: int) -> Setup:
                         f"random photo crops"])
 
 
-LOADERS = {"digits": digits, "yolo": yolo, "minilm": minilm, "mtcnn": mtcnn}
+# ---------------------------------------------------------------------------------------------
+# Two families trained here (scripts/_bench_families.py): a fused-head detector and a CTC reader
+
+
+EXAMPLES = REPO / "docs" / "examples"
+
+
+def _arrays(path: Path, images: np.ndarray) -> Path:
+    from trtq.fileio import write_bytes_atomic
+    import io
+
+    buffer = io.BytesIO()
+    np.save(buffer, images)
+    write_bytes_atomic(path, buffer.getvalue())
+    return path
+
+
+def detector(work: Path, samples: int, holdout: int) -> Setup:
+    import _bench_families as families
+    from trtq.data.spec import DataSpec
+
+    try:
+        model = families.make_detector(work)
+    except (ImportError, RuntimeError) as exc:
+        raise Unavailable(str(exc)) from None
+    calib = _arrays(work / f"detector-calib-{samples}.npy", families.scenes(samples, seed=1, train=False)[0])
+    hold = _arrays(work / f"detector-heldout-{holdout}.npy", families.scenes(holdout, seed=2, train=False)[0])
+    return Setup("detector", model, DataSpec(path=str(calib), samples=samples, batch_size=16),
+                 DataSpec(path=str(hold), samples=holdout, batch_size=16, shuffle=False),
+                 metric=f"{EXAMPLES / 'box_recall.py'}:matched_box_recall",
+                 notes=["YOLOX-style digit detector trained here, output [N, 64, 4 + 1 + 10]; scenes: scikit-image "
+                        "photographs with sklearn digits pasted on (digits disjoint from training); "
+                        "metric: matched-box recall vs FP32 (docs/examples/box_recall.py)"])
+
+
+def reader(work: Path, samples: int, holdout: int) -> Setup:
+    import _bench_families as families
+    from trtq.data.spec import DataSpec
+
+    try:
+        model = families.make_reader(work)
+    except (ImportError, RuntimeError) as exc:
+        raise Unavailable(str(exc)) from None
+    calib = _arrays(work / f"reader-calib-{samples}.npy", families.lines(samples, seed=1, train=False)[0])
+    hold = _arrays(work / f"reader-heldout-{holdout}.npy", families.lines(holdout, seed=2, train=False)[0])
+    return Setup("reader", model, DataSpec(path=str(calib), samples=samples, batch_size=32),
+                 DataSpec(path=str(hold), samples=holdout, batch_size=32, shuffle=False),
+                 metric=f"{EXAMPLES / 'ctc_string_agreement.py'}:string_agreement",
+                 notes=["CTC reader of 5-digit lines trained here, output [N, 10, 11] (Softmax per time step); "
+                        "metric: whole-string agreement vs FP32 (docs/examples/ctc_string_agreement.py)"])
+
+
+LOADERS = {"digits": digits, "yolo": yolo, "minilm": minilm, "mtcnn": mtcnn, "detector": detector, "reader": reader}

@@ -10,6 +10,9 @@ One table per model (data and models: scripts/_bench_models.py; nothing is downl
   minilm      all-MiniLM-L6-v2 + mean pooling on real English sentences: padded batches of 8,
               and one unpadded sentence per batch
   mtcnn       MTCNN ONet (facenet-pytorch's bundled weights) on real 48x48 face / non-face crops
+  detector    a YOLOX-style digit detector trained here (scripts/_bench_families.py), one fused output
+              [N, 64, 4 + 1 + 10], scikit-image photographs with sklearn digits pasted on
+  reader      a CTC reader of 5-digit lines trained here, output [N, 10, 11] (Softmax per step)
 
 Per model the float model is calibrated once (trtq.calibrate collects the histograms);
 every algorithm's amax comes from the same histograms (amax_from_histograms), and its
@@ -21,7 +24,18 @@ different kinds of values (YOLOv8n: boxes and class scores), top-1 where labels 
 With trtq's ``auto`` algorithm (when present) one more row: trtq.calibrate(...,
 algorithm="auto"), its chosen algorithm and per-tensor overrides.
 
-Targets (issue 8), printed as PASS/FAIL (n/a where the feature is not in trtq yet):
+Beside the SNR, every candidate's decisions (issue 15): top-1 agreement per position and the
+share of samples entirely agreeing (outputs with a class axis, found from the graph), the worst
+channel of a small feature axis, and the family's task metric where it has one (detector:
+matched-box recall vs FP32, reader: string agreement vs FP32; docs/examples). auto's choice is
+marked in the single-algorithm rows.
+
+Targets (issues 8 and 15), printed as PASS/FAIL (n/a where the feature is not in trtq yet):
+  - auto within noise (2 bootstrap standard deviations of the paired difference over the
+    held-out samples) of the best single algorithm on the decision metric (the task metric,
+    else top-1 agreement, else the worst channel's SNR)
+  - detector: auto keeps matched-box recall within 1 point of FP32; every candidate losing more
+    (on held-out data) is warned about by trtq's verdict on its held-back samples (with --metric)
   - auto within 0.3 dB of the best single algorithm, or better (worst output/group SNR)
   - YOLOv8n: the default's worst channel group >= 20 dB
   - MiniLM: default + auto-exclude (at most 10 % of the quantizable layers in float) cosine of the
@@ -51,8 +65,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _bench_models as models  # noqa: E402
 
 #: (calibration samples, held-out samples) per model: full run and --quick.
-COUNTS = {"digits": (1000, 500), "yolo": (320, 128), "minilm": (600, 300), "mtcnn": (400, 200)}
-QUICK_COUNTS = {"digits": (200, 100), "yolo": (24, 16), "minilm": (48, 24), "mtcnn": (96, 48)}
+COUNTS = {"digits": (1000, 500), "yolo": (320, 128), "minilm": (600, 300), "mtcnn": (400, 200),
+          "detector": (600, 300), "reader": (600, 300)}
+QUICK_COUNTS = {"digits": (200, 100), "yolo": (24, 16), "minilm": (48, 24), "mtcnn": (96, 48),
+                "detector": (160, 64), "reader": (160, 64)}
+MAX_METRIC_LOSS = 0.01  # detector: matched-box recall within 1 point of FP32
 AUTO_MARGIN_DB = 0.3
 MIN_GROUP_SNR_DB = 20.0
 MIN_MINILM_COSINE = 0.99
@@ -122,6 +139,33 @@ class Scored:
     top1: Optional[float] = None         # true top-1 (labels)
 
     @property
+    def decision(self) -> Tuple[str, float]:
+        """The decision metric the table judges: the task metric, else top-1 agreement, else worst channel SNR."""
+        from trtq.evaluate import decision_of, resampled_scores
+
+        found = decision_of(self.metrics)
+        if found is not None:
+            return found
+        _, snr = resampled_scores(self.metrics, np.arange(self.samples)[None])
+        return "worst SNR incl. channels (dB)", float(snr[0])
+
+    @property
+    def samples(self) -> int:
+        return self.metrics[0].samples
+
+    def resampled(self, index: np.ndarray) -> np.ndarray:
+        """The decision metric on resampled held-out sets (``index``: [draws, n])."""
+        from trtq.evaluate import resampled_scores
+
+        decision, snr = resampled_scores(self.metrics, index)
+        return decision if decision is not None else np.clip(snr, -300, 300)
+
+    @property
+    def worst_channel(self) -> Optional[Tuple[str, float]]:
+        found = [m.worst_channel for m in self.metrics if m.worst_channel is not None]
+        return min(found, key=lambda c: c[1]) if found else None
+
+    @property
     def worst_snr(self) -> float:
         return min((m.snr_db for m in self.metrics), key=lambda v: -math.inf if math.isnan(v) else v)
 
@@ -133,9 +177,35 @@ class Scored:
         return [m for m in self.metrics if "[" not in m.name]
 
 
+def decision_setup(setup: models.Setup) -> Tuple[dict, object]:
+    """(class axes, UserMetric or None) for ``setup``: the graph's class outputs, the declared ones, its metric."""
+    from trtq.evaluate import UserMetric, decision_axes
+    from trtq.graph.model import load_onnx
+
+    axes = {name: axis for name, (axis, _) in decision_axes(load_onnx(setup.model)).items()}
+    axes.update({name: None for name in setup.class_outputs if name not in axes})
+    return axes, (UserMetric.load(setup.metric) if setup.metric else None)
+
+
+def graph_feature_axes(setup: models.Setup) -> dict:
+    """Small feature axes from the graph's declared output shapes (channel-group views keep their parent's)."""
+    from trtq.evaluate import feature_axes
+    from trtq.graph.model import load_onnx
+
+    axes = feature_axes(load_onnx(setup.model))
+    for name, groups in setup.groups.items():
+        for label, _, _ in groups:
+            axes[f"{name}[{label}]"] = axes.get(name)
+    return axes
+
+
 def score(setup: models.Setup, held: HeldOut, quantized) -> Scored:
     from trtq.evaluate import compare_outputs
     from trtq.ort import create_session, run
+
+    if getattr(setup, "_decisions", None) is None:
+        setup._decisions = decision_setup(setup)
+    axes, metric = setup._decisions
 
     session = create_session(quantized)
     names = list(held.reference[0])
@@ -147,7 +217,8 @@ def score(setup: models.Setup, held: HeldOut, quantized) -> Scored:
             class_rows.append(got[setup.class_outputs[0]])
     # trtq's own metrics: mean per-sample cosine, and a tokenizer's attention mask keeps padded
     # positions out (what the model computes there is read by no one)
-    metrics = compare_outputs(pairs, list(pairs[0][0]), feeds=held.feeds)
+    metrics = compare_outputs(pairs, list(pairs[0][0]), feeds=held.feeds, class_outputs=axes, metric=metric,
+                              feature_axes=graph_feature_axes(setup))
     top1 = _top1(np.concatenate(class_rows), held.labels) if class_rows else None
     return Scored(metrics, {m.name: m.cosine_mean for m in metrics}, top1)
 
@@ -259,18 +330,35 @@ def run_model(setup: models.Setup, force_exclude: bool) -> Table:
             begun = time.perf_counter()
             amax = amax_from_histograms(calibration.histograms, algorithm)
             add(algorithm, amax, time.perf_counter() - begun)
+        if setup.metric:  # trtq's verdict (with the task metric) on the held-back samples, per algorithm
+            verdicts = held_back_verdicts(setup, float_model, {r.label: r.amax for r in table.rows if r.amax})
+            for row in table.rows:
+                row.verdict = verdicts.get(row.label)
         choice = getattr(calibration, "auto", None)
         if choice is not None:
-            note = f"chose {choice.chosen}, {len(choice.overrides)} per-tensor override(s)"
+            note = f"chose {choice.chosen}, {len(choice.overrides)} per-tensor override(s); {choice.reason}"
             auto_row = add("auto", calibration.amax, total_s, note)
             auto_row.verdict = calibration.verdict
+            for row in table.rows:
+                if row.label == choice.chosen:
+                    row.note = (row.note + "; " if row.note else "") + "<- auto's choice"
             table.header.append(f"auto's scores on {choice.samples} held-back calibration samples (worst SNR dB): "
                                 + ", ".join(f"{c.name} {c.snr_db:.2f}" for c in choice.candidates)
                                 + f"; after refinement {choice.snr_db:.2f}")
             if choice.overrides:
                 table.header.append("overrides: " + ", ".join(f"{t} <- {a}" for t, a in choice.overrides.items()))
             table.header.append(f"trtq's verdict: {calibration.verdict.line()}")
-
+            if calibration.verdict.warning():
+                table.header.append(f"trtq's warning: {calibration.verdict.warning()}")
+        if setup.metric and has_auto():
+            begun = time.perf_counter()
+            with_metric = trtq.calibrate(setup.model, setup.calib, algorithm="auto", metric=setup.metric)
+            metric_choice = with_metric.auto
+            row = add("auto+metric", with_metric.amax, time.perf_counter() - begun,
+                      f"auto --metric: chose {metric_choice.chosen}, {len(metric_choice.overrides)} override(s); "
+                      f"{metric_choice.reason}")
+            row.verdict = with_metric.verdict
+            table.header.append(f"trtq's verdict with --metric: {with_metric.verdict.line()}")
     # MiniLM: default settings + auto-exclude, scored on the held-out sentences.
     if setup.name.startswith("minilm"):
         default = auto_row or next((r for r in table.rows if r.label == default_algorithm() and r.amax), None)
@@ -295,10 +383,60 @@ def run_model(setup: models.Setup, force_exclude: bool) -> Table:
     return table
 
 
+def held_back_verdicts(setup: models.Setup, model, tables: Dict[str, dict]) -> Dict[str, object]:
+    """trtq's verdict of each amax table on the held-back calibration samples (as calibrate holds them back),
+    with the setup's task metric: what a user running that algorithm would have been told."""
+    from trtq import pipeline
+    from trtq.data import open_source
+    from trtq.evaluate import Verdict
+    from trtq.graph.model import input_specs
+
+    source = open_source(setup.calib, input_specs(model))
+    held, _ = pipeline.split_holdout(iter(source), pipeline.holdout_count(source.num_samples))
+    _, metric = decision_setup(setup)
+    replay = pipeline.reference_replay(model, held, class_outputs=list(setup.class_outputs) or None, metric=metric)
+    return {label: Verdict(pipeline.score(replay, model, amax).metrics, replay.samples)
+            for label, amax in tables.items()}
+
+
+def decision_gates(table: Table, auto_rows: List[Row], singles: List[Row]) -> None:
+    """auto within noise of the best single algorithm on the decision metric; the detector's recall gates."""
+    setup = table.setup
+    if not singles:
+        return
+    name = singles[0].scored.decision[0]
+    best = max(singles, key=lambda r: r.scored.decision[1])
+    index = np.random.default_rng(0).integers(0, best.scored.samples, (200, best.scored.samples))
+    for auto in auto_rows:
+        if auto.scored is None:
+            continue
+        gap = auto.scored.decision[1] - best.scored.decision[1]
+        noise = float(np.std(auto.scored.resampled(index) - best.scored.resampled(index)))
+        table.gates.append((f"{auto.label} within noise of the best single algorithm on {name}",
+                            gap >= -2 * noise,
+                            f"{auto.label} {auto.scored.decision[1]:.4f} vs {best.label} {best.scored.decision[1]:.4f} "
+                            f"({gap:+.4f}, noise +-{noise:.4f})"))
+    if setup.name == "detector":  # issue 15's check: recall vs FP32 kept within a point, or warned about
+        limit = 1 - MAX_METRIC_LOSS
+        for auto in auto_rows:
+            if auto.scored is not None:
+                value = auto.scored.decision[1]
+                table.gates.append((f"{auto.label} keeps {name} within {MAX_METRIC_LOSS:.0%} of FP32", value >= limit,
+                                    f"{value:.4f}"))
+        losing = [r for r in singles + auto_rows if r.scored is not None and r.scored.decision[1] < limit]
+        unwarned = [r.label for r in losing if r.verdict is None or r.verdict.warning() is None]
+        table.gates.append((f"every candidate losing more than {MAX_METRIC_LOSS:.0%} of {name} is warned about",
+                            not unwarned,
+                            ", ".join(f"{r.label} {r.scored.decision[1]:.4f}: "
+                                      + ("warned" if r.verdict is not None and r.verdict.warning() else "NOT warned")
+                                      for r in losing) or "none loses more"))
+
+
 def gates(table: Table, auto_row: Optional[Row]) -> None:
     setup = table.setup
     singles = [r for r in table.rows if r.scored is not None and r.label in single_algorithms()]
     default_row = auto_row or next((r for r in singles if r.label == default_algorithm()), None)
+    decision_gates(table, [r for r in table.rows if r.label.startswith("auto") and "+excl" not in r.label], singles)
     if auto_row is None:
         table.gates.append((f"auto within {AUTO_MARGIN_DB} dB of the best single algorithm",
                             None if not has_auto() else False,
@@ -370,6 +508,8 @@ def _fmt(value: Optional[float], spec: str, width: int) -> str:
 
 
 def print_table(table: Table) -> None:
+    """Per candidate and output: cosine, SNR, and the decisions (top-1 agreement per position and per whole
+    sample, the worst channel of a small feature axis, the task metric), true top-1 with labels."""
     print(f"== {table.name}", flush=True)
     for line in table.header:
         print(f"   {line}")
@@ -380,35 +520,46 @@ def print_table(table: Table) -> None:
     scored_rows = [r for r in table.rows if r.scored is not None]
     names = [m.name for m in scored_rows[0].scored.metrics] if scored_rows else []
     width = max([len(n) for n in names] + [6])
+    has_metric = any(getattr(r.scored.metrics, "metric", None) is not None for r in scored_rows)
+    channel_width = max([len(f"{r.scored.worst_channel[0]} {r.scored.worst_channel[1]:.2f}")
+                         for r in scored_rows if r.scored.worst_channel] + [8])
     top1_head = f" {'top-1':>7s}" if labels else ""
-    agree_head = f" {'agree':>6s}" if table.setup.class_outputs else ""
+    metric_head = f" {'metric':>7s}" if has_metric else ""
     head = (f"{'algorithm':16s} {'output':{width}s} {'cos mean':>9s} {'cos worst':>9s} {'SNR dB':>7s}"
-            f"{agree_head}{top1_head} {'sec':>6s}  note")
+            f" {'agree':>6s} {'all':>6s} {'worst channel dB':>{channel_width}s}{metric_head}{top1_head} {'sec':>6s}  note")
     print(head)
     print("-" * len(head))
     if labels:
-        pad = f"{'':16s} {'(FP32)':{width}s} {'':>9s} {'':>9s} {'':>7s}" + (f" {'':>6s}" if agree_head else "")
+        pad = (f"{'':16s} {'(FP32)':{width}s} {'':>9s} {'':>9s} {'':>7s} {'':>6s} {'':>6s} {'':>{channel_width}s}"
+               + (f" {'':>7s}" if has_metric else ""))
         print(f"{pad} {held.fp32_top1:7.2%}")
     for row in table.rows:
         if row.scored is None:
-            print(f"{row.label:16s} {'-':{width}s} {'-':>9s} {'-':>9s} {'-':>7s}"
-                  + (f" {'-':>6s}" if agree_head else "") + (f" {'-':>7s}" if labels else "")
+            print(f"{row.label:16s} {'-':{width}s} {'-':>9s} {'-':>9s} {'-':>7s} {'-':>6s} {'-':>6s} "
+                  f"{'-':>{channel_width}s}" + (f" {'-':>7s}" if has_metric else "") + (f" {'-':>7s}" if labels else "")
                   + f" {'-':>6s}  {row.note}")
             continue
+        metric = getattr(row.scored.metrics, "metric", None)
         for index, metrics in enumerate(row.scored.metrics):
             first = index == 0
-            agree = ""
-            if agree_head:
-                value = metrics.top1_agreement if metrics.name in table.setup.class_outputs else None
-                agree = " " + _fmt(value, ".3f", 6)
+            multi = (metrics.positions or 1) > 1
+            worst = metrics.worst_channel
+            channel = f"{worst[0]} {worst[1]:.2f}" if worst else "-"
+            cosine = _fmt(row.scored.mean_cosine[metrics.name], ".5f", 9) if metrics.has_cosine else f"{'-':>9s}"
+            worst_cos = _fmt(metrics.cosine_min, ".5f", 9) if metrics.has_cosine else f"{'-':>9s}"
+            value = (" " + (_fmt(metric.value, ".4f", 7) if first else f"{'':7s}")) if has_metric else ""
             top1 = (" " + (_fmt(row.scored.top1, ".2%", 7) if first else f"{'':7s}")) if labels else ""
             seconds = _fmt(row.seconds, ".1f", 6) if first else f"{'':6s}"
-            print(f"{row.label if first else '':16s} {metrics.name:{width}s} "
-                  f"{row.scored.mean_cosine[metrics.name]:9.5f} {metrics.cosine_min:9.5f} {metrics.snr_db:7.2f}"
-                  f"{agree}{top1} {seconds}  {row.note if first else ''}")
+            print(f"{row.label if first else '':16s} {metrics.name:{width}s} {cosine} {worst_cos} "
+                  f"{_fmt(metrics.snr_db, '.2f', 7)} {_fmt(metrics.top1_agreement, '.4f', 6)} "
+                  f"{_fmt(metrics.sample_agreement if multi else None, '.4f', 6)} {channel:>{channel_width}s}"
+                  f"{value}{top1} {seconds}  {row.note if first else ''}")
     summary = ", ".join(f"{r.label} {r.scored.worst_snr:.2f}" for r in scored_rows)
     if summary:
         print(f"   worst SNR per algorithm (dB, over outputs and groups): {summary}")
+        decision = scored_rows[0].scored.decision[0]
+        print(f"   {decision} per algorithm: "
+              + ", ".join(f"{r.label} {r.scored.decision[1]:.4f}" for r in scored_rows))
     for name, ok, detail in table.gates:
         print(f"[{table.name}] {name}: {'n/a ' if ok is None else ('PASS' if ok else 'FAIL')}  ({detail})")
     print(flush=True)
@@ -419,7 +570,7 @@ def print_table(table: Table) -> None:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", default="digits,yolo,minilm,mtcnn",
+    parser.add_argument("--models", default="digits,yolo,minilm,mtcnn,detector,reader",
                         help="comma-separated: " + ", ".join(models.LOADERS))
     parser.add_argument("--samples", type=int, default=None,
                         help="calibration samples per model (default: per model, see COUNTS)")

@@ -150,3 +150,72 @@ def images(count: int, seed: int = 0, outlier_channel: Optional[float] = None) -
 def save(model: onnx.ModelProto, path) -> str:
     onnx.save(model, str(path))
     return str(path)
+
+
+def sequence_reader(batch="N", steps: int = 6, features: int = 8, classes: int = 5, seed: int = 2,
+                    head: str = "Softmax", opset: int = OPSET) -> onnx.ModelProto:
+    """x[N, T, F] -> MatMul(W) -> logits [N, T, C] -> ``head`` -> ``probs`` [N, T, C].
+
+    ``head``: ``Softmax`` / ``LogSoftmax`` (axis -1), ``ArgMax`` (``probs`` are the logits and an
+    ArgMax node reads them into a second output ``ids``), ``Sigmoid`` or ``none`` (plain logits).
+    """
+    rng = np.random.default_rng(seed)
+    w = rng.standard_normal((features, classes)).astype(np.float32)
+    out = [helper.make_tensor_value_info("probs", TensorProto.FLOAT, [batch, steps, classes])]
+    if head in ("Softmax", "LogSoftmax"):
+        attrs = {"axis": -1} if opset >= 13 else {"axis": 2}
+        nodes = [helper.make_node("MatMul", ["x", "w"], ["logits"], name="matmul"),
+                 helper.make_node(head, ["logits"], ["probs"], name="head", **attrs)]
+    elif head == "Sigmoid":
+        nodes = [helper.make_node("MatMul", ["x", "w"], ["logits"], name="matmul"),
+                 helper.make_node("Sigmoid", ["logits"], ["probs"], name="head")]
+    else:
+        nodes = [helper.make_node("MatMul", ["x", "w"], ["probs"], name="matmul")]
+        if head == "ArgMax":
+            nodes.append(helper.make_node("ArgMax", ["probs"], ["ids"], name="argmax", axis=2, keepdims=0))
+            out.append(helper.make_tensor_value_info("ids", TensorProto.INT64, [batch, steps]))
+    graph = helper.make_graph(nodes, "reader", [helper.make_tensor_value_info("x", TensorProto.FLOAT,
+                                                                            [batch, steps, features])],
+                              out, [numpy_helper.from_array(w, "w")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model
+
+
+def fused_head(batch="N", anchors: int = 48, features: int = 8, classes: int = 1, seed: int = 3,
+               box_scale: float = 100.0, noise: Optional[Dict[int, float]] = None) -> onnx.ModelProto:
+    """x[N, A, F] -> MatMul(W) -> [N, A, 4 + 1 + C]: boxes (x ``box_scale``, pixels) beside sigmoid
+    objectness and class scores in [0, 1], concatenated as a YOLOX / YOLOv5 head is.
+
+    ``noise``: ``{channel: std}`` added to that column of W (a candidate model that got one channel wrong).
+    """
+    rng = np.random.default_rng(seed)
+    width = 5 + classes
+    w = rng.standard_normal((features, width)).astype(np.float32)
+    for channel, std in (noise or {}).items():
+        w[:, channel] += np.random.default_rng(100 + channel).normal(0, std, features).astype(np.float32)
+    nodes = [
+        helper.make_node("MatMul", ["x", "w"], ["h"], name="matmul"),
+        helper.make_node("Slice", ["h", "zero", "four", "last"], ["box_raw"], name="box_slice"),
+        helper.make_node("Slice", ["h", "four", "end", "last"], ["score_raw"], name="score_slice"),
+        helper.make_node("Mul", ["box_raw", "scale"], ["box"], name="box_scale"),
+        helper.make_node("Sigmoid", ["score_raw"], ["score"], name="score_sigmoid"),
+        helper.make_node("Concat", ["box", "score"], ["output"], name="concat", axis=-1),
+    ]
+    inits = [numpy_helper.from_array(w, "w"), numpy_helper.from_array(np.array([0], np.int64), "zero"),
+             numpy_helper.from_array(np.array([4], np.int64), "four"),
+             numpy_helper.from_array(np.array([width], np.int64), "end"),
+             numpy_helper.from_array(np.array([-1], np.int64), "last"),
+             numpy_helper.from_array(np.array(box_scale, np.float32), "scale")]
+    return _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, anchors, features])],
+                  [helper.make_tensor_value_info("output", TensorProto.FLOAT, [batch, anchors, width])], inits,
+                  "fused_head")
+
+
+def run_model(model: onnx.ModelProto, feed: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+    """Every output of ``model`` on ``feed`` (ONNX Runtime, CPU)."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return dict(zip([o.name for o in session.get_outputs()], session.run(None, feed)))

@@ -41,6 +41,34 @@ def test_digits_table_has_every_algorithm(bench, tmp_path, capsys):
         cells = rows[algorithm]
         snr = float(cells[4])
         assert math.isfinite(snr) and snr > 0, cells
-        assert cells[6].endswith("%"), cells  # true top-1 on the labelled held-out digits
+        # columns: algorithm output cos-mean cos-worst SNR agree all worst-channel top-1 sec
+        assert 0.9 <= float(cells[5]) <= 1.0, cells  # top-1 agreement with FP32 (logits declared class scores)
+        assert cells[8].endswith("%"), cells  # true top-1 on the labelled held-out digits
+    assert "<- auto's choice" in out
     assert "[digits] a default result below 20 dB is warned about: PASS" in out
     assert "[digits] auto within 0.3 dB of the best single algorithm: PASS" in out
+    assert "[digits] auto within noise of the best single algorithm on top-1 agreement of 'logits': PASS" in out
+
+
+def test_trained_families_are_judged_by_what_they_decide(bench, tmp_path):
+    """The detector and reader families (a few training steps here): the graph says what each decides."""
+    import _bench_families as families
+    from trtq import evaluate as ev
+    from trtq.graph.model import load_onnx
+    from trtq.ort import create_session, run
+
+    images, boxes = families.scenes(4, seed=5, train=False)
+    assert images.shape == (4, 1, 64, 64) and all(b.shape[1] == 5 and 1 <= len(b) <= 3 for b in boxes)
+    line, labels = families.lines(3, seed=5, train=False)
+    assert line.shape == (3, 1, 8, 40) and labels.shape == (3, 5)
+
+    detector = families.make_detector(tmp_path, steps=5)
+    reader = families.make_reader(tmp_path, steps=5)
+    assert ev.decision_axes(load_onnx(reader)) == {"probs": (-1, "Softmax")}
+    assert ev.decision_axes(load_onnx(detector)) == {}  # sigmoid scores concatenated with boxes: no argmax
+    out = run(create_session(str(detector)), {"images": images})["output"]
+    (m,) = ev.compare_outputs([({"output": out}, {"output": out * 1.01})],
+                              feature_axes=ev.feature_axes(load_onnx(detector)))
+    assert out.shape == (4, 64, 15) and m.channel_axis == 2 and m.worst_channel[0].startswith("'output'[..., ")
+    recall = ev.UserMetric.load(f"{bench.models.EXAMPLES / 'box_recall.py'}:matched_box_recall")
+    assert recall({"output": out}, {"output": out}, {"images": images}).tolist() == [1.0] * 4

@@ -85,13 +85,16 @@ def test_streaming_equals_one_shot():
     assert m.top5_agreement == pytest.approx(ev.topk_agreement(ref, cand, 5))
 
 
-def test_few_classes_have_no_top5_and_feature_maps_no_topk():
+def test_few_classes_have_no_top5_and_a_declared_map_is_judged_per_position():
     rng = np.random.default_rng(2)
     few = ev.compare_outputs([({"y": rng.random((4, 5))}, {"y": rng.random((4, 5))})], class_outputs=["y"])[0]
     assert few.top1_agreement is not None and few.top5_agreement is None
-    fmap = ev.compare_outputs([({"f": rng.random((2, 4, 8, 8))}, {"f": rng.random((2, 4, 8, 8))})],
-                              class_outputs=["f"])[0]
-    assert fmap.classes is None and fmap.top1_agreement is None
+    ref, cand = rng.random((2, 4, 8, 8)), rng.random((2, 4, 8, 8))
+    fmap = ev.compare_outputs([({"f": ref}, {"f": cand})], class_outputs=["f"])[0]  # [N, C, H, W]: axis 1
+    agree = np.argmax(ref, axis=1) == np.argmax(cand, axis=1)
+    assert fmap.class_axis == 1 and fmap.classes == 4 and fmap.positions == 64 and fmap.top5_agreement is None
+    assert fmap.top1_agreement == pytest.approx(agree.mean())
+    assert fmap.sample_agreement == pytest.approx(agree.reshape(2, -1).all(axis=1).mean())
 
 
 def test_an_undeclared_output_is_never_scored_as_classes():
@@ -102,10 +105,10 @@ def test_an_undeclared_output_is_never_scored_as_classes():
     assert m.classes is None and m.top1_agreement is None and m.cosine > 0.99
 
 
-def _detection_head(rng, n=6, anchors=300):
-    """[N, 4 + 18, A]: boxes in pixels (0-320) and sigmoid class scores, as YOLOv8 lays them out."""
+def _detection_head(rng, n=6, anchors=300, classes=18):
+    """[N, 4 + classes, A]: boxes in pixels (0-320) and sigmoid class scores, as YOLOv8 lays them out."""
     boxes = rng.uniform(0, 320, (n, 4, anchors))
-    scores = 1 / (1 + np.exp(-rng.normal(-6, 2, (n, 18, anchors))))
+    scores = 1 / (1 + np.exp(-rng.normal(-6, 2, (n, classes, anchors))))
     return np.concatenate([boxes, scores], axis=1)
 
 
@@ -123,15 +126,30 @@ def test_channel_groups_split_boxes_from_scores_only():
 
 
 def test_worst_channel_group_exposes_a_broken_part_the_whole_snr_hides():
+    """80 classes + 4 box rows (a COCO head): too wide to judge each channel, so two groups."""
     rng = np.random.default_rng(5)
-    head = _detection_head(rng)
+    head = _detection_head(rng, classes=80)
     broken = head.copy()
     broken[:, 4:] += rng.normal(0, 0.05, broken[:, 4:].shape)  # scores ruined, boxes intact
     (m,) = ev.compare_outputs([({"out": head}, {"out": broken})])
     boxes, scores = m.groups
-    assert m.snr_db > 60 and boxes.snr_db == math.inf
+    assert m.channel_axis is None and not m.channels
+    assert m.snr_db > 50 and boxes.snr_db == math.inf
     assert scores.snr_db == pytest.approx(ev.snr_db(head[:, 4:], broken[:, 4:]), rel=1e-9) and scores.snr_db < 10
     assert m.worst_snr_db == scores.snr_db
+
+
+def test_a_small_feature_axis_is_judged_channel_by_channel():
+    """[N, 4 + 18, A]: every channel on its own; the worst names the output and the channel, groups are not
+    needed (a group's SNR is never below its worst channel's)."""
+    rng = np.random.default_rng(5)
+    head = _detection_head(rng)
+    broken = head.copy()
+    broken[:, 7] += rng.normal(0, 0.05, broken[:, 7].shape)  # one class channel ruined
+    (m,) = ev.compare_outputs([({"out": head}, {"out": broken})])
+    assert m.channel_axis == 1 and not m.groups and len(m.channels) == 22
+    assert m.worst_channel == ("'out'[:, 7, ...]", pytest.approx(ev.snr_db(head[:, 7], broken[:, 7]), rel=1e-9))
+    assert m.worst_snr_db == m.worst_channel[1] < 10 < m.snr_db
 
 
 def test_verdict_warns_when_poor_and_gates_fail():
@@ -539,3 +557,221 @@ def test_auto_exclude_records_its_layers_for_quantize(sensitive, tmp_path, capsy
     assert "1 layer(s) left in float by the cache's mixed-precision record (trtq eval --auto-exclude" in printed
     quantized_inputs = {n.input[0] for n in onnx.load(str(out)).graph.node if n.op_type == "QuantizeLinear"}
     assert "x" not in quantized_inputs and "r1" in quantized_inputs
+
+
+# --------------------------------------------------------------------------- decisions (issue 15)
+
+
+@pytest.mark.parametrize("head, opset, want", [
+    ("Softmax", 17, {"probs": (-1, "Softmax")}),
+    ("LogSoftmax", 17, {"probs": (-1, "LogSoftmax")}),
+    ("Softmax", 11, {"probs": (2, "Softmax")}),       # before opset 13 the axis is written out (default 1)
+    ("ArgMax", 17, {"probs": (2, "ArgMax reader")}),  # logits an ArgMax inside the graph reads
+    ("Sigmoid", 17, {}),                              # multi-label: no argmax decision
+    ("none", 17, {}),                                 # plain logits: nothing says they are classes
+])
+def test_class_axis_is_found_from_the_graph(head, opset, want):
+    assert ev.decision_axes(_toys.sequence_reader(head=head, opset=opset)) == want
+
+
+def test_sequence_decisions_per_position_and_per_sample():
+    """[N, T, C] Softmax: top-1 agreement per position, and the share of samples whose every position agrees."""
+    model = _toys.sequence_reader()
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((40, 6, 8)).astype(np.float32)
+    ref = _toys.run_model(model, {"x": x})["probs"]
+    cand = ref + rng.normal(0, 0.08, ref.shape).astype(np.float32)
+    axes = {name: axis for name, (axis, _) in ev.decision_axes(model).items()}
+    (m,) = ev.compare_outputs([({"probs": ref}, {"probs": cand})], class_outputs=axes)
+    agree = np.argmax(ref, -1) == np.argmax(cand, -1)
+    assert m.class_axis == 2 and m.classes == 5 and m.positions == 6
+    assert m.top1_agreement == pytest.approx(agree.mean()) and m.sample_agreement == pytest.approx(agree.all(1).mean())
+    assert 0 < m.sample_agreement < m.top1_agreement < 1
+    verdict = ev.Verdict(ev.compare_outputs([({"probs": ref}, {"probs": cand})], class_outputs=axes), 40)
+    assert f"{100 * m.top1_agreement:.1f} % of positions of 'probs'" in verdict.line()
+    assert f"{100 * m.sample_agreement:.1f} % of samples entirely" in verdict.line()
+    assert verdict.poor and "decisions changed" in verdict.warning()  # far below 98 %
+    record = verdict.to_dict()
+    assert record["agreement"] == m.top1_agreement and record["sample_agreement"] == m.sample_agreement
+
+
+def test_declared_class_output_takes_an_axis_of_any_rank():
+    rng = np.random.default_rng(1)
+    ref = rng.standard_normal((4, 3, 7, 2))  # classes on axis 2
+    cand = ref + rng.normal(0, 0.3, ref.shape)
+    (m,) = ev.compare_outputs([({"y": ref}, {"y": cand})], class_outputs=["y:2"])
+    assert m.class_axis == 2 and m.classes == 7 and m.positions == 6
+    assert m.top1_agreement == pytest.approx(np.mean(np.argmax(ref, 2) == np.argmax(cand, 2)))
+    assert ev.parse_class_output("a:b:-1") == ("a:b", -1) and ev.parse_class_output("probs") == ("probs", None)
+
+
+def test_padding_does_not_count_in_agreement():
+    rng = np.random.default_rng(2)
+    ref = rng.standard_normal((2, 5, 4))
+    cand = ref.copy()
+    cand[:, 3:] = -ref[:, 3:]  # every decision at the padded positions 3-4 flips
+    feed = {"attention_mask": np.array([[1, 1, 1, 0, 0], [1, 1, 1, 0, 0]], np.int64)}
+    (m,) = ev.compare_outputs([({"h": ref}, {"h": cand})], class_outputs=["h"], feeds=[feed])
+    assert m.top1_agreement == 1.0 and m.sample_agreement == 1.0
+
+
+def test_whole_snr_and_decisions_disagree_on_a_fused_head():
+    """Large box coordinates beside small scores: a model that ruins objectness keeps a high whole-output SNR;
+    judged channel by channel it is the worse one, and its verdict warns naming the channel."""
+    x = np.random.default_rng(3).standard_normal((16, 48, 8)).astype(np.float32)
+    ref = _toys.run_model(_toys.fused_head(), {"x": x})["output"]
+    broken_objectness = _toys.run_model(_toys.fused_head(noise={4: 1.5}), {"x": x})["output"]
+    noisy_boxes = _toys.run_model(_toys.fused_head(noise={0: 0.05, 1: 0.05, 2: 0.05, 3: 0.05}), {"x": x})["output"]
+    (a,) = ev.compare_outputs([({"output": ref}, {"output": broken_objectness})])
+    (b,) = ev.compare_outputs([({"output": ref}, {"output": noisy_boxes})])
+    assert a.snr_db > b.snr_db          # the whole output prefers the broken objectness ...
+    assert a.worst_snr_db < b.worst_snr_db  # ... its channels do not
+    assert a.channel_axis == 2 and a.worst_channel[0] == "'output'[..., 4]" and not a.groups
+    assert a.worst_channel[1] == pytest.approx(ev.snr_db(ref[..., 4], broken_objectness[..., 4]), rel=1e-9)
+    verdict = ev.Verdict(ev.compare_outputs([({"output": ref}, {"output": broken_objectness})]), 16)
+    assert "worst channel 'output'[..., 4]" in verdict.line() and verdict.poor
+    assert "'output'[..., 4]" in verdict.warning()
+
+
+def test_constant_channels_are_not_judged_alone():
+    rng = np.random.default_rng(4)
+    ref = rng.standard_normal((8, 30, 6))
+    ref[..., 3] = 0.0       # a pruned channel
+    ref[..., 5] = 2.5       # a bias-only channel
+    cand = ref + rng.normal(0, 1e-3, ref.shape)
+    (m,) = ev.compare_outputs([({"y": ref}, {"y": cand})])
+    assert m.constant_channels == [3, 5] and [c.index for c in m.channels] == [0, 1, 2, 4]
+    assert ev.feature_axis([8, 30, 6]) == 2 and ev.feature_axis([8, 6, 300]) == 1
+    assert ev.feature_axis([8, 16, 9, 9]) == 1 and ev.feature_axis([8, 10]) is None
+    assert ev.feature_axis([8, 40, 97]) is None  # too wide: channel groups (or nothing) instead
+
+
+def test_one_value_per_sample_has_no_per_sample_cosine():
+    rng = np.random.default_rng(5)
+    ref = rng.standard_normal((16, 1))
+    (m,) = ev.compare_outputs([({"score": ref}, {"score": ref * 1.01})])
+    assert not m.has_cosine and m.worst_cosine == math.inf
+    verdict = ev.Verdict([m], 16)
+    assert "cosine" not in verdict.line() and not verdict.poor
+
+
+def _metric_file(tmp_path, body: str) -> str:
+    path = tmp_path / "metric.py"
+    path.write_text("import numpy as np\n\n" + body)
+    return f"{path}:score"
+
+
+def test_user_metric_is_called_per_sample_and_judged(tmp_path):
+    spec = _metric_file(tmp_path, "def score(ref, cand, inputs):\n"
+                                  "    assert len(inputs['x']) == 1 and ref['y'].shape[0] == 1\n"
+                                  "    return float(np.argmax(ref['y']) == np.argmax(cand['y']))\n")
+    metric = ev.UserMetric.load(spec)
+    rng = np.random.default_rng(6)
+    ref = rng.standard_normal((10, 4))
+    cand = ref.copy()
+    cand[:3] = -cand[:3]  # three samples decide otherwise
+    fidelity = ev.compare_outputs([({"y": ref}, {"y": cand})], feeds=[{"x": np.zeros((10, 2))}], metric=metric)
+    assert fidelity.metric.value == pytest.approx(0.7) and fidelity.metric.samples == 10
+    assert ev.decision_of(fidelity) == ("metric score", pytest.approx(0.7))
+    verdict = ev.Verdict(fidelity, 10)
+    assert "metric score 0.7" in verdict.line() and "metric score 0.7 < 0.99" in verdict.warning()
+    assert "--min-agreement 0.9" in verdict.failure(min_agreement=0.9) and verdict.failure(min_agreement=0.5) is None
+    assert ev.worst_of(fidelity)[2] == pytest.approx(0.7)  # the hook mixed precision reads
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("nofile.py:score", "does not exist"),
+    ("metric.py", "expected FILE.py:NAME"),
+    ("metric.py:other", "defines no other()"),
+])
+def test_user_metric_errors_are_one_line(tmp_path, spec, message):
+    (tmp_path / "metric.py").write_text("def score(ref, cand, inputs):\n    return 1.0\n")
+    with pytest.raises(TrtqError, match=message):
+        ev.UserMetric.load(str(tmp_path / spec))
+
+
+def test_user_metric_that_raises_or_returns_nan(tmp_path):
+    rng = np.random.default_rng(7)
+    pair = [({"y": rng.standard_normal((2, 3))}, {"y": rng.standard_normal((2, 3))})]
+    broken = ev.UserMetric.load(_metric_file(tmp_path, "def score(ref, cand, inputs):\n    return 1 / 0\n"))
+    with pytest.raises(TrtqError, match="ZeroDivisionError"):
+        ev.compare_outputs(pair, feeds=[{"x": np.zeros((2, 1))}], metric=broken)
+
+
+def test_worked_metric_examples_in_the_docs(tmp_path):
+    """docs/examples: a CTC reader's string agreement and a detector's matched-box recall."""
+    from pathlib import Path
+
+    examples = Path(__file__).resolve().parents[1] / "docs" / "examples"
+    ctc = ev.UserMetric.load(f"{examples / 'ctc_string_agreement.py'}:string_agreement")
+    blank = 4
+    steps = np.full((3, 6), blank)
+    steps[:, 0], steps[:, 1], steps[:, 3] = 1, 1, 2    # reads "1 2"
+    ref = np.eye(5)[steps] * 0.9 + 0.02
+    cand = ref.copy()
+    cand[1, 2] = np.eye(5)[1] * 0.9 + 0.02            # "1 1 2" -> "1 2": the repeat merges, same string
+    cand[2, 3] = np.eye(5)[3] * 0.9 + 0.02            # "1 3": another string
+    values = ctc({"probs": ref}, {"probs": cand}, {"x": np.zeros((3, 1))})
+    assert values.tolist() == [1.0, 1.0, 0.0]
+
+    boxes = ev.UserMetric.load(f"{examples / 'box_recall.py'}:matched_box_recall")
+    head = np.zeros((1, 8, 7))                        # 8 anchors: x, y, w, h, objectness, 2 classes
+    head[0, 0] = [10, 10, 8, 8, 0.9, 0.9, 0.1]
+    head[0, 1] = [40, 40, 8, 8, 0.9, 0.1, 0.9]
+    head[0, 2] = [41, 40, 8, 8, 0.8, 0.1, 0.9]        # suppressed by NMS (same class, overlaps anchor 1)
+    lost = head.copy()
+    lost[0, 0, 4] = 0.1                               # objectness collapses: that box is no longer found
+    moved = head.copy()
+    moved[0, 1, :2] = [44, 41]                        # still IoU > 0.5
+    assert boxes({"out": head}, {"out": head}, {})[0] == 1.0
+    assert boxes({"out": head}, {"out": lost}, {})[0] == 0.5
+    assert boxes({"out": head}, {"out": moved}, {})[0] == 1.0
+
+
+def test_eval_prints_the_verdict_and_gates_on_agreement(tmp_path, capsys):
+    """trtq eval: the calibrate verdict line and warning on the user's data; --min-agreement exits 3."""
+    from trtq.cli import main
+
+    model = _toys.sequence_reader()
+    noisy = _toys.sequence_reader(seed=2)
+    w = next(i for i in noisy.graph.initializer if i.name == "w")
+    from onnx import numpy_helper
+
+    weight = numpy_helper.to_array(w) + np.random.default_rng(8).normal(0, 0.4, (8, 5)).astype(np.float32)
+    w.CopyFrom(numpy_helper.from_array(weight, "w"))
+    ref_path, cand_path = _toys.save(model, tmp_path / "ref.onnx"), _toys.save(noisy, tmp_path / "cand.onnx")
+    data = tmp_path / "x.npy"
+    np.save(data, np.random.default_rng(9).standard_normal((32, 6, 8)).astype(np.float32))
+    base = ["eval", ref_path, cand_path, "--data", str(data)]
+    assert main(base + ["--json", str(tmp_path / "r.json")]) == 0
+    out = " ".join(capsys.readouterr().out.split())  # the console wraps long lines
+    record = json.loads((tmp_path / "r.json").read_text())
+    assert record["verdict"]["line"] in out and "of positions of 'probs'" in record["verdict"]["line"]
+    assert "samples entirely" in record["verdict"]["line"]
+    assert f"warning: {record['verdict']['warning']}" in out and "decisions changed" in out
+    assert 0 < record["verdict"]["agreement"] < 0.98 and record["outputs"][0]["class_source"] == "Softmax"
+    assert main(["-q"] + base + ["--min-agreement", "0.999"]) == 3
+    err = capsys.readouterr().err
+    assert "--min-agreement 0.999" in err and "top-1 agreement of 'probs'" in err
+    assert main(["-q"] + base + ["--min-agreement", "0.01"]) == 0
+
+
+def test_a_symbolic_axis_holds_positions_not_channels():
+    """[batch, sequence, 384] (a transformer's hidden states): the sequence axis is short but symbolic in the
+    graph, and it changes between batches: never judged channel by channel."""
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["h"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "sequence", 384])],
+                              [helper.make_tensor_value_info("h", TensorProto.FLOAT, ["batch", "sequence", 384]),
+                               helper.make_tensor_value_info("head", TensorProto.FLOAT, ["batch", 22, 2100]),
+                               helper.make_tensor_value_info("fused", TensorProto.FLOAT, ["batch", "Concat_dim_1",
+                                                                                          "Concat_dim_2"])])
+    model = helper.make_model(graph)
+    assert ev.feature_axes(model) == {"h": None, "head": 1}  # "fused": exporter names, its first batch decides
+    rng = np.random.default_rng(8)
+    pairs = [({"h": a}, {"h": a + 0.01}) for a in (rng.standard_normal((2, 12, 384)), rng.standard_normal((2, 9, 384)))]
+    (m,) = ev.compare_outputs(pairs)  # no graph: the first batch's axis 1 looked like channels, the second says no
+    assert m.channel_axis is None and not m.channels
+    (m,) = ev.compare_outputs(pairs, feature_axes=ev.feature_axes(model))
+    assert m.channel_axis is None

@@ -110,3 +110,29 @@ AUTO_EXCLUDE_MIN_GAIN_DB = 0.1
 #: keeps the best (the one-run ranking is an estimate; on MiniLM the best of three reached
 #: the target with fewer layers in float than the ranking's order).
 AUTO_EXCLUDE_LOOKAHEAD = 3
+#: Decision-aware fidelity (trtq.evaluate, docs/accuracy.md "What an output decides"). An
+#: output of rank >= 3 with no class axis whose last axis (rank 3) or channel axis (rank >= 4;
+#: else the other one) has 2 to FEATURE_MAX_CHANNELS channels is judged channel by channel (a
+#: detection head's x, y, w, h, objectness and class scores at every anchor; a rank-2 [N, K]
+#: output is one vector per sample and is judged whole); wider axes keep the two channel groups
+#: of CHANNEL_GROUP_*. A channel whose reference std is below FEATURE_CONSTANT_RTOL of its RMS
+#: (it barely moves: a bias, a pruned filter) or whose RMS is below FEATURE_NEGLIGIBLE_RMS of
+#: the output's largest channel RMS is not judged on its own.
+FEATURE_MAX_CHANNELS = 32
+FEATURE_CONSTANT_RTOL = 1e-3
+FEATURE_NEGLIGIBLE_RMS = 1e-6
+#: The verdict warns when a decision drops noticeably: top-1 agreement below
+#: VERDICT_MIN_AGREEMENT of positions (2 % of decisions changed), or, for outputs with more
+#: than one position per sample (sequences, dense maps), fewer than VERDICT_MIN_SAMPLE_AGREEMENT
+#: of samples agreeing at every position, or a user --metric below VERDICT_MIN_METRIC (1 point
+#: of e.g. matched-box recall against FP32).
+VERDICT_MIN_AGREEMENT = 0.98
+VERDICT_MIN_SAMPLE_AGREEMENT = 0.95
+VERDICT_MIN_METRIC = 0.99
+#: auto's noise: paired bootstrap over the held-back samples (BOOTSTRAP_DRAWS resamples, fixed
+#: seed); two scores differ "beyond noise" when their difference exceeds NOISE_SIGMAS bootstrap
+#: standard deviations of it. When the leaders are within noise, HOLDOUT_RESERVE more held-back
+#: samples (kept out of the statistics too) are scored for them, once, before choosing.
+BOOTSTRAP_DRAWS = 200
+NOISE_SIGMAS = 2.0
+HOLDOUT_RESERVE = 32

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -192,6 +193,33 @@ def top1_accuracy(scores: np.ndarray, labels: np.ndarray) -> float:
 
 
 @dataclass
+class ChannelMetrics:
+    """SNR and mean per-sample cosine of one channel of an output judged channel by channel."""
+
+    index: int
+    snr_db: float
+    cosine_mean: float = math.nan
+
+
+@dataclass
+class SampleScores:
+    """Per-sample sums behind an output's SNRs and agreements: what auto resamples to estimate noise.
+
+    Arrays have one row per sample (``[n]`` or ``[n, k]``); summing rows of any subset and
+    taking the ratios gives that subset's metrics (see :func:`resampled_scores`).
+    """
+
+    ref2: np.ndarray
+    err2: np.ndarray
+    group_ref2: np.ndarray                  # [n, groups]
+    group_err2: np.ndarray
+    channel_ref2: np.ndarray                # [n, judged channels]
+    channel_err2: np.ndarray
+    agree: Optional[np.ndarray] = None      # [n] positions whose top-1 agrees
+    counted: Optional[np.ndarray] = None    # [n] positions counted (padding is not)
+
+
+@dataclass
 class OutputMetrics:
     """Fidelity of one output of the candidate against the reference."""
 
@@ -204,26 +232,66 @@ class OutputMetrics:
     max_abs_error: float
     mean_abs_error: float
     ref_abs_max: float                      # largest |reference| value, to read max_abs_error against
-    classes: Optional[int] = None           # set when the output looks like class scores
-    top1_agreement: Optional[float] = None
-    top5_agreement: Optional[float] = None  # only for more than 5 classes
+    classes: Optional[int] = None           # set when the output has a class axis
+    top1_agreement: Optional[float] = None  # share of positions (samples for [N, C]) whose top-1 class agrees
+    top5_agreement: Optional[float] = None  # only for one position per sample and more than 5 classes
     groups: List["GroupMetrics"] = field(default_factory=list)  # per channel group (see channel_groups)
     cosine_mean: float = math.nan           # mean per-sample cosine (verdicts and targets read this one)
+    class_axis: Optional[int] = None        # the axis whose argmax is the decision (batch axis is 0)
+    class_source: str = ""                  # why: "Softmax", "ArgMax reader", "declared", "labels", ...
+    positions: Optional[int] = None         # decisions per sample (1 for [N, C], T for [N, T, C])
+    sample_agreement: Optional[float] = None  # share of samples whose top-1 agrees at every position
+    channel_axis: Optional[int] = None      # set when the output is judged channel by channel
+    channels: List[ChannelMetrics] = field(default_factory=list)  # the judged channels
+    constant_channels: List[int] = field(default_factory=list)    # near-constant channels, not judged alone
+    values_per_sample: int = 0              # elements of one sample (1: a per-sample cosine means nothing)
+    per_sample: Optional[SampleScores] = field(default=None, repr=False, compare=False)
+
+    @property
+    def worst_channel(self) -> Optional[Tuple[str, float]]:
+        """(``'name'[..., k]``, SNR dB) of the worst judged channel, or None."""
+        if not self.channels:
+            return None
+        worst = min(self.channels, key=lambda c: _nan_low(c.snr_db))
+        return channel_label(self.name, self.channel_axis, len(self.shape), worst.index), worst.snr_db
 
     @property
     def worst_snr_db(self) -> float:
-        """The lower of the whole output's SNR and its worst channel group's."""
-        return min([self.snr_db] + [g.snr_db for g in self.groups], key=_nan_low)
+        """The lowest of the whole output's SNR, its worst channel group's and its worst judged channel's."""
+        return min([self.snr_db] + [g.snr_db for g in self.groups] + [c.snr_db for c in self.channels],
+                   key=_nan_low)
+
+    @property
+    def has_cosine(self) -> bool:
+        """A per-sample cosine is a figure only for more than one value per sample (of one value it is its sign)."""
+        return self.values_per_sample != 1
 
     @property
     def worst_cosine(self) -> float:
-        """The lower of the mean per-sample cosine of the whole output and of its worst channel group."""
-        return min([self.cosine_mean] + [g.cosine_mean for g in self.groups], key=_nan_low)
+        """The lowest mean per-sample cosine of the whole output, its channel groups and judged channels
+        (``inf`` for one value per sample: there is no cosine to judge)."""
+        if not self.has_cosine:
+            return math.inf
+        values = [self.cosine_mean] + [g.cosine_mean for g in self.groups]
+        values += [c.cosine_mean for c in self.channels if not math.isnan(c.cosine_mean)]
+        return min(values, key=_nan_low)
 
     def to_dict(self) -> dict:
-        data = asdict(self)
+        data = asdict(replace(self, per_sample=None))
+        data.pop("per_sample", None)
         data["worst_snr_db"] = self.worst_snr_db
+        worst = self.worst_channel
+        data["worst_channel"] = None if worst is None else {"where": worst[0], "snr_db": worst[1]}
         return data
+
+
+def channel_label(name: str, axis: Optional[int], rank: int, index: int) -> str:
+    """``'out'[..., 4]`` (last axis) or ``'out'[:, 4]`` (axis 1): where one channel of an output is."""
+    if axis is None:
+        return repr(name)
+    if axis == rank - 1:
+        return f"{name!r}[..., {index}]"
+    return f"{name!r}[{', '.join([':'] * axis + [str(index)])}{', ...' if axis < rank - 1 else ''}]"
 
 
 @dataclass
@@ -324,17 +392,111 @@ class EvalReport:
     amax_source: str = ""
     auto_exclude: Optional[AutoExcludeResult] = None
 
+    @property
+    def metric(self) -> Optional["MetricScore"]:
+        return getattr(self.outputs, "metric", None)
+
+    def verdict(self) -> "Verdict":
+        """The same verdict calibrate prints, on this report's data (``trtq eval`` prints it and its warning)."""
+        return Verdict(self.outputs, self.samples, form=f"{self.candidate} vs {self.reference}",
+                       on=self.data or f"{self.samples} samples")
+
     def worst_snr_db(self) -> float:
         """Worst SNR over outputs and their channel groups (what verdicts and gates read)."""
         return min((o.worst_snr_db for o in self.outputs), default=math.nan, key=_nan_low)
 
     def to_dict(self) -> dict:
         """Plain data for JSON (non-finite floats are made JSON-safe by :func:`trtq.report.write_json`)."""
-        data = asdict(self)
+        data = asdict(replace(self, outputs=[]))
+        data["outputs"] = [o.to_dict() for o in self.outputs]
         if self.accuracy is not None:
             data["accuracy"]["drop"] = self.accuracy.drop
         data["worst_snr_db"] = self.worst_snr_db()
+        data["metric"] = None if self.metric is None else self.metric.to_dict()
+        data["verdict"] = self.verdict().to_dict()
         return data
+
+
+@dataclass
+class MetricScore:
+    """The user's own metric (``--metric FILE.py:NAME``) of the candidate: the mean over samples."""
+
+    name: str
+    value: float
+    samples: int
+    per_sample: Optional[np.ndarray] = field(default=None, repr=False, compare=False)
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "value": self.value, "samples": self.samples}
+
+
+class Fidelity(list):
+    """The :class:`OutputMetrics` of every output (a list), with the user's metric when one was given."""
+
+    metric: Optional[MetricScore] = None
+
+
+def decision_of(metrics: Sequence[OutputMetrics]) -> Optional[Tuple[str, float]]:
+    """(what, value) of the decision a candidate is judged by first, higher is better; None when there is none.
+
+    The user's ``--metric`` when given (it knows the task), else the lowest top-1 agreement
+    per position over the outputs with a class axis.
+    """
+    metric = getattr(metrics, "metric", None)
+    if metric is not None:
+        return f"metric {metric.name}", metric.value
+    scored = [m for m in metrics if m.top1_agreement is not None]
+    if not scored:
+        return None
+    worst = min(scored, key=lambda m: _nan_low(m.top1_agreement))
+    return f"top-1 agreement of {worst.name!r}", worst.top1_agreement
+
+
+def decision_line(metrics: Sequence[OutputMetrics]) -> str:
+    """The decisions in words: ``top-1 agrees on 97.1 % of positions of 'probs', 79 % of samples entirely;
+    worst channel 'output'[..., 4]: 16.0 dB`` (empty when the outputs decide nothing)."""
+    parts = []
+    metric = getattr(metrics, "metric", None)
+    if metric is not None:
+        parts.append(f"metric {metric.name} {metric.value:.4g} (1 = identical)")
+    for m in metrics:
+        if m.top1_agreement is None:
+            continue
+        if (m.positions or 1) > 1:
+            text = f"top-1 agrees on {_pct(m.top1_agreement)} of positions of {m.name!r}"
+            if m.sample_agreement is not None:
+                text += f", {_pct(m.sample_agreement)} of samples entirely"
+        else:
+            text = f"top-1 agrees on {_pct(m.top1_agreement)} of samples of {m.name!r}"
+        parts.append(text)
+    channels = [(m.worst_channel, m) for m in metrics if m.worst_channel is not None]
+    if channels:
+        (where, snr), _ = min(channels, key=lambda c: _nan_low(c[0][1]))
+        parts.append(f"worst channel {where}: {_fmt_db(snr)}")
+    return "; ".join(parts)
+
+
+def decision_drops(metrics: Sequence[OutputMetrics], min_agreement: float = defaults.VERDICT_MIN_AGREEMENT,
+                   min_sample_agreement: float = defaults.VERDICT_MIN_SAMPLE_AGREEMENT,
+                   min_metric: float = defaults.VERDICT_MIN_METRIC) -> List[str]:
+    """Every decision that dropped noticeably (thresholds in trtq.defaults), in words; empty when none did."""
+    drops = []
+    metric = getattr(metrics, "metric", None)
+    if metric is not None and not metric.value >= min_metric:
+        drops.append(f"metric {metric.name} {metric.value:.4g} < {min_metric:g}")
+    for m in metrics:
+        if m.top1_agreement is not None and not m.top1_agreement >= min_agreement:
+            drops.append(f"top-1 of {m.name!r} agrees on {_pct(m.top1_agreement)} of "
+                         f"{'positions' if (m.positions or 1) > 1 else 'samples'} < {min_agreement:.0%}")
+        elif (m.sample_agreement is not None and (m.positions or 1) > 1
+              and not m.sample_agreement >= min_sample_agreement):
+            drops.append(f"only {_pct(m.sample_agreement)} of samples of {m.name!r} keep every top-1 "
+                         f"< {min_sample_agreement:.0%}")
+    return drops
+
+
+def _pct(value: float) -> str:
+    return f"{100 * value:.1f} %"
 
 
 @dataclass
@@ -342,7 +504,9 @@ class Verdict:
     """INT8-vs-float fidelity of one result: per output (and channel group), worst first, with a warning when poor.
 
     ``held_back``: scored on samples kept out of the calibration statistics (False when
-    there were too few samples to hold any back, and the verdict says so).
+    there were too few samples to hold any back, and the verdict says so). The line names
+    the decisions (top-1 agreement, the worst judged channel, the user's metric) beside
+    the SNR; the warning fires when the SNR/cosine is poor *or* a decision dropped.
     """
 
     outputs: List[OutputMetrics]
@@ -351,14 +515,18 @@ class Verdict:
     form: str = "TensorRT Q/DQ form"
     min_snr_db: float = defaults.VERDICT_MIN_SNR_DB
     min_cosine: float = defaults.VERDICT_MIN_COSINE
+    on: str = ""                            # where it was measured, when not held-back calibration samples
 
     @property
     def worst(self) -> Tuple[str, float, float]:
-        """(where, SNR dB, cosine) of the worst output or channel group."""
+        """(where, SNR dB, cosine) of the worst output, channel group or judged channel."""
         rows = []
         for o in self.outputs:
-            rows.append((repr(o.name), o.snr_db, o.cosine_mean))
+            cosine = o.cosine_mean if o.has_cosine else math.inf
+            rows.append((repr(o.name), o.snr_db, cosine))
             rows += [(f"{o.name!r} channels {g.label}", g.snr_db, g.cosine_mean) for g in o.groups]
+            rows += [(channel_label(o.name, o.channel_axis, len(o.shape), c.index), c.snr_db,
+                      c.cosine_mean if not math.isnan(c.cosine_mean) else math.inf) for c in o.channels]
         return min(rows, key=lambda r: (_nan_low(r[1]), _nan_low(r[2])))
 
     @property
@@ -367,48 +535,95 @@ class Verdict:
 
     @property
     def cosine(self) -> float:
-        return min((o.worst_cosine for o in self.outputs), key=_nan_low, default=math.nan)
+        value = min((o.worst_cosine for o in self.outputs), key=_nan_low, default=math.nan)
+        return math.nan if value == math.inf else value
+
+    @property
+    def metric(self) -> Optional[MetricScore]:
+        return getattr(self.outputs, "metric", None)
+
+    @property
+    def decision(self) -> Optional[Tuple[str, float]]:
+        return decision_of(self.outputs)
+
+    @property
+    def drops(self) -> List[str]:
+        return decision_drops(self.outputs)
 
     @property
     def poor(self) -> bool:
-        return not (self.snr_db >= self.min_snr_db and self.cosine >= self.min_cosine)
+        cosine_ok = math.isnan(self.cosine) or self.cosine >= self.min_cosine
+        return not (self.snr_db >= self.min_snr_db and cosine_ok) or bool(self.drops)
 
     def line(self) -> str:
-        """One line: the worst output's fidelity and where it was measured."""
+        """One line: the decisions, then the worst output's SNR and cosine, and where they were measured."""
         where, snr, cosine = self.worst
-        on = f"{self.samples} held-back calibration samples" if self.held_back else \
-            f"{self.samples} calibration samples (too few to hold any back)"
-        return (f"INT8 fidelity ({self.form}, {on}): worst {where}: SNR {_fmt_db(snr)}, cosine {cosine:.4f}")
+        on = self.on or (f"{self.samples} held-back calibration samples" if self.held_back else
+                         f"{self.samples} calibration samples (too few to hold any back)")
+        decisions = decision_line(self.outputs)
+        cos = f", cosine {cosine:.4f}" if math.isfinite(cosine) else ""
+        return (f"INT8 fidelity ({self.form}, {on}): {decisions + '; ' if decisions else ''}"
+                f"worst {where}: SNR {_fmt_db(snr)}{cos}")
 
     def warning(self) -> Optional[str]:
-        """The one warning line for a poor result, naming the fixes; None when it is fine."""
+        """The one warning line for a poor result (a decision dropped, or SNR/cosine poor), naming the fixes."""
         if not self.poor:
             return None
         where, snr, cosine = self.worst
-        return (f"INT8 output {where} is poor (SNR {_fmt_db(snr)} < {self.min_snr_db:g} dB or cosine {cosine:.4f} < "
-                f"{self.min_cosine:g}): leave the most sensitive layers in float with --auto-exclude, try another "
-                "--algo, or calibrate on more representative data")
+        drops = self.drops
+        what = ("decisions changed: " + "; ".join(drops)) if drops else (
+            f"INT8 output {where} is poor (SNR {_fmt_db(snr)} < {self.min_snr_db:g} dB or cosine "
+            f"{cosine:.4f} < {self.min_cosine:g})")
+        return (f"{what}: leave the most sensitive layers in float with --auto-exclude, try another --algo, or "
+                "calibrate on more representative data")
 
-    def failure(self, min_snr_db: Optional[float] = None, min_cosine: Optional[float] = None) -> Optional[str]:
-        """Why the result misses a gate the caller set (``--min-snr`` / ``--min-cosine``), else None."""
-        return gate_failure(self.snr_db, self.cosine, self.worst[0], min_snr_db, min_cosine)
+    def failure(self, min_snr_db: Optional[float] = None, min_cosine: Optional[float] = None,
+                min_agreement: Optional[float] = None) -> Optional[str]:
+        """Why the result misses a gate the caller set (``--min-snr`` / ``--min-cosine`` / ``--min-agreement``)."""
+        decision = self.decision
+        return gate_failure(self.snr_db, None if math.isnan(self.cosine) else self.cosine, self.worst[0],
+                            min_snr_db, min_cosine, None if decision is None else decision[1], min_agreement,
+                            None if decision is None else decision[0])
 
     def to_dict(self) -> dict:
+        decision = self.decision
+        worst_channel = min((o.worst_channel for o in self.outputs if o.worst_channel is not None),
+                            key=lambda c: _nan_low(c[1]), default=None)
+        positions = [o for o in self.outputs if o.top1_agreement is not None]
         return {"samples": self.samples, "held_back": self.held_back, "form": self.form,
                 "snr_db": self.snr_db, "cosine": self.cosine, "worst": self.worst[0], "poor": self.poor,
-                "thresholds": {"snr_db": self.min_snr_db, "cosine": self.min_cosine},
+                "decision": None if decision is None else decision[0],
+                "agreement": None if decision is None else decision[1],
+                "sample_agreement": min((o.sample_agreement for o in positions if o.sample_agreement is not None),
+                                        default=None),
+                "worst_channel": None if worst_channel is None else {"where": worst_channel[0],
+                                                                     "snr_db": worst_channel[1]},
+                "metric": None if self.metric is None else self.metric.to_dict(),
+                "decision_drops": self.drops,
+                "thresholds": {"snr_db": self.min_snr_db, "cosine": self.min_cosine,
+                               "agreement": defaults.VERDICT_MIN_AGREEMENT,
+                               "sample_agreement": defaults.VERDICT_MIN_SAMPLE_AGREEMENT,
+                               "metric": defaults.VERDICT_MIN_METRIC},
                 "line": self.line(), "warning": self.warning(),
                 "outputs": [o.to_dict() for o in self.outputs]}
 
 
 def gate_failure(snr_db: Optional[float], cosine: Optional[float], worst: str, min_snr_db: Optional[float],
-                 min_cosine: Optional[float]) -> Optional[str]:
-    """The message of a missed ``--min-snr`` / ``--min-cosine`` gate, else None (a missing value misses)."""
+                 min_cosine: Optional[float], agreement: Optional[float] = None,
+                 min_agreement: Optional[float] = None, decision: Optional[str] = None) -> Optional[str]:
+    """The message of a missed ``--min-snr`` / ``--min-cosine`` / ``--min-agreement`` gate, else None (a missing
+    value misses; ``agreement`` is the decision score of :func:`decision_of`, ``decision`` says what it is)."""
     misses = []
     if min_snr_db is not None and not (snr_db is not None and snr_db >= min_snr_db):
         misses.append(f"SNR {_fmt_db(snr_db)} < --min-snr {min_snr_db:g}")
     if min_cosine is not None and not (cosine is not None and cosine >= min_cosine):
         misses.append(f"cosine {cosine if cosine is None else round(cosine, 4)} < --min-cosine {min_cosine:g}")
+    if min_agreement is not None and not (agreement is not None and agreement >= min_agreement):
+        if agreement is None:
+            misses.append("no decision to judge (no output with a class axis, no --metric) for --min-agreement "
+                          f"{min_agreement:g}")
+        else:
+            misses.append(f"{decision or 'agreement'} {agreement:.4f} < --min-agreement {min_agreement:g}")
     return f"INT8 fidelity gate failed ({', '.join(misses)}; worst {worst})" if misses else None
 
 
@@ -423,38 +638,135 @@ def _fmt_db(value: Optional[float]) -> str:
 
 
 class _Sums:
-    """Running sums of one slice of an output (the whole of it, or one channel group)."""
+    """Running sums of one slice of an output (the whole of it, a channel group, or one channel)."""
 
-    __slots__ = ("ref2", "cand2", "dot", "err2", "cos_sum", "rows")
+    __slots__ = ("ref2", "cand2", "dot", "err2", "cos_sum", "rows", "ref2_rows", "err2_rows")
 
     def __init__(self):
         self.ref2 = self.cand2 = self.dot = self.err2 = self.cos_sum = 0.0
         self.rows = 0
+        self.ref2_rows: List[np.ndarray] = []   # per sample, for the bootstrap (one float each)
+        self.err2_rows: List[np.ndarray] = []
 
     def add(self, r: np.ndarray, c: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
         """Add ``r``, ``c`` (``[samples, values]``, float64); returns (``r - c``, the per-sample cosines)."""
         with np.errstate(invalid="ignore"):  # an output that is inf in both (an overflowing model) gives NaN metrics
             e = r - c
         ref2, cand2, dot = np.einsum("ij,ij->i", r, r), np.einsum("ij,ij->i", c, c), np.einsum("ij,ij->i", r, c)
+        err2 = np.einsum("ij,ij->i", e, e)
         self.ref2 += float(ref2.sum())
         self.cand2 += float(cand2.sum())
         self.dot += float(dot.sum())
-        self.err2 += float(np.einsum("ij,ij->", e, e))
+        self.err2 += float(err2.sum())
         cosines = _cos_rows(dot, ref2, cand2)
         self.cos_sum += float(cosines.sum())
         self.rows += len(ref2)
+        self.ref2_rows.append(ref2)
+        self.err2_rows.append(err2)
         return e, cosines
+
+    def snr(self) -> float:
+        return _snr(self.ref2, self.err2) if self.rows else math.nan
+
+    def cosine_mean(self) -> float:
+        return self.cos_sum / self.rows if self.rows else math.nan
+
+    def per_sample(self) -> Tuple[np.ndarray, np.ndarray]:
+        if not self.ref2_rows:
+            return np.zeros(0), np.zeros(0)
+        return np.concatenate(self.ref2_rows), np.concatenate(self.err2_rows)
+
+
+def feature_axis(shape: Sequence[Any], max_channels: int = defaults.FEATURE_MAX_CHANNELS) -> Optional[int]:
+    """The small feature axis of an output judged channel by channel, or None (see docs/accuracy.md).
+
+    Only outputs with positions (rank >= 3): a channel is then one field at every position
+    (a detection head's x, y, w, h, objectness). Rank 3 ``[N, A, K]`` (YOLOv5/YOLOX heads):
+    the last axis first, then axis 1 (``[N, K, A]``, YOLOv8); rank >= 4 ``[N, K, H, W]``:
+    axis 1 first, then the last. The axis must have 2 to ``max_channels`` channels and, in a
+    graph's declared shape, be a fixed number (a symbolic dimension is a sequence or batch
+    length, not channels: ``[batch, sequence, 384]`` has none). A rank-2 ``[N, K]`` output is
+    one vector per sample (logits, an embedding, a box) and is judged whole.
+    """
+    rank = len(shape)
+    if rank < 3:
+        return None
+    order = [rank - 1, 1] if rank == 3 else [1, rank - 1]
+    for axis in order:
+        if isinstance(shape[axis], (int, np.integer)) and 2 <= int(shape[axis]) <= max_channels:
+            return axis
+    return None
+
+
+def feature_axes(model) -> Dict[str, Optional[int]]:
+    """``{graph output: its small feature axis or None}`` where the graph's declared output shape decides it.
+
+    A fixed dimension is eligible (see :func:`feature_axis`); a dimension named like one of
+    the inputs' symbolic dimensions (``batch``, ``sequence``) is a length, never channels;
+    an output whose deciding dimension is unnamed or named by the exporter alone
+    (``Concatoutput_dim_1``) is left out: it is judged from its first batch, and dropped to
+    the whole-output SNR if that axis changes size in a later batch.
+    """
+    lengths = {d.dim_param for i in model.graph.input if i.type.tensor_type.HasField("shape")
+               for d in i.type.tensor_type.shape.dim if d.dim_param}
+    found: Dict[str, Optional[int]] = {}
+    for output in model.graph.output:
+        tensor = output.type.tensor_type
+        if not tensor.HasField("shape"):
+            continue
+        dims = list(tensor.shape.dim)
+        rank = len(dims)
+        if rank < 3:
+            found[output.name] = None
+            continue
+        decided: Optional[int] = None
+        for axis in ([rank - 1, 1] if rank == 3 else [1, rank - 1]):
+            dim = dims[axis]
+            if dim.HasField("dim_value") and dim.dim_value > 0:
+                if 2 <= dim.dim_value <= defaults.FEATURE_MAX_CHANNELS:
+                    decided = axis
+                    break
+                continue
+            if dim.dim_param and dim.dim_param in lengths:
+                continue
+            decided = -1  # unknown: the first batch decides
+            break
+        if decided != -1:
+            found[output.name] = decided
+    return found
+
+
+def default_class_axis(output: np.ndarray) -> Optional[int]:
+    """The class axis of a declared class output given without ``:AXIS``: 1 for ``[N, C]`` (trailing
+    1-dims ignored) and for ``[N, C, H, W]`` (rank >= 4), the last axis for ``[N, T, C]``."""
+    shape = np.shape(output)
+    if class_scores(np.asarray(output)) is not None or len(shape) >= 4:
+        return 1
+    return len(shape) - 1 if len(shape) >= 2 else None
+
+
+def _resolve_axis(axis: Optional[int], rank: int) -> Optional[int]:
+    if axis is None:
+        return None
+    resolved = axis + rank if axis < 0 else axis
+    return resolved if 1 <= resolved < rank else None
 
 
 class OutputAccumulator:
     """Running sums for one output; :meth:`metrics` gives the same numbers as the one-shot functions.
 
-    ``scores``: treat the output as class scores (top-1/top-5 agreement). ``groups``:
-    channel groups to score apart; ``None`` finds them on the first batch with
-    :func:`channel_groups`, ``()`` turns them off.
+    ``scores`` / ``class_axis``: judge the output's decisions along a class axis (top-1
+    agreement per position and per sample; ``scores`` without an axis: axis 1 when the
+    output is ``[N, C]`` after trailing 1-dims, else the last axis). Otherwise an output
+    with a small feature axis (:func:`feature_axis`) is judged channel by channel
+    (``channels=False`` turns it off); an output with a wider one gets the two channel
+    groups of :func:`channel_groups` (``groups``: ``None`` finds them on the first batch,
+    ``()`` turns them off).
     """
 
-    def __init__(self, name: str, scores: bool = False, groups: Optional[Sequence[ChannelGroup]] = None):
+    def __init__(self, name: str, scores: bool = False, groups: Optional[Sequence[ChannelGroup]] = None,
+                 class_axis: Optional[int] = None, class_source: str = "", channels: bool = True,
+                 channel_axis: Optional[int] = None):
         self.name = name
         self.shape: Optional[List[Any]] = None
         self.samples = 0
@@ -467,9 +779,51 @@ class OutputAccumulator:
         self.classes: Optional[int] = None
         self.top1 = 0
         self.topk = 0
-        self._scores: Optional[bool] = None if scores else False
-        self.groups: Optional[List[ChannelGroup]] = None if groups is None else list(groups)
-        self._group_sums: List[_Sums] = [_Sums() for _ in self.groups or ()]
+        self.all_agree = 0
+        self.agree_rows: List[np.ndarray] = []
+        self.valid_rows: List[np.ndarray] = []
+        self.counted = 0
+        self._scores = bool(scores or class_axis is not None)
+        self._class_axis_given = class_axis
+        self.class_axis: Optional[int] = None
+        self.class_source = class_source or ("declared" if self._scores else "")
+        self.positions = 0
+        self._channels_wanted = channels
+        self._channel_axis_given = channel_axis
+        self._channel_mismatch = False
+        self.channel_axis: Optional[int] = None
+        self._channel_sums: List[_Sums] = []
+        self._channel_moments: Optional[np.ndarray] = None  # [K, 3]: count, sum, sum of squares of the reference
+        self._groups_given = groups
+        self.groups: Optional[List[ChannelGroup]] = None
+        self._group_sums: List[_Sums] = []
+
+    def _first_batch(self, reference: np.ndarray) -> None:
+        self.shape = list(reference.shape)
+        rank = reference.ndim
+        if self._scores and reference.dtype.kind == "f":
+            axis = _resolve_axis(self._class_axis_given, rank)
+            if axis is None:
+                axis = default_class_axis(reference)
+            if axis is not None and reference.shape[axis] >= 2:
+                self.class_axis = axis
+                self.classes = int(reference.shape[axis])
+                self.positions = int(np.prod([d for i, d in enumerate(reference.shape) if i not in (0, axis)]))
+        if self.class_axis is None:
+            self._scores = False
+            if self._channels_wanted and reference.dtype.kind == "f":
+                given = _resolve_axis(self._channel_axis_given, rank)
+                self.channel_axis = given if given is not None else feature_axis(reference.shape)
+        if self.channel_axis is not None:
+            k = int(reference.shape[self.channel_axis])
+            self._channel_sums = [_Sums() for _ in range(k)]
+            self._channel_moments = np.zeros((k, 3))
+            self.groups = []
+        elif self.class_axis is not None:
+            self.groups = [] if self._groups_given is None else list(self._groups_given)
+        else:
+            self.groups = channel_groups(reference) if self._groups_given is None else list(self._groups_given)
+        self._group_sums = [_Sums() for _ in self.groups]
 
     def update(self, reference: np.ndarray, candidate: np.ndarray, valid: Optional[np.ndarray] = None) -> None:
         """Add a batch; ``valid`` (``[N, S]``, from :func:`padding_mask`) zeroes padded positions of an
@@ -479,14 +833,12 @@ class OutputAccumulator:
         if reference.shape != candidate.shape:
             raise ModelError(f"output {self.name!r} has shape {list(candidate.shape)} in the candidate but "
                              f"{list(reference.shape)} in the reference; the models do not compute the same thing")
+        keep = None
         if valid is not None and reference.ndim >= 2 and reference.shape[:2] == valid.shape:
             keep = valid.reshape(valid.shape + (1,) * (reference.ndim - 2))
             reference, candidate = np.where(keep, reference, 0), np.where(keep, candidate, 0)
         if self.shape is None:
-            self.shape = list(reference.shape)
-        if self.groups is None:
-            self.groups = channel_groups(reference)
-            self._group_sums = [_Sums() for _ in self.groups]
+            self._first_batch(reference)
         n = int(reference.shape[0]) if reference.ndim else 1
         r = reference.astype(np.float64, copy=False).reshape(n, -1)
         c = candidate.astype(np.float64, copy=False).reshape(n, -1)
@@ -503,48 +855,111 @@ class OutputAccumulator:
             index[group.axis] = slice(group.start, group.stop)
             sums.add(reference[tuple(index)].astype(np.float64).reshape(n, -1),
                      candidate[tuple(index)].astype(np.float64).reshape(n, -1))
+        if self.channel_axis is not None and reference.shape[self.channel_axis] != len(self._channel_sums):
+            self._channel_mismatch = True  # the axis changed size between batches: it holds positions, not channels
+        if self.channel_axis is not None and not self._channel_mismatch:
+            ref_k = np.moveaxis(reference.astype(np.float64, copy=False), self.channel_axis, 1).reshape(
+                n, reference.shape[self.channel_axis], -1)
+            cand_k = np.moveaxis(candidate.astype(np.float64, copy=False), self.channel_axis, 1).reshape(ref_k.shape)
+            for k, sums in enumerate(self._channel_sums):
+                sums.add(ref_k[:, k], cand_k[:, k])
+            self._channel_moments[:, 0] += ref_k.shape[0] * ref_k.shape[2]
+            self._channel_moments[:, 1] += ref_k.sum(axis=(0, 2))
+            self._channel_moments[:, 2] += np.einsum("nkp,nkp->k", ref_k, ref_k)
         self.samples += n
         self.elements += r.size
-        self._update_scores(reference, candidate)
+        if self._scores:
+            self._update_scores(reference, candidate, keep)
 
-    def _update_scores(self, reference: np.ndarray, candidate: np.ndarray) -> None:
-        ref_scores = class_scores(reference)
-        if self._scores is None:
-            self._scores = ref_scores is not None
-            self.classes = int(ref_scores.shape[1]) if ref_scores is not None else None
-        if not self._scores or ref_scores is None:
-            return
-        cand_scores = class_scores(candidate)
-        ref_top1 = np.argmax(ref_scores, axis=1)
-        self.top1 += int(np.sum(np.argmax(cand_scores, axis=1) == ref_top1))
-        if self.classes > TOP_K:
-            self.topk += int(np.sum(np.any(top_k(cand_scores, TOP_K) == ref_top1[:, None], axis=1)))
+    def _update_scores(self, reference: np.ndarray, candidate: np.ndarray, keep: Optional[np.ndarray]) -> None:
+        axis = self.class_axis
+        n = reference.shape[0]
+        ref_top1 = np.argmax(reference, axis=axis)
+        agree = (np.argmax(candidate, axis=axis) == ref_top1).reshape(n, -1)
+        real = np.ones_like(agree)
+        if keep is not None and axis >= 2:  # padded positions decide nothing: they are not counted
+            real = np.broadcast_to(keep, reference.shape).take(0, axis=axis).reshape(n, -1)
+        per_sample = (agree & real).sum(axis=1)
+        counted = real.sum(axis=1)
+        self.agree_rows.append(per_sample)
+        self.valid_rows.append(counted)
+        self.top1 += int(per_sample.sum())
+        self.counted += int(counted.sum())
+        self.all_agree += int(np.sum(per_sample == counted))
+        if self.positions == 1 and self.classes > TOP_K:
+            ref_scores, cand_scores = (np.moveaxis(a, axis, -1).reshape(n, -1) for a in (reference, candidate))
+            self.topk += int(np.sum(np.any(top_k(cand_scores, TOP_K) == ref_top1.reshape(n)[:, None], axis=1)))
 
     @property
     def is_scores(self) -> bool:
         return bool(self._scores)
 
+    def _judged_channels(self) -> List[int]:
+        """Channels judged on their own: not near-constant, not negligible (docs/accuracy.md)."""
+        count, total, squares = self._channel_moments.T
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = total / np.maximum(count, 1)
+            rms = np.sqrt(squares / np.maximum(count, 1))
+            std = np.sqrt(np.maximum(squares / np.maximum(count, 1) - mean * mean, 0.0))
+        largest = float(rms.max()) if rms.size else 0.0
+        return [k for k in range(len(rms))
+                if rms[k] > defaults.FEATURE_NEGLIGIBLE_RMS * largest and std[k] > defaults.FEATURE_CONSTANT_RTOL * rms[k]]
+
     def metrics(self) -> OutputMetrics:
         n = self.samples
+        if self._channel_mismatch:
+            self.channel_axis, self._channel_sums = None, []
+        judged = self._judged_channels() if self.channel_axis is not None else []
+        constant = [k for k in range(len(self._channel_sums)) if k not in judged]
+        ref2, err2 = self.whole.per_sample()
+
+        def stack(sums_list: Sequence[_Sums]) -> Tuple[np.ndarray, np.ndarray]:
+            if not sums_list:
+                return np.zeros((len(ref2), 0)), np.zeros((len(ref2), 0))
+            pairs = [s.per_sample() for s in sums_list]
+            return np.stack([p[0] for p in pairs], axis=1), np.stack([p[1] for p in pairs], axis=1)
+
+        group_ref2, group_err2 = stack(self._group_sums)
+        channel_ref2, channel_err2 = stack([self._channel_sums[k] for k in judged])
+        per_sample = SampleScores(ref2, err2, group_ref2, group_err2, channel_ref2, channel_err2,
+                                  np.concatenate(self.agree_rows) if self.agree_rows else None,
+                                  np.concatenate(self.valid_rows) if self.valid_rows else None)
         return OutputMetrics(
             name=self.name,
             shape=self.shape or [],
             samples=n,
             cosine=_cos(self.whole.dot, self.whole.ref2, self.whole.cand2),
             cosine_min=self.cos_min if n else math.nan,
-            cosine_mean=self.whole.cos_sum / n if n else math.nan,
-            snr_db=_snr(self.whole.ref2, self.whole.err2) if n else math.nan,
+            cosine_mean=self.whole.cosine_mean(),
+            snr_db=self.whole.snr(),
             max_abs_error=self.max_abs,
             mean_abs_error=self.abs_err / self.elements if self.elements else math.nan,
             ref_abs_max=self.ref_abs_max,
             classes=self.classes,
-            top1_agreement=self.top1 / n if self.is_scores and n else None,
-            top5_agreement=self.topk / n if self.is_scores and n and self.classes > TOP_K else None,
-            groups=[GroupMetrics(g.label, _snr(sums.ref2, sums.err2) if n else math.nan,
-                                 _cos(sums.dot, sums.ref2, sums.cand2),
-                                 sums.cos_sum / sums.rows if sums.rows else math.nan)
+            top1_agreement=self.top1 / self.counted if self.is_scores and self.counted else None,
+            top5_agreement=self.topk / n if self.is_scores and n and self.positions == 1 and self.classes > TOP_K
+            else None,
+            groups=[GroupMetrics(g.label, sums.snr(), _cos(sums.dot, sums.ref2, sums.cand2), sums.cosine_mean())
                     for g, sums in zip(self.groups or (), self._group_sums)],
+            class_axis=self.class_axis,
+            class_source=self.class_source if self.class_axis is not None else "",
+            positions=self.positions if self.is_scores else None,
+            sample_agreement=self.all_agree / n if self.is_scores and n else None,
+            channel_axis=self.channel_axis,
+            channels=[ChannelMetrics(k, self._channel_sums[k].snr(),
+                                     self._channel_sums[k].cosine_mean() if self.positions_per_channel > 1
+                                     else math.nan) for k in judged],
+            constant_channels=constant,
+            values_per_sample=self.elements // n if n else 0,
+            per_sample=per_sample,
         )
+
+    @property
+    def positions_per_channel(self) -> int:
+        """Values of one channel in one sample (a per-sample cosine of one value is only its sign)."""
+        if self.channel_axis is None or not self.shape:
+            return 0
+        return int(np.prod([d for i, d in enumerate(self.shape) if i not in (0, self.channel_axis)]))
 
 
 class AccuracyAccumulator:
@@ -578,25 +993,210 @@ class AccuracyAccumulator:
                         self.unlabeled)
 
 
+ClassOutputs = Union[Iterable[str], Mapping[str, Optional[int]]]
+
+
+def class_axes(class_outputs: Optional[ClassOutputs]) -> Dict[str, Optional[int]]:
+    """``{output: class axis or None}`` from names, ``NAME:AXIS`` strings or a mapping."""
+    if not class_outputs:
+        return {}
+    if isinstance(class_outputs, Mapping):
+        return {str(k): (None if v is None else int(v)) for k, v in class_outputs.items()}
+    axes: Dict[str, Optional[int]] = {}
+    for entry in class_outputs:
+        name, axis = parse_class_output(str(entry))
+        axes[name] = axis
+    return axes
+
+
+def parse_class_output(text: str) -> Tuple[str, Optional[int]]:
+    """``"probs"`` -> ``("probs", None)``; ``"probs:-1"`` -> ``("probs", -1)`` (``--class-output NAME[:AXIS]``)."""
+    name, sep, axis = text.rpartition(":")
+    if sep and name and re.fullmatch(r"-?\d+", axis.strip()):
+        return name, int(axis)
+    return text, None
+
+
+def decision_axes(model) -> Dict[str, Tuple[int, str]]:
+    """``{graph output: (class axis, why)}`` for outputs the graph itself says are class scores.
+
+    Rule (docs/accuracy.md): the output is made by Softmax or LogSoftmax (their ``axis``;
+    default -1 from opset 13, 1 before), or an ArgMax / TopK inside the graph reads it
+    (their ``axis``; ArgMax's default 0 is the batch axis and is not taken). Sigmoid alone
+    is not a class axis (multi-label scores are judged per channel, against each other).
+    The axis may be negative: it is resolved against the output's rank on the first batch.
+    """
+    from .graph.model import opset_version
+
+    opset = opset_version(model) or 13
+    outputs = {o.name for o in model.graph.output}
+    found: Dict[str, Tuple[int, str]] = {}
+
+    def axis_of(node, default: int) -> int:
+        for attr in node.attribute:
+            if attr.name == "axis":
+                return int(attr.i)
+        return default
+
+    for node in model.graph.node:
+        if node.op_type in ("Softmax", "LogSoftmax") and node.output and node.output[0] in outputs:
+            found.setdefault(node.output[0], (axis_of(node, -1 if opset >= 13 else 1), node.op_type))
+    for node in model.graph.node:
+        if node.op_type in ("ArgMax", "TopK") and node.input and node.input[0] in outputs:
+            axis = axis_of(node, 0 if node.op_type == "ArgMax" else -1)
+            if axis != 0:
+                found.setdefault(node.input[0], (axis, f"{node.op_type} reader"))
+    return found
+
+
+def _class_spec(model, declared: Optional[ClassOutputs]) -> Tuple[Dict[str, Optional[int]], Dict[str, str]]:
+    """Class axes of ``model``'s outputs: declared ones (their axis, else the graph's) and the graph's own."""
+    axes: Dict[str, Optional[int]] = {}
+    sources: Dict[str, str] = {}
+    inferred = decision_axes(model) if model is not None else {}
+    for name, (axis, why) in inferred.items():
+        axes[name], sources[name] = axis, why
+    for name, axis in class_axes(declared).items():
+        if axis is None and name in inferred:
+            continue
+        axes[name], sources[name] = axis, "declared"
+    return axes, sources
+
+
+class UserMetric:
+    """The user's own task metric, ``--metric FILE.py:NAME``.
+
+    ``NAME(reference_outputs, candidate_outputs, inputs) -> float``: dicts of arrays for one
+    sample (batch axis of length 1), higher is better, 1.0 for identical outputs. It is
+    called once per sample; the score is the mean over samples (so auto can resample it
+    to estimate its noise). Loaded by :func:`trtq.data.script.load_function`, the loader of
+    every ``file.py:function`` trtq takes.
+    """
+
+    def __init__(self, function, name: str):
+        self.function = function
+        self.name = name
+
+    @classmethod
+    def load(cls, spec: str) -> "UserMetric":
+        from .data.script import load_function, split_script_path
+
+        parts = split_script_path(spec) if ":" in str(spec) else None
+        if parts is None:
+            raise TrtqError(f"--metric {spec}: expected FILE.py:NAME, a Python file and the function in it")
+        script, function = parts
+        return cls(load_function(Path(script), function, script, what="metric file"), function)
+
+    def __call__(self, reference: Mapping[str, np.ndarray], candidate: Mapping[str, np.ndarray],
+                 feed: Mapping[str, np.ndarray]) -> np.ndarray:
+        """The metric of each sample of one batch, ``[n]``."""
+        n = len(next(iter(reference.values())))
+        values = np.empty(n)
+        for i in range(n):
+            one = slice(i, i + 1)
+            try:
+                value = self.function({k: v[one] for k, v in reference.items()},
+                                      {k: v[one] for k, v in candidate.items()},
+                                      {k: np.asarray(v)[one] for k, v in feed.items()})
+                values[i] = float(value)
+            except TrtqError:
+                raise
+            except Exception as exc:  # noqa: BLE001 -- the user's code may raise anything
+                raise TrtqError(f"--metric {self.name} failed: {type(exc).__name__}: {exc}") from exc
+            if math.isnan(values[i]):
+                raise TrtqError(f"--metric {self.name} returned NaN; it must return a number, higher is better")
+        return values
+
+
 def compare_outputs(pairs: Iterable[Tuple[Mapping[str, np.ndarray], Mapping[str, np.ndarray]]],
-                    names: Optional[Sequence[str]] = None, class_outputs: Iterable[str] = (),
-                    feeds: Optional[Iterable[Mapping[str, np.ndarray]]] = None) -> List[OutputMetrics]:
+                    names: Optional[Sequence[str]] = None, class_outputs: Optional[ClassOutputs] = (),
+                    feeds: Optional[Iterable[Mapping[str, np.ndarray]]] = None,
+                    metric: Optional[UserMetric] = None, class_sources: Optional[Mapping[str, str]] = None,
+                    feature_axes: Optional[Mapping[str, Optional[int]]] = None,
+                    output_axes: Optional[Mapping[str, int]] = None) -> Fidelity:
     """Metrics for an iterable of ``(reference outputs, candidate outputs)`` batches, streamed.
 
-    ``class_outputs``: outputs to score as class scores (top-1/top-5 agreement). ``feeds``:
-    the input batches, aligned with ``pairs``: their attention mask, if any, keeps padded
-    positions out of the metrics (:func:`padding_mask`).
+    ``output_axes``: ``{output: the axis that counts samples}`` where it is not 0 (an LSTM
+    state output is ``[layers, N, hidden]``; :func:`trtq.graph.batch.output_batch_axes`):
+    moved first, so that per-sample metrics and their bootstrap cut samples.
+
+    ``class_outputs``: outputs whose decisions are judged along a class axis (names,
+    ``NAME:AXIS`` strings, or ``{name: axis or None}``; see :func:`decision_axes` for the
+    graph's own). ``feeds``: the input batches, aligned with ``pairs``: their attention
+    mask, if any, keeps padded positions out of the metrics (:func:`padding_mask`); the
+    user's ``metric`` reads them too. ``feature_axes``: ``{output: small feature axis or None}``
+    from the graph (:func:`feature_axes`); outputs not in it are judged from their first batch.
     """
-    scores = set(class_outputs)
+    axes = class_axes(class_outputs)
+    features = dict(feature_axes or {})
+    sources = dict(class_sources or {})
     accumulators: Dict[str, OutputAccumulator] = {}
     feeds = iter(feeds) if feeds is not None else None
+    values: List[np.ndarray] = []
     for ref, cand in pairs:
-        valid = padding_mask(next(feeds)) if feeds is not None else None
+        feed = next(feeds) if feeds is not None else {}
+        valid = padding_mask(feed) if feeds is not None else None
         for name in names or list(ref):
             if name not in accumulators:
-                accumulators[name] = OutputAccumulator(name, scores=name in scores)
-            accumulators[name].update(ref[name], cand[name], valid)
-    return [acc.metrics() for acc in accumulators.values()]
+                accumulators[name] = OutputAccumulator(name, scores=name in axes, class_axis=axes.get(name),
+                                                       class_source=sources.get(name, ""),
+                                                       channels=features.get(name, -1) is not None,
+                                                       channel_axis=features.get(name))
+            r, c = ref[name], cand[name]
+            axis = (output_axes or {}).get(name, 0)
+            if axis and np.ndim(r) > axis and np.ndim(c) > axis:
+                r, c = np.moveaxis(r, axis, 0), np.moveaxis(c, axis, 0)
+            accumulators[name].update(r, c, valid)
+        if metric is not None:
+            values.append(metric(ref, cand, feed))
+    result = Fidelity(acc.metrics() for acc in accumulators.values())
+    if metric is not None:
+        per_sample = np.concatenate(values) if values else np.zeros(0)
+        result.metric = MetricScore(metric.name, float(per_sample.mean()) if per_sample.size else math.nan,
+                                    int(per_sample.size), per_sample)
+    return result
+
+
+def resampled_scores(metrics: Sequence[OutputMetrics], index: np.ndarray, channels: bool = True
+                     ) -> Tuple[Optional[np.ndarray], np.ndarray]:
+    """(decision, worst SNR dB) of ``metrics`` on resampled sample sets: ``index`` is ``[draws, n]`` sample
+    indices; each is ``[draws]`` (decision None when there is none). ``channels``: the worst SNR
+    includes the judged channels (else only whole outputs and channel groups). The bootstrap
+    behind auto's noise."""
+    snr = np.full(len(index), np.inf)
+
+    def ratio_db(ref2: np.ndarray, err2: np.ndarray) -> np.ndarray:
+        r, e = ref2[index].sum(axis=1), err2[index].sum(axis=1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            db = 10 * np.log10(r / e)
+        db = np.where(e == 0, np.inf, db)
+        return np.where(np.isnan(db), -np.inf, db)
+
+    decision = None
+    metric = getattr(metrics, "metric", None)
+    if metric is not None and metric.per_sample is not None and metric.per_sample.size:
+        decision = metric.per_sample[index].mean(axis=1)
+    for m in metrics:
+        scores = m.per_sample
+        if scores is None or not scores.ref2.size:
+            continue
+        snr = np.minimum(snr, ratio_db(scores.ref2, scores.err2))
+        for k in range(scores.group_ref2.shape[1]):
+            snr = np.minimum(snr, ratio_db(scores.group_ref2[:, k], scores.group_err2[:, k]))
+        for k in range(scores.channel_ref2.shape[1] if channels else 0):
+            snr = np.minimum(snr, ratio_db(scores.channel_ref2[:, k], scores.channel_err2[:, k]))
+        if metric is None and scores.agree is not None:
+            counted = scores.counted[index].sum(axis=1)
+            agreement = scores.agree[index].sum(axis=1) / np.maximum(counted, 1)
+            decision = agreement if decision is None else np.minimum(decision, agreement)
+    return decision, snr
+
+
+def output_snr_db(metrics: Sequence[OutputMetrics]) -> float:
+    """The worst SNR over whole outputs and channel groups, judged channels left out (less noisy than
+    the worst channel: what auto compares next when channels tie)."""
+    return min([m.snr_db for m in metrics] + [g.snr_db for m in metrics for g in m.groups],
+               key=_nan_low, default=math.nan)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -686,18 +1286,22 @@ def padding_mask(feed: Mapping[str, np.ndarray]) -> Optional[np.ndarray]:
     return mask.astype(bool)
 
 
-def _scored_outputs(outputs: Mapping[str, np.ndarray], names: Sequence[str], declared: Optional[Sequence[str]],
-                    labelled: bool) -> List[str]:
-    """Outputs to score as classes: the declared ones, else the first ``[N, C]`` output when labels are given."""
-    if declared:
-        wrong = [n for n in declared if class_scores(outputs[n]) is None]
-        if wrong:
-            raise TrtqError(f"output {wrong[0]!r} has shape {list(np.shape(outputs[wrong[0]]))}; class scores "
-                            "are [N, C] with C >= 2 (trailing 1-dims ignored)")
-        return list(declared)
-    if labelled:
-        return [n for n in names if class_scores(outputs[n]) is not None][:1]
-    return []
+def _scored_outputs(outputs: Mapping[str, np.ndarray], names: Sequence[str], axes: Mapping[str, Optional[int]],
+                    declared: Mapping[str, Optional[int]], labelled: bool) -> Dict[str, Optional[int]]:
+    """Outputs judged along a class axis: the graph's and the declared ones, plus the first ``[N, C]`` output
+    when labels are given. A declared output must have that axis with 2 or more classes."""
+    for name, axis in declared.items():
+        shape = np.shape(outputs[name])
+        resolved = _resolve_axis(axis, len(shape)) if axis is not None else default_class_axis(outputs[name])
+        if resolved is None or shape[resolved] < 2:
+            raise TrtqError(f"--class-output {name}{'' if axis is None else f':{axis}'}: output {name!r} has shape "
+                            f"{list(shape)}; a class axis (not the batch axis) with 2 or more classes is needed "
+                            "(NAME:AXIS picks the axis)")
+    chosen = dict(axes)
+    if labelled and not any(class_scores(outputs[n]) is not None for n in chosen):
+        first = [n for n in names if class_scores(outputs[n]) is not None][:1]
+        chosen.update({n: None for n in first})
+    return chosen
 
 
 def _batches_with_ids(source) -> Iterable[Tuple[Optional[List[str]], Dict[str, np.ndarray]]]:
@@ -716,7 +1320,8 @@ def evaluate(
     data,
     *,
     labels=None,
-    class_outputs: Optional[Sequence[str]] = None,
+    class_outputs: Optional[ClassOutputs] = None,
+    metric: Optional[UserMetric] = None,
     threads: Optional[int] = None,
     progress: Optional[ProgressCallback] = None,
     plugins: Sequence[PathLike] = (),
@@ -728,8 +1333,10 @@ def evaluate(
     ``labels``: a label file (see :func:`trtq.data.load_labels`: ``id,label`` rows or
     one label per sample) or a sequence of class indices in sample order; adds true
     top-1 accuracy of both models on the first class-score output. ``class_outputs``:
-    outputs that are class scores (top-1/top-5 agreement); by default only the first
-    ``[N, C]`` output, and only when ``labels`` are given. Runs both models with ONNX
+    outputs that are class scores (names or ``NAME:AXIS``, any rank: top-1 agreement per
+    position and per sample), beside those the graph marks (:func:`decision_axes`) and,
+    with ``labels``, the first ``[N, C]`` output. ``metric``: the user's own
+    (:class:`UserMetric`), reported and judged by the verdict. Runs both models with ONNX
     Runtime on the CPU; a ``candidate`` that is a TensorRT engine (``.engine``/``.plan``) runs
     on the GPU through trtq.backend (``plugins``: the plugin libraries it needs).
     """
@@ -760,20 +1367,29 @@ def evaluate(
     total = getattr(source, "num_samples", None)
     label_lookup = _Labels(labels, source) if labels is not None else None
 
-    unknown = sorted(set(class_outputs or ()) - set(output_map))
+    axes, sources = _class_spec(ref_model, class_outputs)
+    declared = class_axes(class_outputs)
+    unknown = sorted(set(declared) - set(output_map))
     if unknown:
         raise TrtqError(f"--class-output {', '.join(unknown)}: no such output; the model's outputs are "
                         f"{', '.join(output_map)}")
+    axes = {k: v for k, v in axes.items() if k in output_map}
     accumulators: Dict[str, OutputAccumulator] = {}
     accuracy: Optional[AccuracyAccumulator] = None
+    metric_values: List[np.ndarray] = []
     done = batches = 0
     progress(0, total)
     for ids, feed in _batches_with_ids(source):
         ref_out = run(ref_session, feed)
         cand_out = run(cand_session, feed, list(output_map.values()))
         if not accumulators:
-            scored = _scored_outputs(ref_out, list(output_map), class_outputs, labels is not None)
-            accumulators = {name: OutputAccumulator(name, scores=name in scored) for name in output_map}
+            scored = _scored_outputs(ref_out, list(output_map), axes, declared, labels is not None)
+            features = feature_axes(ref_model)
+            accumulators = {name: OutputAccumulator(name, scores=name in scored, class_axis=scored.get(name),
+                                                    class_source=sources.get(name, "labels"),
+                                                    channels=features.get(name, -1) is not None,
+                                                    channel_axis=features.get(name))
+                            for name in output_map}
         valid = padding_mask(feed)
         for name, cand_key in output_map.items():  # samples first (an LSTM state output is [layers, N, hidden])
             axis = out_axes.get(name, 0)
@@ -781,10 +1397,13 @@ def evaluate(
             if axis and np.ndim(ref) > axis and np.ndim(cand) > axis:
                 ref, cand = np.moveaxis(ref, axis, 0), np.moveaxis(cand, axis, 0)
             accumulators[name].update(ref, cand, valid)
+        if metric is not None:
+            metric_values.append(metric({n: ref_out[n] for n in output_map},
+                                        {n: cand_out[k] for n, k in output_map.items()}, feed))
         count = len(ids) if ids is not None else feed_samples(feed, source.inputs)
         if label_lookup is not None:
             if accuracy is None:
-                scored = [n for n, acc in accumulators.items() if acc.is_scores]
+                scored = [n for n, acc in accumulators.items() if acc.is_scores and class_scores(ref_out[n]) is not None]
                 if not scored:
                     raise DataError("labels were given but no model output looks like class scores "
                                     "([N, C] with C >= 2); accuracy needs a classifier")
@@ -796,12 +1415,16 @@ def evaluate(
         progress(done, total)
     if not done:
         raise DataError(f"{getattr(source, 'description', spec.path)}: no samples to evaluate")
+    fidelity = Fidelity(acc.metrics() for acc in accumulators.values())
+    if metric is not None:
+        per_sample = np.concatenate(metric_values)
+        fidelity.metric = MetricScore(metric.name, float(per_sample.mean()), int(per_sample.size), per_sample)
     return EvalReport(
         reference=ref_name,
         candidate=cand_name,
         samples=done,
         batches=batches,
-        outputs=[acc.metrics() for acc in accumulators.values()],
+        outputs=fidelity,
         data=str(getattr(source, "description", spec.path)),
         reference_precision=infer_precision(ref_model),
         candidate_precision=cand_precision,
@@ -896,13 +1519,16 @@ class Replay:
     feeds: List[Dict[str, np.ndarray]]
     outputs: List[Dict[str, np.ndarray]]
     samples: int
-    class_outputs: Tuple[str, ...] = ()     # outputs scored as class scores (top-1 agreement)
+    class_outputs: ClassOutputs = ()        # outputs judged along a class axis: names, NAME:AXIS, or {name: axis}
+    metric: Optional[UserMetric] = None     # the user's own metric (--metric), scored beside the outputs
+    feature_axes: Optional[Dict[str, Optional[int]]] = None  # small feature axes from the graph (feature_axes())
+    output_axes: Optional[Dict[str, int]] = None  # the axis that counts samples, per output (output_batch_axes())
 
     @classmethod
     def collect(cls, reference, data, *, samples: int = SENSITIVITY_SAMPLES, threads: Optional[int] = None
                 ) -> "Replay":
         from .data import open_source
-        from .graph.batch import feed_samples, take_samples
+        from .graph.batch import feed_samples, output_batch_axes, take_samples
         from .graph.model import input_specs
         from .ort import batch_inputs, create_session, run
 
@@ -924,7 +1550,7 @@ class Replay:
                 break
         if not count:
             raise DataError(f"{getattr(source, 'description', spec.path)}: no samples for sensitivity analysis")
-        return cls(feeds, outputs, count)
+        return cls(feeds, outputs, count, output_axes=output_batch_axes(ref_model, source.inputs))
 
     def score(self, model, *, threads: Optional[int] = None) -> List[OutputMetrics]:
         """Output metrics of ``model`` (ModelProto or path) against the stored reference outputs."""
@@ -933,7 +1559,8 @@ class Replay:
         session = create_session(model, threads=threads)
         names = list(self.outputs[0])
         return compare_outputs(((ref, run(session, feed, names)) for feed, ref in zip(self.feeds, self.outputs)), names,
-                               class_outputs=self.class_outputs, feeds=self.feeds)
+                               class_outputs=self.class_outputs, feeds=self.feeds, metric=self.metric,
+                               feature_axes=self.feature_axes, output_axes=self.output_axes)
 
     def tensors(self, model, names: Sequence[str], *, threads: Optional[int] = None) -> Iterator[Dict[str, np.ndarray]]:
         """``model``'s values of the tensors ``names``, batch by batch (the graph augmented to expose them)."""
@@ -955,11 +1582,16 @@ class Replay:
 
 
 def worst_of(metrics: Sequence[OutputMetrics]) -> Tuple[float, float, Optional[float]]:
-    """(worst SNR, worst cosine, top-1 agreement of the first class-score output), channel groups included."""
+    """(worst SNR, worst cosine, decision score), channel groups and judged channels included.
+
+    The decision score is :func:`decision_of`'s: the user's ``--metric`` when the replay
+    has one, else the lowest top-1 agreement per position (None when nothing decides).
+    This is the hook mixed precision reads its ``--target-agreement`` from.
+    """
     snr = min((m.worst_snr_db for m in metrics), key=_nan_low)
     cosine = min((m.worst_cosine for m in metrics), key=_nan_low)
-    agreement = next((m.top1_agreement for m in metrics if m.top1_agreement is not None), None)
-    return snr, cosine, agreement
+    decision = decision_of(metrics)
+    return snr, cosine, None if decision is None else decision[1]
 
 
 def _op_types(model) -> Dict[str, str]:

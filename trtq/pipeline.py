@@ -105,14 +105,108 @@ class Candidate:
     """One amax table scored as the TensorRT-form Q/DQ model on the held-back samples."""
 
     name: str
-    snr_db: float                          # worst output / channel group
+    snr_db: float                          # worst output / channel group / judged channel
     cosine: float                          # worst output / channel group (mean per-sample cosine)
     seconds: float = 0.0
     metrics: list = field(default_factory=list, repr=False, compare=False)  # per output, for the verdict
+    decision: Optional[float] = None       # trtq.evaluate.decision_of: the user's metric, else top-1 agreement
+    decision_name: str = ""
+    decision_noise: Optional[float] = None  # bootstrap standard deviation of ``decision`` over the samples
+    snr_noise: Optional[float] = None       # and of ``snr_db``
+    samples: int = 0
+    output_snr_db: float = math.nan         # worst whole output / channel group (judged channels left out)
 
-    def key(self) -> Tuple[float, float]:
-        return (-math.inf if math.isnan(self.snr_db) else self.snr_db,
-                -math.inf if math.isnan(self.cosine) else self.cosine)
+    def key(self) -> Tuple[float, float, float, float]:
+        """Point estimates in the order the tie rule reads them (higher is better): worst SNR with judged
+        channels, worst whole output / channel group SNR, decision, cosine."""
+        def low(value: Optional[float]) -> float:
+            return -math.inf if value is None or math.isnan(value) else value
+
+        return low(self.snr_db), low(self.output_snr_db), low(self.decision), low(self.cosine)
+
+    def to_dict(self) -> dict:
+        return {"snr_db": self.snr_db, "output_snr_db": self.output_snr_db, "cosine": self.cosine,
+                "decision": self.decision_name or None, "agreement": self.decision,
+                "agreement_noise": self.decision_noise, "snr_noise_db": self.snr_noise, "samples": self.samples}
+
+
+# --------------------------------------------------------------------------- the ranking seam
+# How scored candidates are ORDERED (auto's choice and its refinement trials use this and
+# nothing else). WHAT is measured comes from trtq.evaluate (compare_outputs, decision_of,
+# resampled_scores); HOW a candidate's outputs are produced is score()'s business.
+#
+# Rule (docs/accuracy.md): decisions first, worst SNR with judged channels next, each
+# compared with its noise (paired bootstrap over the same held-back samples): a difference
+# counts only beyond NOISE_SIGMAS bootstrap standard deviations. Leaders within noise of each
+# other are scored on HOLDOUT_RESERVE more held-back samples (once); a tie that remains is
+# broken by the point estimates of the worst SNR with channels, then of the worst whole output
+# / channel group SNR, then decision, then cosine, then the order of SINGLE_ALGORITHMS. (The
+# whole-output SNR is never a level of its own: it is what hides a broken objectness channel.)
+# Refinement trials are kept by the same rule (improves), with AUTO_REFINE_MIN_GAIN_DB on SNR.
+
+
+def _draws(samples: int, draws: int = defaults.BOOTSTRAP_DRAWS) -> np.ndarray:
+    """``[draws, samples]`` resampling indices, seeded: every candidate on these samples gets the same ones."""
+    return np.random.default_rng(samples).integers(0, samples, size=(draws, samples))
+
+
+def _resampled(candidate: Candidate) -> Tuple[Optional[np.ndarray], np.ndarray]:
+    """(decision, worst SNR with channels) on the bootstrap draws."""
+    from .evaluate import resampled_scores
+
+    decision, snr = resampled_scores(candidate.metrics, _draws(candidate.samples))
+    return decision, np.clip(snr, -300.0, 300.0)  # +-inf (identical / all error) as far-away finite values
+
+
+def estimate_noise(candidate: Candidate) -> Candidate:
+    """Fill ``candidate``'s bootstrap noise (standard deviation over resampled held-back samples)."""
+    if candidate.samples > 1 and candidate.metrics:
+        decision, snr = _resampled(candidate)
+        candidate.snr_noise = float(np.std(snr))
+        candidate.decision_noise = None if decision is None else float(np.std(decision))
+    return candidate
+
+
+def compare(a: Candidate, b: Candidate) -> Tuple[int, str]:
+    """(+1 a better, -1 b better, 0 within noise) and the level that decided: decision, then worst SNR
+    (judged channels included)."""
+    if a.metrics is b.metrics:
+        return 0, "same model"
+    paired = a.samples == b.samples and a.samples > 1
+    boot_a, boot_b = (_resampled(a), _resampled(b)) if paired else ((None, None), (None, None))
+    levels = [("decision", a.decision, b.decision, boot_a[0], boot_b[0]),
+              ("worst SNR", a.snr_db, b.snr_db, boot_a[1], boot_b[1])]
+    for level, va, vb, ba, bb in levels:
+        if va is None or vb is None or math.isnan(va) or math.isnan(vb) or va == vb:
+            continue
+        if math.isinf(va) or math.isinf(vb):
+            return (1 if va > vb else -1), level
+        noise = float(np.std(ba - bb)) if ba is not None and bb is not None else 0.0
+        if abs(va - vb) > defaults.NOISE_SIGMAS * noise:
+            return (1 if va > vb else -1), level
+    return 0, "within noise"
+
+
+def rank(candidates: Sequence[Candidate]) -> Tuple[Candidate, List[Candidate]]:
+    """The best candidate and the others within noise of it (see the rule above)."""
+    best = candidates[0]
+    for candidate in candidates[1:]:
+        sign, _ = compare(candidate, best)
+        if sign > 0 or (sign == 0 and candidate.key() > best.key()):
+            best = candidate
+    ties = [c for c in candidates if c is not best and c.metrics is not best.metrics and compare(c, best)[0] == 0]
+    return best, ties
+
+
+def improves(trial: Candidate, current: Candidate) -> bool:
+    """Is a refinement trial kept? By the same ranking as the choice: it wins beyond noise (on decisions, or
+    on worst SNR), or within noise the tie rule prefers it; a gain in SNR must also reach
+    AUTO_REFINE_MIN_GAIN_DB (a per-tensor override for less is not worth its record)."""
+    sign, level = compare(trial, current)
+    gain = trial.snr_db - current.snr_db
+    if sign != 0:
+        return sign > 0 and (level == "decision" or gain >= defaults.AUTO_REFINE_MIN_GAIN_DB)
+    return trial.key() > current.key() and gain >= defaults.AUTO_REFINE_MIN_GAIN_DB
 
 
 @dataclass
@@ -127,25 +221,35 @@ class AutoChoice:
     snr_db: float = math.nan                                     # final worst SNR (after refinement)
     cosine: float = math.nan
     held_back: bool = True                                       # False: scored on statistics samples (too few)
+    decision: Optional[float] = None                             # final decision score (after refinement)
+    decision_name: str = ""
+    reserve: List[Candidate] = field(default_factory=list)       # leaders rescored on the reserve samples too
+    reason: str = ""                                             # why the chosen one won
 
     def to_dict(self) -> dict:
         """The record the sidecar keeps (scores, not per-output metrics)."""
-        return {"chosen": self.chosen, "samples": self.samples,
-                "candidates": {c.name: {"snr_db": c.snr_db, "cosine": c.cosine} for c in self.candidates},
+        return {"chosen": self.chosen, "samples": self.samples, "reason": self.reason,
+                "candidates": {c.name: c.to_dict() for c in self.candidates},
+                "reserve": {c.name: c.to_dict() for c in self.reserve},
                 "overrides": dict(self.overrides), "refinement_trials": list(self.trials),
-                "snr_db": self.snr_db, "cosine": self.cosine, "held_back": self.held_back}
+                "snr_db": self.snr_db, "cosine": self.cosine, "decision": self.decision_name or None,
+                "agreement": self.decision, "held_back": self.held_back}
 
 
 def score(replay, model, amax: Mapping[str, float], exclude: Sequence[str] = (), name: str = "") -> Candidate:
-    """Worst-output SNR and cosine of the TensorRT-form Q/DQ model of ``amax`` on ``replay`` (and its metrics)."""
-    from .evaluate import worst_of
+    """Decision, worst SNR and cosine of the TensorRT-form Q/DQ model of ``amax`` on ``replay`` (with its metrics and noise)."""
+    from .evaluate import decision_of, output_snr_db, worst_of
     from .graph.qdq import quantize_model
 
     started = time.perf_counter()
     quantized, _ = quantize_model(model, amax, target="trt", exclude=exclude)
     metrics = replay.score(quantized)
     snr, cosine, _ = worst_of(metrics)
-    return Candidate(name, snr, cosine, time.perf_counter() - started, metrics)
+    decision = decision_of(metrics)
+    candidate = Candidate(name, snr, cosine, time.perf_counter() - started, metrics,
+                          None if decision is None else decision[1], "" if decision is None else decision[0],
+                          samples=replay.samples, output_snr_db=output_snr_db(metrics))
+    return estimate_noise(candidate)
 
 
 def choose_amax(
@@ -156,17 +260,19 @@ def choose_amax(
     exclude: Sequence[str] = (),
     percentile: float = defaults.PERCENTILE,
     refine_trials: int = defaults.AUTO_REFINE_TRIALS,
+    reserve=None,
     progress: ProgressCallback = no_progress,
 ) -> Tuple[Dict[str, float], AutoChoice, list]:
-    """``--algo auto``: the amax table whose TensorRT-form model scores best on ``replay``, its choice record
+    """``--algo auto``: the amax table whose TensorRT-form model ranks best on ``replay``, its choice record
     and its per-output metrics (the verdict).
 
     Every single algorithm's table comes from the same histograms; tables that give the
-    same Q/DQ model are scored once. Ties keep the earlier algorithm of
-    :data:`trtq.defaults.SINGLE_ALGORITHMS` (entropy, TensorRT's default, first). Then,
-    for the quantized tensors whose candidates disagree most, the largest and the
-    smallest other amax are tried one tensor at a time; a change is kept only when it
-    raises the worst SNR by :data:`trtq.defaults.AUTO_REFINE_MIN_GAIN_DB`.
+    same Q/DQ model are scored once. The ranking is :func:`rank`'s (decisions first, then
+    worst SNR, each beyond its bootstrap noise). ``reserve``: a callable giving a wider
+    replay (``replay``'s samples and more held-back ones); when the leaders are within
+    noise they are rescored on it once. Then, for the quantized tensors whose candidates
+    disagree most, the largest and the smallest other amax are tried one tensor at a time;
+    a change is kept only when :func:`improves` says so.
     """
     from .calib import amax_from_histograms
     from .graph.qdq import quantize_model
@@ -187,16 +293,48 @@ def choose_amax(
         signature = tuple(np.float32(table[t]).item() for t in quantized)
         if signature in seen:
             earlier = seen[signature]
-            candidates.append(Candidate(algorithm, earlier.snr_db, earlier.cosine, 0.0, earlier.metrics))
+            candidates.append(Candidate(algorithm, earlier.snr_db, earlier.cosine, 0.0, earlier.metrics,
+                                        earlier.decision, earlier.decision_name, earlier.decision_noise,
+                                        earlier.snr_noise, earlier.samples, earlier.output_snr_db))
         else:
             seen[signature] = candidate = score(replay, model, table, exclude, algorithm)
             candidates.append(candidate)
         step += 1
         progress(step, total_steps)
-    best = max(candidates, key=Candidate.key)  # max keeps the first of equals
+    best, ties = rank(candidates)
+    verdict_candidate = best  # whose metrics the verdict reads (the widest scoring of the final choice)
+    choice = AutoChoice(best.name, replay.samples, candidates)
+    ranked = candidates
+    if ties and reserve is not None:
+        wide = reserve()
+        if wide is not None and wide.samples > replay.samples:
+            rescored: Dict[int, Candidate] = {}
+            again: List[Candidate] = []
+            for candidate in [best] + ties:
+                twin = rescored.get(id(candidate.metrics))
+                if twin is None:
+                    twin = rescored[id(candidate.metrics)] = score(wide, model, tables[candidate.name], exclude,
+                                                                   candidate.name)
+                    again.append(twin)
+                else:
+                    again.append(Candidate(candidate.name, twin.snr_db, twin.cosine, 0.0, twin.metrics, twin.decision,
+                                           twin.decision_name, twin.decision_noise, twin.snr_noise, twin.samples,
+                                           twin.output_snr_db))
+            choice.reserve = ranked = again
+            verdict_candidate, ties = rank(again)
+            best = next(c for c in candidates if c.name == verdict_candidate.name)
+            choice.chosen, choice.samples = best.name, wide.samples
+    if ties:
+        choice.reason = (f"within noise of {', '.join(c.name for c in ties)} on {choice.samples} samples: the tie "
+                         "goes to the higher worst SNR (channels included), then worst output SNR, then decision, "
+                         "then cosine, then the earlier algorithm")
+    else:
+        others = [c for c in ranked if c.metrics is not verdict_candidate.metrics]
+        levels = sorted({compare(verdict_candidate, c)[1] for c in others})
+        choice.reason = (f"ahead beyond noise on {' and '.join(levels)} ({choice.samples} samples)" if others
+                         else "every algorithm gave the same model")
     amax = dict(tables[best.name])
     current = best
-    choice = AutoChoice(best.name, replay.samples, candidates)
 
     ratios = []
     for tensor in quantized:
@@ -227,21 +365,22 @@ def choose_amax(
             progress(step, total_steps)
             gain = result.snr_db - current.snr_db
             record = {"tensor": tensor, "algorithm": others[value], "amax": value, "from_amax": here,
-                      "snr_db": result.snr_db, "gain_db": gain, "kept": False}
+                      "snr_db": result.snr_db, "gain_db": gain, "agreement": result.decision, "kept": False}
             choice.trials.append(record)
-            if gain >= defaults.AUTO_REFINE_MIN_GAIN_DB and (kept is None or result.key() > kept[1].key()):
+            if improves(result, current) and (kept is None or improves(result, kept[1])):
                 kept = (record, result, value)
         if kept is not None:
             record, result, value = kept
             record["kept"] = True
             amax[tensor] = value
             choice.overrides[tensor] = record["algorithm"]
-            current = result
+            current = verdict_candidate = result
     progress(total_steps, total_steps)
-    choice.snr_db, choice.cosine = current.snr_db, current.cosine
+    choice.snr_db, choice.cosine = verdict_candidate.snr_db, verdict_candidate.cosine
+    choice.decision, choice.decision_name = verdict_candidate.decision, verdict_candidate.decision_name
     log.info("auto calibration chose %s (%.2f dB) with %d per-tensor override(s)", best.name, current.snr_db,
              len(choice.overrides))
-    return amax, choice, current.metrics
+    return amax, choice, verdict_candidate.metrics
 
 
 # --------------------------------------------------------------------------- calibrate
@@ -262,18 +401,38 @@ def feedback_pairs(model, feedback: Sequence) -> list:
     return pairs
 
 
-def reference_replay(model, feeds: Sequence[Feed], threads: Optional[int] = None, specs: Optional[Sequence] = None):
-    """A :class:`trtq.evaluate.Replay` of ``feeds`` with the float model's outputs (the verdict's reference);
-    ``specs`` (the model's inputs, default from the model) say which axis counts the samples."""
-    from .evaluate import Replay
-    from .graph.batch import feed_samples
+def reference_replay(model, feeds: Sequence[Feed], threads: Optional[int] = None, class_outputs=None,
+                     metric=None, specs: Optional[Sequence] = None):
+    """A :class:`trtq.evaluate.Replay` of ``feeds`` with the float model's outputs (the verdict's reference).
+
+    Its class outputs are the graph's own (:func:`trtq.evaluate.decision_axes`) and the
+    declared ``class_outputs``; ``metric`` is the user's (:class:`trtq.evaluate.UserMetric`);
+    ``specs`` (the model's inputs, default from the model) say which axis counts the samples.
+    """
+    from .evaluate import Replay, _class_spec, feature_axes
+    from .graph.batch import feed_samples, output_batch_axes
     from .graph.model import input_specs
     from .ort import create_session, run
 
     specs = input_specs(model) if specs is None else specs
     session = create_session(model, threads=threads)
     outputs = [run(session, feed) for feed in feeds]
-    return Replay(list(feeds), outputs, sum(feed_samples(f, specs) for f in feeds))
+    axes, _ = _class_spec(model, class_outputs)
+    unknown = sorted(set(axes) - set(outputs[0])) if outputs else []
+    if unknown:
+        raise TrtqError(f"--class-output {', '.join(unknown)}: no such output; the model's outputs are "
+                        f"{', '.join(outputs[0])}")
+    return Replay(list(feeds), outputs, sum(feed_samples(f, specs) for f in feeds), class_outputs=axes,
+                  metric=metric, feature_axes=feature_axes(model), output_axes=output_batch_axes(model, specs))
+
+
+def _widened(replay, extra):
+    """``replay`` with ``extra``'s samples appended (same reference model, class outputs and metric)."""
+    from .evaluate import Replay
+
+    return Replay(replay.feeds + extra.feeds, replay.outputs + extra.outputs, replay.samples + extra.samples,
+                  class_outputs=replay.class_outputs, metric=replay.metric, feature_axes=replay.feature_axes,
+                  output_axes=replay.output_axes)
 
 
 def calibrate(
@@ -294,6 +453,9 @@ def calibrate(
     exclude: Sequence[str] = (),
     min_snr: Optional[float] = None,
     min_cosine: Optional[float] = None,
+    min_agreement: Optional[float] = None,
+    class_outputs=None,
+    metric=None,
     progress: ProgressCallback = no_progress,
     choice_progress: ProgressCallback = no_progress,
     feedback: Sequence = (),
@@ -309,11 +471,16 @@ def calibrate(
     :func:`holdout_count`). ``exclude``: layers left in float in the scored Q/DQ model
     (recorded in the sidecar's ``mixed_precision``). With ``cache_path``, writes the
     TensorRT calibration cache and its JSON sidecar atomically (the location is checked
-    before any work). ``min_snr`` / ``min_cosine``: raise
+    before any work). ``min_snr`` / ``min_cosine`` / ``min_agreement``: raise
     :class:`~trtq.errors.FidelityError` and write nothing when the verdict misses them.
     ``feedback``: ``OUT=IN`` pairs (strings or :class:`~trtq.stream.FeedbackPair`) of a streaming model: the
     data are then sequences, calibrated on the steps of the float model's own stream and scored streamed
     (see :mod:`trtq.stream`).
+    ``class_outputs`` (names or ``NAME:AXIS``) and ``metric`` (``"FILE.py:NAME"`` or a
+    :class:`~trtq.evaluate.UserMetric`): what the decisions are, beside what the graph says.
+    With ``auto``, :data:`~trtq.defaults.HOLDOUT_RESERVE` more samples are held back (when
+    there are at least 4x as many samples, or the count is unknown) and scored only when
+    the leading candidates are within noise of each other.
     """
     from . import cache as cache_io
     from .calib import CalibrationResult, amax_from_histograms, check_calibration_options
@@ -340,6 +507,11 @@ def calibrate(
     model = load_onnx(model_path)
     fingerprint = model_fingerprint(model)  # before collection touches the graph
     pairs = feedback_pairs(model, feedback)
+    if isinstance(metric, str):
+        from .evaluate import UserMetric
+
+        metric = UserMetric.load(metric)
+    reserve_feeds: List[Feed] = []
     started = time.perf_counter()
     if pairs:
         from .stream import StreamReplay, calibration_steps, open_sequences, split_sequences, step_source
@@ -362,12 +534,19 @@ def calibrate(
         log.info("calibrating on %s", source.description)
         progress(0, source.num_samples)  # the total is known now: no "0/?" while the session starts
         static_batch = any(s.static_batch() for s in inputs)
-        held, rest = split_holdout(iter(source), holdout_count(source.num_samples, holdout),
-                                   whole_batches=static_batch, specs=inputs)
+        reserve_count = defaults.HOLDOUT_RESERVE if algorithm == "auto" and holdout > 0 and (
+            source.num_samples is None or source.num_samples >= 4 * (holdout + defaults.HOLDOUT_RESERVE)) else 0
+        wanted = holdout_count(source.num_samples, holdout) + reserve_count
+        held, rest = split_holdout(iter(source), wanted, whole_batches=static_batch, specs=inputs)
         held_count = sum(feed_samples(f, inputs) for f in held)
+        if reserve_count and held_count > wanted - reserve_count:
+            held, reserve_iter = split_holdout(iter(held), wanted - reserve_count, whole_batches=static_batch,
+                                               specs=inputs)
+            reserve_feeds = list(reserve_iter)
         first = next(rest, None)
         held_back = bool(held) and first is not None
         if first is None:  # every sample went to the hold-out (a short loader script): score on them all
+            held, reserve_feeds = held + reserve_feeds, []
             batches = iter(held)
             stats_total = held_count
         else:
@@ -408,23 +587,29 @@ def calibrate(
                         "nothing was written")
     stats_seconds = time.perf_counter() - started
     if not pairs:
-        replay = reference_replay(model, held, threads=threads, specs=inputs)
+        replay = reference_replay(model, held, threads=threads, class_outputs=class_outputs, metric=metric,
+                                  specs=inputs)
+
+    def reserve():
+        return _widened(replay, reference_replay(model, reserve_feeds, threads=threads, class_outputs=class_outputs,
+                                                 metric=metric, specs=inputs)) if reserve_feeds else None
 
     choice: Optional[AutoChoice] = None
     options = {"percentile": percentile} if algorithm == "percentile" else {}
     if algorithm == "auto":
         amax, choice, metrics = choose_amax(model, histograms, replay, exclude=exclude, percentile=percentile,
-                                            progress=choice_progress)
+                                            reserve=reserve, progress=choice_progress)
         choice.held_back = held_back
     else:
         amax = amax_from_histograms(histograms, algorithm, **options)
         metrics = score(replay, model, amax, exclude, algorithm).metrics
-    verdict = Verdict(metrics, replay.samples, held_back=held_back, **({"form": STREAMED_FORM} if pairs else {}))
+    verdict = Verdict(metrics, metrics[0].samples if metrics else replay.samples, held_back=held_back,
+                      **({"form": STREAMED_FORM} if pairs else {}))
     coverage = weighted_coverage(model, amax)
     if coverage.in_subgraphs:
         log.warning("%s", coverage.line())
     seconds = time.perf_counter() - started
-    failure = verdict.failure(min_snr, min_cosine)
+    failure = verdict.failure(min_snr, min_cosine, min_agreement)
     if failure:
         raise FidelityError(f"{failure}; nothing was written. {verdict.line()}")
 
@@ -445,6 +630,7 @@ def calibrate(
         data={"source": source.description, "kind": getattr(source, "kind", None), "path": str(spec.path),
               "samples": source.num_samples,
               "statistics_samples": stats_total, "held_back_samples": replay.samples if held_back else 0,
+              "reserve_samples": sum(len(next(iter(f.values()))) for f in reserve_feeds),
               "batch_size": source.batch_size, "seed": spec.seed, "shuffle": spec.shuffle,
               "preprocess": spec.preprocess.to_dict(), "fingerprint": source.fingerprint()},
         algorithm_options=algorithm_record,
@@ -507,6 +693,9 @@ def quantize(
     force: bool = False,
     min_snr: Optional[float] = None,
     min_cosine: Optional[float] = None,
+    min_agreement: Optional[float] = None,
+    metric=None,
+    class_outputs=None,
     progress: ProgressCallback = no_progress,
     feedback: Sequence = (),
 ) -> QuantizeOutcome:
@@ -516,7 +705,7 @@ def quantize(
     unless ``force``); the layers its sidecar records as mixed precision stay float too.
     ``calib``: a :class:`~trtq.data.spec.DataSpec` (or path) to calibrate on first, with
     ``algorithm`` (default ``auto``). ``output_path`` defaults to
-    :func:`trtq.graph.qdq.default_output_path`. ``min_snr``/``min_cosine`` gate on the
+    :func:`trtq.graph.qdq.default_output_path`. ``min_snr``/``min_cosine``/``min_agreement`` gate on the
     verdict (computed when calibrating, read from the sidecar with a cache): nothing is
     written when it misses them. ``feedback``: a streaming model's ``OUT=IN`` pairs, for ``calib``
     (see :func:`calibrate`).
@@ -554,13 +743,17 @@ def quantize(
         outcome.float_layers = float_layers(table.sidecar)
         outcome.mixed_precision = dict((table.sidecar or {}).get("mixed_precision") or {})
         exclude += [layer for layer in outcome.float_layers if layer not in exclude]
-        outcome.verdict = check_recorded_verdict(table.sidecar, min_snr, min_cosine, str(cache))
+        if metric is not None or class_outputs:
+            raise TrtqError("--metric and --class-output judge a calibration; with --cache the verdict recorded at "
+                            "calibration is used: calibrate with them (or check with trtq eval ... --metric)")
+        outcome.verdict = check_recorded_verdict(table.sidecar, min_snr, min_cosine, str(cache), min_agreement)
         outcome.verdict_source = f"recorded at calibration in {Path(cache).name}.json" if outcome.verdict else ""
     elif calib is not None:
         options = {"algorithm": algorithm} if algorithm else {}
         # no cache is written here: observing the Q/DQ placement points is enough (and faster)
         result = calibrate(model_path, calib, progress=progress, exclude=exclude, min_snr=min_snr,
-                           min_cosine=min_cosine, observe="qdq", feedback=feedback, **options)
+                           min_cosine=min_cosine, min_agreement=min_agreement, metric=metric,
+                           class_outputs=class_outputs, observe="qdq", feedback=feedback, **options)
         outcome.calibration = result
         outcome.verdict, outcome.verdict_source = result.verdict.to_dict(), "held-back calibration samples"
         amax = result.amax
@@ -574,9 +767,11 @@ def quantize(
 
 
 def check_recorded_verdict(sidecar: Optional[dict], min_snr: Optional[float], min_cosine: Optional[float],
-                           cache: str) -> Optional[dict]:
+                           cache: str, min_agreement: Optional[float] = None) -> Optional[dict]:
     """The verdict a cache's sidecar recorded at calibration, checked against the gates; None when there is none.
 
+    Sidecars written before decisions were recorded have no ``agreement``: they still
+    read, and ``--min-agreement`` then misses (a missing value misses, and says so).
     Raises :class:`~trtq.errors.FidelityError` when it misses a gate, and
     :class:`~trtq.errors.TrtqError` when a gate is set but no verdict was recorded.
     """
@@ -584,14 +779,14 @@ def check_recorded_verdict(sidecar: Optional[dict], min_snr: Optional[float], mi
     from .evaluate import gate_failure
 
     recorded = (sidecar or {}).get("verdict")
-    gated = min_snr is not None or min_cosine is not None
+    gated = min_snr is not None or min_cosine is not None or min_agreement is not None
     if not recorded:
         if gated:
-            raise TrtqError(f"--min-snr/--min-cosine need a verdict, and {Path(cache).name} has no trtq sidecar "
-                            "recording one; calibrate with --calib DATA instead, or check with trtq eval")
+            raise TrtqError(f"--min-snr/--min-cosine/--min-agreement need a verdict, and {Path(cache).name} has no "
+                            "trtq sidecar recording one; calibrate with --calib DATA instead, or check with trtq eval")
         return None
     failure = gate_failure(recorded.get("snr_db"), recorded.get("cosine"), str(recorded.get("worst")),
-                           min_snr, min_cosine)
+                           min_snr, min_cosine, recorded.get("agreement"), min_agreement, recorded.get("decision"))
     if failure:
         raise FidelityError(f"{failure}, as recorded at calibration in {Path(cache).name}.json; nothing was written")
     return recorded

@@ -329,13 +329,20 @@ def eval_tables(report, max_layers: int = 20, json_path: Optional[str] = None) -
     for name in ("output", "shape"):
         outputs.add_column(name, overflow="fold")
     for name in ("cosine", "worst sample cos", "SNR dB", "max |err|", "mean |err|", "max |ref|", "top-1 agree",
-                 "top-5 agree"):
+                 "top-5 agree", "samples all agree", "worst channel"):
         outputs.add_column(name, justify="right")
     for o in report.outputs:
         shape = "x".join(str(d) for d in (["N"] + list(o.shape[1:]))) if o.shape else "?"
-        outputs.add_row(escape(o.name), shape, f"{o.cosine:.6f}", f"{o.cosine_min:.6f}", _db(o.snr_db),
-                        f"{o.max_abs_error:.4g}", f"{o.mean_abs_error:.4g}", f"{o.ref_abs_max:.4g}",
-                        _fraction(o.top1_agreement), _fraction(o.top5_agreement))
+        worst = o.worst_channel
+        outputs.add_row(escape(o.name), shape, f"{o.cosine:.6f}",
+                        f"{o.cosine_min:.6f}" if o.has_cosine else "—",  # of one value per sample: only its sign
+                        _db(o.snr_db), f"{o.max_abs_error:.4g}", f"{o.mean_abs_error:.4g}", f"{o.ref_abs_max:.4g}",
+                        _fraction(o.top1_agreement), _fraction(o.top5_agreement),
+                        _fraction(o.sample_agreement if (o.positions or 1) > 1 else None),
+                        "—" if worst is None else f"{escape(worst[0])}: {_db(worst[1])}")
+    if report.metric is not None:
+        outputs.caption = (f"metric {escape(report.metric.name)} (yours; 1 = identical): {report.metric.value:.4f} "
+                           f"on {report.metric.samples} samples")
     section(f"fidelity of {report.candidate} ({report.candidate_precision}) against {report.reference} "
             f"({report.reference_precision}) on {report.samples} samples", outputs)
     if report.accuracy is not None:
@@ -384,21 +391,44 @@ def eval_tables(report, max_layers: int = 20, json_path: Optional[str] = None) -
 
 
 def auto_choice_table(choice):
-    """A rich table of ``--algo auto``'s candidates (worst-output SNR and cosine on the held-back samples)."""
+    """A rich table of ``--algo auto``'s candidates: decision, worst SNR (with their bootstrap noise) and cosine."""
     from rich.table import Table
 
-    on = f"{choice.samples} held-back calibration samples" if getattr(choice, "held_back", True) else \
-        f"{choice.samples} calibration samples (too few to hold any back)"
-    table = Table(title=f"--algo auto: TensorRT-form Q/DQ model of each algorithm on {on} "
-                        "(worst output / channel group)", title_justify="left")
-    for name in ("algorithm", "SNR dB", "cosine", ""):
+    decision = next((c.decision_name for c in choice.candidates if c.decision_name), "")
+    on = "held-back calibration samples" if getattr(choice, "held_back", True) else \
+        "calibration samples (too few to hold any back)"
+    first = choice.candidates[0].samples if choice.candidates and choice.candidates[0].samples else choice.samples
+    wider = f", leaders within noise rescored on {choice.samples}" if choice.reserve else ""
+    table = Table(title=f"--algo auto: TensorRT-form Q/DQ model of each algorithm on {first} {on}"
+                        f"{wider} (decisions first, then worst output / channel; ± bootstrap noise)",
+                  title_justify="left", caption=f"chose {choice.chosen}: {choice.reason}" if choice.reason else None,
+                  caption_justify="left")
+    columns = ["algorithm"] + ([decision] if decision else []) + ["SNR dB", "cosine", ""]
+    for name in columns:
         table.add_column(name, justify="left" if name in ("algorithm", "") else "right")
-    for c in choice.candidates:
-        table.add_row(c.name, _db(c.snr_db), f"{c.cosine:.5f}", "chosen" if c.name == choice.chosen else "")
+
+    def noisy(value, noise, digits: int, percent: bool = False) -> str:
+        if value is None:
+            return "—"
+        scale = 100 if percent else 1
+        text = _db(value) if not percent else f"{scale * value:.{digits}f} %"
+        return text + (f" ± {scale * noise:.{digits}f}" if noise is not None and math.isfinite(value) else "")
+
+    rows = [(c, "") for c in choice.candidates] + [(c, f"on {c.samples} samples") for c in choice.reserve]
+    for c, note in rows:
+        cells = [c.name]
+        if decision:
+            cells.append(noisy(c.decision, c.decision_noise, 1, percent=True))
+        cells += [noisy(c.snr_db, c.snr_noise, 2), f"{c.cosine:.5f}",
+                  " ".join(x for x in (note, "chosen" if c.name == choice.chosen and (note or not choice.reserve)
+                                       else "") if x)]
+        table.add_row(*cells)
     if choice.overrides or choice.trials:
         kept = len(choice.overrides)
-        table.add_row(f"+ {kept} per-tensor override(s)", _db(choice.snr_db), f"{choice.cosine:.5f}",
-                      f"{len(choice.trials)} trial(s) measured")
+        cells = [f"+ {kept} per-tensor override(s)"] + (
+            [noisy(choice.decision, None, 1, percent=True)] if decision else []) + [
+            _db(choice.snr_db), f"{choice.cosine:.5f}", f"{len(choice.trials)} trial(s) measured"]
+        table.add_row(*cells)
     return table
 
 

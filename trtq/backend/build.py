@@ -105,6 +105,9 @@ class BuildOptions:
     float_layers: Optional[Sequence[str]] = None  # ONNX nodes kept in float; default: the cache sidecar's list
     min_snr: Optional[float] = None             # fidelity gate on trtq's CPU calibration verdict (exit 3)
     min_cosine: Optional[float] = None
+    min_agreement: Optional[float] = None       # ... and on its decision score (--metric, else top-1 agreement)
+    metric: Optional[str] = None                # the user's own metric, FILE.py:NAME (auto and the verdict use it)
+    class_outputs: Optional[Sequence[str]] = None  # declared class outputs, NAME[:AXIS]
 
     def __post_init__(self):
         self.model_path = Path(self.model_path)
@@ -555,7 +558,7 @@ def build_engine(options: BuildOptions, progress: ProgressCallback = no_progress
     calibration: dict = {}
     calibrator = None
     cpu_calibrated = False
-    gated = options.min_snr is not None or options.min_cosine is not None
+    gated = options.min_snr is not None or options.min_cosine is not None or options.min_agreement is not None
     if plan.calibrator and cache is None and options.algorithm not in ("entropy", "minmax"):
         # TensorRT's calibrators are entropy and minmax only: trtq computes auto/percentile/mse on the CPU
         # and hands TensorRT the resulting cache (what --cache does), instead of silently using entropy.
@@ -568,7 +571,8 @@ def build_engine(options: BuildOptions, progress: ProgressCallback = no_progress
     if cache is not None and not cpu_calibrated:
         from ..pipeline import check_recorded_verdict
 
-        check_recorded_verdict(cache.sidecar, options.min_snr, options.min_cosine, str(options.cache_path))
+        check_recorded_verdict(cache.sidecar, options.min_snr, options.min_cosine, str(options.cache_path),
+                               options.min_agreement)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="trtq-build-") as scratch:
         onnx_path, label = options.model_path, options.model_path.name
@@ -680,7 +684,9 @@ def _cpu_calibrated_cache(options: BuildOptions, running_version: int, progress:
 
     result = calibrate(options.model_path, _data_spec(options.calib), algorithm=options.algorithm,
                        cache_path=options.cache_path, trt_version=running_version, exclude=list(keep_float),
-                       min_snr=options.min_snr, min_cosine=options.min_cosine, progress=progress)
+                       min_snr=options.min_snr, min_cosine=options.min_cosine,
+                       min_agreement=options.min_agreement, metric=options.metric,
+                       class_outputs=options.class_outputs, progress=progress)
     cache = cache_io.parse_cache(cache_io.format_cache(result.amax, running_version, "EntropyCalibration2"),
                                  source=f"trtq's {options.algorithm} calibration")
     cache.sidecar = {"algorithm": {"name": options.algorithm}}  # made here, for this model: safe to hand over
@@ -746,7 +752,8 @@ def _prepare_graph(model, plan: BuildPlan, options: BuildOptions, cache, scratch
 
             result = calibrate(options.model_path, _data_spec(options.calib), algorithm=options.algorithm,
                                cache_path=options.cache_path, exclude=list(keep_float), min_snr=options.min_snr,
-                               min_cosine=options.min_cosine, progress=progress)
+                               min_cosine=options.min_cosine, min_agreement=options.min_agreement,
+                               metric=options.metric, class_outputs=options.class_outputs, progress=progress)
             amax = result.amax
             calibration = {"method": "qdq", "source": "data", "algorithm": result.algorithm,
                            "chosen": result.auto.chosen if result.auto is not None else result.algorithm,

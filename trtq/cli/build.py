@@ -91,7 +91,7 @@ def options_from_args(args: argparse.Namespace):
     from ..bench import parse_batch_sizes, parse_shapes
     from ..backend.policy import resolve_precision
     from ..errors import TrtqError
-    from .options import data_spec_from_args
+    from .options import data_spec_from_args, fidelity_options
 
     precision = resolve_precision(args.precision, int8=args.int8, fp16=args.fp16)
     if args.workspace <= 0:
@@ -118,7 +118,7 @@ def options_from_args(args: argparse.Namespace):
         verbose=args.verbose > 0,
         dla_core=args.dla_core, sparsity=args.sparsity, tf32=args.tf32,
         version_compatible=args.version_compatible, hardware_compatibility=args.hardware_compatibility,
-        plugins=[Path(p) for p in args.plugins], min_snr=args.min_snr, min_cosine=args.min_cosine,
+        plugins=[Path(p) for p in args.plugins], **fidelity_options(args),
     )
 
 
@@ -127,14 +127,14 @@ def run(args: argparse.Namespace) -> int:
     from ..progress import progress_bar
 
     from .info import apply_cuda_argument
-    from .guard import Output, cache_reads, data_reads, guard, model_reads, print_notes
+    from .guard import Output, cache_reads, data_reads, guard, metric_reads, model_reads, print_notes
 
     options = options_from_args(args)
     outputs = [Output(options.output_path, "engine", default=not args.output),
                Output(options.report_path, "build-report", option="the report of -o")]  # the engine's note covers it
     if options.timing_cache is not None:
         outputs.append(Output(options.timing_cache, option="--timing-cache", in_out=True))
-    reads = model_reads(args.model) + data_reads(args.calib)
+    reads = model_reads(args.model) + data_reads(args.calib) + metric_reads(getattr(args, "metric", None))
     if options.cache_path is not None and options.cache_path.exists():
         reads += cache_reads(str(options.cache_path))
     elif options.cache_path is not None:  # written by this build

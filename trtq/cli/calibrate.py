@@ -92,17 +92,17 @@ def run(args: argparse.Namespace) -> int:
 
     from ..pipeline import calibrate
     from ..progress import progress_bar
-    from .options import data_spec_from_args, feedback_from_args
+    from .options import data_spec_from_args, feedback_from_args, fidelity_options
 
     from ..cache import sidecar_path
-    from .guard import Output, data_reads, guard, model_reads, print_notes
+    from .guard import Output, data_reads, guard, metric_reads, model_reads, print_notes
 
     spec = data_spec_from_args(args, flag_dest="calib", shuffle=True)
     feedback = feedback_from_args(args)
     output = Path(args.output) if args.output else default_cache_path(args.model)
     notes = guard([Output(output, "cache", default=not args.output),
                    Output(sidecar_path(output), "sidecar", option="the sidecar of -o")],  # the cache's note covers it
-                  model_reads(args.model) + data_reads(args.calib), force=args.force)
+                  model_reads(args.model) + data_reads(args.calib) + metric_reads(args.metric), force=args.force)
     bars = None if not args.quiet else False
     with progress_bar("calibrating", enabled=bars) as progress, \
             progress_bar("scoring INT8 candidates", unit="models", enabled=bars and args.algo == "auto") as scoring:
@@ -111,8 +111,7 @@ def run(args: argparse.Namespace) -> int:
                            max_binned=args.max_binned, exact=args.exact, max_memory=args.max_memory,
                            observe=args.observe if args.observe in ("all", "qdq")
                            else [name.strip() for name in args.observe.split(",") if name.strip()],
-                           min_snr=args.min_snr, min_cosine=args.min_cosine,
-                           progress=progress, choice_progress=scoring, feedback=feedback)
+                           **fidelity_options(args), progress=progress, choice_progress=scoring, feedback=feedback)
     print_calibration(Console(), result, args.model)
     print_notes(notes)
     return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 from pathlib import Path
 
 from .. import defaults
@@ -36,15 +37,25 @@ def add_parser(sub) -> None:
                         help="class labels for top-1 accuracy: a .csv/.txt of 'id,label' rows (id = file path "
                              "relative to --data, with or without extension), or one label per sample in sorted "
                              "file order (.txt or .npy)")
-    parser.add_argument("--class-output", action="append", default=[], metavar="NAME",
-                        help="an output that holds class scores [N, C] (top-1/top-5 agreement); repeatable. Other "
-                             "outputs (embeddings, boxes, sequences) get cosine and SNR only")
+    parser.add_argument("--class-output", action="append", default=[], metavar="NAME[:AXIS]",
+                        help="an output that holds class scores along AXIS, any rank (default: 1 for [N, C] and "
+                             "[N, C, H, W], the last for [N, T, C]): top-1 agreement per position and per sample; "
+                             "repeatable. Softmax/LogSoftmax outputs and outputs an ArgMax/TopK reads are found "
+                             "without it; a small feature axis (a detection head's [..., 4 + 1 + C]) is judged "
+                             "channel by channel; other outputs get cosine and SNR")
+    parser.add_argument("--metric", metavar="FILE.py:NAME",
+                        help="your own task metric, NAME(reference_outputs, candidate_outputs, inputs) -> float "
+                             "per sample, higher is better, 1.0 = identical: reported, judged by the verdict and "
+                             "--min-agreement, and the target of --auto-exclude --target-agreement")
     parser.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads (default: all cores)")
     parser.add_argument("--json", metavar="PATH", help="also write the full report as JSON")
     parser.add_argument("--min-snr", type=float, metavar="DB", default=None,
                         help="exit 3 unless the worst output (and channel group) SNR is at least DB")
     parser.add_argument("--min-cosine", type=float, metavar="C", default=None,
                         help="exit 3 unless the worst output cosine is at least C")
+    parser.add_argument("--min-agreement", type=float, metavar="F", default=None,
+                        help="exit 3 unless the decision score is at least F: --metric, else the lowest top-1 "
+                             "agreement per position of a class output")
     from .info import add_engine_arguments
 
     add_engine_arguments(parser)  # a TensorRT engine candidate: --plugins, --cuda
@@ -98,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
     from .. import evaluate as ev
     from ..errors import TrtqError
     from ..progress import progress_bar
-    from ..report import eval_tables, report_console, write_json
+    from ..report import eval_tables, print_verdict, report_console, write_json
     from .options import data_spec_from_args, feedback_from_args
 
     from ..graph.model import load_onnx
@@ -118,7 +129,7 @@ def run(args: argparse.Namespace) -> int:
         raise TrtqError("--sensitivity/--auto-exclude on an engine need the scales it was built with: add --cache")
     if args.sensitivity_samples is not None and args.sensitivity_samples < 1:
         raise TrtqError(f"--sensitivity-samples must be at least 1, got {args.sensitivity_samples}")
-    from .guard import Output, cache_reads, data_reads, file_reads, guard, model_reads, print_notes
+    from .guard import Output, cache_reads, data_reads, file_reads, guard, metric_reads, model_reads, print_notes
 
     output = None
     outputs = []
@@ -129,15 +140,17 @@ def run(args: argparse.Namespace) -> int:
         outputs.append(Output(args.json, "eval-json", option="--json"))
     notes = guard(outputs, model_reads(args.reference, what="the reference model")
                   + model_reads(args.candidate, what="the candidate model") + data_reads(args.data)
-                  + file_reads(args.labels, "the labels file") + cache_reads(args.cache), force=args.force)
+                  + file_reads(args.labels, "the labels file") + cache_reads(args.cache) + metric_reads(args.metric),
+                  force=args.force)
 
     from .info import apply_cuda_argument
 
     apply_cuda_argument(args)
     feedback = feedback_from_args(args)
-    if feedback and (requantize or args.labels or is_engine_path(args.candidate)):
-        raise TrtqError("--feedback streams two ONNX models over sequences; --labels, --sensitivity, "
+    if feedback and (requantize or args.labels or args.metric or is_engine_path(args.candidate)):
+        raise TrtqError("--feedback streams two ONNX models over sequences; --labels, --metric, --sensitivity, "
                         "--auto-exclude and engines are not supported with it")
+    metric = ev.UserMetric.load(args.metric) if args.metric else None
     with progress_bar("evaluating", enabled=bars) as progress:
         if feedback:
             from ..stream import evaluate_stream
@@ -146,15 +159,16 @@ def run(args: argparse.Namespace) -> int:
                                      class_outputs=args.class_output or None, progress=progress)
         else:
             report = ev.evaluate(args.reference, args.candidate, spec, labels=args.labels,
-                                 class_outputs=args.class_output or None, threads=args.threads, progress=progress,
-                                 plugins=args.plugins)
+                                 class_outputs=args.class_output or None, metric=metric, threads=args.threads,
+                                 progress=progress, plugins=args.plugins)
     code = 0
     model = None
     if requantize:
         amax, report.amax_source = ev.resolve_amax(args.reference, args.candidate, cache=args.cache, force=args.force)
         samples = min(args.sensitivity_samples or ev.SENSITIVITY_SAMPLES, report.samples)
         replay = ev.Replay.collect(args.reference, spec, samples=samples, threads=args.threads)
-        replay.class_outputs = tuple(o.name for o in report.outputs if o.top1_agreement is not None)
+        replay.class_outputs = {o.name: o.class_axis for o in report.outputs if o.top1_agreement is not None}
+        replay.metric = metric  # --target-agreement reads the decision score (trtq.evaluate.worst_of)
         report.sensitivity_samples = replay.samples
         with progress_bar("layer sensitivity", unit="runs", enabled=bars) as progress:
             report.sensitivity = ev.layer_sensitivity(args.reference, amax, replay=replay, threads=args.threads,
@@ -182,6 +196,12 @@ def run(args: argparse.Namespace) -> int:
     console.print(f"[bold]{escape(report.data)}[/]", highlight=False)
     for part in eval_tables(report, json_path=args.json):
         console.print(part, highlight=False)
+    verdict = report.verdict()
+    if feedback:  # streamed: error that compounds through the state counts; judged on the streamed outputs
+        from ..pipeline import STREAMED_FORM
+
+        verdict = replace(verdict, form=STREAMED_FORM, on=f"{report.samples} steps of held-out sequences")
+    print_verdict(console, verdict.to_dict())
     if requantize and not is_engine_path(args.candidate) and ev.qdq_form(load_onnx(args.candidate)) == "cpu":
         console.print("note: the first table measured the candidate's ONNX Runtime (cpu) form, whose folded Relus "
                       "saturate at 2x amax; sensitivity and mixed precision measure the TensorRT form, what an engine "
@@ -198,14 +218,7 @@ def run(args: argparse.Namespace) -> int:
         write_json(args.json, report.to_dict())
         console.print(f"  wrote {args.json}", highlight=False, markup=False)
     print_notes(notes)
-    if feedback:  # streamed: error that compounds through the state counts; say so when it is poor
-        from ..pipeline import STREAMED_FORM
-
-        streamed = ev.Verdict(report.outputs, report.samples, held_back=False, form=STREAMED_FORM)
-        if streamed.warning():
-            console.print(f"[bold yellow]warning:[/] {escape(streamed.warning())}", highlight=False)
-    failure = ev.gate_failure(report.worst_snr_db(), min((o.worst_cosine for o in report.outputs), default=None),
-                              "output", args.min_snr, args.min_cosine)
+    failure = verdict.failure(args.min_snr, args.min_cosine, args.min_agreement)
     if failure:
         from ..errors import FidelityError
 

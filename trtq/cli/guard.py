@@ -39,6 +39,13 @@ def file_reads(path: Optional[str], what: str) -> Reads:
     return [(what, Path(path))] if path else []
 
 
+def metric_reads(spec: Optional[str]) -> Reads:
+    """The Python file of ``--metric FILE.py:NAME``."""
+    if not spec:
+        return []
+    return [("the --metric file", Path(str(spec).rpartition(":")[0] or str(spec)))]
+
+
 def cache_reads(path: Optional[str]) -> Reads:
     """A calibration cache and its sidecar."""
     if not path:

@@ -401,15 +401,38 @@ def add_algorithm_argument(parser, purpose: str = "") -> None:
              f"(default: {defaults.ALGORITHM})" + _OWN_DEFAULT)
 
 
-def add_fidelity_arguments(parser) -> None:
-    """``--min-snr`` / ``--min-cosine``: turn the INT8 verdict into a failure (exit 3, nothing written)."""
+def add_fidelity_arguments(parser, decisions: bool = True) -> None:
+    """``--min-snr`` / ``--min-cosine`` / ``--min-agreement``: turn the INT8 verdict into a failure (exit 3, nothing
+    written); with ``decisions``, also ``--metric`` and ``--class-output`` (what the model decides)."""
     group = parser.add_argument_group(
         "fidelity gate",
-        "Every INT8 result ends with its fidelity against FP32 (worst output and channel group) on calibration "
-        f"samples held back from the statistics, and a warning below {defaults.VERDICT_MIN_SNR_DB:g} dB SNR or "
-        f"cosine {defaults.VERDICT_MIN_COSINE:g}. These make it a failure for deployment pipelines: exit code 3, "
-        "nothing written.")
+        "Every INT8 result ends with its fidelity against FP32 on calibration samples held back from the "
+        "statistics: the decisions (top-1 agreement where an output has a class axis, every channel of a small "
+        "feature axis, your --metric) and the worst output's SNR and cosine, with a warning when a decision "
+        f"drops below {defaults.VERDICT_MIN_AGREEMENT:.0%} agreement or the SNR below "
+        f"{defaults.VERDICT_MIN_SNR_DB:g} dB (see docs/accuracy.md). These make it a failure for deployment "
+        "pipelines: exit code 3, nothing written.")
     _add(group, "--min-snr", type=float, metavar="DB", default=None,
          help="fail unless the worst INT8 output SNR is at least DB (e.g. 25)")
     _add(group, "--min-cosine", type=float, metavar="C", default=None,
          help="fail unless the worst INT8 output cosine similarity is at least C (e.g. 0.99)")
+    if not decisions:
+        return
+    _add(group, "--min-agreement", type=float, metavar="F", default=None,
+         help="fail unless the decision score is at least F (e.g. 0.99): your --metric, else the lowest top-1 "
+              "agreement per position of an output with a class axis")
+    _add(group, "--metric", metavar="FILE.py:NAME", default=None,
+         help="your own task metric, NAME(reference_outputs, candidate_outputs, inputs) -> float, higher is better, "
+              "1.0 = identical, called per sample: auto ranks by it, the verdict and --min-agreement judge it")
+    _add(group, "--class-output", action="append", default=[], metavar="NAME[:AXIS]",
+         help="an output holding class scores along AXIS (any rank; default: 1 for [N, C] and [N, C, H, W], the "
+              "last for [N, T, C]), judged by top-1 agreement per position; repeatable. Softmax/LogSoftmax outputs "
+              "and outputs an ArgMax/TopK reads are found without it")
+
+
+def fidelity_options(args) -> dict:
+    """The keyword arguments of calibrate/quantize/build for the fidelity options parsed by
+    :func:`add_fidelity_arguments`."""
+    return {"min_snr": args.min_snr, "min_cosine": args.min_cosine,
+            "min_agreement": getattr(args, "min_agreement", None),
+            "metric": getattr(args, "metric", None), "class_outputs": getattr(args, "class_output", None) or None}

@@ -54,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
     from .options import feedback_from_args
     from ..progress import progress_bar
     from ..report import print_verdict
+    from .options import fidelity_options
 
     calib = None
     if getattr(args, "calib", None):
@@ -66,18 +67,19 @@ def run(args: argparse.Namespace) -> int:
     if calib is not None and args.cache:
         raise TrtqError("give either --cache or --calib, not both")
     from ..graph.qdq import default_output_path
-    from .guard import Output, cache_reads, data_reads, guard, model_reads, print_notes
+    from .guard import Output, cache_reads, data_reads, guard, metric_reads, model_reads, print_notes
 
     output = args.output or default_output_path(args.model, args.target)
     notes = guard([Output(output, "onnx", default=not args.output)],
-                  model_reads(args.model) + cache_reads(args.cache) + data_reads(getattr(args, "calib", None)),
+                  model_reads(args.model) + cache_reads(args.cache) + data_reads(getattr(args, "calib", None))
+                  + metric_reads(args.metric),
                   force=args.force)
     bar_enabled = None if calib is not None and not args.quiet else False  # a bar only while calibrating
     with progress_bar("calibrating", enabled=bar_enabled) as progress:
         outcome = quantize(args.model, args.output, cache=args.cache, calib=calib,
                            algorithm=args.algo if calib is not None else None, target=args.target,
-                           exclude=split_names(args.exclude), force=args.force, min_snr=args.min_snr,
-                           min_cosine=args.min_cosine, progress=progress, feedback=feedback_from_args(args))
+                           exclude=split_names(args.exclude), force=args.force, **fidelity_options(args),
+                           progress=progress, feedback=feedback_from_args(args))
     console = Console()
     if outcome.calibration is not None and outcome.calibration.auto is not None:
         from ..report import auto_choice_table

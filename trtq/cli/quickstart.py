@@ -32,7 +32,7 @@ def add_parser(sub) -> None:
     parser.add_argument("--force", action="store_true",
                         help="replace files in the output folder that trtq did not write")
     add_algorithm_argument(parser)
-    add_fidelity_arguments(parser)
+    add_fidelity_arguments(parser, decisions=False)
     parser.set_defaults(func=run)
 
 

@@ -82,17 +82,21 @@ def _on_path(folder: str):
             sys.path.remove(folder)
 
 
-def load_function(script: Path, function: str, shown: str) -> Callable:
-    """Import ``script`` and return its ``function``; every failure is a DataError naming the script."""
+def load_function(script: Path, function: str, shown: str, what: str = "loader script") -> Callable:
+    """Import ``script`` and return its ``function``; every failure is a DataError naming the script.
+
+    The one loader of every ``file.py:function`` trtq takes (``what`` names it in messages:
+    a loader script, a ``--metric`` file).
+    """
     if not script.exists():
-        raise DataError(f"loader script {shown} does not exist")
+        raise DataError(f"{what} {shown} does not exist")
     if not script.is_file():
-        raise DataError(f"loader script {shown} is not a file")
+        raise DataError(f"{what} {shown} is not a file")
     digest = hashlib.sha256(str(script.resolve()).encode()).hexdigest()[:12]
     name = f"_trtq_loader_{digest}"
     module_spec = importlib.util.spec_from_file_location(name, str(script.resolve()))
     if module_spec is None or module_spec.loader is None:
-        raise DataError(f"loader script {shown} cannot be imported as Python")
+        raise DataError(f"{what} {shown} cannot be imported as Python")
     module = importlib.util.module_from_spec(module_spec)
     sys.modules[name] = module  # dataclasses and pickle look their module up there
     try:
@@ -100,14 +104,15 @@ def load_function(script: Path, function: str, shown: str) -> Callable:
             module_spec.loader.exec_module(module)
     except (Exception, SystemExit) as exc:  # noqa: BLE001 -- the user's code may raise anything
         sys.modules.pop(name, None)
-        raise DataError(f"loader script {shown} failed on import{_where(exc, script)}: "
+        raise DataError(f"{what} {shown} failed on import{_where(exc, script)}: "
                         f"{type(exc).__name__}: {exc}") from exc
     func = getattr(module, function, None)
     if func is None:
-        raise DataError(f"loader script {shown} defines no {function}() function; it must define "
-                        f"{function}() yielding {{input_name: array}} dicts")
+        raise DataError(f"{what} {shown} defines no {function}() function"
+                        + (f"; it must define {function}() yielding {{input_name: array}} dicts"
+                           if what == "loader script" else ""))
     if not callable(func):
-        raise DataError(f"loader script {shown}: {function} is not a function")
+        raise DataError(f"{what} {shown}: {function} is not a function")
     return func
 
 

@@ -150,3 +150,33 @@ def images(count: int, seed: int = 0, outlier_channel: Optional[float] = None) -
 def save(model: onnx.ModelProto, path) -> str:
     onnx.save(model, str(path))
     return str(path)
+from onnx import helper, numpy_helper
+
+
+def constant_weights(model):
+    """The same graph with every initializer held in a Constant node (PaddlePaddle-style export)."""
+    result = onnx.ModelProto()
+    result.CopyFrom(model)
+    constants = [helper.make_node("Constant", [], [init.name], name=f"const_{init.name}", value=init)
+                 for init in result.graph.initializer]
+    nodes = constants + list(result.graph.node)
+    del result.graph.initializer[:]
+    del result.graph.node[:]
+    result.graph.node.extend(nodes)
+    onnx.checker.check_model(result)
+    return result
+
+
+def shared_weights(model):
+    """conv2's weight read by a second 1x1 conv after it (conv3): one initializer, two nodes."""
+    result = onnx.ModelProto()
+    result.CopyFrom(model)
+    nodes = list(result.graph.node)
+    at = next(i for i, n in enumerate(nodes) if n.name == "relu2")
+    nodes[at + 1].input[0] = "r3"  # gap reads the new branch
+    new = [helper.make_node("Conv", ["r2", "w2", "b2"], ["c3"], name="conv3"),
+           helper.make_node("Relu", ["c3"], ["r3"], name="relu3")]
+    del result.graph.node[:]
+    result.graph.node.extend(nodes[:at + 1] + new + nodes[at + 1:])
+    onnx.checker.check_model(result)
+    return result

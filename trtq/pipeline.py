@@ -237,6 +237,75 @@ def choose_amax(
     return amax, choice, current.metrics
 
 
+# --------------------------------------------------------------------------- mixed precision to a target
+
+
+@dataclass(frozen=True)
+class FidelityTarget:
+    """What the mixed-precision search must reach on the held-back samples: one of the three metrics.
+
+    ``snr_db``: worst output and channel group SNR; ``cosine``: worst output cosine;
+    ``agreement``: top-1 agreement on a class-score output (the first output that looks like
+    ``[N, C]`` class scores unless the replay names its class outputs). The search is
+    :func:`trtq.evaluate.auto_exclude` (the same as ``trtq eval --auto-exclude``).
+    """
+
+    snr_db: Optional[float] = None
+    cosine: Optional[float] = None
+    agreement: Optional[float] = None
+    max_layers: int = defaults.AUTO_EXCLUDE_MAX_LAYERS
+
+    def given(self) -> bool:
+        return any(v is not None for v in (self.snr_db, self.cosine, self.agreement))
+
+    def label(self) -> str:
+        return ", ".join(f"{name} >= {value:g}" for name, value in
+                         (("SNR", self.snr_db), ("cosine", self.cosine), ("top-1 agreement", self.agreement))
+                         if value is not None)
+
+
+def reach_target(model, amax: Mapping[str, float], replay, metrics: list, target: FidelityTarget, *,
+                 exclude: Sequence[str] = (), threads: Optional[int] = None,
+                 progress: ProgressCallback = no_progress):
+    """Leave layers in float until ``target`` is met on ``replay``: ``(AutoExcludeResult or None, metrics)``.
+
+    ``metrics``: the verdict's per-output metrics of the model as it is (``exclude`` float).
+    Returns ``(None, metrics)`` when they already meet an SNR or cosine target (nothing run);
+    otherwise the search's result and, when it met the target with layers left in float,
+    the metrics of that mixed model (else the ones given: an unmet search changes nothing).
+    """
+    from .evaluate import auto_exclude, class_scores, worst_of
+
+    snr, cosine, _ = worst_of(metrics)
+    if (target.snr_db is not None and snr >= target.snr_db) or \
+            (target.cosine is not None and cosine >= target.cosine):
+        return None, metrics
+    if target.agreement is not None and not replay.class_outputs:
+        replay.class_outputs = tuple(name for name, value in replay.outputs[0].items()
+                                     if class_scores(value) is not None)[:1]
+    result, mixed = auto_exclude(model, amax, target_snr=target.snr_db, target_cosine=target.cosine,
+                                 target_agreement=target.agreement, max_layers=target.max_layers, replay=replay,
+                                 exclude=exclude, measure_speed=False, threads=threads, progress=progress)
+    if result.met and result.excluded and mixed is not None:
+        metrics = replay.score(mixed, threads=threads)
+    return result, metrics
+
+
+def mixed_precision_record(exclude: Sequence[str], search, source: str) -> Optional[dict]:
+    """The sidecar's ``mixed_precision``: the layers every consumer leaves in float, and who chose them."""
+    if search is None or not (search.met and search.excluded):
+        return {"float_layers": list(exclude), "source": "exclude"} if exclude else None
+    record = {"float_layers": list(exclude) + [n for n in search.excluded if n not in exclude], "source": source,
+              "target": {search.target_metric: search.target},
+              "reached": search.steps[-1].metric if search.steps else None}
+    kept = [s for s in search.steps if s.kept and s.layer is not None]
+    if kept:
+        record["reached"] = kept[-1].metric
+    if exclude:
+        record["given"] = list(exclude)
+    return record
+
+
 # --------------------------------------------------------------------------- calibrate
 
 
@@ -268,6 +337,7 @@ def calibrate(
     exclude: Sequence[str] = (),
     min_snr: Optional[float] = None,
     min_cosine: Optional[float] = None,
+    target: Optional[FidelityTarget] = None,
     progress: ProgressCallback = no_progress,
     choice_progress: ProgressCallback = no_progress,
 ):
@@ -284,6 +354,9 @@ def calibrate(
     TensorRT calibration cache and its JSON sidecar atomically (the location is checked
     before any work). ``min_snr`` / ``min_cosine``: raise
     :class:`~trtq.errors.FidelityError` and write nothing when the verdict misses them.
+    ``target`` (a :class:`FidelityTarget`): when the verdict is below it, layers are left in
+    float on the held-back samples until it is met (:func:`reach_target`); they are recorded
+    in the sidecar's ``mixed_precision`` and the verdict is the mixed model's.
     """
     from . import cache as cache_io
     from .calib import CalibrationResult, amax_from_histograms, check_calibration_options
@@ -356,6 +429,12 @@ def calibrate(
     else:
         amax = amax_from_histograms(histograms, algorithm, **options)
         metrics = score(replay, model, amax, exclude, algorithm).metrics
+    search = None
+    if target is not None and target.given():
+        search, metrics = reach_target(model, amax, replay, metrics, target, exclude=exclude, threads=threads,
+                                       progress=choice_progress)
+        if search is not None:
+            log.info("mixed precision: %s", search.message)
     verdict = Verdict(metrics, replay.samples, held_back=held_back)
     seconds = time.perf_counter() - started
     failure = verdict.failure(min_snr, min_cosine)
@@ -384,8 +463,9 @@ def calibrate(
         fingerprint=fingerprint,
     )
     sidecar["verdict"] = verdict.to_dict()
-    if exclude:
-        sidecar["mixed_precision"] = {"float_layers": list(exclude), "source": "exclude"}
+    mixed = mixed_precision_record(exclude, search, f"trtq calibrate --target ({target.label()})" if target else "")
+    if mixed:
+        sidecar["mixed_precision"] = mixed
     written: List[Path] = []
     if cache_path is not None:
         written = cache_io.write_cache(cache_path, amax, algorithm=algorithm, trt_version=version, sidecar=sidecar)
@@ -393,7 +473,7 @@ def calibrate(
                              num_batches=len(source), seconds=seconds, data_description=source.description,
                              files_written=written, sidecar=sidecar, histograms=histograms, verdict=verdict,
                              auto=choice, statistics_seconds=stats_seconds, unquantized=report.unquantized,
-                             collection=report)
+                             collection=report, mixed_precision=search)
 
 
 # --------------------------------------------------------------------------- quantize
@@ -424,6 +504,7 @@ def quantize(
     force: bool = False,
     min_snr: Optional[float] = None,
     min_cosine: Optional[float] = None,
+    fidelity: Optional[FidelityTarget] = None,
     progress: ProgressCallback = no_progress,
 ) -> QuantizeOutcome:
     """Quantize an ONNX file and write the Q/DQ model; exactly one of ``cache``, ``amax``, ``calib``.
@@ -434,7 +515,8 @@ def quantize(
     ``algorithm`` (default ``auto``). ``output_path`` defaults to
     :func:`trtq.graph.qdq.default_output_path`. ``min_snr``/``min_cosine`` gate on the
     verdict (computed when calibrating, read from the sidecar with a cache): nothing is
-    written when it misses them.
+    written when it misses them. ``fidelity``: with ``calib``, the mixed-precision search of
+    :func:`calibrate` (the layers it leaves in float stay float in the written model).
     """
     from .cache import check_cache_matches, float_layers, read_cache, sidecar_path
     from .fileio import Output, guard_outputs, write_bytes_atomic
@@ -447,6 +529,9 @@ def quantize(
     if len(sources) != 1:
         raise TrtqError("give exactly one source of scales: a calibration cache (--cache), calibration data "
                         f"(--calib) or an amax table (got {', '.join(sources) or 'none'})")
+    if fidelity is not None and fidelity.given() and calib is None:
+        raise TrtqError("--target-snr/--target-cosine/--target-agreement run the search on held-back calibration "
+                        "samples: give --calib DATA (for a cache, trtq eval --auto-exclude --cache records it)")
     output = Path(output_path) if output_path is not None else default_output_path(model_path, target)
     reads = model_reads(model_path)
     if cache is not None:
@@ -475,10 +560,13 @@ def quantize(
         options = {"algorithm": algorithm} if algorithm else {}
         # no cache is written here: observing the Q/DQ placement points is enough (and faster)
         result = calibrate(model_path, calib, progress=progress, exclude=exclude, min_snr=min_snr,
-                           min_cosine=min_cosine, observe="qdq", **options)
+                           min_cosine=min_cosine, observe="qdq", target=fidelity, **options)
         outcome.calibration = result
         outcome.verdict, outcome.verdict_source = result.verdict.to_dict(), "held-back calibration samples"
         amax = result.amax
+        outcome.mixed_precision = dict(result.sidecar.get("mixed_precision") or {})
+        outcome.float_layers = [n for n in outcome.mixed_precision.get("float_layers", []) if n not in exclude]
+        exclude += outcome.float_layers
 
     quantized, summary = quantize_model(model, amax, target=target, exclude=exclude)
     check_quantized(quantized, summary, Path(model_path).name)

@@ -40,6 +40,8 @@ class CalibrationResult:
     unquantized: Dict[str, str] = field(default_factory=dict)
     #: how collection ran: tensors observed, samples per run (lowered for the memory budget), groups
     collection: Optional[object] = field(default=None, repr=False)
+    #: trtq.evaluate.AutoExcludeResult of the search to a FidelityTarget (None when none ran)
+    mixed_precision: Optional[object] = None
 
 
 def amax_from_histograms(histograms: dict, algorithm: str = "entropy", **options) -> Dict[str, float]:

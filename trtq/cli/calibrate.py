@@ -34,7 +34,8 @@ def parse_memory(text: str) -> int:
 
 
 def add_parser(sub) -> None:
-    from .options import DefaultsFormatter, add_algorithm_argument, add_data_arguments, add_fidelity_arguments
+    from .options import (DefaultsFormatter, add_algorithm_argument, add_data_arguments, add_fidelity_arguments,
+                          add_target_arguments)
 
     parser = sub.add_parser(
         "calibrate",
@@ -77,6 +78,7 @@ def add_parser(sub) -> None:
     parser.add_argument("--force", action="store_true",
                         help="replace an existing -o file that is not a trtq calibration cache")
     add_fidelity_arguments(parser)
+    add_target_arguments(parser)
     parser.set_defaults(func=run)
 
 
@@ -90,12 +92,13 @@ def run(args: argparse.Namespace) -> int:
 
     from ..pipeline import calibrate
     from ..progress import progress_bar
-    from .options import data_spec_from_args
+    from .options import data_spec_from_args, fidelity_target_from_args
 
     from ..cache import sidecar_path
     from .guard import Output, data_reads, guard, model_reads, print_notes
 
     spec = data_spec_from_args(args, flag_dest="calib", shuffle=True)
+    fidelity = fidelity_target_from_args(args)
     output = Path(args.output) if args.output else default_cache_path(args.model)
     notes = guard([Output(output, "cache", default=not args.output),
                    Output(sidecar_path(output), "sidecar", option="the sidecar of -o")],  # the cache's note covers it
@@ -108,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
                            max_binned=args.max_binned, exact=args.exact, max_memory=args.max_memory,
                            observe=args.observe if args.observe in ("all", "qdq")
                            else [name.strip() for name in args.observe.split(",") if name.strip()],
-                           min_snr=args.min_snr, min_cosine=args.min_cosine,
+                           min_snr=args.min_snr, min_cosine=args.min_cosine, target=fidelity,
                            progress=progress, choice_progress=scoring)
     print_calibration(Console(), result, args.model)
     print_notes(notes)
@@ -138,6 +141,19 @@ def print_calibration(console, result, model: str) -> None:
         console.print(auto_choice_table(result.auto))
         for tensor, algo in result.auto.overrides.items():
             console.print(f"  override: {escape(tensor)} takes {algo}'s amax", highlight=False)
+    print_mixed_precision(console, result)
     for path in result.files_written:
         console.print(f"  wrote {escape(str(path))}")
     print_verdict(console, result.verdict.to_dict() if result.verdict is not None else None)
+
+
+def print_mixed_precision(console, result) -> None:
+    """What the search to --target-* did: met with N layers in float, met already, or not met (nothing changed)."""
+    from rich.markup import escape
+
+    search = getattr(result, "mixed_precision", None)
+    if search is None:
+        return
+    style = "green" if search.met else "yellow"
+    tail = "" if search.met else "; no layer was left in float"
+    console.print(f"[{style}]mixed precision: {escape(search.message)}{tail}[/]", highlight=False)

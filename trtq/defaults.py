@@ -98,3 +98,7 @@ AUTO_EXCLUDE_MIN_GAIN_DB = 0.1
 #: keeps the best (the one-run ranking is an estimate; on MiniLM the best of three reached
 #: the target with fewer layers in float than the ranking's order).
 AUTO_EXCLUDE_LOOKAHEAD = 3
+
+#: Calibration samples (the first, never the held-back ones) whose per-channel statistics drive
+#: ``--equalize``'s high-bias absorption and bias correction.
+EQUALIZE_SAMPLES = 64

@@ -306,7 +306,64 @@ def mixed_precision_record(exclude: Sequence[str], search, source: str) -> Optio
     return record
 
 
+# --------------------------------------------------------------------------- equalization
+
+
+def channel_statistics(feeds: Sequence[Feed], threads: Optional[int] = None):
+    """A ``(model, tensors) -> {tensor: (per-channel min, per-channel mean)}`` over ``feeds`` (channel = axis 1),
+    the statistics :func:`trtq.graph.equalize.equalize` needs for absorption and bias correction."""
+    def measure(model, tensors: Sequence[str]) -> Dict[str, Tuple[np.ndarray, np.ndarray]]:
+        from .calib.collect import augmented_model
+        from .ort import create_session, run
+
+        session = create_session(augmented_model(model, list(tensors)), threads=threads)
+        low: Dict[str, np.ndarray] = {}
+        total: Dict[str, np.ndarray] = {}
+        count: Dict[str, float] = {}
+        for feed in feeds:
+            for name, value in run(session, feed, list(tensors)).items():
+                value = np.asarray(value, dtype=np.float64)
+                if value.ndim < 2:
+                    continue
+                axes = tuple(a for a in range(value.ndim) if a != 1)
+                here = value.min(axis=axes)
+                low[name] = here if name not in low else np.minimum(low[name], here)
+                total[name] = value.sum(axis=axes) + total.get(name, 0.0)
+                count[name] = count.get(name, 0.0) + value.size / value.shape[1]
+        return {name: (low[name], total[name] / count[name]) for name in low}
+
+    return measure
+
+
+def equalize_model(model, feeds: Sequence[Feed], threads: Optional[int] = None, steps=True):
+    """``model`` rewritten by :func:`trtq.graph.equalize.equalize` (``steps``: True for all, or names) with
+    statistics from ``feeds``; returns ``(rewritten model, EqualizeReport)``."""
+    from .graph.equalize import equalize, parse_steps
+
+    rewritten, report = equalize(model, channel_statistics(feeds, threads), steps=parse_steps(steps))
+    report.samples = sum(len(next(iter(f.values()))) for f in feeds)
+    return rewritten, report
+
+
+def _take_samples(batches: Iterator[Feed], count: int) -> Tuple[List[Feed], Iterator[Feed]]:
+    """The first batches of ``batches`` holding ``count`` samples, and an iterator that still yields them all."""
+    taken: List[Feed] = []
+    have = 0
+    for feed in batches:
+        taken.append(feed)
+        have += len(next(iter(feed.values())))
+        if have >= count:
+            break
+    return taken, itertools.chain(taken, batches)
+
+
 # --------------------------------------------------------------------------- calibrate
+
+
+def default_equalized_path(model_path: PathLike) -> Path:
+    """``model.onnx`` -> ``model.equalized.onnx`` beside it: the rewrite a ``--equalize`` cache belongs to."""
+    path = Path(model_path)
+    return path.with_name(path.stem + ".equalized.onnx")
 
 
 def reference_replay(model, feeds: Sequence[Feed], threads: Optional[int] = None):
@@ -338,6 +395,8 @@ def calibrate(
     min_snr: Optional[float] = None,
     min_cosine: Optional[float] = None,
     target: Optional[FidelityTarget] = None,
+    equalize: Union[bool, str, Sequence[str]] = False,
+    equalized_path: Optional[PathLike] = None,
     progress: ProgressCallback = no_progress,
     choice_progress: ProgressCallback = no_progress,
 ):
@@ -357,6 +416,12 @@ def calibrate(
     ``target`` (a :class:`FidelityTarget`): when the verdict is below it, layers are left in
     float on the held-back samples until it is met (:func:`reach_target`); they are recorded
     in the sidecar's ``mixed_precision`` and the verdict is the mixed model's.
+    ``equalize`` (True, or steps of :data:`trtq.graph.equalize.STEPS`): calibrate (and score) the
+    model rewritten by :func:`equalize_model` (statistics
+    from the first :data:`~trtq.defaults.EQUALIZE_SAMPLES` calibration samples, never the
+    held-back ones); with ``cache_path`` the rewritten ONNX is written to ``equalized_path``
+    (default ``<model>.equalized.onnx``), which the cache then belongs to: build that file.
+    ``result.model`` is the model calibrated.
     """
     from . import cache as cache_io
     from .calib import CalibrationResult, amax_from_histograms, check_calibration_options
@@ -372,13 +437,18 @@ def calibrate(
     if exact:
         max_binned = None
     spec = data if isinstance(data, DataSpec) else DataSpec(path=str(data))
+    if equalize and cache_path is not None and equalized_path is None:
+        equalized_path = default_equalized_path(model_path)
     if cache_path is not None:  # never onto the model or the data, and writable, before any work
         from .data import data_files
 
-        guard_outputs([Output(cache_path, option="cache_path"),
-                       Output(cache_io.sidecar_path(cache_path), option="the sidecar of cache_path")],
-                      model_reads(model_path) + [("a calibration data file", p) for p in data_files(spec.path)])
+        outputs = [Output(cache_path, option="cache_path"),
+                   Output(cache_io.sidecar_path(cache_path), option="the sidecar of cache_path")]
+        if equalize:
+            outputs.append(Output(equalized_path, option="equalized_path"))
+        guard_outputs(outputs, model_reads(model_path) + [("a calibration data file", p) for p in data_files(spec.path)])
     model = load_onnx(model_path)
+    source_sha = None
     fingerprint = model_fingerprint(model)  # before collection touches the graph
     inputs = input_specs(model)
     source = open_source(spec, inputs)
@@ -399,6 +469,13 @@ def calibrate(
         stats_total = None if source.num_samples is None else source.num_samples - held_count
         if not held:  # too few samples to hold any back: the verdict is scored on the first batch
             held = [first]
+    equalized = None
+    original = model
+    if equalize:
+        fitting, batches = _take_samples(iter(batches), defaults.EQUALIZE_SAMPLES)
+        model, equalized = equalize_model(model, fitting, threads=threads, steps=equalize)
+        fingerprint = model_fingerprint(model)
+        source_sha = file_sha256(model_path)
     tensors = None if observe == "all" else qdq_tensors(model) if observe == "qdq" else list(observe)
     report = CollectionReport()
     histograms = collect_histograms(model, batches, num_bins=num_bins, total_samples=stats_total, threads=threads,
@@ -418,7 +495,7 @@ def calibrate(
         raise TrtqError(f"no floating-point tensors were found to calibrate in {Path(model_path).name}; "
                         "nothing was written")
     stats_seconds = time.perf_counter() - started
-    replay = reference_replay(model, held, threads=threads)
+    replay = reference_replay(original, held, threads=threads)  # the float model is the reference, always
 
     choice: Optional[AutoChoice] = None
     options = {"percentile": percentile} if algorithm == "percentile" else {}
@@ -441,6 +518,19 @@ def calibrate(
     if failure:
         raise FidelityError(f"{failure}; nothing was written. {verdict.line()}")
 
+    written: List[Path] = []
+    sidecar_model_path, sidecar_sha = model_path, None
+    if equalized is not None:
+        from .fileio import write_bytes_atomic
+
+        if cache_path is not None:
+            payload = model.SerializeToString()
+            write_bytes_atomic(equalized_path, payload)
+            written.append(Path(equalized_path))
+            sidecar_model_path = equalized_path
+            import hashlib
+
+            sidecar_sha = hashlib.sha256(payload).hexdigest()
     version = trt_version if trt_version is not None else cache_io.default_trt_version()
     algorithm_record = {"num_bins": num_bins, "max_binned": max_binned,
                         "observe": observe if isinstance(observe, str) else "list", **options}
@@ -449,8 +539,8 @@ def calibrate(
     if choice is not None:
         algorithm_record.update({"percentile": percentile, **choice.to_dict()})
     sidecar = cache_io.make_sidecar(
-        model_path=model_path,
-        model_sha256=file_sha256(model_path),
+        model_path=sidecar_model_path,
+        model_sha256=sidecar_sha or file_sha256(model_path),
         inputs=cache_io.input_records(inputs),
         algorithm=algorithm,
         amax=amax,
@@ -466,14 +556,19 @@ def calibrate(
     mixed = mixed_precision_record(exclude, search, f"trtq calibrate --target ({target.label()})" if target else "")
     if mixed:
         sidecar["mixed_precision"] = mixed
-    written: List[Path] = []
+    if equalized is not None:
+        sidecar["equalize"] = {**equalized.to_dict(), "source_model": str(model_path), "source_file_sha256": source_sha,
+                               "statistics_samples": equalized.samples,
+                               "reproduce": f"trtq calibrate {Path(model_path).name} --equalize (same --calib, "
+                                            "--samples, --seed): the rewrite is deterministic"}
     if cache_path is not None:
-        written = cache_io.write_cache(cache_path, amax, algorithm=algorithm, trt_version=version, sidecar=sidecar)
+        written += cache_io.write_cache(cache_path, amax, algorithm=algorithm, trt_version=version, sidecar=sidecar)
     return CalibrationResult(amax=amax, algorithm=algorithm, num_samples=stats_total if stats_total is not None else 0,
                              num_batches=len(source), seconds=seconds, data_description=source.description,
                              files_written=written, sidecar=sidecar, histograms=histograms, verdict=verdict,
                              auto=choice, statistics_seconds=stats_seconds, unquantized=report.unquantized,
-                             collection=report, mixed_precision=search)
+                             collection=report, mixed_precision=search, equalize=equalized,
+                             model=model if equalized is not None else None)
 
 
 # --------------------------------------------------------------------------- quantize
@@ -489,6 +584,7 @@ class QuantizeOutcome:
     verdict_source: str = ""
     float_layers: List[str] = field(default_factory=list)
     mixed_precision: dict = field(default_factory=dict)  # the cache sidecar's record of them (who, target, reached)
+    equalize: Optional[object] = None      # trtq.graph.equalize.EqualizeReport when --equalize rewrote the model
 
 
 def quantize(
@@ -505,6 +601,7 @@ def quantize(
     min_snr: Optional[float] = None,
     min_cosine: Optional[float] = None,
     fidelity: Optional[FidelityTarget] = None,
+    equalize: Union[bool, str, Sequence[str]] = False,
     progress: ProgressCallback = no_progress,
 ) -> QuantizeOutcome:
     """Quantize an ONNX file and write the Q/DQ model; exactly one of ``cache``, ``amax``, ``calib``.
@@ -517,6 +614,8 @@ def quantize(
     verdict (computed when calibrating, read from the sidecar with a cache): nothing is
     written when it misses them. ``fidelity``: with ``calib``, the mixed-precision search of
     :func:`calibrate` (the layers it leaves in float stay float in the written model).
+    ``equalize``: with ``calib``, the model is rewritten first (see :func:`calibrate`); the
+    Q/DQ model written carries the rewritten weights.
     """
     from .cache import check_cache_matches, float_layers, read_cache, sidecar_path
     from .fileio import Output, guard_outputs, write_bytes_atomic
@@ -529,6 +628,9 @@ def quantize(
     if len(sources) != 1:
         raise TrtqError("give exactly one source of scales: a calibration cache (--cache), calibration data "
                         f"(--calib) or an amax table (got {', '.join(sources) or 'none'})")
+    if equalize and calib is None:
+        raise TrtqError("--equalize rewrites the model with statistics of calibration data: give --calib DATA "
+                        "(a cache made with --equalize belongs to the .equalized.onnx it wrote: quantize that file)")
     if fidelity is not None and fidelity.given() and calib is None:
         raise TrtqError("--target-snr/--target-cosine/--target-agreement run the search on held-back calibration "
                         "samples: give --calib DATA (for a cache, trtq eval --auto-exclude --cache records it)")
@@ -560,7 +662,10 @@ def quantize(
         options = {"algorithm": algorithm} if algorithm else {}
         # no cache is written here: observing the Q/DQ placement points is enough (and faster)
         result = calibrate(model_path, calib, progress=progress, exclude=exclude, min_snr=min_snr,
-                           min_cosine=min_cosine, observe="qdq", target=fidelity, **options)
+                           min_cosine=min_cosine, observe="qdq", target=fidelity, equalize=equalize, **options)
+        if result.model is not None:
+            model = result.model
+            outcome.equalize = result.equalize
         outcome.calibration = result
         outcome.verdict, outcome.verdict_source = result.verdict.to_dict(), "held-back calibration samples"
         amax = result.amax

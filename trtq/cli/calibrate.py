@@ -79,6 +79,9 @@ def add_parser(sub) -> None:
                         help="replace an existing -o file that is not a trtq calibration cache")
     add_fidelity_arguments(parser)
     add_target_arguments(parser)
+    from .options import add_equalize_argument
+
+    add_equalize_argument(parser)
     parser.set_defaults(func=run)
 
 
@@ -112,6 +115,7 @@ def run(args: argparse.Namespace) -> int:
                            observe=args.observe if args.observe in ("all", "qdq")
                            else [name.strip() for name in args.observe.split(",") if name.strip()],
                            min_snr=args.min_snr, min_cosine=args.min_cosine, target=fidelity,
+                           equalize=args.equalize or False,
                            progress=progress, choice_progress=scoring)
     print_calibration(Console(), result, args.model)
     print_notes(notes)
@@ -142,6 +146,7 @@ def print_calibration(console, result, model: str) -> None:
         for tensor, algo in result.auto.overrides.items():
             console.print(f"  override: {escape(tensor)} takes {algo}'s amax", highlight=False)
     print_mixed_precision(console, result)
+    print_equalize(console, result.equalize)
     for path in result.files_written:
         console.print(f"  wrote {escape(str(path))}")
     print_verdict(console, result.verdict.to_dict() if result.verdict is not None else None)
@@ -157,3 +162,13 @@ def print_mixed_precision(console, result) -> None:
     style = "green" if search.met else "yellow"
     tail = "" if search.met else "; no layer was left in float"
     console.print(f"[{style}]mixed precision: {escape(search.message)}{tail}[/]", highlight=False)
+
+
+def print_equalize(console, report) -> None:
+    """What --equalize rewrote (one line), when it ran."""
+    if report is None:
+        return
+    console.print(f"  equalized: {len(report.pairs)} convolution pair(s) ({report.iterations} sweep(s)), "
+                  f"{report.absorbed_channels} channel bias(es) absorbed, {len(report.corrected_layers)} bias(es) "
+                  f"corrected for weight rounding; steps {', '.join(report.steps) or 'none'}; statistics from "
+                  f"{report.samples} calibration samples", highlight=False, markup=False)

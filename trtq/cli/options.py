@@ -420,3 +420,13 @@ def fidelity_target_from_args(args: argparse.Namespace):
     if max_layers is not None and max_layers < 0:
         raise _bad("--max-layers", f"must be 0 or more, got {max_layers}")
     return FidelityTarget(**values, max_layers=defaults.AUTO_EXCLUDE_MAX_LAYERS if max_layers is None else max_layers)
+
+
+def add_equalize_argument(parser) -> None:
+    """``--equalize [STEPS]``: rewrite the float model before calibration (trtq/graph/equalize.py)."""
+    _add(parser, "--equalize", nargs="?", const="all", default=None, metavar="STEPS",
+         help="rewrite the float model before calibrating: cross-layer equalization of consecutive convolutions "
+              "(cle), high-bias absorption (absorb), bias correction for int8 weight rounding (bias); alone: all "
+              "three, or a comma-separated list. Off by default: it helps depthwise-separable nets and can cost a "
+              "little elsewhere (docs/accuracy.md). calibrate writes the rewritten model to "
+              "<model>.equalized.onnx, which its cache belongs to (build that file)")

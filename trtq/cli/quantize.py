@@ -43,6 +43,9 @@ def add_parser(sub) -> None:
                              "-o file that is not an ONNX model")
     add_fidelity_arguments(parser)
     add_target_arguments(parser)
+    from .options import add_equalize_argument
+
+    add_equalize_argument(parser)
     parser.set_defaults(func=run)
 
 
@@ -79,7 +82,8 @@ def run(args: argparse.Namespace) -> int:
         outcome = quantize(args.model, args.output, cache=args.cache, calib=calib,
                            algorithm=args.algo if calib is not None else None, target=args.target,
                            exclude=split_names(args.exclude), force=args.force, min_snr=args.min_snr,
-                           min_cosine=args.min_cosine, fidelity=fidelity, progress=progress)
+                           min_cosine=args.min_cosine, fidelity=fidelity, equalize=args.equalize or False,
+                           progress=progress)
     console = Console()
     if outcome.calibration is not None and outcome.calibration.auto is not None:
         from ..report import auto_choice_table
@@ -89,6 +93,9 @@ def run(args: argparse.Namespace) -> int:
         from .calibrate import print_mixed_precision
 
         print_mixed_precision(console, outcome.calibration)
+        from .calibrate import print_equalize
+
+        print_equalize(console, outcome.equalize)
     print_summary(outcome.summary)
     if outcome.float_layers:
         record = outcome.mixed_precision

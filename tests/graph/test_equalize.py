@@ -132,6 +132,20 @@ def test_pairs_are_only_made_where_the_rescale_is_exact(case):
                                rtol=1e-4, atol=1e-3)
 
 
+def test_a_chain_of_homogeneous_ops_makes_one_pair():
+    """MTCNN's Conv -> PRelu -> MaxPool -> Conv: both ops commute with the rescale."""
+    model = separable_chain()
+    pw = next(n for n in model.graph.node if n.name == "pw")
+    pw.input[0] = "pooled"
+    at = [n.name for n in model.graph.node].index("pw")
+    model.graph.node.insert(at, helper.make_node("MaxPool", ["a2"], ["pooled"], name="pool0", kernel_shape=[1, 1]))
+    pairs = [(model.graph.node[p.producer].name, model.graph.node[p.consumer].name, p.single)
+             for p in eq.find_pairs(model)]
+    assert ("dw", "pw", False) in pairs
+    x = _x(4)
+    np.testing.assert_allclose(_run(eq.equalize(model, steps=["cle"])[0], x), _run(model, x), rtol=1e-4, atol=1e-4)
+
+
 def test_high_bias_absorption_is_exact_where_the_bound_holds():
     """stem's channel biases are large and positive, so its pre-activation never reaches zero: the bias
     moves into the 1x1 conv after the Relu, the outputs stay, and the activation range shrinks."""

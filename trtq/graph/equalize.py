@@ -6,8 +6,8 @@ ranges (one per-tensor activation scale) or a depthwise convolution whose filter
 by orders of magnitude. Nagel et al., "Data-Free Quantization Through Weight Equalization
 and Bias Correction" (ICCV 2019), rewrite the float model so the ranges meet:
 
-- **cross-layer equalization** (CLE): for a convolution ``P`` followed (through a
-  positively homogeneous op: Relu, LeakyRelu, PRelu, MaxPool, Identity, or nothing) by
+- **cross-layer equalization** (CLE): for a convolution ``P`` followed (through up to three
+  positively homogeneous ops: Relu, LeakyRelu, PRelu, MaxPool, Identity, or nothing) by
   a convolution ``C`` reading only it, output channel ``i`` of ``P`` is divided by
   ``s_i`` and input channel ``i`` of ``C`` multiplied by it, with
   ``s_i = sqrt(r1_i / r2_i)`` (``r1_i`` = max|W_P[i]|, ``r2_i`` = max|W_C[:, i]|), so both
@@ -42,6 +42,8 @@ log = logging.getLogger(__name__)
 
 #: Ops between two convolutions that commute with a positive per-channel scale.
 HOMOGENEOUS_OPS = frozenset({"Relu", "LeakyRelu", "PRelu", "MaxPool", "Identity"})
+#: Homogeneous ops allowed between the two convolutions of a pair.
+_MAX_BETWEEN = 3
 #: Sweeps over the pairs (a chain's scales settle within a few).
 EQUALIZE_ITERATIONS = 20
 #: Scales are clipped to this range per sweep (a channel of zeros must not divide by zero).
@@ -71,7 +73,8 @@ class Pair:
 
     producer: int                       # node index
     consumer: int
-    between: Optional[int] = None       # the homogeneous op between them, if any
+    between: Optional[int] = None       # the first homogeneous op between them, if any
+    single: bool = True                 # ``between`` is the only op between them
     depthwise: bool = False             # the consumer is depthwise (group == channels)
 
 
@@ -210,28 +213,32 @@ def find_pairs(model) -> List[Pair]:
         if w1 is None or len(node.output) != 1:
             continue
         nxt = only_reader(node.output[0])
-        between = None
-        if nxt is not None and nodes[nxt].op_type in HOMOGENEOUS_OPS:
+        between, last, chain_ok, count = None, node.output[0], True, 0
+        for _ in range(_MAX_BETWEEN):  # Conv -> PRelu -> MaxPool -> Conv (MTCNN) is a pair too
+            if nxt is None or nodes[nxt].op_type not in HOMOGENEOUS_OPS:
+                break
             middle = nodes[nxt]
-            if middle.op_type == "PRelu":  # its slope must be per channel or scalar: scaling keeps it
-                slope = weights.get(middle.input[1]) if len(middle.input) > 1 else None
-                if slope is None:
-                    continue
+            if middle.op_type == "PRelu" and (len(middle.input) < 2 or weights.get(middle.input[1]) is None):
+                chain_ok = False  # a slope computed at run time
             if middle.op_type == "MaxPool" and len(middle.output) > 1 and middle.output[1]:
-                continue  # the indices output
-            between, nxt = nxt, only_reader(middle.output[0])
-        if nxt is None:
+                chain_ok = False  # the indices output
+            if middle.input[0] != last:
+                chain_ok = False
+            between = nxt if between is None else between
+            count += 1
+            last, nxt = middle.output[0], only_reader(middle.output[0])
+        if nxt is None or not chain_ok:
             continue
         consumer = nodes[nxt]
         w2 = _conv_weight(consumer, weights)
-        if w2 is None or consumer.input[0] != (nodes[between].output[0] if between is not None else node.output[0]):
+        if w2 is None or consumer.input[0] != last:
             continue
         channels = w1.shape[0]
         group = int(_attr(consumer, "group", 1))
         if group == 1 and w2.shape[1] == channels:
-            pairs.append(Pair(index, nxt, between, depthwise=False))
+            pairs.append(Pair(index, nxt, between, single=count <= 1, depthwise=False))
         elif group == channels and w2.shape[0] == channels and w2.shape[1] == 1:
-            pairs.append(Pair(index, nxt, between, depthwise=True))
+            pairs.append(Pair(index, nxt, between, single=count <= 1, depthwise=True))
     return pairs
 
 
@@ -291,7 +298,7 @@ def absorb_high_bias(model, pairs: Iterable[Pair], lower: Mapping[str, np.ndarra
     channels_moved, layers = 0, []
     for pair in pairs:
         producer, consumer = nodes[pair.producer], nodes[pair.consumer]
-        if pair.between is None or nodes[pair.between].op_type != "Relu":
+        if pair.between is None or not pair.single or nodes[pair.between].op_type != "Relu":
             continue
         w2 = weights.get(consumer.input[1])
         pads = _attr(consumer, "pads", None) or []
@@ -385,7 +392,7 @@ def equalize(model, statistics=None, *, steps: Sequence[str] = STEPS, iterations
         report.pairs = [(names[p.producer], names[p.consumer]) for p in pairs]
     if statistics is not None and "absorb" in steps and pairs:
         wanted = [result.graph.node[p.producer].output[0] for p in pairs
-                  if p.between is not None and result.graph.node[p.between].op_type == "Relu"]
+                  if p.between is not None and p.single and result.graph.node[p.between].op_type == "Relu"]
         if wanted:
             stats = statistics(result, wanted)
             report.absorbed_channels, report.absorbed_layers = absorb_high_bias(

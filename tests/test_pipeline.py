@@ -157,7 +157,7 @@ def test_a_target_leaves_the_costly_layer_in_float_and_every_consumer_applies_it
     cache = tmp_path / "m.calib.cache"
     plain = pipeline.calibrate(model, DataSpec(path=str(data), samples=None), algorithm="minmax")
     assert plain.verdict.snr_db < 20 and plain.mixed_precision is None
-    assert main(["-q", "calibrate", model, "--calib", str(data), "--samples", "all", "--algo", "minmax",
+    assert main(["calibrate", model, "--calib", str(data), "--samples", "all", "--algo", "minmax",
                  "-o", str(cache), "--target-snr", "30"]) == 0
     out = " ".join(capsys.readouterr().out.split())
     assert "mixed precision:" in out and "conv1" in out

@@ -208,7 +208,7 @@ def test_calibrate_equalize_writes_the_rewritten_model_its_cache_belongs_to(tmp_
     data = tmp_path / "x.npy"
     np.save(data, _x(48, seed=2))
     cache = tmp_path / "chain.calib.cache"
-    assert main(["-q", "calibrate", str(model_path), "--calib", str(data), "--samples", "all", "--algo", "minmax",
+    assert main(["calibrate", str(model_path), "--calib", str(data), "--samples", "all", "--algo", "minmax",
                  "-o", str(cache), "--equalize"]) == 0
     assert "equalized: 3 convolution pair(s)" in " ".join(capsys.readouterr().out.split())
     rewritten = tmp_path / "chain.equalized.onnx"

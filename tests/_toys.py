@@ -219,3 +219,32 @@ def run_model(model: onnx.ModelProto, feed: Dict[str, np.ndarray]) -> Dict[str, 
 
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     return dict(zip([o.name for o in session.get_outputs()], session.run(None, feed)))
+
+
+def constant_weights(model):
+    """The same graph with every initializer held in a Constant node (PaddlePaddle-style export)."""
+    result = onnx.ModelProto()
+    result.CopyFrom(model)
+    constants = [helper.make_node("Constant", [], [init.name], name=f"const_{init.name}", value=init)
+                 for init in result.graph.initializer]
+    nodes = constants + list(result.graph.node)
+    del result.graph.initializer[:]
+    del result.graph.node[:]
+    result.graph.node.extend(nodes)
+    onnx.checker.check_model(result)
+    return result
+
+
+def shared_weights(model):
+    """conv2's weight read by a second 1x1 conv after it (conv3): one initializer, two nodes."""
+    result = onnx.ModelProto()
+    result.CopyFrom(model)
+    nodes = list(result.graph.node)
+    at = next(i for i, n in enumerate(nodes) if n.name == "relu2")
+    nodes[at + 1].input[0] = "r3"  # gap reads the new branch
+    new = [helper.make_node("Conv", ["r2", "w2", "b2"], ["c3"], name="conv3"),
+           helper.make_node("Relu", ["c3"], ["r3"], name="relu3")]
+    del result.graph.node[:]
+    result.graph.node.extend(nodes[:at + 1] + new + nodes[at + 1:])
+    onnx.checker.check_model(result)
+    return result

@@ -360,6 +360,40 @@ def test_auto_exclude_undoes_a_step_that_does_not_help(sensitive):
     assert result.steps[1].excluded == []  # the trial that did not help leaves the list as it was
 
 
+@pytest.mark.parametrize("storage", ["constant_nodes", "shared", "external_data"])
+def test_sensitivity_and_auto_exclude_on_every_weight_storage(sensitive, storage, tmp_path):
+    """Weights held in Constant nodes (PaddlePaddle's exporter), one weight read by two convs, and
+    weights in an external-data file: the same ranking and the same mixed-precision result."""
+    import onnx
+
+    model = sensitive["model"]
+    if storage == "constant_nodes":
+        model = _toys.constant_weights(model)
+        assert not model.graph.initializer
+    elif storage == "shared":
+        model = _toys.shared_weights(model)
+    x = np.load(sensitive["data"])
+    amax = _toys.activation_amax(model, x)
+    reference = model
+    if storage == "external_data":
+        copy = onnx.ModelProto()
+        copy.CopyFrom(model)
+        reference = str(tmp_path / "external.onnx")
+        onnx.save(copy, reference, save_as_external_data=True, all_tensors_to_one_file=True,
+                  location="external.onnx.data", size_threshold=0)
+        assert (tmp_path / "external.onnx.data").stat().st_size > 0
+    replay = ev.Replay.collect(reference, sensitive["data"], samples=16)
+    ranking = ev.layer_sensitivity(reference, amax, replay=replay)
+    assert ranking[0].layer == "x" and ranking[0].layers == ["conv1"]
+    assert all(r.own_snr_db is not None and r.own_snr_db > ranking[0].own_snr_db + 20 for r in ranking[1:])
+    if storage == "shared":
+        assert {tuple(r.layers) for r in ranking} >= {("conv2",), ("conv3",)}
+    result, mixed = ev.auto_exclude(reference, amax, target_snr=30, ranking=ranking, replay=replay,
+                                    measure_speed=False)
+    assert result.met and result.excluded == ["conv1"]
+    assert ev.worst_of(replay.score(mixed))[0] >= 30
+
+
 def test_resolve_amax(sensitive, tmp_path):
     from trtq.cache import write_cache
     from trtq.errors import CacheError

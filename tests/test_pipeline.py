@@ -274,3 +274,66 @@ def test_auto_reads_the_class_axis_from_the_graph(tmp_path):
     assert all(c.decision_name == "top-1 agreement of 'probs'" for c in result.auto.candidates)
     assert result.sidecar["verdict"]["agreement"] is not None
     assert "of positions of 'probs'" in result.verdict.line()
+
+
+def test_a_target_leaves_the_costly_layer_in_float_and_every_consumer_applies_it(tmp_path, capsys):
+    """conv1's input has one channel ~1000x the others that conv1 barely uses: one per-tensor int8 scale
+    wipes out the channels that matter, whatever the algorithm. ``--target-snr`` runs the search on the
+    held-back samples, records conv1 in the sidecar, and quantize --cache and quantize --calib apply it."""
+    import json
+
+    import _toys
+    from trtq.cli import main
+
+    model = _toys.save(_toys.classifier(first_weight_scale=(1e-3, 1.0, 1.0)), tmp_path / "m.onnx")
+    data = tmp_path / "data"
+    data.mkdir()
+    for i, sample in enumerate(_toys.images(48, seed=7, outlier_channel=1000.0)):
+        np.save(data / f"{i:04d}.npy", sample[None])
+    cache = tmp_path / "m.calib.cache"
+    plain = pipeline.calibrate(model, DataSpec(path=str(data), samples=None), algorithm="minmax")
+    assert plain.verdict.snr_db < 20 and plain.mixed_precision is None
+    assert main(["calibrate", model, "--calib", str(data), "--samples", "all", "--algo", "minmax",
+                 "-o", str(cache), "--target-snr", "30"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "mixed precision:" in out and "conv1" in out
+    sidecar = json.loads((tmp_path / "m.calib.cache.json").read_text())
+    record = sidecar["mixed_precision"]
+    assert record["float_layers"] == ["conv1"] and record["target"] == {"snr_db": 30.0} and record["reached"] >= 30
+    assert "--target" in record["source"] and sidecar["verdict"]["snr_db"] >= 30  # the verdict is the mixed model's
+
+    outcome = pipeline.quantize(model, tmp_path / "q.onnx", cache=cache)
+    assert outcome.float_layers == ["conv1"] and "conv1" not in outcome.summary.quantized
+    fidelity = pipeline.FidelityTarget(snr_db=30)
+    outcome = pipeline.quantize(model, tmp_path / "q2.onnx", calib=DataSpec(path=str(data), samples=None),
+                                algorithm="minmax", fidelity=fidelity)
+    assert outcome.float_layers == ["conv1"] and set(outcome.summary.quantized) == {"conv2", "fc"}
+    assert outcome.verdict["snr_db"] >= 30
+    with pytest.raises(pipeline.TrtqError, match="--calib"):
+        pipeline.quantize(model, tmp_path / "q3.onnx", cache=cache, fidelity=fidelity)
+
+    # already met: nothing is searched, nothing recorded; unreachable: nothing changes, and it says so
+    met = pipeline.calibrate(model, DataSpec(path=str(data), samples=None), algorithm="minmax",
+                             target=pipeline.FidelityTarget(snr_db=-100))
+    assert met.mixed_precision is None and "mixed_precision" not in met.sidecar
+    unmet = pipeline.calibrate(model, DataSpec(path=str(data), samples=None), algorithm="minmax",
+                               target=pipeline.FidelityTarget(snr_db=500, max_layers=1))
+    assert not unmet.mixed_precision.met and "mixed_precision" not in unmet.sidecar
+    assert unmet.verdict.snr_db == pytest.approx(plain.verdict.snr_db)
+
+
+def test_target_options_parse_into_one_target():
+    import argparse
+
+    from trtq.cli.options import OptionError, add_target_arguments, fidelity_target_from_args
+
+    parser = argparse.ArgumentParser()
+    add_target_arguments(parser)
+    assert fidelity_target_from_args(parser.parse_args([])) is None
+    target = fidelity_target_from_args(parser.parse_args(["--target-agreement", "0.99", "--max-layers", "3"]))
+    assert target == pipeline.FidelityTarget(agreement=0.99, max_layers=3) and target.given()
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--target-snr", "30", "--target-cosine", "0.9"])
+    for bad in (["--target-agreement", "1.5"], ["--max-layers", "2"], ["--target-snr", "3", "--max-layers", "-1"]):
+        with pytest.raises(OptionError):
+            fidelity_target_from_args(parser.parse_args(bad))

@@ -136,3 +136,7 @@ VERDICT_MIN_METRIC = 0.99
 BOOTSTRAP_DRAWS = 200
 NOISE_SIGMAS = 2.0
 HOLDOUT_RESERVE = 32
+
+#: Calibration samples (the first, never the held-back ones) whose per-channel statistics drive
+#: ``--equalize``'s high-bias absorption and bias correction.
+EQUALIZE_SAMPLES = 64

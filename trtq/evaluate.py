@@ -1662,10 +1662,14 @@ def _float_twins(ref_model, quantized, readers: Iterable[str]) -> Tuple[Any, Dic
     """A copy of ``quantized`` where each reader node has a float twin; ``{node: (its output, twin's output)}``."""
     import onnx
 
+    from .graph.placement import GraphIndex
+
     probe = onnx.ModelProto()
     probe.CopyFrom(quantized)
     ref_nodes = dict(zip(_node_names(ref_model), ref_model.graph.node))
-    initializers = {init.name: init for init in ref_model.graph.initializer}
+    # Float weights as the placement sees them: initializers and Constant nodes' tensors (which
+    # quantize_model drops with the float weight they held), shared or not.
+    initializers = GraphIndex(ref_model).weights
     present = {init.name for init in probe.graph.initializer}
     pairs: Dict[str, Tuple[str, str]] = {}
     for name in sorted(readers):

@@ -383,7 +383,133 @@ def choose_amax(
     return amax, choice, verdict_candidate.metrics
 
 
+# --------------------------------------------------------------------------- mixed precision to a target
+
+
+@dataclass(frozen=True)
+class FidelityTarget:
+    """What the mixed-precision search must reach on the held-back samples: one of the three metrics.
+
+    ``snr_db``: worst output and channel group SNR; ``cosine``: worst output cosine;
+    ``agreement``: top-1 agreement on a class-score output (the first output that looks like
+    ``[N, C]`` class scores unless the replay names its class outputs). The search is
+    :func:`trtq.evaluate.auto_exclude` (the same as ``trtq eval --auto-exclude``).
+    """
+
+    snr_db: Optional[float] = None
+    cosine: Optional[float] = None
+    agreement: Optional[float] = None
+    max_layers: int = defaults.AUTO_EXCLUDE_MAX_LAYERS
+
+    def given(self) -> bool:
+        return any(v is not None for v in (self.snr_db, self.cosine, self.agreement))
+
+    def label(self) -> str:
+        return ", ".join(f"{name} >= {value:g}" for name, value in
+                         (("SNR", self.snr_db), ("cosine", self.cosine), ("top-1 agreement", self.agreement))
+                         if value is not None)
+
+
+def reach_target(model, amax: Mapping[str, float], replay, metrics: list, target: FidelityTarget, *,
+                 exclude: Sequence[str] = (), threads: Optional[int] = None,
+                 progress: ProgressCallback = no_progress):
+    """Leave layers in float until ``target`` is met on ``replay``: ``(AutoExcludeResult or None, metrics)``.
+
+    ``metrics``: the verdict's per-output metrics of the model as it is (``exclude`` float).
+    Returns ``(None, metrics)`` when they already meet an SNR or cosine target (nothing run);
+    otherwise the search's result and, when it met the target with layers left in float,
+    the metrics of that mixed model (else the ones given: an unmet search changes nothing).
+    """
+    from .evaluate import auto_exclude, class_scores, worst_of
+
+    snr, cosine, _ = worst_of(metrics)
+    if (target.snr_db is not None and snr >= target.snr_db) or \
+            (target.cosine is not None and cosine >= target.cosine):
+        return None, metrics
+    if target.agreement is not None and not replay.class_outputs:
+        replay.class_outputs = tuple(name for name, value in replay.outputs[0].items()
+                                     if class_scores(value) is not None)[:1]
+    result, mixed = auto_exclude(model, amax, target_snr=target.snr_db, target_cosine=target.cosine,
+                                 target_agreement=target.agreement, max_layers=target.max_layers, replay=replay,
+                                 exclude=exclude, measure_speed=False, threads=threads, progress=progress)
+    if result.met and result.excluded and mixed is not None:
+        metrics = replay.score(mixed, threads=threads)
+    return result, metrics
+
+
+def mixed_precision_record(exclude: Sequence[str], search, source: str) -> Optional[dict]:
+    """The sidecar's ``mixed_precision``: the layers every consumer leaves in float, and who chose them."""
+    if search is None or not (search.met and search.excluded):
+        return {"float_layers": list(exclude), "source": "exclude"} if exclude else None
+    record = {"float_layers": list(exclude) + [n for n in search.excluded if n not in exclude], "source": source,
+              "target": {search.target_metric: search.target},
+              "reached": search.steps[-1].metric if search.steps else None}
+    kept = [s for s in search.steps if s.kept and s.layer is not None]
+    if kept:
+        record["reached"] = kept[-1].metric
+    if exclude:
+        record["given"] = list(exclude)
+    return record
+
+
+# --------------------------------------------------------------------------- equalization
+
+
+def channel_statistics(feeds: Sequence[Feed], threads: Optional[int] = None):
+    """A ``(model, tensors) -> {tensor: (per-channel min, per-channel mean)}`` over ``feeds`` (channel = axis 1),
+    the statistics :func:`trtq.graph.equalize.equalize` needs for absorption and bias correction."""
+    def measure(model, tensors: Sequence[str]) -> Dict[str, Tuple[np.ndarray, np.ndarray]]:
+        from .calib.collect import augmented_model
+        from .ort import create_session, run
+
+        session = create_session(augmented_model(model, list(tensors)), threads=threads)
+        low: Dict[str, np.ndarray] = {}
+        total: Dict[str, np.ndarray] = {}
+        count: Dict[str, float] = {}
+        for feed in feeds:
+            for name, value in run(session, feed, list(tensors)).items():
+                value = np.asarray(value, dtype=np.float64)
+                if value.ndim < 2:
+                    continue
+                axes = tuple(a for a in range(value.ndim) if a != 1)
+                here = value.min(axis=axes)
+                low[name] = here if name not in low else np.minimum(low[name], here)
+                total[name] = value.sum(axis=axes) + total.get(name, 0.0)
+                count[name] = count.get(name, 0.0) + value.size / value.shape[1]
+        return {name: (low[name], total[name] / count[name]) for name in low}
+
+    return measure
+
+
+def equalize_model(model, feeds: Sequence[Feed], threads: Optional[int] = None, steps=True):
+    """``model`` rewritten by :func:`trtq.graph.equalize.equalize` (``steps``: True for all, or names) with
+    statistics from ``feeds``; returns ``(rewritten model, EqualizeReport)``."""
+    from .graph.equalize import equalize, parse_steps
+
+    rewritten, report = equalize(model, channel_statistics(feeds, threads), steps=parse_steps(steps))
+    report.samples = sum(len(next(iter(f.values()))) for f in feeds)
+    return rewritten, report
+
+
+def _take_samples(batches: Iterator[Feed], count: int) -> Tuple[List[Feed], Iterator[Feed]]:
+    """The first batches of ``batches`` holding ``count`` samples, and an iterator that still yields them all."""
+    taken: List[Feed] = []
+    have = 0
+    for feed in batches:
+        taken.append(feed)
+        have += len(next(iter(feed.values())))
+        if have >= count:
+            break
+    return taken, itertools.chain(taken, batches)
+
+
 # --------------------------------------------------------------------------- calibrate
+
+
+def default_equalized_path(model_path: PathLike) -> Path:
+    """``model.onnx`` -> ``model.equalized.onnx`` beside it: the rewrite a ``--equalize`` cache belongs to."""
+    path = Path(model_path)
+    return path.with_name(path.stem + ".equalized.onnx")
 
 
 #: How a streamed verdict names what it measured (the steps of held-back sequences, each model with its own state).
@@ -456,6 +582,9 @@ def calibrate(
     min_agreement: Optional[float] = None,
     class_outputs=None,
     metric=None,
+    target: Optional[FidelityTarget] = None,
+    equalize: Union[bool, str, Sequence[str]] = False,
+    equalized_path: Optional[PathLike] = None,
     progress: ProgressCallback = no_progress,
     choice_progress: ProgressCallback = no_progress,
     feedback: Sequence = (),
@@ -481,6 +610,15 @@ def calibrate(
     With ``auto``, :data:`~trtq.defaults.HOLDOUT_RESERVE` more samples are held back (when
     there are at least 4x as many samples, or the count is unknown) and scored only when
     the leading candidates are within noise of each other.
+    ``target`` (a :class:`FidelityTarget`): when the verdict is below it, layers are left in
+    float on the held-back samples until it is met (:func:`reach_target`); they are recorded
+    in the sidecar's ``mixed_precision`` and the verdict is the mixed model's.
+    ``equalize`` (True, or steps of :data:`trtq.graph.equalize.STEPS`): calibrate (and score) the
+    model rewritten by :func:`equalize_model` (statistics
+    from the first :data:`~trtq.defaults.EQUALIZE_SAMPLES` calibration samples, never the
+    held-back ones); with ``cache_path`` the rewritten ONNX is written to ``equalized_path``
+    (default ``<model>.equalized.onnx``), which the cache then belongs to: build that file.
+    ``result.model`` is the model calibrated.
     """
     from . import cache as cache_io
     from .calib import CalibrationResult, amax_from_histograms, check_calibration_options
@@ -498,13 +636,18 @@ def calibrate(
     if exact:
         max_binned = None
     spec = data if isinstance(data, DataSpec) else DataSpec(path=str(data))
+    if equalize and cache_path is not None and equalized_path is None:
+        equalized_path = default_equalized_path(model_path)
     if cache_path is not None:  # never onto the model or the data, and writable, before any work
         from .data import data_files
 
-        guard_outputs([Output(cache_path, option="cache_path"),
-                       Output(cache_io.sidecar_path(cache_path), option="the sidecar of cache_path")],
-                      model_reads(model_path) + [("a calibration data file", p) for p in data_files(spec.path)])
+        outputs = [Output(cache_path, option="cache_path"),
+                   Output(cache_io.sidecar_path(cache_path), option="the sidecar of cache_path")]
+        if equalize:
+            outputs.append(Output(equalized_path, option="equalized_path"))
+        guard_outputs(outputs, model_reads(model_path) + [("a calibration data file", p) for p in data_files(spec.path)])
     model = load_onnx(model_path)
+    source_sha = None
     fingerprint = model_fingerprint(model)  # before collection touches the graph
     pairs = feedback_pairs(model, feedback)
     if isinstance(metric, str):
@@ -556,6 +699,13 @@ def calibrate(
                 held = [first]
     if any(s.batch_axis != 0 for s in inputs if s.rank):
         log.info("batch axes: %s", describe_batch_axes(inputs))
+    equalized = None
+    original = model
+    if equalize:
+        fitting, batches = _take_samples(iter(batches), defaults.EQUALIZE_SAMPLES)
+        model, equalized = equalize_model(model, fitting, threads=threads, steps=equalize)
+        fingerprint = model_fingerprint(model)
+        source_sha = file_sha256(model_path)
     observed_model = model
     if weighted_coverage(model, ()).in_subgraphs:  # If branches the fixed inputs select: exposed to calibration
         probe = steps[0][1] if pairs else held[0]
@@ -586,12 +736,12 @@ def calibrate(
         raise TrtqError(f"no floating-point tensors were found to calibrate in {Path(model_path).name}; "
                         "nothing was written")
     stats_seconds = time.perf_counter() - started
-    if not pairs:
-        replay = reference_replay(model, held, threads=threads, class_outputs=class_outputs, metric=metric,
+    if not pairs:  # the float model is the reference, always (also with --equalize)
+        replay = reference_replay(original, held, threads=threads, class_outputs=class_outputs, metric=metric,
                                   specs=inputs)
 
     def reserve():
-        return _widened(replay, reference_replay(model, reserve_feeds, threads=threads, class_outputs=class_outputs,
+        return _widened(replay, reference_replay(original, reserve_feeds, threads=threads, class_outputs=class_outputs,
                                                  metric=metric, specs=inputs)) if reserve_feeds else None
 
     choice: Optional[AutoChoice] = None
@@ -603,6 +753,12 @@ def calibrate(
     else:
         amax = amax_from_histograms(histograms, algorithm, **options)
         metrics = score(replay, model, amax, exclude, algorithm).metrics
+    search = None
+    if target is not None and target.given():
+        search, metrics = reach_target(model, amax, replay, metrics, target, exclude=exclude, threads=threads,
+                                       progress=choice_progress)
+        if search is not None:
+            log.info("mixed precision: %s", search.message)
     verdict = Verdict(metrics, metrics[0].samples if metrics else replay.samples, held_back=held_back,
                       **({"form": STREAMED_FORM} if pairs else {}))
     coverage = weighted_coverage(model, amax)
@@ -613,6 +769,19 @@ def calibrate(
     if failure:
         raise FidelityError(f"{failure}; nothing was written. {verdict.line()}")
 
+    written: List[Path] = []
+    sidecar_model_path, sidecar_sha = model_path, None
+    if equalized is not None:
+        from .fileio import write_bytes_atomic
+
+        if cache_path is not None:
+            payload = model.SerializeToString()
+            write_bytes_atomic(equalized_path, payload)
+            written.append(Path(equalized_path))
+            sidecar_model_path = equalized_path
+            import hashlib
+
+            sidecar_sha = hashlib.sha256(payload).hexdigest()
     version = trt_version if trt_version is not None else cache_io.default_trt_version()
     algorithm_record = {"num_bins": num_bins, "max_binned": max_binned,
                         "observe": observe if isinstance(observe, str) else "list", **options}
@@ -621,8 +790,8 @@ def calibrate(
     if choice is not None:
         algorithm_record.update({"percentile": percentile, **choice.to_dict()})
     sidecar = cache_io.make_sidecar(
-        model_path=model_path,
-        model_sha256=file_sha256(model_path),
+        model_path=sidecar_model_path,
+        model_sha256=sidecar_sha or file_sha256(model_path),
         inputs=cache_io.input_records(inputs),
         algorithm=algorithm,
         amax=amax,
@@ -644,16 +813,23 @@ def calibrate(
     convergence = _convergence(report, histograms, amax, algorithm, choice, percentile)
     if convergence is not None:
         sidecar["convergence"] = convergence.to_dict()
-    if exclude:
-        sidecar["mixed_precision"] = {"float_layers": list(exclude), "source": "exclude"}
+    mixed = mixed_precision_record(exclude, search, f"trtq calibrate --target ({target.label()})" if target else "")
+    if mixed:
+        sidecar["mixed_precision"] = mixed
+    if equalized is not None:
+        sidecar["equalize"] = {**equalized.to_dict(), "source_model": str(model_path), "source_file_sha256": source_sha,
+                               "statistics_samples": equalized.samples,
+                               "reproduce": f"trtq calibrate {Path(model_path).name} --equalize (same --calib, "
+                                            "--samples, --seed): the rewrite is deterministic"}
     written: List[Path] = []
     if cache_path is not None:
-        written = cache_io.write_cache(cache_path, amax, algorithm=algorithm, trt_version=version, sidecar=sidecar)
+        written += cache_io.write_cache(cache_path, amax, algorithm=algorithm, trt_version=version, sidecar=sidecar)
     return CalibrationResult(amax=amax, algorithm=algorithm, num_samples=stats_total if stats_total is not None else 0,
                              num_batches=len(source), seconds=seconds, data_description=source.description,
                              files_written=written, sidecar=sidecar, histograms=histograms, verdict=verdict,
                              auto=choice, statistics_seconds=stats_seconds, unquantized=report.unquantized,
-                             collection=report, convergence=convergence)
+                             collection=report, convergence=convergence, mixed_precision=search,
+                             equalize=equalized, model=model if equalized is not None else None)
 
 
 def _convergence(report, histograms, amax, algorithm: str, choice: Optional["AutoChoice"], percentile: float):
@@ -678,6 +854,7 @@ class QuantizeOutcome:
     verdict_source: str = ""
     float_layers: List[str] = field(default_factory=list)
     mixed_precision: dict = field(default_factory=dict)  # the cache sidecar's record of them (who, target, reached)
+    equalize: Optional[object] = None      # trtq.graph.equalize.EqualizeReport when --equalize rewrote the model
 
 
 def quantize(
@@ -696,6 +873,8 @@ def quantize(
     min_agreement: Optional[float] = None,
     metric=None,
     class_outputs=None,
+    fidelity: Optional[FidelityTarget] = None,
+    equalize: Union[bool, str, Sequence[str]] = False,
     progress: ProgressCallback = no_progress,
     feedback: Sequence = (),
 ) -> QuantizeOutcome:
@@ -709,6 +888,10 @@ def quantize(
     verdict (computed when calibrating, read from the sidecar with a cache): nothing is
     written when it misses them. ``feedback``: a streaming model's ``OUT=IN`` pairs, for ``calib``
     (see :func:`calibrate`).
+    written when it misses them. ``fidelity``: with ``calib``, the mixed-precision search of
+    :func:`calibrate` (the layers it leaves in float stay float in the written model).
+    ``equalize``: with ``calib``, the model is rewritten first (see :func:`calibrate`); the
+    Q/DQ model written carries the rewritten weights.
     """
     from .cache import check_cache_matches, float_layers, read_cache, sidecar_path
     from .fileio import Output, guard_outputs, write_bytes_atomic
@@ -721,6 +904,12 @@ def quantize(
     if len(sources) != 1:
         raise TrtqError("give exactly one source of scales: a calibration cache (--cache), calibration data "
                         f"(--calib) or an amax table (got {', '.join(sources) or 'none'})")
+    if equalize and calib is None:
+        raise TrtqError("--equalize rewrites the model with statistics of calibration data: give --calib DATA "
+                        "(a cache made with --equalize belongs to the .equalized.onnx it wrote: quantize that file)")
+    if fidelity is not None and fidelity.given() and calib is None:
+        raise TrtqError("--target-snr/--target-cosine/--target-agreement run the search on held-back calibration "
+                        "samples: give --calib DATA (for a cache, trtq eval --auto-exclude --cache records it)")
     output = Path(output_path) if output_path is not None else default_output_path(model_path, target)
     reads = model_reads(model_path)
     if cache is not None:
@@ -753,10 +942,17 @@ def quantize(
         # no cache is written here: observing the Q/DQ placement points is enough (and faster)
         result = calibrate(model_path, calib, progress=progress, exclude=exclude, min_snr=min_snr,
                            min_cosine=min_cosine, min_agreement=min_agreement, metric=metric,
-                           class_outputs=class_outputs, observe="qdq", feedback=feedback, **options)
+                           class_outputs=class_outputs, observe="qdq", feedback=feedback, target=fidelity,
+                           equalize=equalize, **options)
+        if result.model is not None:
+            model = result.model
+            outcome.equalize = result.equalize
         outcome.calibration = result
         outcome.verdict, outcome.verdict_source = result.verdict.to_dict(), "held-back calibration samples"
         amax = result.amax
+        outcome.mixed_precision = dict(result.sidecar.get("mixed_precision") or {})
+        outcome.float_layers = [n for n in outcome.mixed_precision.get("float_layers", []) if n not in exclude]
+        exclude += outcome.float_layers
 
     quantized, summary = quantize_model(model, amax, target=target, exclude=exclude)
     check_quantized(quantized, summary, Path(model_path).name)

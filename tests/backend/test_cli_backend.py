@@ -127,7 +127,11 @@ def test_build_flags_reach_the_build_options(tmp_path):
     options = options_from_args(args)
     assert (options.dla_core, options.sparsity, options.tf32, options.version_compatible) == (1, True, True, True)
     assert options.hardware_compatibility == "ampere_plus" and [p.name for p in options.plugins] == ["a.so", "b.so"]
-    assert args.cuda == "pycuda"
+    assert args.cuda == "pycuda" and options.target is None
+    args = build_parser().parse_args(["build", str(model), "--int8", "--calib", str(tmp_path), "--target-cosine",
+                                      "0.99", "--max-layers", "4"])
+    target = options_from_args(args).target
+    assert (target.cosine, target.max_layers, target.snr_db) == (0.99, 4, None)
 
 
 def test_cuda_option_selects_the_layer(monkeypatch):

@@ -12,11 +12,11 @@ from graph_helpers import (attribute, initializer, make_model, minmax_amax, node
                       session, source_of)
 
 onnx = pytest.importorskip("onnx")
-from onnx import helper  # noqa: E402
+from onnx import helper, numpy_helper  # noqa: E402
 
 from trtq.errors import CacheError, ModelError, TrtqError  # noqa: E402
 from trtq.pipeline import quantize  # noqa: E402
-from trtq.graph.qdq import (default_output_path, quantizable_layers, quantize_model,  # noqa: E402
+from trtq.graph.qdq import (bias_scale_floor, default_output_path, quantizable_layers, quantize_model,  # noqa: E402
                             quantize_weight)
 
 RNG = np.random.default_rng(0)
@@ -385,10 +385,51 @@ def test_quantize_weight_math():
     w = np.array([[1.0, -2.0, 0.5], [0.0, 0.0, 0.0]], dtype=np.float32)
     q, scale = quantize_weight(w, axis=0)
     np.testing.assert_allclose(scale[0], 2.0 / 127)
-    assert 0 < scale[1] < 1e-8 and not q[1].any()
+    assert scale[1] == scale[0] and not q[1].any()  # a pruned channel: the tensor's largest step, still all 0
     np.testing.assert_array_equal(q[0], [64, -127, 32])  # 63.5 rounds half to even
     q, scale = quantize_weight(w, axis=None)
     assert scale.shape == () and scale == pytest.approx(2.0 / 127)
+    q, scale = quantize_weight(np.zeros((2, 3), np.float32), axis=0)  # all zero: the smallest scale, never 0
+    assert (scale > 0).all() and (scale < 1e-8).all() and not q.any()
+    q, scale = quantize_weight(w, axis=0, min_scale=np.array([0.0, 1.0], np.float32))
+    assert scale[0] == pytest.approx(2.0 / 127) and scale[1] == 1.0
+
+
+def test_bias_scale_floor_keeps_the_int32_bias_in_range():
+    floor = bias_scale_floor(np.array([0.0, 20.0, -1e6], np.float32), input_amax=1.0)
+    x_scale = 1.0 / 127
+    assert floor[0] == 0.0
+    assert 20.0 / (x_scale * floor[1]) <= 2 ** 31 - 1 and 1e6 / (x_scale * floor[2]) <= 2 ** 31 - 1
+    assert floor[1] < 1e-5  # an ordinary bias is far from the floor: ordinary weights are untouched
+
+
+def test_a_pruned_conv_channel_with_a_bias_keeps_the_fused_int8_model_accurate():
+    """One pruned filter (all-zero weights, bias 20): ONNX Runtime fuses DQ -> Conv -> Relu -> Q into
+    QLinearConv, whose int32 bias is bias / (x_scale * w_scale). A degenerate scale on the zero
+    channel overflowed it (output SNR 0.3 dB); the quantized model must stay as close as each layer alone."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    import _toys
+    from trtq.evaluate import Replay, worst_of
+
+    model = _toys.classifier(seed=3)
+    inits = {i.name: i for i in model.graph.initializer}
+    w1, b1 = (numpy_helper.to_array(inits[n]).copy() for n in ("w1", "b1"))
+    w1[2], b1[2] = 0.0, 20.0
+    inits["w1"].CopyFrom(numpy_helper.from_array(w1, "w1"))
+    inits["b1"].CopyFrom(numpy_helper.from_array(b1, "b1"))
+    x = _toys.images(32)
+    amax = _toys.activation_amax(model, x)
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    replay = Replay([{"x": x}], [{"y": session.run(None, {"x": x})[0]}], len(x))
+    quantized, _ = quantize_model(model, amax, target="trt")
+    whole = worst_of(replay.score(quantized))[0]
+    alone = min(worst_of(replay.score(quantize_model(model, amax, target="trt", include_only=[n])[0]))[0]
+                for n in ("conv1", "conv2", "fc"))
+    assert whole > alone - 6  # noise of three layers adds up to a few dB at most, never a collapse
 
 
 # ----------------------------------------------------------------------------- selection

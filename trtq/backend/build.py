@@ -108,6 +108,7 @@ class BuildOptions:
     min_agreement: Optional[float] = None       # ... and on its decision score (--metric, else top-1 agreement)
     metric: Optional[str] = None                # the user's own metric, FILE.py:NAME (auto and the verdict use it)
     class_outputs: Optional[Sequence[str]] = None  # declared class outputs, NAME[:AXIS]
+    target: Optional[object] = None             # trtq.pipeline.FidelityTarget: mixed precision on the held-back samples
 
     def __post_init__(self):
         self.model_path = Path(self.model_path)
@@ -564,12 +565,22 @@ def build_engine(options: BuildOptions, progress: ProgressCallback = no_progress
         # and hands TensorRT the resulting cache (what --cache does), instead of silently using entropy.
         cache, calibration = _cpu_calibrated_cache(options, running_version, progress, keep_float)
         cpu_calibrated = True
+        keep_float += [n for n in (calibration.get("mixed_precision") or {}).get("float_layers", [])
+                       if n not in keep_float]
+    elif plan.calibrator and cache is None and options.target is not None and options.target.given():
+        raise TrtqError(f"--target-* run trtq's mixed-precision search on its CPU calibration, and --algo "
+                        f"{options.algorithm} calibrates with TensorRT on the GPU: use --algo auto (the default), or "
+                        "trtq calibrate --target-... first and build with its --cache")
     elif plan.calibrator and cache is None and gated:
         raise TrtqError(f"--min-snr/--min-cosine judge trtq's CPU calibration, and --algo {options.algorithm} "
                         "calibrates with TensorRT on the GPU: use --algo auto (the default), or check the engine "
                         "with trtq eval MODEL ENGINE --data HELD_OUT --min-snr DB")
     if cache is not None and not cpu_calibrated:
         from ..pipeline import check_recorded_verdict
+
+        if options.target is not None and options.target.given():
+            log.warning("--target-* runs with calibration, and %s already exists: its sidecar's mixed-precision "
+                        "record (%d float layer(s)) is used as it is", options.cache_path, len(keep_float))
 
         check_recorded_verdict(cache.sidecar, options.min_snr, options.min_cosine, str(options.cache_path),
                                options.min_agreement)
@@ -578,6 +589,8 @@ def build_engine(options: BuildOptions, progress: ProgressCallback = no_progress
         onnx_path, label = options.model_path, options.model_path.name
         if plan.qdq_graph or plan.fp16_graph:
             onnx_path, calibration = _prepare_graph(model, plan, options, cache, Path(scratch), progress, keep_float)
+            keep_float += [n for n in (calibration.get("mixed_precision") or {}).get("float_layers", [])
+                           if n not in keep_float]
             label = f"{options.model_path.name} ({'Q/DQ ' if plan.qdq_graph else ''}{'FP16 ' if plan.fp16_graph else ''}copy)"
         load_plugins(trt, logger, options.plugins)
         compatible = options.version_compatible or bool(options.hardware_compatibility)
@@ -686,7 +699,7 @@ def _cpu_calibrated_cache(options: BuildOptions, running_version: int, progress:
                        cache_path=options.cache_path, trt_version=running_version, exclude=list(keep_float),
                        min_snr=options.min_snr, min_cosine=options.min_cosine,
                        min_agreement=options.min_agreement, metric=options.metric,
-                       class_outputs=options.class_outputs, progress=progress)
+                       class_outputs=options.class_outputs, target=options.target, progress=progress)
     cache = cache_io.parse_cache(cache_io.format_cache(result.amax, running_version, "EntropyCalibration2"),
                                  source=f"trtq's {options.algorithm} calibration")
     cache.sidecar = {"algorithm": {"name": options.algorithm}}  # made here, for this model: safe to hand over
@@ -694,7 +707,14 @@ def _cpu_calibrated_cache(options: BuildOptions, running_version: int, progress:
              "handed to TensorRT as a calibration cache", options.algorithm, result.num_samples)
     return cache, {"algorithm": options.algorithm, "calibrated_by": "trtq-cpu", "samples_cpu": result.num_samples,
                    "chosen": result.auto.chosen if result.auto is not None else options.algorithm,
-                   "verdict": result.verdict.to_dict(), "cache_written": [str(p) for p in result.files_written]}
+                   "verdict": result.verdict.to_dict(), "cache_written": [str(p) for p in result.files_written],
+                   **_mixed_record(result)}
+
+
+def _mixed_record(result) -> dict:
+    """The calibration's mixed-precision record (layers a --target search left in float), for the build report."""
+    record = result.sidecar.get("mixed_precision")
+    return {"mixed_precision": record} if record else {}
 
 
 def _make_calibrator(trt, options: BuildOptions, model, inputs, sha: str, cache, profile_table: ProfileShapes,
@@ -753,13 +773,16 @@ def _prepare_graph(model, plan: BuildPlan, options: BuildOptions, cache, scratch
             result = calibrate(options.model_path, _data_spec(options.calib), algorithm=options.algorithm,
                                cache_path=options.cache_path, exclude=list(keep_float), min_snr=options.min_snr,
                                min_cosine=options.min_cosine, min_agreement=options.min_agreement,
-                               metric=options.metric, class_outputs=options.class_outputs, progress=progress)
+                               metric=options.metric, class_outputs=options.class_outputs, target=options.target,
+                               progress=progress)
             amax = result.amax
+            keep_float = list(keep_float) + [n for n in (result.sidecar.get("mixed_precision") or {})
+                                             .get("float_layers", []) if n not in keep_float]
             calibration = {"method": "qdq", "source": "data", "algorithm": result.algorithm,
                            "chosen": result.auto.chosen if result.auto is not None else result.algorithm,
                            "samples": result.num_samples, "data": result.data_description,
                            "verdict": result.verdict.to_dict(),
-                           "cache_written": [str(p) for p in result.files_written]}
+                           "cache_written": [str(p) for p in result.files_written], **_mixed_record(result)}
         model, summary = quantize_model(model, amax, target="trt", exclude=list(keep_float))  # mixed precision
         calibration["quantized_layers"] = len(summary.quantized)
         if not summary.quantized and not summary.already_quantized:

@@ -42,6 +42,11 @@ class CalibrationResult:
     collection: Optional[object] = field(default=None, repr=False)
     #: trtq.calib.convergence.Convergence: amax drift between half and all of the samples (None: too few)
     convergence: Optional[object] = None
+    #: trtq.evaluate.AutoExcludeResult of the search to a FidelityTarget (None when none ran)
+    mixed_precision: Optional[object] = None
+    #: trtq.graph.equalize.EqualizeReport when the model was rewritten first (``--equalize``), and that model
+    equalize: Optional[object] = None
+    model: Optional[object] = field(default=None, repr=False)
 
 
 def amax_from_histograms(histograms: dict, algorithm: str = "entropy", **options) -> Dict[str, float]:

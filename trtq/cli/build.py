@@ -9,7 +9,7 @@ from .. import defaults
 
 
 def add_parser(sub) -> None:
-    from .options import add_algorithm_argument, add_data_arguments, add_fidelity_arguments
+    from .options import add_algorithm_argument, add_data_arguments, add_fidelity_arguments, add_target_arguments
 
     parser = sub.add_parser(
         "build",
@@ -78,6 +78,7 @@ def add_parser(sub) -> None:
                        help_text="calibration data for --int8: a folder of images or .npy/.npz files, one such "
                                  "file, or a .py loader script")
     add_fidelity_arguments(parser)
+    add_target_arguments(parser)
     parser.set_defaults(func=run)
 
 
@@ -91,7 +92,7 @@ def options_from_args(args: argparse.Namespace):
     from ..bench import parse_batch_sizes, parse_shapes
     from ..backend.policy import resolve_precision
     from ..errors import TrtqError
-    from .options import data_spec_from_args, fidelity_options
+    from .options import data_spec_from_args, fidelity_options, fidelity_target_from_args
 
     precision = resolve_precision(args.precision, int8=args.int8, fp16=args.fp16)
     if args.workspace <= 0:
@@ -118,7 +119,7 @@ def options_from_args(args: argparse.Namespace):
         verbose=args.verbose > 0,
         dla_core=args.dla_core, sparsity=args.sparsity, tf32=args.tf32,
         version_compatible=args.version_compatible, hardware_compatibility=args.hardware_compatibility,
-        plugins=[Path(p) for p in args.plugins], **fidelity_options(args),
+        plugins=[Path(p) for p in args.plugins], **fidelity_options(args), target=fidelity_target_from_args(args),
     )
 
 

@@ -35,7 +35,7 @@ def parse_memory(text: str) -> int:
 
 def add_parser(sub) -> None:
     from .options import (DefaultsFormatter, add_algorithm_argument, add_data_arguments, add_feedback_argument,
-                          add_fidelity_arguments)
+                          add_fidelity_arguments, add_target_arguments)
 
     parser = sub.add_parser(
         "calibrate",
@@ -79,6 +79,10 @@ def add_parser(sub) -> None:
     parser.add_argument("--force", action="store_true",
                         help="replace an existing -o file that is not a trtq calibration cache")
     add_fidelity_arguments(parser)
+    add_target_arguments(parser)
+    from .options import add_equalize_argument
+
+    add_equalize_argument(parser)
     parser.set_defaults(func=run)
 
 
@@ -92,13 +96,14 @@ def run(args: argparse.Namespace) -> int:
 
     from ..pipeline import calibrate
     from ..progress import progress_bar
-    from .options import data_spec_from_args, feedback_from_args, fidelity_options
+    from .options import data_spec_from_args, feedback_from_args, fidelity_options, fidelity_target_from_args
 
     from ..cache import sidecar_path
     from .guard import Output, data_reads, guard, metric_reads, model_reads, print_notes
 
     spec = data_spec_from_args(args, flag_dest="calib", shuffle=True)
     feedback = feedback_from_args(args)
+    fidelity = fidelity_target_from_args(args)
     output = Path(args.output) if args.output else default_cache_path(args.model)
     notes = guard([Output(output, "cache", default=not args.output),
                    Output(sidecar_path(output), "sidecar", option="the sidecar of -o")],  # the cache's note covers it
@@ -111,7 +116,8 @@ def run(args: argparse.Namespace) -> int:
                            max_binned=args.max_binned, exact=args.exact, max_memory=args.max_memory,
                            observe=args.observe if args.observe in ("all", "qdq")
                            else [name.strip() for name in args.observe.split(",") if name.strip()],
-                           **fidelity_options(args), progress=progress, choice_progress=scoring, feedback=feedback)
+                           **fidelity_options(args), target=fidelity, equalize=args.equalize or False,
+                           progress=progress, choice_progress=scoring, feedback=feedback)
     print_calibration(Console(), result, args.model)
     print_notes(notes)
     return 0
@@ -145,6 +151,30 @@ def print_calibration(console, result, model: str) -> None:
         console.print(f"  {escape(convergence.line())}", highlight=False)
         if convergence.recommendation:
             console.print(f"  [yellow]warning:[/] {escape(convergence.recommendation)}", highlight=False)
+    print_mixed_precision(console, result)
+    print_equalize(console, result.equalize)
     for path in result.files_written:
         console.print(f"  wrote {escape(str(path))}")
     print_verdict(console, result.verdict.to_dict() if result.verdict is not None else None)
+
+
+def print_mixed_precision(console, result) -> None:
+    """What the search to --target-* did: met with N layers in float, met already, or not met (nothing changed)."""
+    from rich.markup import escape
+
+    search = getattr(result, "mixed_precision", None)
+    if search is None:
+        return
+    style = "green" if search.met else "yellow"
+    tail = "" if search.met else "; no layer was left in float"
+    console.print(f"[{style}]mixed precision: {escape(search.message)}{tail}[/]", highlight=False)
+
+
+def print_equalize(console, report) -> None:
+    """What --equalize rewrote (one line), when it ran."""
+    if report is None:
+        return
+    console.print(f"  equalized: {len(report.pairs)} convolution pair(s) ({report.iterations} sweep(s)), "
+                  f"{report.absorbed_channels} channel bias(es) absorbed, {len(report.corrected_layers)} bias(es) "
+                  f"corrected for weight rounding; steps {', '.join(report.steps) or 'none'}; statistics from "
+                  f"{report.samples} calibration samples", highlight=False, markup=False)

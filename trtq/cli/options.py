@@ -436,3 +436,56 @@ def fidelity_options(args) -> dict:
     return {"min_snr": args.min_snr, "min_cosine": args.min_cosine,
             "min_agreement": getattr(args, "min_agreement", None),
             "metric": getattr(args, "metric", None), "class_outputs": getattr(args, "class_output", None) or None}
+
+
+def add_target_arguments(parser) -> None:
+    """``--target-snr`` / ``--target-cosine`` / ``--target-agreement`` / ``--max-layers``: mixed precision to a target.
+
+    calibrate, quantize (with --calib) and build (with --calib) run the search of
+    ``trtq eval --auto-exclude`` on the held-back calibration samples when the verdict is below the target.
+    """
+    group = parser.add_argument_group(
+        "mixed precision to a target",
+        "When the INT8 verdict on the held-back calibration samples is below the target, leave the layers whose "
+        "quantization costs most in float, measuring every step, until it is met (the search of trtq eval "
+        "--auto-exclude). The float layers are recorded in the cache's sidecar (mixed_precision), which quantize "
+        "and build apply; an unmet target changes nothing and says so.")
+    target = group.add_mutually_exclusive_group()
+    _add(target, "--target-snr", type=float, metavar="DB", default=None,
+         help="target: worst output and channel group SNR >= DB (any output)")
+    _add(target, "--target-cosine", type=float, metavar="C", default=None,
+         help="target: worst output cosine >= C (e.g. 0.99 for embeddings)")
+    _add(target, "--target-agreement", type=float, metavar="F", default=None,
+         help="target: top-1 agreement >= F on the first output shaped like class scores [N, C]")
+    _add(group, "--max-layers", type=int, metavar="N", default=None,
+         help=f"leave at most N layers in float (default: {defaults.AUTO_EXCLUDE_MAX_LAYERS})")
+
+
+def fidelity_target_from_args(args: argparse.Namespace):
+    """The :class:`trtq.pipeline.FidelityTarget` of :func:`add_target_arguments`' options (None when none given)."""
+    from ..pipeline import FidelityTarget
+
+    values = {"snr_db": getattr(args, "target_snr", None), "cosine": getattr(args, "target_cosine", None),
+              "agreement": getattr(args, "target_agreement", None)}
+    max_layers = getattr(args, "max_layers", None)
+    if all(v is None for v in values.values()):
+        if max_layers is not None:
+            raise OptionError("--max-layers belongs to --target-snr, --target-cosine or --target-agreement")
+        return None
+    if values["agreement"] is not None and not 0.0 < values["agreement"] <= 1.0:
+        raise _bad("--target-agreement", f"is a fraction in (0, 1], got {values['agreement']}")
+    if values["cosine"] is not None and not -1.0 <= values["cosine"] <= 1.0:
+        raise _bad("--target-cosine", f"is a cosine in [-1, 1], got {values['cosine']}")
+    if max_layers is not None and max_layers < 0:
+        raise _bad("--max-layers", f"must be 0 or more, got {max_layers}")
+    return FidelityTarget(**values, max_layers=defaults.AUTO_EXCLUDE_MAX_LAYERS if max_layers is None else max_layers)
+
+
+def add_equalize_argument(parser) -> None:
+    """``--equalize [STEPS]``: rewrite the float model before calibration (trtq/graph/equalize.py)."""
+    _add(parser, "--equalize", nargs="?", const="all", default=None, metavar="STEPS",
+         help="rewrite the float model before calibrating: cross-layer equalization of consecutive convolutions "
+              "(cle), high-bias absorption (absorb), bias correction for int8 weight rounding (bias); alone: all "
+              "three, or a comma-separated list. Off by default: it helps depthwise-separable nets and can cost a "
+              "little elsewhere (docs/accuracy.md). calibrate writes the rewritten model to "
+              "<model>.equalized.onnx, which its cache belongs to (build that file)")

@@ -16,7 +16,8 @@ def split_names(values: Iterable[str]) -> List[str]:
 
 
 def add_parser(sub) -> None:
-    from .options import add_algorithm_argument, add_data_arguments, add_feedback_argument, add_fidelity_arguments
+    from .options import (add_algorithm_argument, add_data_arguments, add_feedback_argument, add_fidelity_arguments,
+                          add_target_arguments)
 
     parser = sub.add_parser(
         "quantize",
@@ -43,6 +44,10 @@ def add_parser(sub) -> None:
                         help="use a cache whose sidecar says it was made for another model; replace an existing "
                              "-o file that is not an ONNX model")
     add_fidelity_arguments(parser)
+    add_target_arguments(parser)
+    from .options import add_equalize_argument
+
+    add_equalize_argument(parser)
     parser.set_defaults(func=run)
 
 
@@ -61,6 +66,9 @@ def run(args: argparse.Namespace) -> int:
         from .options import data_spec_from_args
 
         calib = data_spec_from_args(args, flag_dest="calib", shuffle=True)
+    from .options import fidelity_target_from_args
+
+    fidelity = fidelity_target_from_args(args)
     if calib is None and not args.cache:
         raise TrtqError("give the scales: --cache model.calib.cache (from trtq calibrate) or --calib DATA to "
                         "calibrate first")
@@ -79,12 +87,20 @@ def run(args: argparse.Namespace) -> int:
         outcome = quantize(args.model, args.output, cache=args.cache, calib=calib,
                            algorithm=args.algo if calib is not None else None, target=args.target,
                            exclude=split_names(args.exclude), force=args.force, **fidelity_options(args),
-                           progress=progress, feedback=feedback_from_args(args))
+                           fidelity=fidelity, equalize=args.equalize or False, progress=progress,
+                           feedback=feedback_from_args(args))
     console = Console()
     if outcome.calibration is not None and outcome.calibration.auto is not None:
         from ..report import auto_choice_table
 
         console.print(auto_choice_table(outcome.calibration.auto))
+    if outcome.calibration is not None:
+        from .calibrate import print_mixed_precision
+
+        print_mixed_precision(console, outcome.calibration)
+        from .calibrate import print_equalize
+
+        print_equalize(console, outcome.equalize)
     print_summary(outcome.summary)
     if outcome.float_layers:
         record = outcome.mixed_precision
@@ -93,7 +109,8 @@ def run(args: argparse.Namespace) -> int:
             (metric, target), = record["target"].items()
             reached = f"; it reached {metric} {record['reached']:.4g} (target {target:g}) on its eval samples"
         later = record.get("source") == "trtq eval --auto-exclude"  # after calibration: its verdict predates it
-        console.print(f"{len(outcome.float_layers)} layer(s) left in float by the cache's mixed-precision record "
+        whose = "the cache's mixed-precision record" if outcome.calibration is None else "the search to the target"
+        console.print(f"{len(outcome.float_layers)} layer(s) left in float by {whose} "
                       f"({record.get('source', 'sidecar')}{reached})"
                       + ("; the verdict below was recorded before it, with those layers quantized" if later else ""),
                       highlight=False, markup=False)

@@ -77,9 +77,9 @@ def read_label_file(path: Union[str, Path]):
         raise DataError(f"label file {path} does not exist")
     if path.is_dir():
         raise DataError(f"label path {path} is a folder; give a .csv/.tsv/.txt or .npy file")
-    from .source import check_regular
+    from ..fileio import check_regular  # fileio's check, not data.source's: source reads labels, not the reverse
 
-    check_regular(path, f"label file {path}")
+    check_regular(path, f"label file {path}", DataError, "give a regular .csv/.tsv/.txt or .npy label file")
     if path.suffix.lower() == ".npy":
         try:
             labels = np.load(path, allow_pickle=False)

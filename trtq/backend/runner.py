@@ -207,7 +207,7 @@ def _build_report_schema():
     """The fields of a build report that trtq reads back (:func:`read_build_report`), with their types."""
     from ..jsonio import List, Map, Opt
 
-    return {"format": "str", "precision?": Opt("str"),
+    return {"format?": "str", "precision?": Opt("str"),
             "model?": Opt({"file?": Opt("str"), "sha256?": Opt("str")}),
             "tensorrt?": Opt({"version?": Opt("str"), "builder_flags?": Opt(List("str")), "dla_core?": Opt("int"),
                               "plugins?": Opt(List("str"))}),
@@ -233,8 +233,8 @@ def read_build_report(engine_path: PathLike) -> Optional[dict]:
         return None
     hint = f"rebuild the engine with trtq build, or move {path.name} away"
     document = read_json(path, "build report", hint=hint)
-    if not isinstance(document, dict) or document.get("format") != "trtq-build-report":
-        return None
+    if not isinstance(document, dict) or document.get("format", "trtq-build-report") != "trtq-build-report":
+        return None  # another tool's JSON
     return conform(document, _build_report_schema(), f"build report {path}", hint=hint)
 
 

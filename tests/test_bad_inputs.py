@@ -1202,6 +1202,28 @@ def test_signal_mid_write_leaves_nothing(command, signame, template, tmp_path):
     assert {name: (ws / name).read_bytes() for name in outputs} == before
 
 
+@pytest.mark.parametrize("signame", ["SIGTERM", "SIGINT"])
+def test_signal_during_triton_model_write_leaves_no_repository(signame, template, tmp_path):
+    """``deploy triton`` gets a signal while its model.onnx temporary file exists (ONNX Runtime's threads are up by
+    then, and may be the ones the signal is delivered to): exit 128+N, no temporary file, no empty NAME/1/."""
+    ws = tmp_path / "ws"
+    shutil.copytree(template, ws, symlinks=True)
+    child = _child(["deploy", "triton", "m.onnx", "--cache", "m.calib.cache", "-o", "repo"], ws)
+    import time
+
+    deadline = time.monotonic() + 120
+    while not list(ws.glob("repo/*/1/.*.tmp")):
+        assert child.poll() is None, child.stderr.read()
+        assert time.monotonic() < deadline, "no temporary file appeared"
+        time.sleep(0.05)
+    number = getattr(signal, signame)
+    child.send_signal(number)
+    out, err = child.communicate(timeout=60)
+    assert child.returncode == 128 + number, err
+    assert "Traceback" not in err and f"interrupted ({signame})" in err, err
+    assert not (ws / "repo").exists(), sorted(str(p) for p in (ws / "repo").rglob("*"))
+
+
 def test_killed_run_leftover_removed_by_next_run(template, tmp_path):
     """SIGKILL cannot be handled: its temporary file stays, and the next run removes it (and works)."""
     ws = tmp_path / "ws"

@@ -556,7 +556,8 @@ def write_model(tmp_path, model, name="toy.onnx"):
 
 def write_cache_for(model_path, amax, cache_path):
     from trtq.cache import input_records, make_sidecar, write_cache
-    from trtq.graph.model import file_sha256, input_specs, load_onnx
+    from trtq.graph.model import file_sha256, load_onnx
+    from trtq.graph.signature import input_specs
 
     sidecar = make_sidecar(model_path=model_path, model_sha256=file_sha256(model_path),
                            inputs=input_records(input_specs(load_onnx(model_path))), algorithm="minmax",

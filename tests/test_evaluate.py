@@ -597,8 +597,8 @@ def test_auto_exclude_records_its_layers_for_quantize(sensitive, tmp_path, capsy
 
 
 @pytest.mark.parametrize("head, opset, want", [
-    ("Softmax", 17, {"probs": (-1, "Softmax")}),
-    ("LogSoftmax", 17, {"probs": (-1, "LogSoftmax")}),
+    ("Softmax", 17, {"probs": (2, "Softmax")}),       # the default axis -1, resolved against the graph's rank
+    ("LogSoftmax", 17, {"probs": (2, "LogSoftmax")}),
     ("Softmax", 11, {"probs": (2, "Softmax")}),       # before opset 13 the axis is written out (default 1)
     ("ArgMax", 17, {"probs": (2, "ArgMax reader")}),  # logits an ArgMax inside the graph reads
     ("Sigmoid", 17, {}),                              # multi-label: no argmax decision
@@ -802,7 +802,8 @@ def test_a_symbolic_axis_holds_positions_not_channels():
                                helper.make_tensor_value_info("fused", TensorProto.FLOAT, ["batch", "Concat_dim_1",
                                                                                           "Concat_dim_2"])])
     model = helper.make_model(graph)
-    assert ev.feature_axes(model) == {"h": None, "head": 1}  # "fused": exporter names, its first batch decides
+    # "fused": exporter names on both candidate axes: not channels (never decided from a batch)
+    assert ev.feature_axes(model) == {"h": None, "head": 1, "fused": None}
     rng = np.random.default_rng(8)
     pairs = [({"h": a}, {"h": a + 0.01}) for a in (rng.standard_normal((2, 12, 384)), rng.standard_normal((2, 9, 384)))]
     (m,) = ev.compare_outputs(pairs)  # no graph: the first batch's axis 1 looked like channels, the second says no

@@ -802,8 +802,7 @@ def test_a_symbolic_axis_holds_positions_not_channels():
                                helper.make_tensor_value_info("fused", TensorProto.FLOAT, ["batch", "Concat_dim_1",
                                                                                           "Concat_dim_2"])])
     model = helper.make_model(graph)
-    # "fused": exporter names on both candidate axes: not channels (never decided from a batch)
-    assert ev.feature_axes(model) == {"h": None, "head": 1, "fused": None}
+    assert ev.feature_axes(model) == {"h": None, "head": 1}  # "fused": exporter names, its first batch decides
     rng = np.random.default_rng(8)
     pairs = [({"h": a}, {"h": a + 0.01}) for a in (rng.standard_normal((2, 12, 384)), rng.standard_normal((2, 9, 384)))]
     (m,) = ev.compare_outputs(pairs)  # no graph: the first batch's axis 1 looked like channels, the second says no

@@ -201,6 +201,8 @@ class GraphView:
 
         walk(model.graph)  # declared shapes first: they are the user's
         walk(inferred.graph)
+        self.inferred = {vi.name: _dims(vi.type) for vi in list(inferred.graph.output) + list(inferred.graph.value_info)
+                         if vi.type.HasField("tensor_type") and vi.type.tensor_type.HasField("shape")}
         for name, init in self.constants.items():
             if hasattr(init, "dims"):
                 self.shapes.setdefault(name, tuple(int(d) for d in init.dims))
@@ -492,8 +494,10 @@ class ModelSignature:
         return {o.name: o.axis for o in self.outputs if o.kind == MASK and o.axis is not None}
 
     def feature_axes(self) -> Dict[str, Optional[int]]:
-        """``{output: small feature axis, or None}``: outputs judged channel by channel, and those that are not."""
-        return {o.name: (o.axis if o.kind == CHANNELS else None) for o in self.outputs}
+        """``{output: small feature axis, or None}``: outputs judged channel by channel, and those that are not;
+        an output whose deciding dim the graph leaves open is not listed (its data decide)."""
+        return {o.name: (o.axis if o.kind == CHANNELS else None) for o in self.outputs
+                if not (o.kind == REGRESSION and o.axis == UNKNOWN_AXIS)}
 
     def group_axes(self) -> Dict[str, Tuple[int, ...]]:
         return {o.name: o.group_axes for o in self.outputs}
@@ -528,7 +532,8 @@ class ModelSignature:
         return {
             "inputs": [{"name": s.name, "role": self.role(s.name), "batch_axis": s.batch_axis if s.batched else None}
                        for s in self.inputs],
-            "outputs": [{"name": o.name, "batch_axis": o.spec.batch_axis, "decision": o.kind, "axis": o.axis,
+            "outputs": [{"name": o.name, "batch_axis": o.spec.batch_axis, "decision": o.kind,
+                         "axis": None if o.axis == UNKNOWN_AXIS else o.axis,
                          "why": o.why} for o in self.outputs],
             "pairs": [{"output": p.output, "input": p.input, "why": p.why} for p in self.pairs],
         }
@@ -543,7 +548,7 @@ class ModelSignature:
             rows.append(("input", spec.name, f"{spec.dtype} {spec.shape_text() or 'scalar'}", role,
                          "-" if not spec.batched else str(spec.batch_axis), why))
         for out in self.outputs:
-            decision = out.kind + ("" if out.axis is None else f" (axis {out.axis})")
+            decision = out.kind + ("" if out.axis in (None, UNKNOWN_AXIS) else f" (axis {out.axis})")
             rows.append(("output", out.name, f"{out.spec.dtype} {out.spec.shape_text() or 'scalar'}", decision,
                          str(out.spec.batch_axis), out.why))
         return rows
@@ -684,8 +689,14 @@ def _decision(view: GraphView, spec: TensorSpec) -> Tuple[str, Optional[int], st
     return REGRESSION, None, ""
 
 
+#: A feature axis the graph leaves open (an exporter-named dim): the accumulator decides it from the data, and
+#: drops it to the whole-output SNR when a later batch changes that axis's size.
+UNKNOWN_AXIS = -1
+
+
 def _feature_axis(spec: TensorSpec, lengths: Set[str]) -> Optional[int]:
-    """The small fixed feature axis of an output of rank >= 3 (see trtq.evaluate.feature_axis), or None."""
+    """The small fixed feature axis of an output of rank >= 3 (see trtq.evaluate.feature_axis), None, or
+    :data:`UNKNOWN_AXIS` where the deciding dim is neither a number nor an input's length."""
     from .. import defaults
 
     rank = spec.rank
@@ -699,8 +710,18 @@ def _feature_axis(spec: TensorSpec, lengths: Set[str]) -> Optional[int]:
             continue
         if _is_symbol(dim) and dim in lengths:
             continue
-        return None
+        return UNKNOWN_AXIS
     return None
+
+
+def _refined(spec: TensorSpec, view: GraphView) -> TensorSpec:
+    """``spec`` with the sizes shape inference found where the declaration names a dim only by the exporter's
+    words (``Concatoutput_dim_1`` -> 64)."""
+    inferred = view.inferred.get(spec.name)
+    if inferred is None or len(inferred) != spec.rank:
+        return spec
+    shape = tuple(i if isinstance(i, int) and not isinstance(d, int) else d for d, i in zip(spec.shape, inferred))
+    return replace(spec, shape=shape)
 
 
 def _group_axes(view: GraphView, spec: TensorSpec) -> Tuple[int, ...]:
@@ -821,10 +842,12 @@ def _read(model, batch_axes, class_outputs, feedback) -> ModelSignature:
         spec = replace(spec, batch_axis=_output_batch_axis(view, spec, inputs, reached) if spec.rank else None)
         kind, axis, why = _decision(view, spec)
         if kind == REGRESSION:
-            feature = _feature_axis(spec, lengths)
-            if feature is not None and feature != spec.batch_axis:
-                kind, axis, why = CHANNELS, feature, f"{spec.shape[feature]} fixed channels"
-        if axis is not None and axis == spec.batch_axis and kind != REGRESSION:
+            feature = _feature_axis(_refined(spec, view), lengths)
+            if feature == UNKNOWN_AXIS:
+                axis = UNKNOWN_AXIS
+            elif feature is not None and feature != spec.batch_axis:
+                kind, axis, why = CHANNELS, feature, f"{_refined(spec, view).shape[feature]} fixed channels"
+        if axis is not None and axis == spec.batch_axis and kind not in (REGRESSION, CHANNELS):
             kind, axis, why = REGRESSION, None, ""
         outputs.append(OutputSignature(spec, kind, axis, why, _group_axes(view, spec) if kind == REGRESSION else ()))
     for name, axis in (class_outputs or {}).items():

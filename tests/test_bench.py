@@ -13,7 +13,7 @@ from onnx import TensorProto, helper, numpy_helper
 import _toys
 from trtq import bench
 from trtq.errors import ModelError, TrtqError
-from trtq.graph.model import input_specs
+from trtq.graph.signature import input_specs
 
 
 @pytest.fixture(scope="module")
@@ -133,7 +133,7 @@ def test_engines_go_to_the_tensorrt_backend(tmp_path, monkeypatch):
     calls = {}
 
     def benchmark_engines(paths, batch_sizes, iterations, warmup, progress, precisions, shapes, data=None,
-                          max_seconds=None, plugins=()):
+                          max_seconds=None, plugins=(), dla_core=None):
         calls["engines"] = (paths, batch_sizes, iterations, warmup, precisions, shapes)
         return [bench.latency_row(bench.BenchResult("m.fp16.engine", "fp16", "tensorrt", b), np.array([1.0, 3.0]))
                 for b in batch_sizes]

@@ -156,6 +156,11 @@ def run(args: argparse.Namespace) -> int:
     if feedback and (requantize or args.labels or args.metric or is_engine_path(args.candidate)):
         raise TrtqError("--feedback streams two ONNX models over sequences; --labels, --metric, --sensitivity, "
                         "--auto-exclude and engines are not supported with it")
+    if not feedback and not (requantize or args.labels or args.metric or is_engine_path(args.candidate)):
+        from ..pipeline import STREAMED, state_pairs  # state pairs the graph has: streamed when the data are sequences
+
+        found, mode = state_pairs(load_onnx(args.reference), (), spec)
+        feedback = found if mode == STREAMED else feedback
     metric = ev.UserMetric.load(args.metric) if args.metric else None
     with progress_bar("evaluating", enabled=bars) as progress:
         if feedback:
@@ -166,7 +171,8 @@ def run(args: argparse.Namespace) -> int:
         else:
             report = ev.evaluate(args.reference, args.candidate, spec, labels=args.labels,
                                  class_outputs=args.class_output or None, metric=metric, threads=args.threads,
-                                 progress=progress, plugins=args.plugins)
+                                 progress=progress, plugins=args.plugins,
+                                 dla_core=args.dla_core)
     code = 0
     model = None
     if requantize:

@@ -979,8 +979,6 @@ CASES: List[Case] = [
                                          "{ws}/ds.txt", "--batch-size", "4"], code=0, changes=["ds.txt"]),
     *[Case(f"r4-quickstart-{flag.strip('-')}-{value}", ["quickstart", "--no-torch", "-o", "{ws}/qs", flag, value],
            error=f"{flag}: must be at least 1") for flag, value in (("--samples", "0"), ("--eval-samples", "-3"))],
-    Case("r4-build-dla-core-negative", U + ["-o", "{ws}/m.engine", "--dla-core", "-1"],
-         error="--dla-core: must be at least 0"),
     Case("r4-min-agreement-above-1", C + ["-o", "{ws}/o.cache", "--min-agreement", "1.5"],
          error="--min-agreement: must be in \\[0, 1\\]"),
     Case("r4-target-agreement-0", E + ["--auto-exclude", "--target-agreement", "0"],

@@ -267,7 +267,6 @@ OPTION_VALUES = {
     "--seed": Value(int, 0, 2 ** 32 - 1),
     "--samples": None,   # 'all' or a count: checked by parse_samples (data options); quickstart's: Value(int, 1)
     "--eval-samples": None,
-    "--dla-core": Value(int, 0),
 }
 
 #: Options that take a list which must not be empty.

@@ -20,6 +20,7 @@ cosine, and top-1 agreement where an output holds class scores. The run is deter
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 import tempfile
 import time
@@ -106,7 +107,7 @@ LOADERS = {"mobilenet": mobilenet, **models.LOADERS}
 
 
 def measure(setup: models.Setup, algorithm: str, equalize: str, work: Path) -> dict:
-    from trtq import evaluate as ev
+    ev = importlib.import_module("trtq.evaluate")  # the module (trtq.evaluate is the function)
     from trtq.graph.model import load_onnx
     from trtq.graph.qdq import quantize_model
     from trtq.pipeline import calibrate

@@ -45,7 +45,7 @@ HOLDOUT_SAMPLES = 32
 
 #: Calibration convergence (trtq.calib.convergence): the quantile of the per-tensor amax drift between
 #: the first half and all of the samples that is compared with CONVERGENCE_MAX_DRIFT; above it, the
-#: summary recommends more samples. Threshold from scripts/bench_convergence.py (README, "Calibration convergence").
+#: summary recommends more samples. Threshold from scripts/bench_convergence.py (docs/benchmarks.md, "Calibration convergence").
 CONVERGENCE_QUANTILE = 0.9
 CONVERGENCE_MAX_DRIFT = 0.05
 

@@ -106,7 +106,7 @@ NO_RECOMMENDATION = frozenset({"minmax"})
 def recommendation(result: Convergence) -> Optional[str]:
     """One line when the amax have not settled (the quantile drift above the measured threshold).
 
-    Measured (scripts/bench_convergence.py, README "Calibration convergence"): YOLOv8n with entropy at 64
+    Measured (scripts/bench_convergence.py, docs/benchmarks.md, "Calibration convergence"): YOLOv8n with entropy at 64
     samples drifted 6.8 % (p90) and lost 2.5 dB against 128+ samples; from 256 samples on it drifted
     3.3 % or less and the fidelity no longer moved. None for :data:`NO_RECOMMENDATION` algorithms.
     """

@@ -7,7 +7,7 @@ import argparse
 from .. import defaults
 
 DEFAULT_OUT = "bench"
-#: Exit code of a bench that measured nothing (see the README's exit-code table).
+#: Exit code of a bench that measured nothing (see docs/guide.md, "Outputs and exit codes").
 EXIT_NOT_MEASURED = 1
 
 

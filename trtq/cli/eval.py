@@ -104,9 +104,11 @@ def default_mixed_path(candidate: str) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
+    import importlib
+
     from rich.markup import escape
 
-    from .. import evaluate as ev
+    ev = importlib.import_module("trtq.evaluate")  # the module: the package attribute trtq.evaluate is the function
     from ..errors import TrtqError
     from ..progress import progress_bar
     from ..report import eval_tables, print_verdict, report_console, write_json

@@ -349,6 +349,7 @@ def _world(trt, model_path: Path, timing_ok: bool = True):
         "Runtime.__init__": lambda *a: None,
         "OnnxParser.parse_from_file": lambda self, path: Path(path).exists(),
         "OnnxParser.num_errors": 0,
+        "ITensor.is_shape_tensor": False,  # as TensorRT answers for a data input
         "IBuilderConfig.set_timing_cache": lambda self, cache, ignore: timing_ok or cache._world.calls.count(
             ("IBuilderConfig", "create_timing_cache", (b"",))) > 0,
         "ITimingCache.serialize": lambda self: b"timing-cache",
@@ -1783,6 +1784,72 @@ def shape_tensor_inputs_get_value_ranges_and_host_memory(expected):
             code, out, err = _cli(["bench", engine, "--batch-sizes", "4", "--no-files", "--iterations", "1",
                                    "--warmup", "0"])
         assert code == 1 and not seen and "'target'" in out, (code, out[-400:], err[-400:])
+
+
+@check
+def streamed_engine_with_its_state_fed_back(expected):
+    """`trtq eval lstm.onnx lstm.engine --feedback hN=h0 --feedback cN=c0` on sequences: the engine itself is
+    streamed one row per call with its own state fed back (h0/c0 [1, 1, 16] each step), as the ONNX candidate is."""
+    import os
+
+    from trtq.ort import create_session
+
+    trt, _ = context()
+    models = Path(os.environ["TRTQ_CONTRACT_MODELS"])
+    lstm = models / "lstm.onnx"
+    session = create_session(str(lstm))
+    steps = []
+
+    def compute(feed):
+        steps.append(feed["x"].shape)
+        return dict(zip(["logits", "hN", "cN"], session.run(None, feed)))
+
+    F = trt.DataType.FLOAT
+    world = _computing_world(trt, [("x", F, (-1, -1, 8)), ("h0", F, (1, -1, 16)), ("c0", F, (1, -1, 16))],
+                             [("logits", F, (-1, 10)), ("hN", F, (1, -1, 16)), ("cN", F, (1, -1, 16))], compute,
+                             profiles={"x": ((1, 1, 8), (1, 8, 8), (32, 8, 8)), "h0": ((1, 1, 16), (1, 1, 16),
+                                       (1, 32, 16)), "c0": ((1, 1, 16), (1, 1, 16), (1, 32, 16))})
+    rng = np.random.default_rng(0)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        sequences = tmp / "rows"
+        sequences.mkdir()
+        for i in range(4):  # one digit-like sequence each, one row ([rows=1, 8]) per call
+            np.savez(sequences / f"d{i}.npz", x=rng.random((8, 1, 8), np.float32))
+        engine = tmp / "lstm.engine"
+        engine.write_bytes(b"engine")
+        with _engine_installed(trt, world):
+            code, out, err = _cli(["eval", lstm, engine, "--data", sequences, "--feedback", "hN=h0", "--feedback",
+                                   "cN=c0", "--no-speed"])
+        assert code == 0, err[-600:]
+        _assert_clean(world)
+        assert "4 sequences (32 steps)" in " ".join(out.split()), out
+        executed = [shape for shape in steps if shape[0] == 1]
+        assert len(executed) >= 32 and set(executed) == {(1, 1, 8)}, steps[:6]
+        assert {s for n, s in world.input_shapes if n == "h0"} == {(1, 1, 16)}, world.input_shapes[:6]
+
+
+@check
+def bench_profile_spans_each_inputs_batch_axis(expected):
+    """`trtq bench lstm.onnx --backend trt --shape ...`: the engine it builds has each input's batch sizes on that
+    input's own batch axis (h0/c0 on axis 1), the --shape dims elsewhere."""
+    import os
+    import shutil
+
+    trt, _ = context()
+    models = Path(os.environ["TRTQ_CONTRACT_MODELS"])
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        shutil.copy(models / "lstm.onnx", tmp / "m.onnx")
+        world = _world(trt, tmp / "m.onnx")
+        with _installed(trt, world):
+            _cli(["bench", tmp / "m.onnx", "--backend", "trt", "--precisions", "fp32", "--batch-sizes", "1,8",
+                  "--shape", "x:1x8x8", "--shape", "h0:1x1x16", "--shape", "c0:1x1x16", "--no-files", "-q"])
+        _assert_clean(world)
+        shapes = {args[0]: tuple(tuple(d) for d in args[1:]) for args in _calls(world, "IOptimizationProfile",
+                                                                                    "set_shape")}
+        assert shapes["x"] == ((1, 8, 8), (8, 8, 8), (8, 8, 8)), shapes
+        assert shapes["h0"] == shapes["c0"] == ((1, 1, 16), (1, 8, 16), (1, 8, 16)), shapes
 
 
 @check

@@ -134,6 +134,19 @@ def model_batch_axes(model) -> Tuple[Dict[str, Optional[int]], Dict[str, Optiona
         {name: axis for name, axis in outputs.items()}
 
 
+def tensor_specs(tensors: Sequence["TensorInfo"]) -> list:
+    """Engine tensors as :class:`trtq.graph.model.TensorSpec` with their batch axes (the shared batch dim named
+    ``batch``, other dynamic dims by tensor and axis), for trtq's data sources and feed helpers."""
+    from ..graph.model import TensorSpec
+
+    specs = []
+    for t in tensors:
+        dims = tuple(d if d >= 0 else ("batch" if axis == t.batch_axis else f"{t.name}:dim{axis}")
+                     for axis, d in enumerate(t.shape))
+        specs.append(TensorSpec(t.name, dims, np.dtype(np.float32) if t.raw else t.dtype, batch_axis=t.batch_axis))
+    return specs
+
+
 def engine_batch_axis(tensor: "TensorInfo") -> Optional[int]:
     """The batch axis an engine tensor shows by itself: the axis its profile spans (min != max), else its first
     dynamic axis, else 0; None for a scalar. Used where no ONNX model says it."""
@@ -147,14 +160,14 @@ def engine_batch_axis(tensor: "TensorInfo") -> Optional[int]:
     return dynamic[0] if dynamic else 0
 
 
-def _report_model_axes(engine: Path, report: Optional[dict]):
+def _report_model_axes(engine_path: Path, report: Optional[dict]):
     """The batch axes of the ONNX model the build report names beside the engine (same sha256), or None."""
     from ..graph.model import file_sha256
 
     recorded = (report or {}).get("model") or {}
     if not recorded.get("file"):
         return None
-    model = engine.with_name(str(recorded["file"]))
+    model = Path(engine_path).with_name(str(recorded["file"]))
     try:
         if not model.is_file() or (recorded.get("sha256") and file_sha256(model) != recorded["sha256"]):
             return None
@@ -473,15 +486,7 @@ class EngineRunner:
 
     def input_specs(self):
         """The inputs as :class:`trtq.graph.model.TensorSpec` (dynamic axes named), for trtq's data sources."""
-        from ..graph.model import TensorSpec
-
-        specs = []
-        for t in self.inputs:
-            dims = tuple(d if d >= 0 else ("batch" if axis == t.batch_axis else f"{t.name}:dim{axis}")
-                         for axis, d in enumerate(t.shape))
-            specs.append(TensorSpec(t.name, dims, np.dtype(np.float32) if t.raw else t.dtype,
-                                    batch_axis=t.batch_axis))
-        return specs
+        return tensor_specs(self.inputs)
 
     def random_refusal(self) -> str:
         """Why random inputs cannot stand for real ones here, or ``""``: an integer or boolean input without a
@@ -603,24 +608,27 @@ class EngineSession:
             raise
         except Exception as exc:  # noqa: BLE001 - numpy/CUDA-layer errors while feeding or reading the engine
             shapes = ", ".join(f"{k}{list(np.shape(v))}" for k, v in feed.items())
-            name = Path(self.runner.label).name if self.runner is not None else "(closed)"
-            raise TrtqError(f"engine {name} could not run the batch ({shapes}): {type(exc).__name__}: "
+            raise TrtqError(f"engine {self._name()} could not run the batch ({shapes}): {type(exc).__name__}: "
                             f"{' '.join(str(exc).split())}") from None
+
+    def _name(self) -> str:
+        label = getattr(self.runner, "label", None)
+        return Path(label).name if label else "(engine)"
 
     def _run(self, names, feed):
         """Each input keeps its own batch axis (unbatched inputs go whole with every call); a batch the profile
         takes runs as it is, a larger one in chunks, a smaller one padded by repeating its samples."""
-        from ..graph.batch import take_samples
+        from ..graph.batch import feed_samples, take_samples
 
         runner = self.runner
         names = list(names or [t.name for t in runner.outputs])
         feed = {name: np.asarray(value) for name, value in feed.items()}
-        count = runner.feed_batch(feed)
+        specs = tensor_specs(runner.inputs)
+        count = feed_samples(feed, specs)
         smallest, largest = runner.batch_range()
         if smallest <= count <= largest:
             outputs = runner.infer(feed)
             return [outputs[name] for name in names]
-        specs = runner.input_specs()
         by_name = {t.name: t for t in runner.outputs}
         parts = []
         for start in range(0, count, largest):
@@ -633,7 +641,7 @@ class EngineSession:
             for name in names:
                 out, axis = outputs[name], by_name[name].batch_axis
                 if axis is None or out.ndim <= axis or out.shape[axis] != max(size, smallest):
-                    raise TrtqError(f"engine {Path(runner.label).name} takes batches of {smallest}..{largest} and "
+                    raise TrtqError(f"engine {self._name()} takes batches of {smallest}..{largest} and "
                                     f"output {name!r} ({list(out.shape)}) has no batch axis to split the {count} "
                                     f"samples along; give --batch-size within {smallest}..{largest}")
                 if size < smallest:
@@ -667,4 +675,5 @@ def engine_information(trt, engine) -> Optional[dict]:
         return {"raw": str(text)}
 
 
-__all__ = ["EngineRunner", "EngineSession", "EngineLoadError", "TensorInfo", "model_batch_axes", "engine_batch_axis", "read_build_report", "FUNCTION_PATHS", "numpy_dtype", "engine_information"]
+__all__ = ["EngineRunner", "EngineSession", "EngineLoadError", "TensorInfo", "model_batch_axes", "engine_batch_axis",
+           "tensor_specs", "read_build_report", "FUNCTION_PATHS", "numpy_dtype", "engine_information"]

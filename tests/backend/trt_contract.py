@@ -568,7 +568,8 @@ def mixed_precision_layers_stay_float(expected):
     with tempfile.TemporaryDirectory() as tmp:
         model = _onnx_model(Path(tmp) / "m.onnx")
         cache = Path(tmp) / "m.cache"
-        from trtq.graph.model import file_sha256, input_specs, load_onnx
+        from trtq.graph.model import file_sha256, load_onnx
+        from trtq.graph.signature import input_specs
 
         loaded = load_onnx(model)
         amax = {"x": 1.0, "h": 2.0, "y": 2.0, "z": 4.0}
@@ -1477,7 +1478,8 @@ def deploy_triton_falls_back_when_tensorrt_cannot_load_the_engine(expected):
 
     from trtq.backend.build import profile_shapes
     from trtq.data.spec import DataSpec
-    from trtq.graph.model import file_sha256, input_specs, load_onnx
+    from trtq.graph.model import file_sha256, load_onnx
+    from trtq.graph.signature import input_specs
     from trtq.pipeline import calibrate
 
     trt, _ = context()
@@ -1566,7 +1568,8 @@ def recurrent_and_scalar_engines_through_eval_and_bench(expected):
 
     from trtq.backend.build import profile_shapes
     from trtq.backend.runner import EngineSession
-    from trtq.graph.model import input_specs, load_onnx
+    from trtq.graph.model import load_onnx
+    from trtq.graph.signature import input_specs
     from trtq.ort import create_session
 
     trt, major = context()

@@ -122,16 +122,16 @@ class TensorInfo:
 
 def model_batch_axes(model) -> Tuple[Dict[str, Optional[int]], Dict[str, Optional[int]]]:
     """Per input and per output of the ONNX ``model`` (a path or ModelProto): the axis that counts samples, None
-    for a scalar or configuration input. The one place the engine runner and the deploy writers read it."""
-    from ..graph.batch import output_batch_axes
-    from ..graph.model import input_specs, load_onnx
+    for a scalar or configuration tensor, from the model's signature (:func:`trtq.graph.signature.read_signature`).
+    The one place the engine runner and the deploy writers read it."""
+    from ..graph.model import load_onnx
+    from ..graph.signature import read_signature
 
     if not hasattr(model, "graph"):
         model = load_onnx(model)
-    specs = input_specs(model)
-    outputs = output_batch_axes(model, specs)
-    return {s.name: (s.batch_axis if s.batched else None) for s in specs}, \
-        {name: axis for name, axis in outputs.items()}
+    signature = read_signature(model)
+    return ({s.name: (s.batch_axis if s.batched else None) for s in signature.inputs},
+            {o.name: (o.spec.batch_axis if o.spec.batched else None) for o in signature.outputs})
 
 
 def tensor_specs(tensors: Sequence["TensorInfo"]) -> list:

@@ -337,3 +337,41 @@ def test_target_options_parse_into_one_target():
     for bad in (["--target-agreement", "1.5"], ["--max-layers", "2"], ["--target-snr", "3", "--max-layers", "-1"]):
         with pytest.raises(OptionError):
             fidelity_target_from_args(parser.parse_args(bad))
+
+
+@pytest.mark.parametrize("family", ["digits", "sequence reader", "matmul"])
+def test_one_scoring_session_gives_the_choice_and_scores_of_a_session_per_table(tmp_path, family, monkeypatch):
+    """auto scores every table through one session whose activation scales are inputs; the choice, the
+    per-tensor overrides and every candidate's scores equal those of a session per table."""
+    from pathlib import Path
+
+    import _toys
+
+    rng = np.random.default_rng(4)
+    if family == "digits":
+        model = str(Path(__file__).resolve().parents[1] / "trtq" / "assets" / "demo_digits.onnx")
+        data = DataSpec(str(Path(__file__).resolve().parents[1] / "calib_data" / "digits"), samples=160)
+    elif family == "sequence reader":
+        model = str(_toys.save(_toys.sequence_reader(), tmp_path / "reader.onnx"))
+        data = DataSpec(write_samples(tmp_path / "data", rng.standard_normal((160, 6, 8))), samples=None)
+    else:
+        model = matmul_model(tmp_path / "m.onnx", rng.standard_normal((FEATURES, OUTPUTS)))
+        data = DataSpec(write_samples(tmp_path / "data", rng.standard_normal((160, FEATURES)) ** 3), samples=None)
+    original = pipeline.choose_amax
+    results = {}
+    for one in (True, False):
+        sessions = []
+        monkeypatch.setattr(pipeline, "choose_amax", lambda *a, **k: original(*a, **{**k, "one_session": one}))
+        real = pipeline.CandidateScorer.__init__
+
+        def counting(self, *a, **k):
+            sessions.append(1)
+            real(self, *a, **k)
+
+        monkeypatch.setattr(pipeline.CandidateScorer, "__init__", counting)
+        auto = pipeline.calibrate(model, data).auto
+        results[one] = (auto.chosen, sorted(auto.overrides.items()), [(c.name, c.snr_db, c.decision)
+                                                                      for c in auto.candidates],
+                        [(t["tensor"], t["snr_db"]) for t in auto.trials])
+        assert len(sessions) == (1 if one else 0)
+    assert results[True] == results[False]

@@ -1585,9 +1585,17 @@ class Replay:
         """Output metrics of ``model`` (ModelProto or path) against the stored reference outputs."""
         from .ort import create_session, run
 
-        session = create_session(model, threads=threads)
+        return self.score_session(create_session(model, threads=threads))
+
+    def score_session(self, session, extra: Optional[Mapping[str, np.ndarray]] = None) -> List[OutputMetrics]:
+        """:meth:`score` with an open session, ``extra`` fed beside every batch (the scales of a scoring model
+        whose Q/DQ scales are inputs: one session for every candidate)."""
+        from .ort import run
+
         names = [n for n in self.outputs[0] if self.judged is None or n in self.judged]
-        return compare_outputs(((ref, run(session, feed, names)) for feed, ref in zip(self.feeds, self.outputs)), names,
+        extra = dict(extra or {})
+        return compare_outputs(((ref, run(session, {**feed, **extra}, names))
+                                for feed, ref in zip(self.feeds, self.outputs)), names,
                                class_outputs=self.class_outputs, feeds=self.feeds, metric=self.metric,
                                feature_axes=self.feature_axes, output_axes=self.output_axes, masks=self.masks,
                                group_axes=self.group_axes)

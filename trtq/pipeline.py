@@ -236,14 +236,50 @@ class AutoChoice:
                 "agreement": self.decision, "held_back": self.held_back}
 
 
-def score(replay, model, amax: Mapping[str, float], exclude: Sequence[str] = (), name: str = "") -> Candidate:
-    """Decision, worst SNR and cosine of the TensorRT-form Q/DQ model of ``amax`` on ``replay`` (with its metrics and noise)."""
+class CandidateScorer:
+    """One ONNX Runtime session that scores every amax table of a model (auto's candidates and trials).
+
+    The session runs the TensorRT-form Q/DQ model with its activation scales as inputs
+    (:func:`trtq.graph.qdq.scales_as_inputs`); a table is scored by feeding its own Q/DQ
+    model's scales: the same numbers as a session of that model, without building a session
+    per table. A table whose Q/DQ model differs in anything else (placement, or weight scales
+    a bias floor moved) falls back to its own session.
+    """
+
+    def __init__(self, model, amax: Mapping[str, float], exclude: Sequence[str] = (), threads: Optional[int] = None):
+        from .graph.qdq import quantize_model, scales_as_inputs
+        from .ort import create_session
+
+        self.model, self.exclude, self.threads = model, tuple(exclude), threads
+        quantized, _ = quantize_model(model, amax, target="trt", exclude=self.exclude)
+        self.scoring, self.names = scales_as_inputs(quantized)
+        self.session = create_session(self.scoring, threads=threads)
+
+    def metrics(self, replay, amax: Mapping[str, float]):
+        """``replay``'s metrics of the TensorRT-form Q/DQ model of ``amax``."""
+        from .graph.qdq import quantize_model, scale_feeds
+
+        quantized, _ = quantize_model(self.model, amax, target="trt", exclude=self.exclude)
+        try:
+            feeds = scale_feeds(quantized, self.names, self.scoring)
+        except KeyError:  # another placement: its own session
+            return replay.score(quantized, threads=self.threads)
+        return replay.score_session(self.session, feeds)
+
+
+def score(replay, model, amax: Mapping[str, float], exclude: Sequence[str] = (), name: str = "",
+          scorer: Optional[CandidateScorer] = None) -> Candidate:
+    """Decision, worst SNR and cosine of the TensorRT-form Q/DQ model of ``amax`` on ``replay`` (with its metrics
+    and noise); ``scorer``: the one session that scores every table (when ``replay`` can use it)."""
     from .evaluate import decision_of, output_snr_db, worst_of
     from .graph.qdq import quantize_model
 
     started = time.perf_counter()
-    quantized, _ = quantize_model(model, amax, target="trt", exclude=exclude)
-    metrics = replay.score(quantized)
+    if scorer is not None and hasattr(replay, "score_session"):
+        metrics = scorer.metrics(replay, amax)
+    else:
+        quantized, _ = quantize_model(model, amax, target="trt", exclude=exclude)
+        metrics = replay.score(quantized)
     snr, cosine, _ = worst_of(metrics)
     decision = decision_of(metrics)
     candidate = Candidate(name, snr, cosine, time.perf_counter() - started, metrics,
@@ -262,6 +298,7 @@ def choose_amax(
     refine_trials: int = defaults.AUTO_REFINE_TRIALS,
     reserve=None,
     progress: ProgressCallback = no_progress,
+    one_session: bool = True,
 ) -> Tuple[Dict[str, float], AutoChoice, list]:
     """``--algo auto``: the amax table whose TensorRT-form model ranks best on ``replay``, its choice record
     and its per-output metrics (the verdict).
@@ -272,7 +309,8 @@ def choose_amax(
     replay (``replay``'s samples and more held-back ones); when the leaders are within
     noise they are rescored on it once. Then, for the quantized tensors whose candidates
     disagree most, the largest and the smallest other amax are tried one tensor at a time;
-    a change is kept only when :func:`improves` says so.
+    a change is kept only when :func:`improves` says so. ``one_session``: score every table through
+    one :class:`CandidateScorer` (False: a session per table, the reference the scorer must match).
     """
     from .calib import amax_from_histograms
     from .graph.qdq import quantize_model
@@ -283,6 +321,8 @@ def choose_amax(
         tables[algorithm] = amax_from_histograms(histograms, algorithm, **options)
     _, plan_summary = quantize_model(model, tables[defaults.SINGLE_ALGORITHMS[0]], target="trt", exclude=exclude)
     quantized = [t for t in plan_summary.activation_tensors if all(t in table for table in tables.values())]
+    scorer = CandidateScorer(model, tables[defaults.SINGLE_ALGORITHMS[0]], exclude) if one_session and hasattr(
+        replay, "score_session") else None
     total_steps = len(tables) + refine_trials
     step = 0
     progress(step, total_steps)
@@ -297,7 +337,7 @@ def choose_amax(
                                         earlier.decision, earlier.decision_name, earlier.decision_noise,
                                         earlier.snr_noise, earlier.samples, earlier.output_snr_db))
         else:
-            seen[signature] = candidate = score(replay, model, table, exclude, algorithm)
+            seen[signature] = candidate = score(replay, model, table, exclude, algorithm, scorer)
             candidates.append(candidate)
         step += 1
         progress(step, total_steps)
@@ -314,7 +354,7 @@ def choose_amax(
                 twin = rescored.get(id(candidate.metrics))
                 if twin is None:
                     twin = rescored[id(candidate.metrics)] = score(wide, model, tables[candidate.name], exclude,
-                                                                   candidate.name)
+                                                                   candidate.name, scorer)
                     again.append(twin)
                 else:
                     again.append(Candidate(candidate.name, twin.snr_db, twin.cosine, 0.0, twin.metrics, twin.decision,
@@ -359,7 +399,7 @@ def choose_amax(
                 break
             trial_amax = dict(amax)
             trial_amax[tensor] = value
-            result = score(replay, model, trial_amax, exclude, f"{tensor}<-{others[value]}")
+            result = score(replay, model, trial_amax, exclude, f"{tensor}<-{others[value]}", scorer)
             trials += 1
             step += 1
             progress(step, total_steps)

@@ -456,6 +456,28 @@ def default_output_path(model_path: PathLike, target: str = "trt") -> Path:
     return path.with_name(path.stem + suffix)
 
 
+def check_exclude(model, exclude: Sequence[str], option: str = "--exclude") -> None:
+    """Refuse ``exclude`` entries (node names, op types, name patterns) that match nothing in ``model``, naming
+    the closest node names and op types: a typo would otherwise quantize the layer it meant to keep float."""
+    import difflib
+
+    from .placement import _Matcher
+
+    names = node_names(model)
+    nodes = list(model.graph.node)
+    unmatched = _Matcher(exclude).unmatched(names, nodes)
+    if not unmatched:
+        return
+    known = list(dict.fromkeys(names + [n.op_type for n in nodes]))
+    parts = []
+    for pattern in unmatched:
+        close = difflib.get_close_matches(pattern, known, n=3, cutoff=0.5)
+        parts.append(f"{pattern!r}" + (f" (closest: {', '.join(repr(c) for c in close)})" if close else ""))
+    raise TrtqError(f"{option} {', '.join(parts)} matches no node name or op type of the model; nothing was "
+                    "written. Give node names as trtq inspect lists them, op types (Conv, MatMul) or patterns "
+                    "(/model.22/*)")
+
+
 def tensor_names(model) -> List[str]:
     """Graph inputs and every node output: the names a calibration cache may hold."""
     names = [vi.name for vi in model.graph.input]

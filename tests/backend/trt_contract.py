@@ -1059,6 +1059,14 @@ def _engine_installed(trt, world):
         cuda.Stream, cuda.Event = saved
 
 
+def _rows_times(images: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """``images`` flattened per row times ``weights``, each row the same number whatever the batch: in float64,
+    then float32 (a float32 BLAS blocks a 5-row and a 36-row product differently on some CPUs, AVX2-only ones
+    among them, so a row's last bit would depend on the batch it came in)."""
+    flat = images.reshape(len(images), -1).astype(np.float64)
+    return (flat @ weights.astype(np.float64)).astype(np.float32)
+
+
 def _image_model(folder: Path, samples: int):
     """ref.onnx (images [N,3,8,8] -> out [N,10], a real MatMul) and ``samples`` .npy samples, as the review's
     eval_minbatch_cli probe; returns (model, data folder, weights)."""
@@ -1092,7 +1100,7 @@ def eval_pads_to_the_engines_smallest_batch(expected):
         model, data, weights = _image_model(Path(tmp), 36)
         engine = Path(tmp) / "m.engine"
         engine.write_bytes(b"engine")
-        compute = lambda feed: {"out": feed["images"].reshape(len(feed["images"]), -1) @ weights}  # noqa: E731
+        compute = lambda feed: {"out": _rows_times(feed["images"], weights)}  # noqa: E731
         for shape, profile in (((-1, 3, 8, 8), ((8, 3, 8, 8), (32, 3, 8, 8), (32, 3, 8, 8))),
                                ((8, 3, 8, 8), None)):
             world = _computing_world(trt, [("images", trt.DataType.FLOAT, shape)],
@@ -1308,7 +1316,7 @@ def plugins_reach_eval_bench_and_inspect(expected):
             loaded.append(Path(path))
             return real_cdll(path, *args, **kwargs)
 
-        compute = lambda feed: {"out": feed["images"].reshape(len(feed["images"]), -1) @ weights}  # noqa: E731
+        compute = lambda feed: {"out": _rows_times(feed["images"], weights)}  # noqa: E731
         commands = [["eval", model, engine, "--data", data, "-q"],
                     ["bench", engine, "--batch-sizes", "2", "--iterations", "2", "--warmup", "0", "--no-files", "-q"],
                     ["inspect", engine, "--json"]]
@@ -1427,7 +1435,7 @@ def dla_core_option_for_engines_without_a_report(expected):
         model, data, weights = _image_model(Path(tmp), 4)
         engine = Path(tmp) / "dla.engine"
         engine.write_bytes(b"engine")
-        compute = lambda feed: {"out": feed["images"].reshape(len(feed["images"]), -1) @ weights}  # noqa: E731
+        compute = lambda feed: {"out": _rows_times(feed["images"], weights)}  # noqa: E731
         commands = [["eval", model, engine, "--data", data, "-q"],
                     ["bench", engine, "--batch-sizes", "2", "--iterations", "2", "--warmup", "0", "--no-files", "-q"],
                     ["inspect", engine, "--json"]]

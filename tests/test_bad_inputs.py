@@ -966,6 +966,10 @@ CASES: List[Case] = [
     *[Case(f"r4-triton-name-{label}", ["deploy", "triton", "{ws}/m.onnx", "--cache", "{ws}/m.calib.cache", "-o",
                                        "{ws}/repo", "--name", name], error="--name: .* is a path, not a model name")
       for label, name in (("dotdot", "../escape"), ("slash", "a/b"), ("absolute", "{ws}/abs"), ("dot", "."))],
+    Case("r4-triton-default-name-is-a-path", ["deploy", "triton", "{ws}/...onnx", "--cache", "{ws}/m.calib.cache",
+                                              "-o", "{ws}/repo"], setup=lambda env: shutil.copy(env.ws / "m.onnx",
+                                                                                                 env.ws / "...onnx"),
+         error="'..' is a path, not a model name"),
     Case("r4-triton-max-batch-negative", ["deploy", "triton", "{ws}/m.onnx", "--cache", "{ws}/m.calib.cache", "-o",
                                           "{ws}/repo", "--max-batch", "-1"], error="--max-batch: must be in \\[1, "),
     *[Case(f"r4-deepstream-batch-size-{value}", ["deploy", "deepstream", "{ws}/m.onnx", "--cache", "{ws}/img.cache",
@@ -973,6 +977,8 @@ CASES: List[Case] = [
            error="--batch-size: must be in \\[1, 1024\\]") for value in ("0", "5000")],
     Case("r4-deepstream-batch-size-ok", ["deploy", "deepstream", "{ws}/m.onnx", "--cache", "{ws}/img.cache", "-o",
                                          "{ws}/ds.txt", "--batch-size", "4"], code=0, changes=["ds.txt"]),
+    *[Case(f"r4-quickstart-{flag.strip('-')}-{value}", ["quickstart", "--no-torch", "-o", "{ws}/qs", flag, value],
+           error=f"{flag}: must be at least 1") for flag, value in (("--samples", "0"), ("--eval-samples", "-3"))],
     Case("r4-min-agreement-above-1", C + ["-o", "{ws}/o.cache", "--min-agreement", "1.5"],
          error="--min-agreement: must be in \\[0, 1\\]"),
     Case("r4-target-agreement-0", E + ["--auto-exclude", "--target-agreement", "0"],
@@ -1222,6 +1228,26 @@ def test_signal_during_triton_model_write_leaves_no_repository(signame, template
     assert child.returncode == 128 + number, err
     assert "Traceback" not in err and f"interrupted ({signame})" in err, err
     assert not (ws / "repo").exists(), sorted(str(p) for p in (ws / "repo").rglob("*"))
+
+
+def test_deploy_library_refuses_what_its_target_does_not_accept(template, tmp_path):
+    """The same limits as the command line, for library callers: nothing is written outside the repository."""
+    from trtq.deploy.deepstream import write_config
+    from trtq.deploy.triton import write_repository
+    from trtq.errors import TrtqError
+
+    ws = tmp_path / "ws"
+    shutil.copytree(template, ws, symlinks=True)
+    before = _snapshot(tmp_path)
+    for name in ("../escape", "/abs", ".."):
+        with pytest.raises(TrtqError, match="is a path, not a model name"):
+            write_repository(ws / "m.onnx", ws / "m.calib.cache", ws / "repo", name=name)
+    with pytest.raises(TrtqError, match="--max-batch -1"):
+        write_repository(ws / "m.onnx", ws / "m.calib.cache", ws / "repo", max_batch=-1)
+    for size in (0, 5000):
+        with pytest.raises(TrtqError, match="nvinfer accepts 1 to 1024"):
+            write_config(ws / "m.onnx", ws / "img.cache", ws / "ds.txt", batch_size=size)
+    assert _snapshot(tmp_path) == before
 
 
 def test_killed_run_leftover_removed_by_next_run(template, tmp_path):

@@ -9,15 +9,12 @@ from .. import defaults
 
 
 def triton_model_name(text: str) -> str:
-    """``--name``: one folder of the model repository (argparse type). A path (``..``, ``a/b``, ``/abs``) would
-    put the model outside the repository, or where Triton does not look."""
-    if not text or not text.strip():
-        raise argparse.ArgumentTypeError("a model name must not be empty")
-    if "/" in text or "\\" in text or text in (".", ".."):
-        raise argparse.ArgumentTypeError(f"{text!r} is a path, not a model name: give one folder name of the "
-                                         "repository (letters, digits, '_', '-', '.')")
-    if any(ord(c) < 32 or ord(c) == 127 for c in text):
-        raise argparse.ArgumentTypeError(f"{text!r} holds control characters; give a plain folder name")
+    """``--name``: one folder of the model repository (argparse type; :func:`trtq.deploy.triton.model_name_problem`)."""
+    from ..deploy.triton import model_name_problem
+
+    problem = model_name_problem(text)
+    if problem:
+        raise argparse.ArgumentTypeError(problem)
     return text
 
 

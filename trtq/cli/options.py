@@ -265,7 +265,7 @@ OPTION_VALUES = {
     "--opset": Value(int, 7, 64),
     "--tolerance": Value(float, 0, low_open=True),
     "--seed": Value(int, 0, 2 ** 32 - 1),
-    "--samples": None,   # 'all' or a count: checked by parse_samples (data options)
+    "--samples": None,   # 'all' or a count: checked by parse_samples (data options); quickstart's: Value(int, 1)
     "--eval-samples": None,
 }
 

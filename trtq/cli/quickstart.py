@@ -8,7 +8,7 @@ from .. import defaults
 
 
 def add_parser(sub) -> None:
-    from .options import DefaultsFormatter, add_algorithm_argument, add_fidelity_arguments
+    from .options import DefaultsFormatter, Value, add_algorithm_argument, add_fidelity_arguments
 
     parser = sub.add_parser(
         "quickstart",
@@ -22,8 +22,9 @@ def add_parser(sub) -> None:
     )
     parser.add_argument("-o", "--out", default="out/quickstart", help="folder for every file the run writes")
     parser.add_argument("--calib", default=None, help="calibration data (default: the bundled calib_data/)")
-    parser.add_argument("--samples", type=int, default=defaults.SAMPLES, help="calibration samples")
-    parser.add_argument("--eval-samples", type=int, default=None, help="held-out samples to evaluate (default: all)")
+    parser.add_argument("--samples", type=Value(int, 1), default=defaults.SAMPLES, help="calibration samples")
+    parser.add_argument("--eval-samples", type=Value(int, 1), default=None,
+                        help="held-out samples to evaluate (default: all)")
     parser.add_argument("--batch-sizes", default=",".join(map(str, defaults.BENCH_BATCH_SIZES)),
                         help="comma-separated batch sizes to benchmark")
     parser.add_argument("--iterations", type=int, default=defaults.BENCH_ITERATIONS, help="timed runs per batch size")

@@ -336,6 +336,8 @@ def write_config(model_path: PathLike, cache_path: PathLike, output: PathLike, *
     spec = input_specs(model)[0]
     if batch_size is None:
         batch_size = static or 1
+    elif not 1 <= batch_size <= MAX_BATCH_SIZE:
+        raise TrtqError(f"--batch-size {batch_size}: nvinfer accepts 1 to {MAX_BATCH_SIZE}")
     elif static is not None and batch_size != static:
         raise TrtqError(f"--batch-size {batch_size}: the model's input {spec.name!r} has a fixed batch of {static}")
     if calibration.trt_version // (10000 if calibration.trt_version >= 100000 else 1000) >= 11:

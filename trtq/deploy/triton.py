@@ -575,6 +575,19 @@ def _trunks(dims: Sequence[int]) -> List[int]:
     return counts + [current]
 
 
+def model_name_problem(name: str) -> Optional[str]:
+    """Why ``name`` cannot be a model of a repository (one folder of it), else None: a path (``..``, ``a/b``,
+    ``/abs``) would put the model outside the repository, or where Triton does not look."""
+    if not name or not name.strip():
+        return "a model name must not be empty"
+    if "/" in name or "\\" in name or name in (".", ".."):
+        return (f"{name!r} is a path, not a model name: give one folder name of the repository (letters, digits, "
+                "'_', '-', '.')")
+    if any(ord(c) < 32 or ord(c) == 127 for c in name):
+        return f"{name!r} holds control characters; give a plain folder name"
+    return None
+
+
 def write_repository(model_path: PathLike, cache_path: PathLike, repository: PathLike, *, name: Optional[str] = None,
                      onnx_model: Optional[PathLike] = None, max_batch: Optional[int] = None, force: bool = False,
                      trt_fp16: bool = False, trt_cache_path: Optional[str] = None) -> dict:
@@ -595,6 +608,11 @@ def write_repository(model_path: PathLike, cache_path: PathLike, repository: Pat
     calibration = read_calibration(cache_path)
     is_onnx = model_path.suffix.lower() == ".onnx"
     name = name or re.sub(r"[^A-Za-z0-9_.-]", "_", model_path.stem)
+    problem = model_name_problem(name)
+    if problem:
+        raise TrtqError(f"model name: {problem} (--name)")
+    if max_batch is not None and max_batch < 1:
+        raise TrtqError(f"--max-batch {max_batch}: Triton's max_batch_size of a batching model is at least 1")
     folder = Path(repository) / name
     config_path = folder / "config.pbtxt"
     payload_path = folder / "1" / ("model.onnx" if is_onnx else "model.plan")

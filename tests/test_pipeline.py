@@ -144,7 +144,7 @@ def test_a_poor_result_prints_one_warning_line(tmp_path, capsys):
     assert out.count("warning:") == 1 and "is poor" in out and "--auto-exclude" in out and "--algo" in out
 
 
-# --------------------------------------------------------------------------- ranking by decisions (issue 15)
+# --------------------------------------------------------------------------- ranking by decisions
 
 
 def _candidate(name, ref, cand, class_outputs=None, metric=None):

@@ -154,6 +154,10 @@ def run(args: argparse.Namespace) -> int:
     print(f"report {result.report_path}")
     _print_build_verdict(report)
     print_notes(notes)
+    from ..report import next_command, print_next, report_console
+
+    print_next(report_console(), next_command("trtq", "bench", result.engine_path),
+               next_command("trtq", "deploy", "triton", result.engine_path, "-o", "<model repository>"))
     return 0
 
 

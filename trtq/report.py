@@ -270,11 +270,14 @@ def console_width() -> int:
 
 def report_console():
     """The Console every command prints its report with: as wide as the terminal (``COLUMNS`` where set,
-    else 80 in a log or a file), tables made to fit it (:func:`fit_table`). Lines of text are not broken
-    by trtq (soft wrap): in a log a tensor name stays on one line, and a terminal wraps it."""
+    else 80 in a log or a file), tables made to fit it (:func:`fit_table`). In a terminal, text wraps
+    between words; in a log or a file, lines of text are written whole (a tensor name stays on one line)."""
     from rich.console import Console
 
-    return Console(soft_wrap=True)
+    console = Console()
+    if not console.is_terminal:
+        console.soft_wrap = True
+    return console
 
 
 CSV_COLUMNS = [f.name for f in fields(BenchResult)]

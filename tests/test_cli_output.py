@@ -89,3 +89,10 @@ def test_the_opset_conversion_is_said_once_per_run(caplog):
             qdq._ensure_opset(model)
     said = [r for r in caplog.records if "converted the model from opset 11" in r.getMessage()]
     assert [r.levelno for r in said] == [logging.INFO, logging.DEBUG, logging.DEBUG]
+
+
+def test_eval_with_a_report_ends_with_the_next_step_for_its_form(demo, capsys, tmp_path):
+    for candidate, expected in (("demo.int8-cpu.onnx", "next: trtq bench"), ("demo.int8.onnx", "next: trtq build")):
+        assert main(["eval", str(demo / "demo.onnx"), str(demo / candidate), "--data", str(ROOT / "eval_data/digits"),
+                     "--samples", "16", "--json", str(tmp_path / f"{candidate}.json")]) == 0
+        assert capsys.readouterr().out.splitlines()[-1].startswith(expected)

@@ -252,6 +252,14 @@ def run(args: argparse.Namespace) -> int:
         write_json(args.json, report.to_dict())
         console.print(f"  wrote {args.json}", highlight=False, markup=False)
     print_notes(notes)
+    if args.json and model is None and not is_engine_path(args.candidate):
+        from ..report import next_command, print_next
+
+        if ev.qdq_form(load_onnx(args.candidate)) == "cpu":
+            print_next(console, next_command("trtq", "bench", args.reference, args.candidate))
+        else:  # the TensorRT form: what an engine computes
+            print_next(console, next_command("trtq", "build", args.reference, "--int8", "--cache",
+                                             args.cache or "<its calibration cache>") + "   (GPU with TensorRT)")
     failure = verdict.failure(args.min_snr, args.min_cosine, args.min_agreement)
     if failure:
         from ..errors import FidelityError

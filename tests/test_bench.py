@@ -133,7 +133,7 @@ def test_engines_go_to_the_tensorrt_backend(tmp_path, monkeypatch):
     calls = {}
 
     def benchmark_engines(paths, batch_sizes, iterations, warmup, progress, precisions, shapes, data=None,
-                          max_seconds=None, plugins=()):
+                          max_seconds=None, plugins=(), dla_core=None):
         calls["engines"] = (paths, batch_sizes, iterations, warmup, precisions, shapes)
         return [bench.latency_row(bench.BenchResult("m.fp16.engine", "fp16", "tensorrt", b), np.array([1.0, 3.0]))
                 for b in batch_sizes]

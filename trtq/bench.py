@@ -498,6 +498,7 @@ def benchmark(
     max_seconds: Optional[float] = None,
     baseline: Optional[str] = None,
     plugins: Sequence[PathLike] = (),
+    dla_core: Optional[int] = None,
     progress: ProgressCallback = no_progress,
     batch_axes: Optional[Mapping[str, Optional[int]]] = None,
     feedback: Sequence = (),
@@ -557,12 +558,12 @@ def benchmark(
         results += _benchmark_trt(engines, onnx_models if backend in _TRT_NAMES else [], batch_sizes,
                                   iterations=iterations, warmup=warmup, data=data, shapes=shapes,
                                   engine_labels=labels_of(engines), precisions=precisions, progress=progress,
-                                  max_seconds=max_seconds, plugins=plugins)
+                                  max_seconds=max_seconds, plugins=plugins, dla_core=dla_core)
     return fill_speedups(results, baseline=None if baseline is None else Path(baseline).name)
 
 
 def _benchmark_trt(engines, onnx_models, batch_sizes, *, iterations, warmup, data, shapes, engine_labels,
-                   precisions, progress, max_seconds=None, plugins=()) -> List[BenchResult]:
+                   precisions, progress, max_seconds=None, plugins=(), dla_core=None) -> List[BenchResult]:
     """TensorRT rows from ``trtq.backend.bench`` (which raises BackendUnavailable without TensorRT or a GPU)."""
     from .backend import bench as trt_bench
 
@@ -571,7 +572,7 @@ def _benchmark_trt(engines, onnx_models, batch_sizes, *, iterations, warmup, dat
         results += trt_bench.benchmark_engines([str(e) for e in engines], list(batch_sizes), iterations=iterations,
                                                warmup=warmup, progress=progress, precisions=engine_labels,
                                                shapes=shapes, data=data, max_seconds=max_seconds,
-                                               plugins=plugins)
+                                               plugins=plugins, dla_core=dla_core)
     if onnx_models:
         wanted = list(precisions) if precisions else (["fp32", "fp16", "int8"] if data is not None else ["fp32", "fp16"])
         for model in onnx_models:

@@ -1325,6 +1325,7 @@ def evaluate(
     threads: Optional[int] = None,
     progress: Optional[ProgressCallback] = None,
     plugins: Sequence[PathLike] = (),
+    dla_core: Optional[int] = None,
 ) -> EvalReport:
     """Compare ``candidate`` (e.g. the INT8 Q/DQ model) with ``reference`` (the float model) on ``data``.
 
@@ -1338,7 +1339,8 @@ def evaluate(
     with ``labels``, the first ``[N, C]`` output. ``metric``: the user's own
     (:class:`UserMetric`), reported and judged by the verdict. Runs both models with ONNX
     Runtime on the CPU; a ``candidate`` that is a TensorRT engine (``.engine``/``.plan``) runs
-    on the GPU through trtq.backend (``plugins``: the plugin libraries it needs).
+    on the GPU through trtq.backend (``plugins``: the plugin libraries it needs; ``dla_core``: the DLA core
+    a DLA engine runs on, default the one its build report names).
     """
     from .bench import infer_precision, is_engine_path
     from .data import open_source
@@ -1355,7 +1357,7 @@ def evaluate(
         from .backend.runner import EngineSession
 
         cand_name, cand_precision, cand_session = Path(candidate).name, engine_precision(candidate), \
-            EngineSession(candidate, plugins=plugins)
+            EngineSession(candidate, plugins=plugins, dla_core=dla_core)
     else:
         cand_model, cand_name = _load(candidate)
         cand_session = create_session(cand_model, threads=threads)

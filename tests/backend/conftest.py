@@ -17,9 +17,11 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -66,12 +68,31 @@ def unavailable(reason: str):
     pytest.skip(reason)
 
 
-def _install(version: str, *requirements: str, marker: str = "tensorrt_bindings/__init__.py") -> Path:
+def installed(site: Path, requirements) -> bool:
+    """Whether ``site`` holds every pinned ``name==version`` wheel: each one's ``.dist-info/RECORD``, which pip
+    writes for every wheel it installs (a file the wheel's own contents cannot lack or rename)."""
+    for requirement in requirements:
+        name, _, version = requirement.partition("==")
+        if not (site / f"{re.sub(r'[-_.]+', '_', name).lower()}-{version}.dist-info" / "RECORD").is_file():
+            return False
+    return True
+
+
+def move_into_place(staging: Path, site: Path) -> None:
+    """Rename a finished install to ``site``; an incomplete ``site`` left by an interrupted run is moved aside to
+    a name no other run uses first, so the rename never meets a non-empty folder."""
+    if site.exists():
+        aside = Path(tempfile.mkdtemp(prefix=f".stale-{site.name}-", dir=site.parent))
+        site.rename(aside / site.name)
+        shutil.rmtree(aside, ignore_errors=True)
+    staging.rename(site)
+
+
+def _install(version: str, *requirements: str) -> Path:
     site = CONTRACT_DIR / f"site-{version}"
-    if (site / marker).exists():
+    if installed(site, requirements):
         return site
-    staging = CONTRACT_DIR / f".staging-{version}"
-    shutil.rmtree(staging, ignore_errors=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".staging-{version}-", dir=CONTRACT_DIR))
     command = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--only-binary=:all:",
                "--disable-pip-version-check", "--target", str(staging), *requirements]
     wanted = " ".join(requirements)
@@ -80,8 +101,9 @@ def _install(version: str, *requirements: str, marker: str = "tensorrt_bindings/
     except subprocess.TimeoutExpired:
         unavailable(f"pip install {wanted} timed out")
     if done.returncode != 0:
+        shutil.rmtree(staging, ignore_errors=True)
         unavailable(f"pip install {wanted} failed: {done.stderr.strip().splitlines()[-1:] or done.returncode}")
-    staging.rename(site)  # whole or not at all: an interrupted install is redone
+    move_into_place(staging, site)  # whole or not at all: an interrupted install is redone
     return site
 
 
@@ -157,7 +179,7 @@ def cuda_contract():
     CONTRACT_DIR.mkdir(exist_ok=True)
     results = {}
     for version, requirements in CUDA_BINDINGS.items():
-        site = _install(f"cuda-bindings-{version}", *requirements, marker="cuda/bindings/runtime.pyx")
+        site = _install(f"cuda-bindings-{version}", *requirements)
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join([str(site), str(ROOT), str(HERE)])
         done = subprocess.run([sys.executable, str(HERE / "cuda_contract.py")], capture_output=True, text=True,
@@ -179,7 +201,7 @@ def _pycuda_site() -> Path:
     """site-packages with a real pycuda, reused; its wheel is built from the sdist (about 1.5 minutes on 2 idle
     cores) where TRTQ_PYCUDA_BUILD=1 (``.ci/run`` sets it), or waited for when a build is running."""
     site = CONTRACT_DIR / "site-pycuda"
-    if (site / "pycuda" / "driver.py").exists():
+    if installed(site, [PYCUDA_SDIST]):
         return site
     try:
         wheel, reason = build_pycuda_wheel(build=bool(os.environ.get("TRTQ_PYCUDA_BUILD"))), ""
@@ -187,13 +209,13 @@ def _pycuda_site() -> Path:
         wheel, reason = None, str(exc)
     if wheel is None:
         unavailable(reason)
-    staging = CONTRACT_DIR / ".staging-pycuda"
-    shutil.rmtree(staging, ignore_errors=True)
+    staging = Path(tempfile.mkdtemp(prefix=".staging-pycuda-", dir=CONTRACT_DIR))
     done = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(staging),
                            str(wheel), *PYCUDA_PURE_DEPS], capture_output=True, text=True)
     if done.returncode != 0:
+        shutil.rmtree(staging, ignore_errors=True)
         unavailable(f"installing pycuda's wheel failed: {done.stderr.strip()[-300:]}")
-    staging.rename(site)
+    move_into_place(staging, site)
     return site
 
 

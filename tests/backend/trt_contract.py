@@ -1106,10 +1106,11 @@ def eval_pads_to_the_engines_smallest_batch(expected):
                 assert json.loads(report.read_text())["samples"] == 36
                 session = EngineSession(engine)  # the same, library-level: exactly the rows given, in order
                 x = np.stack([np.load(data / f"{i:03d}.npy") for i in range(36)])
+                # float32 matmuls of other batch sizes sum in another order: a few ulps, not a wrong row
                 np.testing.assert_allclose(session.run(None, {"images": x[:5]})[0], compute({"images": x[:5]})["out"],
-                                           rtol=1e-6)
+                                           rtol=1e-5, atol=1e-5)
                 np.testing.assert_allclose(session.run(None, {"images": x})[0], compute({"images": x})["out"],
-                                           rtol=1e-6)
+                                           rtol=1e-5, atol=1e-5)
                 session.runner._buffers.clear()
             _assert_clean(world)
 
@@ -1412,6 +1413,137 @@ def recurrent_state_and_scalar_inputs_on_their_own_batch_axes(expected):
         names = [n for n in ("x_raw", "mode")]  # the world's network input order
         pointers = [int(p, 16) for p in got[0].split("=")[1].split(",")]
         assert [world.memory.sizes[p] for p in pointers] == [4 * 64 * 4, 4], names  # the scalar, as it is
+
+
+@check
+def dla_core_option_for_engines_without_a_report(expected):
+    """`trtq eval/bench/inspect --dla-core N` load an engine without a trtq build report (trtexec --useDLACore)
+    with runtime.DLA_core = N, set before deserializing; a negative core is refused by the option."""
+    trt, _ = context()
+    with tempfile.TemporaryDirectory() as tmp:
+        model, data, weights = _image_model(Path(tmp), 4)
+        engine = Path(tmp) / "dla.engine"
+        engine.write_bytes(b"engine")
+        compute = lambda feed: {"out": feed["images"].reshape(len(feed["images"]), -1) @ weights}  # noqa: E731
+        commands = [["eval", model, engine, "--data", data, "-q"],
+                    ["bench", engine, "--batch-sizes", "2", "--iterations", "2", "--warmup", "0", "--no-files", "-q"],
+                    ["inspect", engine, "--json"]]
+        for command in commands:
+            world = _computing_world(trt, [("images", trt.DataType.FLOAT, (-1, 3, 8, 8))],
+                                     [("out", trt.DataType.FLOAT, (-1, 10))], compute,
+                                     profiles={"images": ((1, 3, 8, 8), (4, 3, 8, 8), (8, 3, 8, 8))})
+            world.script["EngineInspector.get_engine_information"] = lambda self, fmt: "{}"
+            with _engine_installed(trt, world):
+                code, out, err = _cli([*command, "--dla-core", "1"])
+            assert code == 0, (command[0], err[-800:])
+            _assert_clean(world)
+            order = [m for c, m, a in world.calls if c == "Runtime"]
+            assert [a for c, m, a in world.calls if c == "Runtime" and m == "DLA_core="] == [(1,)], command[0]
+            assert order.index("DLA_core=") < order.index("deserialize_cuda_engine"), (command[0], order)
+        code, _, err = _cli(["inspect", engine, "--dla-core", "-1"])
+        assert code == 2 and "DLA core number" in err, err
+
+
+@check
+def engine_errors_are_worded_as_the_engines(expected):
+    """Whatever the engine runner raises while running a batch (here the binding's RuntimeError from
+    execute_async_v3) reaches `trtq eval` as one line naming the engine, never as ONNX Runtime's refusal."""
+    trt, _ = context()
+    with tempfile.TemporaryDirectory() as tmp:
+        model, data, weights = _image_model(Path(tmp), 4)
+        engine = Path(tmp) / "m.engine"
+        engine.write_bytes(b"engine")
+
+        def failing(feed):
+            raise RuntimeError("CUDA error 700: an illegal memory access was encountered")
+
+        world = _computing_world(trt, [("images", trt.DataType.FLOAT, (-1, 3, 8, 8))],
+                                 [("out", trt.DataType.FLOAT, (-1, 10))], failing,
+                                 profiles={"images": ((1, 3, 8, 8), (4, 3, 8, 8), (8, 3, 8, 8))})
+        world.script["IExecutionContext.get_tensor_shape"] = lambda self, n: (4, 10)
+        with _engine_installed(trt, world):
+            code, out, err = _cli(["eval", model, engine, "--data", data, "-q"])
+        _one_line(code, err, "engine m.engine", "illegal memory access")
+        assert "ONNX Runtime" not in err, err
+
+
+@check
+def deploy_triton_falls_back_when_tensorrt_cannot_load_the_engine(expected):
+    """`trtq deploy triton ENGINE` where TensorRT is installed but refuses the plan (built on a Jetson or another
+    TensorRT): the config comes from the build report and the ONNX model, as without TensorRT, and says so."""
+    import shutil
+
+    from trtq.backend.build import profile_shapes
+    from trtq.data.spec import DataSpec
+    from trtq.graph.model import file_sha256, input_specs, load_onnx
+    from trtq.pipeline import calibrate
+
+    trt, _ = context()
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        model, data, _ = _image_model(tmp, 16)
+        calibrate(model, DataSpec(path=str(data), batch_size=8), algorithm="minmax", cache_path=tmp / "m.cache")
+        engine = tmp / "m.engine"
+        engine.write_bytes(b"a plan TensorRT 8.6.1 built on the Jetson")
+        profile = profile_shapes(input_specs(load_onnx(model)), batch_sizes=[1, 16])
+        Path(str(engine) + ".json").write_text(json.dumps({
+            "format": "trtq-build-report", "model": {"file": model.name, "sha256": file_sha256(model)},
+            "precision": "int8", "tensorrt": {"version": "8.6.1", "dla_core": 1},
+            "profile": {n: {"min": list(a), "opt": list(b), "max": list(c)} for n, (a, b, c) in profile.items()}}))
+        world, _ = _engine_world(trt)
+        world.script["Runtime.deserialize_cuda_engine"] = lambda self, data: None
+        with _engine_installed(trt, world):
+            code, out, err = _cli(["deploy", "triton", engine, "--cache", tmp / "m.cache", "-o", tmp / "repo"])
+        assert code == 0, err[-800:]
+        _assert_clean(world)
+        assert "cannot load engine" in " ".join(out.split()), out
+        config = (tmp / "repo" / "m" / "config.pbtxt").read_text()
+        assert "max_batch_size: 16" in config and "dims: [ 3, 8, 8 ]" in config, config
+        assert "kind: KIND_NVDLA device_id: 1" in config, config
+        shutil.rmtree(tmp / "repo")
+
+
+@check
+def recurrent_profiles_on_their_own_batch_axes_on_every_path(expected):
+    """The digits LSTM ([layers, batch, hidden] state) and the If model (a rank-0 input) built on the paths every
+    version has (FP32; on 10.x and 11.x the explicit Q/DQ INT8 path too): each input's profile spans its own batch
+    axis and the scalar's profile is rank 0."""
+    import os
+    import shutil
+
+    from trtq.data.spec import DataSpec
+
+    trt, major = context()
+    models = Path(os.environ["TRTQ_CONTRACT_MODELS"])
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        rng = np.random.default_rng(0)
+        lstm_data = tmp / "lstm"
+        lstm_data.mkdir()
+        for i in range(16):
+            np.savez(lstm_data / f"{i}.npz", x=rng.random((8, 8), np.float32),
+                     h0=np.zeros((1, 16), np.float32), c0=np.zeros((1, 16), np.float32))
+        builds = [("lstm.onnx", dict(precision="fp32"))]
+        if major >= 10:
+            builds.append(("lstm.onnx", dict(precision="int8", explicit=True, algorithm="minmax",
+                                             calib=DataSpec(path=str(lstm_data), batch_size=4),
+                                             cache_path=tmp / "lstm.cache")))
+        builds.append(("branch.onnx", dict(precision="fp32")))
+        for source, options in builds:
+            shutil.copy(models / source, tmp / "m.onnx")
+            world = _world(trt, tmp / "m.onnx")
+            with _installed(trt, world):
+                _build(tmp, "e", opt_shapes={"x": (4, 8, 8)} if source == "lstm.onnx" else None, **options)
+            _assert_clean(world)
+            shapes = {}
+            for args in _calls(world, "IOptimizationProfile", "set_shape"):
+                shapes.setdefault(args[0], []).append(tuple(tuple(d) for d in args[1:]))
+            if source == "lstm.onnx":
+                assert shapes["x"][0] == ((1, 8, 8), (4, 8, 8), (4, 8, 8)), (options, shapes)
+                assert shapes["h0"][0] == shapes["c0"][0] == ((1, 1, 16), (1, 4, 16), (1, 4, 16)), (options, shapes)
+            else:
+                assert shapes["mode"][0] == ((), (), ()), shapes
+                assert shapes["x_raw"][0][0][0] == 1 and shapes["x_raw"][0][2][0] > 1, shapes
 
 
 @check

@@ -60,3 +60,49 @@ def test_triton_config_mismatches(yolo_unit_scale, yolo_imagenet, tmp_path):
     edited.write_text(config.read_text().replace("TYPE_FP32", "TYPE_FP16", 1).replace("dims: [ 3, 64, 64 ]",
                                                                                      "dims: [ 64, 64, 3 ]"))
     assert _changed(check_config(edited, cache)) == {"input images dims", "input images data type"}
+
+
+def test_triton_configs_are_read_as_triton_reads_them(yolo_unit_scale, tmp_path, capsys):
+    """Valid C escapes in strings parse (\\x41, octal); a misspelt field and Triton's model-config rules
+    (an empty reshape in a non-batching model) are reported as Triton reports them, exit 2."""
+    model, cache = yolo_unit_scale
+    config = write_repository(model, cache, tmp_path / "repo")["config"]
+    text = config.read_text()
+    escaped = tmp_path / "escaped.pbtxt"
+    escaped.write_text(text.replace('name: "yolo"', 'name: "\\x79\\157lo"'))
+    assert main(["deploy", "check", str(escaped), "--cache", str(cache)]) == 0
+    misspelt = tmp_path / "misspelt.pbtxt"
+    misspelt.write_text(text.replace("max_batch_size:", "max_batch_sise:"))
+    assert main(["deploy", "check", str(misspelt), "--cache", str(cache)]) == 2
+    out = " ".join(capsys.readouterr().out.split())
+    assert 'no field named "max_batch_sise"' in out and "Traceback" not in out, out
+    scalar = tmp_path / "scalar.pbtxt"
+    scalar.write_text(text.replace("max_batch_size: 8", "max_batch_size: 0").replace(
+        "dims: [ 3, 64, 64 ]", "dims: [ 1 ]\n    reshape: { shape: [ ] }").replace("dynamic_batching {", "#").replace(
+        "  preferred_batch_size: [ 8 ]", "#").replace("  max_queue_delay_microseconds: 100\n}", "#"))
+    report = check_config(scalar, cache)
+    problems = [m.config for m in report.mismatches if m.what == "Triton load"]
+    assert any("cannot have empty reshape for non-batching model" in p for p in problems), report.mismatches
+
+
+def test_deepstream_float_layers_are_compared(yolo_unit_scale, tmp_path):
+    """A calibration that kept layers in float: the written config keeps them FP32 (layer-device-precision), and
+    a config without them is caught."""
+    import json
+    import shutil
+
+    from trtq.cache import sidecar_path
+
+    model, cache = yolo_unit_scale
+    mixed = tmp_path / "mixed.calib.cache"
+    shutil.copy(cache, mixed)
+    sidecar = json.loads(sidecar_path(cache).read_text())
+    sidecar["mixed_precision"] = {"float_layers": ["/model.22/Concat_3", "/model.22/dfl/conv/Conv"]}
+    sidecar_path(mixed).write_text(json.dumps(sidecar))
+    config = tmp_path / "config_infer.txt"
+    write_config(model, mixed, config)
+    assert "layer-device-precision=/model.22/Concat_3:fp32:gpu;/model.22/dfl/conv/Conv:fp32:gpu" in config.read_text()
+    assert check_config(config, mixed).mismatches == []
+    stripped = tmp_path / "stripped.txt"
+    stripped.write_text("\n".join(l for l in config.read_text().splitlines() if "layer-device-precision" not in l))
+    assert _changed(check_config(stripped, mixed)) == {"mixed precision"}

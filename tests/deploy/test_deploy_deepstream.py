@@ -123,3 +123,28 @@ def test_a_letterboxed_calibration_writes_nvinfers_letterbox_and_check_holds_a_c
     output.write_text(stretched)
     (mismatch,) = check_config(output, cache).mismatches
     assert mismatch.what == "resize" and mismatch.changes_numbers
+
+
+def test_engine_build_report_reaches_the_config(yolo_unit_scale, tmp_path, capsys):
+    """`deploy deepstream --engine`: a DLA engine gets enable-dla/use-dla-core from its build report, one plugin
+    library becomes custom-lib-path (nvinfer loads it before the engine), and both pass nvinfer's rules."""
+    import json
+
+    from trtq.cli import main
+
+    model, cache = yolo_unit_scale
+    engine = tmp_path / "dla.engine"
+    engine.write_bytes(b"a DLA engine")
+    Path(str(engine) + ".json").write_text(json.dumps({"tensorrt": {"version": "10.3.0", "dla_core": 1,
+                                                                    "plugins": ["/opt/plugins/libnms.so"]}}))
+    config = tmp_path / "config_infer.txt"
+    assert main(["deploy", "deepstream", str(model), "--cache", str(cache), "-o", str(config),
+                 "--engine", str(engine)]) == 0
+    values, problems = check_rules(parse_keyfile(config.read_text()))
+    assert not problems, problems
+    assert (values["enable-dla"], values["use-dla-core"], values["custom-lib-path"]) == \
+        (True, 1, "/opt/plugins/libnms.so")
+    assert "DLA engine" in capsys.readouterr().out
+    plain = tmp_path / "plain.txt"
+    write_config(model, cache, plain)
+    assert "enable-dla" not in plain.read_text() and "layer-device-precision" not in plain.read_text()

@@ -100,3 +100,127 @@ def test_outputs_pass_the_guard(yolo_unit_scale, tmp_path):
     inside.write_bytes(Path(model).read_bytes())
     with pytest.raises(OutputError, match="would overwrite the model"):
         write_repository(inside, cache, tmp_path / "repo2", name="yolo")
+
+
+def _triton_loads(model_config_pb2, path: Path):
+    """The config as Triton reads it, refused where Triton's model-config rules refuse it."""
+    from trtq.deploy.triton import load_problems, read_config
+
+    config, how = read_config(Path(path).read_text())
+    assert "Triton's ModelConfig" in how
+    assert load_problems(config) == [], load_problems(config)
+    return _parse(model_config_pb2, path)
+
+
+def _int64_model(folder: Path) -> Path:
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    graph = helper.make_graph(
+        [helper.make_node("Gather", ["table", "ids"], ["emb"], name="gather"),
+         helper.make_node("MatMul", ["emb", "w"], ["scores"], name="mm")], "g",
+        [helper.make_tensor_value_info("ids", TensorProto.INT64, ["batch", 5])],
+        [helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["batch", 5, 4])],
+        initializer=[numpy_helper.from_array(rng.normal(size=(100, 16)).astype(np.float32), "table"),
+                     numpy_helper.from_array(rng.normal(size=(16, 4)).astype(np.float32), "w")])
+    model = folder / "ids.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(model))
+    data = folder / "ids-data"
+    data.mkdir()
+    for i in range(16):
+        np.save(data / f"{i}.npy", rng.integers(0, 100, size=(5,)).astype(np.int64))
+    return model
+
+
+@pytest.fixture(scope="module")
+def int64_calibration(tmp_path_factory):
+    from trtq.data.spec import DataSpec
+    from trtq.pipeline import calibrate
+
+    folder = tmp_path_factory.mktemp("int64")
+    model = _int64_model(folder)
+    calibrate(model, DataSpec(path=str(folder / "ids-data"), batch_size=8), algorithm="minmax",
+              cache_path=folder / "ids.cache", trt_version=8601)
+    return model, folder / "ids.cache"
+
+
+def _report_engine(model: Path, name: str, profile: dict, **tensorrt) -> Path:
+    from trtq.graph.model import file_sha256
+
+    engine = model.with_name(name)
+    engine.write_bytes(b"an engine built elsewhere")
+    Path(str(engine) + ".json").write_text(json.dumps({
+        "format": "trtq-build-report", "model": {"file": model.name, "sha256": file_sha256(model)},
+        "precision": "int8", "tensorrt": tensorrt, "profile": profile}))
+    return engine
+
+
+@pytest.mark.parametrize("built_by, wanted", [("8.6.1", "TYPE_INT32"), ("10.3.0", "TYPE_INT64")])
+def test_engine_types_without_tensorrt_are_the_engines(int64_calibration, tmp_path, model_config_pb2, capsys,
+                                                       built_by, wanted):
+    """TensorRT 8.6 engines take INT32 where the ONNX model has INT64 (its parser converts them); the config
+    written from the build report says so, as Triton's TensorRT backend compares it with the engine."""
+    from trtq.cli import main
+
+    model, cache = int64_calibration
+    engine = _report_engine(model, f"ids-{built_by}.engine",
+                            {"ids": {"min": [1, 5], "opt": [8, 5], "max": [8, 5]}}, version=built_by)
+    assert main(["deploy", "triton", str(engine), "--cache", str(cache), "-o", str(tmp_path / "repo"),
+                 "--name", "ids"]) == 0
+    config = _triton_loads(model_config_pb2, tmp_path / "repo" / "ids" / "config.pbtxt")
+    assert model_config_pb2.DataType.Name(config.input[0].data_type) == wanted
+    if wanted == "TYPE_INT32":
+        assert "TYPE_INT32, as TensorRT 8.6.1" in " ".join(capsys.readouterr().out.split())
+
+
+def test_what_an_engine_needs_to_load_reaches_the_config(yolo_unit_scale, tmp_path, model_config_pb2, capsys):
+    """The build report's version-compatible flag, plugin libraries and DLA core: server flags in the config's
+    comments and the notes, and the DLA core as the instance group's KIND_NVDLA secondary device."""
+    from trtq.cli import main
+
+    model, cache = yolo_unit_scale
+    engine = _report_engine(Path(model), "needs.engine",
+                            {"images": {"min": [1, 3, *SIZE], "opt": [4, 3, *SIZE], "max": [8, 3, *SIZE]}},
+                            version="10.3.0", builder_flags=["VERSION_COMPATIBLE", "INT8"], dla_core=1,
+                            plugins=["/opt/plugins/libnms.so", "/opt/plugins/libroi.so"])
+    assert main(["deploy", "triton", str(engine), "--cache", str(cache), "-o", str(tmp_path / "repo")]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    path = tmp_path / "repo" / "needs" / "config.pbtxt"
+    config = _triton_loads(model_config_pb2, path)
+    group = config.instance_group[0]
+    assert [(model_config_pb2.ModelInstanceGroup.SecondaryDevice.SecondaryDeviceKind.Name(d.kind), d.device_id)
+            for d in group.secondary_devices] == [("KIND_NVDLA", 1)]
+    text = path.read_text()
+    for needle in ("--backend-config=tensorrt,version-compatible=true",
+                   '--backend-config=tensorrt,plugins="/opt/plugins/libnms.so;/opt/plugins/libroi.so"'):
+        assert needle in text and needle in out, needle
+    plain = _report_engine(Path(model), "plain.engine",
+                           {"images": {"min": [1, 3, *SIZE], "opt": [4, 3, *SIZE], "max": [8, 3, *SIZE]}},
+                           version="10.3.0")
+    assert main(["deploy", "triton", str(plain), "--cache", str(cache), "-o", str(tmp_path / "repo")]) == 0
+    text = (tmp_path / "repo" / "plain" / "config.pbtxt").read_text()
+    assert "secondary_devices" not in text and "--backend-config" not in text
+
+
+def test_onnx_runtime_accelerator_names_its_engine_cache(yolo_unit_scale, tmp_path, model_config_pb2):
+    """Whenever the TensorRT accelerator's engine cache is on, the config says where (the server's working
+    folder is often read-only); --trt-cache-path chooses it."""
+    from trtq.cli import main
+
+    model, cache = yolo_unit_scale
+    assert main(["deploy", "triton", str(model), "--cache", str(cache), "-o", str(tmp_path / "repo"), "-q"]) == 0
+    for name, wanted in (("yolo", "/tmp/trtq-trt-engine-cache/yolo"), ("mine", "/models/cache")):
+        if name == "mine":
+            assert main(["deploy", "triton", str(model), "--cache", str(cache), "-o", str(tmp_path / "repo"),
+                         "--name", "mine", "--trt-cache-path", wanted]) == 0
+        config = _triton_loads(model_config_pb2, tmp_path / "repo" / name / "config.pbtxt")
+        parameters = config.optimization.execution_accelerators.gpu_execution_accelerator[0].parameters
+        assert parameters["trt_engine_cache_enable"] == "1" and parameters["trt_engine_cache_path"] == wanted
+
+
+def test_generated_configs_load_under_tritons_rules(yolo_unit_scale, tmp_path, model_config_pb2):
+    model, cache = yolo_unit_scale
+    _triton_loads(model_config_pb2, write_repository(model, cache, tmp_path / "repo")["config"])
+    engine = _fake_engine(Path(model).parent, Path(model))
+    _triton_loads(model_config_pb2, write_repository(engine, cache, tmp_path / "repo", name="e")["config"])

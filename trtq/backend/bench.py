@@ -89,11 +89,13 @@ def benchmark_engines(paths: Sequence[PathLike], batch_sizes: Sequence[int], *,
                       iterations: int = defaults.BENCH_ITERATIONS, warmup: int = defaults.BENCH_WARMUP,
                       progress: ProgressCallback = no_progress, precisions: Optional[Sequence[str]] = None,
                       shapes: Optional[Mapping[str, Sequence[int]]] = None, data=None,
-                      max_seconds: Optional[float] = None, plugins: Sequence[PathLike] = ()) -> List[BenchResult]:
+                      max_seconds: Optional[float] = None, plugins: Sequence[PathLike] = (),
+                      dla_core: Optional[int] = None) -> List[BenchResult]:
     """One row per (engine, batch size); batch sizes outside an engine's profile give skipped rows with a note.
 
     ``data``: real samples (DataSpec or path) as inputs instead of random ones; ``max_seconds``:
-    per row, stop timing after that much GPU time (the row notes how many runs it got).
+    per row, stop timing after that much GPU time (the row notes how many runs it got). ``dla_core``: the DLA
+    core DLA engines run on (default: the one each build report names).
     """
     from . import import_tensorrt
     from .runner import EngineRunner
@@ -106,7 +108,7 @@ def benchmark_engines(paths: Sequence[PathLike], batch_sizes: Sequence[int], *,
     for index, path in enumerate(paths):
         path = Path(path)
         precision = precisions[index] if precisions else engine_precision(path)
-        with EngineRunner(path, plugins=plugins) as runner:
+        with EngineRunner(path, plugins=plugins, dla_core=dla_core) as runner:
             lo, hi = runner.batch_range()
             samples = None
             if data is not None:

@@ -31,6 +31,14 @@ RAW_ITEMSIZE = {"BF16": 2, "FP8": 1, "E8M0": 1, "INT4": None, "FP4": None}
 PathLike = Union[str, Path]
 
 
+class EngineLoadError(TrtqError):
+    """TensorRT is here but refused to deserialize the engine (another TensorRT version or GPU, a missing plugin).
+
+    Writers that only need the engine's inputs and outputs (``trtq deploy triton``) fall back to its build report
+    on this, as they do without TensorRT.
+    """
+
+
 class TensorInfo:
     """One engine input or output: name, numpy dtype, engine shape (-1: dynamic), profile range for inputs."""
 
@@ -151,7 +159,7 @@ def _load_engine(trt, logger, data: bytes, label: str, plugins: Sequence[Path] =
     if engine is None:
         errors = logger.messages.errors
         said = f" (TensorRT: {' '.join(errors[-1].split())})" if errors else ""
-        raise TrtqError(f"TensorRT {trt.__version__} cannot load engine {label}{said}. An engine only runs on the "
+        raise EngineLoadError(f"TensorRT {trt.__version__} cannot load engine {label}{said}. An engine only runs on the "
                         "TensorRT version and GPU model that built it (or, built with --version-compatible, on "
                         "later TensorRT versions); rebuild it here with `trtq build`")
     return runtime, engine
@@ -460,6 +468,18 @@ class EngineSession:
         return {t.name: t.host_array(a) for t, a in zip(inputs, arrays)}
 
     def run(self, names, feed):
+        """ONNX Runtime's ``run``: every error is worded as the engine's (one line), never as ONNX Runtime's."""
+        try:
+            return self._run(names, feed)
+        except TrtqError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - numpy/CUDA-layer errors while feeding or reading the engine
+            shapes = ", ".join(f"{k}{list(np.shape(v))}" for k, v in feed.items())
+            name = Path(self.runner.label).name if self.runner is not None else "(closed)"
+            raise TrtqError(f"engine {name} could not run the batch ({shapes}): {type(exc).__name__}: "
+                            f"{' '.join(str(exc).split())}") from None
+
+    def _run(self, names, feed):
         names = list(names or [t.name for t in self.runner.outputs])
         feed = {name: np.asarray(value) for name, value in feed.items()}
         count = int(np.shape(next(iter(feed.values())))[0])
@@ -509,4 +529,4 @@ def engine_information(trt, engine) -> Optional[dict]:
         return {"raw": str(text)}
 
 
-__all__ = ["EngineRunner", "EngineSession", "TensorInfo", "read_build_report", "FUNCTION_PATHS", "numpy_dtype", "engine_information"]
+__all__ = ["EngineRunner", "EngineSession", "EngineLoadError", "TensorInfo", "read_build_report", "FUNCTION_PATHS", "numpy_dtype", "engine_information"]

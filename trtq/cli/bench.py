@@ -117,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
         results = benchmark(args.models, batch_sizes, backend=args.backend, iterations=args.iterations,
                             warmup=args.warmup, threads=args.threads, data=data, shapes=shapes or None,
                             labels=args.precision_labels, precisions=precisions, max_seconds=args.max_seconds,
-                            baseline=args.baseline, progress=progress, plugins=args.plugins,
+                            baseline=args.baseline, progress=progress, plugins=args.plugins, dla_core=args.dla_core,
                             batch_axes=batch_axes_from_args(args), feedback=feedback_from_args(args))
     meta = {"command": "bench", "backend": args.backend, "batch_sizes": list(batch_sizes),
             "iterations": args.iterations, "warmup": args.warmup, "max_seconds": args.max_seconds,

@@ -37,6 +37,10 @@ def add_parser(sub) -> None:
     triton.add_argument("--max-batch", type=int, default=None, metavar="B",
                         help=f"max_batch_size (default: the engine profile's max; an ONNX model with a dynamic "
                         f"batch axis: {defaults.DEPLOY_MAX_BATCH})")
+    triton.add_argument("--trt-cache-path", metavar="DIR", default=None,
+                        help="ONNX model: the folder where ONNX Runtime's TensorRT accelerator keeps the engines it "
+                        "builds (trt_engine_cache_path; writable on the server) (default: "
+                        "/tmp/trtq-trt-engine-cache/NAME)")
     triton.add_argument("--force", action="store_true", help="replace existing files that trtq did not write")
     triton.set_defaults(func=run_triton)
 
@@ -103,7 +107,7 @@ def run_triton(args: argparse.Namespace) -> int:
     from ..deploy.triton import write_repository
 
     result = write_repository(args.model, args.cache, args.output, name=args.name, onnx_model=args.onnx_model,
-                              max_batch=args.max_batch, force=args.force)
+                              max_batch=args.max_batch, force=args.force, trt_cache_path=args.trt_cache_path)
     console = report_console()
     plan = result["plan"]
     console.print(f"[bold green]wrote[/] {escape(str(result['config']))} and {escape(str(result['model']))} "

@@ -188,7 +188,8 @@ def run(args: argparse.Namespace) -> int:
         else:
             report = ev.evaluate(args.reference, args.candidate, spec, labels=args.labels,
                                  class_outputs=args.class_output or None, metric=metric, threads=args.threads,
-                                 progress=progress, plugins=args.plugins)
+                                 progress=progress, plugins=args.plugins,
+                                 dla_core=args.dla_core)
     code = 0
     model = None
     if requantize:

@@ -32,11 +32,25 @@ def add_cuda_argument(parser) -> None:
 
 
 def add_engine_arguments(parser) -> None:
-    """What loading an engine may need: ``--plugins`` (its plugin libraries) and ``--cuda`` (the CUDA layer)."""
+    """What loading an engine may need: ``--plugins`` (its plugin libraries), ``--dla-core`` (the DLA core a DLA
+    engine runs on) and ``--cuda`` (the CUDA layer)."""
     parser.add_argument("--plugins", action="append", default=[], metavar="PATH",
                         help="plugin library an engine needs (loaded before the engine; the libraries its build "
                              "report lists are loaded too); repeat for several")
+    parser.add_argument("--dla-core", type=_dla_core, default=None, metavar="N",
+                        help="DLA core a DLA engine runs on (default: the core its trtq build report names; an "
+                             "engine without one, e.g. from trtexec --useDLACore, needs this)")
     add_cuda_argument(parser)
+
+
+def _dla_core(text: str) -> int:
+    try:
+        core = int(text)
+    except ValueError:
+        core = -1
+    if core < 0:
+        raise argparse.ArgumentTypeError(f"must be a DLA core number (0, 1, ...), got {text!r}")
+    return core
 
 
 def apply_cuda_argument(args) -> None:

@@ -74,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
 
     apply_cuda_argument(args)
     report = read_build_report(args.engine) or {}
-    with EngineRunner(args.engine, plugins=args.plugins) as runner:
+    with EngineRunner(args.engine, plugins=args.plugins, dla_core=args.dla_core) as runner:
         information = runner.engine_information()
         version = runner.trt.__version__
     if args.json:

@@ -125,6 +125,16 @@ def _check_deepstream(report: CheckReport, text: str, trt_version: Optional[int]
             report.add("cache algorithm", "nvinfer's EntropyCalibration2 calibrator",
                        f"header {calibration.header_algorithm}", True,
                        "TensorRT ignores a cache of another calibrator: recalibrate with --algo auto/entropy/mse")
+        from .deepstream import float_layer_entries
+
+        kept = values.get("layer-device-precision") or {}
+        missing = [n for n in calibration.float_layers if kept.get(n, ("", ""))[0] != "fp32"]
+        if missing:
+            entries, _ = float_layer_entries(missing)
+            report.add("mixed precision", f"{len(missing)} float layer(s) not in layer-device-precision",
+                       f"float: {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}", True,
+                       "layer-device-precision=" + ";".join(entries) if entries else
+                       "nvinfer cannot name these layers; build the engine with `trtq build`")
     onnx_file = values.get("onnx-file")
     if onnx_file:
         resolved = Path(onnx_file) if Path(onnx_file).is_absolute() else folder / onnx_file
@@ -202,10 +212,18 @@ _NUMPY = {"float32": "TYPE_FP32", "float16": "TYPE_FP16", "float64": "TYPE_FP64"
 
 
 def _check_triton(report: CheckReport, text: str) -> None:
-    from .triton import parse_pbtxt
+    from .triton import load_problems, read_config
 
     calibration = report.calibration
-    config = parse_pbtxt(text)
+    try:
+        config, how = read_config(text, report.config.name)
+    except TrtqError as exc:  # Triton refuses to read it at all: nothing else can be compared
+        report.add("Triton load", str(exc), "-", True, "fix the config (Triton does not load the model)")
+        return
+    if "not checked" in how:
+        report.add("schema", how, "-", False, "pip install 'trtq[triton]'")
+    for problem in load_problems(config):
+        report.add("Triton load", problem, "-", True, "Triton refuses this config (model_config_utils.cc)")
     max_batch = int((config.get("max_batch_size") or [0])[0])
     inputs = {entry.get("name", [""])[0]: entry for entry in config.get("input", [])}
     for record in calibration.inputs:

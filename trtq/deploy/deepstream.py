@@ -12,7 +12,9 @@ group is mandatory; ``key=value`` lines, ``#`` comments, lists separated by ``;`
 ``network-mode`` 0 FP32, 1 INT8, 2 FP16 (3 BEST on newer releases); ``model-color-format``
 0/1/2; ``infer-dims`` exactly three integers ``c;h;w``; ``offsets`` at most 4 values;
 ``batch-size`` 1..1024; ``network-input-order`` 0 NCHW, 1 NHWC; ``network-type`` 0 detector,
-1 classifier, 2 segmentation, 3 instance segmentation, 100 other; relative paths are resolved
+1 classifier, 2 segmentation, 3 instance segmentation, 100 other; ``layer-device-precision``
+``layer:precision:device`` entries (nvdsinfer splits each at its first two ``:``; the layer is matched
+by its exact TensorRT name); ``enable-dla`` and ``use-dla-core``; relative paths are resolved
 against the config file's folder. :func:`check_rules` applies these to any key file.
 """
 
@@ -160,6 +162,25 @@ def _positive(value: str) -> int:
     return number
 
 
+#: nvdsinfer's isValidPrecisionType / isValidDeviceType values for ``layer-device-precision``.
+LAYER_PRECISIONS = ("fp32", "fp16", "int8")
+LAYER_DEVICES = ("gpu", "dla")
+
+
+def _layer_device_precision(value: str) -> Dict[str, Tuple[str, str]]:
+    layers = {}
+    for entry in keyfile_list(value):
+        parts = entry.split(":")
+        if len(parts) != 3 or not parts[0]:
+            raise ValueError(f"{entry!r} is not layer:precision:device")
+        name, precision, device = parts
+        if precision not in LAYER_PRECISIONS or device not in LAYER_DEVICES:
+            raise ValueError(f"{entry!r}: precision must be one of {', '.join(LAYER_PRECISIONS)} and device one of "
+                             f"{', '.join(LAYER_DEVICES)}")
+        layers[name] = (precision, device)
+    return layers
+
+
 def _non_negative(value: str) -> int:
     number = _integer(value)
     if number < 0:
@@ -176,6 +197,8 @@ RULES: Dict[str, Callable[[str], object]] = {
     "infer-dims": _infer_dims, "net-scale-factor": _double, "offsets": _offsets,
     "maintain-aspect-ratio": _boolean, "symmetric-padding": _boolean, "output-tensor-meta": _boolean,
     "onnx-file": str, "model-engine-file": str, "int8-calib-file": str, "labelfile-path": str,
+    "layer-device-precision": _layer_device_precision, "enable-dla": _boolean, "use-dla-core": _non_negative,
+    "custom-lib-path": str,
 }
 
 
@@ -204,10 +227,25 @@ def _number(value: float) -> str:
     return f"{float(value):.10g}"  # 10 significant digits: well inside float32 inputs, and readable
 
 
+def float_layer_entries(float_layers) -> Tuple[List[str], List[str]]:
+    """``layer-device-precision`` entries keeping the calibration's float layers in FP32 on the GPU, and the layers
+    nvinfer cannot name (a ``:`` or ``;`` in the name: nvdsinfer splits entries there)."""
+    entries, unnamed = [], []
+    for name in float_layers:
+        (unnamed if any(c in name for c in ":;\n") else entries).append(name)
+    return [f"{name}:fp32:gpu" for name in entries], unnamed
+
+
 def render_config(*, onnx_file: str, calib_file: Optional[str], engine_file: Optional[str], batch_size: int,
                   image: ImagePreprocessing, normalization: Normalization, network_type: str = "other",
-                  network_mode: str = "int8", comments: Tuple[str, ...] = ()) -> str:
-    """An nvinfer key file for ``image``'s preprocessing (``normalization`` must be exact)."""
+                  network_mode: str = "int8", comments: Tuple[str, ...] = (), float_layers: Tuple[str, ...] = (),
+                  dla_core: Optional[int] = None, custom_lib: Optional[str] = None) -> str:
+    """An nvinfer key file for ``image``'s preprocessing (``normalization`` must be exact).
+
+    ``float_layers``: the calibration's mixed-precision layers, kept FP32 with ``layer-device-precision`` when
+    nvinfer builds the engine in INT8; ``dla_core``: ``enable-dla``/``use-dla-core`` for a DLA engine;
+    ``custom_lib``: ``custom-lib-path``, which nvinfer loads before the engine (plugin layers register there).
+    """
     if not normalization.exact:
         raise TrtqError(normalization.reason)
     lines = [f"{MARKER} deepstream"] + [f"# {line}" for line in comments] + ["[property]", "gpu-id=0",
@@ -217,6 +255,13 @@ def render_config(*, onnx_file: str, calib_file: Optional[str], engine_file: Opt
         lines.append(f"model-engine-file={engine_file}")
     if calib_file and network_mode == "int8":
         lines.append(f"int8-calib-file={calib_file}")
+    entries, _ = float_layer_entries(float_layers)
+    if entries and network_mode == "int8":
+        lines.append("layer-device-precision=" + ";".join(entries))
+    if dla_core is not None:
+        lines += ["enable-dla=1", f"use-dla-core={int(dla_core)}"]
+    if custom_lib:
+        lines.append(f"custom-lib-path={custom_lib}")
     lines += [f"network-mode={NETWORK_MODES[network_mode]}", f"batch-size={int(batch_size)}",
               f"infer-dims={image.channels};{image.height};{image.width}"]
     if image.layout == "NHWC":
@@ -336,15 +381,55 @@ def write_config(model_path: PathLike, cache_path: PathLike, output: PathLike, *
                         f"calibration samples: max |difference| {result.max_error:.2e} of max |output| "
                         f"{result.max_output:.3g}")
         notes.append(comments[-1])
+    float_layers = tuple(calibration.float_layers)
+    entries, unnamed = float_layer_entries(float_layers)
+    if entries:
+        comments.append(f"layer-device-precision: the {len(entries)} layer(s) the calibration kept in float "
+                        "(nvinfer matches exact TensorRT layer names: an op TensorRT splits into several layers keeps "
+                        "only the one named after its ONNX node in FP32)")
+    if unnamed:
+        notes.append(f"nvinfer cannot keep {', '.join(unnamed)} in float (a ':' or ';' in the layer name); rename "
+                     "the ONNX node(s) or build the engine with `trtq build`")
+        comments.append(notes[-1])
+    dla_core, custom_lib = None, None
+    if engine:
+        dla_core, custom_lib, needs = _engine_requirements(Path(engine), output.parent)
+        comments += needs
+        notes += needs
     text = render_config(onnx_file=_relative(onnx_target, output.parent), calib_file=_relative(cache_target,
                          output.parent), engine_file=_relative(Path(engine), output.parent) if engine else None,
                          batch_size=batch_size, image=image, normalization=normalization, network_type=network_type,
-                         comments=tuple(comments))
+                         comments=tuple(comments), float_layers=float_layers, dla_core=dla_core,
+                         custom_lib=custom_lib)
     files[output] = text.encode("utf-8")
     written = write_files_atomic(files)
     return {"config": output, "written": written, "notes": notes, "normalization": normalization,
             "calibration": calibration}
 
 
+def _engine_requirements(engine: Path, folder: Path) -> Tuple[Optional[int], Optional[str], List[str]]:
+    """What the engine's trtq build report says nvinfer needs to load it: (DLA core, custom-lib-path, lines)."""
+    from ..backend.runner import read_build_report
+
+    built = (read_build_report(engine) or {}).get("tensorrt") or {}
+    lines: List[str] = []
+    dla_core = int(built["dla_core"]) if built.get("dla_core") is not None else None
+    if dla_core is not None:
+        lines.append(f"DLA engine: enable-dla=1, use-dla-core={dla_core} (the core its build report names)")
+    plugins = [str(p) for p in built.get("plugins") or []]
+    custom_lib = None
+    if len(plugins) == 1:
+        custom_lib = plugins[0]
+        lines.append(f"the engine has plugin layers: custom-lib-path={custom_lib} (nvinfer loads it before the engine; "
+                     "the path on the target)")
+    elif plugins:
+        lines.append("the engine has plugin layers from several libraries; nvinfer loads one custom-lib-path: "
+                     f"preload the others (LD_PRELOAD={':'.join(plugins)})")
+    if "VERSION_COMPATIBLE" in (built.get("builder_flags") or []):
+        lines.append("version-compatible engine: nvinfer must allow engine host code to load it; if it refuses the "
+                     "engine, remove model-engine-file and let nvinfer build from onnx-file")
+    return dla_core, custom_lib, lines
+
+
 __all__ = ["Normalization", "nvinfer_normalization", "parse_keyfile", "keyfile_list", "check_rules", "RULES",
-           "render_config", "write_config", "NETWORK_MODES", "COLOR_FORMATS", "NETWORK_TYPES"]
+           "render_config", "write_config", "NETWORK_MODES", "COLOR_FORMATS", "NETWORK_TYPES", "float_layer_entries"]

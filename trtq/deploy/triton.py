@@ -65,6 +65,7 @@ class ModelIO:
     outputs: List[TensorIO]
     source: str                          # "tensorrt", "build report + onnx", "onnx"
     notes: List[str] = field(default_factory=list)
+    report: Optional[dict] = None        # trtq's build report of an engine (what it needs to load), if any
 
     def batch_range(self) -> Tuple[Optional[int], Optional[int], Optional[int]]:
         """(min, opt, max) batch over the inputs; (None, None, None) when the batch axis is dynamic without a profile;
@@ -105,7 +106,8 @@ def onnx_io(model) -> ModelIO:
 
 
 def engine_io(engine: PathLike, model: Optional[PathLike] = None) -> ModelIO:
-    """An engine's I/O and profile: from TensorRT where it loads, else from trtq's build report and the ONNX model.
+    """An engine's I/O and profile: from TensorRT where it loads the engine, else from trtq's build report and the
+    ONNX model (TensorRT missing here, or present but unable to load an engine built for another version or GPU).
 
     ``model``: the ONNX model the engine was built from (default: the build report's model
     file beside the engine). Raises a one-line error when neither way works.
@@ -116,18 +118,25 @@ def engine_io(engine: PathLike, model: Optional[PathLike] = None) -> ModelIO:
     engine = Path(engine)
     if not engine.is_file():
         raise ModelError(f"engine file {engine} does not exist")
+    report = read_build_report(engine)
     try:
         from ..backend.engine_io import read_engine_io
+        from ..backend.runner import EngineLoadError
 
-        tensors = read_engine_io(engine)
+        try:
+            tensors = read_engine_io(engine)
+        except EngineLoadError as exc:
+            raise _NotLoaded(f"{_first_sentence(exc)} (an engine loads only on the TensorRT version and GPU that "
+                             "built it; writing its config does not need that)") from None
         inputs = [TensorIO(t.name, triton_type(t.dtype, t.trt_dtype), tuple(t.shape), t.profile)
                   for t in tensors if t.is_input]
         outputs = [TensorIO(t.name, triton_type(t.dtype, t.trt_dtype), tuple(t.shape)) for t in tensors
                    if not t.is_input]
-        return ModelIO(inputs, outputs, "tensorrt")
+        return ModelIO(inputs, outputs, "tensorrt", report=report)
     except BackendUnavailable as exc:
-        unavailable = str(exc).split(";")[0]
-    report = read_build_report(engine)
+        unavailable = f"TensorRT is not available here ({str(exc).split(';')[0]})"
+    except _NotLoaded as exc:
+        unavailable = str(exc)
     if report is None:
         raise TrtqError(f"cannot read {engine.name}'s inputs, outputs and profile: {unavailable}, and no trtq build "
                         f"report ({engine.name}.json) is beside it. Run this where TensorRT and a GPU are, or give "
@@ -136,8 +145,8 @@ def engine_io(engine: PathLike, model: Optional[PathLike] = None) -> ModelIO:
         recorded = (report.get("model") or {}).get("file")
         model = engine.with_name(recorded) if recorded else None
         if model is None or not Path(model).is_file():
-            raise TrtqError(f"TensorRT is not available here ({unavailable}); {engine.name}'s build report names model "
-                            f"{recorded!r}, which is not beside the engine: give it with --model")
+            raise TrtqError(f"{unavailable}; {engine.name}'s build report names model {recorded!r}, which is not "
+                            "beside the engine: give it with --model")
     from ..graph.model import file_sha256, load_onnx
 
     io = onnx_io(load_onnx(model))
@@ -151,8 +160,41 @@ def engine_io(engine: PathLike, model: Optional[PathLike] = None) -> ModelIO:
         if entry:
             tensor.profile = (tuple(entry["min"]), tuple(entry["opt"]), tuple(entry["max"]))
     io.source = "build report + onnx"
-    io.notes.append(f"TensorRT is not available here: I/O from {Path(model).name}, profile from {engine.name}.json")
+    io.report = report
+    io.notes.append(f"{unavailable}: I/O from {Path(model).name}, profile from {engine.name}.json")
+    _engine_types(io, str((report.get("tensorrt") or {}).get("version") or ""))
     return io
+
+
+class _NotLoaded(Exception):
+    """TensorRT is installed here but refused the engine (read the build report instead)."""
+
+
+def _first_sentence(exc: Exception) -> str:
+    return str(exc).split(". ")[0]
+
+
+#: TensorRT 8.6's ONNX parser imports INT64 tensors as INT32 (onnx-tensorrt 8.6-GA ``convertDtype``; 8.6's DataType
+#: has no INT64), so its engines take and give INT32 where the ONNX model says INT64.
+INT64_AS_INT32_BELOW = 10
+
+
+def _engine_types(io: ModelIO, built_by: str) -> None:
+    """The ONNX types as the engine has them: INT64 becomes INT32 in engines TensorRT 8.x built."""
+    wide = [t for t in io.inputs + io.outputs if t.data_type == "TYPE_INT64"]
+    if not wide:
+        return
+    names = ", ".join(t.name for t in wide)
+    try:
+        major = int(built_by.split(".")[0])
+    except ValueError:
+        io.notes.append(f"{names}: INT64 in the ONNX model, and the build report does not say which TensorRT built "
+                        "the engine: TensorRT 8.6 engines take INT32 there; check the config's data_type on the target")
+        return
+    if major < INT64_AS_INT32_BELOW:
+        for tensor in wide:
+            tensor.data_type = "TYPE_INT32"
+        io.notes.append(f"{names}: TYPE_INT32, as TensorRT {built_by} (the engine's builder) imports the model's INT64")
 
 
 @dataclass
@@ -169,6 +211,7 @@ class TritonModel:
     accelerator: Optional[Dict[str, str]] = None    # TensorRT accelerator parameters (ONNX Runtime backend)
     parameters: Dict[str, str] = field(default_factory=dict)
     comments: List[str] = field(default_factory=list)
+    dla_core: Optional[int] = None                  # a DLA engine's core: instance_group secondary_devices KIND_NVDLA
 
 
 def plan_model(name: str, io: ModelIO, platform: str, max_batch: Optional[int] = None) -> TritonModel:
@@ -225,7 +268,10 @@ def render_config(model: TritonModel) -> str:
         preferred = ", ".join(str(b) for b in model.preferred_batch_sizes)
         lines += ["dynamic_batching {"] + ([f"  preferred_batch_size: [ {preferred} ]"] if preferred else []) + \
                  [f"  max_queue_delay_microseconds: {defaults.DEPLOY_QUEUE_DELAY_US}", "}"]
-    lines += ["instance_group [", "  {", "    count: 1", "    kind: KIND_GPU", "  }", "]"]
+    lines += ["instance_group [", "  {", "    count: 1", "    kind: KIND_GPU"]
+    if model.dla_core is not None:  # the TensorRT backend sets the runtime's DLA core from it (else -1)
+        lines.append(f"    secondary_devices [ {{ kind: KIND_NVDLA device_id: {int(model.dla_core)} }} ]")
+    lines += ["  }", "]"]
     if model.accelerator is not None:
         lines += ["optimization {", "  execution_accelerators {", "    gpu_execution_accelerator: [", "      {",
                   '        name: "tensorrt"']
@@ -242,9 +288,21 @@ def render_config(model: TritonModel) -> str:
 _TOKEN = re.compile(r'\s*(?:(#[^\n]*)|("(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\')|([{}\[\]:,<>;])|([^\s{}\[\]:,<>;"\'#]+))')
 
 
+def _unescape(body: str) -> str:
+    """A text-format string literal's body: C escapes (``\\n``, ``\\x41``, octal ``\\101``, quotes) as protobuf
+    reads them, bytes decoded as UTF-8."""
+    from google.protobuf import text_encoding
+
+    try:
+        return text_encoding.CUnescape(body).decode("utf-8")
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise TrtqError(f"the config has a string protobuf cannot read ({exc})") from None
+
+
 def parse_pbtxt(text: str) -> dict:
     """Protobuf text format into nested dicts: every field maps to a list of its values (scalars as str/int/float,
-    messages as dicts). Enough to read a Triton config without its schema (``deploy check``)."""
+    messages as dicts), without a schema: misspelt fields are read like any other. :func:`read_config` reads with
+    Triton's schema where it is installed."""
     tokens = []
     position = 0
     while position < len(text):
@@ -258,7 +316,7 @@ def parse_pbtxt(text: str) -> dict:
         if comment is not None:
             continue
         if string is not None:
-            tokens.append(("str", json.loads('"' + string[1:-1].replace('\\\'', "'") + '"')))
+            tokens.append(("str", _unescape(string[1:-1])))
         elif punct is not None:
             tokens.append(("punct", punct))
         elif word is not None:
@@ -327,14 +385,168 @@ def parse_pbtxt(text: str) -> dict:
     return message(None)
 
 
+def model_config_class():
+    """Triton's own ``ModelConfig`` message class (the ``tritonclient`` wheel ships model_config.proto's module), or
+    ``None`` where it is not installed (``pip install 'trtq[triton]'``)."""
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec("tritonclient")
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(list(spec.submodule_search_locations)[0]) / "grpc" / "model_config_pb2.py"
+    if not path.is_file():
+        return None
+    import sys
+
+    module = sys.modules.get("trtq_triton_model_config_pb2")
+    if module is None:  # by file: tritonclient.grpc's __init__ wants grpcio, which the schema does not need
+        loader = importlib.util.spec_from_file_location("trtq_triton_model_config_pb2", path)
+        module = importlib.util.module_from_spec(loader)
+        try:
+            loader.loader.exec_module(module)
+        except Exception:  # noqa: BLE001 - a schema that does not load is a schema we do not have
+            return None
+        sys.modules["trtq_triton_model_config_pb2"] = module
+    return module.ModelConfig
+
+
+def read_config(text: str, where: str = "config.pbtxt") -> Tuple[dict, str]:
+    """A ``config.pbtxt`` as Triton reads it: (the fields as :func:`parse_pbtxt` gives them, how it was read).
+
+    With Triton's schema (``tritonclient``): protobuf's text format parser, which refuses what Triton refuses (a
+    misspelt field, a value of the wrong type) with Triton's words, as one :class:`TrtqError` line. Without it:
+    :func:`parse_pbtxt`, and the second value says that field names were not checked.
+    """
+    config_class = model_config_class()
+    if config_class is None:
+        return parse_pbtxt(text), ("read without Triton's schema (pip install 'trtq[triton]' for tritonclient's "
+                                   "ModelConfig): field names are not checked")
+    from google.protobuf import text_format
+
+    message = config_class()
+    try:
+        text_format.Parse(text, message)
+    except text_format.ParseError as exc:
+        raise TrtqError(f"Triton cannot read {where}: failed to read text proto ({' '.join(str(exc).split())})") \
+            from None
+    return _as_fields(message), "read with Triton's ModelConfig schema"
+
+
+def _as_fields(message) -> dict:
+    """A protobuf message as :func:`parse_pbtxt`'s dicts (every field a list; enums by name; maps as key/value)."""
+    result: dict = {}
+    for descriptor, value in message.ListFields():
+        if descriptor.message_type is not None and descriptor.message_type.GetOptions().map_entry:
+            value_field = descriptor.message_type.fields_by_name["value"]
+            items = []
+            for key in value:
+                entry = value[key]
+                items.append({"key": [key], "value": [_as_fields(entry) if value_field.message_type else entry]})
+            result[descriptor.name] = items
+            continue
+        repeated = getattr(descriptor, "is_repeated", None)  # protobuf >= 6; older ones have only .label
+        if repeated is None:
+            repeated = descriptor.label == descriptor.LABEL_REPEATED
+        values = list(value) if repeated else [value]
+        if descriptor.message_type is not None:
+            values = [_as_fields(v) for v in values]
+        elif descriptor.enum_type is not None:
+            values = [descriptor.enum_type.values_by_number[v].name for v in values]
+        result[descriptor.name] = values
+    return result
+
+
+def load_problems(config: dict) -> List[str]:
+    """What Triton refuses when it loads ``config`` (:func:`read_config`'s dicts), in Triton's words.
+
+    Re-stated from triton-inference-server/core ``src/model_config_utils.cc`` (``ValidateModelConfig`` and
+    ``ValidateIOShape``: batching vs dims, reshape, scalars, types) and the TensorRT backend's instance check (one
+    ``KIND_NVDLA`` secondary device at most).
+    """
+    def first(entry: dict, key: str, default=None):
+        values = entry.get(key) or []
+        return values[0] if values else default
+
+    problems = []
+    max_batch = int(first(config, "max_batch_size", 0))
+    if not first(config, "platform") and not first(config, "backend"):
+        problems.append("must specify 'platform' or 'backend'")
+    if max_batch < 0:
+        problems.append("'max_batch_size' must be non-negative value")
+    for batching in config.get("dynamic_batching", []):
+        for size in batching.get("preferred_batch_size", []):
+            if int(size) <= 0:
+                problems.append("dynamic batching preferred size must be positive")
+            elif int(size) > max_batch:
+                problems.append("dynamic batching preferred size must be <= max batch size")
+    for kind in ("input", "output"):
+        for io in config.get(kind, []):
+            prefix = f"model {kind} '{first(io, 'name', '')}' "
+            dims = [int(d) for d in io.get("dims", [])]
+            reshape = first(io, "reshape")
+            shape = [int(d) for d in (reshape or {}).get("shape", [])] if reshape is not None else None
+            if not first(io, "name"):
+                problems.append(f"model {kind} must specify 'name'")
+            if first(io, "data_type", "TYPE_INVALID") == "TYPE_INVALID":
+                problems.append(f"model {kind} must specify 'data_type'")
+            if not dims:
+                problems.append(prefix + "must specify 'dims'")
+                continue
+            if shape is not None and not shape and max_batch == 0:
+                problems.append(prefix + "cannot have empty reshape for non-batching model as scalar tensors are "
+                                "not supported")
+            if any(d < 1 and d != -1 for d in dims):
+                problems.append(prefix + "dimension must be integer >= 1, or -1 to indicate a variable-size dimension")
+            if shape is not None:
+                if any(d < 1 and d != -1 for d in shape):
+                    problems.append(prefix + "reshape dimensions must be integer >= 1, or -1 to indicate a "
+                                    "variable-size dimension")
+                elif _element_count(dims) != _element_count(shape) and \
+                        (_element_count(shape) != 0 or _element_count(dims) != 1):
+                    problems.append(prefix + "has different size for dims and reshape")
+                elif _element_count(dims) == -1 and _trunks(dims) != _trunks(shape):
+                    problems.append(prefix + "has different size for dims and reshape")
+    for group in config.get("instance_group", []):
+        devices = group.get("secondary_devices", [])
+        if len(devices) > 1:
+            problems.append("an instance group must have either zero or one secondary devices")
+        if any(first(d, "kind", "KIND_NVDLA") != "KIND_NVDLA" for d in devices):
+            problems.append("secondary device must be KIND_NVDLA")
+    return problems
+
+
+def _element_count(dims: Sequence[int]) -> int:
+    """Triton's GetElementCount: -1 when any dim is variable, 0 for an empty shape."""
+    if any(d == -1 for d in dims):
+        return -1
+    return int(np.prod(dims, dtype=np.int64)) if dims else 0
+
+
+def _trunks(dims: Sequence[int]) -> List[int]:
+    """Element counts between variable-size dims (Triton compares dims and reshape trunk by trunk)."""
+    counts, current = [], 1
+    for d in dims:
+        if d == -1:
+            counts.append(current)
+            current = 1
+        else:
+            current *= d
+    return counts + [current]
+
+
 def write_repository(model_path: PathLike, cache_path: PathLike, repository: PathLike, *, name: Optional[str] = None,
                      onnx_model: Optional[PathLike] = None, max_batch: Optional[int] = None, force: bool = False,
-                     trt_fp16: bool = False) -> dict:
+                     trt_fp16: bool = False, trt_cache_path: Optional[str] = None) -> dict:
     """Write ``repository/NAME/config.pbtxt`` and ``repository/NAME/1/model.plan`` (or ``model.onnx``).
 
     ``model_path``: a TensorRT engine, or the float ONNX model the cache calibrated (its Q/DQ INT8 form is
-    written, with the cache's scales and mixed-precision list). Every file goes through the output guard
-    first and is written atomically. Returns what was written and the notes.
+    written, with the cache's scales and mixed-precision list). ``trt_cache_path``: where the ONNX Runtime
+    TensorRT accelerator keeps the engines it builds (default :data:`TRT_CACHE_ROOT`/NAME; the server's working
+    directory is often read-only). Every file goes through the output guard first and is written atomically.
+    Returns what was written and the notes.
     """
     from ..cache import check_cache_matches, read_cache, sidecar_path
     from ..fileio import Output, guard_outputs, write_files_atomic
@@ -366,13 +578,20 @@ def write_repository(model_path: PathLike, cache_path: PathLike, repository: Pat
         check_quantized(quantized, summary, model_path.name)
         io = _calibrated_size(onnx_io(model), calibration)
         plan = plan_model(name, io, "onnxruntime_onnx", max_batch)
-        plan.accelerator = {"precision_mode": "FP16" if trt_fp16 else "INT8", "trt_engine_cache_enable": "1"}
+        cache_dir = trt_cache_path or f"{TRT_CACHE_ROOT}/{name}"
+        plan.accelerator = {"precision_mode": "FP16" if trt_fp16 else "INT8", "trt_engine_cache_enable": "1",
+                            "trt_engine_cache_path": cache_dir}
         comments.append("ONNX Runtime backend, TensorRT accelerator, precision_mode INT8: the Q/DQ nodes carry the "
                         "scales (no int8_calibration_table_name: ONNX Runtime refuses one for a Q/DQ model)")
+        comments.append(f"trt_engine_cache_path {cache_dir}: where the accelerator keeps the engines it builds (a "
+                        "writable folder; a persistent volume saves the build on every restart)")
         payload = quantized.SerializeToString()
     else:
         io = engine_io(model_path, onnx_model)
         plan = plan_model(name, io, "tensorrt_plan", max_batch)
+        needs, plan.dla_core = load_requirements(io.report)
+        comments += needs
+        io.notes += needs
         payload = model_path.read_bytes()
     plan.comments = comments + plan.comments + [f"inputs and outputs from: {io.source}"]
     plan.parameters = parameters
@@ -380,6 +599,35 @@ def write_repository(model_path: PathLike, cache_path: PathLike, repository: Pat
     write_files_atomic({payload_path: payload, config_path: text.encode("utf-8")})
     return {"config": config_path, "model": payload_path, "plan": plan, "notes": notes + io.notes,
             "calibration": calibration}
+
+
+#: Parent of the ONNX Runtime TensorRT accelerator's engine cache (``trt_engine_cache_path``) by default: writable in
+#: Triton's containers, where the working directory often is not.
+TRT_CACHE_ROOT = "/tmp/trtq-trt-engine-cache"
+
+
+def load_requirements(report: Optional[dict]) -> Tuple[List[str], Optional[int]]:
+    """What an engine's build report says Triton needs to load it: (lines for the config and the notes, DLA core).
+
+    Triton's TensorRT backend loads a ``--version-compatible`` plan only when the server runs with
+    ``--backend-config=tensorrt,version-compatible=true``, deserializes plugin layers only with their libraries
+    (``--backend-config=tensorrt,plugins="a.so;b.so"``), and sets the runtime's DLA core from the instance group's
+    ``KIND_NVDLA`` secondary device (else -1: a DLA engine does not load).
+    """
+    built = (report or {}).get("tensorrt") or {}
+    lines = []
+    if "VERSION_COMPATIBLE" in (built.get("builder_flags") or []):
+        lines.append("version-compatible engine: start tritonserver with --backend-config=tensorrt,"
+                     "version-compatible=true (without it the TensorRT backend refuses the plan)")
+    plugins = [str(p) for p in built.get("plugins") or []]
+    if plugins:
+        lines.append("the engine has plugin layers: start tritonserver with --backend-config=tensorrt,plugins=\""
+                     + ";".join(plugins) + "\" (the libraries' paths on the server)")
+    dla_core = built.get("dla_core")
+    if dla_core is not None:
+        dla_core = int(dla_core)
+        lines.append(f"DLA engine: instance_group names DLA core {dla_core} (secondary_devices KIND_NVDLA)")
+    return lines, dla_core
 
 
 def _calibrated_size(io: ModelIO, calibration) -> ModelIO:
@@ -418,4 +666,5 @@ def _calibration_record(calibration) -> dict:
 
 
 __all__ = ["TensorIO", "ModelIO", "TritonModel", "onnx_io", "engine_io", "plan_model", "render_config",
-           "parse_pbtxt", "write_repository", "triton_type"]
+           "parse_pbtxt", "read_config", "load_problems", "model_config_class", "write_repository", "triton_type",
+           "load_requirements", "TRT_CACHE_ROOT"]

@@ -165,7 +165,7 @@ def test_multi_input_model_rejects_images(format_folder):
 @pytest.mark.parametrize("pre, message", [
     (Preprocess(mean=(1.0, 2.0)), r"mean has 2 values, but input 'x' has 3 channel\(s\)"),
     (Preprocess(std=(0.0,)), r"std must not be 0"),
-    (Preprocess(resize="fit"), r"resize must be 'stretch' or 'shorter'"),
+    (Preprocess(resize="fit"), r"resize must be one of stretch, shorter, letterbox, pad; got 'fit'"),
     (Preprocess(crop_fraction=1.5), r"crop fraction must be in \(0, 1\]"),
     (Preprocess(channel_order="RBG"), r"channel order must be RGB or BGR"),
     (Preprocess(dtype="int8"), r"input 'x' is float32; data of dtype int8 cannot be fed"),

@@ -97,7 +97,8 @@ class HeldOut:
 
 def collect_heldout(setup: models.Setup) -> HeldOut:
     from trtq.data import load_labels, open_source
-    from trtq.graph.model import input_specs, load_onnx
+    from trtq.graph.model import load_onnx
+    from trtq.graph.signature import input_specs
     from trtq.ort import create_session, run
 
     model = load_onnx(setup.model)
@@ -389,7 +390,7 @@ def held_back_verdicts(setup: models.Setup, model, tables: Dict[str, dict]) -> D
     from trtq import pipeline
     from trtq.data import open_source
     from trtq.evaluate import Verdict
-    from trtq.graph.model import input_specs
+    from trtq.graph.signature import input_specs
 
     source = open_source(setup.calib, input_specs(model))
     held, _ = pipeline.split_holdout(iter(source), pipeline.holdout_count(source.num_samples))

@@ -101,7 +101,8 @@ def setups(names, work: Path, samples: int):
 
 def worker(name: str, mode: str, samples: int, work: Path, result_path: Path) -> dict:
     from trtq.data import open_source
-    from trtq.graph.model import input_specs, load_onnx
+    from trtq.graph.model import load_onnx
+    from trtq.graph.signature import input_specs
 
     model, spec_of, _ = setups({name}, work, samples)[name]
     spec = spec_of(samples)

@@ -46,7 +46,8 @@ def measure(setup, counts, seeds, algos, holdout: int):
     from trtq.calib.convergence import amax_convergence
     from trtq.data import open_source
     from trtq.evaluate import Replay, worst_of
-    from trtq.graph.model import input_specs, load_onnx
+    from trtq.graph.model import load_onnx
+    from trtq.graph.signature import input_specs
     from trtq.graph.qdq import quantize_model
 
     model = load_onnx(setup.model)

@@ -76,7 +76,8 @@ def compare(label, model, calib_spec, eval_spec, labels, shapes, batch_sizes, it
     from trtq.fileio import write_bytes_atomic
     from trtq.graph.qdq import quantize_model
     from trtq.evaluate import evaluate
-    from trtq.graph.model import input_specs, load_onnx
+    from trtq.graph.model import load_onnx
+    from trtq.graph.signature import input_specs
     from trtq.pipeline import quantize
 
     print(f"== {label}: {Path(model).name}, {calib_spec.samples} calibration samples from {calib_spec.path}", flush=True)

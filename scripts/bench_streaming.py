@@ -15,9 +15,12 @@ speeds and pitches, resampled to 16 kHz) separated by 0.3-1.5 s pauses, with see
 background noise 30 dB below the speech. Calibration and evaluation sequences use
 different sentences.
 
-For every single algorithm, and for ``auto`` twice (ranked per call with FP32's states,
-the way trtq ranks a model without ``--feedback``, and ranked on streamed decisions with
-``--feedback stateN=state``), the TensorRT-form Q/DQ model (what an engine computes, run by
+Both 16 kHz forms the wheel ships run (``--forms``): ``silero_vad_16k_op15.onnx`` (symbolic
+batch, the LSTM inside an ``If``) and ``silero_vad_openvino_16k.onnx`` (every dim fixed at 1,
+``state [2, 1, 128]`` sliced into h and c before its LSTM). For every single algorithm, and
+for ``auto`` three times (with default flags on sequences: trtq reads the state pair from the
+graph and streams it; per call with FP32's recorded states; and with ``--batch-axis state:1
+--feedback stateN=state`` given by hand), the TensorRT-form Q/DQ model (what an engine computes, run by
 ONNX Runtime) streams every evaluation sequence feeding back its own state, and its
 decisions are compared with FP32's stream:
 
@@ -134,7 +137,8 @@ def save_sequences(signals: List[np.ndarray], folder: Path) -> Path:
 def stream_model(model, folder: Path) -> List[Dict[str, np.ndarray]]:
     """Every sequence streamed through ``model`` with its own state: per sequence {output: [T, ...]}."""
     from trtq.data import DataSpec
-    from trtq.graph.model import input_specs, load_onnx
+    from trtq.graph.model import load_onnx
+    from trtq.graph.signature import input_specs
     from trtq.ort import create_session
     from trtq.stream import FeedbackPair, open_sequences, stream
 
@@ -212,74 +216,93 @@ def decisions_row(reference: List[Dict[str, np.ndarray]], candidate: List[Dict[s
 
 
 MODEL = None
+#: The two ONNX forms the silero-vad wheel ships for 16 kHz streaming, read with default flags.
+FORMS = {"op15": "silero_vad_16k_op15.onnx", "openvino": "silero_vad_openvino_16k.onnx"}
 
 
 def main() -> int:
     global MODEL
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer and shorter sequences (a smoke run)")
+    parser.add_argument("--forms", default=",".join(FORMS), help=f"model files to run ({', '.join(FORMS)})")
     args = parser.parse_args()
     if shutil.which("espeak-ng") is None:
         print("needs espeak-ng (apt-get install espeak-ng)", file=sys.stderr)
         return 2
     try:
-        MODEL = importlib.resources.files("silero_vad") / "data" / "silero_vad_16k_op15.onnx"
+        folder = importlib.resources.files("silero_vad") / "data"
     except ModuleNotFoundError:
         print("needs the silero-vad wheel (pip install --no-deps silero-vad)", file=sys.stderr)
         return 2
-    from trtq.calib import amax_from_histograms
-    from trtq.data import DataSpec
-    from trtq.evaluate import compare_outputs
-    from trtq.graph.model import load_onnx
-    from trtq.graph.qdq import quantize_model
-    from trtq.pipeline import calibrate
-
     calib_count, eval_count, seconds = (4, 3, 4.0) if args.quick else (16, 12, 8.0)
     with tempfile.TemporaryDirectory(prefix="trtq-stream-") as tmp:
         tmp = Path(tmp)
         half = len(SENTENCES) // 2
         calib = save_sequences(make_sequences(SENTENCES[:half], calib_count, seconds, 0, tmp), tmp / "calib")
         held = save_sequences(make_sequences(SENTENCES[half:], eval_count, seconds, 1, tmp), tmp / "eval")
-        model = load_onnx(str(MODEL))
-        reference = stream_model(model, held)
-        fp32_calib = stream_model(model, calib)
-        calls = per_call_samples(fp32_calib, calib, tmp / "calls")
-        held_calls = per_call_samples(reference, held, tmp / "held_calls")
+        for form in args.forms.split(","):
+            MODEL = folder / FORMS[form]
+            run_form(form, calib, held, tmp / form, eval_count, seconds)
+    return 0
 
-        streamed = calibrate(str(MODEL), DataSpec(str(calib), samples=1000), algorithm="auto", observe="qdq",
-                             feedback=["stateN=state"])
-        per_call = calibrate(str(MODEL), DataSpec(str(calls), samples=1000), algorithm="auto", observe="qdq")
-        tables = {name: amax_from_histograms(streamed.histograms, name, **({"percentile": 99.99}
-                                                                            if name == "percentile" else {}))
-                  for name in ALGORITHMS}
-        tables["auto, per call (no --feedback)"] = per_call.amax
-        tables["auto, streamed (--feedback)"] = streamed.amax
-        rows = []
-        from trtq.ort import create_session, run
 
-        call_feeds = [dict(np.load(f)) for f in sorted(held_calls.glob("*.npz"))]
-        for name, amax in tables.items():
-            qdq, _ = quantize_model(model, amax, target="trt")
-            row = decisions_row(reference, stream_model(qdq, held))
-            session, fp32 = create_session(qdq), create_session(model)
-            pairs = []
-            for feed in call_feeds[:: max(1, len(call_feeds) // 400)]:
-                one = {"input": feed["input"][None], "state": feed["state"][:, None], "sr": feed["sr"]}
-                pairs.append((run(fp32, one), run(session, one)))
-            metrics = {m.name: m for m in compare_outputs(pairs, ["output", "stateN"])}
-            row["call_output"], row["call_state"] = metrics["output"].snr_db, metrics["stateN"].snr_db
-            rows.append((name, row))
-    chosen = {"auto, per call (no --feedback)": per_call.auto.chosen, "auto, streamed (--feedback)": streamed.auto.chosen}
+def run_form(form: str, calib: Path, held: Path, work: Path, eval_count: int, seconds: float) -> None:
+    from trtq.calib import amax_from_histograms
+    from trtq.data import DataSpec
+    from trtq.evaluate import compare_outputs
+    from trtq.graph.model import load_onnx
+    from trtq.graph.qdq import quantize_model
+    from trtq.graph.signature import read_signature
+    from trtq.ort import create_session, run
+    from trtq.pipeline import calibrate
+
+    model = load_onnx(str(MODEL))
+    signature = read_signature(model)
+    names = [s.name for s in signature.inputs]
+    reference = stream_model(model, held)
+    fp32_calib = stream_model(model, calib)
+    calls = per_call_samples(fp32_calib, calib, work / "calls")
+    held_calls = per_call_samples(reference, held, work / "held_calls")
+
+    default = calibrate(str(MODEL), DataSpec(str(calib), samples=1000), algorithm="auto", observe="qdq")
+    streamed = calibrate(str(MODEL), DataSpec(str(calib), samples=1000, batch_axes={"state": 1}), algorithm="auto",
+                         observe="qdq", feedback=["stateN=state"])
+    per_call = calibrate(str(MODEL), DataSpec(str(calls), samples=1000), algorithm="auto", observe="qdq")
+    tables = {name: amax_from_histograms(streamed.histograms, name, **({"percentile": 99.99}
+                                                                        if name == "percentile" else {}))
+              for name in ALGORITHMS}
+    tables["auto, default flags (sequences)"] = default.amax
+    tables["auto, per call (recorded states)"] = per_call.amax
+    tables["auto, --batch-axis state:1 --feedback stateN=state"] = streamed.amax
+    chosen = {"auto, default flags (sequences)": default.auto.chosen,
+              "auto, per call (recorded states)": per_call.auto.chosen,
+              "auto, --batch-axis state:1 --feedback stateN=state": streamed.auto.chosen}
+    rows = []
+    call_feeds = [dict(np.load(f)) for f in sorted(held_calls.glob("*.npz"))]
+    for name, amax in tables.items():
+        qdq, _ = quantize_model(model, amax, target="trt")
+        row = decisions_row(reference, stream_model(qdq, held))
+        session, fp32 = create_session(qdq), create_session(model)
+        pairs = []
+        for feed in call_feeds[:: max(1, len(call_feeds) // 400)]:
+            one = {k: v for k, v in {"input": feed["input"][None], "state": feed["state"][:, None],
+                                     "sr": feed["sr"]}.items() if k in names}
+            pairs.append((run(fp32, one), run(session, one)))
+        metrics = {m.name: m for m in compare_outputs(pairs, ["output", "stateN"])}
+        row["call_output"], row["call_state"] = metrics["output"].snr_db, metrics["stateN"].snr_db
+        rows.append((name, row))
     steps = sum(len(r["output"]) for r in reference)
-    print(f"Silero VAD 16k (op15), {eval_count} held-out sequences of {seconds:g} s ({steps} chunks), "
-          f"TensorRT-form INT8 streamed with its own state against FP32's stream:\n")
+    pairs_read = ", ".join(f"{p.output} -> {p.input}" for p in signature.pairs) or "none"
+    print(f"\nSilero VAD 16k, {FORMS[form]} (state pair read from the graph: {pairs_read}; state batch axis "
+          f"{dict((s.name, s.batch_axis) for s in signature.inputs).get('state')}), {eval_count} held-out "
+          f"sequences of {seconds:g} s ({steps} chunks), TensorRT-form INT8 streamed with its own state against "
+          f"FP32's stream:\n")
     print("| scales | steps agreeing | event F1 | streamed SNR (prob) | per-call SNR (prob / state) |")
     print("| --- | --- | --- | --- | --- |")
     for name, row in rows:
         label = f"{name}: chose {chosen[name]}" if name in chosen else name
         print(f"| {label} | {row['agree']:.1%} | {row['f1']:.3f} | {row['snr']:.1f} dB | "
               f"{row['call_output']:.1f} / {row['call_state']:.1f} dB |")
-    return 0
 
 
 if __name__ == "__main__":

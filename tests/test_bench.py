@@ -13,7 +13,7 @@ from onnx import TensorProto, helper, numpy_helper
 import _toys
 from trtq import bench
 from trtq.errors import ModelError, TrtqError
-from trtq.graph.model import input_specs
+from trtq.graph.signature import input_specs
 
 
 @pytest.fixture(scope="module")

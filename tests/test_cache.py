@@ -97,7 +97,7 @@ def _tiny_model(path, weight=1.0):
 
 def _write(tmp_path, model_path, amax):
     model = onnx.load(str(model_path))
-    from trtq.graph.model import input_specs
+    from trtq.graph.signature import input_specs
 
     sidecar = cache.make_sidecar(model_path=model_path, model_sha256=file_sha256(model_path),
                                  inputs=cache.input_records(input_specs(model)), algorithm="entropy",

@@ -447,7 +447,8 @@ def test_yolo_int8_fidelity_on_photos(yolo_model_path, yolo_int8, photo_folder):
     assert report.samples == 13 and out.name == "output0" and out.shape[1:] == [22, 2100]
     assert out.classes is None and out.top1_agreement is None  # a detection head, not class scores
     assert out.cosine > YOLO_MIN_COSINE and out.cosine_min > 0.99
-    assert YOLO_MIN_SNR_DB < out.snr_db < 60, out.snr_db
+    # the uint8 (ONNX Runtime) form runs ONNX Runtime's fused u8s8 kernels, which saturate without VNNI
+    assert YOLO_MIN_SNR_DB - (3 if _toys.cpu_saturates_u8s8() else 0) < out.snr_db < 60, out.snr_db
 
 
 @pytest.mark.slow
@@ -598,8 +599,8 @@ def test_auto_exclude_records_its_layers_for_quantize(sensitive, tmp_path, capsy
 
 
 @pytest.mark.parametrize("head, opset, want", [
-    ("Softmax", 17, {"probs": (-1, "Softmax")}),
-    ("LogSoftmax", 17, {"probs": (-1, "LogSoftmax")}),
+    ("Softmax", 17, {"probs": (2, "Softmax")}),       # the default axis -1, resolved against the graph's rank
+    ("LogSoftmax", 17, {"probs": (2, "LogSoftmax")}),
     ("Softmax", 11, {"probs": (2, "Softmax")}),       # before opset 13 the axis is written out (default 1)
     ("ArgMax", 17, {"probs": (2, "ArgMax reader")}),  # logits an ArgMax inside the graph reads
     ("Sigmoid", 17, {}),                              # multi-label: no argmax decision

@@ -94,7 +94,8 @@ def test_sequence_layouts(tmp_path):
                       f"    for f in sorted(glob.glob({str(files / '*.npz')!r})):\n"
                       "        yield {'x': np.load(f)['x']}\n")
     from trtq.data import DataSpec
-    from trtq.graph.model import input_specs, load_onnx
+    from trtq.graph.model import load_onnx
+    from trtq.graph.signature import input_specs
 
     inputs = input_specs(load_onnx(model))
     pairs = [FeedbackPair("stateN", "state")]
@@ -123,7 +124,8 @@ def test_gru_streams_its_hidden_state_row_by_row(tmp_path, capsys):
     assert "12 sequences (96 steps)" in capsys.readouterr().out
 
     from trtq.data import DataSpec
-    from trtq.graph.model import input_specs, load_onnx
+    from trtq.graph.model import load_onnx
+    from trtq.graph.signature import input_specs
     from trtq.stream import stream
 
     session = ort.InferenceSession(str(model))
@@ -154,6 +156,7 @@ def test_bad_feedback_is_one_line_and_writes_nothing(integrator, tmp_path, capsy
         parse_feedback(["a=state", "b=state"])
     with pytest.raises(DataError, match="too short"):
         from trtq.data import DataSpec
-        from trtq.graph.model import input_specs, load_onnx
+        from trtq.graph.model import load_onnx
+        from trtq.graph.signature import input_specs
 
         open_sequences(DataSpec(str(short)), input_specs(load_onnx(model)), [FeedbackPair("stateN", "state")])

@@ -427,7 +427,8 @@ def benchmark_ort(
     feedback: Sequence = (),
 ) -> List[BenchResult]:
     """ONNX Runtime (CPU) rows for every ONNX model and batch size; see :func:`benchmark`."""
-    from .graph.model import input_specs, load_onnx
+    from .graph.model import load_onnx
+    from .graph.signature import input_specs
     from .ort import create_session, ort_reason
 
     if iterations < 1:

@@ -349,7 +349,7 @@ SIDECAR_SCHEMA = _sidecar_schema()
 
 def cache_problems(cache: CalibrationCache, model, model_sha256: str, tensor_names: Iterable[str]) -> List[str]:
     """Reasons the cache does not belong to this model (empty list: it does)."""
-    from .graph.model import input_specs
+    from .graph.signature import input_specs
 
     from .graph.model import fingerprint_changes, model_fingerprint
 

@@ -128,6 +128,11 @@ FEATURE_NEGLIGIBLE_RMS = 1e-6
 #: of e.g. matched-box recall against FP32).
 VERDICT_MIN_AGREEMENT = 0.98
 VERDICT_MIN_SAMPLE_AGREEMENT = 0.95
+#: A binary mask (a Sigmoid output with one channel, trtq.graph.signature) decides "on" at
+#: MASK_THRESHOLD; the verdict warns when its mean per-sample IoU against FP32 falls below
+#: VERDICT_MIN_MASK_IOU (every pixel of a large mask agreeing is not a fair ask; its IoU is).
+MASK_THRESHOLD = 0.5
+VERDICT_MIN_MASK_IOU = 0.95
 VERDICT_MIN_METRIC = 0.99
 #: auto's noise: paired bootstrap over the held-back samples (BOOTSTRAP_DRAWS resamples, fixed
 #: seed); two scores differ "beyond noise" when their difference exceeds NOISE_SIGMAS bootstrap

@@ -136,7 +136,8 @@ class ChannelGroup:
 
 
 def channel_groups(reference: np.ndarray, decades: float = defaults.CHANNEL_GROUP_DECADES,
-                   max_channels: int = defaults.CHANNEL_GROUP_MAX_CHANNELS) -> List[ChannelGroup]:
+                   max_channels: int = defaults.CHANNEL_GROUP_MAX_CHANNELS,
+                   axes: Optional[Sequence[int]] = None) -> List[ChannelGroup]:
     """Split an output's channels into two groups of different kind, if it plausibly has them; else ``[]``.
 
     Rule (documented, deterministic): for an output of rank >= 3, on axis 1 and on the
@@ -148,12 +149,14 @@ def channel_groups(reference: np.ndarray, decades: float = defaults.CHANNEL_GROU
     difference winning. Channels of one kind (class logits, an embedding, feature maps)
     differ far less than 10x in RMS; boxes in pixels vs scores in [0, 1] differ by 100x
     or more. At most one split: class channels are never split among themselves.
+    ``axes``: the axes the model's signature says hold channels (an axis a ``Concat`` joins);
+    without them, axis 1 and the last axis.
     """
     array = np.asarray(reference)
     if array.dtype.kind != "f" or array.ndim < 3:
         return []
     best: Optional[Tuple[float, ChannelGroup, ChannelGroup]] = None
-    for axis in sorted({1, array.ndim - 1}):
+    for axis in sorted({1, array.ndim - 1} if axes is None else {a for a in axes if 0 < a < array.ndim}):
         channels = array.shape[axis]
         if not 4 <= channels <= max_channels:
             continue
@@ -246,6 +249,13 @@ class OutputMetrics:
     constant_channels: List[int] = field(default_factory=list)    # near-constant channels, not judged alone
     values_per_sample: int = 0              # elements of one sample (1: a per-sample cosine means nothing)
     per_sample: Optional[SampleScores] = field(default=None, repr=False, compare=False)
+    mask_axis: Optional[int] = None         # set for a binary (Sigmoid) mask: top1_agreement is per position
+    mask_iou: Optional[float] = None        # mean per-sample IoU of the thresholded masks (empty vs empty: 1)
+
+    @property
+    def decision_word(self) -> str:
+        """How its decisions are named in texts: ``mask`` (thresholded) or ``top-1``."""
+        return "mask" if self.mask_axis is not None else "top-1"
 
     @property
     def worst_channel(self) -> Optional[Tuple[str, float]]:
@@ -449,7 +459,7 @@ def decision_of(metrics: Sequence[OutputMetrics]) -> Optional[Tuple[str, float]]
     if not scored:
         return None
     worst = min(scored, key=lambda m: _nan_low(m.top1_agreement))
-    return f"top-1 agreement of {worst.name!r}", worst.top1_agreement
+    return f"{worst.decision_word} agreement of {worst.name!r}", worst.top1_agreement
 
 
 def decision_line(metrics: Sequence[OutputMetrics]) -> str:
@@ -461,6 +471,13 @@ def decision_line(metrics: Sequence[OutputMetrics]) -> str:
         parts.append(f"metric {metric.name} {metric.value:.4g} (1 = identical)")
     for m in metrics:
         if m.top1_agreement is None:
+            continue
+        if m.mask_axis is not None:
+            where = "positions" if (m.positions or 1) > 1 else "samples"
+            text = f"mask agrees on {_pct(m.top1_agreement)} of {where} of {m.name!r}"
+            if m.mask_iou is not None and (m.positions or 1) > 1:
+                text += f", IoU {m.mask_iou:.3f}"
+            parts.append(text)
             continue
         if (m.positions or 1) > 1:
             text = f"top-1 agrees on {_pct(m.top1_agreement)} of positions of {m.name!r}"
@@ -485,8 +502,12 @@ def decision_drops(metrics: Sequence[OutputMetrics], min_agreement: float = defa
     if metric is not None and not metric.value >= min_metric:
         drops.append(f"metric {metric.name} {metric.value:.4g} < {min_metric:g}")
     for m in metrics:
+        if m.mask_axis is not None and (m.positions or 1) > 1:
+            if m.mask_iou is not None and not m.mask_iou >= defaults.VERDICT_MIN_MASK_IOU:
+                drops.append(f"mask {m.name!r} IoU {m.mask_iou:.3f} < {defaults.VERDICT_MIN_MASK_IOU:g}")
+            continue
         if m.top1_agreement is not None and not m.top1_agreement >= min_agreement:
-            drops.append(f"top-1 of {m.name!r} agrees on {_pct(m.top1_agreement)} of "
+            drops.append(f"{m.decision_word} of {m.name!r} agrees on {_pct(m.top1_agreement)} of "
                          f"{'positions' if (m.positions or 1) > 1 else 'samples'} < {min_agreement:.0%}")
         elif (m.sample_agreement is not None and (m.positions or 1) > 1
               and not m.sample_agreement >= min_sample_agreement):
@@ -699,41 +720,12 @@ def feature_axis(shape: Sequence[Any], max_channels: int = defaults.FEATURE_MAX_
 
 
 def feature_axes(model) -> Dict[str, Optional[int]]:
-    """``{graph output: its small feature axis or None}`` where the graph's declared output shape decides it.
+    """``{graph output: its small feature axis or None}`` as the model's signature reads it
+    (:mod:`trtq.graph.signature`: a fixed axis of 2 to FEATURE_MAX_CHANNELS, never a length
+    named like an input's dim, never decided from a batch)."""
+    from .graph.signature import read_signature
 
-    A fixed dimension is eligible (see :func:`feature_axis`); a dimension named like one of
-    the inputs' symbolic dimensions (``batch``, ``sequence``) is a length, never channels;
-    an output whose deciding dimension is unnamed or named by the exporter alone
-    (``Concatoutput_dim_1``) is left out: it is judged from its first batch, and dropped to
-    the whole-output SNR if that axis changes size in a later batch.
-    """
-    lengths = {d.dim_param for i in model.graph.input if i.type.tensor_type.HasField("shape")
-               for d in i.type.tensor_type.shape.dim if d.dim_param}
-    found: Dict[str, Optional[int]] = {}
-    for output in model.graph.output:
-        tensor = output.type.tensor_type
-        if not tensor.HasField("shape"):
-            continue
-        dims = list(tensor.shape.dim)
-        rank = len(dims)
-        if rank < 3:
-            found[output.name] = None
-            continue
-        decided: Optional[int] = None
-        for axis in ([rank - 1, 1] if rank == 3 else [1, rank - 1]):
-            dim = dims[axis]
-            if dim.HasField("dim_value") and dim.dim_value > 0:
-                if 2 <= dim.dim_value <= defaults.FEATURE_MAX_CHANNELS:
-                    decided = axis
-                    break
-                continue
-            if dim.dim_param and dim.dim_param in lengths:
-                continue
-            decided = -1  # unknown: the first batch decides
-            break
-        if decided != -1:
-            found[output.name] = decided
-    return found
+    return read_signature(model).feature_axes()
 
 
 def default_class_axis(output: np.ndarray) -> Optional[int]:
@@ -766,8 +758,14 @@ class OutputAccumulator:
 
     def __init__(self, name: str, scores: bool = False, groups: Optional[Sequence[ChannelGroup]] = None,
                  class_axis: Optional[int] = None, class_source: str = "", channels: bool = True,
-                 channel_axis: Optional[int] = None):
+                 channel_axis: Optional[int] = None, mask_axis: Optional[int] = None,
+                 group_axes: Optional[Sequence[int]] = None, threshold: float = defaults.MASK_THRESHOLD):
         self.name = name
+        self._mask_axis_given = mask_axis
+        self.mask_axis: Optional[int] = None
+        self.threshold = threshold
+        self._iou_rows: List[np.ndarray] = []
+        self._group_axes = group_axes
         self.shape: Optional[List[Any]] = None
         self.samples = 0
         self.elements = 0
@@ -809,7 +807,12 @@ class OutputAccumulator:
                 self.class_axis = axis
                 self.classes = int(reference.shape[axis])
                 self.positions = int(np.prod([d for i, d in enumerate(reference.shape) if i not in (0, axis)]))
-        if self.class_axis is None:
+        mask = _resolve_axis(self._mask_axis_given, rank)
+        if self.class_axis is None and mask is not None and reference.dtype.kind == "f" and reference.shape[mask] == 1:
+            self.mask_axis = mask
+            self.positions = int(np.prod([d for i, d in enumerate(reference.shape) if i not in (0, mask)]))
+            self.class_source = self.class_source or "Sigmoid"
+        if self.class_axis is None and self.mask_axis is None:
             self._scores = False
             if self._channels_wanted and reference.dtype.kind == "f":
                 given = _resolve_axis(self._channel_axis_given, rank)
@@ -819,10 +822,11 @@ class OutputAccumulator:
             self._channel_sums = [_Sums() for _ in range(k)]
             self._channel_moments = np.zeros((k, 3))
             self.groups = []
-        elif self.class_axis is not None:
+        elif self.class_axis is not None or self.mask_axis is not None:
             self.groups = [] if self._groups_given is None else list(self._groups_given)
         else:
-            self.groups = channel_groups(reference) if self._groups_given is None else list(self._groups_given)
+            self.groups = (channel_groups(reference, axes=self._group_axes) if self._groups_given is None
+                           else list(self._groups_given))
         self._group_sums = [_Sums() for _ in self.groups]
 
     def update(self, reference: np.ndarray, candidate: np.ndarray, valid: Optional[np.ndarray] = None) -> None:
@@ -868,8 +872,26 @@ class OutputAccumulator:
             self._channel_moments[:, 2] += np.einsum("nkp,nkp->k", ref_k, ref_k)
         self.samples += n
         self.elements += r.size
-        if self._scores:
+        if self._scores and self.class_axis is not None:
             self._update_scores(reference, candidate, keep)
+        elif self.mask_axis is not None:
+            self._update_mask(reference, candidate)
+
+    def _update_mask(self, reference: np.ndarray, candidate: np.ndarray) -> None:
+        """Binary decisions per position (value >= threshold): agreement and IoU per sample."""
+        n = reference.shape[0]
+        ref_on = (reference >= self.threshold).reshape(n, -1)
+        cand_on = (candidate >= self.threshold).reshape(n, -1)
+        per_sample = (ref_on == cand_on).sum(axis=1)
+        counted = np.full(n, ref_on.shape[1])
+        self.agree_rows.append(per_sample)
+        self.valid_rows.append(counted)
+        self.top1 += int(per_sample.sum())
+        self.counted += int(counted.sum())
+        self.all_agree += int(np.sum(per_sample == counted))
+        union = (ref_on | cand_on).sum(axis=1)
+        inter = (ref_on & cand_on).sum(axis=1)
+        self._iou_rows.append(np.where(union > 0, inter / np.maximum(union, 1), 1.0))
 
     def _update_scores(self, reference: np.ndarray, candidate: np.ndarray, keep: Optional[np.ndarray]) -> None:
         axis = self.class_axis
@@ -892,7 +914,7 @@ class OutputAccumulator:
 
     @property
     def is_scores(self) -> bool:
-        return bool(self._scores)
+        return bool(self._scores) or self.mask_axis is not None
 
     def _judged_channels(self) -> List[int]:
         """Channels judged on their own: not near-constant, not negligible (docs/accuracy.md)."""
@@ -937,14 +959,16 @@ class OutputAccumulator:
             ref_abs_max=self.ref_abs_max,
             classes=self.classes,
             top1_agreement=self.top1 / self.counted if self.is_scores and self.counted else None,
-            top5_agreement=self.topk / n if self.is_scores and n and self.positions == 1 and self.classes > TOP_K
-            else None,
+            top5_agreement=self.topk / n if self.class_axis is not None and n and self.positions == 1
+            and self.classes > TOP_K else None,
             groups=[GroupMetrics(g.label, sums.snr(), _cos(sums.dot, sums.ref2, sums.cand2), sums.cosine_mean())
                     for g, sums in zip(self.groups or (), self._group_sums)],
             class_axis=self.class_axis,
             class_source=self.class_source if self.class_axis is not None else "",
             positions=self.positions if self.is_scores else None,
             sample_agreement=self.all_agree / n if self.is_scores and n else None,
+            mask_axis=self.mask_axis,
+            mask_iou=float(np.concatenate(self._iou_rows).mean()) if self._iou_rows else None,
             channel_axis=self.channel_axis,
             channels=[ChannelMetrics(k, self._channel_sums[k].snr(),
                                      self._channel_sums[k].cosine_mean() if self.positions_per_channel > 1
@@ -1020,33 +1044,15 @@ def parse_class_output(text: str) -> Tuple[str, Optional[int]]:
 def decision_axes(model) -> Dict[str, Tuple[int, str]]:
     """``{graph output: (class axis, why)}`` for outputs the graph itself says are class scores.
 
-    Rule (docs/accuracy.md): the output is made by Softmax or LogSoftmax (their ``axis``;
-    default -1 from opset 13, 1 before), or an ArgMax / TopK inside the graph reads it
-    (their ``axis``; ArgMax's default 0 is the batch axis and is not taken). Sigmoid alone
-    is not a class axis (multi-label scores are judged per channel, against each other).
-    The axis may be negative: it is resolved against the output's rank on the first batch.
+    Read from the model's signature (:mod:`trtq.graph.signature`): the output is made by
+    Softmax or LogSoftmax, possibly through Identity/Cast/Reshape/Transpose/Squeeze/Unsqueeze/
+    Flatten (the axis followed through them), or an ArgMax / TopK inside the graph reads it.
+    Sigmoid alone is not a class axis (a one-channel Sigmoid is a mask; multi-label scores are
+    judged per channel).
     """
-    from .graph.model import opset_version
+    from .graph.signature import read_signature
 
-    opset = opset_version(model) or 13
-    outputs = {o.name for o in model.graph.output}
-    found: Dict[str, Tuple[int, str]] = {}
-
-    def axis_of(node, default: int) -> int:
-        for attr in node.attribute:
-            if attr.name == "axis":
-                return int(attr.i)
-        return default
-
-    for node in model.graph.node:
-        if node.op_type in ("Softmax", "LogSoftmax") and node.output and node.output[0] in outputs:
-            found.setdefault(node.output[0], (axis_of(node, -1 if opset >= 13 else 1), node.op_type))
-    for node in model.graph.node:
-        if node.op_type in ("ArgMax", "TopK") and node.input and node.input[0] in outputs:
-            axis = axis_of(node, 0 if node.op_type == "ArgMax" else -1)
-            if axis != 0:
-                found.setdefault(node.input[0], (axis, f"{node.op_type} reader"))
-    return found
+    return read_signature(model).class_axes()
 
 
 def _class_spec(model, declared: Optional[ClassOutputs]) -> Tuple[Dict[str, Optional[int]], Dict[str, str]]:
@@ -1113,11 +1119,12 @@ def compare_outputs(pairs: Iterable[Tuple[Mapping[str, np.ndarray], Mapping[str,
                     feeds: Optional[Iterable[Mapping[str, np.ndarray]]] = None,
                     metric: Optional[UserMetric] = None, class_sources: Optional[Mapping[str, str]] = None,
                     feature_axes: Optional[Mapping[str, Optional[int]]] = None,
-                    output_axes: Optional[Mapping[str, int]] = None) -> Fidelity:
+                    output_axes: Optional[Mapping[str, int]] = None, masks: Optional[Mapping[str, int]] = None,
+                    group_axes: Optional[Mapping[str, Sequence[int]]] = None) -> Fidelity:
     """Metrics for an iterable of ``(reference outputs, candidate outputs)`` batches, streamed.
 
     ``output_axes``: ``{output: the axis that counts samples}`` where it is not 0 (an LSTM
-    state output is ``[layers, N, hidden]``; :func:`trtq.graph.batch.output_batch_axes`):
+    state output is ``[layers, N, hidden]``; the model signature's output axes):
     moved first, so that per-sample metrics and their bootstrap cut samples.
 
     ``class_outputs``: outputs whose decisions are judged along a class axis (names,
@@ -1126,6 +1133,9 @@ def compare_outputs(pairs: Iterable[Tuple[Mapping[str, np.ndarray], Mapping[str,
     mask, if any, keeps padded positions out of the metrics (:func:`padding_mask`); the
     user's ``metric`` reads them too. ``feature_axes``: ``{output: small feature axis or None}``
     from the graph (:func:`feature_axes`); outputs not in it are judged from their first batch.
+    ``masks``: ``{output: singleton channel axis}`` of binary Sigmoid masks (agreement and IoU at
+    0.5); ``group_axes``: ``{output: axes}`` where channel groups may be looked for (both from
+    the model's signature, :mod:`trtq.graph.signature`).
     """
     axes = class_axes(class_outputs)
     features = dict(feature_axes or {})
@@ -1141,7 +1151,9 @@ def compare_outputs(pairs: Iterable[Tuple[Mapping[str, np.ndarray], Mapping[str,
                 accumulators[name] = OutputAccumulator(name, scores=name in axes, class_axis=axes.get(name),
                                                        class_source=sources.get(name, ""),
                                                        channels=features.get(name, -1) is not None,
-                                                       channel_axis=features.get(name))
+                                                       channel_axis=features.get(name),
+                                                       mask_axis=(masks or {}).get(name),
+                                                       group_axes=(group_axes or {}).get(name))
             r, c = ref[name], cand[name]
             axis = (output_axes or {}).get(name, 0)
             if axis and np.ndim(r) > axis and np.ndim(c) > axis:
@@ -1344,8 +1356,8 @@ def evaluate(
     """
     from .bench import infer_precision, is_engine_path
     from .data import open_source
-    from .graph.batch import feed_samples, output_batch_axes
-    from .graph.model import input_specs
+    from .graph.batch import feed_samples
+    from .graph.signature import read_signature
     from .ort import create_session, run
 
     progress = progress or no_progress
@@ -1364,8 +1376,11 @@ def evaluate(
         cand_precision = infer_precision(cand_model)
     output_map = _check_same_io(ref_session, cand_session, ref_name, cand_name)
     spec = _eval_spec(data)
-    source = open_source(spec, input_specs(ref_model))
-    out_axes = output_batch_axes(ref_model, source.inputs)
+    signature = read_signature(ref_model, spec.batch_axes)
+    source = open_source(spec, list(signature.inputs))
+    out_axes = signature.output_axes()
+    state = set(signature.state_outputs())  # fed back, not a decision: never judged
+    output_map = {k: v for k, v in output_map.items() if k not in state} or output_map
     total = getattr(source, "num_samples", None)
     label_lookup = _Labels(labels, source) if labels is not None else None
 
@@ -1386,11 +1401,13 @@ def evaluate(
         cand_out = run(cand_session, feed, list(output_map.values()))
         if not accumulators:
             scored = _scored_outputs(ref_out, list(output_map), axes, declared, labels is not None)
-            features = feature_axes(ref_model)
+            features, masks, groups = signature.feature_axes(), signature.mask_axes(), signature.group_axes()
             accumulators = {name: OutputAccumulator(name, scores=name in scored, class_axis=scored.get(name),
                                                     class_source=sources.get(name, "labels"),
                                                     channels=features.get(name, -1) is not None,
-                                                    channel_axis=features.get(name))
+                                                    channel_axis=features.get(name),
+                                                    mask_axis=None if name in scored else masks.get(name),
+                                                    group_axes=groups.get(name))
                             for name in output_map}
         valid = padding_mask(feed)
         for name, cand_key in output_map.items():  # samples first (an LSTM state output is [layers, N, hidden])
@@ -1427,7 +1444,8 @@ def evaluate(
         samples=done,
         batches=batches,
         outputs=fidelity,
-        data=str(getattr(source, "description", spec.path)),
+        data=str(getattr(source, "description", spec.path)) + "".join(
+            f"; state output {p.output!r} (fed back as {p.input!r}) not judged" for p in signature.pairs),
         reference_precision=infer_precision(ref_model),
         candidate_precision=cand_precision,
         seconds=time.perf_counter() - started,
@@ -1524,19 +1542,28 @@ class Replay:
     class_outputs: ClassOutputs = ()        # outputs judged along a class axis: names, NAME:AXIS, or {name: axis}
     metric: Optional[UserMetric] = None     # the user's own metric (--metric), scored beside the outputs
     feature_axes: Optional[Dict[str, Optional[int]]] = None  # small feature axes from the graph (feature_axes())
-    output_axes: Optional[Dict[str, int]] = None  # the axis that counts samples, per output (output_batch_axes())
+    output_axes: Optional[Dict[str, int]] = None  # the axis that counts samples, per output (the signature's)
+    masks: Optional[Dict[str, int]] = None  # binary Sigmoid masks: {output: channel axis} (the signature's)
+    group_axes: Optional[Dict[str, Tuple[int, ...]]] = None  # where channel groups may be (the signature's)
+    judged: Optional[List[str]] = None  # outputs compared (state fed back is not); None: every output
+
+    def judging(self) -> dict:
+        """What :func:`compare_outputs` needs besides the outputs (for replays made from this one)."""
+        return dict(class_outputs=self.class_outputs, metric=self.metric, feature_axes=self.feature_axes,
+                    output_axes=self.output_axes, masks=self.masks, group_axes=self.group_axes, judged=self.judged)
 
     @classmethod
     def collect(cls, reference, data, *, samples: int = SENSITIVITY_SAMPLES, threads: Optional[int] = None
                 ) -> "Replay":
         from .data import open_source
-        from .graph.batch import feed_samples, output_batch_axes, take_samples
-        from .graph.model import input_specs
+        from .graph.batch import feed_samples, take_samples
+        from .graph.signature import read_signature
         from .ort import batch_inputs, create_session, run
 
         ref_model, _ = _load(reference)
         spec = replace(_eval_spec(data), samples=samples, shuffle=False)
-        source = open_source(spec, input_specs(ref_model))
+        signature = read_signature(ref_model, spec.batch_axes)
+        source = open_source(spec, list(signature.inputs))
         session = create_session(ref_model, threads=threads)
         feeds, outputs, count = [], [], 0
         for item in source:
@@ -1552,17 +1579,18 @@ class Replay:
                 break
         if not count:
             raise DataError(f"{getattr(source, 'description', spec.path)}: no samples for sensitivity analysis")
-        return cls(feeds, outputs, count, output_axes=output_batch_axes(ref_model, source.inputs))
+        return cls(feeds, outputs, count, **signature_judging(signature))
 
     def score(self, model, *, threads: Optional[int] = None) -> List[OutputMetrics]:
         """Output metrics of ``model`` (ModelProto or path) against the stored reference outputs."""
         from .ort import create_session, run
 
         session = create_session(model, threads=threads)
-        names = list(self.outputs[0])
+        names = [n for n in self.outputs[0] if self.judged is None or n in self.judged]
         return compare_outputs(((ref, run(session, feed, names)) for feed, ref in zip(self.feeds, self.outputs)), names,
                                class_outputs=self.class_outputs, feeds=self.feeds, metric=self.metric,
-                               feature_axes=self.feature_axes, output_axes=self.output_axes)
+                               feature_axes=self.feature_axes, output_axes=self.output_axes, masks=self.masks,
+                               group_axes=self.group_axes)
 
     def tensors(self, model, names: Sequence[str], *, threads: Optional[int] = None) -> Iterator[Dict[str, np.ndarray]]:
         """``model``'s values of the tensors ``names``, batch by batch (the graph augmented to expose them)."""
@@ -1581,6 +1609,13 @@ class Replay:
         session = create_session(model, threads=threads)
         feed = as_feed(session, {k: v[:1] for k, v in self.feeds[0].items()})
         return float(np.median(time_session(session, feed, iterations, 2)))
+
+
+def signature_judging(signature) -> dict:
+    """How a :class:`Replay` judges outputs, from a :class:`~trtq.graph.signature.ModelSignature`: feature and
+    sample axes, masks, channel-group axes, and the outputs judged (state outputs are not)."""
+    return dict(feature_axes=signature.feature_axes(), output_axes=signature.output_axes(),
+                masks=signature.mask_axes(), group_axes=signature.group_axes(), judged=signature.judged_outputs())
 
 
 def worst_of(metrics: Sequence[OutputMetrics]) -> Tuple[float, float, Optional[float]]:

@@ -89,6 +89,8 @@ def create_session(model_or_path: ModelLike, *, threads: Optional[int] = None, o
     import onnxruntime as ort
 
     options = session_options(threads=threads, optimization=optimization, spinning=spinning)
+    if tensorrt_form(model_or_path):
+        options.add_session_config_entry("session.disable_quant_qdq", "1")
     providers = ["CPUExecutionProvider"]
     label = _model_label(model_or_path)
     if isinstance(model_or_path, (str, os.PathLike)):
@@ -111,6 +113,36 @@ def create_session(model_or_path: ModelLike, *, threads: Optional[int] = None, o
         path = os.path.join(tmp, "model.onnx")
         onnx.save_model(model_or_path, path, save_as_external_data=True, location="model.onnx.data")
         return _open(ort, path, options, providers, label)
+
+
+def tensorrt_form(model_or_path: ModelLike) -> bool:
+    """Whether a model holds int8 Q/DQ pairs (trtq's TensorRT form, what an engine computes).
+
+    ONNX Runtime runs such a model through DequantizeLinear -> float op -> QuantizeLinear,
+    not its fused int8 kernels: those multiply u8 x s8 in 16-bit pairs that saturate on CPUs
+    without VNNI (AVX2: VPMADDUBSW), so a TensorRT-form MatMul read 3.5 off where the exact
+    result is 0.1 off (random weights, 40 draws, an AVX2-only EPYC). TensorRT accumulates int8
+    products in int32; the float path matches it up to rounding on every CPU. The ONNX Runtime
+    form (uint8 activations) keeps the fused kernels: it is what runs on a CPU.
+    """
+    from onnx import TensorProto
+
+    model = model_or_path
+    if isinstance(model_or_path, (str, os.PathLike)):
+        path = Path(model_or_path)
+        if not path.is_file():
+            return False
+        try:
+            import onnx
+
+            model = onnx.load(str(path), load_external_data=False)
+        except Exception:  # noqa: BLE001 - not ONNX: creating the session says what is wrong
+            return False
+    if not hasattr(model, "graph"):
+        return False
+    zero_points = {init.name: init.data_type for init in model.graph.initializer}
+    return any(node.op_type == "QuantizeLinear" and len(node.input) > 2
+               and zero_points.get(node.input[2]) == TensorProto.INT8 for node in model.graph.node)
 
 
 def _open(ort, model, options, providers, label: str):

@@ -527,20 +527,52 @@ def feedback_pairs(model, feedback: Sequence) -> list:
     return pairs
 
 
+#: How a model with state pairs was calibrated and judged (said in the log, recorded in the sidecar).
+STREAMED, PER_CALL = "streamed", "per call"
+
+
+def state_pairs(model, feedback: Sequence, spec) -> Tuple[list, str]:
+    """The state pairs a calibration streams, and how it runs them: ``--feedback``'s (streamed), else the
+    graph's (:mod:`trtq.graph.signature`): streamed when the data are sequences, per call when every input,
+    state included, is given per sample (state outputs are then not judged). ``("", [])``-like without any."""
+    pairs = feedback_pairs(model, feedback)
+    if pairs:
+        return pairs, STREAMED
+    from .graph.signature import describe_signature, read_signature
+    from .stream import FeedbackPair, is_sequence_data
+
+    signature = read_signature(model, spec.batch_axes)
+    if not signature.pairs:
+        return [], ""
+    found = [FeedbackPair(p.output, p.input) for p in signature.pairs]
+    listing = ", ".join(p.text() for p in found)
+    if is_sequence_data(spec, signature.inputs, found):
+        log.info("state pairs from the graph (%s): the data are sequences, streamed with the state fed back "
+                 "(as --feedback %s)", describe_signature(signature), " --feedback ".join(p.text() for p in found))
+        return found, STREAMED
+    log.info("state pairs from the graph (%s): the data give the state per sample, so each call is judged "
+             "with the recorded state and state outputs do not rank or gate; give sequences (or --feedback "
+             "%s) to stream them", listing, listing)
+    return [], PER_CALL
+
+
 def reference_replay(model, feeds: Sequence[Feed], threads: Optional[int] = None, class_outputs=None,
-                     metric=None, specs: Optional[Sequence] = None):
+                     metric=None, specs: Optional[Sequence] = None, signature=None):
     """A :class:`trtq.evaluate.Replay` of ``feeds`` with the float model's outputs (the verdict's reference).
 
     Its class outputs are the graph's own (:func:`trtq.evaluate.decision_axes`) and the
     declared ``class_outputs``; ``metric`` is the user's (:class:`trtq.evaluate.UserMetric`);
-    ``specs`` (the model's inputs, default from the model) say which axis counts the samples.
+    ``specs`` (the model's inputs, default from the model) say which axis counts the samples;
+    ``signature`` (default: the model's, :mod:`trtq.graph.signature`) what each output decides
+    (state outputs are not judged).
     """
-    from .evaluate import Replay, _class_spec, feature_axes
-    from .graph.batch import feed_samples, output_batch_axes
-    from .graph.model import input_specs
+    from .evaluate import Replay, _class_spec, signature_judging
+    from .graph.batch import feed_samples
+    from .graph.signature import read_signature
     from .ort import create_session, run
 
-    specs = input_specs(model) if specs is None else specs
+    signature = read_signature(model) if signature is None else signature
+    specs = list(signature.inputs) if specs is None else specs
     session = create_session(model, threads=threads)
     outputs = [run(session, feed) for feed in feeds]
     axes, _ = _class_spec(model, class_outputs)
@@ -549,7 +581,7 @@ def reference_replay(model, feeds: Sequence[Feed], threads: Optional[int] = None
         raise TrtqError(f"--class-output {', '.join(unknown)}: no such output; the model's outputs are "
                         f"{', '.join(outputs[0])}")
     return Replay(list(feeds), outputs, sum(feed_samples(f, specs) for f in feeds), class_outputs=axes,
-                  metric=metric, feature_axes=feature_axes(model), output_axes=output_batch_axes(model, specs))
+                  metric=metric, **signature_judging(signature))
 
 
 def _widened(replay, extra):
@@ -557,8 +589,7 @@ def _widened(replay, extra):
     from .evaluate import Replay
 
     return Replay(replay.feeds + extra.feeds, replay.outputs + extra.outputs, replay.samples + extra.samples,
-                  class_outputs=replay.class_outputs, metric=replay.metric, feature_axes=replay.feature_axes,
-                  output_axes=replay.output_axes)
+                  **replay.judging())
 
 
 def calibrate(
@@ -630,7 +661,8 @@ def calibrate(
     from .fileio import Output, guard_outputs
     from .graph.batch import describe_batch_axes, feed_samples
     from .graph.subgraphs import inline_fixed_branches, weighted_coverage
-    from .graph.model import file_sha256, input_specs, load_onnx, model_fingerprint
+    from .graph.model import file_sha256, load_onnx, model_fingerprint
+    from .graph.signature import input_specs, read_signature
 
     check_calibration_options(algorithm, percentile, num_bins, max_binned, observe, max_memory)
     if exact:
@@ -649,7 +681,7 @@ def calibrate(
     model = load_onnx(model_path)
     source_sha = None
     fingerprint = model_fingerprint(model)  # before collection touches the graph
-    pairs = feedback_pairs(model, feedback)
+    pairs, state_mode = state_pairs(model, feedback, spec)
     if isinstance(metric, str):
         from .evaluate import UserMetric
 
@@ -740,11 +772,13 @@ def calibrate(
     stats_seconds = time.perf_counter() - started
     if not pairs:  # the float model is the reference, always (also with --equalize)
         replay = reference_replay(original, held, threads=threads, class_outputs=class_outputs, metric=metric,
-                                  specs=inputs)
+                                  specs=inputs, signature=read_signature(original, spec.batch_axes))
 
     def reserve():
         return _widened(replay, reference_replay(original, reserve_feeds, threads=threads, class_outputs=class_outputs,
-                                                 metric=metric, specs=inputs)) if reserve_feeds else None
+                                                 metric=metric, specs=inputs,
+                                                 signature=read_signature(original, spec.batch_axes))
+                        ) if reserve_feeds else None
 
     choice: Optional[AutoChoice] = None
     options = {"percentile": percentile} if algorithm == "percentile" else {}
@@ -810,6 +844,8 @@ def calibrate(
     sidecar["verdict"] = verdict.to_dict()
     if pairs:
         sidecar["feedback"] = [{"output": p.output, "input": p.input} for p in pairs]
+    sidecar["signature"] = {**read_signature(original, spec.batch_axes, feedback=pairs or None).to_dict(),
+                            **({"state_mode": state_mode} if state_mode else {})}
     if coverage.in_subgraphs:
         sidecar["coverage"] = coverage.to_dict()
     convergence = _convergence(report, histograms, amax, algorithm, choice, percentile)

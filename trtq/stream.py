@@ -74,7 +74,8 @@ def parse_feedback(values: Optional[Sequence[str]]) -> List[FeedbackPair]:
 
 def check_feedback(model, pairs: Sequence[FeedbackPair]) -> None:
     """Every pair names an output and an input of ``model`` whose declared ranks, fixed dims and dtypes agree."""
-    from .graph.model import input_specs, output_specs
+    from .graph.model import output_specs
+    from .graph.signature import input_specs
 
     inputs = {s.name: s for s in input_specs(model)}
     outputs = {s.name: s for s in output_specs(model)}
@@ -158,6 +159,41 @@ def _from_arrays(arrays: Mapping[str, np.ndarray], inputs, pairs, origin: str, n
             initial[spec.name] = (_batch1(arrays[spec.name], spec, f"{origin} initial state") if spec.name in arrays
                                   else zero_state(spec))
     return SequenceData(name, steps, initial)
+
+
+def is_sequence_data(spec, inputs, pairs: Sequence[FeedbackPair]) -> bool:
+    """Whether ``spec``'s data are sequences (stream them, state fed back) rather than calls (every input,
+    state included, given per sample): the first file or yield lacks a fed-back input, or a ``.npy`` file
+    holds the one stepped input. Used when a state pair comes from the graph, not from ``--feedback``."""
+    from .data.script import load_function, split_script_path
+    from .data.source import list_files
+
+    fed = {p.input for p in pairs}
+    text = str(spec.path)
+    path = Path(text).expanduser()
+    script = split_script_path(text)
+    if script is not None and not path.is_dir():
+        try:
+            first = next(iter(load_function(Path(script[0]).expanduser(), script[1], text)()), None)
+        except Exception:  # noqa: BLE001 -- the user's code: reading it for real says what is wrong
+            return False
+        return isinstance(first, dict) and not fed <= set(first)
+    if path.is_file():
+        files = [path]
+    elif path.is_dir():
+        files = [path / rel for rel in list_files(path, quiet=True)[1][:1]]
+    else:
+        return False
+    if not files:
+        return False
+    if files[0].suffix.lower() == ".npy":
+        return len([s for s in inputs if s.name not in fed]) == 1
+    try:
+        with np.load(files[0], allow_pickle=False) as archive:
+            keys = set(archive.files)
+    except Exception:  # noqa: BLE001 -- an unreadable file: the data reader says what is wrong
+        return False
+    return not fed <= keys
 
 
 def open_sequences(spec, inputs, pairs: Sequence[FeedbackPair]) -> List[SequenceData]:
@@ -269,6 +305,7 @@ class StreamReplay:
     pairs: List[FeedbackPair]
     samples: int
     class_outputs: Tuple[str, ...] = ()
+    judging: Dict[str, dict] = field(default_factory=dict)  # masks, feature and group axes (the signature's)
 
     @classmethod
     def collect(cls, model, sequences: Sequence[SequenceData], pairs: Sequence[FeedbackPair],
@@ -278,7 +315,8 @@ class StreamReplay:
         session = create_session(model, threads=threads)
         decided = decision_outputs(session, pairs)
         outputs = [stream(session, s, pairs, decided)[0] for s in sequences]
-        return cls(list(sequences), outputs, list(pairs), sum(len(s.steps) for s in sequences))
+        return cls(list(sequences), outputs, list(pairs), sum(len(s.steps) for s in sequences),
+                   judging=streamed_judging(model))
 
     def score(self, model, *, threads: Optional[int] = None):
         from .evaluate import compare_outputs
@@ -287,7 +325,17 @@ class StreamReplay:
         session = create_session(model, threads=threads)
         names = list(self.outputs[0])
         pairs = ((ref, stream(session, seq, self.pairs, names)[0]) for seq, ref in zip(self.sequences, self.outputs))
-        return compare_outputs(pairs, names, class_outputs=self.class_outputs)
+        return compare_outputs(pairs, names, class_outputs=self.class_outputs, **self.judging)
+
+
+def streamed_judging(model) -> dict:
+    """How streamed outputs (each step a sample, joined on axis 0) are judged: the signature's masks, feature
+    axes and channel-group axes (:mod:`trtq.graph.signature`)."""
+    from .graph.signature import read_signature
+
+    signature = read_signature(model)
+    return dict(masks=signature.mask_axes(), feature_axes=signature.feature_axes(),
+                group_axes=signature.group_axes())
 
 
 def decision_outputs(session, pairs: Sequence[FeedbackPair]) -> List[str]:
@@ -386,7 +434,7 @@ def evaluate_stream(reference, candidate, data, pairs: Sequence[FeedbackPair], *
 
     from .bench import infer_precision
     from .evaluate import EvalReport, _eval_spec, _load, compare_outputs
-    from .graph.model import input_specs
+    from .graph.signature import input_specs
     from .ort import create_session
     from .progress import no_progress
 
@@ -413,7 +461,8 @@ def evaluate_stream(reference, candidate, data, pairs: Sequence[FeedbackPair], *
             progress(done, total)
             yield ref, cand
 
-    metrics = compare_outputs(pairs_of_outputs(), names, class_outputs=class_outputs or ())
+    metrics = compare_outputs(pairs_of_outputs(), names, class_outputs=class_outputs or (),
+                              **streamed_judging(ref_model))
     return EvalReport(reference=ref_name, candidate=cand_name, samples=total, batches=len(sequences), outputs=metrics,
                       data=(f"{len(sequences)} sequences ({total} steps) from {spec.path}, each model streamed with its "
                             f"own state fed back ({', '.join(p.text() for p in pairs)})"),

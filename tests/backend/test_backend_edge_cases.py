@@ -221,7 +221,8 @@ def test_shape_for_one_input_leaves_the_others_on_the_bench_batch_sizes(tmp_path
     import trtq.backend.bench as trt_bench
     import trtq.backend.build as build
     from trtq.backend.build import profile_shapes
-    from trtq.graph.model import input_specs, load_onnx
+    from trtq.graph.model import load_onnx
+    from trtq.graph.signature import input_specs
 
     onnx = pytest.importorskip("onnx")
     from onnx import TensorProto, helper

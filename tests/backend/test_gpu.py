@@ -87,7 +87,8 @@ def _outputs(engine_path, batch):
 
 def _real_batch(spec, model_path):
     from trtq.data import open_source
-    from trtq.graph.model import input_specs, load_onnx
+    from trtq.graph.model import load_onnx
+    from trtq.graph.signature import input_specs
 
     source = open_source(spec, input_specs(load_onnx(model_path)))
     from trtq.ort import batch_inputs

@@ -567,7 +567,8 @@ def mixed_precision_layers_stay_float(expected):
     with tempfile.TemporaryDirectory() as tmp:
         model = _onnx_model(Path(tmp) / "m.onnx")
         cache = Path(tmp) / "m.cache"
-        from trtq.graph.model import file_sha256, input_specs, load_onnx
+        from trtq.graph.model import file_sha256, load_onnx
+        from trtq.graph.signature import input_specs
 
         loaded = load_onnx(model)
         amax = {"x": 1.0, "h": 2.0, "y": 2.0, "z": 4.0}

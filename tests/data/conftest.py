@@ -63,7 +63,8 @@ def many_images(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def yolo_inputs(yolo_model_path) -> Sequence[TensorSpec]:
     """The real YOLOv8n input as stored: 'images' batch x 3 x height x width (all dynamic but channels)."""
-    from trtq.graph.model import input_specs, load_onnx
+    from trtq.graph.model import load_onnx
+    from trtq.graph.signature import input_specs
 
     return input_specs(load_onnx(yolo_model_path))
 
@@ -73,7 +74,8 @@ def yolo_static(yolo_model_path, tmp_path_factory):
     """YOLOv8n with its input fixed to 1x3x320x320 (as exported for TensorRT): (model path, input specs)."""
     import onnx
 
-    from trtq.graph.model import input_specs, load_onnx
+    from trtq.graph.model import load_onnx
+    from trtq.graph.signature import input_specs
 
     model = load_onnx(yolo_model_path)
     dims = model.graph.input[0].type.tensor_type.shape.dim

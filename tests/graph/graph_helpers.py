@@ -32,10 +32,17 @@ def make_model(nodes, inputs: Mapping[str, Sequence], outputs: Mapping[str, Opti
 
 
 def session(model, threads: int = 1):
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.log_severity_level = 3
-    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    """The session trtq itself would open (a TensorRT-form model runs its Q/DQ in float: trtq.ort.tensorrt_form)."""
+    from trtq.ort import create_session
+
+    return create_session(model, threads=threads)
+
+
+from _toys import cpu_saturates_u8s8  # noqa: E402
+
+#: Skips an accuracy check of the ONNX Runtime (uint8) form where ONNX Runtime's int8 kernels saturate.
+needs_exact_u8s8 = pytest.mark.skipif(cpu_saturates_u8s8(), reason="this x86 CPU has no VNNI: ONNX Runtime's fused "
+                                      "u8 x s8 kernels saturate (VPMADDUBSW), so the uint8 form is not exact here")
 
 
 def run(model, feeds: Mapping[str, np.ndarray]) -> List[np.ndarray]:

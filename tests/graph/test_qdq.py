@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from graph_helpers import (attribute, initializer, make_model, minmax_amax, nodes_of, producer_of, quantized_inputs, run,
+from graph_helpers import (attribute, cpu_saturates_u8s8, needs_exact_u8s8, initializer, make_model, minmax_amax, nodes_of, producer_of, quantized_inputs, run,
                       session, source_of)
 
 onnx = pytest.importorskip("onnx")
@@ -556,7 +556,8 @@ def write_model(tmp_path, model, name="toy.onnx"):
 
 def write_cache_for(model_path, amax, cache_path):
     from trtq.cache import input_records, make_sidecar, write_cache
-    from trtq.graph.model import file_sha256, input_specs, load_onnx
+    from trtq.graph.model import file_sha256, load_onnx
+    from trtq.graph.signature import input_specs
 
     sidecar = make_sidecar(model_path=model_path, model_sha256=file_sha256(model_path),
                            inputs=input_records(input_specs(load_onnx(model_path))), algorithm="minmax",
@@ -706,15 +707,17 @@ def test_yolov8n_quantized_detections_stay_close(yolo_model_path, tmp_path):
         assert len(summary.quantized) == len(quantizable_layers(model)) == 64
         assert summary.per_channel_weights == 64 and not summary.missing_amax
         check_loads(q)
+        exact = target == "trt" or not cpu_saturates_u8s8()  # see graph_helpers.needs_exact_u8s8
         got = run(q, {"images": photos[3]})[0]  # a photo calibration did not see
         # measured (min/max amax from 3 photos): trt 0.9994, cpu 0.9989
-        assert cosine(got, reference) > 0.998, f"{target}: output cosine {cosine(got, reference)}"
-        assert cosine(got[0, :4], reference[0, :4]) > 0.998
+        assert not exact or cosine(got, reference) > 0.998, f"{target}: output cosine {cosine(got, reference)}"
+        assert not exact or cosine(got[0, :4], reference[0, :4]) > 0.998
         # nudenet's classes (exposed/covered body parts) barely fire on these photos; the astronaut
         # photo has a confident detection (0.82): its class scores must stay close too.
         got, ref = run(q, {"images": photos[0]})[0], run(model, {"images": photos[0]})[0]
         assert ref[0, 4:].max() > 0.5
-        assert cosine(got[0, 4:], ref[0, 4:]) > 0.97, f"{target}: class score cosine {cosine(got[0, 4:], ref[0, 4:])}"
+        assert not exact or cosine(got[0, 4:], ref[0, 4:]) > 0.97, \
+            f"{target}: class score cosine {cosine(got[0, 4:], ref[0, 4:])}"
         if target == "cpu":  # what makes the cpu form fast: ORT runs convs and SiLUs on uint8
             import onnxruntime as ort
 
@@ -731,6 +734,7 @@ def cosine(a, b):
     return float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))
 
 
+@needs_exact_u8s8
 def test_cpu_form_pools_after_a_folded_relu_in_uint8(tmp_path):
     """Conv -> Relu -> MaxPool -> Conv: the pooled tensor keeps the Relu's zero point 0 and scale,
     so ONNX Runtime can drop the DQ/Q pair around the MaxPool."""

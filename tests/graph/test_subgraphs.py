@@ -12,7 +12,8 @@ import onnxruntime as ort
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import _recurrent as R  # noqa: E402
 
-from trtq.graph.model import input_specs  # noqa: E402
+from trtq.graph.signature import input_specs  # noqa: E402
+from trtq.graph.signature import input_specs
 from trtq.graph.subgraphs import inline_fixed_branches, weighted_coverage  # noqa: E402
 
 

@@ -173,7 +173,8 @@ def build_and_benchmark(model_path: PathLike, precisions: Sequence[str], batch_s
     from .build import BuildOptions, build_engine
 
     from ..bench import batch_refusal
-    from ..graph.model import input_specs, load_onnx
+    from ..graph.model import load_onnx
+    from ..graph.signature import input_specs
 
     model_path = Path(model_path)
     sizes = sorted(set(int(b) for b in batch_sizes))

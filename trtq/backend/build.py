@@ -504,7 +504,8 @@ def build_engine(options: BuildOptions, progress: ProgressCallback = no_progress
     """Build one engine and write it with its JSON report (atomically, together)."""
     from ..cache import check_cache_matches, float_layers, read_cache, recorded_batch_axes, trt_version_int
     from ..fileio import check_writable, write_files_atomic
-    from ..graph.model import file_sha256, input_specs, load_onnx
+    from ..graph.model import file_sha256, load_onnx
+    from ..graph.signature import input_specs
     from ..graph.qdq import is_quantized, tensor_names
     from . import import_tensorrt, tensorrt_major
 

@@ -313,7 +313,7 @@ def estimate_bytes_per_sample(model, tensors: Sequence[str], feed: Mapping[str, 
     """
     import onnx
 
-    from ..graph.model import input_specs
+    from ..graph.signature import input_specs
 
     axes = {s.name: s.batch_axis if s.batched else None for s in (specs if specs is not None else input_specs(model))}
     probe = onnx.ModelProto()
@@ -434,7 +434,7 @@ def collect_histograms(
     copy of fixed-size histograms, no extra pass; with an unknown total, at the last
     power-of-two sample count at or below half).
     """
-    from ..graph.model import input_specs
+    from ..graph.signature import input_specs
     from ..ort import create_session, ort_reason
 
     specs = list(inputs) if inputs is not None else input_specs(model)

@@ -178,6 +178,11 @@ def run(args: argparse.Namespace) -> int:
     if feedback and (requantize or args.labels or args.metric or is_engine_path(args.candidate)):
         raise TrtqError("--feedback streams two ONNX models over sequences; --labels, --metric, --sensitivity, "
                         "--auto-exclude and engines are not supported with it")
+    if not feedback and not (requantize or args.labels or args.metric or is_engine_path(args.candidate)):
+        from ..pipeline import STREAMED, state_pairs  # state pairs the graph has: streamed when the data are sequences
+
+        found, mode = state_pairs(load_onnx(args.reference), (), spec)
+        feedback = found if mode == STREAMED else feedback
     metric = ev.UserMetric.load(args.metric) if args.metric else None
     with progress_bar("evaluating", enabled=bars) as progress:
         if feedback:

@@ -1,4 +1,5 @@
-"""``trtq inspect ENGINE``: the TensorRT version and GPU an engine was built for, and its layers."""
+"""``trtq inspect MODEL|ENGINE``: what an ONNX model's inputs and outputs mean (its signature), or the TensorRT
+version and GPU an engine was built for, and its layers."""
 
 from __future__ import annotations
 
@@ -8,13 +9,16 @@ import argparse
 def add_parser(sub) -> None:
     parser = sub.add_parser(
         "inspect",
-        help="per-layer precision/format table of a TensorRT engine, its TensorRT version and GPU",
-        description="Load an engine and print what TensorRT's engine inspector says of each layer (name, type, "
+        help="an ONNX model's signature (input roles, batch axes, decisions, state pairs), or an engine's layers",
+        description="An ONNX model (.onnx): print what trtq reads from its graph, the one reading every command "
+        "uses: each input's role (data, scalar, shape, config, state) and batch axis, each output's batch axis and "
+        "decision (class axis, binary mask, detection channels, regression, state) and the state pairs fed back "
+        "(--batch-axis, --class-output and --feedback override entries). An engine: load it and print what TensorRT's engine inspector says of each layer (name, type, "
         "precision as its tensors' formats carry it, input -> output where they differ, output formats, tactic; "
         "from engines built with detailed profiling, as trtq builds them), plus the TensorRT version and GPU from "
         "the build report beside the engine. Needs TensorRT and a GPU that can load the engine.",
     )
-    parser.add_argument("engine", help="engine file (.engine/.plan)")
+    parser.add_argument("engine", metavar="MODEL|ENGINE", help="ONNX model (.onnx) or engine file (.engine/.plan)")
     parser.add_argument("--json", action="store_true", help="print the inspector's JSON as it is")
     from .info import add_engine_arguments
 
@@ -65,9 +69,42 @@ def layer_rows(information: dict) -> list:
     return rows
 
 
+def signature_table(signature):
+    """A rich table of a :class:`~trtq.graph.signature.ModelSignature` (one row per input and output)."""
+    from rich.table import Table
+
+    table = Table("", "name", "dtype and shape", "role / decision", "batch axis", "why")
+    for row in signature.rows():
+        table.add_row(*row)
+    return table
+
+
+def _inspect_model(args: argparse.Namespace) -> int:
+    import json
+
+    from ..graph.model import load_onnx
+    from ..graph.signature import read_signature
+    from ..report import report_console
+
+    signature = read_signature(load_onnx(args.engine, load_external_data=False))
+    if args.json:
+        print(json.dumps(signature.to_dict(), indent=2))
+        return 0
+    console = report_console()
+    console.print(f"model {args.engine}: what trtq reads from the graph", markup=False, highlight=False)
+    console.print(signature_table(signature))
+    for note in signature.notes:
+        console.print(f"note: {note}", markup=False, highlight=False)
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     import json
 
+    from ..bench import is_engine_path
+
+    if not is_engine_path(args.engine):
+        return _inspect_model(args)
     from ..backend.runner import EngineRunner, read_build_report
     from ..report import report_console
     from .info import apply_cuda_argument

@@ -300,7 +300,8 @@ def write_config(model_path: PathLike, cache_path: PathLike, output: PathLike, *
     """
     from ..cache import check_cache_matches, read_cache, sidecar_path, trt_version_text
     from ..fileio import Output, guard_outputs, write_files_atomic
-    from ..graph.model import file_sha256, input_specs, load_onnx
+    from ..graph.model import file_sha256, load_onnx
+    from ..graph.signature import input_specs
     from ..graph.qdq import tensor_names
     from .calibration import read_calibration, require_image
 

@@ -112,7 +112,7 @@ def _feeds(calibration: Calibration, model, calib, limit: int):
     """Calibration samples as the original model was fed them (the sidecar's data and preprocessing)."""
     from ..data import open_source
     from ..data.spec import DataSpec, Preprocess
-    from ..graph.model import input_specs
+    from ..graph.signature import input_specs
 
     data = (calibration.sidecar or {}).get("data") or {}
     if calib is None:

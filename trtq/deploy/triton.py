@@ -99,7 +99,8 @@ def _dims(shape) -> Tuple[int, ...]:
 
 def onnx_io(model) -> ModelIO:
     """Inputs and outputs of an ONNX model (symbolic dims are -1)."""
-    from ..graph.model import input_specs, output_specs
+    from ..graph.model import output_specs
+    from ..graph.signature import input_specs
 
     return ModelIO([TensorIO(s.name, triton_type(s.dtype), _dims(s.shape)) for s in input_specs(model)],
                    [TensorIO(s.name, triton_type(s.dtype), _dims(s.shape)) for s in output_specs(model)], "onnx")

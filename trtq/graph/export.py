@@ -883,7 +883,8 @@ def _verify(path: Path, checks, output_names, rtol: float, atol: float) -> Tuple
 
 
 def _graph_specs(onnx_model) -> Tuple[List[TensorSpec], List[TensorSpec]]:
-    from .model import input_specs, output_specs
+    from .model import output_specs
+    from .signature import input_specs
 
     try:
         return input_specs(onnx_model), output_specs(onnx_model)

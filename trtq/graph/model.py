@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Mapping, Optional, Tuple, Union
+from typing import Dict, List, Optional, Tuple, Union
 
 import numpy as np
 
@@ -113,19 +114,24 @@ def external_data_files(path: Union[str, Path]) -> List[Path]:
     return files
 
 
+#: dim_param texts that name nothing (exporters write them for "unknown", paddle2onnx ``?``): each such dim
+#: is an independent unknown, never one size shared by every dim that carries the same text.
+PLACEHOLDER_DIMS = re.compile(r"^\s*(\?|-1|none|null|unk|unknown|dynamic|-)?\s*$", re.IGNORECASE)
+
+
 def _dims(type_proto) -> Tuple[Dim, ...]:
     dims: list = []
     for d in type_proto.tensor_type.shape.dim:
         if d.HasField("dim_value") and d.dim_value > 0:
             dims.append(int(d.dim_value))
-        elif d.HasField("dim_param") and d.dim_param:
+        elif d.HasField("dim_param") and not PLACEHOLDER_DIMS.match(d.dim_param):
             dims.append(d.dim_param)
         else:
             dims.append(None)
     return tuple(dims)
 
 
-def _spec(value_info) -> TensorSpec:
+def tensor_spec(value_info) -> TensorSpec:
     from onnx import helper
 
     elem = value_info.type.tensor_type.elem_type
@@ -134,18 +140,15 @@ def _spec(value_info) -> TensorSpec:
     return TensorSpec(value_info.name, _dims(value_info.type), np.dtype(helper.tensor_dtype_to_np_dtype(elem)))
 
 
-def input_specs(model, batch_axes: Optional[Mapping[str, Optional[int]]] = None) -> List[TensorSpec]:
-    """Real graph inputs (initializers listed as inputs, as old exporters do, are skipped), each with its
-    batch axis (:func:`infer_batch_axes`, then the ``batch_axes`` overrides: ``--batch-axis NAME:AXIS``)."""
-    from .batch import infer_batch_axes, with_batch_axes
-
+def raw_input_specs(model) -> List[TensorSpec]:
+    """Real graph inputs as declared (initializers listed as inputs, as old exporters do, are skipped), batch
+    axis 0 each: :func:`trtq.graph.signature.input_specs` gives them with the batch axes the graph says."""
     initializers = {init.name for init in model.graph.initializer}
-    specs = [_spec(vi) for vi in model.graph.input if vi.name not in initializers]
-    return with_batch_axes(specs, batch_axes, infer_batch_axes(model, specs))
+    return [tensor_spec(vi) for vi in model.graph.input if vi.name not in initializers]
 
 
 def output_specs(model) -> List[TensorSpec]:
-    return [_spec(vi) for vi in model.graph.output]
+    return [tensor_spec(vi) for vi in model.graph.output]
 
 
 def file_sha256(path: Union[str, Path], chunk: int = 1 << 20) -> str:
@@ -202,7 +205,7 @@ def model_fingerprint(model) -> dict:
         digest = hashlib.sha256(f"{array.dtype}|{array.shape}|".encode())
         digest.update(np.ascontiguousarray(array).tobytes())
         weights[init.name] = digest.hexdigest()[:16]
-    specs = [[s.name, [d if isinstance(d, int) else None for d in s.shape], str(s.dtype)] for s in input_specs(model)]
+    specs = [[s.name, [d if isinstance(d, int) else None for d in s.shape], str(s.dtype)] for s in raw_input_specs(model)]
     return {"version": FINGERPRINT_VERSION, "graph": graph.hexdigest(), "nodes": len(model.graph.node),
             "outputs": outputs, "inputs": specs, "initializers": weights}
 

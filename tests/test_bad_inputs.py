@@ -114,6 +114,7 @@ def template(tmp_path_factory) -> Path:
     onnx.save(changed, str(root / "graph.onnx"))
     (root / "m.pt").write_bytes(b"not really a torch file")
     _round3_inputs(root, text)
+    _round4_inputs(root)
     (root / "factory.py").write_text("def build():\n    raise RuntimeError('never called: the guard runs first')\n")
     return root
 
@@ -158,6 +159,78 @@ def _round3_inputs(root: Path, cache_lines: List[str]) -> None:
     for i in range(3):
         Image.fromarray((rng.random((16, 16, 3)) * 255).astype(np.uint8)).save(mixed / f"p{i}.png")
     Image.fromarray((rng.random((16, 16, 3)) * 255).astype(np.uint8)).save(mixed / "scan.tif")
+
+
+def _round4_inputs(root: Path) -> None:
+    """Inputs of the fourth round: user code that exits or redirects, build reports, configs, image calibration."""
+    import trtq
+    from trtq.data.spec import DataSpec
+
+    (root / "metric_exit0.py").write_text("import sys\n\ndef score(reference, candidate, inputs):\n    sys.exit(0)\n")
+    (root / "metric_exit3.py").write_text("import sys\n\ndef score(reference, candidate, inputs):\n    sys.exit(3)\n")
+    (root / "metric_stdout.py").write_text("import io\nimport sys\n\ndef score(reference, candidate, inputs):\n"
+                                           "    sys.stdout = io.StringIO()\n    return 1.0\n")
+    (root / "loader_chdir.py").write_text("import os\nimport numpy as np\n\n"
+                                          "os.chdir(os.path.join(os.path.dirname(os.path.abspath(__file__)), 'calib'))\n"
+                                          "\ndef load_data():\n    for i in range(4):\n"
+                                          "        yield {'x': np.full((3, 16, 16), i / 4, np.float32)}\n")
+    (root / "loader_exit.py").write_text("import sys\n\ndef load_data():\n    sys.exit(0)\n    yield {}\n")
+    # an engine trtq cannot load here (no TensorRT), with build reports beside copies of it
+    report = {"format": "trtq-build-report", "model": {"file": "m.onnx"}, "precision": "int8",
+              "profile": {"x": {"min": [1, 3, 16, 16], "opt": [4, 3, 16, 16], "max": [8, 3, 16, 16]}}}
+    variants = {"e": report, "e-model-int": {**report, "model": {"file": 3}},
+                "e-profile-text": {**report, "profile": {"x": {"min": "1x3x16x16", "opt": [1], "max": [1]}}},
+                "e-gpu-list": {**report, "gpu": ["a100"]}}
+    for stem, document in variants.items():
+        (root / f"{stem}.engine").write_bytes(b"not a real engine")
+        (root / f"{stem}.engine.json").write_text(json.dumps(document))
+    (root / "e-fifo.engine").write_bytes(b"not a real engine")
+    # sidecars with fields of the wrong type, or from a newer trtq
+    good = json.loads((root / "m.calib.cache.json").read_text())
+    model = {**good["model"], "inputs": [{**good["model"]["inputs"][0], "batch_axis": "0"}]}
+    for stem, document in {"baxis": {**good, "model": model}, "newer": {**good, "format_version": 99},
+                           "datakind": {**good, "data": {**good.get("data", {}), "kind": ["images"]}}}.items():
+        shutil.copy(root / "m.calib.cache", root / f"side-{stem}.cache")
+        (root / f"side-{stem}.cache.json").write_text(json.dumps(document))
+    # a calibration on images (DeepStream needs its preprocessing)
+    images = root / "imgs"
+    images.mkdir()
+    from PIL import Image
+
+    rng = np.random.default_rng(4)
+    for i in range(4):
+        Image.fromarray((rng.random((16, 16, 3)) * 255).astype(np.uint8)).save(images / f"i{i}.png")
+    trtq.calibrate(str(root / "m.onnx"), DataSpec(str(images), samples=None), cache_path=str(root / "img.cache"))
+    # configs for deploy check
+    (root / "bom.txt").write_bytes(b"\xef\xbb\xbf[property]\nbatch-size=1\nnetwork-mode=1\n")
+    deep = json.dumps("[" * 5000 + "]" * 5000)
+    (root / "deep-param.pbtxt").write_text(
+        'name: "m"\nplatform: "onnxruntime_onnx"\nmax_batch_size: 8\n'
+        'input [ { name: "x" data_type: TYPE_FP32 dims: [ 3, 16, 16 ] } ]\n'
+        'output [ { name: "y" data_type: TYPE_FP32 dims: [ 10 ] } ]\n'
+        f'parameters {{ key: "trtq.calibration" value: {{ string_value: {deep} }} }}\n')
+
+
+def huge_config(env: Env) -> None:
+    """A 20 MB config on one line."""
+    (env.ws / "huge.pbtxt").write_text('name: "' + "a" * (20 << 20) + '"')
+
+
+def fail_write_of(suffix: str):
+    """The disk fills up while the temporary file of the output ending in ``suffix`` is written (not before)."""
+    def setup(env: Env) -> None:
+        import trtq.fileio
+
+        real = os.fsync
+
+        def fsync(fd):
+            if os.readlink(f"/proc/self/fd/{fd}").rpartition(".trtq-")[0].endswith(suffix):
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            real(fd)
+
+        env.no_probe()
+        env.monkeypatch.setattr(trtq.fileio.os, "fsync", fsync)
+    return setup
 
 
 def token_model(env: Env) -> None:
@@ -643,8 +716,12 @@ CASES: List[Case] = [
     Case("q-o-full-disk-at-write", Q + ["-o", "{ws}/full/m.int8.onnx"],
          setup=lambda env: (env.full_disk(keep="m.int8.onnx"), env.no_probe()), error="no space left.*unchanged"),
     Case("q-o-read-only", Q + ["-o", "{ws}/ro/q.onnx"], setup=lambda env: env.read_only(), error="read-only"),
-    Case("q-exclude-unmatched", Q + ["-o", "{ws}/q.onnx", "--exclude", "NoSuchOp"], code=0, changes=["q.onnx"],
-         out=["--exclude matched no node"]),
+    Case("q-exclude-unmatched", Q + ["-o", "{ws}/q.onnx", "--exclude", "NoSuchOp"],
+         error="--exclude 'NoSuchOp' matches no node name or op type of the model; nothing was written"),
+    Case("q-exclude-typo-names-the-closest", Q + ["-o", "{ws}/q.onnx", "--exclude", "Conv,Gem"],
+         error="--exclude 'Gem' \\(closest: 'Gemm'"),
+    Case("q-exclude-op-type", Q + ["-o", "{ws}/q.onnx", "--exclude", "Gemm"], code=0, changes=["q.onnx"],
+         out=["kept in float"]),
     Case("q-quiet-after-command", Q + ["-o", "{ws}/q.onnx", "-q"], code=0, changes=["q.onnx"]),
     # -- eval ---------------------------------------------------------------------------------------
     Case("e-json-is-reference", E + ["--json", "{ws}/m.onnx"], error="would overwrite the reference model"),
@@ -862,6 +939,82 @@ CASES: List[Case] = [
          err=["megapixel image"]),
     Case("r3-quiet-prints-nothing", C + ["-o", "{ws}/o.cache", "-q"], code=0, changes=CACHE_OUT,
          check=lambda ws: None),
+    # == round 4: the newest features' inputs ============================================================
+    # -- 1. a derived output goes through the guard with its kind ---------------------------------------
+    Case("r4-equalize-onto-foreign-file", C + ["-o", "{ws}/o.cache", "--equalize"], setup=foreign("m.equalized.onnx"),
+         error="m.equalized.onnx exists and is not a trtq ONNX model; pass --force .* move it away"),
+    Case("r4-equalize-onto-foreign-file-force", C + ["-o", "{ws}/o.cache", "--equalize", "--force"],
+         setup=foreign("m.equalized.onnx"), code=0, changes=CACHE_OUT + ["m.equalized.onnx"],
+         out=["replacing", "m.equalized.onnx"]),
+    Case("r4-triton-plan-onto-foreign-file", ["deploy", "triton", "{ws}/e.engine", "--cache", "{ws}/m.calib.cache",
+                                              "-o", "{ws}/repo"], setup=foreign("repo/e/1/model.plan"),
+         error="model.plan exists and is not a trtq model of a Triton repository"),
+    # -- 2. user code cannot end or redirect the run ------------------------------------------------------
+    Case("r4-metric-exit-0", C + ["-o", "{ws}/o.cache", "--metric", "{ws}/metric_exit0.py:score"],
+         error="--metric .*metric_exit0.py:score called sys.exit\\(0\\)", changes=["__pycache__", "__pycache__/*"]),
+    Case("r4-metric-exit-3", E + ["--metric", "{ws}/metric_exit3.py:score"],
+         error="--metric .*metric_exit3.py:score called sys.exit\\(3\\)", changes=["__pycache__", "__pycache__/*"]),
+    Case("r4-metric-replaces-stdout", C + ["-o", "{ws}/o.cache", "--metric", "{ws}/metric_stdout.py:score"], code=0,
+         changes=CACHE_OUT + ["__pycache__", "__pycache__/*"], out=["wrote", "INT8 fidelity"],
+         err=["score replaced sys.stdout; trtq put it back"]),
+    Case("r4-loader-changes-folder", ["calibrate", "m.onnx", "--calib", "loader_chdir.py", "-o", "o.cache"], code=0,
+         cwd=True, changes=CACHE_OUT + ["__pycache__", "__pycache__/*"], err=["changed the working directory"]),
+    Case("r4-loader-exits", ["calibrate", "{ws}/m.onnx", "--calib", "{ws}/loader_exit.py", "-o", "{ws}/o.cache"],
+         error="loader script .*loader_exit.py: load_data\\(\\) called sys.exit\\(0\\)",
+         changes=["__pycache__", "__pycache__/*"]),
+    # -- 3. option values the target does not accept, refused at the parser -------------------------------
+    *[Case(f"r4-triton-name-{label}", ["deploy", "triton", "{ws}/m.onnx", "--cache", "{ws}/m.calib.cache", "-o",
+                                       "{ws}/repo", "--name", name], error="--name: .* is a path, not a model name")
+      for label, name in (("dotdot", "../escape"), ("slash", "a/b"), ("absolute", "{ws}/abs"), ("dot", "."))],
+    Case("r4-triton-max-batch-negative", ["deploy", "triton", "{ws}/m.onnx", "--cache", "{ws}/m.calib.cache", "-o",
+                                          "{ws}/repo", "--max-batch", "-1"], error="--max-batch: must be in \\[1, "),
+    *[Case(f"r4-deepstream-batch-size-{value}", ["deploy", "deepstream", "{ws}/m.onnx", "--cache", "{ws}/img.cache",
+                                                 "-o", "{ws}/ds.txt", "--batch-size", value],
+           error="--batch-size: must be in \\[1, 1024\\]") for value in ("0", "5000")],
+    Case("r4-deepstream-batch-size-ok", ["deploy", "deepstream", "{ws}/m.onnx", "--cache", "{ws}/img.cache", "-o",
+                                         "{ws}/ds.txt", "--batch-size", "4"], code=0, changes=["ds.txt"]),
+    Case("r4-min-agreement-above-1", C + ["-o", "{ws}/o.cache", "--min-agreement", "1.5"],
+         error="--min-agreement: must be in \\[0, 1\\]"),
+    Case("r4-target-agreement-0", E + ["--auto-exclude", "--target-agreement", "0"],
+         error="--target-agreement: must be in \\(0, 1\\]"),
+    # -- 4. every file read is checked first: no hang, the real problem named -------------------------------
+    Case("r4-build-report-fifo", ["deploy", "triton", "{ws}/e-fifo.engine", "--cache", "{ws}/m.calib.cache", "-o",
+                                  "{ws}/repo"], setup=fifo("e-fifo.engine.json"),
+         error="build report .*e-fifo.engine.json is a FIFO"),
+    Case("r4-check-config-folder", ["deploy", "check", "{ws}/calib", "--cache", "{ws}/m.calib.cache"],
+         error="config .*calib is a folder, not a regular file"),
+    Case("r4-check-config-fifo", ["deploy", "check", "{ws}/cfg.pbtxt", "--cache", "{ws}/m.calib.cache"],
+         setup=fifo("cfg.pbtxt"), error="config .*cfg.pbtxt is a FIFO"),
+    Case("r4-check-config-missing", ["deploy", "check", "{ws}/nope.pbtxt", "--cache", "{ws}/m.calib.cache"],
+         error="config .*nope.pbtxt does not exist"),
+    Case("r4-check-config-20mb-line", ["deploy", "check", "{ws}/huge.pbtxt", "--cache", "{ws}/m.calib.cache"],
+         setup=huge_config, error="huge.pbtxt is 20.0 MiB, more than the 4 MiB a config can be"),
+    Case("r4-check-deepstream-bom", ["deploy", "check", "{ws}/bom.txt", "--cache", "{ws}/img.cache"], code=2,
+         out=["bom.txt (deepstream)"]),
+    Case("r4-check-deep-embedded-json", ["deploy", "check", "{ws}/deep-param.pbtxt", "--cache", "{ws}/m.calib.cache"],
+         code=0, out=["trtq.calibration", "nests 5000 levels deep"]),
+    # -- 5. no partial output after a failure -------------------------------------------------------------
+    Case("r4-bench-disk-full-at-png", B + ["--out", "{ws}/b"], setup=both(
+        earlier("bench/bench.json", "bench/bench.csv", "bench/bench.png"),
+        lambda env: shutil.copytree(env.ws / "bench", env.ws / "b"), fail_write_of("bench.png")),
+         error="cannot write .*bench.png: no space left"),
+    Case("r4-bench-disk-full-at-png-new-folder", B + ["--out", "{ws}/newb"], setup=fail_write_of("bench.png"),
+         error="no space left"),
+    Case("r4-triton-disk-full-no-version-folder", ["deploy", "triton", "{ws}/m.onnx", "--cache", "{ws}/m.calib.cache",
+                                                   "-o", "{ws}/repo"], setup=fail_write_of("model.onnx"),
+         error="cannot write .*model.onnx: no space left"),
+    # -- 6. fields the schema did not cover, malformed build reports: one line ----------------------------
+    Case("r4-sidecar-batch-axis-text", ["quantize", "{ws}/m.onnx", "--cache", "{ws}/side-baxis.cache", "-o",
+                                        "{ws}/q.onnx"], error="'model.inputs\\[0\\].batch_axis' must be an integer"),
+    Case("r4-sidecar-data-kind-list", ["deploy", "deepstream", "{ws}/m.onnx", "--cache", "{ws}/side-datakind.cache",
+                                       "-o", "{ws}/ds.txt"], error="'data.kind' must be a string"),
+    Case("r4-sidecar-newer-format", ["quantize", "{ws}/m.onnx", "--cache", "{ws}/side-newer.cache", "-o",
+                                     "{ws}/q.onnx"], code=0, changes=["q.onnx"], err=["format_version 99, newer"]),
+    *[Case(f"r4-build-report-{stem}", ["deploy", "triton", f"{{ws}}/{stem}.engine", "--cache", "{ws}/m.calib.cache",
+                                       "-o", "{ws}/repo"], error=words)
+      for stem, words in (("e-model-int", "'model.file' must be a string, found an integer"),
+                          ("e-profile-text", "'profile.x.min' must be a list, found a string"),
+                          ("e-gpu-list", "'gpu' must be an object, found a list"))],
     # -- info ---------------------------------------------------------------------------------------------
     Case("info-reports-and-exits-0", ["info"], code=0, out=["TensorRT", "not available"], marks=(no_trt,)),
     Case("info-require-exits-2", ["info", "--require"], error="not usable here", marks=(no_trt,)),
@@ -914,7 +1067,7 @@ def test_bad_input(case: Case, template, tmp_path, capfd, monkeypatch):
     flat_out, flat_err = " ".join(out.split()), " ".join(err.split())
     assert "Traceback" not in out + err, err
     assert code == case.code, f"exit {code}, expected {case.code}\nstdout: {out}\nstderr: {err}"
-    errors = [line for line in err.splitlines() if re.match(r"trtq \w+: (error:|interrupted)", line)]
+    errors = [line for line in err.splitlines() if re.match(r"trtq \w+( \w+)?: (error:|interrupted)", line)]
     assert "onnxruntime:" not in err and "site-packages" not in err, err  # only trtq's own words
     if case.error:
         assert len(errors) == 1, err
@@ -960,6 +1113,19 @@ def test_help_states_each_default_once(command, capsys, monkeypatch):
     for line in text.splitlines():
         assert line.lower().count("default") <= 1 or "(default: None)" not in line, line
         assert "(default: None)" not in line and not re.search(r"default[^()]*\).*\(default", line, re.I), line
+
+
+@pytest.mark.parametrize("command", ["calibrate", "quantize", "build", "eval", "quickstart"])
+def test_verdict_fixes_name_only_options_of_their_command(command):
+    """A poor verdict's warning tells what to do with options the command that printed it has."""
+    from trtq.cli import build_parser
+    from trtq.cli.options import verdict_fixes
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction").choices[command]
+    known = {flag for action in sub._actions for flag in action.option_strings}
+    named = set(re.findall(r"--[a-z][a-z-]*", verdict_fixes(command)))
+    assert named and named <= known, named - known
 
 
 def test_case_count_covers_every_listed_input():
@@ -1034,6 +1200,28 @@ def test_signal_mid_write_leaves_nothing(command, signame, template, tmp_path):
     assert "Traceback" not in err and f"interrupted ({signame})" in err, err
     assert not [p.name for p in ws.iterdir() if p.name.endswith((".tmp", ".probe"))]
     assert {name: (ws / name).read_bytes() for name in outputs} == before
+
+
+@pytest.mark.parametrize("signame", ["SIGTERM", "SIGINT"])
+def test_signal_during_triton_model_write_leaves_no_repository(signame, template, tmp_path):
+    """``deploy triton`` gets a signal while its model.onnx temporary file exists (ONNX Runtime's threads are up by
+    then, and may be the ones the signal is delivered to): exit 128+N, no temporary file, no empty NAME/1/."""
+    ws = tmp_path / "ws"
+    shutil.copytree(template, ws, symlinks=True)
+    child = _child(["deploy", "triton", "m.onnx", "--cache", "m.calib.cache", "-o", "repo"], ws)
+    import time
+
+    deadline = time.monotonic() + 120
+    while not list(ws.glob("repo/*/1/.*.tmp")):
+        assert child.poll() is None, child.stderr.read()
+        assert time.monotonic() < deadline, "no temporary file appeared"
+        time.sleep(0.05)
+    number = getattr(signal, signame)
+    child.send_signal(number)
+    out, err = child.communicate(timeout=60)
+    assert child.returncode == 128 + number, err
+    assert "Traceback" not in err and f"interrupted ({signame})" in err, err
+    assert not (ws / "repo").exists(), sorted(str(p) for p in (ws / "repo").rglob("*"))
 
 
 def test_killed_run_leftover_removed_by_next_run(template, tmp_path):

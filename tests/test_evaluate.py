@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import json
 import math
+import re
 
 import numpy as np
 import onnxruntime as ort
@@ -159,10 +160,40 @@ def test_verdict_warns_when_poor_and_gates_fail():
     good = ev.Verdict(ev.compare_outputs([({"y": ref}, {"y": ref + 0.001})]), 16)
     assert not good.poor and good.warning() is None and good.failure(min_snr_db=30, min_cosine=0.999) is None
     poor = ev.Verdict(ev.compare_outputs([({"y": ref}, {"y": ref + rng.standard_normal(ref.shape) * 0.5})]), 16)
-    assert poor.poor and "--auto-exclude" in poor.warning() and "--algo" in poor.warning()
+    assert poor.poor and re.fullmatch(r"INT8 output 'y' is poor: SNR 6\.\d\d dB < 20 dB, cosine 0\.\d{4} < 0\.99",
+                                      poor.warning()), poor.warning()
     assert "--min-snr 20" in poor.failure(min_snr_db=20) and poor.failure(min_cosine=0.5) is None
     record = poor.to_dict()
     assert record["warning"] == poor.warning() and record["snr_db"] == poor.snr_db
+
+
+def test_verdict_warning_names_only_the_test_that_failed():
+    """SNR above its threshold, cosine below: the warning states the cosine, with its value, and no SNR inequality."""
+    rng = np.random.default_rng(6)
+    ref = rng.standard_normal((16, 10))
+    verdict = ev.Verdict(ev.compare_outputs([({"y": ref}, {"y": ref + rng.standard_normal(ref.shape) * 0.5})]), 16,
+                         min_snr_db=5)
+    warning = verdict.warning()
+    assert re.fullmatch(r"INT8 output 'y' is poor: cosine 0\.\d{4} < 0\.99", warning), warning
+    assert "inf" not in warning and "SNR" not in warning
+    assert "cosine 0.8" in verdict.failure(min_cosine=0.95) and "inf" not in verdict.failure(min_cosine=0.95)
+
+
+def test_user_metric_is_judged_by_its_own_threshold_only():
+    """A continuous --metric (0.976 where rounding alone costs that much) is not a "decision changed" at a fixed
+    0.99: it is reported, and judged by --min-metric when given; --min-agreement judges top-1 agreement only."""
+    rng = np.random.default_rng(6)
+    ref = rng.standard_normal((16, 10))
+    metric = ev.UserMetric(lambda r, c, i: 0.976, "landmarks", "lm.py")
+    metrics = ev.compare_outputs([({"y": ref}, {"y": ref + 0.001})], metric=metric,
+                                 feeds=[{"x": np.zeros((16, 1))}])
+    unjudged = ev.Verdict(metrics, 16)
+    assert not unjudged.poor and unjudged.warning() is None and "0.976" in unjudged.line()
+    judged = ev.Verdict(metrics, 16, min_metric=0.98)
+    assert judged.poor and "metric landmarks 0.976 < 0.98" in judged.warning()
+    assert "metric landmarks 0.976 < --min-metric 0.98" in unjudged.failure(min_metric=0.98)
+    assert unjudged.failure(min_metric=0.97) is None
+    assert "no output with a class axis" in unjudged.failure(min_agreement=0.9)
 
 
 def test_shape_mismatch_is_reported():
@@ -586,11 +617,14 @@ def test_auto_exclude_records_its_layers_for_quantize(sensitive, tmp_path, capsy
                  "--auto-exclude", "--target-snr", "30", "--cache", str(cache), "--no-speed",
                  "-o", str(tmp_path / "mixed.onnx")]) == 0
     assert float_layers(read_cache(cache).sidecar) == ["conv1"]
-    capsys.readouterr()
+    told = " ".join(capsys.readouterr().out.split())  # where it was recorded, what it changes, how to undo it
+    assert f"recorded in {cache}.json: every later trtq quantize/build from {cache} keeps these 1 layer(s)" in told
+    assert "to undo, delete the sidecar's" in told
     out = tmp_path / "q.onnx"
     assert main(["quantize", sensitive["path"], "--cache", str(cache), "-o", str(out)]) == 0
     printed = " ".join(capsys.readouterr().out.split())
-    assert "1 layer(s) left in float by the cache's mixed-precision record (trtq eval --auto-exclude" in printed
+    assert "warning: 1 layer(s) kept in float as recorded in" in printed and "by trtq eval --auto-exclude" in printed
+    assert 'delete the sidecar\'s "mixed_precision" entry' in printed  # how to undo it
     quantized_inputs = {n.input[0] for n in onnx.load(str(out)).graph.node if n.op_type == "QuantizeLinear"}
     assert "x" not in quantized_inputs and "r1" in quantized_inputs
 
@@ -709,9 +743,9 @@ def test_user_metric_is_called_per_sample_and_judged(tmp_path):
     fidelity = ev.compare_outputs([({"y": ref}, {"y": cand})], feeds=[{"x": np.zeros((10, 2))}], metric=metric)
     assert fidelity.metric.value == pytest.approx(0.7) and fidelity.metric.samples == 10
     assert ev.decision_of(fidelity) == ("metric score", pytest.approx(0.7))
-    verdict = ev.Verdict(fidelity, 10)
+    verdict = ev.Verdict(fidelity, 10, min_metric=0.99)
     assert "metric score 0.7" in verdict.line() and "metric score 0.7 < 0.99" in verdict.warning()
-    assert "--min-agreement 0.9" in verdict.failure(min_agreement=0.9) and verdict.failure(min_agreement=0.5) is None
+    assert "--min-metric 0.9" in verdict.failure(min_metric=0.9) and verdict.failure(min_metric=0.5) is None
     assert ev.worst_of(fidelity)[2] == pytest.approx(0.7)  # the hook mixed precision reads
 
 

@@ -181,3 +181,61 @@ def test_an_interrupted_pair_write_leaves_the_old_pair_and_no_temp(tmp_path, mon
         fileio.write_files_atomic({second: b"new json", first: b"new c"})
     assert first.read_bytes() == b"old c" and second.read_bytes() == b"old json"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c", "c.json"]
+
+
+def test_signal_taken_by_another_thread_is_still_held_back(tmp_path):
+    """The kernel hands a process's signal to a thread that does not block it (ONNX Runtime's, a reader's);
+    Python then runs the handler in the main thread. Inside signals_deferred it must wait for the block's end."""
+    import signal
+    import threading
+    import time
+
+    from trtq.fileio import signals_deferred
+
+    seen = []
+
+    def handler(signum, frame):
+        seen.append("handler")
+        raise KeyboardInterrupt
+
+    stop = threading.Event()
+    worker = threading.Thread(target=stop.wait, daemon=True)  # started before the block: SIGTERM not blocked there
+    worker.start()
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            with signals_deferred():
+                os.kill(os.getpid(), signal.SIGTERM)
+                for _ in range(200):  # bytecodes and sleeps: where Python runs a pending handler
+                    time.sleep(0.001)
+                seen.append("block finished")
+        assert seen == ["block finished", "handler"]
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        stop.set()
+        worker.join()
+
+
+def test_failed_write_removes_the_folders_it_created(tmp_path, monkeypatch):
+    """A repository's NAME/1/ made for a write that then fails is removed again; folders that were there stay."""
+    import errno
+
+    import trtq.fileio
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    (tmp_path / "repo").mkdir()
+    monkeypatch.setattr(trtq.fileio.os, "fsync", full)
+    with pytest.raises(OutputError, match="no space left"):
+        write_files_atomic({tmp_path / "repo" / "m" / "1" / "model.onnx": b"x", tmp_path / "repo" / "m" / "c": b"y"})
+    with pytest.raises(OutputError, match="no space left"):
+        write_bytes_atomic(tmp_path / "repo" / "n" / "1" / "model.onnx", b"x")
+    assert [p.name for p in tmp_path.rglob("*")] == ["repo"]
+
+
+def test_every_output_the_guard_checks_has_a_kind(tmp_path):
+    from trtq.fileio import Output, guard_outputs
+
+    with pytest.raises(ValueError, match="has no kind"):
+        guard_outputs([Output(tmp_path / "x.onnx", None)], [])

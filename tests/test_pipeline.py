@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import onnx
@@ -141,7 +142,10 @@ def test_a_poor_result_prints_one_warning_line(tmp_path, capsys):
     data = write_samples(tmp_path / "data", rng.normal(size=(40, FEATURES)))
     assert main(["calibrate", str(path), "--calib", data, "-o", str(tmp_path / "c.cache")]) == 0
     out = " ".join(capsys.readouterr().out.split())
-    assert out.count("warning:") == 1 and "is poor" in out and "--auto-exclude" in out and "--algo" in out
+    assert out.count("warning:") == 1 and "is poor" in out and "--target-snr" in out and "--algo" in out
+    assert "--auto-exclude" not in out  # an option of eval, not of calibrate
+    assert re.search(r"INT8 output '\S+' is poor: SNR -?[\d.]+ dB < 20 dB", out)  # the test that failed, true numbers
+    assert "cosine inf" not in out
 
 
 # --------------------------------------------------------------------------- ranking by decisions
@@ -225,7 +229,7 @@ def test_auto_scores_the_reserve_when_leaders_tie_and_records_it(tmp_path):
             assert result.verdict.samples == defaults.HOLDOUT_SAMPLES + defaults.HOLDOUT_RESERVE
 
 
-def test_calibrate_with_a_user_metric_and_min_agreement(tmp_path, capsys):
+def test_calibrate_with_a_user_metric_and_min_metric(tmp_path, capsys):
     from trtq.cli import main
 
     rng = np.random.default_rng(13)
@@ -240,23 +244,25 @@ def test_calibrate_with_a_user_metric_and_min_agreement(tmp_path, capsys):
                  "--samples", "all"]) == 0
     side = json.loads(cache.with_name(cache.name + ".json").read_text())
     verdict = side["verdict"]
-    assert verdict["metric"]["name"] == "same_top" and verdict["decision"] == "metric same_top"
-    assert 0.0 <= verdict["agreement"] <= 1.0
+    assert verdict["metric"]["name"] == "same_top" and 0.0 <= verdict["metric"]["value"] <= 1.0
+    assert verdict["decision"] is None and verdict["agreement"] is None  # no class axis: --min-agreement has nothing
     assert all(c["decision"] == "metric same_top" for c in side["algorithm"]["candidates"].values())
     capsys.readouterr()
     cache2 = tmp_path / "m2.calib.cache"
     assert main(["-q", "calibrate", model, "--calib", data, "-o", str(cache2), "--metric", metric,
-                 "--samples", "all", "--min-agreement", "1.01"]) == 3
+                 "--samples", "all", "--min-metric", "1.01"]) == 3
     err = capsys.readouterr().err
-    assert "--min-agreement 1.01" in err and not cache2.exists()
+    assert "metric same_top" in err and "< --min-metric 1.01" in err and not cache2.exists()
     # the recorded verdict gates quantize --cache; a sidecar from before decisions misses --min-agreement
+    with pytest.raises(FidelityError, match="min-metric"):
+        pipeline.quantize(model, tmp_path / "q.onnx", cache=cache, min_metric=1.01)
     with pytest.raises(FidelityError, match="min-agreement"):
-        pipeline.quantize(model, tmp_path / "q.onnx", cache=cache, min_agreement=1.01)
+        pipeline.quantize(model, tmp_path / "q.onnx", cache=cache, min_agreement=0.5)
     old = dict(side["verdict"])
     for key in ("agreement", "decision", "sample_agreement", "metric", "worst_channel", "decision_drops"):
         old.pop(key)
     assert pipeline.check_recorded_verdict({"verdict": old}, None, None, "c.cache") == old
-    with pytest.raises(FidelityError, match="no decision to judge"):
+    with pytest.raises(FidelityError, match="no output with a class axis has a top-1 agreement to judge"):
         pipeline.check_recorded_verdict({"verdict": old}, None, None, "c.cache", min_agreement=0.5)
 
 
@@ -337,3 +343,41 @@ def test_target_options_parse_into_one_target():
     for bad in (["--target-agreement", "1.5"], ["--max-layers", "2"], ["--target-snr", "3", "--max-layers", "-1"]):
         with pytest.raises(OptionError):
             fidelity_target_from_args(parser.parse_args(bad))
+
+
+@pytest.mark.parametrize("family", ["digits", "sequence reader", "matmul"])
+def test_one_scoring_session_gives_the_choice_and_scores_of_a_session_per_table(tmp_path, family, monkeypatch):
+    """auto scores every table through one session whose activation scales are inputs; the choice, the
+    per-tensor overrides and every candidate's scores equal those of a session per table."""
+    from pathlib import Path
+
+    import _toys
+
+    rng = np.random.default_rng(4)
+    if family == "digits":
+        model = str(Path(__file__).resolve().parents[1] / "trtq" / "assets" / "demo_digits.onnx")
+        data = DataSpec(str(Path(__file__).resolve().parents[1] / "calib_data" / "digits"), samples=160)
+    elif family == "sequence reader":
+        model = str(_toys.save(_toys.sequence_reader(), tmp_path / "reader.onnx"))
+        data = DataSpec(write_samples(tmp_path / "data", rng.standard_normal((160, 6, 8))), samples=None)
+    else:
+        model = matmul_model(tmp_path / "m.onnx", rng.standard_normal((FEATURES, OUTPUTS)))
+        data = DataSpec(write_samples(tmp_path / "data", rng.standard_normal((160, FEATURES)) ** 3), samples=None)
+    original = pipeline.choose_amax
+    results = {}
+    for one in (True, False):
+        sessions = []
+        monkeypatch.setattr(pipeline, "choose_amax", lambda *a, **k: original(*a, **{**k, "one_session": one}))
+        real = pipeline.CandidateScorer.__init__
+
+        def counting(self, *a, **k):
+            sessions.append(1)
+            real(self, *a, **k)
+
+        monkeypatch.setattr(pipeline.CandidateScorer, "__init__", counting)
+        auto = pipeline.calibrate(model, data).auto
+        results[one] = (auto.chosen, sorted(auto.overrides.items()), [(c.name, c.snr_db, c.decision)
+                                                                      for c in auto.candidates],
+                        [(t["tensor"], t["snr_db"]) for t in auto.trials])
+        assert len(sessions) == (1 if one else 0)
+    assert results[True] == results[False]

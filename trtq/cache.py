@@ -303,6 +303,11 @@ def read_cache(path: PathLike) -> CalibrationCache:
         if not isinstance(document, dict) or document.get("format") != SIDECAR_FORMAT:
             raise CacheError(f"{side} is not a trtq sidecar (no 'format': '{SIDECAR_FORMAT}'); {hint}")
         cache.sidecar = parse(side_data, f"sidecar {side}", schema=SIDECAR_SCHEMA, error=CacheError, hint=hint)
+        version = cache.sidecar.get("format_version")
+        if version is not None and version > SIDECAR_VERSION:
+            log.warning("sidecar %s has format_version %d, newer than the %d this trtq %s reads: what the newer "
+                        "trtq recorded beyond that is ignored; upgrade trtq (pip install -U trtq) to use it all",
+                        side, version, SIDECAR_VERSION, __version__)
     return cache
 
 
@@ -329,11 +334,12 @@ def _sidecar_schema():
         "trtq_version?": "str",
         "created?": "str",
         "model": {"file?": "str", "sha256?": "str",
-                  "inputs?": ListOf({"name": "str", "shape": Opt(ListOf(Opt("int"))), "dtype?": Opt("str")}),
+                  "inputs?": ListOf({"name": "str", "shape": Opt(ListOf(Opt("int"))), "dtype?": Opt("str"),
+                                     "batch_axis?": Opt("int")}),
                   "fingerprint?": Opt({"version?": "int", "graph?": "str", "nodes?": "int",
                                        "outputs?": ListOf("str"), "inputs?": ListOf("any"),
                                        "initializers?": Map("str")})},
-        "data?": Map("any"),
+        "data?": {"kind?": Opt("str"), "source?": Opt("str"), "preprocess?": Opt(Map("any"))},
         "algorithm?": {"name?": "str", "unquantized?": Map("str"), "overrides?": Map("str")},
         "header?": {"trt_version?": "int", "algorithm?": "str"},
         "amax?": Map(number),

@@ -124,8 +124,8 @@ FEATURE_NEGLIGIBLE_RMS = 1e-6
 #: The verdict warns when a decision drops noticeably: top-1 agreement below
 #: VERDICT_MIN_AGREEMENT of positions (2 % of decisions changed), or, for outputs with more
 #: than one position per sample (sequences, dense maps), fewer than VERDICT_MIN_SAMPLE_AGREEMENT
-#: of samples agreeing at every position, or a user --metric below VERDICT_MIN_METRIC (1 point
-#: of e.g. matched-box recall against FP32).
+#: of samples agreeing at every position. A user --metric is on its own scale and is judged only
+#: against the user's --min-metric.
 VERDICT_MIN_AGREEMENT = 0.98
 VERDICT_MIN_SAMPLE_AGREEMENT = 0.95
 #: A binary mask (a Sigmoid output with one channel, trtq.graph.signature) decides "on" at
@@ -133,7 +133,6 @@ VERDICT_MIN_SAMPLE_AGREEMENT = 0.95
 #: VERDICT_MIN_MASK_IOU (every pixel of a large mask agreeing is not a fair ask; its IoU is).
 MASK_THRESHOLD = 0.5
 VERDICT_MIN_MASK_IOU = 0.95
-VERDICT_MIN_METRIC = 0.99
 #: auto's noise: paired bootstrap over the held-back samples (BOOTSTRAP_DRAWS resamples, fixed
 #: seed); two scores differ "beyond noise" when their difference exceeds NOISE_SIGMAS bootstrap
 #: standard deviations of it. When the leaders are within noise, HOLDOUT_RESERVE more held-back

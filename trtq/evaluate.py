@@ -406,10 +406,11 @@ class EvalReport:
     def metric(self) -> Optional["MetricScore"]:
         return getattr(self.outputs, "metric", None)
 
-    def verdict(self) -> "Verdict":
-        """The same verdict calibrate prints, on this report's data (``trtq eval`` prints it and its warning)."""
+    def verdict(self, min_metric: Optional[float] = None) -> "Verdict":
+        """The same verdict calibrate prints, on this report's data (``trtq eval`` prints it and its warning);
+        ``min_metric``: the user's threshold for their ``--metric``."""
         return Verdict(self.outputs, self.samples, form=f"{self.candidate} vs {self.reference}",
-                       on=self.data or f"{self.samples} samples")
+                       on=self.data or f"{self.samples} samples", min_metric=min_metric)
 
     def worst_snr_db(self) -> float:
         """Worst SNR over outputs and their channel groups (what verdicts and gates read)."""
@@ -446,15 +447,15 @@ class Fidelity(list):
     metric: Optional[MetricScore] = None
 
 
-def decision_of(metrics: Sequence[OutputMetrics]) -> Optional[Tuple[str, float]]:
+def decision_of(metrics: Sequence[OutputMetrics], metric: bool = True) -> Optional[Tuple[str, float]]:
     """(what, value) of the decision a candidate is judged by first, higher is better; None when there is none.
 
-    The user's ``--metric`` when given (it knows the task), else the lowest top-1 agreement
-    per position over the outputs with a class axis.
+    The user's ``--metric`` when given (it knows the task; with ``metric`` False it is left
+    out), else the lowest top-1 agreement per position over the outputs with a class axis.
     """
-    metric = getattr(metrics, "metric", None)
-    if metric is not None:
-        return f"metric {metric.name}", metric.value
+    score = getattr(metrics, "metric", None) if metric else None
+    if score is not None:
+        return f"metric {score.name}", score.value
     scored = [m for m in metrics if m.top1_agreement is not None]
     if not scored:
         return None
@@ -495,11 +496,16 @@ def decision_line(metrics: Sequence[OutputMetrics]) -> str:
 
 def decision_drops(metrics: Sequence[OutputMetrics], min_agreement: float = defaults.VERDICT_MIN_AGREEMENT,
                    min_sample_agreement: float = defaults.VERDICT_MIN_SAMPLE_AGREEMENT,
-                   min_metric: float = defaults.VERDICT_MIN_METRIC) -> List[str]:
-    """Every decision that dropped noticeably (thresholds in trtq.defaults), in words; empty when none did."""
+                   min_metric: Optional[float] = None) -> List[str]:
+    """Every decision that dropped noticeably (thresholds in trtq.defaults), in words; empty when none did.
+
+    The user's metric is on its own scale (a landmark accuracy, a recall): it is judged only
+    against the user's own ``min_metric`` (``--min-metric``), never against a constant meant
+    for top-1 agreement.
+    """
     drops = []
     metric = getattr(metrics, "metric", None)
-    if metric is not None and not metric.value >= min_metric:
+    if metric is not None and min_metric is not None and not metric.value >= min_metric:
         drops.append(f"metric {metric.name} {metric.value:.4g} < {min_metric:g}")
     for m in metrics:
         if m.mask_axis is not None and (m.positions or 1) > 1:
@@ -537,10 +543,10 @@ class Verdict:
     min_snr_db: float = defaults.VERDICT_MIN_SNR_DB
     min_cosine: float = defaults.VERDICT_MIN_COSINE
     on: str = ""                            # where it was measured, when not held-back calibration samples
+    min_metric: Optional[float] = None      # the user's --min-metric: what their --metric must reach
 
-    @property
-    def worst(self) -> Tuple[str, float, float]:
-        """(where, SNR dB, cosine) of the worst output, channel group or judged channel."""
+    def _rows(self) -> List[Tuple[str, float, float]]:
+        """(where, SNR dB, cosine; inf where there is none) of every output, channel group and judged channel."""
         rows = []
         for o in self.outputs:
             cosine = o.cosine_mean if o.has_cosine else math.inf
@@ -548,7 +554,30 @@ class Verdict:
             rows += [(f"{o.name!r} channels {g.label}", g.snr_db, g.cosine_mean) for g in o.groups]
             rows += [(channel_label(o.name, o.channel_axis, len(o.shape), c.index), c.snr_db,
                       c.cosine_mean if not math.isnan(c.cosine_mean) else math.inf) for c in o.channels]
-        return min(rows, key=lambda r: (_nan_low(r[1]), _nan_low(r[2])))
+        return rows
+
+    @property
+    def worst(self) -> Tuple[str, float, float]:
+        """(where, SNR dB, cosine) of the worst output, channel group or judged channel."""
+        return min(self._rows(), key=lambda r: (_nan_low(r[1]), _nan_low(r[2])))
+
+    def failed_tests(self) -> List[str]:
+        """The poor-result tests that failed, each with where and its true numbers (``'y': SNR 14.20 dB < 20 dB``);
+        a test that passed is not named."""
+        rows = self._rows()
+        poor: Dict[str, List[str]] = {}
+        worst_snr = min(rows, key=lambda r: _nan_low(r[1]), default=None)
+        if worst_snr is not None and not worst_snr[1] >= self.min_snr_db:
+            poor.setdefault(worst_snr[0], []).append(f"SNR {_fmt_db(worst_snr[1])} < {self.min_snr_db:g} dB")
+        with_cosine = [r for r in rows if r[2] != math.inf]
+        worst_cos = min(with_cosine, key=lambda r: _nan_low(r[2]), default=None)
+        if worst_cos is not None and not (math.isnan(worst_cos[2]) or worst_cos[2] >= self.min_cosine):
+            poor.setdefault(worst_cos[0], []).append(f"cosine {worst_cos[2]:.4f} < {self.min_cosine:g}")
+        failed = [f"INT8 output {where} is poor: {', '.join(tests)}" for where, tests in poor.items()]
+        drops = self.drops
+        if drops:
+            failed.append("decisions changed: " + "; ".join(drops))
+        return failed
 
     @property
     def snr_db(self) -> float:
@@ -565,11 +594,12 @@ class Verdict:
 
     @property
     def decision(self) -> Optional[Tuple[str, float]]:
-        return decision_of(self.outputs)
+        """The lowest top-1 agreement (what ``--min-agreement`` judges; the user's metric is :attr:`metric`)."""
+        return decision_of(self.outputs, metric=False)
 
     @property
     def drops(self) -> List[str]:
-        return decision_drops(self.outputs)
+        return decision_drops(self.outputs, min_metric=self.min_metric)
 
     @property
     def poor(self) -> bool:
@@ -587,24 +617,22 @@ class Verdict:
                 f"worst {where}: SNR {_fmt_db(snr)}{cos}")
 
     def warning(self) -> Optional[str]:
-        """The one warning line for a poor result (a decision dropped, or SNR/cosine poor), naming the fixes."""
+        """The one warning line for a poor result: only the tests that failed, with their numbers. What to do
+        depends on the command that prints it (its options): see :func:`trtq.cli.options.verdict_fixes`."""
         if not self.poor:
             return None
-        where, snr, cosine = self.worst
-        drops = self.drops
-        what = ("decisions changed: " + "; ".join(drops)) if drops else (
-            f"INT8 output {where} is poor (SNR {_fmt_db(snr)} < {self.min_snr_db:g} dB or cosine "
-            f"{cosine:.4f} < {self.min_cosine:g})")
-        return (f"{what}: leave the most sensitive layers in float with --auto-exclude, try another --algo, or "
-                "calibrate on more representative data")
+        return "; ".join(self.failed_tests()) or "INT8 result is poor"
 
     def failure(self, min_snr_db: Optional[float] = None, min_cosine: Optional[float] = None,
-                min_agreement: Optional[float] = None) -> Optional[str]:
-        """Why the result misses a gate the caller set (``--min-snr`` / ``--min-cosine`` / ``--min-agreement``)."""
-        decision = self.decision
+                min_agreement: Optional[float] = None, min_metric: Optional[float] = None) -> Optional[str]:
+        """Why the result misses a gate the caller set (``--min-snr`` / ``--min-cosine`` / ``--min-agreement`` /
+        ``--min-metric``)."""
+        decision, metric = self.decision, self.metric
         return gate_failure(self.snr_db, None if math.isnan(self.cosine) else self.cosine, self.worst[0],
                             min_snr_db, min_cosine, None if decision is None else decision[1], min_agreement,
-                            None if decision is None else decision[0])
+                            None if decision is None else decision[0],
+                            None if metric is None else metric.value, min_metric,
+                            None if metric is None else metric.name)
 
     def to_dict(self) -> dict:
         decision = self.decision
@@ -624,27 +652,35 @@ class Verdict:
                 "thresholds": {"snr_db": self.min_snr_db, "cosine": self.min_cosine,
                                "agreement": defaults.VERDICT_MIN_AGREEMENT,
                                "sample_agreement": defaults.VERDICT_MIN_SAMPLE_AGREEMENT,
-                               "metric": defaults.VERDICT_MIN_METRIC},
+                               "metric": self.min_metric},
                 "line": self.line(), "warning": self.warning(),
                 "outputs": [o.to_dict() for o in self.outputs]}
 
 
 def gate_failure(snr_db: Optional[float], cosine: Optional[float], worst: str, min_snr_db: Optional[float],
                  min_cosine: Optional[float], agreement: Optional[float] = None,
-                 min_agreement: Optional[float] = None, decision: Optional[str] = None) -> Optional[str]:
-    """The message of a missed ``--min-snr`` / ``--min-cosine`` / ``--min-agreement`` gate, else None (a missing
-    value misses; ``agreement`` is the decision score of :func:`decision_of`, ``decision`` says what it is)."""
+                 min_agreement: Optional[float] = None, decision: Optional[str] = None,
+                 metric: Optional[float] = None, min_metric: Optional[float] = None,
+                 metric_name: Optional[str] = None) -> Optional[str]:
+    """The message of a missed ``--min-snr`` / ``--min-cosine`` / ``--min-agreement`` / ``--min-metric`` gate, else
+    None. Only the gates missed are named, each with its true value; a missing value misses, in words.
+    ``agreement``: the lowest top-1 agreement (``decision`` says of what); ``metric``: the user's score."""
     misses = []
     if min_snr_db is not None and not (snr_db is not None and snr_db >= min_snr_db):
-        misses.append(f"SNR {_fmt_db(snr_db)} < --min-snr {min_snr_db:g}")
+        misses.append(f"no output has an SNR to judge for --min-snr {min_snr_db:g}" if snr_db is None else
+                      f"SNR {_fmt_db(snr_db)} < --min-snr {min_snr_db:g}")
     if min_cosine is not None and not (cosine is not None and cosine >= min_cosine):
-        misses.append(f"cosine {cosine if cosine is None else round(cosine, 4)} < --min-cosine {min_cosine:g}")
+        misses.append(f"no output has a cosine to judge for --min-cosine {min_cosine:g}" if cosine is None else
+                      f"cosine {cosine:.4f} < --min-cosine {min_cosine:g}")
     if min_agreement is not None and not (agreement is not None and agreement >= min_agreement):
         if agreement is None:
-            misses.append("no decision to judge (no output with a class axis, no --metric) for --min-agreement "
-                          f"{min_agreement:g}")
+            misses.append(f"no output with a class axis has a top-1 agreement to judge for --min-agreement "
+                          f"{min_agreement:g} (a --metric score is judged by --min-metric)")
         else:
             misses.append(f"{decision or 'agreement'} {agreement:.4f} < --min-agreement {min_agreement:g}")
+    if min_metric is not None and not (metric is not None and metric >= min_metric):
+        misses.append(f"no --metric score to judge for --min-metric {min_metric:g}" if metric is None else
+                      f"metric {metric_name or ''} {metric:.4g} < --min-metric {min_metric:g}".replace("  ", " "))
     return f"INT8 fidelity gate failed ({', '.join(misses)}; worst {worst})" if misses else None
 
 
@@ -1079,9 +1115,15 @@ class UserMetric:
     every ``file.py:function`` trtq takes.
     """
 
-    def __init__(self, function, name: str):
+    def __init__(self, function, name: str, source: str = ""):
         self.function = function
         self.name = name
+        self.source = source  # the file, for messages
+
+    @property
+    def shown(self) -> str:
+        """``m.py:score``: the metric as the user gave it."""
+        return f"{self.source}:{self.name}" if self.source else self.name
 
     @classmethod
     def load(cls, spec: str) -> "UserMetric":
@@ -1091,19 +1133,22 @@ class UserMetric:
         if parts is None:
             raise TrtqError(f"--metric {spec}: expected FILE.py:NAME, a Python file and the function in it")
         script, function = parts
-        return cls(load_function(Path(script), function, script, what="metric file"), function)
+        return cls(load_function(Path(script), function, script, what="metric file"), function, script)
 
     def __call__(self, reference: Mapping[str, np.ndarray], candidate: Mapping[str, np.ndarray],
                  feed: Mapping[str, np.ndarray]) -> np.ndarray:
         """The metric of each sample of one batch, ``[n]``."""
+        from .usercode import user_code
+
         n = len(next(iter(reference.values())))
         values = np.empty(n)
         for i in range(n):
             one = slice(i, i + 1)
             try:
-                value = self.function({k: v[one] for k, v in reference.items()},
-                                      {k: v[one] for k, v in candidate.items()},
-                                      {k: np.asarray(v)[one] for k, v in feed.items()})
+                with user_code(f"--metric {self.shown}"):
+                    value = self.function({k: v[one] for k, v in reference.items()},
+                                          {k: v[one] for k, v in candidate.items()},
+                                          {k: np.asarray(v)[one] for k, v in feed.items()})
                 values[i] = float(value)
             except TrtqError:
                 raise
@@ -1585,9 +1630,17 @@ class Replay:
         """Output metrics of ``model`` (ModelProto or path) against the stored reference outputs."""
         from .ort import create_session, run
 
-        session = create_session(model, threads=threads)
+        return self.score_session(create_session(model, threads=threads))
+
+    def score_session(self, session, extra: Optional[Mapping[str, np.ndarray]] = None) -> List[OutputMetrics]:
+        """:meth:`score` with an open session, ``extra`` fed beside every batch (the scales of a scoring model
+        whose Q/DQ scales are inputs: one session for every candidate)."""
+        from .ort import run
+
         names = [n for n in self.outputs[0] if self.judged is None or n in self.judged]
-        return compare_outputs(((ref, run(session, feed, names)) for feed, ref in zip(self.feeds, self.outputs)), names,
+        extra = dict(extra or {})
+        return compare_outputs(((ref, run(session, {**feed, **extra}, names))
+                                for feed, ref in zip(self.feeds, self.outputs)), names,
                                class_outputs=self.class_outputs, feeds=self.feeds, metric=self.metric,
                                feature_axes=self.feature_axes, output_axes=self.output_axes, masks=self.masks,
                                group_axes=self.group_axes)

@@ -167,22 +167,50 @@ def folder_lock(folder: PathLike, shared: bool = False) -> Iterator[None]:
             os.close(fd)  # releases the lock
 
 
+#: The signals a run ends on (see :mod:`trtq.cli`), held back while files are renamed.
+DEFERRED_SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP")
+
+
 @contextlib.contextmanager
 def signals_deferred() -> Iterator[None]:
-    """Block SIGINT, SIGTERM and SIGHUP (main thread) for a few renames; one that arrives meanwhile is
-    delivered right after, so a pair of files is renamed both or neither."""
+    """Hold back SIGINT, SIGTERM and SIGHUP for a few file operations; one that arrives meanwhile is acted on
+    right after, so a temporary file is never created without its name being known, and a pair of files is
+    renamed both or neither.
+
+    Blocking the signals in the calling thread is not enough: the kernel hands a process's
+    signal to any thread that does not block it (ONNX Runtime's, the histogram worker, image
+    readers), and Python then runs the handler in the main thread anyway, in the middle of the
+    block. So the Python-level handlers are replaced by one that only records the signal, and
+    the recorded signal is handed to the previous handler at the end. Python runs signal
+    handlers only in the main thread; elsewhere this does nothing.
+    """
     import signal
     import threading
 
-    blocked = {signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", signal.SIGTERM)}
-    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "pthread_sigmask"):
+    if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, blocked)
+    numbers = [getattr(signal, name) for name in DEFERRED_SIGNALS if hasattr(signal, name)]
+    arrived: List[int] = []
+
+    def record(signum, frame) -> None:
+        arrived.append(signum)
+
+    previous = {}
+    for number in numbers:
+        handler = signal.getsignal(number)
+        if callable(handler):
+            previous[number] = signal.signal(number, record)
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, numbers) if hasattr(signal, "pthread_sigmask") else None
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        if blocked is not None:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)  # runs ``record`` for a signal held back
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+        if arrived and callable(previous.get(arrived[0])):
+            previous[arrived[0]](arrived[0], None)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -217,6 +245,30 @@ def check_regular(path: PathLike, shown: str, error: type, what_to_do: str = "gi
     if not stat.S_ISREG(st.st_mode):
         raise error(f"{shown} is {file_kind(st.st_mode)}, not a regular file; trtq reads only regular files: "
                     f"{what_to_do}")
+
+
+#: The largest text config trtq reads (a Triton config.pbtxt, a DeepStream key file): real ones are a few kB.
+MAX_CONFIG_BYTES = 4 << 20
+
+
+def read_config_text(path: PathLike, what: str, error: type, max_bytes: int = MAX_CONFIG_BYTES) -> str:
+    """The text of a config file trtq reads, checked like every input: a regular file (a folder, FIFO or device
+    is refused by name, not read), at most ``max_bytes``, UTF-8 (a byte-order mark some editors write is
+    dropped). ``what`` names it in the one ``error`` line."""
+    shown = f"{what} {path}"
+    if not os.path.lexists(path):
+        raise error(f"{shown} does not exist")
+    check_regular(path, shown, error, "give the config file itself")
+    with open(path, "rb") as handle:
+        data = handle.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise error(f"{shown} is {os.path.getsize(path) / (1 << 20):.1f} MiB, more than the "
+                    f"{max_bytes >> 20} MiB a config can be; is it the right file?")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise error(f"{shown} is not UTF-8 text (byte {exc.start} is 0x{data[exc.start]:02x}); is it the right "
+                    "file?") from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -269,7 +321,8 @@ def _probe(folder: Path, target: Path) -> None:
         for part in reversed(missing):
             os.mkdir(part)
             created.append(part)
-        fd, tmp = tempfile.mkstemp(prefix=temp_prefix(target), suffix=".probe", dir=folder)
+        with signals_deferred():  # the probe's name is known before a signal can end the run
+            fd, tmp = tempfile.mkstemp(prefix=temp_prefix(target), suffix=".probe", dir=folder)
         try:
             with os.fdopen(fd, "wb") as handle:
                 handle.write(b"\0" * PROBE_BYTES)
@@ -317,15 +370,37 @@ def check_writable(path: PathLike, probe: bool = True) -> Path:
     return target
 
 
-def make_parent(path: PathLike) -> Path:
-    """Create the folder ``path`` goes into (at write time), as an :class:`OutputError` when impossible."""
+def make_parent(path: PathLike, created: Optional[List[Path]] = None) -> Path:
+    """Create the folder ``path`` goes into (at write time), as an :class:`OutputError` when impossible.
+
+    ``created``: a list the new folders are appended to (outermost first), so that a write
+    that fails can remove them again (:func:`remove_folders`).
+    """
     target = Path(path)
     parent = target.parent if str(target.parent) else Path(".")
+    missing = []
+    current = parent
+    while not os.path.lexists(current) and current != current.parent:
+        missing.append(current)
+        current = current.parent
     try:
-        parent.mkdir(parents=True, exist_ok=True)
+        for folder in reversed(missing):
+            with contextlib.suppress(FileExistsError):  # another writer made it meanwhile: not ours to remove
+                os.mkdir(folder)
+                if created is not None:
+                    created.append(folder)
+        if not parent.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(parent))
     except OSError as exc:
         raise OutputError(f"cannot create folder {parent} for {target}: {os_reason(exc)}") from None
     return target
+
+
+def remove_folders(created: Sequence[Path]) -> None:
+    """Remove the folders :func:`make_parent` created (innermost first) where they are still empty."""
+    for folder in reversed(created):
+        with contextlib.suppress(OSError):
+            os.rmdir(folder)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -337,7 +412,7 @@ KIND_NAMES = {
     "cache": "calibration cache", "sidecar": "calibration sidecar", "onnx": "ONNX model",
     "engine": "TensorRT engine", "build-report": "build report", "bench-json": "bench report",
     "bench-csv": "bench CSV", "png": "PNG plot", "eval-json": "eval report",
-    "deploy-config": "deployment config",
+    "deploy-config": "deployment config", "triton-model": "model of a Triton repository",
 }
 
 def _head(path: Path, size: int = 256) -> bytes:
@@ -372,6 +447,9 @@ def is_artifact(path: PathLike, kind: str) -> bool:
             return head.startswith(b"# written by trtq deploy")
         if kind == "bench-csv":
             return head.startswith(b"model,precision,backend,batch_size")
+        if kind == "triton-model":  # NAME/1/model.plan: trtq's when NAME/config.pbtxt is trtq deploy's
+            config = path.parent.parent / "config.pbtxt"
+            return config.is_file() and _head(config).startswith(b"# written by trtq deploy")
         if kind == "engine":  # trtq writes a build report beside every engine
             report = _json_format(Path(str(path) + ".json")) if Path(str(path) + ".json").exists() else None
             return bool(report) and report.get("format") == "trtq-build-report"
@@ -396,10 +474,11 @@ class Output:
     """One file a command will write."""
 
     path: Path
-    kind: Optional[str] = None   # a KIND_NAMES key; None: no check of what an existing file holds
+    kind: Optional[str]          # a KIND_NAMES key (what an existing file must be to be replaced); None: in_out only
     option: str = "-o"           # how the user names it, for messages
     default: bool = False        # chosen by trtq (the user gave no path)
     in_out: bool = False         # read and then rewritten on purpose (a TensorRT timing cache)
+    fixed: bool = False          # a path trtq derives (beside the model): the user cannot choose another
 
     def __post_init__(self):
         self.path = Path(self.path)
@@ -433,6 +512,8 @@ def guard_outputs(outputs: Sequence[Output], reads: Iterable[Tuple[str, PathLike
             by_inode.setdefault(ident, (what, path))
     seen = {}
     for out in outputs:
+        if out.kind is None and not out.in_out:  # a bug in trtq: every output it replaces has a kind
+            raise ValueError(f"output {out.path} ({out.option}) has no kind; give one of {sorted(KIND_NAMES)}")
         real = os.path.realpath(out.path)
         if real in seen:
             raise OutputError(f"{seen[real].option} {seen[real].path} and {out.option} {out.path} name the same file; "
@@ -452,8 +533,10 @@ def guard_outputs(outputs: Sequence[Output], reads: Iterable[Tuple[str, PathLike
             if not is_artifact(out.path, out.kind):
                 if not force:
                     where = "the default output path " if out.default else ""
+                    other = f"move it away ({out.option} writes it there)" if out.fixed else \
+                        f"choose another path with {out.option}"
                     raise OutputError(f"{where}{out.path} exists and is not a trtq {name}; pass --force to replace "
-                                      f"it, or choose another path with {out.option}")
+                                      f"it, or {other}")
                 notes.append(f"replacing {out.path}, which is not a trtq {name} (--force)")
             elif out.default:
                 notes.append(f"replaces {out.path} (an earlier result; give {out.option} to keep it)")
@@ -482,7 +565,8 @@ def atomic_write(path: PathLike, mode: str = "wb") -> Iterator[IO]:
     it is when the run is interrupted (Ctrl-C, SIGTERM, SIGHUP: see :mod:`trtq.cli`).
     """
     target = check_writable(path, probe=False)
-    make_parent(target)
+    created: List[Path] = []
+    make_parent(target, created)
     remove_stale_temps(target.parent, target.name)
     tmp: Optional[str] = None
     try:
@@ -490,6 +574,7 @@ def atomic_write(path: PathLike, mode: str = "wb") -> Iterator[IO]:
             try:
                 fd, tmp = tempfile.mkstemp(prefix=temp_prefix(target), suffix=".tmp", dir=target.parent or ".")
             except OSError as exc:
+                remove_folders(created)
                 raise OutputError(f"cannot write {target}: {os_reason(exc)}") from None
         encoding = None if "b" in mode else "utf-8"
         with os.fdopen(fd, mode, encoding=encoding) as handle:
@@ -501,10 +586,12 @@ def atomic_write(path: PathLike, mode: str = "wb") -> Iterator[IO]:
             tmp = None
     except OSError as exc:
         _discard(tmp)
+        remove_folders(created)
         raise OutputError(f"cannot write {target}: {os_reason(exc)}; the previous file (if any) is unchanged") \
             from None
     except BaseException:
         _discard(tmp)
+        remove_folders(created)
         raise
 
 
@@ -526,19 +613,22 @@ def write_files_atomic(files: "dict[PathLike, bytes]") -> list:
       readers of a pair (:func:`trtq.cache.read_cache`) hold it shared: two trtq runs writing
       the same pair at once leave one run's pair whole (the later one), never one run's
       cache beside the other's sidecar, and a trtq reader never sees half a swap;
+    - a write that fails removes the folders it created (no empty ``NAME/1/`` of a Triton
+      repository is left behind);
     - what no rename order can prevent (a SIGKILL or power loss between two renames, or a
       reader other than trtq looking at that instant) leaves the first file new and the
       rest old; callers put the sidecar first, so the cache on disk is never newer than its
       sidecar, and trtq refuses such a pair (the amax records disagree) rather than using it.
     """
     targets = [check_writable(path, probe=False) for path in files]
-    for target in targets:
-        make_parent(target)
-        remove_stale_temps(target.parent, target.name)
+    created: List[Path] = []
     pending = []
     current = targets[0] if targets else None
     folders = sorted({os.path.abspath(t.parent if str(t.parent) else ".") for t in targets})
     try:
+        for target in targets:
+            make_parent(target, created)
+            remove_stale_temps(target.parent, target.name)
         for target, data in zip(targets, files.values()):
             current = target
             with signals_deferred():  # recorded in pending before any signal can interrupt
@@ -556,14 +646,14 @@ def write_files_atomic(files: "dict[PathLike, bytes]") -> list:
                 _publish(tmp, target)
     except OSError as exc:
         for tmp in pending:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
+            _discard(tmp)
+        remove_folders(created)
         raise OutputError(f"cannot write {current}: {os_reason(exc)}; the previous file (if any) is unchanged") \
             from None
     except BaseException:
         for tmp in pending:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
+            _discard(tmp)
+        remove_folders(created)
         raise
     return targets
 

@@ -197,26 +197,36 @@ def parse(data: bytes, source: str, schema=None, error: Type[TrtqError] = TrtqEr
         raise error(f"{source} is not JSON (not UTF-8 text){tail}") from None
     except (ValueError, RecursionError) as exc:
         raise error(f"{source} is not valid JSON ({exc}){tail}") from None
+    return conform(value, schema, source, error, hint)
+
+
+def conform(value: Any, schema, source: str, error: Type[TrtqError] = TrtqError, hint: str = "") -> Any:
+    """``value`` (a parsed document) checked against ``schema`` (None: anything); a mismatch is one ``error``
+    naming ``source`` and the field."""
     if schema is None:
         return value
     try:
         return check(value, schema)
     except SchemaMismatch as exc:
         where = f"'{exc.where}' " if exc.where else "the document "
-        raise error(f"{source}: {where}{exc.message}{tail}") from None
+        raise error(f"{source}: {where}{exc.message}{'; ' + hint if hint else ''}") from None
 
 
 def read_json(path: PathLike, what: str = "JSON file", schema=None, error: Type[TrtqError] = TrtqError,
               hint: str = "") -> Any:
     """Read and check one JSON file (see the module doc); every problem is one ``error`` naming the file."""
+    from .fileio import file_kind, os_reason
+
     path = Path(path)
     source = f"{what} {path}"
     try:
         st = os.stat(path)
     except FileNotFoundError:
         raise error(f"{source} does not exist") from None
+    except OSError as exc:
+        raise error(f"{source} cannot be read ({os_reason(exc)})") from None
     if not stat.S_ISREG(st.st_mode):
-        raise error(f"{source} is not a regular file{'; ' + hint if hint else ''}")
+        raise error(f"{source} is {file_kind(st.st_mode)}, not a regular file{'; ' + hint if hint else ''}")
     if st.st_size > MAX_BYTES:
         raise error(f"{source} is {st.st_size >> 20} MiB, more than the {MAX_BYTES >> 20} MiB trtq reads as JSON")
     with open(path, "rb") as handle:

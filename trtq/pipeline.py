@@ -236,14 +236,50 @@ class AutoChoice:
                 "agreement": self.decision, "held_back": self.held_back}
 
 
-def score(replay, model, amax: Mapping[str, float], exclude: Sequence[str] = (), name: str = "") -> Candidate:
-    """Decision, worst SNR and cosine of the TensorRT-form Q/DQ model of ``amax`` on ``replay`` (with its metrics and noise)."""
+class CandidateScorer:
+    """One ONNX Runtime session that scores every amax table of a model (auto's candidates and trials).
+
+    The session runs the TensorRT-form Q/DQ model with its activation scales as inputs
+    (:func:`trtq.graph.qdq.scales_as_inputs`); a table is scored by feeding its own Q/DQ
+    model's scales: the same numbers as a session of that model, without building a session
+    per table. A table whose Q/DQ model differs in anything else (placement, or weight scales
+    a bias floor moved) falls back to its own session.
+    """
+
+    def __init__(self, model, amax: Mapping[str, float], exclude: Sequence[str] = (), threads: Optional[int] = None):
+        from .graph.qdq import quantize_model, scales_as_inputs
+        from .ort import create_session
+
+        self.model, self.exclude, self.threads = model, tuple(exclude), threads
+        quantized, _ = quantize_model(model, amax, target="trt", exclude=self.exclude)
+        self.scoring, self.names = scales_as_inputs(quantized)
+        self.session = create_session(self.scoring, threads=threads)
+
+    def metrics(self, replay, amax: Mapping[str, float]):
+        """``replay``'s metrics of the TensorRT-form Q/DQ model of ``amax``."""
+        from .graph.qdq import quantize_model, scale_feeds
+
+        quantized, _ = quantize_model(self.model, amax, target="trt", exclude=self.exclude)
+        try:
+            feeds = scale_feeds(quantized, self.names, self.scoring)
+        except KeyError:  # another placement: its own session
+            return replay.score(quantized, threads=self.threads)
+        return replay.score_session(self.session, feeds)
+
+
+def score(replay, model, amax: Mapping[str, float], exclude: Sequence[str] = (), name: str = "",
+          scorer: Optional[CandidateScorer] = None) -> Candidate:
+    """Decision, worst SNR and cosine of the TensorRT-form Q/DQ model of ``amax`` on ``replay`` (with its metrics
+    and noise); ``scorer``: the one session that scores every table (when ``replay`` can use it)."""
     from .evaluate import decision_of, output_snr_db, worst_of
     from .graph.qdq import quantize_model
 
     started = time.perf_counter()
-    quantized, _ = quantize_model(model, amax, target="trt", exclude=exclude)
-    metrics = replay.score(quantized)
+    if scorer is not None and hasattr(replay, "score_session"):
+        metrics = scorer.metrics(replay, amax)
+    else:
+        quantized, _ = quantize_model(model, amax, target="trt", exclude=exclude)
+        metrics = replay.score(quantized)
     snr, cosine, _ = worst_of(metrics)
     decision = decision_of(metrics)
     candidate = Candidate(name, snr, cosine, time.perf_counter() - started, metrics,
@@ -262,6 +298,7 @@ def choose_amax(
     refine_trials: int = defaults.AUTO_REFINE_TRIALS,
     reserve=None,
     progress: ProgressCallback = no_progress,
+    one_session: bool = True,
 ) -> Tuple[Dict[str, float], AutoChoice, list]:
     """``--algo auto``: the amax table whose TensorRT-form model ranks best on ``replay``, its choice record
     and its per-output metrics (the verdict).
@@ -272,7 +309,8 @@ def choose_amax(
     replay (``replay``'s samples and more held-back ones); when the leaders are within
     noise they are rescored on it once. Then, for the quantized tensors whose candidates
     disagree most, the largest and the smallest other amax are tried one tensor at a time;
-    a change is kept only when :func:`improves` says so.
+    a change is kept only when :func:`improves` says so. ``one_session``: score every table through
+    one :class:`CandidateScorer` (False: a session per table, the reference the scorer must match).
     """
     from .calib import amax_from_histograms
     from .graph.qdq import quantize_model
@@ -283,6 +321,8 @@ def choose_amax(
         tables[algorithm] = amax_from_histograms(histograms, algorithm, **options)
     _, plan_summary = quantize_model(model, tables[defaults.SINGLE_ALGORITHMS[0]], target="trt", exclude=exclude)
     quantized = [t for t in plan_summary.activation_tensors if all(t in table for table in tables.values())]
+    scorer = CandidateScorer(model, tables[defaults.SINGLE_ALGORITHMS[0]], exclude) if one_session and hasattr(
+        replay, "score_session") else None
     total_steps = len(tables) + refine_trials
     step = 0
     progress(step, total_steps)
@@ -297,7 +337,7 @@ def choose_amax(
                                         earlier.decision, earlier.decision_name, earlier.decision_noise,
                                         earlier.snr_noise, earlier.samples, earlier.output_snr_db))
         else:
-            seen[signature] = candidate = score(replay, model, table, exclude, algorithm)
+            seen[signature] = candidate = score(replay, model, table, exclude, algorithm, scorer)
             candidates.append(candidate)
         step += 1
         progress(step, total_steps)
@@ -314,7 +354,7 @@ def choose_amax(
                 twin = rescored.get(id(candidate.metrics))
                 if twin is None:
                     twin = rescored[id(candidate.metrics)] = score(wide, model, tables[candidate.name], exclude,
-                                                                   candidate.name)
+                                                                   candidate.name, scorer)
                     again.append(twin)
                 else:
                     again.append(Candidate(candidate.name, twin.snr_db, twin.cosine, 0.0, twin.metrics, twin.decision,
@@ -359,7 +399,7 @@ def choose_amax(
                 break
             trial_amax = dict(amax)
             trial_amax[tensor] = value
-            result = score(replay, model, trial_amax, exclude, f"{tensor}<-{others[value]}")
+            result = score(replay, model, trial_amax, exclude, f"{tensor}<-{others[value]}", scorer)
             trials += 1
             step += 1
             progress(step, total_steps)
@@ -614,11 +654,13 @@ def calibrate(
     class_outputs=None,
     metric=None,
     target: Optional[FidelityTarget] = None,
+    min_metric: Optional[float] = None,
     equalize: Union[bool, str, Sequence[str]] = False,
     equalized_path: Optional[PathLike] = None,
     progress: ProgressCallback = no_progress,
     choice_progress: ProgressCallback = no_progress,
     feedback: Sequence = (),
+    force: bool = False,
 ):
     """Calibrate ``model_path`` on ``data`` (a DataSpec or a path): amax per tensor, verdict, cache.
 
@@ -631,7 +673,8 @@ def calibrate(
     :func:`holdout_count`). ``exclude``: layers left in float in the scored Q/DQ model
     (recorded in the sidecar's ``mixed_precision``). With ``cache_path``, writes the
     TensorRT calibration cache and its JSON sidecar atomically (the location is checked
-    before any work). ``min_snr`` / ``min_cosine`` / ``min_agreement``: raise
+    before any work). ``min_snr`` / ``min_cosine`` / ``min_agreement`` (lowest top-1 agreement) /
+    ``min_metric`` (the user's ``metric``, on its own scale): raise
     :class:`~trtq.errors.FidelityError` and write nothing when the verdict misses them.
     ``feedback``: ``OUT=IN`` pairs (strings or :class:`~trtq.stream.FeedbackPair`) of a streaming model: the
     data are then sequences, calibrated on the steps of the float model's own stream and scored streamed
@@ -650,6 +693,9 @@ def calibrate(
     held-back ones); with ``cache_path`` the rewritten ONNX is written to ``equalized_path``
     (default ``<model>.equalized.onnx``), which the cache then belongs to: build that file.
     ``result.model`` is the model calibrated.
+    ``force``: replace an existing file at an output path (the cache, its sidecar, the
+    equalized model) that is not a trtq file of that kind; without it such a file is refused
+    before any work.
     """
     from . import cache as cache_io
     from .calib import CalibrationResult, amax_from_histograms, check_calibration_options
@@ -673,11 +719,12 @@ def calibrate(
     if cache_path is not None:  # never onto the model or the data, and writable, before any work
         from .data import data_files
 
-        outputs = [Output(cache_path, option="cache_path"),
-                   Output(cache_io.sidecar_path(cache_path), option="the sidecar of cache_path")]
+        outputs = [Output(cache_path, "cache", option="cache_path"),
+                   Output(cache_io.sidecar_path(cache_path), "sidecar", option="the sidecar of cache_path")]
         if equalize:
-            outputs.append(Output(equalized_path, option="equalized_path"))
-        guard_outputs(outputs, model_reads(model_path) + [("a calibration data file", p) for p in data_files(spec.path)])
+            outputs.append(Output(equalized_path, "onnx", option="--equalize", fixed=True))
+        guard_outputs(outputs, model_reads(model_path) + [("a calibration data file", p) for p in data_files(spec.path)],
+                      force=force)
     model = load_onnx(model_path)
     source_sha = None
     fingerprint = model_fingerprint(model)  # before collection touches the graph
@@ -796,12 +843,12 @@ def calibrate(
         if search is not None:
             log.info("mixed precision: %s", search.message)
     verdict = Verdict(metrics, metrics[0].samples if metrics else replay.samples, held_back=held_back,
-                      **({"form": STREAMED_FORM} if pairs else {}))
+                      min_metric=min_metric, **({"form": STREAMED_FORM} if pairs else {}))
     coverage = weighted_coverage(model, amax)
     if coverage.in_subgraphs:
         log.warning("%s", coverage.line())
     seconds = time.perf_counter() - started
-    failure = verdict.failure(min_snr, min_cosine, min_agreement)
+    failure = verdict.failure(min_snr, min_cosine, min_agreement, min_metric)
     if failure:
         raise FidelityError(f"{failure}; nothing was written. {verdict.line()}")
 
@@ -912,6 +959,7 @@ def quantize(
     metric=None,
     class_outputs=None,
     fidelity: Optional[FidelityTarget] = None,
+    min_metric: Optional[float] = None,
     equalize: Union[bool, str, Sequence[str]] = False,
     progress: ProgressCallback = no_progress,
     feedback: Sequence = (),
@@ -922,7 +970,7 @@ def quantize(
     unless ``force``); the layers its sidecar records as mixed precision stay float too.
     ``calib``: a :class:`~trtq.data.spec.DataSpec` (or path) to calibrate on first, with
     ``algorithm`` (default ``auto``). ``output_path`` defaults to
-    :func:`trtq.graph.qdq.default_output_path`. ``min_snr``/``min_cosine``/``min_agreement`` gate on the
+    :func:`trtq.graph.qdq.default_output_path`. ``min_snr``/``min_cosine``/``min_agreement``/``min_metric`` gate on the
     verdict (computed when calibrating, read from the sidecar with a cache): nothing is
     written when it misses them. ``feedback``: a streaming model's ``OUT=IN`` pairs, for ``calib``
     (see :func:`calibrate`).
@@ -952,9 +1000,13 @@ def quantize(
     reads = model_reads(model_path)
     if cache is not None:
         reads += [("the calibration cache", cache), ("the cache's sidecar", sidecar_path(cache))]
-    guard_outputs([Output(output, option="output")], reads)  # never onto an input, and writable, before any work
+    guard_outputs([Output(output, "onnx", option="output")], reads, force=force)  # before any work
     model = load_onnx(model_path)
     exclude = list(exclude)
+    if exclude and not is_quantized(model):
+        from .graph.qdq import check_exclude
+
+        check_exclude(model, exclude)  # a typo would quantize the layer meant to stay float
 
     if is_quantized(model):
         _, summary = quantize_model(model, {}, target=target)
@@ -973,13 +1025,14 @@ def quantize(
         if metric is not None or class_outputs:
             raise TrtqError("--metric and --class-output judge a calibration; with --cache the verdict recorded at "
                             "calibration is used: calibrate with them (or check with trtq eval ... --metric)")
-        outcome.verdict = check_recorded_verdict(table.sidecar, min_snr, min_cosine, str(cache), min_agreement)
+        outcome.verdict = check_recorded_verdict(table.sidecar, min_snr, min_cosine, str(cache), min_agreement,
+                                                 min_metric)
         outcome.verdict_source = f"recorded at calibration in {Path(cache).name}.json" if outcome.verdict else ""
     elif calib is not None:
         options = {"algorithm": algorithm} if algorithm else {}
         # no cache is written here: observing the Q/DQ placement points is enough (and faster)
         result = calibrate(model_path, calib, progress=progress, exclude=exclude, min_snr=min_snr,
-                           min_cosine=min_cosine, min_agreement=min_agreement, metric=metric,
+                           min_cosine=min_cosine, min_agreement=min_agreement, min_metric=min_metric, metric=metric,
                            class_outputs=class_outputs, observe="qdq", feedback=feedback, target=fidelity,
                            equalize=equalize, **options)
         if result.model is not None:
@@ -1001,7 +1054,8 @@ def quantize(
 
 
 def check_recorded_verdict(sidecar: Optional[dict], min_snr: Optional[float], min_cosine: Optional[float],
-                           cache: str, min_agreement: Optional[float] = None) -> Optional[dict]:
+                           cache: str, min_agreement: Optional[float] = None,
+                           min_metric: Optional[float] = None) -> Optional[dict]:
     """The verdict a cache's sidecar recorded at calibration, checked against the gates; None when there is none.
 
     Sidecars written before decisions were recorded have no ``agreement``: they still
@@ -1013,14 +1067,19 @@ def check_recorded_verdict(sidecar: Optional[dict], min_snr: Optional[float], mi
     from .evaluate import gate_failure
 
     recorded = (sidecar or {}).get("verdict")
-    gated = min_snr is not None or min_cosine is not None or min_agreement is not None
+    gated = any(v is not None for v in (min_snr, min_cosine, min_agreement, min_metric))
     if not recorded:
         if gated:
-            raise TrtqError(f"--min-snr/--min-cosine/--min-agreement need a verdict, and {Path(cache).name} has no "
-                            "trtq sidecar recording one; calibrate with --calib DATA instead, or check with trtq eval")
+            raise TrtqError(f"--min-snr/--min-cosine/--min-agreement/--min-metric need a verdict, and "
+                            f"{Path(cache).name} has no trtq sidecar recording one; calibrate with --calib DATA "
+                            "instead, or check with trtq eval")
         return None
+    metric = recorded.get("metric") if isinstance(recorded.get("metric"), dict) else {}
+    decision = recorded.get("decision")
+    agreement = recorded.get("agreement") if not str(decision or "").startswith("metric ") else None  # older sidecars
     failure = gate_failure(recorded.get("snr_db"), recorded.get("cosine"), str(recorded.get("worst")),
-                           min_snr, min_cosine, recorded.get("agreement"), min_agreement, recorded.get("decision"))
+                           min_snr, min_cosine, agreement, min_agreement, decision,
+                           metric.get("value"), min_metric, metric.get("name"))
     if failure:
         raise FidelityError(f"{failure}, as recorded at calibration in {Path(cache).name}.json; nothing was written")
     return recorded

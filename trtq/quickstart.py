@@ -302,9 +302,11 @@ def print_verdict(result: QuickstartResult, console=None) -> None:
     console.print(fit_table(verdict, console.width))
     from .report import print_verdict as print_fidelity
 
+    from .cli.options import verdict_fixes
+
     print_fidelity(console, cal.verdict.to_dict() if cal.verdict is not None else None,
                    "calibration's own check, on samples held back from its statistics; the held-out digits above "
-                   "are the headline")
+                   "are the headline", fixes=verdict_fixes("quickstart"))
     if result.trt_note:
         console.print(f"[yellow]{escape(result.trt_note)}[/]")
     console.print(f"[bold]calibration cache[/] {escape(str(result.cache_path))}  "

@@ -386,10 +386,11 @@ def write_bench_report(results: Sequence[BenchResult], out_dir: Union[str, Path]
                        meta: Optional[dict] = None) -> Dict[str, Path]:
     """Write ``<stem>.json``, ``<stem>.csv`` and ``<stem>.png`` into ``out_dir``; returns ``{"json": path, ...}``.
 
-    All three are rendered in memory first and each is written atomically, so an
-    error (a plot that fails, a folder that cannot be written) leaves no partial file.
+    All three are rendered in memory first and written together
+    (:func:`trtq.fileio.write_files_atomic`): an error (a plot that fails, a disk that fills
+    at the third file, a signal) leaves all three earlier files or all three new ones.
     """
-    from .fileio import check_writable, write_bytes_atomic, write_text_atomic
+    from .fileio import check_writable, write_files_atomic
 
     out = Path(out_dir)
     paths = {"json": out / f"{stem}.json", "csv": out / f"{stem}.csv", "png": out / f"{stem}.png"}
@@ -400,12 +401,8 @@ def write_bench_report(results: Sequence[BenchResult], out_dir: Union[str, Path]
     }
     for path in paths.values():
         check_writable(path)
-    for kind, path in paths.items():
-        data = payloads[kind]
-        if isinstance(data, bytes):
-            write_bytes_atomic(path, data)
-        else:
-            write_text_atomic(path, data)
+    write_files_atomic({path: payloads[kind] if isinstance(payloads[kind], bytes) else payloads[kind].encode("utf-8")
+                        for kind, path in paths.items()})
     return paths
 
 
@@ -564,8 +561,16 @@ def auto_choice_table(choice, width: Optional[int] = None):
     return fit_table(table, width or console_width(), drop=("cosine",))
 
 
-def print_verdict(console, verdict: Optional[dict], source: str = "") -> None:
-    """The verdict's one line, and its warning line when the INT8 result is poor (a sidecar record or Verdict dict)."""
+#: How warnings recorded by trtq before the fixes were the printing command's own ended (cut when printed).
+_LEGACY_FIXES = ": leave the most sensitive layers in float with --auto-exclude"
+
+
+def print_verdict(console, verdict: Optional[dict], source: str = "", fixes: str = "") -> None:
+    """The verdict's one line, and its warning line when the INT8 result is poor (a sidecar record or Verdict dict).
+
+    ``fixes``: what to do, in the options of the command that prints it
+    (:func:`trtq.cli.options.verdict_fixes`), appended to the warning.
+    """
     from rich.markup import escape
 
     if not verdict:
@@ -573,7 +578,8 @@ def print_verdict(console, verdict: Optional[dict], source: str = "") -> None:
     line = verdict.get("line") or ""
     console.print(escape(line) + (f" [dim]({escape(source)})[/]" if source else ""), highlight=False)
     if verdict.get("warning"):
-        console.print(f"[bold yellow]warning:[/] {escape(verdict['warning'])}", highlight=False, soft_wrap=True)
+        warning = str(verdict["warning"]).split(_LEGACY_FIXES)[0] + (f"; {fixes}" if fixes else "")
+        console.print(f"[bold yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)
 
 
 def next_command(*words) -> str:

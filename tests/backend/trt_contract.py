@@ -1476,7 +1476,8 @@ def deploy_triton_falls_back_when_tensorrt_cannot_load_the_engine(expected):
 
     from trtq.backend.build import profile_shapes
     from trtq.data.spec import DataSpec
-    from trtq.graph.model import file_sha256, input_specs, load_onnx
+    from trtq.graph.model import file_sha256, load_onnx
+    from trtq.graph.signature import input_specs
     from trtq.pipeline import calibrate
 
     trt, _ = context()

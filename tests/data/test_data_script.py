@@ -102,7 +102,7 @@ def test_script_can_import_its_neighbours(tmp_path):
     ("import numpy as np\nimport no_such_module_for_trtq\n",
      r"loader script .*prep.py failed on import \(line 2\): ModuleNotFoundError: No module named 'no_such_module_for_trtq'"),
     ("def load_data(:\n    pass\n", r"loader script .*prep.py failed on import \(line 1\): SyntaxError"),
-    ("raise SystemExit('no')\n", r"loader script .*prep.py failed on import \(line 1\): SystemExit: no"),
+    ("raise SystemExit('no')\n", r"loader script .*prep.py \(on import\) called sys.exit\('no'\)"),
     ("def something_else():\n    pass\n", r"loader script .*prep.py defines no load_data\(\) function"),
     ("load_data = 3\n", r"loader script .*prep.py: load_data is not a function"),
 ])

@@ -105,7 +105,8 @@ class BuildOptions:
     float_layers: Optional[Sequence[str]] = None  # ONNX nodes kept in float; default: the cache sidecar's list
     min_snr: Optional[float] = None             # fidelity gate on trtq's CPU calibration verdict (exit 3)
     min_cosine: Optional[float] = None
-    min_agreement: Optional[float] = None       # ... and on its decision score (--metric, else top-1 agreement)
+    min_agreement: Optional[float] = None       # ... and on its lowest top-1 agreement
+    min_metric: Optional[float] = None          # ... and on the user's --metric score
     metric: Optional[str] = None                # the user's own metric, FILE.py:NAME (auto and the verdict use it)
     class_outputs: Optional[Sequence[str]] = None  # declared class outputs, NAME[:AXIS]
     target: Optional[object] = None             # trtq.pipeline.FidelityTarget: mixed precision on the held-back samples
@@ -560,7 +561,8 @@ def build_engine(options: BuildOptions, progress: ProgressCallback = no_progress
     calibration: dict = {}
     calibrator = None
     cpu_calibrated = False
-    gated = options.min_snr is not None or options.min_cosine is not None or options.min_agreement is not None
+    gated = any(v is not None for v in (options.min_snr, options.min_cosine, options.min_agreement,
+                                        options.min_metric))
     if plan.calibrator and cache is None and options.algorithm not in ("entropy", "minmax"):
         # TensorRT's calibrators are entropy and minmax only: trtq computes auto/percentile/mse on the CPU
         # and hands TensorRT the resulting cache (what --cache does), instead of silently using entropy.
@@ -584,7 +586,7 @@ def build_engine(options: BuildOptions, progress: ProgressCallback = no_progress
                         "record (%d float layer(s)) is used as it is", options.cache_path, len(keep_float))
 
         check_recorded_verdict(cache.sidecar, options.min_snr, options.min_cosine, str(options.cache_path),
-                               options.min_agreement)
+                               options.min_agreement, options.min_metric)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="trtq-build-") as scratch:
         onnx_path, label = options.model_path, options.model_path.name
@@ -699,8 +701,9 @@ def _cpu_calibrated_cache(options: BuildOptions, running_version: int, progress:
     result = calibrate(options.model_path, _data_spec(options.calib), algorithm=options.algorithm,
                        cache_path=options.cache_path, trt_version=running_version, exclude=list(keep_float),
                        min_snr=options.min_snr, min_cosine=options.min_cosine,
-                       min_agreement=options.min_agreement, metric=options.metric,
-                       class_outputs=options.class_outputs, target=options.target, progress=progress)
+                       min_agreement=options.min_agreement, min_metric=options.min_metric, metric=options.metric,
+                       class_outputs=options.class_outputs, target=options.target, progress=progress,
+                       force=options.force)
     cache = cache_io.parse_cache(cache_io.format_cache(result.amax, running_version, "EntropyCalibration2"),
                                  source=f"trtq's {options.algorithm} calibration")
     cache.sidecar = {"algorithm": {"name": options.algorithm}}  # made here, for this model: safe to hand over
@@ -774,8 +777,9 @@ def _prepare_graph(model, plan: BuildPlan, options: BuildOptions, cache, scratch
             result = calibrate(options.model_path, _data_spec(options.calib), algorithm=options.algorithm,
                                cache_path=options.cache_path, exclude=list(keep_float), min_snr=options.min_snr,
                                min_cosine=options.min_cosine, min_agreement=options.min_agreement,
+                               min_metric=options.min_metric,
                                metric=options.metric, class_outputs=options.class_outputs, target=options.target,
-                               progress=progress)
+                               progress=progress, force=options.force)
             amax = result.amax
             keep_float = list(keep_float) + [n for n in (result.sidecar.get("mixed_precision") or {})
                                              .get("float_layers", []) if n not in keep_float]

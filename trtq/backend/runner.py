@@ -211,15 +211,39 @@ def _plugin_paths(given: Sequence[PathLike], recorded, label: str) -> List[Path]
     return paths
 
 
+def _build_report_schema():
+    """The fields of a build report that trtq reads back (:func:`read_build_report`), with their types."""
+    from ..jsonio import List, Map, Opt
+
+    return {"format?": "str", "precision?": Opt("str"),
+            "model?": Opt({"file?": Opt("str"), "sha256?": Opt("str")}),
+            "tensorrt?": Opt({"version?": Opt("str"), "builder_flags?": Opt(List("str")), "dla_core?": Opt("int"),
+                              "plugins?": Opt(List("str"))}),
+            "gpu?": Opt({"name?": Opt("str")}),
+            "profile?": Opt(Map({"min": List("int"), "opt": List("int"), "max": List("int")}))}
+
+
 def read_build_report(engine_path: PathLike) -> Optional[dict]:
-    """The JSON report ``trtq build`` wrote beside an engine, if any."""
+    """The JSON report ``trtq build`` wrote beside an engine; None when there is none (or the JSON there is not a
+    trtq build report).
+
+    Read like every JSON document trtq reads (:func:`trtq.jsonio.read_json`: a regular file, bounded size and
+    depth, the fields trtq uses of the right type): a report that is a FIFO, too large or malformed is one
+    :class:`~trtq.errors.TrtqError` naming it, never a hang or a traceback.
+    """
+    import os
+
+    from ..jsonio import conform, read_json
     from .build import report_path_for
 
     path = report_path_for(engine_path)
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    if not os.path.lexists(path):
         return None
+    hint = f"rebuild the engine with trtq build, or move {path.name} away"
+    document = read_json(path, "build report", hint=hint)
+    if not isinstance(document, dict) or document.get("format", "trtq-build-report") != "trtq-build-report":
+        return None  # another tool's JSON
+    return conform(document, _build_report_schema(), f"build report {path}", hint=hint)
 
 
 class EngineRunner:

@@ -134,10 +134,15 @@ def run(args: argparse.Namespace) -> int:
     outputs = [Output(options.output_path, "engine", default=not args.output),
                Output(options.report_path, "build-report", option="the report of -o")]  # the engine's note covers it
     if options.timing_cache is not None:
-        outputs.append(Output(options.timing_cache, option="--timing-cache", in_out=True))
+        outputs.append(Output(options.timing_cache, None, option="--timing-cache", in_out=True))
     reads = model_reads(args.model) + data_reads(args.calib) + metric_reads(getattr(args, "metric", None))
+    recorded = None  # the mixed-precision record of an existing cache's sidecar, which the build applies
     if options.cache_path is not None and options.cache_path.exists():
         reads += cache_reads(str(options.cache_path))
+        if options.calib is None:
+            from ..cache import read_cache
+
+            recorded = (read_cache(options.cache_path).sidecar or {}).get("mixed_precision")
     elif options.cache_path is not None:  # written by this build
         from ..cache import sidecar_path
 
@@ -152,6 +157,12 @@ def run(args: argparse.Namespace) -> int:
           f"TensorRT {report['tensorrt']['version']} {report['tensorrt']['path']} path) in "
           f"{report['build_seconds']:.1f} s")
     print(f"report {result.report_path}")
+    if recorded is not None and (report.get("mixed_precision") or {}).get("float_layers"):
+        from ..report import report_console
+        from .quantize import print_recorded_float_layers
+
+        print_recorded_float_layers(report_console(), report["mixed_precision"]["float_layers"], recorded,
+                                    args.cache)
     _print_build_verdict(report)
     print_notes(notes)
     from ..report import next_command, print_next, report_console
@@ -170,8 +181,10 @@ def _print_build_verdict(report: dict) -> None:
     console = report_console()
     verdict = (report.get("calibration") or {}).get("verdict")
     if verdict:
+        from .options import verdict_fixes
+
         print_verdict(console, verdict, "trtq's calibration on the CPU; the engine itself: trtq eval MODEL ENGINE "
-                                        "--data HELD_OUT")
+                                        "--data HELD_OUT", fixes=verdict_fixes("build"))
     else:
         console.print("no INT8 verdict: TensorRT calibrated on the GPU. Measure the engine with trtq eval MODEL "
                       "ENGINE --data HELD_OUT (--min-snr DB to gate)", highlight=False, markup=False)

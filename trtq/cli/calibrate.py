@@ -77,7 +77,8 @@ def add_parser(sub) -> None:
                         "serves explicit builds and trtq quantize only) or comma-separated tensor names")
     parser.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads (default: all cores)")
     parser.add_argument("--force", action="store_true",
-                        help="replace an existing -o file that is not a trtq calibration cache")
+                        help="replace existing output files that trtq did not write (-o, its sidecar, the "
+                        "--equalize model)")
     add_fidelity_arguments(parser)
     add_target_arguments(parser)
     from .options import add_equalize_argument
@@ -105,9 +106,14 @@ def run(args: argparse.Namespace) -> int:
     feedback = feedback_from_args(args)
     fidelity = fidelity_target_from_args(args)
     output = Path(args.output) if args.output else default_cache_path(args.model)
-    notes = guard([Output(output, "cache", default=not args.output),
-                   Output(sidecar_path(output), "sidecar", option="the sidecar of -o")],  # the cache's note covers it
-                  model_reads(args.model) + data_reads(args.calib) + metric_reads(args.metric), force=args.force)
+    outputs = [Output(output, "cache", default=not args.output),
+               Output(sidecar_path(output), "sidecar", option="the sidecar of -o")]  # the cache's note covers it
+    if args.equalize:
+        from ..pipeline import default_equalized_path
+
+        outputs.append(Output(default_equalized_path(args.model), "onnx", option="--equalize", fixed=True))
+    notes = guard(outputs, model_reads(args.model) + data_reads(args.calib) + metric_reads(args.metric),
+                  force=args.force)
     bars = None if not args.quiet else False
     with progress_bar("calibrating", enabled=bars) as progress, \
             progress_bar("scoring INT8 candidates", unit="models", enabled=bars and args.algo == "auto") as scoring:
@@ -117,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
                            observe=args.observe if args.observe in ("all", "qdq")
                            else [name.strip() for name in args.observe.split(",") if name.strip()],
                            **fidelity_options(args), target=fidelity, equalize=args.equalize or False,
-                           progress=progress, choice_progress=scoring, feedback=feedback)
+                           progress=progress, choice_progress=scoring, feedback=feedback, force=args.force)
     console = report_console()
     print_calibration(console, result, args.model)
     print_notes(notes)
@@ -129,7 +135,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def print_calibration(console, result, model: str) -> None:
+def print_calibration(console, result, model: str, fixes_for: str = "calibrate") -> None:
     """Summary of a calibration: what was calibrated, what stays float, the auto choice, files, the verdict.
 
     (A batch lowered or split for --max-memory is logged by the collection itself.)
@@ -161,7 +167,10 @@ def print_calibration(console, result, model: str) -> None:
     print_equalize(console, result.equalize)
     for path in result.files_written:
         console.print(f"  wrote {escape(str(path))}")
-    print_verdict(console, result.verdict.to_dict() if result.verdict is not None else None)
+    from .options import verdict_fixes
+
+    print_verdict(console, result.verdict.to_dict() if result.verdict is not None else None,
+                  fixes=verdict_fixes(fixes_for))
 
 
 def print_mixed_precision(console, result) -> None:

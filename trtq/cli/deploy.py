@@ -8,9 +8,23 @@ from pathlib import Path
 from .. import defaults
 
 
+def triton_model_name(text: str) -> str:
+    """``--name``: one folder of the model repository (argparse type). A path (``..``, ``a/b``, ``/abs``) would
+    put the model outside the repository, or where Triton does not look."""
+    if not text or not text.strip():
+        raise argparse.ArgumentTypeError("a model name must not be empty")
+    if "/" in text or "\\" in text or text in (".", ".."):
+        raise argparse.ArgumentTypeError(f"{text!r} is a path, not a model name: give one folder name of the "
+                                         "repository (letters, digits, '_', '-', '.')")
+    if any(ord(c) < 32 or ord(c) == 127 for c in text):
+        raise argparse.ArgumentTypeError(f"{text!r} holds control characters; give a plain folder name")
+    return text
+
+
 def add_parser(sub) -> None:
+    from ..deploy.deepstream import MAX_BATCH_SIZE
     from .calibrate import parse_trt_version
-    from .options import DefaultsFormatter
+    from .options import DefaultsFormatter, Value
 
     parser = sub.add_parser(
         "deploy", help="write Triton / DeepStream configs that match a calibration, or check one",
@@ -31,7 +45,8 @@ def add_parser(sub) -> None:
     triton.add_argument("model", help="a TensorRT engine (.engine/.plan) or the calibrated float ONNX model")
     triton.add_argument("--cache", required=True, help="the calibration cache (with its trtq sidecar)")
     triton.add_argument("-o", "--output", required=True, metavar="REPO", help="model repository folder")
-    triton.add_argument("--name", help="model name in the repository (default: the model file's stem)")
+    triton.add_argument("--name", type=triton_model_name,
+                        help="model name in the repository, one folder name (default: the model file's stem)")
     triton.add_argument("--model", dest="onnx_model", metavar="ONNX",
                         help="the ONNX model an engine was built from (without TensorRT here: its I/O types)")
     triton.add_argument("--max-batch", type=int, default=None, metavar="B",
@@ -55,7 +70,8 @@ def add_parser(sub) -> None:
     deepstream.add_argument("--cache", required=True, help="the calibration cache (with its trtq sidecar)")
     deepstream.add_argument("-o", "--output", required=True, metavar="CONFIG", help="config file to write")
     deepstream.add_argument("--engine", help="a prebuilt engine for model-engine-file (else nvinfer builds one)")
-    deepstream.add_argument("--batch-size", type=int, default=None, help="batch-size (default: the model's, else 1)")
+    deepstream.add_argument("--batch-size", type=Value(int, 1, MAX_BATCH_SIZE), default=None,
+                            help=f"batch-size, 1 to {MAX_BATCH_SIZE} as nvinfer accepts (default: the model's, else 1)")
     deepstream.add_argument("--fold", action="store_true",
                             help="fold per-channel std into the model so the config is exact (writes "
                             "<model>.folded.onnx and its cache beside the config)")

@@ -46,8 +46,8 @@ def add_parser(sub) -> None:
                              "channel by channel; other outputs get cosine and SNR")
     parser.add_argument("--metric", metavar="FILE.py:NAME",
                         help="your own task metric, NAME(reference_outputs, candidate_outputs, inputs) -> float "
-                             "per sample, higher is better, 1.0 = identical: reported, judged by the verdict and "
-                             "--min-agreement, and the target of --auto-exclude --target-agreement")
+                             "per sample, higher is better, 1.0 = identical: reported, judged by --min-metric, and "
+                             "the target of --auto-exclude --target-agreement")
     parser.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads (default: all cores)")
     parser.add_argument("--json", metavar="PATH", help="also write the full report as JSON")
     parser.add_argument("--min-snr", type=float, metavar="DB", default=None,
@@ -55,8 +55,10 @@ def add_parser(sub) -> None:
     parser.add_argument("--min-cosine", type=float, metavar="C", default=None,
                         help="exit 3 unless the worst output cosine is at least C")
     parser.add_argument("--min-agreement", type=float, metavar="F", default=None,
-                        help="exit 3 unless the decision score is at least F: --metric, else the lowest top-1 "
-                             "agreement per position of a class output")
+                        help="exit 3 unless the lowest top-1 agreement per position of a class output is at least F")
+    parser.add_argument("--min-metric", type=float, metavar="M", default=None,
+                        help="exit 3 (and warn) unless your --metric scores at least M, on its own scale; without it "
+                             "the metric is reported, not judged")
     from .info import add_engine_arguments
 
     add_engine_arguments(parser)  # a TensorRT engine candidate: --plugins, --cuda
@@ -149,6 +151,8 @@ def run(args: argparse.Namespace) -> int:
     if not args.auto_exclude and (any(t is not None for t in targets) or args.output or args.max_layers is not None):
         raise TrtqError("--target-snr, --target-cosine, --target-agreement, --max-layers and -o belong to "
                         "--auto-exclude; add it")
+    if args.min_metric is not None and not args.metric:
+        raise TrtqError("--min-metric judges your --metric FILE.py:NAME: add it")
     if not requantize and (args.cache or args.sensitivity_samples is not None):
         raise TrtqError("--cache and --sensitivity-samples are used by --sensitivity and --auto-exclude only")
     from ..bench import is_engine_path
@@ -233,12 +237,14 @@ def run(args: argparse.Namespace) -> int:
         console.print(f"[bold yellow]note:[/] {escape(overlap)}", highlight=False)
     for part in eval_tables(report, json_path=args.json):
         console.print(part, highlight=False)
-    verdict = report.verdict()
+    verdict = report.verdict(min_metric=args.min_metric)
     if feedback:  # streamed: error that compounds through the state counts; judged on the streamed outputs
         from ..pipeline import STREAMED_FORM
 
         verdict = replace(verdict, form=STREAMED_FORM, on=f"{report.samples} steps of held-out sequences")
-    print_verdict(console, verdict.to_dict())
+    from .options import verdict_fixes
+
+    print_verdict(console, verdict.to_dict(), fixes=verdict_fixes("eval"))
     if requantize and not is_engine_path(args.candidate) and ev.qdq_form(load_onnx(args.candidate)) == "cpu":
         console.print("note: the first table measured the candidate's ONNX Runtime (cpu) form, whose folded Relus "
                       "saturate at 2x amax; sensitivity and mixed precision measure the TensorRT form, what an engine "
@@ -266,7 +272,7 @@ def run(args: argparse.Namespace) -> int:
         else:  # the TensorRT form: what an engine computes
             print_next(console, next_command("trtq", "build", args.reference, "--int8", "--cache",
                                              args.cache or "<its calibration cache>") + "   (GPU with TensorRT)")
-    failure = verdict.failure(args.min_snr, args.min_cosine, args.min_agreement)
+    failure = verdict.failure(args.min_snr, args.min_cosine, args.min_agreement, args.min_metric)
     if failure:
         from ..errors import FidelityError
 
@@ -281,12 +287,15 @@ def _record_float_layers(cache: str, result) -> None:
 
     table = read_cache(cache)
     if table.sidecar is None:
+        result.message += f"; not recorded for later builds ({cache} has no trtq sidecar)"
         return
     table.sidecar["mixed_precision"] = {"float_layers": list(result.excluded), "source": "trtq eval --auto-exclude",
                                         "target": {result.target_metric: result.target},
                                         "reached": result.steps[-1].metric if result.steps else None}
     write_bytes_atomic(sidecar_path(cache), sidecar_bytes(table.sidecar))
-    result.message += f"; recorded in {sidecar_path(cache).name}"
+    result.message += (f"; recorded in {sidecar_path(cache)}: every later trtq quantize/build from {cache} keeps "
+                       f"these {len(result.excluded)} layer(s) in float (to undo, delete the sidecar's "
+                       '"mixed_precision" entry, or recalibrate)')
 
 
 def _write_mixed(args, amax, result, output: Path, trt_model):

@@ -216,13 +216,18 @@ class Value:
             kind, low, high, low_open, high_open, hint
         self.__name__ = "an integer" if kind is int else "a number"  # argparse: "invalid <name> value"
 
+    @staticmethod
+    def _bound(value: float) -> str:
+        return str(int(value)) if float(value).is_integer() and abs(value) < 1e15 else f"{value:g}"
+
     def range_text(self) -> str:
-        if self.low is not None and self.high is not None:
-            return f"{'(' if self.low_open else '['}{self.low:g}, {self.high:g}{')' if self.high_open else ']'}"
-        if self.low is not None:
-            return f"{'greater than' if self.low_open else 'at least'} {self.low:g}"
-        if self.high is not None:
-            return f"{'less than' if self.high_open else 'at most'} {self.high:g}"
+        low, high = (None if v is None else self._bound(v) for v in (self.low, self.high))
+        if low is not None and high is not None:
+            return f"{'(' if self.low_open else '['}{low}, {high}{')' if self.high_open else ']'}"
+        if low is not None:
+            return f"{'greater than' if self.low_open else 'at least'} {low}"
+        if high is not None:
+            return f"{'less than' if self.high_open else 'at most'} {high}"
         return ""
 
     def __call__(self, text: str):
@@ -260,7 +265,9 @@ OPTION_VALUES = {
     "--min-cosine": Value(float, -1, 1),
     "--target-snr": Value(float, -1000, 1000),
     "--target-cosine": Value(float, -1, 1),
-    "--target-agreement": Value(float, 0, 1),
+    "--target-agreement": Value(float, 0, 1, low_open=True),
+    "--min-agreement": Value(float, 0, 1),
+    "--max-batch": Value(int, 1, 2 ** 31 - 1),
     "--max-layers": Value(int, 0),
     "--sensitivity-samples": Value(int, 1),
     "--iterations": Value(int, 1),
@@ -431,8 +438,8 @@ def add_fidelity_arguments(parser, decisions: bool = True) -> None:
         "Every INT8 result ends with its fidelity against FP32 on calibration samples held back from the "
         "statistics: the decisions (top-1 agreement where an output has a class axis, every channel of a small "
         "feature axis, your --metric) and the worst output's SNR and cosine, with a warning when a decision "
-        f"drops below {defaults.VERDICT_MIN_AGREEMENT:.0%} agreement or the SNR below "
-        f"{defaults.VERDICT_MIN_SNR_DB:g} dB (see docs/accuracy.md). These make it a failure for deployment "
+        f"drops below {defaults.VERDICT_MIN_AGREEMENT:.0%} agreement, your --metric below --min-metric or the SNR "
+        f"below {defaults.VERDICT_MIN_SNR_DB:g} dB (see docs/accuracy.md). These make it a failure for deployment "
         "pipelines: exit code 3, nothing written.")
     _add(group, "--min-snr", type=float, metavar="DB", default=None,
          help="fail unless the worst INT8 output SNR is at least DB (e.g. 25)")
@@ -441,11 +448,14 @@ def add_fidelity_arguments(parser, decisions: bool = True) -> None:
     if not decisions:
         return
     _add(group, "--min-agreement", type=float, metavar="F", default=None,
-         help="fail unless the decision score is at least F (e.g. 0.99): your --metric, else the lowest top-1 "
-              "agreement per position of an output with a class axis")
+         help="fail unless the lowest top-1 agreement per position of an output with a class axis is at least F "
+              "(e.g. 0.99)")
     _add(group, "--metric", metavar="FILE.py:NAME", default=None,
          help="your own task metric, NAME(reference_outputs, candidate_outputs, inputs) -> float, higher is better, "
-              "1.0 = identical, called per sample: auto ranks by it, the verdict and --min-agreement judge it")
+              "1.0 = identical, called per sample: auto ranks by it, the verdict reports it, --min-metric judges it")
+    _add(group, "--min-metric", type=float, metavar="M", default=None,
+         help="fail (and warn) unless your --metric scores at least M, on its own scale (e.g. 0.97 where rounding "
+              "the weights alone scores 0.976); without it the metric is reported, not judged")
     _add(group, "--class-output", action="append", default=[], metavar="NAME[:AXIS]",
          help="an output holding class scores along AXIS (any rank; default: 1 for [N, C] and [N, C, H, W], the "
               "last for [N, T, C]), judged by top-1 agreement per position; repeatable. Softmax/LogSoftmax outputs "
@@ -455,9 +465,31 @@ def add_fidelity_arguments(parser, decisions: bool = True) -> None:
 def fidelity_options(args) -> dict:
     """The keyword arguments of calibrate/quantize/build for the fidelity options parsed by
     :func:`add_fidelity_arguments`."""
+    if getattr(args, "min_metric", None) is not None and not getattr(args, "metric", None):
+        raise OptionError("--min-metric judges your --metric FILE.py:NAME: add it")
     return {"min_snr": args.min_snr, "min_cosine": args.min_cosine,
-            "min_agreement": getattr(args, "min_agreement", None),
+            "min_agreement": getattr(args, "min_agreement", None), "min_metric": getattr(args, "min_metric", None),
             "metric": getattr(args, "metric", None), "class_outputs": getattr(args, "class_output", None) or None}
+
+
+#: What to do about a poor INT8 verdict, in the options of the command that prints it (a test checks that every
+#: option named here exists on that command).
+VERDICT_FIXES = {
+    "calibrate": "leave the most sensitive layers in float with --target-snr DB (or --target-agreement F), try "
+                 "another --algo, or calibrate on more representative data",
+    "quantize": "with --calib DATA, --target-snr DB (or --target-agreement F) leaves the most sensitive layers in "
+                "float; or try another --algo, or calibrate on more representative data",
+    "build": "with --calib DATA, --target-snr DB (or --target-agreement F) leaves the most sensitive layers in "
+             "float; or try another --algo, or calibrate on more representative data",
+    "eval": "leave the most sensitive layers in float with --auto-exclude --target-snr DB (needs --cache or a Q/DQ "
+            "candidate), or recalibrate on more representative data",
+    "quickstart": "try another --algo; on your own model, trtq calibrate can leave the most sensitive layers in float",
+}
+
+
+def verdict_fixes(command: str) -> str:
+    """The fixes a poor verdict's warning names when ``command`` prints it (:data:`VERDICT_FIXES`)."""
+    return VERDICT_FIXES[command]
 
 
 def add_target_arguments(parser) -> None:

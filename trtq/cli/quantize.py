@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     from .options import feedback_from_args
     from ..progress import progress_bar
     from ..report import print_verdict
-    from .options import fidelity_options
+    from .options import fidelity_options, verdict_fixes
 
     calib = None
     if getattr(args, "calib", None):
@@ -103,18 +103,12 @@ def run(args: argparse.Namespace) -> int:
         print_equalize(console, outcome.equalize)
     print_summary(outcome.summary)
     if outcome.float_layers:
-        record = outcome.mixed_precision
-        reached = ""
-        if record.get("reached") is not None and record.get("target"):
-            (metric, target), = record["target"].items()
-            reached = f"; it reached {metric} {record['reached']:.4g} (target {target:g}) on its eval samples"
-        later = record.get("source") == "trtq eval --auto-exclude"  # after calibration: its verdict predates it
-        whose = "the cache's mixed-precision record" if outcome.calibration is None else "the search to the target"
-        console.print(f"{len(outcome.float_layers)} layer(s) left in float by {whose} "
-                      f"({record.get('source', 'sidecar')}{reached})"
-                      + ("; the verdict below was recorded before it, with those layers quantized" if later else ""),
-                      highlight=False, markup=False)
-    print_verdict(console, outcome.verdict, outcome.verdict_source)
+        if outcome.calibration is None:
+            print_recorded_float_layers(console, outcome.float_layers, outcome.mixed_precision, args.cache)
+        else:
+            console.print(f"{len(outcome.float_layers)} layer(s) left in float by the search to the target",
+                          highlight=False, markup=False)
+    print_verdict(console, outcome.verdict, outcome.verdict_source, fixes=verdict_fixes("quantize"))
     print_notes(notes)
     from ..report import next_command, print_next
 
@@ -123,6 +117,26 @@ def run(args: argparse.Namespace) -> int:
     else:
         print_next(console, next_command("trtq", "eval", args.model, output, "--data", "<held-out samples>"))
     return 0
+
+
+def print_recorded_float_layers(console, layers, record: dict, cache) -> None:
+    """Say loudly that a cache's sidecar kept layers float (``trtq eval --auto-exclude --cache`` records them), which
+    layers, where the record is and how to undo it: a recorded exploration must not change a build silently."""
+    from rich.markup import escape
+
+    from ..cache import sidecar_path
+
+    shown = ", ".join(layers[:5]) + (f" (+{len(layers) - 5} more)" if len(layers) > 5 else "")
+    reached = ""
+    if record.get("reached") is not None and record.get("target"):
+        (metric, target), = record["target"].items()
+        reached = f", which reached {metric} {record['reached']:.4g} (target {target:g}) on its samples"
+    later = record.get("source") == "trtq eval --auto-exclude"  # after calibration: its verdict predates it
+    text = (f"{len(layers)} layer(s) kept in float as recorded in {sidecar_path(cache)} by "
+            f"{record.get('source') or 'an earlier run'}{reached}: {shown}. To quantize them, delete the sidecar's "
+            '"mixed_precision" entry, or recalibrate'
+            + ("; the verdict below was recorded before, with those layers quantized" if later else ""))
+    console.print(f"[bold yellow]warning:[/] {escape(text)}", highlight=False, soft_wrap=True)
 
 
 def print_summary(summary) -> None:

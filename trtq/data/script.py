@@ -25,7 +25,9 @@ anew for every pass over the data. With a sample limit the script stops being re
 after that many samples. Seed and shuffle are the script's own business.
 
 Any error in the script (on import, or raised from ``load_data()``) becomes a
-DataError naming the script and the line.
+DataError naming the script and the line. The script runs under :func:`trtq.usercode.user_code`:
+a ``sys.exit()`` in it is an error, and a working directory or standard stream it changes
+is put back.
 """
 
 from __future__ import annotations
@@ -82,6 +84,16 @@ def _on_path(folder: str):
             sys.path.remove(folder)
 
 
+@contextlib.contextmanager
+def running(script: Path, who: str):
+    """The user's ``script`` runs in the block: from its own folder on ``sys.path``, unable to end or redirect
+    trtq (:func:`trtq.usercode.user_code`; ``who`` names it)."""
+    from ..usercode import user_code
+
+    with user_code(who, error=DataError), _on_path(str(script.resolve().parent)):
+        yield
+
+
 def load_function(script: Path, function: str, shown: str, what: str = "loader script") -> Callable:
     """Import ``script`` and return its ``function``; every failure is a DataError naming the script.
 
@@ -100,9 +112,12 @@ def load_function(script: Path, function: str, shown: str, what: str = "loader s
     module = importlib.util.module_from_spec(module_spec)
     sys.modules[name] = module  # dataclasses and pickle look their module up there
     try:
-        with _on_path(str(script.resolve().parent)):
+        with running(script, f"{what} {shown} (on import)"):
             module_spec.loader.exec_module(module)
-    except (Exception, SystemExit) as exc:  # noqa: BLE001 -- the user's code may raise anything
+    except TrtqError:
+        sys.modules.pop(name, None)
+        raise
+    except Exception as exc:  # noqa: BLE001 -- the user's code may raise anything
         sys.modules.pop(name, None)
         raise DataError(f"{what} {shown} failed on import{_where(exc, script)}: "
                         f"{type(exc).__name__}: {exc}") from exc
@@ -184,10 +199,13 @@ class ScriptSource(DataSource):
     def _pieces(self) -> Iterator[Piece]:
         limit = self.num_samples
         call = f"{self.function}()"
+        who = f"loader script {self.shown}: {call}"
         try:
-            with _on_path(str(self.script.resolve().parent)):
+            with running(self.script, who):
                 result = self._func()
-        except (Exception, SystemExit) as exc:  # noqa: BLE001
+        except TrtqError:
+            raise
+        except Exception as exc:  # noqa: BLE001
             raise self._error(exc, call) from exc
         try:
             yields = iter(result)
@@ -201,13 +219,13 @@ class ScriptSource(DataSource):
         try:
             while limit is None or produced < limit:
                 try:
-                    with _on_path(str(self.script.resolve().parent)):
+                    with running(self.script, who):
                         item = next(yields)
                 except StopIteration:
                     break
                 except TrtqError:
                     raise
-                except (Exception, SystemExit) as exc:  # noqa: BLE001
+                except Exception as exc:  # noqa: BLE001
                     raise self._error(exc, call) from exc
                 index += 1
                 origin = f"{self.shown} (yield {index})"
@@ -242,7 +260,7 @@ class ScriptSource(DataSource):
         finally:
             close = getattr(yields, "close", None)
             if close is not None:
-                with contextlib.suppress(Exception):
+                with contextlib.suppress(Exception), running(self.script, who):
                     close()
         # a full pass happened: from now on the count is known
         self.num_samples = produced - produced % self.batch_size if self.static_batch else produced

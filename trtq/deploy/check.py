@@ -8,7 +8,6 @@ False) are things to know that do not make the INT8 result differ from the calib
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional, Union
@@ -61,13 +60,10 @@ def config_kind(text: str) -> str:
 
 def check_config(config_path: PathLike, cache_path: PathLike, *, trt_version: Optional[int] = None) -> CheckReport:
     """Compare ``config_path`` with the calibration in ``cache_path`` (+ sidecar); ``trt_version``: the target's."""
+    from ..fileio import read_config_text
+
     config_path = Path(config_path)
-    if not config_path.is_file():
-        raise TrtqError(f"config {config_path} does not exist")
-    try:
-        text = config_path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise TrtqError(f"{config_path} is not a text config") from None
+    text = read_config_text(config_path, "config", TrtqError)  # a regular file, bounded, UTF-8 (BOM dropped)
     calibration = read_calibration(cache_path)
     kind = config_kind(text)
     report = CheckReport(kind, config_path, calibration)
@@ -260,9 +256,9 @@ def _check_triton(report: CheckReport, text: str) -> None:
         if entry.get("key", [""])[0] == "trtq.calibration":
             value = (entry.get("value") or [{}])[0]
             try:
-                recorded = json.loads((value.get("string_value") or ["{}"])[0])
-            except ValueError:
-                report.add("trtq.calibration", "unreadable", "-", False, "rewrite with trtq deploy triton")
+                recorded = _recorded_calibration((value.get("string_value") or ["{}"])[0])
+            except TrtqError as exc:
+                report.add("trtq.calibration", f"unreadable ({exc})", "-", False, "rewrite with trtq deploy triton")
     image = calibration.image
     if recorded is None:
         if image is not None:
@@ -286,6 +282,19 @@ def _check_triton(report: CheckReport, text: str) -> None:
                 else theirs == value
             if not same:
                 report.add(f"preprocessing {key}", theirs, value, True, "clients must preprocess as calibrated")
+
+
+def _recorded_calibration(text) -> dict:
+    """The calibration record ``trtq deploy triton`` embeds in a config (its ``trtq.calibration`` parameter), read
+    like every JSON document (:func:`trtq.jsonio.parse`: bounded size and depth, the fields compared typed)."""
+    from ..jsonio import List, Opt, parse
+
+    if not isinstance(text, str):
+        raise TrtqError(f"its string_value is {type(text).__name__}, not a string")
+    schema = {"cache?": Opt("str"), "model_sha256?": Opt("str"),
+              "preprocess?": Opt({"layout?": Opt("str"), "color?": Opt("str"), "size?": Opt(List("int")),
+                                  "scale?": Opt("number"), "mean?": Opt(List("number")), "std?": Opt(List("number"))})}
+    return parse(text.encode("utf-8"), "the trtq.calibration parameter", schema=schema)
 
 
 def _accelerators(config: dict) -> list:

@@ -115,10 +115,10 @@ def engine_io(engine: PathLike, model: Optional[PathLike] = None) -> ModelIO:
     """
     from ..backend.runner import read_build_report
     from ..errors import BackendUnavailable
+    from ..fileio import check_regular
 
     engine = Path(engine)
-    if not engine.is_file():
-        raise ModelError(f"engine file {engine} does not exist")
+    check_regular(engine, f"engine file {engine}", ModelError, "give the engine file trtq build wrote")
     report = read_build_report(engine)
     try:
         from ..backend.engine_io import read_engine_io
@@ -144,7 +144,7 @@ def engine_io(engine: PathLike, model: Optional[PathLike] = None) -> ModelIO:
                         "the ONNX model (--model) and a trtq-built engine")
     if model is None:
         recorded = (report.get("model") or {}).get("file")
-        model = engine.with_name(recorded) if recorded else None
+        model = engine.parent / Path(recorded).name if recorded else None  # beside the engine, never elsewhere
         if model is None or not Path(model).is_file():
             raise TrtqError(f"{unavailable}; {engine.name}'s build report names model {recorded!r}, which is not "
                             "beside the engine: give it with --model")
@@ -564,7 +564,8 @@ def write_repository(model_path: PathLike, cache_path: PathLike, repository: Pat
     reads = [("the model", model_path), ("the calibration cache", cache_path),
              ("the cache's sidecar", sidecar_path(cache_path))] + ([("the ONNX model", onnx_model)] if onnx_model else [])
     notes = guard_outputs([Output(config_path, "deploy-config", option="-o"),
-                           Output(payload_path, "onnx" if is_onnx else None, option="-o")], reads, force=force)
+                           Output(payload_path, "onnx" if is_onnx else "triton-model", option="-o")], reads,
+                          force=force)
     comments = [f"calibration: {calibration.describe()}"]
     if calibration.image is not None:
         comments.append(f"clients must preprocess as calibrated: {calibration.image.describe()}")

@@ -48,6 +48,7 @@ import numpy as np
 from .. import defaults
 from ..errors import BackendUnavailable, ModelError, OutputError, TrtqError
 from ..fileio import check_writable, make_parent
+from ..usercode import user_code
 from .model import TensorSpec
 
 log = logging.getLogger("trtq.export")
@@ -165,11 +166,11 @@ def _import_factory_module(module_part: str, source: str):
         sys.path.insert(0, folder)  # so the file can import its siblings
         sys.modules[name] = module
         try:
-            spec.loader.exec_module(module)
-        except SystemExit as exc:
+            with user_code(f"{source}: importing {path}", error=ModelError):
+                spec.loader.exec_module(module)
+        except TrtqError:
             sys.modules.pop(name, None)
-            raise ModelError(f"{source}: importing {path} called sys.exit({exc.code!r}); a model file must not exit "
-                             "(guard its script part with if __name__ == '__main__')") from None
+            raise
         except Exception as exc:
             sys.modules.pop(name, None)
             raise ModelError(f"{source}: importing {path} failed: {type(exc).__name__}: {_one_line(exc)}") from None
@@ -178,10 +179,10 @@ def _import_factory_module(module_part: str, source: str):
                 sys.path.remove(folder)
         return module
     try:
-        return importlib.import_module(module_part)
-    except SystemExit as exc:
-        raise ModelError(f"{source}: importing {module_part} called sys.exit({exc.code!r}); a model module must "
-                         "not exit when imported") from None
+        with user_code(f"{source}: importing {module_part}", error=ModelError):
+            return importlib.import_module(module_part)
+    except TrtqError:
+        raise
     except ModuleNotFoundError as exc:
         raise ModelError(f"{source}: module {exc.name or module_part!r} not found; check the spelling and that its "
                          f"package is installed or on PYTHONPATH (or give a file: path/to/model.py:factory)") from None
@@ -206,12 +207,10 @@ def _load_factory(source: str):
         raise ModelError(f"{source}: {attr} is a {type(target).__name__}, "
                          f"not a callable that returns a torch.nn.Module")
     try:
-        model = target()
+        with user_code(f"{source}: {attr}()", error=ModelError):
+            model = target()
     except TrtqError:
         raise
-    except SystemExit as exc:
-        raise ModelError(f"{source}: {attr}() called sys.exit({exc.code!r}) instead of returning a "
-                         "torch.nn.Module; nothing was exported") from None
     except Exception as exc:
         raise ModelError(f"{source}: calling {attr}() failed: {type(exc).__name__}: {_one_line(exc)}") from None
     if not isinstance(model, torch.nn.Module):

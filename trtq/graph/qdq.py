@@ -463,6 +463,28 @@ def default_output_path(model_path: PathLike, target: str = "trt") -> Path:
     return path.with_name(path.stem + suffix)
 
 
+def check_exclude(model, exclude: Sequence[str], option: str = "--exclude") -> None:
+    """Refuse ``exclude`` entries (node names, op types, name patterns) that match nothing in ``model``, naming
+    the closest node names and op types: a typo would otherwise quantize the layer it meant to keep float."""
+    import difflib
+
+    from .placement import _Matcher
+
+    names = node_names(model)
+    nodes = list(model.graph.node)
+    unmatched = _Matcher(exclude).unmatched(names, nodes)
+    if not unmatched:
+        return
+    known = list(dict.fromkeys(names + [n.op_type for n in nodes]))
+    parts = []
+    for pattern in unmatched:
+        close = difflib.get_close_matches(pattern, known, n=3, cutoff=0.5)
+        parts.append(f"{pattern!r}" + (f" (closest: {', '.join(repr(c) for c in close)})" if close else ""))
+    raise TrtqError(f"{option} {', '.join(parts)} matches no node name or op type of the model; nothing was "
+                    "written. Give node names as trtq inspect lists them, op types (Conv, MatMul) or patterns "
+                    "(/model.22/*)")
+
+
 def tensor_names(model) -> List[str]:
     """Graph inputs and every node output: the names a calibration cache may hold."""
     names = [vi.name for vi in model.graph.input]
@@ -487,3 +509,43 @@ def check_quantized(quantized, summary: QuantizeSummary, model_name: str) -> Non
     except onnx.checker.ValidationError as exc:  # a bug in trtq, not the user's doing: say so
         raise ModelError(f"the quantized model failed onnx's checker ({str(exc)[:300]}); "
                          "please report this with the model") from None
+
+
+def scales_as_inputs(quantized) -> Tuple[object, List[str]]:
+    """``quantized`` (a Q/DQ model) with its activations' Q/DQ scales made graph inputs; returns the model and
+    those input names.
+
+    One ONNX Runtime session of it scores any amax table whose Q/DQ model differs only in
+    those scales (:func:`scale_feeds`). Weights and their scales stay initializers, so ONNX
+    Runtime still folds their DequantizeLinear once at session creation.
+    """
+    onnx = _onnx()
+    result = onnx.ModelProto()
+    result.CopyFrom(quantized)
+    graph = result.graph
+    slots = {node.input[1] for node in graph.node if node.op_type == "QuantizeLinear"}
+    moved = [init for init in graph.initializer if init.name in slots]
+    keep = [init for init in graph.initializer if init.name not in slots]
+    del graph.initializer[:]
+    graph.initializer.extend(keep)
+    for init in moved:
+        graph.input.append(onnx.helper.make_tensor_value_info(init.name, init.data_type, list(init.dims)))
+    return result, [init.name for init in moved]
+
+
+def scale_feeds(quantized, names: Iterable[str], scoring) -> Dict[str, np.ndarray]:
+    """The activation scales ``names`` of a Q/DQ model as arrays (the feeds of :func:`scales_as_inputs`'s
+    model ``scoring``); raises ``KeyError`` when the model differs from ``scoring`` in anything else (another
+    placement, or weight scales a bias floor moved)."""
+    wanted = set(names)
+    found = {}
+    fixed = {init.name: init for init in scoring.graph.initializer}
+    for init in quantized.graph.initializer:
+        if init.name in wanted:
+            found[init.name] = _onnx().numpy_helper.to_array(init)
+        elif init.name not in fixed or fixed[init.name].raw_data != init.raw_data:
+            raise KeyError(init.name)
+    missing = wanted - set(found)
+    if missing or len(quantized.graph.node) != len(scoring.graph.node):
+        raise KeyError(sorted(missing)[0] if missing else "nodes")
+    return found

@@ -129,7 +129,7 @@ def run(args: argparse.Namespace) -> int:
     print_notes(notes)
     from ..report import next_command, print_next
 
-    stem = Path(args.model).with_suffix("")
+    stem = output.parent / Path(args.model).stem  # the Q/DQ model beside the cache it is made from
     print_next(console, next_command("trtq", "quantize", args.model, "--cache", output, "-o", f"{stem}.int8.onnx"),
                next_command("trtq", "build", args.model, "--int8", "--cache", output) + "   (GPU with TensorRT)")
     return 0

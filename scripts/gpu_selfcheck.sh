@@ -9,7 +9,10 @@
 # layers (Jetson), an INT64-input model (MiniLM) through trtq eval, a min-batch-8 engine evaluated on 36 samples,
 # version-compatible engines moved without their report, a corrupt timing cache, TensorRT's messages after several
 # loggers, a re-stamped cache, CPU- vs GPU-calibrated INT8 layer coverage, a mixed-precision layer's precision,
-# the inspector on 8.6, and an engine run through pycuda. The "answer" column holds what each check measured.
+# the inspector on 8.6, and an engine run through pycuda; engines of every input kind: the digits LSTM (state
+# batched on axis 1) through eval and bench, the If model's rank-0 mode (is it a shape tensor?), and a Reshape
+# target fed as an input (a shape tensor: --shape-values, host memory). The "answer" column holds what each
+# check measured.
 set -u
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python}

@@ -209,3 +209,20 @@ def test_cli_errors_are_one_line(models, tmp_path, capsys, argv, message):
     err = capsys.readouterr().err
     assert code == 2 and message in err and err.startswith("trtq bench: error:") and err.count("\n") == 1
     assert not (tmp_path / "out" / "bench.json").exists()
+
+
+def test_random_data_never_chooses_an_integer_configuration_input(tmp_path):
+    """The If model's `mode` (a rank-0 int64 that picks the branch) gets no made-up value: the random-data row is
+    skipped with the reason; with --data its recorded value is used."""
+    import _recurrent
+    from trtq.bench import benchmark
+
+    model = _recurrent.scalar_branch_classifier(tmp_path / "branch.onnx")
+    rows = benchmark([model], [2], iterations=1, warmup=0)
+    assert [r.skipped for r in rows] == [True] and "'mode' is an integer configuration input" in rows[0].note
+    data = tmp_path / "data"
+    data.mkdir()
+    for i in range(4):
+        np.savez(data / f"{i}.npz", x_raw=np.random.default_rng(i).random(64).astype(np.float32), mode=np.array(1))
+    rows = benchmark([model], [2], iterations=1, warmup=0, data=str(data))
+    assert not rows[0].skipped, rows[0].note

@@ -290,11 +290,17 @@ def random_feed(specs, batch_size: int, shapes: Optional[Shapes] = None, seed: i
                 ) -> Tuple[Optional[Dict[str, np.ndarray]], str]:
     """Random inputs for one batch: floats uniform in [0, 1), integers 0, booleans False.
 
-    Returns ``(None, reason)`` when the model cannot take this batch size.
+    Returns ``(None, reason)`` when the model cannot take this batch size, or when an integer or boolean input has
+    no batch axis: that is configuration (a mode, a rate, a count) whose value decides what the model computes,
+    which 0 would choose silently.
     """
     why = batch_refusal(specs, batch_size)
     if why:
         return None, why
+    for spec in specs:
+        if not spec.batched and spec.dtype.kind in "iub":
+            return None, (f"input {spec.name!r} is an integer configuration input (no batch axis): random data would "
+                          "time whatever its value 0 selects; give real inputs with --data")
     rng = np.random.default_rng(seed)
     feed: Dict[str, np.ndarray] = {}
     for spec in specs:
@@ -351,8 +357,9 @@ class SampleFeeds:
         if self.count < batch_size:
             note = f"{self.count} real samples repeated to fill the batch"
         index = np.arange(batch_size) % self.count
-        return {name: np.ascontiguousarray(np.take(a, index, axis=self.specs[name].batch_axis)
-                                           if self.specs[name].batched else a)
+        # np.require keeps an unbatched scalar rank 0 (np.ascontiguousarray would make it shape [1])
+        return {name: np.require(np.take(a, index, axis=self.specs[name].batch_axis)
+                                 if self.specs[name].batched else a, requirements="C")
                 for name, a in self.arrays.items()}, note
 
 

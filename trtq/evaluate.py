@@ -1414,7 +1414,7 @@ def evaluate(
         from .backend.runner import EngineSession
 
         cand_name, cand_precision, cand_session = Path(candidate).name, engine_precision(candidate), \
-            EngineSession(candidate, plugins=plugins, dla_core=dla_core)
+            EngineSession(candidate, model=ref_model, plugins=plugins, dla_core=dla_core)
     else:
         cand_model, cand_name = _load(candidate)
         cand_session = create_session(cand_model, threads=threads)

@@ -39,7 +39,9 @@ CHECK_NAMES = (
     # engines from elsewhere and the deployment paths
     "dla_core_option_for_engines_without_a_report", "engine_errors_are_worded_as_the_engines",
     "deploy_triton_falls_back_when_tensorrt_cannot_load_the_engine",
-    "recurrent_profiles_on_their_own_batch_axes_on_every_path",
+    "recurrent_profiles_on_their_own_batch_axes_on_every_path", "recurrent_and_scalar_engines_through_eval_and_bench",
+    "shape_tensor_inputs_get_value_ranges_and_host_memory", "streamed_engine_with_its_state_fed_back",
+    "bench_profile_spans_each_inputs_batch_axis",
 )
 IMPLICIT_MAJORS = (8, 10)
 #: Checks that only apply to some majors (skipped elsewhere, by design).

@@ -479,3 +479,106 @@ def test_pycuda_layer_runs_an_engine(yolo_engines):
         cuda.select_layer(None)
     for name in want:
         np.testing.assert_array_equal(got[name], want[name])
+
+
+# --- engines of every input kind: state batched on axis 1, a rank-0 mode, a shape tensor ------------------------
+
+def _recurrent_module():
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    try:
+        import _recurrent
+    finally:
+        sys.path.pop(0)
+    return _recurrent
+
+
+def test_lstm_engine_eval_and_bench(trt, tmp_path, record_property):
+    """The digits LSTM (h0/c0 [layers, batch, hidden]: batch on axis 1), built INT8 where TensorRT calibrates
+    (FP16 on 11.x): trtq eval and trtq bench run it with each input on its own batch axis. Answers C14/C15 with
+    the precisions `trtq inspect` reads."""
+    import json
+
+    pytest.importorskip("torch")
+    recurrent = _recurrent_module()
+    model = recurrent.recurrent_classifier(tmp_path / "lstm.onnx", "lstm")
+    images, _ = recurrent.digits()
+    data = tmp_path / "data"
+    data.mkdir()
+    for i in range(64):
+        np.savez(data / f"{i:03d}.npz", x=images[1400 + i], h0=np.zeros((1, 16), np.float32),
+                 c0=np.zeros((1, 16), np.float32))
+    engine = tmp_path / "lstm.engine"
+    precision = ["--fp16"] if int(trt.__version__.split(".")[0]) >= 11 else ["--int8", "--calib", data]
+    assert _cli(["build", model, *precision, "--batch-sizes", "1,32", "--opt-shapes", "x:32x8x8", "-o", engine,
+                 "-q"]) == 0
+    report = tmp_path / "eval.json"
+    assert _cli(["eval", model, engine, "--data", data, "--json", report, "-q"]) == 0
+    assert json.loads(report.read_text())["samples"] == 64
+    assert _cli(["bench", engine, "--data", data, "--batch-sizes", "1,8,32", "--iterations", "5", "--out", tmp_path,
+                 "--stem", "lstm-bench", "-q"]) == 0
+    measured = [r for r in json.loads((tmp_path / "lstm-bench.json").read_text())["results"] if r.get("throughput")]
+    assert [r["batch_size"] for r in measured] == [1, 8, 32]
+    from trtq.backend.runner import EngineRunner
+    from trtq.cli.inspect import layer_rows
+
+    with EngineRunner(engine) as runner:
+        precisions = sorted({row[2] for row in layer_rows(runner.engine_information() or {}) if row[2]})
+    record_property("answer", f"TensorRT {trt.__version__} LSTM engine ({precision[0]}) layer precisions: "
+                              f"{precisions}")
+
+
+def test_scalar_mode_engine_eval_and_bench(trt, tmp_path, record_property):
+    """The If model with a rank-0 int64 `mode`: eval feeds it rank 0 with the recorded value, bench --data times
+    the branch the data select, random data refuse it. Answers C13: is `mode` a shape tensor (host memory)?"""
+    recurrent = _recurrent_module()
+    model = recurrent.scalar_branch_classifier(tmp_path / "branch.onnx")
+    data = tmp_path / "data"
+    data.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(32):
+        np.savez(data / f"{i:03d}.npz", x_raw=rng.random(64).astype(np.float32), mode=np.array(1))
+    engine = tmp_path / "branch.engine"
+    assert _cli(["build", model, "--batch-sizes", "1,16", "-o", engine, "-q"]) == 0
+    from trtq.backend.runner import EngineRunner
+
+    with EngineRunner(engine) as runner:
+        mode = next(t for t in runner.inputs if t.name == "mode")
+        record_property("answer", f"TensorRT {trt.__version__}: mode is {mode.trt_dtype}, shape {list(mode.shape)}, "
+                                  f"{'a shape tensor in host memory' if mode.host else 'a device tensor'}")
+    assert _cli(["eval", model, engine, "--data", data, "--min-cosine", "0.999", "-q"]) == 0
+    assert _cli(["bench", engine, "--data", data, "--batch-sizes", "1,16", "--iterations", "5", "--no-files",
+                 "-q"]) == 0
+    assert _cli(["bench", engine, "--batch-sizes", "4", "--iterations", "5", "--no-files", "-q"]) == 1
+
+
+def test_shape_tensor_input_engine(trt, tmp_path, record_property):
+    """A Reshape whose target is a model input (a shape tensor for TensorRT): built with --shape-values, its values
+    handed over in host memory, the output sized by them."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Reshape", ["x", "target"], ["y"], name="reshape")], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 8]),
+                               helper.make_tensor_value_info("target", TensorProto.INT64, [2])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["a", "b"])])
+    model = tmp_path / "reshape.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(model))
+    engine = tmp_path / "reshape.engine"
+    code = _cli(["build", model, "--batch-sizes", "1,4", "--shape-values", "target:1,8/2,16/4,16", "-o", engine,
+                 "-q"])
+    from trtq.backend.runner import EngineRunner
+
+    if code == 0:
+        with EngineRunner(engine) as runner:
+            target = next(t for t in runner.inputs if t.name == "target")
+            out = runner.infer({"x": np.arange(32, dtype=np.float32).reshape(4, 8), "target": np.array([2, 16])})
+        record_property("answer", f"TensorRT {trt.__version__}: target is {'host' if target.host else 'device'} "
+                                  f"memory; y {list(out['y'].shape)}")
+        assert out["y"].shape == (2, 16)
+        np.testing.assert_array_equal(out["y"].reshape(-1), np.arange(32, dtype=np.float32))
+    else:  # TensorRT did not treat target as a shape tensor: the values are then not needed
+        assert _cli(["build", model, "--batch-sizes", "1,4", "-o", engine, "-q"]) == 0
+        record_property("answer", f"TensorRT {trt.__version__}: target is not a shape tensor")

@@ -349,6 +349,7 @@ def _world(trt, model_path: Path, timing_ok: bool = True):
         "Runtime.__init__": lambda *a: None,
         "OnnxParser.parse_from_file": lambda self, path: Path(path).exists(),
         "OnnxParser.num_errors": 0,
+        "ITensor.is_shape_tensor": False,  # as TensorRT answers for a data input
         "IBuilderConfig.set_timing_cache": lambda self, cache, ignore: timing_ok or cache._world.calls.count(
             ("IBuilderConfig", "create_timing_cache", (b"",))) > 0,
         "ITimingCache.serialize": lambda self: b"timing-cache",
@@ -1058,6 +1059,14 @@ def _engine_installed(trt, world):
         cuda.Stream, cuda.Event = saved
 
 
+def _rows_times(images: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """``images`` flattened per row times ``weights``, each row the same number whatever the batch: in float64,
+    then float32 (a float32 BLAS blocks a 5-row and a 36-row product differently on some CPUs, AVX2-only ones
+    among them, so a row's last bit would depend on the batch it came in)."""
+    flat = images.reshape(len(images), -1).astype(np.float64)
+    return (flat @ weights.astype(np.float64)).astype(np.float32)
+
+
 def _image_model(folder: Path, samples: int):
     """ref.onnx (images [N,3,8,8] -> out [N,10], a real MatMul) and ``samples`` .npy samples; returns (model, data folder, weights)."""
     import onnx
@@ -1090,7 +1099,7 @@ def eval_pads_to_the_engines_smallest_batch(expected):
         model, data, weights = _image_model(Path(tmp), 36)
         engine = Path(tmp) / "m.engine"
         engine.write_bytes(b"engine")
-        compute = lambda feed: {"out": feed["images"].reshape(len(feed["images"]), -1) @ weights}  # noqa: E731
+        compute = lambda feed: {"out": _rows_times(feed["images"], weights)}  # noqa: E731
         for shape, profile in (((-1, 3, 8, 8), ((8, 3, 8, 8), (32, 3, 8, 8), (32, 3, 8, 8))),
                                ((8, 3, 8, 8), None)):
             world = _computing_world(trt, [("images", trt.DataType.FLOAT, shape)],
@@ -1306,7 +1315,7 @@ def plugins_reach_eval_bench_and_inspect(expected):
             loaded.append(Path(path))
             return real_cdll(path, *args, **kwargs)
 
-        compute = lambda feed: {"out": feed["images"].reshape(len(feed["images"]), -1) @ weights}  # noqa: E731
+        compute = lambda feed: {"out": _rows_times(feed["images"], weights)}  # noqa: E731
         commands = [["eval", model, engine, "--data", data, "-q"],
                     ["bench", engine, "--batch-sizes", "2", "--iterations", "2", "--warmup", "0", "--no-files", "-q"],
                     ["inspect", engine, "--json"]]
@@ -1425,7 +1434,7 @@ def dla_core_option_for_engines_without_a_report(expected):
         model, data, weights = _image_model(Path(tmp), 4)
         engine = Path(tmp) / "dla.engine"
         engine.write_bytes(b"engine")
-        compute = lambda feed: {"out": feed["images"].reshape(len(feed["images"]), -1) @ weights}  # noqa: E731
+        compute = lambda feed: {"out": _rows_times(feed["images"], weights)}  # noqa: E731
         commands = [["eval", model, engine, "--data", data, "-q"],
                     ["bench", engine, "--batch-sizes", "2", "--iterations", "2", "--warmup", "0", "--no-files", "-q"],
                     ["inspect", engine, "--json"]]
@@ -1546,6 +1555,311 @@ def recurrent_profiles_on_their_own_batch_axes_on_every_path(expected):
             else:
                 assert shapes["mode"][0] == ((), (), ()), shapes
                 assert shapes["x_raw"][0][0][0] == 1 and shapes["x_raw"][0][2][0] > 1, shapes
+
+
+def _ranked(world, ranks):
+    """TensorRT's setInputShape refuses a shape of another rank than the engine tensor's (NVIDIA/TensorRT#588)."""
+    plain = world.script["IExecutionContext.set_input_shape"]
+    world.script["IExecutionContext.set_input_shape"] = lambda self, n, s: len(tuple(s)) == ranks[n] and \
+        plain(self, n, s)
+    return world
+
+
+@check
+def recurrent_and_scalar_engines_through_eval_and_bench(expected):
+    """`trtq eval` and `trtq bench` on engines of the digits LSTM (state [layers, batch, hidden], batch on axis 1)
+    and of the If model (a rank-0 `mode`; INT32 on 8.6): each input is shaped from its own array on its own batch
+    axis, the scalar stays rank 0, and random data never picks `mode` silently. The engines compute with ONNX
+    Runtime on what trtq copied into their buffers, so a wrong batch or rank fails as it would in TensorRT."""
+    import os
+
+    from trtq.backend.build import profile_shapes
+    from trtq.backend.runner import EngineSession
+    from trtq.graph.model import load_onnx
+    from trtq.graph.signature import input_specs
+    from trtq.ort import create_session
+
+    trt, major = context()
+    models = Path(os.environ["TRTQ_CONTRACT_MODELS"])
+    F = trt.DataType.FLOAT
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        rng = np.random.default_rng(0)
+        # the LSTM, with exactly the profile `trtq build --batch-sizes 1,32` gives it
+        lstm = models / "lstm.onnx"
+        session = create_session(str(lstm))
+        refused = []
+
+        def lstm_compute(feed):
+            try:
+                return dict(zip(["logits", "hN", "cN"], session.run(None, feed)))
+            except Exception as exc:  # noqa: BLE001 - TensorRT cannot run mismatched batches either
+                refused.append(str(exc)[-120:])
+                return {"logits": np.zeros((0, 10), np.float32), "hN": np.zeros((1, 0, 16), np.float32),
+                        "cN": np.zeros((1, 0, 16), np.float32)}
+
+        profile = profile_shapes(input_specs(load_onnx(lstm)), batch_sizes=[1, 32], opt_shapes={"x": (32, 8, 8)})
+        inputs = [("x", F, (-1, -1, 8)), ("h0", F, (1, -1, 16)), ("c0", F, (1, -1, 16))]
+        outputs = [("logits", F, (-1, 10)), ("hN", F, (1, -1, 16)), ("cN", F, (1, -1, 16))]
+        data = tmp / "lstm-data"
+        data.mkdir()
+        for i in range(40):  # one sample per file; the state without its batch axis
+            np.savez(data / f"{i:03d}.npz", x=rng.random((8, 8), np.float32), h0=np.zeros((1, 16), np.float32),
+                     c0=np.zeros((1, 16), np.float32))
+        engine = tmp / "lstm.engine"
+        engine.write_bytes(b"engine")
+        report = tmp / "eval.json"
+        runs = [["eval", lstm, engine, "--data", data, "-q", "--json", report],
+                ["bench", engine, "--batch-sizes", "1,8", "--shape", "x:1x8x8", "--no-files", "-q", "--iterations",
+                 "1", "--warmup", "0"],
+                ["bench", engine, "--data", data, "--batch-sizes", "1,8", "--no-files", "-q", "--iterations", "1",
+                 "--warmup", "0"]]
+        for argv in runs:
+            world = _ranked(_computing_world(trt, inputs, outputs, lstm_compute, profiles=profile),
+                            {"x": 3, "h0": 3, "c0": 3})
+            with _engine_installed(trt, world):
+                code, out, err = _cli(argv)
+            assert code == 0, (argv[0], err[-600:])
+            assert not refused, (argv[0], refused[:2])
+            _assert_clean(world)
+            shapes = dict(world.input_shapes[:3])
+            batch = shapes["x"][0]
+            assert shapes["h0"] == shapes["c0"] == (1, batch, 16), (argv[0], world.input_shapes[:6])
+            if argv[0] == "bench":
+                assert "outside the engine's profile" not in out, out
+                assert [s for n, s in world.input_shapes if n == "h0"][-1] == (1, 8, 16), world.input_shapes
+        assert json.loads(report.read_text())["samples"] == 40
+
+        # the If model: x_raw [batch, 64] and a scalar `mode` (8.6's parser makes INT64 INT32)
+        branch = models / "branch.onnx"
+        session_b = create_session(str(branch))
+        modes = []
+
+        def branch_compute(feed):
+            modes.append(int(np.asarray(feed["mode"]).reshape(-1)[0]))
+            return {"logits": session_b.run(None, {"x_raw": feed["x_raw"],
+                                                   "mode": np.asarray(feed["mode"], np.int64)})[0]}
+
+        mode_type = trt.DataType.INT32 if major < 10 else trt.DataType.INT64
+        profile = profile_shapes(input_specs(load_onnx(branch)), batch_sizes=[1, 32])
+        data = tmp / "branch-data"
+        data.mkdir()
+        for i in range(40):
+            np.savez(data / f"{i:03d}.npz", x_raw=rng.random(64).astype(np.float32), mode=np.array(1))
+        engine = tmp / "branch.engine"
+        engine.write_bytes(b"engine")
+
+        def branch_world():
+            world = _ranked(_computing_world(trt, [("x_raw", F, (-1, 64)), ("mode", mode_type, ())],
+                                             [("logits", F, (-1, 10))], branch_compute, profiles=profile),
+                            {"x_raw": 2, "mode": 0})
+            # the output shape from the last x_raw shape set (no compute: `modes` records executions only)
+            world.script["IExecutionContext.get_tensor_shape"] = lambda self, n: (
+                [s for name, s in world.input_shapes if name == "x_raw"][-1][0], 10)
+            return world
+
+        for argv in (["eval", branch, engine, "--data", data, "-q"],
+                     ["bench", engine, "--data", data, "--batch-sizes", "4", "--no-files", "-q", "--iterations", "1",
+                      "--warmup", "0"]):
+            modes.clear()
+            world = branch_world()
+            with _engine_installed(trt, world):
+                code, out, err = _cli(argv)
+            assert code == 0, (argv[0], err[-600:])
+            _assert_clean(world)
+            assert {s for n, s in world.input_shapes if n == "mode"} == {()}, world.input_shapes
+            assert modes and set(modes) == {1}, (argv[0], modes)
+        world = branch_world()
+        with _engine_installed(trt, world):
+            engine_session = EngineSession(engine, model=branch)
+            got = engine_session.run(None, {"x_raw": rng.random((4, 64), np.float32), "mode": np.array(1)})
+            engine_session.runner._buffers.clear()
+            modes.clear()
+            code, out, err = _cli(["bench", engine, "--batch-sizes", "4", "--no-files", "--iterations", "1",
+                                   "--warmup", "0"])
+        assert got[0].shape == (4, 10), got[0].shape
+        assert code == 1 and not modes, (code, modes)  # nothing timed with a made-up mode
+        assert "'mode' is an integer configuration input" in " ".join(out.split()), out
+
+
+def _reshape_by_input(path: Path) -> Path:
+    """x [N, 8] reshaped by the int64 input `target` (a Reshape shape fed from outside: a shape tensor)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Reshape", ["x", "target"], ["y"], name="reshape")], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 8]),
+                               helper.make_tensor_value_info("target", TensorProto.INT64, [2])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["a", "b"])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path
+
+
+@check
+def shape_tensor_inputs_get_value_ranges_and_host_memory(expected):
+    """An input TensorRT treats as a shape tensor (ITensor.is_shape_tensor): `trtq build` sets the range of its
+    values in the profile (IOptimizationProfile.set_shape_input, from --shape-values; without them one line
+    naming the option), and `trtq bench --data` hands its values to TensorRT in host memory before the output
+    shapes are asked for; random data never invents them."""
+    import ctypes
+
+    trt, major = context()
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        model = _reshape_by_input(tmp / "m.onnx")
+
+        def shape_world():
+            world = _world(trt, model)
+            world.script["ITensor.is_shape_tensor"] = lambda self: world.sets[(id(self), "name")] == "target"
+            return world
+
+        world = shape_world()
+        with _installed(trt, world):
+            code, _, err = _cli(["build", model, "--batch-sizes", "1,4", "-o", tmp / "m.engine"])
+        _one_line(code, err, "'target' as a shape tensor", "--shape-values target:")
+        world = shape_world()
+        with _installed(trt, world):
+            code, _, err = _cli(["build", model, "--batch-sizes", "1,4", "--shape-values", "target:1,8/2,16/4,16",
+                                 "-o", tmp / "m.engine"])
+        assert code == 0, err[-600:]
+        _assert_clean(world)
+        values = [(a[0], tuple(a[1]), tuple(a[2]), tuple(a[3])) for a in _calls(world, "IOptimizationProfile",
+                                                                               "set_shape_input")]
+        assert values == [("target", (1, 8), (2, 16), (4, 16))], values
+        report = json.loads((tmp / "m.engine.json").read_text())
+        assert report["shape_values"] == {"target": {"min": [1, 8], "opt": [2, 16], "max": [4, 16]}}, report
+
+        # the engine: x on the device, target in host memory (TensorLocation.HOST, is_shape_inference_io)
+        target_type = trt.DataType.INT32 if major < 10 else trt.DataType.INT64
+        target_dtype = np.dtype(trt.nptype(target_type))
+        host_addresses, seen = {}, []
+
+        def host_values(name="target"):
+            return np.ctypeslib.as_array((ctypes.c_byte * (2 * target_dtype.itemsize)).from_address(
+                host_addresses[name])).view(target_dtype).copy()
+
+        def compute(feed):
+            seen.append(tuple(int(v) for v in host_values()))
+            return {"y": feed["x"].reshape(tuple(host_values()))}
+
+        def engine_world():
+            world = _computing_world(trt, [("x", trt.DataType.FLOAT, (-1, 8))], [("y", trt.DataType.FLOAT, (-1, -1))],
+                                     compute, profiles={"x": ((1, 8), (4, 8), (8, 8))})
+            world.script["ICudaEngine.get_tensor_shape"] = lambda self, n: {"x": (-1, 8), "target": (2,),
+                                                                            "y": (-1, -1)}[n]
+            names = ["x", "target", "y"]
+            modes = {"x": trt.TensorIOMode.INPUT, "target": trt.TensorIOMode.INPUT, "y": trt.TensorIOMode.OUTPUT}
+            world.script.update({
+                "ICudaEngine.num_io_tensors": 3,
+                "ICudaEngine.get_tensor_name": lambda self, i: names[i],
+                "ICudaEngine.get_tensor_mode": lambda self, n: modes[n],
+                "ICudaEngine.get_tensor_dtype": lambda self, n: target_type if n == "target" else trt.DataType.FLOAT,
+                "ICudaEngine.get_tensor_location": lambda self, n: trt.TensorLocation.HOST if n == "target" else
+                trt.TensorLocation.DEVICE,
+                "ICudaEngine.is_shape_inference_io": lambda self, n: n == "target",
+                # TensorRT sizes y from the values it reads on the host: they must be set before this is asked
+                "IExecutionContext.get_tensor_shape": lambda self, n: tuple(int(v) for v in host_values()),
+            })
+            plain_address = world.script["IExecutionContext.set_tensor_address"]
+
+            def set_address(self, name, pointer):
+                if name == "target":
+                    host_addresses[name] = pointer
+                    return None
+                return plain_address(self, name, pointer)
+
+            world.script["IExecutionContext.set_tensor_address"] = set_address
+            plain_execute = world.script["IExecutionContext.execute_async_v3"]
+            world.script["IExecutionContext.execute_async_v3"] = lambda self, stream: plain_execute(self, stream)
+            return world
+
+        data = tmp / "data"
+        data.mkdir()
+        for i in range(4):
+            np.savez(data / f"{i}.npz", x=np.arange(8, dtype=np.float32) + i, target=np.array([2, 16]))
+        engine = tmp / "shape.engine"
+        engine.write_bytes(b"engine")
+        world = engine_world()
+        with _engine_installed(trt, world):
+            code, out, err = _cli(["bench", engine, "--data", data, "--batch-sizes", "4", "--no-files", "-q",
+                                   "--iterations", "1", "--warmup", "0"])
+        assert code == 0, err[-600:]
+        _assert_clean(world)
+        assert seen and set(seen) == {(2, 16)}, seen
+        assert "target" not in [a[0] for a in _calls(world, "IExecutionContext", "set_input_shape")
+                                if tuple(a[1]) != (2,)], "the shape tensor's own shape is its [2]"
+        seen.clear()
+        world = engine_world()
+        with _engine_installed(trt, world):
+            code, out, err = _cli(["bench", engine, "--batch-sizes", "4", "--no-files", "--iterations", "1",
+                                   "--warmup", "0"])
+        assert code == 1 and not seen and "'target'" in out, (code, out[-400:], err[-400:])
+
+
+@check
+def streamed_engine_with_its_state_fed_back(expected):
+    """`trtq eval lstm.onnx lstm.engine --feedback hN=h0 --feedback cN=c0` on sequences: the engine itself is
+    streamed one row per call with its own state fed back (h0/c0 [1, 1, 16] each step), as the ONNX candidate is."""
+    import os
+
+    from trtq.ort import create_session
+
+    trt, _ = context()
+    models = Path(os.environ["TRTQ_CONTRACT_MODELS"])
+    lstm = models / "lstm.onnx"
+    session = create_session(str(lstm))
+    steps = []
+
+    def compute(feed):
+        steps.append(feed["x"].shape)
+        return dict(zip(["logits", "hN", "cN"], session.run(None, feed)))
+
+    F = trt.DataType.FLOAT
+    world = _computing_world(trt, [("x", F, (-1, -1, 8)), ("h0", F, (1, -1, 16)), ("c0", F, (1, -1, 16))],
+                             [("logits", F, (-1, 10)), ("hN", F, (1, -1, 16)), ("cN", F, (1, -1, 16))], compute,
+                             profiles={"x": ((1, 1, 8), (1, 8, 8), (32, 8, 8)), "h0": ((1, 1, 16), (1, 1, 16),
+                                       (1, 32, 16)), "c0": ((1, 1, 16), (1, 1, 16), (1, 32, 16))})
+    rng = np.random.default_rng(0)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        sequences = tmp / "rows"
+        sequences.mkdir()
+        for i in range(4):  # one digit-like sequence each, one row ([rows=1, 8]) per call
+            np.savez(sequences / f"d{i}.npz", x=rng.random((8, 1, 8), np.float32))
+        engine = tmp / "lstm.engine"
+        engine.write_bytes(b"engine")
+        with _engine_installed(trt, world):
+            code, out, err = _cli(["eval", lstm, engine, "--data", sequences, "--feedback", "hN=h0", "--feedback",
+                                   "cN=c0", "--no-speed"])
+        assert code == 0, err[-600:]
+        _assert_clean(world)
+        assert "4 sequences (32 steps)" in " ".join(out.split()), out
+        executed = [shape for shape in steps if shape[0] == 1]
+        assert len(executed) >= 32 and set(executed) == {(1, 1, 8)}, steps[:6]
+        assert {s for n, s in world.input_shapes if n == "h0"} == {(1, 1, 16)}, world.input_shapes[:6]
+
+
+@check
+def bench_profile_spans_each_inputs_batch_axis(expected):
+    """`trtq bench lstm.onnx --backend trt --shape ...`: the engine it builds has each input's batch sizes on that
+    input's own batch axis (h0/c0 on axis 1), the --shape dims elsewhere."""
+    import os
+    import shutil
+
+    trt, _ = context()
+    models = Path(os.environ["TRTQ_CONTRACT_MODELS"])
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        shutil.copy(models / "lstm.onnx", tmp / "m.onnx")
+        world = _world(trt, tmp / "m.onnx")
+        with _installed(trt, world):
+            _cli(["bench", tmp / "m.onnx", "--backend", "trt", "--precisions", "fp32", "--batch-sizes", "1,8",
+                  "--shape", "x:1x8x8", "--shape", "h0:1x1x16", "--shape", "c0:1x1x16", "--no-files", "-q"])
+        _assert_clean(world)
+        shapes = {args[0]: tuple(tuple(d) for d in args[1:]) for args in _calls(world, "IOptimizationProfile",
+                                                                                    "set_shape")}
+        assert shapes["x"] == ((1, 8, 8), (8, 8, 8), (8, 8, 8)), shapes
+        assert shapes["h0"] == shapes["c0"] == ((1, 1, 16), (1, 8, 16), (1, 8, 16)), shapes
 
 
 @check

@@ -128,7 +128,7 @@ class World:
             return value is None or self.accepts(value, typ[typ.index("[") + 1:-1])
         if " | " in typ:
             return any(self.accepts(value, t) for t in typ.split(" | "))
-        for prefix in ("List[", "typing.List[", "Sequence[", "typing.Sequence["):
+        for prefix in ("List[", "typing.List[", "Sequence[", "typing.Sequence[", "collections.abc.Sequence["):
             if typ.startswith(prefix):
                 inner = typ[len(prefix):-1]
                 return isinstance(value, (list, tuple)) and all(self.accepts(v, inner) for v in value)

@@ -224,3 +224,76 @@ def test_generated_configs_load_under_tritons_rules(yolo_unit_scale, tmp_path, m
     _triton_loads(model_config_pb2, write_repository(model, cache, tmp_path / "repo")["config"])
     engine = _fake_engine(Path(model).parent, Path(model))
     _triton_loads(model_config_pb2, write_repository(engine, cache, tmp_path / "repo", name="e")["config"])
+
+
+def _gru_sequence_first(folder: Path) -> Path:
+    """X [seq, batch, 8] -> GRU (ONNX layout 0, torch's default) -> last step -> logits [batch, 10]."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    hidden = 16
+    graph = helper.make_graph(
+        [helper.make_node("GRU", ["X", "W", "R"], ["Y", "Y_h"], hidden_size=hidden, name="gru"),
+         helper.make_node("Squeeze", ["Y_h", "axes0"], ["last"], name="squeeze"),
+         helper.make_node("MatMul", ["last", "head"], ["logits"], name="head_mm")],
+        "seq_first", [helper.make_tensor_value_info("X", TensorProto.FLOAT, ["seq", "batch", 8])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 10])],
+        [numpy_helper.from_array(rng.normal(size=(1, 3 * hidden, 8)).astype(np.float32) * 0.3, "W"),
+         numpy_helper.from_array(rng.normal(size=(1, 3 * hidden, hidden)).astype(np.float32) * 0.3, "R"),
+         numpy_helper.from_array(rng.normal(size=(hidden, 10)).astype(np.float32), "head"),
+         numpy_helper.from_array(np.array([0], np.int64), "axes0")])
+    model = folder / "gru.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(model))
+    data = folder / "gru-data"
+    data.mkdir()
+    for i in range(16):
+        np.save(data / f"{i:03d}.npy", rng.random((12, 8)).astype(np.float32))  # one sequence: [seq, 8]
+    return model
+
+
+def test_a_model_batched_off_axis_0_is_not_batched_by_triton(tmp_path, model_config_pb2, capsys):
+    """A sequence-first GRU batches on axis 1: Triton would stack requests along the sequence, so the config is
+    non-batching with the full shape, and loads under Triton's rules."""
+    from trtq.cli import main
+    from trtq.data.spec import DataSpec
+    from trtq.pipeline import calibrate
+
+    model = _gru_sequence_first(tmp_path)
+    calibrate(model, DataSpec(path=str(tmp_path / "gru-data"), batch_size=8), algorithm="minmax",
+              cache_path=tmp_path / "gru.cache")
+    assert main(["deploy", "triton", str(model), "--cache", str(tmp_path / "gru.cache"), "-o",
+                 str(tmp_path / "repo")]) == 0
+    config = _triton_loads(model_config_pb2, tmp_path / "repo" / "gru" / "config.pbtxt")
+    assert config.max_batch_size == 0 and list(config.input[0].dims) == [-1, -1, 8]
+    assert list(config.output[0].dims) == [-1, 10] and not config.HasField("dynamic_batching")
+    assert "batches on axis 1" in " ".join(capsys.readouterr().out.split())
+
+
+def test_a_scalar_input_is_refused_with_the_fix(tmp_path, capsys):
+    """A rank-0 input has no Triton form (no empty reshape in a non-batching model; the TensorRT backend cannot
+    batch a rank-0 tensor): one line naming it and the fix, nothing written."""
+    import sys
+
+    from trtq.cli import main
+    from trtq.data.spec import DataSpec
+    from trtq.pipeline import calibrate
+
+    sys.path.insert(0, str(Path(__file__).parents[1]))
+    import _recurrent
+
+    model = _recurrent.scalar_branch_classifier(tmp_path / "branch.onnx")
+    data = tmp_path / "data"
+    data.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(16):
+        np.savez(data / f"{i:03d}.npz", x_raw=rng.random(64).astype(np.float32), mode=np.array(1))
+    calibrate(model, DataSpec(path=str(data), batch_size=8), algorithm="minmax", cache_path=tmp_path / "b.cache")
+    engine = _report_engine(model, "branch.engine", {"x_raw": {"min": [1, 64], "opt": [8, 64], "max": [8, 64]},
+                                                     "mode": {"min": [], "opt": [], "max": []}}, version="10.3.0")
+    capsys.readouterr()
+    assert main(["deploy", "triton", str(engine), "--cache", str(tmp_path / "b.cache"), "-o",
+                 str(tmp_path / "repo")]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(err) == 1 and "'mode' is a scalar" in err[0] and "shape [1]" in err[0], err
+    assert not (tmp_path / "repo").exists()

@@ -134,9 +134,16 @@ def benchmark_engines(paths: Sequence[PathLike], batch_sizes: Sequence[int], *,
                         done += iterations
                         progress(done, total)
                         continue
-                    runner.set_batch_size(batch_size, {name: a.shape for name, a in feed.items()})
+                    runner.set_batch_size(batch_size, {name: a.shape for name, a in feed.items()}, values=feed)
                     runner.load_inputs(feed)
                 else:
+                    refusal = runner.random_refusal()
+                    if refusal:
+                        results.append(BenchResult(model=path.name, precision=precision, backend=BACKEND,
+                                                   batch_size=int(batch_size), note=refusal, **common))
+                        done += iterations
+                        progress(done, total)
+                        continue
                     runner.set_batch_size(batch_size, shapes)
                     runner.fill_random()
 
@@ -186,9 +193,16 @@ def build_and_benchmark(model_path: PathLike, precisions: Sequence[str], batch_s
     if not sizes:
         return results
     profile = {}
-    for name, shape in (shapes or {}).items():
-        rest = tuple(int(d) for d in shape[1:])
-        profile[name] = ((sizes[0],) + rest, (sizes[-1],) + rest, (sizes[-1],) + rest)
+    by_name = {s.name: s for s in specs}
+    for name, shape in (shapes or {}).items():  # --shape gives the other axes; the batch spans the sizes
+        spec = by_name.get(name)
+        axis = spec.batch_axis if spec is not None and spec.batched and spec.batch_axis < len(shape) else None
+        dims = tuple(int(d) for d in shape)
+
+        def at(batch, dims=dims, axis=axis):
+            return dims if axis is None else dims[:axis] + (batch,) + dims[axis + 1:]
+
+        profile[name] = (at(sizes[0]), at(sizes[-1]), at(sizes[-1]))
     with tempfile.TemporaryDirectory(prefix="trtq-engines-") as scratch:
         folder = Path(engines_dir) if engines_dir is not None else Path(scratch)
         built, labels = [], []

@@ -54,6 +54,7 @@ FUNCTION_PATHS = {
     "_create_builder": "common",
     "_parse_network": "common",
     "_configure_common": "common",
+    "_shape_tensor_inputs": "common",
     "_save_timing_cache": "common",
     "_configure_implicit": "implicit",
     "_float_layer_constraints": "implicit",
@@ -103,6 +104,8 @@ class BuildOptions:
     hardware_compatibility: Optional[str] = None  # HardwareCompatibilityLevel member, e.g. "AMPERE_PLUS"
     plugins: Sequence[Path] = ()                # plugin libraries loaded before parsing
     float_layers: Optional[Sequence[str]] = None  # ONNX nodes kept in float; default: the cache sidecar's list
+    #: shape-tensor inputs (TensorRT reads their values to size tensors): (min, opt, max) values per input
+    shape_values: Dict[str, Tuple[Shape, Shape, Shape]] = field(default_factory=dict)
     min_snr: Optional[float] = None             # fidelity gate on trtq's CPU calibration verdict (exit 3)
     min_cosine: Optional[float] = None
     min_agreement: Optional[float] = None       # ... and on its lowest top-1 agreement
@@ -338,11 +341,30 @@ def _parse_network(trt, builder, logger, onnx_path: Path, flags: int, label: str
     return network, parser
 
 
+def _shape_tensor_inputs(network) -> List[str]:
+    """Network inputs TensorRT treats as shape tensors (``ITensor.is_shape_tensor``): their *values* size other
+    tensors, so a profile needs value ranges for them and they live in host memory at run time."""
+    inputs = [network.get_input(index) for index in range(network.num_inputs)]
+    return [tensor.name for tensor in inputs if tensor.is_shape_tensor]
+
+
+def shape_value_ranges(names: Sequence[str], given: Mapping[str, Tuple[Shape, Shape, Shape]]
+                       ) -> Dict[str, Tuple[Shape, Shape, Shape]]:
+    """The (min, opt, max) values of each shape-tensor input, or a one-line error naming the option."""
+    missing = [name for name in names if name not in given]
+    if missing:
+        raise ModelError(f"TensorRT treats input {missing[0]!r} as a shape tensor (its values size other tensors), so "
+                         f"the engine's profile needs the range of its values: give --shape-values "
+                         f"{missing[0]}:MIN/OPT/MAX (comma-separated values each, e.g. {missing[0]}:1,8/4,8/8,8)")
+    return {name: tuple(tuple(int(v) for v in values) for values in given[name]) for name in names}
+
+
 def _configure_common(trt, builder, network, options: BuildOptions, profile_table: ProfileShapes, logger=None):
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(options.workspace_gib * (1 << 30)))
     inputs = [network.get_input(index) for index in range(network.num_inputs)]
-    if any(-1 in tuple(tensor.shape) for tensor in inputs):
+    values = shape_value_ranges([tensor.name for tensor in inputs if tensor.is_shape_tensor], options.shape_values)
+    if any(-1 in tuple(tensor.shape) for tensor in inputs) or values:
         profile = builder.create_optimization_profile()
         for tensor in inputs:
             if tensor.name not in profile_table:
@@ -353,6 +375,12 @@ def _configure_common(trt, builder, network, options: BuildOptions, profile_tabl
             except ValueError as exc:  # documented ":raises: ValueError" for inconsistent shapes
                 raise ModelError(f"TensorRT refused the profile of input {tensor.name!r} ({list(lo)} / {list(opt)} / "
                                  f"{list(hi)}): {exc}; check --min/--opt/--max-shapes") from None
+        for name, (lo, opt, hi) in values.items():  # shape tensors: the range of their values
+            try:
+                profile.set_shape_input(name, lo, opt, hi)
+            except (ValueError, TypeError) as exc:
+                raise ModelError(f"TensorRT refused the values of shape-tensor input {name!r} ({list(lo)} / "
+                                 f"{list(opt)} / {list(hi)}): {exc}; check --shape-values") from None
         config.add_optimization_profile(profile)
     timing = options.timing_cache.read_bytes() if options.timing_cache and options.timing_cache.exists() else b""
     mark = len(logger.messages.errors) if logger is not None else 0
@@ -456,7 +484,8 @@ def _float_layer_constraints(trt, network, config, float_layers: Sequence[str],
 
 
 def _configure_implicit(trt, builder, config, plan: BuildPlan, calibrator, calib_shapes: Dict[str, Shape],
-                        dynamic: bool) -> None:
+                        dynamic: bool, shape_values: Optional[Mapping[str, Tuple[Shape, Shape, Shape]]] = None
+                        ) -> None:
     if plan.fp16:
         config.set_flag(trt.BuilderFlag.FP16)
     if plan.int8 or "INT8" in plan.builder_flags:
@@ -467,6 +496,8 @@ def _configure_implicit(trt, builder, config, plan: BuildPlan, calibrator, calib
             profile = builder.create_optimization_profile()
             for name, shape in calib_shapes.items():
                 profile.set_shape(name, shape, shape, shape)
+            for name, (_, opt, _) in (shape_values or {}).items():  # calibrate at the shape tensors' opt values
+                profile.set_shape_input(name, opt, opt, opt)
             config.set_calibration_profile(profile)
 
 
@@ -600,6 +631,7 @@ def build_engine(options: BuildOptions, progress: ProgressCallback = no_progress
         network, parser = _parse_network(trt, builder, logger, onnx_path, _network_flags(trt, major, plan.strongly_typed),
                                          label, native_instancenorm=compatible and major < 10)
         config = _configure_common(trt, builder, network, options, profile_table, logger)
+        shape_inputs = _shape_tensor_inputs(network)
         feature_flags = _configure_features(trt, builder, config, options, plan)
         constrained: List[str] = []
         dla: Optional[dict] = None
@@ -615,7 +647,8 @@ def build_engine(options: BuildOptions, progress: ProgressCallback = no_progress
                 calib_size = calibrator.batch_size if calibrator is not None else 1
                 _configure_implicit(trt, builder, config, plan, calibrator,
                                     calibration_shapes(profile_table, calib_size, batch_axes_of(inputs)),
-                                    is_dynamic(profile_table))
+                                    is_dynamic(profile_table) or bool(shape_inputs),
+                                    shape_value_ranges(shape_inputs, options.shape_values))
             if options.dla_core is not None:
                 dla = _dla_report(config, network, options, label)
             log.info("building %s engine from %s with TensorRT %s (%s path)", plan.precision, label,
@@ -648,6 +681,8 @@ def build_engine(options: BuildOptions, progress: ProgressCallback = no_progress
         "precision": plan.precision,
         "profile": {name: {"min": list(lo), "opt": list(opt), "max": list(hi)}
                     for name, (lo, opt, hi) in profile_table.items()},
+        "shape_values": {name: {"min": list(lo), "opt": list(opt), "max": list(hi)} for name, (lo, opt, hi)
+                         in shape_value_ranges(shape_inputs, options.shape_values).items()} or None,
         "calibration": calibration,
         "workspace_gib": options.workspace_gib,
         "timing_cache": str(options.timing_cache) if options.timing_cache else None,

@@ -56,6 +56,7 @@ COMMON_BUILD_API: Tuple[str, ...] = (
     "HardwareCompatibilityLevel", "HardwareCompatibilityLevel.AMPERE_PLUS", "IBuilderConfig.profiling_verbosity", "ProfilingVerbosity.DETAILED",
     "INetworkDefinition.num_layers", "INetworkDefinition.get_layer", "ILayer.name",
     "IBuilderConfig.can_run_on_DLA",
+    "ITensor.is_shape_tensor", "IOptimizationProfile.set_shape_input",  # shape-tensor inputs: value ranges
 )
 
 #: TensorRT 8.6-10.x implicit quantization: calibrator + builder precision flags.
@@ -92,6 +93,7 @@ RUNTIME_API: Tuple[str, ...] = (
     "TensorIOMode.INPUT", "nptype", "DataType.itemsize", "init_libnvinfer_plugins",
     "ICudaEngine.create_engine_inspector", "EngineInspector.get_engine_information", "LayerInformationFormat.JSON",
     "Runtime.engine_host_code_allowed",
+    "ICudaEngine.is_shape_inference_io", "TensorLocation.HOST",  # shape-tensor inputs: values in host memory
 )
 
 #: ``trtq info`` on TensorRT <= 10 (the builder queries were removed in 11).

@@ -15,7 +15,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from ..errors import BackendUnavailable, ModelError, TrtqError
+from ..errors import BackendUnavailable, DataError, ModelError, TrtqError
 
 log = logging.getLogger(__name__)
 
@@ -44,11 +44,16 @@ class TensorInfo:
 
     def __init__(self, name: str, is_input: bool, dtype: np.dtype, shape: Tuple[int, ...],
                  profile: Optional[Tuple[Tuple[int, ...], Tuple[int, ...], Tuple[int, ...]]] = None,
-                 trt_dtype: str = "", vectorized_dim: int = -1, components: int = 1, tensor_format: str = "LINEAR"):
+                 trt_dtype: str = "", vectorized_dim: int = -1, components: int = 1, tensor_format: str = "LINEAR",
+                 host: bool = False):
         self.name, self.is_input, self.dtype, self.shape, self.profile = name, is_input, dtype, shape, profile
         self.trt_dtype = trt_dtype or str(dtype)
         self.vectorized_dim, self.components = vectorized_dim, max(1, int(components))
         self.format = tensor_format  # TensorFormat member name: LINEAR, or a vectorized/HWC layout
+        #: the axis that counts samples (None: a scalar or configuration tensor, the same with every batch)
+        self.batch_axis: Optional[int] = (0 if shape else None)
+        #: a shape-tensor input: TensorRT reads its values from host memory (no device buffer)
+        self.host = bool(host)
 
     @property
     def raw(self) -> bool:
@@ -88,17 +93,17 @@ class TensorInfo:
         ``convertDtype``), so token ids of an INT64 model are fed as int32 there, and an id above 2**31-1
         is an error, not a wrapped number.
         """
-        from ..errors import DataError
-
         refusal = self.real_data_refusal()
         if refusal:
             raise ModelError(refusal)
         array = np.asarray(array)
         want = self.dtype
+        # np.require, not np.ascontiguousarray: that makes a scalar (rank 0) a shape-[1] array, a shape TensorRT
+        # refuses for a rank-0 input
         if array.dtype == want:
-            return np.ascontiguousarray(array)
+            return np.require(array, requirements="C")
         if array.dtype.kind == "f" and want.kind == "f":
-            return np.ascontiguousarray(array, dtype=want)
+            return np.require(array, dtype=want, requirements="C")
         if array.dtype.kind in "iub" and want.kind in "iu":
             if array.size:
                 info = np.iinfo(want)
@@ -108,11 +113,69 @@ class TensorInfo:
                     raise DataError(f"input {self.name!r} holds {int(bad)}, which the engine's {want} input cannot "
                                     f"hold (TensorRT 8.6 turns INT64 inputs into INT32); values must lie in "
                                     f"{info.min}..{info.max}")
-            return np.ascontiguousarray(array, dtype=want)
+            return np.require(array, dtype=want, requirements="C")
         raise DataError(f"input {self.name!r}: the engine takes {want} data, the batch holds {array.dtype}")
 
     def __repr__(self) -> str:
         return f"TensorInfo({self.name!r}, {'input' if self.is_input else 'output'}, {self.dtype}, {self.shape})"
+
+
+def model_batch_axes(model) -> Tuple[Dict[str, Optional[int]], Dict[str, Optional[int]]]:
+    """Per input and per output of the ONNX ``model`` (a path or ModelProto): the axis that counts samples, None
+    for a scalar or configuration tensor, from the model's signature (:func:`trtq.graph.signature.read_signature`).
+    The one place the engine runner and the deploy writers read it."""
+    from ..graph.model import load_onnx
+    from ..graph.signature import read_signature
+
+    if not hasattr(model, "graph"):
+        model = load_onnx(model)
+    signature = read_signature(model)
+    return ({s.name: (s.batch_axis if s.batched else None) for s in signature.inputs},
+            {o.name: (o.spec.batch_axis if o.spec.batched else None) for o in signature.outputs})
+
+
+def tensor_specs(tensors: Sequence["TensorInfo"]) -> list:
+    """Engine tensors as :class:`trtq.graph.model.TensorSpec` with their batch axes (the shared batch dim named
+    ``batch``, other dynamic dims by tensor and axis), for trtq's data sources and feed helpers."""
+    from ..graph.model import TensorSpec
+
+    specs = []
+    for t in tensors:
+        dims = tuple(d if d >= 0 else ("batch" if axis == t.batch_axis else f"{t.name}:dim{axis}")
+                     for axis, d in enumerate(t.shape))
+        specs.append(TensorSpec(t.name, dims, np.dtype(np.float32) if t.raw else t.dtype, batch_axis=t.batch_axis))
+    return specs
+
+
+def engine_batch_axis(tensor: "TensorInfo") -> Optional[int]:
+    """The batch axis an engine tensor shows by itself: the axis its profile spans (min != max), else its first
+    dynamic axis, else 0; None for a scalar. Used where no ONNX model says it."""
+    if not tensor.shape:
+        return None
+    if tensor.profile is not None:
+        spans = [a for a, (lo, hi) in enumerate(zip(tensor.profile[0], tensor.profile[2])) if lo != hi]
+        if spans:
+            return spans[0]
+    dynamic = [a for a, d in enumerate(tensor.shape) if d == -1]
+    return dynamic[0] if dynamic else 0
+
+
+def _report_model_axes(engine_path: Path, report: Optional[dict]):
+    """The batch axes of the ONNX model the build report names beside the engine (same sha256), or None."""
+    from ..graph.model import file_sha256
+
+    recorded = (report or {}).get("model") or {}
+    if not recorded.get("file"):
+        return None
+    model = Path(engine_path).with_name(str(recorded["file"]))
+    try:
+        if not model.is_file() or (recorded.get("sha256") and file_sha256(model) != recorded["sha256"]):
+            return None
+        inputs, outputs = model_batch_axes(model)
+    except (OSError, TrtqError, ValueError) as exc:
+        log.debug("batch axes of %s not read: %s", model, exc)
+        return None
+    return {**inputs, **outputs}
 
 
 def numpy_dtype(trt, data_type, name: str = "") -> np.dtype:
@@ -178,9 +241,10 @@ def _io_tensors(trt, engine) -> List[TensorInfo]:
         is_input = engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT
         data_type = engine.get_tensor_dtype(name)
         dtype = numpy_dtype(trt, data_type, name)
-        if engine.get_tensor_location(name) != trt.TensorLocation.DEVICE:
-            raise ModelError(f"engine tensor {name!r} lives in host memory (a shape-tensor input): trtq's runner "
-                             "feeds device tensors only")
+        host = engine.get_tensor_location(name) != trt.TensorLocation.DEVICE
+        if host and not (is_input and engine.is_shape_inference_io(name)):
+            raise ModelError(f"engine {'input' if is_input else 'output'} {name!r} lives in host memory without being "
+                             "a shape-tensor input: trtq's runner reads device tensors only")
         shape = tuple(engine.get_tensor_shape(name))
         profile = None
         if is_input and -1 in shape:
@@ -192,7 +256,7 @@ def _io_tensors(trt, engine) -> List[TensorInfo]:
                                   vectorized_dim=int(engine.get_tensor_vectorized_dim(name)),
                                   components=int(engine.get_tensor_components_per_element(name)),
                                   tensor_format="LINEAR" if tensor_format == trt.TensorFormat.LINEAR else
-                                  getattr(tensor_format, "name", str(tensor_format))))
+                                  getattr(tensor_format, "name", str(tensor_format)), host=host))
     return tensors
 
 
@@ -253,7 +317,10 @@ class EngineRunner:
     """
 
     def __init__(self, engine: Union[PathLike, bytes], *, verbose: bool = False, plugins: Sequence[PathLike] = (),
-                 dla_core: Optional[int] = None):
+                 dla_core: Optional[int] = None, batch_axes: Optional[Mapping[str, Optional[int]]] = None):
+        """``batch_axes``: ``{tensor: axis or None}`` for inputs and outputs (:func:`model_batch_axes` of the ONNX
+        model); default: the model the build report names beside the engine, else what the engine's profile
+        shows (:func:`engine_batch_axis`)."""
         from . import import_tensorrt
         from .build import _logger_class
         from .cuda import Stream
@@ -278,11 +345,22 @@ class EngineRunner:
                                                  _plugin_paths(plugins, built.get("plugins"), self.label),
                                                  host_code, dla_core)
         self.tensors = _io_tensors(trt, self.engine)
+        if batch_axes is None and not isinstance(engine, (bytes, bytearray, memoryview)):
+            batch_axes = _report_model_axes(Path(engine), report)
+        for tensor in self.tensors:
+            if tensor.host:  # a shape tensor is configuration: the same values with every batch
+                tensor.batch_axis = None
+            elif batch_axes is not None and tensor.name in batch_axes:
+                axis = batch_axes[tensor.name]
+                tensor.batch_axis = None if axis is None or not tensor.shape else int(axis) % len(tensor.shape)
+            else:
+                tensor.batch_axis = engine_batch_axis(tensor)
         self.context = self.engine.create_execution_context()
         if self.context is None:
             raise TrtqError(f"TensorRT could not create an execution context for {self.label} (out of GPU memory?)")
         self.stream = Stream()
         self._buffers: Dict[str, object] = {}
+        self._host: Dict[str, np.ndarray] = {}  # shape-tensor inputs' values, alive while TensorRT may read them
         self._shapes: Dict[str, Tuple[int, ...]] = {}
         self.batch_size: Optional[int] = None
 
@@ -297,25 +375,41 @@ class EngineRunner:
         return [t for t in self.tensors if not t.is_input]
 
     def batch_range(self) -> Tuple[int, int]:
-        """(smallest, largest) batch size the engine accepts (a fixed batch gives (n, n))."""
+        """(smallest, largest) batch size the engine accepts, on each input's own batch axis (a fixed batch gives
+        (n, n); an engine without batched inputs (1, 1))."""
         lo, hi = 1, None
         for tensor in self.inputs:
-            if tensor.profile is not None and tensor.shape and tensor.shape[0] == -1:
-                lo, hi = max(lo, tensor.profile[0][0]), min(hi or 1 << 30, tensor.profile[2][0])
-            elif tensor.shape:
-                lo = hi = tensor.shape[0]
+            axis = tensor.batch_axis
+            if axis is None:
+                continue
+            if tensor.profile is not None and tensor.shape[axis] == -1:
+                lo, hi = max(lo, tensor.profile[0][axis]), min(hi or 1 << 30, tensor.profile[2][axis])
+            elif tensor.shape[axis] > 0:
+                lo = hi = tensor.shape[axis]
         return lo, (hi if hi is not None else lo)
 
     def input_shape(self, tensor: TensorInfo, batch_size: int) -> Tuple[int, ...]:
-        """The shape ``tensor`` gets at ``batch_size`` (non-batch dynamic axes take the profile's opt)."""
+        """The shape ``tensor`` gets at ``batch_size`` on its batch axis (other dynamic axes take the profile's
+        opt)."""
         if tensor.profile is None:
             return tensor.shape
         opt = tensor.profile[1]
         shape = tuple(opt[axis] if d == -1 else d for axis, d in enumerate(tensor.shape))
-        return (batch_size,) + shape[1:] if tensor.shape[0] == -1 else shape
+        return self._with_batch(tensor, shape, batch_size)
 
-    def set_batch_size(self, batch_size: int, shapes: Optional[Mapping[str, Sequence[int]]] = None) -> None:
-        """Set every input's shape for ``batch_size`` and (re)allocate buffers; outside the profile is an error."""
+    @staticmethod
+    def _with_batch(tensor: TensorInfo, shape: Tuple[int, ...], batch_size: int) -> Tuple[int, ...]:
+        axis = tensor.batch_axis
+        if axis is None or axis >= len(shape) or tensor.shape[axis] != -1:
+            return tuple(shape)
+        return tuple(shape[:axis]) + (int(batch_size),) + tuple(shape[axis + 1:])
+
+    def set_batch_size(self, batch_size: int, shapes: Optional[Mapping[str, Sequence[int]]] = None,
+                       values: Optional[Mapping[str, np.ndarray]] = None) -> None:
+        """Set every input's shape for ``batch_size`` on its own batch axis and (re)allocate buffers; ``shapes``:
+        full shapes of some inputs (an array's own shape, or ``--shape``; the batch axis is ``batch_size``);
+        ``values``: the arrays of shape-tensor inputs, which TensorRT reads from host memory to size the outputs.
+        Outside the profile is an error."""
         from .cuda import allocate
 
         lo, hi = self.batch_range()
@@ -328,8 +422,11 @@ class EngineRunner:
             shape = self.input_shape(tensor, batch_size)
             if shapes and tensor.name in shapes:
                 shape = tuple(int(d) for d in shapes[tensor.name])
-                if tensor.shape and tensor.shape[0] == -1 and shape:
-                    shape = (batch_size,) + shape[1:]  # --shape gives the other axes; the batch axis is the row's
+                if len(shape) != len(tensor.shape):
+                    raise TrtqError(f"input {tensor.name!r} has rank {len(tensor.shape)} in engine "
+                                    f"{Path(self.label).name} ({list(tensor.shape)}); the data gives shape "
+                                    f"{list(shape)}")
+                shape = self._with_batch(tensor, shape, batch_size)  # the batch axis is the row's
             if tensor.profile is not None:
                 outside = [a for a, (s, l, h) in enumerate(zip(shape, tensor.profile[0], tensor.profile[2]))
                            if not l <= s <= h]
@@ -339,6 +436,13 @@ class EngineRunner:
             if not context.set_input_shape(tensor.name, shape):
                 raise TrtqError(f"TensorRT refused shape {list(shape)} for input {tensor.name!r}")
             self._shapes[tensor.name] = shape
+            if tensor.host:
+                if values is None or tensor.name not in values:
+                    raise DataError(f"input {tensor.name!r} is a shape tensor of engine {Path(self.label).name} (its "
+                                    "values size other tensors): it needs real values; give --data")
+                array = tensor.host_array(values[tensor.name])
+                self._host[tensor.name] = array
+                context.set_tensor_address(tensor.name, array.ctypes.data)
         for tensor in self.outputs:
             shape = tuple(context.get_tensor_shape(tensor.name))
             if any(d < 0 for d in shape):
@@ -346,6 +450,8 @@ class EngineRunner:
                                 "needs outputs whose shape follows from the inputs")
             self._shapes[tensor.name] = shape
         for tensor in self.tensors:
+            if tensor.host:
+                continue
             nbytes = tensor.nbytes(self._shapes[tensor.name])
             buffer = self._buffers.get(tensor.name)
             if buffer is None or buffer.nbytes < nbytes:
@@ -368,13 +474,13 @@ class EngineRunner:
             refusal = tensor.real_data_refusal()
             if refusal:
                 raise ModelError(refusal)
-        first = np.asarray(next(iter(feed.values())))
-        shapes = {name: np.shape(value) for name, value in feed.items()}
-        self.set_batch_size(int(first.shape[0]) if first.ndim else 1, shapes)
+        shapes = {name: np.shape(value) for name, value in feed.items()}  # each input's own shape (Polygraphy's way)
+        self.set_batch_size(self.feed_batch(feed), shapes, values=feed)
         for tensor in self.inputs:
             if tensor.name not in feed:
                 raise TrtqError(f"no data for engine input {tensor.name!r}")
-            self._buffers[tensor.name].copy_from_host(tensor.host_array(feed[tensor.name]), self.stream)
+            if not tensor.host:
+                self._buffers[tensor.name].copy_from_host(tensor.host_array(feed[tensor.name]), self.stream)
         self.execute()
         results = {}
         for tensor in self.outputs:
@@ -383,26 +489,49 @@ class EngineRunner:
             results[tensor.name] = out
         return results
 
+    def feed_batch(self, feed: Mapping[str, np.ndarray]) -> int:
+        """Samples in ``feed``: the batch-axis length of its first batched input (1 when none is batched)."""
+        for tensor in self.inputs:
+            if tensor.batch_axis is not None and tensor.name in feed:
+                shape = np.shape(feed[tensor.name])
+                if len(shape) > tensor.batch_axis:
+                    return int(shape[tensor.batch_axis])
+        return 1
+
     def load_inputs(self, feed: Mapping[str, np.ndarray]) -> None:
         """Copy host arrays (the current shapes) into the input buffers (real-data benchmarks)."""
         for tensor in self.inputs:
             if tensor.name not in feed:
                 raise TrtqError(f"no data for engine input {tensor.name!r} (the data has {', '.join(feed)})")
+            if tensor.host:  # set with the shapes (set_batch_size's values): TensorRT sized the outputs by them
+                continue
             self._buffers[tensor.name].copy_from_host(tensor.host_array(feed[tensor.name]), self.stream)
         self.stream.synchronize()
 
     def input_specs(self):
         """The inputs as :class:`trtq.graph.model.TensorSpec` (dynamic axes named), for trtq's data sources."""
-        from ..graph.model import TensorSpec
+        return tensor_specs(self.inputs)
 
-        return [TensorSpec(t.name, tuple(d if d >= 0 else f"dim{axis}" for axis, d in enumerate(t.shape)),
-                           np.dtype(np.float32) if t.raw else t.dtype) for t in self.inputs]
+    def random_refusal(self) -> str:
+        """Why random inputs cannot stand for real ones here, or ``""``: an integer or boolean input without a
+        batch axis is configuration (a mode, a sample rate, a count) that decides what the engine computes."""
+        for tensor in self.inputs:
+            if tensor.batch_axis is None and not tensor.raw and tensor.dtype.kind in "iub":
+                return (f"input {tensor.name!r} is an integer configuration input (no batch axis): random data would "
+                        "time whatever its value 0 selects; give real inputs with --data")
+        return ""
 
     def fill_random(self, seed: int = 0) -> None:
-        """Put random inputs of the current shapes on the device (benchmarks)."""
+        """Put random inputs of the current shapes on the device (benchmarks); refused where
+        :meth:`random_refusal` says why."""
+        refusal = self.random_refusal()
+        if refusal:
+            raise DataError(refusal)
         rng = np.random.default_rng(seed)
         for tensor in self.inputs:
             shape = self._shapes[tensor.name]
+            if tensor.host:
+                continue
             if tensor.raw:  # BF16/FP8: bytes of small values would need a converter; zeros are valid in both
                 array = np.zeros(tensor.nbytes(shape), dtype=np.uint8)
             elif np.issubdtype(tensor.dtype, np.floating):
@@ -430,6 +559,7 @@ class EngineRunner:
         from .cuda import free_all
 
         buffers, self._buffers = list(self._buffers.values()), {}
+        self._host = {}
         try:
             free_all(buffers)
         finally:
@@ -465,7 +595,12 @@ class EngineSession:
     (:meth:`TensorInfo.host_array`: INT64 ids become the int32 a TensorRT 8.6 engine takes, when they fit).
     """
 
-    def __init__(self, engine: Union[PathLike, bytes], **kwargs):
+    def __init__(self, engine: Union[PathLike, bytes], *, model=None, **kwargs):
+        """``model``: the ONNX model (path or ModelProto) whose inputs the feeds follow: its batch axes are the
+        engine's (default: the build report's model, else the engine's profile)."""
+        if model is not None and "batch_axes" not in kwargs:
+            inputs, outputs = model_batch_axes(model)
+            kwargs["batch_axes"] = {**inputs, **outputs}
         self.runner = EngineRunner(engine, **kwargs)
 
     def get_inputs(self):
@@ -476,8 +611,6 @@ class EngineSession:
 
     def as_feed(self, batch) -> Dict[str, np.ndarray]:
         """``{input: array}`` in the engine's types (what :func:`trtq.ort.run` feeds an engine session)."""
-        from ..errors import DataError
-
         inputs = self.runner.inputs
         if isinstance(batch, Mapping):
             missing = [t.name for t in inputs if t.name not in batch]
@@ -499,35 +632,48 @@ class EngineSession:
             raise
         except Exception as exc:  # noqa: BLE001 - numpy/CUDA-layer errors while feeding or reading the engine
             shapes = ", ".join(f"{k}{list(np.shape(v))}" for k, v in feed.items())
-            name = Path(self.runner.label).name if self.runner is not None else "(closed)"
-            raise TrtqError(f"engine {name} could not run the batch ({shapes}): {type(exc).__name__}: "
+            raise TrtqError(f"engine {self._name()} could not run the batch ({shapes}): {type(exc).__name__}: "
                             f"{' '.join(str(exc).split())}") from None
 
+    def _name(self) -> str:
+        label = getattr(self.runner, "label", None)
+        return Path(label).name if label else "(engine)"
+
     def _run(self, names, feed):
-        names = list(names or [t.name for t in self.runner.outputs])
+        """Each input keeps its own batch axis (unbatched inputs go whole with every call); a batch the profile
+        takes runs as it is, a larger one in chunks, a smaller one padded by repeating its samples."""
+        from ..graph.batch import feed_samples, take_samples
+
+        runner = self.runner
+        names = list(names or [t.name for t in runner.outputs])
         feed = {name: np.asarray(value) for name, value in feed.items()}
-        count = int(np.shape(next(iter(feed.values())))[0])
-        smallest, largest = self.runner.batch_range()
+        specs = tensor_specs(runner.inputs)
+        count = feed_samples(feed, specs)
+        smallest, largest = runner.batch_range()
+        if smallest <= count <= largest:
+            outputs = runner.infer(feed)
+            return [outputs[name] for name in names]
+        by_name = {t.name: t for t in runner.outputs}
         parts = []
         for start in range(0, count, largest):
-            chunk = {name: value[start:start + largest] for name, value in feed.items()}
             size = min(largest, count - start)
+            chunk = take_samples(feed, specs, slice(start, start + size))
             if size < smallest:  # repeat the chunk's samples up to the profile's minimum; drop them below
-                rows = np.arange(smallest) % size
-                chunk = {name: value[rows] for name, value in chunk.items()}
-            outputs = self.runner.infer(chunk)
+                chunk = take_samples(chunk, specs, np.arange(smallest) % size)
+            outputs = runner.infer(chunk)
             kept = []
             for name in names:
-                out = outputs[name]
+                out, axis = outputs[name], by_name[name].batch_axis
+                if axis is None or out.ndim <= axis or out.shape[axis] != max(size, smallest):
+                    raise TrtqError(f"engine {self._name()} takes batches of {smallest}..{largest} and "
+                                    f"output {name!r} ({list(out.shape)}) has no batch axis to split the {count} "
+                                    f"samples along; give --batch-size within {smallest}..{largest}")
                 if size < smallest:
-                    if not out.ndim or out.shape[0] != smallest:
-                        raise TrtqError(f"engine {Path(self.runner.label).name} takes batches of {smallest} or more "
-                                        f"and output {name!r} ({list(out.shape)}) has no batch axis to drop the "
-                                        f"padding from; give --batch-size {smallest} or a multiple of it")
-                    out = out[:size]
+                    out = np.take(out, np.arange(size), axis=axis)
                 kept.append(out)
             parts.append(kept)
-        return [np.concatenate([p[i] for p in parts]) if len(parts) > 1 else parts[0][i] for i in range(len(names))]
+        return [np.concatenate([p[i] for p in parts], axis=by_name[name].batch_axis) if len(parts) > 1
+                else parts[0][i] for i, name in enumerate(names)]
 
     def close(self) -> None:
         if self.runner is not None:
@@ -553,4 +699,5 @@ def engine_information(trt, engine) -> Optional[dict]:
         return {"raw": str(text)}
 
 
-__all__ = ["EngineRunner", "EngineSession", "EngineLoadError", "TensorInfo", "read_build_report", "FUNCTION_PATHS", "numpy_dtype", "engine_information"]
+__all__ = ["EngineRunner", "EngineSession", "EngineLoadError", "TensorInfo", "model_batch_axes", "engine_batch_axis",
+           "tensor_specs", "read_build_report", "FUNCTION_PATHS", "numpy_dtype", "engine_information"]

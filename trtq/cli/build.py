@@ -71,6 +71,10 @@ def add_parser(sub) -> None:
     parser.add_argument("--plugins", action="append", default=[], metavar="PATH",
                         help="plugin library (.so) to load before parsing; repeat for several. TensorRT's own "
                              "plugins (EfficientNMS_TRT, ...) are always registered")
+    parser.add_argument("--shape-values", action="append", default=[], metavar="NAME:MIN/OPT/MAX",
+                        help="values of a shape-tensor input (one TensorRT reads to size other tensors, e.g. a "
+                             "Reshape target fed as an input): comma-separated values for min/opt/max, or one set "
+                             "for all three (NAME:4,8); repeat per input")
     from .info import add_cuda_argument
 
     add_cuda_argument(parser)
@@ -120,7 +124,27 @@ def options_from_args(args: argparse.Namespace):
         dla_core=args.dla_core, sparsity=args.sparsity, tf32=args.tf32,
         version_compatible=args.version_compatible, hardware_compatibility=args.hardware_compatibility,
         plugins=[Path(p) for p in args.plugins], **fidelity_options(args), target=fidelity_target_from_args(args),
+        shape_values=parse_shape_values(args.shape_values),
     )
+
+
+def parse_shape_values(values) -> dict:
+    """``["k:1,8/4,8/8,8", "n:3"]`` -> ``{"k": ((1, 8), (4, 8), (8, 8)), "n": ((3,), (3,), (3,))}``."""
+    from ..errors import TrtqError
+
+    result = {}
+    for value in values or ():
+        name, sep, ranges = str(value).rpartition(":")
+        parts = ranges.split("/")
+        try:
+            sets = [tuple(int(v) for v in part.split(",") if v.strip() != "") for part in parts]
+        except ValueError:
+            sets = []
+        if not sep or not name or len(sets) not in (1, 3) or any(not s or len(s) != len(sets[0]) for s in sets):
+            raise TrtqError(f"--shape-values {value}: expected NAME:MIN/OPT/MAX with comma-separated values of one "
+                            "length (e.g. k:1,8/4,8/8,8), or NAME:VALUES for all three")
+        result[name] = tuple(sets) if len(sets) == 3 else (sets[0],) * 3
+    return result
 
 
 def run(args: argparse.Namespace) -> int:

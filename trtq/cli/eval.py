@@ -179,10 +179,10 @@ def run(args: argparse.Namespace) -> int:
 
     apply_cuda_argument(args)
     feedback = feedback_from_args(args)
-    if feedback and (requantize or args.labels or args.metric or is_engine_path(args.candidate)):
-        raise TrtqError("--feedback streams two ONNX models over sequences; --labels, --metric, --sensitivity, "
-                        "--auto-exclude and engines are not supported with it")
-    if not feedback and not (requantize or args.labels or args.metric or is_engine_path(args.candidate)):
+    if feedback and (requantize or args.labels or args.metric):
+        raise TrtqError("--feedback streams the two models over sequences; --labels, --metric, --sensitivity and "
+                        "--auto-exclude are not supported with it")
+    if not feedback and not (requantize or args.labels or args.metric):
         from ..pipeline import STREAMED, state_pairs  # state pairs the graph has: streamed when the data are sequences
 
         found, mode = state_pairs(load_onnx(args.reference), (), spec)
@@ -193,7 +193,8 @@ def run(args: argparse.Namespace) -> int:
             from ..stream import evaluate_stream
 
             report = evaluate_stream(args.reference, args.candidate, spec, feedback, threads=args.threads,
-                                     class_outputs=args.class_output or None, progress=progress)
+                                     class_outputs=args.class_output or None, progress=progress,
+                                     plugins=args.plugins, dla_core=args.dla_core)
         else:
             report = ev.evaluate(args.reference, args.candidate, spec, labels=args.labels,
                                  class_outputs=args.class_output or None, metric=metric, threads=args.threads,

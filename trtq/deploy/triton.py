@@ -55,6 +55,7 @@ class TensorIO:
     data_type: str
     shape: Tuple[int, ...]
     profile: Optional[Tuple[Tuple[int, ...], Tuple[int, ...], Tuple[int, ...]]] = None
+    batch_axis: Optional[int] = 0       # the axis that counts samples; None: a scalar or configuration tensor
 
 
 @dataclass
@@ -72,15 +73,24 @@ class ModelIO:
         (n, n, n) for a static batch axis."""
         lo = opt = hi = None
         for tensor in self.inputs:
-            if not tensor.shape:
+            axis = tensor.batch_axis
+            if axis is None or axis >= len(tensor.shape):
                 continue
-            if tensor.shape[0] > 0:
-                return tensor.shape[0], tensor.shape[0], tensor.shape[0]
+            if tensor.shape[axis] > 0:
+                return tensor.shape[axis], tensor.shape[axis], tensor.shape[axis]
             if tensor.profile is not None:
-                lo = max(lo or 1, tensor.profile[0][0])
-                opt = max(opt or 1, tensor.profile[1][0])
-                hi = min(hi or 1 << 30, tensor.profile[2][0])
+                lo = max(lo or 1, tensor.profile[0][axis])
+                opt = max(opt or 1, tensor.profile[1][axis])
+                hi = min(hi or 1 << 30, tensor.profile[2][axis])
         return lo, opt, hi
+
+    def set_batch_axes(self, axes: Dict[str, Optional[int]]) -> None:
+        """Each tensor's batch axis from ``axes`` (:func:`trtq.backend.runner.model_batch_axes`); tensors it does
+        not name keep theirs."""
+        for tensor in self.inputs + self.outputs:
+            if tensor.name in axes:
+                axis = axes[tensor.name]
+                tensor.batch_axis = None if axis is None or not tensor.shape else int(axis) % len(tensor.shape)
 
 
 def triton_type(dtype, trt_name: str = "") -> str:
@@ -98,12 +108,16 @@ def _dims(shape) -> Tuple[int, ...]:
 
 
 def onnx_io(model) -> ModelIO:
-    """Inputs and outputs of an ONNX model (symbolic dims are -1)."""
+    """Inputs and outputs of an ONNX model (symbolic dims are -1) with each one's batch axis."""
+    from ..backend.runner import model_batch_axes
     from ..graph.model import output_specs
     from ..graph.signature import input_specs
 
-    return ModelIO([TensorIO(s.name, triton_type(s.dtype), _dims(s.shape)) for s in input_specs(model)],
-                   [TensorIO(s.name, triton_type(s.dtype), _dims(s.shape)) for s in output_specs(model)], "onnx")
+    io = ModelIO([TensorIO(s.name, triton_type(s.dtype), _dims(s.shape)) for s in input_specs(model)],
+                 [TensorIO(s.name, triton_type(s.dtype), _dims(s.shape)) for s in output_specs(model)], "onnx")
+    inputs, outputs = model_batch_axes(model)
+    io.set_batch_axes({**inputs, **outputs})
+    return io
 
 
 def engine_io(engine: PathLike, model: Optional[PathLike] = None) -> ModelIO:
@@ -129,11 +143,20 @@ def engine_io(engine: PathLike, model: Optional[PathLike] = None) -> ModelIO:
         except EngineLoadError as exc:
             raise _NotLoaded(f"{_first_sentence(exc)} (an engine loads only on the TensorRT version and GPU that "
                              "built it; writing its config does not need that)") from None
-        inputs = [TensorIO(t.name, triton_type(t.dtype, t.trt_dtype), tuple(t.shape), t.profile)
-                  for t in tensors if t.is_input]
-        outputs = [TensorIO(t.name, triton_type(t.dtype, t.trt_dtype), tuple(t.shape)) for t in tensors
-                   if not t.is_input]
-        return ModelIO(inputs, outputs, "tensorrt", report=report)
+        from ..backend.runner import _report_model_axes, engine_batch_axis, model_batch_axes
+
+        inputs = [TensorIO(t.name, triton_type(t.dtype, t.trt_dtype), tuple(t.shape), t.profile,
+                           engine_batch_axis(t)) for t in tensors if t.is_input]
+        outputs = [TensorIO(t.name, triton_type(t.dtype, t.trt_dtype), tuple(t.shape), None, engine_batch_axis(t))
+                   for t in tensors if not t.is_input]
+        io = ModelIO(inputs, outputs, "tensorrt", report=report)
+        if model is not None:
+            given_in, given_out = model_batch_axes(model)
+            axes = {**given_in, **given_out}
+        else:
+            axes = _report_model_axes(engine, report)
+        io.set_batch_axes(axes or {})  # the ONNX model's batch axes where it is known, else the engine's profile
+        return io
     except BackendUnavailable as exc:
         unavailable = f"TensorRT is not available here ({str(exc).split(';')[0]})"
     except _NotLoaded as exc:
@@ -216,13 +239,30 @@ class TritonModel:
 
 
 def plan_model(name: str, io: ModelIO, platform: str, max_batch: Optional[int] = None) -> TritonModel:
-    """Batching from the model: a static batch axis -> ``max_batch_size 0`` and full dims; a profile -> its max
-    (``max_batch`` only lowers it); a dynamic axis without a profile (ONNX) -> ``max_batch`` or the default."""
-    lo, opt, hi = io.batch_range()
-    batched = all(t.shape and t.shape[0] == -1 for t in io.inputs) and bool(io.inputs)
-    comments = []
-    if not batched:
+    """Batching from the model. Triton batches on axis 0 of every input and output: where each one's batch axis is
+    a dynamic axis 0, ``max_batch_size`` is the profile's max (``max_batch`` only lowers it; a dynamic axis without
+    a profile, ONNX: ``max_batch`` or the default). Anything else (a batch on another axis, a fixed batch, a
+    configuration input) gets ``max_batch_size 0`` with full dims. A scalar (rank 0) tensor has no Triton form
+    (a non-batching model cannot have an empty reshape, and the TensorRT backend cannot batch a rank-0 tensor):
+    refused with the fix."""
+    for kind, tensors in (("input", io.inputs), ("output", io.outputs)):
+        for tensor in tensors:
+            if not tensor.shape:
+                raise TrtqError(f"{kind} {tensor.name!r} is a scalar (rank 0), which Triton cannot serve (no dims in "
+                                "a model it cannot batch, and the TensorRT backend cannot batch a rank-0 tensor); "
+                                f"export the model with {tensor.name!r} as shape [1]")
+    unbatchable = [t for t in io.inputs + io.outputs if t.batch_axis != 0 or t.shape[0] != -1]
+    if unbatchable or not io.inputs:
+        comments = []
+        if unbatchable:
+            tensor = unbatchable[0]
+            why = ("has no batch axis" if tensor.batch_axis is None else
+                   f"batches on axis {tensor.batch_axis}" if tensor.batch_axis != 0 else "has a fixed batch")
+            comments.append(f"max_batch_size 0: {tensor.name!r} {why} (Triton batches on a dynamic axis 0 of every "
+                            "input and output), so dims are the full shapes and clients send whole batches")
         return TritonModel(name, platform, 0, io.inputs, io.outputs, comments=comments)
+    lo, opt, hi = io.batch_range()
+    comments = []
     if hi is None:
         hi = int(max_batch or defaults.DEPLOY_MAX_BATCH)
     elif max_batch:
@@ -233,17 +273,12 @@ def plan_model(name: str, io: ModelIO, platform: str, max_batch: Optional[int] =
     if lo and lo > 1:
         comments.append(f"the engine's profile accepts batches of {lo}..{hi}: Triton may send smaller ones, which "
                         "TensorRT rejects; rebuild with a profile from batch 1")
-    for tensor in io.outputs:
-        if not tensor.shape or tensor.shape[0] != -1:
-            raise TrtqError(f"output {tensor.name!r} has shape {list(tensor.shape)}: its first axis is not the batch "
-                            "axis, so Triton cannot batch this model; export it with a dynamic batch axis on every "
-                            "output")
     return TritonModel(name, platform, hi, [_without_batch(t) for t in io.inputs],
                        [_without_batch(t) for t in io.outputs], preferred, dynamic_batching=hi > 1, comments=comments)
 
 
 def _without_batch(tensor: TensorIO) -> TensorIO:
-    return TensorIO(tensor.name, tensor.data_type, tuple(tensor.shape[1:]), tensor.profile)
+    return TensorIO(tensor.name, tensor.data_type, tuple(tensor.shape[1:]), tensor.profile, None)
 
 
 def _quote(text: str) -> str:
@@ -261,8 +296,10 @@ def render_config(model: TritonModel) -> str:
             lines += ["  {", f"    name: {_quote(tensor.name)}", f"    data_type: {tensor.data_type}"]
             if tensor.shape:
                 lines.append(f"    dims: [ {', '.join(str(int(d)) for d in tensor.shape)} ]")
-            else:  # one value per batch item: Triton's dims cannot be empty, [1] is reshaped to a scalar
+            elif model.max_batch_size > 0:  # one value per batch item ([batch] in the model): Triton's idiom
                 lines += ["    dims: [ 1 ]", "    reshape: { shape: [ ] }"]
+            else:
+                raise TrtqError(f"{key} {tensor.name!r} has no dims in a model Triton cannot batch")
             lines.append("  }" + ("," if index < len(tensors) - 1 else ""))
         lines.append("]")
     if model.dynamic_batching:

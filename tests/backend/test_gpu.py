@@ -497,8 +497,8 @@ def _recurrent_module():
 
 def test_lstm_engine_eval_and_bench(trt, tmp_path, record_property):
     """The digits LSTM (h0/c0 [layers, batch, hidden]: batch on axis 1), built INT8 where TensorRT calibrates
-    (FP16 on 11.x): trtq eval and trtq bench run it with each input on its own batch axis. Answers C14/C15 with
-    the precisions `trtq inspect` reads."""
+    (FP16 on 11.x): trtq eval and trtq bench run it with each input on its own batch axis; records the precisions
+    `trtq inspect` reads."""
     import json
 
     pytest.importorskip("torch")
@@ -532,7 +532,7 @@ def test_lstm_engine_eval_and_bench(trt, tmp_path, record_property):
 
 def test_scalar_mode_engine_eval_and_bench(trt, tmp_path, record_property):
     """The If model with a rank-0 int64 `mode`: eval feeds it rank 0 with the recorded value, bench --data times
-    the branch the data select, random data refuse it. Answers C13: is `mode` a shape tensor (host memory)?"""
+    the branch the data select, random data refuse it. Records whether `mode` is a shape tensor (host memory)."""
     recurrent = _recurrent_module()
     model = recurrent.scalar_branch_classifier(tmp_path / "branch.onnx")
     data = tmp_path / "data"

@@ -240,7 +240,7 @@ def _minilm_onnx(work: Path) -> Path:
     example = tokenizer(["calibrate on the CPU, build on the Jetson", "int8"], padding=True, return_tensors="pt")
     axes = {"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "sequence"},
             "last_hidden_state": {0: "batch", 1: "sequence"}, "sentence_embedding": {0: "batch"}}
-    # trtq export has no dynamic sequence axis yet (issue 8), so torch.onnx.export directly (tracing exporter).
+    # trtq export has no dynamic sequence axis yet, so torch.onnx.export directly (tracing exporter).
     tmp = work / "minilm.tmp.onnx"
     import warnings
 

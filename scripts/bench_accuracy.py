@@ -24,7 +24,7 @@ different kinds of values (YOLOv8n: boxes and class scores), top-1 where labels 
 With trtq's ``auto`` algorithm (when present) one more row: trtq.calibrate(...,
 algorithm="auto"), its chosen algorithm and per-tensor overrides.
 
-Beside the SNR, every candidate's decisions (issue 15): top-1 agreement per position and the
+Beside the SNR, every candidate's decisions: top-1 agreement per position and the
 share of samples entirely agreeing (outputs with a class axis, found from the graph), the worst
 channel of a small feature axis, and the family's task metric where it has one (detector:
 matched-box recall vs FP32, reader: string agreement vs FP32; docs/examples). auto's choice is
@@ -417,7 +417,7 @@ def decision_gates(table: Table, auto_rows: List[Row], singles: List[Row]) -> No
                             gap >= -2 * noise,
                             f"{auto.label} {auto.scored.decision[1]:.4f} vs {best.label} {best.scored.decision[1]:.4f} "
                             f"({gap:+.4f}, noise +-{noise:.4f})"))
-    if setup.name == "detector":  # issue 15's check: recall vs FP32 kept within a point, or warned about
+    if setup.name == "detector":  # the detector's check: recall vs FP32 kept within a point, or warned about
         limit = 1 - MAX_METRIC_LOSS
         for auto in auto_rows:
             if auto.scored is not None:

@@ -3,8 +3,8 @@ README's results table, from one run of the commands as a user types them.
 
     python scripts/screens.py            # from a checkout, after `pip install -e .`
 
-The commands run in a temporary copy of a fresh clone's files, with COLUMNS=80 and standard
-output and error together, as a terminal shows them. Each capture says when and on what machine
+The commands run in a temporary copy of a fresh clone's files, in an 80-column terminal (no colours,
+no animation), standard output and error together, as a person sees them. Each capture says when and on what machine
 it was made; the README's table is replaced between its `results` markers.
 """
 
@@ -48,8 +48,11 @@ def machine() -> str:
 
 
 def run(command: str, cwd: Path) -> str:
-    env = dict(os.environ, COLUMNS="80", PATH=str(Path(sys.executable).parent) + os.pathsep + os.environ["PATH"])
-    env.pop("TERM", None)
+    # An 80-column terminal without colours or animation (rich: TTY_COMPATIBLE, TTY_INTERACTIVE; a dumb
+    # terminal gets no escape codes), so that the capture is what a person sees, as plain text.
+    env = dict(os.environ, COLUMNS="80", LINES="50", TTY_COMPATIBLE="1", TTY_INTERACTIVE="0", TERM="dumb",
+               PATH=str(Path(sys.executable).parent) + os.pathsep + os.environ["PATH"])
+    env.pop("FORCE_COLOR", None)
     result = subprocess.run(["bash", "-c", command + " 2>&1"], cwd=cwd, env=env, capture_output=True, text=True)
     if result.returncode != 0:
         sys.exit(f"`{command}` exited {result.returncode}:\n{result.stdout}")
@@ -58,7 +61,7 @@ def run(command: str, cwd: Path) -> str:
 
 def results_table(clone: Path, when: str, where: str) -> str:
     """The README's table, from the eval report and the quickstart's bench.json."""
-    from trtq.report import format_size
+    from trtq.report import format_percent, format_rate, format_size, format_speedup
 
     report = json.loads((clone / "out/screens/eval.json").read_text())
     bench = json.loads((clone / "out/quickstart/bench.json").read_text())["results"]
@@ -74,11 +77,12 @@ def results_table(clone: Path, when: str, where: str) -> str:
         "| | FP32 | INT8 |",
         "| --- | ---: | ---: |",
         f"| top-1 accuracy on {samples} held-out digits (TensorRT Q/DQ form) | "
-        f"{accuracy['reference_top1']:.2%} | {accuracy['candidate_top1']:.2%} |",
-        f"| output SNR against FP32 on the held-out digits | | {snr:.1f} dB |",
+        f"{format_percent(accuracy['reference_top1'])} | {format_percent(accuracy['candidate_top1'])} |",
+        f"| output SNR against FP32 on the held-out digits | | {snr:.2f} dB |",
         f"| size on disk | {format_size(size['fp32'])} | {format_size(size['int8'])} |",
-        f"| throughput, ONNX Runtime CPU, batch {largest} (INT8 CPU form) | {at['fp32']['throughput']:,.0f}/s | "
-        f"{at['int8']['throughput']:,.0f}/s ({at['int8']['throughput'] / at['fp32']['throughput']:.2f}x) |",
+        f"| samples/s, ONNX Runtime CPU, batch {largest} (INT8 CPU form) | {format_rate(at['fp32']['throughput'])} | "
+        f"{format_rate(at['int8']['throughput'])} "
+        f"({format_speedup(at['int8']['throughput'] / at['fp32']['throughput'])}) |",
         "",
         f"One run of `trtq quickstart` and `trtq eval` on {when}, {where}. Throughput on a shared",
         "machine is noisy: `bench.png` shows the spread of repeated runs.",
@@ -99,7 +103,7 @@ def main() -> int:
             (clone / name).symlink_to(ROOT / name)
         for name, command in SCREENS.items():
             text = run(command, clone)
-            header = f"$ {command}\n# captured {when} on {where}; COLUMNS=80, stdout and stderr together\n"
+            header = f"$ {command}\n# captured {when} on {where}; an 80-column terminal, stdout and stderr together\n"
             (out / f"{name}.txt").write_text(header + re.sub(r"[ \t]+\n", "\n", text), encoding="utf-8")
             print(f"wrote docs/screens/{name}.txt")
         table = results_table(clone, when, where)

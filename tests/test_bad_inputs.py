@@ -1,4 +1,4 @@
-"""Bad and unusual inputs across every command, as a new user would try them (issue 9).
+"""Bad and unusual inputs across every command, as a new user would try them.
 
 Each case runs ``trtq.cli.main`` in-process in a fresh copy of a small workspace (a toy
 classifier, .npy samples, a cache with its sidecar, a Q/DQ model, labels, loader scripts,
@@ -120,7 +120,7 @@ def template(tmp_path_factory) -> Path:
 
 
 def _round3_inputs(root: Path, cache_lines: List[str]) -> None:
-    """Inputs of the third round (issue 16): huge data, external weights, sidecars of the wrong shape..."""
+    """Unusual inputs: huge data, external weights, sidecars of the wrong shape..."""
     from PIL import Image
 
     rng = np.random.default_rng(1)
@@ -819,7 +819,7 @@ CASES: List[Case] = [
          error="bench.csv exists and is not a trtq bench CSV"),
     Case("qs-out-read-only", ["quickstart", "-o", "{ws}/ro", "--no-torch"], setup=lambda env: env.read_only(),
          error="read-only"),
-    # == round 3 (issue 16) ===============================================================================
+    # == existing results, unusual data and files ===============================================================================
     # -- 1. an existing good result is never destroyed ------------------------------------------------------
     Case("r3-all-huge-keeps-good-cache", ["calibrate", "{ws}/m.onnx", "--calib", "{ws}/huge.npy", "-o",
                                           "{ws}/m.calib.cache"], error="every floating-point tensor .* huge"),
@@ -1134,12 +1134,12 @@ def test_verdict_fixes_name_only_options_of_their_command(command):
     assert named and named <= known, named - known
 
 
-def test_case_count_covers_the_issue():
+def test_case_count_covers_every_listed_input():
     assert len(CASES) + 8 >= 100
 
 
 # ---------------------------------------------------------------------------------------------
-# Signals and standard output, in real processes (issue 16)
+# Signals and standard output, in real processes
 
 #: Runs trtq's CLI in a child process whose file writes pause for a minute after the data is written
 #: (not the probe), so a signal arrives while a temporary file exists: "mid-write".

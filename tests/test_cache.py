@@ -192,7 +192,7 @@ def test_fingerprint_survives_a_resave_and_names_what_changed():
     assert fingerprint_changes({"version": 0}, saved) is None  # another recipe: compared by sha256 instead
 
 
-# -- issue 16: the pair never tears, strict JSON, plausible scales -------------------------------------
+# -- the pair never tears, strict JSON, plausible scales -------------------------------------
 
 PAIR_WRITER = """
 import sys

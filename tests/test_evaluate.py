@@ -629,7 +629,7 @@ def test_auto_exclude_records_its_layers_for_quantize(sensitive, tmp_path, capsy
     assert "x" not in quantized_inputs and "r1" in quantized_inputs
 
 
-# --------------------------------------------------------------------------- decisions (issue 15)
+# --------------------------------------------------------------------------- decisions
 
 
 @pytest.mark.parametrize("head, opset, want", [

@@ -102,7 +102,7 @@ def test_pseudo_filesystem_is_refused():
         check_writable("/proc/trtq-test.cache")
 
 
-# -- issue 16: temporary files of killed runs, regular files only -------------------------------------
+# -- temporary files of killed runs, regular files only -------------------------------------
 
 
 def _dead_pid() -> int:

@@ -1,4 +1,4 @@
-"""trtq.jsonio: strict JSON out; bounded, schema-checked JSON in (issue 16)."""
+"""trtq.jsonio: strict JSON out; bounded, schema-checked JSON in."""
 
 from __future__ import annotations
 

@@ -148,7 +148,7 @@ def test_a_poor_result_prints_one_warning_line(tmp_path, capsys):
     assert "cosine inf" not in out
 
 
-# --------------------------------------------------------------------------- ranking by decisions (issue 15)
+# --------------------------------------------------------------------------- ranking by decisions
 
 
 def _candidate(name, ref, cand, class_outputs=None, metric=None):

@@ -61,7 +61,7 @@ def test_table_has_a_row_per_result_and_shows_notes():
     from rich.console import Console
 
     rows = fill_speedups(sample_rows())
-    table = bench_table(rows)
+    table = bench_table(rows, width=250)
     assert table.row_count == len(rows)
     console = Console(width=250, record=True)
     console.print(table)
@@ -148,3 +148,99 @@ def test_sensitivity_caption_names_a_json_file_only_when_one_is_written():
 
     assert "3 more layer(s) not shown (--json PATH writes every one)" in text()
     assert "3 more layer(s) in out/r.json" in text(json_path="out/r.json")
+
+
+def _render(renderable, width: int = 80) -> str:
+    import io as _io
+
+    from rich.console import Console
+
+    console = Console(width=width, file=_io.StringIO(), color_system=None)
+    console.print(renderable)
+    return console.file.getvalue()
+
+
+def _bench_rows():
+    rows = []
+    for model, precision in (("yolov8n-face-lindevs.onnx", "fp32"), ("yolov8n-face-lindevs.int8-cpu.onnx", "int8")):
+        for batch, latency in ((1, 24.93175), (32, 612.40567)):
+            row = BenchResult(model, precision, "ort-cpu", batch, latency * 0.98, latency * 1.3, latency * 1.9,
+                              latency / (2 if precision == "int8" else 1), size_bytes=12_345_678, iterations=50)
+            row.throughput = throughput_from_latency(batch, row.latency_ms_mean)
+            rows.append(row)
+    return fill_speedups(rows)
+
+
+def test_bench_table_at_80_columns_drops_columns_and_cuts_no_number():
+    text = _render(bench_table(_bench_rows(), width=80))
+    assert max(len(line) for line in text.splitlines()) <= 80
+    assert "…" not in text
+    for row in _bench_rows():
+        assert report.format_rate(row.throughput) in text and report.format_speedup(row.speedup) in text
+    assert "not shown at 80 columns: p99 ms" in text and "bench.csv" in text
+    assert "ONNX Runtime, CPU" in text.splitlines()[0]  # one backend: said once, in the title
+    wide = _render(bench_table(_bench_rows(), width=200), width=200)
+    assert "p99 ms" in wide and "not shown" not in wide
+
+
+def test_fit_table_turns_a_short_table_on_its_side_before_cutting_numbers():
+    from rich.table import Table
+
+    table = Table()
+    for name in ["output"] + [f"metric {i}" for i in range(9)]:
+        table.add_column(name, justify="left" if name == "output" else "right")
+    table.add_row("logits", *(f"{1000.123456 * i:.6f}" for i in range(9)))
+    text = _render(report.fit_table(table, 80))
+    assert "…" not in text and max(len(line) for line in text.splitlines()) <= 80
+    assert "8000.987648" in text and "metric 8" in text  # every number whole, every quantity a row
+
+
+def test_one_format_per_quantity():
+    assert report.format_percent(0.998) == "99.8 %" and report.format_percent(None) == "—"
+    assert report.format_rate(1026.4) == "1,026" and report.format_rate(40.24) == "40.2"
+    assert report.format_rate(3.14159) == "3.14"
+    assert report.format_speedup(1.5555) == "1.56×"
+
+
+def test_auto_table_lists_each_algorithm_once_with_its_rescore_beside_it():
+    from trtq.pipeline import AutoChoice, Candidate
+
+    candidates = [Candidate("entropy", 20.45, 0.99632, snr_noise=0.5, samples=32),
+                  Candidate("minmax", 40.15, 0.99996, snr_noise=0.41, samples=32),
+                  Candidate("mse", 40.77, 0.99996, snr_noise=0.58, samples=32)]
+    reserve = [Candidate("mse", 40.78, 0.99996, snr_noise=0.37, samples=64),
+               Candidate("minmax", 40.03, 0.99995, snr_noise=0.25, samples=64)]
+    choice = AutoChoice("mse", 64, candidates, overrides={"a": "minmax", "b": "minmax"}, trials=[{}] * 5,
+                        snr_db=41.29, cosine=0.99997, reserve=reserve, reason="ahead beyond noise")
+    text = _render(report.auto_choice_table(choice, width=80))
+    rows = [line for line in text.splitlines() if line.startswith("│")]
+    assert [r.split("│")[1].strip() for r in rows] == ["entropy", "minmax", "mse", "mse, 2 overrides"]
+    header = next(line for line in text.splitlines() if line.startswith("┃"))
+    assert [cell.strip() for cell in header.strip("┃ \n").split("┃")][-1] == "choice"  # every column has a header
+    mse = next(r for r in rows if r.split("│")[1].strip() == "mse")
+    assert "40.78 ± 0.37" in mse and mse.split("│")[-2].strip() == "chosen"
+    assert max(len(line) for line in text.splitlines()) <= 80
+
+
+def test_accuracy_table_says_int8_minus_fp32_in_points_and_when_int8_is_better():
+    from types import SimpleNamespace
+
+    accuracy = SimpleNamespace(reference_top1=0.9, candidate_top1=0.9333, labeled_samples=30, output="probs")
+    rep = SimpleNamespace(outputs=[], metric=None, candidate="m.int8.onnx", candidate_precision="int8",
+                          reference="m.onnx", reference_precision="fp32", samples=30, accuracy=accuracy,
+                          sensitivity=[], auto_exclude=None)
+    text = "".join(_render(part) for part in report.eval_tables(rep, width=80))
+    assert "INT8 − FP32" in text and "+3.3 points (better)" in text
+    assert "90.0 %" in text and "93.3 %" in text and "drop" not in text
+
+
+def test_every_report_line_stays_whole_in_a_log():
+    """A log or a file gets lines as long as they are (the terminal wraps them); trtq inserts no break in the
+    middle of a tensor name."""
+    import io as _io
+
+    console = report.report_console()
+    console.file = _io.StringIO()
+    name = "/features/features.2/features.2.0/features.2.0.2/Relu_output_0"
+    console.print(f"  override: {name} takes minmax's amax " * 2, markup=False)
+    assert len(console.file.getvalue().splitlines()) == 1

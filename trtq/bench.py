@@ -395,9 +395,10 @@ def time_session(session, feed: Mapping[str, np.ndarray], iterations: int, warmu
 
 def latency_row(base: BenchResult, latencies_ms: np.ndarray) -> BenchResult:
     """Fill the latency statistics and throughput of ``base`` from measured latencies (milliseconds)."""
-    p50, p90, p99 = (float(v) for v in np.percentile(latencies_ms, [50, 90, 99]))
+    p10, p50, p90, p99 = (float(v) for v in np.percentile(latencies_ms, [10, 50, 90, 99]))
     mean = float(np.mean(latencies_ms))
     base.latency_ms_p50, base.latency_ms_p90, base.latency_ms_p99 = p50, p90, p99
+    base.extra["latency_ms_p10"] = p10  # with p90: the spread of the timed runs bench.png shows
     base.latency_ms_mean = mean
     base.throughput = throughput_from_latency(base.batch_size, mean)
     base.iterations = int(latencies_ms.size)
@@ -587,3 +588,83 @@ def _benchmark_trt(engines, onnx_models, batch_sizes, *, iterations, warmup, dat
                                                      iterations=iterations, warmup=warmup, progress=progress,
                                                      shapes=shapes, max_seconds=max_seconds, plugins=plugins)
     return results
+
+
+# ---------------------------------------------------------------------------------------------
+# Why an INT8 model runs slower than FP32 on the CPU
+
+#: ONNX Runtime kernels that compute in 8-bit integers (what a Q/DQ pair around a layer fuses into).
+INT8_KERNELS = ("QLinearConv", "QLinearMatMul", "MatMulInteger", "ConvInteger", "QGemm", "QLinearAdd",
+                "QLinearMul", "QLinearGlobalAveragePool", "QLinearAveragePool", "QLinearConcat", "QLinearSigmoid",
+                "QLinearLeakyRelu", "QLinearSoftmax", "DynamicQuantizeMatMul")
+#: Layers that stay float when no int8 kernel took them over.
+FLOAT_WEIGHTED = ("Conv", "FusedConv", "ConvTranspose", "MatMul", "FusedMatMul", "Gemm", "FusedGemm",
+                  "NchwcConv")
+
+
+def cpu_int8_instructions() -> Optional[bool]:
+    """Whether this x86 CPU has the instructions ONNX Runtime's fast int8 kernels use (VNNI, AMX); None where
+    it cannot tell (not Linux, not x86)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as info:
+            flags = next((line.split(":", 1)[1].split() for line in info if line.startswith("flags")), None)
+    except OSError:
+        return None
+    if flags is None:
+        return None
+    return bool({"avx512_vnni", "avx_vnni", "amx_int8"} & set(flags))
+
+
+def ort_kernels(model_path: PathLike) -> Dict[str, int]:
+    """Op type -> count in the graph ONNX Runtime actually runs on the CPU (after its fusions)."""
+    import collections
+    import tempfile
+
+    import onnx
+    import onnxruntime as ort
+
+    with tempfile.TemporaryDirectory(prefix="trtq-kernels-") as tmp:
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+        options.optimized_model_filepath = str(Path(tmp) / "optimized.onnx")
+        options.log_severity_level = 3
+        ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
+        graph = onnx.load(options.optimized_model_filepath, load_external_data=False).graph
+    return dict(collections.Counter(node.op_type for node in graph.node))
+
+
+def slow_int8_notes(rows: Sequence[BenchResult], model_paths: Sequence[PathLike]) -> List[str]:
+    """One line per INT8 ONNX model that ran slower than its FP32 baseline on the CPU: at which batch sizes,
+    how many of its layers ONNX Runtime runs in int8 kernels and which stay float, and whether this CPU has
+    the int8 instructions that make those kernels fast."""
+    by_name = {Path(str(p)).name: Path(str(p)) for p in model_paths}
+    notes = []
+    for name in dict.fromkeys(r.model for r in rows):
+        slow = [r for r in rows if r.model == name and r.backend == "ort-cpu" and r.precision == "int8"
+                and r.speedup is not None and r.speedup < 1]
+        path = by_name.get(name)
+        if not slow or path is None or not path.is_file():
+            continue
+        where = ", ".join(f"{r.speedup:.2f}× at batch {r.batch_size}" for r in slow)
+        try:
+            kernels = ort_kernels(path)
+        except Exception as exc:  # a note must not end the bench: say what could not be looked at
+            notes.append(f"{name} runs slower than FP32 here ({where}); its kernels could not be listed ({exc})")
+            continue
+        int8 = sum(n for op, n in kernels.items() if op in INT8_KERNELS)
+        floats = {op: n for op, n in kernels.items() if op in FLOAT_WEIGHTED}
+        stayed = ", ".join(f"{n} {op}" for op, n in sorted(floats.items()))
+        if int8 == 0:
+            notes.append(f"{name} runs slower than FP32 here ({where}): ONNX Runtime runs none of its layers in "
+                         f"int8 kernels ({stayed or 'every layer'} in float, behind dequantize steps). It is the "
+                         "TensorRT form, made for TensorRT; time the ONNX Runtime form (trtq quantize --for cpu)")
+            continue
+        text = (f"{name} runs slower than FP32 here ({where}): ONNX Runtime runs {int8} layer(s) in int8 kernels"
+                + (f" and {stayed} in float, each behind a dequantize step (no int8 kernel took its Q/DQ pair: "
+                   "an op or a pattern ONNX Runtime does not fuse, or a layer trtq kept float)" if floats else ""))
+        if cpu_int8_instructions() is False:
+            text += "; this CPU has no VNNI or AMX int8 instructions, so int8 kernels gain little over float here"
+        elif any(r.batch_size == 1 for r in slow):
+            text += "; at batch 1 the quantize and dequantize steps cost as much as the int8 arithmetic saves"
+        notes.append(text)
+    return notes

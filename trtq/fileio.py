@@ -1,6 +1,6 @@
 """Every file trtq writes goes through here: the output guard, the write probe, atomic writes.
 
-Files are sacred (DESIGN.md): before any work, :func:`guard_outputs` refuses an output
+Files are sacred (docs/design.md): before any work, :func:`guard_outputs` refuses an output
 that is a file the command reads (through symlinks and hard links), an existing file
 that is not a trtq artifact of the same kind (unless ``force``), and a place that cannot
 hold the file (a folder path, a device, a pseudo-filesystem, a read-only or full disk:

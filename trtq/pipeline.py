@@ -753,8 +753,6 @@ def calibrate(
     else:
         source = open_source(spec, input_specs(model, spec.batch_axes))
         inputs = source.inputs
-        log.info("calibrating on %s", source.description)
-        progress(0, source.num_samples)  # the total is known now: no "0/?" while the session starts
         static_batch = any(s.static_batch() for s in inputs)
         reserve_count = defaults.HOLDOUT_RESERVE if algorithm == "auto" and holdout > 0 and (
             source.num_samples is None or source.num_samples >= 4 * (holdout + defaults.HOLDOUT_RESERVE)) else 0
@@ -776,6 +774,10 @@ def calibrate(
             stats_total = None if source.num_samples is None else source.num_samples - held_count
             if not held:  # too few samples to hold any back: the verdict is scored on the first batch
                 held = [first]
+        log.info("calibrating on %s%s", source.description,
+                 f": {stats_total} for the statistics, {held_count} held back to judge the result"
+                 if held_back and stats_total is not None else "")
+        progress(0, stats_total)  # one total from the first update on: the samples the statistics read
     if any(s.batch_axis != 0 for s in inputs if s.rank):
         log.info("batch axes: %s", describe_batch_axes(inputs))
     equalized = None

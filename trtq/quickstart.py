@@ -23,16 +23,56 @@ log = logging.getLogger(__name__)
 PathLike = Union[str, Path]
 
 
-def bundled_data() -> Tuple[Path, Path]:
-    """``(calib_data/digits, eval_data/digits)`` of this checkout: the working directory's, else the package's
-    repository. Calibration images and the held-out labelled digits live in separate trees, so that
-    ``--calib calib_data/`` never reads an evaluation image."""
-    for base in (Path.cwd(), Path(__file__).resolve().parents[1]):
+#: The demo data inside an installed wheel (setup.py zips the checkout's calib_data/ and eval_data/ into it).
+DEMO_ARCHIVE = Path(__file__).resolve().parent / "assets" / "demo_data.zip"
+
+
+def bundled_data(unpack_into: Optional[PathLike] = None) -> Tuple[Path, Path]:
+    """``(calib_data/digits, eval_data/digits)``: the working directory's, else the checkout the package runs
+    from, else the wheel's copy unpacked into ``unpack_into/demo_data/`` (once; reused after). Calibration
+    images and the held-out labelled digits live in separate trees, so that ``--calib calib_data/`` never
+    reads an evaluation image."""
+    for base in _checkouts():
         calib, held_out = base / "calib_data" / "digits", base / "eval_data" / "digits"
         if calib.is_dir() and (held_out / "labels.csv").is_file():
             return calib, held_out
-    raise DataError("the bundled calib_data/digits and eval_data/digits folders were not found; run from a "
-                    "checkout of trtq")
+    if unpack_into is not None and (DEMO_ARCHIVE.is_file() or (Path(unpack_into) / "demo_data").is_dir()):
+        return _unpack_demo_data(Path(unpack_into) / "demo_data")
+    raise DataError("the demo's calib_data/digits and eval_data/digits folders were not found: run from a "
+                    "checkout of trtq, or install trtq from a wheel built by its setup.py (it carries them)")
+
+
+def _checkouts() -> Tuple[Path, ...]:
+    """Where a checkout's demo folders may be: the working directory (paths stay relative), the package's own."""
+    return Path(), Path(__file__).resolve().parents[1]
+
+
+def _unpack_demo_data(target: Path) -> Tuple[Path, Path]:
+    """The wheel's demo data as folders under ``target``, written whole or not at all (a temporary folder
+    renamed into place)."""
+    import os
+    import tempfile
+    import zipfile
+
+    calib, held_out = target / "calib_data" / "digits", target / "eval_data" / "digits"
+    if calib.is_dir() and (held_out / "labels.csv").is_file():
+        return calib, held_out  # unpacked by an earlier run
+    if target.exists():
+        raise DataError(f"{target} is not the demo data this package carries: remove it and run again")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".demo_data.", dir=target.parent))
+    try:
+        with zipfile.ZipFile(DEMO_ARCHIVE) as archive:
+            for name in archive.namelist():
+                if name.startswith("/") or ".." in Path(name).parts:
+                    raise DataError(f"{DEMO_ARCHIVE}: unexpected member {name!r}")
+            archive.extractall(staging)
+        os.replace(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    log.info("unpacked the demo data from the installed package into %s", target)
+    return calib, held_out
 
 
 @dataclass
@@ -49,6 +89,7 @@ class QuickstartResult:
     bench: List[object]
     bench_files: dict
     trt_note: str = ""
+    eval_dir: Optional[Path] = None          # the held-out labelled digits the evaluation read
     seconds: float = 0.0
     stage_seconds: dict = field(default_factory=dict)
     engine_evaluation: Optional[object] = None   # the INT8 TensorRT engine against FP32, where TensorRT ran
@@ -119,7 +160,7 @@ def run_quickstart(
     started = time.perf_counter()
     out = Path(out_dir)
     check_writable(out / "demo.onnx")
-    bundled_calib, eval_dir = bundled_data()
+    bundled_calib, eval_dir = bundled_data(unpack_into=out)
     calib_dir = Path(calib) if calib else bundled_calib
     timings: dict = {}
 
@@ -170,7 +211,8 @@ def run_quickstart(
     return QuickstartResult(out_dir=out, onnx_path=onnx_path, export_note=export_note, cache_path=cache_path,
                             int8_trt_path=int8_trt, int8_cpu_path=int8_cpu, calibration=calibration,
                             quantized_layers=len(summary.quantized), evaluation=evaluation, bench=rows,
-                            bench_files=bench_files, trt_note=trt_note, seconds=time.perf_counter() - started,
+                            bench_files=bench_files, trt_note=trt_note, eval_dir=eval_dir,
+                            seconds=time.perf_counter() - started,
                             stage_seconds=timings, engine_evaluation=engine_evaluation)
 
 
@@ -178,9 +220,16 @@ def throughput_table(rows):
     """Compact view of a benchmark: one row per (backend, precision), one column per batch size."""
     from rich.table import Table
 
+    from .report import BACKEND_NAMES, fit_table, format_rate, format_speedup, report_console
+
     batch_sizes = sorted({r.batch_size for r in rows})
-    table = Table(title="throughput, samples/s (speed-up vs FP32 at the same batch size)", title_justify="left")
-    table.add_column("backend")
+    backends = {r.backend for r in rows}
+    one = len(backends) == 1
+    where = f" on {BACKEND_NAMES.get(next(iter(backends)), next(iter(backends)))}" if one else ""
+    table = Table(title=f"throughput{where}, samples/s (speed-up against FP32 at the same batch size)",
+                  title_justify="left")
+    if not one:
+        table.add_column("backend")
     table.add_column("precision")
     for batch in batch_sizes:
         table.add_column(f"batch {batch}", justify="right")
@@ -194,10 +243,10 @@ def throughput_table(rows):
             if r is None or r.skipped:
                 cells.append("—")
             else:
-                speedup = f" ({r.speedup:.2f}×)" if r.speedup is not None and precision != "fp32" else ""
-                cells.append(f"{r.throughput:,.0f}{speedup}")
-        table.add_row(backend, precision, *cells)
-    return table
+                speedup = f" ({format_speedup(r.speedup)})" if r.speedup is not None and precision != "fp32" else ""
+                cells.append(f"{format_rate(r.throughput)}{speedup}")
+        table.add_row(*([] if one else [BACKEND_NAMES.get(backend, backend)]), precision, *cells)
+    return fit_table(table, report_console().width)
 
 
 def print_verdict(result: QuickstartResult, console=None) -> None:
@@ -205,7 +254,7 @@ def print_verdict(result: QuickstartResult, console=None) -> None:
     from rich.markup import escape
     from rich.table import Table
 
-    from .report import format_size, report_console
+    from .report import _db, fit_table, format_percent, format_rate, format_size, format_speedup, report_console
 
     console = console or report_console()
     cal = result.calibration
@@ -214,37 +263,43 @@ def print_verdict(result: QuickstartResult, console=None) -> None:
     algorithm = cal.algorithm if cal.auto is None else f"auto: chose {cal.auto.chosen}, {len(cal.auto.overrides)} " \
         "per-tensor override(s)"
     console.print(f"[bold]calibrated[/] {len(cal.amax)} tensors on {cal.num_samples} samples in {cal.seconds:.1f} s "
-                  f"({escape(algorithm)}); {result.quantized_layers} layers quantized")
+                  f"({escape(algorithm)}); {result.quantized_layers} layers quantized", highlight=False)
     if cal.auto is not None:
         from .report import auto_choice_table
 
         console.print(auto_choice_table(cal.auto))
     console.print(throughput_table(result.bench))
+    from .bench import slow_int8_notes
 
-    verdict = Table(title="verdict", show_lines=False)
-    for column in ("", "FP32", "INT8 (TensorRT Q/DQ form)"):
+    for line in slow_int8_notes(result.bench, [result.int8_cpu_path]):
+        console.print(f"note: {line}", highlight=False, markup=False)
+
+    verdict = Table(title=f"verdict: INT8 (TensorRT Q/DQ form) against FP32 on {ev.samples} held-out digits",
+                    title_justify="left", show_lines=False)
+    for column in ("", "FP32", "INT8"):
         verdict.add_column(column, justify="right" if column else "left")
     if ev.accuracy is not None:
-        verdict.add_row(f"top-1 accuracy ({ev.accuracy.labeled_samples} held-out digits)",
-                        f"{ev.accuracy.reference_top1:.2%}", f"{ev.accuracy.candidate_top1:.2%}")
+        verdict.add_row("top-1 accuracy", format_percent(ev.accuracy.reference_top1),
+                        format_percent(ev.accuracy.candidate_top1))
     out0 = ev.outputs[0]
     if out0.top1_agreement is not None:
-        verdict.add_row("top-1 agreement with FP32", "100%", f"{out0.top1_agreement:.2%}")
-    verdict.add_row(f"output SNR vs FP32 ({ev.samples} held-out digits: the headline)", "", f"{out0.snr_db:.1f} dB")
+        verdict.add_row("top-1 agreement with FP32", "", format_percent(out0.top1_agreement))
+    verdict.add_row("output SNR against FP32 (the headline)", "", f"{_db(out0.snr_db)} dB")
     engine = result.engine_evaluation
     if engine is not None and engine.accuracy is not None:
-        verdict.add_row("top-1 accuracy, TensorRT INT8 engine", f"{engine.accuracy.reference_top1:.2%}",
-                        f"{engine.accuracy.candidate_top1:.2%}")
+        verdict.add_row("top-1 accuracy, TensorRT INT8 engine", format_percent(engine.accuracy.reference_top1),
+                        format_percent(engine.accuracy.candidate_top1))
     if engine is not None:
-        verdict.add_row("engine output SNR vs FP32 (ONNX Runtime)", "", f"{engine.worst_snr_db():.1f} dB")
+        verdict.add_row("TensorRT engine's SNR against FP32", "", f"{_db(engine.worst_snr_db())} dB")
     sizes = {r.precision: r.size_bytes for r in result.bench if r.backend == "ort-cpu"}
     verdict.add_row("size on disk", format_size(sizes.get("fp32")), format_size(sizes.get("int8")))
     largest = max(r.batch_size for r in result.bench)
     best = {r.precision: r for r in result.bench if r.backend == "ort-cpu" and r.batch_size == largest and not r.skipped}
     if "fp32" in best and "int8" in best:
-        verdict.add_row(f"throughput at batch {largest} (ONNX Runtime CPU, INT8 CPU form)", f"{best['fp32'].throughput:.0f}/s",
-                        f"{best['int8'].throughput:.0f}/s ({best['int8'].throughput / best['fp32'].throughput:.2f}x)")
-    console.print(verdict)
+        verdict.add_row(f"samples/s, batch {largest}, ONNX Runtime CPU", format_rate(best["fp32"].throughput),
+                        f"{format_rate(best['int8'].throughput)} "
+                        f"({format_speedup(best['int8'].throughput / best['fp32'].throughput)})")
+    console.print(fit_table(verdict, console.width))
     from .report import print_verdict as print_fidelity
 
     from .cli.options import verdict_fixes

@@ -116,12 +116,87 @@ def _fmt(value: Optional[float], digits: int = 2) -> str:
 
 
 def format_size(size: Optional[int]) -> str:
+    """Bytes on disk, the one format every command uses (binary units: 1 kB = 1024 B)."""
     if size is None:
         return "—"
     for unit, scale in (("GB", 1 << 30), ("MB", 1 << 20), ("kB", 1 << 10)):
         if size >= scale:
             return f"{size / scale:.1f} {unit}"
     return f"{size} B"
+
+
+def format_percent(fraction: Optional[float], digits: int = 1) -> str:
+    """A share (accuracy, agreement), the one format every command uses: ``99.8 %``."""
+    return "—" if fraction is None else f"{100 * fraction:.{digits}f} %"
+
+
+def format_rate(samples_per_s: Optional[float]) -> str:
+    """Throughput in samples per second, three significant figures at least: ``1,026``, ``40.2``, ``3.14``."""
+    if samples_per_s is None:
+        return "—"
+    digits = 0 if samples_per_s >= 100 else (1 if samples_per_s >= 10 else 2)
+    return f"{samples_per_s:,.{digits}f}"
+
+
+def format_speedup(speedup: Optional[float]) -> str:
+    """Throughput against the FP32 baseline: ``1.56×``."""
+    return "—" if speedup is None else f"{speedup:.2f}×"
+
+
+def _natural_width(renderable) -> int:
+    """Columns ``renderable`` takes when nothing is wrapped or cut."""
+    from rich.console import Console
+    from rich.measure import Measurement
+
+    wide = Console(width=100_000, file=io.StringIO())
+    return Measurement.get(wide, wide.options, renderable).maximum
+
+
+def _empty(cell) -> bool:
+    return str(cell).strip() in ("", "—")
+
+
+def fit_table(table, width: int, drop: Sequence[str] = (), where: str = ""):
+    """``table`` made to fit ``width`` columns without cutting a number.
+
+    In this order, until it fits: columns with nothing in them go; the columns named in ``drop``
+    go (first named first; the caption names them, and ``where`` says where they are kept); a
+    table of a few rows turns on its side (one column per row, one row per quantity); text
+    columns wrap. Numbers are never shortened to ``…``."""
+    from rich.table import Table
+
+    for column in list(table.columns):
+        if column._cells and all(_empty(c) for c in column._cells) and column is not table.columns[0]:
+            table.columns.remove(column)
+    for column in table.columns:
+        if column.justify == "right":
+            column.no_wrap = True   # numbers: rich narrows the text columns first
+        else:
+            column.overflow = "fold"
+    dropped = []
+    for name in drop:
+        if _natural_width(table) <= width:
+            break
+        column = next((c for c in table.columns if c.header == name), None)
+        if column is not None:
+            table.columns.remove(column)
+            dropped.append(name)
+    if dropped:
+        note = f"not shown at {width} columns: {', '.join(dropped)}" + (f" ({where})" if where else "")
+        table.caption = f"{table.caption}\n{note}" if table.caption else note
+        table.caption_justify = "left"
+    if _natural_width(table) > width and 0 < table.row_count <= 4 and len(table.columns) > 2:
+        first, *rest = table.columns
+        turned = Table(title=table.title, title_justify=table.title_justify, caption=table.caption,
+                       caption_justify="left")
+        turned.add_column(str(first.header), overflow="fold")
+        for cell in first._cells:
+            turned.add_column(cell, justify="right", no_wrap=True)
+        for column in rest:
+            turned.add_row(str(column.header), *column._cells)
+        if _natural_width(turned) < _natural_width(table):
+            table = turned
+    return table
 
 
 from .jsonio import json_safe  # noqa: E402,F401 - the one home of strict JSON; re-exported here
@@ -144,7 +219,7 @@ def write_json(path: Union[str, Path], data: Any) -> Path:
 # Benchmark tables and files
 
 
-def bench_table(results: Sequence[BenchResult], title: Optional[str] = "benchmark"):
+def bench_table(results: Sequence[BenchResult], title: Optional[str] = "benchmark", width: Optional[int] = None):
     """A rich table of benchmark rows (ONNX Runtime and TensorRT alike).
 
     Notes (why a row was skipped, repeated samples, ...) are numbered in the last
@@ -158,34 +233,50 @@ def bench_table(results: Sequence[BenchResult], title: Optional[str] = "benchmar
         if r.note and r.note not in notes:
             notes[r.note] = len(notes) + 1
     caption = "\n".join(escape(f"[{i}] {note}") for note, i in notes.items()) or None
+    backends = {r.backend for r in results}
+    one_backend = len(backends) == 1
+    if one_backend and title:
+        title = f"{title} ({BACKEND_NAMES.get(next(iter(backends)), next(iter(backends)))})"
     table = Table(title=title, title_justify="left", caption=caption, caption_justify="left")
     table.add_column("model", overflow="fold")
-    table.add_column("backend")
+    if not one_backend:
+        table.add_column("backend")
     table.add_column("precision")
     table.add_column("batch", justify="right")
-    for name in ("p50 ms", "p90 ms", "p99 ms", "mean ms", "samples/s", "speed-up", "size"):
+    for name in ("samples/s", "speed-up", "p50 ms", "p90 ms", "p99 ms", "mean ms", "size"):
         table.add_column(name, justify="right")
     if notes:
         table.add_column("note")
     for r in results:
-        speedup = "—" if r.speedup is None else f"{r.speedup:.2f}×"
-        cells = [escape(r.model), r.backend, r.precision, str(r.batch_size), _fmt(r.latency_ms_p50, 3),
-                 _fmt(r.latency_ms_p90, 3), _fmt(r.latency_ms_p99, 3), _fmt(r.latency_ms_mean, 3),
-                 _fmt(r.throughput, 1), speedup, format_size(r.size_bytes)]
+        cells = [escape(r.model)] + ([] if one_backend else [r.backend]) + [
+            r.precision, str(r.batch_size), format_rate(r.throughput), format_speedup(r.speedup),
+            _fmt(r.latency_ms_p50, 3), _fmt(r.latency_ms_p90, 3), _fmt(r.latency_ms_p99, 3),
+            _fmt(r.latency_ms_mean, 3), format_size(r.size_bytes)]
         if notes:
             cells.append(escape(f"[{notes[r.note]}]") if r.note else "")
         table.add_row(*cells, style="dim" if r.skipped else None)
-    return table
+    return fit_table(table, width if width else console_width(),
+                     drop=("p99 ms", "p90 ms", "mean ms", "size", "p50 ms", "backend"), where="all in bench.csv")
+
+
+#: How the bench tables name a backend.
+BACKEND_NAMES = {"ort-cpu": "ONNX Runtime, CPU", "tensorrt": "TensorRT"}
+
+
+def console_width() -> int:
+    """The width report tables are made for: the terminal's, ``COLUMNS``, else 80."""
+    return report_console().width
 
 
 def report_console():
-    """A rich Console on stdout; when stdout is not a terminal (logs, files) it is 160 columns wide,
-    so report tables are not squeezed to the 80-column default."""
+    """The Console every command prints its report with: as wide as the terminal (``COLUMNS`` where set,
+    else 80 in a log or a file), tables made to fit it (:func:`fit_table`). In a terminal, text wraps
+    between words; in a log or a file, lines of text are written whole (a tensor name stays on one line)."""
     from rich.console import Console
 
     console = Console()
     if not console.is_terminal:
-        console = Console(width=160)
+        console.soft_wrap = True
     return console
 
 
@@ -218,8 +309,26 @@ def _series_key(r: BenchResult) -> tuple:
     return (r.model, r.precision, r.backend)
 
 
-def bench_plot_png(results: Sequence[BenchResult], title: str = "throughput vs batch size") -> bytes:
-    """PNG bytes: throughput against batch size (log-2 x axis), one line per (model, precision, backend)."""
+def device_name(backend: str) -> str:
+    """What ran a bench row, in words: the runtime and the processor (``ONNX Runtime, CPU: AMD EPYC, 2 cores``)."""
+    if backend != "ort-cpu":
+        return BACKEND_NAMES.get(backend, backend)
+    import os
+    import platform
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as info:
+            cpu = next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    return f"{BACKEND_NAMES['ort-cpu']}: {cpu}, {os.cpu_count()} cores"
+
+
+def bench_plot_png(results: Sequence[BenchResult], title: str = "throughput against batch size") -> bytes:
+    """PNG bytes: throughput against batch size (log-2 x axis), one line per (model, precision, backend), the
+    band around it the spread of the timed runs (10th to 90th percentile of their latency), the speed-up
+    against FP32 beside each point, and the runtime and device in the title."""
     # The Agg canvas is used directly (no pyplot, no global backend switch).
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -239,8 +348,16 @@ def bench_plot_png(results: Sequence[BenchResult], title: str = "throughput vs b
         rows = sorted(rows, key=lambda r: r.batch_size)
         model, precision, backend = key
         label = f"{model} ({precision}" + (f", {backend})" if multi_backend else ")")
-        axes.plot([r.batch_size for r in rows], [r.throughput for r in rows], marker=markers[index % len(markers)],
-                  label=label)
+        xs = [r.batch_size for r in rows]
+        line, = axes.plot(xs, [r.throughput for r in rows], marker=markers[index % len(markers)], label=label)
+        slow = [throughput_from_latency(r.batch_size, r.latency_ms_p90 or r.latency_ms_mean) for r in rows]
+        fast = [throughput_from_latency(r.batch_size, r.extra.get("latency_ms_p10") or r.latency_ms_p50
+                                        or r.latency_ms_mean) for r in rows]
+        axes.fill_between(xs, slow, fast, color=line.get_color(), alpha=0.15, linewidth=0)
+        for r in rows:
+            if r.speedup is not None and r.precision != BASELINE_PRECISION:
+                axes.annotate(format_speedup(r.speedup), (r.batch_size, r.throughput), textcoords="offset points",
+                              xytext=(0, 6), ha="center", fontsize="x-small", color=line.get_color())
     if series:
         axes.set_xscale("log", base=2)
         axes.xaxis.set_major_locator(FixedLocator(batch_sizes))
@@ -254,7 +371,10 @@ def bench_plot_png(results: Sequence[BenchResult], title: str = "throughput vs b
         axes.text(0.5, 0.5, "no measurements (all rows skipped)", ha="center", va="center", transform=axes.transAxes)
     axes.set_xlabel("batch size")
     axes.set_ylabel("throughput (samples/s)")
-    axes.set_title(title)
+    devices = sorted({device_name(key[2]) for key in series})
+    axes.set_title(title + ("\n" + "; ".join(devices) if devices else "")
+                   + ("\nband: 10th to 90th percentile of the timed runs; labels: speed-up against FP32" if series
+                      else ""), fontsize="medium")
     axes.grid(True, which="major", alpha=0.3)
     figure.tight_layout()
     buffer = io.BytesIO()
@@ -304,11 +424,7 @@ def _db(value: Optional[float]) -> str:
     return "—" if value is None else ("∞" if value == math.inf else _fmt(value, 2))
 
 
-def _fraction(value: Optional[float]) -> str:
-    return "—" if value is None else f"{value:.4f}"
-
-
-def eval_tables(report, max_layers: int = 20, json_path: Optional[str] = None) -> list:
+def eval_tables(report, max_layers: int = 20, json_path: Optional[str] = None, width: Optional[int] = None) -> list:
     """Rich renderables for an ``EvalReport``: a heading line and a table per section (outputs, accuracy,
     layer sensitivity, mixed-precision steps). Sensitivity shows the ``max_layers`` worst layers; the
     caption points to ``json_path`` for the rest only when that report is written."""
@@ -317,6 +433,8 @@ def eval_tables(report, max_layers: int = 20, json_path: Optional[str] = None) -
     from rich.text import Text
 
     parts: list = []
+    width = width or console_width()
+    kept = f"in {json_path}" if json_path else "--json PATH writes them"
 
     def section(heading: str, table) -> None:
         parts.append(Text(heading, style="bold"))
@@ -331,25 +449,29 @@ def eval_tables(report, max_layers: int = 20, json_path: Optional[str] = None) -
     for o in report.outputs:
         shape = "x".join(str(d) for d in (["N"] + list(o.shape[1:]))) if o.shape else "?"
         worst = o.worst_channel
-        outputs.add_row(escape(o.name), shape, f"{o.cosine:.6f}",
-                        f"{o.cosine_min:.6f}" if o.has_cosine else "—",  # of one value per sample: only its sign
+        outputs.add_row(escape(o.name), shape, f"{o.cosine:.5f}",
+                        f"{o.cosine_min:.5f}" if o.has_cosine else "—",  # of one value per sample: only its sign
                         _db(o.snr_db), f"{o.max_abs_error:.4g}", f"{o.mean_abs_error:.4g}", f"{o.ref_abs_max:.4g}",
-                        _fraction(o.top1_agreement), _fraction(o.top5_agreement),
-                        _fraction(o.sample_agreement if (o.positions or 1) > 1 else None),
+                        format_percent(o.top1_agreement), format_percent(o.top5_agreement),
+                        format_percent(o.sample_agreement if (o.positions or 1) > 1 else None),
                         "—" if worst is None else f"{escape(worst[0])}: {_db(worst[1])}")
     if report.metric is not None:
         outputs.caption = (f"metric {escape(report.metric.name)} (yours; 1 = identical): {report.metric.value:.4f} "
                            f"on {report.metric.samples} samples")
     section(f"fidelity of {report.candidate} ({report.candidate_precision}) against {report.reference} "
-            f"({report.reference_precision}) on {report.samples} samples", outputs)
+            f"({report.reference_precision}) on {report.samples} samples",
+            fit_table(outputs, width, drop=("max |ref|", "mean |err|", "top-5 agree", "worst sample cos",
+                                            "max |err|", "shape"), where=kept))
     if report.accuracy is not None:
         a = report.accuracy
         accuracy = Table()
         for name in ("model", "top-1 accuracy"):
             accuracy.add_column(name, justify="right" if name != "model" else "left")
-        accuracy.add_row(escape(report.reference), f"{a.reference_top1:.4f}")
-        accuracy.add_row(escape(report.candidate), f"{a.candidate_top1:.4f}")
-        accuracy.add_row("drop", f"{a.reference_top1 - a.candidate_top1:+.4f}")
+        accuracy.add_row(escape(report.reference), format_percent(a.reference_top1))
+        accuracy.add_row(escape(report.candidate), format_percent(a.candidate_top1))
+        change = 100 * (a.candidate_top1 - a.reference_top1)
+        accuracy.add_row(f"{report.candidate_precision.upper()} − {report.reference_precision.upper()}",
+                         f"{change:+.1f} points" + (" (better)" if change > 0 else ""))
         section(f"top-1 accuracy on {a.labeled_samples} labeled samples (output {a.output})", accuracy)
     if report.sensitivity:
         shown = report.sensitivity[:max_layers]
@@ -363,6 +485,7 @@ def eval_tables(report, max_layers: int = 20, json_path: Optional[str] = None) -
         sens.add_column("note", style="dim", overflow="fold")
         for rank, s in enumerate(shown, start=1):
             sens.add_row(str(rank), escape(s.layer), s.op_type, _db(s.own_snr_db), escape(s.note))
+        sens = fit_table(sens, width, drop=("note",), where=kept)
         section(f"layer sensitivity, TensorRT form, worst first: each quantized tensor's readers against float "
                 f"twins fed the same inputs unquantized ({report.sensitivity_samples} samples; scales from "
                 f"{report.amax_source})", sens)
@@ -379,54 +502,63 @@ def eval_tables(report, max_layers: int = 20, json_path: Optional[str] = None) -
             verdict = "[green]met[/]" if s.met else ("kept" if s.kept else (
                 "[dim]helped less: stays INT8[/]" if s.helped else "[dim]no gain: stays INT8[/]"))
             steps.add_row(str(s.step), escape(s.layer) if s.layer else "(none: all quantized)", _db(s.snr_db),
-                          "—" if s.cosine is None else f"{s.cosine:.5f}", _fraction(s.top1_agreement),
-                          _fmt(s.latency_ms, 3), "—" if s.speedup is None else f"{s.speedup:.2f}×", verdict)
+                          "—" if s.cosine is None else f"{s.cosine:.5f}", format_percent(s.top1_agreement),
+                          _fmt(s.latency_ms, 3), format_speedup(s.speedup), verdict)
+        steps = fit_table(steps, width, drop=("batch-1 ms", "vs fp32", "cosine"), where=kept)
         section(f"mixed precision, TensorRT form: leave layers in float until {label} >= {auto.target:g}, each step "
                 f"measured ({auto.samples} samples; {len(auto.excluded)} node(s) in float, "
                 f"{auto.quantizable_layers} quantizable layers)", steps)
     return parts
 
 
-def auto_choice_table(choice):
-    """A rich table of ``--algo auto``'s candidates: decision, worst SNR (with their bootstrap noise) and cosine."""
+def auto_choice_table(choice, width: Optional[int] = None):
+    """A rich table of ``--algo auto``'s candidates, one row per algorithm: its decision score and worst
+    SNR (each with its bootstrap noise) and cosine; the leaders' scores on the wider reserve beside them."""
     from rich.table import Table
 
     decision = next((c.decision_name for c in choice.candidates if c.decision_name), "")
     on = "held-back calibration samples" if getattr(choice, "held_back", True) else \
         "calibration samples (too few to hold any back)"
     first = choice.candidates[0].samples if choice.candidates and choice.candidates[0].samples else choice.samples
-    wider = f", leaders within noise rescored on {choice.samples}" if choice.reserve else ""
-    table = Table(title=f"--algo auto: TensorRT-form Q/DQ model of each algorithm on {first} {on}"
-                        f"{wider} (decisions first, then worst output / channel; ± bootstrap noise)",
+    rescored = {c.name: c for c in choice.reserve}
+    wide = rescored and next(iter(rescored.values())).samples or choice.samples
+    table = Table(title=f"--algo auto: each algorithm's TensorRT-form Q/DQ model on {first} {on}; "
+                        f"decisions first, then the worst output or channel (± bootstrap noise)",
                   title_justify="left", caption=f"chose {choice.chosen}: {choice.reason}" if choice.reason else None,
                   caption_justify="left")
-    columns = ["algorithm"] + ([decision] if decision else []) + ["SNR dB", "cosine", ""]
+    columns = ["algorithm"] + ([decision] if decision else []) + ["SNR dB", "cosine"]
+    if rescored:
+        columns += ([f"{decision} on {wide}"] if decision else []) + [f"SNR dB on {wide}"]
+    columns.append("choice")
     for name in columns:
-        table.add_column(name, justify="left" if name in ("algorithm", "") else "right")
+        table.add_column(name, justify="left" if name in ("algorithm", "choice") else "right")
 
     def noisy(value, noise, digits: int, percent: bool = False) -> str:
         if value is None:
             return "—"
+        text = _db(value) if not percent else format_percent(value, digits)
         scale = 100 if percent else 1
-        text = _db(value) if not percent else f"{scale * value:.{digits}f} %"
         return text + (f" ± {scale * noise:.{digits}f}" if noise is not None and math.isfinite(value) else "")
 
-    rows = [(c, "") for c in choice.candidates] + [(c, f"on {c.samples} samples") for c in choice.reserve]
-    for c, note in rows:
-        cells = [c.name]
-        if decision:
-            cells.append(noisy(c.decision, c.decision_noise, 1, percent=True))
-        cells += [noisy(c.snr_db, c.snr_noise, 2), f"{c.cosine:.5f}",
-                  " ".join(x for x in (note, "chosen" if c.name == choice.chosen and (note or not choice.reserve)
-                                       else "") if x)]
+    for c in choice.candidates:
+        cells = [c.name] + ([noisy(c.decision, c.decision_noise, 1, percent=True)] if decision else []) + [
+            noisy(c.snr_db, c.snr_noise, 2), f"{c.cosine:.5f}"]
+        if rescored:
+            r = rescored.get(c.name)
+            cells += ([noisy(r.decision, r.decision_noise, 1, percent=True) if r else ""] if decision else []) + [
+                noisy(r.snr_db, r.snr_noise, 2) if r else ""]
+        cells.append("chosen" if c.name == choice.chosen else "")
         table.add_row(*cells)
     if choice.overrides or choice.trials:
         kept = len(choice.overrides)
-        cells = [f"+ {kept} per-tensor override(s)"] + (
+        cells = [f"{choice.chosen}, {kept} override{'s' if kept != 1 else ''}"] + (
             [noisy(choice.decision, None, 1, percent=True)] if decision else []) + [
-            _db(choice.snr_db), f"{choice.cosine:.5f}", f"{len(choice.trials)} trial(s) measured"]
+            _db(choice.snr_db), f"{choice.cosine:.5f}"]
+        if rescored:
+            cells += ([""] if decision else []) + [""]
+        cells.append(f"final, {len(choice.trials)} trials")
         table.add_row(*cells)
-    return table
+    return fit_table(table, width or console_width(), drop=("cosine",))
 
 
 #: How warnings recorded by trtq before the fixes were the printing command's own ended (cut when printed).
@@ -448,3 +580,17 @@ def print_verdict(console, verdict: Optional[dict], source: str = "", fixes: str
     if verdict.get("warning"):
         warning = str(verdict["warning"]).split(_LEGACY_FIXES)[0] + (f"; {fixes}" if fixes else "")
         console.print(f"[bold yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)
+
+
+def next_command(*words) -> str:
+    """A command line a user can paste: each word quoted where the shell needs it."""
+    import shlex
+
+    return " ".join(shlex.quote(str(w)) if not str(w).startswith("<") else str(w) for w in words)
+
+
+def print_next(console, *commands: str) -> None:
+    """Where to go from here, after a command that wrote a file: the command to run next (and its
+    alternatives). ``<...>`` words are the user's to fill in."""
+    for index, command in enumerate(commands):
+        console.print(("next: " if index == 0 else "  or: ") + command, markup=False, highlight=False)

@@ -152,7 +152,7 @@ def test_inspect_without_tensorrt(tmp_path, capsys):
 
 
 def test_inspect_layer_rows_read_the_inspectors_real_schema():
-    """A1: the inspector's JSON has no "Precision" key; a layer's precision is its tensors' Format/Datatype."""
+    """The inspector's JSON has no "Precision" key; a layer's precision is its tensors' Format/Datatype."""
     from pathlib import Path
 
     from trtq.cli.inspect import layer_rows, tensor_precision

@@ -31,7 +31,7 @@ CHECK_NAMES = (
     "parser_errors_are_one_line", "runner_calls_match_signatures", "runner_handles_types_numpy_lacks",
     "calibrator_vtable_as_tensorrt_calls_it", "recurrent_state_and_scalar_inputs_on_their_own_batch_axes",
     "engine_io_reads_profile_through_signatures",
-    # the third review (shared/reviews/tensorrt-review-3): A1-A4 and B1-B7, B10, B11 through the CLI
+    # the CLI on engines: inspect, eval, the inputs an engine session feeds, plugins, version compatibility
     "inspect_shows_the_precision_of_each_layer", "eval_pads_to_the_engines_smallest_batch",
     "eval_int64_data_on_an_int32_engine_input", "engine_layouts_and_types_numpy_lacks_are_refused_with_real_data",
     "version_compatible_engine_loads_without_its_report", "corrupt_timing_cache_is_one_warning",

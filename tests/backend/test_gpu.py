@@ -161,7 +161,7 @@ def test_engine_from_elsewhere_is_refused_clearly(trt):
         EngineRunner(b"\x00" * 4096)
 
 
-# --- build features, engine accuracy, pycuda (issue 10) ------------------------------------------
+# --- build features, engine accuracy, pycuda ------------------------------------------
 
 def _feature_build(yolo_model_path, folder, name, **kwargs):
     from trtq.backend.build import BuildOptions, build_engine
@@ -177,7 +177,7 @@ def test_sparsity_and_tf32_flags_build(trt, yolo_model_path, tmp_path):
 
 
 def test_dla_core_on_jetson(trt, yolo_model_path, photo_crops_folder, tmp_path, record_property):
-    """Third review A2/B6/C4/C8: a static-shape DLA engine names its GPU-fallback layers, the inspector agrees
+    """A static-shape DLA engine names its GPU-fallback layers, the inspector agrees
     that layers run on DLA, and it runs with runtime.DLA_core set from its report."""
     from trtq.backend.build import BuildOptions, build_engine
     from trtq.backend.runner import EngineRunner
@@ -245,11 +245,11 @@ def test_engine_inspector_lists_layers(yolo_engines, trt):
     from trtq.backend.runner import EngineRunner
     from trtq.cli.inspect import layer_rows
 
-    results, _, _ = yolo_engines  # C9: on 8.6 as well
+    results, _, _ = yolo_engines  # on 8.6 as well
     with EngineRunner(results["int8"].engine_path) as runner:
         rows = layer_rows(runner.engine_information())
     assert rows and any(row[0] for row in rows)
-    assert any("INT8" in row[2] for row in rows), [row[:3] for row in rows][:10]  # A1: a precision, not a tactic
+    assert any("INT8" in row[2] for row in rows), [row[:3] for row in rows][:10]  # a precision, not a tactic
 
 
 def test_pycuda_layer_on_the_gpu():
@@ -283,7 +283,7 @@ def test_quickstart_measures_the_int8_engine_itself(trt, tmp_path):
     assert engine.worst_snr_db() > 15
 
 
-# --- third review (shared/reviews/tensorrt-review-3): its fixes and its C list on a real GPU ---------------
+# --- engine behaviour on a real GPU: eval, types, version compatibility, timing caches, INT8 layers ---
 
 def _int8_layers(engine_path) -> set:
     from trtq.backend.runner import EngineRunner
@@ -300,7 +300,7 @@ def _cli(argv):
 
 
 def test_eval_min_batch_8_engine_on_36_samples(trt, yolo_model_path, photo_crops_folder, tmp_path):
-    """A4: an engine built with --batch-sizes 8,32 evaluated on 36 samples (loader batch 32): all 36 scored."""
+    """An engine built with --batch-sizes 8,32 evaluated on 36 samples (loader batch 32): all 36 scored."""
     import json
 
     engine = tmp_path / "min8.engine"
@@ -344,7 +344,7 @@ def minilm(tmp_path_factory):
 
 
 def test_eval_int64_input_engine(trt, minilm, tmp_path, record_property):
-    """A3: MiniLM's INT64 inputs (INT32 in a TensorRT 8.6 engine): trtq eval feeds the ids and scores the engine."""
+    """MiniLM's INT64 inputs (INT32 in a TensorRT 8.6 engine): trtq eval feeds the ids and scores the engine."""
     from trtq.backend.runner import EngineRunner
 
     model, data = minilm
@@ -361,7 +361,7 @@ def test_eval_int64_input_engine(trt, minilm, tmp_path, record_property):
 @pytest.mark.parametrize("precision", ["fp16", "int8"])
 def test_version_compatible_engine_moved_without_its_report(trt, yolo_model_path, photo_crops_folder, tmp_path,
                                                             precision):
-    """B1/C11: a --version-compatible engine (fp16; int8: implicit on 8.6-10.x, Q/DQ on 11) loads without its .json
+    """A --version-compatible engine (fp16; int8: implicit on 8.6-10.x, Q/DQ on 11) loads without its .json
     once moved, and still agrees with ONNX Runtime."""
     import shutil
 
@@ -377,7 +377,7 @@ def test_version_compatible_engine_moved_without_its_report(trt, yolo_model_path
 
 
 def test_corrupt_timing_cache(trt, yolo_model_path, tmp_path, record_property):
-    """B5/C7: what create_timing_cache answers for a corrupt file, and that the build goes on with a fresh one."""
+    """What create_timing_cache answers for a corrupt file, and that the build goes on with a fresh one."""
     logger = trt.Logger(trt.Logger.ERROR)
     config = trt.Builder(logger).create_builder_config()
     answer = config.create_timing_cache(b"not a timing cache")
@@ -392,7 +392,7 @@ def test_corrupt_timing_cache(trt, yolo_model_path, tmp_path, record_property):
 
 
 def test_tensorrt_errors_reach_trtq_after_a_build_and_a_load(yolo_engines, trt):
-    """C3: trtq makes a logger per build and per runner; TensorRT's messages still reach the newest one."""
+    """Trtq makes a logger per build and per runner; TensorRT's messages still reach the newest one."""
     from trtq.backend.runner import EngineRunner
 
     results, _, _ = yolo_engines
@@ -403,7 +403,7 @@ def test_tensorrt_errors_reach_trtq_after_a_build_and_a_load(yolo_engines, trt):
 
 
 def test_restamped_cache_is_read_by_tensorrt(yolo_engines, yolo_model_path, tmp_path, trt, record_property):
-    """C1: a cache from another TensorRT version and algorithm, handed over re-stamped, gives the same INT8 layers."""
+    """A cache from another TensorRT version and algorithm, handed over re-stamped, gives the same INT8 layers."""
     import json
 
     from trtq import cache as cache_io
@@ -426,7 +426,7 @@ def test_restamped_cache_is_read_by_tensorrt(yolo_engines, yolo_model_path, tmp_
 
 def test_cpu_handed_cache_covers_what_gpu_calibration_covers(yolo_engines, yolo_model_path, photo_crops_folder,
                                                              tmp_path, trt, record_property):
-    """C6: the INT8 layers of a GPU-calibrated (entropy) engine and of the CPU-calibrated (auto) one."""
+    """The INT8 layers of a GPU-calibrated (entropy) engine and of the CPU-calibrated (auto) one."""
     from trtq.data.spec import DataSpec, Preprocess
 
     if int(trt.__version__.split(".")[0]) >= 11:
@@ -442,7 +442,7 @@ def test_cpu_handed_cache_covers_what_gpu_calibration_covers(yolo_engines, yolo_
 
 
 def test_mixed_precision_layer_runs_in_float(yolo_engines, yolo_model_path, tmp_path, trt, record_property):
-    """C5: a sidecar float layer on the implicit path: is its layer INT8-free in the engine?"""
+    """A sidecar float layer on the implicit path: is its layer INT8-free in the engine?"""
     import json
 
     from trtq import cache as cache_io
@@ -462,7 +462,7 @@ def test_mixed_precision_layer_runs_in_float(yolo_engines, yolo_model_path, tmp_
 
 
 def test_pycuda_layer_runs_an_engine(yolo_engines):
-    """C12: an engine run with pycuda's CUDA layer gives what it gives with cuda-python."""
+    """An engine run with pycuda's CUDA layer gives what it gives with cuda-python."""
     pytest.importorskip("pycuda.driver")
     from trtq.backend import cuda
     from trtq.backend.runner import EngineRunner
@@ -497,8 +497,8 @@ def _recurrent_module():
 
 def test_lstm_engine_eval_and_bench(trt, tmp_path, record_property):
     """The digits LSTM (h0/c0 [layers, batch, hidden]: batch on axis 1), built INT8 where TensorRT calibrates
-    (FP16 on 11.x): trtq eval and trtq bench run it with each input on its own batch axis. Answers C14/C15 with
-    the precisions `trtq inspect` reads."""
+    (FP16 on 11.x): trtq eval and trtq bench run it with each input on its own batch axis; records the precisions
+    `trtq inspect` reads."""
     import json
 
     pytest.importorskip("torch")
@@ -532,7 +532,7 @@ def test_lstm_engine_eval_and_bench(trt, tmp_path, record_property):
 
 def test_scalar_mode_engine_eval_and_bench(trt, tmp_path, record_property):
     """The If model with a rank-0 int64 `mode`: eval feeds it rank 0 with the recorded value, bench --data times
-    the branch the data select, random data refuse it. Answers C13: is `mode` a shape tensor (host memory)?"""
+    the branch the data select, random data refuse it. Records whether `mode` is a shape tensor (host memory)."""
     recurrent = _recurrent_module()
     model = recurrent.scalar_branch_classifier(tmp_path / "branch.onnx")
     data = tmp_path / "data"

@@ -1,4 +1,4 @@
-"""`pip install 'trtq[gpu]'` (and the other GPU extras) resolve to one CUDA major (review B1).
+"""`pip install 'trtq[gpu]'` (and the other GPU extras) resolve to one CUDA major.
 
 Resolved with ``pip install --dry-run --report`` against the package index: the CUDA Python layer
 with its dependencies (cuda-python -> cuda-bindings of that major), the TensorRT metapackage by name

@@ -547,7 +547,7 @@ def explicit_path_flags_and_refusal_below_10(expected):
         with _installed(trt, world), contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
             code = main(["build", str(model), "--fp16", "--explicit", "--batch-sizes", "1,4", "-o",
                          str(Path(tmp) / "e.engine")])
-        if major < 10:  # A1: one line, exit 2, before any work
+        if major < 10:  # one line, exit 2, before any work
             assert code == 2 and "--explicit needs TensorRT 10" in err.getvalue(), err.getvalue()
             assert "Traceback" not in err.getvalue() and not world.calls, world.calls
             return
@@ -613,9 +613,9 @@ def _one_line(code, err, *needles):
 
 @check
 def dla_core_with_gpu_fallback(expected):
-    """A2: --dla-core on a batch range is refused before the build (DLA has no dynamic shapes); with one batch
+    """--dla-core on a batch range is refused before the build (DLA has no dynamic shapes); with one batch
     size the layers that cannot run on DLA are named, none on DLA is refused, and the report says what runs where;
-    B8: releases without DLA on Linux/Jetson (10.8-11.4.0) are refused by version."""
+    Releases without DLA on Linux/Jetson (10.8-11.4.0) are refused by version."""
     from trtq.backend.policy import NO_DLA, parse_version
 
     trt, _ = context()
@@ -624,7 +624,7 @@ def dla_core_with_gpu_fallback(expected):
         model = _onnx_model(Path(tmp) / "m.onnx")  # layers conv_a, conv_a_1, mm_c; input x ["batch", 4]
         engine = Path(tmp) / "dla.engine"
         world = _world(trt, model)
-        with _installed(trt, world):  # the review's probe: trtq's default profile spans batch 1..64
+        with _installed(trt, world):  # trtq's default profile spans batch 1..64
             code, _, err = _cli(["build", model, "--fp16", "--dla-core", "0", "-o", engine])
         if no_dla:
             _one_line(code, err, "has no DLA support", "10.7")
@@ -672,7 +672,7 @@ def dla_core_with_gpu_fallback(expected):
                                  Path(tmp) / "two.engine"])
         _one_line(code, err, "--dla-core 2", "2 DLA core")
 
-        # B6 / A2 runtime: the engine trtq built for core 1 is loaded with runtime.DLA_core = 1, set before
+        # the engine trtq built for core 1 is loaded with runtime.DLA_core = 1, set before
         # deserializing (trtexec's order; IRuntime's default is -1)
         import trtq.backend.cuda as cuda
         from trtq.backend.runner import EngineRunner
@@ -888,10 +888,10 @@ def runner_calls_match_signatures(expected):
     finally:
         cuda.Stream = saved_stream
     _assert_clean(world)
-    assert shapes["images"] == (4, 3, 8, 8), shapes  # A3
-    assert memory == 4096 + 4 * 3 * 8 * 8 * 4 + 4 * 10 * 4  # A2: on every version
+    assert shapes["images"] == (4, 3, 8, 8), shapes
+    assert memory == 4096 + 4 * 3 * 8 * 8 * 4 + 4 * 10 * 4  # on every version
     assert info["Layers"][0]["Name"] == "QuantizeLinear_2" and "Precision" not in info["Layers"][0]
-    assert world.drove == ["init_libnvinfer_plugins"]  # B3: before deserializing
+    assert world.drove == ["init_libnvinfer_plugins"]  # before deserializing
     assert _calls(world, "IExecutionContext", "execute_async_v3") == [(7,)]
     assert not [c for c in world.calls if c[1] == "engine_host_code_allowed="], "only for version-compatible plans"
 
@@ -1068,8 +1068,7 @@ def _rows_times(images: np.ndarray, weights: np.ndarray) -> np.ndarray:
 
 
 def _image_model(folder: Path, samples: int):
-    """ref.onnx (images [N,3,8,8] -> out [N,10], a real MatMul) and ``samples`` .npy samples, as the review's
-    eval_minbatch_cli probe; returns (model, data folder, weights)."""
+    """ref.onnx (images [N,3,8,8] -> out [N,10], a real MatMul) and ``samples`` .npy samples; returns (model, data folder, weights)."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -1091,7 +1090,7 @@ def _image_model(folder: Path, samples: int):
 
 @check
 def eval_pads_to_the_engines_smallest_batch(expected):
-    """A4: `trtq eval ref.onnx m.engine` on an engine built with --batch-sizes 8,32 (and on a fixed batch-8 engine),
+    """`trtq eval ref.onnx m.engine` on an engine built with --batch-sizes 8,32 (and on a fixed batch-8 engine),
     36 samples in loader batches of 32: the last 4 are padded to 8, the padding dropped, all 36 scored."""
     from trtq.backend.runner import EngineSession
 
@@ -1128,8 +1127,8 @@ def eval_pads_to_the_engines_smallest_batch(expected):
 
 @check
 def eval_int64_data_on_an_int32_engine_input(expected):
-    """A3: TensorRT 8.6's parser makes an INT64 ONNX input INT32 (onnx-tensorrt 8.6-GA convertDtype); `trtq eval`
-    feeds int64 ids as int32 when they fit and refuses, in one line naming the engine, ids that do not (B11: not
+    """TensorRT 8.6's parser makes an INT64 ONNX input INT32 (onnx-tensorrt 8.6-GA convertDtype); `trtq eval`
+    feeds int64 ids as int32 when they fit and refuses, in one line naming the engine, ids that do not (not
     "ONNX Runtime refused")."""
     import onnx
     from onnx import TensorProto, helper
@@ -1170,7 +1169,7 @@ def eval_int64_data_on_an_int32_engine_input(expected):
 
 @check
 def engine_layouts_and_types_numpy_lacks_are_refused_with_real_data(expected):
-    """B3/B4: a vectorized input (trtexec --inputIOFormats=int8:chw32) or a BF16/FP8 input gets no linear float32
+    """A vectorized input (trtexec --inputIOFormats=int8:chw32) or a BF16/FP8 input gets no linear float32
     data in `trtq eval` or `trtq bench --data`: one line naming the input and its layout or type."""
     trt, _ = context()
     with tempfile.TemporaryDirectory() as tmp:
@@ -1195,7 +1194,7 @@ def engine_layouts_and_types_numpy_lacks_are_refused_with_real_data(expected):
 
 @check
 def version_compatible_engine_loads_without_its_report(expected):
-    """B1: an engine built with --version-compatible (or trtexec --versionCompatible) and moved without its .json
+    """An engine built with --version-compatible (or trtexec --versionCompatible) and moved without its .json
     loads: a failed load is tried once more with engine host code allowed; an engine that still fails is one line."""
     from trtq.backend.runner import EngineRunner
 
@@ -1228,7 +1227,7 @@ def version_compatible_engine_loads_without_its_report(expected):
 
 @check
 def corrupt_timing_cache_is_one_warning(expected):
-    """B5: a corrupt --timing-cache (TensorRT logs "Error Code 1: Serialization" and may give no cache) never reaches
+    """A corrupt --timing-cache (TensorRT logs "Error Code 1: Serialization" and may give no cache) never reaches
     set_timing_cache as None; the build goes on with a fresh cache, and a later build error is the build's own."""
     trt, _ = context()
     with tempfile.TemporaryDirectory() as tmp:
@@ -1276,7 +1275,7 @@ def corrupt_timing_cache_is_one_warning(expected):
 
 @check
 def native_instancenorm_for_compatible_engines_on_8_6(expected):
-    """B2: on TensorRT 8.6, --version-compatible and --hardware-compatibility parse InstanceNormalization as a
+    """On TensorRT 8.6, --version-compatible and --hardware-compatibility parse InstanceNormalization as a
     layer (OnnxParserFlag.NATIVE_INSTANCENORM), as Polygraphy does; 10.0+ does it by default."""
     trt, major = context()
     with tempfile.TemporaryDirectory() as tmp:
@@ -1295,8 +1294,8 @@ def native_instancenorm_for_compatible_engines_on_8_6(expected):
 
 @check
 def plugins_reach_eval_bench_and_inspect(expected):
-    """B7: `trtq eval`, `trtq bench` and `trtq inspect` load --plugins and the plugin libraries an engine's build
-    report lists, before deserializing it; B10: they take --cuda."""
+    """`trtq eval`, `trtq bench` and `trtq inspect` load --plugins and the plugin libraries an engine's build
+    report lists, before deserializing it; they take --cuda."""
     import ctypes
     import os
 
@@ -1345,7 +1344,7 @@ def plugins_reach_eval_bench_and_inspect(expected):
 
 @check
 def inspect_shows_the_precision_of_each_layer(expected):
-    """A1: `trtq inspect` reads each layer's precision from its tensors' Format/Datatype (the inspector's real
+    """`trtq inspect` reads each layer's precision from its tensors' Format/Datatype (the inspector's real
     JSON has no Precision key); the tactic has its own column."""
     trt, _ = context()
     dump = (Path(__file__).parent / "data" / "inspector_qat.graph.json").read_text()

@@ -6,7 +6,7 @@ returns NULL), so trtq's build and runner code cannot reach the objects they ret
 :class:`Fake` objects that, for every member trtq touches:
 
 - look the member up on the *real* pybind11 class of that TensorRT version (a name the
-  version lacks is a violation: A2's ``device_memory_size_v2`` on 8.6/10.0);
+  version lacks is a violation: ``device_memory_size_v2`` on 8.6/10.0);
 - parse the real pybind11 signature(s) from its ``__doc__`` (every overload) and check the
   arguments trtq passes: count, keyword names, and types (``int`` vs enum, ``str`` vs
   ``bytes``, ``buffer``, ``Dims`` from tuples, TensorRT classes by their real MRO);

@@ -165,7 +165,7 @@ def test_multi_input_model_rejects_images(format_folder):
 @pytest.mark.parametrize("pre, message", [
     (Preprocess(mean=(1.0, 2.0)), r"mean has 2 values, but input 'x' has 3 channel\(s\)"),
     (Preprocess(std=(0.0,)), r"std must not be 0"),
-    (Preprocess(resize="fit"), r"resize must be 'stretch' or 'shorter'"),
+    (Preprocess(resize="fit"), r"resize must be one of stretch, shorter, letterbox, pad; got 'fit'"),
     (Preprocess(crop_fraction=1.5), r"crop fraction must be in \(0, 1\]"),
     (Preprocess(channel_order="RBG"), r"channel order must be RGB or BGR"),
     (Preprocess(dtype="int8"), r"input 'x' is float32; data of dtype int8 cannot be fed"),
@@ -291,3 +291,56 @@ def test_fingerprint_is_cheap_and_sensitive(many_images, tmp_path, monkeypatch):
     target = copy / open_source(DataSpec(str(copy), samples=8), RGB_64).sample_ids()[0]
     os.utime(target, ns=(0, target.stat().st_mtime_ns + 10**9))
     assert fp(copy, samples=8) != base
+
+
+def _wide_red(width=20, height=10):
+    from PIL import Image
+
+    return Image.new("RGB", (width, height), (255, 0, 0))
+
+
+def test_letterbox_keeps_the_aspect_ratio_and_centers_the_image_on_the_pad_value():
+    out = np.asarray(images_module.resize_crop(_wide_red(), 32, 32, "letterbox", pad_value=114))
+    assert out.shape == (32, 32, 3)
+    # 20x10 scaled by 1.6 to 32x16: 8 rows of padding above and below
+    assert (out[:8] == 114).all() and (out[24:] == 114).all()
+    assert (out[8:24, :, 0] == 255).all() and (out[8:24, :, 1] == 0).all()
+
+
+def test_letterbox_at_the_corner_pads_right_and_bottom_as_a_text_line_is_fed():
+    tall = np.asarray(images_module.resize_crop(_wide_red(10, 20), 32, 64, "letterbox", pad_position="corner"))
+    assert tall.shape == (32, 64, 3)
+    # 10x20 scaled by 1.6 to 16x32: the image fills columns 0-15, zeros to the right
+    assert (tall[:, :16, 0] == 255).all() and (tall[:, 16:] == 0).all()
+
+
+def test_pad_does_not_enlarge_and_only_shrinks_a_larger_image():
+    small = np.asarray(images_module.resize_crop(_wide_red(8, 4), 16, 16, "pad", pad_value=7))
+    assert (small[6:10, 4:12, 0] == 255).all() and (small[:6] == 7).all() and (small[10:] == 7).all()
+    large = np.asarray(images_module.resize_crop(_wide_red(64, 32), 16, 16, "pad"))
+    assert large.shape == (16, 16, 3) and (large[4:12, :, 0] == 255).all() and (large[:4] == 0).all()
+
+
+def test_letterbox_is_planned_recorded_and_refused_where_it_cannot_apply():
+    model = RGB_64[0]
+    plan = images_module.plan_images(Preprocess(resize="letterbox", pad_value=114, pad_position="corner"), model)
+    assert plan.to_dict()["pad_value"] == 114 and plan.to_dict()["pad_position"] == "corner"
+    assert "letterboxed to 64x64 (aspect kept, at the top left, padded with 114)" in plan.summary()
+    for bad, message in ((Preprocess(resize="letterbox", crop_fraction=0.875), "does not crop"),
+                         (Preprocess(resize="pad", pad_value=300), "0-255"),
+                         (Preprocess(resize="letterbox", pad_position="left"), "center' or 'corner")):
+        with pytest.raises(DataError, match=message):
+            images_module.plan_images(bad, model)
+
+
+def test_a_letterboxed_folder_feeds_the_padded_pixels(tmp_path):
+    from PIL import Image
+
+    Image.new("RGB", (40, 20), (255, 255, 255)).save(tmp_path / "wide.png")
+    pre = Preprocess(resize="letterbox", pad_value=114)
+    model = [spec("x", ("N", 3, 32, 32))]
+    (feed,) = [f for _, f in batches(open_source(DataSpec(str(tmp_path), samples=None, preprocess=pre), model))]
+    x = feed["x"][0]
+    assert x.shape == (3, 32, 32)
+    np.testing.assert_allclose(x[:, :8], 114 / 255, rtol=1e-6)  # padding, scaled like every pixel
+    np.testing.assert_allclose(x[:, 8:24], 1.0, rtol=1e-6)

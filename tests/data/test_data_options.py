@@ -34,6 +34,13 @@ def test_every_option():
         std=(0.229, 0.224, 0.225), channel_order="BGR", layout="NHWC", dtype="float16"))
 
 
+def test_letterbox_options():
+    argv = ["--calib", "imgs", "--size", "32x320", "--resize", "letterbox", "--pad-value", "114",
+            "--pad-position", "corner"]
+    pre = data_spec_from_args(parse(argv)[1]).preprocess
+    assert (pre.resize, pre.pad_value, pre.pad_position) == ("letterbox", 114.0, "corner")
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--size", "32"], r"argument --size: expected HEIGHTxWIDTH such as 320x320, got '32'"),
     (["--size", "0x3"], r"argument --size: height and width must be positive"),
@@ -48,6 +55,9 @@ def test_every_option():
     (["--crop-fraction", "1.5"], r"argument --crop-fraction: must be in \(0, 1\]"),
     (["--dtype", "int8"], r"argument --dtype: expected a float type such as float32 or float16, got 'int8'"),
     (["--dtype", "floaty"], r"argument --dtype: expected a float type"),
+    (["--resize", "letterbox", "--pad-value", "256"], r"argument --pad-value: is a 0-255 pixel value, got 256"),
+    (["--resize", "letterbox", "--crop-fraction", "0.875"], r"argument --crop-fraction: does not apply to --resize "
+                                                             r"letterbox, which pads and does not crop"),
 ])
 def test_bad_values_raise_trtq_errors(argv, message):
     _, args = parse(["--calib", "d", *argv])

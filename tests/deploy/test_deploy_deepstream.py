@@ -107,6 +107,24 @@ def test_fold_writes_an_exact_config_for_a_verified_model(yolo_imagenet, tmp_pat
     assert moved == {"images"}
 
 
+def test_a_letterboxed_calibration_writes_nvinfers_letterbox_and_check_holds_a_config_to_it(
+        tmp_path, yolo_model_path, photo_crops_folder):
+    from conftest import _calibrate
+
+    model, cache = _calibrate(tmp_path, yolo_model_path, photo_crops_folder, "letterbox", resize="letterbox",
+                              pad_position="corner")
+    output = tmp_path / "ds" / "config_infer.txt"
+    write_config(model, cache, output)
+    values, problems = check_rules(parse_keyfile(output.read_text()))
+    assert problems == []
+    assert values["maintain-aspect-ratio"] is True and values["symmetric-padding"] is False
+    assert check_config(output, cache).mismatches == []
+    stretched = output.read_text().replace("maintain-aspect-ratio=1", "maintain-aspect-ratio=0")
+    output.write_text(stretched)
+    (mismatch,) = check_config(output, cache).mismatches
+    assert mismatch.what == "resize" and mismatch.changes_numbers
+
+
 def test_engine_build_report_reaches_the_config(yolo_unit_scale, tmp_path, capsys):
     """`deploy deepstream --engine`: a DLA engine gets enable-dla/use-dla-core from its build report, one plugin
     library becomes custom-lib-path (nvinfer loads it before the engine), and both pass nvinfer's rules."""

@@ -100,7 +100,7 @@ RUNTIME_API: Tuple[str, ...] = (
 INFO_TRT10_API: Tuple[str, ...] = ("Logger", "Logger.ERROR", "Builder",
                                    "Builder.platform_has_fast_fp16", "Builder.platform_has_fast_int8")
 
-#: What TensorRT 11 removed of the implicit path (DESIGN.md's table); the contract tests check these
+#: What TensorRT 11 removed of the implicit path (the table in docs/tensorrt.md); the contract tests check these
 #: exist in 10.x and are gone in 11.x, and that no TensorRT 11 path declares any of them.
 REMOVED_IN_11: Tuple[str, ...] = (
     "BuilderFlag.INT8", "BuilderFlag.FP16", "IBuilderConfig.int8_calibrator",

@@ -658,9 +658,10 @@ def collect_histograms(
         del collector.histograms[name]  # a source observed only for its copies
     report.unquantized = dict(collector.unquantized)
     if run_batch < data_batch:
-        log.warning("calibration ran as few as %d sample(s) at a time instead of batches of %d to stay within "
-                    "the memory budget of %.0f MiB (--max-memory); the histograms are the same", run_batch,
-                    data_batch, (max_memory or 0) / 2**20)
+        # Information, not a warning: the histograms are the same as with whole batches, only slower to make.
+        log.info("calibration ran as few as %d sample(s) at a time instead of batches of %d to stay within "
+                 "the memory budget of %.0f MiB (--max-memory); the histograms are the same", run_batch,
+                 data_batch, (max_memory or 0) / 2**20)
     if report.over_budget:
         log.warning("the memory budget of %.0f MiB (--max-memory) cannot be met: %s", (max_memory or 0) / 2**20,
                     report.over_budget)

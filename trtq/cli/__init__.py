@@ -67,10 +67,15 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
     from rich.logging import RichHandler
 
     level = logging.WARNING if quiet else (logging.DEBUG if verbose > 1 else logging.INFO)
-    handler = RichHandler(show_time=False, show_path=False, markup=False, rich_tracebacks=False)
     from rich.console import Console
 
-    handler.console = Console(stderr=True)
+    console = Console(stderr=True)
+    if console.is_terminal:
+        handler: logging.Handler = RichHandler(show_time=False, show_path=False, markup=False,
+                                               rich_tracebacks=False, console=console)
+    else:  # a log or a file: one whole line per message, no padding to the terminal's width
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(levelname)-8s %(message)s"))
     root = logging.getLogger("trtq")
     root.handlers[:] = [handler]
     root.setLevel(level)

@@ -129,6 +129,10 @@ def run(args: argparse.Namespace) -> int:
         paths = write_bench_report(results, args.out, stem=args.stem, meta=meta)
     console = report_console()
     console.print(bench_table(results))
+    from ..bench import slow_int8_notes
+
+    for line in slow_int8_notes(results, args.models):
+        console.print(f"note: {line}", highlight=False, markup=False)
     if not measured:
         import sys
 
@@ -138,4 +142,8 @@ def run(args: argparse.Namespace) -> int:
     for path in paths.values():
         console.print(f"  wrote {path}", highlight=False, markup=False)
     print_notes(notes)
+    if "png" in paths:
+        from ..report import print_next
+
+        print_next(console, f"open {paths['png']} (throughput against batch size, with the spread of repeated runs)")
     return 0

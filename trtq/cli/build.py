@@ -182,13 +182,17 @@ def run(args: argparse.Namespace) -> int:
           f"{report['build_seconds']:.1f} s")
     print(f"report {result.report_path}")
     if recorded is not None and (report.get("mixed_precision") or {}).get("float_layers"):
-        from rich.console import Console
-
+        from ..report import report_console
         from .quantize import print_recorded_float_layers
 
-        print_recorded_float_layers(Console(), report["mixed_precision"]["float_layers"], recorded, args.cache)
+        print_recorded_float_layers(report_console(), report["mixed_precision"]["float_layers"], recorded,
+                                    args.cache)
     _print_build_verdict(report)
     print_notes(notes)
+    from ..report import next_command, print_next, report_console
+
+    print_next(report_console(), next_command("trtq", "bench", result.engine_path),
+               next_command("trtq", "deploy", "triton", result.engine_path, "-o", "<model repository>"))
     return 0
 
 

@@ -93,7 +93,7 @@ def default_cache_path(model: str) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
-    from rich.console import Console
+    from ..report import report_console
 
     from ..pipeline import calibrate
     from ..progress import progress_bar
@@ -124,8 +124,14 @@ def run(args: argparse.Namespace) -> int:
                            else [name.strip() for name in args.observe.split(",") if name.strip()],
                            **fidelity_options(args), target=fidelity, equalize=args.equalize or False,
                            progress=progress, choice_progress=scoring, feedback=feedback, force=args.force)
-    print_calibration(Console(), result, args.model)
+    console = report_console()
+    print_calibration(console, result, args.model)
     print_notes(notes)
+    from ..report import next_command, print_next
+
+    stem = output.parent / Path(args.model).stem  # the Q/DQ model beside the cache it is made from
+    print_next(console, next_command("trtq", "quantize", args.model, "--cache", output, "-o", f"{stem}.int8.onnx"),
+               next_command("trtq", "build", args.model, "--int8", "--cache", output) + "   (GPU with TensorRT)")
     return 0
 
 

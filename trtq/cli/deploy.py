@@ -114,23 +114,26 @@ def _print_notes(console, notes) -> None:
 
 
 def run_triton(args: argparse.Namespace) -> int:
-    from rich.console import Console
+    from ..report import report_console
     from rich.markup import escape
 
     from ..deploy.triton import write_repository
 
     result = write_repository(args.model, args.cache, args.output, name=args.name, onnx_model=args.onnx_model,
                               max_batch=args.max_batch, force=args.force, trt_cache_path=args.trt_cache_path)
-    console = Console()
+    console = report_console()
     plan = result["plan"]
     console.print(f"[bold green]wrote[/] {escape(str(result['config']))} and {escape(str(result['model']))} "
                   f"({plan.platform}, max_batch_size {plan.max_batch_size})")
     _print_notes(console, result["notes"] + plan.comments)
+    from ..report import next_command, print_next
+
+    print_next(console, next_command("tritonserver", "--model-repository", args.output))
     return 0
 
 
 def run_deepstream(args: argparse.Namespace) -> int:
-    from rich.console import Console
+    from ..report import report_console
     from rich.markup import escape
 
     from ..deploy.deepstream import write_config
@@ -138,24 +141,27 @@ def run_deepstream(args: argparse.Namespace) -> int:
     result = write_config(args.model, args.cache, args.output, engine=args.engine, batch_size=args.batch_size,
                           fold=args.fold, calib=args.calib, network_type=args.network_type,
                           trt_version=args.trt_version, force=args.force)
-    console = Console()
+    console = report_console()
     for path in result["written"]:
         console.print(f"[bold green]wrote[/] {escape(str(path))}")
     norm = result["normalization"]
     console.print(f"  net-scale-factor {norm.net_scale_factor:.9g}, offsets "
                   f"{', '.join(f'{o:.6g}' for o in norm.offsets)} (exact)", highlight=False)
     _print_notes(console, result["notes"])
+    from ..report import next_command, print_next
+
+    print_next(console, next_command("trtq", "deploy", "check", result["config"], "--cache", args.cache))
     return 0
 
 
 def run_check(args: argparse.Namespace) -> int:
-    from rich.console import Console
+    from ..report import report_console
     from rich.markup import escape
 
     from ..deploy.check import check_config
 
     report = check_config(args.config, args.cache, trt_version=args.trt_version)
-    console = Console()
+    console = report_console()
     name = Path(args.config).name
     if not report.mismatches:
         console.print(f"[bold green]ok[/] {escape(name)} ({report.kind}) matches {escape(report.calibration.describe())}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import replace
 from pathlib import Path
+from typing import Optional
 
 from .. import defaults
 
@@ -103,6 +104,31 @@ def add_parser(sub) -> None:
 def default_mixed_path(candidate: str) -> Path:
     path = Path(candidate)
     return path.with_name(path.stem + ".mixed.onnx")
+
+
+def calibration_data_overlap(data: str, cache: Optional[str], candidate: str) -> str:
+    """A sentence when the evaluation data is the calibration's own (the path the cache's sidecar records, a
+    folder inside it or around it), else "". INT8 measured on its calibration samples reads better than it
+    will on new data. The cache is ``--cache``, else the one trtq's default names put beside the candidate
+    (``m.calib.cache`` for ``m.int8.onnx``)."""
+    from ..cache import sidecar_path
+    from ..jsonio import try_read_json
+
+    candidates = [Path(cache)] if cache else [Path(candidate).with_name(Path(candidate).name.split(".")[0]
+                                                                          + ".calib.cache")]
+    for path in candidates:
+        sidecar = try_read_json(sidecar_path(path), lambda d: isinstance(d, dict))
+        recorded = ((sidecar or {}).get("data") or {}).get("path")
+        if not isinstance(recorded, str) or not recorded:
+            continue
+        try:
+            ours, theirs = Path(data).resolve(), Path(recorded).resolve()
+        except OSError:
+            continue
+        if ours == theirs or theirs in ours.parents or ours in theirs.parents:
+            return (f"{data} is the data {path.name} was calibrated on ({recorded}): INT8 reads better on the "
+                    "samples it was calibrated on than on new ones; evaluate on held-out data")
+    return ""
 
 
 def run(args: argparse.Namespace) -> int:
@@ -207,6 +233,9 @@ def run(args: argparse.Namespace) -> int:
                 code = 1
     console = report_console()
     console.print(f"[bold]{escape(report.data)}[/]", highlight=False)
+    overlap = calibration_data_overlap(args.data, args.cache, args.candidate)
+    if overlap:
+        console.print(f"[bold yellow]note:[/] {escape(overlap)}", highlight=False)
     for part in eval_tables(report, json_path=args.json):
         console.print(part, highlight=False)
     verdict = report.verdict(min_metric=args.min_metric)
@@ -227,12 +256,23 @@ def run(args: argparse.Namespace) -> int:
         console.print(f"[bold {style}]{escape(auto.message)}[/]", highlight=False)
         if model is not None:
             console.print(f"  wrote {auto.output_path}", highlight=False, markup=False)
+            from ..report import next_command, print_next
+
+            print_next(console, next_command("trtq", "bench", args.reference, auto.output_path))
         elif not auto.met:
             console.print("  no model written", highlight=False)
     if args.json:
         write_json(args.json, report.to_dict())
         console.print(f"  wrote {args.json}", highlight=False, markup=False)
     print_notes(notes)
+    if args.json and model is None and not is_engine_path(args.candidate):
+        from ..report import next_command, print_next
+
+        if ev.qdq_form(load_onnx(args.candidate)) == "cpu":
+            print_next(console, next_command("trtq", "bench", args.reference, args.candidate))
+        else:  # the TensorRT form: what an engine computes
+            print_next(console, next_command("trtq", "build", args.reference, "--int8", "--cache",
+                                             args.cache or "<its calibration cache>") + "   (GPU with TensorRT)")
     failure = verdict.failure(args.min_snr, args.min_cosine, args.min_agreement, args.min_metric)
     if failure:
         from ..errors import FidelityError

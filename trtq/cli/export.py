@@ -116,5 +116,11 @@ def run(args: argparse.Namespace) -> int:
     else:
         print("  not verified (--no-verify)")
     print_notes(notes)
+    from pathlib import Path
+
+    from ..report import next_command, print_next, report_console
+
+    print_next(report_console(), next_command("trtq", "calibrate", result.path, "--calib", "<calibration samples>",
+                                              "-o", Path(str(result.path)).with_suffix(".calib.cache")))
     return 0
 

@@ -67,8 +67,8 @@ def data_reads(path: Optional[str], what: str = "a data file") -> Reads:
 def print_notes(notes: Sequence[str]) -> None:
     if not notes:
         return
-    from rich.console import Console
+    from ..report import report_console
 
-    console = Console()
+    console = report_console()
     for note in notes:
         console.print(f"  note: {note}", markup=False, highlight=False, soft_wrap=True)

@@ -91,9 +91,21 @@ def add_data_arguments(parser: argparse.ArgumentParser, flag: str = "--calib", r
         help="image height x width after resizing, e.g. 320x320 (default: the model input's height and width; "
              "required when they are dynamic)")
     _add(group,
-        f"{p}resize", dest=_dest(f"{p}resize"), choices=("stretch", "shorter"), default=_DEFAULT.resize,
+        f"{p}resize", dest=_dest(f"{p}resize"), choices=("stretch", "shorter", "letterbox", "pad"),
+        default=_DEFAULT.resize,
         help="stretch: resize straight to --size, ignoring aspect ratio; shorter: scale the image to cover "
-             f"--size, then center-crop it (default: {_DEFAULT.resize})")
+             "--size, then center-crop it; letterbox: scale it to fit inside --size, aspect ratio kept, and pad "
+             "the rest (YOLO); pad: keep its size (shrink only a larger image) and pad (default: "
+             f"{_DEFAULT.resize})")
+    _add(group,
+        f"{p}pad-value", dest=_dest(f"{p}pad-value"), metavar="V", default=_DEFAULT.pad_value,
+        help=f"letterbox / pad: the padding's 0-255 pixel value, before --scale (YOLO: 114; default: "
+             f"{_DEFAULT.pad_value:g})")
+    _add(group,
+        f"{p}pad-position", dest=_dest(f"{p}pad-position"), choices=("center", "corner"),
+        default=_DEFAULT.pad_position,
+        help="letterbox / pad: center the image (pad both sides) or put it at the top left and pad right and "
+             f"bottom, as text recognizers do (default: {_DEFAULT.pad_position})")
     _add(group,
         f"{p}crop-fraction", dest=_dest(f"{p}crop-fraction"), metavar="F", default=_DEFAULT.crop_fraction,
         help="resize to size/F, then center-crop --size; 0.875 with --resize shorter --size 224x224 is the "
@@ -362,8 +374,17 @@ def data_spec_from_args(args: argparse.Namespace, flag_dest: str = "calib", shuf
     if not 0 < crop <= 1:
         raise _bad(option("crop-fraction"), f"must be in (0, 1], e.g. 0.875; got {crop:g}")
     resize = get("resize", _DEFAULT.resize) or _DEFAULT.resize
-    if resize not in ("stretch", "shorter"):
-        raise _bad(option("resize"), f"expected stretch or shorter, got {resize!r}")
+    if resize not in ("stretch", "shorter", "letterbox", "pad"):
+        raise _bad(option("resize"), f"expected stretch, shorter, letterbox or pad, got {resize!r}")
+    pad_value = _number(get("pad_value", _DEFAULT.pad_value), option("pad-value"))
+    if not 0 <= pad_value <= 255:
+        raise _bad(option("pad-value"), f"is a 0-255 pixel value, got {pad_value:g}")
+    pad_position = get("pad_position", _DEFAULT.pad_position) or _DEFAULT.pad_position
+    if pad_position not in ("center", "corner"):
+        raise _bad(option("pad-position"), f"expected center or corner, got {pad_position!r}")
+    if resize in ("letterbox", "pad") and crop < 1:
+        raise _bad(option("crop-fraction"), f"does not apply to {option('resize')} {resize}, which pads and "
+                                             "does not crop")
     scale_arg = get("scale")
     scale = _DEFAULT.scale if scale_arg is None else _number(scale_arg, option("scale"), allow_fraction=True)
     if scale <= 0:
@@ -392,7 +413,8 @@ def data_spec_from_args(args: argparse.Namespace, flag_dest: str = "calib", shuf
             raise _bad(option("dtype"), f"expected a float type such as float32 or float16, got {dtype!r}")
         dtype = parsed.name
     preprocess = Preprocess(size=size, resize=resize, crop_fraction=crop, scale=scale, mean=mean, std=std,
-                            channel_order=order, layout=layout, dtype=dtype)
+                            channel_order=order, layout=layout, dtype=dtype, pad_value=pad_value,
+                            pad_position=pad_position)
     return DataSpec(path=str(path), samples=samples, batch_size=batch_size, seed=seed, shuffle=shuffle,
                     preprocess=preprocess, batch_axes=batch_axes_from_args(args))
 

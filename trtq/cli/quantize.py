@@ -53,7 +53,7 @@ def add_parser(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..errors import TrtqError
-    from rich.console import Console
+    from ..report import report_console
 
     from ..pipeline import quantize
     from .options import feedback_from_args
@@ -89,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
                            exclude=split_names(args.exclude), force=args.force, **fidelity_options(args),
                            fidelity=fidelity, equalize=args.equalize or False, progress=progress,
                            feedback=feedback_from_args(args))
-    console = Console()
+    console = report_console()
     if outcome.calibration is not None and outcome.calibration.auto is not None:
         from ..report import auto_choice_table
 
@@ -110,6 +110,12 @@ def run(args: argparse.Namespace) -> int:
                           highlight=False, markup=False)
     print_verdict(console, outcome.verdict, outcome.verdict_source, fixes=verdict_fixes("quantize"))
     print_notes(notes)
+    from ..report import next_command, print_next
+
+    if args.target == "cpu":
+        print_next(console, next_command("trtq", "bench", args.model, output))
+    else:
+        print_next(console, next_command("trtq", "eval", args.model, output, "--data", "<held-out samples>"))
     return 0
 
 
@@ -134,10 +140,10 @@ def print_recorded_float_layers(console, layers, record: dict, cache) -> None:
 
 
 def print_summary(summary) -> None:
-    from rich.console import Console
+    from ..report import report_console
     from rich.table import Table
 
-    console = Console()
+    console = report_console()
     if summary.already_quantized:
         console.print("[bold yellow]the model already carries Q/DQ nodes[/] (quantization-aware training?); "
                       "copied unchanged to:")

@@ -74,4 +74,10 @@ def run(args: argparse.Namespace) -> int:
     for note in notes:
         if not note.startswith("replaces "):
             print(f"  note: {note}")
+    from ..report import next_command, print_next, report_console
+
+    print_next(report_console(),
+               next_command("trtq", "eval", result.onnx_path, result.int8_trt_path, "--data", result.eval_dir,
+                            "--labels", result.eval_dir / "labels.csv"),
+               "your own model: README.md, \"Your own model in six lines\"")
     return 0

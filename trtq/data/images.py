@@ -12,7 +12,12 @@ Per image, in this order (:class:`~trtq.data.spec.Preprocess` holds the knobs):
    not kept); ``shorter`` scales the image so it covers ``size / crop_fraction`` and
    center-crops ``size`` (``crop_fraction=0.875`` with a 224x224 size is the ImageNet
    "resize 256, crop 224" recipe). With ``stretch`` a ``crop_fraction`` below 1
-   stretches to ``size / crop_fraction`` and center-crops. Bilinear resampling;
+   stretches to ``size / crop_fraction`` and center-crops. ``letterbox`` scales the
+   image so that it fits inside ``size`` with its aspect ratio kept (YOLO's letterbox,
+   DeepStream's ``maintain-aspect-ratio``) and ``pad`` keeps its size (shrinking only an
+   image larger than ``size``); both fill the rest with ``pad_value`` (a 0-255 pixel
+   value), the image centered (``pad_position="center"``) or at the top left, padded
+   right and bottom (``"corner"``: a text line). Bilinear resampling;
 3. ``x * scale``, then ``(x - mean) / std`` per channel (one value: all channels),
    channels in ``RGB`` or ``BGR`` order;
 4. ``NCHW`` or ``NHWC``, cast to the input's dtype.
@@ -48,6 +53,10 @@ log = logging.getLogger("trtq.data")
 DECODE_THREADS = max(1, min(8, os.cpu_count() or 1))
 
 _MODES = {1: "L", 3: "RGB", 4: "RGBA"}
+#: The resize modes (Preprocess.resize); the last two keep the aspect ratio and pad.
+RESIZE_MODES = ("stretch", "shorter", "letterbox", "pad")
+PADDED = ("letterbox", "pad")
+PAD_POSITIONS = ("center", "corner")
 _DEFAULT = Preprocess()
 
 
@@ -67,6 +76,8 @@ class ImagePlan:
     std: Tuple[float, ...]
     channel_order: str
     raw: bool  # integer input: raw pixel values, no normalization
+    pad_value: float = 0.0       # letterbox / pad: the padding's 0-255 pixel value
+    pad_position: str = "center"  # letterbox / pad: "center" or "corner" (top left)
 
     @property
     def mode(self) -> str:
@@ -76,11 +87,16 @@ class ImagePlan:
         return {"size": [self.height, self.width], "channels": self.channels, "layout": self.layout,
                 "dtype": str(self.dtype), "resize": self.resize, "crop_fraction": self.crop_fraction,
                 "scale": self.scale, "mean": list(self.mean), "std": list(self.std),
-                "channel_order": self.channel_order, "raw": self.raw}
+                "channel_order": self.channel_order, "raw": self.raw, "pad_value": self.pad_value,
+                "pad_position": self.pad_position}
 
     def summary(self) -> str:
         size = f"{self.height}x{self.width}"
-        if self.resize == "shorter":
+        if self.resize in PADDED:
+            how = "aspect kept, " if self.resize == "letterbox" else "not scaled, "
+            where = "centered" if self.pad_position == "center" else "at the top left"
+            what = f"{self.resize}ed to {size} ({how}{where}, padded with {self.pad_value:g})"
+        elif self.resize == "shorter":
             what = f"shorter side resized, center-cropped to {size}"
         elif self.crop_fraction < 1:
             what = f"resized, center-cropped to {size}"
@@ -158,8 +174,14 @@ def plan_images(pre: Preprocess, spec: TensorSpec) -> ImagePlan:
                         f"give the image size (--size HxW, e.g. --size 320x320)")
     else:
         height, width = model_hw  # type: ignore[misc]
-    if pre.resize not in ("stretch", "shorter"):
-        raise DataError(f"resize must be 'stretch' or 'shorter', got {pre.resize!r}")
+    if pre.resize not in RESIZE_MODES:
+        raise DataError(f"resize must be one of {', '.join(RESIZE_MODES)}; got {pre.resize!r}")
+    if pre.pad_position not in PAD_POSITIONS:
+        raise DataError(f"pad position must be 'center' or 'corner', got {pre.pad_position!r}")
+    if not 0 <= float(pre.pad_value) <= 255:
+        raise DataError(f"pad value is a 0-255 pixel value, got {pre.pad_value!r}")
+    if pre.resize in PADDED and pre.crop_fraction < 1:
+        raise DataError(f"--resize {pre.resize} pads the image and does not crop it: leave the crop fraction at 1")
     if not 0 < pre.crop_fraction <= 1:
         raise DataError(f"crop fraction must be in (0, 1], got {pre.crop_fraction!r}")
     order = str(pre.channel_order).upper()
@@ -181,7 +203,7 @@ def plan_images(pre: Preprocess, spec: TensorSpec) -> ImagePlan:
         log.info("input %r is %s: feeding raw pixel values (no scale, mean or std)", spec.name, dtype)
     return ImagePlan(height=height, width=width, channels=channels, layout=layout, dtype=dtype, resize=pre.resize,
                      crop_fraction=float(pre.crop_fraction), scale=float(pre.scale), mean=mean, std=std,
-                     channel_order=order, raw=raw)
+                     channel_order=order, raw=raw, pad_value=float(pre.pad_value), pad_position=pre.pad_position)
 
 
 def _bilinear():
@@ -190,9 +212,13 @@ def _bilinear():
     return getattr(Image, "Resampling", Image).BILINEAR
 
 
-def resize_crop(image, height: int, width: int, resize: str = "stretch", crop_fraction: float = 1.0):
+def resize_crop(image, height: int, width: int, resize: str = "stretch", crop_fraction: float = 1.0,
+                pad_value: float = 0.0, pad_position: str = "center"):
     """Resize a PIL image to ``height x width`` the way :class:`Preprocess` describes."""
     in_w, in_h = image.size
+    if resize in PADDED:
+        return _fit_and_pad(image, height, width, upscale=resize == "letterbox", pad_value=pad_value,
+                            pad_position=pad_position)
     if resize == "stretch":
         new_w, new_h = int(round(width / crop_fraction)), int(round(height / crop_fraction))
     else:
@@ -205,6 +231,31 @@ def resize_crop(image, height: int, width: int, resize: str = "stretch", crop_fr
         top = int(round((new_h - height) / 2.0))
         image = image.crop((left, top, left + width, top + height))
     return image
+
+
+def _fit_and_pad(image, height: int, width: int, upscale: bool, pad_value: float, pad_position: str):
+    """The image scaled to fit inside ``height x width`` (aspect ratio kept; never enlarged unless ``upscale``),
+    on a canvas of ``pad_value``: centered (the odd pixel of padding right and bottom, as YOLO's letterbox
+    rounds) or at the top left."""
+    from PIL import Image
+
+    in_w, in_h = image.size
+    factor = min(height / in_h, width / in_w)
+    if not upscale:
+        factor = min(factor, 1.0)
+    new_w, new_h = max(1, min(width, int(round(in_w * factor)))), max(1, min(height, int(round(in_h * factor))))
+    if (new_w, new_h) != (in_w, in_h):
+        image = image.resize((new_w, new_h), _bilinear())
+    if (new_w, new_h) == (width, height):
+        return image
+    bands = len(image.getbands())
+    fill = float(pad_value) if image.mode == "F" else int(round(pad_value))
+    if image.mode not in ("F", "L", "I", "I;16"):
+        fill = (fill,) * bands if image.mode != "RGBA" else (fill,) * 3 + (255,)
+    canvas = Image.new(image.mode, (width, height), fill)
+    left, top = ((width - new_w) // 2, (height - new_h) // 2) if pad_position == "center" else (0, 0)
+    canvas.paste(image, (left, top))
+    return canvas
 
 
 #: Pillow modes of more than 8 bits per channel (16-bit PNGs open as ``I;16``).
@@ -273,7 +324,8 @@ def load_image(path: Path, plan: ImagePlan, origin: str, notice=None) -> np.ndar
     except Exception as exc:  # PIL raises UnidentifiedImageError, OSError, SyntaxError, ValueError...
         detail = str(exc).replace(str(path), "").strip(" :'\"") or type(exc).__name__
         raise DataError(f"{origin}: cannot read image ({type(exc).__name__}: {detail})") from None
-    image = resize_crop(image, plan.height, plan.width, plan.resize, plan.crop_fraction)
+    image = resize_crop(image, plan.height, plan.width, plan.resize, plan.crop_fraction, plan.pad_value,
+                        plan.pad_position)
     if plan.raw:
         pixels = np.asarray(image)
     else:
@@ -288,7 +340,8 @@ def _finish(pixels: np.ndarray, plan: ImagePlan, resize_from: Optional[np.ndarra
 
         planes = resize_from if resize_from.ndim == 3 else resize_from[:, :, None]
         planes = [np.asarray(resize_crop(Image.fromarray(np.ascontiguousarray(planes[:, :, c]), mode="F"),
-                                         plan.height, plan.width, plan.resize, plan.crop_fraction), dtype=np.float32)
+                                         plan.height, plan.width, plan.resize, plan.crop_fraction, plan.pad_value,
+                                         plan.pad_position), dtype=np.float32)
                   for c in range(planes.shape[2])]
         pixels = np.stack(planes, axis=2)
     if pixels.ndim == 2:

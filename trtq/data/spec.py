@@ -16,8 +16,12 @@ class Preprocess:
     """How an image file becomes an input array. ``None`` fields are taken from the model input."""
 
     size: Optional[Tuple[int, int]] = None        # (height, width) after resize/crop; None: model's static H, W
-    resize: str = "stretch"                        # "stretch": straight to size; "shorter": shorter side to size, then center crop
+    resize: str = "stretch"                        # "stretch": straight to size; "shorter": shorter side to size, then center crop;
+                                                   # "letterbox": longer side to size, aspect kept, padded; "pad": padded unscaled
     crop_fraction: float = 1.0                     # with "shorter": resize to size/crop_fraction, then center crop size (0.875 = ImageNet style)
+    pad_value: float = 0.0                         # with "letterbox"/"pad": the 0-255 pixel value of the padding (YOLO: 114)
+    pad_position: str = "center"                   # with "letterbox"/"pad": "center" (pad both sides) or "corner" (image at
+                                                   # the top left, padded right and bottom: OCR lines)
     scale: float = 1.0 / 255.0                     # pixel values are multiplied by this first
     mean: Tuple[float, ...] = (0.0,)               # then (x - mean) / std, per channel (one value = all channels)
     std: Tuple[float, ...] = (1.0,)

@@ -28,6 +28,8 @@ class ImagePreprocessing:
     std: Tuple[float, ...]
     resize: str = "stretch"
     crop_fraction: float = 1.0
+    pad_value: float = 0.0              # letterbox / pad: the padding's 0-255 pixel value
+    pad_position: str = "center"        # letterbox / pad: "center" or "corner" (top left)
 
     def gain_bias(self) -> Tuple[np.ndarray, np.ndarray]:
         """Per channel: y_c = gain_c * x + bias_c (x the 0..255 pixel value)."""
@@ -41,8 +43,11 @@ class ImagePreprocessing:
     def describe(self) -> str:
         def values(v):
             return ", ".join(f"{x:g}" for x in v)
-        return (f"{self.color} {self.layout} {self.height}x{self.width}, x*{self.scale:g}, mean [{values(self.mean)}], "
-                f"std [{values(self.std)}]")
+        framing = "" if self.resize == "stretch" else (
+            f" {self.resize} (padded with {self.pad_value:g}, {self.pad_position})" if self.resize in ("letterbox", "pad")
+            else f" {self.resize}, crop {self.crop_fraction:g}")
+        return (f"{self.color} {self.layout} {self.height}x{self.width}{framing}, x*{self.scale:g}, "
+                f"mean [{values(self.mean)}], std [{values(self.std)}]")
 
 
 @dataclass
@@ -119,7 +124,8 @@ def image_preprocessing(sidecar: dict) -> Optional[ImagePreprocessing]:
     std = plan.std if len(plan.std) == channels else plan.std * channels
     return ImagePreprocessing(input=record["name"], layout=plan.layout, channels=channels, height=plan.height,
                               width=plan.width, channel_order=plan.channel_order, scale=plan.scale,
-                              mean=tuple(mean), std=tuple(std), resize=plan.resize, crop_fraction=plan.crop_fraction)
+                              mean=tuple(mean), std=tuple(std), resize=plan.resize, crop_fraction=plan.crop_fraction,
+                              pad_value=plan.pad_value, pad_position=plan.pad_position)
 
 
 def read_calibration(cache_path: PathLike) -> Calibration:

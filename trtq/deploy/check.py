@@ -172,6 +172,14 @@ def _check_deepstream(report: CheckReport, text: str, trt_version: Optional[int]
     if values.get("maintain-aspect-ratio") and image.resize == "stretch" and image.crop_fraction >= 1:
         report.add("resize", "maintain-aspect-ratio=1 (letterbox)", "stretched to the network size", True,
                    "maintain-aspect-ratio=0")
+    if image.resize == "letterbox":
+        symmetric = image.pad_position == "center"
+        if not values.get("maintain-aspect-ratio"):
+            report.add("resize", "maintain-aspect-ratio=0 (stretched)", "letterboxed (aspect ratio kept)", True,
+                       "maintain-aspect-ratio=1")
+        elif bool(values.get("symmetric-padding")) != symmetric:
+            report.add("padding", f"symmetric-padding={int(bool(values.get('symmetric-padding')))}",
+                       "centered" if symmetric else "at the top left", True, f"symmetric-padding={int(symmetric)}")
     gain, bias = image.gain_bias()
     k = float(values.get("net-scale-factor", 1.0))
     offsets = list(values.get("offsets", ()))

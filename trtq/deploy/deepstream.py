@@ -270,7 +270,12 @@ def render_config(*, onnx_file: str, calib_file: Optional[str], engine_file: Opt
               f"net-scale-factor={_number(normalization.net_scale_factor)}"]
     if any(o != 0 for o in normalization.offsets):
         lines.append("offsets=" + ";".join(_number(o) for o in normalization.offsets))
-    lines += ["maintain-aspect-ratio=0", f"network-type={NETWORK_TYPES[network_type]}"]
+    # nvinfer's letterbox: maintain-aspect-ratio=1, centered with symmetric-padding=1, else padded right and bottom.
+    letterbox = image.resize == "letterbox"
+    lines.append(f"maintain-aspect-ratio={int(letterbox)}")
+    if letterbox:
+        lines.append(f"symmetric-padding={int(image.pad_position == 'center')}")
+    lines.append(f"network-type={NETWORK_TYPES[network_type]}")
     if network_type == "other":
         lines.append("output-tensor-meta=1")
     return "\n".join(lines) + "\n"
@@ -351,7 +356,14 @@ def write_config(model_path: PathLike, cache_path: PathLike, output: PathLike, *
         notes.append(f"the cache header says {calibration.header_algorithm}; nvinfer's calibrator is "
                      "EntropyCalibration2 and TensorRT ignores a cache of another algorithm: recalibrate with "
                      "--algo auto, entropy, percentile or mse")
-    if image.resize != "stretch" or image.crop_fraction < 1:
+    if image.resize == "pad":
+        notes.append("the calibration padded its images without scaling them; nvinfer scales every frame (or "
+                     "object) to the network size, so the inputs are framed differently from the calibration")
+    elif image.resize == "letterbox":
+        if image.pad_value != 0:
+            notes.append(f"the calibration padded with {image.pad_value:g}; nvinfer's letterbox pads with 0 (black), "
+                         "so the padded border differs from the calibration's")
+    elif image.resize != "stretch" or image.crop_fraction < 1:
         notes.append("the calibration center-cropped its images; nvinfer scales the whole frame (or object) to the "
                      "network size, so the inputs are framed differently from the calibration")
 

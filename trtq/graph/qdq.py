@@ -328,8 +328,15 @@ def _ensure_opset(model):
             f"and onnx's version converter could not convert it ({type(exc).__name__}: {str(exc)[:200]}). "
             f"Re-export the model with opset {defaults.QDQ_MIN_OPSET} or newer "
             f"(torch.onnx.export(..., opset_version=17))") from None
-    log.info("converted the model from opset %d to %d for Q/DQ", current, defaults.QDQ_MIN_OPSET)
+    # One calibration builds a dozen Q/DQ models of one graph: say it once, not once per model.
+    level = logging.DEBUG if current in _CONVERSIONS_SAID else logging.INFO
+    _CONVERSIONS_SAID.add(current)
+    log.log(level, "converted the model from opset %d to %d for Q/DQ", current, defaults.QDQ_MIN_OPSET)
     return converted
+
+
+#: Source opsets whose conversion this process has already reported.
+_CONVERSIONS_SAID: set = set()
 
 
 def quantizable_layers(model) -> List[str]:

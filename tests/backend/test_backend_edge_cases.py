@@ -1,6 +1,7 @@
-"""The review's findings (shared/reviews/tensorrt-backend-review.md, A1-A3, B1-B13) that need no
-TensorRT bindings: each test fails on the code before its fix. The findings that need the real
-bindings are checks in trt_contract.py (run on every TensorRT version by test_contract.py)."""
+"""Backend behaviour at the edges that needs no TensorRT bindings: version refusals, the runner with a fake
+engine, types numpy lacks, calibration data types, import and driver failures, engine benchmarks, DLA rules,
+engine sessions in `trtq eval`. What needs the real bindings is checked in trt_contract.py (on every
+TensorRT version, by test_contract.py)."""
 
 from __future__ import annotations
 
@@ -17,10 +18,10 @@ from trtq.backend.runner import EngineRunner, TensorInfo
 from trtq.errors import BackendUnavailable, ModelError, TrtqError
 
 
-# --- A1: --explicit on TensorRT 8.6 -------------------------------------------------------------
+# --- --explicit on TensorRT 8.6 -------------------------------------------------------------
 
 @pytest.mark.parametrize("major", [8, 9])
-def test_a1_explicit_below_10_is_refused_in_one_line(major):
+def test_explicit_below_10_is_refused_in_one_line(major):
     with pytest.raises(TrtqError, match="--explicit needs TensorRT 10.0") as info:
         policy.plan_build(major, "int8", explicit=True)
     assert "\n" not in str(info.value)
@@ -29,7 +30,7 @@ def test_a1_explicit_below_10_is_refused_in_one_line(major):
     policy.check_explicit_supported((10, 0, 1))
 
 
-# --- A2 / A3 / B12: the runner, with a fake engine and context ----------------------------------
+# --- the runner, with a fake engine and context ----------------------------------
 
 class FakeContext:
     def __init__(self):
@@ -65,7 +66,7 @@ def _runner(monkeypatch, engine=None, tensors=None):
     return runner, memory
 
 
-def test_a2_device_memory_without_device_memory_size_v2(monkeypatch):
+def test_device_memory_without_device_memory_size_v2(monkeypatch):
     runner, _ = _runner(monkeypatch)
     runner.trt = type("OldTrt", (), {"ICudaEngine": OldEngine})
     runner.set_batch_size(2)
@@ -73,20 +74,20 @@ def test_a2_device_memory_without_device_memory_size_v2(monkeypatch):
 
 
 @pytest.mark.parametrize("batch", [1, 8, 32])
-def test_a3_shape_option_keeps_the_batch_axis_of_the_row(monkeypatch, batch):
+def test_shape_option_keeps_the_batch_axis_of_the_row(monkeypatch, batch):
     runner, memory = _runner(monkeypatch)
     runner.set_batch_size(batch, {"images": (1, 3, 640, 640)})
     assert runner.context.shapes["images"] == (batch, 3, 640, 640)
     assert memory.live[runner.context.addresses["images"]].nbytes == batch * 3 * 640 * 640 * 4
 
 
-def test_b12_vectorized_formats_pad_the_vectorized_axis():
+def test_vectorized_formats_pad_the_vectorized_axis():
     chw32 = TensorInfo("x", True, np.dtype(np.int8), (1, 3, 8, 8), vectorized_dim=1, components=32)
     assert chw32.nbytes((1, 3, 8, 8)) == 32 * 8 * 8
     assert TensorInfo("y", True, np.dtype(np.float16), (1, 3)).nbytes((2, 3)) == 12
 
 
-# --- B2: BF16/FP8 tensors -----------------------------------------------------------------------
+# --- BF16/FP8 tensors -----------------------------------------------------------------------
 
 class FakeDataType:
     def __init__(self, name):
@@ -101,7 +102,7 @@ class NoBf16Trt:
         raise TypeError("Could not resolve TensorRT datatype to an equivalent numpy datatype.")
 
 
-def test_b2_types_numpy_lacks_are_raw_bytes_or_a_clear_refusal():
+def test_types_numpy_lacks_are_raw_bytes_or_a_clear_refusal():
     from trtq.backend.runner import numpy_dtype
 
     assert numpy_dtype(NoBf16Trt, FakeDataType("FLOAT")) == np.float32
@@ -113,9 +114,9 @@ def test_b2_types_numpy_lacks_are_raw_bytes_or_a_clear_refusal():
     assert "\n" not in str(info.value)
 
 
-# --- B4: calibration data in the dtype TensorRT reads -------------------------------------------
+# --- calibration data in the dtype TensorRT reads -------------------------------------------
 
-def test_b4_fp16_and_fp64_calibration_data_is_fed_as_float32():
+def test_fp16_and_fp64_calibration_data_is_fed_as_float32():
     memory = FakeDeviceMemory()
     data = [{name: array.astype(np.float16) for name, array in batch.items()} for batch in batches(1)]
     data[0]["b"] = data[0]["b"].astype(np.float64)
@@ -128,7 +129,7 @@ def test_b4_fp16_and_fp64_calibration_data_is_fed_as_float32():
     assert memory.live[a].nbytes == 4 * 2 * 5 * 4
 
 
-def test_b4_int64_inputs_follow_the_network_input_type():
+def test_int64_inputs_follow_the_network_input_type():
     memory = FakeDeviceMemory()
     ids = {"ids": np.arange(8, dtype=np.int64).reshape(4, 2)}
     calibrator = CalibratorCore([ids], batch_size=4, trt_version=8601, allocator=memory,
@@ -137,18 +138,18 @@ def test_b4_int64_inputs_follow_the_network_input_type():
     np.testing.assert_array_equal(memory.read(ptr, np.int32, (4, 2)), ids["ids"])
 
 
-# --- B5: pre-quantized models on the implicit path -----------------------------------------------
+# --- pre-quantized models on the implicit path -----------------------------------------------
 
-def test_b5_prequantized_model_needs_no_calibrator():
+def test_prequantized_model_needs_no_calibrator():
     plan = policy.plan_build(10, "int8", prequantized=True)
     assert plan.path == "implicit" and "INT8" in plan.builder_flags and not plan.calibrator
     assert not policy.plan_build(10, "int8", explicit=True, prequantized=True).qdq_graph
     assert policy.plan_build(10, "int8").calibrator
 
 
-# --- B8: the reason TensorRT cannot be imported ---------------------------------------------------
+# --- the reason TensorRT cannot be imported ---------------------------------------------------
 
-def test_b8_broken_install_reason_is_not_hidden(monkeypatch):
+def test_broken_install_reason_is_not_hidden(monkeypatch):
     import trtq.backend as backend
 
     def fake_import(name):
@@ -163,9 +164,9 @@ def test_b8_broken_install_reason_is_not_hidden(monkeypatch):
     assert text.index("libnvinfer.so.10") < text.index("No module named"), text
 
 
-# --- B9: old cuda-python without a driver raises RuntimeError from every call ---------------------
+# --- old cuda-python without a driver raises RuntimeError from every call ---------------------
 
-def test_b9_runtime_error_from_cuda_python_is_backend_unavailable(monkeypatch):
+def test_runtime_error_from_cuda_python_is_backend_unavailable(monkeypatch):
     import trtq.backend.cuda as cuda
 
     class OldCudart:
@@ -185,7 +186,7 @@ def test_b9_runtime_error_from_cuda_python_is_backend_unavailable(monkeypatch):
         cuda.device_info()
 
 
-# --- B10 / B11: engine benchmarks -----------------------------------------------------------------
+# --- engine benchmarks -----------------------------------------------------------------
 
 def _onnx_model(path, batch):
     onnx = pytest.importorskip("onnx")
@@ -198,7 +199,7 @@ def _onnx_model(path, batch):
     return path
 
 
-def test_b10_static_batch_model_gets_skipped_rows_not_an_abort(tmp_path, monkeypatch):
+def test_static_batch_model_gets_skipped_rows_not_an_abort(tmp_path, monkeypatch):
     import trtq.backend.bench as trt_bench
     import trtq.backend.build as build
 
@@ -216,7 +217,7 @@ def test_b10_static_batch_model_gets_skipped_rows_not_an_abort(tmp_path, monkeyp
 
 
 def test_shape_for_one_input_leaves_the_others_on_the_bench_batch_sizes(tmp_path, monkeypatch):
-    """Third review B12: --shape for some inputs; the rest span the benchmark's batch sizes, not 1..64."""
+    """--shape for some inputs; the rest span the benchmark's batch sizes, not 1..64."""
     import trtq.backend.bench as trt_bench
     import trtq.backend.build as build
     from trtq.backend.build import profile_shapes
@@ -242,7 +243,7 @@ def test_shape_for_one_input_leaves_the_others_on_the_bench_batch_sizes(tmp_path
     assert table["x"] == ((2, 4), (8, 4), (8, 4)) and table["y"] == ((2, 4), (8, 4), (8, 4))
 
 
-def test_b11_engine_benchmarks_get_data_and_max_seconds(tmp_path, monkeypatch):
+def test_engine_benchmarks_get_data_and_max_seconds(tmp_path, monkeypatch):
     import trtq.backend as backend
     import trtq.backend.bench as trt_bench
     from trtq.bench import benchmark
@@ -256,7 +257,7 @@ def test_b11_engine_benchmarks_get_data_and_max_seconds(tmp_path, monkeypatch):
     assert seen["data"] == str(tmp_path) and seen["max_seconds"] == 2.5
 
 
-def test_b11_time_runner_stops_at_max_seconds(monkeypatch):
+def test_time_runner_stops_at_max_seconds(monkeypatch):
     import trtq.backend.cuda as cuda
     from trtq.backend.bench import time_runner
 
@@ -291,9 +292,9 @@ def test_b11_time_runner_stops_at_max_seconds(monkeypatch):
     assert len(time_runner(Runner(), 5, 0)) == 5
 
 
-# --- B13: what `trtq info` calls the CUDA runtime --------------------------------------------------
+# --- what `trtq info` calls the CUDA runtime --------------------------------------------------
 
-def test_b13_info_says_whose_cuda_runtime_it_is():
+def test_info_says_whose_cuda_runtime_it_is():
     from trtq.cli.info import format_info
 
     lines = format_info({"trtq": "0", "tensorrt": "10.3.0", "missing": {},
@@ -308,7 +309,7 @@ def test_b13_info_says_whose_cuda_runtime_it_is():
 
 @pytest.mark.parametrize("version, precision, cores, core, needle", [
     ((11, 4, 0), "int8", 2, 0, "no DLA support"),
-    ((10, 16, 1), "fp16", 2, 0, "10.7 was the last 10.x with DLA"),  # third review B8: JetPack 7.0-7.2's 10.13-10.16
+    ((10, 16, 1), "fp16", 2, 0, "10.7 was the last 10.x with DLA"),  # JetPack 7.0-7.2 run 10.13-10.16
     ((10, 8, 0), "fp16", 2, 0, "no DLA support"),
     ((10, 3, 0), "fp16", 0, 0, "TensorRT 8.6-10.7, or Orin with TensorRT 11.4.1"),
     ((10, 3, 0), "fp32", 2, 0, "FP16 and INT8"),
@@ -327,13 +328,13 @@ def test_dla_allowed():
 
 
 def test_dla_needs_a_static_profile():
-    """Third review A2: DLA has no dynamic dimensions; a batch range would put every layer on the GPU."""
+    """DLA has no dynamic dimensions; a batch range would put every layer on the GPU."""
     refusal = policy.dla_refusal((10, 3, 0), "fp16", 2, 0, static_profile=False)
     assert "static shapes" in refusal and "--batch-sizes 1" in refusal
 
 
 def test_min_trt_names_the_jetpack_that_has_it():
-    """Third review B9: TensorRT 8.6 is JetPack 6.0's; JetPack 5 has 8.5 (and Python 3.8)."""
+    """TensorRT 8.6 is JetPack 6.0's; JetPack 5 has 8.5 (and Python 3.8)."""
     with pytest.raises(BackendUnavailable, match=r"JetPack 6\.0\+") as info:
         policy.check_supported("8.5.2")
     assert "JetPack 5" not in str(info.value)
@@ -399,7 +400,7 @@ def test_eval_refuses_engine_sensitivity_without_a_cache(tmp_path, capsys):
     assert code == 2 and "add --cache" in capsys.readouterr().err
 
 
-# --- third review A3/A4/B3/B4: what an engine session feeds (the contract drives them through the CLI) -------
+# --- what an engine session feeds (the contract drives them through the CLI) -------
 
 def test_engine_input_casts_integers_only_when_they_fit():
     from trtq.errors import DataError

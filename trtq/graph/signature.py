@@ -353,8 +353,8 @@ class GraphView:
                 yield node, index, at, tensor
                 queue.extend(self.map_axis(node, index, at))
 
-    def reaches(self, name: str, ops: Sequence[str], targets) -> Set[Tuple[str, int]]:
-        """``(op type, input index)`` of the ``targets`` ops that ``name`` reaches through ``ops``."""
+    def _search(self, name: str, step) -> Set[Tuple[str, int]]:
+        """Breadth-first from ``name``: ``step(tensor)`` gives ``(found, next tensors)``; the union of found."""
         found: Set[Tuple[str, int]] = set()
         seen: Set[str] = set()
         queue = [name]
@@ -363,35 +363,58 @@ class GraphView:
             if tensor in seen:
                 continue
             seen.add(tensor)
+            hits, more = step(tensor)
+            found.update(hits)
+            queue.extend(more)
+        return found
+
+    def reaches(self, name: str, ops: Sequence[str], targets) -> Set[Tuple[str, int]]:
+        """``(op type, input index)`` of the ``targets`` ops that ``name`` reaches through ``ops``."""
+        def step(tensor):
+            hits, more = [], []
             for node, index in self.consumers.get(tensor, ()):
                 if node.op_type in targets:
-                    found.add((node.op_type, index))
+                    hits.append((node.op_type, index))
                 elif node.op_type in ops and (index == 0 or node.op_type == "Concat"):
-                    queue.extend(o for o in node.output if o)
-        return found
+                    more.extend(o for o in node.output if o)
+            return hits, more
+
+        return self._search(name, step)
 
     def comes_from(self, name: str, ops: Sequence[str], targets) -> Set[Tuple[str, int]]:
         """``(op type, output index)`` of the ``targets`` ops that produce ``name`` through ``ops``."""
-        found: Set[Tuple[str, int]] = set()
-        seen: Set[str] = set()
-        queue = [name]
-        while queue and len(seen) < _MAX_STEPS:
-            tensor = queue.pop(0)
-            if tensor in seen:
-                continue
-            seen.add(tensor)
+        def step(tensor):
             if tensor in self.branch_outputs:  # every branch of an If
-                queue.extend(self.branch_outputs[tensor])
-                continue
+                return (), self.branch_outputs[tensor]
             producer = self.producers.get(tensor)
             if producer is None:
-                continue
+                return (), ()
             node, index = producer
             if node.op_type in targets:
-                found.add((node.op_type, index))
-            elif node.op_type in ops:
-                queue.extend(i for i in node.input[:None if node.op_type in _ALL_INPUTS else 1] if i)
-        return found
+                return [(node.op_type, index)], ()
+            if node.op_type in ops:
+                return (), [i for i in node.input[:None if node.op_type in _ALL_INPUTS else 1] if i]
+            return (), ()
+
+        return self._search(name, step)
+
+    def pass_chain(self, name: str) -> Tuple[List[object], Optional[Tuple[object, int]]]:
+        """The :data:`DECISION_PASS` nodes that make ``name`` (output side first) and the producer before them."""
+        chain = []
+        producer = self.producers.get(name)
+        while producer is not None and producer[0].op_type in DECISION_PASS and len(chain) < 64:
+            chain.append(producer[0])
+            producer = self.producers.get(producer[0].input[0])
+        return chain, producer
+
+    def follow(self, chain: Sequence[object], axis: int) -> Optional[int]:
+        """Where ``axis`` of the tensor before ``chain`` lands after it (None where a step loses it)."""
+        for node in reversed(chain):
+            mapped = [a for out, a in self.map_axis(node, 0, axis) if out == node.output[0]]
+            if not mapped:
+                return None
+            axis = mapped[0]
+        return axis
 
 
 def _opset(model) -> int:
@@ -650,13 +673,7 @@ def _batch_reach(view: GraphView, inputs: Sequence[TensorSpec], outputs: Set[str
 
 def _decision(view: GraphView, spec: TensorSpec) -> Tuple[str, Optional[int], str]:
     """(kind, axis, why) of one output from the ops that make it (pairs are applied later)."""
-    chain = []
-    name = spec.name
-    producer = view.producers.get(name)
-    while producer is not None and producer[0].op_type in DECISION_PASS and len(chain) < 64:
-        chain.append(producer[0])
-        name = producer[0].input[0]
-        producer = view.producers.get(name)
+    chain, producer = view.pass_chain(spec.name)
     source = producer[0] if producer is not None else None
     through = f" through {', '.join(dict.fromkeys(n.op_type for n in chain if n.op_type != 'Identity' or len(chain) == 1))}" \
         if chain else ""
@@ -666,13 +683,7 @@ def _decision(view: GraphView, spec: TensorSpec) -> Tuple[str, Optional[int], st
             rank = spec.rank  # shape inference stopped short; Identity/Cast keep the declared output's rank
         axis = _attr(source, "axis", -1 if view.opset >= 13 else 1)
         if rank is not None:
-            axis %= rank
-            for node in reversed(chain):
-                mapped = [a for out, a in view.map_axis(node, 0, axis) if out == node.output[0]]
-                if not mapped:
-                    axis = None
-                    break
-                axis = mapped[0]
+            axis = view.follow(chain, axis % rank)
             if axis is not None:
                 return CLASS, axis, source.op_type + through
     readers = [(n, i) for n, i in view.consumers.get(spec.name, ()) if n.op_type in ("ArgMax", "TopK") and i == 0]
@@ -726,21 +737,14 @@ def _refined(spec: TensorSpec, view: GraphView) -> TensorSpec:
 
 def _group_axes(view: GraphView, spec: TensorSpec) -> Tuple[int, ...]:
     """Axes of an output that a ``Concat`` joins (boxes beside scores), followed through reshaping ops."""
-    chain = []
-    producer = view.producers.get(spec.name)
-    while producer is not None and producer[0].op_type in DECISION_PASS and len(chain) < 64:
-        chain.append(producer[0])
-        producer = view.producers.get(producer[0].input[0])
+    chain, producer = view.pass_chain(spec.name)
     if producer is None or producer[0].op_type != "Concat":
         return ()
     node = producer[0]
     rank = view.rank(node.output[0]) or spec.rank
-    axis = _attr(node, "axis", 0) % max(rank, 1)
-    for step in reversed(chain):
-        mapped = [a for out, a in view.map_axis(step, 0, axis) if out == step.output[0]]
-        if not mapped:
-            return ()
-        axis = mapped[0]
+    axis = view.follow(chain, _attr(node, "axis", 0) % max(rank, 1))
+    if axis is None:
+        return ()
     if axis == (spec.batch_axis or 0) or not isinstance(spec.shape[axis] if axis < spec.rank else None, int):
         return ()
     return (axis,) if spec.shape[axis] >= 4 else ()

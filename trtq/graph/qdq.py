@@ -469,11 +469,12 @@ def weight_code(target: str, readers: Iterable[str]) -> str:
     with FP32 on 12 % of digits on an AVX2 EPYC. MatMul/Gemm weights are uint8: ONNX Runtime
     multiplies u8 x u8 exactly everywhere, with its u8 x s8 kernels where the CPU has
     VNNI/AMX (flipping the weights' sign bit: same speed as int8) and by widening to int16
-    on AVX2 (slower: MiniLM ran at 1.17x FP32 there, against 1.43x with int7 weights whose
-    hidden states read 5.4 dB instead of 13.2 dB: one FFN layer with an outlier channel).
+    on AVX2 (slower: MiniLM ran at 1.22x FP32 there, against 1.45x with int7 weights whose
+    hidden states read 4.7 dB instead of 13.4 dB: one FFN layer with an outlier channel).
     Convolution weights are int8 in [-64, 64]: |q| <= 64 cannot saturate and keeps ORT's
-    fast symmetric-conv kernels (uint8 conv weights ran at FP32 speed on AVX2); 7 bits cost
-    conv nets 3-5 dB of SNR and no digit's top-1. Measured with scripts/bench_cpu_form.py.
+    fast symmetric-conv kernels (uint8 conv weights ran at 0.9-1.1x FP32 on AVX2); 7 bits
+    cost conv nets 2.4-4.9 dB of SNR and no digit's top-1. Measured with
+    scripts/bench_cpu_form.py (docs/benchmarks.md).
     """
     if target != "cpu":
         return "int8"

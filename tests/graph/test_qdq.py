@@ -413,7 +413,7 @@ def fused_ops(model, tmp_path):
     return [node.op_type for node in onnx.load(str(tmp_path / "fused.onnx")).graph.node]
 
 
-@pytest.mark.parametrize("layer", ["Conv", "MatMul"])
+@pytest.mark.parametrize("layer", ["Conv", "MatMul", "Gemm"])
 def test_cpu_form_fused_kernels_compute_what_the_exact_path_computes(layer, tmp_path):
     """The worst case for a saturating kernel: every input at +amax (uint8 code 255) times every weight at its
     channel's maximum. ONNX Runtime's fused kernel must give the exact result on this CPU, whatever it is."""
@@ -423,9 +423,9 @@ def test_cpu_form_fused_kernels_compute_what_the_exact_path_computes(layer, tmp_
         shapes, fused = ({"x": [1, 16, 2, 2]}, {"y": [1, 4, 2, 2]}), "QLinearConv"
         weights = {"w1": np.ones((16, 16, 1, 1)), "w2": np.full((4, 16, 1, 1), 1 / 16)}
     else:
-        nodes = [helper.make_node("MatMul", ["x", "w1"], ["h"], name="first"),
-                 helper.make_node("MatMul", ["h", "w2"], ["y"], name="second")]
-        shapes, fused = ({"x": [4, 16]}, {"y": [4, 4]}), "QLinearMatMul"
+        nodes = [helper.make_node(layer, ["x", "w1"], ["h"], name="first"),
+                 helper.make_node(layer, ["h", "w2"], ["y"], name="second")]
+        shapes, fused = ({"x": [4, 16]}, {"y": [4, 4]}), "QLinearMatMul" if layer == "MatMul" else "QGemm"
         weights = {"w1": np.ones((16, 16)), "w2": np.full((16, 4), 1 / 16)}
     model = make_model(nodes, *shapes, weights)
     x = np.ones(shapes[0]["x"], dtype=np.float32)

@@ -161,9 +161,12 @@ def cli_args(model: Path, spec) -> List[str]:
 
 def default_command(model: Path, spec, cache: Path) -> dict:
     """Run ``trtq calibrate`` with the defaults through trtq's entry point; the phases of that run."""
-    import trtq.pipeline as pipeline
     from trtq.cli import main
 
+    try:
+        import trtq.pipeline.calibration as pipeline  # the command imports calibrate from here when it runs
+    except ImportError:  # a baseline tree from before the pipeline became a package
+        import trtq.pipeline as pipeline
     captured = {}
     calibrate = pipeline.calibrate
 
@@ -172,7 +175,7 @@ def default_command(model: Path, spec, cache: Path) -> dict:
         captured["returned"] = time.perf_counter()
         return captured["result"]
 
-    pipeline.calibrate = watched  # the command imports it from the module when it runs
+    pipeline.calibrate = watched
     started = time.perf_counter()
     code = main(["calibrate", *cli_args(model, spec), "-o", str(cache), "--force"])
     total = time.perf_counter() - started
@@ -207,7 +210,7 @@ def worker(name: str, mode: str, samples: int, work: Path, result_path: Path, oc
             session.run(None, feed)
     elif mode in ("trtq-entropy", "trtq-exact"):
         from trtq.calib import amax_from_histograms
-        from trtq.pipeline import calibrate
+        from trtq.pipeline.calibration import calibrate
 
         result = calibrate(model, spec, algorithm="entropy", cache_path=work / f"{name}-{mode}-{samples}.cache",
                            exact=mode == "trtq-exact")
@@ -242,7 +245,7 @@ def agreement(amax: dict, reference: dict) -> float:
 
 
 def snr_of(model: Path, candidate, eval_spec) -> float:
-    from trtq.evaluate import evaluate
+    from trtq.pipeline.evaluation import evaluate
 
     return evaluate(model, candidate, eval_spec).worst_snr_db()
 

@@ -6,14 +6,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass, field
-from typing import (
-    Dict,
-    List,
-    Mapping,
-    Optional,
-    Sequence,
-    Tuple,
-)
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -53,9 +46,11 @@ class Candidate:
                 "decision": self.decision_name or None, "agreement": self.decision,
                 "agreement_noise": self.decision_noise, "snr_noise_db": self.snr_noise, "samples": self.samples}
 
+
 def _draws(samples: int, draws: int = defaults.BOOTSTRAP_DRAWS) -> np.ndarray:
     """``[draws, samples]`` resampling indices, seeded: every candidate on these samples gets the same ones."""
     return np.random.default_rng(samples).integers(0, samples, size=(draws, samples))
+
 
 def _resampled(candidate: Candidate) -> Tuple[Optional[np.ndarray], np.ndarray]:
     """(decision, worst SNR with channels) on the bootstrap draws."""
@@ -64,6 +59,7 @@ def _resampled(candidate: Candidate) -> Tuple[Optional[np.ndarray], np.ndarray]:
     decision, snr = resampled_scores(candidate.metrics, _draws(candidate.samples))
     return decision, np.clip(snr, -300.0, 300.0)  # +-inf (identical / all error) as far-away finite values
 
+
 def estimate_noise(candidate: Candidate) -> Candidate:
     """Fill ``candidate``'s bootstrap noise (standard deviation over resampled held-back samples)."""
     if candidate.samples > 1 and candidate.metrics:
@@ -71,6 +67,7 @@ def estimate_noise(candidate: Candidate) -> Candidate:
         candidate.snr_noise = float(np.std(snr))
         candidate.decision_noise = None if decision is None else float(np.std(decision))
     return candidate
+
 
 def compare(a: Candidate, b: Candidate) -> Tuple[int, str]:
     """(+1 a better, -1 b better, 0 within noise) and the level that decided: decision, then worst SNR
@@ -91,6 +88,7 @@ def compare(a: Candidate, b: Candidate) -> Tuple[int, str]:
             return (1 if va > vb else -1), level
     return 0, "within noise"
 
+
 def rank(candidates: Sequence[Candidate]) -> Tuple[Candidate, List[Candidate]]:
     """The best candidate and the others within noise of it (see the rule above)."""
     best = candidates[0]
@@ -100,6 +98,7 @@ def rank(candidates: Sequence[Candidate]) -> Tuple[Candidate, List[Candidate]]:
             best = candidate
     ties = [c for c in candidates if c is not best and c.metrics is not best.metrics and compare(c, best)[0] == 0]
     return best, ties
+
 
 def improves(trial: Candidate, current: Candidate) -> bool:
     """Is a refinement trial kept? By the same ranking as the choice: it wins beyond noise (on decisions, or
@@ -111,12 +110,14 @@ def improves(trial: Candidate, current: Candidate) -> bool:
         return sign > 0 and (level == "decision" or gain >= defaults.AUTO_REFINE_MIN_GAIN_DB)
     return trial.key() > current.key() and gain >= defaults.AUTO_REFINE_MIN_GAIN_DB
 
+
 def _on_first(metrics, samples: int) -> Tuple[Optional[float], float]:
     """(decision, worst SNR with judged channels) of ``metrics`` on their first ``samples`` samples."""
     from ..compare.accumulate import resampled_scores
 
     decision, snr = resampled_scores(metrics, np.arange(samples)[None])
     return None if decision is None else float(decision[0]), float(snr[0])
+
 
 def cannot_improve(completed, current: Candidate) -> bool:
     """Can a refinement trial, scored on part of the held-back samples, no longer be kept by :func:`improves`,
@@ -135,6 +136,7 @@ def cannot_improve(completed, current: Candidate) -> bool:
     behind_on_decisions = (ceiling_decision is None or current.decision is None
                            or not ceiling_decision[1] > current.decision)
     return behind_on_decisions and not ceiling_snr >= current.snr_db + defaults.AUTO_REFINE_MIN_GAIN_DB
+
 
 @dataclass
 class AutoChoice:
@@ -161,6 +163,7 @@ class AutoChoice:
                 "overrides": dict(self.overrides), "refinement_trials": list(self.trials),
                 "snr_db": self.snr_db, "cosine": self.cosine, "decision": self.decision_name or None,
                 "agreement": self.decision, "held_back": self.held_back}
+
 
 class CandidateScorer:
     """One ONNX Runtime session that scores every amax table of a model (auto's candidates and trials).
@@ -194,6 +197,7 @@ class CandidateScorer:
             return replay.score_session_until(create_session(quantized, threads=self.threads), None, stop)
         return replay.score_session_until(self.session, feeds, stop)
 
+
 def score(replay, model, amax: Mapping[str, float], exclude: Sequence[str] = (), name: str = "",
           scorer: Optional[CandidateScorer] = None, trial_of: Optional[Candidate] = None) -> Candidate:
     """Decision, worst SNR and cosine of the TensorRT-form Q/DQ model of ``amax`` on ``replay`` (with its metrics
@@ -222,6 +226,7 @@ def score(replay, model, amax: Mapping[str, float], exclude: Sequence[str] = (),
                           samples=replay.samples, output_snr_db=output_snr_db(metrics))
     return estimate_noise(candidate)
 
+
 def choose_amax(
     model,
     histograms: Mapping[str, object],
@@ -249,6 +254,8 @@ def choose_amax(
     ``early_stop``: a trial's scoring ends once it :func:`cannot_improve` (False: every trial on every
     held-back sample, the reference the early stop must match).
     """
+    # Long because auto's steps (candidates, ranking with noise, reserve rescore, refinement) share one scorer
+    # and one set of held-back metrics.
     from ..calib import amax_from_histograms
     from ..graph.qdq import quantize_model
 

@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import (
-    Mapping,
-    Optional,
-    Sequence,
-)
+from typing import Mapping, Optional, Sequence
 
 from .. import defaults
 from ..progress import ProgressCallback, no_progress
@@ -36,6 +32,7 @@ class FidelityTarget:
                          (("SNR", self.snr_db), ("cosine", self.cosine), ("top-1 agreement", self.agreement))
                          if value is not None)
 
+
 def reach_target(model, amax: Mapping[str, float], replay, metrics: list, target: FidelityTarget, *,
                  exclude: Sequence[str] = (), threads: Optional[int] = None,
                  progress: ProgressCallback = no_progress):
@@ -63,6 +60,7 @@ def reach_target(model, amax: Mapping[str, float], replay, metrics: list, target
     if result.met and result.excluded and mixed is not None:
         metrics = replay.score(mixed, threads=threads)
     return result, metrics
+
 
 def mixed_precision_record(exclude: Sequence[str], search, source: str) -> Optional[dict]:
     """The sidecar's ``mixed_precision``: the layers every consumer leaves in float, and who chose them."""

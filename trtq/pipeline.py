@@ -142,7 +142,8 @@ class Candidate:
 # broken by the point estimates of the worst SNR with channels, then of the worst whole output
 # / channel group SNR, then decision, then cosine, then the order of SINGLE_ALGORITHMS. (The
 # whole-output SNR is never a level of its own: it is what hides a broken objectness channel.)
-# Refinement trials are kept by the same rule (improves), with AUTO_REFINE_MIN_GAIN_DB on SNR.
+# Refinement trials are kept by the same rule (improves), with AUTO_REFINE_MIN_GAIN_DB on SNR,
+# and never when they lower the decision score, even within noise.
 
 
 def _draws(samples: int, draws: int = defaults.BOOTSTRAP_DRAWS) -> np.ndarray:
@@ -199,14 +200,28 @@ def rank(candidates: Sequence[Candidate]) -> Tuple[Candidate, List[Candidate]]:
 
 
 def improves(trial: Candidate, current: Candidate) -> bool:
-    """Is a refinement trial kept? By the same ranking as the choice: it wins beyond noise (on decisions, or
-    on worst SNR), or within noise the tie rule prefers it; a gain in SNR must also reach
-    AUTO_REFINE_MIN_GAIN_DB (a per-tensor override for less is not worth its record)."""
+    """Is a refinement trial kept? Decisions first, then the worst SNR (judged channels included).
+
+    A trial whose decision score is lower than the current one's is never kept, even within
+    noise: on a few dozen held-back samples one lost decision is inside the noise, and an
+    override bought with SNR would lose it on every sample like it. Otherwise the ranking of
+    the choice: it wins beyond noise (on decisions, or on worst SNR), or within noise the tie
+    rule prefers it; a gain in SNR must also reach AUTO_REFINE_MIN_GAIN_DB (a per-tensor
+    override for less is not worth its record)."""
+    if _loses_decisions(trial, current):
+        return False
     sign, level = compare(trial, current)
     gain = trial.snr_db - current.snr_db
     if sign != 0:
         return sign > 0 and (level == "decision" or gain >= defaults.AUTO_REFINE_MIN_GAIN_DB)
     return trial.key() > current.key() and gain >= defaults.AUTO_REFINE_MIN_GAIN_DB
+
+
+def _loses_decisions(trial: Candidate, current: Candidate) -> bool:
+    """Is ``trial``'s decision score (point estimate) below ``current``'s? A missing or NaN score loses to a real one."""
+    if current.decision is None or math.isnan(current.decision):
+        return False
+    return trial.decision is None or math.isnan(trial.decision) or trial.decision < current.decision
 
 
 @dataclass

@@ -218,7 +218,7 @@ def improves(trial: Candidate, current: Candidate) -> bool:
 
 
 def _loses_decisions(trial: Candidate, current: Candidate) -> bool:
-    """Is ``trial``'s decision score (point estimate) below ``current``'s? A missing or NaN score loses to a real one."""
+    """Is ``trial``'s decision score (point estimate) below ``current``'s? A missing or NaN one loses to a real one."""
     if current.decision is None or math.isnan(current.decision):
         return False
     return trial.decision is None or math.isnan(trial.decision) or trial.decision < current.decision
@@ -449,17 +449,22 @@ class FidelityTarget:
     ``agreement``: top-1 agreement on a class-score output (the first output that looks like
     ``[N, C]`` class scores unless the replay names its class outputs). The search is
     :func:`trtq.evaluate.auto_exclude` (the same as ``trtq eval --auto-exclude``).
+    ``max_drop``: an accuracy budget, the points of decisions the INT8 model may lose against
+    FP32 (:mod:`trtq.precision.budget`: the fewest layers float that keep them).
     """
 
     snr_db: Optional[float] = None
     cosine: Optional[float] = None
     agreement: Optional[float] = None
     max_layers: int = defaults.AUTO_EXCLUDE_MAX_LAYERS
+    max_drop: Optional[float] = None
 
     def given(self) -> bool:
-        return any(v is not None for v in (self.snr_db, self.cosine, self.agreement))
+        return any(v is not None for v in (self.snr_db, self.cosine, self.agreement, self.max_drop))
 
     def label(self) -> str:
+        if self.max_drop is not None:
+            return f"decisions within {self.max_drop:g} point(s) of FP32"
         return ", ".join(f"{name} >= {value:g}" for name, value in
                          (("SNR", self.snr_db), ("cosine", self.cosine), ("top-1 agreement", self.agreement))
                          if value is not None)
@@ -477,6 +482,9 @@ def reach_target(model, amax: Mapping[str, float], replay, metrics: list, target
     """
     from .evaluate import auto_exclude, class_scores, worst_of
 
+    if target.max_drop is not None:
+        return _reach_budget(model, amax, replay, metrics, target, exclude=exclude, threads=threads,
+                             progress=progress)
     snr, cosine, _ = worst_of(metrics)
     if (target.snr_db is not None and snr >= target.snr_db) or \
             (target.cosine is not None and cosine >= target.cosine):
@@ -492,8 +500,33 @@ def reach_target(model, amax: Mapping[str, float], replay, metrics: list, target
     return result, metrics
 
 
+def _reach_budget(model, amax, replay, metrics: list, target: FidelityTarget, *, exclude: Sequence[str] = (),
+                  threads: Optional[int] = None, progress: ProgressCallback = no_progress):
+    """:func:`reach_target` for ``--max-drop``: always an AutoExcludeResult, with its ``budget`` outcome."""
+    from .evaluate import AutoExcludeResult
+    from .precision.budget import reach_budget
+
+    search, outcome, metrics = reach_budget(model, amax, replay, metrics, target.max_drop, exclude=exclude,
+                                            max_layers=target.max_layers, threads=threads, progress=progress)
+    if search is None:
+        search = AutoExcludeResult("decisions", 1.0 - target.max_drop / 100.0, True, [], [], replay.samples,
+                                   target.max_layers)
+    search.budget = outcome
+    search.message = outcome.line() + (
+        "" if outcome.met else f" (--max-layers {target.max_layers}: raise it, or raise --max-drop)")
+    return search, metrics
+
+
 def mixed_precision_record(exclude: Sequence[str], search, source: str) -> Optional[dict]:
     """The sidecar's ``mixed_precision``: the layers every consumer leaves in float, and who chose them."""
+    budget = getattr(search, "budget", None)
+    if budget is not None:
+        record = {"float_layers": list(exclude) + [n for n in budget.float_layers if n not in exclude] if budget.met
+                  else list(exclude), "source": source, "target": {"max_drop": budget.max_drop},
+                  "reached": budget.reached_points, "budget": budget.to_dict()}
+        if exclude:
+            record["given"] = list(exclude)
+        return record
     if search is None or not (search.met and search.excluded):
         return {"float_layers": list(exclude), "source": "exclude"} if exclude else None
     record = {"float_layers": list(exclude) + [n for n in search.excluded if n not in exclude], "source": source,
@@ -701,7 +734,8 @@ def calibrate(
     the leading candidates are within noise of each other.
     ``target`` (a :class:`FidelityTarget`): when the verdict is below it, layers are left in
     float on the held-back samples until it is met (:func:`reach_target`); they are recorded
-    in the sidecar's ``mixed_precision`` and the verdict is the mixed model's.
+    in the sidecar's ``mixed_precision`` and the verdict is the mixed model's. A budget
+    (``target.max_drop``) holds back the reserve too and is judged on every held-back sample.
     ``equalize`` (True, or steps of :data:`trtq.graph.equalize.STEPS`): calibrate (and score) the
     model rewritten by :func:`equalize_model` (statistics
     from the first :data:`~trtq.defaults.EQUALIZE_SAMPLES` calibration samples, never the
@@ -769,7 +803,8 @@ def calibrate(
         source = open_source(spec, input_specs(model, spec.batch_axes))
         inputs = source.inputs
         static_batch = any(s.static_batch() for s in inputs)
-        reserve_count = defaults.HOLDOUT_RESERVE if algorithm == "auto" and holdout > 0 and (
+        budget = target is not None and target.max_drop is not None  # judged on every held-back sample
+        reserve_count = defaults.HOLDOUT_RESERVE if (algorithm == "auto" or budget) and holdout > 0 and (
             source.num_samples is None or source.num_samples >= 4 * (holdout + defaults.HOLDOUT_RESERVE)) else 0
         wanted = holdout_count(source.num_samples, holdout) + reserve_count
         held, rest = split_holdout(iter(source), wanted, whole_batches=static_batch, specs=inputs)
@@ -853,7 +888,11 @@ def calibrate(
         metrics = score(replay, model, amax, exclude, algorithm).metrics
     search = None
     if target is not None and target.given():
-        search, metrics = reach_target(model, amax, replay, metrics, target, exclude=exclude, threads=threads,
+        judged_on = replay
+        if target.max_drop is not None and reserve_feeds:  # a budget on decisions: every held-back sample
+            judged_on = reserve()
+            metrics = score(judged_on, model, amax, exclude).metrics
+        search, metrics = reach_target(model, amax, judged_on, metrics, target, exclude=exclude, threads=threads,
                                        progress=choice_progress)
         if search is not None:
             log.info("mixed precision: %s", search.message)

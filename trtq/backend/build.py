@@ -602,9 +602,9 @@ def build_engine(options: BuildOptions, progress: ProgressCallback = no_progress
         keep_float += [n for n in (calibration.get("mixed_precision") or {}).get("float_layers", [])
                        if n not in keep_float]
     elif plan.calibrator and cache is None and options.target is not None and options.target.given():
-        raise TrtqError(f"--target-* run trtq's mixed-precision search on its CPU calibration, and --algo "
-                        f"{options.algorithm} calibrates with TensorRT on the GPU: use --algo auto (the default), or "
-                        "trtq calibrate --target-... first and build with its --cache")
+        raise TrtqError(f"--target-* and --max-drop run trtq's mixed-precision search on its CPU calibration, and "
+                        f"--algo {options.algorithm} calibrates with TensorRT on the GPU: use --algo auto (the "
+                        "default), or trtq calibrate --target-... (or --max-drop) first and build with its --cache")
     elif plan.calibrator and cache is None and gated:
         raise TrtqError(f"--min-snr/--min-cosine judge trtq's CPU calibration, and --algo {options.algorithm} "
                         "calibrates with TensorRT on the GPU: use --algo auto (the default), or check the engine "
@@ -613,8 +613,9 @@ def build_engine(options: BuildOptions, progress: ProgressCallback = no_progress
         from ..pipeline import check_recorded_verdict
 
         if options.target is not None and options.target.given():
-            log.warning("--target-* runs with calibration, and %s already exists: its sidecar's mixed-precision "
-                        "record (%d float layer(s)) is used as it is", options.cache_path, len(keep_float))
+            log.warning("--target-*/--max-drop run with calibration, and %s already exists: its sidecar's "
+                        "mixed-precision record (%d float layer(s)) is used as it is", options.cache_path,
+                        len(keep_float))
 
         check_recorded_verdict(cache.sidecar, options.min_snr, options.min_cosine, str(options.cache_path),
                                options.min_agreement, options.min_metric)

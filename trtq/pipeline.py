@@ -952,7 +952,9 @@ def calibrate(
     convergence = _convergence(report, histograms, amax, algorithm, choice, percentile)
     if convergence is not None:
         sidecar["convergence"] = convergence.to_dict()
-    mixed = mixed_precision_record(exclude, search, f"trtq calibrate --target ({target.label()})" if target else "")
+    chooser = "" if not target else (f"trtq calibrate --max-drop {target.max_drop:g}" if target.max_drop is not None
+                                     else f"trtq calibrate --target ({target.label()})")
+    mixed = mixed_precision_record(exclude, search, chooser)
     if mixed:
         sidecar["mixed_precision"] = mixed
     if equalized is not None:

@@ -95,6 +95,7 @@ def test_max_drop_leaves_the_costly_layer_float_records_it_and_quantize_applies_
     assert "budget: decisions within 1 point(s)" in out and "float: conv1" in out and "CPU latency" in out
     record = json.loads((tmp_path / "m.calib.cache.json").read_text())["mixed_precision"]
     assert record["float_layers"] == ["conv1"] and record["target"] == {"max_drop": 1.0}
+    assert record["source"] == "trtq calibrate --max-drop 1"
     assert record["reached"] <= 1.0 and record["budget"]["start_drop"] == pytest.approx(lost)
     assert record["budget"]["latency"]["float_ms"] > 0 and record["budget"]["latency"]["mixed_ms"] > 0
     outcome = pipeline.quantize(model, tmp_path / "q.onnx", cache=cache)

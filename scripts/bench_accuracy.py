@@ -19,7 +19,7 @@ every algorithm's amax comes from the same histograms (amax_from_histograms), an
 TensorRT-form Q/DQ model (quantize_model(..., target="trt"), run by ONNX Runtime on the
 CPU: same numerics as TensorRT's explicit INT8 up to rounding of the float parts) is
 compared with FP32 on held-out samples: per output the mean and worst per-sample cosine
-and the SNR in dB (trtq.evaluate.compare_outputs), per channel group where an output holds
+and the SNR in dB (trtq.compare.accumulate.compare_outputs), per channel group where an output holds
 different kinds of values (YOLOv8n: boxes and class scores), top-1 where labels exist.
 With trtq's ``auto`` algorithm (when present) one more row: trtq.calibrate(...,
 algorithm="auto"), its chosen algorithm and per-tensor overrides.
@@ -142,7 +142,8 @@ class Scored:
     @property
     def decision(self) -> Tuple[str, float]:
         """The decision metric the table judges: the task metric, else top-1 agreement, else worst channel SNR."""
-        from trtq.evaluate import decision_of, resampled_scores
+        from trtq.compare.accumulate import resampled_scores
+        from trtq.compare.decisions import decision_of
 
         found = decision_of(self.metrics)
         if found is not None:
@@ -156,7 +157,7 @@ class Scored:
 
     def resampled(self, index: np.ndarray) -> np.ndarray:
         """The decision metric on resampled held-out sets (``index``: [draws, n])."""
-        from trtq.evaluate import resampled_scores
+        from trtq.compare.accumulate import resampled_scores
 
         decision, snr = resampled_scores(self.metrics, index)
         return decision if decision is not None else np.clip(snr, -300, 300)
@@ -180,7 +181,8 @@ class Scored:
 
 def decision_setup(setup: models.Setup) -> Tuple[dict, object]:
     """(class axes, UserMetric or None) for ``setup``: the graph's class outputs, the declared ones, its metric."""
-    from trtq.evaluate import UserMetric, decision_axes
+    from trtq.compare.decisions import decision_axes
+    from trtq.compare.usermetric import UserMetric
     from trtq.graph.model import load_onnx
 
     axes = {name: axis for name, (axis, _) in decision_axes(load_onnx(setup.model)).items()}
@@ -190,7 +192,7 @@ def decision_setup(setup: models.Setup) -> Tuple[dict, object]:
 
 def graph_feature_axes(setup: models.Setup) -> dict:
     """Small feature axes from the graph's declared output shapes (channel-group views keep their parent's)."""
-    from trtq.evaluate import feature_axes
+    from trtq.compare.decisions import feature_axes
     from trtq.graph.model import load_onnx
 
     axes = feature_axes(load_onnx(setup.model))
@@ -201,7 +203,7 @@ def graph_feature_axes(setup: models.Setup) -> dict:
 
 
 def score(setup: models.Setup, held: HeldOut, quantized) -> Scored:
-    from trtq.evaluate import compare_outputs
+    from trtq.compare.accumulate import compare_outputs
     from trtq.ort import create_session, run
 
     if getattr(setup, "_decisions", None) is None:
@@ -248,7 +250,7 @@ def default_algorithm() -> str:
 
 def auto_exclude_mode(force: bool) -> Optional[dict]:
     """Keyword arguments giving auto_exclude a cosine target, or None where it cannot be run as asked."""
-    from trtq.evaluate import auto_exclude
+    from trtq.precision.search import auto_exclude
 
     params = inspect.signature(auto_exclude).parameters
     if "target_cosine" in params:
@@ -365,7 +367,7 @@ def run_model(setup: models.Setup, force_exclude: bool) -> Table:
         default = auto_row or next((r for r in table.rows if r.label == default_algorithm() and r.amax), None)
         kwargs = auto_exclude_mode(force_exclude)
         if default is not None and kwargs is not None:
-            from trtq.evaluate import auto_exclude
+            from trtq.precision.search import auto_exclude
 
             layers = quantizable_layers(float_model)
             limit = max(1, int(AUTO_EXCLUDE_MAX_FRACTION * len(layers)))
@@ -388,8 +390,8 @@ def held_back_verdicts(setup: models.Setup, model, tables: Dict[str, dict]) -> D
     """trtq's verdict of each amax table on the held-back calibration samples (as calibrate holds them back),
     with the setup's task metric: what a user running that algorithm would have been told."""
     from trtq import pipeline
+    from trtq.compare.verdict import Verdict
     from trtq.data import open_source
-    from trtq.evaluate import Verdict
     from trtq.graph.signature import input_specs
 
     source = open_source(setup.calib, input_specs(model))

@@ -116,7 +116,7 @@ def worker(name: str, mode: str, samples: int, work: Path, result_path: Path) ->
             session.run(None, feed)
     elif mode in ("trtq", "trtq-exact"):
         from trtq.calib import amax_from_histograms
-        from trtq.pipeline import calibrate
+        from trtq.pipeline.calibration import calibrate
 
         result = calibrate(model, spec, algorithm="entropy", cache_path=work / f"{name}-{mode}-{samples}.cache",
                            exact=mode == "trtq-exact")
@@ -151,7 +151,7 @@ def agreement(amax: dict, reference: dict) -> float:
 
 
 def snr_of(model: Path, candidate, eval_spec) -> float:
-    from trtq.evaluate import evaluate
+    from trtq.pipeline.evaluation import evaluate
 
     return evaluate(model, candidate, eval_spec).worst_snr_db()
 

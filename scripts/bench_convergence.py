@@ -31,8 +31,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -44,11 +42,12 @@ def measure(setup, counts, seeds, algos, holdout: int):
     from trtq.calib import amax_from_histograms
     from trtq.calib.collect import CollectionReport, collect_histograms
     from trtq.calib.convergence import amax_convergence
+    from trtq.compare.decisions import worst_of
     from trtq.data import open_source
-    from trtq.evaluate import Replay, worst_of
     from trtq.graph.model import load_onnx
-    from trtq.graph.signature import input_specs
     from trtq.graph.qdq import quantize_model
+    from trtq.graph.signature import input_specs
+    from trtq.runtime.replay import Replay
 
     model = load_onnx(setup.model)
     inputs = input_specs(model)

@@ -10,17 +10,16 @@ net (MobileNet-v1 style: 3x3 stem, four depthwise 3x3 + pointwise 1x1 blocks wit
 global pooling, linear) trained here for a few epochs on scikit-learn's digits (8x8 upsampled to
 32x32; 1100 training images, calibration drawn from them, the other 697 held out), seeded.
 
-Per model and algorithm: ``trtq.pipeline.calibrate`` (statistics, held-back scoring, auto) with
+Per model and algorithm: ``trtq.pipeline.calibration.calibrate`` (statistics, held-back scoring, auto) with
 ``equalize`` off and on; the TensorRT-form Q/DQ model of the result (``quantize_model(...,
 target="trt")`` of the model calibrated: the rewritten one with ``equalize``) is compared with the
-*original* float model on the held-out samples (``trtq.evaluate.evaluate``): worst output SNR, worst
+*original* float model on the held-out samples (``trtq.pipeline.evaluation.evaluate``): worst output SNR, worst
 cosine, and top-1 agreement where an output holds class scores. The run is deterministic.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 import tempfile
 import time
@@ -107,10 +106,10 @@ LOADERS = {"mobilenet": mobilenet, **models.LOADERS}
 
 
 def measure(setup: models.Setup, algorithm: str, equalize: str, work: Path) -> dict:
-    ev = importlib.import_module("trtq.evaluate")  # the module (trtq.evaluate is the function)
+    from trtq.pipeline.evaluation import evaluate
     from trtq.graph.model import load_onnx
     from trtq.graph.qdq import quantize_model
-    from trtq.pipeline import calibrate
+    from trtq.pipeline.calibration import calibrate
 
     started = time.perf_counter()
     result = calibrate(setup.model, setup.calib, algorithm=algorithm,
@@ -119,7 +118,7 @@ def measure(setup: models.Setup, algorithm: str, equalize: str, work: Path) -> d
     quantized, _ = quantize_model(model, result.amax, target="trt")
     candidate = work / f"candidate-{abs(hash((setup.name, algorithm, equalize)))}.onnx"
     candidate.write_bytes(quantized.SerializeToString())
-    report = ev.evaluate(setup.model, candidate, setup.holdout, class_outputs=list(setup.class_outputs) or None)
+    report = evaluate(setup.model, candidate, setup.holdout, class_outputs=list(setup.class_outputs) or None)
     snr = min(o.worst_snr_db for o in report.outputs)
     cosine = min(o.worst_cosine for o in report.outputs)
     agreement = next((o.top1_agreement for o in report.outputs if o.top1_agreement is not None), None)

@@ -71,14 +71,14 @@ def compare(label, model, calib_spec, eval_spec, labels, shapes, batch_sizes, it
 
     from trtq.bench import benchmark
     from trtq.calib import amax_from_histograms
-    from trtq.pipeline import calibrate
     from trtq.data import open_source
     from trtq.fileio import write_bytes_atomic
-    from trtq.graph.qdq import quantize_model
-    from trtq.evaluate import evaluate
     from trtq.graph.model import load_onnx
+    from trtq.graph.qdq import quantize_model
     from trtq.graph.signature import input_specs
-    from trtq.pipeline import quantize
+    from trtq.pipeline.calibration import calibrate
+    from trtq.pipeline.evaluation import evaluate
+    from trtq.pipeline.quantization import quantize
 
     print(f"== {label}: {Path(model).name}, {calib_spec.samples} calibration samples from {calib_spec.path}", flush=True)
     variants = {"FP32": Path(model)}

@@ -140,7 +140,7 @@ def stream_model(model, folder: Path) -> List[Dict[str, np.ndarray]]:
     from trtq.graph.model import load_onnx
     from trtq.graph.signature import input_specs
     from trtq.ort import create_session
-    from trtq.stream import FeedbackPair, open_sequences, stream
+    from trtq.runtime.streaming import FeedbackPair, open_sequences, stream
 
     pairs = [FeedbackPair("stateN", "state")]
     float_model = load_onnx(str(MODEL))
@@ -248,13 +248,13 @@ def main() -> int:
 
 def run_form(form: str, calib: Path, held: Path, work: Path, eval_count: int, seconds: float) -> None:
     from trtq.calib import amax_from_histograms
+    from trtq.compare.accumulate import compare_outputs
     from trtq.data import DataSpec
-    from trtq.evaluate import compare_outputs
     from trtq.graph.model import load_onnx
     from trtq.graph.qdq import quantize_model
     from trtq.graph.signature import read_signature
     from trtq.ort import create_session, run
-    from trtq.pipeline import calibrate
+    from trtq.pipeline.calibration import calibrate
 
     model = load_onnx(str(MODEL))
     signature = read_signature(model)

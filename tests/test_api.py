@@ -13,21 +13,21 @@ PUBLIC_FUNCTIONS = ["calibrate", "quantize", "evaluate", "benchmark", "export_on
                     "run_quickstart"]
 
 
-@pytest.mark.parametrize("first_import", ["trtq.evaluate", "trtq.pipeline", "trtq.bench", "trtq.cache",
+@pytest.mark.parametrize("first_import", ["trtq.pipeline.evaluation", "trtq.pipeline", "trtq.bench", "trtq.cache",
                                           "trtq.quickstart", "trtq.cli.eval"])
 def test_public_functions_stay_functions_after_any_submodule_import(first_import):
-    """Importing a submodule (trtq.evaluate is one, and trtq.calibrate imports it) must not rebind the
-    package's function of the same name to the module. Runs in a fresh interpreter: import order matters."""
+    """Importing a submodule (the flows' own modules included) must not rebind a package function to a
+    module. Runs in a fresh interpreter: import order matters."""
     code = (
         "import importlib, inspect, trtq\n"
         f"importlib.import_module({first_import!r})\n"
-        "import trtq.evaluate\n"
+        "import trtq.pipeline.evaluation\n"
         f"bad = [n for n in {PUBLIC_FUNCTIONS!r} if not inspect.isfunction(getattr(trtq, n))]\n"
         "from trtq import evaluate\n"
         "assert inspect.isfunction(evaluate), evaluate\n"
         "assert not bad, bad\n"
-        "from trtq.evaluate import EvalReport  # the submodule stays importable by its full name\n"
-        "assert importlib.import_module('trtq.evaluate').evaluate is trtq.evaluate\n"
+        "from trtq.compare.verdict import EvalReport  # submodules stay importable by their full names\n"
+        "assert importlib.import_module('trtq.pipeline.evaluation').evaluate is trtq.evaluate\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
@@ -44,7 +44,7 @@ def test_every_public_name_is_listed_and_resolves():
 def test_import_trtq_stays_light():
     """`import trtq` loads no numpy-heavy submodule, torch, TensorRT or onnxruntime."""
     code = ("import sys, trtq\n"
-            "heavy = [m for m in ('torch', 'tensorrt', 'onnxruntime', 'onnx', 'trtq.evaluate', 'trtq.pipeline')"
+            "heavy = [m for m in ('torch', 'tensorrt', 'onnxruntime', 'onnx', 'trtq.compare', 'trtq.pipeline')"
             " if m in sys.modules]\n"
             "assert not heavy, heavy\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

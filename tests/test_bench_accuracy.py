@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-import importlib
 import math
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from trtq.compare.accumulate import compare_outputs
+from trtq.compare.decisions import decision_axes, feature_axes
+from trtq.compare.usermetric import UserMetric
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 
@@ -54,7 +57,7 @@ def test_digits_table_has_every_algorithm(bench, tmp_path, capsys):
 def test_trained_families_are_judged_by_what_they_decide(bench, tmp_path):
     """The detector and reader families (a few training steps here): the graph says what each decides."""
     import _bench_families as families
-    ev = importlib.import_module("trtq.evaluate")  # the module (trtq.evaluate is the function)
+
     from trtq.graph.model import load_onnx
     from trtq.ort import create_session, run
 
@@ -65,11 +68,11 @@ def test_trained_families_are_judged_by_what_they_decide(bench, tmp_path):
 
     detector = families.make_detector(tmp_path, steps=5)
     reader = families.make_reader(tmp_path, steps=5)
-    assert ev.decision_axes(load_onnx(reader)) == {"probs": (2, "Softmax")}
-    assert ev.decision_axes(load_onnx(detector)) == {}  # sigmoid scores concatenated with boxes: no argmax
+    assert decision_axes(load_onnx(reader)) == {"probs": (2, "Softmax")}
+    assert decision_axes(load_onnx(detector)) == {}  # sigmoid scores concatenated with boxes: no argmax
     out = run(create_session(str(detector)), {"images": images})["output"]
-    (m,) = ev.compare_outputs([({"output": out}, {"output": out * 1.01})],
-                              feature_axes=ev.feature_axes(load_onnx(detector)))
+    (m,) = compare_outputs([({"output": out}, {"output": out * 1.01})],
+                              feature_axes=feature_axes(load_onnx(detector)))
     assert out.shape == (4, 64, 15) and m.channel_axis == 2 and m.worst_channel[0].startswith("'output'[..., ")
-    recall = ev.UserMetric.load(f"{bench.models.EXAMPLES / 'box_recall.py'}:matched_box_recall")
+    recall = UserMetric.load(f"{bench.models.EXAMPLES / 'box_recall.py'}:matched_box_recall")
     assert recall({"output": out}, {"output": out}, {"images": images}).tolist() == [1.0] * 4

@@ -10,9 +10,14 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from trtq import pipeline
 from trtq.data.spec import DataSpec
-from trtq.errors import FidelityError
+from trtq.errors import FidelityError, TrtqError
+from trtq.pipeline import calibration
+from trtq.pipeline.calibration import calibrate
+from trtq.pipeline.choose import Candidate, CandidateScorer, choose_amax, compare, estimate_noise, improves, rank
+from trtq.pipeline.holdout import holdout_count, split_holdout
+from trtq.pipeline.quantization import check_recorded_verdict, quantize
+from trtq.precision.targets import FidelityTarget
 
 FEATURES, OUTPUTS = 64, 16
 
@@ -38,13 +43,13 @@ def write_samples(folder, samples: np.ndarray) -> str:
 
 
 def test_holdout_count_and_split():
-    assert pipeline.holdout_count(1000) == 32 and pipeline.holdout_count(100) == 25
-    assert pipeline.holdout_count(3) == 0 and pipeline.holdout_count(None) == 32
+    assert holdout_count(1000) == 32 and holdout_count(100) == 25
+    assert holdout_count(3) == 0 and holdout_count(None) == 32
     batches = [{"x": np.full((4, 2), i)} for i in range(5)]
-    held, rest = pipeline.split_holdout(batches, 6)
+    held, rest = split_holdout(batches, 6)
     assert [len(f["x"]) for f in held] == [4, 2] and held[1]["x"][0, 0] == 1
     assert [len(f["x"]) for f in rest] == [4, 4, 4, 2]
-    held, rest = pipeline.split_holdout(batches, 6, whole_batches=True)  # a model with a fixed batch size
+    held, rest = split_holdout(batches, 6, whole_batches=True)  # a model with a fixed batch size
     assert [len(f["x"]) for f in held] == [4, 4] and [len(f["x"]) for f in rest] == [4, 4, 4]
 
 
@@ -57,7 +62,7 @@ def test_auto_keeps_the_rare_large_values_that_carry_the_signal(tmp_path):
     x[spikes] = rng.uniform(4, 8, spikes.sum()) * rng.choice([-1, 1], spikes.sum())
     model = matmul_model(tmp_path / "m.onnx", rng.standard_normal((FEATURES, OUTPUTS)))
     data = write_samples(tmp_path / "data", x)
-    result = pipeline.calibrate(model, DataSpec(data, samples=None, batch_size=16))
+    result = calibrate(model, DataSpec(data, samples=None, batch_size=16))
     scores = {c.name: c.snr_db for c in result.auto.candidates}
     assert scores["entropy"] < scores["minmax"] - 6, scores  # entropy really does clip the signal here
     assert result.auto.chosen != "entropy"
@@ -77,7 +82,7 @@ def test_auto_clips_outliers_the_model_ignores(tmp_path):
     weight[0] *= 1e-5
     model = matmul_model(tmp_path / "m.onnx", weight)
     data = write_samples(tmp_path / "data", x)
-    result = pipeline.calibrate(model, DataSpec(data, samples=None, batch_size=16))
+    result = calibrate(model, DataSpec(data, samples=None, batch_size=16))
     scores = {c.name: c.snr_db for c in result.auto.candidates}
     assert scores["entropy"] > scores["minmax"] + 10, scores
     assert result.auto.chosen != "minmax" and result.amax["x"] < 0.2 * np.abs(x).max()
@@ -94,7 +99,7 @@ def test_entropy_reproduces_the_plain_histogram_choice(tmp_path):
     rng = np.random.default_rng(2)
     model = matmul_model(tmp_path / "m.onnx", rng.standard_normal((FEATURES, OUTPUTS)))
     data = write_samples(tmp_path / "data", rng.laplace(size=(64, FEATURES)))
-    result = pipeline.calibrate(model, DataSpec(data, samples=None, batch_size=8), algorithm="entropy")
+    result = calibrate(model, DataSpec(data, samples=None, batch_size=8), algorithm="entropy")
     assert result.auto is None and result.amax == amax_from_histograms(result.histograms, "entropy")
     assert result.num_samples == 48 and result.verdict.samples == 16
 
@@ -116,7 +121,7 @@ def test_gate_fails_with_exit_3_and_writes_nothing(tmp_path, capsys):
     out = " ".join(capsys.readouterr().out.split())
     assert "INT8 fidelity (TensorRT Q/DQ form, 10 held-back calibration samples)" in out and cache.exists()
     with pytest.raises(FidelityError):
-        pipeline.quantize(model, tmp_path / "q.onnx", cache=cache, min_snr=500)
+        quantize(model, tmp_path / "q.onnx", cache=cache, min_snr=500)
     assert not (tmp_path / "q.onnx").exists()
 
 
@@ -152,13 +157,14 @@ def test_a_poor_result_prints_one_warning_line(tmp_path, capsys):
 
 
 def _candidate(name, ref, cand, class_outputs=None, metric=None):
-    from trtq.evaluate import compare_outputs, decision_of, output_snr_db, worst_of
+    from trtq.compare.accumulate import compare_outputs, output_snr_db
+    from trtq.compare.decisions import decision_of, worst_of
 
     metrics = compare_outputs([({"y": ref}, {"y": cand})], class_outputs=class_outputs, metric=metric,
                               feeds=[{"x": np.zeros((len(ref), 1))}])
     snr, cosine, _ = worst_of(metrics)
     decision = decision_of(metrics)
-    return pipeline.estimate_noise(pipeline.Candidate(name, snr, cosine, 0.0, metrics,
+    return estimate_noise(Candidate(name, snr, cosine, 0.0, metrics,
                                                       None if decision is None else decision[1],
                                                       "" if decision is None else decision[0], samples=len(ref),
                                                       output_snr_db=output_snr_db(metrics)))
@@ -185,8 +191,8 @@ def test_decisions_rank_before_snr():
     a = _candidate("flips", ref, flips, {"y": 2})
     b = _candidate("scaled", ref, scaled, {"y": 2})
     assert a.snr_db > b.snr_db and a.decision < b.decision == 1.0
-    best, ties = pipeline.rank([a, b])
-    assert best is b and not ties and pipeline.compare(b, a) == (1, "decision")
+    best, ties = rank([a, b])
+    assert best is b and not ties and compare(b, a) == (1, "decision")
 
 
 def test_within_noise_is_a_tie_broken_by_the_documented_rule():
@@ -195,15 +201,15 @@ def test_within_noise_is_a_tie_broken_by_the_documented_rule():
     one = _candidate("one", ref, ref + rng.normal(0, 0.1, ref.shape))
     two = _candidate("two", ref, ref + rng.normal(0, 0.1, ref.shape))
     assert one.snr_noise > 0 and one.decision is None
-    assert pipeline.compare(one, two) == (0, "within noise") and one.output_snr_db >= one.snr_db
-    best, ties = pipeline.rank([one, two])
+    assert compare(one, two) == (0, "within noise") and one.output_snr_db >= one.snr_db
+    best, ties = rank([one, two])
     assert ties == [one if best is two else two]
     assert best.key() == max(one.key(), two.key())  # the higher worst SNR point estimate wins the tie
     far = _candidate("far", ref, ref + rng.normal(0, 0.5, ref.shape))
-    assert pipeline.compare(one, far) == (1, "worst SNR")
-    assert pipeline.improves(one, far) and not pipeline.improves(far, one)
+    assert compare(one, far) == (1, "worst SNR")
+    assert improves(one, far) and not improves(far, one)
     for x, y in ((one, two), (two, one)):  # within noise: the tie rule, with the minimum gain
-        assert pipeline.improves(x, y) == (x.key() > y.key() and x.snr_db - y.snr_db >= 0.1)
+        assert improves(x, y) == (x.key() > y.key() and x.snr_db - y.snr_db >= 0.1)
 
 
 def test_a_refinement_trial_that_loses_decisions_is_not_kept_for_snr():
@@ -225,10 +231,10 @@ def test_a_refinement_trial_that_loses_decisions_is_not_kept_for_snr():
     trial = _candidate("trial", ref, flipped, {"y": 2})
     better = _candidate("better", ref, clean, {"y": 2})
     assert current.decision == better.decision == 1.0 and trial.decision < 1.0
-    assert pipeline.compare(trial, current) == (0, "within noise")  # the decision loss too
+    assert compare(trial, current) == (0, "within noise")  # the decision loss too
     assert trial.snr_db - current.snr_db > 1.0 and trial.key() > current.key()  # the SNR tie rule prefers it
-    assert not pipeline.improves(trial, current)
-    assert pipeline.improves(better, current)
+    assert not improves(trial, current)
+    assert improves(better, current)
 
 
 def test_auto_scores_the_reserve_when_leaders_tie_and_records_it(tmp_path):
@@ -238,7 +244,7 @@ def test_auto_scores_the_reserve_when_leaders_tie_and_records_it(tmp_path):
     rng = np.random.default_rng(12)
     model = matmul_model(tmp_path / "m.onnx", rng.standard_normal((FEATURES, OUTPUTS)))
     data = write_samples(tmp_path / "data", rng.normal(size=(300, FEATURES)))
-    result = pipeline.calibrate(model, DataSpec(data, samples=None, batch_size=16))
+    result = calibrate(model, DataSpec(data, samples=None, batch_size=16))
     side = result.sidecar
     assert side["data"]["held_back_samples"] == defaults.HOLDOUT_SAMPLES
     assert side["data"]["reserve_samples"] == defaults.HOLDOUT_RESERVE
@@ -280,15 +286,15 @@ def test_calibrate_with_a_user_metric_and_min_metric(tmp_path, capsys):
     assert "metric same_top" in err and "< --min-metric 1.01" in err and not cache2.exists()
     # the recorded verdict gates quantize --cache; a sidecar from before decisions misses --min-agreement
     with pytest.raises(FidelityError, match="min-metric"):
-        pipeline.quantize(model, tmp_path / "q.onnx", cache=cache, min_metric=1.01)
+        quantize(model, tmp_path / "q.onnx", cache=cache, min_metric=1.01)
     with pytest.raises(FidelityError, match="min-agreement"):
-        pipeline.quantize(model, tmp_path / "q.onnx", cache=cache, min_agreement=0.5)
+        quantize(model, tmp_path / "q.onnx", cache=cache, min_agreement=0.5)
     old = dict(side["verdict"])
     for key in ("agreement", "decision", "sample_agreement", "metric", "worst_channel", "decision_drops"):
         old.pop(key)
-    assert pipeline.check_recorded_verdict({"verdict": old}, None, None, "c.cache") == old
+    assert check_recorded_verdict({"verdict": old}, None, None, "c.cache") == old
     with pytest.raises(FidelityError, match="no output with a class axis has a top-1 agreement to judge"):
-        pipeline.check_recorded_verdict({"verdict": old}, None, None, "c.cache", min_agreement=0.5)
+        check_recorded_verdict({"verdict": old}, None, None, "c.cache", min_agreement=0.5)
 
 
 def test_auto_reads_the_class_axis_from_the_graph(tmp_path):
@@ -301,7 +307,7 @@ def test_auto_reads_the_class_axis_from_the_graph(tmp_path):
     folder.mkdir()
     for i in range(48):
         np.save(folder / f"{i:03d}.npy", rng.standard_normal((1, 6, 8)).astype(np.float32))
-    result = pipeline.calibrate(path, DataSpec(str(folder), samples=None, batch_size=8))
+    result = calibrate(path, DataSpec(str(folder), samples=None, batch_size=8))
     assert all(c.decision_name == "top-1 agreement of 'probs'" for c in result.auto.candidates)
     assert result.sidecar["verdict"]["agreement"] is not None
     assert "of positions of 'probs'" in result.verdict.line()
@@ -314,6 +320,7 @@ def test_a_target_leaves_the_costly_layer_in_float_and_every_consumer_applies_it
     import json
 
     import _toys
+
     from trtq.cli import main
 
     model = _toys.save(_toys.classifier(first_weight_scale=(1e-3, 1.0, 1.0)), tmp_path / "m.onnx")
@@ -322,7 +329,7 @@ def test_a_target_leaves_the_costly_layer_in_float_and_every_consumer_applies_it
     for i, sample in enumerate(_toys.images(48, seed=7, outlier_channel=1000.0)):
         np.save(data / f"{i:04d}.npy", sample[None])
     cache = tmp_path / "m.calib.cache"
-    plain = pipeline.calibrate(model, DataSpec(path=str(data), samples=None), algorithm="minmax")
+    plain = calibrate(model, DataSpec(path=str(data), samples=None), algorithm="minmax")
     assert plain.verdict.snr_db < 20 and plain.mixed_precision is None
     assert main(["calibrate", model, "--calib", str(data), "--samples", "all", "--algo", "minmax",
                  "-o", str(cache), "--target-snr", "30"]) == 0
@@ -333,22 +340,22 @@ def test_a_target_leaves_the_costly_layer_in_float_and_every_consumer_applies_it
     assert record["float_layers"] == ["conv1"] and record["target"] == {"snr_db": 30.0} and record["reached"] >= 30
     assert "--target" in record["source"] and sidecar["verdict"]["snr_db"] >= 30  # the verdict is the mixed model's
 
-    outcome = pipeline.quantize(model, tmp_path / "q.onnx", cache=cache)
+    outcome = quantize(model, tmp_path / "q.onnx", cache=cache)
     assert outcome.float_layers == ["conv1"] and "conv1" not in outcome.summary.quantized
-    fidelity = pipeline.FidelityTarget(snr_db=30)
-    outcome = pipeline.quantize(model, tmp_path / "q2.onnx", calib=DataSpec(path=str(data), samples=None),
+    fidelity = FidelityTarget(snr_db=30)
+    outcome = quantize(model, tmp_path / "q2.onnx", calib=DataSpec(path=str(data), samples=None),
                                 algorithm="minmax", fidelity=fidelity)
     assert outcome.float_layers == ["conv1"] and set(outcome.summary.quantized) == {"conv2", "fc"}
     assert outcome.verdict["snr_db"] >= 30
-    with pytest.raises(pipeline.TrtqError, match="--calib"):
-        pipeline.quantize(model, tmp_path / "q3.onnx", cache=cache, fidelity=fidelity)
+    with pytest.raises(TrtqError, match="--calib"):
+        quantize(model, tmp_path / "q3.onnx", cache=cache, fidelity=fidelity)
 
     # already met: nothing is searched, nothing recorded; unreachable: nothing changes, and it says so
-    met = pipeline.calibrate(model, DataSpec(path=str(data), samples=None), algorithm="minmax",
-                             target=pipeline.FidelityTarget(snr_db=-100))
+    met = calibrate(model, DataSpec(path=str(data), samples=None), algorithm="minmax",
+                             target=FidelityTarget(snr_db=-100))
     assert met.mixed_precision is None and "mixed_precision" not in met.sidecar
-    unmet = pipeline.calibrate(model, DataSpec(path=str(data), samples=None), algorithm="minmax",
-                               target=pipeline.FidelityTarget(snr_db=500, max_layers=1))
+    unmet = calibrate(model, DataSpec(path=str(data), samples=None), algorithm="minmax",
+                               target=FidelityTarget(snr_db=500, max_layers=1))
     assert not unmet.mixed_precision.met and "mixed_precision" not in unmet.sidecar
     assert unmet.verdict.snr_db == pytest.approx(plain.verdict.snr_db)
 
@@ -362,7 +369,7 @@ def test_target_options_parse_into_one_target():
     add_target_arguments(parser)
     assert fidelity_target_from_args(parser.parse_args([])) is None
     target = fidelity_target_from_args(parser.parse_args(["--target-agreement", "0.99", "--max-layers", "3"]))
-    assert target == pipeline.FidelityTarget(agreement=0.99, max_layers=3) and target.given()
+    assert target == FidelityTarget(agreement=0.99, max_layers=3) and target.given()
     with pytest.raises(SystemExit):
         parser.parse_args(["--target-snr", "30", "--target-cosine", "0.9"])
     for bad in (["--target-agreement", "1.5"], ["--max-layers", "2"], ["--target-snr", "3", "--max-layers", "-1"]):
@@ -388,19 +395,19 @@ def test_one_scoring_session_gives_the_choice_and_scores_of_a_session_per_table(
     else:
         model = matmul_model(tmp_path / "m.onnx", rng.standard_normal((FEATURES, OUTPUTS)))
         data = DataSpec(write_samples(tmp_path / "data", rng.standard_normal((160, FEATURES)) ** 3), samples=None)
-    original = pipeline.choose_amax
+    original = choose_amax
     results = {}
     for one in (True, False):
         sessions = []
-        monkeypatch.setattr(pipeline, "choose_amax", lambda *a, **k: original(*a, **{**k, "one_session": one}))
-        real = pipeline.CandidateScorer.__init__
+        monkeypatch.setattr(calibration, "choose_amax", lambda *a, **k: original(*a, **{**k, "one_session": one}))
+        real = CandidateScorer.__init__
 
         def counting(self, *a, **k):
             sessions.append(1)
             real(self, *a, **k)
 
-        monkeypatch.setattr(pipeline.CandidateScorer, "__init__", counting)
-        auto = pipeline.calibrate(model, data).auto
+        monkeypatch.setattr(CandidateScorer, "__init__", counting)
+        auto = calibrate(model, data).auto
         results[one] = (auto.chosen, sorted(auto.overrides.items()), [(c.name, c.snr_db, c.decision)
                                                                       for c in auto.candidates],
                         [(t["tensor"], t["snr_db"]) for t in auto.trials])

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import csv
-import importlib
 import json
 import math
 
 import pytest
 
 from trtq import report
+from trtq.compare.struct import LayerSensitivity
+from trtq.compare.verdict import EvalReport
 from trtq.errors import OutputError
 from trtq.report import BenchResult, bench_table, fill_speedups, throughput_from_latency, write_bench_report
 
@@ -134,11 +135,10 @@ def test_speedup_never_against_another_models_fp32_row():
 def test_sensitivity_caption_names_a_json_file_only_when_one_is_written():
     from rich.console import Console
 
-    ev = importlib.import_module("trtq.evaluate")  # the module (trtq.evaluate is the function)
     from trtq.report import eval_tables
 
-    report = ev.EvalReport("a.onnx", "b.onnx", 4, [], sensitivity_samples=4, amax_source="cache",
-                           sensitivity=[ev.LayerSensitivity(f"t{i}", "Conv", 30.0 + i) for i in range(5)])
+    report = EvalReport("a.onnx", "b.onnx", 4, [], sensitivity_samples=4, amax_source="cache",
+                           sensitivity=[LayerSensitivity(f"t{i}", "Conv", 30.0 + i) for i in range(5)])
 
     def text(**kwargs):
         console = Console(record=True, width=200)
@@ -203,7 +203,7 @@ def test_one_format_per_quantity():
 
 
 def test_auto_table_lists_each_algorithm_once_with_its_rescore_beside_it():
-    from trtq.pipeline import AutoChoice, Candidate
+    from trtq.pipeline.choose import AutoChoice, Candidate
 
     candidates = [Candidate("entropy", 20.45, 0.99632, snr_noise=0.5, samples=32),
                   Candidate("minmax", 40.15, 0.99996, snr_noise=0.41, samples=32),

@@ -21,7 +21,7 @@ import _recurrent as R  # noqa: E402
 
 from trtq.cli import main  # noqa: E402
 from trtq.errors import DataError  # noqa: E402
-from trtq.stream import FeedbackError, FeedbackPair, open_sequences, parse_feedback  # noqa: E402
+from trtq.runtime.streaming import FeedbackError, FeedbackPair, open_sequences, parse_feedback
 
 
 @pytest.fixture(scope="module")
@@ -126,7 +126,7 @@ def test_gru_streams_its_hidden_state_row_by_row(tmp_path, capsys):
     from trtq.data import DataSpec
     from trtq.graph.model import load_onnx
     from trtq.graph.signature import input_specs
-    from trtq.stream import stream
+    from trtq.runtime.streaming import stream
 
     session = ort.InferenceSession(str(model))
     sequence = open_sequences(DataSpec(str(sequences)), input_specs(load_onnx(model)), [FeedbackPair("hN", "h0")])[0]

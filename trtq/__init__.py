@@ -3,16 +3,12 @@
 ``import trtq`` is cheap and needs neither torch, TensorRT nor CUDA; the public
 functions import what they need when called.
 
-The public functions are stable package attributes: ``trtq.evaluate`` is the function
-whether or not the submodule of the same name has been imported (importing a submodule
-normally rebinds the package attribute to the module; this package keeps its functions).
-The submodules stay importable by their full names (``from trtq.evaluate import EvalReport``).
+The public functions are package attributes resolved on first use; no submodule shares a
+public function's name, so importing any submodule never rebinds one (the flows live in
+:mod:`trtq.pipeline`: ``trtq.pipeline.evaluation.evaluate`` is ``trtq.evaluate``).
 """
 
 from __future__ import annotations
-
-import sys
-import types
 
 __version__ = "0.1.0"
 
@@ -22,7 +18,7 @@ from .errors import TrtqError  # noqa: E402
 _LAZY = {
     "calibrate": ("trtq.pipeline", "calibrate"),
     "quantize": ("trtq.pipeline", "quantize"),
-    "evaluate": ("trtq.evaluate", "evaluate"),
+    "evaluate": ("trtq.pipeline", "evaluate"),
     "benchmark": ("trtq.bench", "benchmark"),
     "export_onnx": ("trtq.graph.export", "export_onnx"),
     "read_cache": ("trtq.cache", "read_cache"),
@@ -43,14 +39,3 @@ def __getattr__(name: str):
         return value
     raise AttributeError(f"module 'trtq' has no attribute {name!r}")
 
-
-class _Package(types.ModuleType):
-    """The ``trtq`` package object: a submodule import may not rebind a public function's name."""
-
-    def __setattr__(self, name: str, value) -> None:
-        if name in _LAZY and isinstance(value, types.ModuleType):
-            return  # the import system binding a submodule (trtq.evaluate): it stays in sys.modules only
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package

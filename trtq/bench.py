@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import os
-import platform
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -25,6 +24,7 @@ import numpy as np
 
 from . import defaults
 from .errors import DataError, ModelError, TrtqError
+from .host import available_memory, cpu_int8_instructions, cpu_name
 from .progress import ProgressCallback, no_progress
 from .report import BenchResult, fill_speedups, throughput_from_latency
 
@@ -77,18 +77,6 @@ def model_size_bytes(path: PathLike, model=None) -> int:
         if external.exists():
             total += external.stat().st_size
     return total
-
-
-def cpu_name() -> str:
-    """The CPU model name, for report metadata ("" when unknown)."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            for line in handle:
-                if line.lower().startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def parse_shapes(text: Optional[str], option: str = "--shape") -> Dict[str, Tuple[int, ...]]:
@@ -184,26 +172,6 @@ def check_shape_names(shapes: Optional[Shapes], models: Sequence[Tuple[str, Sequ
         raise TrtqError(f"--shape names input(s) {', '.join(repr(n) for n in unknown)}, which "
                         f"{'the model does' if len(models) == 1 else 'none of the models does'} not have "
                         f"(inputs: {listing})")
-
-
-def available_memory() -> Optional[int]:
-    """Bytes this process can still allocate: MemAvailable, capped by a cgroup limit (None: unknown)."""
-    found = []
-    try:
-        with open("/proc/meminfo", encoding="utf-8") as handle:
-            for line in handle:
-                if line.startswith("MemAvailable:"):
-                    found.append(int(line.split()[1]) * 1024)
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
-        used = Path("/sys/fs/cgroup/memory.current").read_text().strip()
-        if limit.isdigit() and used.isdigit():
-            found.append(int(limit) - int(used))
-    except OSError:
-        pass
-    return min(found) if found else None
 
 
 def _per_sample_bytes(type_proto) -> Optional[int]:
@@ -449,7 +417,7 @@ def benchmark_ort(
         model = load_onnx(path)
         specs = input_specs(model, batch_axes)
         if feedback:
-            from .pipeline import feedback_pairs
+            from .pipeline.calibration import feedback_pairs
 
             feedback_pairs(model, feedback)
         if data is None:
@@ -600,19 +568,6 @@ INT8_KERNELS = ("QLinearConv", "QLinearMatMul", "MatMulInteger", "ConvInteger", 
 #: Layers that stay float when no int8 kernel took them over.
 FLOAT_WEIGHTED = ("Conv", "FusedConv", "ConvTranspose", "MatMul", "FusedMatMul", "Gemm", "FusedGemm",
                   "NchwcConv")
-
-
-def cpu_int8_instructions() -> Optional[bool]:
-    """Whether this x86 CPU has the instructions ONNX Runtime's fast int8 kernels use (VNNI, AMX); None where
-    it cannot tell (not Linux, not x86)."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as info:
-            flags = next((line.split(":", 1)[1].split() for line in info if line.startswith("flags")), None)
-    except OSError:
-        return None
-    if flags is None:
-        return None
-    return bool({"avx512_vnni", "avx_vnni", "amx_int8"} & set(flags))
 
 
 def ort_kernels(model_path: PathLike) -> Dict[str, int]:

@@ -68,7 +68,7 @@ AUTO_REFINE_MIN_GAIN_DB = 0.1
 VERDICT_MIN_SNR_DB = 20.0
 VERDICT_MIN_COSINE = 0.99
 #: An output's channels are scored in two groups when their median RMS differ by more
-#: than this many decades (see trtq.evaluate.channel_groups); outputs with more channels
+#: than this many decades (see trtq.compare.metrics.channel_groups); outputs with more channels
 #: than CHANNEL_GROUP_MAX_CHANNELS on both candidate axes are not split.
 CHANNEL_GROUP_DECADES = 1.0
 CHANNEL_GROUP_MAX_CHANNELS = 4096
@@ -110,7 +110,7 @@ AUTO_EXCLUDE_MIN_GAIN_DB = 0.1
 #: keeps the best (the one-run ranking is an estimate; on MiniLM the best of three reached
 #: the target with fewer layers in float than the ranking's order).
 AUTO_EXCLUDE_LOOKAHEAD = 3
-#: Decision-aware fidelity (trtq.evaluate, docs/accuracy.md "What an output decides"). An
+#: Decision-aware fidelity (trtq.compare.decisions, docs/accuracy.md "What an output decides"). An
 #: output of rank >= 3 with no class axis whose last axis (rank 3) or channel axis (rank >= 4;
 #: else the other one) has 2 to FEATURE_MAX_CHANNELS channels is judged channel by channel (a
 #: detection head's x, y, w, h, objectness and class scores at every anchor; a rank-2 [N, K]

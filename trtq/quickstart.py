@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import List, Optional, Sequence, Tuple, Union
 
 from . import defaults
-from .errors import BackendUnavailable, DataError, TrtqError
+from .errors import BackendUnavailable, DataError
 
 log = logging.getLogger(__name__)
 
@@ -152,9 +152,10 @@ def run_quickstart(
     """
     from .bench import benchmark
     from .data.spec import DataSpec
-    from .evaluate import evaluate
     from .fileio import check_writable
-    from .pipeline import calibrate, quantize
+    from .pipeline.calibration import calibrate
+    from .pipeline.evaluation import evaluate
+    from .pipeline.quantization import quantize
     from .report import write_bench_report
 
     started = time.perf_counter()
@@ -300,9 +301,8 @@ def print_verdict(result: QuickstartResult, console=None) -> None:
                         f"{format_rate(best['int8'].throughput)} "
                         f"({format_speedup(best['int8'].throughput / best['fp32'].throughput)})")
     console.print(fit_table(verdict, console.width))
-    from .report import print_verdict as print_fidelity
-
     from .cli.options import verdict_fixes
+    from .report import print_verdict as print_fidelity
 
     print_fidelity(console, cal.verdict.to_dict() if cal.verdict is not None else None,
                    "calibration's own check, on samples held back from its statistics; the held-out digits above "

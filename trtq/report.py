@@ -417,7 +417,7 @@ def read_bench_json(path: Union[str, Path]) -> List[BenchResult]:
 
 
 # ---------------------------------------------------------------------------------------------
-# Evaluation tables (fields of trtq.evaluate.EvalReport; no import of trtq.evaluate needed)
+# Evaluation tables (fields of trtq.compare.verdict.EvalReport; no import of trtq.compare needed)
 
 
 def _db(value: Optional[float]) -> str:

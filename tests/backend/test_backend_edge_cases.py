@@ -6,17 +6,15 @@ TensorRT version, by test_contract.py)."""
 from __future__ import annotations
 
 import importlib
-import logging
 
 import numpy as np
 import pytest
-
 from backend_fakes import FakeDeviceMemory, batches
+
 from trtq.backend import policy
 from trtq.backend.calibrator import CalibratorCore
 from trtq.backend.runner import EngineRunner, TensorInfo
 from trtq.errors import BackendUnavailable, ModelError, TrtqError
-
 
 # --- --explicit on TensorRT 8.6 -------------------------------------------------------------
 
@@ -352,7 +350,7 @@ def test_float_layers_reader():
 def test_eval_runs_an_engine_candidate_through_the_runner(tmp_path, monkeypatch):
     """evaluate() with a .engine candidate uses EngineSession (an EngineRunner behind ORT's session API)."""
     import trtq.backend.runner as runner_module
-    from trtq.evaluate import evaluate
+    from trtq.pipeline.evaluation import evaluate
 
     model = _onnx_model(tmp_path / "m.onnx", "batch")
     data = tmp_path / "data"

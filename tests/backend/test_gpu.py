@@ -227,7 +227,7 @@ def test_engine_accuracy_against_onnx_runtime(yolo_engines, yolo_model_path):
     import onnxruntime as ort
 
     from trtq.backend.runner import EngineSession
-    from trtq.evaluate import cosine_similarity
+    from trtq.compare.metrics import cosine_similarity
 
     results, spec, _ = yolo_engines
     batch = _real_batch(spec, yolo_model_path)

@@ -125,8 +125,9 @@ def _calibrators():
 
 @check
 def calibrators_subclass_the_real_bases(expected):
-    import trtq.backend.calibrator as module
     from backend_fakes import FakeDeviceMemory, batches
+
+    import trtq.backend.calibrator as module
 
     trt, classes = _calibrators()
     assert classes is module.calibrator_classes(trt), "classes must be built once and cached"
@@ -169,6 +170,7 @@ def get_batch_returns_pointers_in_order_then_none(expected):
 @check
 def errors_in_get_batch_are_raised_after_the_build(expected):
     from backend_fakes import FakeDeviceMemory, batches
+
     from trtq.errors import DataError
 
     trt, classes = _calibrators()
@@ -190,6 +192,7 @@ def errors_in_get_batch_are_raised_after_the_build(expected):
 @check
 def cache_round_trip_and_restamping(expected):
     from backend_fakes import FakeDeviceMemory, Untouchable
+
     from trtq import cache as cache_io
     from trtq.cache import trt_version_int
 
@@ -318,6 +321,7 @@ def _world(trt, model_path: Path, timing_ok: bool = True):
     """A World whose network mirrors the ONNX model; the builder drives calibrators via the vtable."""
     import onnx
     from trt_signatures import Fake, World, drive_calibrator
+
     from trtq.cache import format_cache, trt_version_int
 
     world = World(trt)
@@ -378,8 +382,9 @@ def _world(trt, model_path: Path, timing_ok: bool = True):
 
 @contextlib.contextmanager
 def _installed(trt, world):
-    import trtq.backend.cuda as cuda
     from backend_fakes import FakeDeviceMemory
+
+    import trtq.backend.cuda as cuda
 
     saved_alloc, saved_init = cuda.allocate, trt.init_libnvinfer_plugins
     world.memory = cuda.allocate = FakeDeviceMemory()
@@ -1487,7 +1492,7 @@ def deploy_triton_falls_back_when_tensorrt_cannot_load_the_engine(expected):
     from trtq.data.spec import DataSpec
     from trtq.graph.model import file_sha256, load_onnx
     from trtq.graph.signature import input_specs
-    from trtq.pipeline import calibrate
+    from trtq.pipeline.calibration import calibrate
 
     trt, _ = context()
     with tempfile.TemporaryDirectory() as tmp:
@@ -1869,6 +1874,7 @@ def calibrator_vtable_as_tensorrt_calls_it(expected):
 
     from backend_fakes import FakeDeviceMemory, batches
     from trt_signatures import vtable_function
+
     from trtq.cache import format_cache, parse_cache, trt_version_int
 
     trt, classes = _calibrators()

@@ -11,11 +11,11 @@ import pytest
 from onnx import TensorProto, helper
 
 from trtq import cache
-from trtq.pipeline import calibrate
 from trtq.calib.collect import activation_tensors
 from trtq.cli import main
-from trtq.data.spec import DataSpec, Preprocess
+from trtq.data.spec import DataSpec
 from trtq.graph.model import file_sha256
+from trtq.pipeline.calibration import calibrate
 
 
 def _save(model, path):
@@ -249,8 +249,8 @@ def test_existing_cache_survives_a_failed_run(model, tmp_path, capsys):
 
 def test_infinite_and_huge_tensors_stay_float_and_are_reported(tmp_path, capsys):
     """Tensors at +-inf or |x| >= UNQUANTIZED_ABS are left out of the cache and named; calibration goes on."""
-    from trtq.pipeline import calibrate
     from trtq.cache import read_cache
+    from trtq.pipeline.calibration import calibrate
 
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)

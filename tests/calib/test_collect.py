@@ -8,24 +8,27 @@ or grouping outputs never changes a count: the histogram is split-invariant).
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
+from _toys import classifier
 from onnx import TensorProto, helper
 
 from trtq import defaults
 from trtq.calib import collect
-from trtq.pipeline import calibrate
-from trtq.calib.algorithms import compute_amax
-from trtq.calib.collect import (CollectionReport, HistogramCollector, activation_tensors, collect_histograms,
-                                plan_runs, qdq_tensors)
+from trtq.calib.collect import (
+    CollectionReport,
+    HistogramCollector,
+    activation_tensors,
+    collect_histograms,
+    plan_runs,
+    qdq_tensors,
+)
 from trtq.cli import main
-
-from _toys import classifier
+from trtq.pipeline.calibration import calibrate
 
 
 def chain_model(length: int = 24, width: int = 4096) -> onnx.ModelProto:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import _toys  # noqa: E402  (tests/_toys.py)
 import numpy as np
 import pytest
 
@@ -12,8 +13,6 @@ from trtq.calib import amax_from_histograms
 from trtq.calib.collect import CollectionReport, collect_histograms
 from trtq.calib.convergence import amax_convergence, relative_drift
 from trtq.calib.histogram import AbsHistogram
-
-import _toys  # noqa: E402  (tests/_toys.py)
 
 
 def _hist(values) -> AbsHistogram:
@@ -87,7 +86,7 @@ def test_unknown_total_snapshots_at_a_power_of_two():
 def test_calibrate_records_convergence_in_the_sidecar(tmp_path):
     from trtq.assets import DEMO_ONNX
     from trtq.data.spec import DataSpec
-    from trtq.pipeline import calibrate
+    from trtq.pipeline.calibration import calibrate
 
     spec = DataSpec(path=str(Path(__file__).resolve().parents[2] / "calib_data" / "digits"), samples=96)
     result = calibrate(DEMO_ONNX, spec, algorithm="minmax", cache_path=tmp_path / "d.cache")

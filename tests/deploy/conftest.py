@@ -19,7 +19,7 @@ SIZE = (64, 64)
 
 def _calibrate(folder: Path, model: Path, crops: Path, name: str, **preprocess):
     from trtq.data.spec import DataSpec, Preprocess
-    from trtq.pipeline import calibrate
+    from trtq.pipeline.calibration import calibrate
 
     local = folder / "yolo.onnx"
     if not local.exists():

@@ -7,12 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import SIZE  # noqa: E402  (tests/deploy/conftest.py)
 
 from trtq.deploy.triton import parse_pbtxt, write_repository
 from trtq.errors import OutputError, TrtqError
 from trtq.fileio import is_artifact
-
-from conftest import SIZE  # noqa: E402  (tests/deploy/conftest.py)
 
 
 def _parse(model_config_pb2, path: Path):
@@ -136,7 +135,7 @@ def _int64_model(folder: Path) -> Path:
 @pytest.fixture(scope="module")
 def int64_calibration(tmp_path_factory):
     from trtq.data.spec import DataSpec
-    from trtq.pipeline import calibrate
+    from trtq.pipeline.calibration import calibrate
 
     folder = tmp_path_factory.mktemp("int64")
     model = _int64_model(folder)
@@ -257,7 +256,7 @@ def test_a_model_batched_off_axis_0_is_not_batched_by_triton(tmp_path, model_con
     non-batching with the full shape, and loads under Triton's rules."""
     from trtq.cli import main
     from trtq.data.spec import DataSpec
-    from trtq.pipeline import calibrate
+    from trtq.pipeline.calibration import calibrate
 
     model = _gru_sequence_first(tmp_path)
     calibrate(model, DataSpec(path=str(tmp_path / "gru-data"), batch_size=8), algorithm="minmax",
@@ -277,7 +276,7 @@ def test_a_scalar_input_is_refused_with_the_fix(tmp_path, capsys):
 
     from trtq.cli import main
     from trtq.data.spec import DataSpec
-    from trtq.pipeline import calibrate
+    from trtq.pipeline.calibration import calibrate
 
     sys.path.insert(0, str(Path(__file__).parents[1]))
     import _recurrent

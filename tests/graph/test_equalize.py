@@ -10,8 +10,10 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from trtq.errors import TrtqError
 from trtq.graph import equalize as eq
 from trtq.graph.qdq import quantize_model, quantize_weight
+from trtq.pipeline.quantization import quantize
 
 CHANNELS = 8
 
@@ -157,7 +159,7 @@ def test_high_bias_absorption_is_exact_where_the_bound_holds():
              helper.make_node("Conv", ["r1", "w2", "b2"], ["y"], name="c2")]
     model = _build(nodes, inits)
     x = _x()
-    from trtq.pipeline import channel_statistics
+    from trtq.pipeline.calibration import channel_statistics
 
     rewritten, report = eq.equalize(model, channel_statistics([{"x": x}]), steps=["absorb"])
     assert report.absorbed_channels == CHANNELS and report.absorbed_layers == ["c1"]
@@ -170,7 +172,7 @@ def test_bias_correction_removes_the_mean_shift_of_weight_rounding():
     inits = {"w1": rng.standard_normal((CHANNELS, 3, 3, 3)) * 0.05 + 0.02}
     model = _build([helper.make_node("Conv", ["x", "w1"], ["y"], name="c1")], inits)
     x = _x(32) + 2.0  # a large input mean: rounding errors add up
-    from trtq.pipeline import channel_statistics
+    from trtq.pipeline.calibration import channel_statistics
 
     rewritten, report = eq.equalize(model, channel_statistics([{"x": x}]), steps=["bias"])
     assert report.corrected_layers == ["c1"]
@@ -198,7 +200,6 @@ def test_equalize_steps_are_checked():
 
 
 def test_calibrate_equalize_writes_the_rewritten_model_its_cache_belongs_to(tmp_path, capsys):
-    from trtq import pipeline
     from trtq.cli import main
     from trtq.errors import CacheError
     from trtq.graph.model import file_sha256
@@ -218,17 +219,17 @@ def test_calibrate_equalize_writes_the_rewritten_model_its_cache_belongs_to(tmp_
     assert record["source_file_sha256"] == file_sha256(model_path)
     assert record["steps"] == list(eq.STEPS) and len(record["pairs"]) == 3 and "--equalize" in record["reproduce"]
     # the cache belongs to the rewritten model: quantize (explicit path) takes it, and refuses the original
-    outcome = pipeline.quantize(rewritten, tmp_path / "q.onnx", cache=cache)
+    outcome = quantize(rewritten, tmp_path / "q.onnx", cache=cache)
     assert set(outcome.summary.quantized) == {"stem", "dw", "pw", "head"}
     with pytest.raises(CacheError):
-        pipeline.quantize(model_path, tmp_path / "q2.onnx", cache=cache)
+        quantize(model_path, tmp_path / "q2.onnx", cache=cache)
     # the rewrite is deterministic: calibrating again gives the same file
     first = file_sha256(rewritten)
     assert main(["-q", "calibrate", str(model_path), "--calib", str(data), "--samples", "all", "--algo", "minmax",
                  "-o", str(cache), "--equalize"]) == 0
     assert file_sha256(rewritten) == first
     # quantize --calib --equalize: the Q/DQ model carries the rewritten weights, judged against the original
-    outcome = pipeline.quantize(model_path, tmp_path / "q3.onnx", calib=str(data), algorithm="minmax", equalize=True)
+    outcome = quantize(model_path, tmp_path / "q3.onnx", calib=str(data), algorithm="minmax", equalize=True)
     assert outcome.equalize is not None and outcome.verdict["snr_db"] > 0
-    with pytest.raises(pipeline.TrtqError, match="--calib"):
-        pipeline.quantize(model_path, tmp_path / "q4.onnx", cache=cache, equalize=True)
+    with pytest.raises(TrtqError, match="--calib"):
+        quantize(model_path, tmp_path / "q4.onnx", cache=cache, equalize=True)

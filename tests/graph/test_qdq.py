@@ -7,17 +7,27 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from graph_helpers import (attribute, cpu_saturates_u8s8, needs_exact_u8s8, initializer, make_model, minmax_amax, nodes_of, producer_of, quantized_inputs, run,
-                      session, source_of)
+from graph_helpers import (
+    attribute,
+    cpu_saturates_u8s8,
+    initializer,
+    make_model,
+    minmax_amax,
+    needs_exact_u8s8,
+    nodes_of,
+    producer_of,
+    quantized_inputs,
+    run,
+    session,
+    source_of,
+)
 
 onnx = pytest.importorskip("onnx")
 from onnx import helper, numpy_helper  # noqa: E402
 
 from trtq.errors import CacheError, ModelError, TrtqError  # noqa: E402
-from trtq.pipeline import quantize  # noqa: E402
-from trtq.graph.qdq import (bias_scale_floor, default_output_path, quantizable_layers, quantize_model,  # noqa: E402
-                            quantize_weight)
+from trtq.graph.qdq import bias_scale_floor, default_output_path, quantizable_layers, quantize_model, quantize_weight  # noqa: E402
+from trtq.pipeline.quantization import quantize
 
 RNG = np.random.default_rng(0)
 
@@ -411,7 +421,9 @@ def test_a_pruned_conv_channel_with_a_bias_keeps_the_fused_int8_model_accurate()
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     import _toys
-    from trtq.evaluate import Replay, worst_of
+
+    from trtq.compare.decisions import worst_of
+    from trtq.runtime.replay import Replay
 
     model = _toys.classifier(seed=3)
     inits = {i.name: i for i in model.graph.initializer}

@@ -7,10 +7,14 @@ import json
 import numpy as np
 import pytest
 
-from trtq import pipeline
+from trtq.compare.decisions import decisions_kept, drop_points
+from trtq.compare.struct import Fidelity, MetricScore, OutputMetrics
 from trtq.data.spec import DataSpec
-from trtq.evaluate import MetricScore, OutputMetrics
+from trtq.errors import TrtqError
+from trtq.pipeline.calibration import calibrate
+from trtq.pipeline.quantization import quantize
 from trtq.precision import budget
+from trtq.precision.targets import FidelityTarget
 
 
 def _output(name, agreement=None, iou=None, positions=1, mask=False):
@@ -20,18 +24,16 @@ def _output(name, agreement=None, iou=None, positions=1, mask=False):
 
 def test_decisions_kept_reads_the_worst_decision_masks_by_iou_and_the_users_metric_first():
     masks = [_output("mask", agreement=0.999, iou=0.95, positions=64, mask=True), _output("cls", agreement=0.97)]
-    assert budget.decisions_kept(masks) == ("mask IoU of 'mask'", 0.95)  # per-pixel agreement hides the loss
-    assert budget.decisions_kept([_output("cls", agreement=0.97), _output("emb")]) == (
+    assert decisions_kept(masks) == ("mask IoU of 'mask'", 0.95)  # per-pixel agreement hides the loss
+    assert decisions_kept([_output("cls", agreement=0.97), _output("emb")]) == (
         "top-1 agreement of 'cls'", 0.97)
-    assert budget.decisions_kept([_output("emb")]) is None
-    with_metric = pipeline_fidelity([_output("cls", agreement=0.5)], MetricScore("task", 0.99, 8))
-    assert budget.decisions_kept(with_metric) == ("metric task", 0.99)
-    assert budget.drop_points(0.985) == pytest.approx(1.5)
+    assert decisions_kept([_output("emb")]) is None
+    with_metric = fidelity_with([_output("cls", agreement=0.5)], MetricScore("task", 0.99, 8))
+    assert decisions_kept(with_metric) == ("metric task", 0.99)
+    assert drop_points(0.985) == pytest.approx(1.5)
 
 
-def pipeline_fidelity(outputs, metric):
-    from trtq.evaluate import Fidelity
-
+def fidelity_with(outputs, metric):
     fidelity = Fidelity(outputs)
     fidelity.metric = metric
     return fidelity
@@ -84,9 +86,9 @@ def test_max_drop_leaves_the_costly_layer_float_records_it_and_quantize_applies_
     from trtq.cli import main
 
     model, data = _outlier_data(tmp_path)
-    plain = pipeline.calibrate(model, DataSpec(path=str(data), samples=None), algorithm="minmax",
+    plain = calibrate(model, DataSpec(path=str(data), samples=None), algorithm="minmax",
                                class_outputs=["y"])
-    lost = budget.drop_points(budget.decisions_kept(plain.verdict.outputs)[1])
+    lost = drop_points(decisions_kept(plain.verdict.outputs)[1])
     assert lost > 1.0
     cache = tmp_path / "m.calib.cache"
     assert main(["calibrate", model, "--calib", str(data), "--samples", "all", "--algo", "minmax",
@@ -98,21 +100,21 @@ def test_max_drop_leaves_the_costly_layer_float_records_it_and_quantize_applies_
     assert record["source"] == "trtq calibrate --max-drop 1"
     assert record["reached"] <= 1.0 and record["budget"]["start_drop"] == pytest.approx(lost)
     assert record["budget"]["latency"]["float_ms"] > 0 and record["budget"]["latency"]["mixed_ms"] > 0
-    outcome = pipeline.quantize(model, tmp_path / "q.onnx", cache=cache)
+    outcome = quantize(model, tmp_path / "q.onnx", cache=cache)
     assert outcome.float_layers == ["conv1"] and "conv1" not in outcome.summary.quantized
     from trtq.deploy.calibration import read_calibration
 
     assert read_calibration(cache).float_layers == ["conv1"]  # what the Triton and DeepStream writers keep float
-    calibrated = pipeline.quantize(model, tmp_path / "q2.onnx", calib=DataSpec(path=str(data), samples=None),
+    calibrated = quantize(model, tmp_path / "q2.onnx", calib=DataSpec(path=str(data), samples=None),
                                    algorithm="minmax", class_outputs=["y"],
-                                   fidelity=pipeline.FidelityTarget(max_drop=1))
+                                   fidelity=FidelityTarget(max_drop=1))
     assert calibrated.float_layers == ["conv1"] and calibrated.mixed_precision["budget"]["met"]
 
 
 def test_max_drop_already_met_records_the_budget_with_no_layer(tmp_path):
     model, data = _outlier_data(tmp_path, outlier=None)
-    result = pipeline.calibrate(model, DataSpec(path=str(data), samples=None), algorithm="minmax",
-                                class_outputs=["y"], target=pipeline.FidelityTarget(max_drop=50))
+    result = calibrate(model, DataSpec(path=str(data), samples=None), algorithm="minmax",
+                                class_outputs=["y"], target=FidelityTarget(max_drop=50))
     assert result.mixed_precision.met and result.mixed_precision.excluded == []
     record = result.sidecar["mixed_precision"]
     assert record["float_layers"] == [] and record["budget"]["met"]
@@ -122,9 +124,9 @@ def test_max_drop_needs_a_decision_and_a_range(tmp_path, capsys):
     from trtq.cli import main
 
     model, data = _outlier_data(tmp_path)
-    with pytest.raises(pipeline.TrtqError, match="--max-drop budgets decisions"):
-        pipeline.calibrate(model, DataSpec(path=str(data), samples=None), algorithm="minmax",
-                           target=pipeline.FidelityTarget(max_drop=1))
+    with pytest.raises(TrtqError, match="--max-drop budgets decisions"):
+        calibrate(model, DataSpec(path=str(data), samples=None), algorithm="minmax",
+                           target=FidelityTarget(max_drop=1))
     for bad in ("-1", "100", "nan"):
         assert main(["calibrate", model, "--calib", str(data), "--max-drop", bad]) == 2
         assert "--max-drop" in capsys.readouterr().err

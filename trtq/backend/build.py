@@ -6,7 +6,7 @@ Which way an engine is built comes from :func:`trtq.backend.policy.plan_build`:
   (data on the GPU, or a trtq cache handed over without reading any data), a
   calibration profile for dynamic shapes, ``BuilderFlag.FP16`` as fallback with ``--fp16``.
 - TensorRT 11 (and 10.x with ``--explicit``): trtq calibrates on the CPU
-  (:func:`trtq.pipeline.calibrate`, or the cache's amax), inserts Q/DQ
+  (:func:`trtq.pipeline.calibration.calibrate`, or the cache's amax), inserts Q/DQ
   (:func:`trtq.graph.qdq.quantize_model`), converts to FP16 where asked
   (:func:`trtq.graph.fp16.to_fp16`) and builds a strongly typed network.
 
@@ -38,7 +38,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from .. import __version__, defaults
-from ..errors import BackendUnavailable, CacheError, ModelError, TrtqError
+from ..errors import BackendUnavailable, ModelError, TrtqError
 from ..progress import ProgressCallback, no_progress
 from .policy import BuildPlan, check_explicit_supported, check_supported, dla_refusal, plan_build
 
@@ -112,7 +112,7 @@ class BuildOptions:
     min_metric: Optional[float] = None          # ... and on the user's --metric score
     metric: Optional[str] = None                # the user's own metric, FILE.py:NAME (auto and the verdict use it)
     class_outputs: Optional[Sequence[str]] = None  # declared class outputs, NAME[:AXIS]
-    target: Optional[object] = None             # trtq.pipeline.FidelityTarget: mixed precision on the held-back samples
+    target: Optional[object] = None             # trtq.precision.targets.FidelityTarget: mixed precision on the held-back samples
 
     def __post_init__(self):
         self.model_path = Path(self.model_path)
@@ -537,8 +537,8 @@ def build_engine(options: BuildOptions, progress: ProgressCallback = no_progress
     from ..cache import check_cache_matches, float_layers, read_cache, recorded_batch_axes, trt_version_int
     from ..fileio import check_writable, write_files_atomic
     from ..graph.model import file_sha256, load_onnx
-    from ..graph.signature import input_specs
     from ..graph.qdq import is_quantized, tensor_names
+    from ..graph.signature import input_specs
     from . import import_tensorrt, tensorrt_major
 
     # Everything a user can get wrong is checked before TensorRT (or hours of calibration) starts.
@@ -610,7 +610,7 @@ def build_engine(options: BuildOptions, progress: ProgressCallback = no_progress
                         "calibrates with TensorRT on the GPU: use --algo auto (the default), or check the engine "
                         "with trtq eval MODEL ENGINE --data HELD_OUT --min-snr DB")
     if cache is not None and not cpu_calibrated:
-        from ..pipeline import check_recorded_verdict
+        from ..pipeline.quantization import check_recorded_verdict
 
         if options.target is not None and options.target.given():
             log.warning("--target-*/--max-drop run with calibration, and %s already exists: its sidecar's "
@@ -732,7 +732,7 @@ def _cpu_calibrated_cache(options: BuildOptions, running_version: int, progress:
                           keep_float: Sequence[str] = ()):
     """trtq's own calibration (auto, percentile, mse) on the CPU, as a cache for TensorRT's calibrator."""
     from .. import cache as cache_io
-    from ..pipeline import calibrate
+    from ..pipeline.calibration import calibrate
 
     result = calibrate(options.model_path, _data_spec(options.calib), algorithm=options.algorithm,
                        cache_path=options.cache_path, trt_version=running_version, exclude=list(keep_float),
@@ -808,7 +808,7 @@ def _prepare_graph(model, plan: BuildPlan, options: BuildOptions, cache, scratch
             calibration = {"method": "qdq", "source": "cache", "cache": str(options.cache_path),
                            "cache_header": cache.header, "tensors": len(amax)}
         else:
-            from ..pipeline import calibrate
+            from ..pipeline.calibration import calibrate
 
             result = calibrate(options.model_path, _data_spec(options.calib), algorithm=options.algorithm,
                                cache_path=options.cache_path, exclude=list(keep_float), min_snr=options.min_snr,

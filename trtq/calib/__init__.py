@@ -2,7 +2,7 @@
 
 The math lives in :mod:`.histogram` and :mod:`.algorithms` (pure functions), running the
 model in :mod:`.collect`. The flow that composes them with scoring and the verdict
-(``trtq.calibrate``, ``--algo auto``) is :func:`trtq.pipeline.calibrate`.
+(``trtq.calibrate``, ``--algo auto``) is :func:`trtq.pipeline.calibration.calibrate`.
 """
 
 from __future__ import annotations
@@ -33,8 +33,8 @@ class CalibrationResult:
     files_written: List[Path] = field(default_factory=list)
     sidecar: dict = field(default_factory=dict)
     histograms: dict = field(default_factory=dict, repr=False)
-    verdict: Optional[object] = None         # trtq.evaluate.Verdict on the held-back samples
-    auto: Optional[object] = None            # trtq.pipeline.AutoChoice when algorithm == "auto"
+    verdict: Optional[object] = None         # trtq.compare.verdict.Verdict on the held-back samples
+    auto: Optional[object] = None            # trtq.pipeline.choose.AutoChoice when algorithm == "auto"
     statistics_seconds: float = 0.0          # the histogram pass alone (seconds includes scoring)
     #: tensors left out of ``amax`` (they stay float) -> why: +-inf or huge by construction
     unquantized: Dict[str, str] = field(default_factory=dict)
@@ -42,7 +42,7 @@ class CalibrationResult:
     collection: Optional[object] = field(default=None, repr=False)
     #: trtq.calib.convergence.Convergence: amax drift between half and all of the samples (None: too few)
     convergence: Optional[object] = None
-    #: trtq.evaluate.AutoExcludeResult of the search to a FidelityTarget (None when none ran)
+    #: trtq.compare.struct.AutoExcludeResult of the search to a FidelityTarget (None when none ran)
     mixed_precision: Optional[object] = None
     #: trtq.graph.equalize.EqualizeReport when the model was rewritten first (``--equalize``), and that model
     equalize: Optional[object] = None

@@ -34,8 +34,14 @@ def parse_memory(text: str) -> int:
 
 
 def add_parser(sub) -> None:
-    from .options import (DefaultsFormatter, add_algorithm_argument, add_data_arguments, add_feedback_argument,
-                          add_fidelity_arguments, add_target_arguments)
+    from .options import (
+        DefaultsFormatter,
+        add_algorithm_argument,
+        add_data_arguments,
+        add_feedback_argument,
+        add_fidelity_arguments,
+        add_target_arguments,
+    )
 
     parser = sub.add_parser(
         "calibrate",
@@ -93,15 +99,13 @@ def default_cache_path(model: str) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..report import report_console
-
-    from ..pipeline import calibrate
+    from ..cache import sidecar_path
+    from ..pipeline.calibration import calibrate
     from ..progress import progress_bar
+    from ..report import report_console
+    from .guard import Output, data_reads, guard, metric_reads, model_reads, print_notes
     from .options import (budget_command_from_args, data_spec_from_args, feedback_from_args, fidelity_options,
                           fidelity_target_from_args)
-
-    from ..cache import sidecar_path
-    from .guard import Output, data_reads, guard, metric_reads, model_reads, print_notes
 
     spec = data_spec_from_args(args, flag_dest="calib", shuffle=True)
     feedback = feedback_from_args(args)
@@ -110,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
     outputs = [Output(output, "cache", default=not args.output),
                Output(sidecar_path(output), "sidecar", option="the sidecar of -o")]  # the cache's note covers it
     if args.equalize:
-        from ..pipeline import default_equalized_path
+        from ..pipeline.calibration import default_equalized_path
 
         outputs.append(Output(default_equalized_path(args.model), "onnx", option="--equalize", fixed=True))
     notes = guard(outputs, model_reads(args.model) + data_reads(args.calib) + metric_reads(args.metric),

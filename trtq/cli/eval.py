@@ -132,17 +132,19 @@ def calibration_data_overlap(data: str, cache: Optional[str], candidate: str) ->
 
 
 def run(args: argparse.Namespace) -> int:
-    import importlib
 
     from rich.markup import escape
 
-    ev = importlib.import_module("trtq.evaluate")  # the module: the package attribute trtq.evaluate is the function
+    from ..compare.usermetric import UserMetric
+    from ..graph.qdq import qdq_form
+    from ..pipeline.evaluation import evaluate, resolve_amax
+    from ..precision.search import AUTO_EXCLUDE_MAX_LAYERS, auto_exclude, layer_sensitivity
+    from ..runtime.replay import SENSITIVITY_SAMPLES, Replay
     from ..errors import TrtqError
+    from ..graph.model import load_onnx
     from ..progress import progress_bar
     from ..report import eval_tables, print_verdict, report_console, write_json
     from .options import data_spec_from_args, feedback_from_args
-
-    from ..graph.model import load_onnx
 
     spec = data_spec_from_args(args, flag_dest="data", shuffle=False)
     bars = None if not args.quiet else False
@@ -183,42 +185,42 @@ def run(args: argparse.Namespace) -> int:
         raise TrtqError("--feedback streams the two models over sequences; --labels, --metric, --sensitivity and "
                         "--auto-exclude are not supported with it")
     if not feedback and not (requantize or args.labels or args.metric):
-        from ..pipeline import STREAMED, state_pairs  # state pairs the graph has: streamed when the data are sequences
+        from ..pipeline.calibration import STREAMED, state_pairs
 
         found, mode = state_pairs(load_onnx(args.reference), (), spec)
         feedback = found if mode == STREAMED else feedback
-    metric = ev.UserMetric.load(args.metric) if args.metric else None
+    metric = UserMetric.load(args.metric) if args.metric else None
     with progress_bar("evaluating", enabled=bars) as progress:
         if feedback:
-            from ..stream import evaluate_stream
+            from ..pipeline.streaming import evaluate_stream
 
             report = evaluate_stream(args.reference, args.candidate, spec, feedback, threads=args.threads,
                                      class_outputs=args.class_output or None, progress=progress,
                                      plugins=args.plugins, dla_core=args.dla_core)
         else:
-            report = ev.evaluate(args.reference, args.candidate, spec, labels=args.labels,
+            report = evaluate(args.reference, args.candidate, spec, labels=args.labels,
                                  class_outputs=args.class_output or None, metric=metric, threads=args.threads,
                                  progress=progress, plugins=args.plugins,
                                  dla_core=args.dla_core)
     code = 0
     model = None
     if requantize:
-        amax, report.amax_source = ev.resolve_amax(args.reference, args.candidate, cache=args.cache, force=args.force)
-        samples = min(args.sensitivity_samples or ev.SENSITIVITY_SAMPLES, report.samples)
-        replay = ev.Replay.collect(args.reference, spec, samples=samples, threads=args.threads)
+        amax, report.amax_source = resolve_amax(args.reference, args.candidate, cache=args.cache, force=args.force)
+        samples = min(args.sensitivity_samples or SENSITIVITY_SAMPLES, report.samples)
+        replay = Replay.collect(args.reference, spec, samples=samples, threads=args.threads)
         replay.class_outputs = {o.name: o.class_axis for o in report.outputs if o.top1_agreement is not None}
-        replay.metric = metric  # --target-agreement reads the decision score (trtq.evaluate.worst_of)
+        replay.metric = metric  # --target-agreement reads the decision score (trtq.compare.decisions.worst_of)
         report.sensitivity_samples = replay.samples
         with progress_bar("layer sensitivity", unit="runs", enabled=bars) as progress:
-            report.sensitivity = ev.layer_sensitivity(args.reference, amax, replay=replay, threads=args.threads,
+            report.sensitivity = layer_sensitivity(args.reference, amax, replay=replay, threads=args.threads,
                                                       progress=progress)
         if not report.sensitivity:
             raise TrtqError(f"{Path(args.reference).name} has no layer trtq can quantize (Conv, ConvTranspose, "
                             "Gemm, MatMul with float inputs); nothing to rank")
         if args.auto_exclude:
-            max_layers = ev.AUTO_EXCLUDE_MAX_LAYERS if args.max_layers is None else args.max_layers
+            max_layers = AUTO_EXCLUDE_MAX_LAYERS if args.max_layers is None else args.max_layers
             with progress_bar("mixed precision", unit="steps", enabled=bars) as progress:
-                result, trt_model = ev.auto_exclude(args.reference, amax, target_snr=args.target_snr,
+                result, trt_model = auto_exclude(args.reference, amax, target_snr=args.target_snr,
                                                     target_cosine=args.target_cosine,
                                                     target_agreement=args.target_agreement, max_layers=max_layers,
                                                     ranking=report.sensitivity, replay=replay,
@@ -240,13 +242,13 @@ def run(args: argparse.Namespace) -> int:
         console.print(part, highlight=False)
     verdict = report.verdict(min_metric=args.min_metric)
     if feedback:  # streamed: error that compounds through the state counts; judged on the streamed outputs
-        from ..pipeline import STREAMED_FORM
+        from ..pipeline.calibration import STREAMED_FORM
 
         verdict = replace(verdict, form=STREAMED_FORM, on=f"{report.samples} steps of held-out sequences")
     from .options import verdict_fixes
 
     print_verdict(console, verdict.to_dict(), fixes=verdict_fixes("eval"))
-    if requantize and not is_engine_path(args.candidate) and ev.qdq_form(load_onnx(args.candidate)) == "cpu":
+    if requantize and not is_engine_path(args.candidate) and qdq_form(load_onnx(args.candidate)) == "cpu":
         console.print("note: the first table measured the candidate's ONNX Runtime (cpu) form, whose folded Relus "
                       "saturate at 2x amax; sensitivity and mixed precision measure the TensorRT form, what an engine "
                       "computes, so their step 0 can read lower", highlight=False, markup=False)
@@ -268,7 +270,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json and model is None and not is_engine_path(args.candidate):
         from ..report import next_command, print_next
 
-        if ev.qdq_form(load_onnx(args.candidate)) == "cpu":
+        if qdq_form(load_onnx(args.candidate)) == "cpu":
             print_next(console, next_command("trtq", "bench", args.reference, args.candidate))
         else:  # the TensorRT form: what an engine computes
             print_next(console, next_command("trtq", "build", args.reference, "--int8", "--cache",
@@ -301,12 +303,10 @@ def _record_float_layers(cache: str, result) -> None:
 
 def _write_mixed(args, amax, result, output: Path, trt_model):
     """The reference quantized with the chosen layers left in float, in the candidate's form, written atomically."""
-    from ..evaluate import qdq_form
+    from ..bench import is_engine_path
     from ..fileio import write_bytes_atomic
     from ..graph.model import load_onnx
-    from ..graph.qdq import quantize_model
-
-    from ..bench import is_engine_path
+    from ..graph.qdq import qdq_form, quantize_model
 
     form = args.target_form or ("trt" if is_engine_path(args.candidate) else qdq_form(load_onnx(args.candidate)))
     model = trt_model

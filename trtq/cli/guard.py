@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
 from ..fileio import Output, guard_outputs
+from ..graph.model import model_reads
 
 Reads = List[Tuple[str, Path]]
 
@@ -22,17 +23,6 @@ def guard(outputs: Sequence[Output], reads: Reads, force: bool = False) -> List[
     return guard_outputs(outputs, reads, force=force)
 
 
-def model_reads(*paths: Optional[str], what: str = "the model") -> Reads:
-    """Each model file and the external-data files its weights live in (``model.onnx.data``)."""
-    from ..graph.model import external_data_files
-
-    reads: Reads = []
-    for p in paths:
-        if p:
-            reads.append((what, Path(p)))
-            reads += [(f"the external data of {what}", data)
-                      for data in external_data_files(p)]
-    return reads
 
 
 def file_reads(path: Optional[str], what: str) -> Reads:

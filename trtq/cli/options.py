@@ -16,8 +16,8 @@ import re
 from typing import Optional, Tuple
 
 from .. import defaults
-from ..errors import TrtqError
 from ..data.spec import DataSpec, Preprocess
+from ..errors import TrtqError
 
 _UNSET = object()
 _KEY = "_trtq_data_prefix_"
@@ -163,8 +163,8 @@ def add_feedback_argument(parser) -> None:
 
 
 def feedback_from_args(args: argparse.Namespace) -> list:
-    """``--feedback`` values as :class:`~trtq.stream.FeedbackPair` (:class:`~trtq.stream.FeedbackError`, exit 2)."""
-    from ..stream import parse_feedback
+    """``--feedback`` values as :class:`~trtq.runtime.streaming.FeedbackPair` (:class:`~trtq.runtime.streaming.FeedbackError`, exit 2)."""
+    from ..runtime.streaming import parse_feedback
 
     return parse_feedback(getattr(args, "feedback", None))
 
@@ -522,8 +522,8 @@ def add_target_arguments(parser) -> None:
 
 
 def fidelity_target_from_args(args: argparse.Namespace):
-    """The :class:`trtq.pipeline.FidelityTarget` of :func:`add_target_arguments`' options (None when none given)."""
-    from ..pipeline import FidelityTarget
+    """The :class:`trtq.precision.targets.FidelityTarget` of :func:`add_target_arguments`' options (None when none given)."""
+    from ..precision.targets import FidelityTarget
 
     values = {"snr_db": getattr(args, "target_snr", None), "cosine": getattr(args, "target_cosine", None),
               "agreement": getattr(args, "target_agreement", None), "max_drop": getattr(args, "max_drop", None)}

@@ -6,7 +6,6 @@ import argparse
 from typing import Iterable, List
 
 
-
 def split_names(values: Iterable[str]) -> List[str]:
     """``--exclude a,b --exclude c`` -> ``["a", "b", "c"]`` (blank entries dropped)."""
     names: List[str] = []
@@ -16,8 +15,13 @@ def split_names(values: Iterable[str]) -> List[str]:
 
 
 def add_parser(sub) -> None:
-    from .options import (add_algorithm_argument, add_data_arguments, add_feedback_argument, add_fidelity_arguments,
-                          add_target_arguments)
+    from .options import (
+        add_algorithm_argument,
+        add_data_arguments,
+        add_feedback_argument,
+        add_fidelity_arguments,
+        add_target_arguments,
+    )
 
     parser = sub.add_parser(
         "quantize",
@@ -53,13 +57,10 @@ def add_parser(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..errors import TrtqError
-    from ..report import report_console
-
-    from ..pipeline import quantize
-    from .options import feedback_from_args
+    from ..pipeline.quantization import quantize
     from ..progress import progress_bar
-    from ..report import print_verdict
-    from .options import fidelity_options, verdict_fixes
+    from ..report import print_verdict, report_console
+    from .options import feedback_from_args, fidelity_options, verdict_fixes
 
     calib = None
     if getattr(args, "calib", None):
@@ -143,8 +144,9 @@ def print_recorded_float_layers(console, layers, record: dict, cache) -> None:
 
 
 def print_summary(summary) -> None:
-    from ..report import report_console
     from rich.table import Table
+
+    from ..report import report_console
 
     console = report_console()
     if summary.already_quantized:

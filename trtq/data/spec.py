@@ -5,8 +5,12 @@ These dataclasses are the contract between the CLI, the API and the data sources
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-from typing import Dict, Optional, Tuple
+from dataclasses import asdict, dataclass, field, replace
+from typing import (
+    Dict,
+    Optional,
+    Tuple,
+)
 
 from .. import defaults
 
@@ -48,3 +52,12 @@ class DataSpec:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def evaluation_spec(data):
+    """A DataSpec for evaluation: file order (no shuffle); a bare path means all samples."""
+    from .spec import DataSpec
+
+    if isinstance(data, DataSpec):
+        return replace(data, shuffle=False)
+    return DataSpec(path=str(data), samples=None, shuffle=False)

@@ -373,7 +373,7 @@ def equalize(model, statistics=None, *, steps: Sequence[str] = STEPS, iterations
     """A rewritten copy of ``model`` (CLE, then absorption and bias correction: ``steps``) and what was done.
 
     ``statistics``: a callable ``(model, tensors) -> {tensor: (per-channel min, per-channel
-    mean)}`` over the calibration samples (:func:`trtq.pipeline.channel_statistics`); without
+    mean)}`` over the calibration samples (:func:`trtq.pipeline.calibration.channel_statistics`); without
     it only the data-free CLE runs. Unnamed nodes are left unnamed (node names decide
     ``--exclude`` and mixed precision, so the rewrite keeps them).
     """

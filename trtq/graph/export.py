@@ -288,7 +288,7 @@ _ITEMSIZE = {"float32": 4, "float16": 2, "bfloat16": 2, "float64": 8, "int64": 8
 
 def _check_input_memory(requests: Sequence[InputRequest]) -> None:
     """Refuse example inputs that cannot fit in memory (one line, before torch tries to allocate them)."""
-    from ..bench import available_memory
+    from ..host import available_memory
 
     total = 0
     for request in requests:

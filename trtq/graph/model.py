@@ -7,7 +7,13 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple, Union
+from typing import (
+    Any,
+    List,
+    Optional,
+    Tuple,
+    Union,
+)
 
 import numpy as np
 
@@ -234,3 +240,24 @@ def fingerprint_changes(saved: Optional[dict], current: dict) -> Optional[List[s
             more = f" and {len(names) - 1} more" if len(names) > 1 else ""
             changes.append(f"weights {what}: {names[0]!r}{more}")
     return changes
+
+
+PathLike = Union[str, Path]
+
+
+def model_and_name(model: Union[PathLike, Any]):
+    """(ModelProto, display name) for a path or an in-memory model."""
+    if hasattr(model, "graph"):
+        return model, (model.graph.name or "in-memory model")
+    return load_onnx(model), Path(model).name
+
+
+def model_reads(*paths: Optional[str], what: str = "the model") -> List[Tuple[str, Path]]:
+    """Each model file and the external-data files its weights live in (``model.onnx.data``)."""
+    reads: List[Tuple[str, Path]] = []
+    for p in paths:
+        if p:
+            reads.append((what, Path(p)))
+            reads += [(f"the external data of {what}", data)
+                      for data in external_data_files(p)]
+    return reads

@@ -39,13 +39,21 @@ from __future__ import annotations
 import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import (
+    Dict,
+    Iterable,
+    List,
+    Mapping,
+    Optional,
+    Sequence,
+    Tuple,
+    Union,
+)
 
 import numpy as np
 
 from .. import defaults
 from ..errors import ModelError, TrtqError
-from ..progress import ProgressCallback, no_progress
 
 log = logging.getLogger(__name__)
 
@@ -549,3 +557,46 @@ def scale_feeds(quantized, names: Iterable[str], scoring) -> Dict[str, np.ndarra
     if missing or len(quantized.graph.node) != len(scoring.graph.node):
         raise KeyError(sorted(missing)[0] if missing else "nodes")
     return found
+
+
+def amax_from_qdq(model) -> Dict[str, float]:
+    """amax per activation tensor, read back from a Q/DQ model's QuantizeLinear nodes (scale × 127).
+
+    Only activations (QuantizeLinear inputs that are not initializers) with a scalar
+    scale are returned; weights are re-quantized from the float weights anyway.
+    """
+    from onnx import numpy_helper
+
+    initializers = {init.name: init for init in model.graph.initializer}
+    constants = {}
+    for node in model.graph.node:
+        if node.op_type == "Constant":
+            for attr in node.attribute:
+                if attr.name == "value":
+                    constants[node.output[0]] = numpy_helper.to_array(attr.t)
+    amax: Dict[str, float] = {}
+    for node in model.graph.node:
+        if node.op_type != "QuantizeLinear" or len(node.input) < 2 or node.input[0] in initializers:
+            continue
+        scale_name = node.input[1]
+        if scale_name in initializers:
+            scale = numpy_helper.to_array(initializers[scale_name])
+        elif scale_name in constants:
+            scale = constants[scale_name]
+        else:
+            continue
+        if np.size(scale) != 1:
+            continue
+        amax[node.input[0]] = float(np.float32(np.asarray(scale).reshape(())) * np.float32(127.0))
+    return amax
+
+def qdq_form(model) -> str:
+    """``"cpu"`` when activation zero points are uint8 (trtq's ONNX Runtime form), else ``"trt"``."""
+    from onnx import TensorProto
+
+    initializers = {init.name: init for init in model.graph.initializer}
+    for node in model.graph.node:
+        if node.op_type == "QuantizeLinear" and len(node.input) > 2 and node.input[2] in initializers:
+            if initializers[node.input[2]].data_type == TensorProto.UINT8:
+                return "cpu"
+    return "trt"

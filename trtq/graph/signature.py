@@ -706,7 +706,7 @@ UNKNOWN_AXIS = -1
 
 
 def _feature_axis(spec: TensorSpec, lengths: Set[str]) -> Optional[int]:
-    """The small fixed feature axis of an output of rank >= 3 (see trtq.evaluate.feature_axis), None, or
+    """The small fixed feature axis of an output of rank >= 3 (see trtq.compare.decisions.feature_axis), None, or
     :data:`UNKNOWN_AXIS` where the deciding dim is neither a number nor an input's length."""
     from .. import defaults
 

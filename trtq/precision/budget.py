@@ -2,8 +2,9 @@
 
 ``--max-drop PTS`` (NNCF's ``max_drop`` in spirit) on calibrate, quantize and build. The
 decisions are the ones the verdict judges, measured against the float model on held-back
-calibration samples (:func:`decisions_kept`): the user's ``--metric`` (1 = identical), top-1
-agreement per position of every output with a class axis, IoU of every binary mask. A drop
+calibration samples (:func:`trtq.compare.decisions.decisions_kept`): the user's ``--metric``
+(1 = identical), top-1 agreement per position of every output with a class axis, IoU of every
+binary mask. A drop
 in agreement with FP32 bounds the drop in accuracy against labels (each changed decision
 changes at most one right answer), so a budget on agreement holds for accuracy too.
 
@@ -21,34 +22,9 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from .. import defaults
+from ..compare.decisions import decisions_kept, drop_points
 from ..errors import TrtqError
 from ..progress import ProgressCallback, no_progress
-
-
-def decisions_kept(metrics: Sequence) -> Optional[Tuple[str, float]]:
-    """(what, share kept in [0, 1]) of the decision that lost most against the float model; None when nothing decides.
-
-    The user's metric when the replay has one (its scale is 1 = identical), else the lowest of
-    the top-1 agreement per position of the outputs with a class axis and the IoU of the binary
-    masks (a mask's per-pixel agreement hides a lost object in its background).
-    """
-    metric = getattr(metrics, "metric", None)
-    if metric is not None:
-        return f"metric {metric.name}", float(metric.value)
-    scored = []
-    for m in metrics:
-        if m.mask_axis is not None and m.mask_iou is not None and (m.positions or 1) > 1:
-            scored.append((f"mask IoU of {m.name!r}", float(m.mask_iou)))
-        elif m.top1_agreement is not None:
-            scored.append((f"{m.decision_word} agreement of {m.name!r}", float(m.top1_agreement)))
-    if not scored:
-        return None
-    return min(scored, key=lambda s: -math.inf if math.isnan(s[1]) else s[1])
-
-
-def drop_points(kept: float) -> float:
-    """Points of decisions lost (100 x (1 - share kept))."""
-    return 100.0 * (1.0 - kept)
 
 
 @dataclass
@@ -162,7 +138,7 @@ def latency_cost(model, amax, replay, float_layers: Sequence[str], *, exclude: S
 
 
 def kept_groups(search) -> List[List[str]]:
-    """The node groups an :class:`~trtq.evaluate.AutoExcludeResult` left in float, in the order its steps kept them."""
+    """The node groups an :class:`~trtq.compare.struct.AutoExcludeResult` left in float, in the order its steps kept them."""
     groups, before = [], []
     for step in search.steps:
         if step.kept and step.layer is not None:
@@ -178,11 +154,11 @@ def reach_budget(model, amax, replay, metrics: list, max_drop: float, *, exclude
     """Leave the fewest layers in float that keep the decisions on ``replay`` within ``max_drop`` points of FP32.
 
     ``metrics``: the verdict's per-output metrics of the model as calibrated (``exclude`` float).
-    Returns ``(search, outcome, metrics)``: the :class:`~trtq.evaluate.AutoExcludeResult` of the
+    Returns ``(search, outcome, metrics)``: the :class:`~trtq.compare.struct.AutoExcludeResult` of the
     search (None when the model as calibrated is already within the budget), the
     :class:`BudgetOutcome` and the metrics of the final model (the verdict's).
     """
-    from ..evaluate import auto_exclude
+    from .search import auto_exclude
 
     max_drop = check_max_drop(max_drop)
     start = decisions_kept(metrics)

@@ -1,52 +1,20 @@
-"""Streaming models: outputs fed back as the next call's inputs (``--feedback OUT=IN``).
-
-A streaming model (a voice-activity detector, a keyword spotter, an online tracker) is
-called chunk by chunk; its state output (``stateN``) becomes its state input (``state``)
-on the next call. Judged one call at a time with the float model's state given, an INT8
-model can look fine while, run as deployed with its *own* state, its error compounds and
-its decisions drift. So with ``--feedback``:
-
-- **calibration data are sequences** (layouts below). The float model runs along each
-  sequence, feeding its outputs back, and the calibration samples are drawn from those
-  steps, so the states calibrated are the ones deployment sees;
-- **scoring streams**: every model (FP32 reference, each INT8 candidate) runs each
-  held-back sequence feeding back its own state; the comparison (:func:`trtq.evaluate.
-  compare_outputs`) is made on the other outputs over whole sequences, each step a sample.
-  A fed-back output is state, not a decision: it never ranks candidates or gates a run.
-
-Sequence layouts (``--calib`` / ``--data``), each step one sample without its batch axis:
-
-- **a folder of sequences**: every sub-folder is one sequence whose ``.npy``/``.npz``
-  files, in sorted name order, are its steps (one sample each);
-- **a file per sequence** (a folder of them, or one file): ``.npz`` (or ``.npy`` for a
-  model with one stepped input) whose arrays have a leading time axis: ``[T, *sample]``;
-- **a loader script** whose ``load_data()`` yields one such dict per sequence.
-
-The stepped inputs are the inputs not fed back. A fed-back input may be given once per
-sequence (one sample, its initial state); else it starts at zeros. An input without a
-batch axis (a scalar such as a sample rate) is given whole and stays the same. Each
-sequence runs at batch 1, step by step.
-"""
+"""Streaming models: state outputs fed back as inputs, step by step, around any session."""
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .errors import DataError, TrtqError
-
-log = logging.getLogger(__name__)
+from ..errors import DataError, TrtqError
 
 Feed = Dict[str, np.ndarray]
 
 
 class FeedbackError(TrtqError):
     """A ``--feedback OUT=IN`` pair the model cannot run: unknown names, or shapes or dtypes that differ."""
-
 
 @dataclass(frozen=True)
 class FeedbackPair:
@@ -55,7 +23,6 @@ class FeedbackPair:
 
     def text(self) -> str:
         return f"{self.output}={self.input}"
-
 
 def parse_feedback(values: Optional[Sequence[str]]) -> List[FeedbackPair]:
     """``["stateN=state"]`` -> pairs (split on the last ``=``: names may hold ``=``)."""
@@ -71,11 +38,10 @@ def parse_feedback(values: Optional[Sequence[str]]) -> List[FeedbackPair]:
         raise FeedbackError(f"--feedback: input {next(n for n in inputs if inputs.count(n) > 1)!r} is fed twice")
     return pairs
 
-
 def check_feedback(model, pairs: Sequence[FeedbackPair]) -> None:
     """Every pair names an output and an input of ``model`` whose declared ranks, fixed dims and dtypes agree."""
-    from .graph.model import output_specs
-    from .graph.signature import input_specs
+    from ..graph.model import output_specs
+    from ..graph.signature import input_specs
 
     inputs = {s.name: s for s in input_specs(model)}
     outputs = {s.name: s for s in output_specs(model)}
@@ -95,7 +61,6 @@ def check_feedback(model, pairs: Sequence[FeedbackPair]) -> None:
                                 f"{into.shape_text() or 'scalar'}; an output fed back must have the input's shape "
                                 f"and dtype")
 
-
 def zero_state(spec) -> np.ndarray:
     """The initial state of a fed-back input at batch 1: zeros (every other dim must be fixed)."""
     shape = []
@@ -110,7 +75,6 @@ def zero_state(spec) -> np.ndarray:
                             f"(key {spec.name!r}, one sample per sequence)")
     return np.zeros(shape, dtype=spec.dtype)
 
-
 @dataclass
 class SequenceData:
     """One sequence: its steps (stepped inputs at batch 1, the model's layout) and the initial states."""
@@ -119,9 +83,8 @@ class SequenceData:
     steps: List[Feed]
     initial: Feed = field(default_factory=dict)
 
-
 def _batch1(array: np.ndarray, spec, origin: str) -> np.ndarray:
-    from .data.validate import conform, with_sample_axis
+    from ..data.validate import conform, with_sample_axis
 
     if not spec.batched:
         return conform(np.asarray(array), spec, spec.dtype, origin)
@@ -130,7 +93,6 @@ def _batch1(array: np.ndarray, spec, origin: str) -> np.ndarray:
         raise DataError(f"{origin}: input {spec.name!r} gives {one.shape[spec.batch_axis]} samples for one step; a "
                         f"step is one sample (rank {spec.rank - 1}, without the batch axis)")
     return conform(one, spec, spec.dtype, origin)
-
 
 def _from_arrays(arrays: Mapping[str, np.ndarray], inputs, pairs, origin: str, name: str) -> SequenceData:
     """A sequence from ``{input: [T, *sample]}`` arrays (a file, or a loader script's yield)."""
@@ -160,13 +122,12 @@ def _from_arrays(arrays: Mapping[str, np.ndarray], inputs, pairs, origin: str, n
                                   else zero_state(spec))
     return SequenceData(name, steps, initial)
 
-
 def is_sequence_data(spec, inputs, pairs: Sequence[FeedbackPair]) -> bool:
     """Whether ``spec``'s data are sequences (stream them, state fed back) rather than calls (every input,
     state included, given per sample): the first file or yield lacks a fed-back input, or a ``.npy`` file
     holds the one stepped input. Used when a state pair comes from the graph, not from ``--feedback``."""
-    from .data.script import load_function, split_script_path
-    from .data.source import list_files
+    from ..data.script import load_function, split_script_path
+    from ..data.source import list_files
 
     fed = {p.input for p in pairs}
     text = str(spec.path)
@@ -195,16 +156,15 @@ def is_sequence_data(spec, inputs, pairs: Sequence[FeedbackPair]) -> bool:
         return False
     return not fed <= keys
 
-
 def open_sequences(spec, inputs, pairs: Sequence[FeedbackPair]) -> List[SequenceData]:
     """Every sequence ``spec`` (a DataSpec) points at, read whole (see the module docstring for the layouts)."""
     from dataclasses import replace
 
-    from .data import open_source
-    from .data.arrays import read_arrays
-    from .data.script import load_function, split_script_path
-    from .data.source import list_files
-    from .graph.batch import with_batch_axes
+    from ..data import open_source
+    from ..data.arrays import read_arrays
+    from ..data.script import load_function, split_script_path
+    from ..data.source import list_files
+    from ..graph.batch import with_batch_axes
 
     inputs = with_batch_axes(list(inputs), getattr(spec, "batch_axes", None))
     text = str(spec.path)
@@ -262,13 +222,12 @@ def open_sequences(spec, inputs, pairs: Sequence[FeedbackPair]) -> List[Sequence
         raise DataError(f"{text}: no sequences found")
     return sequences
 
-
 def stream(session, sequence: SequenceData, pairs: Sequence[FeedbackPair], output_names: Optional[Sequence[str]] = None,
            keep_feeds: bool = False) -> Tuple[Dict[str, np.ndarray], List[Feed]]:
     """Run ``sequence`` step by step through ``session``, each step's fed-back outputs becoming the next step's
     inputs. Returns ``{output: the steps' values joined along axis 0}`` and, with ``keep_feeds``, every step's
     complete feed (the calibration samples)."""
-    from .ort import run
+    from ..ort import run
 
     names = list(output_names) if output_names else [o.name for o in session.get_outputs()]
     wanted = list(dict.fromkeys(names + [p.output for p in pairs]))
@@ -294,11 +253,10 @@ def stream(session, sequence: SequenceData, pairs: Sequence[FeedbackPair], outpu
             state[pair.input] = value
     return {n: np.concatenate(v, axis=0) for n, v in collected.items()}, feeds
 
-
 @dataclass
 class StreamReplay:
     """Held-back sequences with the float model's streamed outputs: scores a candidate streamed with its own
-    state, on the outputs that are not fed back. Quacks like :class:`trtq.evaluate.Replay` for the auto choice."""
+    state, on the outputs that are not fed back. Quacks like :class:`trtq.runtime.replay.Replay` for the auto choice."""
 
     sequences: List[SequenceData]
     outputs: List[Dict[str, np.ndarray]]
@@ -310,7 +268,7 @@ class StreamReplay:
     @classmethod
     def collect(cls, model, sequences: Sequence[SequenceData], pairs: Sequence[FeedbackPair],
                 threads: Optional[int] = None) -> "StreamReplay":
-        from .ort import create_session
+        from ..ort import create_session
 
         session = create_session(model, threads=threads)
         decided = decision_outputs(session, pairs)
@@ -319,24 +277,22 @@ class StreamReplay:
                    judging=streamed_judging(model))
 
     def score(self, model, *, threads: Optional[int] = None):
-        from .evaluate import compare_outputs
-        from .ort import create_session
+        from ..compare.accumulate import compare_outputs
+        from ..ort import create_session
 
         session = create_session(model, threads=threads)
         names = list(self.outputs[0])
         pairs = ((ref, stream(session, seq, self.pairs, names)[0]) for seq, ref in zip(self.sequences, self.outputs))
         return compare_outputs(pairs, names, class_outputs=self.class_outputs, **self.judging)
 
-
 def streamed_judging(model) -> dict:
     """How streamed outputs (each step a sample, joined on axis 0) are judged: the signature's masks, feature
     axes and channel-group axes (:mod:`trtq.graph.signature`)."""
-    from .graph.signature import read_signature
+    from ..graph.signature import read_signature
 
     signature = read_signature(model)
     return dict(masks=signature.mask_axes(), feature_axes=signature.feature_axes(),
                 group_axes=signature.group_axes())
-
 
 def decision_outputs(session, pairs: Sequence[FeedbackPair]) -> List[str]:
     """The outputs that are not fed back (what a streaming model decides with)."""
@@ -346,12 +302,11 @@ def decision_outputs(session, pairs: Sequence[FeedbackPair]) -> List[str]:
         raise FeedbackError("--feedback: every output of the model is fed back; nothing is left to judge it by")
     return names
 
-
 def calibration_steps(model, sequences: Sequence[SequenceData], pairs: Sequence[FeedbackPair], samples: Optional[int],
                       seed: int, threads: Optional[int] = None) -> List[Tuple[str, Feed]]:
     """The float model run along every sequence, its outputs fed back; ``samples`` steps (all: None) drawn with
     ``seed`` from those, as ``(id, complete feed at batch 1)``, in sequence order."""
-    from .ort import create_session
+    from ..ort import create_session
 
     session = create_session(model, threads=threads)
     total = sum(len(s.steps) for s in sequences)
@@ -366,7 +321,6 @@ def calibration_steps(model, sequences: Sequence[SequenceData], pairs: Sequence[
         offset += len(feeds)
         del feeds
     return steps
-
 
 def split_sequences(sequences: Sequence[SequenceData], holdout_steps: int
                     ) -> Tuple[List[SequenceData], List[SequenceData]]:
@@ -383,9 +337,8 @@ def split_sequences(sequences: Sequence[SequenceData], holdout_steps: int
         count += len(sequence.steps)
     return held, list(sequences[len(held):])
 
-
 def _step_source_class():
-    from .data.source import DataSource
+    from ..data.source import DataSource
 
     class StepSource(DataSource):
         """Calibration samples drawn from streamed steps (complete feeds at batch 1), re-batched like any source."""
@@ -417,67 +370,8 @@ def _step_source_class():
 
     return StepSource
 
-
 def step_source(spec, inputs, steps: List[Tuple[str, Feed]], sequences: int):
     """A :class:`~trtq.data.source.DataSource` over streamed steps (see :func:`calibration_steps`)."""
     description = (f"{len(steps)} steps drawn from {sequences} sequence{'s' if sequences != 1 else ''} of "
                    f"{spec.path}, run in FP32 with the state fed back")
     return _step_source_class()(spec, inputs, steps, description)
-
-
-def evaluate_stream(reference, candidate, data, pairs: Sequence[FeedbackPair], *, threads: Optional[int] = None,
-                    class_outputs: Optional[Sequence[str]] = None, progress=None, plugins: Sequence = (),
-                    dla_core: Optional[int] = None):
-    """``trtq eval --feedback``: every sequence streamed through each model with its own state fed back; the
-    outputs that are not fed back compared over whole sequences (each step a sample), as an
-    :class:`~trtq.evaluate.EvalReport`. ``candidate`` may be a TensorRT engine built from ``reference``: it is
-    streamed on the GPU with its own state, each input on the reference's batch axes (``plugins``, ``dla_core``:
-    what loading it needs)."""
-    import time
-
-    from .bench import infer_precision, is_engine_path
-    from .evaluate import EvalReport, _eval_spec, _load, compare_outputs
-    from .graph.signature import input_specs
-    from .ort import create_session
-    from .progress import no_progress
-
-    progress = progress or no_progress
-    started = time.perf_counter()
-    ref_model, ref_name = _load(reference)
-    check_feedback(ref_model, pairs)
-    spec = _eval_spec(data)
-    sequences = open_sequences(spec, input_specs(ref_model), pairs)
-    ref_session = create_session(ref_model, threads=threads)
-    if not hasattr(candidate, "graph") and is_engine_path(candidate):  # the engine itself, streamed on the GPU
-        from pathlib import Path
-
-        from .backend.bench import engine_precision
-        from .backend.runner import EngineSession
-
-        cand_name, cand_precision = Path(candidate).name, engine_precision(candidate)
-        cand_session = EngineSession(candidate, model=ref_model, plugins=plugins, dla_core=dla_core)
-    else:
-        cand_model, cand_name = _load(candidate)
-        cand_precision = infer_precision(cand_model)
-        cand_session = create_session(cand_model, threads=threads)
-    names = decision_outputs(ref_session, pairs)
-    total = sum(len(s.steps) for s in sequences)
-    done = 0
-    progress(done, total)
-
-    def pairs_of_outputs():
-        nonlocal done
-        for sequence in sequences:
-            ref = stream(ref_session, sequence, pairs, names)[0]
-            cand = stream(cand_session, sequence, pairs, names)[0]
-            done += len(sequence.steps)
-            progress(done, total)
-            yield ref, cand
-
-    metrics = compare_outputs(pairs_of_outputs(), names, class_outputs=class_outputs or (),
-                              **streamed_judging(ref_model))
-    return EvalReport(reference=ref_name, candidate=cand_name, samples=total, batches=len(sequences), outputs=metrics,
-                      data=(f"{len(sequences)} sequences ({total} steps) from {spec.path}, each model streamed with its "
-                            f"own state fed back ({', '.join(p.text() for p in pairs)})"),
-                      reference_precision=infer_precision(ref_model), candidate_precision=cand_precision,
-                      seconds=time.perf_counter() - started)

@@ -1,0 +1,456 @@
+"""The calibrate flow: statistics -> amax per algorithm -> choice -> verdict -> cache and sidecar."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+from pathlib import Path
+from typing import (
+    Dict,
+    Iterable,
+    List,
+    Optional,
+    Sequence,
+    Tuple,
+    Union,
+)
+
+import numpy as np
+
+from .. import defaults
+from ..errors import TrtqError
+from ..graph.model import model_reads
+from ..precision.targets import FidelityTarget, mixed_precision_record, reach_target
+from ..progress import ProgressCallback, no_progress
+from .choose import AutoChoice, choose_amax, score
+from .holdout import _take_samples, holdout_count, split_holdout
+
+log = logging.getLogger(__name__)
+PathLike = Union[str, Path]
+Feed = Dict[str, np.ndarray]
+
+
+def channel_statistics(feeds: Sequence[Feed], threads: Optional[int] = None):
+    """A ``(model, tensors) -> {tensor: (per-channel min, per-channel mean)}`` over ``feeds`` (channel = axis 1),
+    the statistics :func:`trtq.graph.equalize.equalize` needs for absorption and bias correction."""
+    def measure(model, tensors: Sequence[str]) -> Dict[str, Tuple[np.ndarray, np.ndarray]]:
+        from ..calib.collect import augmented_model
+        from ..ort import create_session, run
+
+        session = create_session(augmented_model(model, list(tensors)), threads=threads)
+        low: Dict[str, np.ndarray] = {}
+        total: Dict[str, np.ndarray] = {}
+        count: Dict[str, float] = {}
+        for feed in feeds:
+            for name, value in run(session, feed, list(tensors)).items():
+                value = np.asarray(value, dtype=np.float64)
+                if value.ndim < 2:
+                    continue
+                axes = tuple(a for a in range(value.ndim) if a != 1)
+                here = value.min(axis=axes)
+                low[name] = here if name not in low else np.minimum(low[name], here)
+                total[name] = value.sum(axis=axes) + total.get(name, 0.0)
+                count[name] = count.get(name, 0.0) + value.size / value.shape[1]
+        return {name: (low[name], total[name] / count[name]) for name in low}
+
+    return measure
+
+def equalize_model(model, feeds: Sequence[Feed], threads: Optional[int] = None, steps=True):
+    """``model`` rewritten by :func:`trtq.graph.equalize.equalize` (``steps``: True for all, or names) with
+    statistics from ``feeds``; returns ``(rewritten model, EqualizeReport)``."""
+    from ..graph.equalize import equalize, parse_steps
+
+    rewritten, report = equalize(model, channel_statistics(feeds, threads), steps=parse_steps(steps))
+    report.samples = sum(len(next(iter(f.values()))) for f in feeds)
+    return rewritten, report
+
+def default_equalized_path(model_path: PathLike) -> Path:
+    """``model.onnx`` -> ``model.equalized.onnx`` beside it: the rewrite a ``--equalize`` cache belongs to."""
+    path = Path(model_path)
+    return path.with_name(path.stem + ".equalized.onnx")
+
+#: How a streamed verdict names what it measured (the steps of held-back sequences, each model with its own state).
+STREAMED_FORM = "TensorRT Q/DQ form, streamed with its own state fed back"
+
+def feedback_pairs(model, feedback: Sequence) -> list:
+    """``--feedback`` pairs (strings ``OUT=IN`` or :class:`~trtq.runtime.streaming.FeedbackPair`) checked against ``model``."""
+    if not feedback:
+        return []
+    from ..runtime.streaming import FeedbackPair, check_feedback, parse_feedback
+
+    pairs = [p if isinstance(p, FeedbackPair) else parse_feedback([p])[0] for p in feedback]
+    check_feedback(model, pairs)
+    return pairs
+
+#: How a model with state pairs was calibrated and judged (said in the log, recorded in the sidecar).
+STREAMED, PER_CALL = "streamed", "per call"
+
+def state_pairs(model, feedback: Sequence, spec) -> Tuple[list, str]:
+    """The state pairs a calibration streams, and how it runs them: ``--feedback``'s (streamed), else the
+    graph's (:mod:`trtq.graph.signature`): streamed when the data are sequences, per call when every input,
+    state included, is given per sample (state outputs are then not judged). ``("", [])``-like without any."""
+    pairs = feedback_pairs(model, feedback)
+    if pairs:
+        return pairs, STREAMED
+    from ..graph.signature import describe_signature, read_signature
+    from ..runtime.streaming import FeedbackPair, is_sequence_data
+
+    signature = read_signature(model, spec.batch_axes)
+    if not signature.pairs:
+        return [], ""
+    found = [FeedbackPair(p.output, p.input) for p in signature.pairs]
+    listing = ", ".join(p.text() for p in found)
+    if is_sequence_data(spec, signature.inputs, found):
+        log.info("state pairs from the graph (%s): the data are sequences, streamed with the state fed back "
+                 "(as --feedback %s)", describe_signature(signature), " --feedback ".join(p.text() for p in found))
+        return found, STREAMED
+    log.info("state pairs from the graph (%s): the data give the state per sample, so each call is judged "
+             "with the recorded state and state outputs do not rank or gate; give sequences (or --feedback "
+             "%s) to stream them", listing, listing)
+    return [], PER_CALL
+
+def reference_replay(model, feeds: Sequence[Feed], threads: Optional[int] = None, class_outputs=None,
+                     metric=None, specs: Optional[Sequence] = None, signature=None):
+    """A :class:`trtq.runtime.replay.Replay` of ``feeds`` with the float model's outputs (the verdict's reference).
+
+    Its class outputs are the graph's own (:func:`trtq.compare.decisions.decision_axes`) and the
+    declared ``class_outputs``; ``metric`` is the user's (:class:`trtq.compare.usermetric.UserMetric`);
+    ``specs`` (the model's inputs, default from the model) say which axis counts the samples;
+    ``signature`` (default: the model's, :mod:`trtq.graph.signature`) what each output decides
+    (state outputs are not judged).
+    """
+    from ..compare.decisions import _class_spec
+    from ..graph.batch import feed_samples
+    from ..graph.signature import read_signature
+    from ..ort import create_session, run
+    from ..runtime.replay import Replay, signature_judging
+
+    signature = read_signature(model) if signature is None else signature
+    specs = list(signature.inputs) if specs is None else specs
+    session = create_session(model, threads=threads)
+    outputs = [run(session, feed) for feed in feeds]
+    axes, _ = _class_spec(model, class_outputs)
+    unknown = sorted(set(axes) - set(outputs[0])) if outputs else []
+    if unknown:
+        raise TrtqError(f"--class-output {', '.join(unknown)}: no such output; the model's outputs are "
+                        f"{', '.join(outputs[0])}")
+    return Replay(list(feeds), outputs, sum(feed_samples(f, specs) for f in feeds), class_outputs=axes,
+                  metric=metric, **signature_judging(signature))
+
+def _widened(replay, extra):
+    """``replay`` with ``extra``'s samples appended (same reference model, class outputs and metric)."""
+    from ..runtime.replay import Replay
+
+    return Replay(replay.feeds + extra.feeds, replay.outputs + extra.outputs, replay.samples + extra.samples,
+                  **replay.judging())
+
+def calibrate(
+    model_path: PathLike,
+    data,
+    *,
+    algorithm: str = defaults.ALGORITHM,
+    cache_path: Optional[PathLike] = None,
+    trt_version: Optional[int] = None,
+    num_bins: int = defaults.NUM_BINS,
+    percentile: float = defaults.PERCENTILE,
+    threads: Optional[int] = None,
+    max_binned: Optional[int] = defaults.HIST_MAX_BINNED,
+    exact: bool = False,
+    max_memory: Optional[int] = defaults.CALIB_MAX_MEMORY,
+    observe: Union[str, Sequence[str]] = "all",
+    holdout: int = defaults.HOLDOUT_SAMPLES,
+    exclude: Sequence[str] = (),
+    min_snr: Optional[float] = None,
+    min_cosine: Optional[float] = None,
+    min_agreement: Optional[float] = None,
+    class_outputs=None,
+    metric=None,
+    target: Optional[FidelityTarget] = None,
+    min_metric: Optional[float] = None,
+    equalize: Union[bool, str, Sequence[str]] = False,
+    equalized_path: Optional[PathLike] = None,
+    progress: ProgressCallback = no_progress,
+    choice_progress: ProgressCallback = no_progress,
+    feedback: Sequence = (),
+    force: bool = False,
+):
+    """Calibrate ``model_path`` on ``data`` (a DataSpec or a path): amax per tensor, verdict, cache.
+
+    ``algorithm``: ``auto`` (default) or one of :data:`trtq.defaults.SINGLE_ALGORITHMS`.
+    ``exact``: bin every value (overrides ``max_binned``). ``max_memory``: bytes the
+    calibration may use (None: unbounded). ``observe``: ``"all"`` float tensors (what
+    TensorRT's implicit path reads from a cache), ``"qdq"`` (only the Q/DQ placement points
+    of both Q/DQ forms) or a list of tensor names.
+    ``holdout`` samples are kept out of the statistics and score the result (see
+    :func:`holdout_count`). ``exclude``: layers left in float in the scored Q/DQ model
+    (recorded in the sidecar's ``mixed_precision``). With ``cache_path``, writes the
+    TensorRT calibration cache and its JSON sidecar atomically (the location is checked
+    before any work). ``min_snr`` / ``min_cosine`` / ``min_agreement`` (lowest top-1 agreement) /
+    ``min_metric`` (the user's ``metric``, on its own scale): raise
+    :class:`~trtq.errors.FidelityError` and write nothing when the verdict misses them.
+    ``feedback``: ``OUT=IN`` pairs (strings or :class:`~trtq.runtime.streaming.FeedbackPair`) of a streaming model: the
+    data are then sequences, calibrated on the steps of the float model's own stream and scored streamed
+    (see :mod:`trtq.runtime.streaming`).
+    ``class_outputs`` (names or ``NAME:AXIS``) and ``metric`` (``"FILE.py:NAME"`` or a
+    :class:`~trtq.compare.usermetric.UserMetric`): what the decisions are, beside what the graph says.
+    With ``auto``, :data:`~trtq.defaults.HOLDOUT_RESERVE` more samples are held back (when
+    there are at least 4x as many samples, or the count is unknown) and scored only when
+    the leading candidates are within noise of each other.
+    ``target`` (a :class:`FidelityTarget`): when the verdict is below it, layers are left in
+    float on the held-back samples until it is met (:func:`reach_target`); they are recorded
+    in the sidecar's ``mixed_precision`` and the verdict is the mixed model's. A budget
+    (``target.max_drop``) holds back the reserve too and is judged on every held-back sample.
+    ``equalize`` (True, or steps of :data:`trtq.graph.equalize.STEPS`): calibrate (and score) the
+    model rewritten by :func:`equalize_model` (statistics
+    from the first :data:`~trtq.defaults.EQUALIZE_SAMPLES` calibration samples, never the
+    held-back ones); with ``cache_path`` the rewritten ONNX is written to ``equalized_path``
+    (default ``<model>.equalized.onnx``), which the cache then belongs to: build that file.
+    ``result.model`` is the model calibrated.
+    ``force``: replace an existing file at an output path (the cache, its sidecar, the
+    equalized model) that is not a trtq file of that kind; without it such a file is refused
+    before any work.
+    """
+    from .. import cache as cache_io
+    from ..calib import (
+        CalibrationResult,
+        amax_from_histograms,
+        check_calibration_options,
+    )
+    from ..calib.collect import CollectionReport, collect_histograms, qdq_tensors
+    from ..compare.verdict import Verdict
+    from ..data import open_source
+    from ..data.spec import DataSpec
+    from ..errors import FidelityError
+    from ..fileio import Output, guard_outputs
+    from ..graph.batch import describe_batch_axes, feed_samples
+    from ..graph.model import file_sha256, load_onnx, model_fingerprint
+    from ..graph.signature import input_specs, read_signature
+    from ..graph.subgraphs import inline_fixed_branches, weighted_coverage
+
+    check_calibration_options(algorithm, percentile, num_bins, max_binned, observe, max_memory)
+    if exact:
+        max_binned = None
+    spec = data if isinstance(data, DataSpec) else DataSpec(path=str(data))
+    if equalize and cache_path is not None and equalized_path is None:
+        equalized_path = default_equalized_path(model_path)
+    if cache_path is not None:  # never onto the model or the data, and writable, before any work
+        from ..data import data_files
+
+        outputs = [Output(cache_path, "cache", option="cache_path"),
+                   Output(cache_io.sidecar_path(cache_path), "sidecar", option="the sidecar of cache_path")]
+        if equalize:
+            outputs.append(Output(equalized_path, "onnx", option="--equalize", fixed=True))
+        guard_outputs(outputs, model_reads(model_path) + [("a calibration data file", p) for p in data_files(spec.path)],
+                      force=force)
+    model = load_onnx(model_path)
+    source_sha = None
+    fingerprint = model_fingerprint(model)  # before collection touches the graph
+    pairs, state_mode = state_pairs(model, feedback, spec)
+    if isinstance(metric, str):
+        from ..compare.usermetric import UserMetric
+
+        metric = UserMetric.load(metric)
+    reserve_feeds: List[Feed] = []
+    started = time.perf_counter()
+    if pairs:
+        from ..runtime.streaming import (
+            StreamReplay,
+            calibration_steps,
+            open_sequences,
+            split_sequences,
+            step_source,
+        )
+
+        inputs = input_specs(model, spec.batch_axes)
+        sequences = open_sequences(spec, inputs, pairs)
+        total_steps = sum(len(s.steps) for s in sequences)
+        held_sequences, rest_sequences = split_sequences(sequences, holdout_count(total_steps, holdout))
+        held_back = len(sequences) > 1
+        steps = calibration_steps(model, rest_sequences, pairs, spec.samples, spec.seed, threads=threads)
+        source = step_source(spec, inputs, steps, len(rest_sequences))
+        log.info("calibrating on %s", source.description)
+        progress(0, source.num_samples)
+        batches: Iterable[Feed] = iter(source)
+        stats_total: Optional[int] = source.num_samples
+        replay = StreamReplay.collect(model, held_sequences, pairs, threads=threads)
+    else:
+        source = open_source(spec, input_specs(model, spec.batch_axes))
+        inputs = source.inputs
+        static_batch = any(s.static_batch() for s in inputs)
+        budget = target is not None and target.max_drop is not None  # judged on every held-back sample
+        reserve_count = defaults.HOLDOUT_RESERVE if (algorithm == "auto" or budget) and holdout > 0 and (
+            source.num_samples is None or source.num_samples >= 4 * (holdout + defaults.HOLDOUT_RESERVE)) else 0
+        wanted = holdout_count(source.num_samples, holdout) + reserve_count
+        held, rest = split_holdout(iter(source), wanted, whole_batches=static_batch, specs=inputs)
+        held_count = sum(feed_samples(f, inputs) for f in held)
+        if reserve_count and held_count > wanted - reserve_count:
+            held, reserve_iter = split_holdout(iter(held), wanted - reserve_count, whole_batches=static_batch,
+                                               specs=inputs)
+            reserve_feeds = list(reserve_iter)
+        first = next(rest, None)
+        held_back = bool(held) and first is not None
+        if first is None:  # every sample went to the hold-out (a short loader script): score on them all
+            held, reserve_feeds = held + reserve_feeds, []
+            batches = iter(held)
+            stats_total = held_count
+        else:
+            batches = itertools.chain([first], rest)
+            stats_total = None if source.num_samples is None else source.num_samples - held_count
+            if not held:  # too few samples to hold any back: the verdict is scored on the first batch
+                held = [first]
+        log.info("calibrating on %s%s", source.description,
+                 f": {stats_total} for the statistics, {held_count} held back to judge the result"
+                 if held_back and stats_total is not None else "")
+        progress(0, stats_total)  # one total from the first update on: the samples the statistics read
+    if any(s.batch_axis != 0 for s in inputs if s.rank):
+        log.info("batch axes: %s", describe_batch_axes(inputs))
+    equalized = None
+    original = model
+    if equalize:
+        fitting, batches = _take_samples(iter(batches), defaults.EQUALIZE_SAMPLES)
+        model, equalized = equalize_model(model, fitting, threads=threads, steps=equalize)
+        fingerprint = model_fingerprint(model)
+        source_sha = file_sha256(model_path)
+    observed_model = model
+    if weighted_coverage(model, ()).in_subgraphs:  # If branches the fixed inputs select: exposed to calibration
+        probe = steps[0][1] if pairs else held[0]
+        observed_model, inlined = inline_fixed_branches(model, inputs, probe)
+        if inlined:
+            log.info("calibrating inside %d If node(s) through the branch the fixed inputs select: %s",
+                     len(inlined), ", ".join(inlined[:4]) + (", ..." if len(inlined) > 4 else ""))
+    tensors = None if observe == "all" else qdq_tensors(model) if observe == "qdq" else list(observe)
+    if tensors == [] and observe == "qdq":
+        coverage = weighted_coverage(model, ())
+        raise TrtqError(f"{Path(model_path).name} has no Q/DQ placement point in its main graph, so nothing would "
+                        f"be quantized" + (f": {coverage.line()}" if coverage.in_subgraphs else ""))
+    report = CollectionReport()
+    histograms = collect_histograms(observed_model, batches, num_bins=num_bins, total_samples=stats_total,
+                                    threads=threads, max_binned=max_binned, tensors=tensors, max_memory=max_memory,
+                                    report=report, half_snapshot=True, progress=progress, inputs=inputs)
+    if report.unquantized:
+        log.info("%d tensor(s) stay float (+-inf or huge by construction, e.g. attention-mask biases): %s%s",
+                 len(report.unquantized), ", ".join(list(report.unquantized)[:3]),
+                 ", ..." if len(report.unquantized) > 3 else "")
+    if not histograms:  # checked before anything is written: an earlier good cache stays as it was
+        if report.unquantized:
+            name, reason = next(iter(report.unquantized.items()))
+            raise TrtqError(f"every floating-point tensor of {Path(model_path).name} is +-inf or huge "
+                            f"({len(report.unquantized)} tensor(s); the first, {name!r}, {reason}), so none can be "
+                            "calibrated; check the data and its preprocessing (--scale, --mean, --std, raw integer "
+                            "data), nothing was written")
+        raise TrtqError(f"no floating-point tensors were found to calibrate in {Path(model_path).name}; "
+                        "nothing was written")
+    stats_seconds = time.perf_counter() - started
+    if not pairs:  # the float model is the reference, always (also with --equalize)
+        replay = reference_replay(original, held, threads=threads, class_outputs=class_outputs, metric=metric,
+                                  specs=inputs, signature=read_signature(original, spec.batch_axes))
+
+    def reserve():
+        return _widened(replay, reference_replay(original, reserve_feeds, threads=threads, class_outputs=class_outputs,
+                                                 metric=metric, specs=inputs,
+                                                 signature=read_signature(original, spec.batch_axes))
+                        ) if reserve_feeds else None
+
+    choice: Optional[AutoChoice] = None
+    options = {"percentile": percentile} if algorithm == "percentile" else {}
+    if algorithm == "auto":
+        amax, choice, metrics = choose_amax(model, histograms, replay, exclude=exclude, percentile=percentile,
+                                            reserve=reserve, progress=choice_progress)
+        choice.held_back = held_back
+    else:
+        amax = amax_from_histograms(histograms, algorithm, **options)
+        metrics = score(replay, model, amax, exclude, algorithm).metrics
+    search = None
+    if target is not None and target.given():
+        judged_on = replay
+        if target.max_drop is not None and reserve_feeds:  # a budget on decisions: every held-back sample
+            judged_on = reserve()
+            metrics = score(judged_on, model, amax, exclude).metrics
+        search, metrics = reach_target(model, amax, judged_on, metrics, target, exclude=exclude, threads=threads,
+                                       progress=choice_progress)
+        if search is not None:
+            log.info("mixed precision: %s", search.message)
+    verdict = Verdict(metrics, metrics[0].samples if metrics else replay.samples, held_back=held_back,
+                      min_metric=min_metric, **({"form": STREAMED_FORM} if pairs else {}))
+    coverage = weighted_coverage(model, amax)
+    if coverage.in_subgraphs:
+        log.warning("%s", coverage.line())
+    seconds = time.perf_counter() - started
+    failure = verdict.failure(min_snr, min_cosine, min_agreement, min_metric)
+    if failure:
+        raise FidelityError(f"{failure}; nothing was written. {verdict.line()}")
+
+    written: List[Path] = []
+    sidecar_model_path, sidecar_sha = model_path, None
+    if equalized is not None:
+        from ..fileio import write_bytes_atomic
+
+        if cache_path is not None:
+            payload = model.SerializeToString()
+            write_bytes_atomic(equalized_path, payload)
+            written.append(Path(equalized_path))
+            sidecar_model_path = equalized_path
+            import hashlib
+
+            sidecar_sha = hashlib.sha256(payload).hexdigest()
+    version = trt_version if trt_version is not None else cache_io.default_trt_version()
+    algorithm_record = {"num_bins": num_bins, "max_binned": max_binned,
+                        "observe": observe if isinstance(observe, str) else "list", **options}
+    if report.unquantized:
+        algorithm_record["unquantized"] = dict(report.unquantized)
+    if choice is not None:
+        algorithm_record.update({"percentile": percentile, **choice.to_dict()})
+    sidecar = cache_io.make_sidecar(
+        model_path=sidecar_model_path,
+        model_sha256=sidecar_sha or file_sha256(model_path),
+        inputs=cache_io.input_records(inputs),
+        algorithm=algorithm,
+        amax=amax,
+        trt_version=version,
+        data={"source": source.description, "kind": getattr(source, "kind", None), "path": str(spec.path),
+              "samples": source.num_samples,
+              "statistics_samples": stats_total, "held_back_samples": replay.samples if held_back else 0,
+              "reserve_samples": sum(len(next(iter(f.values()))) for f in reserve_feeds),
+              "batch_size": source.batch_size, "seed": spec.seed, "shuffle": spec.shuffle,
+              "preprocess": spec.preprocess.to_dict(), "fingerprint": source.fingerprint()},
+        algorithm_options=algorithm_record,
+        fingerprint=fingerprint,
+    )
+    sidecar["verdict"] = verdict.to_dict()
+    if pairs:
+        sidecar["feedback"] = [{"output": p.output, "input": p.input} for p in pairs]
+    sidecar["signature"] = {**read_signature(original, spec.batch_axes, feedback=pairs or None).to_dict(),
+                            **({"state_mode": state_mode} if state_mode else {})}
+    if coverage.in_subgraphs:
+        sidecar["coverage"] = coverage.to_dict()
+    convergence = _convergence(report, histograms, amax, algorithm, choice, percentile)
+    if convergence is not None:
+        sidecar["convergence"] = convergence.to_dict()
+    chooser = "" if not target else (f"trtq calibrate --max-drop {target.max_drop:g}" if target.max_drop is not None
+                                     else f"trtq calibrate --target ({target.label()})")
+    mixed = mixed_precision_record(exclude, search, chooser)
+    if mixed:
+        sidecar["mixed_precision"] = mixed
+    if equalized is not None:
+        sidecar["equalize"] = {**equalized.to_dict(), "source_model": str(model_path), "source_file_sha256": source_sha,
+                               "statistics_samples": equalized.samples,
+                               "reproduce": f"trtq calibrate {Path(model_path).name} --equalize (same --calib, "
+                                            "--samples, --seed): the rewrite is deterministic"}
+    written: List[Path] = []
+    if cache_path is not None:
+        written += cache_io.write_cache(cache_path, amax, algorithm=algorithm, trt_version=version, sidecar=sidecar)
+    return CalibrationResult(amax=amax, algorithm=algorithm, num_samples=stats_total if stats_total is not None else 0,
+                             num_batches=len(source), seconds=seconds, data_description=source.description,
+                             files_written=written, sidecar=sidecar, histograms=histograms, verdict=verdict,
+                             auto=choice, statistics_seconds=stats_seconds, unquantized=report.unquantized,
+                             collection=report, convergence=convergence, mixed_precision=search,
+                             equalize=equalized, model=model if equalized is not None else None)
+
+def _convergence(report, histograms, amax, algorithm: str, choice: Optional["AutoChoice"], percentile: float):
+    """How far the amax moved between half and all of the statistics samples (None without a snapshot)."""
+    from ..calib.convergence import convergence_or_none
+
+    if choice is not None:
+        return convergence_or_none(report, histograms, amax, choice.chosen, choice.overrides, percentile)
+    return convergence_or_none(report, histograms, amax, algorithm, percentile=percentile)

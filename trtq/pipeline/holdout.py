@@ -1,0 +1,83 @@
+"""Held-back samples: how many the verdict keeps apart from calibration, and splitting them off."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+from typing import (
+    Dict,
+    Iterable,
+    Iterator,
+    List,
+    Mapping,
+    Optional,
+    Sequence,
+    Tuple,
+    Union,
+)
+
+import numpy as np
+
+from .. import defaults
+
+PathLike = Union[str, Path]
+Feed = Dict[str, np.ndarray]
+
+
+
+def holdout_count(total: Optional[int], wanted: int = defaults.HOLDOUT_SAMPLES) -> int:
+    """Samples to hold back out of ``total`` (see :data:`trtq.defaults.HOLDOUT_SAMPLES`)."""
+    if wanted <= 0:
+        return 0
+    if total is None or total >= 4 * wanted:
+        return wanted
+    return total // 4
+
+def split_holdout(batches: Iterable[Mapping[str, np.ndarray]], count: int,
+                  whole_batches: bool = False, specs: Optional[Sequence] = None) -> Tuple[List[Feed], Iterator[Feed]]:
+    """The first ``count`` samples of ``batches``, and an iterator over the rest.
+
+    A batch is split where ``count`` falls inside it, along each input's batch axis
+    (``specs``: the model's :class:`~trtq.graph.model.TensorSpec` list; default axis 0 of
+    every input), its remainder coming last in the rest, unless ``whole_batches`` (a
+    model with a fixed batch size): then whole batches are held back until ``count``
+    is reached.
+    """
+    from ..graph.batch import feed_samples, take_samples
+    from ..graph.model import TensorSpec
+
+    iterator = iter(batches)
+    held: List[Feed] = []
+    have = 0
+    remainder: Optional[Feed] = None
+    while have < count:
+        try:
+            feed = {k: np.asarray(v) for k, v in next(iterator).items()}
+        except StopIteration:
+            break
+        if specs is None:
+            specs = [TensorSpec(k, tuple(v.shape), v.dtype, 0 if v.ndim else None) for k, v in feed.items()]
+        n = feed_samples(feed, specs)
+        take = n if whole_batches else min(n, count - have)
+        held.append(take_samples(feed, specs, slice(0, take)) if take < n else feed)
+        have += take
+        if take < n:
+            remainder = take_samples(feed, specs, slice(take, None))
+
+    def rest() -> Iterator[Feed]:
+        yield from iterator
+        if remainder is not None:  # last: the first batch collection sees is a whole one (memory budget)
+            yield remainder
+
+    return held, rest()
+
+def _take_samples(batches: Iterator[Feed], count: int) -> Tuple[List[Feed], Iterator[Feed]]:
+    """The first batches of ``batches`` holding ``count`` samples, and an iterator that still yields them all."""
+    taken: List[Feed] = []
+    have = 0
+    for feed in batches:
+        taken.append(feed)
+        have += len(next(iter(feed.values())))
+        if have >= count:
+            break
+    return taken, itertools.chain(taken, batches)

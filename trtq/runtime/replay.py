@@ -1,0 +1,127 @@
+"""A fixed set of held-back batches with the reference model's outputs, replayed through candidates.
+
+Layer sensitivity, mixed-precision search and auto's choice re-run many model variants; they
+replay a fixed, small set of samples (:data:`SENSITIVITY_SAMPLES`, kept in memory with the
+reference outputs)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import (
+    Dict,
+    Iterator,
+    List,
+    Mapping,
+    Optional,
+    Sequence,
+    Tuple,
+)
+
+import numpy as np
+
+from .. import defaults
+from ..compare.accumulate import compare_outputs
+from ..compare.decisions import ClassOutputs
+from ..compare.struct import OutputMetrics
+from ..compare.usermetric import UserMetric
+from ..data.spec import evaluation_spec
+from ..errors import DataError
+from ..graph.model import model_and_name
+
+#: Samples replayed for each layer in sensitivity analysis and each step of --auto-exclude.
+SENSITIVITY_SAMPLES = defaults.SENSITIVITY_SAMPLES
+
+#: Timed runs (after 2 warm-up runs) when --auto-exclude measures each step's speed at batch 1.
+SPEED_ITERATIONS = 10
+
+@dataclass
+class Replay:
+    """A fixed set of input batches with the reference model's outputs, kept in memory."""
+
+    feeds: List[Dict[str, np.ndarray]]
+    outputs: List[Dict[str, np.ndarray]]
+    samples: int
+    class_outputs: ClassOutputs = ()        # outputs judged along a class axis: names, NAME:AXIS, or {name: axis}
+    metric: Optional[UserMetric] = None     # the user's own metric (--metric), scored beside the outputs
+    feature_axes: Optional[Dict[str, Optional[int]]] = None  # small feature axes from the graph (feature_axes())
+    output_axes: Optional[Dict[str, int]] = None  # the axis that counts samples, per output (the signature's)
+    masks: Optional[Dict[str, int]] = None  # binary Sigmoid masks: {output: channel axis} (the signature's)
+    group_axes: Optional[Dict[str, Tuple[int, ...]]] = None  # where channel groups may be (the signature's)
+    judged: Optional[List[str]] = None  # outputs compared (state fed back is not); None: every output
+
+    def judging(self) -> dict:
+        """What :func:`compare_outputs` needs besides the outputs (for replays made from this one)."""
+        return dict(class_outputs=self.class_outputs, metric=self.metric, feature_axes=self.feature_axes,
+                    output_axes=self.output_axes, masks=self.masks, group_axes=self.group_axes, judged=self.judged)
+
+    @classmethod
+    def collect(cls, reference, data, *, samples: int = SENSITIVITY_SAMPLES, threads: Optional[int] = None
+                ) -> "Replay":
+        from ..data import open_source
+        from ..graph.batch import feed_samples, take_samples
+        from ..graph.signature import read_signature
+        from ..ort import batch_inputs, create_session, run
+
+        ref_model, _ = model_and_name(reference)
+        spec = replace(evaluation_spec(data), samples=samples, shuffle=False)
+        signature = read_signature(ref_model, spec.batch_axes)
+        source = open_source(spec, list(signature.inputs))
+        session = create_session(ref_model, threads=threads)
+        feeds, outputs, count = [], [], 0
+        for item in source:
+            feed = {k: np.asarray(v) for k, v in batch_inputs(item).items()}
+            n = feed_samples(feed, source.inputs)
+            if count + n > samples:
+                feed = take_samples(feed, source.inputs, slice(0, samples - count))
+                n = samples - count
+            feeds.append(feed)
+            outputs.append(run(session, feed))
+            count += n
+            if count >= samples:
+                break
+        if not count:
+            raise DataError(f"{getattr(source, 'description', spec.path)}: no samples for sensitivity analysis")
+        return cls(feeds, outputs, count, **signature_judging(signature))
+
+    def score(self, model, *, threads: Optional[int] = None) -> List[OutputMetrics]:
+        """Output metrics of ``model`` (ModelProto or path) against the stored reference outputs."""
+        from ..ort import create_session
+
+        return self.score_session(create_session(model, threads=threads))
+
+    def score_session(self, session, extra: Optional[Mapping[str, np.ndarray]] = None) -> List[OutputMetrics]:
+        """:meth:`score` with an open session, ``extra`` fed beside every batch (the scales of a scoring model
+        whose Q/DQ scales are inputs: one session for every candidate)."""
+        from ..ort import run
+
+        names = [n for n in self.outputs[0] if self.judged is None or n in self.judged]
+        extra = dict(extra or {})
+        return compare_outputs(((ref, run(session, {**feed, **extra}, names))
+                                for feed, ref in zip(self.feeds, self.outputs)), names,
+                               class_outputs=self.class_outputs, feeds=self.feeds, metric=self.metric,
+                               feature_axes=self.feature_axes, output_axes=self.output_axes, masks=self.masks,
+                               group_axes=self.group_axes)
+
+    def tensors(self, model, names: Sequence[str], *, threads: Optional[int] = None) -> Iterator[Dict[str, np.ndarray]]:
+        """``model``'s values of the tensors ``names``, batch by batch (the graph augmented to expose them)."""
+        from ..calib.collect import augmented_model
+        from ..ort import create_session, run
+
+        session = create_session(augmented_model(model, names), threads=threads)
+        for feed in self.feeds:
+            yield run(session, feed, list(names))
+
+    def latency_ms(self, model, *, threads: Optional[int] = None, iterations: int = SPEED_ITERATIONS) -> float:
+        """Median batch-1 latency (ms) of ``model`` on the first sample (2 warm-up runs)."""
+        from ..bench import time_session
+        from ..ort import as_feed, create_session
+
+        session = create_session(model, threads=threads)
+        feed = as_feed(session, {k: v[:1] for k, v in self.feeds[0].items()})
+        return float(np.median(time_session(session, feed, iterations, 2)))
+
+def signature_judging(signature) -> dict:
+    """How a :class:`Replay` judges outputs, from a :class:`~trtq.graph.signature.ModelSignature`: feature and
+    sample axes, masks, channel-group axes, and the outputs judged (state outputs are not)."""
+    return dict(feature_axes=signature.feature_axes(), output_axes=signature.output_axes(),
+                masks=signature.mask_axes(), group_axes=signature.group_axes(), judged=signature.judged_outputs())

@@ -138,7 +138,7 @@ def latency_cost(model, amax, replay, float_layers: Sequence[str], *, exclude: S
 
 
 def kept_groups(search) -> List[List[str]]:
-    """The node groups an :class:`~trtq.compare.struct.AutoExcludeResult` left in float, in the order its steps kept them."""
+    """The node groups an :class:`~trtq.compare.struct.AutoExcludeResult` left in float, in the order it kept them."""
     groups, before = [], []
     for step in search.steps:
         if step.kept and step.layer is not None:

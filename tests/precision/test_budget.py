@@ -54,17 +54,35 @@ class _FakeReplay:
         return [_output("y", agreement=self.kept_of(float_nodes))]
 
 
-def test_pruning_quantizes_again_a_layer_the_budget_holds_without():
-    """The search kept conv1 then conv2; conv2 alone keeps the decisions within budget: conv1 is INT8 again."""
+def _measure(kept_of, outcome=None):
     import _toys
 
     model = _toys.classifier()
     amax = _toys.activation_amax(model, _toys.images(4))
-    replay = _FakeReplay(lambda float_nodes: 1.0 if "conv2" in float_nodes else 0.9)
-    layers, dropped, metrics = budget.prune(model, amax, replay, [["conv1"], ["conv2"]], 0.99)
-    assert layers == ["conv2"] and dropped == ["conv1"] and metrics[0].top1_agreement == 1.0
-    needs_both = _FakeReplay(lambda float_nodes: 1.0 if {"conv1", "conv2"} <= float_nodes else 0.9)
-    assert budget.prune(model, amax, needs_both, [["conv1"], ["conv2"]], 0.99)[:2] == (["conv1", "conv2"], [])
+    outcome = outcome or budget.BudgetOutcome(1.0, "top-1", 10.0, 10.0, False, [], 8)
+    return budget._Measure(model, amax, _FakeReplay(kept_of), 0.99, (), None, outcome)
+
+
+def test_the_shortest_prefix_is_found_by_doubling_then_bisection():
+    """Ranked groups g0..g4; the decisions hold once g0..g2 are float: 1, 2, 4 (holds), then 3 (holds)."""
+    groups = [["conv1"], ["conv2"], ["fc"], ["x1"], ["x2"]]
+    needed = {"conv1", "conv2", "fc"}
+    measure = _measure(lambda float_nodes: 1.0 if needed <= float_nodes else 0.5)
+    k, metrics, best = budget.shortest_prefix(groups, measure, None)
+    assert k == 3 and metrics[0].top1_agreement == 1.0
+    assert [(s["phase"], s["layers"]) for s in measure.outcome.steps] == [
+        ("double", 1), ("double", 2), ("double", 4), ("bisect", 3)]
+    assert budget.shortest_prefix(groups, _measure(lambda float_nodes: 0.5), None)[:2] == (0, None)
+    assert budget.shortest_prefix(groups, measure, 2)[:2] == (0, None)  # --max-layers 2: not within reach
+
+
+def test_pruning_quantizes_again_a_group_the_budget_holds_without():
+    """The prefix conv1, conv2 keeps the decisions; conv2 alone does too: conv1 is INT8 again."""
+    measure = _measure(lambda float_nodes: 1.0 if "conv2" in float_nodes else 0.9)
+    groups, dropped, metrics = budget.prune([["conv1"], ["conv2"]], measure)
+    assert groups == [["conv2"]] and dropped == ["conv1"] and metrics[0].top1_agreement == 1.0
+    needs_both = _measure(lambda float_nodes: 1.0 if {"conv1", "conv2"} <= float_nodes else 0.9)
+    assert budget.prune([["conv1"], ["conv2"]], needs_both)[:2] == ([["conv1"], ["conv2"]], [])
 
 
 def _outlier_data(tmp_path, count=48, outlier=1000.0):

@@ -518,7 +518,8 @@ def add_target_arguments(parser) -> None:
               "agreement, mask IoU) within PTS points of FP32 on the held-back samples; the report gives the "
               "layers, the decisions reached and the CPU latency of float, INT8 and mixed")
     _add(group, "--max-layers", type=int, metavar="N", default=None,
-         help=f"leave at most N layers in float (default: {defaults.AUTO_EXCLUDE_MAX_LAYERS})")
+         help=f"leave at most N layers in float (default: {defaults.AUTO_EXCLUDE_MAX_LAYERS} for a target, as many as "
+              "the budget needs for --max-drop)")
 
 
 def fidelity_target_from_args(args: argparse.Namespace):
@@ -541,7 +542,7 @@ def fidelity_target_from_args(args: argparse.Namespace):
         raise _bad("--max-drop", f"is points of decisions in [0, 100), got {values['max_drop']}")
     if max_layers is not None and max_layers < 0:
         raise _bad("--max-layers", f"must be 0 or more, got {max_layers}")
-    return FidelityTarget(**values, max_layers=defaults.AUTO_EXCLUDE_MAX_LAYERS if max_layers is None else max_layers)
+    return FidelityTarget(**values, max_layers=max_layers)
 
 
 def budget_command_from_args(args: argparse.Namespace, command: str) -> str:

@@ -8,11 +8,14 @@ binary mask. A drop
 in agreement with FP32 bounds the drop in accuracy against labels (each changed decision
 changes at most one right answer), so a budget on agreement holds for accuracy too.
 
-The search is the mixed-precision search of ``trtq eval --auto-exclude`` with the decisions
-as its target (layers ranked by their measured sensitivity, each step measured), followed
-by a pruning pass: every layer the search left in float is quantized again, one at a time,
-where the decisions stay within the budget without it. The result records the layers, the
-decisions reached and the CPU latency of the float, INT8 and mixed models side by side.
+The search walks the ranking of :func:`trtq.precision.search.layer_sensitivity` (one run:
+the noise each quantized tensor's Q/DQ adds where it is read) and measures the decisions of
+the model with the first k entries in float: k doubles until the budget holds, a bisection
+finds the shortest such prefix, and a pruning pass quantizes again, one at a time, entries
+of that prefix the budget holds without (the ranking is an estimate, the measurement the
+truth). Some 20-30 scored models whatever the size of the model, where adding one layer at a
+time would need one round per layer. The result records the layers, the decisions reached,
+every measured step and the CPU latency of the float, INT8 and mixed models side by side.
 """
 
 from __future__ import annotations
@@ -55,15 +58,16 @@ class BudgetOutcome:
     met: bool
     float_layers: List[str]                 # the nodes the budget leaves in float (beyond those given)
     samples: int
-    searched: List[str] = field(default_factory=list)   # what the search left in float before pruning
+    searched: List[str] = field(default_factory=list)   # the shortest prefix of the ranking within budget
     requantized: List[str] = field(default_factory=list)  # layers the pruning pass quantized again
     latency: LatencyCost = field(default_factory=LatencyCost)
+    steps: List[dict] = field(default_factory=list)       # every measured model: phase, layers float, points lost
 
     def to_dict(self) -> dict:
         return {"max_drop": self.max_drop, "decision": self.decision, "start_drop": self.start_points,
                 "reached_drop": self.reached_points, "met": self.met, "float_layers": list(self.float_layers),
                 "samples": self.samples, "searched": list(self.searched), "requantized": list(self.requantized),
-                "latency": self.latency.to_dict()}
+                "latency": self.latency.to_dict(), "steps": list(self.steps)}
 
     def line(self) -> str:
         """``decisions within 1 point: top-1 agreement of 'y' lost 0.8 points (6.2 before) with 2 layer(s) float``."""
@@ -87,39 +91,6 @@ def no_decisions_error(model_name: str = "the model") -> TrtqError:
                      "give your task's --metric FILE.py:NAME, or use --target-snr DB / --target-cosine C")
 
 
-def prune(model, amax, replay, search_excluded: Sequence[Sequence[str]], kept_target: float, *,
-          exclude: Sequence[str] = (), threads: Optional[int] = None,
-          progress: ProgressCallback = no_progress) -> Tuple[List[str], List[str], Optional[list]]:
-    """Quantize again every group of layers the search left in float where the decisions stay within the budget
-    without it (the search adds greedily: a later group can make an earlier one unnecessary).
-
-    ``search_excluded``: the groups in the order the search kept them. Returns ``(float layers,
-    layers quantized again, metrics of the final model or None when nothing changed)``.
-    """
-    from ..graph.qdq import quantize_model
-
-    groups = [list(g) for g in search_excluded]
-    dropped: List[str] = []
-    final_metrics = None
-    for index in range(len(groups)):
-        progress(index, len(groups))
-        if len(groups) <= 1:
-            break
-        trial = [g for j, g in enumerate(groups) if j != index and g]
-        if not groups[index] or not trial:
-            continue
-        layers = [n for g in trial for n in g]
-        quantized, _ = quantize_model(model, amax, target="trt", exclude=list(exclude) + layers)
-        metrics = replay.score(quantized, threads=threads)
-        kept = decisions_kept(metrics)
-        if kept is not None and kept[1] >= kept_target:
-            dropped += groups[index]
-            groups[index] = []
-            final_metrics = metrics
-    progress(len(groups), len(groups))
-    return [n for g in groups for n in g], dropped, final_metrics
-
-
 def latency_cost(model, amax, replay, float_layers: Sequence[str], *, exclude: Sequence[str] = (),
                  threads: Optional[int] = None) -> LatencyCost:
     """Batch-1 CPU latency of the float model, the INT8 model and the mixed one, each in the Q/DQ form ONNX Runtime
@@ -137,28 +108,97 @@ def latency_cost(model, amax, replay, float_layers: Sequence[str], *, exclude: S
     return cost
 
 
-def kept_groups(search) -> List[List[str]]:
-    """The node groups an :class:`~trtq.compare.struct.AutoExcludeResult` left in float, in the order it kept them."""
-    groups, before = [], []
-    for step in search.steps:
-        if step.kept and step.layer is not None:
-            groups.append([n for n in step.excluded if n not in before])
-            before = list(step.excluded)
-    return groups
+#: At most this many entries of the shortest prefix are tried for quantizing again.
+PRUNE_TRIALS = 12
 
+
+class _Measure:
+    """Decisions kept by the model with given groups of layers in float (each measurement recorded)."""
+
+    def __init__(self, model, amax, replay, kept_target: float, exclude: Sequence[str], threads: Optional[int],
+                 outcome: BudgetOutcome):
+        self.model, self.amax, self.replay, self.kept_target = model, amax, replay, kept_target
+        self.exclude, self.threads, self.outcome = list(exclude), threads, outcome
+
+    def __call__(self, groups: Sequence[Sequence[str]], phase: str) -> Tuple[bool, float, list]:
+        from ..graph.qdq import quantize_model
+
+        layers = layers_of(groups)
+        quantized, _ = quantize_model(self.model, self.amax, target="trt", exclude=self.exclude + layers)
+        metrics = self.replay.score(quantized, threads=self.threads)
+        found = decisions_kept(metrics)
+        kept = math.nan if found is None else found[1]
+        self.outcome.steps.append({"phase": phase, "layers": len(layers), "drop": drop_points(kept)})
+        return bool(kept >= self.kept_target), kept, metrics
+
+
+def layers_of(groups: Sequence[Sequence[str]]) -> List[str]:
+    """The nodes of ``groups``, each once, in order."""
+    seen: List[str] = []
+    for group in groups:
+        seen += [n for n in group if n not in seen]
+    return seen
+
+
+def shortest_prefix(groups: Sequence[Sequence[str]], measure: _Measure, max_layers: Optional[int],
+                    progress: ProgressCallback = no_progress) -> Tuple[int, Optional[list], float]:
+    """The fewest leading ``groups`` in float that keep the decisions within budget: ``(k, metrics, best kept)``;
+    k = 0 with metrics None when no prefix within ``max_layers`` layers does."""
+    fails, passes, metrics, best = 0, None, None, -math.inf
+    k = 1
+    while k <= len(groups) and (max_layers is None or len(layers_of(groups[:k])) <= max_layers):
+        ok, kept, found = measure(groups[:k], "double")
+        progress(len(measure.outcome.steps), len(measure.outcome.steps) + 1)
+        best = max(best, kept) if not math.isnan(kept) else best
+        if ok:
+            passes, metrics = k, found
+            break
+        fails = k
+        k = len(groups) if k < len(groups) < 2 * k else 2 * k
+    if passes is None:
+        return 0, None, best
+    while passes - fails > 1:
+        middle = (passes + fails) // 2
+        ok, kept, found = measure(groups[:middle], "bisect")
+        progress(len(measure.outcome.steps), len(measure.outcome.steps) + 1)
+        if ok:
+            passes, metrics = middle, found
+        else:
+            fails = middle
+    return passes, metrics, best
+
+
+def prune(groups: Sequence[Sequence[str]], measure: _Measure, trials: int = PRUNE_TRIALS
+          ) -> Tuple[List[List[str]], List[str], Optional[list]]:
+    """Quantize again the groups the budget holds without, trying the last ones of the prefix first (the least
+    sensitive by the ranking); the last group is needed (the prefix without it failed). Returns ``(groups kept,
+    layers quantized again, metrics of the final model or None when nothing changed)``."""
+    kept = [list(g) for g in groups]
+    dropped: List[str] = []
+    metrics = None
+    for index in list(range(len(kept) - 2, -1, -1))[:trials]:
+        trial = [g for j, g in enumerate(kept) if j != index and g]
+        if not kept[index] or not trial:
+            continue
+        ok, _, found = measure(trial, "prune")
+        if ok:
+            dropped += [n for n in kept[index] if n not in layers_of(trial)]
+            kept[index] = []
+            metrics = found
+    return [g for g in kept if g], dropped, metrics
 
 
 def reach_budget(model, amax, replay, metrics: list, max_drop: float, *, exclude: Sequence[str] = (),
-                 max_layers: int = defaults.AUTO_EXCLUDE_MAX_LAYERS, threads: Optional[int] = None,
-                 measure_latency: bool = True, progress: ProgressCallback = no_progress):
+                 max_layers: Optional[int] = None, threads: Optional[int] = None, measure_latency: bool = True,
+                 progress: ProgressCallback = no_progress) -> Tuple[BudgetOutcome, list]:
     """Leave the fewest layers in float that keep the decisions on ``replay`` within ``max_drop`` points of FP32.
 
-    ``metrics``: the verdict's per-output metrics of the model as calibrated (``exclude`` float).
-    Returns ``(search, outcome, metrics)``: the :class:`~trtq.compare.struct.AutoExcludeResult` of the
-    search (None when the model as calibrated is already within the budget), the
-    :class:`BudgetOutcome` and the metrics of the final model (the verdict's).
+    ``metrics``: the verdict's per-output metrics of the model as calibrated (``exclude`` float);
+    ``max_layers``: at most this many layers in float (None: as many as the budget needs).
+    Returns the :class:`BudgetOutcome` and the metrics of the final model (the verdict's; the
+    ones given when the budget already holds or cannot be met).
     """
-    from .search import auto_exclude
+    from .search import layer_sensitivity
 
     max_drop = check_max_drop(max_drop)
     start = decisions_kept(metrics)
@@ -167,24 +207,21 @@ def reach_budget(model, amax, replay, metrics: list, max_drop: float, *, exclude
     kept_target = 1.0 - max_drop / 100.0
     outcome = BudgetOutcome(max_drop, start[0], drop_points(start[1]), drop_points(start[1]),
                             bool(start[1] >= kept_target), [], replay.samples)
-    search = None
     if not outcome.met:
-        search, mixed = auto_exclude(model, amax, target_decisions=kept_target, max_layers=max_layers, replay=replay,
-                                     exclude=exclude, measure_speed=False, threads=threads, progress=progress)
-        outcome.searched = list(search.excluded)
-        outcome.start_points = drop_points(search.steps[0].metric)  # measured on the search's own samples
-        if search.met:
-            if search.excluded:
-                layers, outcome.requantized, pruned = prune(model, amax, replay, kept_groups(search), kept_target,
-                                                            exclude=exclude, threads=threads)
-                metrics = pruned if pruned is not None else replay.score(mixed, threads=threads)
-                search.excluded = outcome.float_layers = layers
+        ranking = layer_sensitivity(model, amax, replay=replay, exclude=exclude, threads=threads)
+        groups = [entry.nodes() for entry in ranking if entry.own_snr_db is not None]
+        measure = _Measure(model, amax, replay, kept_target, exclude, threads, outcome)
+        k, found, best = shortest_prefix(groups, measure, max_layers, progress)
+        if found is None:  # not met: nothing changes; the best it measured is reported
+            outcome.reached_points = drop_points(best) if math.isfinite(best) else outcome.start_points
+        else:
+            outcome.searched = layers_of(groups[:k])
+            kept_groups, outcome.requantized, pruned = prune(groups[:k], measure)
+            metrics = pruned if pruned is not None else found
+            outcome.float_layers = layers_of(kept_groups)
             outcome.met = True
             outcome.decision, kept = decisions_kept(metrics)
             outcome.reached_points = drop_points(kept)
-        else:  # not met: nothing changes; the best it measured is reported
-            best = max((s.metric for s in search.steps), key=lambda v: -math.inf if math.isnan(v) else v)
-            outcome.reached_points = drop_points(best)
     if measure_latency:
         outcome.latency = latency_cost(model, amax, replay, outcome.float_layers, exclude=exclude, threads=threads)
-    return search, outcome, metrics
+    return outcome, metrics

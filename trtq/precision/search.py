@@ -134,7 +134,7 @@ def _node_names(model) -> List[str]:
 def _helps(metric: str, value: Optional[float], before: Optional[float]) -> bool:
     """Did a mixed-precision step raise ``metric`` measurably (by AUTO_EXCLUDE_MIN_GAIN_DB; any gain for agreement)?"""
     value, before = _nan_low(value if value is not None else math.nan), _nan_low(before if before is not None else math.nan)
-    if metric in ("top1_agreement", "decisions") or not math.isfinite(before):
+    if metric == "top1_agreement" or not math.isfinite(before):
         return value > before
     if metric == "cosine":  # as dB of the residual 1 - cos
         value, before = (-10 * math.log10(max(1.0 - v, 1e-30)) if math.isfinite(v) else v for v in (value, before))
@@ -159,7 +159,6 @@ def auto_exclude(
     target_agreement: Optional[float] = None,
     max_layers: int = AUTO_EXCLUDE_MAX_LAYERS,
     ranking: Optional[Sequence[LayerSensitivity]] = None,
-    target_decisions: Optional[float] = None,
     replay: Optional[Replay] = None,
     exclude: Sequence[str] = (),
     samples: int = SENSITIVITY_SAMPLES,
@@ -172,24 +171,19 @@ def auto_exclude(
     Targets (exactly one; default ``target_snr`` = :data:`trtq.defaults.VERDICT_MIN_SNR_DB`):
     ``target_snr`` on the worst output and channel group (boxes, embeddings, CTC
     sequences: any output), ``target_cosine`` likewise, ``target_agreement`` top-1
-    agreement on a class-score output (the replay's ``class_outputs``), ``target_decisions``
-    the share of decisions kept (:func:`trtq.compare.decisions.decisions_kept`: the user's
-    metric, top-1 agreement, mask IoU; what ``--max-drop`` budgets). Starts from the
+    agreement on a class-score output (the replay's ``class_outputs``). Starts from the
     TensorRT-form model (``exclude`` already float), walks the ranking of
     :func:`layer_sensitivity` (noisiest quantized tensor first), and for each entry
     measures the model with the nodes reading that tensor left in float: each round
     measures the next :data:`~trtq.defaults.AUTO_EXCLUDE_LOOKAHEAD` entries from the
     current model and keeps the one that raises the metric most; a trial that does not
     help is recorded, not kept, so the result is never worse than the step before it.
-    Decisions come in whole samples and stay flat over several steps: with
-    ``target_decisions`` a step that keeps them and raises the worst SNR helps too (decisions
-    first, then the worst output or channel, as auto ranks).
     Stops at the target, after ``max_layers`` nodes kept in float, or after
     ``AUTO_EXCLUDE_LOOKAHEAD * max_layers + 1`` trials. Returns ``(result, the TensorRT-form Q/DQ model of the result)``.
     """
     from ..graph.qdq import quantize_model
 
-    given = [t for t in (target_snr, target_cosine, target_agreement, target_decisions) if t is not None]
+    given = [t for t in (target_snr, target_cosine, target_agreement) if t is not None]
     if len(given) > 1:
         raise TrtqError("give one target: --target-snr DB, --target-cosine C or --target-agreement FRACTION")
     if not given:
@@ -208,7 +202,6 @@ def auto_exclude(
                         "NAME); for embeddings, boxes or sequences use --target-snr or --target-cosine")
     metric_name, target = (("snr_db", target_snr) if target_snr is not None else
                            ("cosine", target_cosine) if target_cosine is not None else
-                           ("decisions", target_decisions) if target_decisions is not None else
                            ("top1_agreement", target_agreement))
     target = float(target)
     if ranking is None:
@@ -218,15 +211,8 @@ def auto_exclude(
 
     def measure(excluded: List[str]):
         model, summary = quantize_model(ref_model, amax, target="trt", exclude=list(exclude) + excluded)
-        metrics = replay.score(model, threads=threads)
-        snr, cosine, agreement = worst_of(metrics)
-        if metric_name == "decisions":
-            from ..compare.decisions import decisions_kept
-
-            kept = decisions_kept(metrics)
-            value = math.nan if kept is None else kept[1]
-        else:
-            value = {"snr_db": snr, "cosine": cosine, "top1_agreement": agreement}[metric_name]
+        snr, cosine, agreement = worst_of(replay.score(model, threads=threads))
+        value = {"snr_db": snr, "cosine": cosine, "top1_agreement": agreement}[metric_name]
         return model, snr, cosine, agreement, value
 
     steps: List[ExcludeStep] = []
@@ -237,7 +223,7 @@ def auto_exclude(
     latency = replay.latency_ms(model, threads=threads) if measure_speed else None
     steps.append(ExcludeStep(0, None, [], snr, agreement, value, bool(value >= target), latency,
                              (float_latency / latency) if (latency and float_latency) else None, cosine=cosine))
-    best_value, best_model, best_snr = value, model, snr
+    best_value, best_model = value, model
     pool = list(candidates)
     trials = 0
     tried_here: set = set()  # entries measured from the current model (reset when a step is kept)
@@ -260,8 +246,7 @@ def auto_exclude(
             steps.append(step)
             measured.append((entry, trial, model, value, step))
             tried_here.add(id(entry))
-        helping = [m for m in measured if _helps(metric_name, m[3], best_value)
-                   or (metric_name == "decisions" and m[3] == best_value and _helps("snr_db", m[4].snr_db, best_snr))]
+        helping = [m for m in measured if _helps(metric_name, m[3], best_value)]
         for *_, step in measured:
             step.helped = any(step is h[4] for h in helping)
         for entry, *_ in measured:  # what did not help from here goes to the back: it may once a worse one is gone
@@ -270,11 +255,10 @@ def auto_exclude(
                 pool.append(entry)
         if not helping:
             continue
-        entry, trial, model, value, step = max(helping, key=lambda m: (
-            _nan_low(m[3]), _nan_low(m[4].snr_db) if metric_name == "decisions" else 0.0))
+        entry, trial, model, value, step = max(helping, key=lambda m: _nan_low(m[3]))
         pool.remove(entry)
         tried_here.clear()
-        excluded, best_value, best_model, best_snr = trial, value, model, step.snr_db
+        excluded, best_value, best_model = trial, value, model
         step.kept, step.excluded, step.met = True, list(trial), bool(value >= target)
         if measure_speed:
             step.latency_ms = replay.latency_ms(model, threads=threads)
@@ -282,8 +266,7 @@ def auto_exclude(
     progress(budget + 1, budget + 1)
     met = bool(best_value >= target)
     unit = " dB" if metric_name == "snr_db" else ""
-    label = {"snr_db": "SNR", "cosine": "cosine", "top1_agreement": "top-1 agreement",
-             "decisions": "decisions kept"}[metric_name]
+    label = {"snr_db": "SNR", "cosine": "cosine", "top1_agreement": "top-1 agreement"}[metric_name]
     if met and not excluded:
         message = f"the fully quantized model already meets {label} >= {target:g}{unit} ({best_value:.4g}{unit})"
     elif met:

@@ -28,11 +28,15 @@ class FidelityTarget:
     snr_db: Optional[float] = None
     cosine: Optional[float] = None
     agreement: Optional[float] = None
-    max_layers: int = defaults.AUTO_EXCLUDE_MAX_LAYERS
+    max_layers: Optional[int] = None        # None: AUTO_EXCLUDE_MAX_LAYERS for a target, no limit for a budget
     max_drop: Optional[float] = None
 
     def given(self) -> bool:
         return any(v is not None for v in (self.snr_db, self.cosine, self.agreement, self.max_drop))
+
+    def layer_limit(self) -> int:
+        """The most layers a target's search leaves in float."""
+        return defaults.AUTO_EXCLUDE_MAX_LAYERS if self.max_layers is None else self.max_layers
 
     def label(self) -> str:
         if self.max_drop is not None:
@@ -66,7 +70,7 @@ def reach_target(model, amax: Mapping[str, float], replay, metrics: list, target
         replay.class_outputs = tuple(name for name, value in replay.outputs[0].items()
                                      if class_scores(value) is not None)[:1]
     result, mixed = auto_exclude(model, amax, target_snr=target.snr_db, target_cosine=target.cosine,
-                                 target_agreement=target.agreement, max_layers=target.max_layers, replay=replay,
+                                 target_agreement=target.agreement, max_layers=target.layer_limit(), replay=replay,
                                  exclude=exclude, measure_speed=False, threads=threads, progress=progress)
     if result.met and result.excluded and mixed is not None:
         metrics = replay.score(mixed, threads=threads)
@@ -74,18 +78,17 @@ def reach_target(model, amax: Mapping[str, float], replay, metrics: list, target
 
 def _reach_budget(model, amax, replay, metrics: list, target: FidelityTarget, *, exclude: Sequence[str] = (),
                   threads: Optional[int] = None, progress: ProgressCallback = no_progress):
-    """:func:`reach_target` for ``--max-drop``: always an AutoExcludeResult, with its ``budget`` outcome."""
+    """:func:`reach_target` for ``--max-drop``: an AutoExcludeResult whose ``budget`` is the outcome."""
     from ..compare.struct import AutoExcludeResult
     from .budget import reach_budget
 
-    search, outcome, metrics = reach_budget(model, amax, replay, metrics, target.max_drop, exclude=exclude,
-                                            max_layers=target.max_layers, threads=threads, progress=progress)
-    if search is None:
-        search = AutoExcludeResult("decisions", 1.0 - target.max_drop / 100.0, True, [], [], replay.samples,
-                                   target.max_layers)
-    search.budget = outcome
-    search.message = outcome.line() + (
-        "" if outcome.met else f" (--max-layers {target.max_layers}: raise it, or raise --max-drop)")
+    outcome, metrics = reach_budget(model, amax, replay, metrics, target.max_drop, exclude=exclude,
+                                    max_layers=target.max_layers, threads=threads, progress=progress)
+    limit = "" if target.max_layers is None else f"--max-layers {target.max_layers} reached: raise it, or "
+    search = AutoExcludeResult("decisions", 1.0 - target.max_drop / 100.0, outcome.met, list(outcome.float_layers),
+                               [], replay.samples, target.max_layers or 0, budget=outcome)
+    search.message = outcome.line() + ("" if outcome.met else f" ({limit}raise --max-drop, or calibrate on more "
+                                                               "representative data)")
     return search, metrics
 
 

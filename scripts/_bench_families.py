@@ -335,7 +335,7 @@ def _mobilenet_module(torch):
 
 def _train_mobilenet(torch, steps: int, seed: int = 0):
     model = _mobilenet_module(torch)
-    images, labels = patches(6000, seed, train=True)
+    images, labels = patches(3000, seed, train=True)
     x, y = torch.from_numpy(images), torch.from_numpy(labels.astype(np.int64))
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
     rng = np.random.default_rng(seed)
@@ -371,7 +371,7 @@ def _segmenter_module(torch):
 
 def _train_segmenter(torch, steps: int, seed: int = 0):
     model = _segmenter_module(torch)
-    images, _, masks = scenes_with_masks(2000, seed, train=True)
+    images, _, masks = scenes_with_masks(1000, seed, train=True)
     x, t = torch.from_numpy(images), torch.from_numpy(masks)
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
     rng = np.random.default_rng(seed)
@@ -384,7 +384,7 @@ def _train_segmenter(torch, steps: int, seed: int = 0):
     return model.eval()
 
 
-def make_mobilenet(work: Path, steps: int = 1500) -> Path:
+def make_mobilenet(work: Path, steps: int = 600) -> Path:
     """The trained MobileNetV3-style classifier as ONNX (``work/mobilenet-STEPS.onnx``, made once)."""
     path = Path(work) / f"mobilenet-{steps}.onnx"
     if not path.exists():
@@ -394,7 +394,7 @@ def make_mobilenet(work: Path, steps: int = 1500) -> Path:
     return path
 
 
-def make_segmenter(work: Path, steps: int = 1200) -> Path:
+def make_segmenter(work: Path, steps: int = 400) -> Path:
     """The trained MobileNetV3-style segmenter as ONNX (``work/segmenter-STEPS.onnx``, made once)."""
     path = Path(work) / f"segmenter-{steps}.onnx"
     if not path.exists():

@@ -106,10 +106,10 @@ LOADERS = {"mobilenet": mobilenet, **models.LOADERS}
 
 
 def measure(setup: models.Setup, algorithm: str, equalize: str, work: Path) -> dict:
-    from trtq.pipeline.evaluation import evaluate
     from trtq.graph.model import load_onnx
     from trtq.graph.qdq import quantize_model
     from trtq.pipeline.calibration import calibrate
+    from trtq.pipeline.evaluation import evaluate
 
     started = time.perf_counter()
     result = calibrate(setup.model, setup.calib, algorithm=algorithm,

@@ -69,13 +69,13 @@ def model_setups(names, work: Path, yolo_calib: int, yolo_eval: int):
 def compare(label, model, calib_spec, eval_spec, labels, shapes, batch_sizes, iterations, work: Path) -> None:
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
-    from trtq.bench import benchmark
     from trtq.calib import amax_from_histograms
     from trtq.data import open_source
     from trtq.fileio import write_bytes_atomic
     from trtq.graph.model import load_onnx
     from trtq.graph.qdq import quantize_model
     from trtq.graph.signature import input_specs
+    from trtq.pipeline.benchmarking import benchmark
     from trtq.pipeline.calibration import calibrate
     from trtq.pipeline.evaluation import evaluate
     from trtq.pipeline.quantization import quantize

@@ -139,14 +139,14 @@ def stream_model(model, folder: Path) -> List[Dict[str, np.ndarray]]:
     from trtq.data import DataSpec
     from trtq.graph.model import load_onnx
     from trtq.graph.signature import input_specs
-    from trtq.ort import create_session
+    from trtq.runtime.base import OnnxRuntime
     from trtq.runtime.streaming import FeedbackPair, open_sequences, stream
 
     pairs = [FeedbackPair("stateN", "state")]
     float_model = load_onnx(str(MODEL))
     sequences = open_sequences(DataSpec(str(folder)), input_specs(float_model), pairs)
-    session = create_session(model)
-    return [stream(session, s, pairs, ["output", "stateN"])[0] for s in sequences]
+    runtime = OnnxRuntime(model)
+    return [stream(runtime, s, pairs, ["output", "stateN"])[0] for s in sequences]
 
 
 def per_call_samples(outputs: List[Dict[str, np.ndarray]], folder: Path, target: Path) -> Path:

@@ -32,11 +32,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, List, Optional, Sequence
 
+import _toys
 import numpy as np
 import onnx
 import pytest
 
-import _toys
 from trtq.cli import main
 
 # ---------------------------------------------------------------------------------------------
@@ -1125,7 +1125,7 @@ def test_help_states_each_default_once(command, capsys, monkeypatch):
 def test_verdict_fixes_name_only_options_of_their_command(command):
     """A poor verdict's warning tells what to do with options the command that printed it has."""
     from trtq.cli import build_parser
-    from trtq.cli.options import verdict_fixes
+    from trtq.report import verdict_fixes
 
     parser = build_parser()
     sub = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction").choices[command]

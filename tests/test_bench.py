@@ -5,15 +5,17 @@ from __future__ import annotations
 import json
 import os
 
+import _toys
 import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-import _toys
 from trtq import bench
 from trtq.errors import ModelError, TrtqError
+from trtq.graph.model import infer_precision
 from trtq.graph.signature import input_specs
+from trtq.pipeline import benchmarking
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +31,7 @@ def models(tmp_path_factory):
 
 
 def test_rows_are_consistent(models):
-    rows = bench.benchmark([models["fp32"], models["int8"]], [1, 4], iterations=7, warmup=1)
+    rows = benchmarking.benchmark([models["fp32"], models["int8"]], [1, 4], iterations=7, warmup=1)
     assert [(r.model, r.precision, r.batch_size) for r in rows] == [
         ("toy.onnx", "fp32", 1), ("toy.onnx", "fp32", 4), ("toy.int8.onnx", "int8", 1), ("toy.int8.onnx", "int8", 4)]
     for r in rows:
@@ -46,7 +48,7 @@ def test_rows_are_consistent(models):
 
 def test_static_batch_gives_skipped_rows_with_a_note(models):
     progress = []
-    rows = bench.benchmark([models["static"]], [1, 8], iterations=3, warmup=0,
+    rows = benchmarking.benchmark([models["static"]], [1, 8], iterations=3, warmup=0,
                            progress=lambda done, total: progress.append((done, total)))
     ok, skipped = rows
     assert not ok.skipped and ok.batch_size == 1
@@ -64,24 +66,24 @@ def test_runtime_refusal_is_a_skipped_row(tmp_path):
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     path = _toys.save(model, tmp_path / "reshape.onnx")
-    rows = bench.benchmark([path], [1, 2], iterations=2, warmup=0)
+    rows = benchmarking.benchmark([path], [1, 2], iterations=2, warmup=0)
     assert not rows[0].skipped
     assert rows[1].skipped and rows[1].note.startswith("ONNX Runtime cannot run batch 2")
 
 
 def test_precision_inference_and_labels(models):
-    assert bench.infer_precision(onnx.load(models["fp32"])) == "fp32"
-    assert bench.infer_precision(onnx.load(models["int8"])) == "int8"
+    assert infer_precision(onnx.load(models["fp32"])) == "fp32"
+    assert infer_precision(onnx.load(models["int8"])) == "int8"
     fp16 = _toys.classifier()
     for init in fp16.graph.initializer:
         array = numpy_helper.to_array(init).astype(np.float16)
         init.CopyFrom(numpy_helper.from_array(array, init.name))
-    assert bench.infer_precision(fp16) == "fp16"
-    rows = bench.benchmark([models["fp32"], models["int8"]], [1], iterations=2, warmup=0, labels="fp16,int8")
+    assert infer_precision(fp16) == "fp16"
+    rows = benchmarking.benchmark([models["fp32"], models["int8"]], [1], iterations=2, warmup=0, labels="fp16,int8")
     assert [r.precision for r in rows] == ["fp16", "int8"]
     assert rows[1].speedup is None  # no fp32 row left to compare with
     with pytest.raises(TrtqError, match="1 precision labels for 2 models"):
-        bench.benchmark([models["fp32"], models["int8"]], [1], labels=["fp32"])
+        benchmarking.benchmark([models["fp32"], models["int8"]], [1], labels=["fp32"])
 
 
 def test_dynamic_dims_need_shapes(tmp_path):
@@ -90,8 +92,8 @@ def test_dynamic_dims_need_shapes(tmp_path):
     dims[2].dim_param, dims[3].dim_param = "height", "width"
     path = _toys.save(model, tmp_path / "dyn.onnx")
     with pytest.raises(ModelError, match=r"--shape x:1x3xNxN"):
-        bench.benchmark([path], [1], iterations=1)
-    rows = bench.benchmark([path], [2], iterations=2, warmup=0, shapes=bench.parse_shapes("x:1x3x24x24"))
+        benchmarking.benchmark([path], [1], iterations=1)
+    rows = benchmarking.benchmark([path], [2], iterations=2, warmup=0, shapes=bench.parse_shapes("x:1x3x24x24"))
     assert not rows[0].skipped
 
 
@@ -116,16 +118,15 @@ def test_parsers():
 
 def test_errors_before_timing(models, tmp_path):
     with pytest.raises(ModelError, match="does not exist"):
-        bench.benchmark([models["fp32"], tmp_path / "missing.onnx"], [1])
+        benchmarking.benchmark([models["fp32"], tmp_path / "missing.onnx"], [1])
     with pytest.raises(TrtqError, match="unknown backend"):
-        bench.benchmark([models["fp32"]], [1], backend="cuda")
+        benchmarking.benchmark([models["fp32"]], [1], backend="cuda")
     with pytest.raises(TrtqError, match="iterations"):
-        bench.benchmark([models["fp32"]], [1], iterations=0)
+        benchmarking.benchmark([models["fp32"]], [1], iterations=0)
 
 
 def test_engines_go_to_the_tensorrt_backend(tmp_path, monkeypatch):
-    """.engine paths are dispatched to trtq.backend.bench; its rows join the ORT rows and get speed-ups."""
-    import sys
+    """.engine paths are dispatched to the TensorRT rows; they join the ORT rows and get speed-ups."""
     import types
 
     engine = tmp_path / "m.fp16.engine"
@@ -138,20 +139,17 @@ def test_engines_go_to_the_tensorrt_backend(tmp_path, monkeypatch):
         return [bench.latency_row(bench.BenchResult("m.fp16.engine", "fp16", "tensorrt", b), np.array([1.0, 3.0]))
                 for b in batch_sizes]
 
-    fake = types.ModuleType("trtq.backend.bench")
-    fake.benchmark_engines = benchmark_engines
-    monkeypatch.setitem(sys.modules, "trtq.backend.bench", fake)
     import trtq.backend
 
-    monkeypatch.setattr(trtq.backend, "bench", fake, raising=False)
-    monkeypatch.setattr(trtq.backend, "import_tensorrt", lambda: fake)
-    rows = bench.benchmark([str(engine)], [1, 2], iterations=5, warmup=1)
+    monkeypatch.setattr(benchmarking, "benchmark_engines", benchmark_engines)
+    monkeypatch.setattr(trtq.backend, "import_tensorrt", lambda: types.ModuleType("tensorrt"))
+    rows = benchmarking.benchmark([str(engine)], [1, 2], iterations=5, warmup=1)
     assert calls["engines"] == ([str(engine)], [1, 2], 5, 1, None, None)
     assert [r.throughput for r in rows] == [500.0, 1000.0]
 
 
 def test_time_budget_stops_early_with_a_note(models):
-    (row,) = bench.benchmark([models["fp32"]], [1], iterations=50, warmup=0, max_seconds=1e-9)
+    (row,) = benchmarking.benchmark([models["fp32"]], [1], iterations=50, warmup=0, max_seconds=1e-9)
     assert row.iterations == 1 and "stopped after 1 of 50 runs" in row.note
     assert row.throughput == 1000.0 / row.latency_ms_mean
 
@@ -164,11 +162,11 @@ def test_without_tensorrt_engines_fail_before_any_timing(models, tmp_path, monke
         pytest.skip("TensorRT is importable here; this checks the message on machines without it")
     engine = tmp_path / "m.engine"
     engine.write_bytes(b"\0")
-    monkeypatch.setattr(bench, "benchmark_ort", lambda *a, **k: pytest.fail("ONNX Runtime timing ran first"))
+    monkeypatch.setattr(benchmarking, "benchmark_ort", lambda *a, **k: pytest.fail("ONNX Runtime timing ran first"))
     with pytest.raises(BackendUnavailable, match="TensorRT is not importable"):
-        bench.benchmark([models["fp32"], str(engine)], [1])
+        benchmarking.benchmark([models["fp32"], str(engine)], [1])
     with pytest.raises(BackendUnavailable):
-        bench.benchmark([models["fp32"]], [1], backend="trt")
+        benchmarking.benchmark([models["fp32"]], [1], backend="trt")
 
 
 # --------------------------------------------------------------------------- CLI
@@ -215,7 +213,8 @@ def test_random_data_never_chooses_an_integer_configuration_input(tmp_path):
     """The If model's `mode` (a rank-0 int64 that picks the branch) gets no made-up value: the random-data row is
     skipped with the reason; with --data its recorded value is used."""
     import _recurrent
-    from trtq.bench import benchmark
+
+    from trtq.pipeline.benchmarking import benchmark
 
     model = _recurrent.scalar_branch_classifier(tmp_path / "branch.onnx")
     rows = benchmark([model], [2], iterations=1, warmup=0)

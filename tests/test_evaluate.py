@@ -501,7 +501,7 @@ def test_yolo_int8_fidelity_on_photos(yolo_model_path, yolo_int8, photo_folder):
 
 @pytest.mark.slow
 def test_yolo_bench_batch1_is_consistent(yolo_model_path, yolo_int8):
-    from trtq.bench import benchmark
+    from trtq.pipeline.benchmarking import benchmark
 
     rows = benchmark([yolo_model_path, yolo_int8], [1, 2], iterations=3, warmup=1,
                      shapes={"images": (1, 3, 320, 320)})

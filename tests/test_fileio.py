@@ -59,7 +59,7 @@ def test_output_under_a_file_is_refused(tmp_path):
 
 
 def test_guard_refuses_inputs_through_links_and_foreign_files(tmp_path):
-    from trtq.fileio import Output, guard_outputs
+    from trtq.outputs import Output, guard_outputs
 
     model = tmp_path / "m.onnx"
     model.write_bytes(b"\x08\x08rest")
@@ -235,7 +235,7 @@ def test_failed_write_removes_the_folders_it_created(tmp_path, monkeypatch):
 
 
 def test_every_output_the_guard_checks_has_a_kind(tmp_path):
-    from trtq.fileio import Output, guard_outputs
+    from trtq.outputs import Output, guard_outputs
 
     with pytest.raises(ValueError, match="has no kind"):
         guard_outputs([Output(tmp_path / "x.onnx", None)], [])

@@ -126,11 +126,12 @@ def test_gru_streams_its_hidden_state_row_by_row(tmp_path, capsys):
     from trtq.data import DataSpec
     from trtq.graph.model import load_onnx
     from trtq.graph.signature import input_specs
+    from trtq.runtime.base import OnnxRuntime
     from trtq.runtime.streaming import stream
 
     session = ort.InferenceSession(str(model))
     sequence = open_sequences(DataSpec(str(sequences)), input_specs(load_onnx(model)), [FeedbackPair("hN", "h0")])[0]
-    streamed = stream(session, sequence, [FeedbackPair("hN", "h0")], ["logits"])[0]["logits"][-1]
+    streamed = stream(OnnxRuntime(str(model)), sequence, [FeedbackPair("hN", "h0")], ["logits"])[0]["logits"][-1]
     whole = session.run(["logits"], R.recurrent_samples("gru", 1))[0][0]
     np.testing.assert_allclose(streamed, whole, rtol=1e-4, atol=1e-5)
 

@@ -19,7 +19,7 @@ _LAZY = {
     "calibrate": ("trtq.pipeline", "calibrate"),
     "quantize": ("trtq.pipeline", "quantize"),
     "evaluate": ("trtq.pipeline", "evaluate"),
-    "benchmark": ("trtq.bench", "benchmark"),
+    "benchmark": ("trtq.pipeline.benchmarking", "benchmark"),
     "export_onnx": ("trtq.graph.export", "export_onnx"),
     "read_cache": ("trtq.cache", "read_cache"),
     "write_cache": ("trtq.cache", "write_cache"),

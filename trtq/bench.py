@@ -1,4 +1,4 @@
-"""Latency and throughput of ONNX models on ONNX Runtime (CPU), and the dispatch to TensorRT.
+"""Latency and throughput of ONNX models on ONNX Runtime (CPU).
 
 For every model and batch size: ``warmup`` untimed runs, then ``iterations`` timed
 runs of the same batch; the row holds latency p50/p90/p99/mean in milliseconds and
@@ -7,15 +7,14 @@ data of each input's shape and dtype, or real samples (``data=``). A model whose
 batch dimension is fixed cannot run other batch sizes: those rows are kept, skipped,
 with a note saying why.
 
-TensorRT rows (``.engine``/``.plan`` files, or ``backend="trt"``) come from
-``trtq.backend.bench``, imported only when needed.
+TensorRT rows (``.engine``/``.plan`` files, or ``backend="trt"``) are the benchmark flow's
+(:mod:`trtq.pipeline.benchmarking`); this module imports no backend.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
@@ -24,9 +23,11 @@ import numpy as np
 
 from . import defaults
 from .errors import DataError, ModelError, TrtqError
+from .graph.model import infer_precision
 from .host import available_memory, cpu_int8_instructions, cpu_name
+from .ort import time_session
 from .progress import ProgressCallback, no_progress
-from .report import BenchResult, fill_speedups, throughput_from_latency
+from .report import BenchResult, throughput_from_latency
 
 log = logging.getLogger(__name__)
 
@@ -34,30 +35,6 @@ PathLike = Union[str, "os.PathLike[str]"]
 Shapes = Mapping[str, Sequence[int]]
 
 ORT_BACKEND = "ort-cpu"
-ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
-_ORT_NAMES = ("ort", "ort-cpu", "onnxruntime")
-_TRT_NAMES = ("trt", "tensorrt")
-
-#: Ops that make a model INT8 (explicit Q/DQ, ORT's QOperator form, integer kernels).
-_INT8_OPS = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "MatMulInteger", "ConvInteger",
-             "QGemm", "QAttention", "DynamicQuantizeMatMul", "MatMulIntegerToFloat"}
-
-
-def infer_precision(model) -> str:
-    """``"int8"`` for a model with quantize/dequantize or QLinear* ops, ``"fp16"`` for float16 tensors, else ``"fp32"``."""
-    from onnx import TensorProto
-
-    nodes = list(model.graph.node)
-    if any(n.op_type in _INT8_OPS or n.op_type.startswith("QLinear") for n in nodes):
-        return "int8"
-    if any(init.data_type == TensorProto.FLOAT16 for init in model.graph.initializer):
-        return "fp16"
-    typed = list(model.graph.input) + list(model.graph.output) + list(model.graph.value_info)
-    if any(vi.type.tensor_type.elem_type == TensorProto.FLOAT16 for vi in typed):
-        return "fp16"
-    if any(n.op_type == "Cast" and any(a.name == "to" and a.i == TensorProto.FLOAT16 for a in n.attribute) for n in nodes):
-        return "fp16"
-    return "fp32"
 
 
 def model_size_bytes(path: PathLike, model=None) -> int:
@@ -109,10 +86,6 @@ def parse_batch_sizes(text: str) -> Tuple[int, ...]:
     if not sizes:
         raise TrtqError("no batch sizes given")
     return tuple(sizes)
-
-
-def is_engine_path(path: PathLike) -> bool:
-    return Path(path).suffix.lower() in ENGINE_SUFFIXES
 
 
 # ---------------------------------------------------------------------------------------------
@@ -335,32 +308,6 @@ class SampleFeeds:
 # Timing
 
 
-def time_session(session, feed: Mapping[str, np.ndarray], iterations: int, warmup: int,
-                 max_seconds: Optional[float] = None) -> np.ndarray:
-    """Latencies in milliseconds of ``iterations`` runs after ``warmup`` untimed runs.
-
-    ``max_seconds``: stop timing early once this much time went into timed runs
-    (at least one timed run always happens); the result then holds fewer values.
-    """
-    names = [o.name for o in session.get_outputs()]
-    for _ in range(warmup):
-        session.run(names, feed)
-    latencies = np.empty(iterations, dtype=np.float64)
-    clock = time.perf_counter_ns
-    budget = None if max_seconds is None else max_seconds * 1e9
-    spent = 0
-    done = 0
-    for i in range(iterations):
-        start = clock()
-        session.run(names, feed)
-        latencies[i] = clock() - start
-        spent += latencies[i]
-        done = i + 1
-        if budget is not None and spent >= budget:
-            break
-    return latencies[:done] / 1e6
-
-
 def latency_row(base: BenchResult, latencies_ms: np.ndarray) -> BenchResult:
     """Fill the latency statistics and throughput of ``base`` from measured latencies (milliseconds)."""
     p10, p50, p90, p99 = (float(v) for v in np.percentile(latencies_ms, [10, 50, 90, 99]))
@@ -373,7 +320,7 @@ def latency_row(base: BenchResult, latencies_ms: np.ndarray) -> BenchResult:
     return base
 
 
-def _labels_for(models: Sequence[PathLike], labels) -> List[Optional[str]]:
+def labels_for(models: Sequence[PathLike], labels) -> List[Optional[str]]:
     if labels is None:
         return [None] * len(models)
     if isinstance(labels, str):
@@ -410,14 +357,14 @@ def benchmark_ort(
         raise TrtqError(f"iterations must be at least 1, got {iterations}")
     if warmup < 0:
         raise TrtqError(f"warmup must be 0 or more, got {warmup}")
-    names = _labels_for(models, labels)
+    names = labels_for(models, labels)
     # Everything a user can get wrong is checked before the first timed run.
     loaded = []
     for path, label in zip(models, names):
         model = load_onnx(path)
         specs = input_specs(model, batch_axes)
         if feedback:
-            from .pipeline.calibration import feedback_pairs
+            from .runtime.streaming import feedback_pairs
 
             feedback_pairs(model, feedback)
         if data is None:
@@ -456,105 +403,6 @@ def benchmark_ort(
             done += 1
             progress(done, total)
         del session
-    return results
-
-
-def benchmark(
-    models: Sequence[PathLike],
-    batch_sizes: Sequence[int] = defaults.BENCH_BATCH_SIZES,
-    *,
-    backend: str = "ort",
-    iterations: int = defaults.BENCH_ITERATIONS,
-    warmup: int = defaults.BENCH_WARMUP,
-    threads: Optional[int] = None,
-    data=None,
-    shapes: Optional[Shapes] = None,
-    labels=None,
-    precisions: Optional[Sequence[str]] = None,
-    max_seconds: Optional[float] = None,
-    baseline: Optional[str] = None,
-    plugins: Sequence[PathLike] = (),
-    dla_core: Optional[int] = None,
-    progress: ProgressCallback = no_progress,
-    batch_axes: Optional[Mapping[str, Optional[int]]] = None,
-    feedback: Sequence = (),
-) -> List[BenchResult]:
-    """Benchmark models at each batch size; returns one :class:`~trtq.report.BenchResult` per (model, batch size).
-
-    ``models``: ONNX files (ONNX Runtime on the CPU with ``backend="ort"``) and/or
-    TensorRT engines (``.engine``/``.plan``, always run by TensorRT).
-    ``backend="trt"``: ONNX files are built into engines for each of ``precisions``
-    (default fp32 and fp16, plus int8 when ``data`` is given) and benchmarked by
-    ``trtq.backend.bench``; that raises :class:`~trtq.errors.BackendUnavailable` when
-    TensorRT or a GPU is missing.
-    ``data``: a DataSpec or path for real inputs (default: random inputs; models with
-    dynamic non-batch dimensions then need ``shapes``, e.g. ``{"images": (1, 3, 320, 320)}``).
-    ``labels``: precision label per model (list in model order, a mapping, or
-    ``"fp32,int8"``) overriding the inferred one.
-    ``max_seconds``: per row, stop timing once this many seconds went into timed runs
-    (ONNX Runtime rows; the row notes how many runs it got).
-    Speed-up is filled against the fp32 row of the same model (``m.onnx`` for
-    ``m.int8-cpu.onnx``), backend and batch size, or against the rows of ``baseline``
-    (one of ``models``) when given. ``batch_axes``: ``{input: axis or None}`` overrides of the batch axis
-    trtq infers per input (``--batch-axis``); ``data``'s own apply otherwise. ``feedback``: a streaming
-    model's ``OUT=IN`` pairs, checked against every ONNX model (one timed run is one step of the stream: the
-    state is an input like any other).
-    """
-    if batch_axes is None and data is not None:
-        batch_axes = getattr(data, "batch_axes", None)
-    if backend not in _ORT_NAMES + _TRT_NAMES:
-        raise TrtqError(f"unknown backend {backend!r}; choose ort (ONNX Runtime, CPU) or trt (TensorRT)")
-    batch_sizes = tuple(int(b) for b in batch_sizes)
-    if not batch_sizes or min(batch_sizes) < 1:
-        raise TrtqError(f"batch sizes must be positive integers, got {list(batch_sizes)}")
-    for path in models:
-        if not Path(path).exists():
-            raise ModelError(f"model file {path} does not exist")
-    if baseline is not None and baseline not in [str(m) for m in models] + [Path(m).name for m in models]:
-        raise TrtqError(f"--baseline {baseline} is not one of the models benchmarked "
-                        f"({', '.join(Path(m).name for m in models)})")
-    engines = [m for m in models if is_engine_path(m)]
-    onnx_models = [m for m in models if not is_engine_path(m)]
-    given = _labels_for(models, labels) if labels is not None else None
-
-    def labels_of(paths):
-        return None if given is None else [label for m, label in zip(models, given) if m in paths]
-
-    needs_trt = bool(engines) or (bool(onnx_models) and backend in _TRT_NAMES)
-    if needs_trt:  # fail before minutes of ONNX Runtime timing, not after
-        from .backend import import_tensorrt
-
-        import_tensorrt()
-    results: List[BenchResult] = []
-    if onnx_models and backend in _ORT_NAMES:
-        results += benchmark_ort(onnx_models, batch_sizes, iterations=iterations, warmup=warmup, threads=threads,
-                                 data=data, shapes=shapes, labels=labels_of(onnx_models), max_seconds=max_seconds,
-                                 progress=progress, batch_axes=batch_axes, feedback=feedback)
-    if needs_trt:
-        results += _benchmark_trt(engines, onnx_models if backend in _TRT_NAMES else [], batch_sizes,
-                                  iterations=iterations, warmup=warmup, data=data, shapes=shapes,
-                                  engine_labels=labels_of(engines), precisions=precisions, progress=progress,
-                                  max_seconds=max_seconds, plugins=plugins, dla_core=dla_core)
-    return fill_speedups(results, baseline=None if baseline is None else Path(baseline).name)
-
-
-def _benchmark_trt(engines, onnx_models, batch_sizes, *, iterations, warmup, data, shapes, engine_labels,
-                   precisions, progress, max_seconds=None, plugins=(), dla_core=None) -> List[BenchResult]:
-    """TensorRT rows from ``trtq.backend.bench`` (which raises BackendUnavailable without TensorRT or a GPU)."""
-    from .backend import bench as trt_bench
-
-    results: List[BenchResult] = []
-    if engines:
-        results += trt_bench.benchmark_engines([str(e) for e in engines], list(batch_sizes), iterations=iterations,
-                                               warmup=warmup, progress=progress, precisions=engine_labels,
-                                               shapes=shapes, data=data, max_seconds=max_seconds,
-                                               plugins=plugins, dla_core=dla_core)
-    if onnx_models:
-        wanted = list(precisions) if precisions else (["fp32", "fp16", "int8"] if data is not None else ["fp32", "fp16"])
-        for model in onnx_models:
-            results += trt_bench.build_and_benchmark(str(model), wanted, list(batch_sizes), data,
-                                                     iterations=iterations, warmup=warmup, progress=progress,
-                                                     shapes=shapes, max_seconds=max_seconds, plugins=plugins)
     return results
 
 

@@ -18,7 +18,7 @@ import math
 import os
 import re
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Union
 
@@ -253,9 +253,13 @@ def write_cache(
     trt_version: Optional[int] = None,
     sidecar: Optional[dict] = None,
 ) -> List[Path]:
-    """Write the cache (and its sidecar when given) atomically; returns the files written."""
+    """Write the cache (and its sidecar when given) atomically; returns the files written.
+
+    ``trt_version``: the TensorRT version the header names (``100300`` for 10.3.0); by default
+    :data:`trtq.defaults.TRT_VERSION` (the calibrate flow passes the running TensorRT's,
+    :func:`trtq.backend.default_trt_version`)."""
     if trt_version is None:
-        trt_version = default_trt_version()
+        trt_version = defaults.TRT_VERSION
     header_algorithm = TRT_ALGORITHM_NAMES.get(algorithm, algorithm)
     payload = format_cache(amax, trt_version, header_algorithm)
     files = {}
@@ -264,16 +268,6 @@ def write_cache(
     files[Path(path)] = payload
     written = write_files_atomic(files)
     return written
-
-
-def default_trt_version() -> int:
-    """The running TensorRT's version if importable, else :data:`trtq.defaults.TRT_VERSION`."""
-    try:
-        from .backend import tensorrt_version
-    except ImportError:  # pragma: no cover - backend is part of the package
-        return defaults.TRT_VERSION
-    version = tensorrt_version()
-    return trt_version_int(version) if version else defaults.TRT_VERSION
 
 
 def read_cache(path: PathLike) -> CalibrationCache:
@@ -322,7 +316,8 @@ def _regular(path: Path, what: str) -> None:
 
 
 def _sidecar_schema():
-    from .jsonio import List as ListOf, Map, Opt
+    from .jsonio import List as ListOf
+    from .jsonio import Map, Opt
 
     number = "number"
     verdict = {"samples?": "int", "held_back?": "bool", "form?": "str", "snr_db?": number, "cosine?": number,
@@ -355,9 +350,8 @@ SIDECAR_SCHEMA = _sidecar_schema()
 
 def cache_problems(cache: CalibrationCache, model, model_sha256: str, tensor_names: Iterable[str]) -> List[str]:
     """Reasons the cache does not belong to this model (empty list: it does)."""
-    from .graph.signature import input_specs
-
     from .graph.model import fingerprint_changes, model_fingerprint
+    from .graph.signature import input_specs
 
     problems: List[str] = []
     known = set(tensor_names)

@@ -18,6 +18,7 @@ def cpu_name() -> str:
         pass
     return platform.processor() or platform.machine()
 
+
 def available_memory() -> Optional[int]:
     """Bytes this process can still allocate: MemAvailable, capped by a cgroup limit (None: unknown)."""
     found = []
@@ -36,6 +37,7 @@ def available_memory() -> Optional[int]:
     except OSError:
         pass
     return min(found) if found else None
+
 
 def cpu_int8_instructions() -> Optional[bool]:
     """Whether this x86 CPU has the instructions ONNX Runtime's fast int8 kernels use (VNNI, AMX); None where

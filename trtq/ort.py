@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import re
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Union
 
@@ -272,3 +273,29 @@ __all__ = [
     "batch_inputs", "as_feed", "input_names", "output_names", "input_dtypes", "batch_size_of", "ort_reason",
     "describe_providers",
 ]
+
+
+def time_session(session, feed: Mapping[str, np.ndarray], iterations: int, warmup: int,
+                 max_seconds: Optional[float] = None) -> np.ndarray:
+    """Latencies in milliseconds of ``iterations`` runs after ``warmup`` untimed runs.
+
+    ``max_seconds``: stop timing early once this much time went into timed runs
+    (at least one timed run always happens); the result then holds fewer values.
+    """
+    names = [o.name for o in session.get_outputs()]
+    for _ in range(warmup):
+        session.run(names, feed)
+    latencies = np.empty(iterations, dtype=np.float64)
+    clock = time.perf_counter_ns
+    budget = None if max_seconds is None else max_seconds * 1e9
+    spent = 0
+    done = 0
+    for i in range(iterations):
+        start = clock()
+        session.run(names, feed)
+        latencies[i] = clock() - start
+        spent += latencies[i]
+        done = i + 1
+        if budget is not None and spent >= budget:
+            break
+    return latencies[:done] / 1e6

@@ -150,9 +150,9 @@ def run_quickstart(
 
     ``min_snr`` / ``min_cosine``: the calibration's fidelity gate (FidelityError, exit 3).
     """
-    from .bench import benchmark
     from .data.spec import DataSpec
     from .fileio import check_writable
+    from .pipeline.benchmarking import benchmark
     from .pipeline.calibration import calibrate
     from .pipeline.evaluation import evaluate
     from .pipeline.quantization import quantize
@@ -191,7 +191,7 @@ def run_quickstart(
         rows = benchmark([onnx_path, int8_cpu], batch_sizes, iterations=iterations, progress=progress)
     trt_note = ""
     try:
-        from .backend.bench import build_and_benchmark
+        from .pipeline.benchmarking import build_and_benchmark
 
         with _stage("tensorrt", timings, show_progress, unit="runs") as progress:
             rows += build_and_benchmark(onnx_path, ["fp32", "fp16", "int8"], batch_sizes,
@@ -301,8 +301,8 @@ def print_verdict(result: QuickstartResult, console=None) -> None:
                         f"{format_rate(best['int8'].throughput)} "
                         f"({format_speedup(best['int8'].throughput / best['fp32'].throughput)})")
     console.print(fit_table(verdict, console.width))
-    from .cli.options import verdict_fixes
     from .report import print_verdict as print_fidelity
+    from .report import verdict_fixes
 
     print_fidelity(console, cal.verdict.to_dict() if cal.verdict is not None else None,
                    "calibration's own check, on samples held back from its statistics; the held-out digits above "

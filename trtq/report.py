@@ -1,6 +1,6 @@
 """Benchmark and accuracy reports: one row type shared by ONNX Runtime and TensorRT benches.
 
-:class:`BenchResult` rows come from :func:`trtq.bench.benchmark` (backend ``"ort-cpu"``)
+:class:`BenchResult` rows come from :func:`trtq.pipeline.benchmarking.benchmark` (backend ``"ort-cpu"``)
 and from ``trtq.backend.bench`` (backend ``"tensorrt"``); :func:`bench_table` and
 :func:`write_bench_report` show and save both kinds the same way. Files are written
 atomically (:mod:`trtq.fileio`); everything is rendered in memory before the first
@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Union
 
 from . import __version__
+from .jsonio import json_safe  # noqa: E402,F401 - the one home of strict JSON; re-exported here
 
 #: The precision every row's speed-up is measured against.
 BASELINE_PRECISION = "fp32"
@@ -197,9 +198,6 @@ def fit_table(table, width: int, drop: Sequence[str] = (), where: str = ""):
         if _natural_width(turned) < _natural_width(table):
             table = turned
     return table
-
-
-from .jsonio import json_safe  # noqa: E402,F401 - the one home of strict JSON; re-exported here
 
 
 def json_text(data: Any) -> str:
@@ -408,12 +406,12 @@ def write_bench_report(results: Sequence[BenchResult], out_dir: Union[str, Path]
 
 def read_bench_json(path: Union[str, Path]) -> List[BenchResult]:
     """Rows of a ``bench.json`` written by :func:`write_bench_report` (non-finite strings left as they are)."""
-    from .jsonio import List as ListOf, Map, read_json
+    from .jsonio import List as ListOf
+    from .jsonio import Map, read_json
 
     data = read_json(path, "bench report", schema={"results?": ListOf(Map("any"))})
     names = set(CSV_COLUMNS)
     return [BenchResult(**{k: v for k, v in row.items() if k in names}) for row in data.get("results", [])]
-
 
 
 # ---------------------------------------------------------------------------------------------
@@ -630,3 +628,23 @@ def print_next(console, *commands: str) -> None:
     alternatives). ``<...>`` words are the user's to fill in."""
     for index, command in enumerate(commands):
         console.print(("next: " if index == 0 else "  or: ") + command, markup=False, highlight=False)
+
+
+#: What to do about a poor INT8 verdict, in the options of the command that prints it (a test checks that every
+#: option named here exists on that command).
+VERDICT_FIXES = {
+    "calibrate": "leave the most sensitive layers in float with --max-drop PTS (decisions) or --target-snr DB, "
+                 "try another --algo, or calibrate on more representative data",
+    "quantize": "with --calib DATA, --max-drop PTS (decisions) or --target-snr DB leaves the most sensitive layers "
+                "in float; or try another --algo, or calibrate on more representative data",
+    "build": "with --calib DATA, --max-drop PTS (decisions) or --target-snr DB leaves the most sensitive layers in "
+             "float; or try another --algo, or calibrate on more representative data",
+    "eval": "leave the most sensitive layers in float with --auto-exclude --target-snr DB (needs --cache or a Q/DQ "
+            "candidate), or recalibrate on more representative data",
+    "quickstart": "try another --algo; on your own model, trtq calibrate can leave the most sensitive layers in float",
+}
+
+
+def verdict_fixes(command: str) -> str:
+    """The fixes a poor verdict's warning names when ``command`` prints it (:data:`VERDICT_FIXES`)."""
+    return VERDICT_FIXES[command]

@@ -198,8 +198,8 @@ def _onnx_model(path, batch):
 
 
 def test_static_batch_model_gets_skipped_rows_not_an_abort(tmp_path, monkeypatch):
-    import trtq.backend.bench as trt_bench
-    import trtq.backend.build as build
+    import trtq.pipeline.benchmarking as trt_bench
+    import trtq.pipeline.building as build
 
     built = []
     monkeypatch.setattr(build, "build_engine", lambda options: built.append(options))
@@ -216,9 +216,9 @@ def test_static_batch_model_gets_skipped_rows_not_an_abort(tmp_path, monkeypatch
 
 def test_shape_for_one_input_leaves_the_others_on_the_bench_batch_sizes(tmp_path, monkeypatch):
     """--shape for some inputs; the rest span the benchmark's batch sizes, not 1..64."""
-    import trtq.backend.bench as trt_bench
-    import trtq.backend.build as build
-    from trtq.backend.build import profile_shapes
+    import trtq.pipeline.benchmarking as trt_bench
+    import trtq.pipeline.building as build
+    from trtq.backend.profiles import profile_shapes
     from trtq.graph.model import load_onnx
     from trtq.graph.signature import input_specs
 
@@ -243,8 +243,8 @@ def test_shape_for_one_input_leaves_the_others_on_the_bench_batch_sizes(tmp_path
 
 def test_engine_benchmarks_get_data_and_max_seconds(tmp_path, monkeypatch):
     import trtq.backend as backend
-    import trtq.backend.bench as trt_bench
-    from trtq.bench import benchmark
+    import trtq.pipeline.benchmarking as trt_bench
+    from trtq.pipeline.benchmarking import benchmark
 
     engine = tmp_path / "m.engine"
     engine.write_bytes(b"\0")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from trtq.backend.build import calibration_batch_size, calibration_shapes, is_dynamic, profile_shapes
+from trtq.backend.profiles import calibration_batch_size, calibration_shapes, is_dynamic, profile_shapes
 from trtq.bench import parse_batch_sizes, parse_shapes
 from trtq.errors import TrtqError
 from trtq.graph.model import TensorSpec

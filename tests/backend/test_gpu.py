@@ -63,8 +63,9 @@ def test_out_of_memory_is_a_clear_error(cuda):
 @pytest.fixture(scope="module")
 def yolo_engines(trt, yolo_model_path, photo_crops_folder, tmp_path_factory):
     """fp32, fp16 and int8 engines of YOLOv8n (batch 1..4 at 320x320), INT8 calibrated on real photo crops."""
-    from trtq.backend.build import BuildOptions, build_engine
+    from trtq.backend.build import BuildOptions
     from trtq.data.spec import DataSpec, Preprocess
+    from trtq.pipeline.building import build_engine
 
     folder = tmp_path_factory.mktemp("engines")
     spec = DataSpec(path=str(photo_crops_folder), samples=32, batch_size=8, preprocess=Preprocess(size=(320, 320)))
@@ -125,7 +126,8 @@ def test_fp16_and_int8_outputs_follow_fp32(yolo_engines, yolo_model_path):
 
 
 def test_int8_rebuild_from_the_cache_reads_no_data(yolo_engines, yolo_model_path):
-    from trtq.backend.build import BuildOptions, build_engine
+    from trtq.backend.build import BuildOptions
+    from trtq.pipeline.building import build_engine
 
     results, _, folder = yolo_engines
     cache = folder / "yolo.cache"
@@ -139,7 +141,7 @@ def test_int8_rebuild_from_the_cache_reads_no_data(yolo_engines, yolo_model_path
 
 
 def test_benchmark_engines_rows(yolo_engines):
-    from trtq.backend.bench import benchmark_engines
+    from trtq.pipeline.benchmarking import benchmark_engines
 
     results, _, _ = yolo_engines
     paths = [results[p].engine_path for p in ("fp32", "int8")]
@@ -164,7 +166,8 @@ def test_engine_from_elsewhere_is_refused_clearly(trt):
 # --- build features, engine accuracy, pycuda ------------------------------------------
 
 def _feature_build(yolo_model_path, folder, name, **kwargs):
-    from trtq.backend.build import BuildOptions, build_engine
+    from trtq.backend.build import BuildOptions
+    from trtq.pipeline.building import build_engine
 
     return build_engine(BuildOptions(model_path=yolo_model_path, output_path=folder / f"{name}.engine",
                                      batch_sizes=[1, 4], opt_shapes={"images": (4, 3, 320, 320)}, **kwargs))
@@ -179,9 +182,10 @@ def test_sparsity_and_tf32_flags_build(trt, yolo_model_path, tmp_path):
 def test_dla_core_on_jetson(trt, yolo_model_path, photo_crops_folder, tmp_path, record_property):
     """A static-shape DLA engine names its GPU-fallback layers, the inspector agrees
     that layers run on DLA, and it runs with runtime.DLA_core set from its report."""
-    from trtq.backend.build import BuildOptions, build_engine
+    from trtq.backend.build import BuildOptions
     from trtq.backend.runner import EngineRunner
     from trtq.cli.inspect import layer_rows
+    from trtq.pipeline.building import build_engine
 
     builder = trt.Builder(trt.Logger(trt.Logger.ERROR))
     cores = int(builder.num_DLA_cores)

@@ -243,8 +243,9 @@ def _tiny_model(path: Path):
 
 @check
 def build_without_a_gpu_is_backend_unavailable(expected):
-    from trtq.backend.build import BuildOptions, build_engine
+    from trtq.backend.build import BuildOptions
     from trtq.errors import BackendUnavailable
+    from trtq.pipeline.building import build_engine
 
     with tempfile.TemporaryDirectory() as tmp:
         model = Path(tmp) / "tiny.onnx"
@@ -415,7 +416,8 @@ def _npy_data(folder: Path, count=8):
 
 
 def _build(tmp, name="m", **kwargs):
-    from trtq.backend.build import BuildOptions, build_engine
+    from trtq.backend.build import BuildOptions
+    from trtq.pipeline.building import build_engine
 
     kwargs.setdefault("batch_sizes", [1, 4])
     return build_engine(BuildOptions(model_path=Path(tmp) / "m.onnx", output_path=Path(tmp) / f"{name}.engine",
@@ -1488,7 +1490,7 @@ def deploy_triton_falls_back_when_tensorrt_cannot_load_the_engine(expected):
     TensorRT): the config comes from the build report and the ONNX model, as without TensorRT, and says so."""
     import shutil
 
-    from trtq.backend.build import profile_shapes
+    from trtq.backend.profiles import profile_shapes
     from trtq.data.spec import DataSpec
     from trtq.graph.model import file_sha256, load_onnx
     from trtq.graph.signature import input_specs
@@ -1578,7 +1580,7 @@ def recurrent_and_scalar_engines_through_eval_and_bench(expected):
     Runtime on what trtq copied into their buffers, so a wrong batch or rank fails as it would in TensorRT."""
     import os
 
-    from trtq.backend.build import profile_shapes
+    from trtq.backend.profiles import profile_shapes
     from trtq.backend.runner import EngineSession
     from trtq.graph.model import load_onnx
     from trtq.graph.signature import input_specs

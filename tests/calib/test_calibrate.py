@@ -11,6 +11,7 @@ import pytest
 from onnx import TensorProto, helper
 
 from trtq import cache
+from trtq.backend import default_trt_version
 from trtq.calib.collect import activation_tensors
 from trtq.cli import main
 from trtq.data.spec import DataSpec
@@ -72,7 +73,7 @@ def test_yolov8n_real_photos_end_to_end(yolo_model_path, photo_crops_folder, tmp
     assert code == 0, err
     parsed = cache.read_cache(out)
     model = onnx.load(str(yolo_model_path))
-    assert parsed.header == f"TRT-{cache.default_trt_version()}-EntropyCalibration2"
+    assert parsed.header == f"TRT-{default_trt_version()}-EntropyCalibration2"
     # every float activation got a scale, the network input included, in graph order
     assert list(parsed.scales) == activation_tensors(model)
     assert all(scale > 0 for scale in parsed.scales.values())

@@ -152,7 +152,8 @@ def test_bad_batch_inputs_are_one_line_errors_and_write_nothing(models, tmp_path
 
 
 def test_bench_sizes_each_input_on_its_own_batch_axis(models, tmp_path):
-    from trtq.bench import SampleFeeds, benchmark, random_feed
+    from trtq.bench import SampleFeeds, random_feed
+    from trtq.pipeline.benchmarking import benchmark
 
     specs = input_specs(onnx.load(str(models["lstm"])))
     feed, why = random_feed(specs, 4, {"x": (1, 8, 8)})

@@ -11,7 +11,7 @@ from conftest import SIZE  # noqa: E402  (tests/deploy/conftest.py)
 
 from trtq.deploy.triton import parse_pbtxt, write_repository
 from trtq.errors import OutputError, TrtqError
-from trtq.fileio import is_artifact
+from trtq.outputs import is_artifact
 
 
 def _parse(model_config_pb2, path: Path):

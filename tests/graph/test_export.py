@@ -52,13 +52,13 @@ def test_cli_help_needs_no_torch():
 
 
 def test_missing_torch_is_backend_unavailable(monkeypatch, tmp_path):
-    from trtq.graph import export
+    from trtq.graph import export, torchload
 
     monkeypatch.setitem(sys.modules, "torch", None)
     with pytest.raises(BackendUnavailable, match=r"pip install 'trtq\[torch\]'"):
         export.export_onnx(object(), (), tmp_path / "m.onnx")
     with pytest.raises(BackendUnavailable, match="trtq"):
-        export.load_torch_model("trtq.assets.demo_model:pretrained")
+        torchload.load_torch_model("trtq.assets.demo_model:pretrained")
 
 
 # -- models ----------------------------------------------------------------------------
@@ -69,7 +69,8 @@ except ImportError:  # the parsing and no-torch tests above still run
     torch = None
 import onnxruntime as ort  # noqa: E402
 
-from trtq.graph.export import ExportMismatch, export_onnx, load_torch_model  # noqa: E402
+from trtq.graph.export import ExportMismatch, export_onnx
+from trtq.graph.torchload import load_torch_model
 
 needs_torch = pytest.mark.skipif(torch is None, reason="export needs torch (the 'torch' extra)")
 _Module = torch.nn.Module if torch is not None else object

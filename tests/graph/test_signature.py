@@ -16,8 +16,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from trtq.graph.signature import (CHANNELS, CLASS, CONFIG, DATA, MASK, REGRESSION, SCALAR, SHAPE,  # noqa: E402
-                                  STATE, read_signature, reshape_axis)
+from trtq.graph.signature import CHANNELS, CLASS, CONFIG, DATA, MASK, REGRESSION, SCALAR, SHAPE, STATE, read_signature
+from trtq.graph.view import reshape_axis
 
 HIDDEN = 8
 

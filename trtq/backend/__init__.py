@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import Optional
 
+from .. import defaults
 from ..errors import BackendUnavailable
 
 #: Module names tried in order: ``tensorrt`` (the pip metapackage, NVIDIA's tar/deb
@@ -76,3 +77,12 @@ def tensorrt_major(trt) -> int:
 
 
 __all__ = ["TENSORRT_MODULES", "tensorrt_version", "import_tensorrt", "tensorrt_major"]
+
+
+def default_trt_version() -> int:
+    """The running TensorRT's version as a cache header writes it (``100300``), else
+    :data:`trtq.defaults.TRT_VERSION` where TensorRT is not installed."""
+    from ..cache import trt_version_int
+
+    version = tensorrt_version()
+    return trt_version_int(version) if version else defaults.TRT_VERSION

@@ -41,6 +41,14 @@ from .. import __version__, defaults
 from ..errors import BackendUnavailable, ModelError, TrtqError
 from ..progress import ProgressCallback, no_progress
 from .policy import BuildPlan, check_explicit_supported, check_supported, dla_refusal, plan_build
+from .profiles import (
+    batch_axes_of,
+    calibration_batch_size,
+    calibration_shapes,
+    is_dynamic,
+    profile_shapes,
+    shape_value_ranges,
+)
 
 log = logging.getLogger(__name__)
 
@@ -138,108 +146,6 @@ class BuildResult:
 def report_path_for(engine_path: PathLike) -> Path:
     """``engines/m.engine`` -> ``engines/m.engine.json``."""
     return Path(str(engine_path) + ".json")
-
-
-def profile_shapes(inputs, batch_sizes: Optional[Sequence[int]] = None, min_shapes=None, opt_shapes=None,
-                   max_shapes=None) -> ProfileShapes:
-    """(min, opt, max) shape per model input (``inputs``: :class:`trtq.graph.model.TensorSpec` list).
-
-    Explicit ``--min/--opt/--max-shapes`` win (``--opt-shapes`` alone fixes the non-batch
-    axes and lets the batch axis span the batch sizes). Otherwise a dynamic batch axis spans the
-    batch sizes (min = smallest, opt = max = largest; default :data:`trtq.defaults.BENCH_BATCH_SIZES`),
-    and any other dynamic axis is an error asking for explicit shapes.
-    """
-    min_shapes, opt_shapes, max_shapes = dict(min_shapes or {}), dict(opt_shapes or {}), dict(max_shapes or {})
-    known = {spec.name for spec in inputs}
-    for option, table in (("--min-shapes", min_shapes), ("--opt-shapes", opt_shapes), ("--max-shapes", max_shapes)):
-        unknown = [name for name in table if name not in known]
-        if unknown:
-            raise TrtqError(f"{option}: the model has no input {unknown[0]!r} (inputs: {', '.join(sorted(known))})")
-    sizes = sorted(set(batch_sizes)) if batch_sizes else None
-    result: ProfileShapes = {}
-    for spec in inputs:
-        given = [table.get(spec.name) for table in (min_shapes, opt_shapes, max_shapes)]
-        b = spec.batch_axis if spec.batched else None
-        if given[1] is not None and given[0] is None and given[2] is None and b is not None and not spec.is_static(b):
-            # --opt-shapes alone: fixed non-batch axes, the batch axis spans the batch sizes
-            batch = sizes or sorted(defaults.BENCH_BATCH_SIZES)
-            opt = tuple(given[1])
-            given = [_at(opt, b, min(batch[0], opt[b])), opt, _at(opt, b, max(batch[-1], opt[b]))]
-        if any(g is not None for g in given):
-            if any(g is None for g in given):
-                raise TrtqError(f"input {spec.name!r}: give all of --min-shapes, --opt-shapes and --max-shapes for it")
-            result[spec.name] = _checked_profile(spec, *given)
-            continue
-        dims = list(spec.shape)
-        dynamic = [axis for axis, d in enumerate(dims) if not (isinstance(d, int) and d > 0)]
-        if any(axis != b for axis in dynamic):
-            axis = next(a for a in dynamic if a != b)
-            raise TrtqError(f"input {spec.name!r} has a dynamic dimension {dims[axis]!r} at axis {axis}; give its "
-                            f"range, e.g. --min-shapes/--opt-shapes/--max-shapes {spec.name}:"
-                            f"{'x'.join(str(d) if isinstance(d, int) and d > 0 else '?' for d in dims)}")
-        if not dynamic:
-            static = tuple(int(d) for d in dims)
-            if sizes and b is not None and sizes != [static[b]]:
-                raise TrtqError(f"input {spec.name!r} has a fixed batch size of {static[b]}, so the engine cannot "
-                                f"run batch sizes {','.join(map(str, sizes))}; export the model with a dynamic "
-                                "batch axis or drop --batch-sizes")
-            result[spec.name] = (static, static, static)
-            continue
-        batch = sizes or sorted(defaults.BENCH_BATCH_SIZES)
-        fixed = tuple(int(d) if axis != b else 0 for axis, d in enumerate(dims))
-        result[spec.name] = (_at(fixed, b, batch[0]), _at(fixed, b, batch[-1]), _at(fixed, b, batch[-1]))
-    return result
-
-
-def _at(shape: Sequence[int], axis: Optional[int], value: int) -> Shape:
-    """``shape`` with ``value`` on ``axis`` (the input's batch axis; None: unchanged)."""
-    shape = tuple(int(d) for d in shape)
-    return shape if axis is None else shape[:axis] + (int(value),) + shape[axis + 1:]
-
-
-def _checked_profile(spec, lo: Shape, opt: Shape, hi: Shape) -> Tuple[Shape, Shape, Shape]:
-    for label, shape in (("min", lo), ("opt", opt), ("max", hi)):
-        if len(shape) != spec.rank:
-            raise TrtqError(f"input {spec.name!r} has rank {spec.rank} ({spec.shape_text()}), but its {label} shape "
-                            f"{'x'.join(map(str, shape))} has {len(shape)} dimensions")
-        for axis, (want, have) in enumerate(zip(spec.shape, shape)):
-            if isinstance(want, int) and want > 0 and want != have:
-                raise TrtqError(f"input {spec.name!r} axis {axis} is fixed at {want} in the model, but its {label} "
-                                f"shape gives {have}")
-    if not all(a <= b <= c for a, b, c in zip(lo, opt, hi)):
-        raise TrtqError(f"input {spec.name!r}: need min <= opt <= max on every axis, got "
-                        f"{'x'.join(map(str, lo))} / {'x'.join(map(str, opt))} / {'x'.join(map(str, hi))}")
-    return tuple(lo), tuple(opt), tuple(hi)
-
-
-def is_dynamic(profile_table: ProfileShapes) -> bool:
-    return any(lo != hi for lo, _, hi in profile_table.values())
-
-
-def calibration_shapes(profile_table: ProfileShapes, batch_size: int,
-                       axes: Optional[Mapping[str, Optional[int]]] = None) -> Dict[str, Shape]:
-    """The fixed shape TensorRT calibrates each input with: the opt shape at the calibration batch size on the
-    input's batch axis (``axes``, default 0; None: a scalar or configuration input, as it is)."""
-    shapes = {}
-    for name, (lo, opt, hi) in profile_table.items():
-        axis = (axes or {}).get(name, 0)
-        shapes[name] = opt if lo == hi or not opt or axis is None else _at(opt, axis, batch_size)
-    return shapes
-
-
-def calibration_batch_size(profile_table: ProfileShapes, requested: int,
-                           axes: Optional[Mapping[str, Optional[int]]] = None) -> int:
-    """A static batch axis fixes the calibration batch size; a dynamic one takes the requested size."""
-    for name, (lo, _, hi) in profile_table.items():
-        axis = (axes or {}).get(name, 0)
-        if lo and hi and axis is not None and lo[axis] == hi[axis]:
-            return int(lo[axis])
-    return int(requested)
-
-
-def batch_axes_of(inputs) -> Dict[str, Optional[int]]:
-    """``{input: batch axis or None}`` from TensorSpecs (what the two functions above take)."""
-    return {spec.name: spec.batch_axis if spec.batched else None for spec in inputs}
 
 
 # ----------------------------------------------------------------------------------------
@@ -346,17 +252,6 @@ def _shape_tensor_inputs(network) -> List[str]:
     tensors, so a profile needs value ranges for them and they live in host memory at run time."""
     inputs = [network.get_input(index) for index in range(network.num_inputs)]
     return [tensor.name for tensor in inputs if tensor.is_shape_tensor]
-
-
-def shape_value_ranges(names: Sequence[str], given: Mapping[str, Tuple[Shape, Shape, Shape]]
-                       ) -> Dict[str, Tuple[Shape, Shape, Shape]]:
-    """The (min, opt, max) values of each shape-tensor input, or a one-line error naming the option."""
-    missing = [name for name in names if name not in given]
-    if missing:
-        raise ModelError(f"TensorRT treats input {missing[0]!r} as a shape tensor (its values size other tensors), so "
-                         f"the engine's profile needs the range of its values: give --shape-values "
-                         f"{missing[0]}:MIN/OPT/MAX (comma-separated values each, e.g. {missing[0]}:1,8/4,8/8,8)")
-    return {name: tuple(tuple(int(v) for v in values) for values in given[name]) for name in names}
 
 
 def _configure_common(trt, builder, network, options: BuildOptions, profile_table: ProfileShapes, logger=None):
@@ -532,16 +427,52 @@ def _save_timing_cache(config, path: Optional[Path]) -> None:
 # Orchestration
 
 
-def build_engine(options: BuildOptions, progress: ProgressCallback = no_progress) -> BuildResult:
-    """Build one engine and write it with its JSON report (atomically, together)."""
+@dataclass
+class PreparedBuild:
+    """What :func:`prepare_build` checked and decided before any long work: the model, its cache (read and
+    matched), the profile, TensorRT's build plan and builder. The pipeline calibrates on the CPU where
+    :attr:`cpu_calibration_needed` or :attr:`qdq_calibration_needed` says so, then calls :func:`build_prepared`."""
+
+    model: object
+    sha: str
+    cache: object
+    inputs: list
+    profile_table: ProfileShapes
+    trt: object
+    major: int
+    running_version: int
+    prequantized: bool
+    plan: BuildPlan
+    keep_float: List[str]
+    gpu: Optional[dict]
+    logger: object
+    builder: object
+
+    @property
+    def cpu_calibration_needed(self) -> bool:
+        """TensorRT's calibrators are entropy and minmax only: trtq computes auto/percentile/mse on the CPU and
+        hands TensorRT the resulting cache (what --cache does), instead of silently using entropy."""
+        return bool(self.plan.calibrator) and self.cache is None and self.algorithm not in ("entropy", "minmax")
+
+    @property
+    def qdq_calibration_needed(self) -> bool:
+        """The explicit path inserts Q/DQ from amax: without a cache, trtq calibrates on the CPU first."""
+        return bool(self.plan.qdq_graph) and self.cache is None
+
+    algorithm: str = "entropy"
+
+
+def prepare_build(options: BuildOptions) -> PreparedBuild:
+    """Everything a user can get wrong, checked before TensorRT builds (or hours of calibration start): outputs
+    writable, the cache read and matched, profiles, plugins, TensorRT's version and plan, DLA, what needs
+    calibration data."""
     from ..cache import check_cache_matches, float_layers, read_cache, recorded_batch_axes, trt_version_int
-    from ..fileio import check_writable, write_files_atomic
+    from ..fileio import check_writable
     from ..graph.model import file_sha256, load_onnx
     from ..graph.qdq import is_quantized, tensor_names
     from ..graph.signature import input_specs
     from . import import_tensorrt, tensorrt_major
 
-    # Everything a user can get wrong is checked before TensorRT (or hours of calibration) starts.
     check_writable(options.output_path)
     check_writable(options.report_path)
     if options.timing_cache is not None:
@@ -554,7 +485,7 @@ def build_engine(options: BuildOptions, progress: ProgressCallback = no_progress
         check_cache_matches(cache, model, sha, tensor_names(model), force=options.force)
     # each input's batch axis: as the cache was calibrated, then as --batch-axis says
     inputs = input_specs(model, {**recorded_batch_axes(cache.sidecar if cache is not None else None),
-                                 **(_data_spec(options.calib).batch_axes if options.calib is not None else {})})
+                                 **(calib_data_spec(options.calib).batch_axes if options.calib is not None else {})})
     profile_table = profile_shapes(inputs, options.batch_sizes, options.min_shapes, options.opt_shapes,
                                    options.max_shapes)
 
@@ -589,41 +520,45 @@ def build_engine(options: BuildOptions, progress: ProgressCallback = no_progress
                               not is_dynamic(profile_table))
         if refusal:
             raise TrtqError(refusal)
-    calibration: dict = {}
-    calibrator = None
-    cpu_calibrated = False
+    prepared = PreparedBuild(model, sha, cache, inputs, profile_table, trt, major, running_version, prequantized,
+                             plan, keep_float, gpu, logger, builder, algorithm=options.algorithm)
     gated = any(v is not None for v in (options.min_snr, options.min_cosine, options.min_agreement,
                                         options.min_metric))
-    if plan.calibrator and cache is None and options.algorithm not in ("entropy", "minmax"):
-        # TensorRT's calibrators are entropy and minmax only: trtq computes auto/percentile/mse on the CPU
-        # and hands TensorRT the resulting cache (what --cache does), instead of silently using entropy.
-        cache, calibration = _cpu_calibrated_cache(options, running_version, progress, keep_float)
-        cpu_calibrated = True
-        keep_float += [n for n in (calibration.get("mixed_precision") or {}).get("float_layers", [])
-                       if n not in keep_float]
-    elif plan.calibrator and cache is None and options.target is not None and options.target.given():
-        raise TrtqError(f"--target-* and --max-drop run trtq's mixed-precision search on its CPU calibration, and "
-                        f"--algo {options.algorithm} calibrates with TensorRT on the GPU: use --algo auto (the "
-                        "default), or trtq calibrate --target-... (or --max-drop) first and build with its --cache")
-    elif plan.calibrator and cache is None and gated:
-        raise TrtqError(f"--min-snr/--min-cosine judge trtq's CPU calibration, and --algo {options.algorithm} "
-                        "calibrates with TensorRT on the GPU: use --algo auto (the default), or check the engine "
-                        "with trtq eval MODEL ENGINE --data HELD_OUT --min-snr DB")
-    if cache is not None and not cpu_calibrated:
-        from ..pipeline.quantization import check_recorded_verdict
-
+    if plan.calibrator and cache is None and not prepared.cpu_calibration_needed:
         if options.target is not None and options.target.given():
-            log.warning("--target-*/--max-drop run with calibration, and %s already exists: its sidecar's "
-                        "mixed-precision record (%d float layer(s)) is used as it is", options.cache_path,
-                        len(keep_float))
+            raise TrtqError(f"--target-* and --max-drop run trtq's mixed-precision search on its CPU calibration, "
+                            f"and --algo {options.algorithm} calibrates with TensorRT on the GPU: use --algo auto (the "
+                            "default), or trtq calibrate --target-... (or --max-drop) first and build with its --cache")
+        if gated:
+            raise TrtqError(f"--min-snr/--min-cosine judge trtq's CPU calibration, and --algo {options.algorithm} "
+                            "calibrates with TensorRT on the GPU: use --algo auto (the default), or check the engine "
+                            "with trtq eval MODEL ENGINE --data HELD_OUT --min-snr DB")
+    return prepared
 
-        check_recorded_verdict(cache.sidecar, options.min_snr, options.min_cosine, str(options.cache_path),
-                               options.min_agreement, options.min_metric)
+
+def build_prepared(options: BuildOptions, prepared: PreparedBuild, progress: ProgressCallback = no_progress, *,
+                   calibration: Optional[dict] = None, amax: Optional[Mapping[str, float]] = None,
+                   cpu_calibrated: bool = False) -> BuildResult:
+    """Build one engine and write it with its JSON report (atomically, together).
+
+    ``calibration``: the record of a calibration the pipeline ran on the CPU (``cpu_calibrated``: its cache is
+    ``prepared.cache``, handed to TensorRT's calibrator); ``amax``: on the explicit path, the amax the Q/DQ copy
+    is made from when there is no cache."""
+    from ..fileio import write_files_atomic
+
+    model, sha, cache, inputs, profile_table = (prepared.model, prepared.sha, prepared.cache, prepared.inputs,
+                                                prepared.profile_table)
+    trt, major, running_version, prequantized, plan = (prepared.trt, prepared.major, prepared.running_version,
+                                                       prepared.prequantized, prepared.plan)
+    keep_float, gpu, logger, builder = list(prepared.keep_float), prepared.gpu, prepared.logger, prepared.builder
+    calibration = dict(calibration or {})
+    calibrator = None
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="trtq-build-") as scratch:
         onnx_path, label = options.model_path, options.model_path.name
         if plan.qdq_graph or plan.fp16_graph:
-            onnx_path, calibration = _prepare_graph(model, plan, options, cache, Path(scratch), progress, keep_float)
+            onnx_path, calibration = _prepare_graph(model, plan, options, cache, Path(scratch), keep_float, amax,
+                                                    calibration)
             keep_float += [n for n in (calibration.get("mixed_precision") or {}).get("float_layers", [])
                            if n not in keep_float]
             label = f"{options.model_path.name} ({'Q/DQ ' if plan.qdq_graph else ''}{'FP16 ' if plan.fp16_graph else ''}copy)"
@@ -721,40 +656,11 @@ def _gpu_record() -> Optional[dict]:
     return {"name": info.name, "compute_capability": info.sm, "memory_bytes": info.total_memory}
 
 
-def _data_spec(calib, batch_size: Optional[int] = None):
+def calib_data_spec(calib, batch_size: Optional[int] = None):
     from ..data.spec import DataSpec
 
     spec = calib if isinstance(calib, DataSpec) else DataSpec(path=str(calib))
     return dataclasses.replace(spec, batch_size=batch_size) if batch_size else spec
-
-
-def _cpu_calibrated_cache(options: BuildOptions, running_version: int, progress: ProgressCallback,
-                          keep_float: Sequence[str] = ()):
-    """trtq's own calibration (auto, percentile, mse) on the CPU, as a cache for TensorRT's calibrator."""
-    from .. import cache as cache_io
-    from ..pipeline.calibration import calibrate
-
-    result = calibrate(options.model_path, _data_spec(options.calib), algorithm=options.algorithm,
-                       cache_path=options.cache_path, trt_version=running_version, exclude=list(keep_float),
-                       min_snr=options.min_snr, min_cosine=options.min_cosine,
-                       min_agreement=options.min_agreement, min_metric=options.min_metric, metric=options.metric,
-                       class_outputs=options.class_outputs, target=options.target, progress=progress,
-                       force=options.force)
-    cache = cache_io.parse_cache(cache_io.format_cache(result.amax, running_version, "EntropyCalibration2"),
-                                 source=f"trtq's {options.algorithm} calibration")
-    cache.sidecar = {"algorithm": {"name": options.algorithm}}  # made here, for this model: safe to hand over
-    log.info("TensorRT's calibrators are entropy and minmax; %s was computed by trtq on the CPU (%d samples) and "
-             "handed to TensorRT as a calibration cache", options.algorithm, result.num_samples)
-    return cache, {"algorithm": options.algorithm, "calibrated_by": "trtq-cpu", "samples_cpu": result.num_samples,
-                   "chosen": result.auto.chosen if result.auto is not None else options.algorithm,
-                   "verdict": result.verdict.to_dict(), "cache_written": [str(p) for p in result.files_written],
-                   **_mixed_record(result)}
-
-
-def _mixed_record(result) -> dict:
-    """The calibration's mixed-precision record (layers a --target search left in float), for the build report."""
-    record = result.sidecar.get("mixed_precision")
-    return {"mixed_precision": record} if record else {}
 
 
 def _make_calibrator(trt, options: BuildOptions, model, inputs, sha: str, cache, profile_table: ProfileShapes,
@@ -768,12 +674,12 @@ def _make_calibrator(trt, options: BuildOptions, model, inputs, sha: str, cache,
     source = None
     spec = None
     axes = batch_axes_of(inputs)
-    batch_size = calibration_batch_size(profile_table, _data_spec(options.calib).batch_size if options.calib else 1,
+    batch_size = calibration_batch_size(profile_table, calib_data_spec(options.calib).batch_size if options.calib else 1,
                                         axes)
     if options.calib is not None:
         from ..data import open_source
 
-        spec = _data_spec(options.calib, batch_size)
+        spec = calib_data_spec(options.calib, batch_size)
         source = open_source(spec, inputs)
     sidecar = {
         "model_path": options.model_path, "model_sha256": sha, "inputs": input_records(inputs),
@@ -795,11 +701,13 @@ def _make_calibrator(trt, options: BuildOptions, model, inputs, sha: str, cache,
 
 
 def _prepare_graph(model, plan: BuildPlan, options: BuildOptions, cache, scratch: Path,
-                   progress: ProgressCallback, keep_float: Sequence[str] = ()) -> Tuple[Path, dict]:
-    """The ONNX file TensorRT parses on the explicit path: Q/DQ inserted and/or converted to FP16."""
+                   keep_float: Sequence[str] = (), amax: Optional[Mapping[str, float]] = None,
+                   calibration: Optional[dict] = None) -> Tuple[Path, dict]:
+    """The ONNX file TensorRT parses on the explicit path: Q/DQ inserted (from the cache's amax, else from
+    ``amax``, the pipeline's CPU calibration, recorded in ``calibration``) and/or converted to FP16."""
     import onnx
 
-    calibration: dict = {}
+    calibration = dict(calibration or {})
     if plan.qdq_graph:
         from ..graph.qdq import quantize_model
 
@@ -807,23 +715,8 @@ def _prepare_graph(model, plan: BuildPlan, options: BuildOptions, cache, scratch
             amax = cache.amax
             calibration = {"method": "qdq", "source": "cache", "cache": str(options.cache_path),
                            "cache_header": cache.header, "tensors": len(amax)}
-        else:
-            from ..pipeline.calibration import calibrate
-
-            result = calibrate(options.model_path, _data_spec(options.calib), algorithm=options.algorithm,
-                               cache_path=options.cache_path, exclude=list(keep_float), min_snr=options.min_snr,
-                               min_cosine=options.min_cosine, min_agreement=options.min_agreement,
-                               min_metric=options.min_metric,
-                               metric=options.metric, class_outputs=options.class_outputs, target=options.target,
-                               progress=progress, force=options.force)
-            amax = result.amax
-            keep_float = list(keep_float) + [n for n in (result.sidecar.get("mixed_precision") or {})
-                                             .get("float_layers", []) if n not in keep_float]
-            calibration = {"method": "qdq", "source": "data", "algorithm": result.algorithm,
-                           "chosen": result.auto.chosen if result.auto is not None else result.algorithm,
-                           "samples": result.num_samples, "data": result.data_description,
-                           "verdict": result.verdict.to_dict(),
-                           "cache_written": [str(p) for p in result.files_written], **_mixed_record(result)}
+        elif amax is None:
+            raise TrtqError("the explicit path needs amax: a calibration cache or a calibration on the CPU")
         model, summary = quantize_model(model, amax, target="trt", exclude=list(keep_float))  # mixed precision
         calibration["quantized_layers"] = len(summary.quantized)
         if not summary.quantized and not summary.already_quantized:
@@ -839,5 +732,5 @@ def _prepare_graph(model, plan: BuildPlan, options: BuildOptions, cache, scratch
     return path, calibration
 
 
-__all__ = ["BuildOptions", "BuildResult", "FUNCTION_PATHS", "build_engine", 
+__all__ = ["BuildOptions", "BuildResult", "FUNCTION_PATHS", "PreparedBuild", "prepare_build", "build_prepared",
            "profile_shapes", "calibration_shapes", "calibration_batch_size", "is_dynamic", "report_path_for"]

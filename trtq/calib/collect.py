@@ -434,6 +434,8 @@ def collect_histograms(
     copy of fixed-size histograms, no extra pass; with an unknown total, at the last
     power-of-two sample count at or below half).
     """
+    # Long because one streaming pass over the data (ranges, then histograms, with memory bounds and the half-
+    # way snapshot) whose buffers must not outlive the loop.
     from ..graph.signature import input_specs
     from ..ort import create_session, ort_reason
 

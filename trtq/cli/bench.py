@@ -74,8 +74,9 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..bench import benchmark, parse_batch_sizes, parse_shapes
+    from ..bench import parse_batch_sizes, parse_shapes
     from ..errors import TrtqError
+    from ..pipeline.benchmarking import benchmark
     from ..progress import progress_bar
     from ..report import bench_table, report_console, write_bench_report
     from .options import batch_axes_from_args, data_spec_from_args, feedback_from_args

@@ -93,8 +93,8 @@ def default_output(model: str, precision: str) -> Path:
 def options_from_args(args: argparse.Namespace):
     """``trtq build`` arguments -> :class:`trtq.backend.build.BuildOptions` (no TensorRT needed)."""
     from ..backend.build import BuildOptions
-    from ..bench import parse_batch_sizes, parse_shapes
     from ..backend.policy import resolve_precision
+    from ..bench import parse_batch_sizes, parse_shapes
     from ..errors import TrtqError
     from .options import data_spec_from_args, fidelity_options, fidelity_target_from_args
 
@@ -148,11 +148,10 @@ def parse_shape_values(values) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..backend.build import build_engine
+    from ..pipeline.building import build_engine
     from ..progress import progress_bar
-
-    from .info import apply_cuda_argument
     from .guard import Output, cache_reads, data_reads, guard, metric_reads, model_reads, print_notes
+    from .info import apply_cuda_argument
 
     options = options_from_args(args)
     outputs = [Output(options.output_path, "engine", default=not args.output),
@@ -207,7 +206,7 @@ def _print_build_verdict(report: dict, budget_command: str = "") -> None:
     console = report_console()
     verdict = (report.get("calibration") or {}).get("verdict")
     if verdict:
-        from .options import verdict_fixes
+        from ..report import verdict_fixes
 
         print_verdict(console, verdict, "trtq's calibration on the CPU; the engine itself: trtq eval MODEL ENGINE "
                                         "--data HELD_OUT", fixes=verdict_fixes("build"), budget_command=budget_command)

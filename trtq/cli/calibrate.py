@@ -172,7 +172,7 @@ def print_calibration(console, result, model: str, fixes_for: str = "calibrate",
     print_equalize(console, result.equalize)
     for path in result.files_written:
         console.print(f"  wrote {escape(str(path))}")
-    from .options import verdict_fixes
+    from ..report import verdict_fixes
 
     print_verdict(console, result.verdict.to_dict() if result.verdict is not None else None,
                   fixes=verdict_fixes(fixes_for), budget_command=budget_command)

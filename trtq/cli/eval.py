@@ -133,17 +133,19 @@ def calibration_data_overlap(data: str, cache: Optional[str], candidate: str) ->
 
 def run(args: argparse.Namespace) -> int:
 
+    # Long because the eval command's options map one by one onto the evaluate, streamed, sensitivity and
+    # exclusion flows, and the tables that print each.
     from rich.markup import escape
 
     from ..compare.usermetric import UserMetric
+    from ..errors import TrtqError
+    from ..graph.model import load_onnx
     from ..graph.qdq import qdq_form
     from ..pipeline.evaluation import evaluate, resolve_amax
     from ..precision.search import AUTO_EXCLUDE_MAX_LAYERS, auto_exclude, layer_sensitivity
-    from ..runtime.replay import SENSITIVITY_SAMPLES, Replay
-    from ..errors import TrtqError
-    from ..graph.model import load_onnx
     from ..progress import progress_bar
     from ..report import eval_tables, print_verdict, report_console, write_json
+    from ..runtime.replay import SENSITIVITY_SAMPLES, Replay
     from .options import data_spec_from_args, feedback_from_args
 
     spec = data_spec_from_args(args, flag_dest="data", shuffle=False)
@@ -157,7 +159,7 @@ def run(args: argparse.Namespace) -> int:
         raise TrtqError("--min-metric judges your --metric FILE.py:NAME: add it")
     if not requantize and (args.cache or args.sensitivity_samples is not None):
         raise TrtqError("--cache and --sensitivity-samples are used by --sensitivity and --auto-exclude only")
-    from ..bench import is_engine_path
+    from ..runtime.base import is_engine_path
 
     if requantize and is_engine_path(args.candidate) and not args.cache:
         raise TrtqError("--sensitivity/--auto-exclude on an engine need the scales it was built with: add --cache")
@@ -245,7 +247,7 @@ def run(args: argparse.Namespace) -> int:
         from ..pipeline.calibration import STREAMED_FORM
 
         verdict = replace(verdict, form=STREAMED_FORM, on=f"{report.samples} steps of held-out sequences")
-    from .options import verdict_fixes
+    from ..report import verdict_fixes
 
     print_verdict(console, verdict.to_dict(), fixes=verdict_fixes("eval"))
     if requantize and not is_engine_path(args.candidate) and qdq_form(load_onnx(args.candidate)) == "cpu":
@@ -303,10 +305,10 @@ def _record_float_layers(cache: str, result) -> None:
 
 def _write_mixed(args, amax, result, output: Path, trt_model):
     """The reference quantized with the chosen layers left in float, in the candidate's form, written atomically."""
-    from ..bench import is_engine_path
     from ..fileio import write_bytes_atomic
     from ..graph.model import load_onnx
     from ..graph.qdq import qdq_form, quantize_model
+    from ..runtime.base import is_engine_path
 
     form = args.target_form or ("trt" if is_engine_path(args.candidate) else qdq_form(load_onnx(args.candidate)))
     model = trt_model

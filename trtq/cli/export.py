@@ -87,8 +87,8 @@ def source_files(model: str) -> list:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..graph.export import export_onnx, forward_input_names, load_torch_model, parse_dynamic_axis, random_inputs
-
+    from ..graph.export import export_onnx, forward_input_names, parse_dynamic_axis, random_inputs
+    from ..graph.torchload import load_torch_model
     from .guard import Output, guard, print_notes
 
     notes = guard([Output(args.output, "onnx")], [("the PyTorch model", p) for p in source_files(args.model)],

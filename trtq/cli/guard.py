@@ -10,8 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
-from ..fileio import Output, guard_outputs
 from ..graph.model import model_reads
+from ..outputs import Output, guard_outputs
 
 Reads = List[Tuple[str, Path]]
 

@@ -101,7 +101,7 @@ def _inspect_model(args: argparse.Namespace) -> int:
 def run(args: argparse.Namespace) -> int:
     import json
 
-    from ..bench import is_engine_path
+    from ..runtime.base import is_engine_path
 
     if not is_engine_path(args.engine):
         return _inspect_model(args)

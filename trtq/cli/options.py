@@ -473,26 +473,6 @@ def fidelity_options(args) -> dict:
             "metric": getattr(args, "metric", None), "class_outputs": getattr(args, "class_output", None) or None}
 
 
-#: What to do about a poor INT8 verdict, in the options of the command that prints it (a test checks that every
-#: option named here exists on that command).
-VERDICT_FIXES = {
-    "calibrate": "leave the most sensitive layers in float with --max-drop PTS (decisions) or --target-snr DB, "
-                 "try another --algo, or calibrate on more representative data",
-    "quantize": "with --calib DATA, --max-drop PTS (decisions) or --target-snr DB leaves the most sensitive layers "
-                "in float; or try another --algo, or calibrate on more representative data",
-    "build": "with --calib DATA, --max-drop PTS (decisions) or --target-snr DB leaves the most sensitive layers in "
-             "float; or try another --algo, or calibrate on more representative data",
-    "eval": "leave the most sensitive layers in float with --auto-exclude --target-snr DB (needs --cache or a Q/DQ "
-            "candidate), or recalibrate on more representative data",
-    "quickstart": "try another --algo; on your own model, trtq calibrate can leave the most sensitive layers in float",
-}
-
-
-def verdict_fixes(command: str) -> str:
-    """The fixes a poor verdict's warning names when ``command`` prints it (:data:`VERDICT_FIXES`)."""
-    return VERDICT_FIXES[command]
-
-
 def add_target_arguments(parser) -> None:
     """``--target-snr`` / ``--target-cosine`` / ``--target-agreement`` / ``--max-drop`` / ``--max-layers``: mixed
     precision to a target or an accuracy budget.

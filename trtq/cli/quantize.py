@@ -59,8 +59,8 @@ def run(args: argparse.Namespace) -> int:
     from ..errors import TrtqError
     from ..pipeline.quantization import quantize
     from ..progress import progress_bar
-    from ..report import print_verdict, report_console
-    from .options import feedback_from_args, fidelity_options, verdict_fixes
+    from ..report import print_verdict, report_console, verdict_fixes
+    from .options import feedback_from_args, fidelity_options
 
     calib = None
     if getattr(args, "calib", None):

@@ -3,48 +3,15 @@
 from __future__ import annotations
 
 import math
-from typing import (
-    Any,
-    Dict,
-    Iterable,
-    List,
-    Mapping,
-    Optional,
-    Sequence,
-    Tuple,
-)
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
 from .. import defaults
 from ..errors import DataError, ModelError
-from .decisions import (
-    ClassOutputs,
-    _resolve_axis,
-    class_axes,
-    default_class_axis,
-    feature_axis,
-)
-from .metrics import (
-    TOP_K,
-    ChannelGroup,
-    _cos,
-    _cos_rows,
-    _snr,
-    channel_groups,
-    class_scores,
-    top_k,
-)
-from .struct import (
-    Accuracy,
-    ChannelMetrics,
-    Fidelity,
-    GroupMetrics,
-    MetricScore,
-    OutputMetrics,
-    SampleScores,
-    _nan_low,
-)
+from .decisions import ClassOutputs, _resolve_axis, class_axes, default_class_axis, feature_axis
+from .metrics import TOP_K, ChannelGroup, _cos, _cos_rows, _snr, channel_groups, class_scores, top_k
+from .struct import Accuracy, ChannelMetrics, Fidelity, GroupMetrics, MetricScore, OutputMetrics, SampleScores, _nan_low
 from .usermetric import UserMetric
 
 
@@ -86,6 +53,7 @@ class _Sums:
         if not self.ref2_rows:
             return np.zeros(0), np.zeros(0)
         return np.concatenate(self.ref2_rows), np.concatenate(self.err2_rows)
+
 
 class OutputAccumulator:
     """Running sums for one output; :meth:`metrics` gives the same numbers as the one-shot functions.
@@ -328,6 +296,7 @@ class OutputAccumulator:
             return 0
         return int(np.prod([d for i, d in enumerate(self.shape) if i not in (0, self.channel_axis)]))
 
+
 class AccuracyAccumulator:
     """Top-1 hits of both models on labeled samples (label < 0 or None: unlabeled, not counted)."""
 
@@ -357,6 +326,7 @@ class AccuracyAccumulator:
             return None
         return Accuracy(self.output, self.labeled, self.ref_hits / self.labeled, self.cand_hits / self.labeled,
                         self.unlabeled)
+
 
 def compare_outputs(pairs: Iterable[Tuple[Mapping[str, np.ndarray], Mapping[str, np.ndarray]]],
                     names: Optional[Sequence[str]] = None, class_outputs: Optional[ClassOutputs] = (),
@@ -412,6 +382,7 @@ def compare_outputs(pairs: Iterable[Tuple[Mapping[str, np.ndarray], Mapping[str,
                                     int(per_sample.size), per_sample)
     return result
 
+
 def resampled_scores(metrics: Sequence[OutputMetrics], index: np.ndarray, channels: bool = True
                      ) -> Tuple[Optional[np.ndarray], np.ndarray]:
     """(decision, worst SNR dB) of ``metrics`` on resampled sample sets: ``index`` is ``[draws, n]`` sample
@@ -446,11 +417,13 @@ def resampled_scores(metrics: Sequence[OutputMetrics], index: np.ndarray, channe
             decision = agreement if decision is None else np.minimum(decision, agreement)
     return decision, snr
 
+
 def output_snr_db(metrics: Sequence[OutputMetrics]) -> float:
     """The worst SNR over whole outputs and channel groups, judged channels left out (less noisy than
     the worst channel: what auto compares next when channels tie)."""
     return min([m.snr_db for m in metrics] + [g.snr_db for m in metrics for g in m.groups],
                key=_nan_low, default=math.nan)
+
 
 def padding_mask(feed: Mapping[str, np.ndarray]) -> Optional[np.ndarray]:
     """``[N, S]`` bool: which token positions are real, from an attention-mask input; None when there is none.

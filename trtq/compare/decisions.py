@@ -3,17 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import (
-    Any,
-    Dict,
-    Iterable,
-    List,
-    Mapping,
-    Optional,
-    Sequence,
-    Tuple,
-    Union,
-)
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -92,6 +82,7 @@ def decision_line(metrics: Sequence[OutputMetrics]) -> str:
         parts.append(f"worst channel {where}: {_fmt_db(snr)}")
     return "; ".join(parts)
 
+
 def decision_drops(metrics: Sequence[OutputMetrics], min_agreement: float = defaults.VERDICT_MIN_AGREEMENT,
                    min_sample_agreement: float = defaults.VERDICT_MIN_SAMPLE_AGREEMENT,
                    min_metric: Optional[float] = None) -> List[str]:
@@ -119,6 +110,7 @@ def decision_drops(metrics: Sequence[OutputMetrics], min_agreement: float = defa
                          f"< {min_sample_agreement:.0%}")
     return drops
 
+
 def feature_axis(shape: Sequence[Any], max_channels: int = defaults.FEATURE_MAX_CHANNELS) -> Optional[int]:
     """The small feature axis of an output judged channel by channel, or None (see docs/accuracy.md).
 
@@ -139,6 +131,7 @@ def feature_axis(shape: Sequence[Any], max_channels: int = defaults.FEATURE_MAX_
             return axis
     return None
 
+
 def feature_axes(model) -> Dict[str, Optional[int]]:
     """``{graph output: its small feature axis or None}`` as the model's signature reads it
     (:mod:`trtq.graph.signature`: a fixed axis of 2 to FEATURE_MAX_CHANNELS, never a length
@@ -146,6 +139,7 @@ def feature_axes(model) -> Dict[str, Optional[int]]:
     from ..graph.signature import read_signature
 
     return read_signature(model).feature_axes()
+
 
 def default_class_axis(output: np.ndarray) -> Optional[int]:
     """The class axis of a declared class output given without ``:AXIS``: 1 for ``[N, C]`` (trailing
@@ -155,13 +149,16 @@ def default_class_axis(output: np.ndarray) -> Optional[int]:
         return 1
     return len(shape) - 1 if len(shape) >= 2 else None
 
+
 def _resolve_axis(axis: Optional[int], rank: int) -> Optional[int]:
     if axis is None:
         return None
     resolved = axis + rank if axis < 0 else axis
     return resolved if 1 <= resolved < rank else None
 
+
 ClassOutputs = Union[Iterable[str], Mapping[str, Optional[int]]]
+
 
 def class_axes(class_outputs: Optional[ClassOutputs]) -> Dict[str, Optional[int]]:
     """``{output: class axis or None}`` from names, ``NAME:AXIS`` strings or a mapping."""
@@ -175,12 +172,14 @@ def class_axes(class_outputs: Optional[ClassOutputs]) -> Dict[str, Optional[int]
         axes[name] = axis
     return axes
 
+
 def parse_class_output(text: str) -> Tuple[str, Optional[int]]:
     """``"probs"`` -> ``("probs", None)``; ``"probs:-1"`` -> ``("probs", -1)`` (``--class-output NAME[:AXIS]``)."""
     name, sep, axis = text.rpartition(":")
     if sep and name and re.fullmatch(r"-?\d+", axis.strip()):
         return name, int(axis)
     return text, None
+
 
 def decision_axes(model) -> Dict[str, Tuple[int, str]]:
     """``{graph output: (class axis, why)}`` for outputs the graph itself says are class scores.
@@ -195,6 +194,7 @@ def decision_axes(model) -> Dict[str, Tuple[int, str]]:
 
     return read_signature(model).class_axes()
 
+
 def _class_spec(model, declared: Optional[ClassOutputs]) -> Tuple[Dict[str, Optional[int]], Dict[str, str]]:
     """Class axes of ``model``'s outputs: declared ones (their axis, else the graph's) and the graph's own."""
     axes: Dict[str, Optional[int]] = {}
@@ -207,6 +207,7 @@ def _class_spec(model, declared: Optional[ClassOutputs]) -> Tuple[Dict[str, Opti
             continue
         axes[name], sources[name] = axis, "declared"
     return axes, sources
+
 
 def worst_of(metrics: Sequence[OutputMetrics]) -> Tuple[float, float, Optional[float]]:
     """(worst SNR, worst cosine, decision score), channel groups and judged channels included.

@@ -5,12 +5,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
-from typing import (
-    List,
-    Optional,
-    Sequence,
-    Tuple,
-)
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -22,12 +17,14 @@ log = logging.getLogger(__name__)
 #: k of the "top-k agreement" reported next to top-1.
 TOP_K = 5
 
+
 def _cos(dot: float, ref2: float, cand2: float) -> float:
     if ref2 == 0.0 and cand2 == 0.0:
         return 1.0  # both all zeros: identical
     if ref2 == 0.0 or cand2 == 0.0:
         return 0.0
     return float(dot / math.sqrt(ref2 * cand2))
+
 
 def _cos_rows(dot: np.ndarray, ref2: np.ndarray, cand2: np.ndarray) -> np.ndarray:
     """:func:`_cos` per row (vectorized, same zero conventions)."""
@@ -36,6 +33,7 @@ def _cos_rows(dot: np.ndarray, ref2: np.ndarray, cand2: np.ndarray) -> np.ndarra
     cos = np.where((ref2 == 0) | (cand2 == 0), 0.0, cos)
     return np.where((ref2 == 0) & (cand2 == 0), 1.0, cos)
 
+
 def _snr(ref2: float, err2: float) -> float:
     if err2 == 0.0:
         return math.inf
@@ -43,11 +41,13 @@ def _snr(ref2: float, err2: float) -> float:
         return -math.inf
     return float(10.0 * math.log10(ref2 / err2))
 
+
 def cosine_similarity(reference: np.ndarray, candidate: np.ndarray) -> float:
     """Cosine of the two arrays flattened (1.0 for two all-zero arrays, 0.0 if only one is)."""
     r = np.asarray(reference, dtype=np.float64).ravel()
     c = np.asarray(candidate, dtype=np.float64).ravel()
     return _cos(float(r @ c), float(r @ r), float(c @ c))
+
 
 def snr_db(reference: np.ndarray, candidate: np.ndarray) -> float:
     """``10·log10(Σ ref² / Σ (ref − cand)²)`` in dB (``inf`` for identical arrays)."""
@@ -55,9 +55,11 @@ def snr_db(reference: np.ndarray, candidate: np.ndarray) -> float:
     e = r - np.asarray(candidate, dtype=np.float64)
     return _snr(float(np.sum(r * r)), float(np.sum(e * e)))
 
+
 def max_abs_error(reference: np.ndarray, candidate: np.ndarray) -> float:
     diff = np.abs(np.asarray(reference, dtype=np.float64) - np.asarray(candidate, dtype=np.float64))
     return float(diff.max()) if diff.size else 0.0
+
 
 def class_scores(output: np.ndarray) -> Optional[np.ndarray]:
     """The ``[N, C]`` view of an output that looks like class scores, else ``None``.
@@ -76,6 +78,7 @@ def class_scores(output: np.ndarray) -> Optional[np.ndarray]:
         return array
     return None
 
+
 @dataclass(frozen=True)
 class ChannelGroup:
     """A contiguous range of channels ``[start, stop)`` along ``axis`` of an output (batch axis included)."""
@@ -87,6 +90,7 @@ class ChannelGroup:
     @property
     def label(self) -> str:
         return f"axis {self.axis} [{self.start}:{self.stop}]"
+
 
 def channel_groups(reference: np.ndarray, decades: float = defaults.CHANNEL_GROUP_DECADES,
                    max_channels: int = defaults.CHANNEL_GROUP_MAX_CHANNELS,
@@ -125,10 +129,12 @@ def channel_groups(reference: np.ndarray, decades: float = defaults.CHANNEL_GROU
             best = (gap, ChannelGroup(axis, 0, split), ChannelGroup(axis, split, channels))
     return [best[1], best[2]] if best else []
 
+
 def top_k(scores: np.ndarray, k: int) -> np.ndarray:
     """Indices of the ``k`` highest scores per row (unordered), shape ``[N, min(k, C)]``."""
     k = min(k, scores.shape[1])
     return np.argpartition(-scores, k - 1, axis=1)[:, :k]
+
 
 def topk_agreement(reference_scores: np.ndarray, candidate_scores: np.ndarray, k: int = 1) -> float:
     """Fraction of rows whose reference top-1 class is among the candidate's top ``k``."""
@@ -136,6 +142,7 @@ def topk_agreement(reference_scores: np.ndarray, candidate_scores: np.ndarray, k
     if k == 1:
         return float(np.mean(np.argmax(candidate_scores, axis=1) == ref_top1))
     return float(np.mean(np.any(top_k(candidate_scores, k) == ref_top1[:, None], axis=1)))
+
 
 def top1_accuracy(scores: np.ndarray, labels: np.ndarray) -> float:
     return float(np.mean(np.argmax(scores, axis=1) == np.asarray(labels)))

@@ -4,12 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field, replace
-from typing import (
-    Any,
-    List,
-    Optional,
-    Tuple,
-)
+from typing import Any, List, Optional, Tuple
 
 import numpy as np
 
@@ -21,6 +16,7 @@ class ChannelMetrics:
     index: int
     snr_db: float
     cosine_mean: float = math.nan
+
 
 @dataclass
 class SampleScores:
@@ -38,6 +34,7 @@ class SampleScores:
     channel_err2: np.ndarray
     agree: Optional[np.ndarray] = None      # [n] positions whose top-1 agrees
     counted: Optional[np.ndarray] = None    # [n] positions counted (padding is not)
+
 
 @dataclass
 class OutputMetrics:
@@ -111,6 +108,7 @@ class OutputMetrics:
         data["worst_channel"] = None if worst is None else {"where": worst[0], "snr_db": worst[1]}
         return data
 
+
 def channel_label(name: str, axis: Optional[int], rank: int, index: int) -> str:
     """``'out'[..., 4]`` (last axis) or ``'out'[:, 4]`` (axis 1): where one channel of an output is."""
     if axis is None:
@@ -118,6 +116,7 @@ def channel_label(name: str, axis: Optional[int], rank: int, index: int) -> str:
     if axis == rank - 1:
         return f"{name!r}[..., {index}]"
     return f"{name!r}[{', '.join([':'] * axis + [str(index)])}{', ...' if axis < rank - 1 else ''}]"
+
 
 @dataclass
 class GroupMetrics:
@@ -128,9 +127,11 @@ class GroupMetrics:
     cosine: float
     cosine_mean: float = math.nan           # mean per-sample cosine of the group
 
+
 def _nan_low(value: float) -> float:
     """Sort key that puts NaN below everything (a NaN metric is the worst one)."""
     return -math.inf if math.isnan(value) else value
+
 
 @dataclass
 class Accuracy:
@@ -145,6 +146,7 @@ class Accuracy:
     @property
     def drop(self) -> float:
         return self.reference_top1 - self.candidate_top1
+
 
 @dataclass
 class LayerSensitivity:
@@ -163,6 +165,7 @@ class LayerSensitivity:
     def nodes(self) -> List[str]:
         return list(self.layers) or [self.layer]
 
+
 @dataclass
 class ExcludeStep:
     """One step of the mixed-precision search: the model with ``excluded`` layers left in float."""
@@ -179,6 +182,7 @@ class ExcludeStep:
     cosine: Optional[float] = None          # worst output's mean per-sample cosine
     kept: bool = True                       # False: measured, not kept (its layers stay INT8)
     helped: bool = True                     # it raised the metric (kept, or another helped more)
+
 
 @dataclass
 class AutoExcludeResult:
@@ -207,6 +211,7 @@ class MetricScore:
 
     def to_dict(self) -> dict:
         return {"name": self.name, "value": self.value, "samples": self.samples}
+
 
 class Fidelity(list):
     """The :class:`OutputMetrics` of every output (a list), with the user's metric when one was given."""

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import (
-    Mapping,
-)
+from typing import Mapping
 
 import numpy as np
 

@@ -4,12 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, replace
-from typing import (
-    Dict,
-    List,
-    Optional,
-    Tuple,
-)
+from typing import Dict, List, Optional, Tuple
 
 from .. import defaults
 from .decisions import decision_drops, decision_line, decision_of
@@ -162,6 +157,7 @@ class Verdict:
                                "metric": self.min_metric},
                 "line": self.line(), "warning": self.warning(),
                 "outputs": [o.to_dict() for o in self.outputs]}
+
 
 def gate_failure(snr_db: Optional[float], cosine: Optional[float], worst: str, min_snr_db: Optional[float],
                  min_cosine: Optional[float], agreement: Optional[float] = None,

@@ -6,11 +6,7 @@ These dataclasses are the contract between the CLI, the API and the data sources
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, replace
-from typing import (
-    Dict,
-    Optional,
-    Tuple,
-)
+from typing import Dict, Optional, Tuple
 
 from .. import defaults
 

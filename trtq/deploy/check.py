@@ -78,6 +78,7 @@ def check_config(config_path: PathLike, cache_path: PathLike, *, trt_version: Op
 
 
 def _check_deepstream(report: CheckReport, text: str, trt_version: Optional[int]) -> None:
+    # Long because one check per DeepStream key in the order nvinfer reads them; each is two or three lines.
     from ..cache import cache_problems, read_cache, trt_version_text
     from .deepstream import COLOR_FORMATS, INPUT_ORDERS, NETWORK_MODES, RTOL, check_rules, parse_keyfile
 

@@ -298,11 +298,14 @@ def write_config(model_path: PathLike, cache_path: PathLike, output: PathLike, *
     fold_deployment`), verified against the original on calibration samples (``calib``: a DataSpec
     or path; default the sidecar's data). Returns the files written and the notes.
     """
+    # Long because the nvinfer keys are written in the order the config file lists them; each is a line or
+    # two.
     from ..cache import check_cache_matches, read_cache, sidecar_path, trt_version_text
-    from ..fileio import Output, guard_outputs, write_files_atomic
+    from ..fileio import write_files_atomic
     from ..graph.model import file_sha256, load_onnx
-    from ..graph.signature import input_specs
     from ..graph.qdq import tensor_names
+    from ..graph.signature import input_specs
+    from ..outputs import Output, guard_outputs
     from .calibration import read_calibration, require_image
 
     model_path, output = Path(model_path), Path(output)

@@ -600,8 +600,9 @@ def write_repository(model_path: PathLike, cache_path: PathLike, repository: Pat
     Returns what was written and the notes.
     """
     from ..cache import check_cache_matches, read_cache, sidecar_path
-    from ..fileio import Output, guard_outputs, write_files_atomic
+    from ..fileio import write_files_atomic
     from ..graph.model import file_sha256, load_onnx
+    from ..outputs import Output, guard_outputs
     from .calibration import read_calibration
 
     model_path = Path(model_path)

@@ -59,6 +59,8 @@ _FP16_MAX = float(np.finfo(np.float16).max)
 
 def to_fp16(model, keep_fp32_ops: Iterable[str] = KEEP_FP32_OPS, keep_fp32_nodes: Iterable[str] = ()):
     """A converted copy of ``model`` (an ``onnx.ModelProto``); see the module docstring."""
+    # Long because one pass over the graph that keeps every cast decision (inputs, initializers, ops kept
+    # float) next to each other so the rules read in order.
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 

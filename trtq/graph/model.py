@@ -7,13 +7,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import (
-    Any,
-    List,
-    Optional,
-    Tuple,
-    Union,
-)
+from typing import Any, List, Optional, Tuple, Union
 
 import numpy as np
 
@@ -261,3 +255,25 @@ def model_reads(*paths: Optional[str], what: str = "the model") -> List[Tuple[st
             reads += [(f"the external data of {what}", data)
                       for data in external_data_files(p)]
     return reads
+
+
+#: Ops that make a model INT8 (explicit Q/DQ, ORT's QOperator form, integer kernels).
+_INT8_OPS = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "MatMulInteger", "ConvInteger",
+             "QGemm", "QAttention", "DynamicQuantizeMatMul", "MatMulIntegerToFloat"}
+
+
+def infer_precision(model) -> str:
+    """``"int8"`` for a model with quantize/dequantize or QLinear* ops, ``"fp16"`` for float16 tensors, else ``"fp32"``."""
+    from onnx import TensorProto
+
+    nodes = list(model.graph.node)
+    if any(n.op_type in _INT8_OPS or n.op_type.startswith("QLinear") for n in nodes):
+        return "int8"
+    if any(init.data_type == TensorProto.FLOAT16 for init in model.graph.initializer):
+        return "fp16"
+    typed = list(model.graph.input) + list(model.graph.output) + list(model.graph.value_info)
+    if any(vi.type.tensor_type.elem_type == TensorProto.FLOAT16 for vi in typed):
+        return "fp16"
+    if any(n.op_type == "Cast" and any(a.name == "to" and a.i == TensorProto.FLOAT16 for a in n.attribute) for n in nodes):
+        return "fp16"
+    return "fp32"

@@ -39,16 +39,7 @@ from __future__ import annotations
 import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import (
-    Dict,
-    Iterable,
-    List,
-    Mapping,
-    Optional,
-    Sequence,
-    Tuple,
-    Union,
-)
+from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -589,6 +580,7 @@ def amax_from_qdq(model) -> Dict[str, float]:
             continue
         amax[node.input[0]] = float(np.float32(np.asarray(scale).reshape(())) * np.float32(127.0))
     return amax
+
 
 def qdq_form(model) -> str:
     """``"cpu"`` when activation zero points are uint8 (trtq's ONNX Runtime form), else ``"trt"``."""

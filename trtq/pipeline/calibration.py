@@ -5,24 +5,19 @@ from __future__ import annotations
 import itertools
 import logging
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import (
-    Dict,
-    Iterable,
-    List,
-    Optional,
-    Sequence,
-    Tuple,
-    Union,
-)
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from .. import defaults
+from ..backend import default_trt_version
 from ..errors import TrtqError
 from ..graph.model import model_reads
 from ..precision.targets import FidelityTarget, mixed_precision_record, reach_target
 from ..progress import ProgressCallback, no_progress
+from ..runtime.streaming import feedback_pairs
 from .choose import AutoChoice, choose_amax, score
 from .holdout import _take_samples, holdout_count, split_holdout
 
@@ -56,6 +51,7 @@ def channel_statistics(feeds: Sequence[Feed], threads: Optional[int] = None):
 
     return measure
 
+
 def equalize_model(model, feeds: Sequence[Feed], threads: Optional[int] = None, steps=True):
     """``model`` rewritten by :func:`trtq.graph.equalize.equalize` (``steps``: True for all, or names) with
     statistics from ``feeds``; returns ``(rewritten model, EqualizeReport)``."""
@@ -65,26 +61,20 @@ def equalize_model(model, feeds: Sequence[Feed], threads: Optional[int] = None, 
     report.samples = sum(len(next(iter(f.values()))) for f in feeds)
     return rewritten, report
 
+
 def default_equalized_path(model_path: PathLike) -> Path:
     """``model.onnx`` -> ``model.equalized.onnx`` beside it: the rewrite a ``--equalize`` cache belongs to."""
     path = Path(model_path)
     return path.with_name(path.stem + ".equalized.onnx")
 
+
 #: How a streamed verdict names what it measured (the steps of held-back sequences, each model with its own state).
 STREAMED_FORM = "TensorRT Q/DQ form, streamed with its own state fed back"
 
-def feedback_pairs(model, feedback: Sequence) -> list:
-    """``--feedback`` pairs (strings ``OUT=IN`` or :class:`~trtq.runtime.streaming.FeedbackPair`) checked against ``model``."""
-    if not feedback:
-        return []
-    from ..runtime.streaming import FeedbackPair, check_feedback, parse_feedback
-
-    pairs = [p if isinstance(p, FeedbackPair) else parse_feedback([p])[0] for p in feedback]
-    check_feedback(model, pairs)
-    return pairs
 
 #: How a model with state pairs was calibrated and judged (said in the log, recorded in the sidecar).
 STREAMED, PER_CALL = "streamed", "per call"
+
 
 def state_pairs(model, feedback: Sequence, spec) -> Tuple[list, str]:
     """The state pairs a calibration streams, and how it runs them: ``--feedback``'s (streamed), else the
@@ -109,6 +99,7 @@ def state_pairs(model, feedback: Sequence, spec) -> Tuple[list, str]:
              "with the recorded state and state outputs do not rank or gate; give sequences (or --feedback "
              "%s) to stream them", listing, listing)
     return [], PER_CALL
+
 
 def reference_replay(model, feeds: Sequence[Feed], threads: Optional[int] = None, class_outputs=None,
                      metric=None, specs: Optional[Sequence] = None, signature=None):
@@ -138,12 +129,84 @@ def reference_replay(model, feeds: Sequence[Feed], threads: Optional[int] = None
     return Replay(list(feeds), outputs, sum(feed_samples(f, specs) for f in feeds), class_outputs=axes,
                   metric=metric, **signature_judging(signature))
 
+
 def _widened(replay, extra):
     """``replay`` with ``extra``'s samples appended (same reference model, class outputs and metric)."""
     from ..runtime.replay import Replay
 
     return Replay(replay.feeds + extra.feeds, replay.outputs + extra.outputs, replay.samples + extra.samples,
                   **replay.judging())
+
+
+@dataclass
+class _Split:
+    """The calibration data split: what the statistics read and what is held back to judge the result."""
+
+    inputs: list
+    source: object
+    batches: Iterable[Feed]
+    stats_total: Optional[int]
+    held: List[Feed] = field(default_factory=list)
+    held_back: bool = False
+    reserve_feeds: List[Feed] = field(default_factory=list)
+    replay: object = None       # streamed models: the held-back sequences' replay
+    steps: list = field(default_factory=list)  # streamed models: the calibration steps
+
+
+def _split_data(model, spec, pairs, holdout: int, algorithm: str, threads: Optional[int],
+                progress: ProgressCallback, budget: bool = False) -> _Split:
+    """Open the data and hold samples back from the statistics: whole sequences for a streamed model, else
+    samples (plus a reserve that auto scores only when its leaders are within noise, and a budget always)."""
+    from ..data import open_source
+    from ..graph.batch import feed_samples
+    from ..graph.signature import input_specs
+
+    reserve_feeds: List[Feed] = []
+    if pairs:
+        from ..runtime.streaming import StreamReplay, calibration_steps, open_sequences, split_sequences, step_source
+
+        inputs = input_specs(model, spec.batch_axes)
+        sequences = open_sequences(spec, inputs, pairs)
+        total_steps = sum(len(s.steps) for s in sequences)
+        held_sequences, rest_sequences = split_sequences(sequences, holdout_count(total_steps, holdout))
+        held_back = len(sequences) > 1
+        steps = calibration_steps(model, rest_sequences, pairs, spec.samples, spec.seed, threads=threads)
+        source = step_source(spec, inputs, steps, len(rest_sequences))
+        log.info("calibrating on %s", source.description)
+        progress(0, source.num_samples)
+        batches: Iterable[Feed] = iter(source)
+        stats_total: Optional[int] = source.num_samples
+        replay = StreamReplay.collect(model, held_sequences, pairs, threads=threads)
+        return _Split(inputs, source, batches, stats_total, held_back=held_back, replay=replay, steps=steps)
+    source = open_source(spec, input_specs(model, spec.batch_axes))
+    inputs = source.inputs
+    static_batch = any(s.static_batch() for s in inputs)
+    reserve_count = defaults.HOLDOUT_RESERVE if (algorithm == "auto" or budget) and holdout > 0 and (
+        source.num_samples is None or source.num_samples >= 4 * (holdout + defaults.HOLDOUT_RESERVE)) else 0
+    wanted = holdout_count(source.num_samples, holdout) + reserve_count
+    held, rest = split_holdout(iter(source), wanted, whole_batches=static_batch, specs=inputs)
+    held_count = sum(feed_samples(f, inputs) for f in held)
+    if reserve_count and held_count > wanted - reserve_count:
+        held, reserve_iter = split_holdout(iter(held), wanted - reserve_count, whole_batches=static_batch,
+                                           specs=inputs)
+        reserve_feeds = list(reserve_iter)
+    first = next(rest, None)
+    held_back = bool(held) and first is not None
+    if first is None:  # every sample went to the hold-out (a short loader script): score on them all
+        held, reserve_feeds = held + reserve_feeds, []
+        batches = iter(held)
+        stats_total = held_count
+    else:
+        batches = itertools.chain([first], rest)
+        stats_total = None if source.num_samples is None else source.num_samples - held_count
+        if not held:  # too few samples to hold any back: the verdict is scored on the first batch
+            held = [first]
+    log.info("calibrating on %s%s", source.description,
+             f": {stats_total} for the statistics, {held_count} held back to judge the result"
+             if held_back and stats_total is not None else "")
+    progress(0, stats_total)  # one total from the first update on: the samples the statistics read
+    return _Split(inputs, source, batches, stats_total, held, held_back, reserve_feeds)
+
 
 def calibrate(
     model_path: PathLike,
@@ -211,22 +274,19 @@ def calibrate(
     equalized model) that is not a trtq file of that kind; without it such a file is refused
     before any work.
     """
+    # Long because its options and their documentation are half of it; the steps (data split, statistics,
+    # choice, target, verdict, files) are each a few lines or a helper (_split_data, _sidecar).
     from .. import cache as cache_io
-    from ..calib import (
-        CalibrationResult,
-        amax_from_histograms,
-        check_calibration_options,
-    )
+    from ..calib import CalibrationResult, amax_from_histograms, check_calibration_options
     from ..calib.collect import CollectionReport, collect_histograms, qdq_tensors
     from ..compare.verdict import Verdict
-    from ..data import open_source
     from ..data.spec import DataSpec
     from ..errors import FidelityError
-    from ..fileio import Output, guard_outputs
-    from ..graph.batch import describe_batch_axes, feed_samples
+    from ..graph.batch import describe_batch_axes
     from ..graph.model import file_sha256, load_onnx, model_fingerprint
-    from ..graph.signature import input_specs, read_signature
+    from ..graph.signature import read_signature
     from ..graph.subgraphs import inline_fixed_branches, weighted_coverage
+    from ..outputs import Output, guard_outputs
 
     check_calibration_options(algorithm, percentile, num_bins, max_binned, observe, max_memory)
     if exact:
@@ -251,58 +311,12 @@ def calibrate(
         from ..compare.usermetric import UserMetric
 
         metric = UserMetric.load(metric)
-    reserve_feeds: List[Feed] = []
     started = time.perf_counter()
-    if pairs:
-        from ..runtime.streaming import (
-            StreamReplay,
-            calibration_steps,
-            open_sequences,
-            split_sequences,
-            step_source,
-        )
-
-        inputs = input_specs(model, spec.batch_axes)
-        sequences = open_sequences(spec, inputs, pairs)
-        total_steps = sum(len(s.steps) for s in sequences)
-        held_sequences, rest_sequences = split_sequences(sequences, holdout_count(total_steps, holdout))
-        held_back = len(sequences) > 1
-        steps = calibration_steps(model, rest_sequences, pairs, spec.samples, spec.seed, threads=threads)
-        source = step_source(spec, inputs, steps, len(rest_sequences))
-        log.info("calibrating on %s", source.description)
-        progress(0, source.num_samples)
-        batches: Iterable[Feed] = iter(source)
-        stats_total: Optional[int] = source.num_samples
-        replay = StreamReplay.collect(model, held_sequences, pairs, threads=threads)
-    else:
-        source = open_source(spec, input_specs(model, spec.batch_axes))
-        inputs = source.inputs
-        static_batch = any(s.static_batch() for s in inputs)
-        budget = target is not None and target.max_drop is not None  # judged on every held-back sample
-        reserve_count = defaults.HOLDOUT_RESERVE if (algorithm == "auto" or budget) and holdout > 0 and (
-            source.num_samples is None or source.num_samples >= 4 * (holdout + defaults.HOLDOUT_RESERVE)) else 0
-        wanted = holdout_count(source.num_samples, holdout) + reserve_count
-        held, rest = split_holdout(iter(source), wanted, whole_batches=static_batch, specs=inputs)
-        held_count = sum(feed_samples(f, inputs) for f in held)
-        if reserve_count and held_count > wanted - reserve_count:
-            held, reserve_iter = split_holdout(iter(held), wanted - reserve_count, whole_batches=static_batch,
-                                               specs=inputs)
-            reserve_feeds = list(reserve_iter)
-        first = next(rest, None)
-        held_back = bool(held) and first is not None
-        if first is None:  # every sample went to the hold-out (a short loader script): score on them all
-            held, reserve_feeds = held + reserve_feeds, []
-            batches = iter(held)
-            stats_total = held_count
-        else:
-            batches = itertools.chain([first], rest)
-            stats_total = None if source.num_samples is None else source.num_samples - held_count
-            if not held:  # too few samples to hold any back: the verdict is scored on the first batch
-                held = [first]
-        log.info("calibrating on %s%s", source.description,
-                 f": {stats_total} for the statistics, {held_count} held back to judge the result"
-                 if held_back and stats_total is not None else "")
-        progress(0, stats_total)  # one total from the first update on: the samples the statistics read
+    split = _split_data(model, spec, pairs, holdout, algorithm, threads, progress,
+                        budget=target is not None and target.max_drop is not None)
+    inputs, source, batches, stats_total = split.inputs, split.source, split.batches, split.stats_total
+    held, held_back, reserve_feeds, replay, steps = (split.held, split.held_back, split.reserve_feeds, split.replay,
+                                                     split.steps)
     if any(s.batch_axis != 0 for s in inputs if s.rank):
         log.info("batch axes: %s", describe_batch_axes(inputs))
     equalized = None
@@ -394,7 +408,32 @@ def calibrate(
             import hashlib
 
             sidecar_sha = hashlib.sha256(payload).hexdigest()
-    version = trt_version if trt_version is not None else cache_io.default_trt_version()
+    version = trt_version if trt_version is not None else default_trt_version()
+    convergence = _convergence(report, histograms, amax, algorithm, choice, percentile)
+    sidecar = _sidecar(model_path, sidecar_model_path, sidecar_sha, inputs, algorithm, amax, version, source, spec,
+                       stats_total, replay.samples if held_back else 0, reserve_feeds, num_bins, max_binned, observe,
+                       options, report, choice, percentile, fingerprint, verdict, pairs, original, state_mode,
+                       coverage, convergence, exclude, search, target, equalized, source_sha)
+    written: List[Path] = []
+    if cache_path is not None:
+        written += cache_io.write_cache(cache_path, amax, algorithm=algorithm, trt_version=version, sidecar=sidecar)
+    return CalibrationResult(amax=amax, algorithm=algorithm, num_samples=stats_total if stats_total is not None else 0,
+                             num_batches=len(source), seconds=seconds, data_description=source.description,
+                             files_written=written, sidecar=sidecar, histograms=histograms, verdict=verdict,
+                             auto=choice, statistics_seconds=stats_seconds, unquantized=report.unquantized,
+                             collection=report, convergence=convergence, mixed_precision=search,
+                             equalize=equalized, model=model if equalized is not None else None)
+
+
+def _sidecar(model_path, sidecar_model_path, sidecar_sha, inputs, algorithm: str, amax, version: int, source, spec,
+             stats_total, held_back_samples: int, reserve_feeds, num_bins: int, max_binned, observe, options: dict,
+             report, choice, percentile: float, fingerprint, verdict, pairs, original, state_mode: str, coverage,
+             convergence, exclude, search, target, equalized, source_sha) -> dict:
+    """The JSON sidecar a calibration writes beside its cache: how it was made, from what, and its verdict."""
+    from .. import cache as cache_io
+    from ..graph.model import file_sha256
+    from ..graph.signature import read_signature
+
     algorithm_record = {"num_bins": num_bins, "max_binned": max_binned,
                         "observe": observe if isinstance(observe, str) else "list", **options}
     if report.unquantized:
@@ -410,7 +449,7 @@ def calibrate(
         trt_version=version,
         data={"source": source.description, "kind": getattr(source, "kind", None), "path": str(spec.path),
               "samples": source.num_samples,
-              "statistics_samples": stats_total, "held_back_samples": replay.samples if held_back else 0,
+              "statistics_samples": stats_total, "held_back_samples": held_back_samples,
               "reserve_samples": sum(len(next(iter(f.values()))) for f in reserve_feeds),
               "batch_size": source.batch_size, "seed": spec.seed, "shuffle": spec.shuffle,
               "preprocess": spec.preprocess.to_dict(), "fingerprint": source.fingerprint()},
@@ -424,7 +463,6 @@ def calibrate(
                             **({"state_mode": state_mode} if state_mode else {})}
     if coverage.in_subgraphs:
         sidecar["coverage"] = coverage.to_dict()
-    convergence = _convergence(report, histograms, amax, algorithm, choice, percentile)
     if convergence is not None:
         sidecar["convergence"] = convergence.to_dict()
     chooser = "" if not target else (f"trtq calibrate --max-drop {target.max_drop:g}" if target.max_drop is not None
@@ -437,15 +475,8 @@ def calibrate(
                                "statistics_samples": equalized.samples,
                                "reproduce": f"trtq calibrate {Path(model_path).name} --equalize (same --calib, "
                                             "--samples, --seed): the rewrite is deterministic"}
-    written: List[Path] = []
-    if cache_path is not None:
-        written += cache_io.write_cache(cache_path, amax, algorithm=algorithm, trt_version=version, sidecar=sidecar)
-    return CalibrationResult(amax=amax, algorithm=algorithm, num_samples=stats_total if stats_total is not None else 0,
-                             num_batches=len(source), seconds=seconds, data_description=source.description,
-                             files_written=written, sidecar=sidecar, histograms=histograms, verdict=verdict,
-                             auto=choice, statistics_seconds=stats_seconds, unquantized=report.unquantized,
-                             collection=report, convergence=convergence, mixed_precision=search,
-                             equalize=equalized, model=model if equalized is not None else None)
+    return sidecar
+
 
 def _convergence(report, histograms, amax, algorithm: str, choice: Optional["AutoChoice"], percentile: float):
     """How far the amax moved between half and all of the statistics samples (None without a snapshot)."""

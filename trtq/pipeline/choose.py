@@ -6,14 +6,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass, field
-from typing import (
-    Dict,
-    List,
-    Mapping,
-    Optional,
-    Sequence,
-    Tuple,
-)
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -52,9 +45,11 @@ class Candidate:
                 "decision": self.decision_name or None, "agreement": self.decision,
                 "agreement_noise": self.decision_noise, "snr_noise_db": self.snr_noise, "samples": self.samples}
 
+
 def _draws(samples: int, draws: int = defaults.BOOTSTRAP_DRAWS) -> np.ndarray:
     """``[draws, samples]`` resampling indices, seeded: every candidate on these samples gets the same ones."""
     return np.random.default_rng(samples).integers(0, samples, size=(draws, samples))
+
 
 def _resampled(candidate: Candidate) -> Tuple[Optional[np.ndarray], np.ndarray]:
     """(decision, worst SNR with channels) on the bootstrap draws."""
@@ -63,6 +58,7 @@ def _resampled(candidate: Candidate) -> Tuple[Optional[np.ndarray], np.ndarray]:
     decision, snr = resampled_scores(candidate.metrics, _draws(candidate.samples))
     return decision, np.clip(snr, -300.0, 300.0)  # +-inf (identical / all error) as far-away finite values
 
+
 def estimate_noise(candidate: Candidate) -> Candidate:
     """Fill ``candidate``'s bootstrap noise (standard deviation over resampled held-back samples)."""
     if candidate.samples > 1 and candidate.metrics:
@@ -70,6 +66,7 @@ def estimate_noise(candidate: Candidate) -> Candidate:
         candidate.snr_noise = float(np.std(snr))
         candidate.decision_noise = None if decision is None else float(np.std(decision))
     return candidate
+
 
 def compare(a: Candidate, b: Candidate) -> Tuple[int, str]:
     """(+1 a better, -1 b better, 0 within noise) and the level that decided: decision, then worst SNR
@@ -90,6 +87,7 @@ def compare(a: Candidate, b: Candidate) -> Tuple[int, str]:
             return (1 if va > vb else -1), level
     return 0, "within noise"
 
+
 def rank(candidates: Sequence[Candidate]) -> Tuple[Candidate, List[Candidate]]:
     """The best candidate and the others within noise of it (see the rule above)."""
     best = candidates[0]
@@ -99,6 +97,7 @@ def rank(candidates: Sequence[Candidate]) -> Tuple[Candidate, List[Candidate]]:
             best = candidate
     ties = [c for c in candidates if c is not best and c.metrics is not best.metrics and compare(c, best)[0] == 0]
     return best, ties
+
 
 def improves(trial: Candidate, current: Candidate) -> bool:
     """Is a refinement trial kept? Decisions first, then the worst SNR (judged channels included).
@@ -123,6 +122,7 @@ def _loses_decisions(trial: Candidate, current: Candidate) -> bool:
     if current.decision is None or math.isnan(current.decision):
         return False
     return trial.decision is None or math.isnan(trial.decision) or trial.decision < current.decision
+
 
 @dataclass
 class AutoChoice:
@@ -149,6 +149,7 @@ class AutoChoice:
                 "overrides": dict(self.overrides), "refinement_trials": list(self.trials),
                 "snr_db": self.snr_db, "cosine": self.cosine, "decision": self.decision_name or None,
                 "agreement": self.decision, "held_back": self.held_back}
+
 
 class CandidateScorer:
     """One ONNX Runtime session that scores every amax table of a model (auto's candidates and trials).
@@ -180,6 +181,7 @@ class CandidateScorer:
             return replay.score(quantized, threads=self.threads)
         return replay.score_session(self.session, feeds)
 
+
 def score(replay, model, amax: Mapping[str, float], exclude: Sequence[str] = (), name: str = "",
           scorer: Optional[CandidateScorer] = None) -> Candidate:
     """Decision, worst SNR and cosine of the TensorRT-form Q/DQ model of ``amax`` on ``replay`` (with its metrics
@@ -200,6 +202,7 @@ def score(replay, model, amax: Mapping[str, float], exclude: Sequence[str] = (),
                           None if decision is None else decision[1], "" if decision is None else decision[0],
                           samples=replay.samples, output_snr_db=output_snr_db(metrics))
     return estimate_noise(candidate)
+
 
 def choose_amax(
     model,
@@ -225,6 +228,8 @@ def choose_amax(
     a change is kept only when :func:`improves` says so. ``one_session``: score every table through
     one :class:`CandidateScorer` (False: a session per table, the reference the scorer must match).
     """
+    # Long because auto's steps (candidates, ranking with noise, reserve rescore, refinement) share one scorer
+    # and one set of held-back metrics.
     from ..calib import amax_from_histograms
     from ..graph.qdq import quantize_model
 

@@ -5,28 +5,12 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import (
-    Any,
-    Dict,
-    Iterable,
-    List,
-    Mapping,
-    Optional,
-    Sequence,
-    Tuple,
-    Union,
-)
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from ..compare.accumulate import AccuracyAccumulator, OutputAccumulator, padding_mask
-from ..compare.decisions import (
-    ClassOutputs,
-    _class_spec,
-    _resolve_axis,
-    class_axes,
-    default_class_axis,
-)
+from ..compare.decisions import ClassOutputs, _class_spec, _resolve_axis, class_axes, default_class_axis
 from ..compare.metrics import class_scores
 from ..compare.struct import Fidelity, MetricScore
 from ..compare.usermetric import UserMetric
@@ -41,20 +25,22 @@ log = logging.getLogger(__name__)
 PathLike = Union[str, Path]
 
 
-def _check_same_io(ref_session, cand_session, ref_name: str, cand_name: str) -> Dict[str, str]:
-    """Candidate output name for each reference output (by name, else by position)."""
-    from ..ort import input_names, output_names
-
-    if sorted(input_names(ref_session)) != sorted(input_names(cand_session)):
-        raise ModelError(f"{cand_name} has inputs {input_names(cand_session)}, {ref_name} has "
-                         f"{input_names(ref_session)}; compare a model with its own quantized version")
-    ref_out, cand_out = output_names(ref_session), output_names(cand_session)
+def _check_same_io(ref, cand) -> Dict[str, str]:
+    """Candidate output name for each reference output (by name, else by position); ``ref`` and ``cand`` are
+    :class:`~trtq.runtime.base.Runtime` objects."""
+    ref_name, cand_name = ref.name, cand.name
+    ref_in, cand_in = list(ref.input_metadata()), list(cand.input_metadata())
+    if sorted(ref_in) != sorted(cand_in):
+        raise ModelError(f"{cand_name} has inputs {cand_in}, {ref_name} has "
+                         f"{ref_in}; compare a model with its own quantized version")
+    ref_out, cand_out = ref.output_names(), cand.output_names()
     if set(ref_out) <= set(cand_out):
         return {name: name for name in ref_out}
     if len(ref_out) == len(cand_out):
         log.warning("output names differ (%s vs %s); matching them by position", ref_out, cand_out)
         return dict(zip(ref_out, cand_out))
     raise ModelError(f"{cand_name} has outputs {cand_out}, {ref_name} has {ref_out}; they cannot be matched")
+
 
 class _Labels:
     """Labels per batch: a label file (``trtq.data.load_labels``) or class indices in sample order."""
@@ -87,6 +73,7 @@ class _Labels:
                             "give one label per sample")
         return chunk
 
+
 def _scored_outputs(outputs: Mapping[str, np.ndarray], names: Sequence[str], axes: Mapping[str, Optional[int]],
                     declared: Mapping[str, Optional[int]], labelled: bool) -> Dict[str, Optional[int]]:
     """Outputs judged along a class axis: the graph's and the declared ones, plus the first ``[N, C]`` output
@@ -104,6 +91,7 @@ def _scored_outputs(outputs: Mapping[str, np.ndarray], names: Sequence[str], axe
         chosen.update({n: None for n in first})
     return chosen
 
+
 def _batches_with_ids(source) -> Iterable[Tuple[Optional[List[str]], Dict[str, np.ndarray]]]:
     if hasattr(source, "iter_with_ids"):
         yield from source.iter_with_ids()
@@ -112,6 +100,7 @@ def _batches_with_ids(source) -> Iterable[Tuple[Optional[List[str]], Dict[str, n
 
     for item in source:
         yield None, batch_inputs(item)
+
 
 def evaluate(
     reference: Union[PathLike, Any],
@@ -141,27 +130,19 @@ def evaluate(
     on the GPU through trtq.backend (``plugins``: the plugin libraries it needs; ``dla_core``: the DLA core
     a DLA engine runs on, default the one its build report names).
     """
-    from ..bench import infer_precision, is_engine_path
+    # Long because the reference and candidate runs share one loop over the data (engines and ONNX models
+    # alike) with labels, accumulators and progress.
     from ..data import open_source
     from ..graph.batch import feed_samples
     from ..graph.signature import read_signature
-    from ..ort import create_session, run
+    from ..runtime.base import OnnxRuntime, open_runtime
 
     progress = progress or no_progress
     started = time.perf_counter()
     ref_model, ref_name = model_and_name(reference)
-    ref_session = create_session(ref_model, threads=threads)
-    if not hasattr(candidate, "graph") and is_engine_path(candidate):  # a TensorRT engine: trtq.backend runs it
-        from ..backend.bench import engine_precision
-        from ..backend.runner import EngineSession
-
-        cand_name, cand_precision, cand_session = Path(candidate).name, engine_precision(candidate), \
-            EngineSession(candidate, model=ref_model, plugins=plugins, dla_core=dla_core)
-    else:
-        cand_model, cand_name = model_and_name(candidate)
-        cand_session = create_session(cand_model, threads=threads)
-        cand_precision = infer_precision(cand_model)
-    output_map = _check_same_io(ref_session, cand_session, ref_name, cand_name)
+    ref_rt = OnnxRuntime(ref_model, threads=threads, name=ref_name)
+    cand_rt = open_runtime(candidate, reference=ref_model, threads=threads, plugins=plugins, dla_core=dla_core)
+    output_map = _check_same_io(ref_rt, cand_rt)
     spec = evaluation_spec(data)
     signature = read_signature(ref_model, spec.batch_axes)
     source = open_source(spec, list(signature.inputs))
@@ -184,8 +165,8 @@ def evaluate(
     done = batches = 0
     progress(0, total)
     for ids, feed in _batches_with_ids(source):
-        ref_out = run(ref_session, feed)
-        cand_out = run(cand_session, feed, list(output_map.values()))
+        ref_out = ref_rt.infer(feed)
+        cand_out = cand_rt.infer(feed, list(output_map.values()))
         if not accumulators:
             scored = _scored_outputs(ref_out, list(output_map), axes, declared, labels is not None)
             features, masks, groups = signature.feature_axes(), signature.mask_axes(), signature.group_axes()
@@ -219,6 +200,8 @@ def evaluate(
         done += count
         batches += 1
         progress(done, total)
+    ref_rt.deactivate()
+    cand_rt.deactivate()  # an engine's device memory, freed before the report is made
     if not done:
         raise DataError(f"{getattr(source, 'description', spec.path)}: no samples to evaluate")
     fidelity = Fidelity(acc.metrics() for acc in accumulators.values())
@@ -227,17 +210,18 @@ def evaluate(
         fidelity.metric = MetricScore(metric.name, float(per_sample.mean()), int(per_sample.size), per_sample)
     return EvalReport(
         reference=ref_name,
-        candidate=cand_name,
+        candidate=cand_rt.name,
         samples=done,
         batches=batches,
         outputs=fidelity,
         data=str(getattr(source, "description", spec.path)) + "".join(
             f"; state output {p.output!r} (fed back as {p.input!r}) not judged" for p in signature.pairs),
-        reference_precision=infer_precision(ref_model),
-        candidate_precision=cand_precision,
+        reference_precision=ref_rt.precision,
+        candidate_precision=cand_rt.precision,
         seconds=time.perf_counter() - started,
         accuracy=accuracy.result() if accuracy is not None else None,
     )
+
 
 def resolve_amax(reference, candidate=None, cache: Optional[PathLike] = None, force: bool = False
                  ) -> Tuple[Dict[str, float], str]:

@@ -4,17 +4,7 @@ from __future__ import annotations
 
 import itertools
 from pathlib import Path
-from typing import (
-    Dict,
-    Iterable,
-    Iterator,
-    List,
-    Mapping,
-    Optional,
-    Sequence,
-    Tuple,
-    Union,
-)
+from typing import Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -24,7 +14,6 @@ PathLike = Union[str, Path]
 Feed = Dict[str, np.ndarray]
 
 
-
 def holdout_count(total: Optional[int], wanted: int = defaults.HOLDOUT_SAMPLES) -> int:
     """Samples to hold back out of ``total`` (see :data:`trtq.defaults.HOLDOUT_SAMPLES`)."""
     if wanted <= 0:
@@ -32,6 +21,7 @@ def holdout_count(total: Optional[int], wanted: int = defaults.HOLDOUT_SAMPLES) 
     if total is None or total >= 4 * wanted:
         return wanted
     return total // 4
+
 
 def split_holdout(batches: Iterable[Mapping[str, np.ndarray]], count: int,
                   whole_batches: bool = False, specs: Optional[Sequence] = None) -> Tuple[List[Feed], Iterator[Feed]]:
@@ -70,6 +60,7 @@ def split_holdout(batches: Iterable[Mapping[str, np.ndarray]], count: int,
             yield remainder
 
     return held, rest()
+
 
 def _take_samples(batches: Iterator[Feed], count: int) -> Tuple[List[Feed], Iterator[Feed]]:
     """The first batches of ``batches`` holding ``count`` samples, and an iterator that still yields them all."""

@@ -4,14 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import (
-    Iterable,
-    List,
-    Mapping,
-    Optional,
-    Sequence,
-    Union,
-)
+from typing import Iterable, List, Mapping, Optional, Sequence, Union
 
 from ..errors import TrtqError
 from ..graph.model import model_reads
@@ -33,6 +26,7 @@ class QuantizeOutcome:
     float_layers: List[str] = field(default_factory=list)
     mixed_precision: dict = field(default_factory=dict)  # the cache sidecar's record of them (who, target, reached)
     equalize: Optional[object] = None      # trtq.graph.equalize.EqualizeReport when --equalize rewrote the model
+
 
 def quantize(
     model_path: PathLike,
@@ -72,7 +66,7 @@ def quantize(
     Q/DQ model written carries the rewritten weights.
     """
     from ..cache import check_cache_matches, float_layers, read_cache, sidecar_path
-    from ..fileio import Output, guard_outputs, write_bytes_atomic
+    from ..fileio import write_bytes_atomic
     from ..graph.model import file_sha256, load_onnx
     from ..graph.qdq import (
         check_quantized,
@@ -82,6 +76,7 @@ def quantize(
         quantize_model,
         tensor_names,
     )
+    from ..outputs import Output, guard_outputs
 
     check_target(target)
     sources = [name for name, value in (("cache", cache), ("amax", amax), ("calib", calib)) if value is not None]
@@ -149,6 +144,7 @@ def quantize(
     summary.output_path = str(output)
     outcome.summary = summary
     return outcome
+
 
 def check_recorded_verdict(sidecar: Optional[dict], min_snr: Optional[float], min_cosine: Optional[float],
                            cache: str, min_agreement: Optional[float] = None,

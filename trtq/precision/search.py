@@ -3,16 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import (
-    Any,
-    Dict,
-    Iterable,
-    List,
-    Mapping,
-    Optional,
-    Sequence,
-    Tuple,
-)
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -28,10 +19,12 @@ from ..runtime.replay import SENSITIVITY_SAMPLES, Replay
 #: Most layers --auto-exclude leaves in float before it gives up.
 AUTO_EXCLUDE_MAX_LAYERS = defaults.AUTO_EXCLUDE_MAX_LAYERS
 
+
 def _op_types(model) -> Dict[str, str]:
     from ..graph.qdq import node_names
 
     return dict(zip(node_names(model), (n.op_type for n in model.graph.node)))
+
 
 def layer_sensitivity(
     reference,
@@ -90,6 +83,7 @@ def layer_sensitivity(
                                         note=f"read by {len(layers)} node(s)"))
     return sort_sensitivity(results)
 
+
 def _float_twins(ref_model, quantized, readers: Iterable[str]) -> Tuple[Any, Dict[str, Tuple[str, str]]]:
     """A copy of ``quantized`` where each reader node has a float twin; ``{node: (its output, twin's output)}``."""
     import onnx
@@ -126,10 +120,12 @@ def _float_twins(ref_model, quantized, readers: Iterable[str]) -> Tuple[Any, Dic
         pairs[name] = (node.output[0], twin.output[0])
     return probe, pairs
 
+
 def _node_names(model) -> List[str]:
     from ..graph.qdq import node_names
 
     return node_names(model)
+
 
 def _helps(metric: str, value: Optional[float], before: Optional[float]) -> bool:
     """Did a mixed-precision step raise ``metric`` measurably (by AUTO_EXCLUDE_MIN_GAIN_DB; any gain for agreement)?"""
@@ -140,6 +136,7 @@ def _helps(metric: str, value: Optional[float], before: Optional[float]) -> bool
         value, before = (-10 * math.log10(max(1.0 - v, 1e-30)) if math.isfinite(v) else v for v in (value, before))
     return value - before >= defaults.AUTO_EXCLUDE_MIN_GAIN_DB
 
+
 def sort_sensitivity(results: Iterable[LayerSensitivity]) -> List[LayerSensitivity]:
     """Lowest own SNR (NaN first) first; entries that could not be measured last."""
     def key(r: LayerSensitivity):
@@ -148,6 +145,7 @@ def sort_sensitivity(results: Iterable[LayerSensitivity]) -> List[LayerSensitivi
         return (0, _nan_low(r.own_snr_db))
 
     return sorted(results, key=key)
+
 
 def auto_exclude(
     reference,
@@ -181,6 +179,8 @@ def auto_exclude(
     Stops at the target, after ``max_layers`` nodes kept in float, or after
     ``AUTO_EXCLUDE_LOOKAHEAD * max_layers + 1`` trials. Returns ``(result, the TensorRT-form Q/DQ model of the result)``.
     """
+    # Long because the greedy search keeps its state (model, excluded layers, steps, the target's metric) in
+    # one loop; split, each step would pass all of it.
     from ..graph.qdq import quantize_model
 
     given = [t for t in (target_snr, target_cosine, target_agreement) if t is not None]

@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import (
-    Mapping,
-    Optional,
-    Sequence,
-)
+from typing import Mapping, Optional, Sequence
 
 from .. import defaults
 from ..progress import ProgressCallback, no_progress
@@ -44,6 +40,7 @@ class FidelityTarget:
         return ", ".join(f"{name} >= {value:g}" for name, value in
                          (("SNR", self.snr_db), ("cosine", self.cosine), ("top-1 agreement", self.agreement))
                          if value is not None)
+
 
 def reach_target(model, amax: Mapping[str, float], replay, metrics: list, target: FidelityTarget, *,
                  exclude: Sequence[str] = (), threads: Optional[int] = None,
@@ -90,6 +87,7 @@ def _reach_budget(model, amax, replay, metrics: list, target: FidelityTarget, *,
     search.message = outcome.line() + ("" if outcome.met else f" ({limit}raise --max-drop, or calibrate on more "
                                                                "representative data)")
     return search, metrics
+
 
 
 def mixed_precision_record(exclude: Sequence[str], search, source: str) -> Optional[dict]:

@@ -7,15 +7,7 @@ reference outputs)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import (
-    Dict,
-    Iterator,
-    List,
-    Mapping,
-    Optional,
-    Sequence,
-    Tuple,
-)
+from typing import Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -33,6 +25,7 @@ SENSITIVITY_SAMPLES = defaults.SENSITIVITY_SAMPLES
 
 #: Timed runs (after 2 warm-up runs) when --auto-exclude measures each step's speed at batch 1.
 SPEED_ITERATIONS = 10
+
 
 @dataclass
 class Replay:
@@ -113,12 +106,12 @@ class Replay:
 
     def latency_ms(self, model, *, threads: Optional[int] = None, iterations: int = SPEED_ITERATIONS) -> float:
         """Median batch-1 latency (ms) of ``model`` on the first sample (2 warm-up runs)."""
-        from ..bench import time_session
-        from ..ort import as_feed, create_session
+        from ..ort import as_feed, create_session, time_session
 
         session = create_session(model, threads=threads)
         feed = as_feed(session, {k: v[:1] for k, v in self.feeds[0].items()})
         return float(np.median(time_session(session, feed, iterations, 2)))
+
 
 def signature_judging(signature) -> dict:
     """How a :class:`Replay` judges outputs, from a :class:`~trtq.graph.signature.ModelSignature`: feature and

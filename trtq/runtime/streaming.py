@@ -16,6 +16,7 @@ Feed = Dict[str, np.ndarray]
 class FeedbackError(TrtqError):
     """A ``--feedback OUT=IN`` pair the model cannot run: unknown names, or shapes or dtypes that differ."""
 
+
 @dataclass(frozen=True)
 class FeedbackPair:
     output: str
@@ -23,6 +24,7 @@ class FeedbackPair:
 
     def text(self) -> str:
         return f"{self.output}={self.input}"
+
 
 def parse_feedback(values: Optional[Sequence[str]]) -> List[FeedbackPair]:
     """``["stateN=state"]`` -> pairs (split on the last ``=``: names may hold ``=``)."""
@@ -37,6 +39,7 @@ def parse_feedback(values: Optional[Sequence[str]]) -> List[FeedbackPair]:
     if len(set(inputs)) != len(inputs):
         raise FeedbackError(f"--feedback: input {next(n for n in inputs if inputs.count(n) > 1)!r} is fed twice")
     return pairs
+
 
 def check_feedback(model, pairs: Sequence[FeedbackPair]) -> None:
     """Every pair names an output and an input of ``model`` whose declared ranks, fixed dims and dtypes agree."""
@@ -61,6 +64,7 @@ def check_feedback(model, pairs: Sequence[FeedbackPair]) -> None:
                                 f"{into.shape_text() or 'scalar'}; an output fed back must have the input's shape "
                                 f"and dtype")
 
+
 def zero_state(spec) -> np.ndarray:
     """The initial state of a fed-back input at batch 1: zeros (every other dim must be fixed)."""
     shape = []
@@ -75,6 +79,7 @@ def zero_state(spec) -> np.ndarray:
                             f"(key {spec.name!r}, one sample per sequence)")
     return np.zeros(shape, dtype=spec.dtype)
 
+
 @dataclass
 class SequenceData:
     """One sequence: its steps (stepped inputs at batch 1, the model's layout) and the initial states."""
@@ -82,6 +87,7 @@ class SequenceData:
     name: str
     steps: List[Feed]
     initial: Feed = field(default_factory=dict)
+
 
 def _batch1(array: np.ndarray, spec, origin: str) -> np.ndarray:
     from ..data.validate import conform, with_sample_axis
@@ -93,6 +99,7 @@ def _batch1(array: np.ndarray, spec, origin: str) -> np.ndarray:
         raise DataError(f"{origin}: input {spec.name!r} gives {one.shape[spec.batch_axis]} samples for one step; a "
                         f"step is one sample (rank {spec.rank - 1}, without the batch axis)")
     return conform(one, spec, spec.dtype, origin)
+
 
 def _from_arrays(arrays: Mapping[str, np.ndarray], inputs, pairs, origin: str, name: str) -> SequenceData:
     """A sequence from ``{input: [T, *sample]}`` arrays (a file, or a loader script's yield)."""
@@ -121,6 +128,7 @@ def _from_arrays(arrays: Mapping[str, np.ndarray], inputs, pairs, origin: str, n
             initial[spec.name] = (_batch1(arrays[spec.name], spec, f"{origin} initial state") if spec.name in arrays
                                   else zero_state(spec))
     return SequenceData(name, steps, initial)
+
 
 def is_sequence_data(spec, inputs, pairs: Sequence[FeedbackPair]) -> bool:
     """Whether ``spec``'s data are sequences (stream them, state fed back) rather than calls (every input,
@@ -155,6 +163,7 @@ def is_sequence_data(spec, inputs, pairs: Sequence[FeedbackPair]) -> bool:
     except Exception:  # noqa: BLE001 -- an unreadable file: the data reader says what is wrong
         return False
     return not fed <= keys
+
 
 def open_sequences(spec, inputs, pairs: Sequence[FeedbackPair]) -> List[SequenceData]:
     """Every sequence ``spec`` (a DataSpec) points at, read whole (see the module docstring for the layouts)."""
@@ -222,14 +231,14 @@ def open_sequences(spec, inputs, pairs: Sequence[FeedbackPair]) -> List[Sequence
         raise DataError(f"{text}: no sequences found")
     return sequences
 
-def stream(session, sequence: SequenceData, pairs: Sequence[FeedbackPair], output_names: Optional[Sequence[str]] = None,
-           keep_feeds: bool = False) -> Tuple[Dict[str, np.ndarray], List[Feed]]:
-    """Run ``sequence`` step by step through ``session``, each step's fed-back outputs becoming the next step's
-    inputs. Returns ``{output: the steps' values joined along axis 0}`` and, with ``keep_feeds``, every step's
-    complete feed (the calibration samples)."""
-    from ..ort import run
 
-    names = list(output_names) if output_names else [o.name for o in session.get_outputs()]
+def stream(runtime, sequence: SequenceData, pairs: Sequence[FeedbackPair], output_names: Optional[Sequence[str]] = None,
+           keep_feeds: bool = False) -> Tuple[Dict[str, np.ndarray], List[Feed]]:
+    """Run ``sequence`` step by step through ``runtime`` (any :class:`~trtq.runtime.base.Runtime`: ONNX Runtime
+    or an engine), each step's fed-back outputs becoming the next step's inputs. Returns ``{output: the steps'
+    values joined along axis 0}`` and, with ``keep_feeds``, every step's complete feed (the calibration
+    samples)."""
+    names = list(output_names) if output_names else runtime.output_names()
     wanted = list(dict.fromkeys(names + [p.output for p in pairs]))
     state = dict(sequence.initial)
     collected: Dict[str, List[np.ndarray]] = {n: [] for n in names}
@@ -238,7 +247,7 @@ def stream(session, sequence: SequenceData, pairs: Sequence[FeedbackPair], outpu
         feed = {**step, **state}
         if keep_feeds:
             feeds.append(feed)
-        outputs = run(session, feed, wanted)
+        outputs = runtime.infer(feed, wanted)
         for name in names:
             value = np.asarray(outputs[name])
             collected[name].append(value if value.ndim else value[np.newaxis])
@@ -252,6 +261,7 @@ def stream(session, sequence: SequenceData, pairs: Sequence[FeedbackPair], outpu
                                     f"input's shape and dtype")
             state[pair.input] = value
     return {n: np.concatenate(v, axis=0) for n, v in collected.items()}, feeds
+
 
 @dataclass
 class StreamReplay:
@@ -268,22 +278,23 @@ class StreamReplay:
     @classmethod
     def collect(cls, model, sequences: Sequence[SequenceData], pairs: Sequence[FeedbackPair],
                 threads: Optional[int] = None) -> "StreamReplay":
-        from ..ort import create_session
+        from .base import OnnxRuntime
 
-        session = create_session(model, threads=threads)
-        decided = decision_outputs(session, pairs)
-        outputs = [stream(session, s, pairs, decided)[0] for s in sequences]
+        runtime = OnnxRuntime(model, threads=threads)
+        decided = decision_outputs(runtime, pairs)
+        outputs = [stream(runtime, s, pairs, decided)[0] for s in sequences]
         return cls(list(sequences), outputs, list(pairs), sum(len(s.steps) for s in sequences),
                    judging=streamed_judging(model))
 
     def score(self, model, *, threads: Optional[int] = None):
         from ..compare.accumulate import compare_outputs
-        from ..ort import create_session
+        from .base import OnnxRuntime
 
-        session = create_session(model, threads=threads)
+        runtime = OnnxRuntime(model, threads=threads)
         names = list(self.outputs[0])
-        pairs = ((ref, stream(session, seq, self.pairs, names)[0]) for seq, ref in zip(self.sequences, self.outputs))
+        pairs = ((ref, stream(runtime, seq, self.pairs, names)[0]) for seq, ref in zip(self.sequences, self.outputs))
         return compare_outputs(pairs, names, class_outputs=self.class_outputs, **self.judging)
+
 
 def streamed_judging(model) -> dict:
     """How streamed outputs (each step a sample, joined on axis 0) are judged: the signature's masks, feature
@@ -294,21 +305,23 @@ def streamed_judging(model) -> dict:
     return dict(masks=signature.mask_axes(), feature_axes=signature.feature_axes(),
                 group_axes=signature.group_axes())
 
-def decision_outputs(session, pairs: Sequence[FeedbackPair]) -> List[str]:
-    """The outputs that are not fed back (what a streaming model decides with)."""
+
+def decision_outputs(runtime, pairs: Sequence[FeedbackPair]) -> List[str]:
+    """The outputs of ``runtime`` that are not fed back (what a streaming model decides with)."""
     fed = {p.output for p in pairs}
-    names = [o.name for o in session.get_outputs() if o.name not in fed]
+    names = [name for name in runtime.output_names() if name not in fed]
     if not names:
         raise FeedbackError("--feedback: every output of the model is fed back; nothing is left to judge it by")
     return names
+
 
 def calibration_steps(model, sequences: Sequence[SequenceData], pairs: Sequence[FeedbackPair], samples: Optional[int],
                       seed: int, threads: Optional[int] = None) -> List[Tuple[str, Feed]]:
     """The float model run along every sequence, its outputs fed back; ``samples`` steps (all: None) drawn with
     ``seed`` from those, as ``(id, complete feed at batch 1)``, in sequence order."""
-    from ..ort import create_session
+    from .base import OnnxRuntime
 
-    session = create_session(model, threads=threads)
+    runtime = OnnxRuntime(model, threads=threads)
     total = sum(len(s.steps) for s in sequences)
     keep = None  # the steps drawn, chosen before streaming so only those feeds are kept in memory
     if samples is not None and samples < total:
@@ -316,11 +329,12 @@ def calibration_steps(model, sequences: Sequence[SequenceData], pairs: Sequence[
     steps: List[Tuple[str, Feed]] = []
     offset = 0
     for sequence in sequences:
-        _, feeds = stream(session, sequence, pairs, decision_outputs(session, pairs), keep_feeds=True)
+        _, feeds = stream(runtime, sequence, pairs, decision_outputs(runtime, pairs), keep_feeds=True)
         steps += [(f"{sequence.name}[{t}]", feed) for t, feed in enumerate(feeds) if keep is None or offset + t in keep]
         offset += len(feeds)
         del feeds
     return steps
+
 
 def split_sequences(sequences: Sequence[SequenceData], holdout_steps: int
                     ) -> Tuple[List[SequenceData], List[SequenceData]]:
@@ -336,6 +350,7 @@ def split_sequences(sequences: Sequence[SequenceData], holdout_steps: int
         held.append(sequence)
         count += len(sequence.steps)
     return held, list(sequences[len(held):])
+
 
 def _step_source_class():
     from ..data.source import DataSource
@@ -370,8 +385,20 @@ def _step_source_class():
 
     return StepSource
 
+
 def step_source(spec, inputs, steps: List[Tuple[str, Feed]], sequences: int):
     """A :class:`~trtq.data.source.DataSource` over streamed steps (see :func:`calibration_steps`)."""
     description = (f"{len(steps)} steps drawn from {sequences} sequence{'s' if sequences != 1 else ''} of "
                    f"{spec.path}, run in FP32 with the state fed back")
     return _step_source_class()(spec, inputs, steps, description)
+
+
+def feedback_pairs(model, feedback: Sequence) -> list:
+    """``--feedback`` pairs (strings ``OUT=IN`` or :class:`~trtq.runtime.streaming.FeedbackPair`) checked against ``model``."""
+    if not feedback:
+        return []
+    from .streaming import FeedbackPair, check_feedback, parse_feedback
+
+    pairs = [p if isinstance(p, FeedbackPair) else parse_feedback([p])[0] for p in feedback]
+    check_feedback(model, pairs)
+    return pairs

@@ -204,6 +204,9 @@ def reach_budget(model, amax, replay, metrics: list, max_drop: float, *, exclude
     start = decisions_kept(metrics)
     if start is None:
         raise no_decisions_error()
+    if not hasattr(replay, "tensors"):  # the sensitivity run reads each call's tensors
+        raise TrtqError("--max-drop ranks layers by their sensitivity on single calls, and a streamed model "
+                        "(--feedback) is judged on whole sequences: not supported yet; calibrate without --max-drop")
     kept_target = 1.0 - max_drop / 100.0
     outcome = BudgetOutcome(max_drop, start[0], drop_points(start[1]), drop_points(start[1]),
                             bool(start[1] >= kept_target), [], replay.samples)

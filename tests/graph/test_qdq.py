@@ -444,6 +444,21 @@ def test_a_pruned_conv_channel_with_a_bias_keeps_the_fused_int8_model_accurate()
     assert whole > alone - 6  # noise of three layers adds up to a few dB at most, never a collapse
 
 
+def test_shape_inference_runs_once_per_quantization_however_many_biased_layers(monkeypatch):
+    """Reading every conv's bias for its scale floor must not re-infer the graph's types per layer: auto quantizes
+    a model once per candidate, and a YOLOv8n (64 biased convs) spent 95 % of each quantization inferring shapes."""
+    from trtq.graph import placement
+
+    calls = []
+    real = placement._elem_types
+    monkeypatch.setattr(placement, "_elem_types", lambda model: calls.append(1) or real(model))
+    model = residual_block()
+    amax, _ = calibrated(model)
+    quantized, summary = quantize_model(model, amax, target="trt")
+    assert len(summary.quantized) == 2 and len(calls) == 1
+    assert {n.op_type for n in quantized.graph.node} >= {"QuantizeLinear", "DequantizeLinear"}
+
+
 # ----------------------------------------------------------------------------- selection
 
 

@@ -157,12 +157,7 @@ class GraphIndex:
                 if tensor:
                     self.consumers.setdefault(tensor, []).append((index, slot))
         #: float weights stored in the file: initializers and Constant nodes' ``value`` tensors
-        self.weights = dict(self.initializers)
-        self.constant_nodes: Dict[str, int] = {}
-        for index, node in enumerate(self.nodes):
-            if node.op_type == "Constant" and node.output and any(a.name == "value" for a in node.attribute):
-                self.weights[node.output[0]] = next(a.t for a in node.attribute if a.name == "value")
-                self.constant_nodes[node.output[0]] = index
+        self.weights, self.constant_nodes = stored_weights(graph)
         self.constant: Set[str] = set(self.initializers)
         for node in self.nodes:
             inputs = [i for i in node.input if i]
@@ -185,6 +180,18 @@ class GraphIndex:
     def producer_node(self, tensor: str):
         index = self.producer.get(tensor)
         return None if index is None else self.nodes[index]
+
+
+def stored_weights(graph) -> Tuple[Dict[str, object], Dict[str, int]]:
+    """The tensors a graph stores (initializers and Constant nodes' ``value``) by name, and the Constant
+    nodes' indices: what a weight or bias can be read from without running the graph."""
+    weights = {init.name: init for init in graph.initializer}
+    constant_nodes: Dict[str, int] = {}
+    for index, node in enumerate(graph.node):
+        if node.op_type == "Constant" and node.output and any(a.name == "value" for a in node.attribute):
+            weights[node.output[0]] = next(a.t for a in node.attribute if a.name == "value")
+            constant_nodes[node.output[0]] = index
+    return weights, constant_nodes
 
 
 def _elem_types(model) -> Dict[str, int]:

@@ -372,7 +372,7 @@ def quantize_model(
     A model that already holds Q/DQ or integer ops is returned unchanged (a copy that
     serializes to the same bytes) with ``summary.already_quantized``.
     """
-    from .placement import plan_quantization
+    from .placement import plan_quantization, stored_weights
 
     check_target(target)
     onnx = _onnx()
@@ -401,9 +401,10 @@ def quantize_model(
         summary.activation_uses[tensor] = list(dict.fromkeys(names[index] for index, _ in consumers))
         for index, slot in consumers:
             editor.rewire[(index, slot)] = dq
+    stored = stored_weights(result.graph)[0] if plan.weights else {}  # the biases, read once
     for (name, axis), consumers in plan.weights.items():
         dq = editor.weight(name, plan.weight_tensors[name], axis,
-                           _bias_floor(result, consumers, axis, plan, amax))
+                           _bias_floor(result, consumers, axis, plan, amax, stored))
         for index, slot in consumers:
             editor.rewire[(index, slot)] = dq
     # A float weight no longer read by any node is dropped (its int8 copy replaces it).
@@ -432,19 +433,16 @@ def quantize_model(
     return result, summary
 
 
-def _bias_floor(model, consumers, axis: Optional[int], plan, amax: Mapping[str, float]) -> Optional[np.ndarray]:
-    """The largest :func:`bias_scale_floor` over the weighted nodes reading a weight (None: no float bias)."""
-    from .placement import GraphIndex
-
+def _bias_floor(model, consumers, axis: Optional[int], plan, amax: Mapping[str, float],
+                stored: Mapping[str, object]) -> Optional[np.ndarray]:
+    """The largest :func:`bias_scale_floor` over the weighted nodes reading a weight (None: no float bias);
+    ``stored``: the graph's stored tensors (:func:`trtq.graph.placement.stored_weights`)."""
     floor: Optional[np.ndarray] = None
-    weights = None
     for index, slot in consumers:
         node = model.graph.node[index]
         if slot != 1 or len(node.input) < 3 or not node.input[2] or node.input[0] not in plan.activations:
             continue
-        if weights is None:
-            weights = GraphIndex(model).weights
-        bias = weights.get(node.input[2])
+        bias = stored.get(node.input[2])
         if bias is None or bias.data_type != 1:  # FLOAT
             continue
         values = bias_scale_floor(_onnx().numpy_helper.to_array(bias).reshape(-1),

@@ -85,15 +85,49 @@ class Replay:
     def score_session(self, session, extra: Optional[Mapping[str, np.ndarray]] = None) -> List[OutputMetrics]:
         """:meth:`score` with an open session, ``extra`` fed beside every batch (the scales of a scoring model
         whose Q/DQ scales are inputs: one session for every candidate)."""
+        return self.score_session_until(session, extra)[0]
+
+    def score_session_until(self, session, extra: Optional[Mapping[str, np.ndarray]] = None,
+                            stop=None) -> Tuple[List[OutputMetrics], int]:
+        """:meth:`score_session` that may end early: ``(metrics, samples scored)``.
+
+        ``stop(samples, metrics)`` is asked after every batch but the last, with the samples
+        scored so far and the metrics the candidate would get if every sample not yet scored
+        came out exactly as the reference's (so judged channels, groups and sample counts are
+        those of all samples, and the first ``samples`` per-sample rows are the candidate's
+        own); when it returns True those metrics are returned. Never with a user metric
+        (its value on identical outputs is the user's business).
+        """
         from ..ort import run
 
         names = [n for n in self.outputs[0] if self.judged is None or n in self.judged]
         extra = dict(extra or {})
-        return compare_outputs(((ref, run(session, {**feed, **extra}, names))
-                                for feed, ref in zip(self.feeds, self.outputs)), names,
-                               class_outputs=self.class_outputs, feeds=self.feeds, metric=self.metric,
-                               feature_axes=self.feature_axes, output_axes=self.output_axes, masks=self.masks,
-                               group_axes=self.group_axes)
+
+        def judge(pairs):
+            return compare_outputs(pairs, names, class_outputs=self.class_outputs, feeds=self.feeds,
+                                   metric=self.metric, feature_axes=self.feature_axes, output_axes=self.output_axes,
+                                   masks=self.masks, group_axes=self.group_axes)
+
+        if stop is None or self.metric is not None or len(self.feeds) < 2:
+            return judge((ref, run(session, {**feed, **extra}, names))
+                         for feed, ref in zip(self.feeds, self.outputs)), self.samples
+        produced: List[Dict[str, np.ndarray]] = []
+        scored = 0
+        for index, feed in enumerate(self.feeds):
+            produced.append(run(session, {**feed, **extra}, names))
+            scored += self._batch_rows(index, names)
+            if index + 1 < len(self.feeds):
+                rest = [{n: ref[n] for n in names} for ref in self.outputs[index + 1:]]
+                completed = judge(zip(self.outputs, produced + rest))
+                if stop(scored, completed):
+                    return completed, scored
+        return judge(zip(self.outputs, produced)), self.samples
+
+    def _batch_rows(self, index: int, names: Sequence[str]) -> int:
+        """Samples of batch ``index`` as the metrics count them (rows along the first judged output's sample axis)."""
+        value = np.asarray(self.outputs[index][names[0]])
+        axis = (self.output_axes or {}).get(names[0], 0)
+        return int(value.shape[axis]) if value.ndim > axis else 1
 
     def tensors(self, model, names: Sequence[str], *, threads: Optional[int] = None) -> Iterator[Dict[str, np.ndarray]]:
         """``model``'s values of the tensors ``names``, batch by batch (the graph augmented to expose them)."""

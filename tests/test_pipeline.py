@@ -235,6 +235,10 @@ def test_a_refinement_trial_that_loses_decisions_is_not_kept_for_snr():
     assert trial.snr_db - current.snr_db > 1.0 and trial.key() > current.key()  # the SNR tie rule prefers it
     assert not improves(trial, current)
     assert improves(better, current)
+    from trtq.pipeline.choose import cannot_improve
+
+    # the early stop agrees: a trial whose decisions already end below is skipped, the better one is not
+    assert cannot_improve(trial.metrics, current) and not cannot_improve(better.metrics, current)
 
 
 def test_auto_scores_the_reserve_when_leaders_tie_and_records_it(tmp_path):

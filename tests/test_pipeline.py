@@ -432,6 +432,7 @@ def test_one_session_and_early_stop_give_the_choice_and_scores_of_the_slow_path(
         auto = result.auto
         results[one, early] = (auto.chosen, sorted(auto.overrides.items()),
                                [(c.name, c.snr_db, c.decision) for c in auto.candidates],
+                               [(c.name, c.snr_db, c.decision, c.samples) for c in auto.reserve],
                                auto.snr_db, auto.decision, result.verdict.snr_db, result.verdict.to_dict())
         trials[one, early] = auto.trials
         assert len(sessions) == (1 if one else 0)
@@ -448,3 +449,6 @@ def test_one_session_and_early_stop_give_the_choice_and_scores_of_the_slow_path(
             assert fast["snr_db"] == slow["snr_db"]
     if family != "sequence reader":  # (its one quantized tensor gets no trial) a hopeless trial ends early
         assert any(t["samples"] < full for t in early)
+    if family == "spiky matmul":  # leaders within noise: rescored on the reserve, its new samples only run
+        assert auto.reserve and all(c.samples > full for c in auto.reserve)
+        assert all(not c.outputs for c in auto.candidates)

@@ -212,6 +212,35 @@ def test_within_noise_is_a_tie_broken_by_the_documented_rule():
         assert improves(x, y) == (x.key() > y.key() and x.snr_db - y.snr_db >= 0.1)
 
 
+def test_a_refinement_trial_that_loses_decisions_is_not_kept_for_snr():
+    """A trial that raises the worst SNR by 4 dB but flips two decisions (both within noise on 48 samples) is
+    not kept: refinement ranks decisions first; the same SNR gain without the flips is kept."""
+    rng = np.random.default_rng(15)
+    ref = _probs(rng)
+    order = np.argsort(ref, axis=-1)
+    top, second = order[..., -1], order[..., -2]
+    for i in range(len(ref)):  # wide margins: small noise keeps every decision
+        for t in range(ref.shape[1]):
+            ref[i, t, top[i, t]] += 0.2
+    noisy = ref + rng.normal(0, 0.02, ref.shape)
+    clean = ref + rng.normal(0, 0.002, ref.shape)
+    flipped = clean.copy()
+    for i, t in ((3, 1), (17, 5)):  # two positions of two samples tip to their second class
+        flipped[i, t, second[i, t]] = ref[i, t, top[i, t]] + 1e-3
+    current = _candidate("current", ref, noisy, {"y": 2})
+    trial = _candidate("trial", ref, flipped, {"y": 2})
+    better = _candidate("better", ref, clean, {"y": 2})
+    assert current.decision == better.decision == 1.0 and trial.decision < 1.0
+    assert compare(trial, current) == (0, "within noise")  # the decision loss too
+    assert trial.snr_db - current.snr_db > 1.0 and trial.key() > current.key()  # the SNR tie rule prefers it
+    assert not improves(trial, current)
+    assert improves(better, current)
+    from trtq.pipeline.choose import cannot_improve
+
+    # the early stop agrees: a trial whose decisions already end below is skipped, the better one is not
+    assert cannot_improve(trial.metrics, current) and not cannot_improve(better.metrics, current)
+
+
 def test_auto_scores_the_reserve_when_leaders_tie_and_records_it(tmp_path):
     """Many samples: HOLDOUT_RESERVE more are held back, and scored for the leaders when they are within noise."""
     from trtq import defaults

@@ -102,14 +102,28 @@ def rank(candidates: Sequence[Candidate]) -> Tuple[Candidate, List[Candidate]]:
 
 
 def improves(trial: Candidate, current: Candidate) -> bool:
-    """Is a refinement trial kept? By the same ranking as the choice: it wins beyond noise (on decisions, or
-    on worst SNR), or within noise the tie rule prefers it; a gain in SNR must also reach
-    AUTO_REFINE_MIN_GAIN_DB (a per-tensor override for less is not worth its record)."""
+    """Is a refinement trial kept? Decisions first, then the worst SNR (judged channels included).
+
+    A trial whose decision score is lower than the current one's is never kept, even within
+    noise: on a few dozen held-back samples one lost decision is inside the noise, and an
+    override bought with SNR would lose it on every sample like it. Otherwise the ranking of
+    the choice: it wins beyond noise (on decisions, or on worst SNR), or within noise the tie
+    rule prefers it; a gain in SNR must also reach AUTO_REFINE_MIN_GAIN_DB (a per-tensor
+    override for less is not worth its record)."""
+    if _loses_decisions(trial, current):
+        return False
     sign, level = compare(trial, current)
     gain = trial.snr_db - current.snr_db
     if sign != 0:
         return sign > 0 and (level == "decision" or gain >= defaults.AUTO_REFINE_MIN_GAIN_DB)
     return trial.key() > current.key() and gain >= defaults.AUTO_REFINE_MIN_GAIN_DB
+
+
+def _loses_decisions(trial: Candidate, current: Candidate) -> bool:
+    """Is ``trial``'s decision score (point estimate) below ``current``'s? A missing or NaN one loses to a real one."""
+    if current.decision is None or math.isnan(current.decision):
+        return False
+    return trial.decision is None or math.isnan(trial.decision) or trial.decision < current.decision
 
 
 def _on_first(metrics, samples: int) -> Tuple[Optional[float], float]:
@@ -125,8 +139,9 @@ def cannot_improve(completed, current: Candidate) -> bool:
     whatever the rest give? ``completed``: its metrics with every sample not yet scored taken as the reference's
     own, its ceiling (every SNR, agreement and sample count is then at least the trial's final one).
 
-    improves() keeps a trial only when it leads on decisions or gains AUTO_REFINE_MIN_GAIN_DB of worst SNR;
-    when even the ceiling reaches neither, no sample still to score can change that. A certainty, not a
+    improves() keeps a trial only when its decisions do not end below the current ones and it leads on
+    decisions or gains AUTO_REFINE_MIN_GAIN_DB of worst SNR; when even the ceiling misses that, no sample
+    still to score can change it. A certainty, not a
     guess from the samples scored so far: errors are heavy-tailed (a trial equal to the choice on the
     first 8 of 32 samples of YOLOv8n was 2.8 dB apart on all 32), so a guess could drop a trial the full
     scoring keeps. Keep this in step with improves()."""
@@ -134,6 +149,9 @@ def cannot_improve(completed, current: Candidate) -> bool:
 
     ceiling_snr = worst_of(completed)[0]
     ceiling_decision = decision_of(completed)
+    if _loses_decisions(Candidate("ceiling", ceiling_snr, math.nan,
+                                  decision=None if ceiling_decision is None else ceiling_decision[1]), current):
+        return True  # its decisions end below the current ones: improves() never keeps it
     behind_on_decisions = (ceiling_decision is None or current.decision is None
                            or not ceiling_decision[1] > current.decision)
     return behind_on_decisions and not ceiling_snr >= current.snr_db + defaults.AUTO_REFINE_MIN_GAIN_DB

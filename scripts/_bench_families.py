@@ -1,4 +1,4 @@
-"""Two small real-data model families trained here in seconds, for scripts/bench_accuracy.py and the tests.
+"""Small real-data model families trained here in seconds to minutes, for scripts/bench_accuracy.py and the tests.
 
 - **detector**: a YOLOX-style anchor-free digit detector, one fused output ``[N, 64, 4 + 1 + 10]``
   (box centre x, y, width, height in pixels, objectness, 10 class scores; decoded in the
@@ -7,6 +7,11 @@
 - **reader**: a conv reader of digit strings with a CTC head, output ``[N, 10, 11]`` (Softmax
   over 10 digits + the blank at each of 10 time steps). Lines: 5 scikit-learn digits side by
   side (8x40), with noise.
+- **mobilenet**: a MobileNetV3-style classifier (inverted residual blocks: 1x1 expand, depthwise 3x3,
+  HardSwish, squeeze-excite with HardSigmoid, 1x1 project), Softmax ``[N, 10]``. Patches: one
+  scikit-learn digit (upscaled to 16-24 pixels) on a 32x32 photograph crop.
+- **segmenter**: the same blocks as an encoder at stride 4, a 1x1 head, bilinear upsampling and a
+  Sigmoid: a one-channel mask ``[N, 1, 64, 64]`` of the digits' strokes in the detector's scenes.
 
 Training digits and evaluation digits are disjoint (the first 1200 of sklearn's 1797 digits
 train; calibration and held-out data are made from the rest). Everything is seeded; the
@@ -61,12 +66,19 @@ def _photos() -> List[np.ndarray]:
 
 def scenes(count: int, seed: int, train: bool) -> Tuple[np.ndarray, List[np.ndarray]]:
     """``[count, 1, 64, 64]`` float32 scenes and per scene ``[k, 5]`` boxes (cx, cy, w, h, class) in pixels."""
+    images, boxes, _ = scenes_with_masks(count, seed, train)
+    return images, boxes
+
+
+def scenes_with_masks(count: int, seed: int, train: bool) -> Tuple[np.ndarray, List[np.ndarray], np.ndarray]:
+    """:func:`scenes` and the ``[count, 1, 64, 64]`` masks of the digits' strokes (1 where a stroke is)."""
     from skimage.transform import resize
 
     rng = np.random.default_rng(seed)
     digits, labels = _digits(train)
     photos = _photos()
     images = np.empty((count, 1, SCENE, SCENE), np.float32)
+    masks = np.zeros((count, 1, SCENE, SCENE), np.float32)
     boxes = []
     for i in range(count):
         photo = photos[i % len(photos)]
@@ -79,12 +91,38 @@ def scenes(count: int, seed: int, train: bool) -> Tuple[np.ndarray, List[np.ndar
             patch = resize(digits[k], (DIGIT, DIGIT), order=1)
             y, x = (int(v) for v in rng.integers(0, SCENE - DIGIT + 1, 2))
             scene[y:y + DIGIT, x:x + DIGIT] = np.maximum(scene[y:y + DIGIT, x:x + DIGIT], patch)
+            masks[i, 0, y:y + DIGIT, x:x + DIGIT] = np.maximum(masks[i, 0, y:y + DIGIT, x:x + DIGIT], patch > 0.3)
             rows, cols = np.nonzero(patch > 0.1)
             x0, x1, y0, y1 = x + cols.min(), x + cols.max() + 1, y + rows.min(), y + rows.max() + 1
             found.append([(x0 + x1) / 2, (y0 + y1) / 2, x1 - x0, y1 - y0, labels[k]])
         images[i, 0] = scene
         boxes.append(np.asarray(found, np.float32))
-    return images, boxes
+    return images, boxes, masks
+
+
+PATCH = 32
+
+
+def patches(count: int, seed: int, train: bool) -> Tuple[np.ndarray, np.ndarray]:
+    """``[count, 1, 32, 32]`` float32 patches (a digit on a photograph crop) and their ``[count]`` labels."""
+    from skimage.transform import resize
+
+    rng = np.random.default_rng(seed)
+    digits, labels = _digits(train)
+    photos = _photos()
+    images = np.empty((count, 1, PATCH, PATCH), np.float32)
+    picks = rng.integers(0, len(digits), count)
+    for i, k in enumerate(picks):
+        photo = photos[int(rng.integers(len(photos)))]
+        side = int(rng.integers(PATCH, min(photo.shape) + 1))
+        top, left = (int(rng.integers(0, d - side + 1)) for d in photo.shape)
+        patch = resize(photo[top:top + side, left:left + side], (PATCH, PATCH), anti_aliasing=False) * 0.6
+        size = int(rng.integers(16, 25))
+        digit = resize(digits[k], (size, size), order=1) * float(rng.uniform(0.6, 1.0))
+        y, x = (int(v) for v in rng.integers(0, PATCH - size + 1, 2))
+        patch[y:y + size, x:x + size] = np.maximum(patch[y:y + size, x:x + size], digit)
+        images[i, 0] = patch
+    return images, labels[picks]
 
 
 def lines(count: int, seed: int, train: bool) -> Tuple[np.ndarray, np.ndarray]:
@@ -237,4 +275,130 @@ def make_reader(work: Path, steps: int = 2500) -> Path:
         torch = _torch()
         model = _train_reader(torch, steps)
         _export(torch, model, lines(2, 99, train=False)[0], path, "probs")
+    return path
+
+
+def _mobile_blocks(torch, widths, strides, stem=16, expand=3):
+    """A stem conv and MobileNetV3 inverted residual blocks (expand, depthwise, HardSwish, squeeze-excite)."""
+    nn = torch.nn
+
+    class SqueezeExcite(nn.Module):
+        def __init__(self, channels):
+            super().__init__()
+            self.pool = nn.AdaptiveAvgPool2d(1)
+            self.reduce = nn.Conv2d(channels, max(4, channels // 4), 1)
+            self.expand = nn.Conv2d(max(4, channels // 4), channels, 1)
+
+        def forward(self, x):
+            return x * nn.functional.hardsigmoid(self.expand(nn.functional.relu(self.reduce(self.pool(x)))))
+
+    class Block(nn.Module):
+        def __init__(self, width_in, width_out, stride):
+            super().__init__()
+            hidden = width_in * expand
+            self.body = nn.Sequential(nn.Conv2d(width_in, hidden, 1), nn.Hardswish(),
+                                      nn.Conv2d(hidden, hidden, 3, stride, 1, groups=hidden), nn.Hardswish(),
+                                      SqueezeExcite(hidden), nn.Conv2d(hidden, width_out, 1))
+            self.residual = stride == 1 and width_in == width_out
+
+        def forward(self, x):
+            y = self.body(x)
+            return x + y if self.residual else y
+
+    layers, width = [nn.Conv2d(1, stem, 3, 2, 1), nn.Hardswish()], stem
+    for out, stride in zip(widths, strides):
+        layers.append(Block(width, out, stride))
+        width = out
+    return nn.Sequential(*layers), width
+
+
+def _mobilenet_module(torch):
+    nn = torch.nn
+
+    class MobileNet(nn.Module):
+        """32x32 -> stem /2 -> blocks to /8 -> pool -> linear -> HardSwish -> linear -> Softmax."""
+
+        def __init__(self):
+            super().__init__()
+            self.body, width = _mobile_blocks(torch, (16, 24, 24, 40, 40), (1, 2, 1, 2, 1))
+            self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(width, 64), nn.Hardswish(),
+                                      nn.Linear(64, CLASSES))
+
+        def logits(self, x):
+            return self.head(self.body(x))
+
+        def forward(self, x):
+            return torch.softmax(self.logits(x), dim=-1)
+
+    return MobileNet()
+
+
+def _train_mobilenet(torch, steps: int, seed: int = 0):
+    model = _mobilenet_module(torch)
+    images, labels = patches(3000, seed, train=True)
+    x, y = torch.from_numpy(images), torch.from_numpy(labels.astype(np.int64))
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    rng = np.random.default_rng(seed)
+    for step in range(steps):
+        idx = torch.from_numpy(rng.integers(0, len(images), 64))
+        loss = torch.nn.functional.cross_entropy(model.logits(x[idx]), y[idx])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return model.eval()
+
+
+def _segmenter_module(torch):
+    nn = torch.nn
+
+    class Segmenter(nn.Module):
+        """64x64 -> stem /2 -> blocks to /4 -> 1x1 -> bilinear x4 -> Sigmoid: a [N, 1, 64, 64] mask."""
+
+        def __init__(self):
+            super().__init__()
+            self.body, width = _mobile_blocks(torch, (16, 24, 24, 32), (1, 2, 1, 1))
+            self.head = nn.Conv2d(width, 1, 1)
+
+        def logits(self, x):
+            y = self.head(self.body(x))
+            return nn.functional.interpolate(y, scale_factor=4, mode="bilinear", align_corners=False)
+
+        def forward(self, x):
+            return torch.sigmoid(self.logits(x))
+
+    return Segmenter()
+
+
+def _train_segmenter(torch, steps: int, seed: int = 0):
+    model = _segmenter_module(torch)
+    images, _, masks = scenes_with_masks(1000, seed, train=True)
+    x, t = torch.from_numpy(images), torch.from_numpy(masks)
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    rng = np.random.default_rng(seed)
+    for step in range(steps):
+        idx = torch.from_numpy(rng.integers(0, len(images), 32))
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(model.logits(x[idx]), t[idx])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return model.eval()
+
+
+def make_mobilenet(work: Path, steps: int = 600) -> Path:
+    """The trained MobileNetV3-style classifier as ONNX (``work/mobilenet-STEPS.onnx``, made once)."""
+    path = Path(work) / f"mobilenet-{steps}.onnx"
+    if not path.exists():
+        torch = _torch()
+        model = _train_mobilenet(torch, steps)
+        _export(torch, model, patches(2, 99, train=False)[0], path, "probs")
+    return path
+
+
+def make_segmenter(work: Path, steps: int = 400) -> Path:
+    """The trained MobileNetV3-style segmenter as ONNX (``work/segmenter-STEPS.onnx``, made once)."""
+    path = Path(work) / f"segmenter-{steps}.onnx"
+    if not path.exists():
+        torch = _torch()
+        model = _train_segmenter(torch, steps)
+        _export(torch, model, scenes(2, 99, train=False)[0], path, "mask")
     return path

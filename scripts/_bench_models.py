@@ -474,7 +474,8 @@ def mtcnn(work: Path, samples: int, holdout: int) -> Setup:
 
 
 # ---------------------------------------------------------------------------------------------
-# Two families trained here (scripts/_bench_families.py): a fused-head detector and a CTC reader
+# Families trained here (scripts/_bench_families.py): a fused-head detector, a CTC reader, a
+# MobileNetV3-style classifier and segmenter
 
 
 EXAMPLES = REPO / "docs" / "examples"
@@ -525,4 +526,37 @@ def reader(work: Path, samples: int, holdout: int) -> Setup:
                         "metric: whole-string agreement vs FP32 (docs/examples/ctc_string_agreement.py)"])
 
 
-LOADERS = {"digits": digits, "yolo": yolo, "minilm": minilm, "mtcnn": mtcnn, "detector": detector, "reader": reader}
+def mobilenet(work: Path, samples: int, holdout: int) -> Setup:
+    import _bench_families as families
+    from trtq.data.spec import DataSpec
+
+    try:
+        model = families.make_mobilenet(work)
+    except (ImportError, RuntimeError) as exc:
+        raise Unavailable(str(exc)) from None
+    calib = _arrays(work / f"mobilenet-calib-{samples}.npy", families.patches(samples, seed=1, train=False)[0])
+    hold = _arrays(work / f"mobilenet-heldout-{holdout}.npy", families.patches(holdout, seed=2, train=False)[0])
+    return Setup("mobilenet", model, DataSpec(path=str(calib), samples=samples, batch_size=32),
+                 DataSpec(path=str(hold), samples=holdout, batch_size=32, shuffle=False),
+                 notes=["MobileNetV3-style classifier trained here (depthwise, HardSwish, squeeze-excite), Softmax "
+                        "[N, 10]; patches: a sklearn digit on a scikit-image photograph crop (32x32)"])
+
+
+def segmenter(work: Path, samples: int, holdout: int) -> Setup:
+    import _bench_families as families
+    from trtq.data.spec import DataSpec
+
+    try:
+        model = families.make_segmenter(work)
+    except (ImportError, RuntimeError) as exc:
+        raise Unavailable(str(exc)) from None
+    calib = _arrays(work / f"segmenter-calib-{samples}.npy", families.scenes(samples, seed=1, train=False)[0])
+    hold = _arrays(work / f"segmenter-heldout-{holdout}.npy", families.scenes(holdout, seed=2, train=False)[0])
+    return Setup("segmenter", model, DataSpec(path=str(calib), samples=samples, batch_size=16),
+                 DataSpec(path=str(hold), samples=holdout, batch_size=16, shuffle=False),
+                 notes=["MobileNetV3-style segmenter trained here (same blocks, bilinear upsampling), Sigmoid mask "
+                        "[N, 1, 64, 64] of the digits' strokes; judged by mask IoU vs FP32"])
+
+
+LOADERS = {"digits": digits, "yolo": yolo, "minilm": minilm, "mtcnn": mtcnn, "detector": detector, "reader": reader,
+           "mobilenet": mobilenet, "segmenter": segmenter}

@@ -76,3 +76,25 @@ def test_trained_families_are_judged_by_what_they_decide(bench, tmp_path):
     assert out.shape == (4, 64, 15) and m.channel_axis == 2 and m.worst_channel[0].startswith("'output'[..., ")
     recall = UserMetric.load(f"{bench.models.EXAMPLES / 'box_recall.py'}:matched_box_recall")
     assert recall({"output": out}, {"output": out}, {"images": images}).tolist() == [1.0] * 4
+
+
+def test_mobilenet_style_families_decide_by_class_and_by_mask(bench, tmp_path):
+    """The MobileNetV3-style classifier (depthwise, HardSwish, squeeze-excite) and segmenter (a few training steps):
+    the graph says the first decides a class and the second a binary mask, judged by IoU."""
+    import _bench_families as families
+    from trtq.graph.model import load_onnx
+    from trtq.graph.signature import read_signature
+
+    images, labels = families.patches(3, seed=5, train=False)
+    assert images.shape == (3, 1, 32, 32) and labels.shape == (3,)
+    scenes, _, masks = families.scenes_with_masks(2, seed=5, train=False)
+    assert masks.shape == scenes.shape and 0 < masks.mean() < 0.5
+    mobilenet = load_onnx(families.make_mobilenet(tmp_path, steps=2))
+    ops = {n.op_type for n in mobilenet.graph.node}
+    assert {"HardSwish", "HardSigmoid", "GlobalAveragePool", "Mul"} <= ops
+    assert any(n.op_type == "Conv" and any(a.name == "group" and a.i > 1 for a in n.attribute)
+               for n in mobilenet.graph.node)  # depthwise
+    assert decision_axes(mobilenet) == {"probs": (1, "Softmax")}
+    segmenter = load_onnx(families.make_segmenter(tmp_path, steps=2))
+    assert read_signature(segmenter).mask_axes() == {"mask": 1}
+    assert "Resize" in {n.op_type for n in segmenter.graph.node}  # bilinear upsampling

@@ -861,3 +861,38 @@ def test_a_symbolic_axis_holds_positions_not_channels():
     assert m.channel_axis is None and not m.channels
     (m,) = compare_outputs(pairs, feature_axes=feature_axes(model))
     assert m.channel_axis is None
+
+
+def test_replay_scoring_reuses_known_outputs_and_stops_where_told():
+    """A replay widened by more samples runs a candidate only on the batches it has not seen (same metrics as
+    running them all), and a scoring told to stop ends after the batch it stopped on, its metrics then taking
+    the samples not scored as the reference's own."""
+    from trtq.graph.qdq import quantize_model
+
+    model = _toys.classifier(seed=3)
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    feeds = [{"x": _toys.images(8, seed=s)} for s in range(4)]
+    replay = Replay(feeds, [{"y": session.run(None, f)[0]} for f in feeds], 32)
+    quantized, _ = quantize_model(model, _toys.activation_amax(model, feeds[0]["x"]), target="trt")
+    candidate = ort.InferenceSession(quantized.SerializeToString(), providers=["CPUExecutionProvider"])
+
+    class Counting:
+        runs = 0
+
+        def __getattr__(self, name):
+            return getattr(candidate, name)
+
+        def run(self, *args, **kwargs):
+            Counting.runs += 1
+            return candidate.run(*args, **kwargs)
+
+    kept: list = []
+    whole, samples = replay.score_session_until(Counting(), keep=kept)
+    assert samples == 32 and Counting.runs == 4 and len(kept) == 4
+    Counting.runs = 0
+    again, _ = replay.score_session_until(Counting(), known=kept[:3])
+    assert Counting.runs == 1 and worst_of(again) == worst_of(whole)
+    asked = []
+    stopped, samples = replay.score_session_until(Counting(), stop=lambda n, m: asked.append(n) or n >= 16)
+    assert asked == [8, 16] and samples == 16
+    assert worst_of(stopped)[0] >= worst_of(whole)[0]  # the samples not scored count as exact: a ceiling

@@ -212,6 +212,35 @@ def test_within_noise_is_a_tie_broken_by_the_documented_rule():
         assert improves(x, y) == (x.key() > y.key() and x.snr_db - y.snr_db >= 0.1)
 
 
+def test_a_refinement_trial_that_loses_decisions_is_not_kept_for_snr():
+    """A trial that raises the worst SNR by 4 dB but flips two decisions (both within noise on 48 samples) is
+    not kept: refinement ranks decisions first; the same SNR gain without the flips is kept."""
+    rng = np.random.default_rng(15)
+    ref = _probs(rng)
+    order = np.argsort(ref, axis=-1)
+    top, second = order[..., -1], order[..., -2]
+    for i in range(len(ref)):  # wide margins: small noise keeps every decision
+        for t in range(ref.shape[1]):
+            ref[i, t, top[i, t]] += 0.2
+    noisy = ref + rng.normal(0, 0.02, ref.shape)
+    clean = ref + rng.normal(0, 0.002, ref.shape)
+    flipped = clean.copy()
+    for i, t in ((3, 1), (17, 5)):  # two positions of two samples tip to their second class
+        flipped[i, t, second[i, t]] = ref[i, t, top[i, t]] + 1e-3
+    current = _candidate("current", ref, noisy, {"y": 2})
+    trial = _candidate("trial", ref, flipped, {"y": 2})
+    better = _candidate("better", ref, clean, {"y": 2})
+    assert current.decision == better.decision == 1.0 and trial.decision < 1.0
+    assert compare(trial, current) == (0, "within noise")  # the decision loss too
+    assert trial.snr_db - current.snr_db > 1.0 and trial.key() > current.key()  # the SNR tie rule prefers it
+    assert not improves(trial, current)
+    assert improves(better, current)
+    from trtq.pipeline.choose import cannot_improve
+
+    # the early stop agrees: a trial whose decisions already end below is skipped, the better one is not
+    assert cannot_improve(trial.metrics, current) and not cannot_improve(better.metrics, current)
+
+
 def test_auto_scores_the_reserve_when_leaders_tie_and_records_it(tmp_path):
     """Many samples: HOLDOUT_RESERVE more are held back, and scored for the leaders when they are within noise."""
     from trtq import defaults
@@ -403,6 +432,7 @@ def test_one_session_and_early_stop_give_the_choice_and_scores_of_the_slow_path(
         auto = result.auto
         results[one, early] = (auto.chosen, sorted(auto.overrides.items()),
                                [(c.name, c.snr_db, c.decision) for c in auto.candidates],
+                               [(c.name, c.snr_db, c.decision, c.samples) for c in auto.reserve],
                                auto.snr_db, auto.decision, result.verdict.snr_db, result.verdict.to_dict())
         trials[one, early] = auto.trials
         assert len(sessions) == (1 if one else 0)
@@ -419,3 +449,6 @@ def test_one_session_and_early_stop_give_the_choice_and_scores_of_the_slow_path(
             assert fast["snr_db"] == slow["snr_db"]
     if family != "sequence reader":  # (its one quantized tensor gets no trial) a hopeless trial ends early
         assert any(t["samples"] < full for t in early)
+    if family == "spiky matmul":  # leaders within noise: rescored on the reserve, its new samples only run
+        assert auto.reserve and all(c.samples > full for c in auto.reserve)
+        assert all(not c.outputs for c in auto.candidates)

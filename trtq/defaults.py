@@ -133,6 +133,10 @@ VERDICT_MIN_SAMPLE_AGREEMENT = 0.95
 #: VERDICT_MIN_MASK_IOU (every pixel of a large mask agreeing is not a fair ask; its IoU is).
 MASK_THRESHOLD = 0.5
 VERDICT_MIN_MASK_IOU = 0.95
+#: When the decisions of a result lose more than BUDGET_HINT_POINTS points against FP32
+#: (trtq.precision.budget.decisions_kept), the verdict prints the --max-drop command that
+#: would keep them within that many points.
+BUDGET_HINT_POINTS = 1.0
 #: auto's noise: paired bootstrap over the held-back samples (BOOTSTRAP_DRAWS resamples, fixed
 #: seed); two scores differ "beyond noise" when their difference exceeds NOISE_SIGMAS bootstrap
 #: standard deviations of it. When the leaders are within noise, HOLDOUT_RESERVE more held-back

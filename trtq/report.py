@@ -563,11 +563,14 @@ def auto_choice_table(choice, width: Optional[int] = None):
 _LEGACY_FIXES = ": leave the most sensitive layers in float with --auto-exclude"
 
 
-def print_verdict(console, verdict: Optional[dict], source: str = "", fixes: str = "") -> None:
+def print_verdict(console, verdict: Optional[dict], source: str = "", fixes: str = "",
+                  budget_command: str = "") -> None:
     """The verdict's one line, and its warning line when the INT8 result is poor (a sidecar record or Verdict dict).
 
     ``fixes``: what to do, in the options of the command that prints it
-    (:func:`trtq.cli.options.verdict_fixes`), appended to the warning.
+    (:func:`trtq.cli.options.verdict_fixes`), appended to the warning. ``budget_command``: the
+    command with ``--max-drop``, printed when the decisions lost more than
+    :data:`~trtq.defaults.BUDGET_HINT_POINTS` (:func:`budget_hint`).
     """
     from rich.markup import escape
 
@@ -578,6 +581,39 @@ def print_verdict(console, verdict: Optional[dict], source: str = "", fixes: str
     if verdict.get("warning"):
         warning = str(verdict["warning"]).split(_LEGACY_FIXES)[0] + (f"; {fixes}" if fixes else "")
         console.print(f"[bold yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)
+    hint = budget_hint(verdict, budget_command)
+    if hint:
+        console.print(hint, highlight=False, markup=False, soft_wrap=True)
+
+
+def budget_hint(verdict: Optional[dict], command: str) -> Optional[str]:
+    """``budget: the decisions lost 3.5 points (...); to keep them within 1 point: COMMAND``, when they lost more
+    than :data:`~trtq.defaults.BUDGET_HINT_POINTS` and a command is given; else None."""
+    from . import defaults
+
+    drop = (verdict or {}).get("decision_drop")
+    if not command or not isinstance(drop, dict) or not isinstance(drop.get("points"), (int, float)):
+        return None
+    if not drop["points"] > defaults.BUDGET_HINT_POINTS:
+        return None
+    return (f"budget: {drop.get('decision') or 'the decisions'} lost {drop['points']:.1f} points against FP32; "
+            f"the fewest layers in float that keep it within {defaults.BUDGET_HINT_POINTS:g} point, measured step "
+            f"by step on the held-back samples: {command}")
+
+
+def budget_command(command: str, model, data, *, algorithm: Optional[str] = None, class_outputs=None,
+                   metric: Optional[str] = None, extra: Sequence[str] = ()) -> str:
+    """The user's command with ``--max-drop`` (:data:`~trtq.defaults.BUDGET_HINT_POINTS`), for :func:`budget_hint`."""
+    from . import defaults
+
+    words = ["trtq", command, model, *extra, "--calib", data]
+    if algorithm and algorithm != defaults.ALGORITHM:
+        words += ["--algo", algorithm]
+    for name in class_outputs or ():
+        words += ["--class-output", name]
+    if metric:
+        words += ["--metric", metric]
+    return next_command(*words, "--max-drop", f"{defaults.BUDGET_HINT_POINTS:g}")
 
 
 def next_command(*words) -> str:
@@ -597,11 +633,11 @@ def print_next(console, *commands: str) -> None:
 #: What to do about a poor INT8 verdict, in the options of the command that prints it (a test checks that every
 #: option named here exists on that command).
 VERDICT_FIXES = {
-    "calibrate": "leave the most sensitive layers in float with --target-snr DB (or --target-agreement F), try "
-                 "another --algo, or calibrate on more representative data",
-    "quantize": "with --calib DATA, --target-snr DB (or --target-agreement F) leaves the most sensitive layers in "
-                "float; or try another --algo, or calibrate on more representative data",
-    "build": "with --calib DATA, --target-snr DB (or --target-agreement F) leaves the most sensitive layers in "
+    "calibrate": "leave the most sensitive layers in float with --max-drop PTS (decisions) or --target-snr DB, "
+                 "try another --algo, or calibrate on more representative data",
+    "quantize": "with --calib DATA, --max-drop PTS (decisions) or --target-snr DB leaves the most sensitive layers "
+                "in float; or try another --algo, or calibrate on more representative data",
+    "build": "with --calib DATA, --max-drop PTS (decisions) or --target-snr DB leaves the most sensitive layers in "
              "float; or try another --algo, or calibrate on more representative data",
     "eval": "leave the most sensitive layers in float with --auto-exclude --target-snr DB (needs --cache or a Q/DQ "
             "candidate), or recalibrate on more representative data",

@@ -526,9 +526,9 @@ def prepare_build(options: BuildOptions) -> PreparedBuild:
                                         options.min_metric))
     if plan.calibrator and cache is None and not prepared.cpu_calibration_needed:
         if options.target is not None and options.target.given():
-            raise TrtqError(f"--target-* run trtq's mixed-precision search on its CPU calibration, and --algo "
-                            f"{options.algorithm} calibrates with TensorRT on the GPU: use --algo auto (the default), "
-                            "or trtq calibrate --target-... first and build with its --cache")
+            raise TrtqError(f"--target-* and --max-drop run trtq's mixed-precision search on its CPU calibration, "
+                            f"and --algo {options.algorithm} calibrates with TensorRT on the GPU: use --algo auto (the "
+                            "default), or trtq calibrate --target-... (or --max-drop) first and build with its --cache")
         if gated:
             raise TrtqError(f"--min-snr/--min-cosine judge trtq's CPU calibration, and --algo {options.algorithm} "
                             "calibrates with TensorRT on the GPU: use --algo auto (the default), or check the engine "

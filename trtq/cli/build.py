@@ -186,7 +186,9 @@ def run(args: argparse.Namespace) -> int:
 
         print_recorded_float_layers(report_console(), report["mixed_precision"]["float_layers"], recorded,
                                     args.cache)
-    _print_build_verdict(report)
+    from .options import budget_command_from_args
+
+    _print_build_verdict(report, budget_command_from_args(args, "build"))
     print_notes(notes)
     from ..report import next_command, print_next, report_console
 
@@ -195,7 +197,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_build_verdict(report: dict) -> None:
+def _print_build_verdict(report: dict, budget_command: str = "") -> None:
     """An INT8 build ends with the verdict of trtq's calibration, or says where to get one."""
     from ..report import print_verdict, report_console
 
@@ -207,7 +209,7 @@ def _print_build_verdict(report: dict) -> None:
         from ..report import verdict_fixes
 
         print_verdict(console, verdict, "trtq's calibration on the CPU; the engine itself: trtq eval MODEL ENGINE "
-                                        "--data HELD_OUT", fixes=verdict_fixes("build"))
+                                        "--data HELD_OUT", fixes=verdict_fixes("build"), budget_command=budget_command)
     else:
         console.print("no INT8 verdict: TensorRT calibrated on the GPU. Measure the engine with trtq eval MODEL "
                       "ENGINE --data HELD_OUT (--min-snr DB to gate)", highlight=False, markup=False)

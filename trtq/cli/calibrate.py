@@ -104,7 +104,8 @@ def run(args: argparse.Namespace) -> int:
     from ..progress import progress_bar
     from ..report import report_console
     from .guard import Output, data_reads, guard, metric_reads, model_reads, print_notes
-    from .options import data_spec_from_args, feedback_from_args, fidelity_options, fidelity_target_from_args
+    from .options import (budget_command_from_args, data_spec_from_args, feedback_from_args, fidelity_options,
+                          fidelity_target_from_args)
 
     spec = data_spec_from_args(args, flag_dest="calib", shuffle=True)
     feedback = feedback_from_args(args)
@@ -129,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
                            **fidelity_options(args), target=fidelity, equalize=args.equalize or False,
                            progress=progress, choice_progress=scoring, feedback=feedback, force=args.force)
     console = report_console()
-    print_calibration(console, result, args.model)
+    print_calibration(console, result, args.model, budget_command=budget_command_from_args(args, "calibrate"))
     print_notes(notes)
     from ..report import next_command, print_next
 
@@ -139,7 +140,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def print_calibration(console, result, model: str, fixes_for: str = "calibrate") -> None:
+def print_calibration(console, result, model: str, fixes_for: str = "calibrate", budget_command: str = "") -> None:
     """Summary of a calibration: what was calibrated, what stays float, the auto choice, files, the verdict.
 
     (A batch lowered or split for --max-memory is logged by the collection itself.)
@@ -174,11 +175,12 @@ def print_calibration(console, result, model: str, fixes_for: str = "calibrate")
     from ..report import verdict_fixes
 
     print_verdict(console, result.verdict.to_dict() if result.verdict is not None else None,
-                  fixes=verdict_fixes(fixes_for))
+                  fixes=verdict_fixes(fixes_for), budget_command=budget_command)
 
 
 def print_mixed_precision(console, result) -> None:
-    """What the search to --target-* did: met with N layers in float, met already, or not met (nothing changed)."""
+    """What the search to --target-* / --max-drop did: met with N layers in float, met already, or not met (nothing
+    changed); for a budget also the layers, the decisions reached and the CPU latency of float, INT8 and mixed."""
     from rich.markup import escape
 
     search = getattr(result, "mixed_precision", None)
@@ -186,7 +188,21 @@ def print_mixed_precision(console, result) -> None:
         return
     style = "green" if search.met else "yellow"
     tail = "" if search.met else "; no layer was left in float"
-    console.print(f"[{style}]mixed precision: {escape(search.message)}{tail}[/]", highlight=False)
+    budget = getattr(search, "budget", None)
+    console.print(f"[{style}]{'budget' if budget is not None else 'mixed precision'}: {escape(search.message)}"
+                  f"{tail}[/]", highlight=False)
+    if budget is None:
+        return
+    if budget.met and budget.float_layers:
+        layers = budget.float_layers
+        console.print("  float: " + ", ".join(layers[:6]) + (f" (+{len(layers) - 6} more)" if len(layers) > 6 else ""),
+                      highlight=False, markup=False)
+    if budget.requantized:
+        console.print(f"  {len(budget.requantized)} layer(s) the search had left in float are INT8 again: the "
+                      "budget holds without them", highlight=False, markup=False)
+    latency = budget.latency.line()
+    if latency:
+        console.print(f"  {latency}", highlight=False, markup=False)
 
 
 def print_equalize(console, report) -> None:

@@ -266,6 +266,7 @@ OPTION_VALUES = {
     "--target-snr": Value(float, -1000, 1000),
     "--target-cosine": Value(float, -1, 1),
     "--target-agreement": Value(float, 0, 1, low_open=True),
+    "--max-drop": Value(float, 0, 100, high_open=True),
     "--min-agreement": Value(float, 0, 1),
     "--max-batch": Value(int, 1, 2 ** 31 - 1),
     "--max-layers": Value(int, 0),
@@ -473,7 +474,8 @@ def fidelity_options(args) -> dict:
 
 
 def add_target_arguments(parser) -> None:
-    """``--target-snr`` / ``--target-cosine`` / ``--target-agreement`` / ``--max-layers``: mixed precision to a target.
+    """``--target-snr`` / ``--target-cosine`` / ``--target-agreement`` / ``--max-drop`` / ``--max-layers``: mixed
+    precision to a target or an accuracy budget.
 
     calibrate, quantize (with --calib) and build (with --calib) run the search of
     ``trtq eval --auto-exclude`` on the held-back calibration samples when the verdict is below the target.
@@ -491,8 +493,13 @@ def add_target_arguments(parser) -> None:
          help="target: worst output cosine >= C (e.g. 0.99 for embeddings)")
     _add(target, "--target-agreement", type=float, metavar="F", default=None,
          help="target: top-1 agreement >= F on the first output shaped like class scores [N, C]")
+    _add(target, "--max-drop", type=float, metavar="PTS", default=None,
+         help="accuracy budget: the fewest layers in float that keep the decisions (your --metric, top-1 "
+              "agreement, mask IoU) within PTS points of FP32 on the held-back samples; the report gives the "
+              "layers, the decisions reached and the CPU latency of float, INT8 and mixed")
     _add(group, "--max-layers", type=int, metavar="N", default=None,
-         help=f"leave at most N layers in float (default: {defaults.AUTO_EXCLUDE_MAX_LAYERS})")
+         help=f"leave at most N layers in float (default: {defaults.AUTO_EXCLUDE_MAX_LAYERS} for a target, as many as "
+              "the budget needs for --max-drop)")
 
 
 def fidelity_target_from_args(args: argparse.Namespace):
@@ -500,19 +507,39 @@ def fidelity_target_from_args(args: argparse.Namespace):
     from ..precision.targets import FidelityTarget
 
     values = {"snr_db": getattr(args, "target_snr", None), "cosine": getattr(args, "target_cosine", None),
-              "agreement": getattr(args, "target_agreement", None)}
+              "agreement": getattr(args, "target_agreement", None), "max_drop": getattr(args, "max_drop", None)}
     max_layers = getattr(args, "max_layers", None)
     if all(v is None for v in values.values()):
         if max_layers is not None:
-            raise OptionError("--max-layers belongs to --target-snr, --target-cosine or --target-agreement")
+            raise OptionError("--max-layers belongs to --target-snr, --target-cosine, --target-agreement or "
+                              "--max-drop")
         return None
     if values["agreement"] is not None and not 0.0 < values["agreement"] <= 1.0:
         raise _bad("--target-agreement", f"is a fraction in (0, 1], got {values['agreement']}")
     if values["cosine"] is not None and not -1.0 <= values["cosine"] <= 1.0:
         raise _bad("--target-cosine", f"is a cosine in [-1, 1], got {values['cosine']}")
+    if values["max_drop"] is not None and not 0.0 <= values["max_drop"] < 100.0:
+        raise _bad("--max-drop", f"is points of decisions in [0, 100), got {values['max_drop']}")
     if max_layers is not None and max_layers < 0:
         raise _bad("--max-layers", f"must be 0 or more, got {max_layers}")
-    return FidelityTarget(**values, max_layers=defaults.AUTO_EXCLUDE_MAX_LAYERS if max_layers is None else max_layers)
+    return FidelityTarget(**values, max_layers=max_layers)
+
+
+def budget_command_from_args(args: argparse.Namespace, command: str) -> str:
+    """The command the user ran, with ``--max-drop`` (printed when the decisions dropped): "" without
+    calibration data or when a target or budget was already given."""
+    from ..report import budget_command
+
+    calib = getattr(args, "calib", None)
+    if not calib or any(getattr(args, name, None) is not None for name in
+                        ("target_snr", "target_cosine", "target_agreement", "max_drop")):
+        return ""
+    extra = ["--int8"] if command == "build" else []
+    if getattr(args, "output", None):
+        extra += ["-o", args.output]
+    return budget_command(command, args.model, calib, algorithm=getattr(args, "algo", None),
+                          class_outputs=getattr(args, "class_output", None), metric=getattr(args, "metric", None),
+                          extra=extra)
 
 
 def add_equalize_argument(parser) -> None:

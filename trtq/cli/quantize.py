@@ -110,7 +110,10 @@ def run(args: argparse.Namespace) -> int:
         else:
             console.print(f"{len(outcome.float_layers)} layer(s) left in float by the search to the target",
                           highlight=False, markup=False)
-    print_verdict(console, outcome.verdict, outcome.verdict_source, fixes=verdict_fixes("quantize"))
+    from .options import budget_command_from_args
+
+    print_verdict(console, outcome.verdict, outcome.verdict_source, fixes=verdict_fixes("quantize"),
+                  budget_command=budget_command_from_args(args, "quantize"))
     print_notes(notes)
     from ..report import next_command, print_next
 

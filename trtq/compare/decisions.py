@@ -27,6 +27,30 @@ def decision_of(metrics: Sequence[OutputMetrics], metric: bool = True) -> Option
     worst = min(scored, key=lambda m: _nan_low(m.top1_agreement))
     return f"{worst.decision_word} agreement of {worst.name!r}", worst.top1_agreement
 
+def decisions_kept(metrics: Sequence) -> Optional[Tuple[str, float]]:
+    """(what, share kept in [0, 1]) of the decision that lost most against FP32; None when nothing decides.
+
+    The user's metric when the replay has one (its scale is 1 = identical), else the lowest of
+    the top-1 agreement per position of the outputs with a class axis and the IoU of the binary
+    masks (a mask's per-pixel agreement hides a lost object in its background).
+    """
+    metric = getattr(metrics, "metric", None)
+    if metric is not None:
+        return f"metric {metric.name}", float(metric.value)
+    scored = []
+    for m in metrics:
+        if m.mask_axis is not None and m.mask_iou is not None and (m.positions or 1) > 1:
+            scored.append((f"mask IoU of {m.name!r}", float(m.mask_iou)))
+        elif m.top1_agreement is not None:
+            scored.append((f"{m.decision_word} agreement of {m.name!r}", float(m.top1_agreement)))
+    if not scored:
+        return None
+    return min(scored, key=lambda s: _nan_low(s[1]))
+
+
+def drop_points(kept: float) -> float:
+    """Points of decisions lost (100 x (1 - share kept))."""
+    return 100.0 * (1.0 - kept)
 
 def decision_line(metrics: Sequence[OutputMetrics]) -> str:
     """The decisions in words: ``top-1 agrees on 97.1 % of positions of 'probs', 79 % of samples entirely;

@@ -186,7 +186,7 @@ class ExcludeStep:
 
 @dataclass
 class AutoExcludeResult:
-    target_metric: str                      # "snr_db", "cosine" or "top1_agreement"
+    target_metric: str                      # "snr_db", "cosine", "top1_agreement" or "decisions"
     target: float
     met: bool
     excluded: List[str]
@@ -197,6 +197,7 @@ class AutoExcludeResult:
     output_path: Optional[str] = None
     message: str = ""
     quantizable_layers: int = 0             # layers the fully quantized model quantizes
+    budget: Optional[Any] = None            # trtq.precision.budget.BudgetOutcome of a --max-drop search
 
 
 @dataclass

@@ -117,6 +117,14 @@ class Verdict:
             return None
         return "; ".join(self.failed_tests()) or "INT8 result is poor"
 
+    def decision_drop(self) -> Optional[dict]:
+        """``{"decision": what, "points": lost}``: the decision that lost most against FP32, in points (what
+        ``--max-drop`` budgets); None when nothing decides."""
+        from .decisions import decisions_kept, drop_points
+
+        kept = decisions_kept(self.outputs)
+        return None if kept is None else {"decision": kept[0], "points": drop_points(kept[1])}
+
     def failure(self, min_snr_db: Optional[float] = None, min_cosine: Optional[float] = None,
                 min_agreement: Optional[float] = None, min_metric: Optional[float] = None) -> Optional[str]:
         """Why the result misses a gate the caller set (``--min-snr`` / ``--min-cosine`` / ``--min-agreement`` /
@@ -142,7 +150,7 @@ class Verdict:
                 "worst_channel": None if worst_channel is None else {"where": worst_channel[0],
                                                                      "snr_db": worst_channel[1]},
                 "metric": None if self.metric is None else self.metric.to_dict(),
-                "decision_drops": self.drops,
+                "decision_drops": self.drops, "decision_drop": self.decision_drop(),
                 "thresholds": {"snr_db": self.min_snr_db, "cosine": self.min_cosine,
                                "agreement": defaults.VERDICT_MIN_AGREEMENT,
                                "sample_agreement": defaults.VERDICT_MIN_SAMPLE_AGREEMENT,

@@ -28,8 +28,9 @@ def build_engine(options, progress: ProgressCallback = no_progress):
         from .quantization import check_recorded_verdict
 
         if options.target is not None and options.target.given():
-            log.warning("--target-* runs with calibration, and %s already exists: its sidecar's mixed-precision "
-                        "record (%d float layer(s)) is used as it is", options.cache_path, len(prepared.keep_float))
+            log.warning("--target-*/--max-drop run with calibration, and %s already exists: its sidecar's "
+                        "mixed-precision record (%d float layer(s)) is used as it is", options.cache_path,
+                        len(prepared.keep_float))
         check_recorded_verdict(prepared.cache.sidecar, options.min_snr, options.min_cosine, str(options.cache_path),
                                options.min_agreement, options.min_metric)
     elif prepared.qdq_calibration_needed:

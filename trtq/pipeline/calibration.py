@@ -154,9 +154,9 @@ class _Split:
 
 
 def _split_data(model, spec, pairs, holdout: int, algorithm: str, threads: Optional[int],
-                progress: ProgressCallback) -> _Split:
+                progress: ProgressCallback, budget: bool = False) -> _Split:
     """Open the data and hold samples back from the statistics: whole sequences for a streamed model, else
-    samples (plus a reserve that auto scores only when its leaders are within noise)."""
+    samples (plus a reserve that auto scores only when its leaders are within noise, and a budget always)."""
     from ..data import open_source
     from ..graph.batch import feed_samples
     from ..graph.signature import input_specs
@@ -181,7 +181,7 @@ def _split_data(model, spec, pairs, holdout: int, algorithm: str, threads: Optio
     source = open_source(spec, input_specs(model, spec.batch_axes))
     inputs = source.inputs
     static_batch = any(s.static_batch() for s in inputs)
-    reserve_count = defaults.HOLDOUT_RESERVE if algorithm == "auto" and holdout > 0 and (
+    reserve_count = defaults.HOLDOUT_RESERVE if (algorithm == "auto" or budget) and holdout > 0 and (
         source.num_samples is None or source.num_samples >= 4 * (holdout + defaults.HOLDOUT_RESERVE)) else 0
     wanted = holdout_count(source.num_samples, holdout) + reserve_count
     held, rest = split_holdout(iter(source), wanted, whole_batches=static_batch, specs=inputs)
@@ -262,7 +262,8 @@ def calibrate(
     the leading candidates are within noise of each other.
     ``target`` (a :class:`FidelityTarget`): when the verdict is below it, layers are left in
     float on the held-back samples until it is met (:func:`reach_target`); they are recorded
-    in the sidecar's ``mixed_precision`` and the verdict is the mixed model's.
+    in the sidecar's ``mixed_precision`` and the verdict is the mixed model's. A budget
+    (``target.max_drop``) holds back the reserve too and is judged on every held-back sample.
     ``equalize`` (True, or steps of :data:`trtq.graph.equalize.STEPS`): calibrate (and score) the
     model rewritten by :func:`equalize_model` (statistics
     from the first :data:`~trtq.defaults.EQUALIZE_SAMPLES` calibration samples, never the
@@ -311,7 +312,8 @@ def calibrate(
 
         metric = UserMetric.load(metric)
     started = time.perf_counter()
-    split = _split_data(model, spec, pairs, holdout, algorithm, threads, progress)
+    split = _split_data(model, spec, pairs, holdout, algorithm, threads, progress,
+                        budget=target is not None and target.max_drop is not None)
     inputs, source, batches, stats_total = split.inputs, split.source, split.batches, split.stats_total
     held, held_back, reserve_feeds, replay, steps = (split.held, split.held_back, split.reserve_feeds, split.replay,
                                                      split.steps)
@@ -375,7 +377,11 @@ def calibrate(
         metrics = score(replay, model, amax, exclude, algorithm).metrics
     search = None
     if target is not None and target.given():
-        search, metrics = reach_target(model, amax, replay, metrics, target, exclude=exclude, threads=threads,
+        judged_on = replay
+        if target.max_drop is not None and reserve_feeds:  # a budget on decisions: every held-back sample
+            judged_on = reserve()
+            metrics = score(judged_on, model, amax, exclude).metrics
+        search, metrics = reach_target(model, amax, judged_on, metrics, target, exclude=exclude, threads=threads,
                                        progress=choice_progress)
         if search is not None:
             log.info("mixed precision: %s", search.message)
@@ -459,7 +465,9 @@ def _sidecar(model_path, sidecar_model_path, sidecar_sha, inputs, algorithm: str
         sidecar["coverage"] = coverage.to_dict()
     if convergence is not None:
         sidecar["convergence"] = convergence.to_dict()
-    mixed = mixed_precision_record(exclude, search, f"trtq calibrate --target ({target.label()})" if target else "")
+    chooser = "" if not target else (f"trtq calibrate --max-drop {target.max_drop:g}" if target.max_drop is not None
+                                     else f"trtq calibrate --target ({target.label()})")
+    mixed = mixed_precision_record(exclude, search, chooser)
     if mixed:
         sidecar["mixed_precision"] = mixed
     if equalized is not None:

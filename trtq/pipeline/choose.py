@@ -32,6 +32,7 @@ class Candidate:
     samples: int = 0
     output_snr_db: float = math.nan         # worst whole output / channel group (judged channels left out)
     stopped: bool = False                   # a refinement trial ended after ``samples``: it could not be kept
+    outputs: list = field(default_factory=list, repr=False, compare=False)  # kept for a reserve rescoring
 
     def key(self) -> Tuple[float, float, float, float]:
         """Point estimates in the order the tie rule reads them (higher is better): worst SNR with judged
@@ -101,14 +102,28 @@ def rank(candidates: Sequence[Candidate]) -> Tuple[Candidate, List[Candidate]]:
 
 
 def improves(trial: Candidate, current: Candidate) -> bool:
-    """Is a refinement trial kept? By the same ranking as the choice: it wins beyond noise (on decisions, or
-    on worst SNR), or within noise the tie rule prefers it; a gain in SNR must also reach
-    AUTO_REFINE_MIN_GAIN_DB (a per-tensor override for less is not worth its record)."""
+    """Is a refinement trial kept? Decisions first, then the worst SNR (judged channels included).
+
+    A trial whose decision score is lower than the current one's is never kept, even within
+    noise: on a few dozen held-back samples one lost decision is inside the noise, and an
+    override bought with SNR would lose it on every sample like it. Otherwise the ranking of
+    the choice: it wins beyond noise (on decisions, or on worst SNR), or within noise the tie
+    rule prefers it; a gain in SNR must also reach AUTO_REFINE_MIN_GAIN_DB (a per-tensor
+    override for less is not worth its record)."""
+    if _loses_decisions(trial, current):
+        return False
     sign, level = compare(trial, current)
     gain = trial.snr_db - current.snr_db
     if sign != 0:
         return sign > 0 and (level == "decision" or gain >= defaults.AUTO_REFINE_MIN_GAIN_DB)
     return trial.key() > current.key() and gain >= defaults.AUTO_REFINE_MIN_GAIN_DB
+
+
+def _loses_decisions(trial: Candidate, current: Candidate) -> bool:
+    """Is ``trial``'s decision score (point estimate) below ``current``'s? A missing or NaN one loses to a real one."""
+    if current.decision is None or math.isnan(current.decision):
+        return False
+    return trial.decision is None or math.isnan(trial.decision) or trial.decision < current.decision
 
 
 def _on_first(metrics, samples: int) -> Tuple[Optional[float], float]:
@@ -124,8 +139,9 @@ def cannot_improve(completed, current: Candidate) -> bool:
     whatever the rest give? ``completed``: its metrics with every sample not yet scored taken as the reference's
     own, its ceiling (every SNR, agreement and sample count is then at least the trial's final one).
 
-    improves() keeps a trial only when it leads on decisions or gains AUTO_REFINE_MIN_GAIN_DB of worst SNR;
-    when even the ceiling reaches neither, no sample still to score can change that. A certainty, not a
+    improves() keeps a trial only when its decisions do not end below the current ones and it leads on
+    decisions or gains AUTO_REFINE_MIN_GAIN_DB of worst SNR; when even the ceiling misses that, no sample
+    still to score can change it. A certainty, not a
     guess from the samples scored so far: errors are heavy-tailed (a trial equal to the choice on the
     first 8 of 32 samples of YOLOv8n was 2.8 dB apart on all 32), so a guess could drop a trial the full
     scoring keeps. Keep this in step with improves()."""
@@ -133,6 +149,9 @@ def cannot_improve(completed, current: Candidate) -> bool:
 
     ceiling_snr = worst_of(completed)[0]
     ceiling_decision = decision_of(completed)
+    if _loses_decisions(Candidate("ceiling", ceiling_snr, math.nan,
+                                  decision=None if ceiling_decision is None else ceiling_decision[1]), current):
+        return True  # its decisions end below the current ones: improves() never keeps it
     behind_on_decisions = (ceiling_decision is None or current.decision is None
                            or not ceiling_decision[1] > current.decision)
     return behind_on_decisions and not ceiling_snr >= current.snr_db + defaults.AUTO_REFINE_MIN_GAIN_DB
@@ -184,7 +203,7 @@ class CandidateScorer:
         self.scoring, self.names = scales_as_inputs(quantized)
         self.session = create_session(self.scoring, threads=threads)
 
-    def metrics(self, replay, amax: Mapping[str, float], stop=None):
+    def metrics(self, replay, amax: Mapping[str, float], stop=None, known=(), keep=None):
         """``replay``'s metrics of the TensorRT-form Q/DQ model of ``amax``, and the samples scored (all of them
         unless ``stop``, see :meth:`trtq.runtime.replay.Replay.score_session_until`, ended the scoring early)."""
         from ..graph.qdq import quantize_model, scale_feeds
@@ -194,24 +213,30 @@ class CandidateScorer:
         try:
             feeds = scale_feeds(quantized, self.names, self.scoring)
         except KeyError:  # another placement: its own session
-            return replay.score_session_until(create_session(quantized, threads=self.threads), None, stop)
-        return replay.score_session_until(self.session, feeds, stop)
+            return replay.score_session_until(create_session(quantized, threads=self.threads), None, stop, known,
+                                              keep)
+        return replay.score_session_until(self.session, feeds, stop, known, keep)
 
 
 def score(replay, model, amax: Mapping[str, float], exclude: Sequence[str] = (), name: str = "",
-          scorer: Optional[CandidateScorer] = None, trial_of: Optional[Candidate] = None) -> Candidate:
+          scorer: Optional[CandidateScorer] = None, trial_of: Optional[Candidate] = None,
+          keep: bool = False, known: Sequence = ()) -> Candidate:
     """Decision, worst SNR and cosine of the TensorRT-form Q/DQ model of ``amax`` on ``replay`` (with its metrics
     and noise); ``scorer``: the one session that scores every table (when ``replay`` can use it).
     ``trial_of``: ``amax`` is a refinement trial of this candidate: scoring ends as soon as the trial
-    :func:`cannot_improve` on it (``stopped``, scores on the samples scored)."""
+    :func:`cannot_improve` on it (``stopped``, scores on the samples scored). ``keep``: the candidate keeps its
+    outputs (``outputs``); ``known``: its outputs on ``replay``'s first batches, not run again (a reserve
+    rescoring of a candidate scored with ``keep``)."""
     from ..compare.accumulate import output_snr_db
     from ..compare.decisions import decision_of, worst_of
     from ..graph.qdq import quantize_model
 
     started = time.perf_counter()
+    outputs: Optional[list] = None
     if scorer is not None and hasattr(replay, "score_session_until"):
         stop = None if trial_of is None else (lambda samples, completed: cannot_improve(completed, trial_of))
-        metrics, samples = scorer.metrics(replay, amax, stop)
+        outputs = [] if keep else None
+        metrics, samples = scorer.metrics(replay, amax, stop, known, outputs)
         if samples < replay.samples:
             decision, snr = _on_first(metrics, samples)
             return Candidate(name, snr, math.nan, time.perf_counter() - started, [], decision,
@@ -223,7 +248,7 @@ def score(replay, model, amax: Mapping[str, float], exclude: Sequence[str] = (),
     decision = decision_of(metrics)
     candidate = Candidate(name, snr, cosine, time.perf_counter() - started, metrics,
                           None if decision is None else decision[1], "" if decision is None else decision[0],
-                          samples=replay.samples, output_snr_db=output_snr_db(metrics))
+                          samples=replay.samples, output_snr_db=output_snr_db(metrics), outputs=outputs or [])
     return estimate_noise(candidate)
 
 
@@ -249,7 +274,8 @@ def choose_amax(
     replay (``replay``'s samples and more held-back ones); when the leaders are within
     noise they are rescored on it once. Then, for the quantized tensors whose candidates
     disagree most, the largest and the smallest other amax are tried one tensor at a time;
-    a change is kept only when :func:`improves` says so. ``one_session``: score every table through
+    a change is kept only when :func:`improves` says so. Candidates rescored on the reserve run only its
+    new samples (their outputs on ``replay`` are kept until then). ``one_session``: score every table through
     one :class:`CandidateScorer` (False: a session per table, the reference the scorer must match).
     ``early_stop``: a trial's scoring ends once it :func:`cannot_improve` (False: every trial on every
     held-back sample, the reference the early stop must match).
@@ -281,7 +307,8 @@ def choose_amax(
                                         earlier.decision, earlier.decision_name, earlier.decision_noise,
                                         earlier.snr_noise, earlier.samples, earlier.output_snr_db))
         else:
-            seen[signature] = candidate = score(replay, model, table, exclude, algorithm, scorer)
+            seen[signature] = candidate = score(replay, model, table, exclude, algorithm, scorer,
+                                                keep=reserve is not None)
             candidates.append(candidate)
         step += 1
         progress(step, total_steps)
@@ -298,7 +325,7 @@ def choose_amax(
                 twin = rescored.get(id(candidate.metrics))
                 if twin is None:
                     twin = rescored[id(candidate.metrics)] = score(wide, model, tables[candidate.name], exclude,
-                                                                   candidate.name, scorer)
+                                                                   candidate.name, scorer, known=candidate.outputs)
                     again.append(twin)
                 else:
                     again.append(Candidate(candidate.name, twin.snr_db, twin.cosine, 0.0, twin.metrics, twin.decision,
@@ -308,6 +335,8 @@ def choose_amax(
             verdict_candidate, ties = rank(again)
             best = next(c for c in candidates if c.name == verdict_candidate.name)
             choice.chosen, choice.samples = best.name, wide.samples
+    for candidate in candidates:
+        candidate.outputs = []  # kept for the reserve only
     if ties:
         choice.reason = (f"within noise of {', '.join(c.name for c in ties)} on {choice.samples} samples: the tie "
                          "goes to the higher worst SNR (channels included), then worst output SNR, then decision, "

@@ -88,8 +88,13 @@ class Replay:
         return self.score_session_until(session, extra)[0]
 
     def score_session_until(self, session, extra: Optional[Mapping[str, np.ndarray]] = None,
-                            stop=None) -> Tuple[List[OutputMetrics], int]:
+                            stop=None, known: Sequence[Mapping[str, np.ndarray]] = (),
+                            keep: Optional[list] = None) -> Tuple[List[OutputMetrics], int]:
         """:meth:`score_session` that may end early: ``(metrics, samples scored)``.
+
+        ``known``: the candidate's outputs on the first batches, already run (a replay widened
+        by more samples rescores only those); ``keep``: a list the candidate's outputs of every
+        batch are appended to (for such a rescoring).
 
         ``stop(samples, metrics)`` is asked after every batch but the last, with the samples
         scored so far and the metrics the candidate would get if every sample not yet scored
@@ -108,13 +113,18 @@ class Replay:
                                    metric=self.metric, feature_axes=self.feature_axes, output_axes=self.output_axes,
                                    masks=self.masks, group_axes=self.group_axes)
 
+        def candidate(index: int) -> Dict[str, np.ndarray]:
+            outputs = known[index] if index < len(known) else run(session, {**self.feeds[index], **extra}, names)
+            if keep is not None:
+                keep.append(outputs)
+            return outputs
+
         if stop is None or self.metric is not None or len(self.feeds) < 2:
-            return judge((ref, run(session, {**feed, **extra}, names))
-                         for feed, ref in zip(self.feeds, self.outputs)), self.samples
+            return judge((ref, candidate(index)) for index, ref in enumerate(self.outputs)), self.samples
         produced: List[Dict[str, np.ndarray]] = []
         scored = 0
         for index, feed in enumerate(self.feeds):
-            produced.append(run(session, {**feed, **extra}, names))
+            produced.append(candidate(index))
             scored += self._batch_rows(index, names)
             if index + 1 < len(self.feeds):
                 rest = [{n: ref[n] for n in names} for ref in self.outputs[index + 1:]]

@@ -1,0 +1,171 @@
+"""The accuracy budget (``--max-drop``): decisions measured, fewest layers float, recorded and honoured."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from trtq.compare.decisions import decisions_kept, drop_points
+from trtq.compare.struct import Fidelity, MetricScore, OutputMetrics
+from trtq.data.spec import DataSpec
+from trtq.errors import TrtqError
+from trtq.pipeline.calibration import calibrate
+from trtq.pipeline.quantization import quantize
+from trtq.precision import budget
+from trtq.precision.targets import FidelityTarget
+
+
+def _output(name, agreement=None, iou=None, positions=1, mask=False):
+    return OutputMetrics(name, [1, 4], 8, 1.0, 1.0, 30.0, 0.0, 0.0, 1.0, top1_agreement=agreement,
+                         mask_axis=1 if mask else None, mask_iou=iou, positions=positions)
+
+
+def test_decisions_kept_reads_the_worst_decision_masks_by_iou_and_the_users_metric_first():
+    masks = [_output("mask", agreement=0.999, iou=0.95, positions=64, mask=True), _output("cls", agreement=0.97)]
+    assert decisions_kept(masks) == ("mask IoU of 'mask'", 0.95)  # per-pixel agreement hides the loss
+    assert decisions_kept([_output("cls", agreement=0.97), _output("emb")]) == (
+        "top-1 agreement of 'cls'", 0.97)
+    assert decisions_kept([_output("emb")]) is None
+    with_metric = fidelity_with([_output("cls", agreement=0.5)], MetricScore("task", 0.99, 8))
+    assert decisions_kept(with_metric) == ("metric task", 0.99)
+    assert drop_points(0.985) == pytest.approx(1.5)
+
+
+def fidelity_with(outputs, metric):
+    fidelity = Fidelity(outputs)
+    fidelity.metric = metric
+    return fidelity
+
+
+class _FakeReplay:
+    """Decisions kept as a function of which layers are float (read from the Q/DQ model's quantized nodes)."""
+
+    samples = 8
+
+    def __init__(self, kept_of):
+        self.kept_of = kept_of
+
+    def score(self, model, threads=None):
+        dequantized = {o for n in model.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+        quantized = {n.name for n in model.graph.node if n.input and n.input[0] in dequantized}
+        float_nodes = frozenset({"conv1", "conv2", "fc"} - quantized)
+        return [_output("y", agreement=self.kept_of(float_nodes))]
+
+
+def _measure(kept_of, outcome=None):
+    import _toys
+
+    model = _toys.classifier()
+    amax = _toys.activation_amax(model, _toys.images(4))
+    outcome = outcome or budget.BudgetOutcome(1.0, "top-1", 10.0, 10.0, False, [], 8)
+    return budget._Measure(model, amax, _FakeReplay(kept_of), 0.99, (), None, outcome)
+
+
+def test_the_shortest_prefix_is_found_by_doubling_then_bisection():
+    """Ranked groups g0..g4; the decisions hold once g0..g2 are float: 1, 2, 4 (holds), then 3 (holds)."""
+    groups = [["conv1"], ["conv2"], ["fc"], ["x1"], ["x2"]]
+    needed = {"conv1", "conv2", "fc"}
+    measure = _measure(lambda float_nodes: 1.0 if needed <= float_nodes else 0.5)
+    k, metrics, best = budget.shortest_prefix(groups, measure, None)
+    assert k == 3 and metrics[0].top1_agreement == 1.0
+    assert [(s["phase"], s["layers"]) for s in measure.outcome.steps] == [
+        ("double", 1), ("double", 2), ("double", 4), ("bisect", 3)]
+    assert budget.shortest_prefix(groups, _measure(lambda float_nodes: 0.5), None)[:2] == (0, None)
+    assert budget.shortest_prefix(groups, measure, 2)[:2] == (0, None)  # --max-layers 2: not within reach
+
+
+def test_pruning_quantizes_again_a_group_the_budget_holds_without():
+    """The prefix conv1, conv2 keeps the decisions; conv2 alone does too: conv1 is INT8 again."""
+    measure = _measure(lambda float_nodes: 1.0 if "conv2" in float_nodes else 0.9)
+    groups, dropped, metrics = budget.prune([["conv1"], ["conv2"]], measure)
+    assert groups == [["conv2"]] and dropped == ["conv1"] and metrics[0].top1_agreement == 1.0
+    needs_both = _measure(lambda float_nodes: 1.0 if {"conv1", "conv2"} <= float_nodes else 0.9)
+    assert budget.prune([["conv1"], ["conv2"]], needs_both)[:2] == ([["conv1"], ["conv2"]], [])
+
+
+def _outlier_data(tmp_path, count=48, outlier=1000.0):
+    import _toys
+
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    model = _toys.save(_toys.classifier(first_weight_scale=(1e-3, 1.0, 1.0)), tmp_path / "m.onnx")
+    data = tmp_path / "data"
+    data.mkdir()
+    for i, sample in enumerate(_toys.images(count, seed=7, outlier_channel=outlier)):
+        np.save(data / f"{i:04d}.npy", sample[None])
+    return model, data
+
+
+def test_max_drop_leaves_the_costly_layer_float_records_it_and_quantize_applies_it(tmp_path, capsys):
+    """conv1's input has one channel ~1000x the others that conv1 barely uses: fully INT8 loses decisions; the
+    budget leaves conv1 in float, the sidecar records it with the decisions reached and the latency, and
+    quantize --cache applies it."""
+    from trtq.cli import main
+
+    model, data = _outlier_data(tmp_path)
+    plain = calibrate(model, DataSpec(path=str(data), samples=None), algorithm="minmax",
+                               class_outputs=["y"])
+    lost = drop_points(decisions_kept(plain.verdict.outputs)[1])
+    assert lost > 1.0
+    cache = tmp_path / "m.calib.cache"
+    assert main(["calibrate", model, "--calib", str(data), "--samples", "all", "--algo", "minmax",
+                 "--class-output", "y", "-o", str(cache), "--max-drop", "1"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "budget: decisions within 1 point(s)" in out and "float: conv1" in out and "CPU latency" in out
+    record = json.loads((tmp_path / "m.calib.cache.json").read_text())["mixed_precision"]
+    assert record["float_layers"] == ["conv1"] and record["target"] == {"max_drop": 1.0}
+    assert record["source"] == "trtq calibrate --max-drop 1"
+    assert record["reached"] <= 1.0 and record["budget"]["start_drop"] == pytest.approx(lost)
+    assert record["budget"]["latency"]["float_ms"] > 0 and record["budget"]["latency"]["mixed_ms"] > 0
+    outcome = quantize(model, tmp_path / "q.onnx", cache=cache)
+    assert outcome.float_layers == ["conv1"] and "conv1" not in outcome.summary.quantized
+    from trtq.deploy.calibration import read_calibration
+
+    assert read_calibration(cache).float_layers == ["conv1"]  # what the Triton and DeepStream writers keep float
+    calibrated = quantize(model, tmp_path / "q2.onnx", calib=DataSpec(path=str(data), samples=None),
+                                   algorithm="minmax", class_outputs=["y"],
+                                   fidelity=FidelityTarget(max_drop=1))
+    assert calibrated.float_layers == ["conv1"] and calibrated.mixed_precision["budget"]["met"]
+
+
+def test_max_drop_already_met_records_the_budget_with_no_layer(tmp_path):
+    model, data = _outlier_data(tmp_path, outlier=None)
+    result = calibrate(model, DataSpec(path=str(data), samples=None), algorithm="minmax",
+                                class_outputs=["y"], target=FidelityTarget(max_drop=50))
+    assert result.mixed_precision.met and result.mixed_precision.excluded == []
+    record = result.sidecar["mixed_precision"]
+    assert record["float_layers"] == [] and record["budget"]["met"]
+
+
+def test_max_drop_needs_a_decision_and_a_range(tmp_path, capsys):
+    from trtq.cli import main
+
+    model, data = _outlier_data(tmp_path)
+    with pytest.raises(TrtqError, match="--max-drop budgets decisions"):
+        calibrate(model, DataSpec(path=str(data), samples=None), algorithm="minmax",
+                           target=FidelityTarget(max_drop=1))
+    for bad in ("-1", "100", "nan"):
+        assert main(["calibrate", model, "--calib", str(data), "--max-drop", bad]) == 2
+        assert "--max-drop" in capsys.readouterr().err
+    assert main(["calibrate", model, "--calib", str(data), "--max-drop", "1", "--target-snr", "20"]) == 2
+
+
+def test_the_verdict_prints_the_budget_command_when_decisions_drop_more_than_a_point(tmp_path, capsys):
+    from trtq.cli import main
+
+    model, data = _outlier_data(tmp_path)
+    cache = tmp_path / "m.calib.cache"
+    assert main(["calibrate", model, "--calib", str(data), "--algo", "minmax", "--class-output", "y",
+                 "-o", str(cache)]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "budget: top-1 agreement of 'y' lost 100.0 points against FP32" in out
+    assert f"trtq calibrate {model} -o {cache} --calib {data} --algo minmax --class-output y --max-drop 1" in out
+    drop = json.loads((tmp_path / "m.calib.cache.json").read_text())["verdict"]["decision_drop"]
+    assert drop == {"decision": "top-1 agreement of 'y'", "points": 100.0}
+    assert main(["calibrate", model, "--calib", str(data), "--algo", "minmax", "--class-output", "y",
+                 "-o", str(cache), "--max-drop", "1"]) == 0
+    assert "budget: top-1" not in capsys.readouterr().out  # the budget ran: no hint
+    clean, clean_data = _outlier_data(tmp_path / "clean", outlier=None)
+    assert main(["calibrate", clean, "--calib", str(clean_data), "--class-output", "y"]) == 0
+    assert "--max-drop 1" not in capsys.readouterr().out  # within a point: no hint

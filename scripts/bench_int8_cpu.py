@@ -14,7 +14,8 @@ Every variant of a model is calibrated on the same samples:
 
   FP32          the original model, ONNX Runtime CPU
   trtq INT8     trtq calibrate (the default, auto) + trtq quantize --for cpu (uint8 activations,
-                zero point 128: TensorRT's symmetric grid, shifted; also quantizes the
+                zero point 128: TensorRT's symmetric grid, shifted; weights no CPU's kernel
+                can overflow: MatMul/Gemm uint8, convolutions 7-bit; also quantizes the
                 tensors between quantized layers so ONNX Runtime fuses QLinear kernels)
   trtq INT8 (TRT form)  the scales as trtq quantize --for trt writes them for TensorRT
                 (fidelity only: ONNX Runtime has no fast kernels for int8 activations)
@@ -23,6 +24,9 @@ Every variant of a model is calibrated on the same samples:
   ORT <method>  onnxruntime.quantization.quantize_static, QDQ, per-channel, symmetric
                 int8 weights and activations, MinMax / Entropy (2048 bins) / Percentile;
                 the most faithful of the three is timed and compared with trtq
+
+Fidelity is what ONNX Runtime computes on this CPU: on x86 without VNNI its u8 x s8 kernels
+saturate (see scripts/bench_cpu_form.py), which trtq's cpu form avoids by its weight codes.
 
 Throughput at batch 1 and 32 (samples/s, ONNX Runtime, all cores). Targets (issue #3):
 trtq INT8 at batch 32 >= 2x FP32; trtq at least as accurate and as fast as the best ORT.

@@ -248,18 +248,3 @@ def shared_weights(model):
     result.graph.node.extend(nodes[:at + 1] + new + nodes[at + 1:])
     onnx.checker.check_model(result)
     return result
-
-
-def cpu_saturates_u8s8() -> bool:
-    """Whether ONNX Runtime's fused u8 x s8 kernels saturate on this CPU: x86 without VNNI (AVX2/AVX-512BW use
-    VPMADDUBSW, whose 16-bit pair sums saturate; ONNX Runtime's quantization docs name it). The ONNX Runtime
-    form's accuracy checks are for CPUs that run it exactly."""
-    import platform
-
-    if platform.machine().lower() not in ("x86_64", "amd64"):
-        return False
-    try:
-        flags = next(line for line in open("/proc/cpuinfo") if line.startswith("flags")).split()
-    except (OSError, StopIteration):
-        return False
-    return not {"avx512_vnni", "avx_vnni", "amx_int8"} & set(flags)

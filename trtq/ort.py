@@ -124,7 +124,8 @@ def tensorrt_form(model_or_path: ModelLike) -> bool:
     without VNNI (AVX2: VPMADDUBSW), so a TensorRT-form MatMul read 3.5 off where the exact
     result is 0.1 off (random weights, 40 draws, an AVX2-only EPYC). TensorRT accumulates int8
     products in int32; the float path matches it up to rounding on every CPU. The ONNX Runtime
-    form (uint8 activations) keeps the fused kernels: it is what runs on a CPU.
+    form (uint8 activations) keeps the fused kernels: it is what runs on a CPU, and its weights
+    are stored so that they cannot saturate (:func:`trtq.graph.qdq.weight_code`).
     """
     from onnx import TensorProto
 

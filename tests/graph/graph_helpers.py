@@ -38,13 +38,6 @@ def session(model, threads: int = 1):
     return create_session(model, threads=threads)
 
 
-from _toys import cpu_saturates_u8s8  # noqa: E402
-
-#: Skips an accuracy check of the ONNX Runtime (uint8) form where ONNX Runtime's int8 kernels saturate.
-needs_exact_u8s8 = pytest.mark.skipif(cpu_saturates_u8s8(), reason="this x86 CPU has no VNNI: ONNX Runtime's fused "
-                                      "u8 x s8 kernels saturate (VPMADDUBSW), so the uint8 form is not exact here")
-
-
 def run(model, feeds: Mapping[str, np.ndarray]) -> List[np.ndarray]:
     return session(model).run(None, dict(feeds))
 

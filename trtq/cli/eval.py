@@ -252,8 +252,9 @@ def run(args: argparse.Namespace) -> int:
     print_verdict(console, verdict.to_dict(), fixes=verdict_fixes("eval"))
     if requantize and not is_engine_path(args.candidate) and qdq_form(load_onnx(args.candidate)) == "cpu":
         console.print("note: the first table measured the candidate's ONNX Runtime (cpu) form, whose folded Relus "
-                      "saturate at 2x amax; sensitivity and mixed precision measure the TensorRT form, what an engine "
-                      "computes, so their step 0 can read lower", highlight=False, markup=False)
+                      "saturate at 2x amax and whose conv weights have 7 bits; sensitivity and mixed precision measure "
+                      "the TensorRT form, what an engine computes, so their step 0 can read differently",
+                      highlight=False, markup=False)
     if report.auto_exclude is not None:
         auto = report.auto_exclude
         style = "green" if auto.met else "red"

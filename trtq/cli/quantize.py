@@ -30,7 +30,8 @@ def add_parser(sub) -> None:
         "them (inputs of Conv/ConvTranspose/Gemm/MatMul, residual Add inputs; weights per output channel), with "
         "scales from a calibration cache (--cache) or from calibrating on data first (--calib). "
         "--for trt writes int8 activations for TensorRT 10/11 strongly typed builds; --for cpu writes the same "
-        "grid as uint8 (zero point 128) with the extra Q/DQ ONNX Runtime needs for its fast integer kernels.",
+        "activation grid as uint8 (zero point 128) with the extra Q/DQ ONNX Runtime needs for its fast integer "
+        "kernels, and weights no CPU's kernel can overflow (MatMul/Gemm uint8, convolutions 7-bit).",
     )
     parser.add_argument("model", help="float ONNX model")
     parser.add_argument("--cache", help="TensorRT calibration cache (from trtq calibrate) holding the scales")

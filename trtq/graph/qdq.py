@@ -12,18 +12,21 @@ Two forms of the same quantization come out of one amax table:
     where the placement rules put them (TensorRT fuses the rest itself).
 
 ``target="cpu"``
-    The same grid for ONNX Runtime on x86: activations uint8 with zero point 128 and
-    the *same* scale (``q_u8 = q_s8 + 128`` exactly), because ORT's fast VNNI/AMX
-    kernels are u8 x s8. ORT only swaps float ops for integer kernels where a Q/DQ
+    The same activation grid for ONNX Runtime on x86: activations uint8 with zero point
+    128 and the *same* scale (``q_u8 = q_s8 + 128`` exactly), because ORT's fast VNNI/AMX
+    kernels are u8 x s8. Weights are stored so that no CPU's integer kernel can overflow
+    (:func:`weight_code`): MatMul/Gemm weights as uint8 (the int8 grid shifted by 128),
+    convolution weights as int8 in [-64, 64] (7 bits: one bit coarser than TensorRT's).
+    ORT only swaps float ops for integer kernels where a Q/DQ
     pattern surrounds them (``DQ -> Conv -> Q`` becomes QLinearConv), so the cpu form
     also quantizes the outputs of quantized weighted ops and of the cheap ops between
     them, inside regions that stay quantized, and folds Relus into the op before them
     with a zero point of 0 (rules 5-7 in :mod:`trtq.graph.placement`). The trt form run in ORT is *slower* than FP32
     (every DQ runs in float, no fusion): it is meant for TensorRT.
 
-Weights are stored as int8 initializers behind a DequantizeLinear (no QuantizeLinear):
-the file is ~4x smaller, TensorRT and ONNX Runtime see bit-identical integer weights,
-and it is the form both consume directly (TensorRT: "when using pre-quantized weights,
+Weights are stored as 8-bit initializers behind a DequantizeLinear (no QuantizeLinear):
+the file is ~4x smaller, every runtime sees the same integer weights, and it is the form
+both TensorRT and ONNX Runtime consume directly (TensorRT: "when using pre-quantized weights,
 an IDequantizeLayer is required between the weights and the linear operator").
 Biases stay float. Weights must be initializers (not Constant nodes, not behind a
 Transpose/Identity): a weight computed at run time is treated as an activation.
@@ -58,6 +61,14 @@ QUANTIZED_OPS = frozenset({
 })
 _MAX_PROTO_BYTES = 2 ** 31 - 1
 _INT8_MAX = np.float32(127.0)
+
+#: Weight codes (how a weight's int8 grid is stored): ``int8`` [-127, 127], zero point 0 (TensorRT form);
+#: ``int7`` int8 in [-64, 64], zero point 0; ``uint8`` the int8 grid shifted by 128 (zero point 128).
+WEIGHT_CODES = ("int8", "int7", "uint8")
+#: The largest |int8 weight| of the cpu form's int7 code: 255 * 64 * 2 = 32640 fits VPMADDUBSW's int16 pairs.
+INT7_WEIGHT_MAX = 64
+#: Ops whose weights the cpu form stores as uint8 (ONNX Runtime's exact u8 x u8 GEMM); the others get int7.
+UINT8_WEIGHT_OPS = frozenset({"MatMul", "Gemm"})
 
 
 @dataclass
@@ -137,10 +148,11 @@ def _scale_from_amax(amax: float) -> np.float32:
 
 
 def quantize_weight(weight: np.ndarray, axis: Optional[int],
-                    min_scale: Optional[np.ndarray] = None) -> Tuple[np.ndarray, np.ndarray]:
+                    min_scale: Optional[np.ndarray] = None, levels: int = 127) -> Tuple[np.ndarray, np.ndarray]:
     """Symmetric int8 quantization of a float weight: per channel along ``axis`` or per tensor.
 
-    Returns ``(int8 values, float32 scales)``; scale = max|w| / 127 per channel. A channel
+    Returns ``(int8 values, float32 scales)``; scale = max|w| / ``levels`` per channel (127;
+    the cpu form's int7 code: :data:`INT7_WEIGHT_MAX`), values in [-levels, levels]. A channel
     of zeros (a pruned filter) takes the largest scale of the tensor: its int8 values are 0
     whatever the scale, and a degenerate scale of ~1e-9 would overflow the int32 bias an
     integer kernel computes as ``bias / (input scale * weight scale)`` (ONNX Runtime's
@@ -152,22 +164,22 @@ def quantize_weight(weight: np.ndarray, axis: Optional[int],
     w = np.asarray(weight, dtype=np.float32)
     if axis is None:
         amax = np.array(np.abs(w).max() if w.size else 0.0, dtype=np.float32)
-        scale = np.maximum(amax, np.float32(MIN_AMAX)) / _INT8_MAX
+        scale = np.maximum(amax, np.float32(MIN_AMAX)) / np.float32(levels)
         if min_scale is not None:
             scale = np.maximum(scale, np.float32(np.max(min_scale)))
-        q = np.clip(np.rint(w / scale), -127, 127).astype(np.int8)
+        q = np.clip(np.rint(w / scale), -levels, levels).astype(np.int8)
         return q, np.asarray(scale, dtype=np.float32)
     reduce_axes = tuple(a for a in range(w.ndim) if a != axis)
     amax = np.abs(w).max(axis=reduce_axes) if w.size else np.zeros(w.shape[axis], np.float32)
     amax = amax.astype(np.float32)
     if amax.size and amax.max() > 0:
         amax = np.where(amax > 0, amax, amax.max())  # pruned channels: the tensor's own largest step
-    scale = (np.maximum(amax, np.float32(MIN_AMAX)) / _INT8_MAX).astype(np.float32)
+    scale = (np.maximum(amax, np.float32(MIN_AMAX)) / np.float32(levels)).astype(np.float32)
     if min_scale is not None:
         scale = np.maximum(scale, np.asarray(min_scale, dtype=np.float32)).astype(np.float32)
     shape = [1] * w.ndim
     shape[axis] = -1
-    q = np.clip(np.rint(w / scale.reshape(shape)), -127, 127).astype(np.int8)
+    q = np.clip(np.rint(w / scale.reshape(shape)), -levels, levels).astype(np.int8)
     return q, scale
 
 
@@ -251,17 +263,23 @@ class _Editor:
         self.activation_dq[tensor] = dequantized
         return dequantized
 
-    def weight(self, name: str, init, axis: Optional[int], min_scale: Optional[np.ndarray] = None) -> str:
-        """int8 initializer + DequantizeLinear for a float weight (reused per (weight, axis))."""
+    def weight(self, name: str, init, axis: Optional[int], min_scale: Optional[np.ndarray] = None,
+               code: str = "int8") -> str:
+        """Integer initializer (``code``: one of :data:`WEIGHT_CODES`) + DequantizeLinear for a float weight
+        (reused per (weight, axis))."""
         key = (name, axis)
         if key in self.weight_dq:
             return self.weight_dq[key]
         helper = self.onnx.helper
         values = self.onnx.numpy_helper.to_array(init)
-        q, scale = quantize_weight(values, axis, min_scale)
+        q, scale = quantize_weight(values, axis, min_scale, levels=INT7_WEIGHT_MAX if code == "int7" else 127)
+        zero = np.zeros(scale.shape, dtype=np.int8)
+        if code == "uint8":  # q_u8 = q_s8 + 128 with zero point 128: the same values
+            q = (q.astype(np.int16) + 128).astype(np.uint8)
+            zero = np.full(scale.shape, 128, dtype=np.uint8)
         q_name = self._initializer(f"{name}_quantized", q)
         scale_name = self._initializer(f"{name}_scale", scale)
-        zero_name = self._initializer(f"{name}_zero_point", np.zeros(scale.shape, dtype=np.int8))
+        zero_name = self._initializer(f"{name}_zero_point", zero)
         dequantized = self.unique(f"{name}_dequantized")
         attrs = {} if axis is None else {"axis": int(axis)}
         self.head.append(helper.make_node("DequantizeLinear", [q_name, scale_name, zero_name], [dequantized],
@@ -403,8 +421,9 @@ def quantize_model(
             editor.rewire[(index, slot)] = dq
     stored = stored_weights(result.graph)[0] if plan.weights else {}  # the biases, read once
     for (name, axis), consumers in plan.weights.items():
+        readers = {result.graph.node[index].op_type for index, _ in consumers}
         dq = editor.weight(name, plan.weight_tensors[name], axis,
-                           _bias_floor(result, consumers, axis, plan, amax, stored))
+                           _bias_floor(result, consumers, axis, plan, amax, stored), weight_code(target, readers))
         for index, slot in consumers:
             editor.rewire[(index, slot)] = dq
     # A float weight no longer read by any node is dropped (its int8 copy replaces it).
@@ -431,6 +450,27 @@ def quantize_model(
     summary.unmatched_exclude = plan.unmatched_exclude
     summary.opset = opset_version(result)
     return result, summary
+
+
+def weight_code(target: str, readers: Iterable[str]) -> str:
+    """How the ``target`` form stores a weight read by ops ``readers``: one of :data:`WEIGHT_CODES`.
+
+    The TensorRT form: int8. The cpu form must compute the same on every CPU, and ONNX Runtime's
+    fused u8 x s8 kernels add two products in a saturating int16 on x86 CPUs without VNNI
+    (VPMADDUBSW: 255 * 127 * 2 = 64770 > 32767); an all-int8 cpu form of the demo CNN agreed
+    with FP32 on 12 % of digits on an AVX2 EPYC. MatMul/Gemm weights are uint8: ONNX Runtime
+    multiplies u8 x u8 exactly everywhere, with its u8 x s8 kernels where the CPU has
+    VNNI/AMX (flipping the weights' sign bit: same speed as int8) and by widening to int16
+    on AVX2 (slower: MiniLM ran at 1.22x FP32 there, against 1.45x with int7 weights whose
+    hidden states read 4.7 dB instead of 13.4 dB: one FFN layer with an outlier channel).
+    Convolution weights are int8 in [-64, 64]: |q| <= 64 cannot saturate and keeps ORT's
+    fast symmetric-conv kernels (uint8 conv weights ran at 0.9-1.1x FP32 on AVX2); 7 bits
+    cost conv nets 2.4-4.9 dB of SNR and no digit's top-1. Measured with
+    scripts/bench_cpu_form.py (docs/benchmarks.md).
+    """
+    if target != "cpu":
+        return "int8"
+    return "uint8" if set(readers) & UINT8_WEIGHT_OPS else "int7"
 
 
 def _bias_floor(model, consumers, axis: Optional[int], plan, amax: Mapping[str, float],

@@ -199,6 +199,21 @@ def test_equalize_steps_are_checked():
         eq.parse_steps("cle,smooth")
 
 
+def test_calibrate_equalize_lists_every_file_it_wrote(tmp_path):
+    """The rewritten model is written beside the cache, so it is among the files the result (and the
+    command's "wrote" lines) name, with the cache and its sidecar."""
+    from trtq.cache import sidecar_path
+    from trtq.pipeline.calibration import calibrate
+
+    model_path = tmp_path / "chain.onnx"
+    onnx.save(separable_chain(), str(model_path))
+    data = tmp_path / "x.npy"
+    np.save(data, _x(48, seed=2))
+    cache = tmp_path / "chain.calib.cache"
+    result = calibrate(model_path, str(data), algorithm="minmax", cache_path=cache, equalize=True)
+    assert set(result.files_written) == {tmp_path / "chain.equalized.onnx", cache, sidecar_path(cache)}
+
+
 def test_calibrate_equalize_writes_the_rewritten_model_its_cache_belongs_to(tmp_path, capsys):
     from trtq.cli import main
     from trtq.errors import CacheError

@@ -414,7 +414,6 @@ def calibrate(
                        stats_total, replay.samples if held_back else 0, reserve_feeds, num_bins, max_binned, observe,
                        options, report, choice, percentile, fingerprint, verdict, pairs, original, state_mode,
                        coverage, convergence, exclude, search, target, equalized, source_sha)
-    written: List[Path] = []
     if cache_path is not None:
         written += cache_io.write_cache(cache_path, amax, algorithm=algorithm, trt_version=version, sidecar=sidecar)
     return CalibrationResult(amax=amax, algorithm=algorithm, num_samples=stats_total if stats_total is not None else 0,

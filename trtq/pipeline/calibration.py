@@ -410,10 +410,14 @@ def calibrate(
             sidecar_sha = hashlib.sha256(payload).hexdigest()
     version = trt_version if trt_version is not None else default_trt_version()
     convergence = _convergence(report, histograms, amax, algorithm, choice, percentile)
-    sidecar = _sidecar(model_path, sidecar_model_path, sidecar_sha, inputs, algorithm, amax, version, source, spec,
-                       stats_total, replay.samples if held_back else 0, reserve_feeds, num_bins, max_binned, observe,
-                       options, report, choice, percentile, fingerprint, verdict, pairs, original, state_mode,
-                       coverage, convergence, exclude, search, target, equalized, source_sha)
+    sidecar = _sidecar(model_path=model_path, sidecar_model_path=sidecar_model_path, sidecar_sha=sidecar_sha,
+                       inputs=inputs, algorithm=algorithm, amax=amax, version=version, source=source, spec=spec,
+                       stats_total=stats_total, held_back_samples=replay.samples if held_back else 0,
+                       reserve_feeds=reserve_feeds, num_bins=num_bins, max_binned=max_binned, observe=observe,
+                       options=options, report=report, choice=choice, percentile=percentile,
+                       fingerprint=fingerprint, verdict=verdict, pairs=pairs, original=original,
+                       state_mode=state_mode, coverage=coverage, convergence=convergence, exclude=exclude,
+                       search=search, target=target, equalized=equalized, source_sha=source_sha)
     if cache_path is not None:
         written += cache_io.write_cache(cache_path, amax, algorithm=algorithm, trt_version=version, sidecar=sidecar)
     return CalibrationResult(amax=amax, algorithm=algorithm, num_samples=stats_total if stats_total is not None else 0,
@@ -424,7 +428,7 @@ def calibrate(
                              equalize=equalized, model=model if equalized is not None else None)
 
 
-def _sidecar(model_path, sidecar_model_path, sidecar_sha, inputs, algorithm: str, amax, version: int, source, spec,
+def _sidecar(*, model_path, sidecar_model_path, sidecar_sha, inputs, algorithm: str, amax, version: int, source, spec,
              stats_total, held_back_samples: int, reserve_feeds, num_bins: int, max_binned, observe, options: dict,
              report, choice, percentile: float, fingerprint, verdict, pairs, original, state_mode: str, coverage,
              convergence, exclude, search, target, equalized, source_sha) -> dict:

@@ -442,6 +442,34 @@ def _inputs_text(records) -> str:
     return ", ".join(f"{r.get('name')}[{dims(r)}]" for r in records)
 
 
+def equalized_model(sidecar: Optional[dict], model_path: PathLike, model_sha256: str,
+                    cache_path: Optional[PathLike] = None) -> Optional[Path]:
+    """The rewrite of ``model_path`` a cache belongs to, when its sidecar says it was calibrated on it
+    (``--equalize``, or kept by auto's equalization trial): the file (beside the model, else beside the cache,
+    under the name the sidecar records) whose sha256 is the sidecar's. None when the cache is the model's own.
+
+    Raises :class:`CacheError` when the rewrite is not found: the cache's scales fit it, not the model.
+    """
+    from .graph.model import file_sha256
+
+    record = (sidecar or {}).get("equalize")
+    model = (sidecar or {}).get("model") or {}
+    if not isinstance(record, dict) or record.get("source_file_sha256") != model_sha256 or not model.get("sha256"):
+        return None
+    name = Path(str(model.get("file") or "")).name
+    path = Path(model_path)
+    places = [path.with_name(path.stem + ".equalized.onnx")]
+    if name:
+        places += [path.with_name(name)] + ([Path(cache_path).with_name(name)] if cache_path is not None else [])
+    for place in dict.fromkeys(places):
+        if place.is_file() and file_sha256(place) == model["sha256"]:
+            return place
+    raise CacheError(f"cache {cache_path or ''} was calibrated on {name or 'the rewrite'} (this model rewritten by "
+                     f"--equalize {','.join(record.get('steps') or [])}, sha256 {model['sha256'][:12]}…), which is not "
+                     f"beside {path.name}{' or the cache' if cache_path is not None else ''} with that content; put it "
+                     "back, or recalibrate")
+
+
 def float_layers(sidecar: Optional[dict]) -> List[str]:
     """ONNX node names the mixed-precision search left in float (empty when none)."""
     return list(((sidecar or {}).get("mixed_precision") or {}).get("float_layers") or [])

@@ -470,6 +470,21 @@ def equalized_model(sidecar: Optional[dict], model_path: PathLike, model_sha256:
                      "back, or recalibrate")
 
 
+def model_of_cache(cache: CalibrationCache, model_path: PathLike, model, cache_path: Optional[PathLike] = None):
+    """``(path, model, sha256)`` a cache's scales belong to: ``model_path``'s own (``model`` loaded from it), or
+    the ``--equalize`` rewrite of it the cache was calibrated on (:func:`equalized_model`), which every consumer
+    of the cache (quantize, build, deploy) then uses in its place. Check with :func:`check_cache_matches` after."""
+    from .graph.model import file_sha256, load_onnx
+
+    sha = file_sha256(model_path)
+    rewrite = equalized_model(cache.sidecar, model_path, sha, cache_path if cache_path is not None else cache.path)
+    if rewrite is None:
+        return Path(model_path), model, sha
+    log.info("%s was calibrated on %s (%s rewritten by --equalize): using that file", cache_path or cache.path,
+             rewrite.name, Path(model_path).name)
+    return rewrite, load_onnx(rewrite), file_sha256(rewrite)
+
+
 def float_layers(sidecar: Optional[dict]) -> List[str]:
     """ONNX node names the mixed-precision search left in float (empty when none)."""
     return list(((sidecar or {}).get("mixed_precision") or {}).get("float_layers") or [])

@@ -221,3 +221,62 @@ def test_the_trial_reads_the_statistics_samples_again_in_the_same_order(workspac
     held = np.concatenate([f["x"] for f in split.held + split.reserve_feeds])
     assert not any((np.abs(held[:, None] - f["x"][None]).reshape(len(held), len(f["x"]), -1).max(-1) == 0).any()
                    for f in again)  # never a held-back sample
+
+
+class _StopBeforeTensorRT(Exception):
+    pass
+
+
+def test_build_with_the_cache_of_a_kept_rewrite_builds_the_rewrite(workspace, monkeypatch):
+    """prepare_build (every check before TensorRT) takes the rewrite the cache belongs to in the model's place:
+    TensorRT's implicit path parses that file with the cache, the explicit path quantizes it."""
+    import trtq.backend as backend
+    from trtq.backend.build import BuildOptions, prepare_build
+
+    tmp_path, data = workspace
+    model_path = save(separable_chain(), tmp_path / "chain.onnx")
+    cache = tmp_path / "chain.calib.cache"
+    calibrate(model_path, str(data), cache_path=cache)
+
+    def stop():
+        raise _StopBeforeTensorRT
+
+    monkeypatch.setattr(backend, "import_tensorrt", stop)
+    options = BuildOptions(model_path, tmp_path / "chain.engine", precision="int8", cache_path=cache)
+    with pytest.raises(_StopBeforeTensorRT):
+        prepare_build(options)
+    assert options.model_path == tmp_path / "chain.equalized.onnx"
+
+
+def test_build_calibrating_with_a_cache_builds_the_rewrite_auto_kept(workspace):
+    from types import SimpleNamespace
+
+    from trtq.backend.build import BuildOptions
+    from trtq.pipeline.building import _calibrate
+
+    tmp_path, data = workspace
+    model_path = save(separable_chain(), tmp_path / "chain.onnx")
+    options = BuildOptions(model_path, tmp_path / "chain.engine", precision="int8", calib=str(data),
+                           algorithm="auto", cache_path=tmp_path / "chain.calib.cache")
+    prepared = SimpleNamespace(keep_float=[], model=None, sha=None)
+    result = _calibrate(options, prepared, lambda *a: None)
+    assert result.equalize_trial.kept == "all"
+    assert options.model_path == tmp_path / "chain.equalized.onnx" and prepared.model is result.model
+    assert prepared.sha == file_sha256(options.model_path)
+    # without a cache there is nowhere to keep the rewrite beside: the model is built as it is
+    plain = BuildOptions(model_path, tmp_path / "plain.engine", precision="int8", calib=str(data), algorithm="auto")
+    assert _calibrate(plain, SimpleNamespace(keep_float=[], model=None, sha=None), lambda *a: None).model is None
+    assert plain.model_path == model_path
+
+
+def test_deploy_with_the_cache_of_a_kept_rewrite_ships_the_rewrite(workspace):
+    from trtq.deploy.triton import write_repository
+
+    tmp_path, data = workspace
+    model_path = save(separable_chain(), tmp_path / "chain.onnx")
+    cache = tmp_path / "chain.calib.cache"
+    calibrate(model_path, str(data), cache_path=cache)
+    payload = write_repository(model_path, cache, tmp_path / "repo")["model"]
+    shipped = {i.name: numpy_helper.to_array(i) for i in onnx.load(str(payload)).graph.initializer}
+    rewrite = {i.name: numpy_helper.to_array(i) for i in onnx.load(str(tmp_path / "chain.equalized.onnx")).graph.initializer}
+    assert np.array_equal(shipped["b_stem"], rewrite["b_stem"])

@@ -223,6 +223,19 @@ def evaluate(
     )
 
 
+def _refuse_rewritten_cache(table, reference, digest: str, cache: PathLike) -> None:
+    """A cache calibrated on the ``--equalize`` rewrite of ``reference`` re-quantizes the rewrite, not the reference:
+    name the file to give instead of a weights-changed refusal."""
+    from ..cache import equalized_model
+
+    if hasattr(reference, "graph"):
+        return
+    rewrite = equalized_model(table.sidecar, reference, digest, cache)
+    if rewrite is not None:
+        raise TrtqError(f"{Path(cache).name} was calibrated on {rewrite.name} ({Path(reference).name} rewritten by "
+                        f"--equalize): give {rewrite} as the float model with this cache")
+
+
 def resolve_amax(reference, candidate=None, cache: Optional[PathLike] = None, force: bool = False
                  ) -> Tuple[Dict[str, float], str]:
     """amax for re-quantizing ``reference``: from ``cache`` (checked against the model) or the candidate's Q/DQ.
@@ -238,6 +251,7 @@ def resolve_amax(reference, candidate=None, cache: Optional[PathLike] = None, fo
 
         table = read_cache(cache)
         digest = file_sha256(reference) if not hasattr(reference, "graph") else model_sha256(ref_model)
+        _refuse_rewritten_cache(table, reference, digest, cache)
         check_cache_matches(table, ref_model, digest, tensor_names(ref_model), force=force)
         return table.amax, f"calibration cache {Path(cache).name}"
     if candidate is not None:

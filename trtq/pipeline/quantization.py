@@ -69,7 +69,7 @@ def quantize(
     rewrite (``--equalize``, or kept by auto's trial) quantizes that rewrite (found beside the model, see
     :func:`trtq.cache.equalized_model`).
     """
-    from ..cache import check_cache_matches, equalized_model, float_layers, read_cache, sidecar_path
+    from ..cache import check_cache_matches, float_layers, read_cache, sidecar_path
     from ..fileio import write_bytes_atomic
     from ..graph.model import file_sha256, load_onnx
     from ..graph.qdq import (
@@ -114,12 +114,7 @@ def quantize(
     outcome = QuantizeOutcome(None)
     if cache is not None:
         table = read_cache(cache)
-        sha = file_sha256(model_path)
-        rewrite = equalized_model(table.sidecar, model_path, sha, cache)
-        if rewrite is not None:  # the scales are the rewrite's: quantize it, with the same checks
-            model, sha = load_onnx(rewrite), file_sha256(rewrite)
-            outcome.equalized_model = rewrite
-            outcome.equalize_steps = ",".join((table.sidecar.get("equalize") or {}).get("steps") or [])
+        model, sha = _model_of_cache(table, model, model_path, cache, outcome)
         check_cache_matches(table, model, sha, tensor_names(model), force=force)
         amax = table.amax
         outcome.float_layers = float_layers(table.sidecar)
@@ -154,6 +149,18 @@ def quantize(
     summary.output_path = str(output)
     outcome.summary = summary
     return outcome
+
+
+def _model_of_cache(table, model, model_path: PathLike, cache: PathLike, outcome: QuantizeOutcome):
+    """(model, sha256) the cache's scales belong to: ``model``, or the rewrite of it the cache was calibrated on
+    (``--equalize``, or kept by auto's trial; :func:`trtq.cache.equalized_model`), noted in ``outcome``."""
+    from ..cache import model_of_cache
+
+    path, model, sha = model_of_cache(table, model_path, model, cache)
+    if path != Path(model_path):
+        outcome.equalized_model = path
+        outcome.equalize_steps = ",".join((table.sidecar.get("equalize") or {}).get("steps") or [])
+    return model, sha
 
 
 def check_recorded_verdict(sidecar: Optional[dict], min_snr: Optional[float], min_cosine: Optional[float],

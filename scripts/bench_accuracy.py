@@ -489,13 +489,14 @@ def held_back_verdicts(setup: models.Setup, model, tables: Dict[str, dict]) -> D
     with the setup's task metric: what a user running that algorithm would have been told. A task metric is
     judged only against the user's --min-metric: the detector's user asks for recall within
     MAX_METRIC_LOSS of FP32 (--min-metric 0.99)."""
-    from trtq import pipeline
     from trtq.compare.verdict import Verdict
+    from trtq.pipeline import calibration as pipeline
+    from trtq.pipeline.holdout import holdout_count, split_holdout
     from trtq.data import open_source
     from trtq.graph.signature import input_specs
 
     source = open_source(setup.calib, input_specs(model))
-    held, _ = pipeline.split_holdout(iter(source), pipeline.holdout_count(source.num_samples))
+    held, _ = split_holdout(iter(source), holdout_count(source.num_samples))
     _, metric = decision_setup(setup)
     replay = pipeline.reference_replay(model, held, class_outputs=list(setup.class_outputs) or None, metric=metric)
     min_metric = 1 - MAX_METRIC_LOSS if metric is not None and setup.name == "detector" else None

@@ -601,7 +601,7 @@ def write_repository(model_path: PathLike, cache_path: PathLike, repository: Pat
     """
     from ..cache import check_cache_matches, model_of_cache, read_cache, sidecar_path
     from ..fileio import write_files_atomic
-    from ..graph.model import file_sha256, load_onnx
+    from ..graph.model import load_onnx
     from ..outputs import Output, guard_outputs
     from .calibration import read_calibration
 

@@ -4,7 +4,7 @@ model, the cache and the plan (:mod:`trtq.backend.build`, which knows nothing of
 from __future__ import annotations
 
 import logging
-from typing import Sequence, Tuple
+from typing import Tuple
 
 from ..progress import ProgressCallback, no_progress
 
@@ -72,7 +72,7 @@ def _cpu_calibrated_cache(options, prepared, progress: ProgressCallback) -> Tupl
     from .. import cache as cache_io
 
     result = _calibrate(options, prepared, progress, trt_version=prepared.running_version)
-    cache = cache_io.parse_cache(cache_io.format_cache(result.amax, running_version, "EntropyCalibration2"),
+    cache = cache_io.parse_cache(cache_io.format_cache(result.amax, prepared.running_version, "EntropyCalibration2"),
                                  source=f"trtq's {options.algorithm} calibration")
     cache.sidecar = {"algorithm": {"name": options.algorithm}}  # made here, for this model: safe to hand over
     log.info("TensorRT's calibrators are entropy and minmax; %s was computed by trtq on the CPU (%d samples) and "

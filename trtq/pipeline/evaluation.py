@@ -234,7 +234,7 @@ def resolve_amax(reference, candidate=None, cache: Optional[PathLike] = None, fo
     ref_model, ref_name = model_and_name(reference)
     if cache is not None:
         from ..cache import check_cache_matches, read_cache
-        from ..graph.model import file_sha256, model_sha256
+        from ..graph.model import model_sha256
         from ..graph.qdq import tensor_names
 
         table = read_cache(cache)

@@ -71,7 +71,7 @@ def quantize(
     """
     from ..cache import check_cache_matches, float_layers, read_cache, sidecar_path
     from ..fileio import write_bytes_atomic
-    from ..graph.model import file_sha256, load_onnx
+    from ..graph.model import load_onnx
     from ..graph.qdq import (
         check_quantized,
         check_target,

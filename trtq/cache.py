@@ -20,7 +20,7 @@ import re
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Union
+from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -252,8 +252,12 @@ def write_cache(
     algorithm: str = defaults.ALGORITHM,
     trt_version: Optional[int] = None,
     sidecar: Optional[dict] = None,
+    model: Optional[Tuple[PathLike, bytes]] = None,
 ) -> List[Path]:
     """Write the cache (and its sidecar when given) atomically; returns the files written.
+
+    ``model``: ``(path, bytes)`` of the model the cache belongs to when trtq made it (an ``--equalize``
+    rewrite), written with them: all three or none.
 
     ``trt_version``: the TensorRT version the header names (``100300`` for 10.3.0); by default
     :data:`trtq.defaults.TRT_VERSION` (the calibrate flow passes the running TensorRT's,
@@ -262,7 +266,7 @@ def write_cache(
         trt_version = defaults.TRT_VERSION
     header_algorithm = TRT_ALGORITHM_NAMES.get(algorithm, algorithm)
     payload = format_cache(amax, trt_version, header_algorithm)
-    files = {}
+    files = {Path(model[0]): model[1]} if model is not None else {}
     if sidecar is not None:  # renamed first: a cache never sits beside the sidecar of an older cache
         files[sidecar_path(path)] = sidecar_bytes(sidecar)
     files[Path(path)] = payload

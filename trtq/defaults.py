@@ -156,3 +156,6 @@ AUTO_EQUALIZE_VARIANTS = ("all", "bias")
 #: A rewrite that wins on worst SNR alone (decisions within noise) must gain at least this much to be kept: it
 #: changes the model the user ships (a per-tensor override needs AUTO_REFINE_MIN_GAIN_DB).
 AUTO_EQUALIZE_MIN_GAIN_DB = 0.3
+#: Held-back samples (reserve included) the trial needs: on fewer, a bootstrap cannot tell a rewrite from noise,
+#: and the unmodified model stays without the trial's passes.
+AUTO_EQUALIZE_MIN_SAMPLES = 16

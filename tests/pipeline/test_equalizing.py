@@ -183,6 +183,13 @@ def test_no_trial_where_nothing_can_change_or_it_was_not_asked(workspace, monkey
     assert calibrate(chain, str(data), equalize="off").equalize_trial is None
     asked = calibrate(chain, str(data), algorithm="minmax", equalize="auto")
     assert asked.equalize_trial.kept == "all" and asked.auto is None
+    # a dozen held-back samples cannot tell a rewrite from noise: the model stays as it is, untried
+    few = tmp_path / "few.npy"
+    np.save(few, _x(48, seed=2))
+    passes.clear()
+    untried = calibrate(chain, str(few))
+    assert untried.equalize_trial.tried == [] and "cannot tell" in untried.equalize_trial.reason
+    assert untried.model is None and len(passes) == 1
 
 
 def test_a_failed_gate_after_a_kept_rewrite_writes_nothing(workspace):

@@ -362,7 +362,10 @@ def calibrate(
     amax, choice, metrics = choose(model, histograms)
     trial: Optional[EqualizeTrial] = None
     if mode == TRIAL or trial_refused:
-        variants, why_not = _trial_variants(model, pairs, observed_model, trial_refused)
+        from ..graph.batch import feed_samples
+
+        judged = replay.samples + sum(feed_samples(f, inputs) for f in reserve_feeds)
+        variants, why_not = _trial_variants(model, pairs, observed_model, trial_refused, judged)
         trial = EqualizeTrial(reason=why_not)
         if variants:
             def collect(model):
@@ -403,18 +406,12 @@ def calibrate(
         raise FidelityError(f"{failure}; nothing was written. {verdict.line()}")
 
     written: List[Path] = []
-    sidecar_model_path, sidecar_sha = model_path, None
-    if equalized is not None:
-        from ..fileio import write_bytes_atomic
+    sidecar_model_path, sidecar_sha, rewrite = model_path, None, None
+    if equalized is not None and cache_path is not None:  # written with the cache: all three or none
+        import hashlib
 
-        if cache_path is not None:
-            payload = model.SerializeToString()
-            write_bytes_atomic(equalized_path, payload)
-            written.append(Path(equalized_path))
-            sidecar_model_path = equalized_path
-            import hashlib
-
-            sidecar_sha = hashlib.sha256(payload).hexdigest()
+        rewrite = (Path(equalized_path), model.SerializeToString())
+        sidecar_model_path, sidecar_sha = equalized_path, hashlib.sha256(rewrite[1]).hexdigest()
     version = trt_version if trt_version is not None else default_trt_version()
     convergence = _convergence(report, histograms, amax, algorithm, choice, percentile)
     sidecar = _sidecar(model_path=model_path, sidecar_model_path=sidecar_model_path, sidecar_sha=sidecar_sha,
@@ -426,7 +423,8 @@ def calibrate(
                        state_mode=state_mode, coverage=coverage, convergence=convergence, exclude=exclude,
                        search=search, target=target, equalized=equalized, source_sha=source_sha, trial=trial)
     if cache_path is not None:
-        written += cache_io.write_cache(cache_path, amax, algorithm=algorithm, trt_version=version, sidecar=sidecar)
+        written += cache_io.write_cache(cache_path, amax, algorithm=algorithm, trt_version=version, sidecar=sidecar,
+                                        model=rewrite)
     return CalibrationResult(amax=amax, algorithm=algorithm, num_samples=stats_total if stats_total is not None else 0,
                              num_batches=len(source), seconds=seconds, data_description=source.description,
                              files_written=written, sidecar=sidecar, histograms=histograms, verdict=verdict,
@@ -436,12 +434,15 @@ def calibrate(
                              equalize_trial=trial)
 
 
-def _trial_variants(model, pairs, observed_model, refused: str) -> Tuple[List[Tuple[str, ...]], str]:
+def _trial_variants(model, pairs, observed_model, refused: str, samples: int) -> Tuple[List[Tuple[str, ...]], str]:
     """The rewrites auto's equalization trial scores on ``model`` (step lists), or none and why."""
     if refused:
         return [], f"not tried: {refused}"
     if pairs:
         return [], "not tried on a streamed model"
+    if samples < defaults.AUTO_EQUALIZE_MIN_SAMPLES:
+        return [], (f"not tried: {samples} held-back sample(s) cannot tell a rewrite from noise "
+                    f"({defaults.AUTO_EQUALIZE_MIN_SAMPLES} needed)")
     if observed_model is not model:
         return [], "not tried on a model calibrated inside If branches"
     variants = trial_variants(model)

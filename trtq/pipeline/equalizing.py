@@ -164,7 +164,7 @@ class EqualizeTrial:
             score = f"{r['snr_db']:.2f} dB" if isinstance(r.get("snr_db"), float) else "?"
             if r.get("agreement") is not None:
                 score += f", {r['decision'] or 'decisions'} {r['agreement']:.4f}"
-            return f"{r['equalize']} ({r.get('chosen') or '?'}): {score}"
+            return f"{r['equalize']}" + (f" ({r['chosen']})" if r.get("chosen") else "") + f": {score}"
 
         if not self.tried:
             return f"equalization: not tried ({self.reason})"

@@ -1176,7 +1176,7 @@ def _wait_for_temp(ws: Path, child: subprocess.Popen, limit_s: float = 120.0) ->
     deadline = time.monotonic() + limit_s
     while time.monotonic() < deadline:
         temps = [p for p in ws.iterdir() if p.name.startswith(".") and p.name.endswith(".tmp")]
-        if temps:
+        if any(t.stat().st_size > 0 for t in temps):  # (a temporary file is empty until its first bytes)
             return temps
         if child.poll() is not None:
             raise AssertionError(f"the command ended (exit {child.returncode}) before writing: {child.stderr.read()}")

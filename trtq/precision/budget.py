@@ -98,18 +98,15 @@ def no_decisions_error(model_name: str = "the model") -> TrtqError:
 def latency_cost(model, amax, replay, float_layers: Sequence[str], *, exclude: Sequence[str] = (),
                  threads: Optional[int] = None) -> LatencyCost:
     """Batch-1 CPU latency of the float model, the INT8 model and the mixed one, each in the Q/DQ form ONNX Runtime
-    runs fast on a CPU (``target="cpu"``)."""
+    runs fast on a CPU (``target="cpu"``), timed in turns so that their ratios hold on a busy machine."""
     from ..graph.qdq import quantize_model
 
-    cost = LatencyCost(float_ms=replay.latency_ms(model, threads=threads))
     int8, _ = quantize_model(model, amax, target="cpu", exclude=list(exclude))
-    cost.int8_ms = replay.latency_ms(int8, threads=threads)
+    models = [model, int8]
     if float_layers:
-        mixed, _ = quantize_model(model, amax, target="cpu", exclude=list(exclude) + list(float_layers))
-        cost.mixed_ms = replay.latency_ms(mixed, threads=threads)
-    else:
-        cost.mixed_ms = cost.int8_ms
-    return cost
+        models.append(quantize_model(model, amax, target="cpu", exclude=list(exclude) + list(float_layers))[0])
+    timed = replay.latencies_ms(models, threads=threads)
+    return LatencyCost(float_ms=timed[0], int8_ms=timed[1], mixed_ms=timed[2] if float_layers else timed[1])
 
 
 #: At most this many entries of the shortest prefix are tried for quantizing again.

@@ -490,7 +490,8 @@ def collect_histograms(
             return data_batch, [outputs_wanted]
         if not baseline:  # the process now, plus the copy of the weights each ONNX Runtime session keeps
             baseline.append(_current_rss() + model.ByteSize())
-        budget = max(int(max_memory) - baseline[0], int(MIN_ACTIVATION_SHARE * max_memory), MIN_ACTIVATION_BUDGET)
+        budget = max(int(max_memory) - baseline[0], int(MIN_ACTIVATION_SHARE * max_memory),
+                     MIN_ACTIVATION_BUDGET)
         report.activation_budget = budget
         per_tensor = [int(sizes_now.get(t, 0)) for t in outputs_wanted]
         run_batch, groups, over = plan_runs(per_tensor, budget, data_batch, can_split=not static_batch,

@@ -15,8 +15,9 @@ finds the shortest such prefix, and a pruning pass quantizes again, one at a tim
 of that prefix the budget holds without (the ranking is an estimate, the measurement the
 truth). A model is within budget when the points it loses on the held-back samples plus
 BUDGET_NOISE_SIGMAS bootstrap standard deviations of them are (those samples are a sample:
-a model that just meets the budget on them misses it on new data about half the time). Some 20-30 scored models whatever the size of the model, where adding one layer at a
-time would need one round per layer. The result records the layers, the decisions reached,
+a model that just meets the budget on them misses it on new data about half the time).
+Some 20-30 scored models whatever the size of the model, where adding one layer at a time
+would need one round per layer. The result records the layers, the decisions reached,
 every measured step and the CPU latency of the float, INT8 and mixed models side by side.
 """
 
@@ -24,7 +25,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 from .. import defaults
 from ..compare.decisions import decisions_kept, drop_points, kept_noise
@@ -68,7 +69,8 @@ class BudgetOutcome:
 
     def to_dict(self) -> dict:
         return {"max_drop": self.max_drop, "decision": self.decision, "start_drop": self.start_points,
-                "reached_drop": self.reached_points, "noise_points": self.noise_points, "met": self.met, "float_layers": list(self.float_layers),
+                "reached_drop": self.reached_points, "noise_points": self.noise_points, "met": self.met,
+                "float_layers": list(self.float_layers),
                 "samples": self.samples, "searched": list(self.searched), "requantized": list(self.requantized),
                 "latency": self.latency.to_dict(), "steps": list(self.steps)}
 

@@ -273,6 +273,12 @@ class HistogramCollector:
 ALIVE_RUNS = 4
 #: The activation budget never drops below this (a budget smaller than the process itself).
 MIN_ACTIVATION_BUDGET = 1 << 20
+#: ... nor below this share of ``max_memory``: a process that already holds most of it (a
+#: notebook, a benchmark, a service calibrating in-process) would otherwise leave activations a
+#: few KiB per run, split into one output group per tensor, each group a session of the whole
+#: model: memory then grows with the groups instead of shrinking (MiniLM in a 3 GB process,
+#: --max-memory 1.5 GiB: 10.6 GB of sessions).
+MIN_ACTIVATION_SHARE = 0.25
 
 
 #: glibc's M_MMAP_THRESHOLD during calibration: activation arrays of 1 MiB or more get their own
@@ -440,7 +446,7 @@ def collect_histograms(
     ``tensors``: the ones to observe (default: every float activation and input, as a
     TensorRT cache needs; :func:`qdq_tensors` for a Q/DQ model). ``max_memory``: bytes
     the process may use (None: no bound); the activations alive at once get what the
-    process does not already hold. ``report``: filled with what was left float, the
+    process does not already hold, and at least MIN_ACTIVATION_SHARE of it. ``report``: filled with what was left float, the
     samples per run and the output groups. Binning one run overlaps with ONNX Runtime
     producing the next (the compiled kernel releases the GIL); at most two runs of
     activations are alive at once. ``inputs``: the model's input specs with their batch axes
@@ -500,7 +506,8 @@ def collect_histograms(
             return data_batch, [outputs_wanted]
         if not baseline:  # the process now, plus the copy of the weights each ONNX Runtime session keeps
             baseline.append(_current_rss() + model.ByteSize())
-        budget = max(int(max_memory) - baseline[0], MIN_ACTIVATION_BUDGET)
+        budget = max(int(max_memory) - baseline[0], int(MIN_ACTIVATION_SHARE * max_memory),
+                     MIN_ACTIVATION_BUDGET)
         report.activation_budget = budget
         per_tensor = [int(sizes_now.get(t, 0)) for t in outputs_wanted]
         run_batch, groups, over = plan_runs(per_tensor, budget, data_batch, can_split=not static_batch,

@@ -256,7 +256,8 @@ class OutputAccumulator:
         channel_ref2, channel_err2 = stack([self._channel_sums[k] for k in judged])
         per_sample = SampleScores(ref2, err2, group_ref2, group_err2, channel_ref2, channel_err2,
                                   np.concatenate(self.agree_rows) if self.agree_rows else None,
-                                  np.concatenate(self.valid_rows) if self.valid_rows else None)
+                                  np.concatenate(self.valid_rows) if self.valid_rows else None,
+                                  np.concatenate(self._iou_rows) if self._iou_rows else None)
         return OutputMetrics(
             name=self.name,
             shape=self.shape or [],

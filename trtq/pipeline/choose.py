@@ -48,16 +48,12 @@ class Candidate:
                 "agreement_noise": self.decision_noise, "snr_noise_db": self.snr_noise, "samples": self.samples}
 
 
-def _draws(samples: int, draws: int = defaults.BOOTSTRAP_DRAWS) -> np.ndarray:
-    """``[draws, samples]`` resampling indices, seeded: every candidate on these samples gets the same ones."""
-    return np.random.default_rng(samples).integers(0, samples, size=(draws, samples))
-
-
 def _resampled(candidate: Candidate) -> Tuple[Optional[np.ndarray], np.ndarray]:
     """(decision, worst SNR with channels) on the bootstrap draws."""
     from ..compare.accumulate import resampled_scores
+    from ..compare.decisions import bootstrap_index
 
-    decision, snr = resampled_scores(candidate.metrics, _draws(candidate.samples))
+    decision, snr = resampled_scores(candidate.metrics, bootstrap_index(candidate.samples))
     return decision, np.clip(snr, -300.0, 300.0)  # +-inf (identical / all error) as far-away finite values
 
 

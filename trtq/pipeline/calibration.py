@@ -119,7 +119,7 @@ def reference_replay(model, feeds: Sequence[Feed], threads: Optional[int] = None
 
     signature = read_signature(model) if signature is None else signature
     specs = list(signature.inputs) if specs is None else specs
-    session = create_session(model, threads=threads)
+    session = create_session(model, threads=threads, spinning=False)  # threads idle between runs do not spin
     outputs = [run(session, feed) for feed in feeds]
     axes, _ = _class_spec(model, class_outputs)
     unknown = sorted(set(axes) - set(outputs[0])) if outputs else []

@@ -7,7 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from trtq.compare.decisions import decisions_kept, drop_points, kept_noise
+from trtq.compare.accumulate import kept_noise
+from trtq.compare.decisions import decisions_kept, drop_points
 from trtq.compare.struct import Fidelity, MetricScore, OutputMetrics, SampleScores
 from trtq.data.spec import DataSpec
 from trtq.errors import TrtqError

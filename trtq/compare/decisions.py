@@ -54,34 +54,6 @@ def bootstrap_index(samples: int, draws: int = defaults.BOOTSTRAP_DRAWS) -> np.n
     return np.random.default_rng(samples).integers(0, samples, size=(draws, samples))
 
 
-def kept_noise(metrics: Sequence) -> Optional[float]:
-    """Bootstrap standard deviation of :func:`decisions_kept`'s share over the samples (None: nothing decides
-    or nothing to resample): the same decisions, resampled with :func:`bootstrap_index`."""
-    samples = max((m.samples for m in metrics), default=0)
-    if samples < 2:
-        return None
-    index = bootstrap_index(samples)
-    draws = []
-    metric = getattr(metrics, "metric", None)
-    if metric is not None:
-        per_sample = getattr(metric, "per_sample", None)
-        if per_sample is None or len(per_sample) != samples:
-            return None
-        draws.append(np.asarray(per_sample, dtype=np.float64)[index].mean(axis=1))
-    else:
-        for m in metrics:
-            scores = m.per_sample
-            if scores is None or m.samples != samples:
-                continue
-            if m.mask_axis is not None and scores.iou is not None and (m.positions or 1) > 1:
-                draws.append(scores.iou[index].mean(axis=1))
-            elif m.top1_agreement is not None and scores.agree is not None and scores.counted is not None:
-                draws.append(scores.agree[index].sum(axis=1) / np.maximum(scores.counted[index].sum(axis=1), 1))
-    if not draws:
-        return None
-    return float(np.std(np.min(np.stack(draws), axis=0)))
-
-
 def drop_points(kept: float) -> float:
     """Points of decisions lost (100 x (1 - share kept))."""
     return 100.0 * (1.0 - kept)

@@ -25,7 +25,8 @@ class Candidate:
     cosine: float                          # worst output / channel group (mean per-sample cosine)
     seconds: float = 0.0
     metrics: list = field(default_factory=list, repr=False, compare=False)  # per output, for the verdict
-    decision: Optional[float] = None       # trtq.compare.decisions.decision_of: the user's metric, else top-1 agreement
+    decision: Optional[float] = None       # trtq.compare.decisions.decisions_kept: the user's metric, else the lowest
+    #                                        top-1 agreement or mask IoU (what the verdict's drop and --max-drop read)
     decision_name: str = ""
     decision_noise: Optional[float] = None  # bootstrap standard deviation of ``decision`` over the samples
     snr_noise: Optional[float] = None       # and of ``snr_db``
@@ -141,10 +142,10 @@ def cannot_improve(completed, current: Candidate) -> bool:
     guess from the samples scored so far: errors are heavy-tailed (a trial equal to the choice on the
     first 8 of 32 samples of YOLOv8n was 2.8 dB apart on all 32), so a guess could drop a trial the full
     scoring keeps. Keep this in step with improves()."""
-    from ..compare.decisions import decision_of, worst_of
+    from ..compare.decisions import decisions_kept, worst_of
 
     ceiling_snr = worst_of(completed)[0]
-    ceiling_decision = decision_of(completed)
+    ceiling_decision = decisions_kept(completed)
     if _loses_decisions(Candidate("ceiling", ceiling_snr, math.nan,
                                   decision=None if ceiling_decision is None else ceiling_decision[1]), current):
         return True  # its decisions end below the current ones: improves() never keeps it
@@ -225,7 +226,7 @@ def score(replay, model, amax: Mapping[str, float], exclude: Sequence[str] = (),
     outputs (``outputs``); ``known``: its outputs on ``replay``'s first batches, not run again (a reserve
     rescoring of a candidate scored with ``keep``)."""
     from ..compare.accumulate import output_snr_db
-    from ..compare.decisions import decision_of, worst_of
+    from ..compare.decisions import decisions_kept, worst_of
     from ..graph.qdq import quantize_model
 
     started = time.perf_counter()
@@ -242,7 +243,7 @@ def score(replay, model, amax: Mapping[str, float], exclude: Sequence[str] = (),
         quantized, _ = quantize_model(model, amax, target="trt", exclude=exclude)
         metrics = replay.score(quantized)
     snr, cosine, _ = worst_of(metrics)
-    decision = decision_of(metrics)
+    decision = decisions_kept(metrics)
     candidate = Candidate(name, snr, cosine, time.perf_counter() - started, metrics,
                           None if decision is None else decision[1], "" if decision is None else decision[0],
                           samples=replay.samples, output_snr_db=output_snr_db(metrics), outputs=outputs or [])

@@ -28,7 +28,8 @@ from dataclasses import dataclass, field
 from typing import List, Optional, Sequence, Tuple
 
 from .. import defaults
-from ..compare.decisions import decisions_kept, drop_points, kept_noise
+from ..compare.accumulate import kept_noise
+from ..compare.decisions import decisions_kept, drop_points
 from ..errors import TrtqError
 from ..progress import ProgressCallback, no_progress
 

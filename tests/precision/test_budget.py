@@ -198,6 +198,25 @@ def test_max_drop_needs_a_decision_and_a_range(tmp_path, capsys):
     assert main(["calibrate", model, "--calib", str(data), "--max-drop", "1", "--target-snr", "20"]) == 2
 
 
+def test_max_drop_on_a_model_that_decides_nothing_is_refused_before_any_work(tmp_path, monkeypatch):
+    """An embedding model (no class axis, no mask in its signature) and no --metric / --class-output: refused at
+    once, not after the statistics and the choice (MiniLM: half a minute)."""
+    import trtq.calib.collect as collect_module
+
+    model, data = _outlier_data(tmp_path)
+
+    def no_statistics(*args, **kwargs):
+        raise AssertionError("the statistics ran before the refusal")
+
+    monkeypatch.setattr(collect_module, "collect_histograms", no_statistics)
+    with pytest.raises(TrtqError, match="--max-drop budgets decisions.*m.onnx"):
+        calibrate(model, DataSpec(path=str(data), samples=None), target=FidelityTarget(max_drop=1))
+    monkeypatch.undo()
+    result = calibrate(model, DataSpec(path=str(data), samples=None), algorithm="minmax", class_outputs=["y"],
+                       target=FidelityTarget(max_drop=50))  # named: it decides
+    assert result.mixed_precision.met
+
+
 def test_the_verdict_prints_the_budget_command_when_decisions_drop_more_than_a_point(tmp_path, capsys):
     from trtq.cli import main
 

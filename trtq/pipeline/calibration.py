@@ -311,6 +311,12 @@ def calibrate(
         from ..compare.usermetric import UserMetric
 
         metric = UserMetric.load(metric)
+    if target is not None and target.max_drop is not None:  # before any work: the budget needs decisions
+        from ..graph.signature import read_signature
+        from ..precision.budget import check_budget_can_run
+
+        check_budget_can_run(read_signature(model, spec.batch_axes), metric=metric, class_outputs=class_outputs,
+                             streamed=bool(pairs), model_name=Path(model_path).name)
     started = time.perf_counter()
     split = _split_data(model, spec, pairs, holdout, algorithm, threads, progress,
                         budget=target is not None and target.max_drop is not None)

@@ -98,6 +98,29 @@ def no_decisions_error(model_name: str = "the model") -> TrtqError:
                      "give your task's --metric FILE.py:NAME, or use --target-snr DB / --target-cosine C")
 
 
+def check_budget_can_run(signature, *, metric=None, class_outputs=None, streamed: bool = False,
+                         model_name: str = "the model") -> None:
+    """Refuse ``--max-drop`` before any work where it cannot run (a :class:`~trtq.errors.TrtqError`): a streamed
+    model, or one whose signature (:class:`~trtq.graph.signature.ModelSignature`) shows no output that decides and
+    the user named none (``metric``, ``class_outputs``). An output whose deciding axis the graph leaves open
+    may turn out to decide on the data: that is left to the search."""
+    from ..graph.signature import CLASS, MASK, REGRESSION, UNKNOWN_AXIS
+
+    if streamed:
+        raise _streamed_error()
+    if metric is not None or class_outputs:
+        return
+    judged = set(signature.judged_outputs())
+    if not any(o.kind in (CLASS, MASK) or (o.kind == REGRESSION and o.axis == UNKNOWN_AXIS)
+               for o in signature.outputs if o.name in judged):
+        raise no_decisions_error(model_name)
+
+
+def _streamed_error() -> TrtqError:
+    return TrtqError("--max-drop ranks layers by their sensitivity on single calls, and a streamed model "
+                     "(--feedback) is judged on whole sequences: not supported yet; calibrate without --max-drop")
+
+
 def latency_cost(model, amax, replay, float_layers: Sequence[str], *, exclude: Sequence[str] = (),
                  threads: Optional[int] = None) -> LatencyCost:
     """Batch-1 CPU latency of the float model, the INT8 model and the mixed one, each in the Q/DQ form ONNX Runtime
@@ -218,8 +241,7 @@ def reach_budget(model, amax, replay, metrics: list, max_drop: float, *, exclude
     if start is None:
         raise no_decisions_error()
     if not hasattr(replay, "tensors"):  # the sensitivity run reads each call's tensors
-        raise TrtqError("--max-drop ranks layers by their sensitivity on single calls, and a streamed model "
-                        "(--feedback) is judged on whole sequences: not supported yet; calibrate without --max-drop")
+        raise _streamed_error()
     kept_target = 1.0 - max_drop / 100.0
     margin = noise_margin(metrics)
     outcome = BudgetOutcome(max_drop, start[0], drop_points(start[1]), drop_points(start[1]),

@@ -19,8 +19,8 @@ MAX_NUM_BINS = 1 << 16
 #: quarter and moved the entropy amax of 5% of the tensors by more than 10%).
 HIST_MAX_BINNED = None
 #: Memory calibration may use (bytes), ``--max-memory``: the model's activations alive at
-#: once are bounded by it (outputs requested in groups, or the batch split into smaller
-#: runs), so peak memory does not grow with the model's tensor count or the batch size.
+#: once are bounded by it (the batch split into smaller runs, or the graph into pieces that
+#: each give a group of the outputs), so peak memory does not grow with the model's tensor count or the batch size.
 #: 1.5 GiB: an 8 GB Jetson shares its memory with the GPU, the OS and the desktop.
 CALIB_MAX_MEMORY = 3 << 29
 #: A tensor holding +-inf, or any |x| >= this, is "huge by construction" (attention-mask

@@ -8,8 +8,10 @@ on the CPU and each tensor's values go straight into a fixed-size :class:`AbsHis
 Memory is a budget (``max_memory``): the activations alive at once (the run being binned
 and the run ONNX Runtime is producing) are bounded by splitting each batch into smaller
 runs and, when one sample's activations alone exceed the budget, by requesting the
-outputs in groups (one session per group). So peak memory is set by the budget, not by
-the number of samples, the batch size or the model's tensor count.
+outputs in groups: the graph cut into consecutive pieces that each give one group
+(:mod:`trtq.calib.segments`, every node once per sample), or, where it cannot be cut, one
+whole-model session per group. So peak memory is set by the budget, not by the number of
+samples, the batch size or the model's tensor count.
 """
 
 from __future__ import annotations

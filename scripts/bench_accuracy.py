@@ -150,11 +150,12 @@ class Scored:
 
     @property
     def decision(self) -> Tuple[str, float]:
-        """The decision metric the table judges: the task metric, else top-1 agreement, else worst channel SNR."""
+        """The decision metric the table judges: the task metric, else the lowest top-1 agreement or mask IoU (what
+        auto ranks by and --max-drop budgets), else worst channel SNR."""
         from trtq.compare.accumulate import resampled_scores
-        from trtq.compare.decisions import decision_of
+        from trtq.compare.decisions import decisions_kept
 
-        found = decision_of(self.metrics)
+        found = decisions_kept(self.metrics)
         if found is not None:
             return found
         _, snr = resampled_scores(self.metrics, np.arange(self.samples)[None])

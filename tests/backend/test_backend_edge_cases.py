@@ -388,6 +388,48 @@ def test_eval_runs_an_engine_candidate_through_the_runner(tmp_path, monkeypatch)
     assert 0.99 < output.cosine < 1.0
 
 
+def test_eval_cuts_an_engine_candidates_batches_along_the_batch_axis_the_user_gave(tmp_path, monkeypatch):
+    """--batch-axis reaches the engine runner: it cuts and pads batches along the axis the evaluation reads, not
+    along the one it would guess from the ONNX model alone."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+
+    import trtq.backend.runner as runner_module
+    from trtq.data.spec import DataSpec
+    from trtq.pipeline.evaluation import evaluate
+
+    model = tmp_path / "m.onnx"
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["a", "b"])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["a", "b"])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(model))
+    data = tmp_path / "x.npy"
+    np.save(data, np.random.default_rng(0).normal(size=(3, 5)).astype(np.float32))  # 5 samples on axis 1
+    engine = tmp_path / "m.int8.engine"
+    engine.write_bytes(b"engine")
+    given = {}
+
+    class FakeRunner:
+        def __init__(self, path, **kwargs):
+            given.update(kwargs.get("batch_axes") or {})
+            self.inputs = [TensorInfo("x", True, np.dtype(np.float32), (3, -1))]
+            self.outputs = [TensorInfo("y", False, np.dtype(np.float32), (3, -1))]
+
+        def batch_range(self):
+            return 1, 8
+
+        def infer(self, feed):
+            return {"y": np.maximum(feed["x"], 0)}
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(runner_module, "EngineRunner", FakeRunner)
+    report = evaluate(model, engine, DataSpec(path=str(data), batch_axes={"x": 1}))
+    assert given["x"] == 1 and given["y"] == 1
+    assert report.samples == 5
+
+
 def test_eval_refuses_engine_sensitivity_without_a_cache(tmp_path, capsys):
     from trtq.cli import main
 

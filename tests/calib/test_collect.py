@@ -91,6 +91,19 @@ def test_memory_budget_bounds_every_run_and_keeps_the_histograms(monkeypatch, ru
     assert report.bytes_per_sample == 24 * 4096 * 4  # t0..t22 and y, float32, per sample
 
 
+def test_a_process_already_over_the_budget_still_gives_activations_a_share_of_it(monkeypatch):
+    """A long-lived process holding more than --max-memory: activations get a quarter of it, not a few KiB
+    split into one output group (one whole-model session) per tensor."""
+    model = chain_model()
+    monkeypatch.setattr(collect, "_current_rss", lambda: 100 << 20)
+    reference = collect_histograms(model, _batches(), max_memory=None)
+    report = CollectionReport()
+    bounded = collect_histograms(model, _batches(), max_memory=8 << 20, report=report)
+    _same(bounded, reference)
+    assert report.activation_budget == 2 << 20
+    assert report.groups == 1 and report.run_batch == 1  # 384 KiB a sample, 512 KiB a run
+
+
 def test_memory_budget_is_told_to_the_user(tmp_path, monkeypatch, capsys):
     """The CLI says when the batch was lowered for --max-memory (information: the histograms are the same, so
     it is not a warning, and -q leaves it out)."""

@@ -7,8 +7,9 @@ import json
 import numpy as np
 import pytest
 
+from trtq.compare.accumulate import kept_noise
 from trtq.compare.decisions import decisions_kept, drop_points
-from trtq.compare.struct import Fidelity, MetricScore, OutputMetrics
+from trtq.compare.struct import Fidelity, MetricScore, OutputMetrics, SampleScores
 from trtq.data.spec import DataSpec
 from trtq.errors import TrtqError
 from trtq.pipeline.calibration import calibrate
@@ -31,6 +32,52 @@ def test_decisions_kept_reads_the_worst_decision_masks_by_iou_and_the_users_metr
     with_metric = fidelity_with([_output("cls", agreement=0.5)], MetricScore("task", 0.99, 8))
     assert decisions_kept(with_metric) == ("metric task", 0.99)
     assert drop_points(0.985) == pytest.approx(1.5)
+
+
+def _scored(name, agree, mask_iou=None):
+    """An output with per-sample decisions: ``agree`` [n] of 1 position each (or per-sample mask IoU)."""
+    agree = np.asarray(agree, dtype=np.int64)
+    n = len(agree)
+    zeros = np.zeros((n, 0))
+    scores = SampleScores(np.ones(n), np.zeros(n), zeros, zeros, zeros, zeros, agree, np.ones(n, dtype=np.int64),
+                          None if mask_iou is None else np.asarray(mask_iou, dtype=np.float64))
+    if mask_iou is not None:
+        return OutputMetrics(name, [1, 1, 8, 8], n, 1.0, 1.0, 30.0, 0.0, 0.0, 1.0, top1_agreement=1.0,
+                             mask_axis=1, mask_iou=float(np.mean(mask_iou)), positions=64, per_sample=scores)
+    return OutputMetrics(name, [1, 4], n, 1.0, 1.0, 30.0, 0.0, 0.0, 1.0, top1_agreement=float(agree.mean()),
+                         positions=1, per_sample=scores)
+
+
+def test_the_noise_of_the_decisions_kept_is_the_bootstrap_deviation_of_the_decision_that_lost_most():
+    assert kept_noise([_scored("cls", [1] * 100)]) == 0.0  # nothing lost: nothing to resample
+    one_lost = kept_noise([_scored("cls", [1] * 99 + [0])])
+    assert one_lost == pytest.approx(np.sqrt(0.99 * 0.01 / 100), rel=0.3)  # a proportion's standard error
+    # the mask decides by IoU (its pixels all agree here); the classifier beside it lost nothing
+    masks = [_scored("mask", [1] * 50, mask_iou=[1.0] * 25 + [0.8] * 25), _scored("cls", [1] * 50)]
+    assert kept_noise(masks) == pytest.approx(0.1 / np.sqrt(50), rel=0.3)
+    assert kept_noise([_output("emb")]) is None
+
+
+def test_a_budget_met_on_the_held_back_samples_only_within_their_noise_is_not_met():
+    """99 of 100 decisions kept is 1.0 point lost, exactly a 1-point budget; with the samples' noise it is not."""
+    class Replay(_FakeReplay):
+        samples = 100
+
+        def score(self, model, threads=None):
+            dequantized = {o for n in model.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+            quantized = {n.name for n in model.graph.node if n.input and n.input[0] in dequantized}
+            lost = 0 if "conv1" not in quantized else 1
+            return [_scored("y", [1] * (100 - lost) + [0] * lost)]
+
+    import _toys
+
+    model = _toys.classifier()
+    amax = _toys.activation_amax(model, _toys.images(4))
+    outcome = budget.BudgetOutcome(1.0, "top-1", 1.0, 1.0, False, [], 100)
+    measure = budget._Measure(model, amax, Replay(None), 0.99, (), None, outcome)
+    assert measure([["conv2"]], "double")[:2] == (False, 0.99)
+    assert measure([["conv1"]], "double")[:2] == (True, 1.0)
+    assert outcome.steps[0]["noise"] > 0.5 and outcome.steps[1]["noise"] == 0.0
 
 
 def fidelity_with(outputs, metric):
@@ -149,6 +196,25 @@ def test_max_drop_needs_a_decision_and_a_range(tmp_path, capsys):
         assert main(["calibrate", model, "--calib", str(data), "--max-drop", bad]) == 2
         assert "--max-drop" in capsys.readouterr().err
     assert main(["calibrate", model, "--calib", str(data), "--max-drop", "1", "--target-snr", "20"]) == 2
+
+
+def test_max_drop_on_a_model_that_decides_nothing_is_refused_before_any_work(tmp_path, monkeypatch):
+    """An embedding model (no class axis, no mask in its signature) and no --metric / --class-output: refused at
+    once, not after the statistics and the choice (MiniLM: half a minute)."""
+    import trtq.calib.collect as collect_module
+
+    model, data = _outlier_data(tmp_path)
+
+    def no_statistics(*args, **kwargs):
+        raise AssertionError("the statistics ran before the refusal")
+
+    monkeypatch.setattr(collect_module, "collect_histograms", no_statistics)
+    with pytest.raises(TrtqError, match="--max-drop budgets decisions.*m.onnx"):
+        calibrate(model, DataSpec(path=str(data), samples=None), target=FidelityTarget(max_drop=1))
+    monkeypatch.undo()
+    result = calibrate(model, DataSpec(path=str(data), samples=None), algorithm="minmax", class_outputs=["y"],
+                       target=FidelityTarget(max_drop=50))  # named: it decides
+    assert result.mixed_precision.met
 
 
 def test_the_verdict_prints_the_budget_command_when_decisions_drop_more_than_a_point(tmp_path, capsys):

@@ -130,8 +130,8 @@ def model_batch_axes(model) -> Tuple[Dict[str, Optional[int]], Dict[str, Optiona
     if not hasattr(model, "graph"):
         model = load_onnx(model)
     signature = read_signature(model)
-    return ({s.name: (s.batch_axis if s.batched else None) for s in signature.inputs},
-            {o.name: (o.spec.batch_axis if o.spec.batched else None) for o in signature.outputs})
+    axes = signature.batch_axes()
+    return ({s.name: axes[s.name] for s in signature.inputs}, {o.name: axes[o.name] for o in signature.outputs})
 
 
 def tensor_specs(tensors: Sequence["TensorInfo"]) -> list:

@@ -8,8 +8,10 @@ on the CPU and each tensor's values go straight into a fixed-size :class:`AbsHis
 Memory is a budget (``max_memory``): the activations alive at once (the run being binned
 and the run ONNX Runtime is producing) are bounded by splitting each batch into smaller
 runs and, when one sample's activations alone exceed the budget, by requesting the
-outputs in groups (one session per group). So peak memory is set by the budget, not by
-the number of samples, the batch size or the model's tensor count.
+outputs in groups: the graph cut into consecutive pieces that each give one group
+(:mod:`trtq.calib.segments`, every node once per sample), or, where it cannot be cut, one
+whole-model session per group. So peak memory is set by the budget, not by the number of
+samples, the batch size or the model's tensor count.
 """
 
 from __future__ import annotations
@@ -162,6 +164,9 @@ class CollectionReport:
     run_batch: Optional[int] = None
     #: output groups per run (1: every observed tensor in one run)
     groups: int = 1
+    #: the groups ran as consecutive pieces of the graph (:mod:`trtq.calib.segments`: every node once per
+    #: sample), not as one whole-model run per group
+    cut: bool = False
     #: activation bytes of one sample over all observed tensors, and the budget for them
     bytes_per_sample: Optional[int] = None
     activation_budget: Optional[int] = None
@@ -270,6 +275,12 @@ class HistogramCollector:
 ALIVE_RUNS = 4
 #: The activation budget never drops below this (a budget smaller than the process itself).
 MIN_ACTIVATION_BUDGET = 1 << 20
+#: ... nor below this share of ``max_memory``: a process that already holds most of it (a
+#: notebook, a benchmark, a service calibrating in-process) would otherwise leave activations a
+#: few KiB per run, split into one output group per tensor, each group a session of the whole
+#: model: memory then grows with the groups instead of shrinking (MiniLM in a 3 GB process,
+#: --max-memory 1.5 GiB: 10.6 GB of sessions).
+MIN_ACTIVATION_SHARE = 0.25
 
 
 #: glibc's M_MMAP_THRESHOLD during calibration: activation arrays of 1 MiB or more get their own
@@ -388,6 +399,19 @@ def plan_runs(sizes: Sequence[int], budget: int, batch: int, can_split: bool, al
     return run_batch, groups, over
 
 
+@dataclass
+class _Run:
+    """One ONNX Runtime run per part of a batch: a session of the whole model asked for one output group, or
+    of one piece of the graph (its ``inputs`` from the data and from earlier pieces' ``carry``)."""
+
+    session: object
+    outputs: List[str]
+    observed: List[str]
+    inputs: Optional[List[str]] = None
+    carry: Sequence[str] = ()
+    release: Sequence[str] = ()
+
+
 def _split(feed: Mapping[str, np.ndarray], size: int, specs) -> Iterator[Dict[str, np.ndarray]]:
     count = feed_samples(feed, specs) if feed else 0
     if count <= size:
@@ -424,7 +448,7 @@ def collect_histograms(
     ``tensors``: the ones to observe (default: every float activation and input, as a
     TensorRT cache needs; :func:`qdq_tensors` for a Q/DQ model). ``max_memory``: bytes
     the process may use (None: no bound); the activations alive at once get what the
-    process does not already hold. ``report``: filled with what was left float, the
+    process does not already hold, and at least MIN_ACTIVATION_SHARE of it. ``report``: filled with what was left float, the
     samples per run and the output groups. Binning one run overlaps with ONNX Runtime
     producing the next (the compiled kernel releases the GIL); at most two runs of
     activations are alive at once. ``inputs``: the model's input specs with their batch axes
@@ -475,7 +499,7 @@ def collect_histograms(
     report.data_batch = data_batch
 
     sizes = estimate_bytes_per_sample(model, outputs_wanted, first, specs) if outputs_wanted else {}
-    sessions: List[Tuple[object, List[str]]] = []
+    sessions: List[_Run] = []
     baseline: List[int] = []  # what the process holds before any activation: measured once
 
     def plan(sizes_now: Mapping[str, int]) -> Tuple[int, List[List[str]]]:
@@ -484,7 +508,8 @@ def collect_histograms(
             return data_batch, [outputs_wanted]
         if not baseline:  # the process now, plus the copy of the weights each ONNX Runtime session keeps
             baseline.append(_current_rss() + model.ByteSize())
-        budget = max(int(max_memory) - baseline[0], MIN_ACTIVATION_BUDGET)
+        budget = max(int(max_memory) - baseline[0], int(MIN_ACTIVATION_SHARE * max_memory),
+                     MIN_ACTIVATION_BUDGET)
         report.activation_budget = budget
         per_tensor = [int(sizes_now.get(t, 0)) for t in outputs_wanted]
         run_batch, groups, over = plan_runs(per_tensor, budget, data_batch, can_split=not static_batch,
@@ -493,18 +518,26 @@ def collect_histograms(
         return run_batch, [[outputs_wanted[i] for i in group] for group in groups]
 
     def open_sessions(groups: List[List[str]]) -> None:
+        from .segments import cut_segments, value_types
+
         sessions.clear()
-        for group in groups:
+        pieces = cut_segments(model, groups, value_types(model)) if len(groups) > 1 else None
+        report.cut = bool(pieces)
+        for piece in pieces or ():
+            session = create_session(piece.model, threads=threads, optimization="all", spinning=False)
+            sessions.append(_Run(session, piece.outputs, piece.observed, piece.inputs, piece.carry, piece.release))
+        for group in groups if not pieces else ():
             session = create_session(augmented_model(model, group), threads=threads, optimization="all",
                                      spinning=False)
-            sessions.append((session, [o.name for o in session.get_outputs()]))
+            names = [o.name for o in session.get_outputs()]
+            sessions.append(_Run(session, names, names))
 
     report.bytes_per_sample = int(sum(sizes.values()))
     run_batch, groups = plan(sizes)
     if outputs_wanted:
         open_sessions(groups)
     else:
-        sessions.append((None, []))
+        sessions.append(_Run(None, [], []))
     measured = False
 
     work: "queue.Queue" = queue.Queue()
@@ -530,11 +563,21 @@ def collect_histograms(
                 del observed, item
                 slots.release()
 
-    def run_part(session, names: List[str], part: Mapping[str, np.ndarray], index: int) -> list:
+    def run_part(run: _Run, part: Mapping[str, np.ndarray], carried: Dict[str, np.ndarray], index: int) -> list:
+        """``run``'s observed outputs on ``part``; a piece of the graph also takes from and adds to ``carried``."""
+        feed = dict(part) if run.inputs is None else {n: carried[n] if n in carried else part[n] for n in run.inputs}
         try:
-            return session.run(names, dict(part))
+            outputs = run.session.run(run.outputs, feed)
         except Exception as exc:  # ORT raises its own exception types
             raise ModelError(f"ONNX Runtime failed on calibration batch {index + 1}: {ort_reason(exc)}") from None
+        del feed
+        if run.inputs is None:
+            return outputs
+        values = dict(zip(run.outputs, outputs))
+        carried.update((n, values[n]) for n in run.carry)
+        for name in run.release:
+            carried.pop(name, None)
+        return [values[n] for n in run.observed]
 
     measured_at: List[float] = []  # input elements per sample where ``sizes`` were measured
 
@@ -581,11 +624,13 @@ def collect_histograms(
     if outputs_wanted and (run_batch < data_batch or len(sessions) > 1):
         for part in _split(first, run_batch, specs):
             collector.prime({name: part[name] for name in part if name in wanted})
-            for session, names in sessions:
-                outputs = run_part(session, names, part, 0)
-                measure(names, part, outputs)
-                collector.prime(dict(zip(names, outputs)))
+            carried: Dict[str, np.ndarray] = {}
+            for run in sessions:
+                outputs = run_part(run, part, carried, 0)
+                measure(run.observed, part, outputs)
+                collector.prime(dict(zip(run.observed, outputs)))
                 del outputs
+            del carried
         collector.set_ranges()
         replan()
         measured = True
@@ -603,23 +648,25 @@ def collect_histograms(
             if this_run < feed_samples(feed, specs):
                 lowest = min(lowest, this_run)
             for part in _split(feed, this_run, specs):
-                for position, (session, names) in enumerate(sessions):
+                carried = {}
+                for position, run in enumerate(sessions):
                     slots.acquire()
                     if failure:
                         slots.release()
                         break
                     observed = {name: part[name] for name in part if name in wanted} if position == 0 else {}
-                    if session is not None:
+                    if run.session is not None:
                         try:
-                            outputs = run_part(session, names, part, index)
+                            outputs = run_part(run, part, carried, index)
                         except BaseException:
                             slots.release()
                             raise
-                        measure(names, part, outputs)
-                        observed.update(zip(names, outputs))
+                        measure(run.observed, part, outputs)
+                        observed.update(zip(run.observed, outputs))
                         del outputs
                     work.put((index, observed))
                     del observed
+                del carried
                 if failure:
                     break
                 if not measured:
@@ -667,7 +714,11 @@ def collect_histograms(
     if report.over_budget:
         log.warning("the memory budget of %.0f MiB (--max-memory) cannot be met: %s", (max_memory or 0) / 2**20,
                     report.over_budget)
-    if len(sessions) > 1:
+    if len(sessions) > 1 and report.cut:
+        log.info("one sample's activations exceed the memory budget of %.0f MiB (--max-memory): the graph ran in %d "
+                 "consecutive pieces, each giving its share of the outputs (every node once per sample)",
+                 (max_memory or 0) / 2**20, len(sessions))
+    elif len(sessions) > 1:
         log.warning("one sample's activations exceed the memory budget of %.0f MiB (--max-memory): the outputs "
                     "were requested in %d groups, running the model %d times per batch", (max_memory or 0) / 2**20,
                     len(sessions), len(sessions))

@@ -256,7 +256,8 @@ class OutputAccumulator:
         channel_ref2, channel_err2 = stack([self._channel_sums[k] for k in judged])
         per_sample = SampleScores(ref2, err2, group_ref2, group_err2, channel_ref2, channel_err2,
                                   np.concatenate(self.agree_rows) if self.agree_rows else None,
-                                  np.concatenate(self.valid_rows) if self.valid_rows else None)
+                                  np.concatenate(self.valid_rows) if self.valid_rows else None,
+                                  np.concatenate(self._iou_rows) if self._iou_rows else None)
         return OutputMetrics(
             name=self.name,
             shape=self.shape or [],
@@ -386,7 +387,9 @@ def compare_outputs(pairs: Iterable[Tuple[Mapping[str, np.ndarray], Mapping[str,
 def resampled_scores(metrics: Sequence[OutputMetrics], index: np.ndarray, channels: bool = True
                      ) -> Tuple[Optional[np.ndarray], np.ndarray]:
     """(decision, worst SNR dB) of ``metrics`` on resampled sample sets: ``index`` is ``[draws, n]`` sample
-    indices; each is ``[draws]`` (decision None when there is none). ``channels``: the worst SNR
+    indices; each is ``[draws]`` (decision None when there is none: else the share kept of
+    :func:`~trtq.compare.decisions.decisions_kept`, the user's metric or the lowest of top-1
+    agreement and mask IoU). ``channels``: the worst SNR
     includes the judged channels (else only whole outputs and channel groups). The bootstrap
     behind auto's noise."""
     snr = np.full(len(index), np.inf)
@@ -411,11 +414,28 @@ def resampled_scores(metrics: Sequence[OutputMetrics], index: np.ndarray, channe
             snr = np.minimum(snr, ratio_db(scores.group_ref2[:, k], scores.group_err2[:, k]))
         for k in range(scores.channel_ref2.shape[1] if channels else 0):
             snr = np.minimum(snr, ratio_db(scores.channel_ref2[:, k], scores.channel_err2[:, k]))
-        if metric is None and scores.agree is not None:
-            counted = scores.counted[index].sum(axis=1)
-            agreement = scores.agree[index].sum(axis=1) / np.maximum(counted, 1)
-            decision = agreement if decision is None else np.minimum(decision, agreement)
+        if metric is not None:
+            continue
+        if m.mask_axis is not None and scores.iou is not None and (m.positions or 1) > 1:
+            kept = scores.iou[index].mean(axis=1)  # a mask decides by its IoU (as decisions_kept reads it)
+        elif m.top1_agreement is not None and scores.agree is not None:
+            kept = scores.agree[index].sum(axis=1) / np.maximum(scores.counted[index].sum(axis=1), 1)
+        else:
+            continue
+        decision = kept if decision is None else np.minimum(decision, kept)
     return decision, snr
+
+
+def kept_noise(metrics: Sequence[OutputMetrics]) -> Optional[float]:
+    """Bootstrap standard deviation of :func:`~trtq.compare.decisions.decisions_kept`'s share over the samples
+    (None: nothing decides, or nothing to resample)."""
+    from .decisions import bootstrap_index
+
+    samples = max((m.samples for m in metrics), default=0)
+    if samples < 2 or any(m.per_sample is not None and len(m.per_sample.ref2) != samples for m in metrics):
+        return None
+    decision, _ = resampled_scores(metrics, bootstrap_index(samples))
+    return None if decision is None else float(np.std(decision))
 
 
 def output_snr_db(metrics: Sequence[OutputMetrics]) -> float:

@@ -48,6 +48,12 @@ def decisions_kept(metrics: Sequence) -> Optional[Tuple[str, float]]:
     return min(scored, key=lambda s: _nan_low(s[1]))
 
 
+def bootstrap_index(samples: int, draws: int = defaults.BOOTSTRAP_DRAWS) -> np.ndarray:
+    """``[draws, samples]`` resampling indices, seeded by ``samples``: every model scored on the same samples
+    gets the same draws, so differences between two of them are paired."""
+    return np.random.default_rng(samples).integers(0, samples, size=(draws, samples))
+
+
 def drop_points(kept: float) -> float:
     """Points of decisions lost (100 x (1 - share kept))."""
     return 100.0 * (1.0 - kept)

@@ -34,6 +34,7 @@ class SampleScores:
     channel_err2: np.ndarray
     agree: Optional[np.ndarray] = None      # [n] positions whose top-1 agrees
     counted: Optional[np.ndarray] = None    # [n] positions counted (padding is not)
+    iou: Optional[np.ndarray] = None        # [n] IoU of the thresholded mask (binary masks only)
 
 
 @dataclass

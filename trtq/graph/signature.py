@@ -141,6 +141,13 @@ class ModelSignature:
     def group_axes(self) -> Dict[str, Tuple[int, ...]]:
         return {o.name: o.group_axes for o in self.outputs}
 
+    def batch_axes(self) -> Dict[str, Optional[int]]:
+        """``{input or output: the axis that counts samples, None for a scalar or configuration tensor}``: what an
+        engine runner cuts and pads a batch along (``--batch-axis`` overrides included)."""
+        axes = {s.name: (s.batch_axis if s.batched else None) for s in self.inputs}
+        axes.update({o.name: (o.spec.batch_axis if o.spec.batched else None) for o in self.outputs})
+        return axes
+
     def output_axes(self) -> Dict[str, int]:
         """``{output: the axis that counts samples}``."""
         return {o.name: (o.spec.batch_axis or 0) for o in self.outputs}

@@ -80,7 +80,7 @@ def reference_replay(model, feeds: Sequence[Feed], threads: Optional[int] = None
 
     signature = read_signature(model) if signature is None else signature
     specs = list(signature.inputs) if specs is None else specs
-    session = create_session(model, threads=threads)
+    session = create_session(model, threads=threads, spinning=False)  # threads idle between runs do not spin
     outputs = [run(session, feed) for feed in feeds]
     axes, _ = _class_spec(model, class_outputs)
     unknown = sorted(set(axes) - set(outputs[0])) if outputs else []
@@ -293,6 +293,12 @@ def calibrate(
         from ..compare.usermetric import UserMetric
 
         metric = UserMetric.load(metric)
+    if target is not None and target.max_drop is not None:  # before any work: the budget needs decisions
+        from ..graph.signature import read_signature
+        from ..precision.budget import check_budget_can_run
+
+        check_budget_can_run(read_signature(model, spec.batch_axes), metric=metric, class_outputs=class_outputs,
+                             streamed=bool(pairs), model_name=Path(model_path).name)
     started = time.perf_counter()
     split = _split_data(model, spec, pairs, holdout, algorithm, threads, progress,
                         budget=target is not None and target.max_drop is not None)

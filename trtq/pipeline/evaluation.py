@@ -140,11 +140,12 @@ def evaluate(
     progress = progress or no_progress
     started = time.perf_counter()
     ref_model, ref_name = model_and_name(reference)
-    ref_rt = OnnxRuntime(ref_model, threads=threads, name=ref_name)
-    cand_rt = open_runtime(candidate, reference=ref_model, threads=threads, plugins=plugins, dla_core=dla_core)
-    output_map = _check_same_io(ref_rt, cand_rt)
     spec = evaluation_spec(data)
     signature = read_signature(ref_model, spec.batch_axes)
+    ref_rt = OnnxRuntime(ref_model, threads=threads, name=ref_name)
+    cand_rt = open_runtime(candidate, reference=ref_model, threads=threads, plugins=plugins, dla_core=dla_core,
+                           batch_axes=signature.batch_axes())
+    output_map = _check_same_io(ref_rt, cand_rt)
     source = open_source(spec, list(signature.inputs))
     out_axes = signature.output_axes()
     state = set(signature.state_outputs())  # fed back, not a decision: never judged

@@ -21,7 +21,7 @@ def evaluate_stream(reference, candidate, data, pairs: Sequence[FeedbackPair], *
     from ..compare.verdict import EvalReport
     from ..data.spec import evaluation_spec
     from ..graph.model import model_and_name
-    from ..graph.signature import input_specs
+    from ..graph.signature import input_specs, read_signature
     from ..progress import no_progress
     from ..runtime.base import OnnxRuntime, open_runtime
 
@@ -32,7 +32,8 @@ def evaluate_stream(reference, candidate, data, pairs: Sequence[FeedbackPair], *
     spec = evaluation_spec(data)
     sequences = open_sequences(spec, input_specs(ref_model), pairs)
     ref = OnnxRuntime(ref_model, threads=threads, name=ref_name)
-    cand = open_runtime(candidate, reference=ref_model, threads=threads, plugins=plugins, dla_core=dla_core)
+    cand = open_runtime(candidate, reference=ref_model, threads=threads, plugins=plugins, dla_core=dla_core,
+                        batch_axes=read_signature(ref_model, spec.batch_axes).batch_axes())
     names = decision_outputs(ref, pairs)
     total = sum(len(s.steps) for s in sequences)
     done = 0

@@ -13,8 +13,11 @@ the noise each quantized tensor's Q/DQ adds where it is read) and measures the d
 the model with the first k entries in float: k doubles until the budget holds, a bisection
 finds the shortest such prefix, and a pruning pass quantizes again, one at a time, entries
 of that prefix the budget holds without (the ranking is an estimate, the measurement the
-truth). Some 20-30 scored models whatever the size of the model, where adding one layer at a
-time would need one round per layer. The result records the layers, the decisions reached,
+truth). A model is within budget when the points it loses on the held-back samples plus
+BUDGET_NOISE_SIGMAS bootstrap standard deviations of them are (those samples are a sample:
+a model that just meets the budget on them misses it on new data about half the time).
+Some 20-30 scored models whatever the size of the model, where adding one layer at a time
+would need one round per layer. The result records the layers, the decisions reached,
 every measured step and the CPU latency of the float, INT8 and mixed models side by side.
 """
 
@@ -22,9 +25,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 from .. import defaults
+from ..compare.accumulate import kept_noise
 from ..compare.decisions import decisions_kept, drop_points
 from ..errors import TrtqError
 from ..progress import ProgressCallback, no_progress
@@ -55,9 +59,10 @@ class BudgetOutcome:
     decision: str                           # which decision lost most (what the budget judges)
     start_points: float                     # points lost by the model as calibrated
     reached_points: float                   # points lost with ``float_layers`` in float
-    met: bool
+    met: bool                               # reached_points + noise_points within max_drop
     float_layers: List[str]                 # the nodes the budget leaves in float (beyond those given)
     samples: int
+    noise_points: float = 0.0               # BUDGET_NOISE_SIGMAS bootstrap deviations of reached_points
     searched: List[str] = field(default_factory=list)   # the shortest prefix of the ranking within budget
     requantized: List[str] = field(default_factory=list)  # layers the pruning pass quantized again
     latency: LatencyCost = field(default_factory=LatencyCost)
@@ -65,7 +70,8 @@ class BudgetOutcome:
 
     def to_dict(self) -> dict:
         return {"max_drop": self.max_drop, "decision": self.decision, "start_drop": self.start_points,
-                "reached_drop": self.reached_points, "met": self.met, "float_layers": list(self.float_layers),
+                "reached_drop": self.reached_points, "noise_points": self.noise_points, "met": self.met,
+                "float_layers": list(self.float_layers),
                 "samples": self.samples, "searched": list(self.searched), "requantized": list(self.requantized),
                 "latency": self.latency.to_dict(), "steps": list(self.steps)}
 
@@ -73,7 +79,8 @@ class BudgetOutcome:
         """``decisions within 1 point: top-1 agreement of 'y' lost 0.8 points (6.2 before) with 2 layer(s) float``."""
         head = (f"decisions within {self.max_drop:g} point(s)" if self.met else
                 f"decisions NOT within {self.max_drop:g} point(s)")
-        return (f"{head}: {self.decision} lost {self.reached_points:.1f} point(s) ({self.start_points:.1f} "
+        noise = f" +- {self.noise_points:.1f}" if self.noise_points else ""
+        return (f"{head}: {self.decision} lost {self.reached_points:.1f}{noise} point(s) ({self.start_points:.1f} "
                 f"fully INT8) with {len(self.float_layers)} layer(s) in float on {self.samples} held-back samples")
 
 
@@ -91,21 +98,41 @@ def no_decisions_error(model_name: str = "the model") -> TrtqError:
                      "give your task's --metric FILE.py:NAME, or use --target-snr DB / --target-cosine C")
 
 
+def check_budget_can_run(signature, *, metric=None, class_outputs=None, streamed: bool = False,
+                         model_name: str = "the model") -> None:
+    """Refuse ``--max-drop`` before any work where it cannot run (a :class:`~trtq.errors.TrtqError`): a streamed
+    model, or one whose signature (:class:`~trtq.graph.signature.ModelSignature`) shows no output that decides and
+    the user named none (``metric``, ``class_outputs``). An output whose deciding axis the graph leaves open
+    may turn out to decide on the data: that is left to the search."""
+    from ..graph.signature import CLASS, MASK, REGRESSION, UNKNOWN_AXIS
+
+    if streamed:
+        raise _streamed_error()
+    if metric is not None or class_outputs:
+        return
+    judged = set(signature.judged_outputs())
+    if not any(o.kind in (CLASS, MASK) or (o.kind == REGRESSION and o.axis == UNKNOWN_AXIS)
+               for o in signature.outputs if o.name in judged):
+        raise no_decisions_error(model_name)
+
+
+def _streamed_error() -> TrtqError:
+    return TrtqError("--max-drop ranks layers by their sensitivity on single calls, and a streamed model "
+                     "(--feedback) is judged on whole sequences: not supported yet; calibrate without --max-drop")
+
+
 def latency_cost(model, amax, replay, float_layers: Sequence[str], *, exclude: Sequence[str] = (),
                  threads: Optional[int] = None) -> LatencyCost:
     """Batch-1 CPU latency of the float model, the INT8 model and the mixed one, each in the Q/DQ form ONNX Runtime
-    runs fast on a CPU (``target="cpu"``)."""
+    runs fast on a CPU (``target="cpu"``), timed in turns so that their ratios hold on a busy machine."""
     from ..graph.qdq import quantize_model
 
-    cost = LatencyCost(float_ms=replay.latency_ms(model, threads=threads))
     int8, _ = quantize_model(model, amax, target="cpu", exclude=list(exclude))
-    cost.int8_ms = replay.latency_ms(int8, threads=threads)
+    models = [model, int8]
     if float_layers:
-        mixed, _ = quantize_model(model, amax, target="cpu", exclude=list(exclude) + list(float_layers))
-        cost.mixed_ms = replay.latency_ms(mixed, threads=threads)
-    else:
-        cost.mixed_ms = cost.int8_ms
-    return cost
+        models.append(quantize_model(model, amax, target="cpu", exclude=list(exclude) + list(float_layers))[0])
+    timed = replay.latencies_ms(models, threads=threads)
+    return LatencyCost(float_ms=timed[0], int8_ms=timed[1], mixed_ms=timed[2] if float_layers else timed[1])
 
 
 #: At most this many entries of the shortest prefix are tried for quantizing again.
@@ -128,8 +155,17 @@ class _Measure:
         metrics = self.replay.score(quantized, threads=self.threads)
         found = decisions_kept(metrics)
         kept = math.nan if found is None else found[1]
-        self.outcome.steps.append({"phase": phase, "layers": len(layers), "drop": drop_points(kept)})
-        return bool(kept >= self.kept_target), kept, metrics
+        margin = noise_margin(metrics)
+        self.outcome.steps.append({"phase": phase, "layers": len(layers), "drop": drop_points(kept),
+                                   "noise": 100.0 * margin})
+        return bool(kept - margin >= self.kept_target), kept, metrics
+
+
+def noise_margin(metrics: Sequence) -> float:
+    """The share of decisions a budget keeps in reserve for the samples' noise: BUDGET_NOISE_SIGMAS bootstrap
+    standard deviations of the share kept (0 when it cannot be resampled)."""
+    noise = kept_noise(metrics)
+    return 0.0 if noise is None or not math.isfinite(noise) else defaults.BUDGET_NOISE_SIGMAS * noise
 
 
 def layers_of(groups: Sequence[Sequence[str]]) -> List[str]:
@@ -205,11 +241,11 @@ def reach_budget(model, amax, replay, metrics: list, max_drop: float, *, exclude
     if start is None:
         raise no_decisions_error()
     if not hasattr(replay, "tensors"):  # the sensitivity run reads each call's tensors
-        raise TrtqError("--max-drop ranks layers by their sensitivity on single calls, and a streamed model "
-                        "(--feedback) is judged on whole sequences: not supported yet; calibrate without --max-drop")
+        raise _streamed_error()
     kept_target = 1.0 - max_drop / 100.0
+    margin = noise_margin(metrics)
     outcome = BudgetOutcome(max_drop, start[0], drop_points(start[1]), drop_points(start[1]),
-                            bool(start[1] >= kept_target), [], replay.samples)
+                            bool(start[1] - margin >= kept_target), [], replay.samples, noise_points=100.0 * margin)
     if not outcome.met:
         ranking = layer_sensitivity(model, amax, replay=replay, exclude=exclude, threads=threads)
         groups = [entry.nodes() for entry in ranking if entry.own_snr_db is not None]
@@ -217,6 +253,7 @@ def reach_budget(model, amax, replay, metrics: list, max_drop: float, *, exclude
         k, found, best = shortest_prefix(groups, measure, max_layers, progress)
         if found is None:  # not met: nothing changes; the best it measured is reported
             outcome.reached_points = drop_points(best) if math.isfinite(best) else outcome.start_points
+            outcome.noise_points = 0.0
         else:
             outcome.searched = layers_of(groups[:k])
             kept_groups, outcome.requantized, pruned = prune(groups[:k], measure)
@@ -225,6 +262,7 @@ def reach_budget(model, amax, replay, metrics: list, max_drop: float, *, exclude
             outcome.met = True
             outcome.decision, kept = decisions_kept(metrics)
             outcome.reached_points = drop_points(kept)
+            outcome.noise_points = 100.0 * noise_margin(metrics)
     if measure_latency:
         outcome.latency = latency_cost(model, amax, replay, outcome.float_layers, exclude=exclude, threads=threads)
     return outcome, metrics

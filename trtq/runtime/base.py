@@ -15,7 +15,7 @@ Whoever compares or streams models takes runtimes and never asks which kind it h
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -97,27 +97,31 @@ class OnnxRuntime(Runtime):
 
 class EngineRuntime(Runtime):
     """A TensorRT engine file. ``reference``: the ONNX model it was built from, whose inputs the feeds follow
-    (their batch axes); ``plugins`` and ``dla_core``: what loading it needs."""
+    (their batch axes); ``batch_axes``: those axes as the caller's signature read them (``--batch-axis``
+    overrides included; default: ``reference``'s own); ``plugins`` and ``dla_core``: what loading it needs."""
 
-    def __init__(self, path: PathLike, *, reference=None, plugins: Sequence[PathLike] = (),
-                 dla_core: Optional[int] = None) -> None:
+    def __init__(self, path: PathLike, *, reference=None, batch_axes: Optional[Mapping[str, Optional[int]]] = None,
+                 plugins: Sequence[PathLike] = (), dla_core: Optional[int] = None) -> None:
         from ..backend.bench import engine_precision  # reads the build report: no TensorRT needed
 
         super().__init__()
         self.path, self.reference, self.plugins, self.dla_core = Path(path), reference, plugins, dla_core
+        self.batch_axes = dict(batch_axes) if batch_axes is not None else None
         self.name = self.path.name
         self.precision = engine_precision(self.path)
 
     def _open(self):
         from ..backend.runner import EngineSession
 
-        return EngineSession(self.path, model=self.reference, plugins=self.plugins, dla_core=self.dla_core)
+        extra = {} if self.batch_axes is None else {"batch_axes": self.batch_axes}
+        return EngineSession(self.path, model=self.reference, plugins=self.plugins, dla_core=self.dla_core, **extra)
 
 
 def open_runtime(model, *, reference=None, threads: Optional[int] = None, plugins: Sequence[PathLike] = (),
-                 dla_core: Optional[int] = None) -> Runtime:
+                 dla_core: Optional[int] = None, batch_axes: Optional[Mapping[str, Optional[int]]] = None) -> Runtime:
     """The runtime for ``model``: an engine path (``.engine``/``.plan``/``.trt``) runs on TensorRT with
-    ``reference``'s inputs, anything else (ONNX path or ``ModelProto``) on ONNX Runtime."""
+    ``reference``'s inputs (cut along ``batch_axes``, default ``reference``'s), anything else (ONNX path or
+    ``ModelProto``) on ONNX Runtime."""
     if not hasattr(model, "graph") and is_engine_path(model):
-        return EngineRuntime(model, reference=reference, plugins=plugins, dla_core=dla_core)
+        return EngineRuntime(model, reference=reference, batch_axes=batch_axes, plugins=plugins, dla_core=dla_core)
     return OnnxRuntime(model, threads=threads)

@@ -150,11 +150,22 @@ class Replay:
 
     def latency_ms(self, model, *, threads: Optional[int] = None, iterations: int = SPEED_ITERATIONS) -> float:
         """Median batch-1 latency (ms) of ``model`` on the first sample (2 warm-up runs)."""
+        return self.latencies_ms([model], threads=threads, iterations=iterations)[0]
+
+    def latencies_ms(self, models: Sequence, *, threads: Optional[int] = None,
+                     iterations: int = SPEED_ITERATIONS) -> List[float]:
+        """Median batch-1 latency (ms) of each of ``models`` on the first sample, timed in turns (one run of each
+        per round, 2 warm-up rounds): load on a busy machine falls on all of them alike, so their ratios hold
+        where one model timed after another would carry whatever the machine did meanwhile."""
         from ..ort import as_feed, create_session, time_session
 
-        session = create_session(model, threads=threads)
-        feed = as_feed(session, {k: v[:1] for k, v in self.feeds[0].items()})
-        return float(np.median(time_session(session, feed, iterations, 2)))
+        sessions = [create_session(model, threads=threads) for model in models]
+        feeds = [as_feed(session, {k: v[:1] for k, v in self.feeds[0].items()}) for session in sessions]
+        for session, feed in zip(sessions, feeds):
+            time_session(session, feed, 0, 2)
+        rounds = np.array([[time_session(session, feed, 1, 0)[0] for session, feed in zip(sessions, feeds)]
+                           for _ in range(iterations)])
+        return [float(np.median(rounds[:, i])) for i in range(len(sessions))]
 
 
 def signature_judging(signature) -> dict:

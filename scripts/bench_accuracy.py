@@ -324,22 +324,26 @@ def run_model(setup: models.Setup, force_exclude: bool) -> Table:
                         f"(FP32 on held-out: {time.perf_counter() - started:.1f} s)")
     table.header.extend(setup.notes)
 
-    def add(label: str, amax: dict, seconds: float, note: str = "", exclude: Sequence[str] = ()) -> Row:
+    def add(label: str, amax: dict, seconds: float, note: str = "", exclude: Sequence[str] = (), model=None) -> Row:
+        """``model``: the model ``amax`` belongs to (a calibration's rewrite when auto kept equalization)."""
         begun = time.perf_counter()
-        quantized, summary = quantize_model(float_model, amax, target="trt", exclude=list(exclude))
+        quantized, summary = quantize_model(model if model is not None else float_model, amax, target="trt",
+                                            exclude=list(exclude))
         row = Row(label, score(setup, held, quantized), note, seconds + time.perf_counter() - begun, amax)
         if summary.missing_amax:
             row.note = (row.note + "; " if row.note else "") + f"{len(summary.missing_amax)} tensors without amax"
         table.rows.append(row)
         return row
 
-    # One calibration: auto (the default) collects the histograms once; every single
-    # algorithm's amax comes from the same histograms, as auto's candidates do.
+    # One calibration of the model as it is: auto without its equalization trial collects the histograms once;
+    # every single algorithm's amax comes from the same histograms, as auto's candidates do. The default (auto
+    # with the trial) is calibrated after it where the trial has a rewrite to try.
     started = time.perf_counter()
     auto_row: Optional[Row] = None
+    trial = has_equalize_trial()
     try:
         calibration = trtq.calibrate(setup.model, setup.calib, algorithm="auto" if has_auto() else
-                                     single_algorithms()[0])
+                                     single_algorithms()[0], **({"equalize": "off"} if trial else {}))
     except Exception as exc:  # noqa: BLE001  (the table reports it; the other models still run)
         calibration = None
         table.rows.append(Row("all algorithms", note=f"calibration failed: {_failure(exc)}"))
@@ -358,7 +362,7 @@ def run_model(setup: models.Setup, force_exclude: bool) -> Table:
         choice = getattr(calibration, "auto", None)
         if choice is not None:
             note = f"chose {choice.chosen}, {len(choice.overrides)} per-tensor override(s); {choice.reason}"
-            auto_row = add("auto", calibration.amax, total_s, note)
+            auto_row = add("auto, equalize off" if trial else "auto", calibration.amax, total_s, note)
             auto_row.verdict = calibration.verdict
             for row in table.rows:
                 if row.label == choice.chosen:
@@ -371,13 +375,15 @@ def run_model(setup: models.Setup, force_exclude: bool) -> Table:
             table.header.append(f"trtq's verdict: {calibration.verdict.line()}")
             if calibration.verdict.warning():
                 table.header.append(f"trtq's warning: {calibration.verdict.warning()}")
+        if trial:
+            auto_row = equalize_trial_row(table, setup, add, auto_row, total_s)
         if setup.metric and has_auto():
             begun = time.perf_counter()
             with_metric = trtq.calibrate(setup.model, setup.calib, algorithm="auto", metric=setup.metric)
             metric_choice = with_metric.auto
             row = add("auto+metric", with_metric.amax, time.perf_counter() - begun,
                       f"auto --metric: chose {metric_choice.chosen}, {len(metric_choice.overrides)} override(s); "
-                      f"{metric_choice.reason}")
+                      f"{metric_choice.reason}", model=getattr(with_metric, "model", None))
             row.verdict = with_metric.verdict
             table.header.append(f"trtq's verdict with --metric: {with_metric.verdict.line()}")
     if calibration is not None and has_budget():
@@ -404,6 +410,35 @@ def run_model(setup: models.Setup, force_exclude: bool) -> Table:
                     f"(limit {limit})", exclude=result.excluded)
     gates(table, auto_row)
     return table
+
+
+def has_equalize_trial() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("trtq.pipeline.equalizing") is not None
+
+
+def equalize_trial_row(table: Table, setup: models.Setup, add, unmodified: Row, unmodified_s: float) -> Row:
+    """The default: auto with its equalization trial (a rewrite kept only when it wins beyond noise). Where the model
+    has nothing to rewrite the trial costs nothing and the default is the row above, relabelled."""
+    import trtq
+    from trtq.graph.model import load_onnx
+    from trtq.pipeline.equalizing import trial_variants
+
+    if not trial_variants(load_onnx(setup.model)):
+        unmodified.label = "auto"
+        unmodified.note += "; equalization not tried (nothing to rewrite)"
+        return unmodified
+    started = time.perf_counter()
+    result = trtq.calibrate(setup.model, setup.calib, algorithm="auto")
+    seconds = time.perf_counter() - started
+    trial = result.equalize_trial
+    row = add("auto", result.amax, seconds, f"chose {result.auto.chosen}; {trial.line()}; "
+              f"{seconds / unmodified_s:.2f}x the time of auto without the trial", model=result.model)
+    row.verdict = result.verdict
+    table.header.append(f"default (auto with the equalization trial): {seconds:.1f} s vs {unmodified_s:.1f} s without "
+                        f"({seconds / unmodified_s:.2f}x); {trial.line()}")
+    return row
 
 
 def has_budget() -> bool:
@@ -436,7 +471,9 @@ def budget_row(table: Table, setup: models.Setup, add) -> None:
     row = add(f"max-drop {MAX_DROP:g}", result.amax, time.perf_counter() - started,
               f"chose {result.auto.chosen}; {len(layers)} layer(s) float{shown}; "
               f"held-back: {outcome.start_points:.1f} -> {outcome.reached_points:.1f} points lost ({'met' if outcome.met else 'NOT met'}); "
-              f"{latency.line()} ({ratio})", exclude=layers)
+              f"{latency.line()} ({ratio})" + (f"; {result.equalize_trial.line()}" if getattr(
+                  result, "equalize_trial", None) is not None and result.equalize_trial.tried else ""),
+              exclude=layers, model=getattr(result, "model", None))
     row.verdict = result.verdict
     from trtq.compare.decisions import decisions_kept, drop_points
 
@@ -453,13 +490,14 @@ def held_back_verdicts(setup: models.Setup, model, tables: Dict[str, dict]) -> D
     with the setup's task metric: what a user running that algorithm would have been told. A task metric is
     judged only against the user's --min-metric: the detector's user asks for recall within
     MAX_METRIC_LOSS of FP32 (--min-metric 0.99)."""
-    from trtq import pipeline
     from trtq.compare.verdict import Verdict
+    from trtq.pipeline import calibration as pipeline
+    from trtq.pipeline.holdout import holdout_count, split_holdout
     from trtq.data import open_source
     from trtq.graph.signature import input_specs
 
     source = open_source(setup.calib, input_specs(model))
-    held, _ = pipeline.split_holdout(iter(source), pipeline.holdout_count(source.num_samples))
+    held, _ = split_holdout(iter(source), holdout_count(source.num_samples))
     _, metric = decision_setup(setup)
     replay = pipeline.reference_replay(model, held, class_outputs=list(setup.class_outputs) or None, metric=metric)
     min_metric = 1 - MAX_METRIC_LOSS if metric is not None and setup.name == "detector" else None

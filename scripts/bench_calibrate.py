@@ -184,8 +184,11 @@ def default_command(model: Path, spec, cache: Path) -> dict:
     result = captured["result"]
     statistics = result.statistics_seconds or 0.0
     choice = result.seconds - statistics  # the reference outputs, every candidate and refinement trial, the verdict
+    trial = getattr(result, "equalize_trial", None)  # auto's equalization trial (its passes count as choice)
     return {"statistics_s": statistics, "choice_s": choice, "writing_s": total - statistics - choice,
             "total_s": total, "chosen": result.auto.chosen if result.auto else result.algorithm,
+            "equalize": f"; equalize trial {trial.seconds:.1f} s, kept {trial.kept}" if trial is not None
+                        and trial.tried else "",
             "overrides": len(result.auto.overrides) if result.auto else 0,
             "trials_samples": [t.get("samples") for t in result.auto.trials] if result.auto else [],
             "trtq": str(Path(pipeline.__file__).parent)}
@@ -387,7 +390,7 @@ def default_table(names: List[str], counts: List[int], variants: List[str], args
                           f"{result['total_s']:.1f}" if result["ok"] else "-", ratio,
                           f"{result['peak_rss_mib']:.0f} ({fp32['peak_rss_mib']:.0f})",
                           (f"{result['chosen']}" + (f" +{result['overrides']} overrides" if result['overrides'] else "")
-                           if result["ok"] else "-")]
+                           + result.get("equalize", "") if result["ok"] else "-")]
             else:
                 cells += [f"{result['total_s']:.1f}" if result["ok"] else "-", ratio,
                           f"{result['peak_rss_mib']:.0f}"]

@@ -62,7 +62,9 @@ def template(tmp_path_factory) -> Path:
     for i in range(8):
         np.save(calib / f"s{i}.npy", rng.random((3, 16, 16), dtype=np.float32))
     (root / "labels.csv").write_text("".join(f"s{i},{i % 10}\n" for i in range(8)))
-    trtq.calibrate(str(root / "m.onnx"), DataSpec(str(calib), samples=None), cache_path=str(root / "m.calib.cache"))
+    # the cache belongs to m.onnx itself (auto's equalization trial may keep a rewrite of this toy: not tested here)
+    trtq.calibrate(str(root / "m.onnx"), DataSpec(str(calib), samples=None), cache_path=str(root / "m.calib.cache"),
+                   equalize="off")
     trtq.quantize(str(root / "m.onnx"), str(root / "m.int8.onnx"), cache=str(root / "m.calib.cache"))
     (root / "notes.txt").write_text("my own notes, not a trtq file\n")
     # loader scripts
@@ -200,7 +202,8 @@ def _round4_inputs(root: Path) -> None:
     rng = np.random.default_rng(4)
     for i in range(4):
         Image.fromarray((rng.random((16, 16, 3)) * 255).astype(np.uint8)).save(images / f"i{i}.png")
-    trtq.calibrate(str(root / "m.onnx"), DataSpec(str(images), samples=None), cache_path=str(root / "img.cache"))
+    trtq.calibrate(str(root / "m.onnx"), DataSpec(str(images), samples=None), cache_path=str(root / "img.cache"),
+                   equalize="off")
     # configs for deploy check
     (root / "bom.txt").write_bytes(b"\xef\xbb\xbf[property]\nbatch-size=1\nnetwork-mode=1\n")
     deep = json.dumps("[" * 5000 + "]" * 5000)
@@ -1090,6 +1093,8 @@ def test_bad_input(case: Case, template, tmp_path, capfd, monkeypatch):
     assert not [k for k in after if re.search(r"\.(tmp|probe)$", k) and not (case.allow_temp and k in before)], \
         sorted(after)
     allowed = [pattern for pattern in case.changes]
+    if case.argv[0] == "calibrate" and case.code == 0 and "--equalize" not in case.argv:
+        allowed.append("*.equalized.onnx")  # auto's equalization trial writes the rewrite it keeps beside the model
 
     def may_change(rel: str) -> bool:
         from fnmatch import fnmatch
@@ -1171,7 +1176,7 @@ def _wait_for_temp(ws: Path, child: subprocess.Popen, limit_s: float = 120.0) ->
     deadline = time.monotonic() + limit_s
     while time.monotonic() < deadline:
         temps = [p for p in ws.iterdir() if p.name.startswith(".") and p.name.endswith(".tmp")]
-        if temps:
+        if any(t.stat().st_size > 0 for t in temps):  # (a temporary file is empty until its first bytes)
             return temps
         if child.poll() is not None:
             raise AssertionError(f"the command ended (exit {child.returncode}) before writing: {child.stderr.read()}")

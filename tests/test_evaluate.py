@@ -447,11 +447,12 @@ def test_resolve_amax(sensitive, tmp_path):
     from trtq.cache import write_cache
     from trtq.errors import CacheError
 
-    amax, where = resolve_amax(sensitive["path"], sensitive["candidate"])
+    amax, where, _ = resolve_amax(sensitive["path"], sensitive["candidate"])
     assert "Q/DQ scales" in where and set(amax) == {"x", "r1", "f"}
     cache = tmp_path / "c.cache"
     write_cache(cache, sensitive["amax"])
-    amax, where = resolve_amax(sensitive["path"], cache=cache)
+    amax, where, requantized = resolve_amax(sensitive["path"], cache=cache)
+    assert requantized == sensitive["path"]
     assert "calibration cache" in where and amax["x"] == pytest.approx(sensitive["amax"]["x"], rel=1e-6)
     with pytest.raises(TrtqError, match="--cache"):
         resolve_amax(sensitive["path"], sensitive["path"])

@@ -20,7 +20,7 @@ import re
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Union
+from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -252,8 +252,12 @@ def write_cache(
     algorithm: str = defaults.ALGORITHM,
     trt_version: Optional[int] = None,
     sidecar: Optional[dict] = None,
+    model: Optional[Tuple[PathLike, bytes]] = None,
 ) -> List[Path]:
     """Write the cache (and its sidecar when given) atomically; returns the files written.
+
+    ``model``: ``(path, bytes)`` of the model the cache belongs to when trtq made it (an ``--equalize``
+    rewrite), written with them: all three or none.
 
     ``trt_version``: the TensorRT version the header names (``100300`` for 10.3.0); by default
     :data:`trtq.defaults.TRT_VERSION` (the calibrate flow passes the running TensorRT's,
@@ -262,7 +266,7 @@ def write_cache(
         trt_version = defaults.TRT_VERSION
     header_algorithm = TRT_ALGORITHM_NAMES.get(algorithm, algorithm)
     payload = format_cache(amax, trt_version, header_algorithm)
-    files = {}
+    files = {Path(model[0]): model[1]} if model is not None else {}
     if sidecar is not None:  # renamed first: a cache never sits beside the sidecar of an older cache
         files[sidecar_path(path)] = sidecar_bytes(sidecar)
     files[Path(path)] = payload
@@ -440,6 +444,49 @@ def _inputs_text(records) -> str:
         axis = r.get("batch_axis", 0)
         return "x".join("N" if i == axis and not d else str(d) if d else "?" for i, d in enumerate(r.get("shape") or ()))
     return ", ".join(f"{r.get('name')}[{dims(r)}]" for r in records)
+
+
+def equalized_model(sidecar: Optional[dict], model_path: PathLike, model_sha256: str,
+                    cache_path: Optional[PathLike] = None) -> Optional[Path]:
+    """The rewrite of ``model_path`` a cache belongs to, when its sidecar says it was calibrated on it
+    (``--equalize``, or kept by auto's equalization trial): the file (beside the model, else beside the cache,
+    under the name the sidecar records) whose sha256 is the sidecar's. None when the cache is the model's own.
+
+    Raises :class:`CacheError` when the rewrite is not found: the cache's scales fit it, not the model.
+    """
+    from .graph.model import file_sha256
+
+    record = (sidecar or {}).get("equalize")
+    model = (sidecar or {}).get("model") or {}
+    if not isinstance(record, dict) or record.get("source_file_sha256") != model_sha256 or not model.get("sha256"):
+        return None
+    name = Path(str(model.get("file") or "")).name
+    path = Path(model_path)
+    places = [path.with_name(path.stem + ".equalized.onnx")]
+    if name:
+        places += [path.with_name(name)] + ([Path(cache_path).with_name(name)] if cache_path is not None else [])
+    for place in dict.fromkeys(places):
+        if place.is_file() and file_sha256(place) == model["sha256"]:
+            return place
+    raise CacheError(f"cache {cache_path or ''} was calibrated on {name or 'the rewrite'} (this model rewritten by "
+                     f"--equalize {','.join(record.get('steps') or [])}, sha256 {model['sha256'][:12]}…), which is not "
+                     f"beside {path.name}{' or the cache' if cache_path is not None else ''} with that content; put it "
+                     "back, or recalibrate")
+
+
+def model_of_cache(cache: CalibrationCache, model_path: PathLike, model, cache_path: Optional[PathLike] = None):
+    """``(path, model, sha256)`` a cache's scales belong to: ``model_path``'s own (``model`` loaded from it), or
+    the ``--equalize`` rewrite of it the cache was calibrated on (:func:`equalized_model`), which every consumer
+    of the cache (quantize, build, deploy) then uses in its place. Check with :func:`check_cache_matches` after."""
+    from .graph.model import file_sha256, load_onnx
+
+    sha = file_sha256(model_path)
+    rewrite = equalized_model(cache.sidecar, model_path, sha, cache_path if cache_path is not None else cache.path)
+    if rewrite is None:
+        return Path(model_path), model, sha
+    log.info("%s was calibrated on %s (%s rewritten by --equalize): using that file", cache_path or cache.path,
+             rewrite.name, Path(model_path).name)
+    return rewrite, load_onnx(rewrite), file_sha256(rewrite)
 
 
 def float_layers(sidecar: Optional[dict]) -> List[str]:

@@ -153,3 +153,14 @@ HOLDOUT_RESERVE = 32
 #: Calibration samples (the first, never the held-back ones) whose per-channel statistics drive
 #: ``--equalize``'s high-bias absorption and bias correction.
 EQUALIZE_SAMPLES = 64
+
+#: The ``--equalize`` variants auto tries beside the unmodified model (``--equalize auto``, the default with
+#: ``--algo auto``): each that would change the model (trtq.graph.equalize.applicable_steps) gets its own
+#: statistics pass and choice, and is kept only when it wins beyond noise (trtq/pipeline/equalizing.py).
+AUTO_EQUALIZE_VARIANTS = ("all", "bias")
+#: A rewrite that wins on worst SNR alone (decisions within noise) must gain at least this much to be kept: it
+#: changes the model the user ships (a per-tensor override needs AUTO_REFINE_MIN_GAIN_DB).
+AUTO_EQUALIZE_MIN_GAIN_DB = 0.3
+#: Held-back samples (reserve included) the trial needs: on fewer, a bootstrap cannot tell a rewrite from noise,
+#: and the unmodified model stays without the trial's passes.
+AUTO_EQUALIZE_MIN_SAMPLES = 16

@@ -233,11 +233,15 @@ def test_calibrate_equalize_writes_the_rewritten_model_its_cache_belongs_to(tmp_
     assert sidecar["model"]["sha256"] == file_sha256(rewritten) and sidecar["model"]["file"] == rewritten.name
     assert record["source_file_sha256"] == file_sha256(model_path)
     assert record["steps"] == list(eq.STEPS) and len(record["pairs"]) == 3 and "--equalize" in record["reproduce"]
-    # the cache belongs to the rewritten model: quantize (explicit path) takes it, and refuses the original
+    # the cache belongs to the rewritten model: quantize (explicit path) takes it, and given the original it
+    # quantizes the rewrite beside it; another model is refused
     outcome = quantize(rewritten, tmp_path / "q.onnx", cache=cache)
     assert set(outcome.summary.quantized) == {"stem", "dw", "pw", "head"}
+    assert quantize(model_path, tmp_path / "q2.onnx", cache=cache).equalized_model == rewritten
+    other = tmp_path / "other.onnx"
+    onnx.save(separable_chain(seed=5), str(other))
     with pytest.raises(CacheError):
-        quantize(model_path, tmp_path / "q2.onnx", cache=cache)
+        quantize(other, tmp_path / "q5.onnx", cache=cache)
     # the rewrite is deterministic: calibrating again gives the same file
     first = file_sha256(rewritten)
     assert main(["-q", "calibrate", str(model_path), "--calib", str(data), "--samples", "all", "--algo", "minmax",

@@ -466,7 +466,8 @@ def prepare_build(options: BuildOptions) -> PreparedBuild:
     """Everything a user can get wrong, checked before TensorRT builds (or hours of calibration start): outputs
     writable, the cache read and matched, profiles, plugins, TensorRT's version and plan, DLA, what needs
     calibration data."""
-    from ..cache import check_cache_matches, float_layers, read_cache, recorded_batch_axes, trt_version_int
+    from ..cache import (check_cache_matches, float_layers, model_of_cache, read_cache, recorded_batch_axes,
+                         trt_version_int)
     from ..fileio import check_writable
     from ..graph.model import file_sha256, load_onnx
     from ..graph.qdq import is_quantized, tensor_names
@@ -482,6 +483,8 @@ def prepare_build(options: BuildOptions) -> PreparedBuild:
     cache = None
     if options.cache_path is not None and options.cache_path.exists() and options.cache_path.stat().st_size:
         cache = read_cache(options.cache_path)
+        # calibrated on the model's --equalize rewrite: build that file, as the cache says
+        options.model_path, model, sha = model_of_cache(cache, options.model_path, model, options.cache_path)
         check_cache_matches(cache, model, sha, tensor_names(model), force=options.force)
     # each input's batch axis: as the cache was calibrated, then as --batch-axis says
     inputs = input_specs(model, {**recorded_batch_axes(cache.sidecar if cache is not None else None),

@@ -47,6 +47,8 @@ class CalibrationResult:
     #: trtq.graph.equalize.EqualizeReport when the model was rewritten first (``--equalize``), and that model
     equalize: Optional[object] = None
     model: Optional[object] = field(default=None, repr=False)
+    #: trtq.pipeline.equalizing.EqualizeTrial: what auto's equalization trial tried and kept (None: not asked)
+    equalize_trial: Optional[object] = None
 
 
 def amax_from_histograms(histograms: dict, algorithm: str = "entropy", **options) -> Dict[str, float]:

@@ -113,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
     output = Path(args.output) if args.output else default_cache_path(args.model)
     outputs = [Output(output, "cache", default=not args.output),
                Output(sidecar_path(output), "sidecar", option="the sidecar of -o")]  # the cache's note covers it
-    if args.equalize:
+    if args.equalize not in (None, "auto", "off"):
         from ..pipeline.calibration import default_equalized_path
 
         outputs.append(Output(default_equalized_path(args.model), "onnx", option="--equalize", fixed=True))
@@ -127,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
                            max_binned=args.max_binned, exact=args.exact, max_memory=args.max_memory,
                            observe=args.observe if args.observe in ("all", "qdq")
                            else [name.strip() for name in args.observe.split(",") if name.strip()],
-                           **fidelity_options(args), target=fidelity, equalize=args.equalize or False,
+                           **fidelity_options(args), target=fidelity, equalize=args.equalize,
                            progress=progress, choice_progress=scoring, feedback=feedback, force=args.force)
     console = report_console()
     print_calibration(console, result, args.model, budget_command=budget_command_from_args(args, "calibrate"))
@@ -170,6 +170,7 @@ def print_calibration(console, result, model: str, fixes_for: str = "calibrate",
             console.print(f"  [yellow]warning:[/] {escape(convergence.recommendation)}", highlight=False)
     print_mixed_precision(console, result)
     print_equalize(console, result.equalize)
+    print_equalize_trial(console, getattr(result, "equalize_trial", None))
     for path in result.files_written:
         console.print(f"  wrote {escape(str(path))}")
     from ..report import verdict_fixes
@@ -203,6 +204,13 @@ def print_mixed_precision(console, result) -> None:
     latency = budget.latency.line()
     if latency:
         console.print(f"  {latency}", highlight=False, markup=False)
+
+
+def print_equalize_trial(console, trial) -> None:
+    """What auto's equalization trial tried and kept (one line), when it tried something."""
+    if trial is None or not trial.tried:
+        return
+    console.print(f"  {trial.line()}", highlight=False, markup=False)
 
 
 def print_equalize(console, report) -> None:

@@ -207,14 +207,15 @@ def run(args: argparse.Namespace) -> int:
     code = 0
     model = None
     if requantize:
-        amax, report.amax_source = resolve_amax(args.reference, args.candidate, cache=args.cache, force=args.force)
+        amax, report.amax_source, requantized = resolve_amax(args.reference, args.candidate, cache=args.cache,
+                                                             force=args.force)
         samples = min(args.sensitivity_samples or SENSITIVITY_SAMPLES, report.samples)
         replay = Replay.collect(args.reference, spec, samples=samples, threads=args.threads)
         replay.class_outputs = {o.name: o.class_axis for o in report.outputs if o.top1_agreement is not None}
         replay.metric = metric  # --target-agreement reads the decision score (trtq.compare.decisions.worst_of)
         report.sensitivity_samples = replay.samples
         with progress_bar("layer sensitivity", unit="runs", enabled=bars) as progress:
-            report.sensitivity = layer_sensitivity(args.reference, amax, replay=replay, threads=args.threads,
+            report.sensitivity = layer_sensitivity(requantized, amax, replay=replay, threads=args.threads,
                                                       progress=progress)
         if not report.sensitivity:
             raise TrtqError(f"{Path(args.reference).name} has no layer trtq can quantize (Conv, ConvTranspose, "
@@ -222,7 +223,7 @@ def run(args: argparse.Namespace) -> int:
         if args.auto_exclude:
             max_layers = AUTO_EXCLUDE_MAX_LAYERS if args.max_layers is None else args.max_layers
             with progress_bar("mixed precision", unit="steps", enabled=bars) as progress:
-                result, trt_model = auto_exclude(args.reference, amax, target_snr=args.target_snr,
+                result, trt_model = auto_exclude(requantized, amax, target_snr=args.target_snr,
                                                     target_cosine=args.target_cosine,
                                                     target_agreement=args.target_agreement, max_layers=max_layers,
                                                     ranking=report.sensitivity, replay=replay,

@@ -547,6 +547,8 @@ def add_equalize_argument(parser) -> None:
     _add(parser, "--equalize", nargs="?", const="all", default=None, metavar="STEPS",
          help="rewrite the float model before calibrating: cross-layer equalization of consecutive convolutions "
               "(cle), high-bias absorption (absorb), bias correction for int8 weight rounding (bias); alone: all "
-              "three, or a comma-separated list. Off by default: it helps depthwise-separable nets and can cost a "
-              "little elsewhere (docs/accuracy.md). calibrate writes the rewritten model to "
-              "<model>.equalized.onnx, which its cache belongs to (build that file)")
+              "three, or a comma-separated list. 'auto' (the default with --algo auto): each rewrite that would "
+              "change the model is scored like auto's candidates, with its own statistics pass, and kept only when "
+              "it wins beyond noise; 'off': never. It helps some nets and costs others (docs/accuracy.md). A "
+              "rewrite used is written to <model>.equalized.onnx, which the cache belongs to (quantize and build "
+              "with the cache find it beside the model)")

@@ -89,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
         outcome = quantize(args.model, args.output, cache=args.cache, calib=calib,
                            algorithm=args.algo if calib is not None else None, target=args.target,
                            exclude=split_names(args.exclude), force=args.force, **fidelity_options(args),
-                           fidelity=fidelity, equalize=args.equalize or False, progress=progress,
+                           fidelity=fidelity, equalize=args.equalize, progress=progress,
                            feedback=feedback_from_args(args))
     console = report_console()
     if outcome.calibration is not None and outcome.calibration.auto is not None:
@@ -103,6 +103,12 @@ def run(args: argparse.Namespace) -> int:
         from .calibrate import print_equalize
 
         print_equalize(console, outcome.equalize)
+        from .calibrate import print_equalize_trial
+
+        print_equalize_trial(console, getattr(outcome.calibration, "equalize_trial", None))
+    if outcome.equalized_model is not None:
+        console.print(f"  the cache belongs to {outcome.equalized_model.name}, this model rewritten by --equalize "
+                      f"({outcome.equalize_steps}): quantized that file", highlight=False, markup=False)
     print_summary(outcome.summary)
     if outcome.float_layers:
         if outcome.calibration is None:

@@ -300,9 +300,9 @@ def write_config(model_path: PathLike, cache_path: PathLike, output: PathLike, *
     """
     # Long because the nvinfer keys are written in the order the config file lists them; each is a line or
     # two.
-    from ..cache import check_cache_matches, read_cache, sidecar_path, trt_version_text
+    from ..cache import check_cache_matches, model_of_cache, read_cache, sidecar_path, trt_version_text
     from ..fileio import write_files_atomic
-    from ..graph.model import file_sha256, load_onnx
+    from ..graph.model import load_onnx
     from ..graph.qdq import tensor_names
     from ..graph.signature import input_specs
     from ..outputs import Output, guard_outputs
@@ -313,9 +313,10 @@ def write_config(model_path: PathLike, cache_path: PathLike, output: PathLike, *
         raise TrtqError(f"network type must be one of {', '.join(NETWORK_TYPES)}, got {network_type!r}")
     calibration = read_calibration(cache_path)
     image = require_image(calibration, "a DeepStream config")
-    model = load_onnx(model_path)
     table = read_cache(cache_path)
-    check_cache_matches(table, model, file_sha256(model_path), tensor_names(model))
+    # the rewrite the cache was calibrated on (--equalize, or kept by auto) is the onnx-file nvinfer builds
+    model_path, model, sha = model_of_cache(table, model_path, load_onnx(model_path), cache_path)
+    check_cache_matches(table, model, sha, tensor_names(model))
     normalization = nvinfer_normalization(image)
     notes: List[str] = []
     folded_paths = {}

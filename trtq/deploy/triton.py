@@ -599,9 +599,9 @@ def write_repository(model_path: PathLike, cache_path: PathLike, repository: Pat
     directory is often read-only). Every file goes through the output guard first and is written atomically.
     Returns what was written and the notes.
     """
-    from ..cache import check_cache_matches, read_cache, sidecar_path
+    from ..cache import check_cache_matches, model_of_cache, read_cache, sidecar_path
     from ..fileio import write_files_atomic
-    from ..graph.model import file_sha256, load_onnx
+    from ..graph.model import load_onnx
     from ..outputs import Output, guard_outputs
     from .calibration import read_calibration
 
@@ -629,9 +629,9 @@ def write_repository(model_path: PathLike, cache_path: PathLike, repository: Pat
     if is_onnx:
         from ..graph.qdq import check_quantized, quantize_model
 
-        model = load_onnx(model_path)
         table = read_cache(cache_path)
-        check_cache_matches(table, model, file_sha256(model_path), _tensor_names(model))
+        _, model, sha = model_of_cache(table, model_path, load_onnx(model_path), cache_path)  # or the rewrite it fits
+        check_cache_matches(table, model, sha, _tensor_names(model))
         quantized, summary = quantize_model(model, table.amax, target="trt", exclude=calibration.float_layers)
         check_quantized(quantized, summary, model_path.name)
         io = _calibrated_size(onnx_io(model), calibration)

@@ -242,6 +242,20 @@ def find_pairs(model) -> List[Pair]:
     return pairs
 
 
+def applicable_steps(model, steps: Sequence[str] = STEPS) -> Tuple[str, ...]:
+    """The steps of ``steps`` that can change ``model`` (read from the graph alone, before any statistics):
+    ``cle`` and ``absorb`` need a convolution pair (:func:`find_pairs`), ``bias`` a Conv with float weights.
+    Empty for a model without convolutions (a transformer): nothing to rewrite."""
+    steps = parse_steps(list(steps))
+    weights = _Weights(model)
+    convs = any(node.op_type == "Conv" and len(node.input) >= 2 and node.input[0]
+                and (w := weights.get(node.input[1])) is not None and w.ndim >= 3 for node in model.graph.node)
+    if not convs:
+        return ()
+    pairs = bool(find_pairs(model)) if {"cle", "absorb"} & set(steps) else False
+    return tuple(step for step in steps if step == "bias" or pairs)
+
+
 # --------------------------------------------------------------------------- the rewrites
 
 

@@ -4,7 +4,7 @@ model, the cache and the plan (:mod:`trtq.backend.build`, which knows nothing of
 from __future__ import annotations
 
 import logging
-from typing import Sequence, Tuple
+from typing import Tuple
 
 from ..progress import ProgressCallback, no_progress
 
@@ -20,8 +20,7 @@ def build_engine(options, progress: ProgressCallback = no_progress):
     calibration: dict = {}
     amax = None
     if prepared.cpu_calibration_needed:
-        prepared.cache, calibration = _cpu_calibrated_cache(options, prepared.running_version, progress,
-                                                            prepared.keep_float)
+        prepared.cache, calibration = _cpu_calibrated_cache(options, prepared, progress)
         _keep_float(prepared, calibration)
         return build_prepared(options, prepared, progress, calibration=calibration, cpu_calibrated=True)
     if prepared.cache is not None:
@@ -34,7 +33,7 @@ def build_engine(options, progress: ProgressCallback = no_progress):
         check_recorded_verdict(prepared.cache.sidecar, options.min_snr, options.min_cosine, str(options.cache_path),
                                options.min_agreement, options.min_metric)
     elif prepared.qdq_calibration_needed:
-        amax, calibration = _qdq_calibration(options, progress, prepared.keep_float)
+        amax, calibration = _qdq_calibration(options, prepared, progress)
         _keep_float(prepared, calibration)
     return build_prepared(options, prepared, progress, calibration=calibration, amax=amax)
 
@@ -45,24 +44,35 @@ def _keep_float(prepared, calibration: dict) -> None:
                             if n not in prepared.keep_float]
 
 
-def _calibrate(options, progress: ProgressCallback, keep_float: Sequence[str], **kwargs):
+def _calibrate(options, prepared, progress: ProgressCallback, **kwargs):
+    """trtq's calibration for a build. Auto's equalization trial runs where a cache is written (the rewrite it
+    keeps is written beside the model with it, and the engine is built from that file, as a later build with the
+    cache would); without a cache the model is built as it is."""
     from ..backend.build import calib_data_spec
-    from .calibration import calibrate
+    from .calibration import calibrate, default_equalized_path
 
-    return calibrate(options.model_path, calib_data_spec(options.calib), algorithm=options.algorithm,
-                     cache_path=options.cache_path, exclude=list(keep_float), min_snr=options.min_snr,
-                     min_cosine=options.min_cosine, min_agreement=options.min_agreement,
-                     min_metric=options.min_metric, metric=options.metric, class_outputs=options.class_outputs,
-                     target=options.target, progress=progress, force=options.force, **kwargs)
+    result = calibrate(options.model_path, calib_data_spec(options.calib), algorithm=options.algorithm,
+                       cache_path=options.cache_path, exclude=list(prepared.keep_float), min_snr=options.min_snr,
+                       min_cosine=options.min_cosine, min_agreement=options.min_agreement,
+                       min_metric=options.min_metric, metric=options.metric, class_outputs=options.class_outputs,
+                       target=options.target, progress=progress, force=options.force,
+                       equalize=None if options.cache_path is not None else "off", **kwargs)
+    if result.model is not None:
+        from ..graph.model import file_sha256
+
+        rewrite = default_equalized_path(options.model_path)
+        log.info("auto kept the model rewritten by --equalize (%s): building %s", ",".join(result.equalize.steps),
+                 rewrite.name)
+        options.model_path, prepared.model, prepared.sha = rewrite, result.model, file_sha256(rewrite)
+    return result
 
 
-def _cpu_calibrated_cache(options, running_version: int, progress: ProgressCallback,
-                          keep_float: Sequence[str] = ()) -> Tuple[object, dict]:
+def _cpu_calibrated_cache(options, prepared, progress: ProgressCallback) -> Tuple[object, dict]:
     """trtq's own calibration (auto, percentile, mse) on the CPU, as a cache for TensorRT's calibrator."""
     from .. import cache as cache_io
 
-    result = _calibrate(options, progress, keep_float, trt_version=running_version)
-    cache = cache_io.parse_cache(cache_io.format_cache(result.amax, running_version, "EntropyCalibration2"),
+    result = _calibrate(options, prepared, progress, trt_version=prepared.running_version)
+    cache = cache_io.parse_cache(cache_io.format_cache(result.amax, prepared.running_version, "EntropyCalibration2"),
                                  source=f"trtq's {options.algorithm} calibration")
     cache.sidecar = {"algorithm": {"name": options.algorithm}}  # made here, for this model: safe to hand over
     log.info("TensorRT's calibrators are entropy and minmax; %s was computed by trtq on the CPU (%d samples) and "
@@ -73,9 +83,9 @@ def _cpu_calibrated_cache(options, running_version: int, progress: ProgressCallb
                    **_mixed_record(result)}
 
 
-def _qdq_calibration(options, progress: ProgressCallback, keep_float: Sequence[str]) -> Tuple[dict, dict]:
+def _qdq_calibration(options, prepared, progress: ProgressCallback) -> Tuple[dict, dict]:
     """The explicit path without a cache: amax from trtq's calibration on the CPU, and its record."""
-    result = _calibrate(options, progress, keep_float)
+    result = _calibrate(options, prepared, progress)
     return result.amax, {"method": "qdq", "source": "data", "algorithm": result.algorithm,
                          "chosen": result.auto.chosen if result.auto is not None else result.algorithm,
                          "samples": result.num_samples, "data": result.data_description,

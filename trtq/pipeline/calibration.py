@@ -7,7 +7,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -19,53 +19,14 @@ from ..precision.targets import FidelityTarget, mixed_precision_record, reach_ta
 from ..progress import ProgressCallback, no_progress
 from ..runtime.streaming import feedback_pairs
 from .choose import AutoChoice, choose_amax, score
+from .equalizing import (  # noqa: F401  (their home is equalizing; imported from here too)
+    TRIAL, EqualizeTrial, Outcome, channel_statistics, default_equalized_path, equalize_mode, equalize_model,
+    run_trial, trial_variants)
 from .holdout import _take_samples, holdout_count, split_holdout
 
 log = logging.getLogger(__name__)
 PathLike = Union[str, Path]
 Feed = Dict[str, np.ndarray]
-
-
-def channel_statistics(feeds: Sequence[Feed], threads: Optional[int] = None):
-    """A ``(model, tensors) -> {tensor: (per-channel min, per-channel mean)}`` over ``feeds`` (channel = axis 1),
-    the statistics :func:`trtq.graph.equalize.equalize` needs for absorption and bias correction."""
-    def measure(model, tensors: Sequence[str]) -> Dict[str, Tuple[np.ndarray, np.ndarray]]:
-        from ..calib.collect import augmented_model
-        from ..ort import create_session, run
-
-        session = create_session(augmented_model(model, list(tensors)), threads=threads)
-        low: Dict[str, np.ndarray] = {}
-        total: Dict[str, np.ndarray] = {}
-        count: Dict[str, float] = {}
-        for feed in feeds:
-            for name, value in run(session, feed, list(tensors)).items():
-                value = np.asarray(value, dtype=np.float64)
-                if value.ndim < 2:
-                    continue
-                axes = tuple(a for a in range(value.ndim) if a != 1)
-                here = value.min(axis=axes)
-                low[name] = here if name not in low else np.minimum(low[name], here)
-                total[name] = value.sum(axis=axes) + total.get(name, 0.0)
-                count[name] = count.get(name, 0.0) + value.size / value.shape[1]
-        return {name: (low[name], total[name] / count[name]) for name in low}
-
-    return measure
-
-
-def equalize_model(model, feeds: Sequence[Feed], threads: Optional[int] = None, steps=True):
-    """``model`` rewritten by :func:`trtq.graph.equalize.equalize` (``steps``: True for all, or names) with
-    statistics from ``feeds``; returns ``(rewritten model, EqualizeReport)``."""
-    from ..graph.equalize import equalize, parse_steps
-
-    rewritten, report = equalize(model, channel_statistics(feeds, threads), steps=parse_steps(steps))
-    report.samples = sum(len(next(iter(f.values()))) for f in feeds)
-    return rewritten, report
-
-
-def default_equalized_path(model_path: PathLike) -> Path:
-    """``model.onnx`` -> ``model.equalized.onnx`` beside it: the rewrite a ``--equalize`` cache belongs to."""
-    path = Path(model_path)
-    return path.with_name(path.stem + ".equalized.onnx")
 
 
 #: How a streamed verdict names what it measured (the steps of held-back sequences, each model with its own state).
@@ -151,6 +112,7 @@ class _Split:
     reserve_feeds: List[Feed] = field(default_factory=list)
     replay: object = None       # streamed models: the held-back sequences' replay
     steps: list = field(default_factory=list)  # streamed models: the calibration steps
+    again: Optional[Callable[[], Iterable[Feed]]] = None  # the statistics samples once more, in the same order
 
 
 def _split_data(model, spec, pairs, holdout: int, algorithm: str, threads: Optional[int],
@@ -196,7 +158,15 @@ def _split_data(model, spec, pairs, holdout: int, algorithm: str, threads: Optio
         held, reserve_feeds = held + reserve_feeds, []
         batches = iter(held)
         stats_total = held_count
+        everything = list(held)
+
+        def again() -> Iterable[Feed]:
+            return iter(everything)
     else:
+
+        def again() -> Iterable[Feed]:  # the source read once more: the same split, the same order
+            return split_holdout(iter(source), wanted, whole_batches=static_batch, specs=inputs)[1]
+
         batches = itertools.chain([first], rest)
         stats_total = None if source.num_samples is None else source.num_samples - held_count
         if not held:  # too few samples to hold any back: the verdict is scored on the first batch
@@ -205,7 +175,7 @@ def _split_data(model, spec, pairs, holdout: int, algorithm: str, threads: Optio
              f": {stats_total} for the statistics, {held_count} held back to judge the result"
              if held_back and stats_total is not None else "")
     progress(0, stats_total)  # one total from the first update on: the samples the statistics read
-    return _Split(inputs, source, batches, stats_total, held, held_back, reserve_feeds)
+    return _Split(inputs, source, batches, stats_total, held, held_back, reserve_feeds, again=again)
 
 
 def calibrate(
@@ -231,7 +201,7 @@ def calibrate(
     metric=None,
     target: Optional[FidelityTarget] = None,
     min_metric: Optional[float] = None,
-    equalize: Union[bool, str, Sequence[str]] = False,
+    equalize: Union[None, bool, str, Sequence[str]] = None,
     equalized_path: Optional[PathLike] = None,
     progress: ProgressCallback = no_progress,
     choice_progress: ProgressCallback = no_progress,
@@ -264,11 +234,16 @@ def calibrate(
     float on the held-back samples until it is met (:func:`reach_target`); they are recorded
     in the sidecar's ``mixed_precision`` and the verdict is the mixed model's. A budget
     (``target.max_drop``) holds back the reserve too and is judged on every held-back sample.
-    ``equalize`` (True, or steps of :data:`trtq.graph.equalize.STEPS`): calibrate (and score) the
+    ``equalize``: ``None`` (default): with ``auto``, auto's equalization trial
+    (:mod:`trtq.pipeline.equalizing`: each rewrite that would change the model gets its own statistics and
+    choice and is kept only when it wins beyond noise; recorded in ``result.equalize_trial`` and the sidecar's
+    ``equalize_trial``); ``"auto"``: the trial with any algorithm; ``False``/``"off"``: never. True, or steps
+    of :data:`trtq.graph.equalize.STEPS`: calibrate (and score) the
     model rewritten by :func:`equalize_model` (statistics
     from the first :data:`~trtq.defaults.EQUALIZE_SAMPLES` calibration samples, never the
     held-back ones); with ``cache_path`` the rewritten ONNX is written to ``equalized_path``
-    (default ``<model>.equalized.onnx``), which the cache then belongs to: build that file.
+    (default ``<model>.equalized.onnx``), which the cache then belongs to (quantize and build with the cache find
+    it beside the model). A rewrite the trial keeps is written and recorded the same way.
     ``result.model`` is the model calibrated.
     ``force``: replace an existing file at an output path (the cache, its sidecar, the
     equalized model) that is not a trtq file of that kind; without it such a file is refused
@@ -292,17 +267,24 @@ def calibrate(
     if exact:
         max_binned = None
     spec = data if isinstance(data, DataSpec) else DataSpec(path=str(data))
-    if equalize and cache_path is not None and equalized_path is None:
+    mode, forced_steps = equalize_mode(equalize, algorithm)
+    trial_refused = ""
+    if mode != "off" and cache_path is not None and equalized_path is None:
         equalized_path = default_equalized_path(model_path)
     if cache_path is not None:  # never onto the model or the data, and writable, before any work
         from ..data import data_files
 
         outputs = [Output(cache_path, "cache", option="cache_path"),
                    Output(cache_io.sidecar_path(cache_path), "sidecar", option="the sidecar of cache_path")]
-        if equalize:
+        if mode == "on":
             outputs.append(Output(equalized_path, "onnx", option="--equalize", fixed=True))
-        guard_outputs(outputs, model_reads(model_path) + [("a calibration data file", p) for p in data_files(spec.path)],
-                      force=force)
+        reads = model_reads(model_path) + [("a calibration data file", p) for p in data_files(spec.path)]
+        guard_outputs(outputs, reads, force=force)
+        if mode == TRIAL:  # the trial writes the rewrite only when it keeps it: a file it may not replace ends it
+            try:
+                guard_outputs([Output(equalized_path, "onnx", option="--equalize", fixed=True)], reads, force=force)
+            except TrtqError as exc:
+                mode, trial_refused = "off", f"{exc}"
     model = load_onnx(model_path)
     source_sha = None
     fingerprint = model_fingerprint(model)  # before collection touches the graph
@@ -327,9 +309,9 @@ def calibrate(
         log.info("batch axes: %s", describe_batch_axes(inputs))
     equalized = None
     original = model
-    if equalize:
+    if mode == "on":
         fitting, batches = _take_samples(iter(batches), defaults.EQUALIZE_SAMPLES)
-        model, equalized = equalize_model(model, fitting, threads=threads, steps=equalize)
+        model, equalized = equalize_model(model, fitting, threads=threads, steps=forced_steps)
         fingerprint = model_fingerprint(model)
         source_sha = file_sha256(model_path)
     observed_model = model
@@ -372,15 +354,43 @@ def calibrate(
                                                  signature=read_signature(original, spec.batch_axes))
                         ) if reserve_feeds else None
 
-    choice: Optional[AutoChoice] = None
     options = {"percentile": percentile} if algorithm == "percentile" else {}
-    if algorithm == "auto":
+
+    def choose(model, histograms) -> Tuple[Dict[str, float], Optional[AutoChoice], list]:
+        if algorithm != "auto":
+            amax = amax_from_histograms(histograms, algorithm, **options)
+            return amax, None, score(replay, model, amax, exclude, algorithm).metrics
         amax, choice, metrics = choose_amax(model, histograms, replay, exclude=exclude, percentile=percentile,
                                             reserve=reserve, progress=choice_progress)
         choice.held_back = held_back
-    else:
-        amax = amax_from_histograms(histograms, algorithm, **options)
-        metrics = score(replay, model, amax, exclude, algorithm).metrics
+        return amax, choice, metrics
+
+    amax, choice, metrics = choose(model, histograms)
+    trial: Optional[EqualizeTrial] = None
+    if mode == TRIAL or trial_refused:
+        from ..graph.batch import feed_samples
+
+        judged = replay.samples + sum(feed_samples(f, inputs) for f in reserve_feeds)
+        variants, why_not = _trial_variants(model, pairs, observed_model, trial_refused, judged)
+        trial = EqualizeTrial(reason=why_not)
+        if variants:
+            def collect(model):
+                collection = CollectionReport()
+                return collect_histograms(model, split.again(), num_bins=num_bins, total_samples=stats_total,
+                                          threads=threads, max_binned=max_binned, tensors=tensors,
+                                          max_memory=max_memory, report=collection, half_snapshot=True,
+                                          progress=progress, inputs=inputs), collection
+
+            widest = (reserve() if reserve_feeds else None) or replay
+            best, trial = run_trial(
+                Outcome((), model, None, histograms, report, amax, choice, metrics), variants,
+                fitting=lambda: _take_samples(iter(split.again()), defaults.EQUALIZE_SAMPLES)[0], threads=threads,
+                collect=collect, choose=choose, judge=lambda model, amax, name: score(widest, model, amax, exclude,
+                                                                                      name))
+            if best.report is not None:  # a rewrite won: the cache belongs to it, as with --equalize
+                model, equalized, histograms, report = best.model, best.report, best.histograms, best.collection
+                amax, choice, metrics = best.amax, best.choice, best.metrics
+                fingerprint, source_sha = model_fingerprint(model), file_sha256(model_path)
     search = None
     if target is not None and target.given():
         judged_on = replay
@@ -402,18 +412,12 @@ def calibrate(
         raise FidelityError(f"{failure}; nothing was written. {verdict.line()}")
 
     written: List[Path] = []
-    sidecar_model_path, sidecar_sha = model_path, None
-    if equalized is not None:
-        from ..fileio import write_bytes_atomic
+    sidecar_model_path, sidecar_sha, rewrite = model_path, None, None
+    if equalized is not None and cache_path is not None:  # written with the cache: all three or none
+        import hashlib
 
-        if cache_path is not None:
-            payload = model.SerializeToString()
-            write_bytes_atomic(equalized_path, payload)
-            written.append(Path(equalized_path))
-            sidecar_model_path = equalized_path
-            import hashlib
-
-            sidecar_sha = hashlib.sha256(payload).hexdigest()
+        rewrite = (Path(equalized_path), model.SerializeToString())
+        sidecar_model_path, sidecar_sha = equalized_path, hashlib.sha256(rewrite[1]).hexdigest()
     version = trt_version if trt_version is not None else default_trt_version()
     convergence = _convergence(report, histograms, amax, algorithm, choice, percentile)
     sidecar = _sidecar(model_path=model_path, sidecar_model_path=sidecar_model_path, sidecar_sha=sidecar_sha,
@@ -423,21 +427,38 @@ def calibrate(
                        options=options, report=report, choice=choice, percentile=percentile,
                        fingerprint=fingerprint, verdict=verdict, pairs=pairs, original=original,
                        state_mode=state_mode, coverage=coverage, convergence=convergence, exclude=exclude,
-                       search=search, target=target, equalized=equalized, source_sha=source_sha)
+                       search=search, target=target, equalized=equalized, source_sha=source_sha, trial=trial)
     if cache_path is not None:
-        written += cache_io.write_cache(cache_path, amax, algorithm=algorithm, trt_version=version, sidecar=sidecar)
+        written += cache_io.write_cache(cache_path, amax, algorithm=algorithm, trt_version=version, sidecar=sidecar,
+                                        model=rewrite)
     return CalibrationResult(amax=amax, algorithm=algorithm, num_samples=stats_total if stats_total is not None else 0,
                              num_batches=len(source), seconds=seconds, data_description=source.description,
                              files_written=written, sidecar=sidecar, histograms=histograms, verdict=verdict,
                              auto=choice, statistics_seconds=stats_seconds, unquantized=report.unquantized,
                              collection=report, convergence=convergence, mixed_precision=search,
-                             equalize=equalized, model=model if equalized is not None else None)
+                             equalize=equalized, model=model if equalized is not None else None,
+                             equalize_trial=trial)
+
+
+def _trial_variants(model, pairs, observed_model, refused: str, samples: int) -> Tuple[List[Tuple[str, ...]], str]:
+    """The rewrites auto's equalization trial scores on ``model`` (step lists), or none and why."""
+    if refused:
+        return [], f"not tried: {refused}"
+    if pairs:
+        return [], "not tried on a streamed model"
+    if samples < defaults.AUTO_EQUALIZE_MIN_SAMPLES:
+        return [], (f"not tried: {samples} held-back sample(s) cannot tell a rewrite from noise "
+                    f"({defaults.AUTO_EQUALIZE_MIN_SAMPLES} needed)")
+    if observed_model is not model:
+        return [], "not tried on a model calibrated inside If branches"
+    variants = trial_variants(model)
+    return variants, "" if variants else "not tried: nothing to rewrite (no convolution with float weights)"
 
 
 def _sidecar(*, model_path, sidecar_model_path, sidecar_sha, inputs, algorithm: str, amax, version: int, source, spec,
              stats_total, held_back_samples: int, reserve_feeds, num_bins: int, max_binned, observe, options: dict,
              report, choice, percentile: float, fingerprint, verdict, pairs, original, state_mode: str, coverage,
-             convergence, exclude, search, target, equalized, source_sha) -> dict:
+             convergence, exclude, search, target, equalized, source_sha, trial=None) -> dict:
     """The JSON sidecar a calibration writes beside its cache: how it was made, from what, and its verdict."""
     from .. import cache as cache_io
     from ..graph.model import file_sha256
@@ -482,8 +503,12 @@ def _sidecar(*, model_path, sidecar_model_path, sidecar_sha, inputs, algorithm: 
     if equalized is not None:
         sidecar["equalize"] = {**equalized.to_dict(), "source_model": str(model_path), "source_file_sha256": source_sha,
                                "statistics_samples": equalized.samples,
-                               "reproduce": f"trtq calibrate {Path(model_path).name} --equalize (same --calib, "
-                                            "--samples, --seed): the rewrite is deterministic"}
+                               "reproduce": f"trtq calibrate {Path(model_path).name} --equalize "
+                                            f"{','.join(equalized.steps)} (same --calib, --samples, --seed): the "
+                                            "rewrite is deterministic",
+                               **({"chosen_by": "auto's equalization trial"} if trial is not None else {})}
+    if trial is not None:
+        sidecar["equalize_trial"] = trial.to_dict()
     return sidecar
 
 

@@ -225,27 +225,38 @@ def evaluate(
 
 
 def resolve_amax(reference, candidate=None, cache: Optional[PathLike] = None, force: bool = False
-                 ) -> Tuple[Dict[str, float], str]:
+                 ) -> Tuple[Dict[str, float], str, object]:
     """amax for re-quantizing ``reference``: from ``cache`` (checked against the model) or the candidate's Q/DQ.
 
-    Returns ``(amax, where it came from)``. Raises :class:`~trtq.errors.TrtqError`
-    when neither gives any scale.
+    Returns ``(amax, where it came from, the model to re-quantize)``: ``reference``, or the ``--equalize``
+    rewrite of it that ``cache`` was calibrated on (judged against ``reference``'s float outputs, as calibration
+    judged it). Raises :class:`~trtq.errors.TrtqError` when neither gives any scale.
     """
     ref_model, ref_name = model_and_name(reference)
     if cache is not None:
         from ..cache import check_cache_matches, read_cache
-        from ..graph.model import file_sha256, model_sha256
+        from ..graph.model import model_sha256
         from ..graph.qdq import tensor_names
 
         table = read_cache(cache)
-        digest = file_sha256(reference) if not hasattr(reference, "graph") else model_sha256(ref_model)
+        requantized = reference
+        if hasattr(reference, "graph"):
+            digest = model_sha256(ref_model)
+        else:
+            from ..cache import model_of_cache
+
+            path, ref_model, digest = model_of_cache(table, reference, ref_model, cache)
+            requantized = reference if path == Path(reference) else path
         check_cache_matches(table, ref_model, digest, tensor_names(ref_model), force=force)
-        return table.amax, f"calibration cache {Path(cache).name}"
+        source = f"calibration cache {Path(cache).name}"
+        if requantized is not reference:
+            source += f" (of {Path(requantized).name}, re-quantized in its place)"
+        return table.amax, source, requantized
     if candidate is not None:
         cand_model, cand_name = model_and_name(candidate)
         amax = amax_from_qdq(cand_model)
         if amax:
-            return amax, f"Q/DQ scales of {cand_name}"
+            return amax, f"Q/DQ scales of {cand_name}", reference
     raise TrtqError("sensitivity analysis and --auto-exclude re-quantize the float model layer by layer and need its "
                     "scales: give the calibration cache with --cache CACHE (or a Q/DQ candidate model to read "
                     "them from)")

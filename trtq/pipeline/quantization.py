@@ -26,6 +26,8 @@ class QuantizeOutcome:
     float_layers: List[str] = field(default_factory=list)
     mixed_precision: dict = field(default_factory=dict)  # the cache sidecar's record of them (who, target, reached)
     equalize: Optional[object] = None      # trtq.graph.equalize.EqualizeReport when --equalize rewrote the model
+    equalized_model: Optional[Path] = None  # the rewrite a cache belongs to, quantized in the model's place
+    equalize_steps: str = ""
 
 
 def quantize(
@@ -46,7 +48,7 @@ def quantize(
     class_outputs=None,
     fidelity: Optional[FidelityTarget] = None,
     min_metric: Optional[float] = None,
-    equalize: Union[bool, str, Sequence[str]] = False,
+    equalize: Union[None, bool, str, Sequence[str]] = None,
     progress: ProgressCallback = no_progress,
     feedback: Sequence = (),
 ) -> QuantizeOutcome:
@@ -62,12 +64,14 @@ def quantize(
     (see :func:`calibrate`).
     written when it misses them. ``fidelity``: with ``calib``, the mixed-precision search of
     :func:`calibrate` (the layers it leaves in float stay float in the written model).
-    ``equalize``: with ``calib``, the model is rewritten first (see :func:`calibrate`); the
-    Q/DQ model written carries the rewritten weights.
+    ``equalize``: with ``calib``, as :func:`calibrate` takes it (by default auto's trial); the
+    Q/DQ model written carries the rewritten weights when a rewrite was used. A ``cache`` made on the model's
+    rewrite (``--equalize``, or kept by auto's trial) quantizes that rewrite (found beside the model, see
+    :func:`trtq.cache.equalized_model`).
     """
     from ..cache import check_cache_matches, float_layers, read_cache, sidecar_path
     from ..fileio import write_bytes_atomic
-    from ..graph.model import file_sha256, load_onnx
+    from ..graph.model import load_onnx
     from ..graph.qdq import (
         check_quantized,
         check_target,
@@ -83,7 +87,7 @@ def quantize(
     if len(sources) != 1:
         raise TrtqError("give exactly one source of scales: a calibration cache (--cache), calibration data "
                         f"(--calib) or an amax table (got {', '.join(sources) or 'none'})")
-    if equalize and calib is None:
+    if equalize not in (None, False, "auto", "off") and calib is None:
         raise TrtqError("--equalize rewrites the model with statistics of calibration data: give --calib DATA "
                         "(a cache made with --equalize belongs to the .equalized.onnx it wrote: quantize that file)")
     if fidelity is not None and fidelity.given() and calib is None:
@@ -110,7 +114,8 @@ def quantize(
     outcome = QuantizeOutcome(None)
     if cache is not None:
         table = read_cache(cache)
-        check_cache_matches(table, model, file_sha256(model_path), tensor_names(model), force=force)
+        model, sha = _model_of_cache(table, model, model_path, cache, outcome)
+        check_cache_matches(table, model, sha, tensor_names(model), force=force)
         amax = table.amax
         outcome.float_layers = float_layers(table.sidecar)
         outcome.mixed_precision = dict((table.sidecar or {}).get("mixed_precision") or {})
@@ -144,6 +149,18 @@ def quantize(
     summary.output_path = str(output)
     outcome.summary = summary
     return outcome
+
+
+def _model_of_cache(table, model, model_path: PathLike, cache: PathLike, outcome: QuantizeOutcome):
+    """(model, sha256) the cache's scales belong to: ``model``, or the rewrite of it the cache was calibrated on
+    (``--equalize``, or kept by auto's trial; :func:`trtq.cache.equalized_model`), noted in ``outcome``."""
+    from ..cache import model_of_cache
+
+    path, model, sha = model_of_cache(table, model_path, model, cache)
+    if path != Path(model_path):
+        outcome.equalized_model = path
+        outcome.equalize_steps = ",".join((table.sidecar.get("equalize") or {}).get("steps") or [])
+    return model, sha
 
 
 def check_recorded_verdict(sidecar: Optional[dict], min_snr: Optional[float], min_cosine: Optional[float],

@@ -1,0 +1,252 @@
+"""The rewrite before INT8 (:mod:`trtq.graph.equalize`) in the calibrate flow: its statistics, where the rewritten
+model is written, and auto's trial of it.
+
+The rewrite helps some models and costs others (cross-layer equalization lifted a depthwise net by 0.9 dB and cost
+MTCNN's ONet 3.8 dB), so auto measures it per model: each variant of :data:`trtq.defaults.AUTO_EQUALIZE_VARIANTS`
+that would change the model gets its own statistics pass and its own choice, and is scored with the unmodified
+model's choice on the same held-back samples, against the same float reference. A rewrite is kept only when it
+wins beyond the bootstrap noise (on decisions, else on worst SNR by at least
+:data:`~trtq.defaults.AUTO_EQUALIZE_MIN_GAIN_DB`) and its decisions are not below the unmodified model's: within
+noise the unmodified model stays, the rewrite being a change to the model the user ships that
+only evidence should buy.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from .. import defaults
+
+log = logging.getLogger(__name__)
+PathLike = Union[str, Path]
+Feed = Dict[str, np.ndarray]
+
+#: ``calibrate(equalize=...)``: the trial (auto's default), never, or the rewrite whatever it scores.
+TRIAL, OFF = "auto", "off"
+
+
+def channel_statistics(feeds: Sequence[Feed], threads: Optional[int] = None):
+    """A ``(model, tensors) -> {tensor: (per-channel min, per-channel mean)}`` over ``feeds`` (channel = axis 1),
+    the statistics :func:`trtq.graph.equalize.equalize` needs for absorption and bias correction."""
+    def measure(model, tensors: Sequence[str]) -> Dict[str, Tuple[np.ndarray, np.ndarray]]:
+        from ..calib.collect import augmented_model
+        from ..ort import create_session, run
+
+        session = create_session(augmented_model(model, list(tensors)), threads=threads)
+        low: Dict[str, np.ndarray] = {}
+        total: Dict[str, np.ndarray] = {}
+        count: Dict[str, float] = {}
+        for feed in feeds:
+            for name, value in run(session, feed, list(tensors)).items():
+                value = np.asarray(value, dtype=np.float64)
+                if value.ndim < 2:
+                    continue
+                axes = tuple(a for a in range(value.ndim) if a != 1)
+                here = value.min(axis=axes)
+                low[name] = here if name not in low else np.minimum(low[name], here)
+                total[name] = value.sum(axis=axes) + total.get(name, 0.0)
+                count[name] = count.get(name, 0.0) + value.size / value.shape[1]
+        return {name: (low[name], total[name] / count[name]) for name in low}
+
+    return measure
+
+
+def equalize_model(model, feeds: Sequence[Feed], threads: Optional[int] = None, steps=True):
+    """``model`` rewritten by :func:`trtq.graph.equalize.equalize` (``steps``: True for all, or names) with
+    statistics from ``feeds``; returns ``(rewritten model, EqualizeReport)``."""
+    from ..graph.equalize import equalize, parse_steps
+
+    rewritten, report = equalize(model, channel_statistics(feeds, threads), steps=parse_steps(steps))
+    report.samples = sum(len(next(iter(f.values()))) for f in feeds)
+    return rewritten, report
+
+
+def default_equalized_path(model_path: PathLike) -> Path:
+    """``model.onnx`` -> ``model.equalized.onnx`` beside it: the rewrite a ``--equalize`` cache belongs to."""
+    path = Path(model_path)
+    return path.with_name(path.stem + ".equalized.onnx")
+
+
+def equalize_mode(equalize, algorithm: str) -> Tuple[str, Tuple[str, ...]]:
+    """``calibrate``'s ``equalize`` read as ``(mode, steps)``: ``("auto", ())`` the trial, ``("off", ())`` no
+    rewrite, ``("on", steps)`` the rewrite whatever it scores. ``None`` (the default): the trial with
+    ``--algo auto``, none with a single algorithm (a named algorithm is a user's explicit choice: asking for the
+    trial with it is ``"auto"``). ``False``/``"off"``: none; ``True``/``"all"``/steps: on."""
+    from ..graph.equalize import parse_steps
+
+    if equalize is None:
+        return (TRIAL, ()) if algorithm == "auto" else (OFF, ())
+    if equalize is False or equalize == OFF:
+        return OFF, ()
+    if equalize == TRIAL:
+        return TRIAL, ()
+    steps = parse_steps(equalize)
+    return ("on", steps) if steps else (OFF, ())
+
+
+def trial_variants(model, variants: Sequence[str] = defaults.AUTO_EQUALIZE_VARIANTS) -> List[Tuple[str, ...]]:
+    """The distinct step lists of ``variants`` that can change ``model`` (:func:`~trtq.graph.equalize.applicable_steps`):
+    empty for a model without convolutions, one list where a model has no convolution pair (every variant is then
+    bias correction alone)."""
+    from ..graph.equalize import applicable_steps, parse_steps
+
+    found: List[Tuple[str, ...]] = []
+    for variant in variants:
+        steps = applicable_steps(model, parse_steps(variant))
+        if steps and steps not in found:
+            found.append(steps)
+    return found
+
+
+@dataclass
+class Outcome:
+    """One model auto chose on: the unmodified one (``steps`` empty) or a rewrite, with its choice and scores."""
+
+    steps: Tuple[str, ...]
+    model: object = field(repr=False)
+    report: Optional[object] = None          # trtq.graph.equalize.EqualizeReport (None: the unmodified model)
+    histograms: dict = field(default_factory=dict, repr=False)
+    collection: Optional[object] = field(default=None, repr=False)  # its CollectionReport
+    amax: dict = field(default_factory=dict, repr=False)
+    choice: Optional[object] = None          # AutoChoice (None with a single algorithm)
+    metrics: list = field(default_factory=list, repr=False)  # its verdict's metrics
+    judged: Optional[object] = None          # choose.Candidate on the comparison samples
+    seconds: float = 0.0
+
+    @property
+    def name(self) -> str:
+        from ..graph.equalize import STEPS
+
+        return "all" if tuple(self.steps) == STEPS else "+".join(self.steps) if self.steps else OFF
+
+    def record(self, kept: bool) -> dict:
+        judged = self.judged
+        record = {"equalize": self.name, "steps": list(self.steps), "kept": kept, "seconds": round(self.seconds, 3),
+                  "chosen": self.choice.chosen if self.choice is not None else None,
+                  "overrides": len(self.choice.overrides) if self.choice is not None else 0}
+        if judged is not None:
+            record.update({"snr_db": judged.snr_db, "decision": judged.decision_name or None,
+                           "agreement": judged.decision, "agreement_noise": judged.decision_noise,
+                           "snr_noise_db": judged.snr_noise, "samples": judged.samples})
+        if self.report is not None:
+            record.update({"pairs": len(self.report.pairs), "absorbed_channels": self.report.absorbed_channels,
+                           "corrected_layers": len(self.report.corrected_layers)})
+        return record
+
+
+@dataclass
+class EqualizeTrial:
+    """What auto's equalization trial measured and kept (printed after the auto table, recorded in the sidecar)."""
+
+    tried: List[dict] = field(default_factory=list)   # Outcome.record() of the unmodified model and each rewrite
+    kept: str = OFF                                     # the variant kept: "off" (the unmodified model) or its steps
+    reason: str = ""
+    samples: int = 0                                    # held-back samples the comparison scored
+    seconds: float = 0.0                                # the trial's extra time (rewrites, passes, choices, scoring)
+
+    def to_dict(self) -> dict:
+        return {"kept": self.kept, "reason": self.reason, "samples": self.samples,
+                "seconds": round(self.seconds, 3), "tried": list(self.tried),
+                "rule": f"a rewrite is kept only when it wins beyond noise (decisions, else worst SNR by "
+                        f"{defaults.AUTO_EQUALIZE_MIN_GAIN_DB:g} dB or more) and its decisions are not lower; "
+                        "within noise the unmodified model is kept"}
+
+    def line(self) -> str:
+        """One line for the summary."""
+        def one(r: dict) -> str:
+            score = f"{r['snr_db']:.2f} dB" if isinstance(r.get("snr_db"), float) else "?"
+            if r.get("agreement") is not None:
+                score += f", {r['decision'] or 'decisions'} {r['agreement']:.4f}"
+            return f"{r['equalize']}" + (f" ({r['chosen']})" if r.get("chosen") else "") + f": {score}"
+
+        if not self.tried:
+            return f"equalization: not tried ({self.reason})"
+        kept = "kept " + self.kept if self.kept != OFF else "kept the unmodified model"
+        return (f"equalization tried on {self.samples} held-back samples: " + "; ".join(one(r) for r in self.tried)
+                + f" -> {kept} ({self.reason}; {self.seconds:.1f} s more)")
+
+
+def keeps(rewrite, unmodified) -> Tuple[bool, str]:
+    """Is a rewrite kept over the unmodified model (both :class:`~trtq.pipeline.choose.Candidate` on the same
+    samples)? Only ahead beyond noise (:func:`~trtq.pipeline.choose.compare`), decisions not lower, and by at least
+    :data:`~trtq.defaults.AUTO_EQUALIZE_MIN_GAIN_DB` when the lead is on worst SNR alone."""
+    from .choose import compare
+
+    if unmodified.decision is not None and not math.isnan(unmodified.decision) and (
+            rewrite.decision is None or math.isnan(rewrite.decision) or rewrite.decision < unmodified.decision):
+        return False, "its decisions are lower"
+    sign, level = compare(rewrite, unmodified)
+    gain = rewrite.snr_db - unmodified.snr_db
+    if sign > 0 and level != "decision" and not gain >= defaults.AUTO_EQUALIZE_MIN_GAIN_DB:
+        return False, f"ahead by {gain:.2f} dB, under the {defaults.AUTO_EQUALIZE_MIN_GAIN_DB:g} dB a rewrite must gain"
+    if sign > 0:
+        return True, f"ahead beyond noise on {level}"
+    if sign < 0:
+        return False, f"behind beyond noise on {level}"
+    return False, "within noise: the unmodified model is kept"
+
+
+def run_trial(unmodified: Outcome, variants: Sequence[Tuple[str, ...]], *,
+              fitting: Callable[[], List[Feed]], threads: Optional[int],
+              collect: Callable[[object], Tuple[dict, object]],
+              choose: Callable[[object, dict], Tuple[dict, Optional[object], list]],
+              judge: Callable[[object, dict, str], object]) -> Tuple[Outcome, EqualizeTrial]:
+    """Auto's equalization trial: each of ``variants`` (step lists) rewrites the model (statistics from
+    ``fitting()``), gets its own statistics (``collect(model) -> (histograms, CollectionReport)``) and choice
+    (``choose(model, histograms) -> (amax, AutoChoice or None, metrics)``); every outcome, ``unmodified``
+    included, is scored by ``judge(model, amax, name)`` on the same samples; the winner (see :func:`keeps`) and
+    the record. A rewrite identical to the model or to an earlier one is not scored again."""
+    from ..graph.model import model_sha256
+
+    started = time.perf_counter()
+    outcomes = [unmodified]
+    seen = {model_sha256(unmodified.model)}
+    feeds = fitting()
+    for steps in variants:
+        begun = time.perf_counter()
+        model, report = equalize_model(unmodified.model, feeds, threads=threads, steps=list(steps))
+        if report.sha256 in seen:
+            log.info("equalize %s gives a model already scored: not scored again", "+".join(steps))
+            continue
+        seen.add(report.sha256)
+        log.info("auto: trying the model rewritten by equalize %s (%d pair(s), %d bias(es) corrected): its own "
+                 "statistics pass and choice", "+".join(steps), len(report.pairs), len(report.corrected_layers))
+        histograms, collection = collect(model)
+        amax, choice, metrics = choose(model, histograms)
+        outcomes.append(Outcome(steps, model, report, histograms, collection, amax, choice, metrics,
+                                seconds=time.perf_counter() - begun))
+    trial = EqualizeTrial()
+    if len(outcomes) == 1:
+        trial.reason, trial.seconds = "every rewrite left the model as it was", time.perf_counter() - started
+        return unmodified, trial
+    for outcome in outcomes:
+        begun = time.perf_counter()
+        outcome.judged = judge(outcome.model, outcome.amax, outcome.name)
+        if outcome is not unmodified:
+            outcome.seconds += time.perf_counter() - begun
+    winners = []
+    reasons = []
+    for outcome in outcomes[1:]:
+        kept, why = keeps(outcome.judged, unmodified.judged)
+        reasons.append(f"{outcome.name}: {why}")
+        if kept:
+            winners.append(outcome)
+    best = unmodified
+    if winners:
+        from .choose import rank
+
+        leader, _ = rank([w.judged for w in winners])
+        best = next(w for w in winners if w.judged is leader)
+    trial.tried = [o.record(o is best) for o in outcomes]
+    trial.kept, trial.reason = best.name, "; ".join(reasons)
+    trial.samples = unmodified.judged.samples
+    trial.seconds = time.perf_counter() - started
+    log.debug("%s", trial.line())
+    return best, trial

@@ -542,8 +542,8 @@ def test_shape_inference_runs_once_per_quantization_however_many_biased_layers(m
     from trtq.graph import placement
 
     calls = []
-    real = placement._elem_types
-    monkeypatch.setattr(placement, "_elem_types", lambda model: calls.append(1) or real(model))
+    real = placement.element_types
+    monkeypatch.setattr(placement, "element_types", lambda model: calls.append(1) or real(model))
     model = residual_block()
     amax, _ = calibrated(model)
     quantized, summary = quantize_model(model, amax, target="trt")

@@ -113,15 +113,8 @@ def cut_segments(model, groups: Sequence[Sequence[str]], types: Dict[str, object
 
 
 def value_types(model) -> Dict[str, object]:
-    """name -> element type (``onnx.TensorProto`` enum) of every tensor shape inference types."""
-    import onnx
+    """name -> element type of every tensor shape inference types (:func:`trtq.graph.placement.element_types`);
+    without types the model is not cut (collection groups instead)."""
+    from ..graph.placement import element_types
 
-    try:
-        inferred = onnx.shape_inference.infer_shapes(model)
-    except Exception:  # noqa: BLE001 - without types the model is not cut (collection groups instead)
-        inferred = model
-    types = {}
-    for vi in list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output):
-        if vi.type.HasField("tensor_type") and vi.type.tensor_type.elem_type:
-            types[vi.name] = vi.type.tensor_type.elem_type
-    return types
+    return element_types(model)

@@ -163,7 +163,7 @@ class GraphIndex:
             inputs = [i for i in node.input if i]
             if node.op_type == "Constant" or (inputs and all(i in self.constant for i in inputs)):
                 self.constant.update(o for o in node.output if o)
-        self.types = _elem_types(model)
+        self.types = element_types(model)
         self.FLOAT = TensorProto.FLOAT
         self.graph_outputs = {vi.name for vi in graph.output}
 
@@ -194,7 +194,9 @@ def stored_weights(graph) -> Tuple[Dict[str, object], Dict[str, int]]:
     return weights, constant_nodes
 
 
-def _elem_types(model) -> Dict[str, int]:
+def element_types(model) -> Dict[str, int]:
+    """name -> element type (``onnx.TensorProto`` enum) of every tensor shape inference types (none where it
+    fails: custom ops, > 2 GB)."""
     import onnx
 
     try:

@@ -416,8 +416,8 @@ def resampled_scores(metrics: Sequence[OutputMetrics], index: np.ndarray, channe
             snr = np.minimum(snr, ratio_db(scores.channel_ref2[:, k], scores.channel_err2[:, k]))
         if metric is not None:
             continue
-        if m.mask_axis is not None and scores.iou is not None and (m.positions or 1) > 1:
-            kept = scores.iou[index].mean(axis=1)  # a mask decides by its IoU (as decisions_kept reads it)
+        if m.judged_by_iou and scores.iou is not None:
+            kept = scores.iou[index].mean(axis=1)
         elif m.top1_agreement is not None and scores.agree is not None:
             kept = scores.agree[index].sum(axis=1) / np.maximum(scores.counted[index].sum(axis=1), 1)
         else:

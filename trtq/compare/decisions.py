@@ -39,7 +39,7 @@ def decisions_kept(metrics: Sequence) -> Optional[Tuple[str, float]]:
         return f"metric {metric.name}", float(metric.value)
     scored = []
     for m in metrics:
-        if m.mask_axis is not None and m.mask_iou is not None and (m.positions or 1) > 1:
+        if m.judged_by_iou and m.mask_iou is not None:
             scored.append((f"mask IoU of {m.name!r}", float(m.mask_iou)))
         elif m.top1_agreement is not None:
             scored.append((f"{m.decision_word} agreement of {m.name!r}", float(m.top1_agreement)))
@@ -103,7 +103,7 @@ def decision_drops(metrics: Sequence[OutputMetrics], min_agreement: float = defa
     if metric is not None and min_metric is not None and not metric.value >= min_metric:
         drops.append(f"metric {metric.name} {metric.value:.4g} < {min_metric:g}")
     for m in metrics:
-        if m.mask_axis is not None and (m.positions or 1) > 1:
+        if m.judged_by_iou:
             if m.mask_iou is not None and not m.mask_iou >= defaults.VERDICT_MIN_MASK_IOU:
                 drops.append(f"mask {m.name!r} IoU {m.mask_iou:.3f} < {defaults.VERDICT_MIN_MASK_IOU:g}")
             continue

@@ -73,6 +73,12 @@ class OutputMetrics:
         return "mask" if self.mask_axis is not None else "top-1"
 
     @property
+    def judged_by_iou(self) -> bool:
+        """A binary mask over more than one position decides by its IoU (its per-pixel agreement hides a lost
+        object in the background): what auto ranks, the verdict warns on and ``--max-drop`` budgets."""
+        return self.mask_axis is not None and (self.positions or 1) > 1
+
+    @property
     def worst_channel(self) -> Optional[Tuple[str, float]]:
         """(``'name'[..., k]``, SNR dB) of the worst judged channel, or None."""
         if not self.channels:

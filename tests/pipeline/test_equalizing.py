@@ -114,6 +114,35 @@ def test_auto_keeps_the_rewrite_where_it_wins_and_the_cache_belongs_to_it(worksp
     assert "beyond noise" in sidecar["equalize_trial"]["reason"]
 
 
+def test_the_trial_compares_before_refinement_and_refines_only_the_model_kept(workspace, monkeypatch):
+    """Each model is scored with auto's choice before per-tensor refinement; only the one kept is refined (and
+    ranked in full). Bias correction alone keeps the unmodified model's ranges (no statistics pass of its own) and
+    is scored with the algorithm the unmodified model chose, so that the comparison is the rewrite alone."""
+    from trtq.calib import collect
+    from trtq.pipeline import calibration
+
+    tmp_path, data = workspace
+    passes, refined = [], []
+    real_collect, real_refine = collect.collect_histograms, calibration.refine
+    monkeypatch.setattr(collect, "collect_histograms", lambda *a, **k: passes.append(1) or real_collect(*a, **k))
+    monkeypatch.setattr(calibration, "refine", lambda ranking, *a, **k: refined.append(ranking) or real_refine(
+        ranking, *a, **k))
+    result = calibrate(save(separable_chain(), tmp_path / "chain.onnx"), str(data))
+    trial = result.equalize_trial
+    assert [r["equalize"] for r in trial.tried] == ["off", "all", "bias"] and trial.kept == "all"
+    assert len(passes) == 2  # the model's and the cross-layer rewrite's; bias correction reuses the model's
+    off, _, bias = trial.tried
+    assert bias["chosen"] == off["chosen"]
+    assert len(refined) == 1 and refined[0].model is result.model and not refined[0].partial
+    assert result.auto.chosen == trial.tried[1]["chosen"] and len(result.auto.candidates) > 1
+    passes.clear()
+    refined.clear()
+    monkeypatch.setattr(equalizing, "equalize_model", same_numbers)  # a tie: the unmodified model is kept
+    kept = calibrate(save(balanced_pair(), tmp_path / "pair.onnx"), str(data))
+    assert kept.equalize_trial.kept == "off" and kept.model is None
+    assert len(refined) == 1 and refined[0].model.doc_string != "rewritten"
+
+
 def test_quantize_with_the_cache_of_a_kept_rewrite_quantizes_the_rewrite_without_a_flag(workspace):
     tmp_path, data = workspace
     model_path = save(separable_chain(), tmp_path / "chain.onnx")

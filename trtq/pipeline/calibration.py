@@ -18,7 +18,7 @@ from ..graph.model import model_reads
 from ..precision.targets import FidelityTarget, mixed_precision_record, reach_target
 from ..progress import ProgressCallback, no_progress
 from ..runtime.streaming import feedback_pairs
-from .choose import AutoChoice, choose_amax, score
+from .choose import AutoChoice, Ranking, choose_amax, rank_tables, refine, score
 from .equalizing import (  # noqa: F401  (their home is equalizing; imported from here too)
     TRIAL, EqualizeTrial, Outcome, channel_statistics, default_equalized_path, equalize_mode, equalize_model,
     run_trial, trial_variants)
@@ -365,32 +365,46 @@ def calibrate(
         choice.held_back = held_back
         return amax, choice, metrics
 
-    amax, choice, metrics = choose(model, histograms)
+    def ranked(model, histograms, only: Optional[str] = None
+               ) -> Tuple[Dict[str, float], Optional[AutoChoice], list, Optional[Ranking]]:
+        """The trial's choice: auto's ranking without refinement (a single algorithm: its table)."""
+        if algorithm != "auto":
+            return (*choose(model, histograms), None)
+        ranking = rank_tables(model, histograms, replay, exclude=exclude, percentile=percentile, reserve=reserve,
+                              progress=choice_progress, only=only)
+        ranking.choice.held_back = held_back
+        return ranking.amax, ranking.choice, ranking.verdict_candidate.metrics, ranking
+
     trial: Optional[EqualizeTrial] = None
+    variants: List[Tuple[str, ...]] = []
     if mode == TRIAL or trial_refused:
         from ..graph.batch import feed_samples
 
         judged = replay.samples + sum(feed_samples(f, inputs) for f in reserve_feeds)
         variants, why_not = _trial_variants(model, pairs, observed_model, trial_refused, judged)
         trial = EqualizeTrial(reason=why_not)
-        if variants:
-            def collect(model):
-                collection = CollectionReport()
-                return collect_histograms(model, split.again(), num_bins=num_bins, total_samples=stats_total,
-                                          threads=threads, max_binned=max_binned, tensors=tensors,
-                                          max_memory=max_memory, report=collection, half_snapshot=True,
-                                          progress=progress, inputs=inputs), collection
+    if not variants:
+        amax, choice, metrics = choose(model, histograms)
+    else:
+        def collect(model):
+            collection = CollectionReport()
+            return collect_histograms(model, split.again(), num_bins=num_bins, total_samples=stats_total,
+                                      threads=threads, max_binned=max_binned, tensors=tensors,
+                                      max_memory=max_memory, report=collection, half_snapshot=True,
+                                      progress=progress, inputs=inputs), collection
 
-            widest = (reserve() if reserve_feeds else None) or replay
-            best, trial = run_trial(
-                Outcome((), model, None, histograms, report, amax, choice, metrics), variants,
-                fitting=lambda: _take_samples(iter(split.again()), defaults.EQUALIZE_SAMPLES)[0], threads=threads,
-                collect=collect, choose=choose, judge=lambda model, amax, name: score(widest, model, amax, exclude,
-                                                                                      name))
-            if best.report is not None:  # a rewrite won: the cache belongs to it, as with --equalize
-                model, equalized, histograms, report = best.model, best.report, best.histograms, best.collection
-                amax, choice, metrics = best.amax, best.choice, best.metrics
-                fingerprint, source_sha = model_fingerprint(model), file_sha256(model_path)
+        widest = (reserve() if reserve_feeds else None) or replay
+        best, trial = run_trial(
+            Outcome((), model, None, histograms, report, *ranked(model, histograms)), variants,
+            fitting=lambda: _take_samples(iter(split.again()), defaults.EQUALIZE_SAMPLES)[0], threads=threads,
+            collect=collect, choose=ranked, judge=lambda outcome: _judged(outcome, widest, exclude))
+        if best.report is not None:  # a rewrite won: the cache belongs to it, as with --equalize
+            model, equalized, histograms, report = best.model, best.report, best.histograms, best.collection
+            amax, choice, metrics = best.amax, best.choice, best.metrics
+            fingerprint, source_sha = model_fingerprint(model), file_sha256(model_path)
+        if best.ranking is not None:  # only the model kept is refined (and ranked in full)
+            ranking = best.ranking if not best.ranking.partial else ranked(model, histograms)[3]
+            amax, choice, metrics = refine(ranking, replay, progress=choice_progress)
     search = None
     if target is not None and target.given():
         judged_on = replay
@@ -438,6 +452,15 @@ def calibrate(
                              collection=report, convergence=convergence, mixed_precision=search,
                              equalize=equalized, model=model if equalized is not None else None,
                              equalize_trial=trial)
+
+
+def _judged(outcome: Outcome, widest, exclude):
+    """``outcome`` scored on ``widest`` (the held-back samples, with the reserve when there is one): its ranking's
+    scoring of its choice when that was on the same samples, else a new one."""
+    known = outcome.ranking.verdict_candidate if outcome.ranking is not None else None
+    if known is not None and known.samples == widest.samples and known.metrics:
+        return known
+    return score(widest, outcome.model, outcome.amax, exclude, outcome.name)
 
 
 def _trial_variants(model, pairs, observed_model, refused: str, samples: int) -> Tuple[List[Tuple[str, ...]], str]:

@@ -45,13 +45,14 @@ def channel_statistics(feeds: Sequence[Feed], threads: Optional[int] = None):
         count: Dict[str, float] = {}
         for feed in feeds:
             for name, value in run(session, feed, list(tensors)).items():
-                value = np.asarray(value, dtype=np.float64)
+                value = np.asarray(value)
                 if value.ndim < 2:
                     continue
-                axes = tuple(a for a in range(value.ndim) if a != 1)
-                here = value.min(axis=axes)
+                # (N, C, positions): reduced along the contiguous positions first, sums in float64
+                rows = value.reshape(value.shape[0], value.shape[1], -1)
+                here = rows.min(axis=2).min(axis=0).astype(np.float64)
                 low[name] = here if name not in low else np.minimum(low[name], here)
-                total[name] = value.sum(axis=axes) + total.get(name, 0.0)
+                total[name] = rows.sum(axis=2, dtype=np.float64).sum(axis=0) + total.get(name, 0.0)
                 count[name] = count.get(name, 0.0) + value.size / value.shape[1]
         return {name: (low[name], total[name] / count[name]) for name in low}
 
@@ -117,6 +118,7 @@ class Outcome:
     amax: dict = field(default_factory=dict, repr=False)
     choice: Optional[object] = None          # AutoChoice (None with a single algorithm)
     metrics: list = field(default_factory=list, repr=False)  # its verdict's metrics
+    ranking: Optional[object] = field(default=None, repr=False)  # choose.Ranking: refined only if it is kept
     judged: Optional[object] = None          # choose.Candidate on the comparison samples
     seconds: float = 0.0
 
@@ -129,8 +131,7 @@ class Outcome:
     def record(self, kept: bool) -> dict:
         judged = self.judged
         record = {"equalize": self.name, "steps": list(self.steps), "kept": kept, "seconds": round(self.seconds, 3),
-                  "chosen": self.choice.chosen if self.choice is not None else None,
-                  "overrides": len(self.choice.overrides) if self.choice is not None else 0}
+                  "chosen": self.choice.chosen if self.choice is not None else None}
         if judged is not None:
             record.update({"snr_db": judged.snr_db, "decision": judged.decision_name or None,
                            "agreement": judged.decision, "agreement_noise": judged.decision_noise,
@@ -156,7 +157,8 @@ class EqualizeTrial:
                 "seconds": round(self.seconds, 3), "tried": list(self.tried),
                 "rule": f"a rewrite is kept only when it wins beyond noise (decisions, else worst SNR by "
                         f"{defaults.AUTO_EQUALIZE_MIN_GAIN_DB:g} dB or more) and its decisions are not lower; "
-                        "within noise the unmodified model is kept"}
+                        "within noise the unmodified model is kept; each is scored with auto's choice before "
+                        "per-tensor refinement, which only the model kept gets"}
 
     def line(self) -> str:
         """One line for the summary."""
@@ -193,16 +195,27 @@ def keeps(rewrite, unmodified) -> Tuple[bool, str]:
     return False, "within noise: the unmodified model is kept"
 
 
+def keeps_ranges(steps: Sequence[str]) -> bool:
+    """Does a rewrite of only these steps keep the unmodified model's activation ranges (no statistics pass of
+    its own)? Bias correction alone moves each corrected layer's mean output by the expected error of its
+    rounded weights, a small part of the layer's range (on YOLOv8n's 64 layers the pass it would need cost
+    8 s of a 25 s calibration); the trial scores the rewrite with those ranges, which is the pair it writes."""
+    return tuple(steps) == ("bias",)
+
+
 def run_trial(unmodified: Outcome, variants: Sequence[Tuple[str, ...]], *,
               fitting: Callable[[], List[Feed]], threads: Optional[int],
               collect: Callable[[object], Tuple[dict, object]],
-              choose: Callable[[object, dict], Tuple[dict, Optional[object], list]],
-              judge: Callable[[object, dict, str], object]) -> Tuple[Outcome, EqualizeTrial]:
+              choose: Callable[..., Tuple[dict, Optional[object], list, Optional[object]]],
+              judge: Callable[[Outcome], object]) -> Tuple[Outcome, EqualizeTrial]:
     """Auto's equalization trial: each of ``variants`` (step lists) rewrites the model (statistics from
-    ``fitting()``), gets its own statistics (``collect(model) -> (histograms, CollectionReport)``) and choice
-    (``choose(model, histograms) -> (amax, AutoChoice or None, metrics)``); every outcome, ``unmodified``
-    included, is scored by ``judge(model, amax, name)`` on the same samples; the winner (see :func:`keeps`) and
-    the record. A rewrite identical to the model or to an earlier one is not scored again."""
+    ``fitting()``), gets its own statistics (``collect(model) -> (histograms, CollectionReport)``; a bias
+    correction alone keeps the unmodified model's, see :func:`keeps_ranges`) and choice (``choose(model,
+    histograms, only) -> (amax, AutoChoice or None, metrics, choose.Ranking or None)``, auto's ranking without its
+    per-tensor refinement: the caller refines only the outcome kept; ``only``: with the unmodified model's
+    ranges, the algorithm it chose, so that the trial compares the rewrite alone); every outcome, ``unmodified``
+    included, is scored by ``judge(outcome)`` on the same samples; the winner (see :func:`keeps`) and the record.
+    A rewrite identical to the model or to an earlier one is not scored again."""
     from ..graph.model import model_sha256
 
     started = time.perf_counter()
@@ -216,11 +229,15 @@ def run_trial(unmodified: Outcome, variants: Sequence[Tuple[str, ...]], *,
             log.info("equalize %s gives a model already scored: not scored again", "+".join(steps))
             continue
         seen.add(report.sha256)
-        log.info("auto: trying the model rewritten by equalize %s (%d pair(s), %d bias(es) corrected): its own "
-                 "statistics pass and choice", "+".join(steps), len(report.pairs), len(report.corrected_layers))
-        histograms, collection = collect(model)
-        amax, choice, metrics = choose(model, histograms)
-        outcomes.append(Outcome(steps, model, report, histograms, collection, amax, choice, metrics,
+        log.info("auto: trying the model rewritten by equalize %s (%d pair(s), %d bias(es) corrected): %s",
+                 "+".join(steps), len(report.pairs), len(report.corrected_layers),
+                 "its own choice on the unmodified model's ranges" if keeps_ranges(steps)
+                 else "its own statistics pass and choice")
+        same_ranges = keeps_ranges(steps)
+        histograms, collection = (unmodified.histograms, unmodified.collection) if same_ranges else collect(model)
+        only = unmodified.choice.chosen if same_ranges and unmodified.choice is not None else None
+        amax, choice, metrics, ranking = choose(model, histograms, only)
+        outcomes.append(Outcome(steps, model, report, histograms, collection, amax, choice, metrics, ranking,
                                 seconds=time.perf_counter() - begun))
     trial = EqualizeTrial()
     if len(outcomes) == 1:
@@ -228,7 +245,7 @@ def run_trial(unmodified: Outcome, variants: Sequence[Tuple[str, ...]], *,
         return unmodified, trial
     for outcome in outcomes:
         begun = time.perf_counter()
-        outcome.judged = judge(outcome.model, outcome.amax, outcome.name)
+        outcome.judged = judge(outcome)
         if outcome is not unmodified:
             outcome.seconds += time.perf_counter() - begun
     winners = []

@@ -122,15 +122,29 @@ def test_the_trial_compares_before_refinement_and_refines_only_the_model_kept(wo
     from trtq.pipeline import calibration
 
     tmp_path, data = workspace
-    passes, refined = [], []
+    passes, refined, observed, unmodified_histograms = [], [], [], []
+
+    def counting(*a, **k):
+        passes.append(1)
+        observed.append(k.get("tensors"))
+        histograms = real_collect(*a, **k)
+        unmodified_histograms.append(histograms)
+        return histograms
+
     real_collect, real_refine = collect.collect_histograms, calibration.refine
-    monkeypatch.setattr(collect, "collect_histograms", lambda *a, **k: passes.append(1) or real_collect(*a, **k))
+    monkeypatch.setattr(collect, "collect_histograms", counting)
     monkeypatch.setattr(calibration, "refine", lambda ranking, *a, **k: refined.append(ranking) or real_refine(
         ranking, *a, **k))
     result = calibrate(save(separable_chain(), tmp_path / "chain.onnx"), str(data))
     trial = result.equalize_trial
     assert [r["equalize"] for r in trial.tried] == ["off", "all", "bias"] and trial.kept == "all"
     assert len(passes) == 2  # the model's and the cross-layer rewrite's; bias correction reuses the model's
+    from trtq.graph.equalize import rescaled_tensors
+
+    rescaled = rescaled_tensors(separable_chain())
+    assert observed[0] is None and observed[1] == sorted(rescaled)  # the rewrite's pass: what CLE rescales
+    assert set(result.histograms) == set(unmodified_histograms[0])  # the others come from the model's pass
+    assert len(rescaled) < len(result.histograms)
     off, _, bias = trial.tried
     assert bias["chosen"] == off["chosen"]
     assert len(refined) == 1 and refined[0].model is result.model and not refined[0].partial

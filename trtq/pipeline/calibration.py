@@ -386,10 +386,13 @@ def calibrate(
     if not variants:
         amax, choice, metrics = choose(model, histograms)
     else:
-        def collect(model):
+        def collect(model, only: Sequence[str]):
             collection = CollectionReport()
+            wanted = [t for t in (tensors if tensors is not None else only) if t in set(only)]
+            if not wanted:  # none of the tensors it rescales is observed: the unmodified model's statistics
+                return {}, None
             return collect_histograms(model, split.again(), num_bins=num_bins, total_samples=stats_total,
-                                      threads=threads, max_binned=max_binned, tensors=tensors,
+                                      threads=threads, max_binned=max_binned, tensors=wanted,
                                       max_memory=max_memory, report=collection, half_snapshot=True,
                                       progress=progress, inputs=inputs), collection
 

@@ -203,14 +203,36 @@ def keeps_ranges(steps: Sequence[str]) -> bool:
     return tuple(steps) == ("bias",)
 
 
+def _recollected(unmodified: Outcome, collect: Callable, model) -> Tuple[dict, object]:
+    """The statistics of ``model``, a rewrite of ``unmodified.model`` by CLE and absorption: a pass over the tensors
+    they rescale (:func:`trtq.graph.equalize.rescaled_tensors`) only, the unmodified model's for every other one
+    (which computes what it did, up to bias correction's shift: see :func:`keeps_ranges`)."""
+    from copy import copy
+
+    from ..graph.equalize import rescaled_tensors
+
+    changed = set(rescaled_tensors(unmodified.model))
+    histograms, collection = collect(model, sorted(changed))
+    merged = {name: h for name, h in unmodified.histograms.items() if name not in changed}
+    merged.update(histograms)
+    report = copy(unmodified.collection)
+    if report is not None and collection is not None:
+        report.unquantized = {**{n: why for n, why in report.unquantized.items() if n not in changed},
+                              **collection.unquantized}
+        if report.half is not None and collection.half is not None:
+            report.half = {**{n: h for n, h in report.half.items() if n not in changed}, **collection.half}
+    return merged, report
+
+
 def run_trial(unmodified: Outcome, variants: Sequence[Tuple[str, ...]], *,
               fitting: Callable[[], List[Feed]], threads: Optional[int],
               collect: Callable[[object], Tuple[dict, object]],
               choose: Callable[..., Tuple[dict, Optional[object], list, Optional[object]]],
               judge: Callable[[Outcome], object]) -> Tuple[Outcome, EqualizeTrial]:
     """Auto's equalization trial: each of ``variants`` (step lists) rewrites the model (statistics from
-    ``fitting()``), gets its own statistics (``collect(model) -> (histograms, CollectionReport)``; a bias
-    correction alone keeps the unmodified model's, see :func:`keeps_ranges`) and choice (``choose(model,
+    ``fitting()``), gets its own statistics (``collect(model, tensors) -> (histograms, CollectionReport)``, over
+    the tensors the rewrite rescales: :func:`_recollected`; a bias correction alone keeps the unmodified model's,
+    see :func:`keeps_ranges`) and choice (``choose(model,
     histograms, only) -> (amax, AutoChoice or None, metrics, choose.Ranking or None)``, auto's ranking without its
     per-tensor refinement: the caller refines only the outcome kept; ``only``: with the unmodified model's
     ranges, the algorithm it chose, so that the trial compares the rewrite alone); every outcome, ``unmodified``
@@ -234,7 +256,8 @@ def run_trial(unmodified: Outcome, variants: Sequence[Tuple[str, ...]], *,
                  "its own choice on the unmodified model's ranges" if keeps_ranges(steps)
                  else "its own statistics pass and choice")
         same_ranges = keeps_ranges(steps)
-        histograms, collection = (unmodified.histograms, unmodified.collection) if same_ranges else collect(model)
+        histograms, collection = ((unmodified.histograms, unmodified.collection) if same_ranges
+                                  else _recollected(unmodified, collect, model))
         only = unmodified.choice.chosen if same_ranges and unmodified.choice is not None else None
         amax, choice, metrics, ranking = choose(model, histograms, only)
         outcomes.append(Outcome(steps, model, report, histograms, collection, amax, choice, metrics, ranking,

@@ -348,11 +348,18 @@ def calibrate(
         replay = reference_replay(original, held, threads=threads, class_outputs=class_outputs, metric=metric,
                                   specs=inputs, signature=read_signature(original, spec.batch_axes))
 
+    widened: list = []
+
     def reserve():
-        return _widened(replay, reference_replay(original, reserve_feeds, threads=threads, class_outputs=class_outputs,
-                                                 metric=metric, specs=inputs,
-                                                 signature=read_signature(original, spec.batch_axes))
-                        ) if reserve_feeds else None
+        """The held-back samples and the reserve, their FP32 reference run once (auto's rescoring, the
+        equalization trial and the budget all read it)."""
+        if not reserve_feeds:
+            return None
+        if not widened:
+            widened.append(_widened(replay, reference_replay(
+                original, reserve_feeds, threads=threads, class_outputs=class_outputs, metric=metric, specs=inputs,
+                signature=read_signature(original, spec.batch_axes))))
+        return widened[0]
 
     options = {"percentile": percentile} if algorithm == "percentile" else {}
 

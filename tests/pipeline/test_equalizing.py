@@ -114,47 +114,32 @@ def test_auto_keeps_the_rewrite_where_it_wins_and_the_cache_belongs_to_it(worksp
     assert "beyond noise" in sidecar["equalize_trial"]["reason"]
 
 
-def test_the_trial_compares_before_refinement_and_refines_only_the_model_kept(workspace, monkeypatch):
-    """Each model is scored with auto's choice before per-tensor refinement; only the one kept is refined (and
-    ranked in full). Bias correction alone keeps the unmodified model's ranges (no statistics pass of its own) and
-    is scored with the algorithm the unmodified model chose, so that the comparison is the rewrite alone."""
+def test_the_trial_refines_only_where_a_rewrite_ranks_first_before_refinement(workspace, monkeypatch):
+    """Each model gets its own statistics and is scored with auto's choice before per-tensor refinement; only
+    where a rewrite then ranks first are it and the unmodified model refined and compared again. A rewrite behind
+    or tied is not refined, and the unmodified model is refined once, after the trial."""
     from trtq.calib import collect
     from trtq.pipeline import calibration
 
     tmp_path, data = workspace
-    passes, refined, observed, unmodified_histograms = [], [], [], []
-
-    def counting(*a, **k):
-        passes.append(1)
-        observed.append(k.get("tensors"))
-        histograms = real_collect(*a, **k)
-        unmodified_histograms.append(histograms)
-        return histograms
-
+    passes, refined = [], []
     real_collect, real_refine = collect.collect_histograms, calibration.refine
-    monkeypatch.setattr(collect, "collect_histograms", counting)
+    monkeypatch.setattr(collect, "collect_histograms", lambda *a, **k: passes.append(1) or real_collect(*a, **k))
     monkeypatch.setattr(calibration, "refine", lambda ranking, *a, **k: refined.append(ranking) or real_refine(
         ranking, *a, **k))
     result = calibrate(save(separable_chain(), tmp_path / "chain.onnx"), str(data))
     trial = result.equalize_trial
     assert [r["equalize"] for r in trial.tried] == ["off", "all", "bias"] and trial.kept == "all"
-    assert len(passes) == 2  # the model's and the cross-layer rewrite's; bias correction reuses the model's
-    from trtq.graph.equalize import rescaled_tensors
-
-    rescaled = rescaled_tensors(separable_chain())
-    assert observed[0] is None and observed[1] == sorted(rescaled)  # the rewrite's pass: what CLE rescales
-    assert set(result.histograms) == set(unmodified_histograms[0])  # the others come from the model's pass
-    assert len(rescaled) < len(result.histograms)
-    off, _, bias = trial.tried
-    assert bias["chosen"] == off["chosen"]
-    assert len(refined) == 1 and refined[0].model is result.model and not refined[0].partial
-    assert result.auto.chosen == trial.tried[1]["chosen"] and len(result.auto.candidates) > 1
-    passes.clear()
-    refined.clear()
-    monkeypatch.setattr(equalizing, "equalize_model", same_numbers)  # a tie: the unmodified model is kept
-    kept = calibrate(save(balanced_pair(), tmp_path / "pair.onnx"), str(data))
-    assert kept.equalize_trial.kept == "off" and kept.model is None
-    assert len(refined) == 1 and refined[0].model.doc_string != "rewritten"
+    assert len(passes) == 3  # the model's and each rewrite's
+    assert [r["refined"] for r in trial.tried] == [True, True, False]  # bias correction alone ranked behind
+    assert len(refined) == 2 and refined[1].model is result.model
+    assert "before refinement" in trial.reason and "after refinement" in trial.reason
+    for rewrite, count in ((same_numbers, 1), (anti_equalize, 1)):  # tied, behind: only the model, once
+        refined.clear()
+        monkeypatch.setattr(equalizing, "equalize_model", rewrite)
+        kept = calibrate(save(balanced_pair(), tmp_path / "pair.onnx"), str(data))
+        assert kept.equalize_trial.kept == "off" and kept.model is None
+        assert len(refined) == count and not any(r["refined"] for r in kept.equalize_trial.tried)
 
 
 def test_quantize_with_the_cache_of_a_kept_rewrite_quantizes_the_rewrite_without_a_flag(workspace):
@@ -183,7 +168,7 @@ def test_a_rewrite_that_loses_or_ties_is_not_kept(workspace, monkeypatch):
     monkeypatch.setattr(equalizing, "equalize_model", same_numbers)
     tied = calibrate(model_path, str(data), cache_path=cache)
     assert tied.equalize_trial.kept == "off" and tied.model is None
-    assert tied.equalize_trial.reason == "all: within noise: the unmodified model is kept"
+    assert tied.equalize_trial.reason == "all: within noise: the unmodified model is kept before refinement"
     monkeypatch.setattr(equalizing, "equalize_model", anti_equalize)
     lost = calibrate(model_path, str(data), cache_path=cache)
     off, rewrite = lost.equalize_trial.tried

@@ -242,22 +242,6 @@ def find_pairs(model) -> List[Pair]:
     return pairs
 
 
-def rescaled_tensors(model) -> List[str]:
-    """The tensors whose values CLE and high-bias absorption change: each pair's producer output and the outputs
-    of the ops between it and the consumer (scaled per channel, shifted by an absorbed bias). Every other tensor
-    computes what it did, up to bias correction's shift; the rewrite keeps tensor names, so these name the same
-    tensors in ``model`` and in its rewrite."""
-    nodes = list(model.graph.node)
-    changed: List[str] = []
-    for pair in find_pairs(model):
-        tensor = nodes[pair.producer].output[0]
-        while tensor != nodes[pair.consumer].input[0]:
-            changed.append(tensor)
-            tensor = next(n.output[0] for n in nodes if n.input and n.input[0] == tensor)
-        changed.append(tensor)
-    return list(dict.fromkeys(changed))
-
-
 def applicable_steps(model, steps: Sequence[str] = STEPS) -> Tuple[str, ...]:
     """The steps of ``steps`` that can change ``model`` (read from the graph alone, before any statistics):
     ``cle`` and ``absorb`` need a convolution pair (:func:`find_pairs`), ``bias`` a Conv with float weights.

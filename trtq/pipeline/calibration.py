@@ -372,13 +372,12 @@ def calibrate(
         choice.held_back = held_back
         return amax, choice, metrics
 
-    def ranked(model, histograms, only: Optional[str] = None
-               ) -> Tuple[Dict[str, float], Optional[AutoChoice], list, Optional[Ranking]]:
+    def ranked(model, histograms) -> Tuple[Dict[str, float], Optional[AutoChoice], list, Optional[Ranking]]:
         """The trial's choice: auto's ranking without refinement (a single algorithm: its table)."""
         if algorithm != "auto":
             return (*choose(model, histograms), None)
         ranking = rank_tables(model, histograms, replay, exclude=exclude, percentile=percentile, reserve=reserve,
-                              progress=choice_progress, only=only)
+                              progress=choice_progress)
         ranking.choice.held_back = held_back
         return ranking.amax, ranking.choice, ranking.verdict_candidate.metrics, ranking
 
@@ -393,13 +392,10 @@ def calibrate(
     if not variants:
         amax, choice, metrics = choose(model, histograms)
     else:
-        def collect(model, only: Sequence[str]):
+        def collect(model):
             collection = CollectionReport()
-            wanted = [t for t in (tensors if tensors is not None else only) if t in set(only)]
-            if not wanted:  # none of the tensors it rescales is observed: the unmodified model's statistics
-                return {}, None
             return collect_histograms(model, split.again(), num_bins=num_bins, total_samples=stats_total,
-                                      threads=threads, max_binned=max_binned, tensors=wanted,
+                                      threads=threads, max_binned=max_binned, tensors=tensors,
                                       max_memory=max_memory, report=collection, half_snapshot=True,
                                       progress=progress, inputs=inputs), collection
 
@@ -407,14 +403,15 @@ def calibrate(
         best, trial = run_trial(
             Outcome((), model, None, histograms, report, *ranked(model, histograms)), variants,
             fitting=lambda: _take_samples(iter(split.again()), defaults.EQUALIZE_SAMPLES)[0], threads=threads,
-            collect=collect, choose=ranked, judge=lambda outcome: _judged(outcome, widest, exclude))
+            collect=collect, choose=ranked, judge=lambda outcome: _judged(outcome, widest, exclude),
+            refine=lambda outcome: refine(outcome.ranking, replay, progress=choice_progress)
+            if outcome.ranking is not None else (outcome.amax, outcome.choice, outcome.metrics))
         if best.report is not None:  # a rewrite won: the cache belongs to it, as with --equalize
             model, equalized, histograms, report = best.model, best.report, best.histograms, best.collection
             amax, choice, metrics = best.amax, best.choice, best.metrics
             fingerprint, source_sha = model_fingerprint(model), file_sha256(model_path)
-        if best.ranking is not None:  # only the model kept is refined (and ranked in full)
-            ranking = best.ranking if not best.ranking.partial else ranked(model, histograms)[3]
-            amax, choice, metrics = refine(ranking, replay, progress=choice_progress)
+        if best.ranking is not None and not best.refined:  # refined here when no rewrite contended
+            amax, choice, metrics = refine(best.ranking, replay, progress=choice_progress)
     search = None
     if target is not None and target.given():
         judged_on = replay
@@ -468,7 +465,8 @@ def _judged(outcome: Outcome, widest, exclude):
     """``outcome`` scored on ``widest`` (the held-back samples, with the reserve when there is one): its ranking's
     scoring of its choice when that was on the same samples, else a new one."""
     known = outcome.ranking.verdict_candidate if outcome.ranking is not None else None
-    if known is not None and known.samples == widest.samples and known.metrics:
+    if known is not None and known.samples == widest.samples and known.metrics and (
+            not outcome.refined or outcome.amax == outcome.ranking.amax):
         return known
     return score(widest, outcome.model, outcome.amax, exclude, outcome.name)
 

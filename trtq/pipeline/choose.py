@@ -267,7 +267,6 @@ class Ranking:
     choice: AutoChoice
     step: int = 0                                     # progress steps done of ``total_steps``
     total_steps: int = 0
-    partial: bool = False                             # one table scored (``rank_tables(only=...)``), not ranked
 
     @property
     def amax(self) -> Dict[str, float]:
@@ -310,7 +309,6 @@ def rank_tables(
     progress: ProgressCallback = no_progress,
     one_session: bool = True,
     refine_trials: int = defaults.AUTO_REFINE_TRIALS,
-    only: Optional[str] = None,
 ) -> Ranking:
     """Every single algorithm's table (from the same histograms) scored on ``replay`` and ranked.
 
@@ -318,8 +316,7 @@ def rank_tables(
     worst SNR, each beyond its bootstrap noise). ``reserve``: a callable giving a wider replay (``replay``'s
     samples and more held-back ones); when the leaders are within noise they are rescored on it once (only its
     new samples are run: their outputs on ``replay`` are kept until then). ``refine_trials``: only for the
-    progress total (the trials :func:`refine` will add). ``only``: score that algorithm's table alone (the
-    others are computed for refinement; the ranking is ``partial``).
+    progress total (the trials :func:`refine` will add).
     """
     # Long because the ranking and its reserve rescoring share one scorer and one set of held-back metrics.
     from ..calib import amax_from_histograms
@@ -340,8 +337,6 @@ def rank_tables(
     candidates: List[Candidate] = []
     seen: Dict[Tuple, Candidate] = {}
     for algorithm, table in tables.items():
-        if only is not None and algorithm != only:
-            continue
         signature = tuple(np.float32(table[t]).item() for t in quantized)
         if signature in seen:
             earlier = seen[signature]
@@ -389,7 +384,7 @@ def rank_tables(
         choice.reason = (f"ahead beyond noise on {' and '.join(levels)} ({choice.samples} samples)" if others
                          else "every algorithm gave the same model")
     return Ranking(model, tables, quantized, scorer, tuple(exclude), best, verdict_candidate, choice, step,
-                   total_steps, partial=only is not None)
+                   total_steps)
 
 
 def refine(ranking: Ranking, replay, *, refine_trials: int = defaults.AUTO_REFINE_TRIALS,

@@ -142,6 +142,51 @@ def test_the_trial_refines_only_where_a_rewrite_ranks_first_before_refinement(wo
         assert len(refined) == count and not any(r["refined"] for r in kept.equalize_trial.tried)
 
 
+def test_on_many_samples_the_trial_compares_on_the_first_ones_and_only_the_kept_model_sees_them_all(tmp_path,
+                                                                                                  monkeypatch):
+    """With at least twice AUTO_EQUALIZE_STATISTICS_SAMPLES statistics samples, the models are compared with
+    ranges from the first ones (the main pass's early snapshot, each rewrite's pass over the same batches); the
+    model kept then gets its pass over every sample and its choice from it."""
+    from trtq import defaults
+    from trtq.calib import collect
+
+    data = tmp_path / "x.npy"
+    np.save(data, _x(500, seed=2))  # 436 statistics samples after the held-back 64
+    monkeypatch.setattr(defaults, "AUTO_EQUALIZE_STATISTICS_SAMPLES", 200)
+    passes = []
+    real = collect.collect_histograms
+
+    def counting(model, batches, **k):
+        seen = []
+
+        def read():
+            for feed in batches:
+                seen.append(len(feed["x"]))
+                yield feed
+
+        histograms = real(model, read(), **k)
+        passes.append((k.get("early_snapshot"), sum(seen), k["report"]))
+        return histograms
+
+    monkeypatch.setattr(collect, "collect_histograms", counting)
+    result = calibrate(save(separable_chain(), tmp_path / "chain.onnx"), str(data))
+    trial = result.equalize_trial
+    main, *rewrites, final = passes
+    assert main[0] == 200 and main[1] == 436 and 200 <= main[2].early_samples < 232  # a batch boundary
+    assert [p[1] for p in rewrites] == [main[2].early_samples] * 2  # all, bias: the same first samples
+    assert trial.kept == "all" and trial.first_samples and trial.statistics_samples == main[2].early_samples
+    assert final[1] == 436 and result.model is not None  # the rewrite kept, over every statistics sample
+    assert "ranges from the first" in trial.line()
+    assert result.collection is final[2]  # its pass, not the comparison's
+    # below twice the trial's samples every model gets every sample, as before
+    passes.clear()
+    few = tmp_path / "few.npy"
+    np.save(few, _x(400, seed=2))
+    monkeypatch.setattr(defaults, "AUTO_EQUALIZE_STATISTICS_SAMPLES", 256)
+    assert calibrate(save(separable_chain(), tmp_path / "chain.onnx"), str(few)).equalize_trial.kept == "all"
+    assert [p[1] for p in passes] == [336] * 3 and passes[0][0] is None
+
+
 def test_quantize_with_the_cache_of_a_kept_rewrite_quantizes_the_rewrite_without_a_flag(workspace):
     tmp_path, data = workspace
     model_path = save(separable_chain(), tmp_path / "chain.onnx")

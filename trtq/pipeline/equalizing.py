@@ -152,10 +152,13 @@ class EqualizeTrial:
     kept: str = OFF                                     # the variant kept: "off" (the unmodified model) or its steps
     reason: str = ""
     samples: int = 0                                    # held-back samples the comparison scored
+    statistics_samples: int = 0                         # statistics samples each model's ranges came from
+    first_samples: bool = False                         # only the first ones of them: the kept model then got all
     seconds: float = 0.0                                # the trial's extra time (rewrites, passes, choices, scoring)
 
     def to_dict(self) -> dict:
         return {"kept": self.kept, "reason": self.reason, "samples": self.samples,
+                "statistics_samples": self.statistics_samples, "first_samples_only": self.first_samples,
                 "seconds": round(self.seconds, 3), "tried": list(self.tried),
                 "rule": f"a rewrite is kept only when it wins beyond noise (decisions, else worst SNR by "
                         f"{defaults.AUTO_EQUALIZE_MIN_GAIN_DB:g} dB or more) and its decisions are not lower; "
@@ -174,7 +177,10 @@ class EqualizeTrial:
         if not self.tried:
             return f"equalization: not tried ({self.reason})"
         kept = "kept " + self.kept if self.kept != OFF else "kept the unmodified model"
-        return (f"equalization tried on {self.samples} held-back samples: " + "; ".join(one(r) for r in self.tried)
+        ranges = (f" (ranges from the first {self.statistics_samples} statistics samples)"
+                  if self.statistics_samples and self.first_samples else "")
+        return (f"equalization tried on {self.samples} held-back samples{ranges}: "
+                + "; ".join(one(r) for r in self.tried)
                 + f" -> {kept} ({self.reason}; {self.seconds:.1f} s more)")
 
 

@@ -140,6 +140,14 @@ def test_the_trial_refines_only_where_a_rewrite_ranks_first_before_refinement(wo
         kept = calibrate(save(balanced_pair(), tmp_path / "pair.onnx"), str(data))
         assert kept.equalize_trial.kept == "off" and kept.model is None
         assert len(refined) == count and not any(r["refined"] for r in kept.equalize_trial.tried)
+    # a rewrite refined with the model that still ties after: the model kept, as refined in the trial
+    refined.clear()
+    monkeypatch.setattr(equalizing, "equalize_model", same_numbers)
+    monkeypatch.setattr(equalizing, "contends", lambda rewrite, unmodified: True)
+    tied = calibrate(save(balanced_pair(), tmp_path / "pair.onnx"), str(data))
+    assert tied.equalize_trial.kept == "off" and [r["refined"] for r in tied.equalize_trial.tried] == [True, True]
+    assert len(refined) == 2 and tied.auto.snr_db == tied.equalize_trial.tried[0]["snr_db"]
+    assert tied.verdict.snr_db == tied.auto.snr_db
 
 
 def test_on_many_samples_the_trial_compares_on_the_first_ones_and_only_the_kept_model_sees_them_all(tmp_path,

@@ -416,9 +416,9 @@ def calibrate(
             refine=lambda outcome: refine(outcome.ranking, replay, progress=choice_progress)
             if outcome.ranking is not None else (outcome.amax, outcome.choice, outcome.metrics))
         trial.statistics_samples, trial.first_samples = first or report.samples, bool(first)
+        amax, choice, metrics = best.amax, best.choice, best.metrics
         if best.report is not None:  # a rewrite won: the cache belongs to it, as with --equalize
             model, equalized, histograms, report = best.model, best.report, best.histograms, best.collection
-            amax, choice, metrics = best.amax, best.choice, best.metrics
             fingerprint, source_sha = model_fingerprint(model), file_sha256(model_path)
             if first:  # compared on the first samples: now its pass over them all
                 histograms, report = collect(model)

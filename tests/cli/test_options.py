@@ -22,7 +22,7 @@ from trtq.cli.options import budget_command_from_args, given_options
 def test_the_options_given_parse_back_to_the_same_values(words):
     parser = build_parser()
     args = parser.parse_args(words)
-    again = parser.parse_args([words[0], words[1], "--calib", "d", *given_options(args, words[0], skip=("calib",))])
+    again = parser.parse_args([words[0], words[1], "--calib", "d", *given_options(args, skip=("calib",))])
     assert vars(again) == vars(args)
 
 

@@ -537,17 +537,21 @@ def budget_command_from_args(args: argparse.Namespace, command: str) -> str:
                         ("target_snr", "target_cosine", "target_agreement", "max_drop")):
         return ""
     return budget_command(command, args.model, calib,
-                          extra=given_options(args, command, skip=("calib", "cache") if command == "build" else
-                                              ("calib",)))
+                          extra=given_options(args, skip=("calib", "cache") if command == "build" else ("calib",)))
 
 
-def given_options(args: argparse.Namespace, command: str, skip: Sequence[str] = ()) -> List[str]:
-    """The options of ``trtq COMMAND`` whose values in ``args`` differ from their defaults, as words that parse back
-    to those values (long flags, in the parser's order; ``-q``/``-v`` and the ``skip`` destinations left out)."""
-    from . import build_parser
+#: Where each command's parser leaves itself in the arguments it parsed (:func:`given_options` reads it).
+COMMAND_PARSER = "_trtq_command_parser_"
 
-    parser = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices[command]
+
+def given_options(args: argparse.Namespace, skip: Sequence[str] = ()) -> List[str]:
+    """The options whose values in ``args`` differ from their command parser's defaults, as words that parse back
+    to those values (long flags, in the parser's order; ``-q``/``-v`` and the ``skip`` destinations left out);
+    none for arguments no trtq parser made."""
+    parser = getattr(args, COMMAND_PARSER, None)
     words: List[str] = []
+    if parser is None:
+        return words
     for action in parser._actions:
         if not action.option_strings or action.dest in (*skip, "help", "verbose", "quiet"):
             continue

@@ -542,10 +542,12 @@ def budget_command_from_args(args: argparse.Namespace, command: str) -> str:
                           extra=extra)
 
 
-def add_equalize_argument(parser) -> None:
-    """``--equalize [STEPS]``: rewrite the float model before calibration (trtq/graph/equalize.py)."""
+def add_equalize_argument(parser, purpose: str = "") -> None:
+    """``--equalize [STEPS]``: rewrite the float model before calibration (trtq/graph/equalize.py), shared by
+    calibrate, quantize and build; ``purpose`` (e.g. ``"with --calib:"``) leads the help text."""
     _add(parser, "--equalize", nargs="?", const="all", default=None, metavar="STEPS",
-         help="rewrite the float model before calibrating: cross-layer equalization of consecutive convolutions "
+         help=(purpose + " " if purpose else "") +
+              "rewrite the float model before calibrating: cross-layer equalization of consecutive convolutions "
               "(cle), high-bias absorption (absorb), bias correction for int8 weight rounding (bias); alone: all "
               "three, or a comma-separated list. 'auto' (the default with --algo auto): each rewrite that would "
               "change the model is scored like auto's candidates, with its own statistics pass, and kept only when "

@@ -244,3 +244,22 @@ def test_every_report_line_stays_whole_in_a_log():
     name = "/features/features.2/features.2.0/features.2.0.2/Relu_output_0"
     console.print(f"  override: {name} takes minmax's amax " * 2, markup=False)
     assert len(console.file.getvalue().splitlines()) == 1
+
+
+def test_the_budget_hint_gives_the_estimated_count_or_says_why_there_is_none():
+    from trtq.report import budget_hint
+
+    drop = {"decision": "mask IoU of 'mask'", "points": 3.7}
+    counted = {"decision_drop": drop, "budget_estimate": {"layers": 12, "ranked": 24, "samples": 32,
+                                                          "best_points": None}}
+    line = budget_hint(counted, "trtq calibrate m.onnx --calib d --max-drop 1")
+    assert line == ("budget: mask IoU of 'mask' lost 3.7 points against FP32; about 12 of 24 layers in float keep "
+                    "it within 1 point (estimated on 32 held-back samples; the budget measures every step and may "
+                    "need fewer): trtq calibrate m.onnx --calib d --max-drop 1")
+    none_held = {"decision_drop": drop, "budget_estimate": {"layers": None, "ranked": 24, "samples": 32,
+                                                            "best_points": 1.4}}
+    assert "no float layers kept it within 1 point (at best 1.4 points lost, with up to all 24 ranked layers" in \
+        budget_hint(none_held, "CMD")
+    recorded_before = {"decision_drop": drop}  # a sidecar written before the estimate: the command alone
+    assert budget_hint(recorded_before, "CMD").endswith("measured step by step on the held-back samples: CMD")
+    assert budget_hint({"decision_drop": {"decision": "x", "points": 0.5}, "budget_estimate": None}, "CMD") is None

@@ -587,8 +587,9 @@ def print_verdict(console, verdict: Optional[dict], source: str = "", fixes: str
 
 
 def budget_hint(verdict: Optional[dict], command: str) -> Optional[str]:
-    """``budget: the decisions lost 3.5 points (...); to keep them within 1 point: COMMAND``, when they lost more
-    than :data:`~trtq.defaults.BUDGET_HINT_POINTS` and a command is given; else None."""
+    """``budget: the decisions lost 3.5 points (...); about N layers in float keep them within 1 point: COMMAND``,
+    when they lost more than :data:`~trtq.defaults.BUDGET_HINT_POINTS` and a command is given; else None. The count
+    is the verdict's ``budget_estimate`` (:func:`trtq.precision.budget.estimate_budget`) where it has one."""
     from . import defaults
 
     drop = (verdict or {}).get("decision_drop")
@@ -596,24 +597,28 @@ def budget_hint(verdict: Optional[dict], command: str) -> Optional[str]:
         return None
     if not drop["points"] > defaults.BUDGET_HINT_POINTS:
         return None
-    return (f"budget: {drop.get('decision') or 'the decisions'} lost {drop['points']:.1f} points against FP32; "
-            f"the fewest layers in float that keep it within {defaults.BUDGET_HINT_POINTS:g} point, measured step "
-            f"by step on the held-back samples: {command}")
+    head = f"budget: {drop.get('decision') or 'the decisions'} lost {drop['points']:.1f} points against FP32; "
+    within = f"within {defaults.BUDGET_HINT_POINTS:g} point"
+    estimate = verdict.get("budget_estimate")
+    if isinstance(estimate, dict) and isinstance(estimate.get("layers"), int):
+        return (head + f"about {estimate['layers']} of {estimate['ranked']} layers in float keep it {within} "
+                f"(estimated on {estimate['samples']} held-back samples; the budget measures every step and may "
+                f"need fewer): {command}")
+    if isinstance(estimate, dict) and estimate.get("best_points") is not None:
+        return (head + f"on {estimate['samples']} held-back samples no float layers kept it {within} (at best "
+                f"{estimate['best_points']:.1f} points lost, with up to all {estimate['ranked']} ranked layers in "
+                f"float), so a budget may not be met; it measures on more samples: {command}")
+    return head + f"the fewest layers in float that keep it {within}, measured step by step on the held-back " \
+                  f"samples: {command}"
 
 
-def budget_command(command: str, model, data, *, algorithm: Optional[str] = None, class_outputs=None,
-                   metric: Optional[str] = None, extra: Sequence[str] = ()) -> str:
-    """The user's command with ``--max-drop`` (:data:`~trtq.defaults.BUDGET_HINT_POINTS`), for :func:`budget_hint`."""
+def budget_command(command: str, model, data, *, extra: Sequence[str] = ()) -> str:
+    """``trtq COMMAND MODEL --calib DATA EXTRA... --max-drop`` (:data:`~trtq.defaults.BUDGET_HINT_POINTS`), for
+    :func:`budget_hint`; ``extra``: the other options the user gave."""
     from . import defaults
 
-    words = ["trtq", command, model, *extra, "--calib", data]
-    if algorithm and algorithm != defaults.ALGORITHM:
-        words += ["--algo", algorithm]
-    for name in class_outputs or ():
-        words += ["--class-output", name]
-    if metric:
-        words += ["--metric", metric]
-    return next_command(*words, "--max-drop", f"{defaults.BUDGET_HINT_POINTS:g}")
+    return next_command("trtq", command, model, "--calib", data, *extra, "--max-drop",
+                        f"{defaults.BUDGET_HINT_POINTS:g}")
 
 
 def next_command(*words) -> str:

@@ -223,10 +223,12 @@ def test_the_verdict_prints_the_budget_command_when_decisions_drop_more_than_a_p
     model, data = _outlier_data(tmp_path)
     cache = tmp_path / "m.calib.cache"
     assert main(["calibrate", model, "--calib", str(data), "--algo", "minmax", "--class-output", "y",
-                 "-o", str(cache)]) == 0
+                 "-o", str(cache), "--batch-size", "4", "--samples", "all", "--seed", "3"]) == 0
     out = " ".join(capsys.readouterr().out.split())
     assert "budget: top-1 agreement of 'y' lost 100.0 points against FP32" in out
-    assert f"trtq calibrate {model} -o {cache} --calib {data} --algo minmax --class-output y --max-drop 1" in out
+    # the user's command, every option kept (the data options too: other samples calibrate another model)
+    assert (f"trtq calibrate {model} --calib {data} --samples all --batch-size 4 --seed 3 --output {cache} "
+            "--algo minmax --class-output y --max-drop 1") in out
     drop = json.loads((tmp_path / "m.calib.cache.json").read_text())["verdict"]["decision_drop"]
     assert drop == {"decision": "top-1 agreement of 'y'", "points": 100.0}
     assert main(["calibrate", model, "--calib", str(data), "--algo", "minmax", "--class-output", "y",
@@ -235,3 +237,56 @@ def test_the_verdict_prints_the_budget_command_when_decisions_drop_more_than_a_p
     clean, clean_data = _outlier_data(tmp_path / "clean", outlier=None)
     assert main(["calibrate", clean, "--calib", str(clean_data), "--class-output", "y"]) == 0
     assert "--max-drop 1" not in capsys.readouterr().out  # within a point: no hint
+
+
+def test_lost_decisions_come_with_the_layers_a_budget_would_need_and_fine_ones_cost_nothing(tmp_path, capsys,
+                                                                                           monkeypatch):
+    """The default run (no budget asked for) that lost more than a point estimates, from one sensitivity run and
+    the prefix search, how many layers --max-drop 1 would leave float: the count the budget then reaches. A run
+    whose decisions are fine never ranks a layer."""
+    from trtq.cli import main
+    from trtq.precision import search
+
+    model, data = _outlier_data(tmp_path)
+    cache = tmp_path / "m.calib.cache"
+    assert main(["calibrate", model, "--calib", str(data), "--algo", "minmax", "--class-output", "y",
+                 "-o", str(cache)]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    estimate = json.loads((tmp_path / "m.calib.cache.json").read_text())["verdict"]["budget_estimate"]
+    assert estimate["layers"] == 1 and estimate["ranked"] == 3 and estimate["measured"] >= 1
+    assert (f"about 1 of 3 layers in float keep it within 1 point (estimated on {estimate['samples']} held-back "
+            "samples") in out
+    budgeted = calibrate(model, DataSpec(path=str(data), samples=None), algorithm="minmax", class_outputs=["y"],
+                         target=FidelityTarget(max_drop=1))
+    assert len(budgeted.sidecar["mixed_precision"]["float_layers"]) == estimate["layers"]
+    assert budgeted.verdict.budget_estimate is None  # the budget ran: nothing to estimate
+
+    def no_ranking(*args, **kwargs):
+        raise AssertionError("a result whose decisions are fine paid for a sensitivity run")
+
+    monkeypatch.setattr(search, "layer_sensitivity", no_ranking)
+    clean, clean_data = _outlier_data(tmp_path / "clean", outlier=None)
+    fine = calibrate(clean, DataSpec(path=str(clean_data), samples=None), class_outputs=["y"])
+    assert fine.verdict.budget_estimate is None and fine.sidecar["verdict"]["budget_estimate"] is None
+
+
+def test_the_estimate_says_when_no_prefix_keeps_the_budget(monkeypatch):
+    """Every prefix measured loses more than the budget: no count, the fewest points lost instead."""
+    import _toys
+
+    import trtq.precision.search as search
+    from trtq.compare.struct import LayerSensitivity
+
+    class Replay(_FakeReplay):
+        def tensors(self, *args, **kwargs):
+            raise AssertionError("not reached: the ranking is given")
+
+    model = _toys.classifier()
+    amax = _toys.activation_amax(model, _toys.images(4))
+    ranking = [LayerSensitivity(layer=n, op_type="Conv", own_snr_db=10.0 + i) for i, n in
+               enumerate(("conv1", "conv2", "fc"))]
+    monkeypatch.setattr(search, "layer_sensitivity", lambda *args, **kwargs: ranking)
+    estimate = budget.estimate_budget(model, amax, Replay(lambda float_nodes: 0.9 + 0.02 * len(float_nodes)),
+                                      [_output("y", agreement=0.9)], 1.0)
+    assert estimate.layers is None and estimate.ranked == 3 and estimate.best_points == pytest.approx(4.0)
+    assert estimate.measured == 3  # 1, 2, then all 3 layers: bounded by the doubling

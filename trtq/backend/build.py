@@ -121,6 +121,8 @@ class BuildOptions:
     metric: Optional[str] = None                # the user's own metric, FILE.py:NAME (auto and the verdict use it)
     class_outputs: Optional[Sequence[str]] = None  # declared class outputs, NAME[:AXIS]
     target: Optional[object] = None             # trtq.precision.targets.FidelityTarget: mixed precision on the held-back samples
+    #: --equalize when calibrating: None = auto's trial where a cache is written, "off", "auto" or steps
+    equalize: Optional[str] = None
 
     def __post_init__(self):
         self.model_path = Path(self.model_path)

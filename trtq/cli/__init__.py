@@ -52,10 +52,11 @@ def build_parser() -> argparse.ArgumentParser:
     for name in COMMANDS:
         module = importlib.import_module(f"{__name__}.{name}")
         module.add_parser(sub)
-    from .options import validate_option_values
+    from .options import COMMAND_PARSER, validate_option_values
 
     validate_option_values(parser)  # one range check of every numeric option, at parse time
     for command in sub.choices.values():  # -q / -v also after the command: trtq calibrate ... -q
+        command.set_defaults(**{COMMAND_PARSER: command})  # the options given, for a command a hint prints
         command.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS,
                              help="more log output (-vv for debug)")
         command.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,

@@ -83,6 +83,10 @@ def add_parser(sub) -> None:
                                  "file, or a .py loader script")
     add_fidelity_arguments(parser)
     add_target_arguments(parser)
+    from .options import add_equalize_argument
+
+    add_equalize_argument(parser, "when calibrating with --calib (a rewrite also needs --cache, which it travels "
+                                  "with; without --cache the trial is off):")
     parser.set_defaults(func=run)
 
 
@@ -124,7 +128,7 @@ def options_from_args(args: argparse.Namespace):
         dla_core=args.dla_core, sparsity=args.sparsity, tf32=args.tf32,
         version_compatible=args.version_compatible, hardware_compatibility=args.hardware_compatibility,
         plugins=[Path(p) for p in args.plugins], **fidelity_options(args), target=fidelity_target_from_args(args),
-        shape_values=parse_shape_values(args.shape_values),
+        shape_values=parse_shape_values(args.shape_values), equalize=args.equalize,
     )
 
 
@@ -171,6 +175,10 @@ def run(args: argparse.Namespace) -> int:
 
         outputs += [Output(options.cache_path, "cache", option="--cache"),
                     Output(sidecar_path(options.cache_path), "sidecar", option="the sidecar of --cache")]
+        if args.equalize not in (None, "auto", "off"):  # a rewrite whatever it scores is written with the cache
+            from ..pipeline.calibration import default_equalized_path
+
+            outputs.append(Output(default_equalized_path(args.model), "onnx", option="--equalize", fixed=True))
     notes = guard(outputs, reads, force=args.force)
     apply_cuda_argument(args)
     with progress_bar("calibrating", unit="samples", enabled=None if not args.quiet else False) as progress:

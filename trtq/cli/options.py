@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import math
 import re
-from typing import Optional, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 from .. import defaults
 from ..data.spec import DataSpec, Preprocess
@@ -527,25 +527,58 @@ def fidelity_target_from_args(args: argparse.Namespace):
 
 def budget_command_from_args(args: argparse.Namespace, command: str) -> str:
     """The command the user ran, with ``--max-drop`` (printed when the decisions dropped): "" without
-    calibration data or when a target or budget was already given."""
+    calibration data or when a target or budget was already given. Every option the user gave is kept (the data
+    options above all: another --size or --mean calibrates another model), except ``build``'s ``--cache``: the
+    cache the run wrote exists now, and a build reads an existing cache as it is, so the budget would not run."""
     from ..report import budget_command
 
     calib = getattr(args, "calib", None)
     if not calib or any(getattr(args, name, None) is not None for name in
                         ("target_snr", "target_cosine", "target_agreement", "max_drop")):
         return ""
-    extra = ["--int8"] if command == "build" else []
-    if getattr(args, "output", None):
-        extra += ["-o", args.output]
-    return budget_command(command, args.model, calib, algorithm=getattr(args, "algo", None),
-                          class_outputs=getattr(args, "class_output", None), metric=getattr(args, "metric", None),
-                          extra=extra)
+    return budget_command(command, args.model, calib,
+                          extra=given_options(args, skip=("calib", "cache") if command == "build" else ("calib",)))
 
 
-def add_equalize_argument(parser) -> None:
-    """``--equalize [STEPS]``: rewrite the float model before calibration (trtq/graph/equalize.py)."""
+#: Where each command's parser leaves itself in the arguments it parsed (:func:`given_options` reads it).
+COMMAND_PARSER = "_trtq_command_parser_"
+
+
+def given_options(args: argparse.Namespace, skip: Sequence[str] = ()) -> List[str]:
+    """The options whose values in ``args`` differ from their command parser's defaults, as words that parse back
+    to those values (long flags, in the parser's order; ``-q``/``-v`` and the ``skip`` destinations left out);
+    none for arguments no trtq parser made."""
+    parser = getattr(args, COMMAND_PARSER, None)
+    words: List[str] = []
+    if parser is None:
+        return words
+    for action in parser._actions:
+        if not action.option_strings or action.dest in (*skip, "help", "verbose", "quiet"):
+            continue
+        value = getattr(args, action.dest, action.default)
+        flag = max(action.option_strings, key=len)
+        if isinstance(action, (argparse._StoreConstAction, argparse._StoreTrueAction)):
+            words += [flag] if value == action.const and value != action.default else []
+        elif value != action.default and value is not None:
+            values = value if isinstance(action, argparse._AppendAction) else [value]
+            for item in values:
+                words += [flag, _word(item)]
+    return words
+
+
+def _word(value) -> str:
+    """An option's parsed value as a word it parses back from (floats without a needless ``.0``)."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def add_equalize_argument(parser, purpose: str = "") -> None:
+    """``--equalize [STEPS]``: rewrite the float model before calibration (trtq/graph/equalize.py), shared by
+    calibrate, quantize and build; ``purpose`` (e.g. ``"with --calib:"``) leads the help text."""
     _add(parser, "--equalize", nargs="?", const="all", default=None, metavar="STEPS",
-         help="rewrite the float model before calibrating: cross-layer equalization of consecutive convolutions "
+         help=(purpose + " " if purpose else "") +
+              "rewrite the float model before calibrating: cross-layer equalization of consecutive convolutions "
               "(cle), high-bias absorption (absorb), bias correction for int8 weight rounding (bias); alone: all "
               "three, or a comma-separated list. 'auto' (the default with --algo auto): each rewrite that would "
               "change the model is scored like auto's candidates, with its own statistics pass, and kept only when "

@@ -38,6 +38,7 @@ class Verdict:
     min_cosine: float = defaults.VERDICT_MIN_COSINE
     on: str = ""                            # where it was measured, when not held-back calibration samples
     min_metric: Optional[float] = None      # the user's --min-metric: what their --metric must reach
+    budget_estimate: Optional[dict] = None  # decisions lost beyond the hint: trtq.precision.budget.BudgetEstimate
 
     def _rows(self) -> List[Tuple[str, float, float]]:
         """(where, SNR dB, cosine; inf where there is none) of every output, channel group and judged channel."""
@@ -151,6 +152,7 @@ class Verdict:
                                                                      "snr_db": worst_channel[1]},
                 "metric": None if self.metric is None else self.metric.to_dict(),
                 "decision_drops": self.drops, "decision_drop": self.decision_drop(),
+                "budget_estimate": self.budget_estimate,
                 "thresholds": {"snr_db": self.min_snr_db, "cosine": self.min_cosine,
                                "agreement": defaults.VERDICT_MIN_AGREEMENT,
                                "sample_agreement": defaults.VERDICT_MIN_SAMPLE_AGREEMENT,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 from typing import Tuple
 
+from ..errors import TrtqError
 from ..progress import ProgressCallback, no_progress
 
 log = logging.getLogger(__name__)
@@ -16,6 +17,7 @@ def build_engine(options, progress: ProgressCallback = no_progress):
     :class:`~trtq.backend.build.BuildResult`. Every check runs before any calibration or build."""
     from ..backend.build import build_prepared, prepare_build
 
+    check_equalize(options)
     prepared = prepare_build(options)
     calibration: dict = {}
     amax = None
@@ -30,12 +32,44 @@ def build_engine(options, progress: ProgressCallback = no_progress):
             log.warning("--target-*/--max-drop run with calibration, and %s already exists: its sidecar's "
                         "mixed-precision record (%d float layer(s)) is used as it is", options.cache_path,
                         len(prepared.keep_float))
+        if options.equalize is not None:
+            log.warning("--equalize runs with calibration, and %s already exists: it is used as it is, with the "
+                        "model it was calibrated on (%s)", options.cache_path, options.model_path.name)
         check_recorded_verdict(prepared.cache.sidecar, options.min_snr, options.min_cosine, str(options.cache_path),
                                options.min_agreement, options.min_metric)
     elif prepared.qdq_calibration_needed:
         amax, calibration = _qdq_calibration(options, prepared, progress)
         _keep_float(prepared, calibration)
+    elif _rewrites(options) and prepared.plan.calibrator:
+        raise TrtqError(f"--equalize {options.equalize} rewrites the model before trtq's calibration on the CPU, "
+                        f"and --algo {options.algorithm} on the implicit path is TensorRT's own calibrator on the "
+                        "GPU: use --algo auto, percentile or mse, or --explicit, or leave --equalize out")
     return build_prepared(options, prepared, progress, calibration=calibration, amax=amax)
+
+
+def _rewrites(options) -> bool:
+    """Whether the build's ``--equalize`` may rewrite the model (auto's trial or a forced rewrite), not ``off``."""
+    from .equalizing import OFF
+
+    return options.equalize is not None and options.equalize != OFF
+
+
+def check_equalize(options) -> None:
+    """``--equalize`` on a build, before any work: its steps are known, and a rewrite has calibration data to be
+    made from and a cache to travel with (the engine is built from the rewritten file written beside the model with
+    the cache, as a later build with that cache would be)."""
+    from .equalizing import equalize_mode
+
+    if not _rewrites(options):
+        return
+    equalize_mode(options.equalize, options.algorithm)  # unknown steps: one line, before TensorRT is touched
+    if options.calib is None:
+        raise TrtqError(f"--equalize {options.equalize} rewrites the model with statistics of calibration data: "
+                        "give --calib DATA (a cache made with --equalize already belongs to the rewrite it wrote)")
+    if options.cache_path is None:
+        raise TrtqError(f"--equalize {options.equalize}: a rewritten model travels with its calibration cache, "
+                        "which this build writes only with --cache PATH: add --cache "
+                        f"{options.model_path.stem}.calib.cache, or --equalize off")
 
 
 def _keep_float(prepared, calibration: dict) -> None:
@@ -47,7 +81,9 @@ def _keep_float(prepared, calibration: dict) -> None:
 def _calibrate(options, prepared, progress: ProgressCallback, **kwargs):
     """trtq's calibration for a build. Auto's equalization trial runs where a cache is written (the rewrite it
     keeps is written beside the model with it, and the engine is built from that file, as a later build with the
-    cache would); without a cache the model is built as it is."""
+    cache would); without a cache the model is built as it is. ``options.equalize`` (``--equalize``) overrides
+    that: ``off``, the trial, or a rewrite whatever it scores (:func:`check_equalize` refuses one without a
+    cache)."""
     from ..backend.build import calib_data_spec
     from .calibration import calibrate, default_equalized_path
 
@@ -56,7 +92,8 @@ def _calibrate(options, prepared, progress: ProgressCallback, **kwargs):
                        min_cosine=options.min_cosine, min_agreement=options.min_agreement,
                        min_metric=options.min_metric, metric=options.metric, class_outputs=options.class_outputs,
                        target=options.target, progress=progress, force=options.force,
-                       equalize=None if options.cache_path is not None else "off", **kwargs)
+                       equalize=options.equalize if options.equalize is not None
+                       else None if options.cache_path is not None else "off", **kwargs)
     if result.model is not None:
         from ..graph.model import file_sha256
 

@@ -445,6 +445,10 @@ def calibrate(
     failure = verdict.failure(min_snr, min_cosine, min_agreement, min_metric)
     if failure:
         raise FidelityError(f"{failure}; nothing was written. {verdict.line()}")
+    if not pairs and not (target is not None and target.given()):  # lost decisions: how many layers a budget needs
+        from ..precision.budget import budget_estimate_of
+
+        verdict.budget_estimate = budget_estimate_of(verdict, model, amax, replay, metrics, exclude, threads)
 
     written: List[Path] = []
     sidecar_model_path, sidecar_sha, rewrite = model_path, None, None

@@ -224,6 +224,70 @@ def prune(groups: Sequence[Sequence[str]], measure: _Measure, trials: int = PRUN
     return [g for g in kept if g], dropped, metrics
 
 
+@dataclass
+class BudgetEstimate:
+    """How many layers ``--max-drop`` would leave in float, estimated where a result lost too many decisions and
+    no budget was asked for: the shortest prefix of the sensitivity ranking within the budget (the doubling and
+    bisection of :func:`shortest_prefix`, without the pruning pass that may quantize some of it again), measured
+    on the held-back samples the verdict was judged on."""
+
+    max_drop: float                 # points
+    layers: Optional[int]           # float layers of the shortest prefix within budget; None: no prefix is
+    ranked: int                     # layers the sensitivity ranks (the most a budget can leave in float)
+    samples: int
+    measured: int                   # models scored
+    seconds: float
+    best_points: Optional[float] = None  # with no prefix within budget: the fewest points a measured one lost
+
+    def to_dict(self) -> dict:
+        return {"max_drop": self.max_drop, "layers": self.layers, "ranked": self.ranked, "samples": self.samples,
+                "measured": self.measured, "seconds": round(self.seconds, 3), "best_points": self.best_points}
+
+
+def estimate_budget(model, amax, replay, metrics: list, max_drop: float = defaults.BUDGET_HINT_POINTS, *,
+                    exclude: Sequence[str] = (), threads: Optional[int] = None) -> Optional[BudgetEstimate]:
+    """The :class:`BudgetEstimate` of ``model`` as calibrated (``metrics``: its verdict's, on ``replay``), or None
+    where the budget cannot run (nothing decides, a streamed replay, nothing ranked) or already holds.
+
+    Bounded: one sensitivity run and at most about 2 log2(ranked layers) scored models, and only called where the
+    decisions already lost more than ``max_drop``; the budget's own search adds the pruning and the reserve."""
+    import time
+
+    from .search import layer_sensitivity
+
+    start = decisions_kept(metrics)
+    if start is None or not hasattr(replay, "tensors"):
+        return None
+    kept_target = 1.0 - check_max_drop(max_drop) / 100.0
+    if start[1] - noise_margin(metrics) >= kept_target:
+        return None
+    started = time.perf_counter()
+    ranking = layer_sensitivity(model, amax, replay=replay, exclude=exclude, threads=threads)
+    groups = [entry.nodes() for entry in ranking if entry.own_snr_db is not None]
+    if not groups:
+        return None
+    outcome = BudgetOutcome(max_drop, start[0], drop_points(start[1]), drop_points(start[1]), False, [],
+                            replay.samples)
+    k, found, best = shortest_prefix(groups, _Measure(model, amax, replay, kept_target, exclude, threads, outcome),
+                                     None)
+    return BudgetEstimate(max_drop, len(layers_of(groups[:k])) if found is not None else None,
+                          len(layers_of(groups)), replay.samples, len(outcome.steps), time.perf_counter() - started,
+                          best_points=None if found is not None or not math.isfinite(best) else drop_points(best))
+
+
+def budget_estimate_of(verdict, model, amax, replay, metrics: list, exclude: Sequence[str] = (),
+                       threads: Optional[int] = None) -> Optional[dict]:
+    """The verdict's ``budget_estimate`` (:meth:`BudgetEstimate.to_dict`) where its decisions lost more than
+    :data:`~trtq.defaults.BUDGET_HINT_POINTS` on held-back samples, else None (no work: a result whose decisions
+    are fine pays nothing)."""
+    drop = verdict.decision_drop()
+    if drop is None or not drop["points"] > defaults.BUDGET_HINT_POINTS or not verdict.held_back:
+        return None  # (samples the statistics saw would flatter the count)
+    estimate = estimate_budget(model, amax, replay, metrics, defaults.BUDGET_HINT_POINTS, exclude=exclude,
+                               threads=threads)
+    return None if estimate is None else estimate.to_dict()
+
+
 def reach_budget(model, amax, replay, metrics: list, max_drop: float, *, exclude: Sequence[str] = (),
                  max_layers: Optional[int] = None, threads: Optional[int] = None, measure_latency: bool = True,
                  progress: ProgressCallback = no_progress) -> Tuple[BudgetOutcome, list]:

@@ -108,20 +108,22 @@ def setups(names, work: Path, samples: int, ocr_det: Optional[str] = None):
 
         setup = models.mtcnn(work, samples, EVAL_SAMPLES)
         calib = setup.calib
-        out["mtcnn"] = (setup.model, lambda n: replace(calib, samples=n), setup.holdout)
+        out["mtcnn"] = (setup.model, lambda n, calib=calib: replace(calib, samples=n), setup.holdout)
     if "ocrdet" in names:
         pre = Preprocess(size=(OCR_SIZE, OCR_SIZE), mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
         calib = common.photo_crops(work / "ocr-calib", samples, OCR_SIZE, seed=0)
         held = common.photo_crops(work / "ocr-heldout", EVAL_SAMPLES, OCR_SIZE, seed=12345)
         out["ocrdet"] = (ocr_det_model(ocr_det),
-                         lambda n: DataSpec(path=str(calib), samples=n, batch_size=4, preprocess=pre),
+                         lambda n, calib=calib, pre=pre: DataSpec(path=str(calib), samples=n, batch_size=4,
+                                                                  preprocess=pre),
                          DataSpec(path=str(held), samples=EVAL_SAMPLES, batch_size=4, shuffle=False, preprocess=pre))
     if "yolo" in names:
         pre = Preprocess(size=(YOLO_SIZE, YOLO_SIZE))
         calib = common.photo_crops(work / "yolo-calib", samples, YOLO_SIZE, seed=0)
         held = common.photo_crops(work / "yolo-heldout", EVAL_SAMPLES, YOLO_SIZE, seed=12345)
         out["yolo"] = (common.yolo_model(),
-                       lambda n: DataSpec(path=str(calib), samples=n, batch_size=8, preprocess=pre),
+                       lambda n, calib=calib, pre=pre: DataSpec(path=str(calib), samples=n, batch_size=8,
+                                                                preprocess=pre),
                        DataSpec(path=str(held), samples=EVAL_SAMPLES, batch_size=8, shuffle=False, preprocess=pre))
     if "minilm" in names:
         model = common.minilm_onnx(work / "minilm.onnx")
@@ -133,13 +135,15 @@ def setups(names, work: Path, samples: int, ocr_det: Optional[str] = None):
         held = work / "minilm_heldout.py"
         held.write_text(LOADER.format(start=available - EVAL_SAMPLES, count=EVAL_SAMPLES, scripts=scripts,
                                       tokens=MINILM_MAX_TOKENS))
-        out["minilm"] = (model, lambda n: DataSpec(path=str(calib), samples=min(n, count), batch_size=8),
+        out["minilm"] = (model, lambda n, calib=calib, count=count: DataSpec(path=str(calib), samples=min(n, count),
+                                                                             batch_size=8),
                          DataSpec(path=str(held), samples=EVAL_SAMPLES, batch_size=8, shuffle=False))
     if "digits" in names:
         from trtq.assets import DEMO_ONNX
 
         digits = REPO / "calib_data" / "digits"
-        out["digits"] = (Path(DEMO_ONNX), lambda n: DataSpec(path=str(digits), samples=n, batch_size=32),
+        out["digits"] = (Path(DEMO_ONNX), lambda n, digits=digits: DataSpec(path=str(digits), samples=n,
+                                                                             batch_size=32),
                          DataSpec(path=str(REPO / "eval_data" / "digits"), samples=None, batch_size=32, shuffle=False))
     return out
 

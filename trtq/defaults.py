@@ -161,6 +161,10 @@ AUTO_EQUALIZE_VARIANTS = ("all", "bias")
 #: A rewrite that wins on worst SNR alone (decisions within noise) must gain at least this much to be kept: it
 #: changes the model the user ships (a per-tensor override needs AUTO_REFINE_MIN_GAIN_DB).
 AUTO_EQUALIZE_MIN_GAIN_DB = 0.3
+#: On at least twice this many statistics samples the trial compares the models on the first ones (about this
+#: many: a batch boundary), and only the model kept gets a pass over them all: at 1000 samples a rewrite's
+#: pass over every sample doubled the statistics, whatever the trial kept.
+AUTO_EQUALIZE_STATISTICS_SAMPLES = 256
 #: Held-back samples (reserve included) the trial needs: on fewer, a bootstrap cannot tell a rewrite from noise,
 #: and the unmodified model stays without the trial's passes.
 AUTO_EQUALIZE_MIN_SAMPLES = 16

@@ -114,6 +114,87 @@ def test_auto_keeps_the_rewrite_where_it_wins_and_the_cache_belongs_to_it(worksp
     assert "beyond noise" in sidecar["equalize_trial"]["reason"]
 
 
+def test_the_trial_refines_only_where_a_rewrite_ranks_first_before_refinement(workspace, monkeypatch):
+    """Each model gets its own statistics and is scored with auto's choice before per-tensor refinement; only
+    where a rewrite then ranks first are it and the unmodified model refined and compared again. A rewrite behind
+    or tied is not refined, and the unmodified model is refined once, after the trial."""
+    from trtq.calib import collect
+    from trtq.pipeline import calibration
+
+    tmp_path, data = workspace
+    passes, refined = [], []
+    real_collect, real_refine = collect.collect_histograms, calibration.refine
+    monkeypatch.setattr(collect, "collect_histograms", lambda *a, **k: passes.append(1) or real_collect(*a, **k))
+    monkeypatch.setattr(calibration, "refine", lambda ranking, *a, **k: refined.append(ranking) or real_refine(
+        ranking, *a, **k))
+    result = calibrate(save(separable_chain(), tmp_path / "chain.onnx"), str(data))
+    trial = result.equalize_trial
+    assert [r["equalize"] for r in trial.tried] == ["off", "all", "bias"] and trial.kept == "all"
+    assert len(passes) == 3  # the model's and each rewrite's
+    assert [r["refined"] for r in trial.tried] == [True, True, False]  # bias correction alone ranked behind
+    assert len(refined) == 2 and refined[1].model is result.model
+    assert "before refinement" in trial.reason and "after refinement" in trial.reason
+    for rewrite, count in ((same_numbers, 1), (anti_equalize, 1)):  # tied, behind: only the model, once
+        refined.clear()
+        monkeypatch.setattr(equalizing, "equalize_model", rewrite)
+        kept = calibrate(save(balanced_pair(), tmp_path / "pair.onnx"), str(data))
+        assert kept.equalize_trial.kept == "off" and kept.model is None
+        assert len(refined) == count and not any(r["refined"] for r in kept.equalize_trial.tried)
+    # a rewrite refined with the model that still ties after: the model kept, as refined in the trial
+    refined.clear()
+    monkeypatch.setattr(equalizing, "equalize_model", same_numbers)
+    monkeypatch.setattr(equalizing, "contends", lambda rewrite, unmodified: True)
+    tied = calibrate(save(balanced_pair(), tmp_path / "pair.onnx"), str(data))
+    assert tied.equalize_trial.kept == "off" and [r["refined"] for r in tied.equalize_trial.tried] == [True, True]
+    assert len(refined) == 2 and tied.auto.snr_db == tied.equalize_trial.tried[0]["snr_db"]
+    assert tied.verdict.snr_db == tied.auto.snr_db
+
+
+def test_on_many_samples_the_trial_compares_on_the_first_ones_and_only_the_kept_model_sees_them_all(tmp_path,
+                                                                                                  monkeypatch):
+    """With at least twice AUTO_EQUALIZE_STATISTICS_SAMPLES statistics samples, the models are compared with
+    ranges from the first ones (the main pass's early snapshot, each rewrite's pass over the same batches); the
+    model kept then gets its pass over every sample and its choice from it."""
+    from trtq import defaults
+    from trtq.calib import collect
+
+    data = tmp_path / "x.npy"
+    np.save(data, _x(500, seed=2))  # 436 statistics samples after the held-back 64
+    monkeypatch.setattr(defaults, "AUTO_EQUALIZE_STATISTICS_SAMPLES", 200)
+    passes = []
+    real = collect.collect_histograms
+
+    def counting(model, batches, **k):
+        seen = []
+
+        def read():
+            for feed in batches:
+                seen.append(len(feed["x"]))
+                yield feed
+
+        histograms = real(model, read(), **k)
+        passes.append((k.get("early_snapshot"), sum(seen), k["report"]))
+        return histograms
+
+    monkeypatch.setattr(collect, "collect_histograms", counting)
+    result = calibrate(save(separable_chain(), tmp_path / "chain.onnx"), str(data))
+    trial = result.equalize_trial
+    main, *rewrites, final = passes
+    assert main[0] == 200 and main[1] == 436 and 200 <= main[2].early_samples < 232  # a batch boundary
+    assert [p[1] for p in rewrites] == [main[2].early_samples] * 2  # all, bias: the same first samples
+    assert trial.kept == "all" and trial.first_samples and trial.statistics_samples == main[2].early_samples
+    assert final[1] == 436 and result.model is not None  # the rewrite kept, over every statistics sample
+    assert "ranges from the first" in trial.line()
+    assert result.collection is final[2]  # its pass, not the comparison's
+    # below twice the trial's samples every model gets every sample, as before
+    passes.clear()
+    few = tmp_path / "few.npy"
+    np.save(few, _x(400, seed=2))
+    monkeypatch.setattr(defaults, "AUTO_EQUALIZE_STATISTICS_SAMPLES", 256)
+    assert calibrate(save(separable_chain(), tmp_path / "chain.onnx"), str(few)).equalize_trial.kept == "all"
+    assert [p[1] for p in passes] == [336] * 3 and passes[0][0] is None
+
+
 def test_quantize_with_the_cache_of_a_kept_rewrite_quantizes_the_rewrite_without_a_flag(workspace):
     tmp_path, data = workspace
     model_path = save(separable_chain(), tmp_path / "chain.onnx")
@@ -140,7 +221,7 @@ def test_a_rewrite_that_loses_or_ties_is_not_kept(workspace, monkeypatch):
     monkeypatch.setattr(equalizing, "equalize_model", same_numbers)
     tied = calibrate(model_path, str(data), cache_path=cache)
     assert tied.equalize_trial.kept == "off" and tied.model is None
-    assert tied.equalize_trial.reason == "all: within noise: the unmodified model is kept"
+    assert tied.equalize_trial.reason == "all: within noise: the unmodified model is kept before refinement"
     monkeypatch.setattr(equalizing, "equalize_model", anti_equalize)
     lost = calibrate(model_path, str(data), cache_path=cache)
     off, rewrite = lost.equalize_trial.tried

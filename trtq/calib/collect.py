@@ -176,6 +176,10 @@ class CollectionReport:
     #: ``half_samples`` samples (about half of ``samples``, the samples binned in all): the convergence check
     half: Optional[Dict[str, AbsHistogram]] = field(default=None, repr=False)
     half_samples: int = 0
+    #: with ``collect_histograms(early_snapshot=N)``: the histograms after the first ``early_samples`` samples
+    #: (the first batch boundary at or past N): what auto's equalization trial compares a rewrite with
+    early: Optional[Dict[str, AbsHistogram]] = field(default=None, repr=False)
+    early_samples: int = 0
     samples: int = 0
 
 
@@ -421,6 +425,9 @@ def _split(feed: Mapping[str, np.ndarray], size: int, specs) -> Iterator[Dict[st
         yield take_samples(feed, specs, slice(start, start + size))
 
 
+EARLY_MARKER = -2  # the worker's queue item for report.early (-1: a half-way snapshot)
+
+
 def _first_snapshot(total_samples: Optional[int]) -> Optional[int]:
     """Samples after which the half-way snapshot is taken: half of a known total, else 1 (then doubling)."""
     if total_samples is None:
@@ -442,6 +449,7 @@ def collect_histograms(
     half_snapshot: bool = False,
     progress: ProgressCallback = no_progress,
     inputs: Optional[Sequence] = None,
+    early_snapshot: Optional[int] = None,
 ) -> Dict[str, AbsHistogram]:
     """Run ``model`` (an ONNX ModelProto) over ``batches`` and histogram its float tensors.
 
@@ -456,7 +464,8 @@ def collect_histograms(
     ``half_snapshot``: also keep a copy of the histograms
     at the first batch boundary at or past half of ``total_samples`` (``report.half``; a
     copy of fixed-size histograms, no extra pass; with an unknown total, at the last
-    power-of-two sample count at or below half).
+    power-of-two sample count at or below half). ``early_snapshot``: also keep a copy at the first batch
+    boundary at or past that many samples, when more samples follow (``report.early``).
     """
     # Long because one streaming pass over the data (ranges, then histograms, with memory bounds and the half-
     # way snapshot) whose buffers must not outlive the loop.
@@ -544,6 +553,7 @@ def collect_histograms(
     slots = threading.Semaphore(2)  # runs of activations alive: one being binned, one being produced
     failure: List[BaseException] = []
     snapshots: List[Tuple[int, Dict[str, AbsHistogram]]] = []  # (samples, histograms): the last two kept
+    early: List[Tuple[int, Dict[str, AbsHistogram]]] = []
 
     def worker() -> None:
         while True:
@@ -552,7 +562,9 @@ def collect_histograms(
                 return
             index, observed = item
             try:
-                if index < 0:  # a snapshot marker: every batch before it has been binned
+                if index == EARLY_MARKER:  # every batch before it has been binned
+                    early.append((observed, copy.deepcopy(collector.histograms)))
+                elif index < 0:  # a half-way snapshot marker
                     snapshots.append((observed, copy.deepcopy(collector.histograms)))
                     del snapshots[:-2]
                 elif not failure:
@@ -681,6 +693,10 @@ def collect_histograms(
                 slots.acquire()  # the worker releases one slot per item, markers included
                 work.put((-1, done))
                 next_snapshot = None if total_samples is not None else max(2 * next_snapshot, 2 * done)
+            if early_snapshot is not None and feed is not None and not failure and done >= early_snapshot:
+                slots.acquire()
+                work.put((EARLY_MARKER, done))
+                early_snapshot = None
     finally:
         work.put(None)
         thread.join()
@@ -724,8 +740,12 @@ def collect_histograms(
                     len(sessions), len(sessions))
     if not collector.histograms and not collector.unquantized:
         raise DataError("calibration saw no data: the data source yielded no batches")
-    if report.half is not None:  # the same names as the result: copies share their source's histogram
-        report.half = {name: report.half.get(aliases.get(name, name)) for name in collector.histograms
-                       if report.half.get(aliases.get(name, name)) is not None}
+    if early:
+        report.early_samples, report.early = early[0]
+    for snapshot in ("half", "early"):  # the same names as the result: copies share their source's histogram
+        taken = getattr(report, snapshot)
+        if taken is not None:
+            setattr(report, snapshot, {name: taken.get(aliases.get(name, name)) for name in collector.histograms
+                                       if taken.get(aliases.get(name, name)) is not None})
     order = {name: i for i, name in enumerate(every)}
     return dict(sorted(collector.histograms.items(), key=lambda item: order.get(item[0], len(order))))

@@ -7,7 +7,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -18,7 +18,7 @@ from ..graph.model import model_reads
 from ..precision.targets import FidelityTarget, mixed_precision_record, reach_target
 from ..progress import ProgressCallback, no_progress
 from ..runtime.streaming import feedback_pairs
-from .choose import AutoChoice, choose_amax, score
+from .choose import AutoChoice, Ranking, choose_amax, rank_tables, refine, score
 from .equalizing import (  # noqa: F401  (their home is equalizing; imported from here too)
     TRIAL, EqualizeTrial, Outcome, channel_statistics, default_equalized_path, equalize_mode, equalize_model,
     run_trial, trial_variants)
@@ -326,10 +326,21 @@ def calibrate(
         coverage = weighted_coverage(model, ())
         raise TrtqError(f"{Path(model_path).name} has no Q/DQ placement point in its main graph, so nothing would "
                         f"be quantized" + (f": {coverage.line()}" if coverage.in_subgraphs else ""))
+    trial: Optional[EqualizeTrial] = None
+    variants: List[Tuple[str, ...]] = []
+    if mode == TRIAL or trial_refused:
+        from ..graph.batch import feed_samples
+
+        judged = sum(feed_samples(f, inputs) for f in held + reserve_feeds) if not pairs else 0
+        variants, why_not = _trial_variants(model, pairs, observed_model, trial_refused, judged)
+        trial = EqualizeTrial(reason=why_not)
+    compared_on = defaults.AUTO_EQUALIZE_STATISTICS_SAMPLES  # the trial's samples, on enough of them
+    early = compared_on if variants and (stats_total is None or stats_total >= 2 * compared_on) else None
     report = CollectionReport()
     histograms = collect_histograms(observed_model, batches, num_bins=num_bins, total_samples=stats_total,
                                     threads=threads, max_binned=max_binned, tensors=tensors, max_memory=max_memory,
-                                    report=report, half_snapshot=True, progress=progress, inputs=inputs)
+                                    report=report, half_snapshot=True, progress=progress, inputs=inputs,
+                                    early_snapshot=early)
     if report.unquantized:
         log.info("%d tensor(s) stay float (+-inf or huge by construction, e.g. attention-mask biases): %s%s",
                  len(report.unquantized), ", ".join(list(report.unquantized)[:3]),
@@ -348,11 +359,18 @@ def calibrate(
         replay = reference_replay(original, held, threads=threads, class_outputs=class_outputs, metric=metric,
                                   specs=inputs, signature=read_signature(original, spec.batch_axes))
 
+    widened: list = []
+
     def reserve():
-        return _widened(replay, reference_replay(original, reserve_feeds, threads=threads, class_outputs=class_outputs,
-                                                 metric=metric, specs=inputs,
-                                                 signature=read_signature(original, spec.batch_axes))
-                        ) if reserve_feeds else None
+        """The held-back samples and the reserve, their FP32 reference run once (auto's rescoring, the
+        equalization trial and the budget all read it)."""
+        if not reserve_feeds:
+            return None
+        if not widened:
+            widened.append(_widened(replay, reference_replay(
+                original, reserve_feeds, threads=threads, class_outputs=class_outputs, metric=metric, specs=inputs,
+                signature=read_signature(original, spec.batch_axes))))
+        return widened[0]
 
     options = {"percentile": percentile} if algorithm == "percentile" else {}
 
@@ -365,32 +383,49 @@ def calibrate(
         choice.held_back = held_back
         return amax, choice, metrics
 
-    amax, choice, metrics = choose(model, histograms)
-    trial: Optional[EqualizeTrial] = None
-    if mode == TRIAL or trial_refused:
-        from ..graph.batch import feed_samples
+    def ranked(model, histograms) -> Tuple[Dict[str, float], Optional[AutoChoice], list, Optional[Ranking]]:
+        """The trial's choice: auto's ranking without refinement (a single algorithm: its table)."""
+        if algorithm != "auto":
+            return (*choose(model, histograms), None)
+        ranking = rank_tables(model, histograms, replay, exclude=exclude, percentile=percentile, reserve=reserve,
+                              progress=choice_progress)
+        ranking.choice.held_back = held_back
+        return ranking.amax, ranking.choice, ranking.verdict_candidate.metrics, ranking
 
-        judged = replay.samples + sum(feed_samples(f, inputs) for f in reserve_feeds)
-        variants, why_not = _trial_variants(model, pairs, observed_model, trial_refused, judged)
-        trial = EqualizeTrial(reason=why_not)
-        if variants:
-            def collect(model):
-                collection = CollectionReport()
-                return collect_histograms(model, split.again(), num_bins=num_bins, total_samples=stats_total,
-                                          threads=threads, max_binned=max_binned, tensors=tensors,
-                                          max_memory=max_memory, report=collection, half_snapshot=True,
-                                          progress=progress, inputs=inputs), collection
+    if not variants:
+        amax, choice, metrics = choose(model, histograms)
+    else:
+        # On many statistics samples the models are compared on the first ones (the main pass's early snapshot
+        # and a rewrite's pass over the same samples), and only the model kept gets a pass over them all.
+        first = report.early_samples if report.early is not None and report.samples >= 2 * compared_on else None
 
-            widest = (reserve() if reserve_feeds else None) or replay
-            best, trial = run_trial(
-                Outcome((), model, None, histograms, report, amax, choice, metrics), variants,
-                fitting=lambda: _take_samples(iter(split.again()), defaults.EQUALIZE_SAMPLES)[0], threads=threads,
-                collect=collect, choose=choose, judge=lambda model, amax, name: score(widest, model, amax, exclude,
-                                                                                      name))
-            if best.report is not None:  # a rewrite won: the cache belongs to it, as with --equalize
-                model, equalized, histograms, report = best.model, best.report, best.histograms, best.collection
-                amax, choice, metrics = best.amax, best.choice, best.metrics
-                fingerprint, source_sha = model_fingerprint(model), file_sha256(model_path)
+        def collect(model, samples: Optional[int] = None):
+            collection = CollectionReport()
+            return collect_histograms(model, _first_samples(split.again(), samples, inputs), num_bins=num_bins,
+                                      total_samples=samples or stats_total, threads=threads, max_binned=max_binned,
+                                      tensors=tensors, max_memory=max_memory, report=collection,
+                                      half_snapshot=True, progress=progress, inputs=inputs), collection
+
+        widest = (reserve() if reserve_feeds else None) or replay
+        compared = report.early if first else histograms
+        best, trial = run_trial(
+            Outcome((), model, None, compared, report, *ranked(model, compared)), variants,
+            fitting=lambda: _take_samples(iter(split.again()), defaults.EQUALIZE_SAMPLES)[0], threads=threads,
+            collect=lambda model: collect(model, first), choose=ranked,
+            judge=lambda outcome: _judged(outcome, widest, exclude),
+            refine=lambda outcome: refine(outcome.ranking, replay, progress=choice_progress)
+            if outcome.ranking is not None else (outcome.amax, outcome.choice, outcome.metrics))
+        trial.statistics_samples, trial.first_samples = first or report.samples, bool(first)
+        amax, choice, metrics = best.amax, best.choice, best.metrics
+        if best.report is not None:  # a rewrite won: the cache belongs to it, as with --equalize
+            model, equalized, histograms, report = best.model, best.report, best.histograms, best.collection
+            fingerprint, source_sha = model_fingerprint(model), file_sha256(model_path)
+            if first:  # compared on the first samples: now its pass over them all
+                histograms, report = collect(model)
+        if first:  # the model kept, on every statistics sample: its choice from the start
+            amax, choice, metrics = choose(model, histograms)
+        elif best.ranking is not None and not best.refined:  # refined here when no rewrite contended
+            amax, choice, metrics = refine(best.ranking, replay, progress=choice_progress)
     search = None
     if target is not None and target.given():
         judged_on = replay
@@ -442,6 +477,29 @@ def calibrate(
                              collection=report, convergence=convergence, mixed_precision=search,
                              equalize=equalized, model=model if equalized is not None else None,
                              equalize_trial=trial)
+
+
+def _first_samples(batches: Iterable[Feed], samples: Optional[int], inputs) -> Iterator[Feed]:
+    """The batches of ``batches`` until ``samples`` samples (all of them with None): whole batches, as the
+    statistics pass's snapshots are taken at batch boundaries."""
+    from ..graph.batch import feed_samples
+
+    have = 0
+    for feed in batches:
+        if samples is not None and have >= samples:
+            return
+        yield feed
+        have += feed_samples(feed, inputs)
+
+
+def _judged(outcome: Outcome, widest, exclude):
+    """``outcome`` scored on ``widest`` (the held-back samples, with the reserve when there is one): its ranking's
+    scoring of its choice when that was on the same samples, else a new one."""
+    known = outcome.ranking.verdict_candidate if outcome.ranking is not None else None
+    if known is not None and known.samples == widest.samples and known.metrics and (
+            not outcome.refined or outcome.amax == outcome.ranking.amax):
+        return known
+    return score(widest, outcome.model, outcome.amax, exclude, outcome.name)
 
 
 def _trial_variants(model, pairs, observed_model, refused: str, samples: int) -> Tuple[List[Tuple[str, ...]], str]:

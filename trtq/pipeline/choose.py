@@ -251,6 +251,28 @@ def score(replay, model, amax: Mapping[str, float], exclude: Sequence[str] = (),
     return estimate_noise(candidate)
 
 
+@dataclass
+class Ranking:
+    """auto's candidate tables ranked on the held-back samples, before per-tensor refinement: what
+    :func:`refine` starts from. Auto's equalization trial ranks the unmodified model and each rewrite this far,
+    compares them, and refines only the one it keeps."""
+
+    model: object = field(repr=False)
+    tables: Dict[str, Dict[str, float]] = field(repr=False)
+    quantized: List[str] = field(repr=False)          # the activation tensors every table quantizes
+    scorer: Optional[CandidateScorer] = field(repr=False)
+    exclude: Tuple[str, ...]
+    best: Candidate                                   # the chosen table, as scored on ``replay``
+    verdict_candidate: Candidate                      # its widest scoring (the reserve's when rescored)
+    choice: AutoChoice
+    step: int = 0                                     # progress steps done of ``total_steps``
+    total_steps: int = 0
+
+    @property
+    def amax(self) -> Dict[str, float]:
+        return dict(self.tables[self.best.name])
+
+
 def choose_amax(
     model,
     histograms: Mapping[str, object],
@@ -265,22 +287,38 @@ def choose_amax(
     early_stop: bool = True,
 ) -> Tuple[Dict[str, float], AutoChoice, list]:
     """``--algo auto``: the amax table whose TensorRT-form model ranks best on ``replay``, its choice record
-    and its per-output metrics (the verdict).
+    and its per-output metrics (the verdict): :func:`rank_tables`, then :func:`refine`.
 
-    Every single algorithm's table comes from the same histograms; tables that give the
-    same Q/DQ model are scored once. The ranking is :func:`rank`'s (decisions first, then
-    worst SNR, each beyond its bootstrap noise). ``reserve``: a callable giving a wider
-    replay (``replay``'s samples and more held-back ones); when the leaders are within
-    noise they are rescored on it once. Then, for the quantized tensors whose candidates
-    disagree most, the largest and the smallest other amax are tried one tensor at a time;
-    a change is kept only when :func:`improves` says so. Candidates rescored on the reserve run only its
-    new samples (their outputs on ``replay`` are kept until then). ``one_session``: score every table through
-    one :class:`CandidateScorer` (False: a session per table, the reference the scorer must match).
-    ``early_stop``: a trial's scoring ends once it :func:`cannot_improve` (False: every trial on every
-    held-back sample, the reference the early stop must match).
+    ``one_session``: score every table through one :class:`CandidateScorer` (False: a session per table, the
+    reference the scorer must match). ``early_stop``: a trial's scoring ends once it :func:`cannot_improve`
+    (False: every trial on every held-back sample, the reference the early stop must match).
     """
-    # Long because auto's steps (candidates, ranking with noise, reserve rescore, refinement) share one scorer
-    # and one set of held-back metrics.
+    ranking = rank_tables(model, histograms, replay, exclude=exclude, percentile=percentile, reserve=reserve,
+                          progress=progress, one_session=one_session, refine_trials=refine_trials)
+    return refine(ranking, replay, refine_trials=refine_trials, progress=progress, early_stop=early_stop)
+
+
+def rank_tables(
+    model,
+    histograms: Mapping[str, object],
+    replay,
+    *,
+    exclude: Sequence[str] = (),
+    percentile: float = defaults.PERCENTILE,
+    reserve=None,
+    progress: ProgressCallback = no_progress,
+    one_session: bool = True,
+    refine_trials: int = defaults.AUTO_REFINE_TRIALS,
+) -> Ranking:
+    """Every single algorithm's table (from the same histograms) scored on ``replay`` and ranked.
+
+    Tables that give the same Q/DQ model are scored once. The ranking is :func:`rank`'s (decisions first, then
+    worst SNR, each beyond its bootstrap noise). ``reserve``: a callable giving a wider replay (``replay``'s
+    samples and more held-back ones); when the leaders are within noise they are rescored on it once (only its
+    new samples are run: their outputs on ``replay`` are kept until then). ``refine_trials``: only for the
+    progress total (the trials :func:`refine` will add).
+    """
+    # Long because the ranking and its reserve rescoring share one scorer and one set of held-back metrics.
     from ..calib import amax_from_histograms
     from ..graph.qdq import quantize_model
 
@@ -345,6 +383,20 @@ def choose_amax(
         levels = sorted({compare(verdict_candidate, c)[1] for c in others})
         choice.reason = (f"ahead beyond noise on {' and '.join(levels)} ({choice.samples} samples)" if others
                          else "every algorithm gave the same model")
+    return Ranking(model, tables, quantized, scorer, tuple(exclude), best, verdict_candidate, choice, step,
+                   total_steps)
+
+
+def refine(ranking: Ranking, replay, *, refine_trials: int = defaults.AUTO_REFINE_TRIALS,
+           progress: ProgressCallback = no_progress, early_stop: bool = True
+           ) -> Tuple[Dict[str, float], AutoChoice, list]:
+    """Per-tensor refinement of ``ranking``'s choice: for the quantized tensors whose candidates disagree most, the
+    largest and the smallest other amax are tried one tensor at a time on ``replay``; a change is kept only when
+    :func:`improves` says so. Returns the amax table, the choice record and the verdict's metrics."""
+    model, tables, quantized, scorer, exclude = (ranking.model, ranking.tables, ranking.quantized, ranking.scorer,
+                                                 ranking.exclude)
+    best, verdict_candidate, choice = ranking.best, ranking.verdict_candidate, ranking.choice
+    step, total_steps = ranking.step, max(ranking.total_steps, len(tables) + refine_trials)
     amax = dict(tables[best.name])
     current = best
 

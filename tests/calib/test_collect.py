@@ -318,3 +318,25 @@ def test_copies_share_the_histogram_of_their_source(monkeypatch):
     only = collect_histograms(model, batches, tensors=["f"])  # a copy asked for alone: its source is observed
     assert list(only) == ["f"]
     np.testing.assert_array_equal(only["f"].counts, separate["f"].counts)
+
+
+def test_the_early_snapshot_is_exactly_the_first_batches_past_its_count():
+    """collect_histograms(early_snapshot=N) keeps the histograms of the first batches holding N samples or more
+    (what auto's equalization trial compares a rewrite with), beside the half-way snapshot, in the same pass."""
+    import _toys
+
+    model = _toys.classifier()
+    x = _toys.images(96, seed=5)
+    batches = [{"x": x[i:i + 8]} for i in range(0, 96, 8)]
+    report = CollectionReport()
+    full = collect_histograms(model, iter(batches), total_samples=96, report=report, half_snapshot=True,
+                              max_memory=None, early_snapshot=20)
+    first = collect_histograms(model, iter(batches[:3]), total_samples=24, max_memory=None)
+    assert (report.early_samples, report.half_samples, report.samples) == (24, 48, 96)
+    assert set(report.early) == set(full) == set(first)
+    for name, hist in first.items():
+        np.testing.assert_array_equal(report.early[name].counts, hist.counts)
+        assert report.early[name].range == hist.range
+    ended = CollectionReport()  # no sample after the count: no snapshot
+    collect_histograms(model, iter(batches[:3]), total_samples=24, report=ended, max_memory=None, early_snapshot=20)
+    assert ended.early is None

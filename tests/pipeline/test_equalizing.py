@@ -133,6 +133,7 @@ def test_the_trial_refines_only_where_a_rewrite_ranks_first_before_refinement(wo
     assert len(passes) == 3  # the model's and each rewrite's
     assert [r["refined"] for r in trial.tried] == [True, True, False]  # bias correction alone ranked behind
     assert len(refined) == 2 and refined[1].model is result.model
+    assert all(r.scorer is None for r in refined)  # no scoring session outlives its refinement
     assert "before refinement" in trial.reason and "after refinement" in trial.reason
     for rewrite, count in ((same_numbers, 1), (anti_equalize, 1)):  # tied, behind: only the model, once
         refined.clear()

@@ -267,10 +267,16 @@ class Ranking:
     choice: AutoChoice
     step: int = 0                                     # progress steps done of ``total_steps``
     total_steps: int = 0
+    one_session: bool = True
 
     @property
     def amax(self) -> Dict[str, float]:
         return dict(self.tables[self.best.name])
+
+    def release(self) -> None:
+        """Close the scoring session until :func:`refine` needs one (it opens another): a ranking kept while
+        other models are collected and ranked (auto's equalization trial) holds no session meanwhile."""
+        self.scorer = None
 
 
 def choose_amax(
@@ -384,7 +390,7 @@ def rank_tables(
         choice.reason = (f"ahead beyond noise on {' and '.join(levels)} ({choice.samples} samples)" if others
                          else "every algorithm gave the same model")
     return Ranking(model, tables, quantized, scorer, tuple(exclude), best, verdict_candidate, choice, step,
-                   total_steps)
+                   total_steps, one_session)
 
 
 def refine(ranking: Ranking, replay, *, refine_trials: int = defaults.AUTO_REFINE_TRIALS,
@@ -397,6 +403,8 @@ def refine(ranking: Ranking, replay, *, refine_trials: int = defaults.AUTO_REFIN
                                                  ranking.exclude)
     best, verdict_candidate, choice = ranking.best, ranking.verdict_candidate, ranking.choice
     step, total_steps = ranking.step, max(ranking.total_steps, len(tables) + refine_trials)
+    reopen = scorer is None and ranking.one_session and hasattr(replay, "score_session")  # released meanwhile
+    ranking.release()  # its session ends with the refinement
     amax = dict(tables[best.name])
     current = best
 
@@ -423,6 +431,8 @@ def refine(ranking: Ranking, replay, *, refine_trials: int = defaults.AUTO_REFIN
                 break
             trial_amax = dict(amax)
             trial_amax[tensor] = value
+            if reopen:
+                scorer, reopen = CandidateScorer(model, tables[defaults.SINGLE_ALGORITHMS[0]], exclude), False
             result = score(replay, model, trial_amax, exclude, f"{tensor}<-{others[value]}", scorer,
                            trial_of=current if early_stop else None)
             trials += 1

@@ -240,6 +240,8 @@ def run_trial(unmodified: Outcome, variants: Sequence[Tuple[str, ...]], *,
     started = time.perf_counter()
     outcomes = [unmodified]
     seen = {model_sha256(unmodified.model)}
+    if unmodified.ranking is not None:
+        unmodified.ranking.release()  # no scoring session held while the rewrites are collected and ranked
     feeds = fitting()
     for steps in variants:
         begun = time.perf_counter()
@@ -252,6 +254,8 @@ def run_trial(unmodified: Outcome, variants: Sequence[Tuple[str, ...]], *,
                  "statistics pass and choice", "+".join(steps), len(report.pairs), len(report.corrected_layers))
         histograms, collection = collect(model)
         amax, choice, metrics, ranking = choose(model, histograms)
+        if ranking is not None:
+            ranking.release()
         outcomes.append(Outcome(steps, model, report, histograms, collection, amax, choice, metrics, ranking,
                                 seconds=time.perf_counter() - begun))
     trial = EqualizeTrial()

@@ -262,4 +262,6 @@ def test_the_budget_hint_gives_the_estimated_count_or_says_why_there_is_none():
         budget_hint(none_held, "CMD")
     recorded_before = {"decision_drop": drop}  # a sidecar written before the estimate: the command alone
     assert budget_hint(recorded_before, "CMD").endswith("measured step by step on the held-back samples: CMD")
+    too_big = {"decision_drop": drop, "budget_estimate": {"max_drop": 1.0, "not_estimated": "too big"}}
+    assert budget_hint(too_big, "CMD").endswith("held-back samples (not estimated here: too big): CMD")
     assert budget_hint({"decision_drop": {"decision": "x", "points": 0.5}, "budget_estimate": None}, "CMD") is None

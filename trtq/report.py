@@ -608,8 +608,10 @@ def budget_hint(verdict: Optional[dict], command: str) -> Optional[str]:
         return (head + f"on {estimate['samples']} held-back samples no float layers kept it {within} (at best "
                 f"{estimate['best_points']:.1f} points lost, with up to all {estimate['ranked']} ranked layers in "
                 f"float), so a budget may not be met; it measures on more samples: {command}")
+    unknown = (f" (not estimated here: {estimate['not_estimated']})"
+               if isinstance(estimate, dict) and estimate.get("not_estimated") else "")
     return head + f"the fewest layers in float that keep it {within}, measured step by step on the held-back " \
-                  f"samples: {command}"
+                  f"samples{unknown}: {command}"
 
 
 def budget_command(command: str, model, data, *, extra: Sequence[str] = ()) -> str:

@@ -196,6 +196,29 @@ def test_on_many_samples_the_trial_compares_on_the_first_ones_and_only_the_kept_
     assert [p[1] for p in passes] == [336] * 3 and passes[0][0] is None
 
 
+def test_a_kept_rewrite_is_written_beside_the_cache_never_into_the_models_folder(workspace):
+    """A model in a folder the user does not write to (site-packages, a read-only mount) with the cache elsewhere:
+    the rewrite goes beside the cache, the model's folder is left as it was, and quantize finds the rewrite."""
+    import os
+    import stat
+
+    tmp_path, data = workspace
+    shipped = tmp_path / "site-packages"
+    shipped.mkdir()
+    model_path = save(separable_chain(), shipped / "chain.onnx")
+    shipped.chmod(stat.S_IRUSR | stat.S_IXUSR)
+    try:
+        out = tmp_path / "out"
+        out.mkdir()
+        cache = out / "chain.calib.cache"
+        result = calibrate(model_path, str(data), cache_path=cache)
+        assert result.equalize_trial.kept == "all"
+        assert (out / "chain.equalized.onnx").is_file() and os.listdir(shipped) == ["chain.onnx"]
+        assert quantize(model_path, tmp_path / "q.onnx", cache=cache).equalized_model == out / "chain.equalized.onnx"
+    finally:
+        shipped.chmod(stat.S_IRWXU)
+
+
 def test_quantize_with_the_cache_of_a_kept_rewrite_quantizes_the_rewrite_without_a_flag(workspace):
     tmp_path, data = workspace
     model_path = save(separable_chain(), tmp_path / "chain.onnx")

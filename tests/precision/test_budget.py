@@ -265,6 +265,12 @@ def test_lost_decisions_come_with_the_layers_a_budget_would_need_and_fine_ones_c
         raise AssertionError("a result whose decisions are fine paid for a sensitivity run")
 
     monkeypatch.setattr(search, "layer_sensitivity", no_ranking)
+    # a model whose batch's activations exceed --max-memory (the statistics ran fewer samples at a time): the
+    # estimate's single run would hold them all at once, so it says why there is no count instead
+    tight = calibrate(model, DataSpec(path=str(data), samples=None), algorithm="minmax", class_outputs=["y"],
+                      max_memory=1)
+    assert tight.collection.run_batch < tight.collection.data_batch
+    assert tight.verdict.budget_estimate["not_estimated"].startswith("a batch's activations exceed --max-memory")
     clean, clean_data = _outlier_data(tmp_path / "clean", outlier=None)
     fine = calibrate(clean, DataSpec(path=str(clean_data), samples=None), class_outputs=["y"])
     assert fine.verdict.budget_estimate is None and fine.sidecar["verdict"]["budget_estimate"] is None

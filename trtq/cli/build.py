@@ -178,7 +178,8 @@ def run(args: argparse.Namespace) -> int:
         if args.equalize not in (None, "auto", "off"):  # a rewrite whatever it scores is written with the cache
             from ..pipeline.calibration import default_equalized_path
 
-            outputs.append(Output(default_equalized_path(args.model), "onnx", option="--equalize", fixed=True))
+            outputs.append(Output(default_equalized_path(args.model, options.cache_path), "onnx", option="--equalize",
+                                  fixed=True))
     notes = guard(outputs, reads, force=args.force)
     apply_cuda_argument(args)
     with progress_bar("calibrating", unit="samples", enabled=None if not args.quiet else False) as progress:

@@ -116,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
     if args.equalize not in (None, "auto", "off"):
         from ..pipeline.calibration import default_equalized_path
 
-        outputs.append(Output(default_equalized_path(args.model), "onnx", option="--equalize", fixed=True))
+        outputs.append(Output(default_equalized_path(args.model, output), "onnx", option="--equalize", fixed=True))
     notes = guard(outputs, model_reads(args.model) + data_reads(args.calib) + metric_reads(args.metric),
                   force=args.force)
     bars = None if not args.quiet else False

@@ -583,5 +583,5 @@ def add_equalize_argument(parser, purpose: str = "") -> None:
               "three, or a comma-separated list. 'auto' (the default with --algo auto): each rewrite that would "
               "change the model is scored like auto's candidates, with its own statistics pass, and kept only when "
               "it wins beyond noise; 'off': never. It helps some nets and costs others (docs/accuracy.md). A "
-              "rewrite used is written to <model>.equalized.onnx, which the cache belongs to (quantize and build "
-              "with the cache find it beside the model)")
+              "rewrite used is written beside the cache as <model>.equalized.onnx, which the cache belongs to "
+              "(quantize and build with the cache find it there)")

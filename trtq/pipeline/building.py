@@ -97,7 +97,7 @@ def _calibrate(options, prepared, progress: ProgressCallback, **kwargs):
     if result.model is not None:
         from ..graph.model import file_sha256
 
-        rewrite = default_equalized_path(options.model_path)
+        rewrite = default_equalized_path(options.model_path, options.cache_path)
         log.info("auto kept the model rewritten by --equalize (%s): building %s", ",".join(result.equalize.steps),
                  rewrite.name)
         options.model_path, prepared.model, prepared.sha = rewrite, result.model, file_sha256(rewrite)

@@ -242,8 +242,8 @@ def calibrate(
     model rewritten by :func:`equalize_model` (statistics
     from the first :data:`~trtq.defaults.EQUALIZE_SAMPLES` calibration samples, never the
     held-back ones); with ``cache_path`` the rewritten ONNX is written to ``equalized_path``
-    (default ``<model>.equalized.onnx``), which the cache then belongs to (quantize and build with the cache find
-    it beside the model). A rewrite the trial keeps is written and recorded the same way.
+    (default ``<model stem>.equalized.onnx`` beside the cache), which the cache then belongs to (quantize and
+    build with the cache find it there). A rewrite the trial keeps is written and recorded the same way.
     ``result.model`` is the model calibrated.
     ``force``: replace an existing file at an output path (the cache, its sidecar, the
     equalized model) that is not a trtq file of that kind; without it such a file is refused
@@ -270,7 +270,7 @@ def calibrate(
     mode, forced_steps = equalize_mode(equalize, algorithm)
     trial_refused = ""
     if mode != "off" and cache_path is not None and equalized_path is None:
-        equalized_path = default_equalized_path(model_path)
+        equalized_path = default_equalized_path(model_path, cache_path)
     if cache_path is not None:  # never onto the model or the data, and writable, before any work
         from ..data import data_files
 
@@ -448,7 +448,11 @@ def calibrate(
     if not pairs and not (target is not None and target.given()):  # lost decisions: how many layers a budget needs
         from ..precision.budget import budget_estimate_of
 
-        verdict.budget_estimate = budget_estimate_of(verdict, model, amax, replay, metrics, exclude, threads)
+        over = ("a batch's activations exceed --max-memory (the statistics ran fewer samples at a time or the graph "
+                "in pieces)" if report.cut or report.groups > 1 or (report.run_batch or 0) < (report.data_batch or 0)
+                else "")
+        verdict.budget_estimate = budget_estimate_of(verdict, model, amax, replay, metrics, exclude, threads,
+                                                     over_memory=over)
 
     written: List[Path] = []
     sidecar_model_path, sidecar_sha, rewrite = model_path, None, None

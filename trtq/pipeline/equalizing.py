@@ -69,10 +69,12 @@ def equalize_model(model, feeds: Sequence[Feed], threads: Optional[int] = None, 
     return rewritten, report
 
 
-def default_equalized_path(model_path: PathLike) -> Path:
-    """``model.onnx`` -> ``model.equalized.onnx`` beside it: the rewrite a ``--equalize`` cache belongs to."""
-    path = Path(model_path)
-    return path.with_name(path.stem + ".equalized.onnx")
+def default_equalized_path(model_path: PathLike, cache_path: Optional[PathLike] = None) -> Path:
+    """``model.onnx`` -> ``model.equalized.onnx`` beside the cache (beside the model without one): the rewrite a
+    ``--equalize`` cache belongs to. Beside the cache, a folder the user chose to write to, never into the
+    model's (a model inside site-packages or a read-only mount); the default cache is beside the model anyway."""
+    name = Path(model_path).stem + ".equalized.onnx"
+    return (Path(cache_path) if cache_path is not None else Path(model_path)).with_name(name)
 
 
 def equalize_mode(equalize, algorithm: str) -> Tuple[str, Tuple[str, ...]]:

@@ -66,7 +66,7 @@ def quantize(
     :func:`calibrate` (the layers it leaves in float stay float in the written model).
     ``equalize``: with ``calib``, as :func:`calibrate` takes it (by default auto's trial); the
     Q/DQ model written carries the rewritten weights when a rewrite was used. A ``cache`` made on the model's
-    rewrite (``--equalize``, or kept by auto's trial) quantizes that rewrite (found beside the model, see
+    rewrite (``--equalize``, or kept by auto's trial) quantizes that rewrite (found beside the model or the cache, see
     :func:`trtq.cache.equalized_model`).
     """
     from ..cache import check_cache_matches, float_layers, read_cache, sidecar_path

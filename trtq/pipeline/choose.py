@@ -110,14 +110,14 @@ def improves(trial: Candidate, current: Candidate) -> bool:
     best of up to AUTO_REFINE_TRIALS trials scored on the same samples leads partly by chance
     (on the bench segmenter, an override 0.17 dB ahead on 24 held-back samples was 0.33 dB
     behind on 48 held-out ones; MiniLM's overrides, kept beyond noise, gained 0.3-1.1 dB there)."""
-    if _loses_decisions(trial, current):
+    if loses_decisions(trial, current):
         return False
     sign, level = compare(trial, current)
     gain = trial.snr_db - current.snr_db
     return sign > 0 and (level == "decision" or gain >= defaults.AUTO_REFINE_MIN_GAIN_DB)
 
 
-def _loses_decisions(trial: Candidate, current: Candidate) -> bool:
+def loses_decisions(trial: Candidate, current: Candidate) -> bool:
     """Is ``trial``'s decision score (point estimate) below ``current``'s? A missing or NaN one loses to a real one."""
     if current.decision is None or math.isnan(current.decision):
         return False
@@ -147,7 +147,7 @@ def cannot_improve(completed, current: Candidate) -> bool:
 
     ceiling_snr = worst_of(completed)[0]
     ceiling_decision = decisions_kept(completed)
-    if _loses_decisions(Candidate("ceiling", ceiling_snr, math.nan,
+    if loses_decisions(Candidate("ceiling", ceiling_snr, math.nan,
                                   decision=None if ceiling_decision is None else ceiling_decision[1]), current):
         return True  # its decisions end below the current ones: improves() never keeps it
     behind_on_decisions = (ceiling_decision is None or current.decision is None

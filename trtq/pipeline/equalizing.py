@@ -14,7 +14,6 @@ only evidence should buy.
 from __future__ import annotations
 
 import logging
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -190,10 +189,9 @@ def keeps(rewrite, unmodified) -> Tuple[bool, str]:
     """Is a rewrite kept over the unmodified model (both :class:`~trtq.pipeline.choose.Candidate` on the same
     samples)? Only ahead beyond noise (:func:`~trtq.pipeline.choose.compare`), decisions not lower, and by at least
     :data:`~trtq.defaults.AUTO_EQUALIZE_MIN_GAIN_DB` when the lead is on worst SNR alone."""
-    from .choose import compare
+    from .choose import compare, loses_decisions
 
-    if unmodified.decision is not None and not math.isnan(unmodified.decision) and (
-            rewrite.decision is None or math.isnan(rewrite.decision) or rewrite.decision < unmodified.decision):
+    if loses_decisions(rewrite, unmodified):
         return False, "its decisions are lower"
     sign, level = compare(rewrite, unmodified)
     gain = rewrite.snr_db - unmodified.snr_db
@@ -211,10 +209,9 @@ def contends(rewrite, unmodified) -> bool:
     against the unmodified model (:func:`~trtq.pipeline.choose.rank`'s rule) with decisions not lower. A rewrite
     behind is not refined: refining every rewrite tried cost YOLOv8n 11 s of a 50 s default to keep nothing,
     while the digits CNN's cross-layer rewrite, 0.08 dB ahead before refinement, led by 1.7 dB after it."""
-    from .choose import compare
+    from .choose import compare, loses_decisions
 
-    if unmodified.decision is not None and not math.isnan(unmodified.decision) and (
-            rewrite.decision is None or math.isnan(rewrite.decision) or rewrite.decision < unmodified.decision):
+    if loses_decisions(rewrite, unmodified):
         return False
     sign, _ = compare(rewrite, unmodified)
     return sign > 0 or (sign == 0 and rewrite.key() > unmodified.key())

@@ -490,7 +490,8 @@ def floor_table(rows: list) -> None:
         hidden = floor["run_s"] + floor["candidates"] * floor["candidate_s"]
         print(f"| {row['model']} | {row['samples']} | {base:.1f} | {floor['run_s']:.1f} ({floor['run_s'] / base:.2f}x) "
               f"| {floor['binning_s']:.1f} ({floor['binning_s'] / base:.2f}x) | {floor['candidate_s']:.2f} "
-              f"({floor['candidate_s'] / base:.2f}x; {floor['held_back']}) | {serial / base:.2f}x | {hidden / base:.2f}x |")
+              f"({floor['candidate_s'] / base:.2f}x; {floor['held_back']}) | {serial / base:.2f}x "
+              f"| {hidden / base:.2f}x |")
     print(flush=True)
 
 

@@ -191,6 +191,88 @@ def test_bias_correction_removes_the_mean_shift_of_weight_rounding():
     assert shift_after < shift_before / 10
 
 
+def hardswish_block(seed: int = 7):
+    """stem 3x3 -> HardSwish (output in [-0.375, inf), one channel far from zero) read by a 1x1 conv (re-centrable),
+    a padded 3x3 conv (not: its borders would read -c) -> y, z."""
+    rng = np.random.default_rng(seed)
+    inits = {"w_stem": rng.standard_normal((CHANNELS, 3, 3, 3)) * 0.5, "b_stem": np.linspace(0.5, 4, CHANNELS),
+             "w_pw": rng.standard_normal((16, CHANNELS, 1, 1)) * 0.3, "b_pw": rng.standard_normal(16) * 0.1,
+             "w_pad": rng.standard_normal((4, CHANNELS, 3, 3)) * 0.3}
+    nodes = [helper.make_node("Conv", ["x", "w_stem", "b_stem"], ["c1"], pads=[1, 1, 1, 1]),  # unnamed
+             helper.make_node("HardSwish", ["c1"], ["h1"], name="act"),
+             helper.make_node("Conv", ["h1", "w_pw", "b_pw"], ["y"], name="pw"),
+             helper.make_node("Conv", ["h1", "w_pad"], ["z"], name="padded", pads=[1, 1, 1, 1])]
+    model = _build(nodes, inits)
+    model.graph.output.append(helper.make_tensor_value_info("z", TensorProto.FLOAT, ["N", 4, 12, 12]))
+    return model
+
+
+def _run_all(model, x):
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return dict(zip([o.name for o in model.graph.output], session.run(None, {"x": x})))
+
+
+def test_recentring_is_exact_and_narrows_the_tensor_the_1x1_reader_quantizes():
+    from trtq.graph.qdq import node_names
+    from trtq.pipeline.calibration import channel_statistics
+
+    model = hardswish_block()
+    x = _x(32)
+    names_before = node_names(model)
+    rewritten, report = eq.equalize(model, channel_statistics([{"x": x}]), steps=["centre"])
+    assert report.centred_tensors == ["h1"] and report.steps == ["centre"]
+    onnx.checker.check_model(rewritten)
+    readers = {n.name: n.input[0] for n in rewritten.graph.node if n.op_type == "Conv"}
+    assert readers["padded"] == "h1" and readers["pw"] != "h1"  # only the unpadded reader reads x - c
+    assert [n for n in node_names(rewritten) if "trtq_centre" not in n] == names_before  # unnamed nodes keep theirs
+    before, after = _run_all(model, x), _run_all(rewritten, x)
+    for name in before:
+        np.testing.assert_allclose(after[name], before[name], rtol=1e-5, atol=1e-5 * np.abs(before[name]).max())
+    ranges = _minmax(rewritten, x)
+    assert ranges[readers["pw"]] < 0.7 * ranges["h1"]
+    ref = before["y"]
+    plain = _snr(ref, _run_all(quantize_model(model, _minmax(model, x), target="trt")[0], x)["y"])
+    centred = _snr(ref, _run_all(quantize_model(rewritten, ranges, target="trt")[0], x)["y"])
+    assert centred > plain + 2
+
+
+def test_recentring_a_gemm_reader_moves_the_centre_into_its_bias():
+    from trtq.pipeline.calibration import channel_statistics
+
+    rng = np.random.default_rng(11)
+    inits = {"w_stem": rng.standard_normal((CHANNELS, 3, 3, 3)) * 0.5, "b_stem": np.linspace(1, 3, CHANNELS),
+             "w_fc": rng.standard_normal((CHANNELS, 5)), "shape": np.asarray([0, -1])}
+    nodes = [helper.make_node("Conv", ["x", "w_stem", "b_stem"], ["c1"], name="stem", pads=[1, 1, 1, 1]),
+             helper.make_node("Sigmoid", ["c1"], ["s1"], name="gate"),
+             helper.make_node("GlobalAveragePool", ["s1"], ["p1"], name="pool"),
+             helper.make_node("Flatten", ["p1"], ["f1"], name="flat"),
+             helper.make_node("Gemm", ["f1", "w_fc"], ["y"], name="fc")]  # transB 0, no bias: one is made
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 12, 12])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 5])],
+                              [numpy_helper.from_array(np.asarray(a, np.float32), n) for n, a in inits.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    x = _x(16)
+    assert "centre" in eq.applicable_steps(model)
+    rewritten, report = eq.equalize(model, channel_statistics([{"x": x}]), steps=["centre"])
+    assert report.centred_tensors == ["f1"]
+    fc = next(n for n in rewritten.graph.node if n.name == "fc")
+    assert fc.input[0] != "f1" and len(fc.input) == 3
+    np.testing.assert_allclose(_run(rewritten, x), _run(model, x), rtol=1e-5, atol=1e-5)
+
+
+def test_recentring_leaves_a_tensor_centred_on_zero_alone():
+    from trtq.pipeline.calibration import channel_statistics
+
+    model = hardswish_block()
+    x = _x(8) - 0.5
+    ranges = {"h1": (-np.ones(CHANNELS), np.ones(CHANNELS) * 1.05)}  # a midpoint of 0.025: nothing to gain
+    assert eq.centre_activations(model, ranges) == []
+    assert eq.applicable_steps(separable_chain(), ["centre"]) == ("centre",)  # the 1x1 head reads a MaxPool
+    rewritten, report = eq.equalize(model, channel_statistics([{"x": x}]), steps=["cle"])
+    assert report.centred_tensors == []
+
+
 def test_equalize_steps_are_checked():
     from trtq.errors import TrtqError
 

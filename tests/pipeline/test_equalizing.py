@@ -41,14 +41,16 @@ def balanced_pair(seed: int = 3):
 
 
 def matmul_only():
-    """A Gemm classifier: no convolution, so no rewrite applies (as MiniLM)."""
+    """A MatMul classifier (MatMul + Add, as MiniLM's exports): no convolution and no Gemm, so no rewrite applies
+    (a Gemm's input could be re-centred)."""
     rng = np.random.default_rng(0)
     graph = helper.make_graph(
         [helper.make_node("Flatten", ["x"], ["f"], name="flat"),
-         helper.make_node("Gemm", ["f", "w", "b"], ["y"], name="fc", transB=1)],
+         helper.make_node("MatMul", ["f", "w"], ["m"], name="fc"),
+         helper.make_node("Add", ["m", "b"], ["y"], name="fc_bias")],
         "fc", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 12, 12])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 10])],
-        [numpy_helper.from_array(rng.standard_normal((10, 432)).astype(np.float32) * 0.05, "w"),
+        [numpy_helper.from_array(rng.standard_normal((432, 10)).astype(np.float32) * 0.05, "w"),
          numpy_helper.from_array(np.zeros(10, np.float32), "b")])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8

@@ -218,6 +218,7 @@ def print_equalize(console, report) -> None:
     if report is None:
         return
     console.print(f"  equalized: {len(report.pairs)} convolution pair(s) ({report.iterations} sweep(s)), "
-                  f"{report.absorbed_channels} channel bias(es) absorbed, {len(report.corrected_layers)} bias(es) "
+                  f"{report.absorbed_channels} channel bias(es) absorbed, {len(report.centred_tensors)} tensor(s) "
+                  f"re-centred, {len(report.corrected_layers)} bias(es) "
                   f"corrected for weight rounding; steps {', '.join(report.steps) or 'none'}; statistics from "
                   f"{report.samples} calibration samples", highlight=False, markup=False)

@@ -579,8 +579,9 @@ def add_equalize_argument(parser, purpose: str = "") -> None:
     _add(parser, "--equalize", nargs="?", const="all", default=None, metavar="STEPS",
          help=(purpose + " " if purpose else "") +
               "rewrite the float model before calibrating: cross-layer equalization of consecutive convolutions "
-              "(cle), high-bias absorption (absorb), bias correction for int8 weight rounding (bias); alone: all "
-              "three, or a comma-separated list. 'auto' (the default with --algo auto): each rewrite that would "
+              "(cle), high-bias absorption (absorb), re-centring of asymmetric activations (HardSwish, Relu, Sigmoid) "
+              "read by an unpadded Conv or a Gemm (centre), bias correction for int8 weight rounding (bias); "
+              "alone: all four, or a comma-separated list. 'auto' (the default with --algo auto): each rewrite that would "
               "change the model is scored like auto's candidates, with its own statistics pass, and kept only when "
               "it wins beyond noise; 'off': never. It helps some nets and costs others (docs/accuracy.md). A "
               "rewrite used is written beside the cache as <model>.equalized.onnx, which the cache belongs to "

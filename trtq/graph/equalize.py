@@ -21,6 +21,14 @@ and Bias Correction" (ICCV 2019), rewrite the float model so the ranges meet:
   relu(x - c) + c``: ``c_i`` moves out of ``P``'s bias into ``C``'s (``b_C +=
   sum_k W_C[:, i, k] * c_i``). Only where ``C`` is 1x1 without padding, so the move is
   exact at the borders too.
+- **re-centring** of asymmetric activations: a tensor whose channels sit off zero (HardSwish
+  output in [-0.375, inf), Relu and Sigmoid outputs, a squeeze-excite gate's product) spends
+  part of the symmetric int8 grid on values it never takes. Where a reader of the tensor is
+  a Conv without padding or a Gemm, that reader gets ``x - c`` instead (one Sub node, ``c``
+  the per-channel midpoint of the calibration range) and its bias ``+= W c`` (a Conv: summed
+  over the kernel), which is exact: ``W (x - c) + b + W c = W x + b``. TensorRT keeps its rules
+  (symmetric per-tensor activations): only the tensor it quantizes is narrower. Padded
+  convolutions (the depthwise ones) are left alone: their borders would read ``-c``.
 - **bias correction**: rounding a weight to int8 shifts the expected output of its layer
   by ``(W_q - W) E[x]``; the float bias is lowered by that amount, with ``E[x]`` per input
   channel measured on the calibration samples (padding ignored).
@@ -48,8 +56,12 @@ _MAX_BETWEEN = 3
 EQUALIZE_ITERATIONS = 20
 #: Scales are clipped to this range per sweep (a channel of zeros must not divide by zero).
 _SCALE_RANGE = (1e-4, 1e4)
-#: The rewrite's steps, in order: cross-layer equalization, high-bias absorption, bias correction.
-STEPS = ("cle", "absorb", "bias")
+#: The rewrite's steps, in order: cross-layer equalization, high-bias absorption, re-centring, bias correction
+#: (last: it corrects the weights' rounding on the inputs the convolutions then read).
+STEPS = ("cle", "absorb", "centre", "bias")
+#: A tensor is re-centred for its Conv/Gemm readers only where that narrows its symmetric range by at least this
+#: share (a channel midpoint of almost zero buys nothing and costs a Sub node).
+CENTRE_MIN_NARROWING = 0.1
 
 
 def parse_steps(value) -> Tuple[str, ...]:
@@ -86,6 +98,7 @@ class EqualizeReport:
     iterations: int = 0
     absorbed_channels: int = 0                                       # channels whose bias moved downstream
     absorbed_layers: List[str] = field(default_factory=list)
+    centred_tensors: List[str] = field(default_factory=list)         # tensors re-centred for their readers
     corrected_layers: List[str] = field(default_factory=list)        # layers whose bias was corrected
     steps: List[str] = field(default_factory=list)                   # the steps run (see STEPS)
     samples: int = 0                                                 # samples the statistics came from
@@ -245,15 +258,16 @@ def find_pairs(model) -> List[Pair]:
 def applicable_steps(model, steps: Sequence[str] = STEPS) -> Tuple[str, ...]:
     """The steps of ``steps`` that can change ``model`` (read from the graph alone, before any statistics):
     ``cle`` and ``absorb`` need a convolution pair (:func:`find_pairs`), ``bias`` a Conv with float weights.
-    Empty for a model without convolutions (a transformer): nothing to rewrite."""
+    ``centre`` a Conv without padding or a Gemm reading an activation (:func:`centre_readers`). Empty for a
+    transformer of MatMuls: nothing to rewrite."""
     steps = parse_steps(list(steps))
     weights = _Weights(model)
+    centre = "centre" in steps and bool(centre_readers(model))
     convs = any(node.op_type == "Conv" and len(node.input) >= 2 and node.input[0]
                 and (w := weights.get(node.input[1])) is not None and w.ndim >= 3 for node in model.graph.node)
-    if not convs:
-        return ()
-    pairs = bool(find_pairs(model)) if {"cle", "absorb"} & set(steps) else False
-    return tuple(step for step in steps if step == "bias" or pairs)
+    pairs = bool(find_pairs(model)) if convs and {"cle", "absorb"} & set(steps) else False
+    return tuple(step for step in steps if (step == "bias" and convs) or (step == "centre" and centre)
+                 or (step in ("cle", "absorb") and pairs))
 
 
 # --------------------------------------------------------------------------- the rewrites
@@ -341,6 +355,115 @@ def absorb_high_bias(model, pairs: Iterable[Pair], lower: Mapping[str, np.ndarra
     return channels_moved, layers
 
 
+def _unpadded(node) -> bool:
+    pads = _attr(node, "pads", None) or []
+    return all(p == 0 for p in pads) and _attr(node, "auto_pad", b"NOTSET") in (b"NOTSET", "NOTSET", b"VALID", "VALID")
+
+
+def centre_readers(model) -> List[Tuple[str, int]]:
+    """``(activation, node index)`` of every reader whose input can be re-centred exactly: a Conv without padding
+    or a Gemm (``transA`` 0, ``alpha`` and ``beta`` 1) reading a float activation, with a private float weight and
+    a private float bias or none (the bias absorbs ``W c``)."""
+    weights = _Weights(model)
+    found = []
+    for index, node in enumerate(model.graph.node):
+        if node.op_type not in ("Conv", "Gemm") or len(node.input) < 2 or not node.input[0]:
+            continue
+        w = weights.get(node.input[1])
+        if w is None or not weights.private(node.input[1]) or node.input[0] in weights.holders:
+            continue
+        if len(node.input) >= 3 and node.input[2] and (weights.get(node.input[2]) is None
+                                                        or not weights.private(node.input[2])):
+            continue
+        if node.op_type == "Conv" and w.ndim >= 3 and _unpadded(node):
+            found.append((node.input[0], index))
+        elif (node.op_type == "Gemm" and w.ndim == 2 and not _attr(node, "transA", 0)
+              and _attr(node, "alpha", 1.0) == 1.0 and _attr(node, "beta", 1.0) == 1.0
+              and (len(node.input) < 3 or not node.input[2] or weights.get(node.input[2]).ndim <= 1)):
+            found.append((node.input[0], index))
+    return found
+
+
+def _reader_shift(node, w: np.ndarray, centre: np.ndarray) -> Optional[np.ndarray]:
+    """``W c`` per output channel of ``node`` (a Conv summed over its kernel, grouped or not; a Gemm), None where
+    the channel counts do not match."""
+    if node.op_type == "Gemm":
+        matrix = w if _attr(node, "transB", 0) else w.T  # [N, K]
+        return matrix.astype(np.float64) @ centre if matrix.shape[1] == centre.shape[0] else None
+    group = int(_attr(node, "group", 1))
+    per_in = w.reshape(w.shape[0], w.shape[1], -1).sum(axis=2).astype(np.float64)  # [O, I/g]
+    out_channels, in_per_group = per_in.shape
+    if centre.shape[0] != in_per_group * group or out_channels % group:
+        return None
+    out_per_group = out_channels // group
+    shift = np.empty(out_channels, np.float64)
+    for g in range(group):
+        rows = slice(g * out_per_group, (g + 1) * out_per_group)
+        shift[rows] = per_in[rows] @ centre[g * in_per_group:(g + 1) * in_per_group]
+    return shift
+
+
+def centre_activations(model, ranges: Mapping[str, Tuple[np.ndarray, np.ndarray]]) -> List[str]:
+    """Re-centre, for its :func:`centre_readers`, every tensor whose symmetric range that narrows by
+    :data:`CENTRE_MIN_NARROWING` or more (see the module notes); returns the tensors re-centred.
+
+    ``ranges``: per-channel (min, max) of each tensor on the calibration samples. One Sub node per tensor, placed
+    right after its producer; readers that cannot absorb the shift keep reading the tensor itself. Unnamed nodes
+    get the names they had (``{op_type}_{index}``, :func:`trtq.graph.qdq.node_names`) before anything is
+    inserted, so ``--exclude`` and mixed precision still find them."""
+    from onnx import helper
+
+    from .qdq import node_names
+
+    weights = _Weights(model)
+    nodes = model.graph.node
+    plans: Dict[str, List[Tuple[int, np.ndarray]]] = {}
+    centres: Dict[str, np.ndarray] = {}
+    for tensor, index in centre_readers(model):
+        if tensor not in ranges:
+            continue
+        if tensor not in centres:
+            low, high = (np.asarray(v, np.float64) for v in ranges[tensor])
+            centre = (low + high) / 2
+            before = max(np.abs(low).max(), np.abs(high).max()) if low.size else 0.0
+            after = max(np.abs(low - centre).max(), np.abs(high - centre).max()) if low.size else 0.0
+            if not np.all(np.isfinite(centre)) or not after <= (1 - CENTRE_MIN_NARROWING) * before:
+                continue
+            centres[tensor] = centre
+        node = nodes[index]
+        shift = _reader_shift(node, weights.get(node.input[1]), centres[tensor])
+        if shift is not None:
+            plans.setdefault(tensor, []).append((index, shift))
+    if not plans:
+        return []
+    for node, name in zip(nodes, node_names(model)):
+        node.name = name
+    producers = {out: index for index, node in enumerate(nodes) for out in node.output if out}
+    inserts = []
+    for tensor, readers in plans.items():
+        centred = _unique(model, f"{tensor}_trtq_centred")
+        constant = _unique(model, f"{tensor}_trtq_centre")
+        ranks = {weights.get(nodes[i].input[1]).ndim if nodes[i].op_type == "Conv" else 2 for i, _ in readers}
+        if len(ranks) != 1:
+            continue  # one tensor read as an image and as a matrix: no one constant's layout fits both
+        shape = (1, -1) + (1,) * (ranks.pop() - 2)
+        model.graph.initializer.append(
+            weights.numpy_helper.from_array(centres[tensor].astype(np.float32).reshape(shape), constant))
+        for index, shift in readers:
+            node = nodes[index]
+            name, bias = weights.bias(node, shift.shape[0])
+            weights.set(name, (bias.astype(np.float64) + shift).astype(np.float32))
+            node.input[0] = centred
+        inserts.append((producers.get(tensor, -1), helper.make_node(
+            "Sub", [tensor, constant], [centred], name=_unique(model, f"{tensor}_trtq_centre_sub"))))
+    order = list(nodes)
+    for position, sub in sorted(inserts, key=lambda item: item[0], reverse=True):
+        order.insert(position + 1, sub)
+    del nodes[:]
+    nodes.extend(order)
+    return [sub.input[0] for _, sub in inserts]
+
+
 def correct_bias(model, means: Mapping[str, np.ndarray]) -> List[str]:
     """Lower each Conv's float bias by the expected shift its int8 weight rounding causes: ``(W_q - W) E[x]``.
 
@@ -384,10 +507,11 @@ def correct_bias(model, means: Mapping[str, np.ndarray]) -> List[str]:
 
 def equalize(model, statistics=None, *, steps: Sequence[str] = STEPS, iterations: int = EQUALIZE_ITERATIONS
              ) -> Tuple[object, EqualizeReport]:
-    """A rewritten copy of ``model`` (CLE, then absorption and bias correction: ``steps``) and what was done.
+    """A rewritten copy of ``model`` (CLE, then absorption, re-centring and bias correction: ``steps``) and what was
+    done.
 
     ``statistics``: a callable ``(model, tensors) -> {tensor: (per-channel min, per-channel
-    mean)}`` over the calibration samples (:func:`trtq.pipeline.calibration.channel_statistics`); without
+    mean, per-channel max)}`` over the calibration samples (:func:`trtq.pipeline.calibration.channel_statistics`); without
     it only the data-free CLE runs. Unnamed nodes are left unnamed (node names decide
     ``--exclude`` and mixed precision, so the rewrite keeps them).
     """
@@ -411,12 +535,18 @@ def equalize(model, statistics=None, *, steps: Sequence[str] = STEPS, iterations
             stats = statistics(result, wanted)
             report.absorbed_channels, report.absorbed_layers = absorb_high_bias(
                 result, pairs, {t: v[0] for t, v in stats.items()})
+    if statistics is not None and "centre" in steps:
+        readers = sorted({tensor for tensor, _ in centre_readers(result)})
+        if readers:
+            stats = statistics(result, readers)
+            report.centred_tensors = centre_activations(result, {t: (v[0], v[2]) for t, v in stats.items()})
     if statistics is not None and "bias" in steps:
         inputs = sorted({n.input[0] for n in result.graph.node if n.op_type == "Conv" and n.input})
         if inputs:
             stats = statistics(result, inputs)
             report.corrected_layers = correct_bias(result, {t: v[1] for t, v in stats.items()})
     report.sha256 = model_sha256(result)
-    log.info("equalized %d convolution pair(s) in %d sweep(s); %d channel(s) absorbed; %d bias(es) corrected",
-             len(report.pairs), report.iterations, report.absorbed_channels, len(report.corrected_layers))
+    log.info("equalized %d convolution pair(s) in %d sweep(s); %d channel(s) absorbed; %d tensor(s) re-centred; "
+             "%d bias(es) corrected", len(report.pairs), report.iterations, report.absorbed_channels,
+             len(report.centred_tensors), len(report.corrected_layers))
     return result, report

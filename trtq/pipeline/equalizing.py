@@ -33,14 +33,16 @@ TRIAL, OFF = "auto", "off"
 
 
 def channel_statistics(feeds: Sequence[Feed], threads: Optional[int] = None):
-    """A ``(model, tensors) -> {tensor: (per-channel min, per-channel mean)}`` over ``feeds`` (channel = axis 1),
-    the statistics :func:`trtq.graph.equalize.equalize` needs for absorption and bias correction."""
+    """A ``(model, tensors) -> {tensor: (per-channel min, per-channel mean, per-channel max)}`` over ``feeds``
+    (channel = axis 1), the statistics :func:`trtq.graph.equalize.equalize` needs for absorption, re-centring and
+    bias correction."""
     def measure(model, tensors: Sequence[str]) -> Dict[str, Tuple[np.ndarray, np.ndarray]]:
         from ..calib.collect import augmented_model
         from ..ort import create_session, run
 
         session = create_session(augmented_model(model, list(tensors)), threads=threads)
         low: Dict[str, np.ndarray] = {}
+        high: Dict[str, np.ndarray] = {}
         total: Dict[str, np.ndarray] = {}
         count: Dict[str, float] = {}
         for feed in feeds:
@@ -52,9 +54,11 @@ def channel_statistics(feeds: Sequence[Feed], threads: Optional[int] = None):
                 rows = value.reshape(value.shape[0], value.shape[1], -1)
                 here = rows.min(axis=2).min(axis=0).astype(np.float64)
                 low[name] = here if name not in low else np.minimum(low[name], here)
+                top = rows.max(axis=2).max(axis=0).astype(np.float64)
+                high[name] = top if name not in high else np.maximum(high[name], top)
                 total[name] = rows.sum(axis=2, dtype=np.float64).sum(axis=0) + total.get(name, 0.0)
                 count[name] = count.get(name, 0.0) + value.size / value.shape[1]
-        return {name: (low[name], total[name] / count[name]) for name in low}
+        return {name: (low[name], total[name] / count[name], high[name]) for name in low}
 
     return measure
 
@@ -142,6 +146,7 @@ class Outcome:
                            "snr_noise_db": judged.snr_noise, "samples": judged.samples})
         if self.report is not None:
             record.update({"pairs": len(self.report.pairs), "absorbed_channels": self.report.absorbed_channels,
+                           "centred_tensors": len(self.report.centred_tensors),
                            "corrected_layers": len(self.report.corrected_layers)})
         return record
 

@@ -22,8 +22,15 @@ process, timed from the call (imports and data made beforehand are not counted, 
                      trtq's command-line entry point in the worker; statistics, choice (reference outputs,
                      candidates, refinement) and writing are the phases of that one run
   baseline           the same command with another checkout's trtq (--baseline-tree), e.g. main before a change
+  floor              what the default cannot do without, each part timed alone on the same samples, data
+                     loading not counted: the statistics pass's ONNX Runtime run with every float tensor an
+                     output, its binning (numpy, one thread), and one candidate amax table scored on the 32
+                     held-back samples (auto scores four, before any refinement or equalization trial)
 Columns: statistics, choice, writing, total seconds, ratio to FP32 inference, peak RSS, the algorithm chosen.
 Targets: default <= 2x FP32 inference at 200 samples, <= 1.5x at 1000; peak RSS no higher than the baseline's.
+The floor table: each part's seconds and ratio to FP32 inference, then the floor two ways: the parts one after
+the other (run + binning + 4 candidates), and with the binning wholly hidden behind the run (run + 4 candidates),
+which two cores busy with ONNX Runtime cannot reach.
 
 The other variants (the histogram-quality table: --variants fp32,entropy,exact,ort-minmax,ort-entropy):
   trtq entropy       trtq calibrate --algo entropy (every other algorithm comes from the same histograms)
@@ -198,6 +205,52 @@ def default_command(model: Path, spec, cache: Path) -> dict:
             "trtq": str(Path(pipeline.__file__).parent)}
 
 
+def floor_parts(model: Path, spec) -> dict:
+    """Seconds of the parts the default command cannot do without (see the module doc), data loaded beforehand."""
+    from trtq import defaults
+    from trtq.calib import amax_from_histograms
+    from trtq.calib.collect import HistogramCollector, activation_tensors, augmented_model, value_aliases
+    from trtq.data import open_source
+    from trtq.graph.batch import feed_samples
+    from trtq.graph.model import load_onnx
+    from trtq.graph.qdq import quantize_model, scale_feeds
+    from trtq.graph.signature import input_specs
+    from trtq.ort import create_session
+    from trtq.pipeline.choose import CandidateScorer
+    from trtq.pipeline.holdout import holdout_count, split_holdout
+
+    onnx_model = load_onnx(model)
+    specs = input_specs(onnx_model)
+    source = open_source(spec, specs)
+    held, rest = split_holdout(iter(source), holdout_count(source.num_samples), specs=specs)
+    statistics = list(rest)
+    tensors = activation_tensors(onnx_model)
+    aliases = value_aliases(onnx_model, tensors)
+    observed = [t for t in tensors if t not in aliases]
+    session = create_session(augmented_model(onnx_model, observed), spinning=False)
+    collector = HistogramCollector()
+    run_s = binning_s = 0.0
+    for index, feed in enumerate(statistics):
+        started = time.perf_counter()
+        outputs = session.run(observed, feed)
+        run_s += time.perf_counter() - started
+        started = time.perf_counter()
+        collector.observe(dict(zip(observed, outputs)), index)
+        binning_s += time.perf_counter() - started
+    del session
+    amax = amax_from_histograms(collector.histograms, "mse")
+    scorer = CandidateScorer(onnx_model, amax)
+    quantized, _ = quantize_model(onnx_model, amax, target="trt")
+    scales = scale_feeds(quantized, scorer.names, scorer.scoring)
+    scorer.session.run(None, {**held[0], **scales})  # warm, as the default's first candidate is not
+    started = time.perf_counter()
+    for feed in held:
+        scorer.session.run(None, {**feed, **scales})
+    candidate_s = time.perf_counter() - started
+    return {"run_s": run_s, "binning_s": binning_s, "candidate_s": candidate_s,
+            "held_back": sum(feed_samples(f, specs) for f in held), "candidates": len(defaults.SINGLE_ALGORITHMS)}
+
+
 def worker(name: str, mode: str, samples: int, work: Path, result_path: Path, ocr_det: Optional[str] = None) -> dict:
     from trtq.data import open_source
     from trtq.graph.model import load_onnx
@@ -209,6 +262,8 @@ def worker(name: str, mode: str, samples: int, work: Path, result_path: Path, oc
     extra = {}
     if mode in ("default", "baseline"):
         extra = default_command(model, spec, work / f"{name}-{mode}-{samples}.cache")
+    elif mode == "floor":
+        extra = floor_parts(model, spec)
     elif mode == "fp32":
         from trtq.ort import create_session
 
@@ -360,7 +415,7 @@ def scaling(name: str, counts, args, work: Path) -> None:
     print(flush=True)
 
 
-DEFAULT_VARIANTS = ("fp32", "default", "baseline")
+DEFAULT_VARIANTS = ("fp32", "default", "baseline", "floor")
 QUALITY_VARIANTS = ("fp32", "entropy", "exact", "ort-minmax", "ort-entropy")
 
 
@@ -371,9 +426,13 @@ def default_table(names: List[str], counts: List[int], variants: List[str], args
         for n in counts:
             fp32 = measure(name, "FP32 inference", "fp32", n, args, work)
             row = {"model": name, "samples": n, "fp32": fp32}
-            for mode in [v for v in variants if v in ("default", "baseline")]:
+            for mode in [v for v in variants if v in ("default", "baseline", "floor")]:
                 row[mode] = measure(name, f"trtq {mode}", mode, n, args, work)
             rows.append(row)
+    if "floor" in variants:
+        floor_table(rows)
+    if not set(variants) & {"default", "baseline"}:
+        return
     print()
     print("| model | samples | FP32 inference s | statistics s | choice s | writing, rest s | total s | x FP32 | "
           "peak RSS MiB (FP32) | chose" + (" | baseline total s | baseline x FP32 | baseline peak RSS MiB"
@@ -416,6 +475,26 @@ def default_table(names: List[str], counts: List[int], variants: List[str], args
     print(flush=True)
 
 
+def floor_table(rows: list) -> None:
+    """The parts the default cannot do without, beside FP32 inference (see the module doc)."""
+    print()
+    print("| model | samples | FP32 inference s | statistics run s | binning s | one candidate s (held back) | "
+          "floor, one after the other | floor, binning hidden |")
+    print("| --- " * 8 + "|")
+    for row in rows:
+        fp32, floor = row["fp32"], row.get("floor")
+        if not (floor and floor["ok"] and fp32["ok"]):
+            continue
+        base = fp32["seconds"]
+        serial = floor["run_s"] + floor["binning_s"] + floor["candidates"] * floor["candidate_s"]
+        hidden = floor["run_s"] + floor["candidates"] * floor["candidate_s"]
+        print(f"| {row['model']} | {row['samples']} | {base:.1f} | {floor['run_s']:.1f} ({floor['run_s'] / base:.2f}x) "
+              f"| {floor['binning_s']:.1f} ({floor['binning_s'] / base:.2f}x) | {floor['candidate_s']:.2f} "
+              f"({floor['candidate_s'] / base:.2f}x; {floor['held_back']}) | {serial / base:.2f}x "
+              f"| {hidden / base:.2f}x |")
+    print(flush=True)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", default="yolo,minilm,digits",
@@ -449,7 +528,7 @@ def main() -> int:
         parser.error(f"--variants: give {', '.join(DEFAULT_VARIANTS)} or {', '.join(QUALITY_VARIANTS)}")
     if "baseline" in variants and not args.baseline_tree:
         parser.error("--variants baseline needs --baseline-tree PATH (another trtq checkout)")
-    defaults_table = bool(set(variants) & {"default", "baseline"})
+    defaults_table = bool(set(variants) & {"default", "baseline", "floor"})
     counts = [] if defaults_table else [int(c) for c in args.scaling.split(",") if c.strip()]
     setups(set(names) | ({"yolo"} if counts else set()), work, max([*sample_counts, *counts]),
            args.ocr_det)  # data made once

@@ -38,3 +38,28 @@ def test_the_reserve_reference_is_run_once_for_auto_the_trial_and_its_rankings(t
     assert result.auto.reserve  # the ranking was rescored on the reserve
     assert result.equalize_trial.samples == 64  # judged on the held-back samples and the reserve
     assert len(runs) == 2  # the held-back samples, then the reserve: once
+
+
+def test_candidate_tables_hold_what_their_models_read_and_the_cache_every_tensor(tmp_path, monkeypatch):
+    """auto computes each algorithm's amax only for the tensors the TensorRT-form Q/DQ model reads; the table
+    written holds every observed tensor, the ones no Q/DQ model reads by the chosen algorithm."""
+    import trtq.calib
+    from trtq.calib.collect import qdq_tensors
+
+    model = tmp_path / "chain.onnx"
+    onnx.save(separable_chain(), str(model))
+    data = tmp_path / "x.npy"
+    np.save(data, _x(300, seed=2))
+    asked = []
+    real = trtq.calib.amax_from_histograms
+    monkeypatch.setattr(trtq.calib, "amax_from_histograms",
+                        lambda histograms, algorithm="entropy", **k: asked.append((algorithm, set(histograms))) or real(
+                            histograms, algorithm, **k))
+    result = calibration.calibrate(model, str(data), equalize="off")
+    read = set(qdq_tensors(onnx.load(str(model)), forms=("trt",)))
+    assert read and set(result.histograms) - read  # the chain has tensors no Q/DQ model reads
+    ranked = [names for algorithm, names in asked[:4]]
+    assert [a for a, _ in asked[:4]] == ["entropy", "minmax", "percentile", "mse"] and all(n == read for n in ranked)
+    assert list(result.amax) == list(result.histograms)  # every tensor, in the histograms' order
+    chosen = real(result.histograms, result.auto.chosen)
+    assert all(result.amax[name] == chosen[name] for name in result.histograms if name not in read)

@@ -132,7 +132,7 @@ def test_the_trial_refines_only_where_a_rewrite_ranks_first_before_refinement(wo
     result = calibrate(save(separable_chain(), tmp_path / "chain.onnx"), str(data))
     trial = result.equalize_trial
     assert [r["equalize"] for r in trial.tried] == ["off", "all", "bias"] and trial.kept == "all"
-    assert len(passes) == 3  # the model's and each rewrite's
+    assert len(passes) == 4  # the model's, each rewrite's, and the kept rewrite's over every tensor
     assert [r["refined"] for r in trial.tried] == [True, True, False]  # bias correction alone ranked behind
     assert len(refined) == 2 and refined[1].model is result.model
     assert all(r.scorer is None for r in refined)  # no scoring session outlives its refinement
@@ -195,7 +195,34 @@ def test_on_many_samples_the_trial_compares_on_the_first_ones_and_only_the_kept_
     np.save(few, _x(400, seed=2))
     monkeypatch.setattr(defaults, "AUTO_EQUALIZE_STATISTICS_SAMPLES", 256)
     assert calibrate(save(separable_chain(), tmp_path / "chain.onnx"), str(few)).equalize_trial.kept == "all"
-    assert [p[1] for p in passes] == [336] * 3 and passes[0][0] is None
+    assert [p[1] for p in passes] == [336] * 4 and passes[0][0] is None  # the kept rewrite's over every tensor
+
+
+def test_a_rewrites_pass_observes_what_its_scoring_reads_and_the_kept_one_then_every_tensor(workspace, monkeypatch):
+    """A rewrite is ranked, refined and judged through its TensorRT-form Q/DQ model: its statistics pass observes
+    only the tensors that model quantizes. The rewrite kept then gets a pass over every tensor: its cache holds
+    them all, its choice (ranked where the histograms are the same) and overrides as they were."""
+    from trtq.calib import amax_from_histograms, collect
+    from trtq.calib.collect import activation_tensors, qdq_tensors
+
+    tmp_path, data = workspace
+    observed = []
+    real = collect.collect_histograms
+    monkeypatch.setattr(collect, "collect_histograms",
+                        lambda model, batches, **k: observed.append((model, k.get("tensors"))) or real(model, batches,
+                                                                                                      **k))
+    result = calibrate(save(separable_chain(), tmp_path / "chain.onnx"), str(data))
+    assert result.equalize_trial.kept == "all"
+    (main, everything), (kept, trt_form), (_, bias_form), (final, final_tensors) = observed
+    assert everything is None and final_tensors is None and final is kept is result.model
+    assert trt_form == qdq_tensors(kept, forms=("trt",)) and bias_form and set(bias_form) < set(
+        activation_tensors(result.model))
+    assert list(result.amax) == activation_tensors(result.model)  # every tensor, in graph order
+    chosen = amax_from_histograms(result.histograms, result.auto.chosen)
+    others = [name for name in result.amax if name not in trt_form]
+    assert others and all(result.amax[name] == chosen[name] for name in others)
+    for tensor in trt_form:  # the quantized ones: the choice's, or the override the refinement kept
+        assert result.amax[tensor] == chosen[tensor] or tensor in result.auto.overrides
 
 
 def test_a_kept_rewrite_is_written_beside_the_cache_never_into_the_models_folder(workspace):

@@ -18,7 +18,7 @@ from ..graph.model import model_reads
 from ..precision.targets import FidelityTarget, mixed_precision_record, reach_target
 from ..progress import ProgressCallback, no_progress
 from ..runtime.streaming import feedback_pairs
-from .choose import AutoChoice, Ranking, choose_amax, rank_tables, refine, score
+from .choose import AutoChoice, Ranking, choose_amax, every_tensor, rank_tables, refine, score
 from .equalizing import (  # noqa: F401  (their home is equalizing; imported from here too)
     TRIAL, EqualizeTrial, Outcome, channel_statistics, default_equalized_path, equalize_mode, equalize_model,
     run_trial, trial_variants)
@@ -399,11 +399,14 @@ def calibrate(
         # and a rewrite's pass over the same samples), and only the model kept gets a pass over them all.
         first = report.early_samples if report.early is not None and report.samples >= 2 * compared_on else None
 
-        def collect(model, samples: Optional[int] = None):
+        def collect(model, samples: Optional[int] = None, every_tensor: bool = False):
+            """A rewrite's pass over the same batches: in the trial only the tensors its TensorRT-form Q/DQ model
+            reads (all that its ranking, refinement and judging read), the model kept over every tensor."""
             collection = CollectionReport()
+            observed = tensors if every_tensor else qdq_tensors(model, tensors, forms=("trt",))
             return collect_histograms(model, _first_samples(split.again(), samples, inputs), num_bins=num_bins,
                                       total_samples=samples or stats_total, threads=threads, max_binned=max_binned,
-                                      tensors=tensors, max_memory=max_memory, report=collection,
+                                      tensors=observed, max_memory=max_memory, report=collection,
                                       half_snapshot=True, progress=progress, inputs=inputs), collection
 
         widest = (reserve() if reserve_feeds else None) or replay
@@ -420,12 +423,13 @@ def calibrate(
         if best.report is not None:  # a rewrite won: the cache belongs to it, as with --equalize
             model, equalized, histograms, report = best.model, best.report, best.histograms, best.collection
             fingerprint, source_sha = model_fingerprint(model), file_sha256(model_path)
-            if first:  # compared on the first samples: now its pass over them all
-                histograms, report = collect(model)
+            histograms, report = collect(model, every_tensor=True)  # its pass over every sample and tensor
         if first:  # the model kept, on every statistics sample: its choice from the start
             amax, choice, metrics = choose(model, histograms)
         elif best.ranking is not None and not best.refined:  # refined here when no rewrite contended
             amax, choice, metrics = refine(best.ranking, replay, progress=choice_progress)
+        if best.report is not None and not first:  # its choice stands (made where the histograms are the same)
+            amax = every_tensor(amax, histograms, choice.chosen if choice is not None else algorithm, percentile)
     search = None
     if target is not None and target.given():
         judged_on = replay

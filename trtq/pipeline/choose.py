@@ -251,11 +251,25 @@ def score(replay, model, amax: Mapping[str, float], exclude: Sequence[str] = (),
     return estimate_noise(candidate)
 
 
+def every_tensor(amax: Mapping[str, float], histograms: Mapping[str, object], algorithm: str,
+                 percentile: float = defaults.PERCENTILE) -> Dict[str, float]:
+    """``amax`` (the tensors auto scored: those the TensorRT-form Q/DQ model reads, overrides included) with every
+    other tensor of ``histograms`` by ``algorithm``, in the histograms' order: the cache holds every tensor
+    (TensorRT's implicit INT8 reads them all), the candidates need only what their Q/DQ models quantize."""
+    from ..calib import amax_from_histograms
+
+    table = amax_from_histograms({name: h for name, h in histograms.items() if name not in amax}, algorithm,
+                                 **({"percentile": percentile} if algorithm == "percentile" else {}))
+    table.update(amax)
+    return {name: table[name] for name in [*histograms, *amax]}
+
+
 @dataclass
 class Ranking:
     """auto's candidate tables ranked on the held-back samples, before per-tensor refinement: what
     :func:`refine` starts from. Auto's equalization trial ranks the unmodified model and each rewrite this far,
-    compares them, and refines only the one it keeps."""
+    compares them, and refines only the one it keeps. ``tables`` hold the tensors the TensorRT-form Q/DQ models
+    read; :attr:`amax` is the chosen one over every tensor of ``histograms``."""
 
     model: object = field(repr=False)
     tables: Dict[str, Dict[str, float]] = field(repr=False)
@@ -268,10 +282,18 @@ class Ranking:
     step: int = 0                                     # progress steps done of ``total_steps``
     total_steps: int = 0
     one_session: bool = True
+    histograms: Mapping[str, object] = field(default_factory=dict, repr=False)
+    percentile: float = defaults.PERCENTILE
+
+    def complete(self, amax: Mapping[str, float], algorithm: Optional[str] = None) -> Dict[str, float]:
+        """``amax`` (one of its tables, perhaps refined) with every other tensor by ``algorithm`` (the choice's)."""
+        return every_tensor(amax, self.histograms, algorithm or self.best.name, self.percentile)
 
     @property
     def amax(self) -> Dict[str, float]:
-        return dict(self.tables[self.best.name])
+        if getattr(self, "_amax", None) is None or self._amax[0] != self.best.name:
+            self._amax = (self.best.name, self.complete(self.tables[self.best.name]))
+        return dict(self._amax[1])
 
     def release(self) -> None:
         """Close the scoring session until :func:`refine` needs one (it opens another): a ranking kept while
@@ -326,12 +348,15 @@ def rank_tables(
     """
     # Long because the ranking and its reserve rescoring share one scorer and one set of held-back metrics.
     from ..calib import amax_from_histograms
+    from ..calib.collect import qdq_tensors
     from ..graph.qdq import quantize_model
 
+    read = qdq_tensors(model, list(histograms), forms=("trt",))  # every other tensor: the choice's, at the end
+    scored = {name: histograms[name] for name in read if name in histograms}
     tables: Dict[str, Dict[str, float]] = {}
     for algorithm in defaults.SINGLE_ALGORITHMS:
         options = {"percentile": percentile} if algorithm == "percentile" else {}
-        tables[algorithm] = amax_from_histograms(histograms, algorithm, **options)
+        tables[algorithm] = amax_from_histograms(scored, algorithm, **options)
     _, plan_summary = quantize_model(model, tables[defaults.SINGLE_ALGORITHMS[0]], target="trt", exclude=exclude)
     quantized = [t for t in plan_summary.activation_tensors if all(t in table for table in tables.values())]
     scorer = CandidateScorer(model, tables[defaults.SINGLE_ALGORITHMS[0]], exclude) if one_session and hasattr(
@@ -390,7 +415,7 @@ def rank_tables(
         choice.reason = (f"ahead beyond noise on {' and '.join(levels)} ({choice.samples} samples)" if others
                          else "every algorithm gave the same model")
     return Ranking(model, tables, quantized, scorer, tuple(exclude), best, verdict_candidate, choice, step,
-                   total_steps, one_session)
+                   total_steps, one_session, histograms, percentile)
 
 
 def refine(ranking: Ranking, replay, *, refine_trials: int = defaults.AUTO_REFINE_TRIALS,
@@ -458,4 +483,4 @@ def refine(ranking: Ranking, replay, *, refine_trials: int = defaults.AUTO_REFIN
     choice.decision, choice.decision_name = verdict_candidate.decision, verdict_candidate.decision_name
     log.info("auto calibration chose %s (%.2f dB) with %d per-tensor override(s)", best.name, current.snr_db,
              len(choice.overrides))
-    return amax, choice, verdict_candidate.metrics
+    return ranking.complete(amax), choice, verdict_candidate.metrics

@@ -3,7 +3,8 @@ model is written, and auto's trial of it.
 
 The rewrite helps some models and costs others (cross-layer equalization lifted a depthwise net by 0.9 dB and cost
 MTCNN's ONet 3.8 dB), so auto measures it per model: each variant of :data:`trtq.defaults.AUTO_EQUALIZE_VARIANTS`
-that would change the model gets its own statistics pass and its own choice, and is scored with the unmodified
+that would change the model gets its own statistics pass (over the tensors its Q/DQ model reads) and its own
+choice, and is scored with the unmodified
 model's choice on the same held-back samples, against the same float reference. A rewrite is kept only when it
 wins beyond the bootstrap noise (on decisions, else on worst SNR by at least
 :data:`~trtq.defaults.AUTO_EQUALIZE_MIN_GAIN_DB`) and its decisions are not below the unmodified model's: within

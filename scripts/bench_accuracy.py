@@ -56,6 +56,7 @@ full run under ~10 minutes on 2 cores; --quick is a smoke run (under ~2 minutes)
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import inspect
 import math
 import sys
@@ -384,7 +385,8 @@ def run_model(setup: models.Setup, force_exclude: bool) -> Table:
             row = add("auto+metric", with_metric.amax, time.perf_counter() - begun,
                       f"auto --metric: chose {metric_choice.chosen}, {len(metric_choice.overrides)} override(s); "
                       f"{metric_choice.reason}", model=getattr(with_metric, "model", None))
-            row.verdict = with_metric.verdict
+            # what the user's --min-metric makes of it (a gate: trtq would refuse the result, not write it)
+            row.verdict = dataclasses.replace(with_metric.verdict, min_metric=user_min_metric(setup))
             table.header.append(f"trtq's verdict with --metric: {with_metric.verdict.line()}")
     if calibration is not None and has_budget():
         budget_row(table, setup, add)
@@ -500,9 +502,15 @@ def held_back_verdicts(setup: models.Setup, model, tables: Dict[str, dict]) -> D
     held, _ = split_holdout(iter(source), holdout_count(source.num_samples))
     _, metric = decision_setup(setup)
     replay = pipeline.reference_replay(model, held, class_outputs=list(setup.class_outputs) or None, metric=metric)
-    min_metric = 1 - MAX_METRIC_LOSS if metric is not None and setup.name == "detector" else None
+    min_metric = user_min_metric(setup) if metric is not None else None
     return {label: Verdict(pipeline.score(replay, model, amax).metrics, replay.samples, min_metric=min_metric)
             for label, amax in tables.items()}
+
+
+def user_min_metric(setup: models.Setup) -> Optional[float]:
+    """The --min-metric the family's user gives with --metric: the detector's asks for recall within
+    MAX_METRIC_LOSS of FP32."""
+    return 1 - MAX_METRIC_LOSS if setup.name == "detector" else None
 
 
 def decision_gates(table: Table, auto_rows: List[Row], singles: List[Row]) -> None:
@@ -529,7 +537,9 @@ def decision_gates(table: Table, auto_rows: List[Row], singles: List[Row]) -> No
                 value = auto.scored.decision[1]
                 table.gates.append((f"{auto.label} keeps {name} within {MAX_METRIC_LOSS:.0%} of FP32", value >= limit,
                                     f"{value:.4f}"))
-        losing = [r for r in singles + auto_rows if r.scored is not None and r.scored.decision[1] < limit]
+        # judged where trtq was given the metric (--metric --min-metric): auto without it cannot know recall
+        losing = [r for r in singles + auto_rows if r.scored is not None and r.scored.decision[1] < limit
+                  and (r in singles or r.label == "auto+metric")]
         unwarned = [r.label for r in losing if r.verdict is None or r.verdict.warning() is None]
         table.gates.append((f"every candidate losing more than {MAX_METRIC_LOSS:.0%} of {name} is warned about "
                             f"(--min-metric {1 - MAX_METRIC_LOSS:g})",

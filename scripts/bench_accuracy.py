@@ -483,7 +483,8 @@ def budget_row(table: Table, setup: models.Setup, add) -> None:
     if kept is not None:
         lost = drop_points(kept[1])
         table.gates.append((f"--max-drop {MAX_DROP:g} keeps {kept[0]} within {MAX_DROP:g} point of FP32 on held-out",
-                            lost <= MAX_DROP, f"{lost:.2f} points lost on {row.scored.samples} held-out samples, "
+                            lost <= MAX_DROP + 1e-9,  # 3 of 300 lines is 1.0000000000000009 points in floats
+                            f"{lost:.2f} points lost on {row.scored.samples} held-out samples, "
                                               f"{len(layers)} layer(s) float"))
 
 

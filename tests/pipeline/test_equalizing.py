@@ -438,3 +438,17 @@ def test_sensitivity_with_the_cache_of_a_kept_rewrite_requantizes_the_rewrite(wo
     ranked = layer_sensitivity(requantized, amax, replay=replay)
     wrong = layer_sensitivity(model_path, amax, replay=replay)  # the rewrite's scales on the original
     assert min(r.own_snr_db for r in ranked) > min(r.own_snr_db for r in wrong) + 10  # 34 vs 16 dB
+
+
+def test_observing_the_qdq_tensors_observes_the_rewrites_own(workspace):
+    """``observe="qdq"`` (what ``quantize --calib`` calibrates with) names the tensors of the model observed: a
+    rewrite's are its own, so a re-centred input (a tensor the unmodified model does not have) is observed,
+    scored quantized, and in the table of the rewrite kept."""
+    from trtq.calib.collect import qdq_tensors
+
+    tmp_path, data = workspace
+    result = calibrate(save(separable_chain(), tmp_path / "chain.onnx"), str(data), observe="qdq")
+    assert result.equalize_trial.kept == "all" and result.equalize.centred_tensors
+    centred = [n.output[0] for n in result.model.graph.node if n.op_type == "Sub"]
+    assert centred and all(name in result.amax for name in centred)
+    assert set(qdq_tensors(result.model)) <= set(result.amax)

@@ -321,7 +321,11 @@ def calibrate(
         if inlined:
             log.info("calibrating inside %d If node(s) through the branch the fixed inputs select: %s",
                      len(inlined), ", ".join(inlined[:4]) + (", ..." if len(inlined) > 4 else ""))
-    tensors = None if observe == "all" else qdq_tensors(model) if observe == "qdq" else list(observe)
+    def observed_of(model) -> Optional[List[str]]:
+        """The tensors ``observe`` names, of ``model`` (a rewrite's Q/DQ points are its own: a re-centred input)."""
+        return None if observe == "all" else qdq_tensors(model) if observe == "qdq" else list(observe)
+
+    tensors = observed_of(model)
     if tensors == [] and observe == "qdq":
         coverage = weighted_coverage(model, ())
         raise TrtqError(f"{Path(model_path).name} has no Q/DQ placement point in its main graph, so nothing would "
@@ -403,7 +407,7 @@ def calibrate(
             """A rewrite's pass over the same batches: in the trial only the tensors its TensorRT-form Q/DQ model
             reads (all that its ranking, refinement and judging read), the model kept over every tensor."""
             collection = CollectionReport()
-            observed = tensors if every_tensor else qdq_tensors(model, tensors, forms=("trt",))
+            observed = observed_of(model) if every_tensor else qdq_tensors(model, observed_of(model), forms=("trt",))
             return collect_histograms(model, _first_samples(split.again(), samples, inputs), num_bins=num_bins,
                                       total_samples=samples or stats_total, threads=threads, max_binned=max_binned,
                                       tensors=observed, max_memory=max_memory, report=collection,

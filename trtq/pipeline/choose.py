@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import time
@@ -285,15 +286,17 @@ class Ranking:
     histograms: Mapping[str, object] = field(default_factory=dict, repr=False)
     percentile: float = defaults.PERCENTILE
 
-    def complete(self, amax: Mapping[str, float], algorithm: Optional[str] = None) -> Dict[str, float]:
-        """``amax`` (one of its tables, perhaps refined) with every other tensor by ``algorithm`` (the choice's)."""
-        return every_tensor(amax, self.histograms, algorithm or self.best.name, self.percentile)
+    def complete(self, amax: Mapping[str, float]) -> Dict[str, float]:
+        """``amax`` (one of its tables, perhaps refined) with every other tensor by the chosen algorithm."""
+        return every_tensor(amax, self.histograms, self.best.name, self.percentile)
+
+    @functools.cached_property
+    def _chosen(self) -> Dict[str, float]:
+        return self.complete(self.tables[self.best.name])
 
     @property
     def amax(self) -> Dict[str, float]:
-        if getattr(self, "_amax", None) is None or self._amax[0] != self.best.name:
-            self._amax = (self.best.name, self.complete(self.tables[self.best.name]))
-        return dict(self._amax[1])
+        return dict(self._chosen)
 
     def release(self) -> None:
         """Close the scoring session until :func:`refine` needs one (it opens another): a ranking kept while

@@ -452,3 +452,22 @@ def test_observing_the_qdq_tensors_observes_the_rewrites_own(workspace):
     centred = [n.output[0] for n in result.model.graph.node if n.op_type == "Sub"]
     assert centred and all(name in result.amax for name in centred)
     assert set(qdq_tensors(result.model)) <= set(result.amax)
+
+
+def test_entropy_with_a_forced_re_centring_is_warned_about(workspace, caplog):
+    """``--algo entropy --equalize`` with tensors re-centred: the log says entropy can clip them and names the
+    steps without ``centre``; another algorithm, or a rewrite that centres nothing, is not warned about."""
+    import logging
+
+    tmp_path, data = workspace
+    model_path = save(separable_chain(), tmp_path / "chain.onnx")
+    with caplog.at_level(logging.WARNING, logger="trtq"):
+        result = calibrate(model_path, str(data), algorithm="entropy", equalize=True)
+    assert result.equalize.centred_tensors
+    warned = [r.getMessage() for r in caplog.records if "re-centred" in r.getMessage()]
+    assert len(warned) == 1 and "--equalize cle,absorb,bias" in warned[0] and "--algo auto" in warned[0]
+    for algorithm, steps in (("mse", True), ("entropy", "cle,absorb,bias")):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="trtq"):
+            calibrate(model_path, str(data), algorithm=algorithm, equalize=steps)
+        assert not [r for r in caplog.records if "re-centred" in r.getMessage()]

@@ -287,12 +287,15 @@ class Ranking:
     percentile: float = defaults.PERCENTILE
 
     def complete(self, amax: Mapping[str, float]) -> Dict[str, float]:
-        """``amax`` (one of its tables, perhaps refined) with every other tensor by the chosen algorithm."""
-        return every_tensor(amax, self.histograms, self.best.name, self.percentile)
+        """``amax`` (one of its tables, perhaps refined) with every other tensor by the chosen algorithm: those
+        come from the chosen table over every tensor, computed once (the trial reads it, then the refinement)."""
+        table = dict(self._chosen)
+        table.update(amax)
+        return table
 
     @functools.cached_property
     def _chosen(self) -> Dict[str, float]:
-        return self.complete(self.tables[self.best.name])
+        return every_tensor(self.tables[self.best.name], self.histograms, self.best.name, self.percentile)
 
     @property
     def amax(self) -> Dict[str, float]:

@@ -472,7 +472,11 @@ def budget_row(table: Table, setup: models.Setup, add) -> None:
     shown = ": " + ", ".join(layers[:4]) + (" ..." if len(layers) > 4 else "") if layers else ""
     row = add(f"max-drop {MAX_DROP:g}", result.amax, time.perf_counter() - started,
               f"chose {result.auto.chosen}; {len(layers)} layer(s) float{shown}; "
-              f"held-back: {outcome.start_points:.1f} -> {outcome.reached_points:.1f} points lost ({'met' if outcome.met else 'NOT met'}); "
+              f"search on {outcome.samples} held-back: {outcome.start_points:.1f} -> {outcome.reached_points:.1f} points lost; "
+              + (f"check on {outcome.check_samples} unseen: {outcome.check_start_points:.1f} -> "
+                 f"{outcome.check_points:.1f} ({len(outcome.widened)} more float); "
+                 if getattr(outcome, "check_points", None) is not None else "")
+              + f"{'met' if outcome.met else 'NOT met'}; "
               f"{latency.line()} ({ratio})" + (f"; {result.equalize_trial.line()}" if getattr(
                   result, "equalize_trial", None) is not None and result.equalize_trial.tried else ""),
               exclude=layers, model=getattr(result, "model", None))

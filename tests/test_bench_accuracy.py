@@ -50,7 +50,8 @@ def test_digits_table_has_every_algorithm(bench, tmp_path, capsys):
         assert cells[8].endswith("%"), cells  # true top-1 on the labelled held-out digits
     assert "<- auto's choice" in out
     assert "[digits] a default result below 20 dB is warned about: PASS" in out
-    assert "[digits] auto within 0.3 dB of the best single algorithm: PASS" in out
+    assert "[digits] auto within 0.3 dB (or 2 bootstrap deviations of the paired difference) of the best single " \
+           "algorithm on worst SNR: PASS" in out
     assert "[digits] auto within noise of the best single algorithm on top-1 agreement of 'logits': PASS" in out
 
 

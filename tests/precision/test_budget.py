@@ -296,3 +296,101 @@ def test_the_estimate_says_when_no_prefix_keeps_the_budget(monkeypatch):
                                       [_output("y", agreement=0.9)], 1.0)
     assert estimate.layers is None and estimate.ranked == 3 and estimate.best_points == pytest.approx(4.0)
     assert estimate.measured == 3  # 1, 2, then all 3 layers: bounded by the doubling
+
+
+def test_the_check_holds_back_its_own_samples_beside_the_held_back_ones_and_the_reserve(tmp_path):
+    """A budget holds back up to BUDGET_CHECK_SAMPLES more samples (a third of the data at most, less those already
+    held back), disjoint from the statistics, the held-back samples and the reserve; too few data: none."""
+    from trtq.pipeline.calibration import _split_data
+    from trtq.pipeline.holdout import budget_check_count
+    from trtq.progress import no_progress
+
+    assert budget_check_count(None, 64) == 192 and budget_check_count(600, 64) == 136
+    assert budget_check_count(1000, 64) == 192 and budget_check_count(250, 64) == 0  # 19 < BUDGET_CHECK_MIN
+    model, data = _outlier_data(tmp_path, count=300)
+    split = _split_data(_load(model), DataSpec(path=str(data), samples=None, batch_size=8, shuffle=False), [], 32,
+                        "auto", None, no_progress, budget=True)
+    counts = [sum(len(f["x"]) for f in feeds) for feeds in (split.held, split.reserve_feeds, split.check_feeds)]
+    assert counts == [32, 32, 36] and split.stats_total == 300 - 100
+    seen = [f["x"] for feeds in (split.held, split.reserve_feeds, split.check_feeds, split.batches) for f in feeds]
+    rows = np.concatenate(seen).reshape(300, -1)
+    assert len(np.unique(rows, axis=0)) == 300  # every sample once: nothing the search reads is checked again
+    plain = _split_data(_load(model), DataSpec(path=str(data), samples=None, batch_size=8, shuffle=False), [], 32,
+                        "auto", None, no_progress)
+    assert plain.check_feeds == [] and plain.stats_total == 300 - 64
+
+
+def _load(path):
+    from trtq.graph.model import load_onnx
+
+    return load_onnx(path)
+
+
+def _per_sample(name, lost, samples, err=1.0):
+    """A classifier output scored on ``samples`` samples, the first ``lost`` of which changed their top-1;
+    ``err``: the squared error of every sample (0: identical to FP32)."""
+    agree = np.array([0] * lost + [1] * (samples - lost), dtype=np.int64)
+    zeros = np.zeros((samples, 0))
+    scores = SampleScores(np.ones(samples), np.full(samples, err), zeros, zeros, zeros, zeros, agree,
+                          np.ones(samples, dtype=np.int64), None)
+    return OutputMetrics(name, [1, 4], samples, 1.0, 1.0, 30.0, 0.0, 0.0, 1.0, top1_agreement=float(agree.mean()),
+                         positions=1, per_sample=scores)
+
+
+def test_the_checks_margin_is_at_least_one_more_sample_lost_where_the_outputs_differ():
+    """No sample lost a decision: the bootstrap sees no spread, yet one more sample like those INT8 loses is the
+    least that count can miss; a model identical to FP32 can lose nothing, on any sample."""
+    lossy = [_per_sample("y", 0, 100)]
+    assert budget.noise_margin(lossy, 2.0) == 0.0  # the bootstrap alone: "+- 0"
+    assert budget.noise_margin(lossy, 2.0, typical=1.0) == pytest.approx(0.01)
+    assert budget.noise_margin([_per_sample("y", 0, 100, err=0.0)], 2.0, typical=1.0) == 0.0
+    assert budget.typical_loss([_per_sample("y", 3, 100)]) == pytest.approx(1.0)
+    mask = [_scored("mask", [1] * 50, mask_iou=[1.0] * 40 + [0.8] * 10)]
+    assert budget.typical_loss(mask) == pytest.approx(0.2) and budget.typical_loss(lossy) == 0.0
+    assert budget.noise_margin([_per_sample("y", 2, 100)], 2.0, typical=1.0) > 0.02  # the spread, when larger
+
+
+def test_the_check_leaves_more_of_the_ranking_float_where_the_searchs_choice_fails_on_unseen_samples():
+    """The search kept conv1 float (enough on its samples); on the check's samples that still loses 2 points,
+    so the check doubles the prefix: conv1 and conv2 float keep every decision there."""
+    import _toys
+
+    lost_of = {frozenset(): 10, frozenset({"conv1"}): 4}
+
+    class Check(_FakeReplay):
+        samples = 200
+
+        def score(self, model, threads=None):
+            dequantized = {o for n in model.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+            quantized = {n.name for n in model.graph.node if n.input and n.input[0] in dequantized}
+            float_nodes = frozenset({"conv1", "conv2", "fc"} - quantized)
+            return [_per_sample("y", lost_of.get(float_nodes, 0), 200)]
+
+    model = _toys.classifier()
+    amax = _toys.activation_amax(model, _toys.images(4))
+    outcome = budget.BudgetOutcome(1.0, "top-1", 5.0, 0.0, True, ["conv1"], 64)
+    metrics = budget._check(model, amax, Check(None), outcome, lambda: [["conv1"], ["conv2"], ["fc"]], 1, 0.99,
+                            exclude=(), max_layers=None, threads=None, typical=1.0)
+    assert outcome.met and outcome.float_layers == ["conv1", "conv2"] and outcome.widened == ["conv2"]
+    assert outcome.check_samples == 200 and outcome.check_start_points == pytest.approx(5.0)
+    assert outcome.check_points == 0.0 and outcome.check_noise_points == pytest.approx(0.5)  # one sample of 200
+    assert metrics[0].top1_agreement == 1.0
+    assert [(s["phase"], s["layers"]) for s in outcome.steps] == [("check", 1), ("check", 2)]
+    assert "on 200 samples the search never read" in outcome.line() and "1 more layer(s) float" in outcome.line()
+    capped = budget.BudgetOutcome(1.0, "top-1", 5.0, 0.0, True, ["conv1"], 64)
+    budget._check(model, amax, Check(None), capped, lambda: [["conv1"], ["conv2"], ["fc"]], 1, 0.99,
+                  exclude=(), max_layers=1, threads=None, typical=1.0)
+    assert not capped.met and capped.float_layers == []  # --max-layers 1: the check cannot widen
+
+
+def test_max_drop_with_enough_samples_is_judged_on_samples_its_search_never_read(tmp_path):
+    """With 300 samples the budget searches on 64 held-back ones and checks on 36 more; the verdict and the
+    recorded points are the check's."""
+    model, data = _outlier_data(tmp_path, count=300)
+    result = calibrate(model, DataSpec(path=str(data), samples=None), algorithm="minmax", class_outputs=["y"],
+                       target=FidelityTarget(max_drop=1))
+    outcome = result.mixed_precision.budget
+    assert outcome.met and outcome.samples == 64 and outcome.check_samples == 36
+    assert result.verdict.samples == 36 and "samples the search never read" in outcome.line()
+    record = result.sidecar["mixed_precision"]
+    assert record["reached"] == outcome.check_points and record["budget"]["check"]["samples"] == 36

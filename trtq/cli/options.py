@@ -495,7 +495,8 @@ def add_target_arguments(parser) -> None:
          help="target: top-1 agreement >= F on the first output shaped like class scores [N, C]")
     _add(target, "--max-drop", type=float, metavar="PTS", default=None,
          help="accuracy budget: the fewest layers in float that keep the decisions (your --metric, top-1 "
-              "agreement, mask IoU) within PTS points of FP32 on the held-back samples; the report gives the "
+              "agreement, mask IoU) within PTS points of FP32: searched on the held-back samples, then checked on "
+              "up to 192 more that the search never reads (a third of the data at most); the report gives the "
               "layers, the decisions reached and the CPU latency of float, INT8 and mixed")
     _add(group, "--max-layers", type=int, metavar="N", default=None,
          help=f"leave at most N layers in float (default: {defaults.AUTO_EXCLUDE_MAX_LAYERS} for a target, as many as "

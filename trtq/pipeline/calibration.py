@@ -22,7 +22,7 @@ from .choose import AutoChoice, Ranking, choose_amax, every_tensor, rank_tables,
 from .equalizing import (  # noqa: F401  (their home is equalizing; imported from here too)
     TRIAL, EqualizeTrial, Outcome, channel_statistics, default_equalized_path, equalize_mode, equalize_model,
     run_trial, trial_variants)
-from .holdout import _take_samples, holdout_count, split_holdout
+from .holdout import _take_samples, budget_check_count, holdout_count, split_holdout
 
 log = logging.getLogger(__name__)
 PathLike = Union[str, Path]
@@ -113,6 +113,7 @@ class _Split:
     replay: object = None       # streamed models: the held-back sequences' replay
     steps: list = field(default_factory=list)  # streamed models: the calibration steps
     again: Optional[Callable[[], Iterable[Feed]]] = None  # the statistics samples once more, in the same order
+    check_feeds: List[Feed] = field(default_factory=list)  # a budget's check: samples its search never reads
 
 
 def _split_data(model, spec, pairs, holdout: int, algorithm: str, threads: Optional[int],
@@ -146,16 +147,22 @@ def _split_data(model, spec, pairs, holdout: int, algorithm: str, threads: Optio
     reserve_count = defaults.HOLDOUT_RESERVE if (algorithm == "auto" or budget) and holdout > 0 and (
         source.num_samples is None or source.num_samples >= 4 * (holdout + defaults.HOLDOUT_RESERVE)) else 0
     wanted = holdout_count(source.num_samples, holdout) + reserve_count
-    held, rest = split_holdout(iter(source), wanted, whole_batches=static_batch, specs=inputs)
+    check_count = budget_check_count(source.num_samples, wanted) if budget and holdout > 0 else 0
+    held, rest = split_holdout(iter(source), wanted + check_count, whole_batches=static_batch, specs=inputs)
+    check_feeds: List[Feed] = []
+    if check_count and sum(feed_samples(f, inputs) for f in held) > wanted:
+        held, check_iter = split_holdout(iter(held), wanted, whole_batches=static_batch, specs=inputs)
+        check_feeds = list(check_iter)
     held_count = sum(feed_samples(f, inputs) for f in held)
     if reserve_count and held_count > wanted - reserve_count:
         held, reserve_iter = split_holdout(iter(held), wanted - reserve_count, whole_batches=static_batch,
                                            specs=inputs)
         reserve_feeds = list(reserve_iter)
+    held_count += sum(feed_samples(f, inputs) for f in check_feeds)
     first = next(rest, None)
     held_back = bool(held) and first is not None
     if first is None:  # every sample went to the hold-out (a short loader script): score on them all
-        held, reserve_feeds = held + reserve_feeds, []
+        held, reserve_feeds, check_feeds = held + reserve_feeds + check_feeds, [], []
         batches = iter(held)
         stats_total = held_count
         everything = list(held)
@@ -165,7 +172,7 @@ def _split_data(model, spec, pairs, holdout: int, algorithm: str, threads: Optio
     else:
 
         def again() -> Iterable[Feed]:  # the source read once more: the same split, the same order
-            return split_holdout(iter(source), wanted, whole_batches=static_batch, specs=inputs)[1]
+            return split_holdout(iter(source), wanted + check_count, whole_batches=static_batch, specs=inputs)[1]
 
         batches = itertools.chain([first], rest)
         stats_total = None if source.num_samples is None else source.num_samples - held_count
@@ -175,7 +182,8 @@ def _split_data(model, spec, pairs, holdout: int, algorithm: str, threads: Optio
              f": {stats_total} for the statistics, {held_count} held back to judge the result"
              if held_back and stats_total is not None else "")
     progress(0, stats_total)  # one total from the first update on: the samples the statistics read
-    return _Split(inputs, source, batches, stats_total, held, held_back, reserve_feeds, again=again)
+    return _Split(inputs, source, batches, stats_total, held, held_back, reserve_feeds, again=again,
+                  check_feeds=check_feeds)
 
 
 def calibrate(
@@ -443,11 +451,17 @@ def calibrate(
     search = None
     if target is not None and target.given():
         judged_on = replay
-        if target.max_drop is not None and reserve_feeds:  # a budget on decisions: every held-back sample
-            judged_on = reserve()
-            metrics = score(judged_on, model, amax, exclude).metrics
+        check = None
+        if target.max_drop is not None:
+            if reserve_feeds:  # a budget on decisions searches on the held-back samples and the reserve
+                judged_on = reserve()
+                metrics = score(judged_on, model, amax, exclude).metrics
+            if split.check_feeds:  # and is checked on samples its search never reads
+                check = reference_replay(original, split.check_feeds, threads=threads, class_outputs=class_outputs,
+                                         metric=metric, specs=inputs,
+                                         signature=read_signature(original, spec.batch_axes))
         search, metrics = reach_target(model, amax, judged_on, metrics, target, exclude=exclude, threads=threads,
-                                       progress=choice_progress)
+                                       progress=choice_progress, check=check)
         if search is not None:
             log.info("mixed precision: %s", search.message)
     verdict = Verdict(metrics, metrics[0].samples if metrics else replay.samples, held_back=held_back,

@@ -23,6 +23,15 @@ def holdout_count(total: Optional[int], wanted: int = defaults.HOLDOUT_SAMPLES) 
     return total // 4
 
 
+def budget_check_count(total: Optional[int], held: int) -> int:
+    """Samples a budget (``--max-drop``) holds back to check its search on, beside the ``held`` ones already
+    held back: :data:`~trtq.defaults.BUDGET_CHECK_SAMPLES`, at most a third of ``total`` less ``held`` (None:
+    the count is unknown), and none below :data:`~trtq.defaults.BUDGET_CHECK_MIN`."""
+    count = defaults.BUDGET_CHECK_SAMPLES if total is None else min(defaults.BUDGET_CHECK_SAMPLES,
+                                                                     total // 3 - held)
+    return count if count >= defaults.BUDGET_CHECK_MIN else 0
+
+
 def split_holdout(batches: Iterable[Mapping[str, np.ndarray]], count: int,
                   whole_batches: bool = False, specs: Optional[Sequence] = None) -> Tuple[List[Feed], Iterator[Feed]]:
     """The first ``count`` samples of ``batches``, and an iterator over the rest.

@@ -17,18 +17,30 @@ truth). A model is within budget when the points it loses on the held-back sampl
 BUDGET_NOISE_SIGMAS bootstrap standard deviations of them are (those samples are a sample:
 a model that just meets the budget on them misses it on new data about half the time).
 Some 20-30 scored models whatever the size of the model, where adding one layer at a time
-would need one round per layer. The result records the layers, the decisions reached,
-every measured step and the CPU latency of the float, INT8 and mixed models side by side.
+would need one round per layer.
+
+The search reads its samples many times and keeps what passed on them, so its own count
+flatters what it kept. What it keeps is therefore checked on samples it never read (the
+check, :data:`~trtq.defaults.BUDGET_CHECK_SAMPLES`, held back beside the others), within
+BUDGET_CHECK_SIGMAS deviations; where the check fails, longer prefixes of the ranking are
+left float (doubling, up to all of it, which is the float model) until it holds. The
+check's margin is at least what one more sample would lose, as the samples that lost
+decisions fully INT8 lose on average: a set that happened to lose nothing shows no spread
+(a budget met "+- 0" on 64 scenes lost 1.6 points on 300 new ones). The result records the
+layers, the decisions reached on both sets, every measured step and the CPU latency of the
+float, INT8 and mixed models side by side.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import List, Optional, Sequence, Tuple
+from typing import Iterator, List, Optional, Sequence, Tuple
 
 from .. import defaults
-from ..compare.accumulate import kept_noise
+import numpy as np
+
+from ..compare.accumulate import kept_noise, resampled_scores
 from ..compare.decisions import decisions_kept, drop_points
 from ..errors import TrtqError
 from ..progress import ProgressCallback, no_progress
@@ -67,21 +79,47 @@ class BudgetOutcome:
     requantized: List[str] = field(default_factory=list)  # layers the pruning pass quantized again
     latency: LatencyCost = field(default_factory=LatencyCost)
     steps: List[dict] = field(default_factory=list)       # every measured model: phase, layers float, points lost
+    check_samples: int = 0                  # samples the search never read that checked its result (0: none)
+    check_start_points: Optional[float] = None  # points lost fully INT8 on them
+    check_points: Optional[float] = None    # points lost on them with ``float_layers`` in float
+    check_noise_points: float = 0.0         # the check's margin (BUDGET_CHECK_SIGMAS deviations, at least a sample)
+    widened: List[str] = field(default_factory=list)     # layers the check left float beyond the search's choice
 
     def to_dict(self) -> dict:
         return {"max_drop": self.max_drop, "decision": self.decision, "start_drop": self.start_points,
                 "reached_drop": self.reached_points, "noise_points": self.noise_points, "met": self.met,
                 "float_layers": list(self.float_layers),
                 "samples": self.samples, "searched": list(self.searched), "requantized": list(self.requantized),
+                "check": {"samples": self.check_samples, "start_drop": self.check_start_points,
+                          "reached_drop": self.check_points, "noise_points": self.check_noise_points,
+                          "widened": list(self.widened)},
                 "latency": self.latency.to_dict(), "steps": list(self.steps)}
 
+    def final_points(self) -> float:
+        """The points lost with ``float_layers`` in float on the samples that judge the result: the check's where
+        it ran (the search never read them), else the search's."""
+        return self.check_points if self.check_points is not None else self.reached_points
+
     def line(self) -> str:
-        """``decisions within 1 point: top-1 agreement of 'y' lost 0.8 points (6.2 before) with 2 layer(s) float``."""
+        """``decisions within 1 point: top-1 agreement of 'y' lost 0.4 +- 0.3 point(s) (2.1 fully INT8) with 2
+        layer(s) in float on 128 samples the search never read; the search: 0.0 on 64 held-back samples``."""
         head = (f"decisions within {self.max_drop:g} point(s)" if self.met else
                 f"decisions NOT within {self.max_drop:g} point(s)")
-        noise = f" +- {self.noise_points:.1f}" if self.noise_points else ""
-        return (f"{head}: {self.decision} lost {self.reached_points:.1f}{noise} point(s) ({self.start_points:.1f} "
-                f"fully INT8) with {len(self.float_layers)} layer(s) in float on {self.samples} held-back samples")
+        if self.check_points is None:
+            noise = f" +- {self.noise_points:.1f}" if self.noise_points else ""
+            unchecked = ("" if not self.met else
+                         f"; not checked on samples the search never read (give at least "
+                         f"{3 * (self.samples + defaults.BUDGET_CHECK_MIN)} calibration samples for that)")
+            return (f"{head}: {self.decision} lost {self.reached_points:.1f}{noise} point(s) ({self.start_points:.1f} "
+                    f"fully INT8) with {len(self.float_layers)} layer(s) in float on {self.samples} held-back "
+                    f"samples{unchecked}")
+        noise = f" +- {self.check_noise_points:.1f}" if self.check_noise_points else ""
+        widened = (f"; the check left {len(self.widened)} more layer(s) float than the search chose" if self.widened
+                   else "")
+        return (f"{head}: {self.decision} lost {self.check_points:.1f}{noise} point(s) "
+                f"({self.check_start_points:.1f} fully INT8) with {len(self.float_layers)} layer(s) in float on "
+                f"{self.check_samples} samples the search never read; the search: {self.reached_points:.1f} on "
+                f"{self.samples} held-back samples{widened}")
 
 
 def check_max_drop(max_drop: float) -> float:
@@ -140,32 +178,65 @@ PRUNE_TRIALS = 12
 
 
 class _Measure:
-    """Decisions kept by the model with given groups of layers in float (each measurement recorded)."""
+    """Decisions kept by the model with given groups of layers in float (each measurement recorded), within
+    ``sigmas`` deviations and at least ``typical`` (:func:`typical_loss`) over the samples."""
 
     def __init__(self, model, amax, replay, kept_target: float, exclude: Sequence[str], threads: Optional[int],
-                 outcome: BudgetOutcome):
+                 outcome: BudgetOutcome, sigmas: float = defaults.BUDGET_NOISE_SIGMAS, typical: float = 0.0):
         self.model, self.amax, self.replay, self.kept_target = model, amax, replay, kept_target
         self.exclude, self.threads, self.outcome = list(exclude), threads, outcome
+        self.sigmas, self.typical = sigmas, typical
 
     def __call__(self, groups: Sequence[Sequence[str]], phase: str) -> Tuple[bool, float, list]:
         from ..graph.qdq import quantize_model
 
         layers = layers_of(groups)
         quantized, _ = quantize_model(self.model, self.amax, target="trt", exclude=self.exclude + layers)
-        metrics = self.replay.score(quantized, threads=self.threads)
+        return self.judge(self.replay.score(quantized, threads=self.threads), phase, len(layers))
+
+    def judge(self, metrics: list, phase: str, layers: int) -> Tuple[bool, float, list]:
+        """Whether ``metrics`` keep the budget with the margin: ``(within, share kept, metrics)``, recorded."""
         found = decisions_kept(metrics)
         kept = math.nan if found is None else found[1]
-        margin = noise_margin(metrics)
-        self.outcome.steps.append({"phase": phase, "layers": len(layers), "drop": drop_points(kept),
+        margin = noise_margin(metrics, self.sigmas, self.typical)
+        self.outcome.steps.append({"phase": phase, "layers": layers, "drop": drop_points(kept),
                                    "noise": 100.0 * margin})
         return bool(kept - margin >= self.kept_target), kept, metrics
 
 
-def noise_margin(metrics: Sequence) -> float:
-    """The share of decisions a budget keeps in reserve for the samples' noise: BUDGET_NOISE_SIGMAS bootstrap
-    standard deviations of the share kept (0 when it cannot be resampled)."""
+def sample_losses(metrics: Sequence) -> Optional[np.ndarray]:
+    """``[samples]``: the share of decisions each sample lost (the decision :func:`decisions_kept` reads, per
+    sample); None when nothing decides or there is nothing per sample."""
+    samples = max((m.samples for m in metrics), default=0)
+    if samples < 1 or any(m.per_sample is not None and len(m.per_sample.ref2) != samples for m in metrics):
+        return None
+    kept, _ = resampled_scores(metrics, np.arange(samples)[:, None], channels=False)
+    return None if kept is None else 1.0 - kept
+
+
+def typical_loss(metrics: Sequence) -> float:
+    """The share of decisions a sample that lost any lost, on average (0 when none lost any): one more such
+    sample is the least a count of these samples can miss."""
+    losses = sample_losses(metrics)
+    lost = losses[losses > 1e-12] if losses is not None else np.zeros(0)
+    return float(lost.mean()) if lost.size else 0.0
+
+
+def _outputs_differ(metrics: Sequence) -> bool:
+    """Whether any judged output differs from FP32 at all (a model with every layer float does not: it can lose
+    nothing, on any sample)."""
+    return any(m.per_sample is None or float(np.sum(m.per_sample.err2)) > 0.0 for m in metrics)
+
+
+def noise_margin(metrics: Sequence, sigmas: float = defaults.BUDGET_NOISE_SIGMAS, typical: float = 0.0) -> float:
+    """The share of decisions a budget keeps in reserve for the samples' noise: ``sigmas`` bootstrap standard
+    deviations of the share kept, and at least ``typical`` (:func:`typical_loss`) over the samples where the
+    outputs differ from FP32 at all (0 when nothing can be resampled or nothing differs)."""
     noise = kept_noise(metrics)
-    return 0.0 if noise is None or not math.isfinite(noise) else defaults.BUDGET_NOISE_SIGMAS * noise
+    spread = 0.0 if noise is None or not math.isfinite(noise) else sigmas * noise
+    samples = max((m.samples for m in metrics), default=0)
+    floor = typical / samples if typical > 0 and samples and _outputs_differ(metrics) else 0.0
+    return max(spread, floor)
 
 
 def layers_of(groups: Sequence[Sequence[str]]) -> List[str]:
@@ -294,13 +365,14 @@ def budget_estimate_of(verdict, model, amax, replay, metrics: list, exclude: Seq
 
 def reach_budget(model, amax, replay, metrics: list, max_drop: float, *, exclude: Sequence[str] = (),
                  max_layers: Optional[int] = None, threads: Optional[int] = None, measure_latency: bool = True,
-                 progress: ProgressCallback = no_progress) -> Tuple[BudgetOutcome, list]:
+                 progress: ProgressCallback = no_progress, check=None) -> Tuple[BudgetOutcome, list]:
     """Leave the fewest layers in float that keep the decisions on ``replay`` within ``max_drop`` points of FP32.
 
     ``metrics``: the verdict's per-output metrics of the model as calibrated (``exclude`` float);
-    ``max_layers``: at most this many layers in float (None: as many as the budget needs).
-    Returns the :class:`BudgetOutcome` and the metrics of the final model (the verdict's; the
-    ones given when the budget already holds or cannot be met).
+    ``max_layers``: at most this many layers in float (None: as many as the budget needs);
+    ``check``: a replay of samples the search never reads, that what it keeps must hold on too (:func:`_check`).
+    Returns the :class:`BudgetOutcome` and the metrics of the final model (the verdict's: on the check's samples
+    where it ran; the ones given when the budget already holds unchecked or cannot be met).
     """
     from .search import layer_sensitivity
 
@@ -312,25 +384,88 @@ def reach_budget(model, amax, replay, metrics: list, max_drop: float, *, exclude
         raise _streamed_error()
     kept_target = 1.0 - max_drop / 100.0
     margin = noise_margin(metrics)
+    typical = typical_loss(metrics)  # fully INT8, on the search's samples: the check's floor where its own lose none
     outcome = BudgetOutcome(max_drop, start[0], drop_points(start[1]), drop_points(start[1]),
                             bool(start[1] - margin >= kept_target), [], replay.samples, noise_points=100.0 * margin)
+    ranked: List[List[List[str]]] = []
+
+    def groups() -> List[List[str]]:
+        """The sensitivity ranking's groups, run once and only where needed."""
+        if not ranked:
+            ranking = layer_sensitivity(model, amax, replay=replay, exclude=exclude, threads=threads)
+            ranked.append([entry.nodes() for entry in ranking if entry.own_snr_db is not None])
+        return ranked[0]
+
+    k = 0
     if not outcome.met:
-        ranking = layer_sensitivity(model, amax, replay=replay, exclude=exclude, threads=threads)
-        groups = [entry.nodes() for entry in ranking if entry.own_snr_db is not None]
         measure = _Measure(model, amax, replay, kept_target, exclude, threads, outcome)
-        k, found, best = shortest_prefix(groups, measure, max_layers, progress)
+        k, found, best = shortest_prefix(groups(), measure, max_layers, progress)
         if found is None:  # not met: nothing changes; the best it measured is reported
             outcome.reached_points = drop_points(best) if math.isfinite(best) else outcome.start_points
             outcome.noise_points = 0.0
         else:
-            outcome.searched = layers_of(groups[:k])
-            kept_groups, outcome.requantized, pruned = prune(groups[:k], measure)
+            outcome.searched = layers_of(groups()[:k])
+            kept_groups, outcome.requantized, pruned = prune(groups()[:k], measure)
             metrics = pruned if pruned is not None else found
             outcome.float_layers = layers_of(kept_groups)
             outcome.met = True
             outcome.decision, kept = decisions_kept(metrics)
             outcome.reached_points = drop_points(kept)
             outcome.noise_points = 100.0 * noise_margin(metrics)
+    if outcome.met and check is not None and check.samples:
+        metrics = _check(model, amax, check, outcome, groups, k, kept_target, exclude=exclude, max_layers=max_layers,
+                         threads=threads, typical=typical, progress=progress)
     if measure_latency:
         outcome.latency = latency_cost(model, amax, replay, outcome.float_layers, exclude=exclude, threads=threads)
     return outcome, metrics
+
+
+def _check(model, amax, check, outcome: BudgetOutcome, groups, k: int, kept_target: float, *,
+           exclude: Sequence[str], max_layers: Optional[int], threads: Optional[int], typical: float,
+           progress: ProgressCallback = no_progress) -> list:
+    """Check the search's result on ``check`` (samples it never read): the layers it kept, then the prefix of the
+    ranking it found before pruning, then prefixes twice as long each time, up to the whole ranking (or
+    ``max_layers``), until one keeps the budget within BUDGET_CHECK_SIGMAS deviations. Fills the outcome's
+    ``check_*`` fields (``met`` False and no layer float when none does) and returns the metrics on ``check`` of
+    the model kept (of the fully INT8 model when none holds)."""
+    from ..graph.qdq import quantize_model
+
+    start_metrics = check.score(quantize_model(model, amax, target="trt", exclude=list(exclude))[0], threads=threads)
+    outcome.check_samples = check.samples
+    outcome.check_start_points = drop_points(decisions_kept(start_metrics)[1])
+    measure = _Measure(model, amax, check, kept_target, exclude, threads, outcome,
+                       sigmas=defaults.BUDGET_CHECK_SIGMAS, typical=typical_loss(start_metrics) or typical)
+    chosen = list(outcome.float_layers)
+
+    def candidates() -> Iterator[List[str]]:
+        """What the search kept, its prefix before pruning, then prefixes doubling to the whole ranking (computed
+        only when what came before failed)."""
+        yield chosen
+        if k and layers_of(groups()[:k]) != chosen:
+            yield layers_of(groups()[:k])
+        size, total = (2 * k if k else 1), len(groups())
+        while True:
+            size = min(size, total)
+            if size > k:
+                yield layers_of(groups()[:size])
+            if size >= total:
+                return
+            size *= 2
+
+    for layers in candidates():
+        if max_layers is not None and len(layers) > max_layers:
+            break
+        if layers:
+            ok, kept, metrics = measure([layers], "check")
+        else:
+            ok, kept, metrics = measure.judge(start_metrics, "check", 0)
+        progress(len(outcome.steps), len(outcome.steps) + 1)
+        if ok:
+            outcome.widened = [n for n in layers if n not in chosen]
+            outcome.float_layers = list(layers)
+            outcome.check_points = drop_points(kept)
+            outcome.check_noise_points = 100.0 * noise_margin(metrics, defaults.BUDGET_CHECK_SIGMAS, measure.typical)
+            return metrics
+    outcome.met, outcome.float_layers = False, []
+    outcome.check_points = outcome.check_start_points
+    return start_metrics

@@ -44,8 +44,10 @@ class FidelityTarget:
 
 def reach_target(model, amax: Mapping[str, float], replay, metrics: list, target: FidelityTarget, *,
                  exclude: Sequence[str] = (), threads: Optional[int] = None,
-                 progress: ProgressCallback = no_progress):
+                 progress: ProgressCallback = no_progress, check=None):
     """Leave layers in float until ``target`` is met on ``replay``: ``(AutoExcludeResult or None, metrics)``.
+
+    ``check``: a budget's replay of samples its search never reads (:func:`~trtq.precision.budget.reach_budget`).
 
     ``metrics``: the verdict's per-output metrics of the model as it is (``exclude`` float).
     Returns ``(None, metrics)`` when they already meet an SNR or cosine target (nothing run);
@@ -58,7 +60,7 @@ def reach_target(model, amax: Mapping[str, float], replay, metrics: list, target
 
     if target.max_drop is not None:
         return _reach_budget(model, amax, replay, metrics, target, exclude=exclude, threads=threads,
-                             progress=progress)
+                             progress=progress, check=check)
     snr, cosine, _ = worst_of(metrics)
     if (target.snr_db is not None and snr >= target.snr_db) or \
             (target.cosine is not None and cosine >= target.cosine):
@@ -74,16 +76,16 @@ def reach_target(model, amax: Mapping[str, float], replay, metrics: list, target
     return result, metrics
 
 def _reach_budget(model, amax, replay, metrics: list, target: FidelityTarget, *, exclude: Sequence[str] = (),
-                  threads: Optional[int] = None, progress: ProgressCallback = no_progress):
+                  threads: Optional[int] = None, progress: ProgressCallback = no_progress, check=None):
     """:func:`reach_target` for ``--max-drop``: an AutoExcludeResult whose ``budget`` is the outcome."""
     from ..compare.struct import AutoExcludeResult
     from .budget import reach_budget
 
     outcome, metrics = reach_budget(model, amax, replay, metrics, target.max_drop, exclude=exclude,
-                                    max_layers=target.max_layers, threads=threads, progress=progress)
+                                    max_layers=target.max_layers, threads=threads, progress=progress, check=check)
     limit = "" if target.max_layers is None else f"--max-layers {target.max_layers} reached: raise it, or "
     search = AutoExcludeResult("decisions", 1.0 - target.max_drop / 100.0, outcome.met, list(outcome.float_layers),
-                               [], replay.samples, target.max_layers or 0, budget=outcome)
+                               [], outcome.check_samples or replay.samples, target.max_layers or 0, budget=outcome)
     search.message = outcome.line() + ("" if outcome.met else f" ({limit}raise --max-drop, or calibrate on more "
                                                                "representative data)")
     return search, metrics
@@ -96,7 +98,7 @@ def mixed_precision_record(exclude: Sequence[str], search, source: str) -> Optio
     if budget is not None:
         record = {"float_layers": list(exclude) + [n for n in budget.float_layers if n not in exclude] if budget.met
                   else list(exclude), "source": source, "target": {"max_drop": budget.max_drop},
-                  "reached": budget.reached_points, "budget": budget.to_dict()}
+                  "reached": budget.final_points(), "budget": budget.to_dict()}
         if exclude:
             record["given"] = list(exclude)
         return record

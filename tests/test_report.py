@@ -254,8 +254,9 @@ def test_the_budget_hint_gives_the_estimated_count_or_says_why_there_is_none():
                                                           "best_points": None}}
     line = budget_hint(counted, "trtq calibrate m.onnx --calib d --max-drop 1")
     assert line == ("budget: mask IoU of 'mask' lost 3.7 points against FP32; about 12 of 24 layers in float keep "
-                    "it within 1 point (estimated on 32 held-back samples; the budget measures every step and may "
-                    "need fewer): trtq calibrate m.onnx --calib d --max-drop 1")
+                    "it within 1 point (estimated on 32 held-back samples; the budget measures every step and "
+                    "checks the result on samples it never read: it may need fewer or more): trtq calibrate m.onnx "
+                    "--calib d --max-drop 1")
     none_held = {"decision_drop": drop, "budget_estimate": {"layers": None, "ranked": 24, "samples": 32,
                                                             "best_points": 1.4}}
     assert "no float layers kept it within 1 point (at best 1.4 points lost, with up to all 24 ranked layers" in \

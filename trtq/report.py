@@ -602,8 +602,8 @@ def budget_hint(verdict: Optional[dict], command: str) -> Optional[str]:
     estimate = verdict.get("budget_estimate")
     if isinstance(estimate, dict) and isinstance(estimate.get("layers"), int):
         return (head + f"about {estimate['layers']} of {estimate['ranked']} layers in float keep it {within} "
-                f"(estimated on {estimate['samples']} held-back samples; the budget measures every step and may "
-                f"need fewer): {command}")
+                f"(estimated on {estimate['samples']} held-back samples; the budget measures every step and checks the "
+                f"result on samples it never read: it may need fewer or more): {command}")
     if isinstance(estimate, dict) and estimate.get("best_points") is not None:
         return (head + f"on {estimate['samples']} held-back samples no float layers kept it {within} (at best "
                 f"{estimate['best_points']:.1f} points lost, with up to all {estimate['ranked']} ranked layers in "

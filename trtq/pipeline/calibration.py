@@ -91,6 +91,23 @@ def reference_replay(model, feeds: Sequence[Feed], threads: Optional[int] = None
                   metric=metric, **signature_judging(signature))
 
 
+def float_loss(rewritten, replay, max_drop: float) -> str:
+    """Why a rewrite cannot carry an accuracy budget of ``max_drop`` points, or "": its float model (no layer
+    quantized) already loses more than a tenth of it against FP32 on ``replay`` (a mask's IoU moves by a
+    hair with any change in float: that much is left to the budget's own measurements). Bias correction
+    changes the float model by design (it cancels the weights' rounding, which a layer left float does not
+    have), and high-bias absorption is exact only where the activation stays linear; a budget leaves layers
+    float, down to the whole model, and must reach FP32's decisions there (on the bench detector, a kept
+    rewrite's float model lost boxes, and no budget of 1 point could be met)."""
+    from ..compare.decisions import decisions_kept, drop_points
+
+    kept = decisions_kept(replay.score(rewritten))
+    if kept is None or not drop_points(kept[1]) > max_drop / 10:
+        return ""
+    return (f"its float model already loses {drop_points(kept[1]):.1f} point(s) of {kept[0]} against FP32 on "
+            f"{replay.samples} held-back samples, which no layer left float wins back (--max-drop)")
+
+
 def _widened(replay, extra):
     """``replay`` with ``extra``'s samples appended (same reference model, class outputs and metric)."""
     from ..runtime.replay import Replay
@@ -429,13 +446,15 @@ def calibrate(
 
         widest = (reserve() if reserve_feeds else None) or replay
         compared = report.early if first else histograms
+        budgeted = target is not None and target.max_drop is not None
         best, trial = run_trial(
             Outcome((), model, None, compared, report, *ranked(model, compared)), variants,
             fitting=lambda: _take_samples(iter(split.again()), defaults.EQUALIZE_SAMPLES)[0], threads=threads,
             collect=lambda model: collect(model, first), choose=ranked,
             judge=lambda outcome: _judged(outcome, widest, exclude),
             refine=lambda outcome: refine(outcome.ranking, replay, progress=choice_progress)
-            if outcome.ranking is not None else (outcome.amax, outcome.choice, outcome.metrics))
+            if outcome.ranking is not None else (outcome.amax, outcome.choice, outcome.metrics),
+            ineligible=(lambda rewritten: float_loss(rewritten, widest, target.max_drop)) if budgeted else None)
         trial.statistics_samples, trial.first_samples = first or report.samples, bool(first)
         amax, choice, metrics = best.amax, best.choice, best.metrics
         if best.report is not None:  # a rewrite won: the cache belongs to it, as with --equalize

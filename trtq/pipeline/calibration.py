@@ -22,7 +22,7 @@ from .choose import AutoChoice, Ranking, choose_amax, every_tensor, rank_tables,
 from .equalizing import (  # noqa: F401  (their home is equalizing; imported from here too)
     TRIAL, EqualizeTrial, Outcome, channel_statistics, default_equalized_path, equalize_mode, equalize_model,
     run_trial, trial_variants)
-from .holdout import _take_samples, budget_check_count, holdout_count, split_holdout
+from .holdout import _take_samples, budget_check_count, budget_check_needs, holdout_count, split_holdout
 
 log = logging.getLogger(__name__)
 PathLike = Union[str, Path]
@@ -480,7 +480,8 @@ def calibrate(
                                          metric=metric, specs=inputs,
                                          signature=read_signature(original, spec.batch_axes))
         search, metrics = reach_target(model, amax, judged_on, metrics, target, exclude=exclude, threads=threads,
-                                       progress=choice_progress, check=check)
+                                       progress=choice_progress, check=check,
+                                       check_needs=budget_check_needs(holdout) if holdout > 0 else 0)
         if search is not None:
             log.info("mixed precision: %s", search.message)
     verdict = Verdict(metrics, metrics[0].samples if metrics else replay.samples, held_back=held_back,

@@ -471,3 +471,41 @@ def test_entropy_with_a_forced_re_centring_is_warned_about(workspace, caplog):
         with caplog.at_level(logging.WARNING, logger="trtq"):
             calibrate(model_path, str(data), algorithm=algorithm, equalize=steps)
         assert not [r for r in caplog.records if "re-centred" in r.getMessage()]
+
+
+def float_changed(model, feeds, threads=None, steps=True):
+    """A rewrite whose float model decides otherwise (the head's last output channel scaled up): what bias
+    correction or an inexact absorption can do to decisions near a threshold."""
+    from trtq.graph.equalize import EqualizeReport
+
+    rewritten = onnx.ModelProto()
+    rewritten.CopyFrom(model)
+    head = next(i for i in rewritten.graph.initializer if i.name == "w_head")
+    weights = numpy_helper.to_array(head).copy()
+    weights[-1] *= 5.0
+    head.CopyFrom(numpy_helper.from_array(weights, "w_head"))
+    return rewritten, EqualizeReport(steps=list(equalizing.trial_variants(model)[0]), sha256=model_sha256(rewritten))
+
+
+def test_with_a_budget_a_rewrite_whose_float_model_loses_decisions_is_not_tried(workspace, monkeypatch):
+    """A budget leaves layers float down to the whole model and must reach FP32's decisions there: a rewrite
+    whose float model already decides otherwise cannot carry it, so it is not tried (no statistics pass) and the
+    trial says why. Without a budget the same rewrite is tried as any other."""
+    from trtq.calib import collect
+    from trtq.precision.targets import FidelityTarget
+
+    tmp_path, data = workspace
+    passes = []
+    real_collect = collect.collect_histograms
+    monkeypatch.setattr(collect, "collect_histograms", lambda *a, **k: passes.append(1) or real_collect(*a, **k))
+    monkeypatch.setattr(equalizing, "equalize_model", float_changed)
+    model = save(separable_chain(), tmp_path / "chain.onnx")
+    budgeted = calibrate(model, str(data), class_outputs=["y:1"], target=FidelityTarget(max_drop=50))
+    trial = budgeted.equalize_trial
+    assert trial.kept == "off" and trial.tried == [] and len(passes) == 1
+    assert trial.skipped["all"].startswith("its float model already loses")
+    assert "not tried (all: its float model already loses" in trial.line()
+    assert budgeted.mixed_precision.budget.met
+    passes.clear()
+    plain = calibrate(model, str(data), class_outputs=["y:1"])
+    assert [r["equalize"] for r in plain.equalize_trial.tried] == ["off", "all"] and len(passes) == 2

@@ -162,6 +162,7 @@ def test_max_drop_leaves_the_costly_layer_float_records_it_and_quantize_applies_
     assert "budget: decisions within 1 point(s)" in out and "float: conv1" in out and "CPU latency" in out
     record = json.loads((tmp_path / "m.calib.cache.json").read_text())["mixed_precision"]
     assert record["float_layers"] == ["conv1"] and record["target"] == {"max_drop": 1.0}
+    assert "not checked on samples the search never read (give at least 288 calibration samples" in out
     assert record["source"] == "trtq calibrate --max-drop 1"
     assert record["reached"] <= 1.0 and record["budget"]["start_drop"] == pytest.approx(lost)
     assert record["budget"]["latency"]["float_ms"] > 0 and record["budget"]["latency"]["mixed_ms"] > 0
@@ -302,11 +303,12 @@ def test_the_check_holds_back_its_own_samples_beside_the_held_back_ones_and_the_
     """A budget holds back up to BUDGET_CHECK_SAMPLES more samples (a third of the data at most, less those already
     held back), disjoint from the statistics, the held-back samples and the reserve; too few data: none."""
     from trtq.pipeline.calibration import _split_data
-    from trtq.pipeline.holdout import budget_check_count
+    from trtq.pipeline.holdout import budget_check_count, budget_check_needs
     from trtq.progress import no_progress
 
     assert budget_check_count(None, 64) == 192 and budget_check_count(600, 64) == 136
     assert budget_check_count(1000, 64) == 192 and budget_check_count(250, 64) == 0  # 19 < BUDGET_CHECK_MIN
+    assert budget_check_needs() == 288  # 32 held back + 32 reserve + 32 checked, a third of 288
     model, data = _outlier_data(tmp_path, count=300)
     split = _split_data(_load(model), DataSpec(path=str(data), samples=None, batch_size=8, shuffle=False), [], 32,
                         "auto", None, no_progress, budget=True)

@@ -208,7 +208,7 @@ def print_mixed_precision(console, result) -> None:
 
 def print_equalize_trial(console, trial) -> None:
     """What auto's equalization trial tried and kept (one line), when it tried something."""
-    if trial is None or not trial.tried:
+    if trial is None or not (trial.tried or trial.skipped):
         return
     console.print(f"  {trial.line()}", highlight=False, markup=False)
 

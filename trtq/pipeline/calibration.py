@@ -22,7 +22,7 @@ from .choose import AutoChoice, Ranking, choose_amax, every_tensor, rank_tables,
 from .equalizing import (  # noqa: F401  (their home is equalizing; imported from here too)
     TRIAL, EqualizeTrial, Outcome, channel_statistics, default_equalized_path, equalize_mode, equalize_model,
     run_trial, trial_variants)
-from .holdout import _take_samples, budget_check_count, holdout_count, split_holdout
+from .holdout import _take_samples, budget_check_count, budget_check_needs, holdout_count, split_holdout
 
 log = logging.getLogger(__name__)
 PathLike = Union[str, Path]
@@ -89,6 +89,23 @@ def reference_replay(model, feeds: Sequence[Feed], threads: Optional[int] = None
                         f"{', '.join(outputs[0])}")
     return Replay(list(feeds), outputs, sum(feed_samples(f, specs) for f in feeds), class_outputs=axes,
                   metric=metric, **signature_judging(signature))
+
+
+def float_loss(rewritten, replay, max_drop: float) -> str:
+    """Why a rewrite cannot carry an accuracy budget of ``max_drop`` points, or "": its float model (no layer
+    quantized) already loses more than a tenth of it against FP32 on ``replay`` (a mask's IoU moves by a
+    hair with any change in float: that much is left to the budget's own measurements). Bias correction
+    changes the float model by design (it cancels the weights' rounding, which a layer left float does not
+    have), and high-bias absorption is exact only where the activation stays linear; a budget leaves layers
+    float, down to the whole model, and must reach FP32's decisions there (on the bench detector, a kept
+    rewrite's float model lost boxes, and no budget of 1 point could be met)."""
+    from ..compare.decisions import decisions_kept, drop_points
+
+    kept = decisions_kept(replay.score(rewritten))
+    if kept is None or not drop_points(kept[1]) > max_drop / 10:
+        return ""
+    return (f"its float model already loses {drop_points(kept[1]):.1f} point(s) of {kept[0]} against FP32 on "
+            f"{replay.samples} held-back samples, which no layer left float wins back (--max-drop)")
 
 
 def _widened(replay, extra):
@@ -429,13 +446,15 @@ def calibrate(
 
         widest = (reserve() if reserve_feeds else None) or replay
         compared = report.early if first else histograms
+        budgeted = target is not None and target.max_drop is not None
         best, trial = run_trial(
             Outcome((), model, None, compared, report, *ranked(model, compared)), variants,
             fitting=lambda: _take_samples(iter(split.again()), defaults.EQUALIZE_SAMPLES)[0], threads=threads,
             collect=lambda model: collect(model, first), choose=ranked,
             judge=lambda outcome: _judged(outcome, widest, exclude),
             refine=lambda outcome: refine(outcome.ranking, replay, progress=choice_progress)
-            if outcome.ranking is not None else (outcome.amax, outcome.choice, outcome.metrics))
+            if outcome.ranking is not None else (outcome.amax, outcome.choice, outcome.metrics),
+            ineligible=(lambda rewritten: float_loss(rewritten, widest, target.max_drop)) if budgeted else None)
         trial.statistics_samples, trial.first_samples = first or report.samples, bool(first)
         amax, choice, metrics = best.amax, best.choice, best.metrics
         if best.report is not None:  # a rewrite won: the cache belongs to it, as with --equalize
@@ -461,7 +480,8 @@ def calibrate(
                                          metric=metric, specs=inputs,
                                          signature=read_signature(original, spec.batch_axes))
         search, metrics = reach_target(model, amax, judged_on, metrics, target, exclude=exclude, threads=threads,
-                                       progress=choice_progress, check=check)
+                                       progress=choice_progress, check=check,
+                                       check_needs=budget_check_needs(holdout) if holdout > 0 else 0)
         if search is not None:
             log.info("mixed precision: %s", search.message)
     verdict = Verdict(metrics, metrics[0].samples if metrics else replay.samples, held_back=held_back,

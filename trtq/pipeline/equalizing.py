@@ -162,11 +162,12 @@ class EqualizeTrial:
     statistics_samples: int = 0                         # statistics samples each model's ranges came from
     first_samples: bool = False                         # only the first ones of them: the kept model then got all
     seconds: float = 0.0                                # the trial's extra time (rewrites, passes, choices, scoring)
+    skipped: Dict[str, str] = field(default_factory=dict)  # rewrites not tried, and why (a budget's rule)
 
     def to_dict(self) -> dict:
         return {"kept": self.kept, "reason": self.reason, "samples": self.samples,
                 "statistics_samples": self.statistics_samples, "first_samples_only": self.first_samples,
-                "seconds": round(self.seconds, 3), "tried": list(self.tried),
+                "seconds": round(self.seconds, 3), "tried": list(self.tried), "skipped": dict(self.skipped),
                 "rule": f"a rewrite is kept only when it wins beyond noise (decisions, else worst SNR by "
                         f"{defaults.AUTO_EQUALIZE_MIN_GAIN_DB:g} dB or more) and its decisions are not lower; "
                         "within noise the unmodified model is kept; each is first scored with auto's choice "
@@ -228,7 +229,8 @@ def run_trial(unmodified: Outcome, variants: Sequence[Tuple[str, ...]], *,
               collect: Callable[[object], Tuple[dict, object]],
               choose: Callable[..., Tuple[dict, Optional[object], list, Optional[object]]],
               judge: Callable[[Outcome], object],
-              refine: Optional[Callable[[Outcome], Tuple[dict, object, list]]] = None) -> Tuple[Outcome, EqualizeTrial]:
+              refine: Optional[Callable[[Outcome], Tuple[dict, object, list]]] = None,
+              ineligible: Optional[Callable[[object], str]] = None) -> Tuple[Outcome, EqualizeTrial]:
     """Auto's equalization trial: each of ``variants`` (step lists) rewrites the model (statistics from
     ``fitting()``), gets its own statistics (``collect(model) -> (histograms, CollectionReport)``) and choice
     (``choose(model, histograms) -> (amax, AutoChoice or None, metrics, choose.Ranking or None)``: auto's ranking
@@ -239,12 +241,16 @@ def run_trial(unmodified: Outcome, variants: Sequence[Tuple[str, ...]], *,
     model or to an earlier one is not scored again.
 
     A rewrite's ranges are its own: bias correction alone moved the CTC reader's enough that, scored with the
-    unmodified model's, it fell 3.4 dB behind on the held-back samples where with its own it led by 2.9 dB."""
+    unmodified model's, it fell 3.4 dB behind on the held-back samples where with its own it led by 2.9 dB.
+
+    ``ineligible(rewritten model)``: why a rewrite may not be kept (empty: it may), asked before its statistics
+    pass (a budget's: a rewrite whose float model already loses decisions)."""
     from ..graph.model import model_sha256
 
     started = time.perf_counter()
     outcomes = [unmodified]
     seen = {model_sha256(unmodified.model)}
+    skipped: Dict[str, str] = {}  # rewrites not tried, and why
     if unmodified.ranking is not None:
         unmodified.ranking.release()  # no scoring session held while the rewrites are collected and ranked
     feeds = fitting()
@@ -255,6 +261,12 @@ def run_trial(unmodified: Outcome, variants: Sequence[Tuple[str, ...]], *,
             log.info("equalize %s gives a model already scored: not scored again", "+".join(steps))
             continue
         seen.add(report.sha256)
+        why = ineligible(model) if ineligible is not None else ""
+        if why:
+            name = Outcome(tuple(steps), model).name
+            log.info("equalize %s is not tried: %s", name, why)
+            skipped[name] = why
+            continue
         log.info("auto: trying the model rewritten by equalize %s (%d pair(s), %d bias(es) corrected): its own "
                  "statistics pass and choice", "+".join(steps), len(report.pairs), len(report.corrected_layers))
         histograms, collection = collect(model)
@@ -263,9 +275,11 @@ def run_trial(unmodified: Outcome, variants: Sequence[Tuple[str, ...]], *,
             ranking.release()
         outcomes.append(Outcome(steps, model, report, histograms, collection, amax, choice, metrics, ranking,
                                 seconds=time.perf_counter() - begun))
-    trial = EqualizeTrial()
+    trial = EqualizeTrial(skipped=skipped)
     if len(outcomes) == 1:
-        trial.reason, trial.seconds = "every rewrite left the model as it was", time.perf_counter() - started
+        trial.reason = "; ".join(f"{name}: {why}" for name, why in skipped.items()) or \
+            "every rewrite left the model as it was"
+        trial.seconds = time.perf_counter() - started
         return unmodified, trial
     for outcome in outcomes:
         begun = time.perf_counter()
@@ -288,7 +302,7 @@ def run_trial(unmodified: Outcome, variants: Sequence[Tuple[str, ...]], *,
         reasons.setdefault(outcome.name, why + (" after refinement" if outcome.refined else ""))
         if kept:
             winners.append(outcome)
-    reasons = [f"{o.name}: {reasons[o.name]}" for o in outcomes[1:]]
+    reasons = [f"{o.name}: {reasons[o.name]}" for o in outcomes[1:]] + [f"{n}: {w}" for n, w in skipped.items()]
     best = unmodified
     if winners:
         from .choose import rank

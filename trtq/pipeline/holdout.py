@@ -32,6 +32,19 @@ def budget_check_count(total: Optional[int], held: int) -> int:
     return count if count >= defaults.BUDGET_CHECK_MIN else 0
 
 
+def budget_check_needs(holdout: int = defaults.HOLDOUT_SAMPLES) -> int:
+    """The fewest calibration samples from which on a budget always gets its check (:func:`budget_check_count`
+    beside the held-back samples and the reserve, as calibrate holds them back for a budget)."""
+    last_without = 0
+    for total in range(1, 4 * (holdout + defaults.HOLDOUT_RESERVE + defaults.BUDGET_CHECK_SAMPLES) + 1):
+        held = holdout_count(total, holdout)
+        if holdout > 0 and total >= 4 * (holdout + defaults.HOLDOUT_RESERVE):
+            held += defaults.HOLDOUT_RESERVE
+        if not budget_check_count(total, held):
+            last_without = total
+    return last_without + 1
+
+
 def split_holdout(batches: Iterable[Mapping[str, np.ndarray]], count: int,
                   whole_batches: bool = False, specs: Optional[Sequence] = None) -> Tuple[List[Feed], Iterator[Feed]]:
     """The first ``count`` samples of ``batches``, and an iterator over the rest.

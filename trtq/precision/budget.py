@@ -84,6 +84,7 @@ class BudgetOutcome:
     check_points: Optional[float] = None    # points lost on them with ``float_layers`` in float
     check_noise_points: float = 0.0         # the check's margin (BUDGET_CHECK_SIGMAS deviations, at least a sample)
     widened: List[str] = field(default_factory=list)     # layers the check left float beyond the search's choice
+    check_needs: int = 0                    # without a check: the calibration samples that would give one
 
     def to_dict(self) -> dict:
         return {"max_drop": self.max_drop, "decision": self.decision, "start_drop": self.start_points,
@@ -108,8 +109,9 @@ class BudgetOutcome:
         if self.check_points is None:
             noise = f" +- {self.noise_points:.1f}" if self.noise_points else ""
             unchecked = ("" if not self.met else
-                         f"; not checked on samples the search never read (give at least "
-                         f"{3 * (self.samples + defaults.BUDGET_CHECK_MIN)} calibration samples for that)")
+                         "; not checked on samples the search never read" + (
+                             f" (give at least {self.check_needs} calibration samples for that)"
+                             if self.check_needs else ""))
             return (f"{head}: {self.decision} lost {self.reached_points:.1f}{noise} point(s) ({self.start_points:.1f} "
                     f"fully INT8) with {len(self.float_layers)} layer(s) in float on {self.samples} held-back "
                     f"samples{unchecked}")

@@ -44,10 +44,11 @@ class FidelityTarget:
 
 def reach_target(model, amax: Mapping[str, float], replay, metrics: list, target: FidelityTarget, *,
                  exclude: Sequence[str] = (), threads: Optional[int] = None,
-                 progress: ProgressCallback = no_progress, check=None):
+                 progress: ProgressCallback = no_progress, check=None, check_needs: int = 0):
     """Leave layers in float until ``target`` is met on ``replay``: ``(AutoExcludeResult or None, metrics)``.
 
-    ``check``: a budget's replay of samples its search never reads (:func:`~trtq.precision.budget.reach_budget`).
+    ``check``: a budget's replay of samples its search never reads (:func:`~trtq.precision.budget.reach_budget`);
+    without one, ``check_needs``: the calibration samples that would give one (said in the budget's line).
 
     ``metrics``: the verdict's per-output metrics of the model as it is (``exclude`` float).
     Returns ``(None, metrics)`` when they already meet an SNR or cosine target (nothing run);
@@ -60,7 +61,7 @@ def reach_target(model, amax: Mapping[str, float], replay, metrics: list, target
 
     if target.max_drop is not None:
         return _reach_budget(model, amax, replay, metrics, target, exclude=exclude, threads=threads,
-                             progress=progress, check=check)
+                             progress=progress, check=check, check_needs=check_needs)
     snr, cosine, _ = worst_of(metrics)
     if (target.snr_db is not None and snr >= target.snr_db) or \
             (target.cosine is not None and cosine >= target.cosine):
@@ -76,13 +77,15 @@ def reach_target(model, amax: Mapping[str, float], replay, metrics: list, target
     return result, metrics
 
 def _reach_budget(model, amax, replay, metrics: list, target: FidelityTarget, *, exclude: Sequence[str] = (),
-                  threads: Optional[int] = None, progress: ProgressCallback = no_progress, check=None):
+                  threads: Optional[int] = None, progress: ProgressCallback = no_progress, check=None,
+                  check_needs: int = 0):
     """:func:`reach_target` for ``--max-drop``: an AutoExcludeResult whose ``budget`` is the outcome."""
     from ..compare.struct import AutoExcludeResult
     from .budget import reach_budget
 
     outcome, metrics = reach_budget(model, amax, replay, metrics, target.max_drop, exclude=exclude,
                                     max_layers=target.max_layers, threads=threads, progress=progress, check=check)
+    outcome.check_needs = 0 if check is not None else check_needs
     limit = "" if target.max_layers is None else f"--max-layers {target.max_layers} reached: raise it, or "
     search = AutoExcludeResult("decisions", 1.0 - target.max_drop / 100.0, outcome.met, list(outcome.float_layers),
                                [], outcome.check_samples or replay.samples, target.max_layers or 0, budget=outcome)

@@ -132,7 +132,7 @@ def test_the_trial_refines_only_where_a_rewrite_ranks_first_before_refinement(wo
     result = calibrate(save(separable_chain(), tmp_path / "chain.onnx"), str(data))
     trial = result.equalize_trial
     assert [r["equalize"] for r in trial.tried] == ["off", "all", "bias"] and trial.kept == "all"
-    assert len(passes) == 4  # the model's, each rewrite's, and the kept rewrite's over every tensor
+    assert len(passes) == 4  # the model's, each rewrite's, and the kept rewrite's over the tensors it did not bin
     assert [r["refined"] for r in trial.tried] == [True, True, False]  # bias correction alone ranked behind
     assert len(refined) == 2 and refined[1].model is result.model
     assert all(r.scorer is None for r in refined)  # no scoring session outlives its refinement
@@ -195,13 +195,15 @@ def test_on_many_samples_the_trial_compares_on_the_first_ones_and_only_the_kept_
     np.save(few, _x(400, seed=2))
     monkeypatch.setattr(defaults, "AUTO_EQUALIZE_STATISTICS_SAMPLES", 256)
     assert calibrate(save(separable_chain(), tmp_path / "chain.onnx"), str(few)).equalize_trial.kept == "all"
-    assert [p[1] for p in passes] == [336] * 4 and passes[0][0] is None  # the kept rewrite's over every tensor
+    assert [p[1] for p in passes] == [336] * 4 and passes[0][0] is None  # the kept rewrite's over the rest
 
 
-def test_a_rewrites_pass_observes_what_its_scoring_reads_and_the_kept_one_then_every_tensor(workspace, monkeypatch):
+def test_a_rewrites_pass_observes_what_its_scoring_reads_and_the_kept_one_then_every_other_tensor(workspace,
+                                                                                                  monkeypatch):
     """A rewrite is ranked, refined and judged through its TensorRT-form Q/DQ model: its statistics pass observes
-    only the tensors that model quantizes. The rewrite kept then gets a pass over every tensor: its cache holds
-    them all, its choice (ranked where the histograms are the same) and overrides as they were."""
+    only the tensors that model quantizes. The rewrite kept then gets a pass over every tensor its trial pass did
+    not bin (on the same samples): its cache holds them all, its choice (ranked where the histograms are the
+    same) and overrides as they were."""
     from trtq.calib import amax_from_histograms, collect
     from trtq.calib.collect import activation_tensors, qdq_tensors
 
@@ -214,7 +216,9 @@ def test_a_rewrites_pass_observes_what_its_scoring_reads_and_the_kept_one_then_e
     result = calibrate(save(separable_chain(), tmp_path / "chain.onnx"), str(data))
     assert result.equalize_trial.kept == "all"
     (main, everything), (kept, trt_form), (_, bias_form), (final, final_tensors) = observed
-    assert everything is None and final_tensors is None and final is kept is result.model
+    assert everything is None and final is kept is result.model
+    assert final_tensors == [t for t in activation_tensors(kept) if t not in trt_form]  # nothing binned twice
+    assert list(result.histograms) == activation_tensors(kept)  # both passes, merged in graph order
     assert trt_form == qdq_tensors(kept, forms=("trt",)) and bias_form and set(bias_form) < set(
         activation_tensors(result.model))
     assert list(result.amax) == activation_tensors(result.model)  # every tensor, in graph order
@@ -223,6 +227,32 @@ def test_a_rewrites_pass_observes_what_its_scoring_reads_and_the_kept_one_then_e
     assert others and all(result.amax[name] == chosen[name] for name in others)
     for tensor in trt_form:  # the quantized ones: the choice's, or the override the refinement kept
         assert result.amax[tensor] == chosen[tensor] or tensor in result.auto.overrides
+
+
+def test_the_kept_rewrites_merged_passes_equal_one_pass_over_every_tensor(workspace, monkeypatch):
+    """The kept rewrite's histograms from its trial pass and its pass over the other tensors are those of one
+    pass over every tensor (a histogram reads only its own tensor's values): the same cache, histograms, half-way
+    snapshot and convergence record."""
+    from trtq.calib.collect import activation_tensors
+    from trtq.pipeline import calibration
+
+    tmp_path, data = workspace
+    model_path = save(separable_chain(), tmp_path / "chain.onnx")
+    merged = calibrate(model_path, str(data), cache_path=tmp_path / "merged.cache")
+    monkeypatch.setattr(calibration, "_rest_of_pass", lambda model, binned, report, observed, collect: collect(
+        observed if observed is not None else activation_tensors(model)))
+    whole = calibrate(model_path, str(data), cache_path=tmp_path / "whole.cache")
+    assert merged.equalize_trial.kept == whole.equalize_trial.kept == "all"
+    assert (tmp_path / "merged.cache").read_bytes() == (tmp_path / "whole.cache").read_bytes()
+    assert list(merged.histograms) == list(whole.histograms)
+    for name, histogram in whole.histograms.items():
+        other = merged.histograms[name]
+        assert np.array_equal(other.counts, histogram.counts) and other.range == histogram.range
+        assert other.max_abs == histogram.max_abs and other.num_values == histogram.num_values
+    half, whole_half = merged.collection.half, whole.collection.half
+    assert list(half) == list(whole_half) and merged.collection.half_samples == whole.collection.half_samples
+    assert all(np.array_equal(half[n].counts, whole_half[n].counts) for n in half)
+    assert merged.convergence == whole.convergence and merged.amax == whole.amax
 
 
 def test_a_kept_rewrite_is_written_beside_the_cache_never_into_the_models_folder(workspace):

@@ -434,11 +434,14 @@ def calibrate(
         # and a rewrite's pass over the same samples), and only the model kept gets a pass over them all.
         first = report.early_samples if report.early is not None and report.samples >= 2 * compared_on else None
 
-        def collect(model, samples: Optional[int] = None, every_tensor: bool = False):
+        def collect(model, samples: Optional[int] = None, every_tensor: bool = False,
+                    tensors: Optional[List[str]] = None):
             """A rewrite's pass over the same batches: in the trial only the tensors its TensorRT-form Q/DQ model
-            reads (all that its ranking, refinement and judging read), the model kept over every tensor."""
+            reads (all that its ranking, refinement and judging read), the model kept over every tensor (or
+            ``tensors``)."""
             collection = CollectionReport()
-            observed = observed_of(model) if every_tensor else qdq_tensors(model, observed_of(model), forms=("trt",))
+            observed = (tensors if tensors is not None else observed_of(model) if every_tensor
+                        else qdq_tensors(model, observed_of(model), forms=("trt",)))
             return collect_histograms(model, _first_samples(split.again(), samples, inputs), num_bins=num_bins,
                                       total_samples=samples or stats_total, threads=threads, max_binned=max_binned,
                                       tensors=observed, max_memory=max_memory, report=collection,
@@ -460,7 +463,11 @@ def calibrate(
         if best.report is not None:  # a rewrite won: the cache belongs to it, as with --equalize
             model, equalized, histograms, report = best.model, best.report, best.histograms, best.collection
             fingerprint, source_sha = model_fingerprint(model), file_sha256(model_path)
-            histograms, report = collect(model, every_tensor=True)  # its pass over every sample and tensor
+            if first:  # its pass over every sample and tensor
+                histograms, report = collect(model, every_tensor=True)
+            else:  # its trial pass read every sample: a pass over the tensors it did not read
+                histograms, report = _rest_of_pass(model, best.histograms, best.collection, observed_of(model),
+                                                   lambda tensors: collect(model, tensors=tensors))
         if first:  # the model kept, on every statistics sample: its choice from the start
             amax, choice, metrics = choose(model, histograms)
         elif best.ranking is not None and not best.refined:  # refined here when no rewrite contended
@@ -529,6 +536,41 @@ def calibrate(
                              collection=report, convergence=convergence, mixed_precision=search,
                              equalize=equalized, model=model if equalized is not None else None,
                              equalize_trial=trial)
+
+
+def _rest_of_pass(model, binned: dict, binned_report, observed: Optional[List[str]], collect):
+    """A kept rewrite's statistics over every tensor ``observed`` (None: every float tensor), where its trial pass
+    (``binned``, ``binned_report``) already binned some of them on the same samples: ``collect(tensors)`` runs the
+    rest only, and the two are merged in graph order. A tensor's histogram reads only its own values (its range
+    is its first batch's), so the merge equals one pass over them all, without binning the Q/DQ tensors twice
+    (a third of YOLOv8n's activation values)."""
+    from ..calib.collect import CollectionReport, activation_tensors
+
+    every = activation_tensors(model)
+    done = set(binned) | set(binned_report.unquantized)
+    rest = [t for t in (observed if observed is not None else every) if t not in done]
+    if rest:
+        histograms, report = collect(rest)
+    else:
+        histograms, report = {}, CollectionReport(samples=binned_report.samples, data_batch=binned_report.data_batch,
+                                                  run_batch=binned_report.run_batch)
+    order = {name: i for i, name in enumerate(every)}
+
+    def merged(first: Optional[dict], second: Optional[dict]) -> dict:
+        both = {**(first or {}), **(second or {})}
+        return dict(sorted(both.items(), key=lambda item: order.get(item[0], len(order))))
+
+    histograms = merged(binned, histograms)
+    if report.half is None or binned_report.half_samples == report.half_samples:
+        report.half, report.half_samples = merged(binned_report.half, report.half), binned_report.half_samples
+    report.unquantized = {**binned_report.unquantized, **report.unquantized}
+    report.observed += binned_report.observed
+    report.shared += binned_report.shared
+    report.run_batch = min(b for b in (report.run_batch, binned_report.run_batch) if b is not None) if (
+        report.run_batch or binned_report.run_batch) else None
+    report.groups = max(report.groups, binned_report.groups)
+    report.cut = report.cut or binned_report.cut
+    return histograms, report
 
 
 def _first_samples(batches: Iterable[Feed], samples: Optional[int], inputs) -> Iterator[Feed]:

@@ -7,7 +7,7 @@ Per family (scripts/_bench_models.py, the counts of bench_accuracy.py) the float
 once with the default (auto), its layers ranked by trtq's sensitivity run on the first 64 held-back
 samples (as a budget ranks them), and every prefix of that ranking (the first k groups in float) is
 scored on every calibration and held-out sample: the share of decisions each sample loses
-(trtq.precision.budget.sample_losses). Those samples stand for the population. Each run then draws
+(trtq.compare.accumulate.sample_losses). Those samples stand for the population. Each run then draws
 disjoint random samples for the search (S) and the check (C) and replays the budget's rules on them:
 
   - the search: trtq's own doubling and bisection (trtq.precision.budget.shortest_prefix), a prefix
@@ -41,6 +41,7 @@ def prefix_losses(setup: models.Setup) -> Dict[int, np.ndarray]:
     """``{k: [samples] share of decisions lost}`` with the first k groups of the sensitivity ranking in float, over
     every calibration and held-out sample."""
     import trtq
+    from trtq.compare.accumulate import sample_losses
     from trtq.compare.usermetric import UserMetric
     from trtq.data import open_source
     from trtq.graph.model import load_onnx
@@ -48,7 +49,7 @@ def prefix_losses(setup: models.Setup) -> Dict[int, np.ndarray]:
     from trtq.graph.signature import input_specs
     from trtq.pipeline.calibration import reference_replay
     from trtq.pipeline.holdout import split_holdout
-    from trtq.precision.budget import layers_of, sample_losses
+    from trtq.precision.budget import layers_of
     from trtq.precision.search import layer_sensitivity
 
     metric = UserMetric.load(setup.metric) if setup.metric else None

@@ -426,16 +426,35 @@ def resampled_scores(metrics: Sequence[OutputMetrics], index: np.ndarray, channe
     return decision, snr
 
 
+def _resampled_count(metrics: Sequence[OutputMetrics]) -> int:
+    """The samples ``metrics`` hold per-sample rows for (0 where an output's rows do not match the count)."""
+    samples = max((m.samples for m in metrics), default=0)
+    if any(m.per_sample is not None and len(m.per_sample.ref2) != samples for m in metrics):
+        return 0
+    return samples
+
+
 def kept_noise(metrics: Sequence[OutputMetrics]) -> Optional[float]:
     """Bootstrap standard deviation of :func:`~trtq.compare.decisions.decisions_kept`'s share over the samples
     (None: nothing decides, or nothing to resample)."""
     from .decisions import bootstrap_index
 
-    samples = max((m.samples for m in metrics), default=0)
-    if samples < 2 or any(m.per_sample is not None and len(m.per_sample.ref2) != samples for m in metrics):
+    samples = _resampled_count(metrics)
+    if samples < 2:
         return None
     decision, _ = resampled_scores(metrics, bootstrap_index(samples))
     return None if decision is None else float(np.std(decision))
+
+
+def sample_losses(metrics: Sequence[OutputMetrics]) -> Optional[np.ndarray]:
+    """``[samples]``: the share of decisions each sample lost (the decision
+    :func:`~trtq.compare.decisions.decisions_kept` reads, per sample); None when nothing decides or there is
+    nothing per sample."""
+    samples = _resampled_count(metrics)
+    if samples < 1:
+        return None
+    kept, _ = resampled_scores(metrics, np.arange(samples)[:, None], channels=False)
+    return None if kept is None else 1.0 - kept
 
 
 def output_snr_db(metrics: Sequence[OutputMetrics]) -> float:

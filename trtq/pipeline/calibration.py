@@ -22,7 +22,8 @@ from .choose import AutoChoice, Ranking, choose_amax, every_tensor, rank_tables,
 from .equalizing import (  # noqa: F401  (their home is equalizing; imported from here too)
     TRIAL, EqualizeTrial, Outcome, channel_statistics, default_equalized_path, equalize_mode, equalize_model,
     run_trial, trial_variants)
-from .holdout import _take_samples, budget_check_count, budget_check_needs, holdout_count, split_holdout
+from .holdout import (_take_samples, budget_check_count, budget_check_needs, holdout_count, holdout_reserve,
+                      split_holdout)
 
 log = logging.getLogger(__name__)
 PathLike = Union[str, Path]
@@ -161,8 +162,7 @@ def _split_data(model, spec, pairs, holdout: int, algorithm: str, threads: Optio
     source = open_source(spec, input_specs(model, spec.batch_axes))
     inputs = source.inputs
     static_batch = any(s.static_batch() for s in inputs)
-    reserve_count = defaults.HOLDOUT_RESERVE if (algorithm == "auto" or budget) and holdout > 0 and (
-        source.num_samples is None or source.num_samples >= 4 * (holdout + defaults.HOLDOUT_RESERVE)) else 0
+    reserve_count = holdout_reserve(source.num_samples, holdout) if algorithm == "auto" or budget else 0
     wanted = holdout_count(source.num_samples, holdout) + reserve_count
     check_count = budget_check_count(source.num_samples, wanted) if budget and holdout > 0 else 0
     held, rest = split_holdout(iter(source), wanted + check_count, whole_batches=static_batch, specs=inputs)
@@ -390,9 +390,13 @@ def calibrate(
         raise TrtqError(f"no floating-point tensors were found to calibrate in {Path(model_path).name}; "
                         "nothing was written")
     stats_seconds = time.perf_counter() - started
-    if not pairs:  # the float model is the reference, always (also with --equalize)
-        replay = reference_replay(original, held, threads=threads, class_outputs=class_outputs, metric=metric,
-                                  specs=inputs, signature=read_signature(original, spec.batch_axes))
+    def float_reference(feeds):
+        """A replay of ``feeds`` with the float model's outputs: the reference, always (also with --equalize)."""
+        return reference_replay(original, feeds, threads=threads, class_outputs=class_outputs, metric=metric,
+                                specs=inputs, signature=read_signature(original, spec.batch_axes))
+
+    if not pairs:
+        replay = float_reference(held)
 
     widened: list = []
 
@@ -402,9 +406,7 @@ def calibrate(
         if not reserve_feeds:
             return None
         if not widened:
-            widened.append(_widened(replay, reference_replay(
-                original, reserve_feeds, threads=threads, class_outputs=class_outputs, metric=metric, specs=inputs,
-                signature=read_signature(original, spec.batch_axes))))
+            widened.append(_widened(replay, float_reference(reserve_feeds)))
         return widened[0]
 
     options = {"percentile": percentile} if algorithm == "percentile" else {}
@@ -483,9 +485,7 @@ def calibrate(
                 judged_on = reserve()
                 metrics = score(judged_on, model, amax, exclude).metrics
             if split.check_feeds:  # and is checked on samples its search never reads
-                check = reference_replay(original, split.check_feeds, threads=threads, class_outputs=class_outputs,
-                                         metric=metric, specs=inputs,
-                                         signature=read_signature(original, spec.batch_axes))
+                check = float_reference(split.check_feeds)
         search, metrics = reach_target(model, amax, judged_on, metrics, target, exclude=exclude, threads=threads,
                                        progress=choice_progress, check=check,
                                        check_needs=budget_check_needs(holdout) if holdout > 0 else 0)

@@ -23,6 +23,15 @@ def holdout_count(total: Optional[int], wanted: int = defaults.HOLDOUT_SAMPLES) 
     return total // 4
 
 
+def holdout_reserve(total: Optional[int], holdout: int = defaults.HOLDOUT_SAMPLES) -> int:
+    """Samples held back beside ``holdout`` as a reserve (auto's rescoring, a budget's search):
+    :data:`~trtq.defaults.HOLDOUT_RESERVE` where there are at least 4x as many samples as both, or the count is
+    unknown; none without a hold-out."""
+    if holdout <= 0 or (total is not None and total < 4 * (holdout + defaults.HOLDOUT_RESERVE)):
+        return 0
+    return defaults.HOLDOUT_RESERVE
+
+
 def budget_check_count(total: Optional[int], held: int) -> int:
     """Samples a budget (``--max-drop``) holds back to check its search on, beside the ``held`` ones already
     held back: :data:`~trtq.defaults.BUDGET_CHECK_SAMPLES`, at most a third of ``total`` less ``held`` (None:
@@ -37,10 +46,7 @@ def budget_check_needs(holdout: int = defaults.HOLDOUT_SAMPLES) -> int:
     beside the held-back samples and the reserve, as calibrate holds them back for a budget)."""
     last_without = 0
     for total in range(1, 4 * (holdout + defaults.HOLDOUT_RESERVE + defaults.BUDGET_CHECK_SAMPLES) + 1):
-        held = holdout_count(total, holdout)
-        if holdout > 0 and total >= 4 * (holdout + defaults.HOLDOUT_RESERVE):
-            held += defaults.HOLDOUT_RESERVE
-        if not budget_check_count(total, held):
+        if not budget_check_count(total, holdout_count(total, holdout) + holdout_reserve(total, holdout)):
             last_without = total
     return last_without + 1
 

@@ -37,10 +37,10 @@ import math
 from dataclasses import dataclass, field
 from typing import Iterator, List, Optional, Sequence, Tuple
 
-from .. import defaults
 import numpy as np
 
-from ..compare.accumulate import kept_noise, resampled_scores
+from .. import defaults
+from ..compare.accumulate import kept_noise, sample_losses
 from ..compare.decisions import decisions_kept, drop_points
 from ..errors import TrtqError
 from ..progress import ProgressCallback, no_progress
@@ -204,16 +204,6 @@ class _Measure:
         self.outcome.steps.append({"phase": phase, "layers": layers, "drop": drop_points(kept),
                                    "noise": 100.0 * margin})
         return bool(kept - margin >= self.kept_target), kept, metrics
-
-
-def sample_losses(metrics: Sequence) -> Optional[np.ndarray]:
-    """``[samples]``: the share of decisions each sample lost (the decision :func:`decisions_kept` reads, per
-    sample); None when nothing decides or there is nothing per sample."""
-    samples = max((m.samples for m in metrics), default=0)
-    if samples < 1 or any(m.per_sample is not None and len(m.per_sample.ref2) != samples for m in metrics):
-        return None
-    kept, _ = resampled_scores(metrics, np.arange(samples)[:, None], channels=False)
-    return None if kept is None else 1.0 - kept
 
 
 def typical_loss(metrics: Sequence) -> float:
@@ -466,7 +456,7 @@ def _check(model, amax, check, outcome: BudgetOutcome, groups, k: int, kept_targ
             outcome.widened = [n for n in layers if n not in chosen]
             outcome.float_layers = list(layers)
             outcome.check_points = drop_points(kept)
-            outcome.check_noise_points = 100.0 * noise_margin(metrics, defaults.BUDGET_CHECK_SIGMAS, measure.typical)
+            outcome.check_noise_points = outcome.steps[-1]["noise"]  # the margin judge() just applied
             return metrics
     outcome.met, outcome.float_layers = False, []
     outcome.check_points = outcome.check_start_points
